@@ -23,7 +23,10 @@ impl EtlDay {
 
     /// Parses `yyyymmdd` or `yyyy-mm-dd`, nothing else (no spaces, no other separators).
     pub fn parse(input: &str) -> Result<Self, DayError> {
-        let fail = |detail: &str| DayError { input: input.to_string(), detail: detail.to_string() };
+        let fail = |detail: &str| DayError {
+            input: input.to_string(),
+            detail: detail.to_string(),
+        };
         let digits: String = match input.len() {
             8 => input.to_string(),
             10 if input.as_bytes()[4] == b'-' && input.as_bytes()[7] == b'-' => {
@@ -51,12 +54,22 @@ impl EtlDay {
 
     /// `yyyymmdd`, the stored and displayed form.
     pub fn compact(self) -> String {
-        format!("{:04}{:02}{:02}", self.0.year(), self.0.month(), self.0.day())
+        format!(
+            "{:04}{:02}{:02}",
+            self.0.year(),
+            self.0.month(),
+            self.0.day()
+        )
     }
 
     /// `yyyy-mm-dd`.
     pub fn dashed(self) -> String {
-        format!("{:04}-{:02}-{:02}", self.0.year(), self.0.month(), self.0.day())
+        format!(
+            "{:04}-{:02}-{:02}",
+            self.0.year(),
+            self.0.month(),
+            self.0.day()
+        )
     }
 
     /// The day `days` later (or earlier, when negative).
@@ -147,13 +160,29 @@ mod tests {
     #[test]
     fn refuses_malformed_and_impossible_dates() {
         for bad in [
-            "", "2026131", "202601311", "2026/01/31", "2026-1-31", "20260230", "20261301",
-            "2026013a", " 20260131", "2026-01-3x", "00000101", "20250229", "+0260131",
+            "",
+            "2026131",
+            "202601311",
+            "2026/01/31",
+            "2026-1-31",
+            "20260230",
+            "20261301",
+            "2026013a",
+            " 20260131",
+            "2026-01-3x",
+            "00000101",
+            "20250229",
+            "+0260131",
         ] {
             let err = EtlDay::parse(bad).expect_err(bad);
             assert!(err.to_string().contains("invalid date"), "{bad}: {err}");
         }
-        assert!(EtlDay::parse("20260230").unwrap_err().to_string().contains("no such day"));
+        assert!(
+            EtlDay::parse("20260230")
+                .unwrap_err()
+                .to_string()
+                .contains("no such day")
+        );
     }
 
     #[test]
@@ -168,8 +197,9 @@ mod tests {
 
     #[test]
     fn range_is_inclusive_and_empty_when_reversed() {
-        let days: Vec<String> =
-            EtlDay::range(day("20251230"), day("20260102")).map(|d| d.compact()).collect();
+        let days: Vec<String> = EtlDay::range(day("20251230"), day("20260102"))
+            .map(|d| d.compact())
+            .collect();
         assert_eq!(days, ["20251230", "20251231", "20260101", "20260102"]);
         assert_eq!(EtlDay::range(day("20260102"), day("20260101")).count(), 0);
         assert_eq!(EtlDay::range(day("20260102"), day("20260102")).count(), 1);

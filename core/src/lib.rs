@@ -1,1 +1,14 @@
+//! goflow's domain, pure and synchronous: data dates, command templating, the DAG and its
+//! closures, cron schedules, and the instance state machine. No I/O; time is passed in.
 
+pub mod dag;
+pub mod dagfile;
+pub mod day;
+pub mod schedule;
+pub mod state;
+pub mod template;
+
+pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
+pub use day::{DayError, EtlDay};
+pub use schedule::Schedule;
+pub use state::{Event, InstanceState, transition};
