@@ -2,4 +2,10 @@
 //! coordinator over gRPC, runs each command in its own process group, streams its output and
 //! reports the outcome. It knows nothing about DAGs.
 
+mod agent;
+mod logs;
 pub mod queue;
+pub mod runner;
+
+pub use agent::{AgentConfig, run_agent};
+pub use queue::{DispatchQueue, MemoryQueue};

@@ -1,0 +1,505 @@
+//! The agent daemon: registers with the coordinator, heartbeats, listens for kill commands,
+//! takes dispatches when a slot is free, claims them and runs them with [`crate::runner`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use goflow_proto::agent_service_client::AgentServiceClient;
+use goflow_proto::{
+    Dispatch, HeartbeatRequest, RegisterRequest, ReportFinishRequest, ReportStartRequest,
+    ReportStartResponse, WatchCommandsRequest,
+};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::logs::forward_logs;
+use crate::queue::DispatchQueue;
+use crate::runner::{self, RunSpec};
+
+/// How long to keep trying the first Register: the coordinator may be starting in the same
+/// process.
+const REGISTER_PATIENCE: Duration = Duration::from_secs(30);
+/// How long running tries get to stop (and their logs to flush) on shutdown.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// gRPC URL of the coordinator, e.g. `http://127.0.0.1:7070`.
+    pub coordinator: String,
+    /// Empty: let the coordinator choose (from the host name).
+    pub agent_id: String,
+    /// How many tries run at once (the seed's `Worker.Parallelism`).
+    pub slots: usize,
+    /// Routing keys to take work from.
+    pub queues: Vec<String>,
+    /// The coordinator's `RegisterResponse` may override it.
+    pub heartbeat_interval: Duration,
+    /// Bytes; longer output lines are cut with a marker.
+    pub max_log_line: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            coordinator: format!("http://{}", goflow_proto::DEFAULT_GRPC_ADDR),
+            agent_id: String::new(),
+            slots: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            queues: vec!["default".into()],
+            heartbeat_interval: Duration::from_secs(2),
+            max_log_line: runner::DEFAULT_MAX_LOG_LINE,
+        }
+    }
+}
+
+/// What the loops of one agent share.
+struct Agent {
+    config: AgentConfig,
+    client: AgentServiceClient<Channel>,
+    /// The id the coordinator gave us (it may change on re-registration).
+    agent_id: Mutex<String>,
+    heartbeat_interval_ms: AtomicU64,
+    slots: Arc<Semaphore>,
+    /// Running tries by attempt id, with the token that kills each.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    shutdown: CancellationToken,
+}
+
+/// Runs the agent until `shutdown` is cancelled. Fails only if the coordinator cannot be
+/// reached at start (after retrying for about 30s) or the configuration is unusable.
+///
+/// On shutdown it takes no new work, kills the running tries' process groups and returns
+/// without reporting them: the coordinator re-dispatches the tries of an agent that went away.
+pub async fn run_agent(
+    config: AgentConfig,
+    queue: Arc<dyn DispatchQueue>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(config.slots > 0, "the agent needs at least one slot");
+    let mut config = config;
+    if config.queues.is_empty() {
+        config.queues = vec!["default".into()];
+    }
+    // Lazy: the channel connects (and reconnects) on use, so a coordinator that is still
+    // starting, or restarts later, is picked up without rebuilding anything.
+    let channel = Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|err| anyhow::anyhow!("bad coordinator URL {:?}: {err}", config.coordinator))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let agent = Arc::new(Agent {
+        client: AgentServiceClient::new(channel),
+        agent_id: Mutex::new(config.agent_id.clone()),
+        heartbeat_interval_ms: AtomicU64::new(config.heartbeat_interval.as_millis() as u64),
+        slots: Arc::new(Semaphore::new(config.slots)),
+        running: Mutex::new(HashMap::new()),
+        shutdown: shutdown.clone(),
+        config,
+    });
+
+    if !agent.register_at_start().await? {
+        return Ok(()); // shut down while waiting
+    }
+
+    let heartbeats = tokio::spawn(agent.clone().heartbeat_loop());
+    let commands = tokio::spawn(agent.clone().watch_commands_loop());
+    agent.clone().dispatch_loop(queue).await;
+
+    heartbeats.abort();
+    commands.abort();
+    Ok(())
+}
+
+impl Agent {
+    fn agent_id(&self) -> String {
+        self.agent_id.lock().unwrap().clone()
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.load(Ordering::Relaxed).max(100))
+    }
+
+    /// Sleeps, or returns false early if the agent shuts down.
+    async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+
+    async fn register(&self) -> Result<(), Status> {
+        let request = RegisterRequest {
+            // Re-registering keeps the id the coordinator gave us the first time.
+            agent_id: self.agent_id(),
+            host: host_name(),
+            slots: i32::try_from(self.config.slots).unwrap_or(i32::MAX),
+            queues: self.config.queues.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let response = self.client.clone().register(request).await?.into_inner();
+        if !response.agent_id.is_empty() {
+            *self.agent_id.lock().unwrap() = response.agent_id.clone();
+        }
+        if response.heartbeat_interval_ms > 0 {
+            self.heartbeat_interval_ms
+                .store(response.heartbeat_interval_ms as u64, Ordering::Relaxed);
+        }
+        tracing::info!(
+            agent_id = %response.agent_id,
+            heartbeat = ?self.heartbeat_interval(),
+            slots = self.config.slots,
+            queues = ?self.config.queues,
+            "registered with the coordinator"
+        );
+        Ok(())
+    }
+
+    /// Registers, retrying for [`REGISTER_PATIENCE`]. Ok(false): shut down meanwhile.
+    async fn register_at_start(&self) -> anyhow::Result<bool> {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        loop {
+            match self.register().await {
+                Ok(()) => return Ok(true),
+                Err(status) if started.elapsed() < REGISTER_PATIENCE && is_transient(&status) => {
+                    tracing::info!(
+                        coordinator = %self.config.coordinator,
+                        error = %status.message(),
+                        "waiting for the coordinator to register"
+                    );
+                }
+                Err(status) => {
+                    anyhow::bail!(
+                        "could not register with the coordinator at {}: {status}",
+                        self.config.coordinator
+                    );
+                }
+            }
+            if !self.sleep(backoff.next()).await {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Tells the coordinator every interval what runs here and how many slots are free, and
+    /// kills what it no longer wants. Failures are logged and retried next time.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        loop {
+            if !self.sleep(self.heartbeat_interval()).await {
+                return;
+            }
+            let request = HeartbeatRequest {
+                agent_id: self.agent_id(),
+                running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
+                free_slots: i32::try_from(self.slots.available_permits()).unwrap_or(i32::MAX),
+            };
+            let response = match self.client.clone().heartbeat(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    tracing::warn!(error = %status, "heartbeat failed; retrying next interval");
+                    continue;
+                }
+            };
+            for attempt_id in &response.kill_attempts {
+                self.kill(attempt_id, "heartbeat");
+            }
+            if response.reregister {
+                tracing::info!("the coordinator does not know this agent; registering again");
+                if let Err(status) = self.register().await {
+                    tracing::warn!(error = %status, "registering again failed; retrying next interval");
+                }
+            }
+        }
+    }
+
+    /// Follows the coordinator's pushed commands, reconnecting with backoff when the stream
+    /// ends or fails.
+    async fn watch_commands_loop(self: Arc<Self>) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        loop {
+            let request = WatchCommandsRequest {
+                agent_id: self.agent_id(),
+            };
+            match self.client.clone().watch_commands(request).await {
+                Ok(response) => {
+                    backoff.reset();
+                    let mut stream = response.into_inner();
+                    loop {
+                        let next = tokio::select! {
+                            next = stream.message() => next,
+                            () = self.shutdown.cancelled() => return,
+                        };
+                        match next {
+                            Ok(Some(command)) if !command.kill_attempt.is_empty() => {
+                                self.kill(&command.kill_attempt, "command");
+                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) => {
+                                tracing::debug!("the command stream ended; reopening");
+                                break;
+                            }
+                            Err(status) => {
+                                tracing::warn!(error = %status, "the command stream failed; reopening");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status, "could not open the command stream; retrying");
+                }
+            }
+            if !self.sleep(backoff.next()).await {
+                return;
+            }
+        }
+    }
+
+    fn kill(&self, attempt_id: &str, source: &str) {
+        match self.running.lock().unwrap().get(attempt_id) {
+            Some(token) => {
+                tracing::info!(attempt_id, source, "killing try on request");
+                token.cancel();
+            }
+            None => tracing::debug!(
+                attempt_id,
+                source,
+                "kill for a try that is not running here"
+            ),
+        }
+    }
+
+    /// Takes a slot, then a dispatch, claims it and starts it; until shutdown.
+    async fn dispatch_loop(self: Arc<Self>, queue: Arc<dyn DispatchQueue>) {
+        let mut tries = JoinSet::new();
+        loop {
+            while tries.try_join_next().is_some() {}
+            // A slot first: a dispatch popped without one would wait here, unclaimed, while
+            // another agent could have run it.
+            let permit = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = self.shutdown.cancelled() => break,
+            };
+            let popped = tokio::select! {
+                popped = queue.pop(&self.config.queues) => popped,
+                () = self.shutdown.cancelled() => break,
+            };
+            let dispatch = match popped {
+                Ok(dispatch) => dispatch,
+                Err(err) => {
+                    tracing::warn!(error = %err, "taking from the queue failed; retrying");
+                    drop(permit);
+                    if !self.sleep(Duration::from_secs(1)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(claim) = self.claim(&dispatch).await else {
+                continue; // the permit drops: the slot is free again
+            };
+            let kill = self.shutdown.child_token();
+            self.running
+                .lock()
+                .unwrap()
+                .insert(claim.attempt_id.clone(), kill.clone());
+            let agent = self.clone();
+            tries.spawn(async move {
+                agent.run_try(claim, dispatch.epoch, kill).await;
+                drop(permit);
+            });
+        }
+        // Shutdown: every try's kill token is a child of `shutdown`, so they are being killed.
+        let drain = async { while tries.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_PATIENCE, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("tries did not stop in time on shutdown");
+        }
+    }
+
+    /// `ReportStart`: asks the coordinator for the try. None: not ours to run.
+    async fn claim(&self, dispatch: &Dispatch) -> Option<ReportStartResponse> {
+        let request = ReportStartRequest {
+            agent_id: self.agent_id(),
+            dispatch: Some(dispatch.clone()),
+        };
+        let response = self
+            .retry("ReportStart", || {
+                let mut client = self.client.clone();
+                let request = request.clone();
+                async move { client.report_start(request).await }
+            })
+            .await;
+        match response {
+            Ok(claim) if claim.granted => Some(claim),
+            Ok(claim) => {
+                tracing::debug!(
+                    instance_id = dispatch.instance_id,
+                    try_number = dispatch.try_number,
+                    reason = %claim.reason,
+                    "dispatch not granted; dropped"
+                );
+                None
+            }
+            Err(status) => {
+                // The coordinator re-queues what stays queued, so dropping it loses nothing.
+                tracing::warn!(
+                    instance_id = dispatch.instance_id,
+                    try_number = dispatch.try_number,
+                    error = %status,
+                    "could not claim the dispatch; dropped"
+                );
+                None
+            }
+        }
+    }
+
+    /// Runs one granted try: output to `StreamLogs`, then `ReportFinish`.
+    async fn run_try(&self, claim: ReportStartResponse, epoch: i64, kill: CancellationToken) {
+        let attempt_id = claim.attempt_id.clone();
+        tracing::info!(%attempt_id, task = %claim.task, etl_day = %claim.etl_day, "try started");
+        let spec = RunSpec {
+            command: claim.command,
+            env: claim.env,
+            timeout: (claim.timeout_ms > 0).then(|| Duration::from_millis(claim.timeout_ms as u64)),
+            max_log_line: self.config.max_log_line,
+            ..RunSpec::new("")
+        };
+        let (lines, lines_rx) = tokio::sync::mpsc::channel(1024);
+        let logs = tokio::spawn(forward_logs(
+            self.client.clone(),
+            attempt_id.clone(),
+            lines_rx,
+        ));
+        let outcome = runner::run_command(spec, lines, kill).await;
+        // Every byte stored before the finish is reported: a reader who sees the try ended
+        // sees its whole log.
+        if let Err(err) = logs.await {
+            tracing::warn!(%attempt_id, error = %err, "the log forwarder failed");
+        }
+
+        if self.shutdown.is_cancelled() {
+            tracing::info!(%attempt_id, "try stopped by shutdown; left for the coordinator to re-dispatch");
+            self.running.lock().unwrap().remove(&attempt_id);
+            return;
+        }
+        let request = ReportFinishRequest {
+            agent_id: self.agent_id(),
+            attempt_id: attempt_id.clone(),
+            epoch,
+            outcome: outcome.kind.as_str().into(),
+            has_exit_code: outcome.exit_code.is_some(),
+            exit_code: outcome.exit_code.unwrap_or(0),
+            message: outcome.message.clone(),
+        };
+        let response = self
+            .retry("ReportFinish", || {
+                let mut client = self.client.clone();
+                let request = request.clone();
+                async move { client.report_finish(request).await }
+            })
+            .await;
+        // Heartbeats list it as running until its end is reported.
+        self.running.lock().unwrap().remove(&attempt_id);
+        match response {
+            Ok(answer) if answer.accepted => {
+                tracing::info!(%attempt_id, outcome = outcome.kind.as_str(), message = %outcome.message, "try finished");
+            }
+            Ok(answer) => {
+                tracing::info!(%attempt_id, reason = %answer.reason, "finish report refused (stale try)");
+            }
+            Err(status) => {
+                tracing::error!(%attempt_id, error = %status, "could not report the finish");
+            }
+        }
+    }
+
+    /// Calls `call` until it answers or fails for a reason retrying cannot fix (about 30s of
+    /// transient errors at most), so a coordinator blip loses no report.
+    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let started = Instant::now();
+        loop {
+            match call().await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status)
+                    if is_transient(&status) && started.elapsed() < Duration::from_secs(30) =>
+                {
+                    tracing::warn!(what, error = %status, "coordinator call failed; retrying");
+                    // On shutdown nothing is reported any more (see `run_try`).
+                    if !self.sleep(backoff.next()).await {
+                        return Err(status);
+                    }
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+}
+
+/// Errors of the transport or of a coordinator that is starting or failing over.
+fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::Internal
+    )
+}
+
+/// Doubling delays between `first` and `max`.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length, and gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

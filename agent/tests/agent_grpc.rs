@@ -1,0 +1,373 @@
+//! The agent against a fake coordinator over real gRPC: registration (with the coordinator
+//! starting late), claims, logs stored before the finish report, kills from both paths and
+//! shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use goflow_agent::{AgentConfig, DispatchQueue, MemoryQueue, run_agent};
+use goflow_proto::agent_service_server::{AgentService, AgentServiceServer};
+use goflow_proto::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Default)]
+struct FakeState {
+    registers: Vec<RegisterRequest>,
+    heartbeats: Vec<HeartbeatRequest>,
+    /// instance id -> (granted, command)
+    claims: HashMap<i64, (bool, String)>,
+    logs: HashMap<String, Vec<u8>>,
+    /// Each finish with the log stored for its try when it arrived.
+    finishes: Vec<(ReportFinishRequest, String)>,
+    kill_on_heartbeat: Vec<String>,
+    commands: Vec<mpsc::Sender<Result<AgentCommand, Status>>>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<FakeState>>);
+
+impl Fake {
+    fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    async fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&mut FakeState) -> Option<T>) -> T {
+        let started = Instant::now();
+        loop {
+            if let Some(found) = self.with(&mut f) {
+                return found;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish_of(&self, attempt_id: &str) -> (ReportFinishRequest, String) {
+        self.wait_for(&format!("the finish of {attempt_id}"), |s| {
+            s.finishes
+                .iter()
+                .find(|(f, _)| f.attempt_id == attempt_id)
+                .cloned()
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for Fake {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        self.with(|s| s.registers.push(request.into_inner()));
+        Ok(Response::new(RegisterResponse {
+            agent_id: "agent-1".into(),
+            heartbeat_interval_ms: 100,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let kill_attempts = self.with(|s| {
+            s.heartbeats.push(request.into_inner());
+            std::mem::take(&mut s.kill_on_heartbeat)
+        });
+        Ok(Response::new(HeartbeatResponse {
+            kill_attempts,
+            reregister: false,
+        }))
+    }
+
+    async fn report_start(
+        &self,
+        request: Request<ReportStartRequest>,
+    ) -> Result<Response<ReportStartResponse>, Status> {
+        let request = request.into_inner();
+        assert_eq!(request.agent_id, "agent-1");
+        let id = request.dispatch.unwrap().instance_id;
+        let (granted, command) = self
+            .with(|s| s.claims.get(&id).cloned())
+            .unwrap_or_default();
+        Ok(Response::new(ReportStartResponse {
+            granted,
+            reason: if granted {
+                String::new()
+            } else {
+                "stale".into()
+            },
+            attempt_id: format!("a{id}"),
+            command,
+            env: HashMap::from([("GOFLOW_ETL_DAY".into(), "20261124".into())]),
+            timeout_ms: 0,
+            task: "t".into(),
+            etl_day: "20261124".into(),
+        }))
+    }
+
+    async fn report_finish(
+        &self,
+        request: Request<ReportFinishRequest>,
+    ) -> Result<Response<ReportFinishResponse>, Status> {
+        let request = request.into_inner();
+        self.with(|s| {
+            let log =
+                String::from_utf8_lossy(s.logs.get(&request.attempt_id).map_or(&[][..], |l| l))
+                    .into_owned();
+            s.finishes.push((request, log));
+        });
+        Ok(Response::new(ReportFinishResponse {
+            accepted: true,
+            reason: String::new(),
+        }))
+    }
+
+    async fn stream_logs(
+        &self,
+        request: Request<Streaming<LogAppend>>,
+    ) -> Result<Response<StreamLogsResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut stored = 0;
+        while let Some(append) = stream.message().await? {
+            stored += append.data.len() as i64;
+            self.with(|s| {
+                s.logs
+                    .entry(append.attempt_id)
+                    .or_default()
+                    .extend_from_slice(&append.data)
+            });
+        }
+        Ok(Response::new(StreamLogsResponse {
+            bytes_stored: stored,
+        }))
+    }
+
+    type WatchCommandsStream = ReceiverStream<Result<AgentCommand, Status>>;
+
+    async fn watch_commands(
+        &self,
+        _request: Request<WatchCommandsRequest>,
+    ) -> Result<Response<Self::WatchCommandsStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        self.with(|s| s.commands.push(tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn serve(fake: Fake, addr: SocketAddr, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(AgentServiceServer::new(fake))
+            .serve_with_shutdown(addr, stop.cancelled_owned())
+            .await
+            .unwrap();
+    })
+}
+
+fn dispatch(instance_id: i64) -> Dispatch {
+    Dispatch {
+        instance_id,
+        try_number: 1,
+        epoch: 7,
+        queue: "default".into(),
+        priority: 0,
+    }
+}
+
+fn config(addr: SocketAddr, slots: usize) -> AgentConfig {
+    AgentConfig {
+        coordinator: format!("http://{addr}"),
+        slots,
+        ..AgentConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn runs_claimed_tries_and_reports_after_the_logs_are_stored() {
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.claims.insert(1, (false, "echo never".into()));
+        s.claims.insert(
+            2,
+            (
+                true,
+                "echo hello $GOFLOW_ETL_DAY; echo oops >&2; exit 2".into(),
+            ),
+        );
+        s.claims.insert(3, (true, "echo fine".into()));
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue
+        .push(vec![dispatch(1), dispatch(2), dispatch(3)])
+        .await
+        .unwrap();
+
+    // The agent starts before the coordinator, as in `goflow standalone`.
+    let addr = free_addr();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+
+    let (failed, log) = fake.finish_of("a2").await;
+    assert_eq!(failed.agent_id, "agent-1");
+    assert_eq!(failed.epoch, 7);
+    assert_eq!(failed.outcome, "failed");
+    assert!(failed.has_exit_code);
+    assert_eq!(failed.exit_code, 2);
+    assert!(log.contains(" out| hello 20261124\n"), "{log}");
+    assert!(log.contains(" err| oops\n"), "{log}");
+
+    let (ok, log) = fake.finish_of("a3").await;
+    assert_eq!(ok.outcome, "success");
+    assert!(log.ends_with(" out| fine\n"), "{log}");
+
+    fake.with(|s| {
+        let register = &s.registers[0];
+        assert_eq!(register.slots, 1);
+        assert_eq!(register.queues, ["default"]);
+        assert!(!register.host.is_empty());
+        assert!(
+            s.finishes.iter().all(|(f, _)| f.attempt_id != "a1"),
+            "an ungranted dispatch ran"
+        );
+        assert!(!s.logs.contains_key("a1"));
+    });
+    // Heartbeats come at the interval the coordinator asked for (100ms).
+    fake.wait_for("a few heartbeats", |s| {
+        (s.heartbeats.len() >= 3).then_some(())
+    })
+    .await;
+    assert!(queue.is_empty());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    stop_server.cancel();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn kills_on_command_and_heartbeat_and_stops_everything_on_shutdown() {
+    let fake = Fake::default();
+    fake.with(|s| {
+        for id in 1..=3 {
+            s.claims
+                .insert(id, (true, "echo $$; sleep 30 & sleep 30".into()));
+        }
+    });
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let queue = Arc::new(MemoryQueue::new());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 2), queue.clone(), shutdown.clone()));
+
+    queue
+        .push(vec![dispatch(1), dispatch(2), dispatch(3)])
+        .await
+        .unwrap();
+    fake.wait_for("both slots busy in a heartbeat", |s| {
+        s.heartbeats
+            .iter()
+            .any(|h| h.running_attempts.len() == 2 && h.free_slots == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        queue.len(),
+        1,
+        "a third dispatch was taken without a free slot"
+    );
+
+    // Kill from the command stream.
+    let command = fake
+        .wait_for("the command stream", |s| s.commands.first().cloned())
+        .await;
+    command
+        .send(Ok(AgentCommand {
+            kill_attempt: "a1".into(),
+        }))
+        .await
+        .unwrap();
+    let (killed, _) = fake.finish_of("a1").await;
+    assert_eq!(killed.outcome, "killed");
+
+    // Kill from a heartbeat answer.
+    fake.with(|s| s.kill_on_heartbeat.push("a2".into()));
+    let (killed, _) = fake.finish_of("a2").await;
+    assert_eq!(killed.outcome, "killed");
+
+    // The third took a freed slot; shutdown kills it and does not report it.
+    let pid = fake
+        .wait_for("the output of a3", |s| {
+            let log = String::from_utf8_lossy(s.logs.get("a3")?).into_owned();
+            log.split("out| ").nth(1)?.trim().parse::<i32>().ok()
+        })
+        .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    fake.with(|s| {
+        assert!(
+            s.finishes.iter().all(|(f, _)| f.attempt_id != "a3"),
+            "a3 was reported"
+        )
+    });
+    assert_eq!(
+        live_processes_in_group(pid),
+        Vec::<i32>::new(),
+        "the try's processes survived shutdown"
+    );
+
+    stop_server.cancel();
+    server.await.unwrap();
+}
+
+/// Processes (not zombies) whose process group is `pgid`, from /proc.
+fn live_processes_in_group(pgid: i32) -> Vec<i32> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After `(comm)`: state ppid pgrp ...
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.first() != Some(&"Z") && fields.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
