@@ -1,0 +1,314 @@
+//! `goflowctl run -j TASK -d DAY [--force] [--down] [--up] [--wait]`
+//! `goflowctl run -j TASK --from DAY --to DAY [--down] [--wait]`
+
+use std::{collections::HashMap, io::Write, time::Duration};
+
+use anyhow::bail;
+use clap::{ArgGroup, Args};
+use goflow_proto::{Instance, ListInstancesRequest, RunRequest};
+
+use crate::{Client, day::parse_day, output::Format};
+
+/// How often `--wait` asks for the instances' states.
+const POLL_EVERY: Duration = Duration::from_millis(150);
+/// At most this many ids per ListInstances call.
+const IDS_PER_CALL: usize = 500;
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("when").required(true).args(["day", "from"])))]
+pub struct RunArgs {
+    /// The task to run.
+    #[arg(short = 'j', long = "task", value_name = "TASK")]
+    pub task: String,
+    /// The data date to run (yyyymmdd or yyyy-mm-dd).
+    #[arg(short = 'd', long = "day", value_name = "DAY", value_parser = parse_day,
+          conflicts_with_all = ["from", "to"])]
+    pub day: Option<String>,
+    /// Backfill: the first data date of the range.
+    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "to")]
+    pub from: Option<String>,
+    /// Backfill: the last data date of the range (inclusive).
+    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "from")]
+    pub to: Option<String>,
+    /// Run now even if upstream instances have not succeeded.
+    #[arg(long)]
+    pub force: bool,
+    /// Also rerun everything downstream.
+    #[arg(long)]
+    pub down: bool,
+    /// Also rerun everything upstream.
+    #[arg(long)]
+    pub up: bool,
+    /// Wait until every touched instance has finished; exit 1 unless all succeeded.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// The RunRequest for these arguments (days already normalized to yyyymmdd by clap).
+pub fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
+    if let (Some(from), Some(to)) = (&args.from, &args.to)
+        && from > to
+    {
+        bail!("--from {from} is after --to {to}");
+    }
+    Ok(RunRequest {
+        task: args.task.clone(),
+        etl_day: args.day.clone().unwrap_or_default(),
+        from_day: args.from.clone().unwrap_or_default(),
+        to_day: args.to.clone().unwrap_or_default(),
+        down: args.down,
+        up: args.up,
+        force: args.force,
+    })
+}
+
+pub async fn run(client: &mut Client, args: &RunArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let response = client.run(request(args)?).await?.into_inner();
+    super::write_refs(out, &response.message, &response.instances)?;
+    if !args.wait || response.instances.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = response.instances.iter().map(|r| r.id).collect();
+    wait(client, &ids, out).await
+}
+
+/// Polls the instances until [`verdict`] says they are done, prints their final status, and
+/// fails (exit 1) unless every one succeeded.
+pub async fn wait(client: &mut Client, ids: &[i64], out: &mut impl Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "waiting for {} instance{} to finish...",
+        ids.len(),
+        plural(ids.len())
+    )?;
+    out.flush()?;
+    loop {
+        let mut instances = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            let request = ListInstancesRequest {
+                ids: chunk.to_vec(),
+                limit: chunk.len() as i32,
+                ..Default::default()
+            };
+            instances.extend(client.list_instances(request).await?.into_inner().instances);
+        }
+        if let Verdict::Done { problems } = verdict(ids, &instances) {
+            super::status::write(out, &instances, Format::Table)?;
+            if problems.is_empty() {
+                return Ok(());
+            }
+            bail!(
+                "{} of {} instance{} did not succeed: {}",
+                problems.len(),
+                ids.len(),
+                plural(ids.len()),
+                problems.join("; ")
+            );
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Where a `--wait` stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Some instance can still change.
+    Pending,
+    /// Nothing will change any more; `problems` names every instance that did not succeed.
+    Done { problems: Vec<String> },
+}
+
+/// Done when every instance is finished (success, failed, killed) or waits behind a failed one
+/// (`blocked`). An id the server no longer returns (deleted meanwhile) counts as finished and
+/// not successful, so the wait cannot hang on it.
+pub fn verdict(ids: &[i64], instances: &[Instance]) -> Verdict {
+    let by_id: HashMap<i64, &Instance> = instances.iter().map(|i| (i.id, i)).collect();
+    let mut problems = Vec::new();
+    for id in ids {
+        let Some(i) = by_id.get(id) else {
+            problems.push(format!("instance {id} is gone (deleted?)"));
+            continue;
+        };
+        match i.state.as_str() {
+            "success" => {}
+            "failed" | "killed" | "timed_out" => {
+                problems.push(format!("{} {} {}", i.task, i.etl_day, i.state))
+            }
+            "waiting" if i.blocked => {
+                let why = if i.wait_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", i.wait_reason)
+                };
+                problems.push(format!("{} {} blocked{why}", i.task, i.etl_day))
+            }
+            _ => return Verdict::Pending,
+        }
+    }
+    Verdict::Done { problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        crate::tests::parse(&all).map(|cli| match cli.command {
+            crate::Command::Run(args) => args,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    fn inst(id: i64, state: &str, blocked: bool) -> Instance {
+        Instance {
+            id,
+            task: format!("t{id}"),
+            etl_day: "20260101".into(),
+            state: state.into(),
+            blocked,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn single_day() {
+        let args = parse(&[
+            "-j",
+            "load",
+            "-d",
+            "2026-01-02",
+            "--force",
+            "--down",
+            "--up",
+            "--wait",
+        ])
+        .unwrap();
+        let req = request(&args).unwrap();
+        assert_eq!(req.task, "load");
+        assert_eq!(req.etl_day, "20260102");
+        assert!(req.from_day.is_empty() && req.to_day.is_empty());
+        assert!(req.force && req.down && req.up);
+        assert!(args.wait);
+    }
+
+    #[test]
+    fn backfill_range() {
+        let args = parse(&[
+            "--task",
+            "load",
+            "--from",
+            "20260101",
+            "--to",
+            "2026-01-31",
+            "--down",
+        ])
+        .unwrap();
+        let req = request(&args).unwrap();
+        assert_eq!(
+            (req.from_day.as_str(), req.to_day.as_str()),
+            ("20260101", "20260131")
+        );
+        assert!(req.etl_day.is_empty());
+        assert!(req.down && !req.up && !req.force);
+
+        let args = parse(&["-j", "a", "--from", "20260105", "--to", "20260101"]).unwrap();
+        assert_eq!(
+            request(&args).unwrap_err().to_string(),
+            "--from 20260105 is after --to 20260101"
+        );
+    }
+
+    #[test]
+    fn usage_errors() {
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["-j", "a"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["-d", "20260101"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["-j", "a", "--from", "20260101"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["-j", "a", "--to", "20260101"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&[
+                "-j", "a", "-d", "20260101", "--from", "20260101", "--to", "20260102"
+            ]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["-j", "a", "--from", "2026-02-30", "--to", "20260301"]),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn wait_is_pending_while_anything_can_change() {
+        for state in [
+            "waiting",
+            "queued",
+            "running",
+            "up_for_retry",
+            "something_new",
+        ] {
+            let all = [inst(1, "success", false), inst(2, state, false)];
+            assert_eq!(verdict(&[1, 2], &all), Verdict::Pending, "{state}");
+        }
+    }
+
+    #[test]
+    fn wait_done_when_all_succeeded() {
+        let all = [inst(1, "success", false), inst(2, "success", false)];
+        assert_eq!(verdict(&[1, 2], &all), Verdict::Done { problems: vec![] });
+    }
+
+    #[test]
+    fn wait_done_with_failures_and_blocked() {
+        let mut blocked = inst(3, "waiting", true);
+        blocked.wait_reason = "upstream t2 20260101 failed".into();
+        let all = [
+            inst(1, "success", false),
+            inst(2, "failed", false),
+            blocked,
+            inst(4, "killed", false),
+        ];
+        assert_eq!(
+            verdict(&[1, 2, 3, 4], &all),
+            Verdict::Done {
+                problems: vec![
+                    "t2 20260101 failed".into(),
+                    "t3 20260101 blocked (upstream t2 20260101 failed)".into(),
+                    "t4 20260101 killed".into(),
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn wait_counts_a_vanished_instance_as_done_and_unsuccessful() {
+        let all = [inst(1, "success", false)];
+        assert_eq!(
+            verdict(&[1, 9], &all),
+            Verdict::Done {
+                problems: vec!["instance 9 is gone (deleted?)".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn wait_failure_does_not_hide_a_pending_one() {
+        let all = [inst(1, "failed", false), inst(2, "running", false)];
+        assert_eq!(verdict(&[1, 2], &all), Verdict::Pending);
+    }
+}

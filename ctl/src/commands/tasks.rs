@@ -1,0 +1,188 @@
+//! `goflowctl tasks [-o json]`
+
+use std::io::Write;
+
+use clap::Args;
+use goflow_proto::{ListTasksRequest, Task, TaskDependency};
+use serde_json::{Value, json};
+
+use crate::{
+    Client,
+    output::{self, Format},
+};
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: Format,
+}
+
+pub async fn run(
+    client: &mut Client,
+    args: &TasksArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let tasks = client
+        .list_tasks(ListTasksRequest {})
+        .await?
+        .into_inner()
+        .tasks;
+    match args.output {
+        Format::Json => output::write_json_array(out, tasks.iter().map(to_json).collect())?,
+        Format::Table if tasks.is_empty() => writeln!(out, "no tasks")?,
+        Format::Table => out.write_all(render_table(&tasks).as_bytes())?,
+    }
+    Ok(())
+}
+
+/// `a, b(-1)`: upstream tasks, with their day offset when not the same day.
+pub fn depends_on(deps: &[TaskDependency]) -> String {
+    deps.iter()
+        .map(|d| match d.day_offset {
+            0 => d.task.clone(),
+            n => format!("{}({n:+})", d.task),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn render_table(tasks: &[Task]) -> String {
+    let rows = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.schedule.clone(),
+                t.timezone.clone(),
+                t.day_offset.to_string(),
+                depends_on(&t.depends_on),
+                t.queue.clone(),
+                t.priority.to_string(),
+                t.retries.to_string(),
+                output::yes(t.paused),
+                output::local_time(t.next_fire_at),
+            ]
+        })
+        .collect();
+    output::table(
+        [
+            "ID",
+            "SCHEDULE",
+            "TZ",
+            "OFFSET",
+            "DEPENDS_ON",
+            "QUEUE",
+            "PRIORITY",
+            "RETRIES",
+            "PAUSED",
+            "NEXT_FIRE",
+        ],
+        rows,
+    )
+}
+
+pub fn to_json(t: &Task) -> Value {
+    let opt = |s: &str| {
+        if s.is_empty() {
+            Value::Null
+        } else {
+            Value::from(s)
+        }
+    };
+    json!({
+        "id": t.id,
+        "command": t.command,
+        "schedule": opt(&t.schedule),
+        "timezone": t.timezone,
+        "day_offset": t.day_offset,
+        "depends_on": t.depends_on.iter()
+            .map(|d| json!({"task": d.task, "day_offset": d.day_offset}))
+            .collect::<Vec<_>>(),
+        "retries": t.retries,
+        "retry_delay_ms": t.retry_delay_ms,
+        "timeout_ms": if t.timeout_ms == 0 { Value::Null } else { Value::from(t.timeout_ms) },
+        "priority": t.priority,
+        "queue": t.queue,
+        "start_day": opt(&t.start_day),
+        "description": t.description,
+        "paused": t.paused,
+        "created_at": output::json_time(t.created_at),
+        "updated_at": output::json_time(t.updated_at),
+        "next_fire_at": output::json_time(t.next_fire_at),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            id: "load".into(),
+            command: "load.sh {{etl_day}}".into(),
+            schedule: "0 2 * * *".into(),
+            timezone: "UTC".into(),
+            day_offset: -1,
+            retries: 2,
+            priority: 5,
+            queue: "default".into(),
+            depends_on: vec![
+                TaskDependency {
+                    task: "a".into(),
+                    day_offset: 0,
+                },
+                TaskDependency {
+                    task: "b".into(),
+                    day_offset: -1,
+                },
+            ],
+            paused: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn depends_on_shows_offsets() {
+        assert_eq!(depends_on(&task().depends_on), "a, b(-1)");
+        assert_eq!(depends_on(&[]), "");
+    }
+
+    #[test]
+    fn table_columns() {
+        let text = render_table(&[task()]);
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "ID",
+                "SCHEDULE",
+                "TZ",
+                "OFFSET",
+                "DEPENDS_ON",
+                "QUEUE",
+                "PRIORITY",
+                "RETRIES",
+                "PAUSED",
+                "NEXT_FIRE"
+            ]
+        );
+        let row = lines.next().unwrap();
+        assert!(
+            row.starts_with("load   0 2 * * *   UTC   -1       a, b(-1)"),
+            "{row}"
+        );
+        assert!(row.ends_with("yes"), "{row}");
+    }
+
+    #[test]
+    fn json_fields() {
+        let v = to_json(&task());
+        assert_eq!(v["id"], "load");
+        assert_eq!(v["depends_on"][1], json!({"task": "b", "day_offset": -1}));
+        assert_eq!(v["next_fire_at"], Value::Null);
+        assert_eq!(v["timeout_ms"], Value::Null);
+        assert_eq!(v["paused"], true);
+    }
+}
