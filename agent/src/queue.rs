@@ -16,9 +16,13 @@ use tokio::sync::Notify;
 pub trait DispatchQueue: Send + Sync + 'static {
     /// Delivers dispatches; the coordinator calls it after the commit that queued them.
     async fn push(&self, dispatches: Vec<Dispatch>) -> anyhow::Result<()>;
-    /// Waits for the next dispatch from any of `queues`: highest priority first, then oldest.
+    /// Waits for the next dispatch from any of `queues` (`*`: every queue): highest priority
+    /// first, then oldest.
     async fn pop(&self, queues: &[String]) -> anyhow::Result<Dispatch>;
 }
+
+/// Subscribing to this name takes work from every queue (the standalone's one agent does).
+pub const ANY_QUEUE: &str = "*";
 
 /// Ordering key inside one queue: higher priority first, then first pushed.
 type Slot = (std::cmp::Reverse<i32>, u64);
@@ -44,7 +48,13 @@ impl MemoryQueue {
 
     /// Dispatches waiting, over all queues.
     pub fn len(&self) -> usize {
-        self.state.lock().unwrap().queues.values().map(BTreeMap::len).sum()
+        self.state
+            .lock()
+            .unwrap()
+            .queues
+            .values()
+            .map(BTreeMap::len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,12 +64,12 @@ impl MemoryQueue {
     fn try_pop(&self, queues: &[String]) -> Option<Dispatch> {
         let mut state = self.state.lock().unwrap();
         // Across the agent's queues, take the best head: highest priority, then oldest.
-        let best = queues
+        let every_queue = queues.iter().any(|q| q == ANY_QUEUE);
+        let best = state
+            .queues
             .iter()
-            .filter_map(|name| {
-                let (slot, _) = state.queues.get(name)?.first_key_value()?;
-                Some((*slot, name.clone()))
-            })
+            .filter(|(name, _)| every_queue || queues.contains(name))
+            .filter_map(|(name, waiting)| Some((*waiting.first_key_value()?.0, name.clone())))
             .min()?;
         state.queues.get_mut(&best.1)?.remove(&best.0)
     }
@@ -76,7 +86,11 @@ impl DispatchQueue for MemoryQueue {
             for dispatch in dispatches {
                 state.next_seq += 1;
                 let slot = (std::cmp::Reverse(dispatch.priority), state.next_seq);
-                state.queues.entry(dispatch.queue.clone()).or_default().insert(slot, dispatch);
+                state
+                    .queues
+                    .entry(dispatch.queue.clone())
+                    .or_default()
+                    .insert(slot, dispatch);
             }
         }
         self.pushed.notify_waiters();
@@ -103,7 +117,13 @@ mod tests {
     use super::*;
 
     fn dispatch(id: i64, queue: &str, priority: i32) -> Dispatch {
-        Dispatch { instance_id: id, try_number: 1, epoch: 1, queue: queue.into(), priority }
+        Dispatch {
+            instance_id: id,
+            try_number: 1,
+            epoch: 1,
+            queue: queue.into(),
+            priority,
+        }
     }
 
     #[tokio::test]
@@ -125,6 +145,10 @@ mod tests {
         }
         assert_eq!(order, [3, 2, 4, 1]);
         assert_eq!(q.len(), 1, "the dispatch of a queue nobody asked for stays");
+        assert_eq!(
+            q.pop(&[ANY_QUEUE.to_string()]).await.unwrap().instance_id,
+            5
+        );
     }
 
     #[tokio::test]

@@ -1,1 +1,9 @@
+//! goflow coordinator: owns the state (the store), decides what runs (the engine), and serves
+//! the gRPC API that agents, goflowctl and the web UI use.
+
+pub mod config;
+pub mod engine;
+pub mod grpc;
+pub mod server;
+pub mod standalone;
 pub mod store;

@@ -1,1 +1,229 @@
-fn main(){}
+//! `goflow`: the server binary (standalone, coordinator, agent, migrate).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use goflow_coordinator::config::{Role, Settings, with_scheme};
+use goflow_coordinator::standalone::Standalone;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "goflow",
+    version,
+    about = "goflow: a distributed task scheduler for data pipelines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs coordinator, one agent and the web UI in one process on SQLite: nothing to install.
+    Standalone(ServeArgs),
+    /// Runs the coordinator (the seed's `scheduler`). Until Redis dispatch (cluster mode)
+    /// lands, it runs its tasks with an embedded agent, like standalone.
+    #[command(alias = "scheduler")]
+    Coordinator(ServeArgs),
+    /// Runs an agent (the seed's `executer`). Needs Redis dispatch, which comes with cluster mode.
+    #[command(alias = "executer")]
+    Agent(AgentArgs),
+    /// Creates or upgrades the database (the seed's `init_db`).
+    #[command(alias = "init_db", alias = "init-db")]
+    Migrate(ConfigArgs),
+    /// Prints the version.
+    Version,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Config file, JSON or TOML (the seed's goflow_conf.json loads as it is).
+    #[arg(short = 'c', long = "config", env = "GOFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder of the SQLite database (default ./goflow-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// gRPC address (default 127.0.0.1:7070).
+    #[arg(long)]
+    grpc_listen: Option<String>,
+    /// Web UI address (default 127.0.0.1:8080).
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Tries the embedded agent runs at once (the seed's Worker.Parallelism).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Loads the demo DAG and runs it for yesterday.
+    #[arg(long)]
+    demo: bool,
+    /// Accepted for the seed's `scheduler --ha`; high availability comes with cluster mode (etcd).
+    #[arg(long, hide = true)]
+    ha: bool,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The coordinator's gRPC address.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    slots: Option<usize>,
+}
+
+fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut settings = Settings::load(args.config.as_deref(), &env, role)?;
+    if let Some(dir) = &args.data_dir {
+        settings.data_dir = dir.clone();
+    }
+    Ok(settings)
+}
+
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GOFLOW_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match &settings.log_file {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create log folder {}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| {
+                    format!("cannot open log file {} (LogDir/LogFile)", path.display())
+                })?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}
+
+/// Cancels on the first Ctrl-C or SIGTERM; a second one exits at once.
+fn cancel_on_signal(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("shutting down (a second signal exits at once)");
+                shutdown.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
+    let mut settings = load(&args.config, Role::Coordinator)?;
+    if let Some(addr) = args.grpc_listen {
+        settings.grpc_listen = addr;
+    }
+    if let Some(addr) = args.http_listen {
+        settings.http_listen = addr;
+    }
+    if let Some(slots) = args.slots {
+        anyhow::ensure!(slots > 0, "--slots must be at least 1");
+        settings.agent_slots = slots;
+    }
+    init_logging(&settings)?;
+    if let Some(broker) = &settings.broker {
+        tracing::warn!(
+            "Common.Broker ({broker}) is not used yet: Redis dispatch comes with cluster mode; \
+             tasks run on this process's embedded agent"
+        );
+    }
+    if args.ha {
+        tracing::warn!(
+            "--ha: high availability (etcd leader election) comes with cluster mode; running as the only coordinator"
+        );
+    }
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let node = Standalone::start(&settings, shutdown.clone()).await?;
+    if args.demo {
+        node.load_demo().await?;
+    }
+    if standalone {
+        eprintln!(
+            "goflow standalone is up: web UI http://{}  gRPC {}\n  try: goflowctl --server http://{} status",
+            node.http_addr, node.grpc_addr, node.grpc_addr
+        );
+    }
+    shutdown.cancelled().await;
+    node.join(Duration::from_secs(15)).await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Standalone(args) => serve(args, true).await,
+        Command::Coordinator(args) => serve(args, false).await,
+        Command::Agent(args) => agent(args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Version => {
+            println!("goflow {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("goflow: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn migrate(args: ConfigArgs) -> anyhow::Result<()> {
+    let settings = load(&args, Role::Coordinator)?;
+    let path = settings.sqlite_path()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data folder {}", dir.display()))?;
+    }
+    goflow_coordinator::store::Store::migrate_only(&path).await?;
+    println!("database {} is up to date", path.display());
+    Ok(())
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let mut settings = load(&args.config, Role::Agent)?;
+    if let Some(server) = args.server {
+        settings.server = with_scheme(&server);
+    }
+    anyhow::bail!(
+        "a separate agent takes its work from Redis, and Redis dispatch comes with cluster mode \
+         (not in this build yet). Meanwhile `goflow coordinator` (or `goflow standalone`) runs \
+         tasks on its embedded agent. Coordinator would have been {}",
+        settings.server
+    )
+}

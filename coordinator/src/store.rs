@@ -54,7 +54,10 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open database {}", path.display()))?;
-        MIGRATOR.run(&write).await.context("cannot migrate the database")?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .context("cannot migrate the database")?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -81,7 +84,9 @@ impl Store {
     pub async fn next_epoch(&self) -> anyhow::Result<i64> {
         let mut tx = self.begin().await?;
         let current: Option<String> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'").fetch_optional(&mut *tx).await?;
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
+                .fetch_optional(&mut *tx)
+                .await?;
         let next = current.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
         sqlx::query("INSERT INTO meta (key, value) VALUES ('epoch', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(next.to_string())
@@ -117,10 +122,13 @@ pub async fn load_tasks(conn: &mut Conn) -> anyhow::Result<Vec<StoredTask>> {
         .await?;
     let mut by_task: std::collections::HashMap<String, Vec<Dependency>> = Default::default();
     for d in deps {
-        by_task.entry(d.get("task_id")).or_default().push(Dependency {
-            task: d.get("upstream_id"),
-            day_offset: d.get::<i64, _>("day_offset") as i32,
-        });
+        by_task
+            .entry(d.get("task_id"))
+            .or_default()
+            .push(Dependency {
+                task: d.get("upstream_id"),
+                day_offset: d.get::<i64, _>("day_offset") as i32,
+            });
     }
     rows.into_iter()
         .map(|r| {
@@ -160,7 +168,12 @@ fn duration_ms(d: Duration) -> i64 {
 
 /// Inserts or replaces one task definition with its dependencies and schedule row.
 /// `schedule_changed`: (re)start the schedule's clock at `now`.
-pub async fn upsert_task(conn: &mut Conn, spec: &TaskSpec, now: i64, schedule_changed: bool) -> anyhow::Result<()> {
+pub async fn upsert_task(
+    conn: &mut Conn,
+    spec: &TaskSpec,
+    now: i64,
+    schedule_changed: bool,
+) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                             priority, queue, start_day, description, paused, created_at, updated_at)
@@ -188,7 +201,10 @@ pub async fn upsert_task(conn: &mut Conn, spec: &TaskSpec, now: i64, schedule_ch
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM dependencies WHERE task_id = ?").bind(&spec.id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM dependencies WHERE task_id = ?")
+        .bind(&spec.id)
+        .execute(&mut *conn)
+        .await?;
     for dep in &spec.depends_on {
         sqlx::query("INSERT OR IGNORE INTO dependencies (task_id, upstream_id, day_offset) VALUES (?, ?, ?)")
             .bind(&spec.id)
@@ -199,7 +215,10 @@ pub async fn upsert_task(conn: &mut Conn, spec: &TaskSpec, now: i64, schedule_ch
     }
     match &spec.schedule {
         None => {
-            sqlx::query("DELETE FROM schedules WHERE task_id = ?").bind(&spec.id).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM schedules WHERE task_id = ?")
+                .bind(&spec.id)
+                .execute(&mut *conn)
+                .await?;
         }
         Some(expr) if schedule_changed => {
             sqlx::query(
@@ -217,7 +236,12 @@ pub async fn upsert_task(conn: &mut Conn, spec: &TaskSpec, now: i64, schedule_ch
     Ok(())
 }
 
-pub async fn set_paused(conn: &mut Conn, task: &str, paused: bool, now: i64) -> anyhow::Result<bool> {
+pub async fn set_paused(
+    conn: &mut Conn,
+    task: &str,
+    paused: bool,
+    now: i64,
+) -> anyhow::Result<bool> {
     let done = sqlx::query("UPDATE tasks SET paused = ?, updated_at = ? WHERE id = ?")
         .bind(paused as i64)
         .bind(now)
@@ -232,8 +256,13 @@ pub async fn set_paused(conn: &mut Conn, task: &str, paused: bool, now: i64) -> 
 // ---------------------------------------------------------------------------------------------
 
 pub async fn schedule_last_fires(conn: &mut Conn) -> anyhow::Result<Vec<(String, i64)>> {
-    let rows = sqlx::query("SELECT task_id, last_fire_at FROM schedules").fetch_all(&mut *conn).await?;
-    Ok(rows.into_iter().map(|r| (r.get("task_id"), r.get("last_fire_at"))).collect())
+    let rows = sqlx::query("SELECT task_id, last_fire_at FROM schedules")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("task_id"), r.get("last_fire_at")))
+        .collect())
 }
 
 /// Records a fire; false when this (schedule, fire time) was already recorded, by anyone.
@@ -298,7 +327,10 @@ impl InstanceRow {
     }
 
     pub fn key(&self) -> InstanceKey {
-        InstanceKey { task: self.task_id.clone(), etl_day: EtlDay::parse(&self.etl_day).expect("stored days are valid") }
+        InstanceKey {
+            task: self.task_id.clone(),
+            etl_day: EtlDay::parse(&self.etl_day).expect("stored days are valid"),
+        }
     }
 }
 
@@ -307,10 +339,16 @@ const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tri
 
 pub async fn instance_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<InstanceRow>> {
     let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
-pub async fn instance_by_key(conn: &mut Conn, key: &InstanceKey) -> anyhow::Result<Option<InstanceRow>> {
+pub async fn instance_by_key(
+    conn: &mut Conn,
+    key: &InstanceKey,
+) -> anyhow::Result<Option<InstanceRow>> {
     let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE task_id = ? AND etl_day = ?");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&key.task)
@@ -320,14 +358,18 @@ pub async fn instance_by_key(conn: &mut Conn, key: &InstanceKey) -> anyhow::Resu
 }
 
 /// State of each key that has an instance.
-pub async fn states_of(conn: &mut Conn, keys: &[InstanceKey]) -> anyhow::Result<Vec<Option<InstanceState>>> {
+pub async fn states_of(
+    conn: &mut Conn,
+    keys: &[InstanceKey],
+) -> anyhow::Result<Vec<Option<InstanceState>>> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM instances WHERE task_id = ? AND etl_day = ?")
-            .bind(&key.task)
-            .bind(key.etl_day.compact())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM instances WHERE task_id = ? AND etl_day = ?")
+                .bind(&key.task)
+                .bind(key.etl_day.compact())
+                .fetch_optional(&mut *conn)
+                .await?;
         out.push(state.and_then(|s| InstanceState::parse(&s)));
     }
     Ok(out)
@@ -342,7 +384,10 @@ pub struct InstanceFilter {
     pub limit: i64,
 }
 
-pub async fn list_instances(conn: &mut Conn, filter: &InstanceFilter) -> anyhow::Result<Vec<InstanceRow>> {
+pub async fn list_instances(
+    conn: &mut Conn,
+    filter: &InstanceFilter,
+) -> anyhow::Result<Vec<InstanceRow>> {
     let mut sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE 1 = 1");
     if filter.etl_day.is_some() {
         sql.push_str(" AND etl_day = ?");
@@ -351,10 +396,16 @@ pub async fn list_instances(conn: &mut Conn, filter: &InstanceFilter) -> anyhow:
         sql.push_str(" AND task_id = ?");
     }
     if !filter.states.is_empty() {
-        sql.push_str(&format!(" AND state IN ({})", vec!["?"; filter.states.len()].join(", ")));
+        sql.push_str(&format!(
+            " AND state IN ({})",
+            vec!["?"; filter.states.len()].join(", ")
+        ));
     }
     if !filter.ids.is_empty() {
-        sql.push_str(&format!(" AND id IN ({})", vec!["?"; filter.ids.len()].join(", ")));
+        sql.push_str(&format!(
+            " AND id IN ({})",
+            vec!["?"; filter.ids.len()].join(", ")
+        ));
     }
     sql.push_str(" ORDER BY etl_day DESC, id ASC LIMIT ?");
     let mut query = sqlx::query_as::<_, InstanceRow>(sqlx::AssertSqlSafe(sql));
@@ -395,7 +446,9 @@ pub async fn ensure_instance(
     .await?
     .rows_affected()
         == 1;
-    let row = instance_by_key(conn, key).await?.context("instance vanished after insert")?;
+    let row = instance_by_key(conn, key)
+        .await?
+        .context("instance vanished after insert")?;
     Ok((row, inserted))
 }
 
@@ -529,7 +582,13 @@ pub async fn operator_set_state(
 
 /// Re-dispatch after a lost agent or a restart: running (this try) -> queued as a new try,
 /// which does not count against the task's retries.
-pub async fn requeue_lost(conn: &mut Conn, id: i64, try_number: i64, epoch: i64, now: i64) -> anyhow::Result<Option<i64>> {
+pub async fn requeue_lost(
+    conn: &mut Conn,
+    id: i64,
+    try_number: i64,
+    epoch: i64,
+    now: i64,
+) -> anyhow::Result<Option<i64>> {
     let row: Option<(i64,)> = sqlx::query_as(
         "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
                 lost_tries = lost_tries + 1, dispatch_epoch = ?, queued_at = ?, started_at = NULL,
@@ -547,12 +606,22 @@ pub async fn requeue_lost(conn: &mut Conn, id: i64, try_number: i64, epoch: i64,
 
 /// Re-stamps queued instances with the current epoch (after a restart) and returns them.
 pub async fn restamp_queued(conn: &mut Conn, epoch: i64) -> anyhow::Result<Vec<InstanceRow>> {
-    sqlx::query("UPDATE instances SET dispatch_epoch = ? WHERE state = 'queued'").bind(epoch).execute(&mut *conn).await?;
-    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = 'queued' ORDER BY id");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?)
+    sqlx::query("UPDATE instances SET dispatch_epoch = ? WHERE state = 'queued'")
+        .bind(epoch)
+        .execute(&mut *conn)
+        .await?;
+    let sql =
+        format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = 'queued' ORDER BY id");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
-pub async fn instances_in_state(conn: &mut Conn, state: InstanceState, task: Option<&str>) -> anyhow::Result<Vec<InstanceRow>> {
+pub async fn instances_in_state(
+    conn: &mut Conn,
+    state: InstanceState,
+    task: Option<&str>,
+) -> anyhow::Result<Vec<InstanceRow>> {
     let sql = format!(
         "SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = ? AND (? IS NULL OR task_id = ?) ORDER BY etl_day, id"
     );
@@ -565,16 +634,23 @@ pub async fn instances_in_state(conn: &mut Conn, state: InstanceState, task: Opt
 }
 
 /// Retries whose delay is over, and the earliest one still pending.
-pub async fn retries_due(conn: &mut Conn, now: i64) -> anyhow::Result<(Vec<InstanceRow>, Option<i64>)> {
+pub async fn retries_due(
+    conn: &mut Conn,
+    now: i64,
+) -> anyhow::Result<(Vec<InstanceRow>, Option<i64>)> {
     let sql = format!(
         "SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = 'up_for_retry' AND next_try_at <= ? ORDER BY next_try_at"
     );
-    let due = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(&mut *conn).await?;
-    let next: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(next_try_at) FROM instances WHERE state = 'up_for_retry' AND next_try_at > ?")
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
+    let due = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    let next: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(next_try_at) FROM instances WHERE state = 'up_for_retry' AND next_try_at > ?",
+    )
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
     Ok((due, next))
 }
 
@@ -584,8 +660,14 @@ pub async fn delete_instance(conn: &mut Conn, id: i64) -> anyhow::Result<()> {
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM attempts WHERE instance_id = ?").bind(id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM instances WHERE id = ?").bind(id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM attempts WHERE instance_id = ?")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM instances WHERE id = ?")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -622,8 +704,14 @@ pub async fn insert_attempt(
 ) -> anyhow::Result<String> {
     let id = attempt_id(instance_id, try_number);
     // A leftover row of the same try (an instance redone after a restore) is replaced.
-    sqlx::query("DELETE FROM log_chunks WHERE attempt_id = ?").bind(&id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM attempts WHERE id = ?").bind(&id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM log_chunks WHERE attempt_id = ?")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM attempts WHERE id = ?")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO attempts (id, instance_id, try_number, epoch, agent_id, state, started_at)
          VALUES (?, ?, ?, ?, ?, 'running', ?)",
@@ -639,27 +727,42 @@ pub async fn insert_attempt(
     Ok(id)
 }
 
-const ATTEMPT_COLUMNS: &str =
-    "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message";
+const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message";
 
 pub async fn attempt(conn: &mut Conn, id: &str) -> anyhow::Result<Option<AttemptRow>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 pub async fn attempts_of(conn: &mut Conn, instance_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
-    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE instance_id = ? ORDER BY try_number");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(instance_id).fetch_all(&mut *conn).await?)
+    let sql =
+        format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE instance_id = ? ORDER BY try_number");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(instance_id)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
-pub async fn running_attempts_of_agent(conn: &mut Conn, agent: &str) -> anyhow::Result<Vec<AttemptRow>> {
-    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE agent_id = ? AND state = 'running'");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(agent).fetch_all(&mut *conn).await?)
+pub async fn running_attempts_of_agent(
+    conn: &mut Conn,
+    agent: &str,
+) -> anyhow::Result<Vec<AttemptRow>> {
+    let sql =
+        format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE agent_id = ? AND state = 'running'");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(agent)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 pub async fn running_attempts(conn: &mut Conn) -> anyhow::Result<Vec<AttemptRow>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state = 'running'");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 /// running -> the try's outcome. False if the try was already closed.
@@ -686,7 +789,12 @@ pub async fn finish_attempt(
 
 /// Appends log bytes to a try, up to `cap` bytes in all; past it, one marker and nothing more.
 /// Returns the bytes stored.
-pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64) -> anyhow::Result<i64> {
+pub async fn append_log(
+    conn: &mut Conn,
+    attempt_id: &str,
+    data: &[u8],
+    cap: i64,
+) -> anyhow::Result<i64> {
     let Some(current) = sqlx::query_scalar::<_, i64>("SELECT log_bytes FROM attempts WHERE id = ?")
         .bind(attempt_id)
         .fetch_optional(&mut *conn)
@@ -701,7 +809,9 @@ pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64
     let mut chunk = data.to_vec();
     if chunk.len() > room {
         chunk.truncate(room);
-        chunk.extend_from_slice(format!("\n[goflow: log cut at {cap} bytes; the rest was dropped]\n").as_bytes());
+        chunk.extend_from_slice(
+            format!("\n[goflow: log cut at {cap} bytes; the rest was dropped]\n").as_bytes(),
+        );
     }
     sqlx::query("INSERT INTO log_chunks (attempt_id, byte_offset, data) VALUES (?, ?, ?)")
         .bind(attempt_id)
@@ -719,7 +829,12 @@ pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64
 }
 
 /// Log bytes of a try from `offset`, at most about `max` bytes.
-pub async fn read_log(conn: &mut Conn, attempt_id: &str, offset: i64, max: i64) -> anyhow::Result<Vec<u8>> {
+pub async fn read_log(
+    conn: &mut Conn,
+    attempt_id: &str,
+    offset: i64,
+    max: i64,
+) -> anyhow::Result<Vec<u8>> {
     let rows = sqlx::query(
         "SELECT byte_offset, data FROM log_chunks WHERE attempt_id = ? AND byte_offset + length(data) > ?
          ORDER BY byte_offset",
@@ -779,11 +894,12 @@ pub async fn upsert_agent(conn: &mut Conn, row: &AgentRow) -> anyhow::Result<()>
 
 /// Records a heartbeat; false when the agent is unknown or was declared dead.
 pub async fn heartbeat(conn: &mut Conn, agent: &str, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query("UPDATE agents SET last_heartbeat_at = ? WHERE id = ? AND state = 'alive'")
-        .bind(now)
-        .bind(agent)
-        .execute(&mut *conn)
-        .await?;
+    let done =
+        sqlx::query("UPDATE agents SET last_heartbeat_at = ? WHERE id = ? AND state = 'alive'")
+            .bind(now)
+            .bind(agent)
+            .execute(&mut *conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -804,11 +920,14 @@ pub async fn expire_agents(conn: &mut Conn, before: i64) -> anyhow::Result<Vec<S
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
-pub async fn count_running_by_agent(conn: &mut Conn) -> anyhow::Result<std::collections::HashMap<String, i64>> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id")
-            .fetch_all(&mut *conn)
-            .await?;
+pub async fn count_running_by_agent(
+    conn: &mut Conn,
+) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -848,7 +967,11 @@ pub async fn record_operation(
     Ok(())
 }
 
-pub async fn list_operations(conn: &mut Conn, task: Option<&str>, limit: i64) -> anyhow::Result<Vec<OperationRow>> {
+pub async fn list_operations(
+    conn: &mut Conn,
+    task: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<Vec<OperationRow>> {
     let pattern = task.map(|t| format!("{t}@%"));
     Ok(sqlx::query_as(
         "SELECT id, at, actor, client, action, target, detail FROM operations

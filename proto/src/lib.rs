@@ -4,8 +4,7 @@ pub mod v1 {
     tonic::include_proto!("goflow.v1");
 
     /// Encoded `FileDescriptorSet` of goflow.v1, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("goflow_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("goflow_descriptor");
 }
 
 pub use v1::*;

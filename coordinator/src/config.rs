@@ -1,0 +1,606 @@
+//! Configuration in layers: defaults -> file (JSON or TOML) -> `GOFLOW_*` environment ->
+//! flags (applied by `main`) -> validation.
+//!
+//! The seed's `goflow_conf.json` loads as it is: its sections (`Common`, `Scheduler`,
+//! `Worker`) and its misspelled keys (`HearteatInterval`, `RetryQueueimes`) map onto the new
+//! settings. Unknown keys are warned about, never silently dropped; a wrong type names the key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::engine::EngineSettings;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// None: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Where the URL came from, for messages (`Common.MysqlConn`, `GOFLOW_DATABASE_URL`, ...).
+    pub database_url_source: String,
+    pub broker: Option<String>,
+    pub grpc_listen: String,
+    pub http_listen: String,
+    /// The coordinator an agent reports to.
+    pub server: String,
+    pub log_file: Option<PathBuf>,
+    pub engine: EngineSettings,
+    pub agent_id: String,
+    pub agent_slots: usize,
+    pub agent_queues: Vec<String>,
+    /// What loading noticed and the operator should read (unknown keys, ignored settings).
+    pub warnings: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("goflow-data"),
+            database_url: None,
+            database_url_source: String::new(),
+            broker: None,
+            grpc_listen: goflow_proto::DEFAULT_GRPC_ADDR.into(),
+            http_listen: goflow_proto::DEFAULT_HTTP_ADDR.into(),
+            server: format!("http://{}", goflow_proto::DEFAULT_GRPC_ADDR),
+            log_file: None,
+            engine: EngineSettings::default(),
+            agent_id: String::new(),
+            agent_slots: std::thread::available_parallelism()
+                .map_or(4, |n| n.get())
+                .max(2)
+                * 4,
+            agent_queues: vec![],
+            warnings: vec![],
+        }
+    }
+}
+
+/// What a key of the file (or an environment variable) sets.
+#[derive(Clone, Copy)]
+enum Key {
+    DatabaseUrl,
+    Broker,
+    DataDir,
+    GrpcListen,
+    HttpListen,
+    Server,
+    SchedulerLogDir,
+    SchedulerLogFile,
+    WorkerLogDir,
+    WorkerLogFile,
+    FetchInterval,
+    WorkerTimeout,
+    RetryQueueTimes,
+    Parallelism,
+    HeartbeatInterval,
+    Retry,
+    RetryDelay,
+    TaskTimeout,
+    Queues,
+    AgentId,
+    MaxLogBytes,
+}
+
+/// Every key a file may hold, the seed's spellings included.
+const FILE_KEYS: &[(&str, Key)] = &[
+    ("Common.MysqlConn", Key::DatabaseUrl),
+    ("Common.DatabaseUrl", Key::DatabaseUrl),
+    ("Common.Broker", Key::Broker),
+    ("Common.DataDir", Key::DataDir),
+    ("Scheduler.LogDir", Key::SchedulerLogDir),
+    ("Scheduler.LogFile", Key::SchedulerLogFile),
+    ("Scheduler.FetchInterval", Key::FetchInterval),
+    ("Scheduler.WorkerTimeOut", Key::WorkerTimeout),
+    ("Scheduler.RetryQueueimes", Key::RetryQueueTimes),
+    ("Scheduler.RetryQueueTimes", Key::RetryQueueTimes),
+    ("Scheduler.GrpcListen", Key::GrpcListen),
+    ("Scheduler.HttpListen", Key::HttpListen),
+    ("Scheduler.MaxLogBytes", Key::MaxLogBytes),
+    ("Worker.LogDir", Key::WorkerLogDir),
+    ("Worker.LogFile", Key::WorkerLogFile),
+    ("Worker.Parallelism", Key::Parallelism),
+    ("Worker.HearteatInterval", Key::HeartbeatInterval),
+    ("Worker.HeartbeatInterval", Key::HeartbeatInterval),
+    ("Worker.Retry", Key::Retry),
+    ("Worker.RetryDelay", Key::RetryDelay),
+    ("Worker.TaskTimeOut", Key::TaskTimeout),
+    ("Worker.Queues", Key::Queues),
+    ("Worker.Server", Key::Server),
+    ("Worker.AgentId", Key::AgentId),
+];
+
+/// Environment variables, which override the file.
+const ENV_KEYS: &[(&str, Key)] = &[
+    ("GOFLOW_DATABASE_URL", Key::DatabaseUrl),
+    ("GOFLOW_BROKER", Key::Broker),
+    ("GOFLOW_DATA_DIR", Key::DataDir),
+    ("GOFLOW_GRPC_LISTEN", Key::GrpcListen),
+    ("GOFLOW_HTTP_LISTEN", Key::HttpListen),
+    ("GOFLOW_SERVER", Key::Server),
+    ("GOFLOW_WORKER_TIMEOUT", Key::WorkerTimeout),
+    ("GOFLOW_RETRY_QUEUE_TIMES", Key::RetryQueueTimes),
+    ("GOFLOW_SLOTS", Key::Parallelism),
+    ("GOFLOW_HEARTBEAT_INTERVAL", Key::HeartbeatInterval),
+    ("GOFLOW_RETRIES", Key::Retry),
+    ("GOFLOW_RETRY_DELAY", Key::RetryDelay),
+    ("GOFLOW_TASK_TIMEOUT", Key::TaskTimeout),
+    ("GOFLOW_QUEUES", Key::Queues),
+    ("GOFLOW_AGENT_ID", Key::AgentId),
+];
+
+/// Which role reads the file, so a `LogDir` of the other role does not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Coordinator,
+    Agent,
+}
+
+impl Settings {
+    /// Defaults, then `file`, then the environment (passed in, so tests can inject it).
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        role: Role,
+    ) -> anyhow::Result<Self> {
+        let mut settings = Self::default();
+        let mut log_dir = None;
+        let mut log_name = None;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let root = parse_file(path, &text)?;
+            let mut seen = vec![];
+            flatten(&root, "", &mut seen);
+            for (name, value) in seen {
+                let Some((_, key)) = FILE_KEYS.iter().find(|(known, _)| *known == name) else {
+                    settings.warnings.push(format!(
+                        "{}: unknown key {name:?} is ignored",
+                        path.display()
+                    ));
+                    continue;
+                };
+                let origin = format!("{} key {name}", path.display());
+                match (key, role) {
+                    (Key::SchedulerLogDir, Role::Coordinator)
+                    | (Key::WorkerLogDir, Role::Agent) => {
+                        log_dir = Some(PathBuf::from(string(&value, &origin)?))
+                    }
+                    (Key::SchedulerLogFile, Role::Coordinator)
+                    | (Key::WorkerLogFile, Role::Agent) => {
+                        log_name = Some(string(&value, &origin)?)
+                    }
+                    (
+                        Key::SchedulerLogDir
+                        | Key::WorkerLogDir
+                        | Key::SchedulerLogFile
+                        | Key::WorkerLogFile,
+                        _,
+                    ) => {
+                        string(&value, &origin)?;
+                    }
+                    _ => settings.set(*key, &value, &origin, &name)?,
+                }
+            }
+        }
+        for (var, key) in ENV_KEYS {
+            if let Some(raw) = env.get(*var) {
+                let value = env_value(*key, raw);
+                settings.set(*key, &value, &format!("environment variable {var}"), var)?;
+            }
+        }
+        if let (Some(dir), Some(name)) = (log_dir, log_name) {
+            settings.log_file = Some(dir.join(name));
+        }
+        Ok(settings)
+    }
+
+    fn set(&mut self, key: Key, value: &Value, origin: &str, name: &str) -> anyhow::Result<()> {
+        match key {
+            Key::DatabaseUrl => {
+                self.database_url = Some(string(value, origin)?);
+                self.database_url_source = name.to_string();
+            }
+            Key::Broker => self.broker = Some(string(value, origin)?).filter(|b| !b.is_empty()),
+            Key::DataDir => self.data_dir = PathBuf::from(string(value, origin)?),
+            Key::GrpcListen => self.grpc_listen = string(value, origin)?,
+            Key::HttpListen => self.http_listen = string(value, origin)?,
+            Key::Server => self.server = with_scheme(&string(value, origin)?),
+            Key::FetchInterval => {
+                integer(value, origin)?;
+                self.warnings.push(format!(
+                    "{origin} is accepted but not needed: goflow fires schedules at their time, it does not scan"
+                ));
+            }
+            Key::WorkerTimeout => self.engine.worker_timeout = seconds(value, origin, 1)?,
+            Key::RetryQueueTimes => self.engine.retry_queue_times = count(value, origin)?,
+            Key::Parallelism => {
+                self.agent_slots = count(value, origin)? as usize;
+                if self.agent_slots == 0 {
+                    bail!("{origin}: must be at least 1");
+                }
+            }
+            Key::HeartbeatInterval => self.engine.heartbeat_interval = seconds(value, origin, 1)?,
+            Key::Retry => self.engine.default_retries = count(value, origin)?,
+            Key::RetryDelay => self.engine.default_retry_delay = seconds(value, origin, 0)?,
+            Key::TaskTimeout => {
+                let secs = integer(value, origin)?;
+                self.engine.default_timeout = match secs {
+                    -1 | 0 => None,
+                    s if s > 0 => Some(Duration::from_secs(s as u64)),
+                    s => bail!("{origin}: {s} is not a timeout (seconds, or -1 for none)"),
+                };
+            }
+            Key::Queues => {
+                self.agent_queues = match value {
+                    Value::String(s) => s
+                        .split(',')
+                        .map(|q| q.trim().to_string())
+                        .filter(|q| !q.is_empty())
+                        .collect(),
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|v| string(v, origin))
+                        .collect::<anyhow::Result<_>>()?,
+                    other => bail!(
+                        "{origin}: expected a list of queue names, found {}",
+                        kind(other)
+                    ),
+                }
+            }
+            Key::AgentId => self.agent_id = string(value, origin)?,
+            Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
+            Key::SchedulerLogDir
+            | Key::SchedulerLogFile
+            | Key::WorkerLogDir
+            | Key::WorkerLogFile => {}
+        }
+        Ok(())
+    }
+
+    /// The SQLite file to use, or why the configured database cannot be used yet.
+    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+        let Some(url) = &self.database_url else {
+            return Ok(self.data_dir.join("goflow.db"));
+        };
+        let source = if self.database_url_source.is_empty() {
+            "database URL"
+        } else {
+            &self.database_url_source
+        };
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() || path.starts_with(":memory:") {
+                bail!(
+                    "{source}: {url:?} names no file; goflow keeps its state on disk (sqlite://PATH)"
+                );
+            }
+            return Ok(PathBuf::from(path.split('?').next().unwrap_or(path)));
+        }
+        let scheme = url.split("://").next().unwrap_or("");
+        let shown = redact(url);
+        match scheme {
+            "mysql" | "mariadb" | "postgres" | "postgresql" => bail!(
+                "{source} is {shown}: the {} store comes with cluster mode and is not in this build yet; \
+                 use sqlite://PATH, or leave it unset for the data folder (GOFLOW_DATABASE_URL overrides the file)",
+                if scheme.starts_with("postgres") {
+                    "PostgreSQL"
+                } else {
+                    "MySQL"
+                }
+            ),
+            _ => bail!(
+                "{source} is {shown}: unknown database scheme {scheme:?} (expected sqlite://, mysql:// or postgres://)"
+            ),
+        }
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> anyhow::Result<Value> {
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    if is_toml {
+        let table: toml::Table = toml::from_str(text)
+            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        return Ok(serde_json::to_value(table)?);
+    }
+    serde_json::from_str(text).with_context(|| {
+        format!(
+            "config file {} is not valid JSON (comments are not allowed in JSON)",
+            path.display()
+        )
+    })
+}
+
+/// `{"Common": {"Broker": "x"}}` -> `[("Common.Broker", "x")]`; objects are walked, the rest
+/// are leaves.
+fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if v.is_object() && prefix.is_empty() {
+                    flatten(v, &name, out);
+                } else {
+                    out.push((name, v.clone()));
+                }
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+/// Environment values are text; numbers are read as numbers where the key wants one.
+fn env_value(key: Key, raw: &str) -> Value {
+    match key {
+        Key::WorkerTimeout
+        | Key::RetryQueueTimes
+        | Key::Parallelism
+        | Key::HeartbeatInterval
+        | Key::Retry
+        | Key::RetryDelay
+        | Key::TaskTimeout
+        | Key::MaxLogBytes => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(raw)),
+        _ => Value::from(raw),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string(value: &Value, origin: &str) -> anyhow::Result<String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        other => bail!(
+            "{origin}: expected a string, found {} ({other})",
+            kind(other)
+        ),
+    }
+}
+
+fn integer(value: &Value, origin: &str) -> anyhow::Result<i64> {
+    match value {
+        Value::Number(n) if n.is_i64() => Ok(n.as_i64().unwrap()),
+        other => bail!(
+            "{origin}: expected a whole number, found {} ({other})",
+            kind(other)
+        ),
+    }
+}
+
+fn count(value: &Value, origin: &str) -> anyhow::Result<u32> {
+    let n = integer(value, origin)?;
+    u32::try_from(n).map_err(|_| anyhow::anyhow!("{origin}: {n} must be zero or more"))
+}
+
+fn seconds(value: &Value, origin: &str, min: i64) -> anyhow::Result<Duration> {
+    let n = integer(value, origin)?;
+    if n < min {
+        bail!("{origin}: {n} seconds is too small (at least {min})");
+    }
+    Ok(Duration::from_secs(n as u64))
+}
+
+pub fn with_scheme(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// A URL with its password replaced, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's example configuration, its comments removed (JSON has none).
+    pub const SEED_CONF: &str = r#"{
+  "Common":{
+    "MysqlConn":"mysql://test:test@localhost:3306/goflow",
+    "MysqlConn":"mysql://test:test@localhost:3306/cflow",
+    "Broker":"localhost:9092"
+  },
+  "Scheduler":{
+    "LogDir":"/var/log/go_log",
+    "LogFile":"scheduler.log",
+    "FetchInterval":10,
+    "WorkerTimeOut":20,
+    "RetryQueueimes":4
+  },
+  "Worker": {
+    "LogDir":"/var/log/go_log",
+    "LogFile":"executer.log",
+    "Parallelism": 32,
+    "HearteatInterval": 10,
+    "Retry": 3,
+    "TaskTimeOut": 60
+  }
+}"#;
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_seed_configuration_maps_onto_the_new_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "goflow_conf.json", SEED_CONF);
+        let s = Settings::load(Some(&path), &HashMap::new(), Role::Coordinator).unwrap();
+        assert_eq!(
+            s.database_url.as_deref(),
+            Some("mysql://test:test@localhost:3306/cflow"),
+            "the last duplicate wins"
+        );
+        assert_eq!(s.broker.as_deref(), Some("localhost:9092"));
+        assert_eq!(s.engine.worker_timeout, Duration::from_secs(20));
+        assert_eq!(s.engine.retry_queue_times, 4);
+        assert_eq!(s.agent_slots, 32);
+        assert_eq!(s.engine.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(s.engine.default_retries, 3);
+        assert_eq!(s.engine.default_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.log_file,
+            Some(PathBuf::from("/var/log/go_log/scheduler.log"))
+        );
+        let agent = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+        assert_eq!(
+            agent.log_file,
+            Some(PathBuf::from("/var/log/go_log/executer.log"))
+        );
+        assert!(
+            s.warnings.iter().any(|w| w.contains("FetchInterval")),
+            "{:?}",
+            s.warnings
+        );
+        let err = s.sqlite_path().unwrap_err().to_string();
+        assert!(
+            err.contains("Common.MysqlConn")
+                && err.contains("mysql://test:***@localhost:3306/cflow"),
+            "{err}"
+        );
+        assert!(!err.contains("test:test"), "no password in messages: {err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "goflow_conf.json", SEED_CONF);
+        let env = HashMap::from([
+            (
+                "GOFLOW_DATABASE_URL".to_string(),
+                "sqlite:///tmp/x/goflow.db".to_string(),
+            ),
+            ("GOFLOW_SLOTS".to_string(), "3".to_string()),
+        ]);
+        let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
+        assert_eq!(s.sqlite_path().unwrap(), PathBuf::from("/tmp/x/goflow.db"));
+        assert_eq!(s.agent_slots, 3);
+        let bad = HashMap::from([("GOFLOW_SLOTS".to_string(), "many".to_string())]);
+        let err = Settings::load(None, &bad, Role::Agent)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GOFLOW_SLOTS") && err.contains("whole number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_warn_and_wrong_types_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "c.json",
+            r#"{"Worker": {"Parallelism": "lots", "Colour": 1}}"#,
+        );
+        let err = Settings::load(Some(&path), &HashMap::new(), Role::Agent)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Worker.Parallelism") && err.contains("a string"),
+            "{err}"
+        );
+        let path = write(
+            &dir,
+            "d.json",
+            r#"{"Worker": {"Colour": 1}, "Extra": true}"#,
+        );
+        let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("Worker.Colour") || s.warnings[1].contains("Worker.Colour"));
+    }
+
+    #[test]
+    fn toml_files_load_and_malformed_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "goflow.toml",
+            "[Worker]\nParallelism = 5\nQueues = [\"etl\", \"gpu\"]\n",
+        );
+        let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+        assert_eq!(
+            (s.agent_slots, s.agent_queues.clone()),
+            (5, vec!["etl".to_string(), "gpu".to_string()])
+        );
+        let path = write(
+            &dir,
+            "broken.json",
+            "{\"Common\": {\"Broker\": \"x\", # comment\n}}",
+        );
+        let err = format!(
+            "{:#}",
+            Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap_err()
+        );
+        assert!(
+            err.contains("broken.json") && err.contains("not valid JSON"),
+            "{err}"
+        );
+        let err = Settings::load(
+            Some(&dir.path().join("missing.json")),
+            &HashMap::new(),
+            Role::Agent,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("missing.json"));
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_the_data_folder() {
+        let s = Settings::default();
+        assert_eq!(
+            s.sqlite_path().unwrap(),
+            PathBuf::from("goflow-data/goflow.db")
+        );
+        let s = Settings {
+            database_url: Some("sqlite::memory:".into()),
+            ..Settings::default()
+        };
+        assert!(s.sqlite_path().is_err());
+        let s = Settings {
+            database_url: Some("oracle://x".into()),
+            ..Settings::default()
+        };
+        assert!(
+            s.sqlite_path()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown database scheme")
+        );
+    }
+}

@@ -1,0 +1,1398 @@
+//! The scheduling engine: turns requests and reports into state transitions, one transaction
+//! each, and pushes dispatches after the commit. Domain rules come from `goflow_core`; SQL
+//! lives in `store`; this file decides what happens.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use goflow_agent::DispatchQueue;
+use goflow_core::state::{Event, transition};
+use goflow_core::template::{self, TryContext};
+use goflow_core::{Dag, EtlDay, InstanceKey, InstanceState, TaskSpec, dagfile};
+use goflow_proto as pb;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::store::{self, Conn, InstanceRow, Store, StoredTask, now_ms};
+
+/// Settings the engine needs; the defaults make `goflow standalone` need no file.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Retries of a task that does not say (the seed's `Worker.Retry`).
+    pub default_retries: u32,
+    pub default_retry_delay: Duration,
+    /// Task timeout of a task that does not say; None = no timeout (`Worker.TaskTimeOut`).
+    pub default_timeout: Option<Duration>,
+    /// How often agents heartbeat (`Worker.HearteatInterval`).
+    pub heartbeat_interval: Duration,
+    /// Silence after which an agent is declared dead (`Scheduler.WorkerTimeOut`).
+    pub worker_timeout: Duration,
+    /// How often a try is re-dispatched after its agent died (`Scheduler.RetryQueueimes`).
+    pub retry_queue_times: u32,
+    /// Log bytes kept per try.
+    pub max_log_bytes: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            default_retries: 0,
+            default_retry_delay: Duration::from_secs(30),
+            default_timeout: None,
+            heartbeat_interval: Duration::from_secs(2),
+            worker_timeout: Duration::from_secs(20),
+            retry_queue_times: 4,
+            max_log_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Who asked, for the operations log (and, later, for permissions).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: String,
+    pub client: String,
+}
+
+impl Caller {
+    pub fn system() -> Self {
+        Self {
+            actor: "goflow".into(),
+            client: "scheduler".into(),
+        }
+    }
+}
+
+/// The task definitions as loaded: the validated graph plus what is not part of a spec.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub dag: Dag,
+    pub tasks: BTreeMap<String, StoredTask>,
+}
+
+impl Catalog {
+    fn is_paused(&self, task: &str) -> bool {
+        self.tasks.get(task).is_some_and(|t| t.paused)
+    }
+}
+
+/// What a run request asks for, validated.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub task: String,
+    pub from: EtlDay,
+    pub to: EtlDay,
+    pub down: bool,
+    pub up: bool,
+    pub force: bool,
+}
+
+pub struct Engine {
+    store: Store,
+    catalog: RwLock<Arc<Catalog>>,
+    queue: Arc<dyn DispatchQueue>,
+    pub settings: EngineSettings,
+    epoch: i64,
+    /// Bumped after every commit that changes instances, tries or logs: waiters and log
+    /// tailers wake on it instead of polling.
+    changes: watch::Sender<u64>,
+    wake_retries: Notify,
+    wake_cron: Notify,
+    agent_channels: Mutex<HashMap<String, mpsc::Sender<pb::AgentCommand>>>,
+}
+
+impl Engine {
+    pub async fn new(
+        store: Store,
+        queue: Arc<dyn DispatchQueue>,
+        settings: EngineSettings,
+    ) -> anyhow::Result<Arc<Self>> {
+        let epoch = store.next_epoch().await?;
+        let engine = Arc::new(Self {
+            store,
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            queue,
+            settings,
+            epoch,
+            changes: watch::channel(0).0,
+            wake_retries: Notify::new(),
+            wake_cron: Notify::new(),
+            agent_channels: Mutex::new(HashMap::new()),
+        });
+        engine.reload_catalog().await?;
+        Ok(engine)
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap().clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    async fn reload_catalog(&self) -> anyhow::Result<()> {
+        let mut conn = self.store.begin().await?;
+        let tasks = store::load_tasks(&mut conn).await?;
+        conn.commit().await?;
+        let dag = Dag::new(tasks.iter().map(|t| t.spec.clone()))
+            .map_err(|e| anyhow::anyhow!("stored tasks do not form a valid DAG: {e}"))?;
+        let tasks = tasks.into_iter().map(|t| (t.spec.id.clone(), t)).collect();
+        *self.catalog.write().unwrap() = Arc::new(Catalog { dag, tasks });
+        Ok(())
+    }
+
+    fn retries_of(&self, spec: &TaskSpec) -> i64 {
+        spec.retries.unwrap_or(self.settings.default_retries) as i64
+    }
+
+    async fn push(&self, dispatches: Vec<pb::Dispatch>) {
+        if dispatches.is_empty() {
+            return;
+        }
+        // The store already says "queued"; if this push fails, the restart (or, in a cluster,
+        // the sweeper) pushes again. A claim is a compare-and-set, so a double push is harmless.
+        if let Err(e) = self.queue.push(dispatches).await {
+            tracing::error!("dispatch push failed, instances stay queued until re-pushed: {e:#}");
+        }
+    }
+
+    fn dispatch_of(&self, row: &InstanceRow, try_number: i64) -> pb::Dispatch {
+        pb::Dispatch {
+            instance_id: row.id,
+            try_number: try_number as i32,
+            epoch: self.epoch,
+            queue: row.queue.clone(),
+            priority: row.priority as i32,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Startup recovery
+    // -----------------------------------------------------------------------------------------
+
+    /// After a start: tries that were running on an agent of this process are re-dispatched as
+    /// new tries (`local_agents_only`: standalone, whose agent died with it), queued instances
+    /// are pushed again under the new epoch, finished ones stay as they are.
+    pub async fn recover(&self, local_agents_only: bool) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let mut dispatches = vec![];
+        if local_agents_only {
+            sqlx::query("UPDATE agents SET state = 'dead' WHERE state = 'alive'")
+                .execute(&mut *tx)
+                .await?;
+            for attempt in store::running_attempts(&mut tx).await? {
+                if let Some(d) = self
+                    .recover_lost_try(&mut tx, &attempt, "goflow restarted while it ran", now)
+                    .await?
+                {
+                    dispatches.push(d);
+                }
+            }
+        }
+        let queued = store::restamp_queued(&mut tx, self.epoch).await?;
+        let requeued = queued.len();
+        dispatches.extend(
+            queued
+                .iter()
+                .map(|row| self.dispatch_of(row, row.try_number)),
+        );
+        tx.commit().await?;
+        if !dispatches.is_empty() {
+            tracing::info!(
+                "recovery: {} instances dispatched again ({} were queued)",
+                dispatches.len(),
+                requeued
+            );
+        }
+        self.push(dispatches).await;
+        self.wake_retries.notify_one();
+        self.changed();
+        Ok(())
+    }
+
+    /// Closes a try whose agent is gone and queues a new one, unless the instance has been
+    /// re-dispatched `retry_queue_times` already.
+    async fn recover_lost_try(
+        &self,
+        conn: &mut Conn,
+        attempt: &store::AttemptRow,
+        why: &str,
+        now: i64,
+    ) -> Result<Option<pb::Dispatch>> {
+        store::finish_attempt(conn, &attempt.id, "lost", None, why, now).await?;
+        let Some(row) = store::instance_by_id(conn, attempt.instance_id).await? else {
+            return Ok(None);
+        };
+        if row.state() != InstanceState::Running || row.try_number != attempt.try_number {
+            return Ok(None);
+        }
+        let requeue = row.lost_tries < self.settings.retry_queue_times as i64;
+        let to = transition(InstanceState::Running, Event::AgentLost { requeue })
+            .expect("running may be lost");
+        if to == InstanceState::Queued {
+            let try_number =
+                store::requeue_lost(conn, row.id, row.try_number, self.epoch, now).await?;
+            tracing::warn!(
+                "{}: try {} lost ({why}); dispatched again",
+                row.key(),
+                attempt.try_number
+            );
+            Ok(try_number.map(|t| self.dispatch_of(&row, t)))
+        } else {
+            let message = format!("lost {} times (agent died): {why}", row.lost_tries + 1);
+            store::finish_instance(conn, row.id, row.try_number, to, None, &message, None, now)
+                .await?;
+            Ok(None)
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Task definitions
+    // -----------------------------------------------------------------------------------------
+
+    /// Creates or updates the tasks of a DAG document in one transaction, or changes nothing.
+    pub async fn apply(
+        &self,
+        document: &str,
+        source_name: &str,
+        dry_run: bool,
+        caller: &Caller,
+    ) -> Result<pb::ApplyTasksResponse> {
+        let source_name = if source_name.is_empty() {
+            "document"
+        } else {
+            source_name
+        };
+        let specs = dagfile::parse(document, source_name)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let catalog = self.catalog();
+        let mut merged: BTreeMap<String, TaskSpec> = catalog
+            .tasks
+            .iter()
+            .map(|(id, t)| (id.clone(), t.spec.clone()))
+            .collect();
+        let mut response = pb::ApplyTasksResponse::default();
+        let mut changed = vec![];
+        for spec in &specs {
+            match catalog.tasks.get(&spec.id) {
+                None => response.created.push(spec.id.clone()),
+                Some(old) if old.spec == *spec => {
+                    response.unchanged.push(spec.id.clone());
+                    continue;
+                }
+                Some(_) => response.updated.push(spec.id.clone()),
+            }
+            merged.insert(spec.id.clone(), spec.clone());
+            changed.push(spec.clone());
+        }
+        Dag::new(merged.into_values())
+            .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
+        if dry_run || changed.is_empty() {
+            return Ok(response);
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        for spec in &changed {
+            let schedule_changed = catalog.tasks.get(&spec.id).is_none_or(|old| {
+                old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone
+            });
+            store::upsert_task(&mut tx, spec, now, schedule_changed).await?;
+        }
+        let detail = format!(
+            "created [{}] updated [{}]",
+            response.created.join(", "),
+            response.updated.join(", ")
+        );
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "apply",
+            source_name,
+            &detail,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.reload_catalog().await?;
+        self.wake_cron.notify_one();
+        Ok(response)
+    }
+
+    pub fn require_task(&self, task: &str) -> Result<StoredTask> {
+        self.catalog()
+            .tasks
+            .get(task)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("unknown task {task:?}")))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Runs
+    // -----------------------------------------------------------------------------------------
+
+    /// Runs or reruns the instances a plan names. Refused as a whole if any of them is queued
+    /// or running (redoing a live try would make two runs).
+    pub async fn run(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
+        let catalog = self.catalog();
+        let spec = &self.require_task(&plan.task)?.spec;
+        if plan.from > plan.to {
+            return Err(EngineError::Invalid(format!(
+                "--from {} is after --to {}",
+                plan.from, plan.to
+            )));
+        }
+        let days = plan.from.days_until(plan.to) + 1;
+        if days > 3660 {
+            return Err(EngineError::Invalid(format!(
+                "a range of {days} days is more than 10 years"
+            )));
+        }
+        let mut keys = vec![];
+        let mut forced = HashSet::new();
+        for day in EtlDay::range(plan.from, plan.to) {
+            if !catalog.dag.exists_on(&plan.task, day) {
+                continue;
+            }
+            let start = InstanceKey::new(&plan.task, day);
+            if plan.force {
+                forced.insert(start.clone());
+            }
+            if plan.down {
+                keys.extend(catalog.dag.downstream_closure(&start, (plan.from, plan.to)));
+            }
+            if plan.up {
+                keys.extend(catalog.dag.upstream_closure(&start, (plan.from, plan.to)));
+            }
+            keys.push(start);
+        }
+        if keys.is_empty() {
+            let start = spec.start_day.map(|d| d.to_string()).unwrap_or_default();
+            return Err(EngineError::Invalid(format!(
+                "task {:?} has no instance in {}..{}: it starts on {start}",
+                plan.task, plan.from, plan.to
+            )));
+        }
+        let keys = catalog
+            .dag
+            .in_run_order(keys.into_iter().collect::<HashSet<_>>());
+        let what = format!(
+            "{}{}{}{}",
+            if plan.down { " --down" } else { "" },
+            if plan.up { " --up" } else { "" },
+            if plan.force { " --force" } else { "" },
+            if plan.from == plan.to {
+                String::new()
+            } else {
+                format!(" {}..{}", plan.from, plan.to)
+            },
+        );
+        let target = format!("{}@{}", plan.task, plan.from);
+        self.redo(
+            &catalog,
+            &keys,
+            &forced,
+            caller,
+            "run",
+            &target,
+            what.trim(),
+        )
+        .await
+    }
+
+    /// Puts `keys` (in run order) back to waiting and queues those whose dependencies are met
+    /// (or that are forced), in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn redo(
+        &self,
+        catalog: &Catalog,
+        keys: &[InstanceKey],
+        forced: &HashSet<InstanceKey>,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<Vec<InstanceRow>> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            let spec = &catalog.tasks[&key.task].spec;
+            let retries = self.retries_of(spec);
+            let (row, created) =
+                store::ensure_instance(&mut tx, key, spec, retries + 1, now).await?;
+            if !created {
+                let from = row.state();
+                transition(from, Event::Redo { ready: false }).map_err(|_| {
+                    EngineError::Conflict(format!(
+                        "{key} is {from}: kill it first (goflowctl kill -j {} -d {}); nothing was changed",
+                        key.task, key.etl_day
+                    ))
+                })?;
+                // Who redid it is in the operations log; the message is for what happens next.
+                if !store::reset_for_redo(&mut tx, row.id, from, retries, spec, "").await? {
+                    return Err(EngineError::Conflict(format!(
+                        "{key} changed meanwhile; try again"
+                    )));
+                }
+            }
+            rows.push(row);
+        }
+        let mut dispatches = vec![];
+        for row in &mut rows {
+            let key = row.key();
+            let ready = forced.contains(&key)
+                || (!catalog.is_paused(&key.task)
+                    && self.dependencies_met(&mut tx, &catalog.dag, &key).await?);
+            if ready
+                && let Some(try_number) =
+                    store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
+                        .await?
+            {
+                dispatches.push(self.dispatch_of(row, try_number));
+            }
+        }
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            action,
+            target,
+            detail,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            "{action} {target} {detail}: {} instances, {} queued now",
+            rows.len(),
+            dispatches.len()
+        );
+        self.push(dispatches).await;
+        self.changed();
+        Ok(rows)
+    }
+
+    async fn dependencies_met(
+        &self,
+        conn: &mut Conn,
+        dag: &Dag,
+        key: &InstanceKey,
+    ) -> Result<bool> {
+        let upstreams = dag.upstream_instances(key);
+        if upstreams.is_empty() {
+            return Ok(true);
+        }
+        let states = store::states_of(conn, &upstreams).await?;
+        Ok(states.iter().all(|s| *s == Some(InstanceState::Success)))
+    }
+
+    /// Queues every waiting downstream of `key` whose dependencies are now all met: the event
+    /// that replaces a polling scan.
+    async fn release_downstream(
+        &self,
+        conn: &mut Conn,
+        key: &InstanceKey,
+        now: i64,
+    ) -> Result<Vec<pb::Dispatch>> {
+        let catalog = self.catalog();
+        let mut dispatches = vec![];
+        for down in catalog.dag.downstream_instances(key) {
+            if catalog.is_paused(&down.task) {
+                continue;
+            }
+            let Some(row) = store::instance_by_key(conn, &down).await? else {
+                continue;
+            };
+            if row.state() != InstanceState::Waiting
+                || !self.dependencies_met(conn, &catalog.dag, &down).await?
+            {
+                continue;
+            }
+            if let Some(try_number) =
+                store::queue_instance(conn, row.id, InstanceState::Waiting, self.epoch, now).await?
+            {
+                dispatches.push(self.dispatch_of(&row, try_number));
+            }
+        }
+        Ok(dispatches)
+    }
+
+    /// Runs every scheduled root task (a schedule, no upstream) and its downstream for a day.
+    pub async fn do_all_job(&self, day: EtlDay, caller: &Caller) -> Result<Vec<InstanceRow>> {
+        let catalog = self.catalog();
+        let roots: Vec<&TaskSpec> = catalog
+            .dag
+            .tasks()
+            .filter(|t| {
+                t.schedule.is_some() && t.depends_on.is_empty() && catalog.dag.exists_on(&t.id, day)
+            })
+            .collect();
+        if roots.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "no scheduled root task has an instance on {day}"
+            )));
+        }
+        let mut keys = HashSet::new();
+        for root in roots {
+            keys.extend(
+                catalog
+                    .dag
+                    .downstream_closure(&InstanceKey::new(&root.id, day), (day, day)),
+            );
+        }
+        let keys = catalog.dag.in_run_order(keys);
+        self.redo(
+            &catalog,
+            &keys,
+            &HashSet::new(),
+            caller,
+            "do-all-job",
+            &day.to_string(),
+            "",
+        )
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Operator verbs
+    // -----------------------------------------------------------------------------------------
+
+    async fn existing(&self, conn: &mut Conn, key: &InstanceKey) -> Result<InstanceRow> {
+        store::instance_by_key(conn, key)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no instance {key}")))
+    }
+
+    /// Sets instances to success without running them (recorded as forced); with `down`, the
+    /// same-day downstream closure too. Releases their downstream.
+    pub async fn mark_success(
+        &self,
+        key: &InstanceKey,
+        down: bool,
+        caller: &Caller,
+    ) -> Result<Vec<InstanceRow>> {
+        let catalog = self.catalog();
+        self.require_task(&key.task)?;
+        let keys = if down {
+            catalog
+                .dag
+                .downstream_closure(key, (key.etl_day, key.etl_day))
+        } else {
+            vec![key.clone()]
+        };
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let mut rows = vec![];
+        let note = format!("marked success by {}", caller.actor);
+        for k in &keys {
+            let spec_k = &catalog.tasks[&k.task].spec;
+            let (row, _) =
+                store::ensure_instance(&mut tx, k, spec_k, self.retries_of(spec_k) + 1, now)
+                    .await?;
+            let from = row.state();
+            transition(from, Event::MarkSuccess).map_err(|e| {
+                EngineError::Conflict(format!("{k}: {e}; kill it first. Nothing was changed"))
+            })?;
+            if from != InstanceState::Success || !row.forced {
+                store::operator_set_state(
+                    &mut tx,
+                    row.id,
+                    from,
+                    InstanceState::Success,
+                    true,
+                    &note,
+                    now,
+                )
+                .await?;
+            }
+            rows.push(row);
+        }
+        let mut dispatches = vec![];
+        for k in &keys {
+            dispatches.extend(self.release_downstream(&mut tx, k, now).await?);
+        }
+        let detail = if down { "--down" } else { "" };
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "mark-success",
+            &key.to_string(),
+            detail,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.push(dispatches).await;
+        self.changed();
+        Ok(rows)
+    }
+
+    /// Stops an instance: a running try is killed on its agent (the whole process group), and
+    /// the instance is recorded as killed, not retried.
+    pub async fn kill(&self, key: &InstanceKey, caller: &Caller) -> Result<InstanceRow> {
+        self.require_task(&key.task)?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let row = self.existing(&mut tx, key).await?;
+        let from = row.state();
+        transition(from, Event::Kill)
+            .map_err(|_| EngineError::Conflict(format!("{key} is {from}: only a waiting, queued, running or up_for_retry instance can be killed")))?;
+        let note = format!("killed by {}", caller.actor);
+        if !store::operator_set_state(
+            &mut tx,
+            row.id,
+            from,
+            InstanceState::Killed,
+            false,
+            &note,
+            now,
+        )
+        .await?
+        {
+            return Err(EngineError::Conflict(format!(
+                "{key} changed meanwhile; try again"
+            )));
+        }
+        let mut kill_on = None;
+        if from == InstanceState::Running {
+            let attempt = store::attempt_id(row.id, row.try_number);
+            // Closing the try here makes any late report of it stale, and heartbeats tell
+            // its agent to stop it even if the push below is missed.
+            store::finish_attempt(&mut tx, &attempt, "killed", None, &note, now).await?;
+            kill_on = row.agent_id.clone().map(|agent| (agent, attempt));
+        }
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "kill",
+            &key.to_string(),
+            from.as_str(),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        if let Some((agent, attempt)) = kill_on {
+            self.send_agent_command(
+                &agent,
+                pb::AgentCommand {
+                    kill_attempt: attempt,
+                },
+            );
+        }
+        self.changed();
+        Ok(row)
+    }
+
+    /// Removes an instance with its tries and logs. Not while queued or running.
+    pub async fn delete_instance(&self, key: &InstanceKey, caller: &Caller) -> Result<InstanceRow> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let row = self.existing(&mut tx, key).await?;
+        if row.state().is_active() {
+            return Err(EngineError::Conflict(format!(
+                "{key} is {}: kill it first",
+                row.state()
+            )));
+        }
+        store::delete_instance(&mut tx, row.id).await?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "delete",
+            &key.to_string(),
+            row.state.as_str(),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(row)
+    }
+
+    /// Pausing keeps new instances of a task from being queued; unpausing queues those ready.
+    pub async fn set_paused(
+        &self,
+        task: &str,
+        paused: bool,
+        caller: &Caller,
+    ) -> Result<StoredTask> {
+        self.require_task(task)?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        store::set_paused(&mut tx, task, paused, now).await?;
+        let action = if paused { "pause" } else { "unpause" };
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            action,
+            task,
+            "",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.reload_catalog().await?;
+        if !paused {
+            let catalog = self.catalog();
+            let mut tx = self.store.begin().await?;
+            let mut dispatches = vec![];
+            for row in
+                store::instances_in_state(&mut tx, InstanceState::Waiting, Some(task)).await?
+            {
+                if self
+                    .dependencies_met(&mut tx, &catalog.dag, &row.key())
+                    .await?
+                    && let Some(t) = store::queue_instance(
+                        &mut tx,
+                        row.id,
+                        InstanceState::Waiting,
+                        self.epoch,
+                        now,
+                    )
+                    .await?
+                {
+                    dispatches.push(self.dispatch_of(&row, t));
+                }
+            }
+            tx.commit().await?;
+            self.push(dispatches).await;
+        }
+        self.changed();
+        self.require_task(task)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Agents
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn register_agent(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        if req.slots < 1 {
+            return Err(EngineError::Invalid(format!(
+                "slots must be at least 1, not {}",
+                req.slots
+            )));
+        }
+        let host = if req.host.is_empty() {
+            "unknown".to_string()
+        } else {
+            req.host.clone()
+        };
+        let id = if req.agent_id.is_empty() {
+            format!("{host}-{:x}", now_ms())
+        } else {
+            req.agent_id.clone()
+        };
+        let queues = if req.queues.is_empty() {
+            vec!["default".to_string()]
+        } else {
+            req.queues.clone()
+        };
+        for q in &queues {
+            if q != goflow_agent::queue::ANY_QUEUE && !goflow_core::dag::is_valid_task_id(q) {
+                return Err(EngineError::Invalid(format!(
+                    "queue {q:?} must match [A-Za-z0-9_.-]+ (or be * for every queue)"
+                )));
+            }
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        store::upsert_agent(
+            &mut tx,
+            &store::AgentRow {
+                id: id.clone(),
+                host,
+                slots: req.slots as i64,
+                queues: queues.join(","),
+                version: req.version,
+                registered_at: now,
+                last_heartbeat_at: now,
+                state: "alive".into(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            "agent {id} registered ({} slots, queues {})",
+            req.slots,
+            queues.join(",")
+        );
+        Ok(pb::RegisterResponse {
+            agent_id: id,
+            heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as i64,
+        })
+    }
+
+    /// Records a heartbeat and answers which of the agent's tries must stop.
+    pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        let mut tx = self.store.begin().await?;
+        let known = store::heartbeat(&mut tx, &req.agent_id, now_ms()).await?;
+        let mut kill_attempts = vec![];
+        for attempt_id in &req.running_attempts {
+            let live = store::attempt(&mut tx, attempt_id).await?;
+            if live.is_none_or(|a| a.state != "running" || a.agent_id != req.agent_id) {
+                kill_attempts.push(attempt_id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(pb::HeartbeatResponse {
+            kill_attempts,
+            reregister: !known,
+        })
+    }
+
+    pub fn watch_commands(&self, agent_id: &str) -> mpsc::Receiver<pb::AgentCommand> {
+        let (tx, rx) = mpsc::channel(64);
+        self.agent_channels
+            .lock()
+            .unwrap()
+            .insert(agent_id.to_string(), tx);
+        rx
+    }
+
+    fn send_agent_command(&self, agent: &str, command: pb::AgentCommand) {
+        let sender = self.agent_channels.lock().unwrap().get(agent).cloned();
+        match sender {
+            Some(sender) => {
+                if sender.try_send(command).is_err() {
+                    tracing::warn!(
+                        "agent {agent} is not listening; its next heartbeat carries the kill"
+                    );
+                }
+            }
+            None => tracing::info!(
+                "agent {agent} has no command stream here; its next heartbeat carries the kill"
+            ),
+        }
+    }
+
+    /// Claims a dispatch for an agent (the "start" report): queued -> running for exactly this
+    /// try and epoch, and the command in the answer.
+    pub async fn claim(&self, req: pb::ReportStartRequest) -> Result<pb::ReportStartResponse> {
+        let dispatch = req
+            .dispatch
+            .ok_or_else(|| EngineError::Invalid("dispatch is missing".into()))?;
+        let refuse = |reason: String| pb::ReportStartResponse {
+            granted: false,
+            reason,
+            ..Default::default()
+        };
+        if dispatch.epoch != self.epoch {
+            return Ok(refuse(format!(
+                "stale epoch {} (now {})",
+                dispatch.epoch, self.epoch
+            )));
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let Some(row) = store::instance_by_id(&mut tx, dispatch.instance_id).await? else {
+            return Ok(refuse("instance no longer exists".into()));
+        };
+        let try_number = dispatch.try_number as i64;
+        if !store::claim_instance(
+            &mut tx,
+            row.id,
+            try_number,
+            dispatch.epoch,
+            &req.agent_id,
+            now,
+        )
+        .await?
+        {
+            return Ok(refuse(format!(
+                "stale dispatch: instance is {} at try {}",
+                row.state, row.try_number
+            )));
+        }
+        let attempt_id =
+            store::insert_attempt(&mut tx, row.id, try_number, self.epoch, &req.agent_id, now)
+                .await?;
+        let key = row.key();
+        let spec = self.require_task(&key.task)?.spec;
+        let ctx = TryContext {
+            task_id: &key.task,
+            etl_day: key.etl_day,
+            try_number: try_number as u32,
+            attempt_id: &attempt_id,
+        };
+        let command = match template::render(&spec.command, &ctx) {
+            Ok(command) => command,
+            Err(e) => {
+                // Checked at apply time, so only a hand-edited database gets here.
+                tx.rollback().await?;
+                return Err(EngineError::Invalid(format!(
+                    "task {}: command: {e}",
+                    key.task
+                )));
+            }
+        };
+        tx.commit().await?;
+        self.changed();
+        let timeout = spec.timeout.or(self.settings.default_timeout);
+        let env = ctx.env().into_iter().collect();
+        Ok(pb::ReportStartResponse {
+            granted: true,
+            reason: String::new(),
+            attempt_id: attempt_id.clone(),
+            command,
+            env,
+            timeout_ms: timeout.map_or(0, |t| t.as_millis() as i64),
+            task: key.task.clone(),
+            etl_day: key.etl_day.compact(),
+        })
+    }
+
+    /// A try ended. Stale reports (a killed or superseded try, an older epoch) change nothing.
+    pub async fn finish(&self, req: pb::ReportFinishRequest) -> Result<pb::ReportFinishResponse> {
+        let stale = |reason: String| pb::ReportFinishResponse {
+            accepted: false,
+            reason,
+        };
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let Some(attempt) = store::attempt(&mut tx, &req.attempt_id).await? else {
+            return Ok(stale(format!("unknown try {:?}", req.attempt_id)));
+        };
+        if attempt.epoch != req.epoch || attempt.agent_id != req.agent_id {
+            return Ok(stale("the try belongs to another epoch or agent".into()));
+        }
+        let exit_code = req.has_exit_code.then_some(req.exit_code as i64);
+        let outcome = match req.outcome.as_str() {
+            "success" | "failed" | "timed_out" | "killed" => req.outcome.as_str(),
+            other => return Err(EngineError::Invalid(format!("unknown outcome {other:?}"))),
+        };
+        if !store::finish_attempt(&mut tx, &attempt.id, outcome, exit_code, &req.message, now)
+            .await?
+        {
+            tx.commit().await?;
+            return Ok(stale(format!(
+                "try {} was already closed as {}",
+                attempt.id, attempt.state
+            )));
+        }
+        let Some(row) = store::instance_by_id(&mut tx, attempt.instance_id).await? else {
+            tx.commit().await?;
+            return Ok(stale("instance no longer exists".into()));
+        };
+        let spec = self.require_task(&row.task_id)?.spec;
+        let event = match outcome {
+            "success" => Event::Succeeded,
+            "killed" => Event::Kill,
+            _ => Event::TryFailed {
+                retry: row.try_number < row.max_tries,
+            },
+        };
+        let to = match transition(row.state(), event) {
+            Ok(to) if row.try_number == attempt.try_number => to,
+            _ => {
+                tx.commit().await?;
+                return Ok(stale(format!(
+                    "instance is {} at try {}",
+                    row.state, row.try_number
+                )));
+            }
+        };
+        let next_try_at = (to == InstanceState::UpForRetry).then(|| {
+            now + spec
+                .retry_delay
+                .unwrap_or(self.settings.default_retry_delay)
+                .as_millis() as i64
+        });
+        store::finish_instance(
+            &mut tx,
+            row.id,
+            row.try_number,
+            to,
+            exit_code,
+            &req.message,
+            next_try_at,
+            now,
+        )
+        .await?;
+        let dispatches = if to == InstanceState::Success {
+            self.release_downstream(&mut tx, &row.key(), now).await?
+        } else {
+            vec![]
+        };
+        tx.commit().await?;
+        if to == InstanceState::UpForRetry {
+            self.wake_retries.notify_one();
+        }
+        self.push(dispatches).await;
+        self.changed();
+        Ok(pb::ReportFinishResponse {
+            accepted: true,
+            reason: String::new(),
+        })
+    }
+
+    pub async fn append_log(&self, attempt_id: &str, data: &[u8]) -> Result<i64> {
+        let mut tx = self.store.begin().await?;
+        let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes)
+            .await
+            .map_err(|e| EngineError::NotFound(e.to_string()))?;
+        tx.commit().await?;
+        self.changed();
+        Ok(stored)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Leader loops: retries due, cron fires, dead agents
+    // -----------------------------------------------------------------------------------------
+
+    /// Queues retries when their delay is over; sleeps until the next one or a new one.
+    pub async fn retry_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let next = match self.queue_due_retries().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!("retry loop: {e:#}");
+                    Some(now_ms() + 1000)
+                }
+            };
+            let sleep = next.map_or(Duration::from_secs(3600), |at| {
+                Duration::from_millis((at - now_ms()).max(0) as u64)
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake_retries.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn queue_due_retries(&self) -> Result<Option<i64>> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (due, next) = store::retries_due(&mut tx, now).await?;
+        let catalog = self.catalog();
+        let mut dispatches = vec![];
+        let mut paused_next = None;
+        for row in due {
+            if catalog.is_paused(&row.task_id) {
+                // Check again in a while; an unpause queues what is ready.
+                paused_next = Some(now + 5_000);
+                continue;
+            }
+            let to =
+                transition(InstanceState::UpForRetry, Event::RetryDue).expect("retry is legal");
+            debug_assert_eq!(to, InstanceState::Queued);
+            if let Some(t) =
+                store::queue_instance(&mut tx, row.id, InstanceState::UpForRetry, self.epoch, now)
+                    .await?
+            {
+                dispatches.push(self.dispatch_of(&row, t));
+            }
+        }
+        tx.commit().await?;
+        if !dispatches.is_empty() {
+            self.push(dispatches).await;
+            self.changed();
+        }
+        Ok(match (next, paused_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Fires cron schedules on time; after downtime, the latest missed fire of each schedule
+    /// runs once (and the log says so).
+    pub async fn cron_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let next = match self.fire_due_schedules().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!("cron loop: {e:#}");
+                    Some(now_ms() + 1000)
+                }
+            };
+            let sleep = next.map_or(Duration::from_secs(3600), |at| {
+                Duration::from_millis((at - now_ms()).max(0) as u64)
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake_cron.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn fire_due_schedules(&self) -> Result<Option<i64>> {
+        let catalog = self.catalog();
+        let mut conn = self.store.reader().acquire().await?;
+        let last_fires: HashMap<String, i64> = store::schedule_last_fires(&mut conn)
+            .await?
+            .into_iter()
+            .collect();
+        drop(conn);
+        let now = chrono::Utc::now();
+        let mut earliest: Option<i64> = None;
+        for task in catalog.dag.tasks() {
+            let Some(expr) = &task.schedule else { continue };
+            let schedule = match goflow_core::Schedule::parse(expr, &task.timezone, task.day_offset)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("task {}: {e}", task.id);
+                    continue;
+                }
+            };
+            let last = last_fires
+                .get(&task.id)
+                .and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms));
+            let plan = schedule.plan(last, now);
+            if let Some(fire) = plan.due {
+                let late = now - fire;
+                if plan.skipped > 0 || late > chrono::Duration::seconds(30) {
+                    tracing::warn!(
+                        "schedule of {} missed its fire at {fire} while goflow was down: catching it up once now{}",
+                        task.id,
+                        if plan.skipped > 0 {
+                            format!(" ({} earlier missed fires are not run)", plan.skipped)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                self.fire(
+                    &catalog,
+                    task,
+                    fire,
+                    schedule.etl_day_of(fire),
+                    plan.skipped,
+                )
+                .await?;
+            }
+            if let Some(next) = plan.next {
+                let next = next.timestamp_millis();
+                earliest = Some(earliest.map_or(next, |e| e.min(next)));
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// One cron fire: recorded once per (schedule, fire time), whoever tries; creates the
+    /// task's instance for the fire's etl_day and the same-day instances downstream of it.
+    async fn fire(
+        &self,
+        catalog: &Catalog,
+        task: &TaskSpec,
+        fire: chrono::DateTime<chrono::Utc>,
+        day: EtlDay,
+        skipped: u32,
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        if !store::record_fire(
+            &mut tx,
+            &task.id,
+            fire.timestamp_millis(),
+            day,
+            skipped,
+            now,
+        )
+        .await?
+        {
+            tx.commit().await?;
+            return Ok(());
+        }
+        if !catalog.dag.exists_on(&task.id, day) {
+            tracing::info!(
+                "schedule of {} fired for {day}, before its start_day: nothing to run",
+                task.id
+            );
+            tx.commit().await?;
+            return Ok(());
+        }
+        let keys = catalog
+            .dag
+            .downstream_closure(&InstanceKey::new(&task.id, day), (day, day));
+        let mut dispatches = vec![];
+        let mut created = 0;
+        for key in &keys {
+            let spec = &catalog.tasks[&key.task].spec;
+            let (row, new) =
+                store::ensure_instance(&mut tx, key, spec, self.retries_of(spec) + 1, now).await?;
+            if !new {
+                continue;
+            }
+            created += 1;
+            if !catalog.is_paused(&key.task)
+                && self.dependencies_met(&mut tx, &catalog.dag, key).await?
+                && let Some(t) =
+                    store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
+                        .await?
+            {
+                dispatches.push(self.dispatch_of(&row, t));
+            }
+        }
+        tx.commit().await?;
+        tracing::info!(
+            "schedule of {} fired at {fire} for {day}: {created} instances created",
+            task.id
+        );
+        self.push(dispatches).await;
+        self.changed();
+        Ok(())
+    }
+
+    /// Declares agents dead after `worker_timeout` of silence and re-dispatches their tries.
+    pub async fn reaper_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let period = (self.settings.worker_timeout / 4).max(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if let Err(e) = self.reap_dead_agents().await {
+                tracing::error!("reaper: {e:#}");
+            }
+        }
+    }
+
+    async fn reap_dead_agents(&self) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let dead = store::expire_agents(
+            &mut tx,
+            now - self.settings.worker_timeout.as_millis() as i64,
+        )
+        .await?;
+        let mut dispatches = vec![];
+        for agent in &dead {
+            tracing::warn!(
+                "agent {agent} missed its heartbeats for {:?}: declared dead",
+                self.settings.worker_timeout
+            );
+            for attempt in store::running_attempts_of_agent(&mut tx, agent).await? {
+                let why = format!("agent {agent} stopped heartbeating");
+                if let Some(d) = self.recover_lost_try(&mut tx, &attempt, &why, now).await? {
+                    dispatches.push(d);
+                }
+            }
+        }
+        tx.commit().await?;
+        if !dead.is_empty() {
+            self.push(dispatches).await;
+            self.changed();
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reads
+    // -----------------------------------------------------------------------------------------
+
+    /// For a waiting instance: what it waits for, and whether it is stuck behind a failed or
+    /// killed upstream (directly or through waiting ones).
+    pub async fn wait_reason(&self, conn: &mut Conn, row: &InstanceRow) -> Result<(String, bool)> {
+        if row.state() != InstanceState::Waiting {
+            return Ok((String::new(), false));
+        }
+        let catalog = self.catalog();
+        let mut reasons = vec![];
+        if catalog.is_paused(&row.task_id) {
+            reasons.push("task is paused".to_string());
+        }
+        let key = row.key();
+        let mut blocked = false;
+        for up in catalog.dag.upstream_instances(&key) {
+            let state = store::states_of(conn, std::slice::from_ref(&up)).await?[0];
+            match state {
+                Some(InstanceState::Success) => {}
+                Some(s @ (InstanceState::Failed | InstanceState::Killed)) => {
+                    blocked = true;
+                    reasons.push(format!("{up} ({s})"));
+                }
+                Some(InstanceState::Waiting) => {
+                    if self.blocked_upstream(conn, &catalog, &up, 64).await? {
+                        blocked = true;
+                        reasons.push(format!("{up} (waiting behind a failed upstream)"));
+                    } else {
+                        reasons.push(format!("{up} (waiting)"));
+                    }
+                }
+                Some(s) => reasons.push(format!("{up} ({s})")),
+                None => reasons.push(format!("{up} (no instance)")),
+            }
+        }
+        let text = if reasons.is_empty() {
+            String::new()
+        } else if blocked {
+            format!("blocked: waits for {}", reasons.join(", "))
+        } else {
+            format!("waits for {}", reasons.join(", "))
+        };
+        Ok((text, blocked))
+    }
+
+    /// Whether a waiting instance is behind a failed or killed one, looking `depth` levels up.
+    async fn blocked_upstream(
+        &self,
+        conn: &mut Conn,
+        catalog: &Catalog,
+        key: &InstanceKey,
+        depth: u32,
+    ) -> Result<bool> {
+        let mut frontier = vec![key.clone()];
+        let mut seen = HashSet::new();
+        for _ in 0..depth {
+            let mut next = vec![];
+            for k in frontier {
+                for up in catalog.dag.upstream_instances(&k) {
+                    if !seen.insert(up.clone()) {
+                        continue;
+                    }
+                    match store::states_of(conn, std::slice::from_ref(&up)).await?[0] {
+                        Some(InstanceState::Failed | InstanceState::Killed) => return Ok(true),
+                        Some(InstanceState::Waiting) => next.push(up),
+                        _ => {}
+                    }
+                }
+            }
+            if next.is_empty() {
+                return Ok(false);
+            }
+            frontier = next;
+        }
+        Ok(false)
+    }
+}

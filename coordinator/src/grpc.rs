@@ -1,0 +1,782 @@
+//! The gRPC edge: thin adapters from goflow.v1 to the engine. Requests are validated here
+//! (dates, ids) into domain values, so no raw wire value travels further; engine errors map
+//! onto status codes in one table.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use goflow_core::{EtlDay, InstanceKey, InstanceState};
+use goflow_proto as pb;
+use pb::agent_service_server::AgentService;
+use pb::control_service_server::ControlService;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{Caller, Engine, EngineError, RunPlan};
+use crate::store::{self, InstanceFilter, InstanceRow};
+
+type RpcResult<T> = Result<Response<T>, Status>;
+type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Default and maximum rows of one `ListInstances` answer.
+const DEFAULT_LIST_LIMIT: i64 = 1000;
+const MAX_LIST_LIMIT: i64 = 100_000;
+/// Bytes of log per streamed chunk.
+const LOG_CHUNK_BYTES: i64 = 256 * 1024;
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => Status::invalid_argument(m),
+            EngineError::NotFound(m) => Status::not_found(m),
+            EngineError::Conflict(m) => Status::failed_precondition(m),
+            EngineError::Internal(e) => {
+                // Never leak SQL or paths to clients; the log has the detail.
+                tracing::error!("internal error: {e:#}");
+                Status::internal("internal error (see the coordinator's log)")
+            }
+        }
+    }
+}
+
+fn internal(e: anyhow::Error) -> Status {
+    EngineError::Internal(e).into()
+}
+
+/// The one place every RPC passes: who is calling. Users, roles and tokens will be checked
+/// here (ROADMAP: users and permissions); today every caller on the listening address may act.
+fn caller<T>(request: &Request<T>) -> Caller {
+    let header = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let peer = request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "local".into());
+    Caller {
+        actor: header("x-goflow-actor").unwrap_or_else(|| "unknown".into()),
+        client: format!(
+            "{} from {peer}",
+            header("x-goflow-client").unwrap_or_else(|| "grpc".into())
+        ),
+    }
+}
+
+fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{field} is required (yyyymmdd or yyyy-mm-dd)"
+        )));
+    }
+    EtlDay::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn require_task_field(task: &str) -> Result<(), Status> {
+    if task.is_empty() {
+        return Err(Status::invalid_argument("task is required"));
+    }
+    Ok(())
+}
+
+fn instance_key(task: &str, etl_day: &str) -> Result<InstanceKey, Status> {
+    require_task_field(task)?;
+    Ok(InstanceKey::new(task, parse_day("etl_day", etl_day)?))
+}
+
+fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
+    pb::InstanceRef {
+        id: row.id,
+        task: row.task_id.clone(),
+        etl_day: row.etl_day.clone(),
+    }
+}
+
+fn task_to_pb(task: &store::StoredTask, next_fire_at: i64) -> pb::Task {
+    let s = &task.spec;
+    pb::Task {
+        id: s.id.clone(),
+        command: s.command.clone(),
+        schedule: s.schedule.clone().unwrap_or_default(),
+        timezone: s.timezone.clone(),
+        day_offset: s.day_offset,
+        retries: s.retries.map_or(-1, |r| r as i32),
+        retry_delay_ms: s.retry_delay.map_or(0, |d| d.as_millis() as i64),
+        timeout_ms: s.timeout.map_or(0, |d| d.as_millis() as i64),
+        priority: s.priority,
+        queue: s.queue.clone(),
+        start_day: s.start_day.map(|d| d.compact()).unwrap_or_default(),
+        description: s.description.clone(),
+        depends_on: s
+            .depends_on
+            .iter()
+            .map(|d| pb::TaskDependency {
+                task: d.task.clone(),
+                day_offset: d.day_offset,
+            })
+            .collect(),
+        paused: task.paused,
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        next_fire_at,
+    }
+}
+
+fn next_fire_of(task: &store::StoredTask) -> i64 {
+    let Some(expr) = &task.spec.schedule else {
+        return 0;
+    };
+    goflow_core::Schedule::parse(expr, &task.spec.timezone, task.spec.day_offset)
+        .ok()
+        .and_then(|s| s.next_fire_after(chrono::Utc::now()))
+        .map_or(0, |t| t.timestamp_millis())
+}
+
+#[derive(Clone)]
+pub struct Api {
+    engine: Arc<Engine>,
+}
+
+impl Api {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    async fn instance_to_pb(
+        &self,
+        conn: &mut store::Conn,
+        row: &InstanceRow,
+    ) -> Result<pb::Instance, Status> {
+        let (wait_reason, blocked) = self.engine.wait_reason(conn, row).await?;
+        Ok(pb::Instance {
+            id: row.id,
+            task: row.task_id.clone(),
+            etl_day: row.etl_day.clone(),
+            state: row.state.clone(),
+            try_number: row.try_number as i32,
+            max_tries: row.max_tries as i32,
+            agent: row.agent_id.clone().unwrap_or_default(),
+            created_at: row.created_at,
+            queued_at: row.queued_at.unwrap_or(0),
+            started_at: row.started_at.unwrap_or(0),
+            finished_at: row.finished_at.unwrap_or(0),
+            has_exit_code: row.exit_code.is_some(),
+            exit_code: row.exit_code.unwrap_or(0) as i32,
+            forced: row.forced,
+            wait_reason,
+            blocked,
+            queue: row.queue.clone(),
+            priority: row.priority as i32,
+            next_try_at: row.next_try_at.unwrap_or(0),
+            message: row.message.clone(),
+        })
+    }
+
+    async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, Status> {
+        self.engine
+            .store()
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| internal(e.into()))
+    }
+
+    async fn find_instance(
+        &self,
+        conn: &mut store::Conn,
+        id: i64,
+        task: &str,
+        etl_day: &str,
+    ) -> Result<InstanceRow, Status> {
+        let row = if id > 0 {
+            store::instance_by_id(conn, id).await.map_err(internal)?
+        } else {
+            let key = instance_key(task, etl_day)?;
+            store::instance_by_key(conn, &key).await.map_err(internal)?
+        };
+        row.ok_or_else(|| {
+            if id > 0 {
+                Status::not_found(format!("no instance with id {id}"))
+            } else {
+                Status::not_found(format!("no instance {task}@{}", etl_day.replace('-', "")))
+            }
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ControlService for Api {
+    async fn apply_tasks(
+        &self,
+        request: Request<pb::ApplyTasksRequest>,
+    ) -> RpcResult<pb::ApplyTasksResponse> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.engine
+                .apply(&req.document, &req.source_name, req.dry_run, &caller)
+                .await?,
+        ))
+    }
+
+    async fn list_tasks(
+        &self,
+        _request: Request<pb::ListTasksRequest>,
+    ) -> RpcResult<pb::ListTasksResponse> {
+        let catalog = self.engine.catalog();
+        let tasks = catalog
+            .dag
+            .topological_order()
+            .into_iter()
+            .map(|id| {
+                let t = &catalog.tasks[id];
+                task_to_pb(t, next_fire_of(t))
+            })
+            .collect();
+        Ok(Response::new(pb::ListTasksResponse { tasks }))
+    }
+
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
+        let task = self.engine.require_task(&request.get_ref().id)?;
+        Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
+    }
+
+    async fn run(&self, request: Request<pb::RunRequest>) -> RpcResult<pb::RunResponse> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        require_task_field(&req.task)?;
+        let (from, to) = match (
+            req.etl_day.is_empty(),
+            req.from_day.is_empty(),
+            req.to_day.is_empty(),
+        ) {
+            (false, true, true) => {
+                let day = parse_day("etl_day", &req.etl_day)?;
+                (day, day)
+            }
+            (true, false, false) => (
+                parse_day("from_day", &req.from_day)?,
+                parse_day("to_day", &req.to_day)?,
+            ),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give either etl_day, or both from_day and to_day",
+                ));
+            }
+        };
+        let plan = RunPlan {
+            task: req.task,
+            from,
+            to,
+            down: req.down,
+            up: req.up,
+            force: req.force,
+        };
+        let rows = self.engine.run(&plan, &caller).await?;
+        let queued = rows.len();
+        Ok(Response::new(pb::RunResponse {
+            instances: rows.iter().map(instance_ref).collect(),
+            message: format!("{queued} instances to run"),
+        }))
+    }
+
+    async fn list_instances(
+        &self,
+        request: Request<pb::ListInstancesRequest>,
+    ) -> RpcResult<pb::ListInstancesResponse> {
+        let req = request.into_inner();
+        let mut filter = InstanceFilter {
+            etl_day: if req.etl_day.is_empty() {
+                None
+            } else {
+                Some(parse_day("etl_day", &req.etl_day)?)
+            },
+            task: (!req.task.is_empty()).then_some(req.task),
+            ids: req.ids,
+            limit: if req.limit > 0 {
+                (req.limit as i64).min(MAX_LIST_LIMIT)
+            } else {
+                DEFAULT_LIST_LIMIT
+            },
+            ..Default::default()
+        };
+        for state in &req.states {
+            filter
+                .states
+                .push(InstanceState::parse(state).ok_or_else(|| {
+                    Status::invalid_argument(format!("states: unknown state {state:?}"))
+                })?);
+        }
+        let mut conn = self.read().await?;
+        let rows = store::list_instances(&mut conn, &filter)
+            .await
+            .map_err(internal)?;
+        let mut instances = Vec::with_capacity(rows.len());
+        for row in &rows {
+            instances.push(self.instance_to_pb(&mut conn, row).await?);
+        }
+        Ok(Response::new(pb::ListInstancesResponse { instances }))
+    }
+
+    async fn get_instance(
+        &self,
+        request: Request<pb::GetInstanceRequest>,
+    ) -> RpcResult<pb::Instance> {
+        let req = request.into_inner();
+        let mut conn = self.read().await?;
+        let row = self
+            .find_instance(&mut conn, req.id, &req.task, &req.etl_day)
+            .await?;
+        Ok(Response::new(self.instance_to_pb(&mut conn, &row).await?))
+    }
+
+    async fn list_attempts(
+        &self,
+        request: Request<pb::ListAttemptsRequest>,
+    ) -> RpcResult<pb::ListAttemptsResponse> {
+        let req = request.into_inner();
+        let mut conn = self.read().await?;
+        let row = self
+            .find_instance(&mut conn, req.instance_id, &req.task, &req.etl_day)
+            .await?;
+        let attempts = store::attempts_of(&mut conn, row.id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListAttemptsResponse {
+            attempts: attempts
+                .into_iter()
+                .map(|a| pb::Attempt {
+                    attempt_id: a.id,
+                    instance_id: a.instance_id,
+                    try_number: a.try_number as i32,
+                    state: a.state,
+                    agent: a.agent_id,
+                    started_at: a.started_at,
+                    finished_at: a.finished_at.unwrap_or(0),
+                    has_exit_code: a.exit_code.is_some(),
+                    exit_code: a.exit_code.unwrap_or(0) as i32,
+                    log_bytes: a.log_bytes,
+                    message: a.message,
+                })
+                .collect(),
+        }))
+    }
+
+    type TailLogsStream = ServerStream<pb::LogChunk>;
+
+    async fn tail_logs(
+        &self,
+        request: Request<pb::TailLogsRequest>,
+    ) -> RpcResult<Self::TailLogsStream> {
+        let req = request.into_inner();
+        if req.try_number < 0 || req.offset < 0 {
+            return Err(Status::invalid_argument(
+                "try_number and offset must not be negative",
+            ));
+        }
+        let instance = {
+            let mut conn = self.read().await?;
+            self.find_instance(&mut conn, req.instance_id, &req.task, &req.etl_day)
+                .await?
+        };
+        if req.try_number > instance.try_number as i32 {
+            return Err(Status::not_found(format!(
+                "{}@{} has no try {} (it has {})",
+                instance.task_id, instance.etl_day, req.try_number, instance.try_number
+            )));
+        }
+        let engine = self.engine.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            if let Err(status) = stream_log(engine, instance, req, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn get_dependencies(
+        &self,
+        request: Request<pb::GetDependenciesRequest>,
+    ) -> RpcResult<pb::GetDependenciesResponse> {
+        let req = request.into_inner();
+        let catalog = self.engine.catalog();
+        self.engine.require_task(&req.task)?;
+        let depth = if req.depth > 0 {
+            req.depth as usize
+        } else {
+            usize::MAX
+        };
+        let both = req.up == req.down;
+        let mut edges = std::collections::BTreeSet::new();
+        let upstream = (both || req.up)
+            .then(|| dependency_tree(&catalog.dag, &req.task, depth, true, &mut edges));
+        let downstream = (both || req.down)
+            .then(|| dependency_tree(&catalog.dag, &req.task, depth, false, &mut edges));
+        Ok(Response::new(pb::GetDependenciesResponse {
+            upstream,
+            downstream,
+            edges: edges
+                .into_iter()
+                .map(|(upstream, downstream, day_offset)| pb::DependencyEdge {
+                    upstream,
+                    downstream,
+                    day_offset,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<pb::ListAgentsRequest>,
+    ) -> RpcResult<pb::ListAgentsResponse> {
+        let mut conn = self.read().await?;
+        let agents = store::list_agents(&mut conn).await.map_err(internal)?;
+        let running = store::count_running_by_agent(&mut conn)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents
+                .into_iter()
+                .map(|a| pb::Agent {
+                    running: running.get(&a.id).copied().unwrap_or(0) as i32,
+                    queues: a.queues.split(',').map(str::to_string).collect(),
+                    id: a.id,
+                    host: a.host,
+                    slots: a.slots as i32,
+                    registered_at: a.registered_at,
+                    last_heartbeat_at: a.last_heartbeat_at,
+                    state: a.state,
+                    version: a.version,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn mark_success(
+        &self,
+        request: Request<pb::MarkSuccessRequest>,
+    ) -> RpcResult<pb::InstancesResponse> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let key = instance_key(&req.task, &req.etl_day)?;
+        let rows = self.engine.mark_success(&key, req.down, &caller).await?;
+        Ok(Response::new(pb::InstancesResponse {
+            message: format!("{} instances marked success", rows.len()),
+            instances: rows.iter().map(instance_ref).collect(),
+        }))
+    }
+
+    async fn kill(&self, request: Request<pb::KillRequest>) -> RpcResult<pb::InstancesResponse> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let key = instance_key(&req.task, &req.etl_day)?;
+        let row = self.engine.kill(&key, &caller).await?;
+        Ok(Response::new(pb::InstancesResponse {
+            message: format!("{key} killed (was {})", row.state),
+            instances: vec![instance_ref(&row)],
+        }))
+    }
+
+    async fn delete_instance(
+        &self,
+        request: Request<pb::DeleteInstanceRequest>,
+    ) -> RpcResult<pb::InstancesResponse> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let key = instance_key(&req.task, &req.etl_day)?;
+        let row = self.engine.delete_instance(&key, &caller).await?;
+        Ok(Response::new(pb::InstancesResponse {
+            message: format!("{key} deleted with its tries and logs"),
+            instances: vec![instance_ref(&row)],
+        }))
+    }
+
+    async fn set_paused(&self, request: Request<pb::SetPausedRequest>) -> RpcResult<pb::Task> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        require_task_field(&req.task)?;
+        let task = self
+            .engine
+            .set_paused(&req.task, req.paused, &caller)
+            .await?;
+        Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
+    }
+
+    async fn do_all_job(
+        &self,
+        request: Request<pb::DoAllJobRequest>,
+    ) -> RpcResult<pb::RunResponse> {
+        let caller = caller(&request);
+        let day = parse_day("etl_day", &request.get_ref().etl_day)?;
+        let rows = self.engine.do_all_job(day, &caller).await?;
+        Ok(Response::new(pb::RunResponse {
+            message: format!("{} instances to run for {day}", rows.len()),
+            instances: rows.iter().map(instance_ref).collect(),
+        }))
+    }
+
+    async fn list_operations(
+        &self,
+        request: Request<pb::ListOperationsRequest>,
+    ) -> RpcResult<pb::ListOperationsResponse> {
+        let req = request.into_inner();
+        let limit = if req.limit > 0 { req.limit as i64 } else { 100 };
+        let mut conn = self.read().await?;
+        let task = (!req.task.is_empty()).then_some(req.task.as_str());
+        let rows = store::list_operations(&mut conn, task, limit)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListOperationsResponse {
+            operations: rows
+                .into_iter()
+                .map(|o| pb::Operation {
+                    id: o.id,
+                    at: o.at,
+                    actor: o.actor,
+                    client: o.client,
+                    action: o.action,
+                    target: o.target,
+                    detail: o.detail,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_version(
+        &self,
+        _request: Request<pb::GetVersionRequest>,
+    ) -> RpcResult<pb::GetVersionResponse> {
+        Ok(Response::new(pb::GetVersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: "standalone".into(),
+        }))
+    }
+}
+
+/// Streams one try's log from an offset; with `follow`, until the try has ended and every
+/// byte was sent. Wakes on the engine's change signal, never on a timer.
+async fn stream_log(
+    engine: Arc<Engine>,
+    instance: InstanceRow,
+    req: pb::TailLogsRequest,
+    tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>,
+) -> Result<(), Status> {
+    let mut changes = engine.subscribe_changes();
+    let mut offset = req.offset;
+    let mut try_number = if req.try_number > 0 {
+        req.try_number as i64
+    } else {
+        instance.try_number
+    };
+    loop {
+        changes.borrow_and_update();
+        let mut conn = engine
+            .store()
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| internal(e.into()))?;
+        // The latest try may change while following (a retry): follow it when asked for "latest".
+        if req.try_number == 0 && req.follow {
+            if let Some(row) = store::instance_by_id(&mut conn, instance.id)
+                .await
+                .map_err(internal)?
+            {
+                if row.try_number > try_number {
+                    try_number = row.try_number;
+                    offset = 0;
+                }
+            }
+        }
+        let attempt_id = store::attempt_id(instance.id, try_number);
+        let attempt = store::attempt(&mut conn, &attempt_id)
+            .await
+            .map_err(internal)?;
+        let data = match &attempt {
+            Some(_) => store::read_log(&mut conn, &attempt_id, offset, LOG_CHUNK_BYTES)
+                .await
+                .map_err(internal)?,
+            None => vec![],
+        };
+        // With "latest try", a queued, running or retrying instance still has output to come.
+        let more_tries_coming = req.try_number == 0
+            && store::instance_by_id(&mut conn, instance.id)
+                .await
+                .map_err(internal)?
+                .is_some_and(|row| {
+                    matches!(
+                        row.state(),
+                        InstanceState::Queued | InstanceState::Running | InstanceState::UpForRetry
+                    )
+                });
+        drop(conn);
+        if !data.is_empty() {
+            let len = data.len() as i64;
+            let chunk = pb::LogChunk {
+                offset,
+                data,
+                try_number: try_number as i32,
+                eof: false,
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Ok(()); // the client went away
+            }
+            offset += len;
+            continue;
+        }
+        let attempt_live = attempt.as_ref().is_some_and(|a| a.state == "running");
+        if !req.follow || (!attempt_live && !more_tries_coming) {
+            let _ = tx
+                .send(Ok(pb::LogChunk {
+                    offset,
+                    data: vec![],
+                    try_number: try_number as i32,
+                    eof: true,
+                }))
+                .await;
+            return Ok(());
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return Ok(()) },
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+fn dependency_tree(
+    dag: &goflow_core::Dag,
+    task: &str,
+    depth: usize,
+    upward: bool,
+    edges: &mut std::collections::BTreeSet<(String, String, i32)>,
+) -> pb::DependencyNode {
+    fn walk(
+        dag: &goflow_core::Dag,
+        task: &str,
+        offset: i32,
+        depth: usize,
+        upward: bool,
+        path: &mut Vec<String>,
+        edges: &mut std::collections::BTreeSet<(String, String, i32)>,
+    ) -> pb::DependencyNode {
+        let mut node = pb::DependencyNode {
+            task: task.to_string(),
+            day_offset: offset,
+            children: vec![],
+        };
+        if depth == 0 || path.iter().any(|p| p == task) {
+            // Depth reached, or a task that waits on its own earlier days: stop here.
+            return node;
+        }
+        path.push(task.to_string());
+        let next = if upward {
+            dag.upstreams(task)
+        } else {
+            dag.downstreams(task)
+        };
+        for dep in next {
+            let edge = if upward {
+                (dep.task.clone(), task.to_string(), dep.day_offset)
+            } else {
+                (task.to_string(), dep.task.clone(), dep.day_offset)
+            };
+            edges.insert(edge);
+            node.children.push(walk(
+                dag,
+                &dep.task,
+                dep.day_offset,
+                depth - 1,
+                upward,
+                path,
+                edges,
+            ));
+        }
+        path.pop();
+        node
+    }
+    walk(dag, task, 0, depth, upward, &mut vec![], edges)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------------------------
+
+#[tonic::async_trait]
+impl AgentService for Api {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> RpcResult<pb::RegisterResponse> {
+        Ok(Response::new(
+            self.engine.register_agent(request.into_inner()).await?,
+        ))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> RpcResult<pb::HeartbeatResponse> {
+        Ok(Response::new(
+            self.engine.heartbeat(request.into_inner()).await?,
+        ))
+    }
+
+    async fn report_start(
+        &self,
+        request: Request<pb::ReportStartRequest>,
+    ) -> RpcResult<pb::ReportStartResponse> {
+        Ok(Response::new(
+            self.engine.claim(request.into_inner()).await?,
+        ))
+    }
+
+    async fn report_finish(
+        &self,
+        request: Request<pb::ReportFinishRequest>,
+    ) -> RpcResult<pb::ReportFinishResponse> {
+        Ok(Response::new(
+            self.engine.finish(request.into_inner()).await?,
+        ))
+    }
+
+    async fn stream_logs(
+        &self,
+        request: Request<Streaming<pb::LogAppend>>,
+    ) -> RpcResult<pb::StreamLogsResponse> {
+        let mut stream = request.into_inner();
+        let mut stored = 0;
+        while let Some(message) = stream.next().await {
+            let message = message?;
+            stored += self
+                .engine
+                .append_log(&message.attempt_id, &message.data)
+                .await?;
+        }
+        Ok(Response::new(pb::StreamLogsResponse {
+            bytes_stored: stored,
+        }))
+    }
+
+    type WatchCommandsStream = ServerStream<pb::AgentCommand>;
+
+    async fn watch_commands(
+        &self,
+        request: Request<pb::WatchCommandsRequest>,
+    ) -> RpcResult<Self::WatchCommandsStream> {
+        let agent_id = request.into_inner().agent_id;
+        if agent_id.is_empty() {
+            return Err(Status::invalid_argument("agent_id is required"));
+        }
+        let rx = self.engine.watch_commands(&agent_id);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+        )))
+    }
+}

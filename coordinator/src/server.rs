@@ -1,0 +1,44 @@
+//! Serving: the gRPC API (with the standard health service and server reflection, so grpcurl
+//! and other languages' clients work) on a listener the caller bound.
+
+use std::sync::Arc;
+
+use goflow_proto as pb;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::grpc::Api;
+
+/// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0.
+pub async fn serve_grpc(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let api = Api::new(engine);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::control_service_server::ControlServiceServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::agent_service_server::AgentServiceServer<Api>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(pb::control_service_server::ControlServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(pb::agent_service_server::AgentServiceServer::new(api))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
+}
