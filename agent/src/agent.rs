@@ -264,11 +264,7 @@ impl Agent {
                 tracing::info!(attempt_id, source, "killing try on request");
                 token.cancel();
             }
-            None => tracing::debug!(
-                attempt_id,
-                source,
-                "kill for a try that is not running here"
-            ),
+            None => tracing::debug!(attempt_id, source, "kill for a try that is not running here"),
         }
     }
 
@@ -314,10 +310,7 @@ impl Agent {
         }
         // Shutdown: every try's kill token is a child of `shutdown`, so they are being killed.
         let drain = async { while tries.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_PATIENCE, drain)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_PATIENCE, drain).await.is_err() {
             tracing::warn!("tries did not stop in time on shutdown");
         }
     }
@@ -371,11 +364,7 @@ impl Agent {
             ..RunSpec::new("")
         };
         let (lines, lines_rx) = tokio::sync::mpsc::channel(1024);
-        let logs = tokio::spawn(forward_logs(
-            self.client.clone(),
-            attempt_id.clone(),
-            lines_rx,
-        ));
+        let logs = tokio::spawn(forward_logs(self.client.clone(), attempt_id.clone(), lines_rx));
         let outcome = runner::run_command(spec, lines, kill).await;
         // Every byte stored before the finish is reported: a reader who sees the try ended
         // sees its whole log.
@@ -431,9 +420,7 @@ impl Agent {
         loop {
             match call().await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status)
-                    if is_transient(&status) && started.elapsed() < Duration::from_secs(30) =>
-                {
+                Err(status) if is_transient(&status) && started.elapsed() < Duration::from_secs(30) => {
                     tracing::warn!(what, error = %status, "coordinator call failed; retrying");
                     // On shutdown nothing is reported any more (see `run_try`).
                     if !self.sleep(backoff.next()).await {

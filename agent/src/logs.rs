@@ -24,8 +24,7 @@ impl LogStream {
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let mut client = client.clone();
         // The call's future drives the sending, so it runs on its own task until we close.
-        let call =
-            tokio::spawn(async move { client.stream_logs(ReceiverStream::new(receiver)).await });
+        let call = tokio::spawn(async move { client.stream_logs(ReceiverStream::new(receiver)).await });
         Self { sender, call }
     }
 

@@ -145,10 +145,7 @@ mod tests {
         }
         assert_eq!(order, [3, 2, 4, 1]);
         assert_eq!(q.len(), 1, "the dispatch of a queue nobody asked for stays");
-        assert_eq!(
-            q.pop(&[ANY_QUEUE.to_string()]).await.unwrap().instance_id,
-            5
-        );
+        assert_eq!(q.pop(&[ANY_QUEUE.to_string()]).await.unwrap().instance_id, 5);
     }
 
     #[tokio::test]

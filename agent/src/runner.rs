@@ -91,11 +91,7 @@ enum Stop {
 /// everything was sent. Cancelling `kill` stops the whole process group (outcome `killed`).
 ///
 /// On return no process of the group is left.
-pub async fn run_command(
-    spec: RunSpec,
-    logs: mpsc::Sender<Vec<u8>>,
-    kill: CancellationToken,
-) -> RunOutcome {
+pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: CancellationToken) -> RunOutcome {
     let mut command = Command::new(&spec.shell);
     command
         .arg("-c")
@@ -160,13 +156,9 @@ pub async fn run_command(
     kill_group(pgid, libc::SIGKILL);
 
     for mut reader in readers {
-        if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reader)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reader).await.is_err() {
             reader.abort();
-            let note =
-                b"[goflow: output still held open by a process outside the group; stopped reading]";
+            let note = b"[goflow: output still held open by a process outside the group; stopped reading]";
             let _ = logs.send(log_line("err", note, 0)).await;
         }
     }
@@ -296,12 +288,8 @@ where
 /// Reads `reader` line by line as bytes (no UTF-8 needed) and sends each line, stamped, to
 /// `logs`. A line longer than `max_line` keeps its first `max_line` bytes and the rest is
 /// skipped without being held in memory, so a one-line gigabyte costs `max_line` bytes.
-async fn read_lines<R>(
-    reader: R,
-    stream: &'static str,
-    max_line: usize,
-    logs: mpsc::Sender<Vec<u8>>,
-) where
+async fn read_lines<R>(reader: R, stream: &'static str, max_line: usize, logs: mpsc::Sender<Vec<u8>>)
+where
     R: AsyncRead + Unpin,
 {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
@@ -391,10 +379,7 @@ mod tests {
     fn group_exists(pgid: i32) -> bool {
         // SAFETY: signal 0 only checks for existence.
         let alive = unsafe { libc::killpg(pgid, 0) } == 0;
-        alive
-            && processes_in_group(pgid)
-                .iter()
-                .any(|&pid| process_exists(pid))
+        alive && processes_in_group(pgid).iter().any(|&pid| process_exists(pid))
     }
 
     fn processes_in_group(pgid: i32) -> Vec<i32> {
@@ -407,12 +392,7 @@ mod tests {
                 continue;
             };
             // Fields after the `(comm)`: state ppid pgrp ...
-            let rest: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
+            let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
             if rest.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
                 found.push(pid);
             }
@@ -465,26 +445,16 @@ mod tests {
             // 2026-11-24T22:30:01.123Z out| ...
             let (stamp, _) = line.split_once(' ').unwrap();
             assert_eq!(stamp.len(), 24, "{line}");
-            assert!(
-                chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
-                "{line}"
-            );
+            assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{line}");
         }
-        assert!(
-            lines.iter().any(|l| l.ends_with(" out| hello world")),
-            "{logs}"
-        );
+        assert!(lines.iter().any(|l| l.ends_with(" out| hello world")), "{logs}");
         assert!(lines.iter().any(|l| l.ends_with(" err| oops")), "{logs}");
-        assert!(
-            lines.iter().any(|l| l.ends_with(" out| no newline")),
-            "{logs}"
-        );
+        assert!(lines.iter().any(|l| l.ends_with(" out| no newline")), "{logs}");
     }
 
     #[tokio::test]
     async fn output_need_not_be_utf8() {
-        let (outcome, logs) =
-            run(RunSpec::new(r"printf 'a\377b\n'"), CancellationToken::new()).await;
+        let (outcome, logs) = run(RunSpec::new(r"printf 'a\377b\n'"), CancellationToken::new()).await;
         assert_eq!(outcome.kind, OutcomeKind::Success);
         assert!(logs.contains("out| a\u{FFFD}b"), "{logs}");
     }
@@ -590,11 +560,7 @@ mod tests {
         let (outcome, logs) = run(spec, CancellationToken::new()).await;
         assert_eq!(outcome.kind, OutcomeKind::Failed);
         assert_eq!(outcome.exit_code, None);
-        assert!(
-            outcome.message.contains("could not start"),
-            "{}",
-            outcome.message
-        );
+        assert!(outcome.message.contains("could not start"), "{}", outcome.message);
         assert!(
             logs.contains("err| could not start `/nonexistent/sh -c`"),
             "{logs}"

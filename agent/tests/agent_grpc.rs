@@ -95,16 +95,10 @@ impl AgentService for Fake {
         let request = request.into_inner();
         assert_eq!(request.agent_id, "agent-1");
         let id = request.dispatch.unwrap().instance_id;
-        let (granted, command) = self
-            .with(|s| s.claims.get(&id).cloned())
-            .unwrap_or_default();
+        let (granted, command) = self.with(|s| s.claims.get(&id).cloned()).unwrap_or_default();
         Ok(Response::new(ReportStartResponse {
             granted,
-            reason: if granted {
-                String::new()
-            } else {
-                "stale".into()
-            },
+            reason: if granted { String::new() } else { "stale".into() },
             attempt_id: format!("a{id}"),
             command,
             env: HashMap::from([("GOFLOW_ETL_DAY".into(), "20261124".into())]),
@@ -121,8 +115,7 @@ impl AgentService for Fake {
         let request = request.into_inner();
         self.with(|s| {
             let log =
-                String::from_utf8_lossy(s.logs.get(&request.attempt_id).map_or(&[][..], |l| l))
-                    .into_owned();
+                String::from_utf8_lossy(s.logs.get(&request.attempt_id).map_or(&[][..], |l| l)).into_owned();
             s.finishes.push((request, log));
         });
         Ok(Response::new(ReportFinishResponse {
@@ -146,9 +139,7 @@ impl AgentService for Fake {
                     .extend_from_slice(&append.data)
             });
         }
-        Ok(Response::new(StreamLogsResponse {
-            bytes_stored: stored,
-        }))
+        Ok(Response::new(StreamLogsResponse { bytes_stored: stored }))
     }
 
     type WatchCommandsStream = ReceiverStream<Result<AgentCommand, Status>>;
@@ -205,10 +196,7 @@ async fn runs_claimed_tries_and_reports_after_the_logs_are_stored() {
         s.claims.insert(1, (false, "echo never".into()));
         s.claims.insert(
             2,
-            (
-                true,
-                "echo hello $GOFLOW_ETL_DAY; echo oops >&2; exit 2".into(),
-            ),
+            (true, "echo hello $GOFLOW_ETL_DAY; echo oops >&2; exit 2".into()),
         );
         s.claims.insert(3, (true, "echo fine".into()));
     });
@@ -251,10 +239,8 @@ async fn runs_claimed_tries_and_reports_after_the_logs_are_stored() {
         assert!(!s.logs.contains_key("a1"));
     });
     // Heartbeats come at the interval the coordinator asked for (100ms).
-    fake.wait_for("a few heartbeats", |s| {
-        (s.heartbeats.len() >= 3).then_some(())
-    })
-    .await;
+    fake.wait_for("a few heartbeats", |s| (s.heartbeats.len() >= 3).then_some(()))
+        .await;
     assert!(queue.is_empty());
 
     shutdown.cancel();
@@ -272,8 +258,7 @@ async fn kills_on_command_and_heartbeat_and_stops_everything_on_shutdown() {
     let fake = Fake::default();
     fake.with(|s| {
         for id in 1..=3 {
-            s.claims
-                .insert(id, (true, "echo $$; sleep 30 & sleep 30".into()));
+            s.claims.insert(id, (true, "echo $$; sleep 30 & sleep 30".into()));
         }
     });
     let addr = free_addr();
@@ -294,11 +279,7 @@ async fn kills_on_command_and_heartbeat_and_stops_everything_on_shutdown() {
             .then_some(())
     })
     .await;
-    assert_eq!(
-        queue.len(),
-        1,
-        "a third dispatch was taken without a free slot"
-    );
+    assert_eq!(queue.len(), 1, "a third dispatch was taken without a free slot");
 
     // Kill from the command stream.
     let command = fake
@@ -358,14 +339,8 @@ fn live_processes_in_group(pgid: i32) -> Vec<i32> {
             continue;
         };
         // After `(comm)`: state ppid pgrp ...
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        if fields.first() != Some(&"Z") && fields.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
-        {
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        if fields.first() != Some(&"Z") && fields.get(2).and_then(|g| g.parse().ok()) == Some(pgid) {
             found.push(pid);
         }
     }

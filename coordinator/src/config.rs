@@ -48,10 +48,7 @@ impl Default for Settings {
             log_file: None,
             engine: EngineSettings::default(),
             agent_id: String::new(),
-            agent_slots: std::thread::available_parallelism()
-                .map_or(4, |n| n.get())
-                .max(2)
-                * 4,
+            agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
             agent_queues: vec![],
             warnings: vec![],
         }
@@ -140,11 +137,7 @@ pub enum Role {
 
 impl Settings {
     /// Defaults, then `file`, then the environment (passed in, so tests can inject it).
-    pub fn load(
-        file: Option<&Path>,
-        env: &HashMap<String, String>,
-        role: Role,
-    ) -> anyhow::Result<Self> {
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>, role: Role) -> anyhow::Result<Self> {
         let mut settings = Self::default();
         let mut log_dir = None;
         let mut log_name = None;
@@ -156,27 +149,21 @@ impl Settings {
             flatten(&root, "", &mut seen);
             for (name, value) in seen {
                 let Some((_, key)) = FILE_KEYS.iter().find(|(known, _)| *known == name) else {
-                    settings.warnings.push(format!(
-                        "{}: unknown key {name:?} is ignored",
-                        path.display()
-                    ));
+                    settings
+                        .warnings
+                        .push(format!("{}: unknown key {name:?} is ignored", path.display()));
                     continue;
                 };
                 let origin = format!("{} key {name}", path.display());
                 match (key, role) {
-                    (Key::SchedulerLogDir, Role::Coordinator)
-                    | (Key::WorkerLogDir, Role::Agent) => {
+                    (Key::SchedulerLogDir, Role::Coordinator) | (Key::WorkerLogDir, Role::Agent) => {
                         log_dir = Some(PathBuf::from(string(&value, &origin)?))
                     }
-                    (Key::SchedulerLogFile, Role::Coordinator)
-                    | (Key::WorkerLogFile, Role::Agent) => {
+                    (Key::SchedulerLogFile, Role::Coordinator) | (Key::WorkerLogFile, Role::Agent) => {
                         log_name = Some(string(&value, &origin)?)
                     }
                     (
-                        Key::SchedulerLogDir
-                        | Key::WorkerLogDir
-                        | Key::SchedulerLogFile
-                        | Key::WorkerLogFile,
+                        Key::SchedulerLogDir | Key::WorkerLogDir | Key::SchedulerLogFile | Key::WorkerLogFile,
                         _,
                     ) => {
                         string(&value, &origin)?;
@@ -244,18 +231,12 @@ impl Settings {
                         .iter()
                         .map(|v| string(v, origin))
                         .collect::<anyhow::Result<_>>()?,
-                    other => bail!(
-                        "{origin}: expected a list of queue names, found {}",
-                        kind(other)
-                    ),
+                    other => bail!("{origin}: expected a list of queue names, found {}", kind(other)),
                 }
             }
             Key::AgentId => self.agent_id = string(value, origin)?,
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
-            Key::SchedulerLogDir
-            | Key::SchedulerLogFile
-            | Key::WorkerLogDir
-            | Key::WorkerLogFile => {}
+            Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
         }
         Ok(())
     }
@@ -275,9 +256,7 @@ impl Settings {
             .or_else(|| url.strip_prefix("sqlite:"))
         {
             if path.is_empty() || path.starts_with(":memory:") {
-                bail!(
-                    "{source}: {url:?} names no file; goflow keeps its state on disk (sqlite://PATH)"
-                );
+                bail!("{source}: {url:?} names no file; goflow keeps its state on disk (sqlite://PATH)");
             }
             return Ok(PathBuf::from(path.split('?').next().unwrap_or(path)));
         }
@@ -370,10 +349,7 @@ fn kind(value: &Value) -> &'static str {
 fn string(value: &Value, origin: &str) -> anyhow::Result<String> {
     match value {
         Value::String(s) => Ok(s.clone()),
-        other => bail!(
-            "{origin}: expected a string, found {} ({other})",
-            kind(other)
-        ),
+        other => bail!("{origin}: expected a string, found {} ({other})", kind(other)),
     }
 }
 
@@ -473,10 +449,7 @@ mod tests {
         assert_eq!(s.engine.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(s.engine.default_retries, 3);
         assert_eq!(s.engine.default_timeout, Some(Duration::from_secs(60)));
-        assert_eq!(
-            s.log_file,
-            Some(PathBuf::from("/var/log/go_log/scheduler.log"))
-        );
+        assert_eq!(s.log_file, Some(PathBuf::from("/var/log/go_log/scheduler.log")));
         let agent = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
         assert_eq!(
             agent.log_file,
@@ -489,8 +462,7 @@ mod tests {
         );
         let err = s.sqlite_path().unwrap_err().to_string();
         assert!(
-            err.contains("Common.MysqlConn")
-                && err.contains("mysql://test:***@localhost:3306/cflow"),
+            err.contains("Common.MysqlConn") && err.contains("mysql://test:***@localhost:3306/cflow"),
             "{err}"
         );
         assert!(!err.contains("test:test"), "no password in messages: {err}");
@@ -511,9 +483,7 @@ mod tests {
         assert_eq!(s.sqlite_path().unwrap(), PathBuf::from("/tmp/x/goflow.db"));
         assert_eq!(s.agent_slots, 3);
         let bad = HashMap::from([("GOFLOW_SLOTS".to_string(), "many".to_string())]);
-        let err = Settings::load(None, &bad, Role::Agent)
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load(None, &bad, Role::Agent).unwrap_err().to_string();
         assert!(
             err.contains("GOFLOW_SLOTS") && err.contains("whole number"),
             "{err}"
@@ -535,11 +505,7 @@ mod tests {
             err.contains("Worker.Parallelism") && err.contains("a string"),
             "{err}"
         );
-        let path = write(
-            &dir,
-            "d.json",
-            r#"{"Worker": {"Colour": 1}, "Extra": true}"#,
-        );
+        let path = write(&dir, "d.json", r#"{"Worker": {"Colour": 1}, "Extra": true}"#);
         let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
         assert!(s.warnings[0].contains("Worker.Colour") || s.warnings[1].contains("Worker.Colour"));
@@ -583,10 +549,7 @@ mod tests {
     #[test]
     fn default_database_is_sqlite_in_the_data_folder() {
         let s = Settings::default();
-        assert_eq!(
-            s.sqlite_path().unwrap(),
-            PathBuf::from("goflow-data/goflow.db")
-        );
+        assert_eq!(s.sqlite_path().unwrap(), PathBuf::from("goflow-data/goflow.db"));
         let s = Settings {
             database_url: Some("sqlite::memory:".into()),
             ..Settings::default()

@@ -107,6 +107,9 @@ pub struct RunPlan {
     pub force: bool,
 }
 
+/// Instances written per transaction by a run; between chunks, agents' reports get the store.
+const REDO_CHUNK: usize = 2000;
+
 pub struct Engine {
     store: Store,
     catalog: RwLock<Arc<Catalog>>,
@@ -225,11 +228,7 @@ impl Engine {
         }
         let queued = store::restamp_queued(&mut tx, self.epoch).await?;
         let requeued = queued.len();
-        dispatches.extend(
-            queued
-                .iter()
-                .map(|row| self.dispatch_of(row, row.try_number)),
-        );
+        dispatches.extend(queued.iter().map(|row| self.dispatch_of(row, row.try_number)));
         tx.commit().await?;
         if !dispatches.is_empty() {
             tracing::info!(
@@ -261,11 +260,10 @@ impl Engine {
             return Ok(None);
         }
         let requeue = row.lost_tries < self.settings.retry_queue_times as i64;
-        let to = transition(InstanceState::Running, Event::AgentLost { requeue })
-            .expect("running may be lost");
+        let to =
+            transition(InstanceState::Running, Event::AgentLost { requeue }).expect("running may be lost");
         if to == InstanceState::Queued {
-            let try_number =
-                store::requeue_lost(conn, row.id, row.try_number, self.epoch, now).await?;
+            let try_number = store::requeue_lost(conn, row.id, row.try_number, self.epoch, now).await?;
             tracing::warn!(
                 "{}: try {} lost ({why}); dispatched again",
                 row.key(),
@@ -274,8 +272,7 @@ impl Engine {
             Ok(try_number.map(|t| self.dispatch_of(&row, t)))
         } else {
             let message = format!("lost {} times (agent died): {why}", row.lost_tries + 1);
-            store::finish_instance(conn, row.id, row.try_number, to, None, &message, None, now)
-                .await?;
+            store::finish_instance(conn, row.id, row.try_number, to, None, &message, None, now).await?;
             Ok(None)
         }
     }
@@ -297,8 +294,7 @@ impl Engine {
         } else {
             source_name
         };
-        let specs = dagfile::parse(document, source_name)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let specs = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
         let catalog = self.catalog();
         let mut merged: BTreeMap<String, TaskSpec> = catalog
             .tasks
@@ -319,17 +315,17 @@ impl Engine {
             merged.insert(spec.id.clone(), spec.clone());
             changed.push(spec.clone());
         }
-        Dag::new(merged.into_values())
-            .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
+        Dag::new(merged.into_values()).map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
         if dry_run || changed.is_empty() {
             return Ok(response);
         }
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         for spec in &changed {
-            let schedule_changed = catalog.tasks.get(&spec.id).is_none_or(|old| {
-                old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone
-            });
+            let schedule_changed = catalog
+                .tasks
+                .get(&spec.id)
+                .is_none_or(|old| old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone);
             store::upsert_task(&mut tx, spec, now, schedule_changed).await?;
         }
         let detail = format!(
@@ -407,9 +403,7 @@ impl Engine {
                 plan.task, plan.from, plan.to
             )));
         }
-        let keys = catalog
-            .dag
-            .in_run_order(keys.into_iter().collect::<HashSet<_>>());
+        let keys = catalog.dag.in_run_order(keys.into_iter().collect::<HashSet<_>>());
         let what = format!(
             "{}{}{}{}",
             if plan.down { " --down" } else { "" },
@@ -422,20 +416,14 @@ impl Engine {
             },
         );
         let target = format!("{}@{}", plan.task, plan.from);
-        self.redo(
-            &catalog,
-            &keys,
-            &forced,
-            caller,
-            "run",
-            &target,
-            what.trim(),
-        )
-        .await
+        self.redo(&catalog, &keys, &forced, caller, "run", &target, what.trim())
+            .await
     }
 
     /// Puts `keys` (in run order) back to waiting and queues those whose dependencies are met
-    /// (or that are forced), in one transaction.
+    /// (or that are forced). Refused as a whole, before anything changes, if one of them is
+    /// queued or running. Written in chunks of `REDO_CHUNK` instances, one transaction each,
+    /// so a year-long backfill does not hold the store while agents report.
     #[allow(clippy::too_many_arguments)]
     async fn redo(
         &self,
@@ -447,72 +435,98 @@ impl Engine {
         target: &str,
         detail: &str,
     ) -> Result<Vec<InstanceRow>> {
-        let now = now_ms();
-        let mut tx = self.store.begin().await?;
+        self.refuse_live(keys).await?;
+        let in_run: HashSet<&InstanceKey> = keys.iter().collect();
         let mut rows = Vec::with_capacity(keys.len());
-        for key in keys {
-            let spec = &catalog.tasks[&key.task].spec;
-            let retries = self.retries_of(spec);
-            let (row, created) =
-                store::ensure_instance(&mut tx, key, spec, retries + 1, now).await?;
-            if !created {
-                let from = row.state();
-                transition(from, Event::Redo { ready: false }).map_err(|_| {
-                    EngineError::Conflict(format!(
-                        "{key} is {from}: kill it first (goflowctl kill -j {} -d {}); nothing was changed",
-                        key.task, key.etl_day
-                    ))
-                })?;
+        let mut queued = 0;
+        let mut skipped = vec![];
+        for chunk in keys.chunks(REDO_CHUNK) {
+            let now = now_ms();
+            let mut tx = self.store.begin().await?;
+            let mut dispatches = vec![];
+            for key in chunk {
+                let spec = &catalog.tasks[&key.task].spec;
+                let retries = self.retries_of(spec);
+                let (row, created) = store::ensure_instance(&mut tx, key, spec, retries + 1, now).await?;
+                // A live instance (it went live since the check above) is left alone rather than
+                // run twice; the reset is a compare-and-set on the state just read.
                 // Who redid it is in the operations log; the message is for what happens next.
-                if !store::reset_for_redo(&mut tx, row.id, from, retries, spec, "").await? {
-                    return Err(EngineError::Conflict(format!(
-                        "{key} changed meanwhile; try again"
-                    )));
+                let redoable = transition(row.state(), Event::Redo { ready: false }).is_ok();
+                if !redoable
+                    || (!created
+                        && !store::reset_for_redo(&mut tx, row.id, row.state(), retries, spec, "").await?)
+                {
+                    skipped.push(key.to_string());
+                    continue;
                 }
+                // An upstream in this same run was just reset, so only instances without one
+                // can be ready now; the rest are queued as their upstreams succeed.
+                let ready = forced.contains(key)
+                    || (!catalog.is_paused(&key.task)
+                        && !catalog
+                            .dag
+                            .upstream_instances(key)
+                            .iter()
+                            .any(|up| in_run.contains(up))
+                        && self.dependencies_met(&mut tx, &catalog.dag, key).await?);
+                if ready
+                    && let Some(try_number) =
+                        store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
+                            .await?
+                {
+                    dispatches.push(self.dispatch_of(&row, try_number));
+                }
+                rows.push(row);
             }
-            rows.push(row);
+            tx.commit().await?;
+            queued += dispatches.len();
+            self.push(dispatches).await;
+            self.changed();
         }
-        let mut dispatches = vec![];
-        for row in &mut rows {
-            let key = row.key();
-            let ready = forced.contains(&key)
-                || (!catalog.is_paused(&key.task)
-                    && self.dependencies_met(&mut tx, &catalog.dag, &key).await?);
-            if ready
-                && let Some(try_number) =
-                    store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
-                        .await?
-            {
-                dispatches.push(self.dispatch_of(row, try_number));
-            }
-        }
+        let mut tx = self.store.begin().await?;
+        let detail = if skipped.is_empty() {
+            detail.to_string()
+        } else {
+            format!("{detail} (left alone, live meanwhile: {})", skipped.join(", "))
+        };
         store::record_operation(
             &mut tx,
             &caller.actor,
             &caller.client,
             action,
             target,
-            detail,
-            now,
+            detail.trim(),
+            now_ms(),
         )
         .await?;
         tx.commit().await?;
         tracing::info!(
-            "{action} {target} {detail}: {} instances, {} queued now",
-            rows.len(),
-            dispatches.len()
+            "{action} {target} {detail}: {} instances, {queued} queued now",
+            rows.len()
         );
-        self.push(dispatches).await;
-        self.changed();
         Ok(rows)
     }
 
-    async fn dependencies_met(
-        &self,
-        conn: &mut Conn,
-        dag: &Dag,
-        key: &InstanceKey,
-    ) -> Result<bool> {
+    /// Fails, naming the instance, if any of `keys` is queued or running.
+    async fn refuse_live(&self, keys: &[InstanceKey]) -> Result<()> {
+        let mut conn = self.store.reader().acquire().await?;
+        let days: std::collections::BTreeSet<EtlDay> = keys.iter().map(|k| k.etl_day).collect();
+        let mut live = HashMap::new();
+        for day in days {
+            for (task, state) in store::live_instances_of_day(&mut conn, day).await? {
+                live.insert(InstanceKey::new(&task, day), state);
+            }
+        }
+        if let Some((key, state)) = keys.iter().find_map(|k| live.get(k).map(|s| (k, s))) {
+            return Err(EngineError::Conflict(format!(
+                "{key} is {state}: kill it first (goflowctl kill -j {} -d {}); nothing was changed",
+                key.task, key.etl_day
+            )));
+        }
+        Ok(())
+    }
+
+    async fn dependencies_met(&self, conn: &mut Conn, dag: &Dag, key: &InstanceKey) -> Result<bool> {
         let upstreams = dag.upstream_instances(key);
         if upstreams.is_empty() {
             return Ok(true);
@@ -558,9 +572,7 @@ impl Engine {
         let roots: Vec<&TaskSpec> = catalog
             .dag
             .tasks()
-            .filter(|t| {
-                t.schedule.is_some() && t.depends_on.is_empty() && catalog.dag.exists_on(&t.id, day)
-            })
+            .filter(|t| t.schedule.is_some() && t.depends_on.is_empty() && catalog.dag.exists_on(&t.id, day))
             .collect();
         if roots.is_empty() {
             return Err(EngineError::Invalid(format!(
@@ -609,9 +621,7 @@ impl Engine {
         let catalog = self.catalog();
         self.require_task(&key.task)?;
         let keys = if down {
-            catalog
-                .dag
-                .downstream_closure(key, (key.etl_day, key.etl_day))
+            catalog.dag.downstream_closure(key, (key.etl_day, key.etl_day))
         } else {
             vec![key.clone()]
         };
@@ -622,23 +632,14 @@ impl Engine {
         for k in &keys {
             let spec_k = &catalog.tasks[&k.task].spec;
             let (row, _) =
-                store::ensure_instance(&mut tx, k, spec_k, self.retries_of(spec_k) + 1, now)
-                    .await?;
+                store::ensure_instance(&mut tx, k, spec_k, self.retries_of(spec_k) + 1, now).await?;
             let from = row.state();
             transition(from, Event::MarkSuccess).map_err(|e| {
                 EngineError::Conflict(format!("{k}: {e}; kill it first. Nothing was changed"))
             })?;
             if from != InstanceState::Success || !row.forced {
-                store::operator_set_state(
-                    &mut tx,
-                    row.id,
-                    from,
-                    InstanceState::Success,
-                    true,
-                    &note,
-                    now,
-                )
-                .await?;
+                store::operator_set_state(&mut tx, row.id, from, InstanceState::Success, true, &note, now)
+                    .await?;
             }
             rows.push(row);
         }
@@ -671,19 +672,13 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let row = self.existing(&mut tx, key).await?;
         let from = row.state();
-        transition(from, Event::Kill)
-            .map_err(|_| EngineError::Conflict(format!("{key} is {from}: only a waiting, queued, running or up_for_retry instance can be killed")))?;
+        transition(from, Event::Kill).map_err(|_| {
+            EngineError::Conflict(format!(
+                "{key} is {from}: only a waiting, queued, running or up_for_retry instance can be killed"
+            ))
+        })?;
         let note = format!("killed by {}", caller.actor);
-        if !store::operator_set_state(
-            &mut tx,
-            row.id,
-            from,
-            InstanceState::Killed,
-            false,
-            &note,
-            now,
-        )
-        .await?
+        if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, false, &note, now).await?
         {
             return Err(EngineError::Conflict(format!(
                 "{key} changed meanwhile; try again"
@@ -748,47 +743,24 @@ impl Engine {
     }
 
     /// Pausing keeps new instances of a task from being queued; unpausing queues those ready.
-    pub async fn set_paused(
-        &self,
-        task: &str,
-        paused: bool,
-        caller: &Caller,
-    ) -> Result<StoredTask> {
+    pub async fn set_paused(&self, task: &str, paused: bool, caller: &Caller) -> Result<StoredTask> {
         self.require_task(task)?;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         store::set_paused(&mut tx, task, paused, now).await?;
         let action = if paused { "pause" } else { "unpause" };
-        store::record_operation(
-            &mut tx,
-            &caller.actor,
-            &caller.client,
-            action,
-            task,
-            "",
-            now,
-        )
-        .await?;
+        store::record_operation(&mut tx, &caller.actor, &caller.client, action, task, "", now).await?;
         tx.commit().await?;
         self.reload_catalog().await?;
         if !paused {
             let catalog = self.catalog();
             let mut tx = self.store.begin().await?;
             let mut dispatches = vec![];
-            for row in
-                store::instances_in_state(&mut tx, InstanceState::Waiting, Some(task)).await?
-            {
-                if self
-                    .dependencies_met(&mut tx, &catalog.dag, &row.key())
-                    .await?
-                    && let Some(t) = store::queue_instance(
-                        &mut tx,
-                        row.id,
-                        InstanceState::Waiting,
-                        self.epoch,
-                        now,
-                    )
-                    .await?
+            for row in store::instances_in_state(&mut tx, InstanceState::Waiting, Some(task)).await? {
+                if self.dependencies_met(&mut tx, &catalog.dag, &row.key()).await?
+                    && let Some(t) =
+                        store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
+                            .await?
                 {
                     dispatches.push(self.dispatch_of(&row, t));
                 }
@@ -893,9 +865,7 @@ impl Engine {
         match sender {
             Some(sender) => {
                 if sender.try_send(command).is_err() {
-                    tracing::warn!(
-                        "agent {agent} is not listening; its next heartbeat carries the kill"
-                    );
+                    tracing::warn!("agent {agent} is not listening; its next heartbeat carries the kill");
                 }
             }
             None => tracing::info!(
@@ -927,24 +897,14 @@ impl Engine {
             return Ok(refuse("instance no longer exists".into()));
         };
         let try_number = dispatch.try_number as i64;
-        if !store::claim_instance(
-            &mut tx,
-            row.id,
-            try_number,
-            dispatch.epoch,
-            &req.agent_id,
-            now,
-        )
-        .await?
-        {
+        if !store::claim_instance(&mut tx, row.id, try_number, dispatch.epoch, &req.agent_id, now).await? {
             return Ok(refuse(format!(
                 "stale dispatch: instance is {} at try {}",
                 row.state, row.try_number
             )));
         }
         let attempt_id =
-            store::insert_attempt(&mut tx, row.id, try_number, self.epoch, &req.agent_id, now)
-                .await?;
+            store::insert_attempt(&mut tx, row.id, try_number, self.epoch, &req.agent_id, now).await?;
         let key = row.key();
         let spec = self.require_task(&key.task)?.spec;
         let ctx = TryContext {
@@ -958,10 +918,7 @@ impl Engine {
             Err(e) => {
                 // Checked at apply time, so only a hand-edited database gets here.
                 tx.rollback().await?;
-                return Err(EngineError::Invalid(format!(
-                    "task {}: command: {e}",
-                    key.task
-                )));
+                return Err(EngineError::Invalid(format!("task {}: command: {e}", key.task)));
             }
         };
         tx.commit().await?;
@@ -999,9 +956,7 @@ impl Engine {
             "success" | "failed" | "timed_out" | "killed" => req.outcome.as_str(),
             other => return Err(EngineError::Invalid(format!("unknown outcome {other:?}"))),
         };
-        if !store::finish_attempt(&mut tx, &attempt.id, outcome, exit_code, &req.message, now)
-            .await?
-        {
+        if !store::finish_attempt(&mut tx, &attempt.id, outcome, exit_code, &req.message, now).await? {
             tx.commit().await?;
             return Ok(stale(format!(
                 "try {} was already closed as {}",
@@ -1112,12 +1067,10 @@ impl Engine {
                 paused_next = Some(now + 5_000);
                 continue;
             }
-            let to =
-                transition(InstanceState::UpForRetry, Event::RetryDue).expect("retry is legal");
+            let to = transition(InstanceState::UpForRetry, Event::RetryDue).expect("retry is legal");
             debug_assert_eq!(to, InstanceState::Queued);
             if let Some(t) =
-                store::queue_instance(&mut tx, row.id, InstanceState::UpForRetry, self.epoch, now)
-                    .await?
+                store::queue_instance(&mut tx, row.id, InstanceState::UpForRetry, self.epoch, now).await?
             {
                 dispatches.push(self.dispatch_of(&row, t));
             }
@@ -1158,17 +1111,14 @@ impl Engine {
     async fn fire_due_schedules(&self) -> Result<Option<i64>> {
         let catalog = self.catalog();
         let mut conn = self.store.reader().acquire().await?;
-        let last_fires: HashMap<String, i64> = store::schedule_last_fires(&mut conn)
-            .await?
-            .into_iter()
-            .collect();
+        let last_fires: HashMap<String, i64> =
+            store::schedule_last_fires(&mut conn).await?.into_iter().collect();
         drop(conn);
         let now = chrono::Utc::now();
         let mut earliest: Option<i64> = None;
         for task in catalog.dag.tasks() {
             let Some(expr) = &task.schedule else { continue };
-            let schedule = match goflow_core::Schedule::parse(expr, &task.timezone, task.day_offset)
-            {
+            let schedule = match goflow_core::Schedule::parse(expr, &task.timezone, task.day_offset) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("task {}: {e}", task.id);
@@ -1192,14 +1142,8 @@ impl Engine {
                         }
                     );
                 }
-                self.fire(
-                    &catalog,
-                    task,
-                    fire,
-                    schedule.etl_day_of(fire),
-                    plan.skipped,
-                )
-                .await?;
+                self.fire(&catalog, task, fire, schedule.etl_day_of(fire), plan.skipped)
+                    .await?;
             }
             if let Some(next) = plan.next {
                 let next = next.timestamp_millis();
@@ -1221,16 +1165,7 @@ impl Engine {
     ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        if !store::record_fire(
-            &mut tx,
-            &task.id,
-            fire.timestamp_millis(),
-            day,
-            skipped,
-            now,
-        )
-        .await?
-        {
+        if !store::record_fire(&mut tx, &task.id, fire.timestamp_millis(), day, skipped, now).await? {
             tx.commit().await?;
             return Ok(());
         }
@@ -1258,8 +1193,7 @@ impl Engine {
             if !catalog.is_paused(&key.task)
                 && self.dependencies_met(&mut tx, &catalog.dag, key).await?
                 && let Some(t) =
-                    store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
-                        .await?
+                    store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now).await?
             {
                 dispatches.push(self.dispatch_of(&row, t));
             }
@@ -1291,11 +1225,8 @@ impl Engine {
     async fn reap_dead_agents(&self) -> Result<()> {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        let dead = store::expire_agents(
-            &mut tx,
-            now - self.settings.worker_timeout.as_millis() as i64,
-        )
-        .await?;
+        let dead =
+            store::expire_agents(&mut tx, now - self.settings.worker_timeout.as_millis() as i64).await?;
         let mut dispatches = vec![];
         for agent in &dead {
             tracing::warn!(

@@ -222,10 +222,7 @@ impl ControlService for Api {
         ))
     }
 
-    async fn list_tasks(
-        &self,
-        _request: Request<pb::ListTasksRequest>,
-    ) -> RpcResult<pb::ListTasksResponse> {
+    async fn list_tasks(&self, _request: Request<pb::ListTasksRequest>) -> RpcResult<pb::ListTasksResponse> {
         let catalog = self.engine.catalog();
         let tasks = catalog
             .dag
@@ -304,11 +301,10 @@ impl ControlService for Api {
             ..Default::default()
         };
         for state in &req.states {
-            filter
-                .states
-                .push(InstanceState::parse(state).ok_or_else(|| {
-                    Status::invalid_argument(format!("states: unknown state {state:?}"))
-                })?);
+            filter.states.push(
+                InstanceState::parse(state)
+                    .ok_or_else(|| Status::invalid_argument(format!("states: unknown state {state:?}")))?,
+            );
         }
         let mut conn = self.read().await?;
         let rows = store::list_instances(&mut conn, &filter)
@@ -321,10 +317,7 @@ impl ControlService for Api {
         Ok(Response::new(pb::ListInstancesResponse { instances }))
     }
 
-    async fn get_instance(
-        &self,
-        request: Request<pb::GetInstanceRequest>,
-    ) -> RpcResult<pb::Instance> {
+    async fn get_instance(&self, request: Request<pb::GetInstanceRequest>) -> RpcResult<pb::Instance> {
         let req = request.into_inner();
         let mut conn = self.read().await?;
         let row = self
@@ -342,9 +335,7 @@ impl ControlService for Api {
         let row = self
             .find_instance(&mut conn, req.instance_id, &req.task, &req.etl_day)
             .await?;
-        let attempts = store::attempts_of(&mut conn, row.id)
-            .await
-            .map_err(internal)?;
+        let attempts = store::attempts_of(&mut conn, row.id).await.map_err(internal)?;
         Ok(Response::new(pb::ListAttemptsResponse {
             attempts: attempts
                 .into_iter()
@@ -367,10 +358,7 @@ impl ControlService for Api {
 
     type TailLogsStream = ServerStream<pb::LogChunk>;
 
-    async fn tail_logs(
-        &self,
-        request: Request<pb::TailLogsRequest>,
-    ) -> RpcResult<Self::TailLogsStream> {
+    async fn tail_logs(&self, request: Request<pb::TailLogsRequest>) -> RpcResult<Self::TailLogsStream> {
         let req = request.into_inner();
         if req.try_number < 0 || req.offset < 0 {
             return Err(Status::invalid_argument(
@@ -414,10 +402,10 @@ impl ControlService for Api {
         };
         let both = req.up == req.down;
         let mut edges = std::collections::BTreeSet::new();
-        let upstream = (both || req.up)
-            .then(|| dependency_tree(&catalog.dag, &req.task, depth, true, &mut edges));
-        let downstream = (both || req.down)
-            .then(|| dependency_tree(&catalog.dag, &req.task, depth, false, &mut edges));
+        let upstream =
+            (both || req.up).then(|| dependency_tree(&catalog.dag, &req.task, depth, true, &mut edges));
+        let downstream =
+            (both || req.down).then(|| dependency_tree(&catalog.dag, &req.task, depth, false, &mut edges));
         Ok(Response::new(pb::GetDependenciesResponse {
             upstream,
             downstream,
@@ -438,9 +426,7 @@ impl ControlService for Api {
     ) -> RpcResult<pb::ListAgentsResponse> {
         let mut conn = self.read().await?;
         let agents = store::list_agents(&mut conn).await.map_err(internal)?;
-        let running = store::count_running_by_agent(&mut conn)
-            .await
-            .map_err(internal)?;
+        let running = store::count_running_by_agent(&mut conn).await.map_err(internal)?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents
                 .into_iter()
@@ -502,17 +488,11 @@ impl ControlService for Api {
         let caller = caller(&request);
         let req = request.into_inner();
         require_task_field(&req.task)?;
-        let task = self
-            .engine
-            .set_paused(&req.task, req.paused, &caller)
-            .await?;
+        let task = self.engine.set_paused(&req.task, req.paused, &caller).await?;
         Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
     }
 
-    async fn do_all_job(
-        &self,
-        request: Request<pb::DoAllJobRequest>,
-    ) -> RpcResult<pb::RunResponse> {
+    async fn do_all_job(&self, request: Request<pb::DoAllJobRequest>) -> RpcResult<pb::RunResponse> {
         let caller = caller(&request);
         let day = parse_day("etl_day", &request.get_ref().etl_day)?;
         let rows = self.engine.do_all_job(day, &caller).await?;
@@ -596,9 +576,7 @@ async fn stream_log(
             }
         }
         let attempt_id = store::attempt_id(instance.id, try_number);
-        let attempt = store::attempt(&mut conn, &attempt_id)
-            .await
-            .map_err(internal)?;
+        let attempt = store::attempt(&mut conn, &attempt_id).await.map_err(internal)?;
         let data = match &attempt {
             Some(_) => store::read_log(&mut conn, &attempt_id, offset, LOG_CHUNK_BYTES)
                 .await
@@ -710,40 +688,28 @@ fn dependency_tree(
 
 #[tonic::async_trait]
 impl AgentService for Api {
-    async fn register(
-        &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> RpcResult<pb::RegisterResponse> {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> RpcResult<pb::RegisterResponse> {
         Ok(Response::new(
             self.engine.register_agent(request.into_inner()).await?,
         ))
     }
 
-    async fn heartbeat(
-        &self,
-        request: Request<pb::HeartbeatRequest>,
-    ) -> RpcResult<pb::HeartbeatResponse> {
-        Ok(Response::new(
-            self.engine.heartbeat(request.into_inner()).await?,
-        ))
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
+        Ok(Response::new(self.engine.heartbeat(request.into_inner()).await?))
     }
 
     async fn report_start(
         &self,
         request: Request<pb::ReportStartRequest>,
     ) -> RpcResult<pb::ReportStartResponse> {
-        Ok(Response::new(
-            self.engine.claim(request.into_inner()).await?,
-        ))
+        Ok(Response::new(self.engine.claim(request.into_inner()).await?))
     }
 
     async fn report_finish(
         &self,
         request: Request<pb::ReportFinishRequest>,
     ) -> RpcResult<pb::ReportFinishResponse> {
-        Ok(Response::new(
-            self.engine.finish(request.into_inner()).await?,
-        ))
+        Ok(Response::new(self.engine.finish(request.into_inner()).await?))
     }
 
     async fn stream_logs(
@@ -754,14 +720,9 @@ impl AgentService for Api {
         let mut stored = 0;
         while let Some(message) = stream.next().await {
             let message = message?;
-            stored += self
-                .engine
-                .append_log(&message.attempt_id, &message.data)
-                .await?;
+            stored += self.engine.append_log(&message.attempt_id, &message.data).await?;
         }
-        Ok(Response::new(pb::StreamLogsResponse {
-            bytes_stored: stored,
-        }))
+        Ok(Response::new(pb::StreamLogsResponse { bytes_stored: stored }))
     }
 
     type WatchCommandsStream = ServerStream<pb::AgentCommand>;

@@ -91,9 +91,8 @@ fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GOFLOW_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn")
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GOFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
@@ -107,9 +106,7 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .with_context(|| {
-                    format!("cannot open log file {} (LogDir/LogFile)", path.display())
-                })?;
+                .with_context(|| format!("cannot open log file {} (LogDir/LogFile)", path.display()))?;
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))

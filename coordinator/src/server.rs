@@ -31,9 +31,7 @@ pub async fn serve_grpc(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(pb::control_service_server::ControlServiceServer::new(
-            api.clone(),
-        ))
+        .add_service(pb::control_service_server::ControlServiceServer::new(api.clone()))
         .add_service(pb::agent_service_server::AgentServiceServer::new(api))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -36,22 +36,18 @@ impl Standalone {
         let engine = Engine::new(store, queue.clone(), settings.engine.clone()).await?;
         engine.recover(true).await?;
 
-        let grpc = TcpListener::bind(&settings.grpc_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for gRPC on {} (--grpc-listen)",
-                    settings.grpc_listen
-                )
-            })?;
-        let http = TcpListener::bind(&settings.http_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for the web UI on {} (--http-listen)",
-                    settings.http_listen
-                )
-            })?;
+        let grpc = TcpListener::bind(&settings.grpc_listen).await.with_context(|| {
+            format!(
+                "cannot listen for gRPC on {} (--grpc-listen)",
+                settings.grpc_listen
+            )
+        })?;
+        let http = TcpListener::bind(&settings.http_listen).await.with_context(|| {
+            format!(
+                "cannot listen for the web UI on {} (--http-listen)",
+                settings.http_listen
+            )
+        })?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let grpc_url = format!("http://{grpc_addr}");
@@ -124,9 +120,7 @@ impl Standalone {
         let mut conn = self.engine.store().reader().acquire().await?;
         for root in ["demo_extract_orders", "demo_extract_users"] {
             let key = goflow_core::InstanceKey::new(root, yesterday);
-            if crate::store::instance_by_key(&mut conn, &key)
-                .await?
-                .is_some()
+            if crate::store::instance_by_key(&mut conn, &key).await?.is_some()
                 || catalog.dag.task(root).is_none()
             {
                 continue;
@@ -141,9 +135,7 @@ impl Standalone {
             };
             self.engine.run(&plan, &caller).await?;
         }
-        tracing::info!(
-            "demo DAG loaded and running for {yesterday}: goflowctl status -d {yesterday}"
-        );
+        tracing::info!("demo DAG loaded and running for {yesterday}: goflowctl status -d {yesterday}");
         Ok(())
     }
 

@@ -83,10 +83,9 @@ impl Store {
     /// dispatch of an older epoch is refused.
     pub async fn next_epoch(&self) -> anyhow::Result<i64> {
         let mut tx = self.begin().await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
-                .fetch_optional(&mut *tx)
-                .await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
+            .fetch_optional(&mut *tx)
+            .await?;
         let next = current.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
         sqlx::query("INSERT INTO meta (key, value) VALUES ('epoch', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(next.to_string())
@@ -117,18 +116,17 @@ pub async fn load_tasks(conn: &mut Conn) -> anyhow::Result<Vec<StoredTask>> {
     )
     .fetch_all(&mut *conn)
     .await?;
-    let deps = sqlx::query("SELECT task_id, upstream_id, day_offset FROM dependencies ORDER BY task_id, upstream_id, day_offset")
-        .fetch_all(&mut *conn)
-        .await?;
+    let deps = sqlx::query(
+        "SELECT task_id, upstream_id, day_offset FROM dependencies ORDER BY task_id, upstream_id, day_offset",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let mut by_task: std::collections::HashMap<String, Vec<Dependency>> = Default::default();
     for d in deps {
-        by_task
-            .entry(d.get("task_id"))
-            .or_default()
-            .push(Dependency {
-                task: d.get("upstream_id"),
-                day_offset: d.get::<i64, _>("day_offset") as i32,
-            });
+        by_task.entry(d.get("task_id")).or_default().push(Dependency {
+            task: d.get("upstream_id"),
+            day_offset: d.get::<i64, _>("day_offset") as i32,
+        });
     }
     rows.into_iter()
         .map(|r| {
@@ -236,12 +234,7 @@ pub async fn upsert_task(
     Ok(())
 }
 
-pub async fn set_paused(
-    conn: &mut Conn,
-    task: &str,
-    paused: bool,
-    now: i64,
-) -> anyhow::Result<bool> {
+pub async fn set_paused(conn: &mut Conn, task: &str, paused: bool, now: i64) -> anyhow::Result<bool> {
     let done = sqlx::query("UPDATE tasks SET paused = ?, updated_at = ? WHERE id = ?")
         .bind(paused as i64)
         .bind(now)
@@ -345,10 +338,7 @@ pub async fn instance_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<I
         .await?)
 }
 
-pub async fn instance_by_key(
-    conn: &mut Conn,
-    key: &InstanceKey,
-) -> anyhow::Result<Option<InstanceRow>> {
+pub async fn instance_by_key(conn: &mut Conn, key: &InstanceKey) -> anyhow::Result<Option<InstanceRow>> {
     let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE task_id = ? AND etl_day = ?");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&key.task)
@@ -358,10 +348,7 @@ pub async fn instance_by_key(
 }
 
 /// State of each key that has an instance.
-pub async fn states_of(
-    conn: &mut Conn,
-    keys: &[InstanceKey],
-) -> anyhow::Result<Vec<Option<InstanceState>>> {
+pub async fn states_of(conn: &mut Conn, keys: &[InstanceKey]) -> anyhow::Result<Vec<Option<InstanceState>>> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let state: Option<String> =
@@ -384,10 +371,7 @@ pub struct InstanceFilter {
     pub limit: i64,
 }
 
-pub async fn list_instances(
-    conn: &mut Conn,
-    filter: &InstanceFilter,
-) -> anyhow::Result<Vec<InstanceRow>> {
+pub async fn list_instances(conn: &mut Conn, filter: &InstanceFilter) -> anyhow::Result<Vec<InstanceRow>> {
     let mut sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE 1 = 1");
     if filter.etl_day.is_some() {
         sql.push_str(" AND etl_day = ?");
@@ -422,6 +406,23 @@ pub async fn list_instances(
         query = query.bind(*id);
     }
     Ok(query.bind(filter.limit).fetch_all(&mut *conn).await?)
+}
+
+/// (task, state) of the queued and running instances of a day.
+pub async fn live_instances_of_day(
+    conn: &mut Conn,
+    day: EtlDay,
+) -> anyhow::Result<Vec<(String, InstanceState)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT task_id, state FROM instances WHERE etl_day = ? AND state IN ('queued', 'running')",
+    )
+    .bind(day.compact())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(t, s)| Some((t, InstanceState::parse(&s)?)))
+        .collect())
 }
 
 /// Creates a waiting instance unless one exists; returns the row either way.
@@ -610,8 +611,7 @@ pub async fn restamp_queued(conn: &mut Conn, epoch: i64) -> anyhow::Result<Vec<I
         .bind(epoch)
         .execute(&mut *conn)
         .await?;
-    let sql =
-        format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = 'queued' ORDER BY id");
+    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = 'queued' ORDER BY id");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await?)
@@ -634,10 +634,7 @@ pub async fn instances_in_state(
 }
 
 /// Retries whose delay is over, and the earliest one still pending.
-pub async fn retries_due(
-    conn: &mut Conn,
-    now: i64,
-) -> anyhow::Result<(Vec<InstanceRow>, Option<i64>)> {
+pub async fn retries_due(conn: &mut Conn, now: i64) -> anyhow::Result<(Vec<InstanceRow>, Option<i64>)> {
     let sql = format!(
         "SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = 'up_for_retry' AND next_try_at <= ? ORDER BY next_try_at"
     );
@@ -738,20 +735,15 @@ pub async fn attempt(conn: &mut Conn, id: &str) -> anyhow::Result<Option<Attempt
 }
 
 pub async fn attempts_of(conn: &mut Conn, instance_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
-    let sql =
-        format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE instance_id = ? ORDER BY try_number");
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE instance_id = ? ORDER BY try_number");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(instance_id)
         .fetch_all(&mut *conn)
         .await?)
 }
 
-pub async fn running_attempts_of_agent(
-    conn: &mut Conn,
-    agent: &str,
-) -> anyhow::Result<Vec<AttemptRow>> {
-    let sql =
-        format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE agent_id = ? AND state = 'running'");
+pub async fn running_attempts_of_agent(conn: &mut Conn, agent: &str) -> anyhow::Result<Vec<AttemptRow>> {
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE agent_id = ? AND state = 'running'");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(agent)
         .fetch_all(&mut *conn)
@@ -789,12 +781,7 @@ pub async fn finish_attempt(
 
 /// Appends log bytes to a try, up to `cap` bytes in all; past it, one marker and nothing more.
 /// Returns the bytes stored.
-pub async fn append_log(
-    conn: &mut Conn,
-    attempt_id: &str,
-    data: &[u8],
-    cap: i64,
-) -> anyhow::Result<i64> {
+pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64) -> anyhow::Result<i64> {
     let Some(current) = sqlx::query_scalar::<_, i64>("SELECT log_bytes FROM attempts WHERE id = ?")
         .bind(attempt_id)
         .fetch_optional(&mut *conn)
@@ -829,12 +816,7 @@ pub async fn append_log(
 }
 
 /// Log bytes of a try from `offset`, at most about `max` bytes.
-pub async fn read_log(
-    conn: &mut Conn,
-    attempt_id: &str,
-    offset: i64,
-    max: i64,
-) -> anyhow::Result<Vec<u8>> {
+pub async fn read_log(conn: &mut Conn, attempt_id: &str, offset: i64, max: i64) -> anyhow::Result<Vec<u8>> {
     let rows = sqlx::query(
         "SELECT byte_offset, data FROM log_chunks WHERE attempt_id = ? AND byte_offset + length(data) > ?
          ORDER BY byte_offset",
@@ -894,12 +876,11 @@ pub async fn upsert_agent(conn: &mut Conn, row: &AgentRow) -> anyhow::Result<()>
 
 /// Records a heartbeat; false when the agent is unknown or was declared dead.
 pub async fn heartbeat(conn: &mut Conn, agent: &str, now: i64) -> anyhow::Result<bool> {
-    let done =
-        sqlx::query("UPDATE agents SET last_heartbeat_at = ? WHERE id = ? AND state = 'alive'")
-            .bind(now)
-            .bind(agent)
-            .execute(&mut *conn)
-            .await?;
+    let done = sqlx::query("UPDATE agents SET last_heartbeat_at = ? WHERE id = ? AND state = 'alive'")
+        .bind(now)
+        .bind(agent)
+        .execute(&mut *conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -923,11 +904,10 @@ pub async fn expire_agents(conn: &mut Conn, before: i64) -> anyhow::Result<Vec<S
 pub async fn count_running_by_agent(
     conn: &mut Conn,
 ) -> anyhow::Result<std::collections::HashMap<String, i64>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id")
+            .fetch_all(&mut *conn)
+            .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -955,15 +935,17 @@ pub async fn record_operation(
     detail: &str,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO operations (at, actor, client, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(now)
-        .bind(actor)
-        .bind(client)
-        .bind(action)
-        .bind(target)
-        .bind(detail)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO operations (at, actor, client, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now)
+    .bind(actor)
+    .bind(client)
+    .bind(action)
+    .bind(target)
+    .bind(detail)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

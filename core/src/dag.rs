@@ -131,8 +131,7 @@ pub struct Dag {
 
 impl Dag {
     pub fn new(tasks: impl IntoIterator<Item = TaskSpec>) -> Result<Self, DagError> {
-        let tasks: BTreeMap<String, TaskSpec> =
-            tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let tasks: BTreeMap<String, TaskSpec> = tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
         let mut downstream: HashMap<String, Vec<Dependency>> = HashMap::new();
         for task in tasks.values() {
             for dep in &task.depends_on {
@@ -149,13 +148,10 @@ impl Dag {
                         offset: dep.day_offset,
                     });
                 }
-                downstream
-                    .entry(dep.task.clone())
-                    .or_default()
-                    .push(Dependency {
-                        task: task.id.clone(),
-                        day_offset: dep.day_offset,
-                    });
+                downstream.entry(dep.task.clone()).or_default().push(Dependency {
+                    task: task.id.clone(),
+                    day_offset: dep.day_offset,
+                });
             }
         }
         for edges in downstream.values_mut() {
@@ -163,11 +159,7 @@ impl Dag {
             edges.dedup();
         }
         let order = same_day_topological_order(&tasks)?;
-        let topo_index = order
-            .into_iter()
-            .enumerate()
-            .map(|(i, id)| (id, i))
-            .collect();
+        let topo_index = order.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
         Ok(Self {
             tasks,
             downstream,
@@ -180,8 +172,7 @@ impl Dag {
     }
 
     pub fn require(&self, id: &str) -> Result<&TaskSpec, DagError> {
-        self.task(id)
-            .ok_or_else(|| DagError::UnknownTask(id.to_string()))
+        self.task(id).ok_or_else(|| DagError::UnknownTask(id.to_string()))
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &TaskSpec> {
@@ -245,21 +236,13 @@ impl Dag {
 
     /// `start` and every instance downstream of it whose day lies in `days` (inclusive),
     /// in run order: by day, then same-day topological order.
-    pub fn downstream_closure(
-        &self,
-        start: &InstanceKey,
-        days: (EtlDay, EtlDay),
-    ) -> Vec<InstanceKey> {
+    pub fn downstream_closure(&self, start: &InstanceKey, days: (EtlDay, EtlDay)) -> Vec<InstanceKey> {
         self.closure(start, days, |key| self.downstream_instances(key))
     }
 
     /// `start` and every instance upstream of it whose day lies in `days`, in run order
     /// (upstreams first).
-    pub fn upstream_closure(
-        &self,
-        start: &InstanceKey,
-        days: (EtlDay, EtlDay),
-    ) -> Vec<InstanceKey> {
+    pub fn upstream_closure(&self, start: &InstanceKey, days: (EtlDay, EtlDay)) -> Vec<InstanceKey> {
         self.closure(start, days, |key| self.upstream_instances(key))
     }
 
@@ -288,13 +271,7 @@ impl Dag {
     /// Sorts instances so every upstream comes before its downstreams.
     pub fn in_run_order(&self, keys: impl IntoIterator<Item = InstanceKey>) -> Vec<InstanceKey> {
         let mut keys: Vec<InstanceKey> = keys.into_iter().collect();
-        keys.sort_by_key(|k| {
-            (
-                k.etl_day,
-                self.topo_index.get(&k.task).copied(),
-                k.task.clone(),
-            )
-        });
+        keys.sort_by_key(|k| (k.etl_day, self.topo_index.get(&k.task).copied(), k.task.clone()));
         keys
     }
 }
@@ -416,10 +393,7 @@ mod tests {
                 upstream: "ghost".into()
             }
         );
-        assert_eq!(
-            err.to_string(),
-            "task \"b\" depends on unknown task \"ghost\""
-        );
+        assert_eq!(err.to_string(), "task \"b\" depends on unknown task \"ghost\"");
     }
 
     #[test]
@@ -475,14 +449,12 @@ mod tests {
     #[test]
     fn downstream_closure_of_the_diamond_root_is_everything_in_order() {
         let dag = diamond();
-        let closure =
-            dag.downstream_closure(&key("a", "20260101"), (day("20260101"), day("20260101")));
+        let closure = dag.downstream_closure(&key("a", "20260101"), (day("20260101"), day("20260101")));
         let tasks: Vec<&str> = closure.iter().map(|k| k.task.as_str()).collect();
         assert_eq!(tasks.len(), 4);
         assert_eq!(tasks[0], "a");
         assert_eq!(tasks[3], "d");
-        let from_b =
-            dag.downstream_closure(&key("b", "20260101"), (day("20260101"), day("20260101")));
+        let from_b = dag.downstream_closure(&key("b", "20260101"), (day("20260101"), day("20260101")));
         assert_eq!(from_b, [key("b", "20260101"), key("d", "20260101")]);
     }
 
@@ -553,15 +525,10 @@ mod tests {
     #[test]
     fn self_dependency_closure_is_bounded_by_the_range() {
         let dag = Dag::new([TaskSpec::new("a", "true").after("a", -1)]).unwrap();
-        let closure =
-            dag.downstream_closure(&key("a", "20260101"), (day("20260101"), day("20260103")));
+        let closure = dag.downstream_closure(&key("a", "20260101"), (day("20260101"), day("20260103")));
         assert_eq!(
             closure,
-            [
-                key("a", "20260101"),
-                key("a", "20260102"),
-                key("a", "20260103")
-            ]
+            [key("a", "20260101"), key("a", "20260102"), key("a", "20260103")]
         );
     }
 }

@@ -73,9 +73,7 @@ pub fn parse(document: &str, source_name: &str) -> Result<Vec<TaskSpec>, DagFile
         message,
     };
     if document.trim().is_empty() {
-        return Err(fail(
-            "the document is empty (expected a `tasks:` list)".into(),
-        ));
+        return Err(fail("the document is empty (expected a `tasks:` list)".into()));
     }
     let doc: Document = serde_norway::from_str(document).map_err(|e| fail(e.to_string()))?;
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -110,9 +108,7 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
     parse_timezone(&timezone).map_err(|e| format!("timezone: {e}"))?;
     let day_offset = raw.day_offset.unwrap_or(-1);
     if !(-3660..=3660).contains(&day_offset) {
-        return Err(format!(
-            "day_offset {day_offset} is out of range (-3660..=3660)"
-        ));
+        return Err(format!("day_offset {day_offset} is out of range (-3660..=3660)"));
     }
     let schedule = match raw
         .schedule
@@ -133,10 +129,7 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         .depends_on
         .into_iter()
         .map(|d| match d {
-            RawDependency::Same(task) => Dependency {
-                task,
-                day_offset: 0,
-            },
+            RawDependency::Same(task) => Dependency { task, day_offset: 0 },
             RawDependency::WithOffset(d) => Dependency {
                 task: d.task,
                 day_offset: d.day_offset,
@@ -155,10 +148,7 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         timezone,
         day_offset,
         retries: raw.retries,
-        retry_delay: raw
-            .retry_delay
-            .map(|d| duration("retry_delay", d))
-            .transpose()?,
+        retry_delay: raw.retry_delay.map(|d| duration("retry_delay", d)).transpose()?,
         timeout: raw
             .timeout
             .map(|d| duration("timeout", d))
@@ -198,10 +188,7 @@ fn line_suffix(document: &str, id: &str, nth: usize) -> String {
 fn line_of(document: &str, id: &str, nth: usize) -> Option<usize> {
     let declares = |line: &str| {
         let line = line.trim_start().trim_start_matches("- ").trim_start();
-        let Some(value) = line
-            .strip_prefix("id:")
-            .or_else(|| line.strip_prefix("\"id\":"))
-        else {
+        let Some(value) = line.strip_prefix("id:").or_else(|| line.strip_prefix("\"id\":")) else {
             return false;
         };
         value
@@ -289,8 +276,7 @@ tasks:
 
     #[test]
     fn unknown_fields_are_named_with_their_line() {
-        let err =
-            parse_err("tasks:\n  - id: a\n    command: \"true\"\n    schedual: \"* * * * *\"\n");
+        let err = parse_err("tasks:\n  - id: a\n    command: \"true\"\n    schedual: \"* * * * *\"\n");
         assert!(err.contains("schedual"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(parse_err("tasks: []\nextra: 1\n").contains("extra"));
@@ -302,16 +288,11 @@ tasks:
             "tasks:\n  - id: a\n    command: x\n  - id: b\n    command: x\n    schedule: \"99 * * * *\"\n",
         );
         assert!(
-            err.starts_with(
-                "dag.yaml: task \"b\" (tasks[1], line 4): schedule: bad cron expression"
-            ),
+            err.starts_with("dag.yaml: task \"b\" (tasks[1], line 4): schedule: bad cron expression"),
             "{err}"
         );
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    timezone: Nowhere/Town\n");
-        assert!(
-            err.contains("timezone") && err.contains("Nowhere/Town"),
-            "{err}"
-        );
+        assert!(err.contains("timezone") && err.contains("Nowhere/Town"), "{err}");
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    retry_delay: soon\n");
         assert!(err.contains("retry_delay \"soon\""), "{err}");
         let err = parse_err("tasks:\n  - id: \"a b\"\n    command: x\n");

@@ -54,22 +54,12 @@ impl EtlDay {
 
     /// `yyyymmdd`, the stored and displayed form.
     pub fn compact(self) -> String {
-        format!(
-            "{:04}{:02}{:02}",
-            self.0.year(),
-            self.0.month(),
-            self.0.day()
-        )
+        format!("{:04}{:02}{:02}", self.0.year(), self.0.month(), self.0.day())
     }
 
     /// `yyyy-mm-dd`.
     pub fn dashed(self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}",
-            self.0.year(),
-            self.0.month(),
-            self.0.day()
-        )
+        format!("{:04}-{:02}-{:02}", self.0.year(), self.0.month(), self.0.day())
     }
 
     /// The day `days` later (or earlier, when negative).

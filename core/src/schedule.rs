@@ -147,10 +147,7 @@ mod tests {
         assert!(Schedule::parse("@daily", "UTC", -1).is_ok());
         for bad in ["", "* * * *", "0 0 0 1 1 * 2030", "61 * * * *", "a b c d e"] {
             let err = Schedule::parse(bad, "UTC", 0).unwrap_err();
-            assert!(
-                err.to_string().contains("bad cron expression"),
-                "{bad}: {err}"
-            );
+            assert!(err.to_string().contains("bad cron expression"), "{bad}: {err}");
         }
         let err = Schedule::parse("0 2 * * *", "Mars/Olympus", 0).unwrap_err();
         assert_eq!(err, ScheduleError::BadTimezone("Mars/Olympus".into()));
@@ -195,18 +192,12 @@ mod tests {
     #[test]
     fn catch_up_runs_only_the_latest_missed_fire() {
         let s = Schedule::parse("0 * * * *", "UTC", 0).unwrap();
-        let plan = s.plan(
-            Some(utc("2026-01-01T00:00:00Z")),
-            utc("2026-01-01T05:30:00Z"),
-        );
+        let plan = s.plan(Some(utc("2026-01-01T00:00:00Z")), utc("2026-01-01T05:30:00Z"));
         assert_eq!(plan.due, Some(utc("2026-01-01T05:00:00Z")));
         assert_eq!(plan.skipped, 4);
         assert_eq!(plan.next, Some(utc("2026-01-01T06:00:00Z")));
 
-        let on_time = s.plan(
-            Some(utc("2026-01-01T05:00:00Z")),
-            utc("2026-01-01T05:30:00Z"),
-        );
+        let on_time = s.plan(Some(utc("2026-01-01T05:00:00Z")), utc("2026-01-01T05:30:00Z"));
         assert_eq!(on_time.due, None);
         let new = s.plan(None, utc("2026-01-01T05:30:00Z"));
         assert_eq!((new.due, new.skipped), (None, 0));

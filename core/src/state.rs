@@ -212,11 +212,7 @@ mod tests {
     #[test]
     fn only_a_running_try_reports() {
         for from in ALL_STATES {
-            for event in [
-                Succeeded,
-                TryFailed { retry: true },
-                AgentLost { requeue: true },
-            ] {
+            for event in [Succeeded, TryFailed { retry: true }, AgentLost { requeue: true }] {
                 assert_eq!(
                     transition(from, event).is_ok(),
                     from == Running,
@@ -233,9 +229,6 @@ mod tests {
     #[test]
     fn retries_exhausted_fail() {
         assert_eq!(transition(Running, TryFailed { retry: false }), Ok(Failed));
-        assert_eq!(
-            transition(Running, AgentLost { requeue: false }),
-            Ok(Failed)
-        );
+        assert_eq!(transition(Running, AgentLost { requeue: false }), Ok(Failed));
     }
 }

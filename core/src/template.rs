@@ -38,10 +38,7 @@ pub struct TryContext<'a> {
 
 impl TryContext<'_> {
     fn value(&self, name: &str) -> Option<String> {
-        debug_assert!(
-            is_valid_task_id(self.task_id),
-            "task ids are validated on apply"
-        );
+        debug_assert!(is_valid_task_id(self.task_id), "task ids are validated on apply");
         Some(match name {
             "etl_day" => self.etl_day.compact(),
             "etl_day_dash" => self.etl_day.dashed(),
@@ -77,9 +74,9 @@ fn parse(command: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     while let Some(open) = rest.find("{{") {
         pieces.push(Piece::Text(&rest[..open]));
         let after_open = &rest[open + 2..];
-        let close = after_open.find("}}").ok_or(TemplateError::Unclosed {
-            at: consumed + open,
-        })?;
+        let close = after_open
+            .find("}}")
+            .ok_or(TemplateError::Unclosed { at: consumed + open })?;
         let name = after_open[..close].trim();
         if !VARIABLES.contains(&name) {
             return Err(TemplateError::UnknownVariable {

@@ -75,10 +75,7 @@ impl ControlService for Fake {
             message: "queued".into(),
         }))
     }
-    async fn list_instances(
-        &self,
-        request: Request<ListInstancesRequest>,
-    ) -> Reply<ListInstancesResponse> {
+    async fn list_instances(&self, request: Request<ListInstancesRequest>) -> Reply<ListInstancesResponse> {
         self.note(&request);
         let polls = {
             let mut p = self.polls.lock().unwrap();
@@ -128,10 +125,7 @@ impl ControlService for Fake {
         ];
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
-    async fn get_dependencies(
-        &self,
-        _: Request<GetDependenciesRequest>,
-    ) -> Reply<GetDependenciesResponse> {
+    async fn get_dependencies(&self, _: Request<GetDependenciesRequest>) -> Reply<GetDependenciesResponse> {
         Err(Status::unimplemented(""))
     }
     async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Reply<ListAgentsResponse> {
@@ -152,10 +146,7 @@ impl ControlService for Fake {
     async fn do_all_job(&self, _: Request<DoAllJobRequest>) -> Reply<RunResponse> {
         Err(Status::unimplemented(""))
     }
-    async fn list_operations(
-        &self,
-        _: Request<ListOperationsRequest>,
-    ) -> Reply<ListOperationsResponse> {
+    async fn list_operations(&self, _: Request<ListOperationsRequest>) -> Reply<ListOperationsResponse> {
         Err(Status::unimplemented(""))
     }
     async fn get_version(&self, request: Request<GetVersionRequest>) -> Reply<GetVersionResponse> {
@@ -212,11 +203,7 @@ async fn run_wait_reports_failed_and_blocked_and_sends_metadata() {
         "{text}"
     );
     assert!(text.contains("extract   20260101   failed"), "{text}");
-    assert_eq!(
-        *fake.polls.lock().unwrap(),
-        3,
-        "polls until nothing can change"
-    );
+    assert_eq!(*fake.polls.lock().unwrap(), 3, "polls until nothing can change");
     let seen = fake.seen.lock().unwrap();
     let expected_actor = crate::actor_name(std::env::var("USER").ok());
     assert!(
@@ -255,9 +242,7 @@ async fn logs_are_written_raw() {
         _ => unreachable!(),
     };
     let mut out = Vec::new();
-    commands::logs::run(&mut client, &args, &mut out)
-        .await
-        .unwrap();
+    commands::logs::run(&mut client, &args, &mut out).await.unwrap();
     assert_eq!(out, b"hello \xffworld\n");
 }
 

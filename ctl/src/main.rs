@@ -105,8 +105,7 @@ impl ClientMeta {
     pub fn new(actor: Option<String>) -> Self {
         let actor = actor_name(actor);
         Self {
-            client: MetadataValue::try_from(format!("goflowctl/{VERSION}"))
-                .expect("the version is ASCII"),
+            client: MetadataValue::try_from(format!("goflowctl/{VERSION}")).expect("the version is ASCII"),
             actor: MetadataValue::try_from(actor).unwrap_or(MetadataValue::from_static("unknown")),
         }
     }
@@ -175,16 +174,10 @@ pub async fn connect(server: &str) -> Result<Client, ConnectError> {
     let endpoint = Endpoint::from_shared(server.to_string())
         .map_err(|e| fail(format!("invalid address: {}", cause_chain(&e))))?
         .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| fail(cause_chain(&e)))?;
+    let channel = endpoint.connect().await.map_err(|e| fail(cause_chain(&e)))?;
     Ok(
-        ControlServiceClient::with_interceptor(
-            channel,
-            ClientMeta::new(std::env::var("USER").ok()),
-        )
-        .max_decoding_message_size(64 << 20),
+        ControlServiceClient::with_interceptor(channel, ClientMeta::new(std::env::var("USER").ok()))
+            .max_decoding_message_size(64 << 20),
     )
 }
 
@@ -229,10 +222,7 @@ pub fn error_message(err: &anyhow::Error, server: &str) -> String {
     if let Some(status) = err.downcast_ref::<Status>() {
         if status.code() == Code::Unavailable {
             let cause = status_message(status);
-            let cause = cause
-                .strip_prefix("unavailable: ")
-                .unwrap_or(&cause)
-                .to_string();
+            let cause = cause.strip_prefix("unavailable: ").unwrap_or(&cause).to_string();
             return ConnectError {
                 server: server.to_string(),
                 cause,
@@ -318,10 +308,7 @@ mod tests {
     #[test]
     fn usage_errors_are_clap_errors() {
         assert_eq!(parse(&[]).unwrap_err().exit_code(), 2);
-        assert_eq!(
-            parse(&["nope"]).unwrap_err().kind(),
-            ErrorKind::InvalidSubcommand
-        );
+        assert_eq!(parse(&["nope"]).unwrap_err().kind(), ErrorKind::InvalidSubcommand);
         let err = parse(&["run", "-j", "a", "-d", "2026-13-01"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
         assert!(
@@ -399,10 +386,7 @@ mod tests {
             status_message(&s),
             r#"invalid date "1": expected yyyymmdd or yyyy-mm-dd"#
         );
-        assert_eq!(
-            status_message(&Status::not_found("not found: x")),
-            "not found: x"
-        );
+        assert_eq!(status_message(&Status::not_found("not found: x")), "not found: x");
         assert_eq!(
             status_message(&Status::permission_denied("")),
             "permission denied"

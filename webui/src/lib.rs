@@ -20,18 +20,16 @@ pub async fn serve(
 }
 
 pub fn router(coordinator: String) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/",
-            get(move || {
-                let coordinator = coordinator.clone();
-                async move {
-                    format!(
-                        "goflow is running. Its gRPC API is at {coordinator}.\n\
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route(
+        "/",
+        get(move || {
+            let coordinator = coordinator.clone();
+            async move {
+                format!(
+                    "goflow is running. Its gRPC API is at {coordinator}.\n\
                          Try: goflowctl tasks; goflowctl status -d <yyyymmdd>\n"
-                    )
-                }
-            }),
-        )
+                )
+            }
+        }),
+    )
 }

@@ -18,11 +18,7 @@ pub struct AgentsArgs {
     pub output: Format,
 }
 
-pub async fn run(
-    client: &mut Client,
-    args: &AgentsArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub async fn run(client: &mut Client, args: &AgentsArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let agents = client
         .list_agents(ListAgentsRequest {})
         .await?

@@ -21,11 +21,7 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 }
 
-pub async fn run(
-    client: &mut Client,
-    args: &ApplyArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub async fn run(client: &mut Client, args: &ApplyArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let (document, source_name) = if args.file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()

@@ -3,9 +3,7 @@
 use std::{collections::HashSet, io::Write};
 
 use clap::{Args, ValueEnum};
-use goflow_proto::{
-    DependencyEdge, DependencyNode, GetDependenciesRequest, GetDependenciesResponse,
-};
+use goflow_proto::{DependencyEdge, DependencyNode, GetDependenciesRequest, GetDependenciesResponse};
 use serde_json::{Value, json};
 
 use crate::{Client, output};
@@ -60,12 +58,7 @@ pub async fn run(client: &mut Client, args: &DepArgs, out: &mut impl Write) -> a
 }
 
 /// The `upstream of X:` and/or `downstream of X:` sections.
-pub fn render_trees(
-    task: &str,
-    up_only: bool,
-    down_only: bool,
-    r: &GetDependenciesResponse,
-) -> String {
+pub fn render_trees(task: &str, up_only: bool, down_only: bool, r: &GetDependenciesResponse) -> String {
     let mut text = String::new();
     let sections = [
         ("upstream", &r.upstream, !down_only),
@@ -119,11 +112,7 @@ pub fn render_dot(task: &str, edges: &[DependencyEdge]) -> String {
         if !seen.insert((&e.upstream, &e.downstream, e.day_offset)) {
             continue;
         }
-        text.push_str(&format!(
-            "  {} -> {}",
-            dot_id(&e.upstream),
-            dot_id(&e.downstream)
-        ));
+        text.push_str(&format!("  {} -> {}", dot_id(&e.upstream), dot_id(&e.downstream)));
         if e.day_offset != 0 {
             text.push_str(&format!(" [label=\"{:+}\"]", e.day_offset));
         }
@@ -168,11 +157,7 @@ mod tests {
             upstream: Some(node(
                 "load_orders",
                 0,
-                vec![node(
-                    "extract_orders",
-                    0,
-                    vec![node("fetch_raw", -1, vec![])],
-                )],
+                vec![node("extract_orders", 0, vec![node("fetch_raw", -1, vec![])])],
             )),
             downstream: Some(node("load_orders", 0, vec![node("report", 0, vec![])])),
             edges: vec![
@@ -215,10 +200,7 @@ mod tests {
             upstream: Some(node(
                 "x",
                 0,
-                vec![
-                    node("a", 0, vec![node("c", -2, vec![])]),
-                    node("b", 0, vec![]),
-                ],
+                vec![node("a", 0, vec![node("c", -2, vec![])]), node("b", 0, vec![])],
             )),
             ..Default::default()
         };
@@ -245,14 +227,8 @@ mod tests {
     #[test]
     fn json() {
         let v = to_json(&response());
-        assert_eq!(
-            v["upstream"]["children"][0]["children"][0]["task"],
-            "fetch_raw"
-        );
-        assert_eq!(
-            v["upstream"]["children"][0]["children"][0]["day_offset"],
-            -1
-        );
+        assert_eq!(v["upstream"]["children"][0]["children"][0]["task"], "fetch_raw");
+        assert_eq!(v["upstream"]["children"][0]["children"][0]["day_offset"], -1);
         assert_eq!(v["edges"].as_array().unwrap().len(), 3);
         let v = to_json(&GetDependenciesResponse::default());
         assert_eq!(v["downstream"], Value::Null);

@@ -83,11 +83,7 @@ pub async fn mark_success(
     Ok(())
 }
 
-pub async fn kill(
-    client: &mut Client,
-    args: &InstanceArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub async fn kill(client: &mut Client, args: &InstanceArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let request = KillRequest {
         task: args.task.clone(),
         etl_day: args.day.clone(),
@@ -97,11 +93,7 @@ pub async fn kill(
     Ok(())
 }
 
-pub async fn delete(
-    client: &mut Client,
-    args: &InstanceArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub async fn delete(client: &mut Client, args: &InstanceArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let request = DeleteInstanceRequest {
         task: args.task.clone(),
         etl_day: args.day.clone(),
@@ -129,11 +121,7 @@ pub async fn set_paused(
     Ok(())
 }
 
-pub async fn do_all_job(
-    client: &mut Client,
-    args: &DayArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub async fn do_all_job(client: &mut Client, args: &DayArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let r = client
         .do_all_job(DoAllJobRequest {
             etl_day: args.day.clone(),
@@ -144,20 +132,12 @@ pub async fn do_all_job(
     Ok(())
 }
 
-pub async fn history(
-    client: &mut Client,
-    args: &HistoryArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub async fn history(client: &mut Client, args: &HistoryArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let request = ListOperationsRequest {
         limit: args.limit,
         task: args.task.clone().unwrap_or_default(),
     };
-    let ops = client
-        .list_operations(request)
-        .await?
-        .into_inner()
-        .operations;
+    let ops = client.list_operations(request).await?.into_inner().operations;
     match args.output {
         Format::Json => output::write_json_array(out, ops.iter().map(operation_json).collect())?,
         Format::Table if ops.is_empty() => writeln!(out, "no operations")?,
@@ -180,10 +160,7 @@ pub fn render_history(ops: &[Operation]) -> String {
             ]
         })
         .collect();
-    output::table(
-        ["AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "DETAIL"],
-        rows,
-    )
+    output::table(["AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "DETAIL"], rows)
 }
 
 pub fn operation_json(o: &Operation) -> Value {
@@ -205,17 +182,13 @@ mod tests {
 
     #[test]
     fn parses() {
-        let Command::MarkSuccess(a) =
-            parse(&["mark-success", "-j", "a", "-d", "2026-01-02", "--down"])
-                .unwrap()
-                .command
+        let Command::MarkSuccess(a) = parse(&["mark-success", "-j", "a", "-d", "2026-01-02", "--down"])
+            .unwrap()
+            .command
         else {
             panic!()
         };
-        assert_eq!(
-            (a.task.as_str(), a.day.as_str(), a.down),
-            ("a", "20260102", true)
-        );
+        assert_eq!((a.task.as_str(), a.day.as_str(), a.down), ("a", "20260102", true));
         assert!(parse(&["kill", "-j", "a"]).is_err(), "kill needs a day");
         assert!(
             parse(&["delete", "-d", "20260101"]).is_err(),

@@ -229,10 +229,7 @@ mod tests {
     fn usage_errors() {
         let kind = |args: &[&str]| parse(args).unwrap_err().kind();
         assert_eq!(kind(&["-j", "a"]), ErrorKind::MissingRequiredArgument);
-        assert_eq!(
-            kind(&["-d", "20260101"]),
-            ErrorKind::MissingRequiredArgument
-        );
+        assert_eq!(kind(&["-d", "20260101"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(
             kind(&["-j", "a", "--from", "20260101"]),
             ErrorKind::MissingRequiredArgument
@@ -255,13 +252,7 @@ mod tests {
 
     #[test]
     fn wait_is_pending_while_anything_can_change() {
-        for state in [
-            "waiting",
-            "queued",
-            "running",
-            "up_for_retry",
-            "something_new",
-        ] {
+        for state in ["waiting", "queued", "running", "up_for_retry", "something_new"] {
             let all = [inst(1, "success", false), inst(2, state, false)];
             assert_eq!(verdict(&[1, 2], &all), Verdict::Pending, "{state}");
         }

@@ -25,11 +25,7 @@ pub struct StatusArgs {
     pub output: Format,
 }
 
-pub async fn run(
-    client: &mut Client,
-    args: &StatusArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub async fn run(client: &mut Client, args: &StatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let request = ListInstancesRequest {
         etl_day: args.day.clone().unwrap_or_default(),
         task: args.task.clone().unwrap_or_default(),
@@ -179,10 +175,7 @@ mod tests {
         assert_eq!(v["started_at"], "2026-01-01T00:00:00.000Z");
         assert_eq!(v["finished_at"], "2026-01-01T00:01:05.000Z");
         assert_eq!(v["queued_at"], Value::Null);
-        assert_eq!(
-            v["exit_code"], 0,
-            "exit code 0 is a number when has_exit_code"
-        );
+        assert_eq!(v["exit_code"], 0, "exit code 0 is a number when has_exit_code");
         for key in ["id", "agent", "forced", "wait_reason", "blocked", "message"] {
             assert!(v.get(key).is_some(), "{key}");
         }
@@ -220,11 +213,7 @@ mod tests {
         assert!(lines[1].contains("failed"), "{}", lines[1]);
         assert!(lines[1].contains("2/3"), "{}", lines[1]);
         assert!(lines[1].contains("(1m05s)"), "{}", lines[1]);
-        assert!(
-            lines[1].ends_with("0      timed out after 10s"),
-            "{}",
-            lines[1]
-        );
+        assert!(lines[1].ends_with("0      timed out after 10s"), "{}", lines[1]);
         assert!(lines[2].contains("success (forced)"), "{}", lines[2]);
 
         let mut out = Vec::new();

@@ -18,16 +18,8 @@ pub struct TasksArgs {
     pub output: Format,
 }
 
-pub async fn run(
-    client: &mut Client,
-    args: &TasksArgs,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    let tasks = client
-        .list_tasks(ListTasksRequest {})
-        .await?
-        .into_inner()
-        .tasks;
+pub async fn run(client: &mut Client, args: &TasksArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let tasks = client.list_tasks(ListTasksRequest {}).await?.into_inner().tasks;
     match args.output {
         Format::Json => output::write_json_array(out, tasks.iter().map(to_json).collect())?,
         Format::Table if tasks.is_empty() => writeln!(out, "no tasks")?,
@@ -84,11 +76,7 @@ pub fn render_table(tasks: &[Task]) -> String {
 
 pub fn to_json(t: &Task) -> Value {
     let opt = |s: &str| {
-        if s.is_empty() {
-            Value::Null
-        } else {
-            Value::from(s)
-        }
+        if s.is_empty() { Value::Null } else { Value::from(s) }
     };
     json!({
         "id": t.id,
