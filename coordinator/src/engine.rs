@@ -1260,9 +1260,6 @@ impl Engine {
         }
         let catalog = self.catalog();
         let mut reasons = vec![];
-        if catalog.is_paused(&row.task_id) {
-            reasons.push("task is paused".to_string());
-        }
         let key = row.key();
         let mut blocked = false;
         for up in catalog.dag.upstream_instances(&key) {
@@ -1285,13 +1282,20 @@ impl Engine {
                 None => reasons.push(format!("{up} (no instance)")),
             }
         }
-        let text = if reasons.is_empty() {
-            String::new()
-        } else if blocked {
-            format!("blocked: waits for {}", reasons.join(", "))
-        } else {
-            format!("waits for {}", reasons.join(", "))
+        let paused = catalog.is_paused(&row.task_id);
+        let upstreams = reasons;
+        let mut text = match (upstreams.is_empty(), blocked) {
+            (true, _) => String::new(),
+            (false, true) => format!("blocked: waits for {}", upstreams.join(", ")),
+            (false, false) => format!("waits for {}", upstreams.join(", ")),
         };
+        if paused {
+            text = if text.is_empty() {
+                "task is paused".into()
+            } else {
+                format!("task is paused; {text}")
+            };
+        }
         Ok((text, blocked))
     }
 

@@ -175,10 +175,15 @@ pub async fn connect(server: &str) -> Result<Client, ConnectError> {
         .map_err(|e| fail(format!("invalid address: {}", cause_chain(&e))))?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| fail(cause_chain(&e)))?;
-    Ok(
-        ControlServiceClient::with_interceptor(channel, ClientMeta::new(std::env::var("USER").ok()))
-            .max_decoding_message_size(64 << 20),
+    Ok(ControlServiceClient::with_interceptor(
+        channel,
+        ClientMeta::new(
+            ["USER", "LOGNAME", "USERNAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok()),
+        ),
     )
+    .max_decoding_message_size(64 << 20))
 }
 
 /// A gRPC status for people: `not found: unknown task "x"`. The code's name is left out when

@@ -1,0 +1,14 @@
+//! End-to-end tests: the real `goflow standalone` binary, driven by the real `goflowctl` and by
+//! a gRPC client. Build the binaries first: `cargo build --workspace --bins`.
+
+#[path = "e2e/sandbox.rs"]
+mod sandbox;
+
+#[path = "e2e/grpc_api.rs"]
+mod grpc_api;
+#[path = "e2e/runs.rs"]
+mod runs;
+#[path = "e2e/scheduling.rs"]
+mod scheduling;
+#[path = "e2e/validation.rs"]
+mod validation;

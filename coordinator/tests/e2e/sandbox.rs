@@ -1,0 +1,385 @@
+//! `Sandbox`: one `goflow standalone` child process on free ports with its own data folder,
+//! driven through the real `goflowctl` binary.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How long `goflow standalone` may take to answer `goflowctl tasks`.
+const STARTUP: Duration = Duration::from_secs(20);
+/// Default limit of one goflowctl call (a `--wait` included): a hang fails the test.
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The `goflow` binary Cargo built for this test.
+fn goflow_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_goflow"))
+}
+
+/// `goflowctl`, next to `goflow` (another package's binary: Cargo does not build it for us).
+fn goflowctl_bin() -> PathBuf {
+    let goflow = goflow_bin();
+    let ctl = goflow
+        .parent()
+        .expect("goflow has a parent folder")
+        .join(format!("goflowctl{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        ctl.is_file(),
+        "{} is missing: the e2e tests drive the real CLI; run `cargo build --workspace --bins` first",
+        ctl.display()
+    );
+    ctl
+}
+
+/// A port nobody listens on right now (the OS picks it; we let it go at once).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Removes every `GOFLOW_*` variable of the test's environment, so a developer's settings
+/// (GOFLOW_SERVER, GOFLOW_CONFIG, GOFLOW_RETRIES, ...) cannot leak into the sandbox.
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GOFLOW_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
+pub struct Sandbox {
+    dir: TempDir,
+    grpc_port: u16,
+    http_port: u16,
+    child: Option<Child>,
+    ctl: PathBuf,
+}
+
+impl Sandbox {
+    /// Starts `goflow standalone` on fresh ports and waits until goflowctl reaches it.
+    pub fn start() -> Self {
+        let ctl = goflowctl_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("goflow-e2e.")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let mut sandbox = Self {
+            dir,
+            grpc_port: 0,
+            http_port: 0,
+            child: None,
+            ctl,
+        };
+        // Another test may grab a port between our pick and goflow's bind: pick again then.
+        for attempt in 1..=3 {
+            sandbox.grpc_port = free_port();
+            sandbox.http_port = free_port();
+            while sandbox.http_port == sandbox.grpc_port {
+                sandbox.http_port = free_port();
+            }
+            match sandbox.spawn_and_wait() {
+                Ok(()) => return sandbox,
+                Err(why) if attempt < 3 && why.contains("cannot listen") => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// The temp folder of this test; `work/` inside it is free for the test's files.
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("standalone.log")
+    }
+
+    /// `http://127.0.0.1:PORT` of the gRPC API.
+    pub fn server_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The standalone's log so far (stdout and stderr of every run of it).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the standalone's log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the standalone log");
+        let log_err = log.try_clone().expect("clone the log handle");
+        let child = clean_env(&mut Command::new(goflow_bin()))
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--grpc-listen")
+            .arg(format!("127.0.0.1:{}", self.grpc_port))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", goflow_bin().display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!(
+                    "goflow standalone exited early ({status}); its log:\n{}",
+                    self.log_tail(30)
+                ));
+            }
+            let probe = self.ctl_timeout(&["tasks"], Duration::from_secs(10));
+            if probe.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "goflow standalone did not answer `goflowctl tasks` within {STARTUP:?}; \
+                     last error: {}\nits log:\n{}",
+                    String::from_utf8_lossy(&probe.stderr),
+                    self.log_tail(30)
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the standalone with SIGKILL (no shutdown at all) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL on unix
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the standalone again on the same data folder and ports.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                // The old listener may linger for a moment after the kill.
+                Err(why) if why.contains("cannot listen") && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(200))
+                }
+                Err(why) => panic!("restart: {why}"),
+            }
+        }
+    }
+
+    /// Runs `goflowctl --server URL ARGS...`, failing the test if it takes over `limit`.
+    pub fn ctl_timeout(&self, args: &[&str], limit: Duration) -> Output {
+        let mut child = clean_env(&mut Command::new(&self.ctl))
+            .arg("--server")
+            .arg(self.server_url())
+            .args(args)
+            .current_dir(self.work())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.ctl.display()));
+        let stdout = drain(child.stdout.take().unwrap());
+        let stderr = drain(child.stderr.take().unwrap());
+        let deadline = Instant::now() + limit;
+        let status: ExitStatus = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`goflowctl {}` did not return within {limit:?} (hangs?)\nstdout:\n{}\nstderr:\n{}\nstandalone log:\n{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&stdout.join().unwrap()),
+                    String::from_utf8_lossy(&stderr.join().unwrap()),
+                    self.log_tail(30)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }
+    }
+
+    /// Runs `goflowctl --server URL ARGS...` (at most [`CTL_TIMEOUT`]).
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_timeout(args, CTL_TIMEOUT)
+    }
+
+    /// Like [`ctl`](Self::ctl), asserting success; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        if !out.status.success() {
+            panic!(
+                "`goflowctl {}` failed ({})\n{}",
+                args.join(" "),
+                out.status,
+                self.describe(&out)
+            );
+        }
+        String::from_utf8(out.stdout).expect("goflowctl prints UTF-8")
+    }
+
+    /// Like [`ctl`](Self::ctl), asserting failure; returns stderr.
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        if out.status.success() {
+            panic!(
+                "`goflowctl {}` succeeded but should have failed\n{}",
+                args.join(" "),
+                self.describe(&out)
+            );
+        }
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// stdout, stderr and the standalone's log tail, for failure messages.
+    pub fn describe(&self, out: &Output) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}\nstandalone log (tail):\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail(30)
+        )
+    }
+
+    /// Writes `document` to a file in the work folder and returns its path.
+    pub fn write(&self, name: &str, document: &str) -> PathBuf {
+        let path = self.work().join(name);
+        std::fs::write(&path, document).expect("write a test file");
+        path
+    }
+
+    /// `goflowctl apply -f FILE` of `yaml`, asserting success; returns stdout.
+    pub fn apply(&self, yaml: &str) -> String {
+        let path = self.write("dag.yaml", yaml);
+        self.ctl_ok(&["apply", "-f", path.to_str().unwrap()])
+    }
+
+    /// `goflowctl status -d DAY -o json`.
+    pub fn status_json(&self, day: &str) -> Vec<Value> {
+        parse_array(&self.ctl_ok(&["status", "-d", day, "-o", "json"]))
+    }
+
+    /// `goflowctl tasks -o json`.
+    pub fn tasks_json(&self) -> Vec<Value> {
+        parse_array(&self.ctl_ok(&["tasks", "-o", "json"]))
+    }
+
+    /// The instance of `task` in `rows`, failing the test when there is not exactly one.
+    pub fn instance<'a>(&self, rows: &'a [Value], task: &str) -> &'a Value {
+        let found: Vec<&Value> = rows.iter().filter(|r| r["task"] == task).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected exactly one instance of {task}, got {found:#?}\nall rows: {rows:#?}\nstandalone log:\n{}",
+            self.log_tail(30)
+        );
+        found[0]
+    }
+
+    /// Polls `status -d DAY -o json` until `done` holds, for at most `limit`.
+    pub fn wait_status(
+        &self,
+        day: &str,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let rows = self.status_json(day);
+            if done(&rows) {
+                return rows;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {limit:?} for {what}; status -d {day}:\n{rows:#?}\nstandalone log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+pub fn parse_array(text: &str) -> Vec<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(rows)) => rows,
+        other => panic!("expected a JSON array, got {other:?} from:\n{text}"),
+    }
+}
+
+/// The state of the instance of `task` in `rows`, if there is one.
+pub fn state_of<'a>(rows: &'a [Value], task: &str) -> Option<&'a str> {
+    rows.iter()
+        .find(|r| r["task"] == task)
+        .and_then(|r| r["state"].as_str())
+}
+
+/// An RFC 3339 time of a JSON row, failing the test when it is missing.
+pub fn time_of(row: &Value, field: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    let text = row[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not set in {row:#}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{field} {text:?} is not RFC 3339: {e}"))
+}
+
+/// Reads a file the tasks wrote, or "" when it does not exist (yet).
+pub fn read(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        f.read_to_string(&mut text).unwrap();
+    }
+    text
+}

@@ -1,0 +1,342 @@
+//! `/instances/{task}/{day}`: one instance, its tries, and the log of one try.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use goflow_core::dag::is_valid_task_id;
+use goflow_proto::{Attempt, GetInstanceRequest, Instance, ListAttemptsRequest, TailLogsRequest};
+use serde::Deserialize;
+
+use super::{now_ms, parse_day};
+use crate::AppState;
+use crate::error::WebError;
+use crate::view::{self, Badge};
+
+/// The page shows at most this much of a log: its end, where the interesting part usually is.
+const LOG_WINDOW: i64 = 256 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    /// The try whose log to show; default: the latest.
+    #[serde(rename = "try")]
+    try_number: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/instance.html")]
+pub struct InstancePage {
+    task: String,
+    day: String,
+    day_dashed: String,
+    badge: Badge,
+    tries: String,
+    agent: String,
+    queue: String,
+    priority: i32,
+    created: String,
+    queued: String,
+    started: String,
+    finished: String,
+    duration: String,
+    exit_code: String,
+    next_try: String,
+    wait_reason: String,
+    blocked: bool,
+    message: String,
+    attempts: Vec<AttemptRow>,
+    log: Option<LogView>,
+    refresh: bool,
+}
+
+struct AttemptRow {
+    try_number: i32,
+    selected: bool,
+    badge: Badge,
+    agent: String,
+    started: String,
+    finished: String,
+    duration: String,
+    exit_code: String,
+    log_size: String,
+    message: String,
+}
+
+struct LogView {
+    try_number: i32,
+    /// The whole log's size, e.g. `1.2 MiB`.
+    total: String,
+    /// How much is shown when cut, e.g. `256 KiB`.
+    window: String,
+    truncated: bool,
+    text: String,
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    Path((task, day)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Result<InstancePage, WebError> {
+    if !is_valid_task_id(&task) {
+        return Err(WebError::bad_parameter(
+            "task",
+            format!("{task:?} is not a task id"),
+        ));
+    }
+    let day = parse_day("day", &day)?;
+    let wanted_try = match params.try_number.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<i32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| WebError::bad_parameter("try", format!("{text:?} is not a try number")))?,
+        ),
+    };
+    let mut client = app.client();
+    let instance = client
+        .get_instance(GetInstanceRequest {
+            task: task.clone(),
+            etl_day: day.compact(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner();
+    let attempts = client
+        .list_attempts(ListAttemptsRequest {
+            instance_id: instance.id,
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .attempts;
+
+    let selected = match wanted_try {
+        Some(n) => Some(
+            attempts
+                .iter()
+                .find(|a| a.try_number == n)
+                .ok_or_else(|| WebError::NotFound(format!("{task}@{} has no try {n}", day.compact())))?,
+        ),
+        None => attempts.iter().max_by_key(|a| a.try_number),
+    };
+    let log = match selected {
+        Some(attempt) => Some(read_log(&app, &instance, attempt).await?),
+        None => None,
+    };
+    let selected_try = selected.map(|a| a.try_number);
+    let now = now_ms();
+    Ok(InstancePage {
+        task,
+        day: day.compact(),
+        day_dashed: day.dashed(),
+        badge: Badge::new(&instance.state, instance.forced),
+        tries: format!("{} of {}", instance.try_number, instance.max_tries),
+        agent: instance.agent.clone(),
+        queue: instance.queue.clone(),
+        priority: instance.priority,
+        created: view::time(instance.created_at),
+        queued: view::time(instance.queued_at),
+        started: view::time(instance.started_at),
+        finished: view::time(instance.finished_at),
+        duration: view::duration(instance.started_at, instance.finished_at, now),
+        exit_code: view::exit_code(instance.has_exit_code, instance.exit_code),
+        next_try: if instance.state == "up_for_retry" {
+            view::time(instance.next_try_at)
+        } else {
+            String::new()
+        },
+        wait_reason: instance.wait_reason.clone(),
+        blocked: instance.blocked,
+        message: instance.message.clone(),
+        attempts: attempts
+            .iter()
+            .map(|a| AttemptRow::new(a, Some(a.try_number) == selected_try, now))
+            .collect(),
+        log,
+        refresh: view::in_progress(&instance.state, instance.blocked),
+    })
+}
+
+impl AttemptRow {
+    fn new(a: &Attempt, selected: bool, now: i64) -> Self {
+        Self {
+            try_number: a.try_number,
+            selected,
+            badge: Badge::new(&a.state, false),
+            agent: a.agent.clone(),
+            started: view::time(a.started_at),
+            finished: view::time(a.finished_at),
+            duration: view::duration(a.started_at, a.finished_at, now),
+            exit_code: view::exit_code(a.has_exit_code, a.exit_code),
+            log_size: view::bytes(a.log_bytes),
+            message: a.message.clone(),
+        }
+    }
+}
+
+/// The last `LOG_WINDOW` bytes of one try's log, read once (no follow) from the offset where
+/// that window starts. A log that grew since `log_bytes` was read is cut at the window's size.
+async fn read_log(app: &AppState, instance: &Instance, attempt: &Attempt) -> Result<LogView, WebError> {
+    let total = attempt.log_bytes.max(0);
+    let offset = (total - LOG_WINDOW).max(0);
+    let mut stream = app
+        .client()
+        .tail_logs(TailLogsRequest {
+            instance_id: instance.id,
+            task: instance.task.clone(),
+            etl_day: instance.etl_day.clone(),
+            try_number: attempt.try_number,
+            offset,
+            follow: false,
+        })
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.message().await.map_err(|status| app.fail(status))? {
+        data.extend_from_slice(&chunk.data);
+        if chunk.eof || data.len() as i64 >= LOG_WINDOW {
+            break;
+        }
+    }
+    data.truncate(LOG_WINDOW as usize);
+    Ok(LogView {
+        try_number: attempt.try_number,
+        total: format!("{total}"),
+        window: view::bytes(LOG_WINDOW),
+        truncated: offset > 0,
+        text: log_text(&data, offset > 0),
+    })
+}
+
+/// Log bytes as text. A window that starts mid-file may start mid-character: those stray
+/// continuation bytes are dropped rather than shown as replacement characters.
+fn log_text(data: &[u8], starts_mid_file: bool) -> String {
+    let data = if starts_mid_file {
+        let skip = data
+            .iter()
+            .take(3)
+            .take_while(|b| (**b & 0b1100_0000) == 0b1000_0000)
+            .count();
+        &data[skip..]
+    } else {
+        data
+    };
+    String::from_utf8_lossy(data).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::{LOG_WINDOW, log_text};
+    use crate::testing::{self, DAY, TRANSFORM_ID, get, sample};
+
+    #[tokio::test]
+    async fn shows_the_fields_the_tries_and_the_latest_log_escaped() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("state state-running"));
+        assert!(body.contains("2 of 3") && body.contains("agent-1"));
+        assert!(body.contains("Log of try 2"));
+        assert!(
+            body.contains("starting transform\nrow 1 &#60;b&#62;bold&#60;/b&#62; &#38; done")
+                || body.contains("starting transform\nrow 1 &lt;b&gt;bold&lt;/b&gt; &amp; done"),
+            "{body}"
+        );
+        assert!(!body.contains("<b>bold</b>"));
+        assert!(
+            body.contains("<tr class=\"selected\">"),
+            "the shown try is marked"
+        );
+        assert!(body.contains("href=\"?try=1\""));
+        assert!(
+            body.contains("id=\"autorefresh\""),
+            "a running instance refreshes"
+        );
+    }
+
+    #[tokio::test]
+    async fn shows_an_older_try_when_asked() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/instances/transform/{DAY}?try=1")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("Log of try 1") && body.contains("try one\nboom"));
+        assert!(!body.contains("starting transform"));
+    }
+
+    #[tokio::test]
+    async fn shows_only_the_end_of_a_long_log() {
+        let mut fake = sample();
+        let mut log = b"FIRST LINE\n".to_vec();
+        log.resize(300 * 1024 - 9, b'x');
+        log.extend_from_slice(b"\nLAST LINE");
+        let total = log.len() as i64;
+        fake.attempts[1].log_bytes = total;
+        fake.logs.insert((TRANSFORM_ID, 2), log);
+        let offsets = fake.tail_offsets.clone();
+        let app = fake.start().await;
+        let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(*offsets.lock().unwrap(), vec![total - LOG_WINDOW]);
+        assert!(body.contains(&format!("The log is {total} bytes; showing the last 256 KiB.")));
+        assert!(body.contains("LAST LINE") && !body.contains("FIRST LINE"));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_instance_has_no_tries_yet() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/instances/load/{DAY}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("No tries yet."));
+        assert!(!body.contains("<script>alert"));
+        assert!(!body.contains("<pre"));
+    }
+
+    #[tokio::test]
+    async fn unknown_instances_and_tries_are_404s() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/instances/nope/{DAY}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("no instance nope@20260110"), "{body}");
+        let (status, body) = get(&app, &format!("/instances/transform/{DAY}?try=9")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("transform@20260110 has no try 9"));
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_400s_naming_them() {
+        let app = sample().start().await;
+        for (uri, name) in [
+            ("/instances/transform/2026011".to_string(), "bad parameter day"),
+            (
+                format!("/instances/transform/{DAY}?try=first"),
+                "bad parameter try",
+            ),
+            (format!("/instances/transform/{DAY}?try=0"), "bad parameter try"),
+            (format!("/instances/a%20b/{DAY}"), "bad parameter task"),
+        ] {
+            let (status, body) = get(&app, &uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body.contains(name), "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_is_a_502() {
+        let (app, url) = testing::unreachable().await;
+        let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(body.contains(&format!("cannot reach the coordinator at {url}")));
+    }
+
+    #[test]
+    fn a_window_that_starts_mid_character_drops_the_stray_bytes() {
+        let text = "é-ok".as_bytes();
+        assert_eq!(log_text(&text[1..], true), "-ok");
+        assert_eq!(log_text(text, false), "é-ok");
+    }
+}

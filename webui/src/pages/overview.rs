@@ -1,0 +1,273 @@
+//! `/`: one data date at a glance: counts per state and every instance of the day.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use goflow_core::state::ALL_STATES;
+use goflow_core::{EtlDay, InstanceState};
+use goflow_proto::{Instance, ListInstancesRequest};
+use serde::Deserialize;
+
+use super::{now_ms, parse_day};
+use crate::AppState;
+use crate::error::WebError;
+use crate::view::{self, Badge};
+
+/// More than this many instances in one day are cut off (and the page says so).
+const MAX_INSTANCES: i32 = 5000;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    /// `yyyymmdd` or `yyyy-mm-dd` (what `<input type="date">` sends); default: yesterday (UTC).
+    day: Option<String>,
+    /// Show only the instances in this state.
+    state: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/overview.html")]
+pub struct OverviewPage {
+    day: String,
+    day_dashed: String,
+    prev_day: String,
+    next_day: String,
+    /// The selected state, or empty for all.
+    state_filter: String,
+    total: usize,
+    counts: Vec<StateCount>,
+    rows: Vec<Row>,
+    truncated: bool,
+    refresh: bool,
+    now: String,
+}
+
+struct StateCount {
+    badge: Badge,
+    count: usize,
+}
+
+struct Row {
+    task: String,
+    href: String,
+    badge: Badge,
+    tries: String,
+    started: String,
+    finished: String,
+    duration: String,
+    exit_code: String,
+    blocked: bool,
+    info: String,
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    Query(params): Query<Params>,
+) -> Result<OverviewPage, WebError> {
+    let day = match params.day.as_deref().map(str::trim) {
+        None | Some("") => default_day(),
+        Some(text) => parse_day("day", text)?,
+    };
+    let state_filter = match params.state.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) => Some(
+            InstanceState::parse(name)
+                .ok_or_else(|| WebError::bad_parameter("state", format!("unknown state {name:?}")))?,
+        ),
+    };
+    let instances = app
+        .client()
+        .list_instances(ListInstancesRequest {
+            etl_day: day.compact(),
+            limit: MAX_INSTANCES,
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .instances;
+    Ok(OverviewPage::new(day, state_filter, &instances, now_ms()))
+}
+
+/// The data date most runs are about: yesterday, in UTC.
+fn default_day() -> EtlDay {
+    EtlDay::from_date(chrono::Utc::now().date_naive()).offset(-1)
+}
+
+impl OverviewPage {
+    fn new(day: EtlDay, state_filter: Option<InstanceState>, instances: &[Instance], now: i64) -> Self {
+        let counts = ALL_STATES
+            .into_iter()
+            .map(|state| StateCount {
+                badge: Badge::of(state),
+                count: instances.iter().filter(|i| i.state == state.as_str()).count(),
+            })
+            .collect();
+        let rows = instances
+            .iter()
+            .filter(|i| state_filter.is_none_or(|s| i.state == s.as_str()))
+            .map(|i| Row::new(i, now))
+            .collect();
+        Self {
+            day: day.compact(),
+            day_dashed: day.dashed(),
+            prev_day: day.offset(-1).compact(),
+            next_day: day.offset(1).compact(),
+            state_filter: state_filter.map(|s| s.as_str().to_string()).unwrap_or_default(),
+            total: instances.len(),
+            counts,
+            rows,
+            truncated: instances.len() >= MAX_INSTANCES as usize,
+            refresh: instances.iter().any(|i| view::in_progress(&i.state, i.blocked)),
+            now: view::time(now),
+        }
+    }
+}
+
+impl Row {
+    fn new(i: &Instance, now: i64) -> Self {
+        Self {
+            task: i.task.clone(),
+            href: format!("/instances/{}/{}", i.task, i.etl_day),
+            badge: Badge::new(&i.state, i.forced),
+            tries: format!("{}/{}", i.try_number, i.max_tries),
+            started: view::time(i.started_at),
+            finished: view::time(i.finished_at),
+            duration: view::duration(i.started_at, i.finished_at, now),
+            exit_code: view::exit_code(i.has_exit_code, i.exit_code),
+            blocked: i.blocked,
+            info: info(i),
+        }
+    }
+}
+
+/// What the row has to say beyond its state: what it waits for, when it retries, why it ended.
+fn info(i: &Instance) -> String {
+    let mut parts = Vec::new();
+    if !i.wait_reason.is_empty() {
+        parts.push(i.wait_reason.clone());
+    }
+    if i.state == "up_for_retry" && i.next_try_at > 0 {
+        parts.push(format!("next try at {}", view::time(i.next_try_at)));
+    }
+    if !i.message.is_empty() {
+        parts.push(i.message.clone());
+    }
+    parts.join(" · ")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{self, DAY, get, sample};
+
+    /// The number shown next to a state's badge in the counts bar.
+    fn count_of(body: &str, state: &str) -> usize {
+        let link = format!("state={state}\"");
+        let at = body.find(&link).unwrap_or_else(|| panic!("no count for {state}"));
+        let rest = &body[at..];
+        let n = &rest[rest.find("class=\"n\">").unwrap() + 10..];
+        n[..n.find('<').unwrap()].parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn renders_every_instance_with_its_state_and_the_counts() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/?day={DAY}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for (task, class) in [
+            ("extract", "state state-success\""),
+            ("transform", "state state-running\""),
+            ("load", "state state-waiting\""),
+            ("backfill_marker", "state state-success forced\""),
+            ("report", "state state-failed\""),
+            ("flaky", "state state-up_for_retry\""),
+            ("stuck", "state state-killed\""),
+            ("later", "state state-queued\""),
+        ] {
+            let link = format!("<a href=\"/instances/{task}/{DAY}\">{task}</a>");
+            let row = &body[body.find(&link).unwrap_or_else(|| panic!("no row for {task}"))..];
+            let row = &row[..row.find("</tr>").unwrap()];
+            assert!(row.contains(class), "{task} should have {class}: {row}");
+        }
+        assert_eq!(count_of(&body, "success"), 2);
+        assert_eq!(count_of(&body, "running"), 1);
+        assert_eq!(count_of(&body, "waiting"), 1);
+        assert_eq!(count_of(&body, "failed"), 1);
+        assert!(body.contains("<span>all</span><span class=\"n\">8</span>"));
+        assert!(body.contains("2026-01-10 00:00:01"), "started, in UTC");
+        assert!(body.contains(">42s<"), "extract's duration");
+        assert!(body.contains(">1/3<") && body.contains(">2/3<"), "tries");
+        assert!(body.contains("exit code 2"));
+        assert!(body.contains("value=\"2026-01-10\""), "the date input");
+        assert!(body.contains("/?day=20260109") && body.contains("/?day=20260111"));
+        assert!(body.contains("id=\"autorefresh\""), "a running day refreshes");
+    }
+
+    #[tokio::test]
+    async fn escapes_what_the_coordinator_says() {
+        let app = sample().start().await;
+        let (_, body) = get(&app, &format!("/?day={DAY}")).await;
+        assert!(!body.contains("<script>alert"), "{body}");
+        assert!(body.contains("&#60;script&#62;alert(1)") || body.contains("&lt;script&gt;alert(1)"));
+    }
+
+    #[tokio::test]
+    async fn a_finished_day_does_not_refresh() {
+        let mut fake = sample();
+        fake.instances
+            .retain(|i| i.state == "success" || i.state == "failed");
+        let app = fake.start().await;
+        let (status, body) = get(&app, &format!("/?day={DAY}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!body.contains("id=\"autorefresh\""));
+        assert!(!body.contains("http-equiv=\"refresh\""));
+    }
+
+    #[tokio::test]
+    async fn filters_by_state_and_reads_the_date_input_form() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/?day=2026-01-10&state=failed").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("/instances/report/20260110"));
+        assert!(!body.contains("/instances/extract/20260110"));
+        assert_eq!(count_of(&body, "success"), 2, "counts stay for the whole day");
+    }
+
+    #[tokio::test]
+    async fn an_empty_day_and_the_default_day() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/?day=20250101").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("No instances for 2025-01-01."));
+        let yesterday = super::default_day().dashed();
+        let (status, body) = get(&app, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(&format!("Data date {yesterday}")), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_day_or_state_is_a_400_naming_the_parameter() {
+        let app = sample().start().await;
+        for (uri, name) in [
+            ("/?day=2026-13-01", "bad parameter day"),
+            ("/?day=yesterday", "bad parameter day"),
+            ("/?day=20260110&state=done", "bad parameter state"),
+        ] {
+            let (status, body) = get(&app, uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body.contains(name), "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_is_a_502_that_names_it() {
+        let (app, url) = testing::unreachable().await;
+        let (status, body) = get(&app, &format!("/?day={DAY}")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(
+            body.contains(&format!("cannot reach the coordinator at {url}")),
+            "{body}"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! How values look on a page: times, durations, sizes and state badges.
+
+use chrono::DateTime;
+use goflow_core::InstanceState;
+
+/// Times on every page: UTC, `YYYY-MM-DD HH:MM:SS`; empty when unset (epoch ms 0).
+pub fn time(epoch_ms: i64) -> String {
+    if epoch_ms <= 0 {
+        return String::new();
+    }
+    DateTime::from_timestamp_millis(epoch_ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// From start to finish, or to `now` while still running; empty when it never started.
+pub fn duration(started_ms: i64, finished_ms: i64, now_ms: i64) -> String {
+    if started_ms <= 0 {
+        return String::new();
+    }
+    let end = if finished_ms > 0 { finished_ms } else { now_ms };
+    let secs = (end - started_ms).max(0) / 1000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s:02}s"),
+        _ => format!("{h}h {m:02}m {s:02}s"),
+    }
+}
+
+/// `1.5 MiB`, `312 B`.
+pub fn bytes(n: i64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+pub fn exit_code(has_exit_code: bool, exit_code: i32) -> String {
+    if has_exit_code {
+        exit_code.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// A state drawn as a coloured pill (`macros.html`), the same for instances and tries.
+#[derive(Debug, Clone)]
+pub struct Badge {
+    /// The state's name as the API spells it.
+    pub name: String,
+    /// The CSS class suffix: the name when it is a known state, else `unknown`.
+    pub class: &'static str,
+    /// Force-passed (mark-success): drawn hatched.
+    pub forced: bool,
+    pub title: String,
+}
+
+/// Instance states plus the extra ones a try can end in.
+const KNOWN: [&str; 9] = [
+    "waiting",
+    "queued",
+    "running",
+    "up_for_retry",
+    "success",
+    "failed",
+    "killed",
+    "timed_out",
+    "lost",
+];
+
+impl Badge {
+    pub fn new(state: &str, forced: bool) -> Self {
+        let class = KNOWN.iter().copied().find(|k| *k == state).unwrap_or("unknown");
+        let forced = forced && state == "success";
+        let title = if forced {
+            "success (force-passed, not run)".to_string()
+        } else {
+            state.to_string()
+        };
+        Self {
+            name: state.to_string(),
+            class,
+            forced,
+            title,
+        }
+    }
+
+    pub fn of(state: InstanceState) -> Self {
+        Self::new(state.as_str(), false)
+    }
+}
+
+/// The instance will change without an operator: worth refreshing the page for.
+pub fn in_progress(state: &str, blocked: bool) -> bool {
+    match InstanceState::parse(state) {
+        Some(state) => !state.is_finished() && !blocked,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_and_empty_when_unset() {
+        assert_eq!(time(0), "");
+        assert_eq!(time(1_767_225_600_000 + 3_723_000), "2026-01-01 01:02:03");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(0, 0, 5_000), "");
+        assert_eq!(duration(1_000, 43_000, 0), "42s");
+        assert_eq!(duration(1, 125_001, 0), "2m 05s");
+        assert_eq!(duration(1_000, 0, 3_601_000 + 61_000), "1h 01m 01s");
+    }
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!(bytes(312), "312 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(256 * 1024), "256 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn badges_only_carry_known_classes() {
+        assert_eq!(Badge::new("up_for_retry", false).class, "up_for_retry");
+        assert_eq!(Badge::new("\"><script>", false).class, "unknown");
+        assert!(Badge::new("success", true).forced);
+        assert!(!Badge::new("failed", true).forced);
+    }
+}
