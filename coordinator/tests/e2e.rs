@@ -6,6 +6,8 @@ mod sandbox;
 
 #[path = "e2e/grpc_api.rs"]
 mod grpc_api;
+#[path = "e2e/operations.rs"]
+mod operations;
 #[path = "e2e/runs.rs"]
 mod runs;
 #[path = "e2e/scheduling.rs"]

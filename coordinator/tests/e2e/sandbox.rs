@@ -1,6 +1,8 @@
 //! `Sandbox`: one `goflow standalone` child process on free ports with its own data folder,
-//! driven through the real `goflowctl` binary.
+//! driven through the real `goflowctl` binary. [`Sandbox::start_with`] starts another
+//! subcommand instead (`goflow scheduler -c FILE ...`), with its own environment.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::net::TcpListener;
@@ -18,7 +20,7 @@ const STARTUP: Duration = Duration::from_secs(20);
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The `goflow` binary Cargo built for this test.
-fn goflow_bin() -> PathBuf {
+pub fn goflow_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_goflow"))
 }
 
@@ -38,7 +40,7 @@ fn goflowctl_bin() -> PathBuf {
 }
 
 /// A port nobody listens on right now (the OS picks it; we let it go at once).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
@@ -47,7 +49,7 @@ fn free_port() -> u16 {
 
 /// Removes every `GOFLOW_*` variable of the test's environment, so a developer's settings
 /// (GOFLOW_SERVER, GOFLOW_CONFIG, GOFLOW_RETRIES, ...) cannot leak into the sandbox.
-fn clean_env(cmd: &mut Command) -> &mut Command {
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("GOFLOW_") {
             cmd.env_remove(&key);
@@ -56,29 +58,51 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// How [`Sandbox::start_with`] starts goflow: the arguments before `--grpc-listen ADDR
+/// --http-listen ADDR` (which the sandbox appends), variables added to the cleaned
+/// environment, and the log file goflow writes itself (LogDir/LogFile), if any.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub log_file: Option<PathBuf>,
+}
+
 pub struct Sandbox {
     dir: TempDir,
     grpc_port: u16,
     http_port: u16,
     child: Option<Child>,
     ctl: PathBuf,
+    launch: Launch,
 }
 
 impl Sandbox {
     /// Starts `goflow standalone` on fresh ports and waits until goflowctl reaches it.
     pub fn start() -> Self {
+        Self::start_with(|root| Launch {
+            args: vec!["standalone".into(), "--data-dir".into(), root.join("data").into()],
+            ..Launch::default()
+        })
+    }
+
+    /// Starts goflow as `prepare` says, given the sandbox's root folder (to write a config
+    /// file in), on fresh ports, and waits until goflowctl reaches it.
+    pub fn start_with(prepare: impl FnOnce(&Path) -> Launch) -> Self {
         let ctl = goflowctl_bin();
         let dir = tempfile::Builder::new()
             .prefix("goflow-e2e.")
             .tempdir()
             .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let launch = prepare(dir.path());
         let mut sandbox = Self {
             dir,
             grpc_port: 0,
             http_port: 0,
             child: None,
             ctl,
+            launch,
         };
         // Another test may grab a port between our pick and goflow's bind: pick again then.
         for attempt in 1..=3 {
@@ -96,11 +120,18 @@ impl Sandbox {
         unreachable!()
     }
 
+    /// The sandbox's root temp folder (the data folder, the log and `work/` are in it).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
     /// The temp folder of this test; `work/` inside it is free for the test's files.
     pub fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
 
+    /// The data folder of `goflow standalone` (the SQLite file is in it).
+    #[allow(dead_code)]
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -114,9 +145,14 @@ impl Sandbox {
         format!("http://127.0.0.1:{}", self.grpc_port)
     }
 
-    /// The standalone's log so far (stdout and stderr of every run of it).
+    /// The standalone's log so far (stdout and stderr of every run of it, then the log file
+    /// goflow writes itself when the launch names one).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        let mut log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        if let Some(file) = &self.launch.log_file {
+            log.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+        log
     }
 
     /// The last `n` lines of the standalone's log, for failure messages.
@@ -134,9 +170,8 @@ impl Sandbox {
             .expect("open the standalone log");
         let log_err = log.try_clone().expect("clone the log handle");
         let child = clean_env(&mut Command::new(goflow_bin()))
-            .arg("standalone")
-            .arg("--data-dir")
-            .arg(self.data_dir())
+            .args(&self.launch.args)
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .arg("--grpc-listen")
             .arg(format!("127.0.0.1:{}", self.grpc_port))
             .arg("--http-listen")
@@ -199,7 +234,17 @@ impl Sandbox {
 
     /// Runs `goflowctl --server URL ARGS...`, failing the test if it takes over `limit`.
     pub fn ctl_timeout(&self, args: &[&str], limit: Duration) -> Output {
+        self.ctl_env_timeout(args, &[], limit)
+    }
+
+    /// Like [`ctl`](Self::ctl) with variables added to goflowctl's environment (`USER`, ...).
+    pub fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.ctl_env_timeout(args, env, CTL_TIMEOUT)
+    }
+
+    fn ctl_env_timeout(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
         let mut child = clean_env(&mut Command::new(&self.ctl))
+            .envs(env.iter().copied())
             .arg("--server")
             .arg(self.server_url())
             .args(args)
@@ -382,4 +427,43 @@ pub fn read(path: &Path) -> String {
         f.read_to_string(&mut text).unwrap();
     }
     text
+}
+
+/// Runs `goflow ARGS...` once (a command that should return: `init_db`, or a start that
+/// must fail) in `cwd` with a cleaned environment plus `env`; fails the test if it takes
+/// over `limit` (and kills it then).
+pub fn run_goflow(args: &[&str], env: &[(&str, &str)], cwd: &Path, limit: Duration) -> Output {
+    let mut child = clean_env(&mut Command::new(goflow_bin()))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", goflow_bin().display()));
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`goflow {}` did not return within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap()),
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }

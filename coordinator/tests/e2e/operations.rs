@@ -1,0 +1,1173 @@
+//! Operations parity with the seed: run/redo with --up/--down/--force, backfill, mark-success,
+//! kill, delete, pause/unpause, dep, do-all-job, the operations history, and the seed's
+//! `goflow_conf.json` with the `init_db`/`migrate`/`scheduler` names.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sandbox::{Launch, Sandbox, free_port, parse_array, read, run_goflow, state_of, time_of};
+
+/// Generous: a few short shell commands on a loaded CI machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// The lines a file holds so far.
+fn lines(path: &Path) -> Vec<String> {
+    read(path).lines().map(str::to_string).collect()
+}
+
+/// `status -o json` of every day.
+fn all_rows(sb: &Sandbox) -> Vec<Value> {
+    parse_array(&sb.ctl_ok(&["status", "-o", "json"]))
+}
+
+/// Polls `probe` until it returns Some, for at most `limit`; `what` and `sb`'s log explain a
+/// timeout.
+fn wait_for<T>(sb: &Sandbox, limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "waited {limit:?} for {what}\nstandalone log:\n{}",
+                sb.log_tail(40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Running: /proc/PID exists and its state is not Z (zombie) or X (dead).
+fn is_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("");
+    !matches!(state, "Z" | "X" | "x")
+}
+
+fn pids_in(path: &Path) -> Vec<u32> {
+    lines(path)
+        .iter()
+        .map(|l| l.trim().parse().expect("a pid per line"))
+        .collect()
+}
+
+/// Kills (SIGKILL) every pid listed in a file when dropped, so a failing test leaves no
+/// `sleep 300` behind.
+struct KillListedPids(PathBuf);
+
+impl Drop for KillListedPids {
+    fn drop(&mut self) {
+        for pid in lines(&self.0).iter().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            if is_alive(pid) {
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
+/// The stderr of a failed goflowctl call, lowercased, for message checks.
+fn err_lower(sb: &Sandbox, args: &[&str]) -> String {
+    sb.ctl_err(args).to_lowercase()
+}
+
+// ---------------------------------------------------------------------------------------------
+// run: plain, --force, --up, --down
+// ---------------------------------------------------------------------------------------------
+
+/// `run` without flags leaves an instance waiting while its upstream has not succeeded;
+/// `--force` runs it anyway; once the upstream succeeded, a plain `run` redoes it.
+#[test]
+fn plain_run_waits_for_dependencies_and_force_runs_now() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: rf_a
+    command: "echo rf_a >> {o}"
+  - id: rf_b
+    command: "echo rf_b >> {o}"
+    depends_on: [rf_a]
+"#,
+        o = order.display()
+    ));
+    let day = "20260105";
+    sb.ctl_ok(&["run", "-j", "rf_b", "-d", day]);
+    // Nothing can release it: give a wrong dispatch time to show up.
+    std::thread::sleep(Duration::from_secs(2));
+    let rows = sb.status_json(day);
+    assert_eq!(rows.len(), 1, "only rf_b has an instance: {rows:#?}");
+    let b = sb.instance(&rows, "rf_b");
+    assert_eq!(b["state"], "waiting", "{b:#}");
+    assert_eq!(b["try_number"], 0, "{b:#}");
+    assert_eq!(
+        b["blocked"], false,
+        "an upstream without instance is not a failure: {b:#}"
+    );
+    let reason = b["wait_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("rf_a") && reason.contains("no instance"),
+        "wait_reason should name rf_a and that it has no instance: {b:#}"
+    );
+    assert!(lines(&order).is_empty(), "{:?}", lines(&order));
+
+    sb.ctl_ok(&["run", "-j", "rf_b", "-d", day, "--force", "--wait"]);
+    let rows = sb.status_json(day);
+    assert_eq!(rows.len(), 1, "--force does not run the upstream: {rows:#?}");
+    let b = sb.instance(&rows, "rf_b");
+    assert_eq!(b["state"], "success", "{b:#}");
+    assert_eq!(b["try_number"], 1, "{b:#}");
+    assert_eq!(lines(&order), ["rf_b"]);
+
+    sb.ctl_ok(&["run", "-j", "rf_a", "-d", day, "--wait"]);
+    sb.ctl_ok(&["run", "-j", "rf_b", "-d", day, "--wait"]);
+    let rows = sb.status_json(day);
+    assert_eq!(sb.instance(&rows, "rf_a")["try_number"], 1, "{rows:#?}");
+    let b = sb.instance(&rows, "rf_b");
+    assert_eq!(
+        (b["state"].as_str(), b["try_number"].as_i64()),
+        (Some("success"), Some(2)),
+        "{b:#}"
+    );
+    assert_eq!(lines(&order), ["rf_b", "rf_a", "rf_b"]);
+}
+
+/// `run -j c --up --wait` on a chain a -> b -> c that ran once reruns all three, upstream first.
+#[test]
+fn up_reruns_the_whole_chain_upstream_first() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    // a and b are slow: if b or c were queued before their upstream finished, their lines
+    // would come first.
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: up_a
+    command: "sleep 1; echo up_a >> {o}"
+  - id: up_b
+    command: "sleep 1; echo up_b >> {o}"
+    depends_on: [up_a]
+  - id: up_c
+    command: "echo up_c >> {o}"
+    depends_on: [up_b]
+"#,
+        o = order.display()
+    ));
+    let day = "20260301";
+    sb.ctl_ok(&["run", "-j", "up_a", "-d", day, "--down", "--wait"]);
+    assert_eq!(lines(&order), ["up_a", "up_b", "up_c"]);
+
+    let out = sb.ctl_ok(&["run", "-j", "up_c", "-d", day, "--up", "--wait"]);
+    assert!(out.contains("3 instances"), "--up touches a, b and c:\n{out}");
+    assert_eq!(
+        lines(&order),
+        ["up_a", "up_b", "up_c", "up_a", "up_b", "up_c"],
+        "the second run appends a, b, c in order"
+    );
+    let rows = sb.status_json(day);
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    for task in ["up_a", "up_b", "up_c"] {
+        let r = sb.instance(&rows, task);
+        assert_eq!(r["state"], "success", "{r:#}");
+        assert_eq!(r["try_number"], 2, "{r:#}");
+        assert_eq!(r["forced"], false, "{r:#}");
+    }
+    let (a, b, c) = (
+        sb.instance(&rows, "up_a"),
+        sb.instance(&rows, "up_b"),
+        sb.instance(&rows, "up_c"),
+    );
+    assert!(time_of(b, "started_at") >= time_of(a, "finished_at"), "{rows:#?}");
+    assert!(time_of(c, "started_at") >= time_of(b, "finished_at"), "{rows:#?}");
+}
+
+/// `run -j b --down --wait` in the middle of a DAG reruns exactly b and what is below it.
+#[test]
+fn down_from_the_middle_reruns_exactly_the_downstream_closure() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    let line = |id: &str| format!("echo {id} >> {}", order.display());
+    // b is slow: d or e queued with b would write first.
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: dn_a
+    command: "{a}"
+  - id: dn_b
+    command: "sleep 1; {b}"
+    depends_on: [dn_a]
+  - id: dn_c
+    command: "{c}"
+    depends_on: [dn_a]
+  - id: dn_d
+    command: "{d}"
+    depends_on: [dn_b]
+  - id: dn_e
+    command: "{e}"
+    depends_on: [dn_b]
+  - id: dn_f
+    command: "{f}"
+    depends_on: [dn_c]
+"#,
+        a = line("dn_a"),
+        b = line("dn_b"),
+        c = line("dn_c"),
+        d = line("dn_d"),
+        e = line("dn_e"),
+        f = line("dn_f"),
+    ));
+    let day = "20260302";
+    sb.ctl_ok(&["run", "-j", "dn_a", "-d", day, "--down", "--wait"]);
+    let first = lines(&order);
+    assert_eq!(first.len(), 6, "{first:?}");
+
+    let out = sb.ctl_ok(&["run", "-j", "dn_b", "-d", day, "--down", "--wait"]);
+    assert!(out.contains("3 instances"), "b, d and e:\n{out}");
+    let all = lines(&order);
+    let again = &all[6..];
+    assert_eq!(again.len(), 3, "exactly three reruns: {all:?}");
+    assert_eq!(again[0], "dn_b", "b reruns first: {all:?}");
+    let mut rest = again[1..].to_vec();
+    rest.sort();
+    assert_eq!(rest, ["dn_d", "dn_e"], "{all:?}");
+
+    let rows = sb.status_json(day);
+    assert_eq!(rows.len(), 6, "{rows:#?}");
+    for (task, tries) in [
+        ("dn_a", 1),
+        ("dn_b", 2),
+        ("dn_c", 1),
+        ("dn_d", 2),
+        ("dn_e", 2),
+        ("dn_f", 1),
+    ] {
+        let r = sb.instance(&rows, task);
+        assert_eq!(r["state"], "success", "{r:#}");
+        assert_eq!(r["try_number"], tries, "{r:#}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backfill
+// ---------------------------------------------------------------------------------------------
+
+/// A backfill over three days runs the day-offset self-dependency in day order.
+#[test]
+fn backfill_respects_day_offset_dependencies_across_days() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    // load waits for its own previous day; it is slow, so three loads run at once would
+    // overlap. load@20260101 would wait for load@20251231, which start_day rules out.
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: bf_extract
+    command: "echo bf_extract {{{{etl_day}}}} >> {o}"
+  - id: bf_load
+    command: "sleep 1; echo bf_load {{{{etl_day}}}} >> {o}"
+    start_day: 20260101
+    depends_on: [bf_extract, {{task: bf_load, day_offset: -1}}]
+"#,
+        o = order.display()
+    ));
+    let out = sb.ctl_timeout(
+        &[
+            "run",
+            "-j",
+            "bf_extract",
+            "--from",
+            "20260101",
+            "--to",
+            "20260103",
+            "--down",
+            "--wait",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "backfill failed\n{}", sb.describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("6 instances"), "{stdout}");
+
+    let days = ["20260101", "20260102", "20260103"];
+    let mut loads = vec![];
+    for day in days {
+        let rows = sb.status_json(day);
+        assert_eq!(rows.len(), 2, "extract and load on {day}: {rows:#?}");
+        for task in ["bf_extract", "bf_load"] {
+            let r = sb.instance(&rows, task);
+            assert_eq!(r["state"], "success", "{r:#}");
+            assert_eq!(r["try_number"], 1, "{r:#}");
+        }
+        let (extract, load) = (sb.instance(&rows, "bf_extract"), sb.instance(&rows, "bf_load"));
+        assert!(
+            time_of(load, "started_at") >= time_of(extract, "finished_at"),
+            "load@{day} started before extract@{day} finished: {rows:#?}"
+        );
+        loads.push(load.clone());
+    }
+    for pair in loads.windows(2) {
+        assert!(
+            time_of(&pair[0], "finished_at") <= time_of(&pair[1], "started_at"),
+            "load@{} started before load@{} finished:\n{:#}\n{:#}",
+            pair[1]["etl_day"],
+            pair[0]["etl_day"],
+            pair[0],
+            pair[1]
+        );
+    }
+    let load_lines: Vec<String> = lines(&order)
+        .into_iter()
+        .filter(|l| l.starts_with("bf_load "))
+        .collect();
+    assert_eq!(
+        load_lines,
+        ["bf_load 20260101", "bf_load 20260102", "bf_load 20260103"]
+    );
+    assert!(
+        sb.status_json("20251231").is_empty(),
+        "nothing before start_day or the range"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// mark-success
+// ---------------------------------------------------------------------------------------------
+
+/// mark-success on a failed upstream makes it a forced success and releases its downstream;
+/// `--down` on a fresh day marks the whole closure without running anything.
+#[test]
+fn mark_success_releases_downstream_and_down_marks_the_closure() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: ms_up
+    command: "echo ms_up >> {o}; exit 1"
+    retries: 0
+  - id: ms_down
+    command: "echo ms_down >> {o}"
+    depends_on: [ms_up]
+"#,
+        o = order.display()
+    ));
+    let day = "20260310";
+    let out = sb.ctl(&["run", "-j", "ms_up", "-d", day, "--down", "--wait"]);
+    assert!(!out.status.success(), "ms_up fails\n{}", sb.describe(&out));
+    let rows = sb.status_json(day);
+    let up = sb.instance(&rows, "ms_up");
+    assert_eq!(
+        (up["state"].as_str(), up["exit_code"].as_i64()),
+        (Some("failed"), Some(1)),
+        "{up:#}"
+    );
+    let down = sb.instance(&rows, "ms_down");
+    assert_eq!(down["state"], "waiting", "{down:#}");
+    assert_eq!(down["blocked"], true, "{down:#}");
+
+    sb.ctl_ok(&["mark-success", "-j", "ms_up", "-d", day]);
+    let rows = sb.wait_status(day, SETTLE, "ms_down to succeed after mark-success", |rows| {
+        state_of(rows, "ms_down") == Some("success")
+    });
+    let up = sb.instance(&rows, "ms_up");
+    assert_eq!(up["state"], "success", "{up:#}");
+    assert_eq!(up["forced"], true, "{up:#}");
+    assert_eq!(up["try_number"], 1, "mark-success does not run it: {up:#}");
+    let down = sb.instance(&rows, "ms_down");
+    assert_eq!(down["forced"], false, "ms_down really ran: {down:#}");
+    assert_eq!(down["try_number"], 1, "{down:#}");
+    assert_eq!(lines(&order), ["ms_up", "ms_down"]);
+    let table = sb.ctl_ok(&["status", "-d", day]);
+    assert!(table.contains("success (forced)"), "{table}");
+
+    // A fresh day: the closure is marked, nothing runs.
+    let fresh = "20260311";
+    let out = sb.ctl_ok(&["mark-success", "-j", "ms_up", "-d", fresh, "--down"]);
+    assert!(out.contains("2 instances"), "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    let rows = sb.status_json(fresh);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for task in ["ms_up", "ms_down"] {
+        let r = sb.instance(&rows, task);
+        assert_eq!(r["state"], "success", "{r:#}");
+        assert_eq!(r["forced"], true, "{r:#}");
+        assert_eq!(r["try_number"], 0, "never ran: {r:#}");
+        assert!(r["started_at"].is_null(), "never ran: {r:#}");
+    }
+    assert_eq!(
+        lines(&order),
+        ["ms_up", "ms_down"],
+        "mark-success --down ran something"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill, delete
+// ---------------------------------------------------------------------------------------------
+
+/// kill stops the whole process group of a running try, records `killed` and does not retry;
+/// a redo of a running instance is refused; after the kill, a redo is accepted.
+#[test]
+fn kill_stops_the_process_group_without_retry_and_redo_is_refused_while_running() {
+    let sb = Sandbox::start();
+    let pids = sb.work().join("pids");
+    let _cleanup = KillListedPids(pids.clone());
+    // Try 1 runs two sleeps in a subshell; any later try succeeds at once, so a retry after
+    // the kill would show as success.
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: op_kill
+    command: "if [ {{{{try_number}}}} -eq 1 ]; then sh -c 'sleep 300 & echo $! >> {p}; sleep 300 & echo $! >> {p}; wait'; else echo second-try-ran; fi"
+    retries: 3
+    retry_delay: 1s
+"#,
+        p = pids.display()
+    ));
+    let day = "20260320";
+    sb.ctl_ok(&["run", "-j", "op_kill", "-d", day]);
+    wait_for(&sb, SETTLE, "op_kill running with both sleeps started", || {
+        let rows = sb.status_json(day);
+        (state_of(&rows, "op_kill") == Some("running") && pids_in(&pids).len() == 2).then_some(())
+    });
+    let pid_list = pids_in(&pids);
+    assert!(pid_list.iter().all(|p| is_alive(*p)), "{pid_list:?}");
+
+    for args in [
+        &["run", "-j", "op_kill", "-d", day][..],
+        &["run", "-j", "op_kill", "-d", day, "--force"][..],
+    ] {
+        let err = sb.ctl_err(args);
+        assert!(
+            err.contains("kill it first"),
+            "`goflowctl {}` of a running instance: {err}",
+            args.join(" ")
+        );
+    }
+    let rows = sb.status_json(day);
+    let r = sb.instance(&rows, "op_kill");
+    assert_eq!(
+        (r["state"].as_str(), r["try_number"].as_i64()),
+        (Some("running"), Some(1)),
+        "the refused runs changed it: {r:#}"
+    );
+
+    let out = sb.ctl_ok(&["kill", "-j", "op_kill", "-d", day]);
+    assert!(out.contains("killed"), "{out}");
+    let rows = sb.status_json(day);
+    assert_eq!(state_of(&rows, "op_kill"), Some("killed"), "{rows:#?}");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alive: Vec<u32> = pid_list.iter().copied().filter(|p| is_alive(*p)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleeps of the killed try still run 15s after the kill: {alive:?}\nstandalone log:\n{}",
+            sb.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // retry_delay is 1s: a retry would have happened by now.
+    std::thread::sleep(Duration::from_secs(4));
+    let rows = sb.status_json(day);
+    let r = sb.instance(&rows, "op_kill");
+    assert_eq!(r["state"], "killed", "a killed instance is not retried: {r:#}");
+    assert_eq!(r["try_number"], 1, "{r:#}");
+    let log = sb.ctl_ok(&["logs", "-j", "op_kill", "-d", day]);
+    assert!(!log.contains("second-try-ran"), "{log}");
+
+    sb.ctl_ok(&["run", "-j", "op_kill", "-d", day, "--wait"]);
+    let rows = sb.status_json(day);
+    let r = sb.instance(&rows, "op_kill");
+    assert_eq!(
+        (r["state"].as_str(), r["try_number"].as_i64()),
+        (Some("success"), Some(2)),
+        "{r:#}"
+    );
+    let log = sb.ctl_ok(&["logs", "-j", "op_kill", "-d", day]);
+    assert!(log.contains("second-try-ran"), "{log}");
+}
+
+/// delete removes an instance with its tries and logs; not while it runs.
+#[test]
+fn delete_removes_the_instance_with_its_tries_and_logs_but_not_while_running() {
+    let sb = Sandbox::start();
+    let counter = sb.work().join("counter");
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: op_del
+    command: "touch {c}; n=$(cat {c} | wc -l); echo del-run-$n; echo x >> {c}"
+  - id: op_del_slow
+    command: "sleep 120"
+"#,
+        c = counter.display()
+    ));
+    let day = "20260321";
+    sb.ctl_ok(&["run", "-j", "op_del", "-d", day, "--wait"]);
+    let log = sb.ctl_ok(&["logs", "-j", "op_del", "-d", day]);
+    assert!(log.contains("del-run-0"), "{log}");
+
+    let out = sb.ctl_ok(&["delete", "-j", "op_del", "-d", day]);
+    assert!(out.contains("deleted"), "{out}");
+    let rows = all_rows(&sb);
+    assert!(
+        rows.iter().all(|r| r["task"] != "op_del"),
+        "status still lists the deleted instance: {rows:#?}"
+    );
+    let err = err_lower(&sb, &["logs", "-j", "op_del", "-d", day]);
+    assert!(err.contains("not found"), "logs of a deleted instance: {err}");
+    let err = err_lower(&sb, &["delete", "-j", "op_del", "-d", day]);
+    assert!(err.contains("not found"), "a second delete: {err}");
+
+    // Run again: a new instance, its first try, its own log only.
+    sb.ctl_ok(&["run", "-j", "op_del", "-d", day, "--wait"]);
+    let rows = sb.status_json(day);
+    let r = sb.instance(&rows, "op_del");
+    assert_eq!(
+        (r["state"].as_str(), r["try_number"].as_i64()),
+        (Some("success"), Some(1)),
+        "{r:#}"
+    );
+    let log = sb.ctl_ok(&["logs", "-j", "op_del", "-d", day]);
+    assert!(log.contains("del-run-1") && !log.contains("del-run-0"), "{log}");
+    sb.ctl_err(&["logs", "-j", "op_del", "-d", day, "--try", "2"]);
+
+    // A running one is refused and left as it is.
+    sb.ctl_ok(&["run", "-j", "op_del_slow", "-d", day]);
+    sb.wait_status(day, SETTLE, "op_del_slow to run", |rows| {
+        state_of(rows, "op_del_slow") == Some("running")
+    });
+    let err = sb.ctl_err(&["delete", "-j", "op_del_slow", "-d", day]);
+    assert!(err.contains("kill it first"), "{err}");
+    let rows = sb.status_json(day);
+    assert_eq!(state_of(&rows, "op_del_slow"), Some("running"), "{rows:#?}");
+    sb.ctl_ok(&["kill", "-j", "op_del_slow", "-d", day]);
+    sb.ctl_ok(&["delete", "-j", "op_del_slow", "-d", day]);
+    let rows = sb.status_json(day);
+    assert!(state_of(&rows, "op_del_slow").is_none(), "{rows:#?}");
+    let ops = parse_array(&sb.ctl_ok(&["history", "-o", "json"]));
+    let deletes: Vec<(&str, &str)> = ops
+        .iter()
+        .filter(|o| o["action"] == "delete")
+        .map(|o| (o["target"].as_str().unwrap(), o["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        deletes,
+        [("op_del_slow@20260321", "killed"), ("op_del@20260321", "success")],
+        "newest first, with the state deleted: {ops:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pause, dep, do-all-job
+// ---------------------------------------------------------------------------------------------
+
+/// A paused task is not queued when its upstream succeeds; unpausing queues it.
+#[test]
+fn pause_holds_a_task_and_unpause_releases_it() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: pz_a
+    command: "echo pz_a >> {o}"
+  - id: pz_b
+    command: "echo pz_b >> {o}"
+    depends_on: [pz_a]
+"#,
+        o = order.display()
+    ));
+    let day = "20260330";
+    let out = sb.ctl_ok(&["pause", "-j", "pz_b"]);
+    assert_eq!(out.trim(), "task pz_b paused");
+    let paused = |id: &str| {
+        let tasks = sb.tasks_json();
+        tasks
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {tasks:#?}"))["paused"]
+            .clone()
+    };
+    assert_eq!(paused("pz_b"), true);
+    assert_eq!(paused("pz_a"), false);
+
+    sb.ctl_ok(&["run", "-j", "pz_a", "-d", day, "--down"]);
+    sb.wait_status(day, SETTLE, "pz_a to succeed", |rows| {
+        state_of(rows, "pz_a") == Some("success")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rows = sb.status_json(day);
+    let b = sb.instance(&rows, "pz_b");
+    assert_eq!(b["state"], "waiting", "{b:#}");
+    assert_eq!(b["try_number"], 0, "{b:#}");
+    assert_eq!(b["blocked"], false, "{b:#}");
+    assert!(
+        b["wait_reason"].as_str().unwrap_or_default().contains("paused"),
+        "{b:#}"
+    );
+    assert_eq!(lines(&order), ["pz_a"]);
+
+    let out = sb.ctl_ok(&["unpause", "-j", "pz_b"]);
+    assert_eq!(out.trim(), "task pz_b unpaused");
+    assert_eq!(paused("pz_b"), false);
+    let rows = sb.wait_status(day, SETTLE, "pz_b to succeed after unpause", |rows| {
+        state_of(rows, "pz_b") == Some("success")
+    });
+    assert_eq!(sb.instance(&rows, "pz_b")["try_number"], 1);
+    assert_eq!(lines(&order), ["pz_a", "pz_b"]);
+    let err = err_lower(&sb, &["pause", "-j", "pz_nope"]);
+    assert!(err.contains("pz_nope"), "{err}");
+    let ops = parse_array(&sb.ctl_ok(&["history", "-j", "pz_b", "-o", "json"]));
+    let got: Vec<(&str, &str)> = ops
+        .iter()
+        .map(|o| (o["action"].as_str().unwrap(), o["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [("unpause", "pz_b"), ("pause", "pz_b")], "{ops:#?}");
+}
+
+/// `dep -o json|dot` with `--up`, `--down` and `--depth`.
+#[test]
+fn dep_shows_trees_edges_and_depth() {
+    let sb = Sandbox::start();
+    sb.apply(
+        r#"
+tasks:
+  - id: dep_a
+    command: "true"
+  - id: dep_b
+    command: "true"
+    depends_on: [dep_a]
+  - id: dep_c
+    command: "true"
+  - id: dep_x
+    command: "true"
+    depends_on: [dep_b, {task: dep_c, day_offset: -1}]
+  - id: dep_y
+    command: "true"
+    depends_on: [dep_x]
+  - id: dep_z
+    command: "true"
+    depends_on: [dep_y]
+"#,
+    );
+    /// `x[b[a],c(-1)]`, children sorted.
+    fn canon(node: &Value) -> String {
+        let mut text = node["task"].as_str().expect("a task").to_string();
+        let offset = node["day_offset"].as_i64().expect("a day_offset");
+        if offset != 0 {
+            text.push_str(&format!("({offset:+})"));
+        }
+        let mut children: Vec<String> = node["children"]
+            .as_array()
+            .expect("children")
+            .iter()
+            .map(canon)
+            .collect();
+        if !children.is_empty() {
+            children.sort();
+            text.push_str(&format!("[{}]", children.join(",")));
+        }
+        text
+    }
+    let edges = |v: &Value| -> BTreeSet<String> {
+        v["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}->{}{:+}",
+                    e["upstream"],
+                    e["downstream"],
+                    e["day_offset"].as_i64().unwrap()
+                )
+            })
+            .map(|s| s.replace('"', ""))
+            .collect()
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut all = vec!["dep", "-j", "dep_x", "-o", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&sb.ctl_ok(&all)).expect("dep -o json is JSON")
+    };
+
+    let v = json(&[]);
+    assert_eq!(canon(&v["upstream"]), "dep_x[dep_b[dep_a],dep_c(-1)]", "{v:#}");
+    assert_eq!(canon(&v["downstream"]), "dep_x[dep_y[dep_z]]", "{v:#}");
+    assert_eq!(
+        edges(&v),
+        BTreeSet::from(
+            [
+                "dep_a->dep_b+0",
+                "dep_b->dep_x+0",
+                "dep_c->dep_x-1",
+                "dep_x->dep_y+0",
+                "dep_y->dep_z+0",
+            ]
+            .map(String::from)
+        ),
+        "{v:#}"
+    );
+
+    let v = json(&["--depth", "1"]);
+    assert_eq!(canon(&v["upstream"]), "dep_x[dep_b,dep_c(-1)]", "{v:#}");
+    assert_eq!(canon(&v["downstream"]), "dep_x[dep_y]", "{v:#}");
+    assert_eq!(edges(&v).len(), 3, "{v:#}");
+
+    let v = json(&["--up"]);
+    assert_eq!(canon(&v["upstream"]), "dep_x[dep_b[dep_a],dep_c(-1)]", "{v:#}");
+    assert!(v["downstream"].is_null(), "--up only: {v:#}");
+    let v = json(&["--down", "--depth", "1"]);
+    assert!(v["upstream"].is_null(), "--down only: {v:#}");
+    assert_eq!(canon(&v["downstream"]), "dep_x[dep_y]", "{v:#}");
+
+    let dot = sb.ctl_ok(&["dep", "-j", "dep_x", "-o", "dot"]);
+    assert!(dot.trim_start().starts_with("digraph"), "{dot}");
+    for edge in [
+        r#""dep_a" -> "dep_b";"#,
+        r#""dep_b" -> "dep_x";"#,
+        r#""dep_c" -> "dep_x" [label="-1"];"#,
+        r#""dep_x" -> "dep_y";"#,
+        r#""dep_y" -> "dep_z";"#,
+    ] {
+        assert!(dot.contains(edge), "dot lacks {edge}:\n{dot}");
+    }
+    let dot = sb.ctl_ok(&["dep", "-j", "dep_x", "-o", "dot", "--depth", "1"]);
+    assert!(
+        !dot.contains("dep_a") && !dot.contains("dep_z"),
+        "--depth 1:\n{dot}"
+    );
+
+    let tree = sb.ctl_ok(&["dep", "-j", "dep_x"]);
+    for want in [
+        "upstream of dep_x:",
+        "downstream of dep_x:",
+        "dep_c (-1 day)",
+        "dep_z",
+    ] {
+        assert!(tree.contains(want), "tree lacks {want:?}:\n{tree}");
+    }
+
+    let err = sb.ctl_err(&["dep", "-j", "dep_nope"]);
+    assert!(err.contains("dep_nope"), "{err}");
+}
+
+/// do-all-job runs every scheduled root of a day and its downstream, not unscheduled roots.
+#[test]
+fn do_all_job_runs_scheduled_roots_and_their_downstream_only() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    let line = |id: &str| format!("echo {id} >> {}", order.display());
+    // Schedules far away: the cron loop must not create anything itself.
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: daj_a
+    command: "{a}"
+    schedule: "0 0 1 1 *"
+  - id: daj_a_down
+    command: "{ad}"
+    depends_on: [daj_a]
+  - id: daj_b
+    command: "{b}"
+    schedule: "0 0 1 1 *"
+  - id: daj_b_down
+    command: "{bd}"
+    depends_on: [daj_b]
+  - id: daj_free
+    command: "{f}"
+  - id: daj_free_down
+    command: "{fd}"
+    depends_on: [daj_free]
+"#,
+        a = line("daj_a"),
+        ad = line("daj_a_down"),
+        b = line("daj_b"),
+        bd = line("daj_b_down"),
+        f = line("daj_free"),
+        fd = line("daj_free_down"),
+    ));
+    let day = "20250610";
+    let out = sb.ctl_ok(&["do-all-job", "-d", day]);
+    assert!(out.contains("4 instances"), "{out}");
+    let rows = sb.wait_status(day, SETTLE, "the four instances to succeed", |rows| {
+        rows.len() >= 4 && rows.iter().all(|r| r["state"] == "success")
+    });
+    let tasks: BTreeSet<&str> = rows.iter().map(|r| r["task"].as_str().unwrap()).collect();
+    assert_eq!(
+        tasks,
+        BTreeSet::from(["daj_a", "daj_a_down", "daj_b", "daj_b_down"]),
+        "{rows:#?}"
+    );
+    let all = all_rows(&sb);
+    assert_eq!(all.len(), 4, "no instance of another day: {all:#?}");
+    let ran = lines(&order);
+    let pos = |id: &str| {
+        ran.iter()
+            .position(|l| l == id)
+            .unwrap_or_else(|| panic!("{id} did not run: {ran:?}"))
+    };
+    assert_eq!(ran.len(), 4, "{ran:?}");
+    assert!(pos("daj_a") < pos("daj_a_down"), "{ran:?}");
+    assert!(pos("daj_b") < pos("daj_b_down"), "{ran:?}");
+    let ops = parse_array(&sb.ctl_ok(&["history", "--limit", "1", "-o", "json"]));
+    assert_eq!(
+        (&ops[0]["action"], &ops[0]["target"]),
+        (&Value::from("do-all-job"), &Value::from(day)),
+        "{ops:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// history
+// ---------------------------------------------------------------------------------------------
+
+/// Every operation is recorded with who, when, what and from which client.
+#[test]
+fn history_lists_every_operation_with_actor_and_client() {
+    let sb = Sandbox::start();
+    let started = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let user = [("USER", "e2e-alice")];
+    let ok = |args: &[&str]| {
+        let out = sb.ctl_env(args, &user);
+        assert!(
+            out.status.success(),
+            "`goflowctl {}` failed\n{}",
+            args.join(" "),
+            sb.describe(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dag = sb.write(
+        "history-dag.yaml",
+        r#"
+tasks:
+  - id: hist_gate
+    command: "true"
+  - id: hist_a
+    command: "true"
+  - id: hist_b
+    command: "true"
+    depends_on: [hist_gate]
+"#,
+    );
+    ok(&["apply", "-f", dag.to_str().unwrap()]);
+    let day = "20260401";
+    ok(&["run", "-j", "hist_b", "-d", day]); // waits: hist_gate has no instance
+    ok(&["kill", "-j", "hist_b", "-d", day]);
+    ok(&["mark-success", "-j", "hist_gate", "-d", day]);
+    ok(&["run", "-j", "hist_a", "-d", day, "--down", "--wait"]);
+
+    let ops = parse_array(&ok(&["history", "-o", "json"]));
+    let got: Vec<(String, String)> = ops
+        .iter()
+        .rev()
+        .map(|o| {
+            (
+                o["action"].as_str().unwrap_or_default().to_string(),
+                o["target"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("apply", "history-dag.yaml"),
+        ("run", "hist_b@20260401"),
+        ("kill", "hist_b@20260401"),
+        ("mark-success", "hist_gate@20260401"),
+        ("run", "hist_a@20260401"),
+    ]
+    .iter()
+    .map(|(a, t)| (a.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(got, want, "oldest first: {ops:#?}");
+    let now = chrono::Utc::now() + chrono::Duration::seconds(5);
+    for o in &ops {
+        assert_eq!(o["actor"], "e2e-alice", "{o:#}");
+        let client = o["client"].as_str().unwrap_or_default();
+        assert!(
+            client.starts_with("goflowctl/") && client.contains(" from 127.0.0.1:"),
+            "client: {o:#}"
+        );
+        let at = time_of(o, "at");
+        assert!(
+            at >= started && at <= now,
+            "at {at} is not during the test: {o:#}"
+        );
+    }
+    let detail = |i: usize| {
+        ops[ops.len() - 1 - i]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        detail(0).contains("hist_gate") && detail(0).contains("hist_a") && detail(0).contains("hist_b"),
+        "apply's detail names the created tasks: {ops:#?}"
+    );
+    assert_eq!(detail(2), "waiting", "kill records what it stopped: {ops:#?}");
+    assert_eq!(detail(4), "--down", "{ops:#?}");
+
+    let of_b = parse_array(&ok(&["history", "-j", "hist_b", "-o", "json"]));
+    let actions: Vec<&str> = of_b.iter().map(|o| o["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["kill", "run"], "newest first, hist_b only: {of_b:#?}");
+    let last_two = parse_array(&ok(&["history", "--limit", "2", "-o", "json"]));
+    let actions: Vec<&str> = last_two.iter().map(|o| o["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["run", "mark-success"], "{last_two:#?}");
+
+    let table = ok(&["history"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "DETAIL"],
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 6, "a header and five operations:\n{table}");
+    assert!(
+        table.contains("mark-success") && table.contains("hist_gate@20260401") && table.contains("e2e-alice"),
+        "{table}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The seed's goflow_conf.json and command names
+// ---------------------------------------------------------------------------------------------
+
+/// The seed's example configuration, comments removed (JSON has none). LogDir is
+/// `/var/log/go_log` in the seed; [`seed_conf`] points it at the test's temp folder, so the
+/// coordinator's log is `<tmp>/scheduler.log`. Every other key is as in the seed.
+const SEED_CONF: &str = r#"{
+  "Common":{
+    "MysqlConn":"mysql://test:test@localhost:3306/goflow",
+    "MysqlConn":"mysql://test:test@localhost:3306/cflow",
+    "Broker":"localhost:9092"
+  },
+  "Scheduler":{
+    "LogDir":"/var/log/go_log",
+    "LogFile":"scheduler.log",
+    "FetchInterval":10,
+    "WorkerTimeOut":20,
+    "RetryQueueimes":4
+  },
+  "Worker": {
+    "LogDir":"/var/log/go_log",
+    "LogFile":"executer.log",
+    "Parallelism": 32,
+    "HearteatInterval": 10,
+    "Retry": 3,
+    "TaskTimeOut": 60
+  }
+}"#;
+
+fn seed_conf(log_dir: &Path) -> String {
+    let text = SEED_CONF.replace("/var/log/go_log", log_dir.to_str().expect("a UTF-8 temp path"));
+    assert_eq!(text.matches(log_dir.to_str().unwrap()).count(), 2);
+    text
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// `goflow init_db -c goflow_conf.json` refuses the seed's mysql:// URL, saying MySQL is not
+/// supported yet; with GOFLOW_DATABASE_URL pointing to sqlite, `init_db` and `migrate` work.
+#[test]
+fn seed_config_init_db_refuses_mysql_and_env_points_it_to_sqlite() {
+    let tmp = tempfile::Builder::new()
+        .prefix("goflow-e2e-conf.")
+        .tempdir()
+        .unwrap();
+    let conf = tmp.path().join("goflow_conf.json");
+    std::fs::write(&conf, seed_conf(tmp.path())).unwrap();
+    let conf_arg = conf.to_str().unwrap();
+    let limit = Duration::from_secs(30);
+
+    let out = run_goflow(&["init_db", "-c", conf_arg], &[], tmp.path(), limit);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "init_db with a mysql:// URL must fail:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("Common.MysqlConn") && stderr.contains("MySQL"),
+        "the refusal names the key and MySQL:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("GOFLOW_DATABASE_URL"),
+        "the refusal says how to get around it:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("test:test"),
+        "no password in messages:\n{stderr}"
+    );
+    assert!(
+        !tmp.path().join("goflow-data").exists(),
+        "nothing was created for a refused database"
+    );
+
+    let db = tmp.path().join("db").join("goflow.db");
+    let url = sqlite_url(&db);
+    let env = [("GOFLOW_DATABASE_URL", url.as_str())];
+    let out = run_goflow(&["init_db", "-c", conf_arg], &env, tmp.path(), limit);
+    assert!(
+        out.status.success(),
+        "init_db with GOFLOW_DATABASE_URL=sqlite failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.is_file(), "{} was not created", db.display());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&db.display().to_string()), "{stdout}");
+    for name in ["migrate", "init-db"] {
+        let out = run_goflow(&[name, "-c", conf_arg], &env, tmp.path(), limit);
+        assert!(
+            out.status.success(),
+            "`goflow {name}` on an up-to-date database failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `goflow scheduler -c goflow_conf.json --ha` starts with the seed's file (the database from
+/// the environment), logs what it ignores, and its agent has Worker.Parallelism slots.
+#[test]
+fn seed_config_scheduler_alias_starts_with_ha() {
+    let sb = Sandbox::start_with(|root| {
+        let conf = root.join("goflow_conf.json");
+        std::fs::write(&conf, seed_conf(root)).unwrap();
+        Launch {
+            args: vec!["scheduler".into(), "-c".into(), conf.into(), "--ha".into()],
+            env: vec![(
+                "GOFLOW_DATABASE_URL".into(),
+                sqlite_url(&root.join("db").join("goflow.db")).into(),
+            )],
+            // Scheduler.LogDir/LogFile, rewritten to the temp folder.
+            log_file: Some(root.join("scheduler.log")),
+        }
+    });
+    let log_file = sb.root().join("scheduler.log");
+    assert!(log_file.is_file(), "the coordinator logs to LogDir/LogFile");
+    let log = read(&log_file);
+    for want in ["Common.Broker", "localhost:9092", "FetchInterval", "--ha"] {
+        assert!(
+            log.contains(want),
+            "scheduler.log does not mention {want:?}:\n{log}"
+        );
+    }
+    assert!(
+        sb.root().join("db").join("goflow.db").is_file(),
+        "GOFLOW_DATABASE_URL is used"
+    );
+    assert!(
+        !sb.root().join("goflow-data").exists(),
+        "the default data folder is not used"
+    );
+
+    let agents = wait_for(&sb, SETTLE, "the embedded agent to register", || {
+        let agents = parse_array(&sb.ctl_ok(&["agents", "-o", "json"]));
+        (!agents.is_empty()).then_some(agents)
+    });
+    assert_eq!(agents.len(), 1, "{agents:#?}");
+    assert_eq!(agents[0]["slots"], 32, "Worker.Parallelism: {agents:#?}");
+    assert_eq!(agents[0]["state"], "alive", "{agents:#?}");
+
+    // Worker.Retry is the default retries: 3 retries, 4 tries.
+    sb.apply("tasks:\n  - id: conf_t\n    command: \"echo conf-ok\"\n");
+    sb.ctl_ok(&["run", "-j", "conf_t", "-d", "20260402", "--wait"]);
+    let rows = sb.status_json("20260402");
+    let r = sb.instance(&rows, "conf_t");
+    assert_eq!(r["state"], "success", "{r:#}");
+    assert_eq!(r["max_tries"], 4, "Worker.Retry 3: {r:#}");
+}
+
+/// `goflow scheduler` with the seed's file as it is refuses to start on MySQL, saying so; a
+/// wrong type in the file stops the start and names the key.
+#[test]
+fn seed_config_scheduler_refuses_mysql_and_wrong_types_at_start() {
+    let tmp = tempfile::Builder::new()
+        .prefix("goflow-e2e-conf.")
+        .tempdir()
+        .unwrap();
+    let seed = tmp.path().join("seed_conf.json");
+    std::fs::write(&seed, seed_conf(tmp.path())).unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    // If it started instead, it would not return: run_goflow fails the test after 30s.
+    let out = run_goflow(
+        &[
+            "scheduler",
+            "-c",
+            seed.to_str().unwrap(),
+            "--grpc-listen",
+            &grpc,
+            "--http-listen",
+            &http,
+        ],
+        &[],
+        tmp.path(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = read(&tmp.path().join("scheduler.log"));
+    assert!(
+        !out.status.success(),
+        "scheduler on mysql:// must not start:\n{stderr}\n{log}"
+    );
+    let said = format!("{stderr}\n{log}");
+    assert!(
+        said.contains("Common.MysqlConn") && said.contains("MySQL"),
+        "the refusal names the key and MySQL:\nstderr:\n{stderr}\nscheduler.log:\n{log}"
+    );
+
+    let conf = tmp.path().join("goflow_conf.json");
+    let text = seed_conf(tmp.path()).replace(r#""Parallelism": 32"#, r#""Parallelism": "lots""#);
+    assert!(text.contains(r#""Parallelism": "lots""#));
+    std::fs::write(&conf, text).unwrap();
+    let db = tmp.path().join("goflow.db");
+    let url = sqlite_url(&db);
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let out = run_goflow(
+        &[
+            "scheduler",
+            "-c",
+            conf.to_str().unwrap(),
+            "--grpc-listen",
+            &grpc,
+            "--http-listen",
+            &http,
+        ],
+        &[("GOFLOW_DATABASE_URL", url.as_str())],
+        tmp.path(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a string Parallelism must stop the start:\n{stderr}"
+    );
+    assert!(stderr.contains("Worker.Parallelism"), "{stderr}");
+    assert!(!db.exists(), "nothing started: {}", db.display());
+}
