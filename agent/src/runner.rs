@@ -41,7 +41,8 @@ pub struct RunSpec {
 impl RunSpec {
     pub fn new(command: impl Into<String>) -> Self {
         Self {
-            shell: "sh".into(),
+            // An absolute path skips the PATH search (a dozen failed execs on a long PATH).
+            shell: "/bin/sh".into(),
             command: command.into(),
             env: HashMap::new(),
             timeout: None,

@@ -531,8 +531,7 @@ impl Engine {
         if upstreams.is_empty() {
             return Ok(true);
         }
-        let states = store::states_of(conn, &upstreams).await?;
-        Ok(states.iter().all(|s| *s == Some(InstanceState::Success)))
+        Ok(store::count_succeeded(conn, &upstreams).await? == upstreams.len())
     }
 
     /// Queues every waiting downstream of `key` whose dependencies are now all met: the event

@@ -285,6 +285,7 @@ impl ControlService for Api {
         request: Request<pb::ListInstancesRequest>,
     ) -> RpcResult<pb::ListInstancesResponse> {
         let req = request.into_inner();
+        let whole = !req.etl_day.is_empty() || !req.ids.is_empty();
         let mut filter = InstanceFilter {
             etl_day: if req.etl_day.is_empty() {
                 None
@@ -293,10 +294,11 @@ impl ControlService for Api {
             },
             task: (!req.task.is_empty()).then_some(req.task),
             ids: req.ids,
-            limit: if req.limit > 0 {
-                (req.limit as i64).min(MAX_LIST_LIMIT)
-            } else {
-                DEFAULT_LIST_LIMIT
+            // One day (or a list of ids) is shown whole; recent instances of every day are capped.
+            limit: match (req.limit > 0, whole) {
+                (true, _) => (req.limit as i64).min(MAX_LIST_LIMIT),
+                (false, false) => DEFAULT_LIST_LIMIT,
+                (false, true) => MAX_LIST_LIMIT,
             },
             ..Default::default()
         };

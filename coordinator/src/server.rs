@@ -33,10 +33,23 @@ pub async fn serve_grpc(
         .add_service(reflection)
         .add_service(pb::control_service_server::ControlServiceServer::new(api.clone()))
         .add_service(pb::agent_service_server::AgentServiceServer::new(api))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+/// Accepted connections with TCP_NODELAY: a listener passed in skips the builder's setting, and
+/// without it Nagle and delayed ACKs stall every other small report on the hot path by 40 ms.
+fn incoming_nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            tracing::warn!("cannot set TCP_NODELAY on a gRPC connection: {e}");
+        }
+        accepted
+    })
 }

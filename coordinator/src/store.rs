@@ -47,7 +47,8 @@ impl Store {
             // power loss can drop the last commits. FULL costs 6x per commit.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("wal_autocheckpoint", "100000");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(120))
@@ -360,6 +361,31 @@ pub async fn states_of(conn: &mut Conn, keys: &[InstanceKey]) -> anyhow::Result<
         out.push(state.and_then(|s| InstanceState::parse(&s)));
     }
     Ok(out)
+}
+
+/// How many of `keys` (distinct) have succeeded: one query per day, so a join with a thousand
+/// upstreams costs one indexed lookup, not a thousand.
+pub async fn count_succeeded(conn: &mut Conn, keys: &[InstanceKey]) -> anyhow::Result<usize> {
+    let mut by_day: std::collections::BTreeMap<EtlDay, Vec<&str>> = Default::default();
+    for key in keys {
+        by_day.entry(key.etl_day).or_default().push(&key.task);
+    }
+    let mut succeeded = 0;
+    for (day, tasks) in by_day {
+        // SQLite allows 32766 parameters; a wider join is counted in slices.
+        for slice in tasks.chunks(10_000) {
+            let sql = format!(
+                "SELECT COUNT(*) FROM instances WHERE etl_day = ? AND state = 'success' AND task_id IN ({})",
+                vec!["?"; slice.len()].join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(day.compact());
+            for task in slice {
+                query = query.bind(*task);
+            }
+            succeeded += query.fetch_one(&mut *conn).await? as usize;
+        }
+    }
+    Ok(succeeded)
 }
 
 #[derive(Debug, Default, Clone)]

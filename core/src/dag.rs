@@ -210,11 +210,16 @@ impl Dag {
     /// The instances `key` waits for. Those before their task's `start_day` are left out:
     /// they count as met.
     pub fn upstream_instances(&self, key: &InstanceKey) -> Vec<InstanceKey> {
-        self.upstreams(&key.task)
+        let mut ups: Vec<InstanceKey> = self
+            .upstreams(&key.task)
             .iter()
             .map(|dep| InstanceKey::new(&dep.task, key.etl_day.offset(dep.day_offset)))
             .filter(|up| self.exists_on(&up.task, up.etl_day))
-            .collect()
+            .collect();
+        // A dependency listed twice is one instance to wait for.
+        ups.sort();
+        ups.dedup();
+        ups
     }
 
     /// The instances that wait for `key`.

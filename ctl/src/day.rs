@@ -5,7 +5,9 @@
 /// Used as clap's value parser for `-d/--day`, `--from` and `--to`, so a bad date is a usage
 /// error with a clear message; the server validates again, with the same rules.
 pub fn parse_day(input: &str) -> Result<String, String> {
-    goflow_core::EtlDay::parse(input).map(|day| day.compact()).map_err(|e| e.to_string())
+    goflow_core::EtlDay::parse(input)
+        .map(|day| day.compact())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
