@@ -9,3 +9,6 @@ pub mod runner;
 
 pub use agent::{AgentConfig, run_agent};
 pub use queue::{DispatchQueue, MemoryQueue};
+
+#[cfg(test)]
+mod grpc_tests;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use goflow_agent::{AgentConfig, DispatchQueue, MemoryQueue, run_agent};
+use crate::{AgentConfig, DispatchQueue, MemoryQueue, run_agent};
 use goflow_proto::agent_service_server::{AgentService, AgentServiceServer};
 use goflow_proto::*;
 use tokio::sync::mpsc;
