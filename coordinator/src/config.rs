@@ -31,6 +31,8 @@ pub struct Settings {
     pub agent_id: String,
     pub agent_slots: usize,
     pub agent_queues: Vec<String>,
+    /// How this process runs (`standalone`, `coordinator`), for logs and GetVersion.
+    pub mode: &'static str,
     /// What loading noticed and the operator should read (unknown keys, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -50,6 +52,7 @@ impl Default for Settings {
             agent_id: String::new(),
             agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
             agent_queues: vec![],
+            mode: "standalone",
             warnings: vec![],
         }
     }
@@ -144,9 +147,8 @@ impl Settings {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            let root = parse_file(path, &text)?;
-            let mut seen = vec![];
-            flatten(&root, "", &mut seen);
+            let (seen, duplicates) = parse_file(path, &text)?;
+            settings.warnings.extend(duplicates);
             for (name, value) in seen {
                 let Some((_, key)) = FILE_KEYS.iter().find(|(known, _)| *known == name) else {
                     settings
@@ -279,40 +281,71 @@ impl Settings {
     }
 }
 
-fn parse_file(path: &Path, text: &str) -> anyhow::Result<Value> {
+/// The file's `(Section.Key, value)` pairs in order, and a warning for each key given twice
+/// (JSON allows it; the last one wins, as in the seed's own example with two `MysqlConn`).
+fn parse_file(path: &Path, text: &str) -> anyhow::Result<(Vec<(String, Value)>, Vec<String>)> {
+    let mut pairs = vec![];
     let is_toml = path.extension().is_some_and(|e| e == "toml");
     if is_toml {
+        // TOML itself refuses duplicate keys.
         let table: toml::Table = toml::from_str(text)
             .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-        return Ok(serde_json::to_value(table)?);
+        for (section, value) in serde_json::to_value(table)?.as_object().into_iter().flatten() {
+            match value.as_object() {
+                Some(keys) => pairs.extend(keys.iter().map(|(k, v)| (format!("{section}.{k}"), v.clone()))),
+                None => pairs.push((section.clone(), value.clone())),
+            }
+        }
+        return Ok((pairs, vec![]));
     }
-    serde_json::from_str(text).with_context(|| {
+    let invalid = || {
         format!(
             "config file {} is not valid JSON (comments are not allowed in JSON)",
             path.display()
         )
-    })
+    };
+    let sections: Entries<Box<serde_json::value::RawValue>> =
+        serde_json::from_str(text).with_context(invalid)?;
+    for (section, raw) in sections.0 {
+        if raw.get().trim_start().starts_with('{') {
+            let keys: Entries<Value> = serde_json::from_str(raw.get()).with_context(invalid)?;
+            pairs.extend(keys.0.into_iter().map(|(k, v)| (format!("{section}.{k}"), v)));
+        } else {
+            pairs.push((section, serde_json::from_str(raw.get()).with_context(invalid)?));
+        }
+    }
+    let mut warnings = vec![];
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if pairs[i + 1..].iter().any(|(later, _)| later == name) {
+            warnings.push(format!(
+                "{}: key {name} is given twice; the last one is used",
+                path.display()
+            ));
+        }
+    }
+    Ok((pairs, warnings))
 }
 
-/// `{"Common": {"Broker": "x"}}` -> `[("Common.Broker", "x")]`; objects are walked, the rest
-/// are leaves.
-fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                if v.is_object() && prefix.is_empty() {
-                    flatten(v, &name, out);
-                } else {
-                    out.push((name, v.clone()));
+/// A JSON object's entries in order, duplicates kept (a map would keep only the last).
+struct Entries<T>(Vec<(String, T)>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Entries<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Entries<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries<T>, A::Error> {
+                let mut entries = vec![];
+                while let Some(entry) = map.next_entry::<String, T>()? {
+                    entries.push(entry);
                 }
+                Ok(Entries(entries))
             }
         }
-        other => out.push((prefix.to_string(), other.clone())),
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 

@@ -121,6 +121,7 @@ pub struct Engine {
     changes: watch::Sender<u64>,
     wake_retries: Notify,
     wake_cron: Notify,
+    cron_started: std::sync::atomic::AtomicBool,
     agent_channels: Mutex<HashMap<String, mpsc::Sender<pb::AgentCommand>>>,
 }
 
@@ -140,6 +141,7 @@ impl Engine {
             changes: watch::channel(0).0,
             wake_retries: Notify::new(),
             wake_cron: Notify::new(),
+            cron_started: std::sync::atomic::AtomicBool::new(false),
             agent_channels: Mutex::new(HashMap::new()),
         });
         engine.reload_catalog().await?;
@@ -1108,6 +1110,8 @@ impl Engine {
     }
 
     async fn fire_due_schedules(&self) -> Result<Option<i64>> {
+        // The first pass after a start is the one that catches up downtime.
+        let first_pass = !self.cron_started.swap(true, std::sync::atomic::Ordering::Relaxed);
         let catalog = self.catalog();
         let mut conn = self.store.reader().acquire().await?;
         let last_fires: HashMap<String, i64> =
@@ -1130,15 +1134,20 @@ impl Engine {
             let plan = schedule.plan(last, now);
             if let Some(fire) = plan.due {
                 let late = now - fire;
-                if plan.skipped > 0 || late > chrono::Duration::seconds(30) {
+                let missed = if plan.skipped > 0 {
+                    format!(" ({} earlier missed fires are not run)", plan.skipped)
+                } else {
+                    String::new()
+                };
+                if first_pass && (plan.skipped > 0 || late > chrono::Duration::seconds(30)) {
                     tracing::warn!(
-                        "schedule of {} missed its fire at {fire} while goflow was down: catching it up once now{}",
-                        task.id,
-                        if plan.skipped > 0 {
-                            format!(" ({} earlier missed fires are not run)", plan.skipped)
-                        } else {
-                            String::new()
-                        }
+                        "schedule of {} missed its fire at {fire} while goflow was down: catching it up once now{missed}",
+                        task.id
+                    );
+                } else if plan.skipped > 0 {
+                    tracing::warn!(
+                        "schedule of {} is running behind: firing {fire} now{missed}",
+                        task.id
                     );
                 }
                 self.fire(&catalog, task, fire, schedule.etl_day_of(fire), plan.skipped)

@@ -142,6 +142,7 @@ fn cancel_on_signal(shutdown: CancellationToken) {
 
 async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     let mut settings = load(&args.config, Role::Coordinator)?;
+    settings.mode = if standalone { "standalone" } else { "coordinator" };
     if let Some(addr) = args.grpc_listen {
         settings.grpc_listen = addr;
     }

@@ -95,7 +95,8 @@ impl Standalone {
             }
         });
         tracing::info!(
-            "goflow standalone: gRPC on {grpc_addr}, web UI on http://{http_addr}, data in {}",
+            "goflow {}: gRPC on {grpc_addr}, web UI on http://{http_addr}, data in {}",
+            settings.mode,
             db_path.display()
         );
         Ok(Self {

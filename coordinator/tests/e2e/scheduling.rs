@@ -179,3 +179,126 @@ tasks:
     let last_log = sb.ctl(&["logs", "-j", "rec_last", "-d", day]);
     assert!(last_log.status.success(), "{}", sb.describe(&last_log));
 }
+
+/// A schedule whose fires were missed while goflow was down fires once on restart, and the
+/// log says what was missed.
+#[test]
+fn missed_fires_are_caught_up_once_after_downtime() {
+    let mut sb = Sandbox::start();
+    sb.apply(
+        r#"
+tasks:
+  - id: catchup_tick
+    command: "true"
+    schedule: "* * * * * *"
+    day_offset: 0
+"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fires(&sb, "catchup_tick").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no fire within 20s:\n{}",
+            sb.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sb.kill9();
+    let log_before = sb.log();
+    // Down for four seconds: three or four fires of a per-second schedule are missed.
+    std::thread::sleep(Duration::from_secs(4));
+    sb.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let catch_up = loop {
+        let log = sb.log();
+        let fresh = log.strip_prefix(log_before.as_str()).unwrap_or(&log).to_string();
+        if let Some(line) = fresh
+            .lines()
+            .find(|l| l.contains("schedule of catchup_tick missed"))
+        {
+            break (line.to_string(), fresh);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no catch-up logged after restart:\n{fresh}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (line, fresh) = catch_up;
+    assert!(line.contains("catching it up once"), "{line}");
+    let skipped: u32 = line
+        .split(" (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the catch-up line counts the fires not run: {line}"));
+    assert!(
+        (1..=6).contains(&skipped),
+        "about four seconds of fires were missed: {line}"
+    );
+    // One catch-up, not one per missed tick.
+    assert_eq!(
+        fresh
+            .lines()
+            .filter(|l| l.contains("schedule of catchup_tick missed") && l.contains("while goflow was down"))
+            .count(),
+        1,
+        "{fresh}"
+    );
+}
+
+/// `goflowctl logs -f` shows output while the command still runs, and ends when it ends.
+#[test]
+fn logs_follow_streams_output_while_the_try_runs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let sb = Sandbox::start();
+    sb.apply(
+        r#"
+tasks:
+  - id: follow_me
+    command: "for i in 1 2 3; do echo tick-$i; sleep 1; done"
+"#,
+    );
+    sb.ctl_ok(&["run", "-j", "follow_me", "-d", "20260301"]);
+    sb.wait_status("20260301", Duration::from_secs(20), "follow_me running", |rows| {
+        state_of(rows, "follow_me") == Some("running")
+    });
+    let ctl = crate::sandbox::goflow_bin().with_file_name("goflowctl");
+    let mut follower = crate::sandbox::clean_env(&mut Command::new(&ctl))
+        .args([
+            "--server",
+            &sb.server_url(),
+            "logs",
+            "-j",
+            "follow_me",
+            "-d",
+            "20260301",
+            "-f",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start goflowctl logs -f");
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").expect("readable");
+    assert!(first.contains("out| tick-"), "{first}");
+    let state_when_first_seen = state_of(&sb.status_json("20260301"), "follow_me").map(str::to_string);
+    let rest: Vec<String> = lines.map(|l| l.expect("readable")).collect();
+    let status = follower.wait().expect("goflowctl logs -f ends");
+    assert!(status.success(), "logs -f exits 0 when the try ends");
+    assert_eq!(
+        state_when_first_seen.as_deref(),
+        Some("running"),
+        "output arrived while the command ran (first line: {first})"
+    );
+    let all = std::iter::once(first).chain(rest).collect::<Vec<_>>().join("\n");
+    for tick in ["tick-1", "tick-2", "tick-3"] {
+        assert_eq!(all.matches(tick).count(), 1, "{tick} exactly once in:\n{all}");
+    }
+    assert_eq!(
+        state_of(&sb.status_json("20260301"), "follow_me"),
+        Some("success")
+    );
+}

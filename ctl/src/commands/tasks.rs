@@ -51,7 +51,12 @@ pub fn render_table(tasks: &[Task]) -> String {
                 depends_on(&t.depends_on),
                 t.queue.clone(),
                 t.priority.to_string(),
-                t.retries.to_string(),
+                // -1: the task does not say; the coordinator's default applies.
+                if t.retries < 0 {
+                    "default".to_string()
+                } else {
+                    t.retries.to_string()
+                },
                 output::yes(t.paused),
                 output::local_time(t.next_fire_at),
             ]
