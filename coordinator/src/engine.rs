@@ -107,6 +107,22 @@ pub struct RunPlan {
     pub force: bool,
 }
 
+/// Sleeps until `next` (epoch ms; None: an hour), an early `wake`, or shutdown (false).
+async fn sleep_until(
+    next: Option<i64>,
+    wake: &Notify,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let sleep = next.map_or(Duration::from_secs(3600), |at| {
+        Duration::from_millis((at - now_ms()).max(0) as u64)
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = wake.notified() => true,
+        _ = tokio::time::sleep(sleep) => true,
+    }
+}
+
 /// Instances written per transaction by a run; between chunks, agents' reports get the store.
 const REDO_CHUNK: usize = 2000;
 
@@ -1037,20 +1053,12 @@ impl Engine {
     /// Queues retries when their delay is over; sleeps until the next one or a new one.
     pub async fn retry_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         loop {
-            let next = match self.queue_due_retries().await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::error!("retry loop: {e:#}");
-                    Some(now_ms() + 1000)
-                }
-            };
-            let sleep = next.map_or(Duration::from_secs(3600), |at| {
-                Duration::from_millis((at - now_ms()).max(0) as u64)
+            let next = self.queue_due_retries().await.unwrap_or_else(|e| {
+                tracing::error!("retry loop: {e:#}");
+                Some(now_ms() + 1000)
             });
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.wake_retries.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
+            if !sleep_until(next, &self.wake_retries, &shutdown).await {
+                return;
             }
         }
     }
@@ -1091,20 +1099,12 @@ impl Engine {
     /// runs once (and the log says so).
     pub async fn cron_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         loop {
-            let next = match self.fire_due_schedules().await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::error!("cron loop: {e:#}");
-                    Some(now_ms() + 1000)
-                }
-            };
-            let sleep = next.map_or(Duration::from_secs(3600), |at| {
-                Duration::from_millis((at - now_ms()).max(0) as u64)
+            let next = self.fire_due_schedules().await.unwrap_or_else(|e| {
+                tracing::error!("cron loop: {e:#}");
+                Some(now_ms() + 1000)
             });
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.wake_cron.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
+            if !sleep_until(next, &self.wake_cron, &shutdown).await {
+                return;
             }
         }
     }

@@ -16,6 +16,9 @@ use goflow_proto::InstanceRef;
 
 use crate::output;
 
+/// Instances listed one by one; a backfill of a year is summed up after them.
+const MAX_LISTED: usize = 50;
+
 /// Prints the server's message (if any) and the instances an operation touched.
 pub fn write_refs(out: &mut impl Write, message: &str, refs: &[InstanceRef]) -> io::Result<()> {
     if !message.is_empty() {
@@ -27,9 +30,24 @@ pub fn write_refs(out: &mut impl Write, message: &str, refs: &[InstanceRef]) -> 
             writeln!(out, "{n} instance{}:", if n == 1 { "" } else { "s" })?;
             let rows = refs
                 .iter()
+                .take(MAX_LISTED)
                 .map(|r| vec![r.id.to_string(), r.task.clone(), r.etl_day.clone()])
                 .collect();
-            out.write_all(output::table(["ID", "TASK", "ETL_DAY"], rows).as_bytes())
+            out.write_all(output::table(["ID", "TASK", "ETL_DAY"], rows).as_bytes())?;
+            if n > MAX_LISTED {
+                let days: std::collections::BTreeSet<&str> =
+                    refs.iter().map(|r| r.etl_day.as_str()).collect();
+                writeln!(
+                    out,
+                    "... and {} more, {} instances over {} days ({} .. {})",
+                    n - MAX_LISTED,
+                    n,
+                    days.len(),
+                    days.first().unwrap_or(&""),
+                    days.last().unwrap_or(&"")
+                )?;
+            }
+            Ok(())
         }
     }
 }
@@ -57,6 +75,21 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "queued 2 instances\n2 instances:\nID   TASK      ETL_DAY\n7    extract   20260101\n12   load      20260101\n"
+        );
+        let many: Vec<InstanceRef> = (0..120)
+            .map(|i| InstanceRef {
+                id: i,
+                task: "t".into(),
+                etl_day: format!("202601{:02}", i % 3 + 1),
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_refs(&mut out, "", &many).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1 + 1 + MAX_LISTED + 1, "{text}");
+        assert!(
+            text.ends_with("... and 70 more, 120 instances over 3 days (20260101 .. 20260103)\n"),
+            "{text}"
         );
         let mut out = Vec::new();
         write_refs(&mut out, "", &[]).unwrap();
