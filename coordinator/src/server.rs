@@ -24,13 +24,19 @@ pub async fn serve_grpc(
     health_reporter
         .set_serving::<pb::agent_service_server::AgentServiceServer<Api>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // v1 for grpcurl and current clients, v1alpha for those that only know it (Python's
+    // grpcio-reflection, older grpcurl).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(pb::control_service_server::ControlServiceServer::new(api.clone()))
         .add_service(pb::agent_service_server::AgentServiceServer::new(api))
         .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown.cancelled_owned())

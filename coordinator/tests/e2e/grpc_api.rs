@@ -22,6 +22,54 @@ fn grpc_control_and_health_services() {
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
 
+        // Reflection, both versions: a client without the .proto finds the services.
+        {
+            use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::v1::ServerReflectionRequest;
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter(vec![request]))
+                .await
+                .expect("reflection v1 answers")
+                .into_inner();
+            let answer = answers.message().await.expect("a reflection answer").expect("one message");
+            let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+                panic!("list_services answered {answer:?}");
+            };
+            let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            for wanted in ["goflow.v1.ControlService", "goflow.v1.AgentService", "grpc.health.v1.Health"] {
+                assert!(names.iter().any(|n| n == wanted), "reflection lists {names:?}");
+            }
+            use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+            let alpha = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(
+                    tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                        "goflow.v1.ControlService".into(),
+                    ),
+                ),
+            };
+            let mut answers = AlphaClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter(vec![alpha]))
+                .await
+                .expect("reflection v1alpha answers")
+                .into_inner();
+            let answer = answers.message().await.expect("a v1alpha answer").expect("one message");
+            assert!(
+                matches!(
+                    answer.message_response,
+                    Some(tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f))
+                        if !f.file_descriptor_proto.is_empty()
+                ),
+                "v1alpha gives the file of goflow.v1.ControlService: {answer:?}"
+            );
+        }
+
         // Health: the whole server and the ControlService both answer SERVING.
         let mut health = HealthClient::new(channel.clone());
         for service in ["", "goflow.v1.ControlService"] {
