@@ -462,10 +462,20 @@ impl Engine {
             let now = now_ms();
             let mut tx = self.store.begin().await?;
             let mut dispatches = vec![];
-            for key in chunk {
-                let spec = &catalog.tasks[&key.task].spec;
-                let retries = self.retries_of(spec);
-                let (row, created) = store::ensure_instance(&mut tx, key, spec, retries + 1, now).await?;
+            let wanted: Vec<store::WantedInstance> = chunk
+                .iter()
+                .map(|key| {
+                    let spec = &catalog.tasks[&key.task].spec;
+                    store::WantedInstance {
+                        key,
+                        spec,
+                        max_tries: self.retries_of(spec) + 1,
+                    }
+                })
+                .collect();
+            let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
+            for (want, (row, created)) in wanted.iter().zip(ensured) {
+                let (key, spec, retries) = (want.key, want.spec, want.max_tries - 1);
                 // A live instance (it went live since the check above) is left alone rather than
                 // run twice; the reset is a compare-and-set on the state just read.
                 // Who redid it is in the operations log; the message is for what happens next.

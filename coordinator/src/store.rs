@@ -6,6 +6,7 @@
 //! rows it touched says whether this actor won. SQL stays portable (`?` placeholders, epoch
 //! milliseconds, no SQLite-only types) so PostgreSQL and MySQL can slot in beside it.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -451,7 +452,15 @@ pub async fn live_instances_of_day(
         .collect())
 }
 
-/// Creates a waiting instance unless one exists; returns the row either way.
+/// An instance to create if it does not exist yet.
+pub struct WantedInstance<'a> {
+    pub key: &'a InstanceKey,
+    pub spec: &'a TaskSpec,
+    pub max_tries: i64,
+}
+
+/// Creates a waiting instance unless one exists; returns the row either way, and whether it
+/// was created.
 pub async fn ensure_instance(
     conn: &mut Conn,
     key: &InstanceKey,
@@ -459,24 +468,78 @@ pub async fn ensure_instance(
     max_tries: i64,
     now: i64,
 ) -> anyhow::Result<(InstanceRow, bool)> {
-    let inserted = sqlx::query(
-        "INSERT INTO instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at)
-         VALUES (?, ?, 'waiting', 0, ?, ?, ?, ?) ON CONFLICT (task_id, etl_day) DO NOTHING",
-    )
-    .bind(&key.task)
-    .bind(key.etl_day.compact())
-    .bind(max_tries)
-    .bind(spec.priority as i64)
-    .bind(&spec.queue)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    let row = instance_by_key(conn, key)
-        .await?
-        .context("instance vanished after insert")?;
-    Ok((row, inserted))
+    let mut rows = ensure_instances(conn, &[WantedInstance { key, spec, max_tries }], now).await?;
+    Ok(rows.pop().expect("one row for one key"))
+}
+
+/// [`ensure_instance`] for many keys at once, in their order: one lookup per day and one
+/// multi-row insert per few hundred missing rows, so a year-long backfill is a few thousand
+/// statements, not a few hundred thousand.
+pub async fn ensure_instances(
+    conn: &mut Conn,
+    wanted: &[WantedInstance<'_>],
+    now: i64,
+) -> anyhow::Result<Vec<(InstanceRow, bool)>> {
+    let mut existing = instances_by_keys(conn, wanted.iter().map(|w| w.key)).await?;
+    let missing: Vec<&WantedInstance> = wanted.iter().filter(|w| !existing.contains_key(w.key)).collect();
+    // Six parameters a row; SQLite allows 32766 in one statement.
+    for slice in missing.chunks(1000) {
+        let sql = format!(
+            "INSERT INTO instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at)
+             VALUES {} ON CONFLICT (task_id, etl_day) DO NOTHING",
+            vec!["(?, ?, 'waiting', 0, ?, ?, ?, ?)"; slice.len()].join(", ")
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for w in slice {
+            insert = insert
+                .bind(&w.key.task)
+                .bind(w.key.etl_day.compact())
+                .bind(w.max_tries)
+                .bind(w.spec.priority as i64)
+                .bind(&w.spec.queue)
+                .bind(now);
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    let mut created = instances_by_keys(conn, missing.iter().map(|w| w.key)).await?;
+    wanted
+        .iter()
+        .map(|w| match existing.remove(w.key) {
+            Some(row) => Ok((row, false)),
+            None => created
+                .remove(w.key)
+                .map(|row| (row, true))
+                .with_context(|| format!("instance {} vanished after insert", w.key)),
+        })
+        .collect()
+}
+
+/// The instances of `keys` that exist, by key.
+async fn instances_by_keys<'a>(
+    conn: &mut Conn,
+    keys: impl Iterator<Item = &'a InstanceKey>,
+) -> anyhow::Result<HashMap<InstanceKey, InstanceRow>> {
+    let mut by_day: std::collections::BTreeMap<EtlDay, Vec<&str>> = Default::default();
+    for key in keys {
+        by_day.entry(key.etl_day).or_default().push(&key.task);
+    }
+    let mut found = HashMap::new();
+    for (day, tasks) in by_day {
+        for slice in tasks.chunks(10_000) {
+            let sql = format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE etl_day = ? AND task_id IN ({})",
+                vec!["?"; slice.len()].join(", ")
+            );
+            let mut query = sqlx::query_as::<_, InstanceRow>(sqlx::AssertSqlSafe(sql)).bind(day.compact());
+            for task in slice {
+                query = query.bind(*task);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                found.insert(row.key(), row);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Queues an instance as a new try: `from` -> queued, try_number + 1. Returns the new try
