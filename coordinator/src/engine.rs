@@ -691,46 +691,95 @@ impl Engine {
         Ok(rows)
     }
 
-    /// Stops an instance: a running try is killed on its agent (the whole process group), and
-    /// the instance is recorded as killed, not retried.
-    pub async fn kill(&self, key: &InstanceKey, caller: &Caller) -> Result<InstanceRow> {
-        self.require_task(&key.task)?;
+    /// Stops instances: running tries are killed on their agents (the whole process group),
+    /// and the instances are recorded as killed, not retried. One instance (an error if it is
+    /// finished), or with a range of days and/or `down`, every unfinished instance of it: the
+    /// way to stop a backfill.
+    pub async fn kill(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
+        let catalog = self.catalog();
+        self.require_task(&plan.task)?;
+        let single = plan.from == plan.to && !plan.down;
+        let mut keys = HashSet::new();
+        for day in EtlDay::range(plan.from, plan.to) {
+            let start = InstanceKey::new(&plan.task, day);
+            if plan.down {
+                keys.extend(catalog.dag.downstream_closure(&start, (plan.from, plan.to)));
+            }
+            keys.insert(start);
+        }
+        let keys = catalog.dag.in_run_order(keys);
         let now = now_ms();
-        let mut tx = self.store.begin().await?;
-        let row = self.existing(&mut tx, key).await?;
-        let from = row.state();
-        transition(from, Event::Kill).map_err(|_| {
-            EngineError::Conflict(format!(
-                "{key} is {from}: only a waiting, queued, running or up_for_retry instance can be killed"
-            ))
-        })?;
         let note = format!("killed by {}", caller.actor);
-        if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, false, &note, now).await?
-        {
-            return Err(EngineError::Conflict(format!(
-                "{key} changed meanwhile; try again"
+        let mut tx = self.store.begin().await?;
+        let mut killed = vec![];
+        let mut agent_kills = vec![];
+        for key in &keys {
+            let Some(row) = store::instance_by_key(&mut tx, key).await? else {
+                if single {
+                    return Err(EngineError::NotFound(format!("no instance {key}")));
+                }
+                continue;
+            };
+            let from = row.state();
+            if transition(from, Event::Kill).is_err() {
+                if single {
+                    return Err(EngineError::Conflict(format!(
+                        "{key} is {from}: only a waiting, queued, running or up_for_retry instance can be killed"
+                    )));
+                }
+                continue;
+            }
+            if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, false, &note, now)
+                .await?
+            {
+                return Err(EngineError::Conflict(format!(
+                    "{key} changed meanwhile; try again"
+                )));
+            }
+            if from == InstanceState::Running {
+                let attempt = store::attempt_id(row.id, row.try_number);
+                // Closing the try here makes any late report of it stale, and heartbeats tell
+                // its agent to stop it even if the push below is missed.
+                store::finish_attempt(&mut tx, &attempt, "killed", None, &note, now).await?;
+                if let Some(agent) = row.agent_id.clone() {
+                    agent_kills.push((agent, attempt));
+                }
+            }
+            killed.push(row);
+        }
+        if killed.is_empty() {
+            return Err(EngineError::NotFound(format!(
+                "nothing to kill: no unfinished instance of {} (or downstream) in {}..{}",
+                plan.task, plan.from, plan.to
             )));
         }
-        let mut kill_on = None;
-        if from == InstanceState::Running {
-            let attempt = store::attempt_id(row.id, row.try_number);
-            // Closing the try here makes any late report of it stale, and heartbeats tell
-            // its agent to stop it even if the push below is missed.
-            store::finish_attempt(&mut tx, &attempt, "killed", None, &note, now).await?;
-            kill_on = row.agent_id.clone().map(|agent| (agent, attempt));
-        }
+        let target = format!("{}@{}", plan.task, plan.from);
+        let detail = if single {
+            killed[0].state.clone()
+        } else {
+            format!(
+                "{}{} {} instances",
+                if plan.from == plan.to {
+                    String::new()
+                } else {
+                    format!("{}..{} ", plan.from, plan.to)
+                },
+                if plan.down { "--down" } else { "" },
+                killed.len()
+            )
+        };
         store::record_operation(
             &mut tx,
             &caller.actor,
             &caller.client,
             "kill",
-            &key.to_string(),
-            from.as_str(),
+            &target,
+            detail.trim(),
             now,
         )
         .await?;
         tx.commit().await?;
-        if let Some((agent, attempt)) = kill_on {
+        for (agent, attempt) in agent_kills {
             self.send_agent_command(
                 &agent,
                 pb::AgentCommand {
@@ -739,7 +788,7 @@ impl Engine {
             );
         }
         self.changed();
-        Ok(row)
+        Ok(killed)
     }
 
     /// Removes an instance with its tries and logs. Not while queued or running.

@@ -75,6 +75,20 @@ fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
     EtlDay::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
+/// One day, or a range: exactly one of `etl_day` and (`from_day`, `to_day`).
+fn days_of(etl_day: &str, from_day: &str, to_day: &str) -> Result<(EtlDay, EtlDay), Status> {
+    match (etl_day.is_empty(), from_day.is_empty(), to_day.is_empty()) {
+        (false, true, true) => {
+            let day = parse_day("etl_day", etl_day)?;
+            Ok((day, day))
+        }
+        (true, false, false) => Ok((parse_day("from_day", from_day)?, parse_day("to_day", to_day)?)),
+        _ => Err(Status::invalid_argument(
+            "give either etl_day, or both from_day and to_day",
+        )),
+    }
+}
+
 fn require_task_field(task: &str) -> Result<(), Status> {
     if task.is_empty() {
         return Err(Status::invalid_argument("task is required"));
@@ -245,25 +259,7 @@ impl ControlService for Api {
         let caller = caller(&request);
         let req = request.into_inner();
         require_task_field(&req.task)?;
-        let (from, to) = match (
-            req.etl_day.is_empty(),
-            req.from_day.is_empty(),
-            req.to_day.is_empty(),
-        ) {
-            (false, true, true) => {
-                let day = parse_day("etl_day", &req.etl_day)?;
-                (day, day)
-            }
-            (true, false, false) => (
-                parse_day("from_day", &req.from_day)?,
-                parse_day("to_day", &req.to_day)?,
-            ),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "give either etl_day, or both from_day and to_day",
-                ));
-            }
-        };
+        let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
         let plan = RunPlan {
             task: req.task,
             from,
@@ -464,11 +460,24 @@ impl ControlService for Api {
     async fn kill(&self, request: Request<pb::KillRequest>) -> RpcResult<pb::InstancesResponse> {
         let caller = caller(&request);
         let req = request.into_inner();
-        let key = instance_key(&req.task, &req.etl_day)?;
-        let row = self.engine.kill(&key, &caller).await?;
+        require_task_field(&req.task)?;
+        let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
+        let plan = RunPlan {
+            task: req.task,
+            from,
+            to,
+            down: req.down,
+            up: false,
+            force: false,
+        };
+        let rows = self.engine.kill(&plan, &caller).await?;
+        let message = match rows.as_slice() {
+            [one] => format!("{}@{} killed (was {})", one.task_id, one.etl_day, one.state),
+            many => format!("{} instances killed", many.len()),
+        };
         Ok(Response::new(pb::InstancesResponse {
-            message: format!("{key} killed (was {})", row.state),
-            instances: vec![instance_ref(&row)],
+            message,
+            instances: rows.iter().map(instance_ref).collect(),
         }))
     }
 

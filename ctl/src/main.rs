@@ -64,8 +64,8 @@ pub enum Command {
     Agents(agents::AgentsArgs),
     /// Set instances to success without running them (force pass).
     MarkSuccess(ops::MarkSuccessArgs),
-    /// Stop a running instance and record it as killed.
-    Kill(ops::InstanceArgs),
+    /// Stop instances and record them as killed: one, or a backfill (--from/--to, --down).
+    Kill(ops::KillArgs),
     /// Remove an instance with its tries and logs (not the task).
     Delete(ops::InstanceArgs),
     /// Pause a task: no new instances are scheduled.

@@ -506,6 +506,87 @@ tasks:
 }
 
 /// delete removes an instance with its tries and logs; not while it runs.
+/// A backfill is stopped like a run: `kill --from --to --down` kills every unfinished
+/// instance of it (running tries lose their whole process group) and leaves finished ones.
+#[test]
+fn kill_of_a_range_with_down_stops_a_whole_backfill() {
+    let sb = Sandbox::start();
+    let pids = sb.work().join("pids");
+    let _cleanup = KillListedPids(pids.clone());
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: bf_quick
+    command: "true"
+  - id: bf_long
+    command: "sh -c 'sleep 300 & echo $! >> {p}; wait'"
+    depends_on: [bf_quick]
+  - id: bf_after
+    command: "true"
+    depends_on: [bf_long]
+  - id: bf_other
+    command: "true"
+"#,
+        p = pids.display()
+    ));
+    sb.ctl_ok(&[
+        "run", "-j", "bf_quick", "--from", "20260401", "--to", "20260403", "--down",
+    ]);
+    wait_for(&sb, SETTLE, "three bf_long tries running", || {
+        let running = all_rows(&sb)
+            .iter()
+            .filter(|r| r["task"] == "bf_long" && r["state"] == "running")
+            .count();
+        (running == 3 && pids_in(&pids).len() == 3).then_some(())
+    });
+    sb.ctl_ok(&["run", "-j", "bf_other", "-d", "20260402"]);
+
+    let out = sb.ctl_ok(&[
+        "kill", "-j", "bf_quick", "--from", "20260401", "--to", "20260403", "--down",
+    ]);
+    assert!(
+        out.contains("6 instances killed"),
+        "3 bf_long running + 3 bf_after waiting:\n{out}"
+    );
+    let rows = all_rows(&sb);
+    for day in ["20260401", "20260402", "20260403"] {
+        let on = |task: &str| {
+            rows.iter()
+                .find(|r| r["task"] == task && r["etl_day"] == day)
+                .and_then(|r| r["state"].as_str())
+                .map(str::to_string)
+        };
+        assert_eq!(
+            on("bf_quick").as_deref(),
+            Some("success"),
+            "finished ones stay: {day}"
+        );
+        assert_eq!(on("bf_long").as_deref(), Some("killed"), "{day}");
+        assert_eq!(on("bf_after").as_deref(), Some("killed"), "{day}");
+    }
+    wait_for(&sb, SETTLE, "every sleep of the backfill gone", || {
+        pids_in(&pids).iter().all(|p| !is_alive(*p)).then_some(())
+    });
+    let other = all_rows(&sb);
+    assert_eq!(
+        state_of(&other, "bf_other"),
+        Some("success"),
+        "outside the closure: untouched"
+    );
+    let err = err_lower(
+        &sb,
+        &[
+            "kill", "-j", "bf_quick", "--from", "20260401", "--to", "20260403", "--down",
+        ],
+    );
+    assert!(err.contains("nothing to kill"), "{err}");
+    let history = sb.ctl_ok(&["history", "-j", "bf_quick"]);
+    assert!(
+        history.contains("20260401..20260403 --down 6 instances"),
+        "{history}"
+    );
+}
+
 #[test]
 fn delete_removes_the_instance_with_its_tries_and_logs_but_not_while_running() {
     let sb = Sandbox::start();
