@@ -14,6 +14,7 @@ use goflow_proto::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -41,6 +42,24 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Bytes; longer output lines are cut with a marker.
     pub max_log_line: usize,
+    /// The secret a cluster's coordinator asks of its agents (sent as a bearer token).
+    pub secret: Option<String>,
+}
+
+/// The agent's gRPC client: every call carries the agent secret, when there is one.
+pub type CoordinatorClient = AgentServiceClient<InterceptedService<Channel, SecretHeader>>;
+
+/// Adds `authorization: Bearer <secret>` to every call.
+#[derive(Clone)]
+pub struct SecretHeader(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for SecretHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Default for AgentConfig {
@@ -52,6 +71,7 @@ impl Default for AgentConfig {
             queues: vec!["default".into()],
             heartbeat_interval: Duration::from_secs(2),
             max_log_line: runner::DEFAULT_MAX_LOG_LINE,
+            secret: None,
         }
     }
 }
@@ -59,7 +79,7 @@ impl Default for AgentConfig {
 /// What the loops of one agent share.
 struct Agent {
     config: AgentConfig,
-    client: AgentServiceClient<Channel>,
+    client: CoordinatorClient,
     /// The id the coordinator gave us (it may change on re-registration).
     agent_id: Mutex<String>,
     heartbeat_interval_ms: AtomicU64,
@@ -90,8 +110,17 @@ pub async fn run_agent(
         .map_err(|err| anyhow::anyhow!("bad coordinator URL {:?}: {err}", config.coordinator))?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
+    let secret = match &config.secret {
+        Some(secret) => Some(
+            format!("Bearer {secret}")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("the agent secret must be printable ASCII"))?,
+        ),
+        None => None,
+    };
+    let secret = SecretHeader(secret);
     let agent = Arc::new(Agent {
-        client: AgentServiceClient::new(channel),
+        client: AgentServiceClient::with_interceptor(channel, secret),
         agent_id: Mutex::new(config.agent_id.clone()),
         heartbeat_interval_ms: AtomicU64::new(config.heartbeat_interval.as_millis() as u64),
         slots: Arc::new(Semaphore::new(config.slots)),

@@ -5,10 +5,12 @@
 mod agent;
 mod logs;
 pub mod queue;
+pub mod redis_queue;
 pub mod runner;
 
-pub use agent::{AgentConfig, run_agent};
+pub use agent::{AgentConfig, CoordinatorClient, run_agent};
 pub use queue::{DispatchQueue, MemoryQueue};
+pub use redis_queue::RedisQueue;
 
 #[cfg(test)]
 mod grpc_tests;

@@ -2,11 +2,11 @@
 //! while the command runs, so the log survives the agent.
 
 use goflow_proto::LogAppend;
-use goflow_proto::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+
+use crate::agent::CoordinatorClient;
 
 /// Upper bound of one `LogAppend`, far below gRPC's 4 MiB message limit.
 const MAX_BATCH: usize = 256 * 1024;
@@ -20,7 +20,7 @@ struct LogStream {
 }
 
 impl LogStream {
-    fn open(client: &AgentServiceClient<Channel>) -> Self {
+    fn open(client: &CoordinatorClient) -> Self {
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let mut client = client.clone();
         // The call's future drives the sending, so it runs on its own task until we close.
@@ -45,11 +45,7 @@ impl LogStream {
 ///
 /// The stream is opened on the first output. If it breaks, it is reopened once; after a second
 /// break the rest is dropped (logged) but still read, so the command never blocks on its output.
-pub async fn forward_logs(
-    client: AgentServiceClient<Channel>,
-    attempt_id: String,
-    mut lines: mpsc::Receiver<Vec<u8>>,
-) {
+pub async fn forward_logs(client: CoordinatorClient, attempt_id: String, mut lines: mpsc::Receiver<Vec<u8>>) {
     let mut stream: Option<LogStream> = None;
     let mut reopened = false;
     let mut dropped: usize = 0;

@@ -29,6 +29,8 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     pub engine: EngineSettings,
     pub agent_id: String,
+    /// What agents must present to a coordinator that serves remote agents.
+    pub agent_secret: Option<String>,
     pub agent_slots: usize,
     pub agent_queues: Vec<String>,
     /// How this process runs (`standalone`, `coordinator`), for logs and GetVersion.
@@ -50,6 +52,7 @@ impl Default for Settings {
             log_file: None,
             engine: EngineSettings::default(),
             agent_id: String::new(),
+            agent_secret: None,
             agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
             agent_queues: vec![],
             mode: "standalone",
@@ -81,6 +84,7 @@ enum Key {
     TaskTimeout,
     Queues,
     AgentId,
+    AgentSecret,
     MaxLogBytes,
 }
 
@@ -110,6 +114,7 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Worker.Queues", Key::Queues),
     ("Worker.Server", Key::Server),
     ("Worker.AgentId", Key::AgentId),
+    ("Common.AgentSecret", Key::AgentSecret),
 ];
 
 /// Environment variables, which override the file.
@@ -129,6 +134,7 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_TASK_TIMEOUT", Key::TaskTimeout),
     ("GOFLOW_QUEUES", Key::Queues),
     ("GOFLOW_AGENT_ID", Key::AgentId),
+    ("GOFLOW_AGENT_SECRET", Key::AgentSecret),
 ];
 
 /// Which role reads the file, so a `LogDir` of the other role does not apply.
@@ -237,6 +243,15 @@ impl Settings {
                 }
             }
             Key::AgentId => self.agent_id = string(value, origin)?,
+            Key::AgentSecret => {
+                let secret = string(value, origin)?;
+                if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+                    bail!(
+                        "{origin}: the agent secret must be at least 16 printable characters, without spaces"
+                    );
+                }
+                self.agent_secret = Some(secret);
+            }
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
             Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
         }

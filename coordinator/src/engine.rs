@@ -1275,6 +1275,39 @@ impl Engine {
         Ok(())
     }
 
+    /// Pushes again the dispatches of instances queued for longer than `after`: one taken from
+    /// Redis by an agent that died before claiming it is otherwise lost. The push is idempotent
+    /// and the claim a compare-and-set, so a dispatch that was only waiting costs nothing.
+    pub async fn redispatch_loop(
+        self: Arc<Self>,
+        after: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(after / 3) => {}
+            }
+            let stale = async {
+                let mut conn = self.store.reader().acquire().await?;
+                store::queued_before(&mut conn, now_ms() - after.as_millis() as i64).await
+            };
+            match stale.await {
+                Ok(rows) if !rows.is_empty() => {
+                    tracing::debug!("{} queued instances dispatched again", rows.len());
+                    let dispatches = rows
+                        .iter()
+                        .filter(|r| r.dispatch_epoch == self.epoch)
+                        .map(|r| self.dispatch_of(r, r.try_number))
+                        .collect();
+                    self.push(dispatches).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!("redispatch: {e:#}"),
+            }
+        }
+    }
+
     /// Declares agents dead after `worker_timeout` of silence and re-dispatches their tries.
     pub async fn reaper_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let period = (self.settings.worker_timeout / 4).max(Duration::from_millis(250));

@@ -25,11 +25,11 @@ struct Cli {
 enum Command {
     /// Runs coordinator, one agent and the web UI in one process on SQLite: nothing to install.
     Standalone(ServeArgs),
-    /// Runs the coordinator (the seed's `scheduler`). Until Redis dispatch (cluster mode)
-    /// lands, it runs its tasks with an embedded agent, like standalone.
+    /// Runs the coordinator (the seed's `scheduler`). With Common.Broker (Redis) it dispatches
+    /// to `goflow agent` processes; without, it runs tasks on an embedded agent.
     #[command(alias = "scheduler")]
     Coordinator(ServeArgs),
-    /// Runs an agent (the seed's `executer`). Needs Redis dispatch, which comes with cluster mode.
+    /// Runs an agent (the seed's `executer`): takes work from Redis, reports to the coordinator.
     #[command(alias = "executer")]
     Agent(AgentArgs),
     /// Creates or upgrades the database (the seed's `init_db`).
@@ -79,6 +79,9 @@ struct AgentArgs {
     server: Option<String>,
     #[arg(long)]
     slots: Option<usize>,
+    /// Queues (routing keys) to take work from, comma-separated; `*` for all (default: default).
+    #[arg(long, value_delimiter = ',')]
+    queues: Vec<String>,
 }
 
 fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
@@ -154,11 +157,14 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         settings.agent_slots = slots;
     }
     init_logging(&settings)?;
-    if let Some(broker) = &settings.broker {
-        tracing::warn!(
-            "Common.Broker ({broker}) is not used yet: Redis dispatch comes with cluster mode; \
-             tasks run on this process's embedded agent"
-        );
+    match (&settings.broker, standalone) {
+        (Some(broker), true) => tracing::warn!(
+            "Common.Broker ({broker}) is not used by standalone, which dispatches in-process; \
+             `goflow coordinator` uses it to serve separate agents"
+        ),
+        (Some(broker), false) => tracing::info!("dispatching through Redis at {broker} to separate agents"),
+        (None, false) => tracing::info!("no Common.Broker: tasks run on this coordinator's embedded agent"),
+        (None, true) => {}
     }
     if args.ha {
         tracing::warn!(
@@ -218,10 +224,38 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(server) = args.server {
         settings.server = with_scheme(&server);
     }
-    anyhow::bail!(
-        "a separate agent takes its work from Redis, and Redis dispatch comes with cluster mode \
-         (not in this build yet). Meanwhile `goflow coordinator` (or `goflow standalone`) runs \
-         tasks on its embedded agent. Coordinator would have been {}",
-        settings.server
-    )
+    if let Some(slots) = args.slots {
+        anyhow::ensure!(slots > 0, "--slots must be at least 1");
+        settings.agent_slots = slots;
+    }
+    if !args.queues.is_empty() {
+        settings.agent_queues = args.queues;
+    }
+    init_logging(&settings)?;
+    let broker = settings.broker.clone().context(
+        "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
+    )?;
+    let queue = std::sync::Arc::new(goflow_agent::RedisQueue::connect(&broker).await?);
+    let config = goflow_agent::AgentConfig {
+        coordinator: settings.server.clone(),
+        agent_id: settings.agent_id.clone(),
+        slots: settings.agent_slots,
+        queues: if settings.agent_queues.is_empty() {
+            vec!["default".into()]
+        } else {
+            settings.agent_queues.clone()
+        },
+        heartbeat_interval: settings.engine.heartbeat_interval,
+        secret: settings.agent_secret.clone(),
+        ..goflow_agent::AgentConfig::default()
+    };
+    tracing::info!(
+        "goflow agent: coordinator {}, Redis {broker}, {} slots, queues {}",
+        config.coordinator,
+        config.slots,
+        config.queues.join(",")
+    );
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    goflow_agent::run_agent(config, queue, shutdown).await
 }

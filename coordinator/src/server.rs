@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::Engine;
 use crate::grpc::Api;
 
-/// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0.
+/// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0. With an
+/// `agent_secret`, AgentService calls without it are refused.
 pub async fn serve_grpc(
     engine: Arc<Engine>,
+    agent_secret: Option<String>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -38,7 +40,10 @@ pub async fn serve_grpc(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(pb::control_service_server::ControlServiceServer::new(api.clone()))
-        .add_service(pb::agent_service_server::AgentServiceServer::new(api))
+        .add_service(pb::agent_service_server::AgentServiceServer::with_interceptor(
+            api,
+            AgentAuth(agent_secret.map(Arc::from)),
+        ))
         .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
@@ -58,4 +63,31 @@ fn incoming_nodelay(
         }
         accepted
     })
+}
+
+/// Agents of a cluster must present the agent secret; standalone's embedded agent has none to
+/// present, and its coordinator listens on loopback only by default.
+#[derive(Clone)]
+struct AgentAuth(Option<Arc<str>>);
+
+impl tonic::service::Interceptor for AgentAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(secret) = &self.0 else { return Ok(request) };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if same_secret(given.as_bytes(), secret.as_bytes()) => Ok(request),
+            _ => Err(tonic::Status::unauthenticated(
+                "agent secret missing or wrong (the agent's GOFLOW_AGENT_SECRET or Common.AgentSecret)",
+            )),
+        }
+    }
+}
+
+/// Compares without returning early, so the time taken says nothing about the secret.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }

@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use goflow_agent::queue::ANY_QUEUE;
-use goflow_agent::{AgentConfig, MemoryQueue};
+use goflow_agent::{AgentConfig, DispatchQueue, MemoryQueue, RedisQueue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::engine::{Caller, Engine, RunPlan};
 use crate::store::Store;
+
+/// How long a dispatch may sit in Redis unclaimed before it is pushed again (harmless when it
+/// was merely waiting for a free slot: the push is idempotent).
+const REDISPATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The demo DAG a newcomer sees first.
 pub const DEMO_DAG: &str = include_str!("../../deploy/demo/dag.yaml");
@@ -31,10 +35,27 @@ impl Standalone {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data folder {}", dir.display()))?;
         }
+        // A coordinator with a broker serves remote agents through Redis; otherwise one
+        // embedded agent takes work from an in-process queue.
+        let remote_agents = settings.mode == "coordinator" && settings.broker.is_some();
+        let (queue, local_queue): (Arc<dyn DispatchQueue>, Option<Arc<MemoryQueue>>) = match &settings.broker
+        {
+            Some(broker) if remote_agents => {
+                anyhow::ensure!(
+                    settings.agent_secret.is_some(),
+                    "a coordinator that serves remote agents (Common.Broker is set) needs an agent secret: \
+                     set Common.AgentSecret or GOFLOW_AGENT_SECRET (16+ characters) here and on every agent"
+                );
+                (Arc::new(RedisQueue::connect(broker).await?), None)
+            }
+            _ => {
+                let memory = Arc::new(MemoryQueue::new());
+                (memory.clone(), Some(memory))
+            }
+        };
         let store = Store::open_file(&db_path).await?;
-        let queue = Arc::new(MemoryQueue::new());
-        let engine = Engine::new(store, queue.clone(), settings.engine.clone()).await?;
-        engine.recover(true).await?;
+        let engine = Engine::new(store, queue, settings.engine.clone()).await?;
+        engine.recover(!remote_agents).await?;
 
         let grpc = TcpListener::bind(&settings.grpc_listen).await.with_context(|| {
             format!(
@@ -53,10 +74,16 @@ impl Standalone {
         let grpc_url = format!("http://{grpc_addr}");
 
         let mut tasks = tokio::task::JoinSet::new();
+        let remote_secret = if remote_agents {
+            settings.agent_secret.clone()
+        } else {
+            None
+        };
         let stop = shutdown.clone();
         let serving = engine.clone();
         tasks.spawn(async move {
-            if let Err(e) = crate::server::serve_grpc(serving, grpc, stop.clone()).await {
+            let secret = remote_secret;
+            if let Err(e) = crate::server::serve_grpc(serving, secret, grpc, stop.clone()).await {
                 tracing::error!("gRPC server stopped: {e:#}");
                 stop.cancel();
             }
@@ -71,29 +98,37 @@ impl Standalone {
                 tracing::error!("web UI stopped: {e:#}");
             }
         });
-        let agent = AgentConfig {
-            coordinator: grpc_url,
-            agent_id: if settings.agent_id.is_empty() {
-                "standalone".into()
-            } else {
-                settings.agent_id.clone()
-            },
-            slots: settings.agent_slots,
-            queues: if settings.agent_queues.is_empty() {
-                vec![ANY_QUEUE.into()]
-            } else {
-                settings.agent_queues.clone()
-            },
-            heartbeat_interval: settings.engine.heartbeat_interval,
-            ..AgentConfig::default()
-        };
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = goflow_agent::run_agent(agent, queue, stop.clone()).await {
-                tracing::error!("embedded agent stopped: {e:#}");
-                stop.cancel();
+        match local_queue {
+            Some(queue) => {
+                let agent = AgentConfig {
+                    coordinator: grpc_url,
+                    agent_id: if settings.agent_id.is_empty() {
+                        "standalone".into()
+                    } else {
+                        settings.agent_id.clone()
+                    },
+                    slots: settings.agent_slots,
+                    queues: if settings.agent_queues.is_empty() {
+                        vec![ANY_QUEUE.into()]
+                    } else {
+                        settings.agent_queues.clone()
+                    },
+                    heartbeat_interval: settings.engine.heartbeat_interval,
+                    ..AgentConfig::default()
+                };
+                let stop = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = goflow_agent::run_agent(agent, queue, stop.clone()).await {
+                        tracing::error!("embedded agent stopped: {e:#}");
+                        stop.cancel();
+                    }
+                });
             }
-        });
+            // Dispatches taken by an agent that died before claiming them are pushed again.
+            None => {
+                tasks.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, shutdown.clone()));
+            }
+        }
         tracing::info!(
             "goflow {}: gRPC on {grpc_addr}, web UI on http://{http_addr}, data in {}",
             settings.mode,

@@ -722,6 +722,17 @@ pub async fn instances_in_state(
         .await?)
 }
 
+/// Instances queued before `before` (their dispatch may be lost).
+pub async fn queued_before(conn: &mut Conn, before: i64) -> anyhow::Result<Vec<InstanceRow>> {
+    let sql = format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE state = 'queued' AND queued_at < ? LIMIT 10000"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(before)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
 /// Retries whose delay is over, and the earliest one still pending.
 pub async fn retries_due(conn: &mut Conn, now: i64) -> anyhow::Result<(Vec<InstanceRow>, Option<i64>)> {
     let sql = format!(
