@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub max_log_line: usize,
     /// The secret a cluster's coordinator asks of its agents (sent as a bearer token).
     pub secret: Option<String>,
+    /// `goflow-shim`, so a try's processes die with the agent (see `bin/shim.rs`).
+    pub shim: Option<std::path::PathBuf>,
 }
 
 /// The agent's gRPC client: every call carries the agent secret, when there is one.
@@ -72,6 +74,7 @@ impl Default for AgentConfig {
             heartbeat_interval: Duration::from_secs(2),
             max_log_line: runner::DEFAULT_MAX_LOG_LINE,
             secret: None,
+            shim: runner::shim_beside_current_exe(),
         }
     }
 }
@@ -129,6 +132,11 @@ pub async fn run_agent(
         config,
     });
 
+    if agent.config.shim.is_none() {
+        tracing::warn!(
+            "goflow-shim is not beside this executable: if this agent is killed, the commands it runs keep running"
+        );
+    }
     if !agent.register_at_start().await? {
         return Ok(()); // shut down while waiting
     }
@@ -390,6 +398,7 @@ impl Agent {
             env: claim.env,
             timeout: (claim.timeout_ms > 0).then(|| Duration::from_millis(claim.timeout_ms as u64)),
             max_log_line: self.config.max_log_line,
+            shim: self.config.shim.clone(),
             ..RunSpec::new("")
         };
         let (lines, lines_rx) = tokio::sync::mpsc::channel(1024);

@@ -36,6 +36,9 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// Longer lines are cut to this many bytes, with a marker.
     pub max_log_line: usize,
+    /// `goflow-shim`, which kills the try's process group if the agent dies; None runs the
+    /// shell directly (then a killed agent leaves its commands running).
+    pub shim: Option<std::path::PathBuf>,
 }
 
 impl RunSpec {
@@ -47,8 +50,15 @@ impl RunSpec {
             env: HashMap::new(),
             timeout: None,
             max_log_line: DEFAULT_MAX_LOG_LINE,
+            shim: None,
         }
     }
+}
+
+/// `goflow-shim` beside the running executable, if it is there.
+pub fn shim_beside_current_exe() -> Option<std::path::PathBuf> {
+    let shim = std::env::current_exe().ok()?.with_file_name("goflow-shim");
+    shim.is_file().then_some(shim)
 }
 
 /// How a try ended, in the API's words.
@@ -93,9 +103,19 @@ enum Stop {
 ///
 /// On return no process of the group is left.
 pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: CancellationToken) -> RunOutcome {
-    let mut command = Command::new(&spec.shell);
+    let mut command = match &spec.shim {
+        Some(shim) => {
+            let mut c = Command::new(shim);
+            c.arg(std::process::id().to_string()).arg(&spec.shell);
+            c
+        }
+        None => {
+            let mut c = Command::new(&spec.shell);
+            c.arg("-c");
+            c
+        }
+    };
     command
-        .arg("-c")
         .arg(&spec.command)
         .envs(&spec.env)
         .stdin(Stdio::null())

@@ -302,3 +302,68 @@ tasks:
         Some("success")
     );
 }
+
+/// kill -9 of goflow takes the commands it ran with it (through goflow-shim), so the try that
+/// is dispatched again after the restart is the only live run.
+#[test]
+fn kill9_of_goflow_leaves_no_command_running() {
+    let mut sb = Sandbox::start();
+    let pids = sb.work().join("pids");
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: orphan_check
+    command: "if [ {{{{try_number}}}} -eq 1 ]; then sleep 300 & echo $! >> {p}; wait; fi"
+"#,
+        p = pids.display()
+    ));
+    sb.ctl_ok(&["run", "-j", "orphan_check", "-d", "20260501"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pids)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command never started:\n{}",
+            sb.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')').map(|(_, rest)| {
+                    rest.trim_start()
+                        .starts_with(['Z', 'X'])
+                        .then_some(false)
+                        .unwrap_or(true)
+                })
+            })
+            .unwrap_or(false)
+    };
+    assert!(alive(pid), "the background sleep runs before the kill");
+    sb.kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+            panic!("sleep {pid} outlived the killed goflow by 10s: two live runs after a restart");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sb.restart();
+    sb.wait_status(
+        "20260501",
+        Duration::from_secs(60),
+        "orphan_check redone as try 2",
+        |rows| state_of(rows, "orphan_check") == Some("success"),
+    );
+}
