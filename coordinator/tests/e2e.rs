@@ -4,6 +4,8 @@
 #[path = "e2e/sandbox.rs"]
 mod sandbox;
 
+#[path = "e2e/cluster.rs"]
+mod cluster;
 #[path = "e2e/grpc_api.rs"]
 mod grpc_api;
 #[path = "e2e/operations.rs"]

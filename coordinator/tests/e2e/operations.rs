@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::sandbox::{Launch, Sandbox, free_port, parse_array, read, run_goflow, state_of, time_of};
+use crate::sandbox::{
+    Agent, Launch, Redis, Sandbox, free_port, parse_array, read, run_goflow, state_of, time_of,
+};
 
 /// Generous: a few short shell commands on a loaded CI machine.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -1131,27 +1133,42 @@ fn seed_config_init_db_refuses_mysql_and_env_points_it_to_sqlite() {
     }
 }
 
-/// `goflow scheduler -c goflow_conf.json --ha` starts with the seed's file (the database from
-/// the environment), logs what it ignores, and its agent has Worker.Parallelism slots.
+/// `goflow scheduler -c goflow_conf.json --ha` starts with the seed's file (the database, the
+/// broker and the agent secret from the environment), logs what it ignores, and
+/// `goflow executer -c goflow_conf.json` registers with Worker.Parallelism slots and runs a task
+/// with Worker.Retry retries. With the seed's file as it is (Broker `localhost:9092`, where no
+/// Redis listens), the start fails naming that address.
 #[test]
 fn seed_config_scheduler_alias_starts_with_ha() {
+    let redis = Redis::start();
+    let broker = redis.url();
+    const SECRET: &str = "seed-e2e-agent-secret-0123456789";
     let sb = Sandbox::start_with(|root| {
         let conf = root.join("goflow_conf.json");
         std::fs::write(&conf, seed_conf(root)).unwrap();
         Launch {
             args: vec!["scheduler".into(), "-c".into(), conf.into(), "--ha".into()],
-            env: vec![(
-                "GOFLOW_DATABASE_URL".into(),
-                sqlite_url(&root.join("db").join("goflow.db")).into(),
-            )],
+            env: vec![
+                (
+                    "GOFLOW_DATABASE_URL".into(),
+                    sqlite_url(&root.join("db").join("goflow.db")).into(),
+                ),
+                ("GOFLOW_BROKER".into(), broker.clone().into()),
+                ("GOFLOW_AGENT_SECRET".into(), SECRET.into()),
+            ],
             // Scheduler.LogDir/LogFile, rewritten to the temp folder.
             log_file: Some(root.join("scheduler.log")),
         }
     });
+    let conf = sb.root().join("goflow_conf.json");
     let log_file = sb.root().join("scheduler.log");
     assert!(log_file.is_file(), "the coordinator logs to LogDir/LogFile");
     let log = read(&log_file);
-    for want in ["Common.Broker", "localhost:9092", "FetchInterval", "--ha"] {
+    for want in [
+        "FetchInterval",
+        "--ha",
+        &format!("dispatching through Redis at {broker}"),
+    ] {
         assert!(
             log.contains(want),
             "scheduler.log does not mention {want:?}:\n{log}"
@@ -1165,14 +1182,39 @@ fn seed_config_scheduler_alias_starts_with_ha() {
         !sb.root().join("goflow-data").exists(),
         "the default data folder is not used"
     );
+    // With a broker the coordinator runs no agent of its own.
+    let agents = parse_array(&sb.ctl_ok(&["agents", "-o", "json"]));
+    assert!(agents.is_empty(), "no embedded agent: {agents:#?}");
 
-    let agents = wait_for(&sb, SETTLE, "the embedded agent to register", || {
+    // The seed's executer, on the same file and environment.
+    let server = sb.server_url();
+    let db_url = sqlite_url(&sb.root().join("db").join("goflow.db"));
+    let env = [
+        ("GOFLOW_DATABASE_URL", db_url.as_str()),
+        ("GOFLOW_BROKER", broker.as_str()),
+        ("GOFLOW_AGENT_SECRET", SECRET),
+        ("GOFLOW_SERVER", server.as_str()),
+    ];
+    let executer = Agent::start_args(
+        "executer",
+        &["executer", "-c", conf.to_str().unwrap()],
+        &env,
+        &sb.work(),
+        &sb.root().join("executer.stdout.log"),
+    );
+    let agents = wait_for(&sb, SETTLE, "the executer to register", || {
         let agents = parse_array(&sb.ctl_ok(&["agents", "-o", "json"]));
         (!agents.is_empty()).then_some(agents)
     });
     assert_eq!(agents.len(), 1, "{agents:#?}");
     assert_eq!(agents[0]["slots"], 32, "Worker.Parallelism: {agents:#?}");
     assert_eq!(agents[0]["state"], "alive", "{agents:#?}");
+    let executer_log = read(&sb.root().join("executer.log"));
+    assert!(
+        executer_log.contains("registered with the coordinator"),
+        "the executer logs to Worker.LogDir/LogFile:\n{executer_log}\n{}",
+        executer.log_tail(20)
+    );
 
     // Worker.Retry is the default retries: 3 retries, 4 tries.
     sb.apply("tasks:\n  - id: conf_t\n    command: \"echo conf-ok\"\n");
@@ -1181,6 +1223,49 @@ fn seed_config_scheduler_alias_starts_with_ha() {
     let r = sb.instance(&rows, "conf_t");
     assert_eq!(r["state"], "success", "{r:#}");
     assert_eq!(r["max_tries"], 4, "Worker.Retry 3: {r:#}");
+    assert_eq!(r["agent"], agents[0]["id"], "run by the executer: {r:#}");
+    let log = sb.ctl_ok(&["logs", "-j", "conf_t", "-d", "20260402"]);
+    assert!(log.contains("conf-ok"), "{log}");
+    drop(executer);
+
+    // The seed's file as it is names Redis at localhost:9092, where nothing listens: the start
+    // fails and says where it looked. (If it started instead, run_goflow fails after 30s.)
+    let tmp = sb.root().join("as-is");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let seed = tmp.join("goflow_conf.json");
+    std::fs::write(&seed, seed_conf(&tmp)).unwrap();
+    let db = tmp.join("goflow.db");
+    let url = sqlite_url(&db);
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let out = run_goflow(
+        &[
+            "scheduler",
+            "-c",
+            seed.to_str().unwrap(),
+            "--ha",
+            "--grpc-listen",
+            &grpc,
+            "--http-listen",
+            &http,
+        ],
+        &[
+            ("GOFLOW_DATABASE_URL", url.as_str()),
+            ("GOFLOW_AGENT_SECRET", SECRET),
+        ],
+        &tmp,
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = read(&tmp.join("scheduler.log"));
+    assert!(
+        !out.status.success(),
+        "the seed's broker has no Redis behind it; the start must fail:\n{stderr}\n{log}"
+    );
+    assert!(
+        format!("{stderr}\n{log}").contains("localhost:9092"),
+        "the failure names the Redis address:\nstderr:\n{stderr}\nscheduler.log:\n{log}"
+    );
 }
 
 /// `goflow scheduler` with the seed's file as it is refuses to start on MySQL, saying so; a

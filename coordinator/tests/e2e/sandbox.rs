@@ -467,3 +467,331 @@ pub fn run_goflow(args: &[&str], env: &[(&str, &str)], cwd: &Path, limit: Durati
         stderr: stderr.join().unwrap(),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster pieces: a private Redis, and `goflow agent` processes
+// ---------------------------------------------------------------------------------------------
+
+/// How long a fresh `redis-server` may take to answer PING.
+const REDIS_STARTUP: Duration = Duration::from_secs(10);
+
+/// The `redis-server` on PATH (as `which` finds it), failing the test with what to run when
+/// there is none.
+fn redis_server_bin() -> PathBuf {
+    let found = Command::new("which")
+        .arg("redis-server")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|path| !path.is_empty())
+        // No `which` at all: look through PATH ourselves.
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|dir| dir.join("redis-server"))
+                .find(|path| path.is_file())
+        });
+    match found {
+        Some(path) => path,
+        None => panic!("redis-server not found: run scripts/ensure-tools --tests"),
+    }
+}
+
+/// Whether a Redis answers `PING` with `+PONG` on 127.0.0.1:`port`.
+fn redis_pongs(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    if conn.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 7];
+    conn.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+}
+
+/// A private `redis-server` on a free port of 127.0.0.1 (never the machine's own on 6379),
+/// without persistence, in its own temp folder; killed when dropped.
+pub struct Redis {
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts it and waits until it answers PING.
+    pub fn start() -> Self {
+        let bin = redis_server_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("goflow-e2e-redis.")
+            .tempdir()
+            .expect("temp dir");
+        let log_path = dir.path().join("redis.log");
+        let mut last_error = String::new();
+        // Another test may take the port between our pick and Redis's bind: pick again then.
+        for _attempt in 1..=3 {
+            let port = free_port();
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("open the Redis log");
+            let log_err = log.try_clone().expect("clone the log handle");
+            let mut child = Command::new(&bin)
+                .arg("--bind")
+                .arg("127.0.0.1")
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--save")
+                .arg("")
+                .arg("--appendonly")
+                .arg("no")
+                .arg("--dir")
+                .arg(dir.path())
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let deadline = Instant::now() + REDIS_STARTUP;
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    last_error = format!("redis-server exited early ({status})");
+                    break;
+                }
+                if redis_pongs(port) {
+                    return Self {
+                        dir,
+                        port,
+                        child: Some(child),
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = format!("redis-server did not answer PING within {REDIS_STARTUP:?}");
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!(
+            "{last_error}; its log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
+
+    #[allow(dead_code)]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`, for GOFLOW_BROKER.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Redis's own log, for failure messages.
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A process as /proc shows it: its parent and its start time (to tell a reused pid apart).
+fn proc_stat(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": the fields after the last ')' start with the state.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some((ppid, start_time))
+}
+
+/// Every process below `root` (children, their children, ...), with its start time.
+fn descendants(root: u32) -> Vec<(u32, u64)> {
+    let mut all = vec![];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((ppid, start)) = proc_stat(pid) {
+                all.push((pid, ppid, start));
+            }
+        }
+    }
+    let mut found = vec![];
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid, start) in &all {
+            if ppid == parent && pid != root && !found.iter().any(|&(p, _)| p == pid) {
+                found.push((pid, start));
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// One `goflow agent` (or `goflow executer`) child process, its stdout and stderr in a log
+/// file. [`Agent::kill9`] is a crash: the agent's tries live on as orphans (goflow does not kill
+/// them yet), and are killed when the `Agent` is dropped.
+pub struct Agent {
+    id: String,
+    child: Option<Child>,
+    log: PathBuf,
+    /// Processes the agent had started when it was killed, with their start times.
+    orphans: Vec<(u32, u64)>,
+    /// How it ended, once it has.
+    exit: Option<ExitStatus>,
+}
+
+impl Agent {
+    /// `goflow agent --server SERVER --slots SLOTS EXTRA...` with GOFLOW_AGENT_ID=`id` and `env`
+    /// added to a cleaned environment, in `cwd`, its output appended to `log`.
+    pub fn start(
+        server: &str,
+        id: &str,
+        slots: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        cwd: &Path,
+        log: &Path,
+    ) -> Self {
+        let slots = slots.to_string();
+        let mut args = vec!["agent", "--server", server, "--slots", &slots];
+        args.extend_from_slice(extra);
+        let mut env = env.to_vec();
+        env.push(("GOFLOW_AGENT_ID", id));
+        Self::start_args(id, &args, &env, cwd, log)
+    }
+
+    /// `goflow ARGS...` (an agent of any spelling), with `env` added to a cleaned environment;
+    /// `id` only names it in messages.
+    pub fn start_args(id: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path, log: &Path) -> Self {
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("open the agent log {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone the log handle");
+        let child = clean_env(&mut Command::new(goflow_bin()))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", goflow_bin().display()));
+        Self {
+            id: id.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+            orphans: vec![],
+            exit: None,
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What the agent printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of its log, headed by its id, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "agent {} log (tail):\n{}",
+            self.id,
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        )
+    }
+
+    /// Its exit status if it has exited (reaping it), None while it runs.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none()
+            && let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait().unwrap()
+        {
+            self.exit = Some(status);
+            self.child = None;
+        }
+        self.exit
+    }
+
+    /// Waits at most `limit` for it to exit on its own; None if it still runs.
+    #[allow(dead_code)]
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a crash: no shutdown at all. The tries it runs are left running (noted, to
+    /// be killed when the `Agent` is dropped).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let below = descendants(child.id());
+            self.orphans.extend(below);
+            let _ = child.kill(); // SIGKILL on unix
+            if let Ok(status) = child.wait() {
+                self.exit = Some(status);
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        for &(pid, start) in &self.orphans {
+            // Only the very process we saw: the pid may have been reused since.
+            if proc_stat(pid).is_some_and(|(_, now)| now == start) {
+                let _ = Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}

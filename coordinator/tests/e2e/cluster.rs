@@ -1,0 +1,451 @@
+//! Cluster dispatch through Redis: `goflow coordinator` with a broker hands work to separate
+//! `goflow agent` processes, re-dispatches the tries of an agent that died, refuses agents
+//! without the secret, and routes work by queue.
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sandbox::{Agent, Launch, Redis, Sandbox, free_port, parse_array, run_goflow, time_of};
+
+/// What every agent and the coordinator of these tests present.
+const SECRET: &str = "e2e-cluster-secret-0123456789";
+/// Seconds of silence before the coordinator declares an agent dead.
+const WORKER_TIMEOUT: &str = "3";
+/// Generous: a few short shell commands on a loaded CI machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A private Redis, a coordinator dispatching through it, and the agents started so far.
+struct Cluster {
+    // Dropped in this order: agents, then the coordinator, then Redis.
+    agents: Vec<Agent>,
+    sb: Sandbox,
+    redis: Redis,
+}
+
+impl Cluster {
+    /// Redis and `goflow coordinator` with GOFLOW_BROKER, the secret, a 3 s WorkerTimeOut and
+    /// 1 s heartbeats (so a loaded machine does not make a live agent look dead).
+    fn start() -> Self {
+        let redis = Redis::start();
+        let broker = redis.url();
+        let sb = Sandbox::start_with(|root| Launch {
+            args: vec![
+                "coordinator".into(),
+                "--data-dir".into(),
+                root.join("data").into(),
+            ],
+            env: vec![
+                ("GOFLOW_BROKER".into(), broker.into()),
+                ("GOFLOW_AGENT_SECRET".into(), SECRET.into()),
+                ("GOFLOW_WORKER_TIMEOUT".into(), WORKER_TIMEOUT.into()),
+                ("GOFLOW_HEARTBEAT_INTERVAL".into(), "1".into()),
+            ],
+            log_file: None,
+        });
+        Self {
+            agents: vec![],
+            sb,
+            redis,
+        }
+    }
+
+    /// Starts `goflow agent --server URL --slots N EXTRA...` as `id` with the cluster's broker
+    /// and `secret` (None: no GOFLOW_AGENT_SECRET at all); returns its index in `agents`.
+    fn spawn_agent(&mut self, id: &str, slots: usize, extra: &[&str], secret: Option<&str>) -> usize {
+        let broker = self.redis.url();
+        let mut env = vec![
+            ("GOFLOW_BROKER", broker.as_str()),
+            ("GOFLOW_WORKER_TIMEOUT", WORKER_TIMEOUT),
+        ];
+        if let Some(secret) = secret {
+            env.push(("GOFLOW_AGENT_SECRET", secret));
+        }
+        let log = self.sb.root().join(format!("agent-{id}.log"));
+        let agent = Agent::start(
+            &self.sb.server_url(),
+            id,
+            slots,
+            extra,
+            &env,
+            &self.sb.work(),
+            &log,
+        );
+        self.agents.push(agent);
+        self.agents.len() - 1
+    }
+
+    /// Starts agents with the right secret and waits until `goflowctl agents` shows them alive.
+    fn add_agents(&mut self, agents: &[(&str, usize, &[&str])]) {
+        for (id, slots, extra) in agents {
+            self.spawn_agent(id, *slots, extra, Some(SECRET));
+        }
+        let ids: Vec<&str> = agents.iter().map(|(id, _, _)| *id).collect();
+        self.wait_for(SETTLE, &format!("agents {ids:?} to register"), || {
+            let listed = self.agents_json();
+            ids.iter()
+                .all(|id| listed.iter().any(|a| a["id"] == *id && a["state"] == "alive"))
+                .then_some(())
+        });
+    }
+
+    fn agent(&self, id: &str) -> &Agent {
+        self.agents
+            .iter()
+            .find(|a| a.id() == id)
+            .unwrap_or_else(|| panic!("no agent {id} was started"))
+    }
+
+    fn agent_mut(&mut self, id: &str) -> &mut Agent {
+        self.agents
+            .iter_mut()
+            .find(|a| a.id() == id)
+            .unwrap_or_else(|| panic!("no agent {id} was started"))
+    }
+
+    /// `goflowctl agents -o json`.
+    fn agents_json(&self) -> Vec<Value> {
+        parse_array(&self.sb.ctl_ok(&["agents", "-o", "json"]))
+    }
+
+    /// The coordinator's and every agent's log tails, for failure messages.
+    fn logs(&self) -> String {
+        let mut text = format!("coordinator log (tail):\n{}", self.sb.log_tail(40));
+        for agent in &self.agents {
+            text.push_str("\n\n");
+            text.push_str(&agent.log_tail(25));
+        }
+        text
+    }
+
+    /// Polls `probe` until it returns Some, for at most `limit`.
+    fn wait_for<T>(&self, limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(found) = probe() {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!("waited {limit:?} for {what}\n{}", self.logs());
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `goflowctl` ARGS, asserting success, with every log in the failure message.
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.sb.ctl(args);
+        if !out.status.success() {
+            panic!(
+                "`goflowctl {}` failed ({})\nstdout:\n{}\nstderr:\n{}\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            );
+        }
+        String::from_utf8(out.stdout).expect("goflowctl prints UTF-8")
+    }
+}
+
+/// The `agent` field of the instance of `task` in `rows`.
+fn agent_of<'a>(rows: &'a [Value], task: &str) -> &'a str {
+    rows.iter()
+        .find(|r| r["task"] == task)
+        .and_then(|r| r["agent"].as_str())
+        .unwrap_or_else(|| panic!("no instance of {task} with an agent in {rows:#?}"))
+}
+
+/// A coordinator with a broker runs nothing itself: two agents share a fan-out of eight
+/// one-second leaves, and the join runs after all of them.
+#[test]
+fn coordinator_dispatches_through_redis_to_two_agents() {
+    let mut cl = Cluster::start();
+    assert!(
+        cl.sb
+            .log()
+            .contains(&format!("dispatching through Redis at {}", cl.redis.url())),
+        "the coordinator says where it dispatches:\n{}",
+        cl.sb.log_tail(20)
+    );
+    cl.add_agents(&[("a1", 2, &[]), ("a2", 2, &[])]);
+    let agents = cl.agents_json();
+    assert_eq!(
+        agents.len(),
+        2,
+        "no embedded agent next to a1 and a2: {agents:#?}"
+    );
+    for a in &agents {
+        assert_eq!(a["state"], "alive", "{agents:#?}");
+        assert_eq!(a["slots"], 2, "{agents:#?}");
+    }
+
+    let leaves: Vec<String> = (1..=8).map(|i| format!("fan_leaf{i}")).collect();
+    let mut dag = String::from("tasks:\n  - id: fan_root\n    command: \"echo root-ran\"\n");
+    for leaf in &leaves {
+        dag.push_str(&format!(
+            "  - id: {leaf}\n    command: \"echo leaf-{{{{task_id}}}}; sleep 1\"\n    depends_on: [fan_root]\n"
+        ));
+    }
+    dag.push_str(&format!(
+        "  - id: fan_join\n    command: \"echo join-ran\"\n    depends_on: [{}]\n",
+        leaves.join(", ")
+    ));
+    cl.sb.apply(&dag);
+    let day = "20260301";
+    cl.ctl_ok(&["run", "-j", "fan_root", "-d", day, "--down", "--wait"]);
+
+    let rows = cl.sb.status_json(day);
+    assert_eq!(rows.len(), 10, "{rows:#?}");
+    let mut used = BTreeSet::new();
+    for r in &rows {
+        assert_eq!(r["state"], "success", "{r:#}\n{}", cl.logs());
+        assert_eq!(r["try_number"], 1, "{r:#}");
+        let agent = r["agent"].as_str().unwrap_or("");
+        assert!(
+            agent == "a1" || agent == "a2",
+            "every instance ran on a1 or a2, not {agent:?}: {r:#}"
+        );
+        used.insert(agent.to_string());
+    }
+    assert_eq!(
+        used.len(),
+        2,
+        "eight leaves on four slots: both agents took work; {rows:#?}"
+    );
+    let join = cl.sb.instance(&rows, "fan_join");
+    for leaf in &leaves {
+        let leaf_row = cl.sb.instance(&rows, leaf);
+        assert!(
+            time_of(join, "started_at") >= time_of(leaf_row, "finished_at"),
+            "fan_join started before {leaf} finished: {rows:#?}"
+        );
+    }
+
+    // Logs went from the agents to the coordinator.
+    let log = cl.ctl_ok(&["logs", "-j", "fan_leaf3", "-d", day]);
+    assert!(log.contains("leaf-fan_leaf3"), "{log}");
+    let log = cl.ctl_ok(&["logs", "-j", "fan_join", "-d", day]);
+    assert!(log.contains("join-ran"), "{log}");
+    let log = cl.ctl_ok(&["logs", "-j", "fan_root", "-d", day, "--try", "1"]);
+    assert!(log.contains("root-ran"), "{log}");
+}
+
+/// kill -9 of the agent running a try: after WorkerTimeOut the coordinator declares it dead
+/// and the try runs again, as try 2, on the other agent.
+#[test]
+fn a_dead_agent_s_try_is_run_again_elsewhere() {
+    let mut cl = Cluster::start();
+    cl.add_agents(&[("a1", 2, &[]), ("a2", 2, &[])]);
+    cl.sb.apply(
+        r#"
+tasks:
+  - id: lost_t
+    command: "echo try-{{try_number}}; sleep 5; echo done"
+    retries: 0
+"#,
+    );
+    let day = "20260302";
+    cl.ctl_ok(&["run", "-j", "lost_t", "-d", day]);
+    let first = cl.wait_for(SETTLE, "lost_t to run", || {
+        let rows = cl.sb.status_json(day);
+        let r = rows.iter().find(|r| r["task"] == "lost_t")?;
+        (r["state"] == "running" && r["try_number"] == 1 && !r["agent"].as_str()?.is_empty())
+            .then(|| r["agent"].as_str().unwrap().to_string())
+    });
+    assert!(first == "a1" || first == "a2", "{first}");
+    let other = if first == "a1" { "a2" } else { "a1" };
+    // Its output has reached the coordinator: the try really runs there.
+    cl.wait_for(SETTLE, "try 1's first line in the logs", || {
+        cl.ctl_ok(&["logs", "-j", "lost_t", "-d", day, "--try", "1"])
+            .contains("try-1")
+            .then_some(())
+    });
+    let killed_at = chrono::Utc::now();
+    cl.agent_mut(&first).kill9();
+
+    let rows = cl.wait_for(
+        Duration::from_secs(30),
+        &format!("lost_t to succeed on {other} after {first} was killed"),
+        || {
+            let rows = cl.sb.status_json(day);
+            let r = rows.iter().find(|r| r["task"] == "lost_t")?;
+            (r["state"] == "success").then_some(rows)
+        },
+    );
+    let r = cl.sb.instance(&rows, "lost_t");
+    assert_eq!(r["try_number"], 2, "a new try: {r:#}\n{}", cl.logs());
+    assert_eq!(
+        r["agent"],
+        other,
+        "try 2 ran on the live agent: {r:#}\n{}",
+        cl.logs()
+    );
+    // The last heartbeat may be up to 1 s older than the kill: 3 s of silence is 2 s after it.
+    let waited = time_of(r, "started_at").signed_duration_since(killed_at);
+    assert!(
+        waited >= chrono::TimeDelta::milliseconds(1500),
+        "try 2 started {waited} after the kill: not before WorkerTimeOut (3 s) of silence: {r:#}"
+    );
+
+    let agents = cl.agents_json();
+    let state = |id: &str| {
+        agents
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("agent {id} is not listed: {agents:#?}"))["state"]
+            .clone()
+    };
+    assert_eq!(state(&first), "dead", "{agents:#?}");
+    assert_eq!(state(other), "alive", "{agents:#?}");
+    let coordinator_log = cl.sb.log();
+    assert!(
+        coordinator_log.contains(&format!("agent {first} missed its heartbeats")),
+        "the coordinator says why:\n{}",
+        cl.sb.log_tail(30)
+    );
+
+    let log = cl.ctl_ok(&["logs", "-j", "lost_t", "-d", day, "--try", "2"]);
+    assert!(
+        log.contains("try-2") && log.contains("done"),
+        "try 2's log:\n{log}"
+    );
+    let log = cl.ctl_ok(&["logs", "-j", "lost_t", "-d", day, "--try", "1"]);
+    assert!(log.contains("try-1"), "try 1's log is kept:\n{log}");
+    assert!(cl.agent(other).log().contains("try started"), "{}", cl.logs());
+}
+
+/// Agents without the secret, or with a wrong one, are refused and exit; a coordinator with a
+/// broker and no secret does not start.
+#[test]
+fn agents_need_the_secret() {
+    let mut cl = Cluster::start();
+    cl.spawn_agent("wrong1", 1, &[], Some("not-the-cluster-secret-42"));
+    cl.spawn_agent("nosecret1", 1, &[], None);
+    for id in ["wrong1", "nosecret1"] {
+        let started = Instant::now();
+        let status = cl
+            .agent_mut(id)
+            .wait_exit(Duration::from_secs(40))
+            .unwrap_or_else(|| panic!("agent {id} still runs after 40 s\n{}", cl.logs()));
+        assert!(!status.success(), "agent {id} must fail: {status}\n{}", cl.logs());
+        let log = cl.agent(id).log();
+        assert!(
+            log.contains("secret") && log.contains("could not register"),
+            "agent {id}'s log says what is wrong:\n{log}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a refusal is not retried for long: {:?}",
+            started.elapsed()
+        );
+    }
+    let agents = cl.agents_json();
+    assert!(agents.is_empty(), "refused agents are not listed: {agents:#?}");
+
+    // A coordinator with a broker and no secret refuses to start, and says what to set.
+    let data = cl.sb.root().join("data-nosecret");
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let broker = cl.redis.url();
+    let out = run_goflow(
+        &[
+            "coordinator",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--grpc-listen",
+            &grpc,
+            "--http-listen",
+            &http,
+        ],
+        &[("GOFLOW_BROKER", broker.as_str())],
+        &cl.sb.work(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must not start without a secret:\n{stderr}"
+    );
+    assert!(stderr.contains("GOFLOW_AGENT_SECRET"), "{stderr}");
+    // A secret too short is refused too, naming the variable.
+    let out = run_goflow(
+        &[
+            "coordinator",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--grpc-listen",
+            &grpc,
+            "--http-listen",
+            &http,
+        ],
+        &[
+            ("GOFLOW_BROKER", broker.as_str()),
+            ("GOFLOW_AGENT_SECRET", "short"),
+        ],
+        &cl.sb.work(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must not start with a short secret:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("GOFLOW_AGENT_SECRET") && stderr.contains("16"),
+        "{stderr}"
+    );
+}
+
+/// An agent takes only the queues it subscribes to: `gpu` work goes to g1, default work to d1.
+#[test]
+fn queues_route_work_to_subscribed_agents() {
+    let mut cl = Cluster::start();
+    cl.add_agents(&[("g1", 2, &["--queues", "gpu"]), ("d1", 2, &[])]);
+    let agents = cl.agents_json();
+    let queues_of = |id: &str| {
+        agents
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("{agents:#?}"))["queues"]
+            .clone()
+    };
+    assert_eq!(queues_of("g1"), serde_json::json!(["gpu"]), "{agents:#?}");
+    assert_eq!(queues_of("d1"), serde_json::json!(["default"]), "{agents:#?}");
+
+    let mut dag = String::from("tasks:\n  - id: q_root\n    command: \"echo root\"\n");
+    for i in 1..=3 {
+        dag.push_str(&format!(
+            "  - id: q_gpu{i}\n    command: \"echo gpu{i}; sleep 1\"\n    queue: gpu\n    depends_on: [q_root]\n"
+        ));
+        dag.push_str(&format!(
+            "  - id: q_cpu{i}\n    command: \"echo cpu{i}; sleep 1\"\n    depends_on: [q_root]\n"
+        ));
+    }
+    cl.sb.apply(&dag);
+    let day = "20260303";
+    cl.ctl_ok(&["run", "-j", "q_root", "-d", day, "--down", "--wait"]);
+    let rows = cl.sb.status_json(day);
+    assert_eq!(rows.len(), 7, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(r["state"], "success", "{r:#}\n{}", cl.logs());
+    }
+    assert_eq!(agent_of(&rows, "q_root"), "d1", "{rows:#?}");
+    for i in 1..=3 {
+        assert_eq!(
+            agent_of(&rows, &format!("q_gpu{i}")),
+            "g1",
+            "gpu work on g1: {rows:#?}"
+        );
+        assert_eq!(
+            agent_of(&rows, &format!("q_cpu{i}")),
+            "d1",
+            "default work on d1: {rows:#?}"
+        );
+    }
+    let log = cl.ctl_ok(&["logs", "-j", "q_gpu2", "-d", day]);
+    assert!(log.contains("gpu2"), "{log}");
+}
