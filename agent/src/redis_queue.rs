@@ -69,14 +69,28 @@ pub fn redis_url(broker: &str) -> String {
 }
 
 impl RedisQueue {
-    pub async fn connect(broker: &str) -> anyhow::Result<Self> {
+    /// Connects, or fails within a few seconds naming the address; `source` names the setting
+    /// it came from (`Common.Broker`, `GOFLOW_BROKER`).
+    pub async fn connect(broker: &str, source: &str) -> anyhow::Result<Self> {
         let url = redis_url(broker);
-        let client =
-            redis::Client::open(url.as_str()).with_context(|| format!("bad Redis address {broker:?}"))?;
-        let commands = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
+        let unreachable = |why: String| anyhow::anyhow!("cannot reach Redis at {url} ({source}): {why}");
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| anyhow::anyhow!("bad Redis address {broker:?} ({source}): {e}"))?;
+        // One plain connection first: it fails at once when nothing listens, where the
+        // connection manager would keep retrying.
+        let mut probe =
+            tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| unreachable("no answer within 5s".into()))?
+                .map_err(|e| unreachable(e.to_string()))?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut probe)
             .await
-            .map_err(|_| anyhow::anyhow!("Redis at {url} did not answer within 10s"))?
-            .with_context(|| format!("cannot reach Redis at {url} (Common.Broker)"))?;
+            .map_err(|e| unreachable(e.to_string()))?;
+        let commands = client
+            .get_connection_manager()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(Self {
             client,
             commands,

@@ -22,6 +22,8 @@ pub struct Settings {
     /// Where the URL came from, for messages (`Common.MysqlConn`, `GOFLOW_DATABASE_URL`, ...).
     pub database_url_source: String,
     pub broker: Option<String>,
+    /// Where the broker came from, for messages (`Common.Broker`, `GOFLOW_BROKER`).
+    pub broker_source: String,
     pub grpc_listen: String,
     pub http_listen: String,
     /// The coordinator an agent reports to.
@@ -46,6 +48,7 @@ impl Default for Settings {
             database_url: None,
             database_url_source: String::new(),
             broker: None,
+            broker_source: String::new(),
             grpc_listen: goflow_proto::DEFAULT_GRPC_ADDR.into(),
             http_listen: goflow_proto::DEFAULT_HTTP_ADDR.into(),
             server: format!("http://{}", goflow_proto::DEFAULT_GRPC_ADDR),
@@ -198,7 +201,10 @@ impl Settings {
                 self.database_url = Some(string(value, origin)?);
                 self.database_url_source = name.to_string();
             }
-            Key::Broker => self.broker = Some(string(value, origin)?).filter(|b| !b.is_empty()),
+            Key::Broker => {
+                self.broker = Some(string(value, origin)?).filter(|b| !b.is_empty());
+                self.broker_source = name.to_string();
+            }
             Key::DataDir => self.data_dir = PathBuf::from(string(value, origin)?),
             Key::GrpcListen => self.grpc_listen = string(value, origin)?,
             Key::HttpListen => self.http_listen = string(value, origin)?,

@@ -281,7 +281,9 @@ impl Engine {
         let to =
             transition(InstanceState::Running, Event::AgentLost { requeue }).expect("running may be lost");
         if to == InstanceState::Queued {
-            let try_number = store::requeue_lost(conn, row.id, row.try_number, self.epoch, now).await?;
+            let message = format!("try {} lost ({why}); dispatched again", attempt.try_number);
+            let try_number =
+                store::requeue_lost(conn, row.id, row.try_number, self.epoch, now, &message).await?;
             tracing::warn!(
                 "{}: try {} lost ({why}); dispatched again",
                 row.key(),

@@ -235,7 +235,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let broker = settings.broker.clone().context(
         "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
     )?;
-    let queue = std::sync::Arc::new(goflow_agent::RedisQueue::connect(&broker).await?);
+    let queue =
+        std::sync::Arc::new(goflow_agent::RedisQueue::connect(&broker, &settings.broker_source).await?);
     let config = goflow_agent::AgentConfig {
         coordinator: settings.server.clone(),
         agent_id: settings.agent_id.clone(),

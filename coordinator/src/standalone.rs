@@ -46,7 +46,10 @@ impl Standalone {
                     "a coordinator that serves remote agents (Common.Broker is set) needs an agent secret: \
                      set Common.AgentSecret or GOFLOW_AGENT_SECRET (16+ characters) here and on every agent"
                 );
-                (Arc::new(RedisQueue::connect(broker).await?), None)
+                (
+                    Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?),
+                    None,
+                )
             }
             _ => {
                 let memory = Arc::new(MemoryQueue::new());

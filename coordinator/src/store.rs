@@ -678,15 +678,17 @@ pub async fn requeue_lost(
     try_number: i64,
     epoch: i64,
     now: i64,
+    message: &str,
 ) -> anyhow::Result<Option<i64>> {
     let row: Option<(i64,)> = sqlx::query_as(
         "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
                 lost_tries = lost_tries + 1, dispatch_epoch = ?, queued_at = ?, started_at = NULL,
-                finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ''
+                finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?
          WHERE id = ? AND state = 'running' AND try_number = ? RETURNING try_number",
     )
     .bind(epoch)
     .bind(now)
+    .bind(message)
     .bind(id)
     .bind(try_number)
     .fetch_optional(&mut *conn)
