@@ -33,6 +33,13 @@ fn main() {
         eprintln!("goflow-shim: bad parent pid {parent:?}");
         exit(2);
     };
+    // Killing "the group" must only ever mean the try's own group, which the agent creates
+    // with the shim as its leader; never a shell's or a terminal's.
+    // SAFETY: getpgrp and getpid only read process ids.
+    if unsafe { libc::getpgrp() != libc::getpid() } {
+        eprintln!("goflow-shim: must lead its own process group (the goflow agent starts it so)");
+        exit(2);
+    }
     // SAFETY: plain libc calls on this single-threaded process before anything else runs.
     unsafe {
         libc::signal(PARENT_DIED, on_parent_death as *const () as libc::sighandler_t);
