@@ -39,6 +39,13 @@ pub struct MemoryQueue {
 struct MemoryState {
     next_seq: u64,
     queues: HashMap<String, BTreeMap<Slot, Dispatch>>,
+    /// (instance, try, epoch) of what waits, so pushing a dispatch again is a no-op (as
+    /// `ZADD NX` is for Redis).
+    waiting: std::collections::HashSet<(i64, i32, i64)>,
+}
+
+fn identity(d: &Dispatch) -> (i64, i32, i64) {
+    (d.instance_id, d.try_number, d.epoch)
 }
 
 impl MemoryQueue {
@@ -71,7 +78,9 @@ impl MemoryQueue {
             .filter(|(name, _)| every_queue || queues.contains(name))
             .filter_map(|(name, waiting)| Some((*waiting.first_key_value()?.0, name.clone())))
             .min()?;
-        state.queues.get_mut(&best.1)?.remove(&best.0)
+        let dispatch = state.queues.get_mut(&best.1)?.remove(&best.0)?;
+        state.waiting.remove(&identity(&dispatch));
+        Some(dispatch)
     }
 }
 
@@ -84,6 +93,9 @@ impl DispatchQueue for MemoryQueue {
         {
             let mut state = self.state.lock().unwrap();
             for dispatch in dispatches {
+                if !state.waiting.insert(identity(&dispatch)) {
+                    continue;
+                }
                 state.next_seq += 1;
                 let slot = (std::cmp::Reverse(dispatch.priority), state.next_seq);
                 state
@@ -146,6 +158,19 @@ mod tests {
         assert_eq!(order, [3, 2, 4, 1]);
         assert_eq!(q.len(), 1, "the dispatch of a queue nobody asked for stays");
         assert_eq!(q.pop(&[ANY_QUEUE.to_string()]).await.unwrap().instance_id, 5);
+    }
+
+    #[tokio::test]
+    async fn pushing_a_waiting_dispatch_again_is_a_no_op() {
+        let q = MemoryQueue::new();
+        q.push(vec![dispatch(1, "default", 0), dispatch(1, "default", 0)])
+            .await
+            .unwrap();
+        q.push(vec![dispatch(1, "default", 0)]).await.unwrap();
+        assert_eq!(q.len(), 1);
+        q.pop(&["default".to_string()]).await.unwrap();
+        q.push(vec![dispatch(1, "default", 0)]).await.unwrap();
+        assert_eq!(q.len(), 1, "once taken, the same dispatch may be pushed again");
     }
 
     #[tokio::test]

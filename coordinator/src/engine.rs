@@ -91,6 +91,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The task, or NotFound naming it. Check against the same snapshot you go on to use.
+    pub fn require(&self, task: &str) -> Result<&StoredTask> {
+        self.tasks
+            .get(task)
+            .ok_or_else(|| EngineError::NotFound(format!("unknown task {task:?}")))
+    }
+
     fn is_paused(&self, task: &str) -> bool {
         self.tasks.get(task).is_some_and(|t| t.paused)
     }
@@ -105,6 +112,38 @@ pub struct RunPlan {
     pub down: bool,
     pub up: bool,
     pub force: bool,
+}
+
+/// States and blocked verdicts shared by the rows of one listing.
+#[derive(Default)]
+pub struct WaitCache {
+    states: HashMap<InstanceKey, InstanceState>,
+    days_loaded: HashSet<EtlDay>,
+    blocked: HashMap<InstanceKey, bool>,
+}
+
+impl WaitCache {
+    async fn state(&mut self, conn: &mut Conn, key: &InstanceKey) -> Result<Option<InstanceState>> {
+        if self.days_loaded.insert(key.etl_day) {
+            let day = std::collections::BTreeSet::from([key.etl_day]);
+            self.states.extend(store::states_of_days(conn, &day).await?);
+        }
+        Ok(self.states.get(key).copied())
+    }
+}
+
+/// A range of days a run or kill may span: in order, at most ten years.
+fn check_range(from: EtlDay, to: EtlDay) -> Result<()> {
+    if from > to {
+        return Err(EngineError::Invalid(format!("--from {from} is after --to {to}")));
+    }
+    let days = from.days_until(to) + 1;
+    if days > 3660 {
+        return Err(EngineError::Invalid(format!(
+            "a range of {days} days is more than 10 years"
+        )));
+    }
+    Ok(())
 }
 
 /// Sleeps until `next` (epoch ms; None: an hour), an early `wake`, or shutdown (false).
@@ -247,6 +286,16 @@ impl Engine {
         let queued = store::restamp_queued(&mut tx, self.epoch).await?;
         let requeued = queued.len();
         dispatches.extend(queued.iter().map(|row| self.dispatch_of(row, row.try_number)));
+        // Waiting instances whose dependencies are met (their release was lost, or a
+        // definition changed while goflow was down) are queued.
+        let catalog = self.catalog();
+        dispatches.extend(
+            self.queue_ready_waiting(&mut tx, &catalog.dag, None, |t| catalog.is_paused(t), now)
+                .await?,
+        );
+        // A lost try requeued above is also among the queued ones: one dispatch each.
+        dispatches.sort_by_key(|d| (d.instance_id, d.try_number));
+        dispatches.dedup_by_key(|d| (d.instance_id, d.try_number));
         tx.commit().await?;
         if !dispatches.is_empty() {
             tracing::info!(
@@ -315,16 +364,22 @@ impl Engine {
             source_name
         };
         let specs = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let catalog = self.catalog();
-        let mut merged: BTreeMap<String, TaskSpec> = catalog
-            .tasks
+        // Validate against the tasks as stored, inside the write transaction: two applies at
+        // once are serialized, so they can never store a cycle between them.
+        let mut tx = self.store.begin().await?;
+        let stored: BTreeMap<String, StoredTask> = store::load_tasks(&mut tx)
+            .await?
+            .into_iter()
+            .map(|t| (t.spec.id.clone(), t))
+            .collect();
+        let mut merged: BTreeMap<String, TaskSpec> = stored
             .iter()
             .map(|(id, t)| (id.clone(), t.spec.clone()))
             .collect();
         let mut response = pb::ApplyTasksResponse::default();
         let mut changed = vec![];
         for spec in &specs {
-            match catalog.tasks.get(&spec.id) {
+            match stored.get(&spec.id) {
                 None => response.created.push(spec.id.clone()),
                 Some(old) if old.spec == *spec => {
                     response.unchanged.push(spec.id.clone());
@@ -335,18 +390,27 @@ impl Engine {
             merged.insert(spec.id.clone(), spec.clone());
             changed.push(spec.clone());
         }
-        Dag::new(merged.into_values()).map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
+        let dag = Dag::new(merged.into_values())
+            .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
         if dry_run || changed.is_empty() {
             return Ok(response);
         }
         let now = now_ms();
-        let mut tx = self.store.begin().await?;
         for spec in &changed {
-            let schedule_changed = catalog
-                .tasks
+            let schedule_changed = stored
                 .get(&spec.id)
                 .is_none_or(|old| old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone);
             store::upsert_task(&mut tx, spec, now, schedule_changed).await?;
+        }
+        // A changed definition (an upstream dropped, a later start_day) may leave waiting
+        // instances with nothing left to wait for: queue them now.
+        let mut dispatches = vec![];
+        let paused = |task: &str| stored.get(task).is_some_and(|t| t.paused);
+        for spec in &changed {
+            dispatches.extend(
+                self.queue_ready_waiting(&mut tx, &dag, Some(&spec.id), paused, now)
+                    .await?,
+            );
         }
         let detail = format!(
             "created [{}] updated [{}]",
@@ -365,8 +429,45 @@ impl Engine {
         .await?;
         tx.commit().await?;
         self.reload_catalog().await?;
+        self.push(dispatches).await;
         self.wake_cron.notify_one();
+        self.changed();
         Ok(response)
+    }
+
+    /// Queues the waiting instances of `task` (None: of every unpaused task) whose dependencies
+    /// are all met. States are read a day at a time, so a paused year-long backfill costs a
+    /// few hundred queries, not one per instance.
+    async fn queue_ready_waiting(
+        &self,
+        conn: &mut Conn,
+        dag: &Dag,
+        task: Option<&str>,
+        is_paused: impl Fn(&str) -> bool,
+        now: i64,
+    ) -> Result<Vec<pb::Dispatch>> {
+        let mut waiting = store::instances_in_state(conn, InstanceState::Waiting, task).await?;
+        waiting.retain(|row| dag.task(&row.task_id).is_some() && !is_paused(&row.task_id));
+        let upstreams: Vec<Vec<InstanceKey>> = waiting
+            .iter()
+            .map(|row| dag.upstream_instances(&row.key()))
+            .collect();
+        let days: std::collections::BTreeSet<EtlDay> =
+            upstreams.iter().flatten().map(|k| k.etl_day).collect();
+        let states = store::states_of_days(conn, &days).await?;
+        let mut dispatches = vec![];
+        for (row, ups) in waiting.iter().zip(&upstreams) {
+            let met = ups
+                .iter()
+                .all(|up| states.get(up) == Some(&InstanceState::Success));
+            if met
+                && let Some(t) =
+                    store::queue_instance(conn, row.id, InstanceState::Waiting, self.epoch, now).await?
+            {
+                dispatches.push(self.dispatch_of(row, t));
+            }
+        }
+        Ok(dispatches)
     }
 
     pub fn require_task(&self, task: &str) -> Result<StoredTask> {
@@ -385,19 +486,8 @@ impl Engine {
     /// or running (redoing a live try would make two runs).
     pub async fn run(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
-        let spec = &self.require_task(&plan.task)?.spec;
-        if plan.from > plan.to {
-            return Err(EngineError::Invalid(format!(
-                "--from {} is after --to {}",
-                plan.from, plan.to
-            )));
-        }
-        let days = plan.from.days_until(plan.to) + 1;
-        if days > 3660 {
-            return Err(EngineError::Invalid(format!(
-                "a range of {days} days is more than 10 years"
-            )));
-        }
+        let spec = &catalog.require(&plan.task)?.spec;
+        check_range(plan.from, plan.to)?;
         let mut keys = vec![];
         let mut forced = HashSet::new();
         for day in EtlDay::range(plan.from, plan.to) {
@@ -456,7 +546,6 @@ impl Engine {
         detail: &str,
     ) -> Result<Vec<InstanceRow>> {
         self.refuse_live(keys).await?;
-        let in_run: HashSet<&InstanceKey> = keys.iter().collect();
         let mut rows = Vec::with_capacity(keys.len());
         let mut queued = 0;
         let mut skipped = vec![];
@@ -476,6 +565,7 @@ impl Engine {
                 })
                 .collect();
             let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
+            let in_chunk: HashSet<&InstanceKey> = chunk.iter().collect();
             for (want, (row, created)) in wanted.iter().zip(ensured) {
                 let (key, spec, retries) = (want.key, want.spec, want.max_tries - 1);
                 // A live instance (it went live since the check above) is left alone rather than
@@ -489,15 +579,17 @@ impl Engine {
                     skipped.push(key.to_string());
                     continue;
                 }
-                // An upstream in this same run was just reset, so only instances without one
-                // can be ready now; the rest are queued as their upstreams succeed.
+                // An upstream reset in this very transaction cannot have succeeded, so only
+                // instances without one can be ready now; the rest are queued as their upstreams
+                // succeed. (An upstream of an earlier chunk may have succeeded meanwhile: it is
+                // checked in the store like any other.)
                 let ready = forced.contains(key)
                     || (!catalog.is_paused(&key.task)
                         && !catalog
                             .dag
                             .upstream_instances(key)
                             .iter()
-                            .any(|up| in_run.contains(up))
+                            .any(|up| in_chunk.contains(up))
                         && self.dependencies_met(&mut tx, &catalog.dag, key).await?);
                 if ready
                     && let Some(try_number) =
@@ -648,7 +740,7 @@ impl Engine {
         caller: &Caller,
     ) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
-        self.require_task(&key.task)?;
+        catalog.require(&key.task)?;
         let keys = if down {
             catalog.dag.downstream_closure(key, (key.etl_day, key.etl_day))
         } else {
@@ -699,7 +791,8 @@ impl Engine {
     /// way to stop a backfill.
     pub async fn kill(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
-        self.require_task(&plan.task)?;
+        catalog.require(&plan.task)?;
+        check_range(plan.from, plan.to)?;
         let single = plan.from == plan.to && !plan.down;
         let mut keys = HashSet::new();
         for day in EtlDay::range(plan.from, plan.to) {
@@ -715,8 +808,9 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let mut killed = vec![];
         let mut agent_kills = vec![];
+        let existing = store::instances_by_keys(&mut tx, keys.iter()).await?;
         for key in &keys {
-            let Some(row) = store::instance_by_key(&mut tx, key).await? else {
+            let Some(row) = existing.get(key).cloned() else {
                 if single {
                     return Err(EngineError::NotFound(format!("no instance {key}")));
                 }
@@ -822,30 +916,24 @@ impl Engine {
 
     /// Pausing keeps new instances of a task from being queued; unpausing queues those ready.
     pub async fn set_paused(&self, task: &str, paused: bool, caller: &Caller) -> Result<StoredTask> {
+        let catalog = self.catalog();
         self.require_task(task)?;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         store::set_paused(&mut tx, task, paused, now).await?;
         let action = if paused { "pause" } else { "unpause" };
         store::record_operation(&mut tx, &caller.actor, &caller.client, action, task, "", now).await?;
+        // In the same transaction, so a crash cannot leave an unpaused task's ready instances
+        // waiting.
+        let dispatches = if paused {
+            vec![]
+        } else {
+            self.queue_ready_waiting(&mut tx, &catalog.dag, Some(task), |_| false, now)
+                .await?
+        };
         tx.commit().await?;
         self.reload_catalog().await?;
-        if !paused {
-            let catalog = self.catalog();
-            let mut tx = self.store.begin().await?;
-            let mut dispatches = vec![];
-            for row in store::instances_in_state(&mut tx, InstanceState::Waiting, Some(task)).await? {
-                if self.dependencies_met(&mut tx, &catalog.dag, &row.key()).await?
-                    && let Some(t) =
-                        store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
-                            .await?
-                {
-                    dispatches.push(self.dispatch_of(&row, t));
-                }
-            }
-            tx.commit().await?;
-            self.push(dispatches).await;
-        }
+        self.push(dispatches).await;
         self.changed();
         self.require_task(task)
     }
@@ -912,9 +1000,13 @@ impl Engine {
     }
 
     /// Records a heartbeat and answers which of the agent's tries must stop.
+    /// Records a heartbeat and answers which of the agent's tries must stop. Tries the store
+    /// has running on this agent that the agent no longer lists (their finish report was lost)
+    /// are closed as lost and dispatched again, so no instance stays `running` forever.
     pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        let now = now_ms();
         let mut tx = self.store.begin().await?;
-        let known = store::heartbeat(&mut tx, &req.agent_id, now_ms()).await?;
+        let known = store::heartbeat(&mut tx, &req.agent_id, now).await?;
         let mut kill_attempts = vec![];
         for attempt_id in &req.running_attempts {
             let live = store::attempt(&mut tx, attempt_id).await?;
@@ -922,7 +1014,25 @@ impl Engine {
                 kill_attempts.push(attempt_id.clone());
             }
         }
+        let mut dispatches = vec![];
+        if known {
+            // A try claimed moments ago may not be in the agent's list yet: give it time.
+            let grace = (self.settings.heartbeat_interval * 3)
+                .max(Duration::from_secs(10))
+                .as_millis() as i64;
+            let listed: HashSet<&String> = req.running_attempts.iter().collect();
+            for attempt in store::running_attempts_of_agent(&mut tx, &req.agent_id).await? {
+                if !listed.contains(&attempt.id) && attempt.started_at < now - grace {
+                    let why = format!("agent {} no longer runs it; its report was lost", req.agent_id);
+                    dispatches.extend(self.recover_lost_try(&mut tx, &attempt, &why, now).await?);
+                }
+            }
+        }
         tx.commit().await?;
+        if !dispatches.is_empty() {
+            self.push(dispatches).await;
+            self.changed();
+        }
         Ok(pb::HeartbeatResponse {
             kill_attempts,
             reregister: !known,
@@ -1099,9 +1209,10 @@ impl Engine {
 
     pub async fn append_log(&self, attempt_id: &str, data: &[u8]) -> Result<i64> {
         let mut tx = self.store.begin().await?;
-        let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes)
-            .await
-            .map_err(|e| EngineError::NotFound(e.to_string()))?;
+        if store::attempt(&mut tx, attempt_id).await?.is_none() {
+            return Err(EngineError::NotFound(format!("unknown try {attempt_id:?}")));
+        }
+        let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes).await?;
         tx.commit().await?;
         self.changed();
         Ok(stored)
@@ -1355,8 +1466,15 @@ impl Engine {
     // -----------------------------------------------------------------------------------------
 
     /// For a waiting instance: what it waits for, and whether it is stuck behind a failed or
-    /// killed upstream (directly or through waiting ones).
-    pub async fn wait_reason(&self, conn: &mut Conn, row: &InstanceRow) -> Result<(String, bool)> {
+    /// killed upstream (directly or through waiting ones). `cache` carries states and verdicts
+    /// from one row to the next of a listing, so a day of thousands of waiting instances costs
+    /// a query per day, not one per ancestor of each.
+    pub async fn wait_reason(
+        &self,
+        conn: &mut Conn,
+        row: &InstanceRow,
+        cache: &mut WaitCache,
+    ) -> Result<(String, bool)> {
         if row.state() != InstanceState::Waiting {
             return Ok((String::new(), false));
         }
@@ -1365,15 +1483,14 @@ impl Engine {
         let key = row.key();
         let mut blocked = false;
         for up in catalog.dag.upstream_instances(&key) {
-            let state = store::states_of(conn, std::slice::from_ref(&up)).await?[0];
-            match state {
+            match cache.state(conn, &up).await? {
                 Some(InstanceState::Success) => {}
                 Some(s @ (InstanceState::Failed | InstanceState::Killed)) => {
                     blocked = true;
                     reasons.push(format!("{up} ({s})"));
                 }
                 Some(InstanceState::Waiting) => {
-                    if self.blocked_upstream(conn, &catalog, &up, 64).await? {
+                    if self.blocked_upstream(conn, &catalog, &up, cache).await? {
                         blocked = true;
                         reasons.push(format!("{up} (waiting behind a failed upstream)"));
                     } else {
@@ -1384,14 +1501,12 @@ impl Engine {
                 None => reasons.push(format!("{up} (no instance)")),
             }
         }
-        let paused = catalog.is_paused(&row.task_id);
-        let upstreams = reasons;
-        let mut text = match (upstreams.is_empty(), blocked) {
+        let mut text = match (reasons.is_empty(), blocked) {
             (true, _) => String::new(),
-            (false, true) => format!("blocked: waits for {}", upstreams.join(", ")),
-            (false, false) => format!("waits for {}", upstreams.join(", ")),
+            (false, true) => format!("blocked: waits for {}", reasons.join(", ")),
+            (false, false) => format!("waits for {}", reasons.join(", ")),
         };
-        if paused {
+        if catalog.is_paused(&row.task_id) {
             text = if text.is_empty() {
                 "task is paused".into()
             } else {
@@ -1401,35 +1516,52 @@ impl Engine {
         Ok((text, blocked))
     }
 
-    /// Whether a waiting instance is behind a failed or killed one, looking `depth` levels up.
+    /// Whether a waiting instance is behind a failed or killed one, through waiting ancestors.
     async fn blocked_upstream(
         &self,
         conn: &mut Conn,
         catalog: &Catalog,
         key: &InstanceKey,
-        depth: u32,
+        cache: &mut WaitCache,
     ) -> Result<bool> {
+        if let Some(known) = cache.blocked.get(key) {
+            return Ok(*known);
+        }
+        // Walk the waiting ancestors once; every one reached shares the answer.
         let mut frontier = vec![key.clone()];
-        let mut seen = HashSet::new();
-        for _ in 0..depth {
+        let mut seen: HashSet<InstanceKey> = HashSet::from([key.clone()]);
+        let mut verdict = false;
+        'walk: while !frontier.is_empty() {
             let mut next = vec![];
             for k in frontier {
                 for up in catalog.dag.upstream_instances(&k) {
                     if !seen.insert(up.clone()) {
                         continue;
                     }
-                    match store::states_of(conn, std::slice::from_ref(&up)).await?[0] {
-                        Some(InstanceState::Failed | InstanceState::Killed) => return Ok(true),
-                        Some(InstanceState::Waiting) => next.push(up),
+                    if cache.blocked.get(&up) == Some(&true) {
+                        verdict = true;
+                        break 'walk;
+                    }
+                    match cache.state(conn, &up).await? {
+                        Some(InstanceState::Failed | InstanceState::Killed) => {
+                            verdict = true;
+                            break 'walk;
+                        }
+                        Some(InstanceState::Waiting) if !cache.blocked.contains_key(&up) => next.push(up),
                         _ => {}
                     }
                 }
             }
-            if next.is_empty() {
-                return Ok(false);
-            }
             frontier = next;
         }
-        Ok(false)
+        // Not blocked: nothing above any of them is. Blocked: only `key` is known to be.
+        if verdict {
+            cache.blocked.insert(key.clone(), true);
+        } else {
+            for k in seen {
+                cache.blocked.insert(k, false);
+            }
+        }
+        Ok(verdict)
     }
 }

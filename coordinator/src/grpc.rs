@@ -12,7 +12,7 @@ use pb::control_service_server::ControlService;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Caller, Engine, EngineError, RunPlan};
+use crate::engine::{Caller, Engine, EngineError, RunPlan, WaitCache};
 use crate::store::{self, InstanceFilter, InstanceRow};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -163,8 +163,9 @@ impl Api {
         &self,
         conn: &mut store::Conn,
         row: &InstanceRow,
+        cache: &mut WaitCache,
     ) -> Result<pb::Instance, Status> {
-        let (wait_reason, blocked) = self.engine.wait_reason(conn, row).await?;
+        let (wait_reason, blocked) = self.engine.wait_reason(conn, row, cache).await?;
         Ok(pb::Instance {
             id: row.id,
             task: row.task_id.clone(),
@@ -309,8 +310,9 @@ impl ControlService for Api {
             .await
             .map_err(internal)?;
         let mut instances = Vec::with_capacity(rows.len());
+        let mut cache = WaitCache::default();
         for row in &rows {
-            instances.push(self.instance_to_pb(&mut conn, row).await?);
+            instances.push(self.instance_to_pb(&mut conn, row, &mut cache).await?);
         }
         Ok(Response::new(pb::ListInstancesResponse { instances }))
     }
@@ -321,7 +323,10 @@ impl ControlService for Api {
         let row = self
             .find_instance(&mut conn, req.id, &req.task, &req.etl_day)
             .await?;
-        Ok(Response::new(self.instance_to_pb(&mut conn, &row).await?))
+        Ok(Response::new(
+            self.instance_to_pb(&mut conn, &row, &mut WaitCache::default())
+                .await?,
+        ))
     }
 
     async fn list_attempts(

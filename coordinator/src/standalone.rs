@@ -127,11 +127,11 @@ impl Standalone {
                     }
                 });
             }
-            // Dispatches taken by an agent that died before claiming them are pushed again.
-            None => {
-                tasks.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, shutdown.clone()));
-            }
+            None => {}
         }
+        // Dispatches lost on the way (an agent that died before claiming, a claim that failed
+        // in transit) are pushed again; for one merely waiting for a slot it is a no-op.
+        tasks.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, shutdown.clone()));
         tracing::info!(
             "goflow {}: gRPC on {grpc_addr}, web UI on http://{http_addr}, data in {}",
             settings.mode,

@@ -435,6 +435,27 @@ pub async fn list_instances(conn: &mut Conn, filter: &InstanceFilter) -> anyhow:
     Ok(query.bind(filter.limit).fetch_all(&mut *conn).await?)
 }
 
+/// The state of every instance of `days`, by key.
+pub async fn states_of_days(
+    conn: &mut Conn,
+    days: &std::collections::BTreeSet<EtlDay>,
+) -> anyhow::Result<HashMap<InstanceKey, InstanceState>> {
+    let mut states = HashMap::new();
+    for day in days {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT task_id, state FROM instances WHERE etl_day = ?")
+                .bind(day.compact())
+                .fetch_all(&mut *conn)
+                .await?;
+        for (task, state) in rows {
+            if let Some(state) = InstanceState::parse(&state) {
+                states.insert(InstanceKey::new(&task, *day), state);
+            }
+        }
+    }
+    Ok(states)
+}
+
 /// (task, state) of the queued and running instances of a day.
 pub async fn live_instances_of_day(
     conn: &mut Conn,
@@ -515,7 +536,7 @@ pub async fn ensure_instances(
 }
 
 /// The instances of `keys` that exist, by key.
-async fn instances_by_keys<'a>(
+pub async fn instances_by_keys<'a>(
     conn: &mut Conn,
     keys: impl Iterator<Item = &'a InstanceKey>,
 ) -> anyhow::Result<HashMap<InstanceKey, InstanceRow>> {
