@@ -402,6 +402,9 @@ impl Engine {
                 .is_none_or(|old| old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone);
             store::upsert_task(&mut tx, spec, now, schedule_changed).await?;
         }
+        for spec in &changed {
+            store::set_dependencies(&mut tx, spec).await?;
+        }
         // A changed definition (an upstream dropped, a later start_day) may leave waiting
         // instances with nothing left to wait for: queue them now.
         let mut dispatches = vec![];

@@ -2,6 +2,7 @@
 //! (dates, ids) into domain values, so no raw wire value travels further; engine errors map
 //! onto status codes in one table.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -644,6 +645,8 @@ async fn stream_log(
     }
 }
 
+/// The tree of `task`'s upstreams (or downstreams). A task reached again (a diamond) is shown
+/// without its subtree the second time, so the answer grows with the DAG, not with its paths.
 fn dependency_tree(
     dag: &goflow_core::Dag,
     task: &str,
@@ -657,7 +660,7 @@ fn dependency_tree(
         offset: i32,
         depth: usize,
         upward: bool,
-        path: &mut Vec<String>,
+        expanded: &mut HashSet<String>,
         edges: &mut std::collections::BTreeSet<(String, String, i32)>,
     ) -> pb::DependencyNode {
         let mut node = pb::DependencyNode {
@@ -665,11 +668,10 @@ fn dependency_tree(
             day_offset: offset,
             children: vec![],
         };
-        if depth == 0 || path.iter().any(|p| p == task) {
-            // Depth reached, or a task that waits on its own earlier days: stop here.
+        // Depth reached, a task already expanded, or one waiting on its own earlier days.
+        if depth == 0 || !expanded.insert(task.to_string()) {
             return node;
         }
-        path.push(task.to_string());
         let next = if upward {
             dag.upstreams(task)
         } else {
@@ -688,14 +690,13 @@ fn dependency_tree(
                 dep.day_offset,
                 depth - 1,
                 upward,
-                path,
+                expanded,
                 edges,
             ));
         }
-        path.pop();
         node
     }
-    walk(dag, task, 0, depth, upward, &mut vec![], edges)
+    walk(dag, task, 0, depth, upward, &mut HashSet::new(), edges)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -201,18 +201,6 @@ pub async fn upsert_task(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM dependencies WHERE task_id = ?")
-        .bind(&spec.id)
-        .execute(&mut *conn)
-        .await?;
-    for dep in &spec.depends_on {
-        sqlx::query("INSERT OR IGNORE INTO dependencies (task_id, upstream_id, day_offset) VALUES (?, ?, ?)")
-            .bind(&spec.id)
-            .bind(&dep.task)
-            .bind(dep.day_offset as i64)
-            .execute(&mut *conn)
-            .await?;
-    }
     match &spec.schedule {
         None => {
             sqlx::query("DELETE FROM schedules WHERE task_id = ?")
@@ -232,6 +220,24 @@ pub async fn upsert_task(
             .await?;
         }
         Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Replaces a task's dependencies. Called after every task of an apply was upserted, so an
+/// upstream defined later in the same document exists already.
+pub async fn set_dependencies(conn: &mut Conn, spec: &TaskSpec) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM dependencies WHERE task_id = ?")
+        .bind(&spec.id)
+        .execute(&mut *conn)
+        .await?;
+    for dep in &spec.depends_on {
+        sqlx::query("INSERT OR IGNORE INTO dependencies (task_id, upstream_id, day_offset) VALUES (?, ?, ?)")
+            .bind(&spec.id)
+            .bind(&dep.task)
+            .bind(dep.day_offset as i64)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -941,11 +947,15 @@ pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64
 /// Log bytes of a try from `offset`, at most about `max` bytes.
 pub async fn read_log(conn: &mut Conn, attempt_id: &str, offset: i64, max: i64) -> anyhow::Result<Vec<u8>> {
     let rows = sqlx::query(
-        "SELECT byte_offset, data FROM log_chunks WHERE attempt_id = ? AND byte_offset + length(data) > ?
+        "SELECT byte_offset, data FROM log_chunks
+         WHERE attempt_id = ? AND byte_offset + length(data) > ? AND byte_offset < ?
          ORDER BY byte_offset",
     )
     .bind(attempt_id)
     .bind(offset)
+    // Chunks start in order, so none starting past offset + max is needed: a 64 MiB log is
+    // read a window at a time, never whole.
+    .bind(offset + max)
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::new();

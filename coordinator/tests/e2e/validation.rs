@@ -140,3 +140,81 @@ fn bad_command_line_input_is_refused_and_named() {
     let all = crate::sandbox::parse_array(&sb.ctl_ok(&["status", "-j", "input_a", "-o", "json"]));
     assert!(all.is_empty(), "refused runs created instances: {all:#?}");
 }
+
+/// Two applies at once that would close a cycle between them: exactly one is stored, the
+/// other is refused naming the cycle, and goflow still starts afterwards.
+#[test]
+fn concurrent_applies_never_store_a_cycle() {
+    use std::process::{Command, Stdio};
+    let mut sb = Sandbox::start();
+    // A downstream may come before its upstream in a document.
+    sb.apply("tasks:\n  - id: cx\n    command: \"true\"\n    depends_on: [cw]\n  - id: cw\n    command: \"true\"\n  - id: cy\n    command: \"true\"\n");
+    let x_after_y = sb.write(
+        "x.yaml",
+        "tasks:\n  - id: cx\n    command: \"true\"\n    depends_on: [cw, cy]\n",
+    );
+    let y_after_x = sb.write(
+        "y.yaml",
+        "tasks:\n  - id: cy\n    command: \"true\"\n    depends_on: [cx]\n",
+    );
+    let ctl = crate::sandbox::goflow_bin().with_file_name("goflowctl");
+    let spawn = |file: &std::path::Path| {
+        crate::sandbox::clean_env(&mut Command::new(&ctl))
+            .args(["--server", &sb.server_url(), "apply", "-f"])
+            .arg(file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start goflowctl apply")
+    };
+    let (a, b) = (spawn(&x_after_y), spawn(&y_after_x));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ok = [a.status.success(), b.status.success()];
+    assert_eq!(
+        ok.iter().filter(|s| **s).count(),
+        1,
+        "exactly one apply wins: {a:?} {b:?}"
+    );
+    let loser = if ok[0] { &b } else { &a };
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(
+        err.contains("cycle") && err.contains("cx") && err.contains("cy"),
+        "{err}"
+    );
+    let tasks = sb.tasks_json();
+    let deps: usize = tasks
+        .iter()
+        .map(|t| t["depends_on"].as_array().map_or(0, |d| d.len()))
+        .sum();
+    // Either cx -> {cw, cy}, or cx -> cw and cy -> cx: two edges; all three would be a cycle.
+    assert_eq!(deps, 2, "exactly one of the two applies is stored: {tasks:#?}");
+    sb.restart();
+    assert_eq!(sb.tasks_json().len(), 3, "the store still loads after a restart");
+}
+
+/// A definition change that leaves a waiting instance nothing to wait for releases it.
+#[test]
+fn dropping_an_unmet_dependency_releases_the_waiting_instance() {
+    let sb = Sandbox::start();
+    sb.apply("tasks:\n  - id: da\n    command: \"true\"\n  - id: dc\n    command: \"exit 1\"\n  - id: db\n    command: \"true\"\n    depends_on: [da, dc]\n");
+    sb.ctl_ok(&["run", "-j", "da", "-d", "20260601"]);
+    let out = sb.ctl(&["run", "-j", "dc", "-d", "20260601", "--wait"]);
+    assert!(!out.status.success(), "dc fails");
+    sb.ctl_ok(&["run", "-j", "db", "-d", "20260601"]);
+    sb.wait_status(
+        "20260601",
+        std::time::Duration::from_secs(30),
+        "db waiting behind dc",
+        |rows| {
+            crate::sandbox::state_of(rows, "da") == Some("success")
+                && crate::sandbox::state_of(rows, "db") == Some("waiting")
+        },
+    );
+    sb.apply("tasks:\n  - id: db\n    command: \"true\"\n    depends_on: [da]\n");
+    sb.wait_status(
+        "20260601",
+        std::time::Duration::from_secs(30),
+        "db released by the new definition",
+        |rows| crate::sandbox::state_of(rows, "db") == Some("success"),
+    );
+}
