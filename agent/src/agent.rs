@@ -86,6 +86,12 @@ struct Agent {
     /// The id the coordinator gave us (it may change on re-registration).
     agent_id: Mutex<String>,
     heartbeat_interval_ms: AtomicU64,
+    /// The coordinator's WorkerTimeOut (0: unknown): cut off that long, it re-dispatches our
+    /// tries, so we stop them first.
+    worker_timeout_ms: AtomicU64,
+    /// Tries stopped because the coordinator could not be reached: not reported, since the
+    /// coordinator gives them to another agent.
+    abandoned: Mutex<std::collections::HashSet<String>>,
     slots: Arc<Semaphore>,
     /// Running tries by attempt id, with the token that kills each.
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -126,6 +132,8 @@ pub async fn run_agent(
         client: AgentServiceClient::with_interceptor(channel, secret),
         agent_id: Mutex::new(config.agent_id.clone()),
         heartbeat_interval_ms: AtomicU64::new(config.heartbeat_interval.as_millis() as u64),
+        worker_timeout_ms: AtomicU64::new(0),
+        abandoned: Mutex::new(Default::default()),
         slots: Arc::new(Semaphore::new(config.slots)),
         running: Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
@@ -180,6 +188,8 @@ impl Agent {
         if !response.agent_id.is_empty() {
             *self.agent_id.lock().unwrap() = response.agent_id.clone();
         }
+        self.worker_timeout_ms
+            .store(response.worker_timeout_ms.max(0) as u64, Ordering::Relaxed);
         if response.heartbeat_interval_ms > 0 {
             self.heartbeat_interval_ms
                 .store(response.heartbeat_interval_ms as u64, Ordering::Relaxed);
@@ -224,6 +234,7 @@ impl Agent {
     /// Tells the coordinator every interval what runs here and how many slots are free, and
     /// kills what it no longer wants. Failures are logged and retried next time.
     async fn heartbeat_loop(self: Arc<Self>) {
+        let mut last_answer = Instant::now();
         loop {
             if !self.sleep(self.heartbeat_interval()).await {
                 return;
@@ -233,13 +244,21 @@ impl Agent {
                 running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
                 free_slots: i32::try_from(self.slots.available_permits()).unwrap_or(i32::MAX),
             };
-            let response = match self.client.clone().heartbeat(request).await {
+            // A coordinator that stopped answering (paused, partitioned) must count as silent,
+            // not leave this call hanging.
+            let patience = self.heartbeat_interval().max(Duration::from_secs(1)) * 2;
+            let answer = tokio::time::timeout(patience, self.client.clone().heartbeat(request))
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("no heartbeat answer")));
+            let response = match answer {
                 Ok(response) => response.into_inner(),
                 Err(status) => {
                     tracing::warn!(error = %status, "heartbeat failed; retrying next interval");
+                    self.abandon_if_cut_off(last_answer.elapsed());
                     continue;
                 }
             };
+            last_answer = Instant::now();
             for attempt_id in &response.kill_attempts {
                 self.kill(attempt_id, "heartbeat");
             }
@@ -292,6 +311,29 @@ impl Agent {
             if !self.sleep(backoff.next()).await {
                 return;
             }
+        }
+    }
+
+    /// Cut off from the coordinator for most of its WorkerTimeOut: it is about to declare us
+    /// dead and run our tries elsewhere, so stop them now rather than make two live runs.
+    fn abandon_if_cut_off(&self, silent_for: Duration) {
+        let timeout = self.worker_timeout_ms.load(Ordering::Relaxed);
+        if timeout == 0 || silent_for < Duration::from_millis(timeout * 3 / 4) {
+            return;
+        }
+        let running = self.running.lock().unwrap();
+        if running.is_empty() {
+            return;
+        }
+        tracing::error!(
+            silent_for = ?silent_for,
+            tries = running.len(),
+            "no answer from the coordinator for most of its worker timeout: stopping every try (it dispatches them again)"
+        );
+        let mut abandoned = self.abandoned.lock().unwrap();
+        for (attempt_id, token) in running.iter() {
+            abandoned.insert(attempt_id.clone());
+            token.cancel();
         }
     }
 
@@ -410,8 +452,8 @@ impl Agent {
             tracing::warn!(%attempt_id, error = %err, "the log forwarder failed");
         }
 
-        if self.shutdown.is_cancelled() {
-            tracing::info!(%attempt_id, "try stopped by shutdown; left for the coordinator to re-dispatch");
+        if self.shutdown.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
+            tracing::info!(%attempt_id, "try stopped unreported; left for the coordinator to re-dispatch");
             self.running.lock().unwrap().remove(&attempt_id);
             return;
         }

@@ -71,6 +71,7 @@ impl AgentService for Fake {
         Ok(Response::new(RegisterResponse {
             agent_id: "agent-1".into(),
             heartbeat_interval_ms: 100,
+            worker_timeout_ms: 0,
         }))
     }
 

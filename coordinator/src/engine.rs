@@ -999,6 +999,7 @@ impl Engine {
         Ok(pb::RegisterResponse {
             agent_id: id,
             heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as i64,
+            worker_timeout_ms: self.settings.worker_timeout.as_millis() as i64,
         })
     }
 

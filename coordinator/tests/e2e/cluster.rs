@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::sandbox::{Agent, Launch, Redis, Sandbox, free_port, parse_array, run_goflow, time_of};
+use crate::sandbox::{Agent, Launch, Redis, Sandbox, free_port, parse_array, run_goflow, state_of, time_of};
 
 /// What every agent and the coordinator of these tests present.
 const SECRET: &str = "e2e-cluster-secret-0123456789";
@@ -448,4 +448,69 @@ fn queues_route_work_to_subscribed_agents() {
     }
     let log = cl.ctl_ok(&["logs", "-j", "q_gpu2", "-d", day]);
     assert!(log.contains("gpu2"), "{log}");
+}
+
+/// An agent cut off from its coordinator stops its tries before the coordinator declares it
+/// dead and dispatches them again: no two live runs across a partition.
+#[test]
+fn an_agent_cut_off_from_the_coordinator_stops_its_tries() {
+    let mut cluster = Cluster::start();
+    cluster.add_agents(&[("p1", 2, &[])]);
+    let pids = cluster.sb.work().join("pids");
+    cluster.sb.apply(&format!(
+        r#"
+tasks:
+  - id: cut_off
+    command: "if [ {{{{try_number}}}} -eq 1 ]; then sleep 300 & echo $! >> {p}; wait; fi; echo try-{{{{try_number}}}}"
+"#,
+        p = pids.display()
+    ));
+    cluster.sb.ctl_ok(&["run", "-j", "cut_off", "-d", "20260701"]);
+    let sleep_pid: u32 = cluster.wait_for(SETTLE, "the first try's sleep", || {
+        std::fs::read_to_string(&pids)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    });
+    let coordinator = cluster.sb.pid().expect("the coordinator runs");
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &coordinator.to_string()])
+            .status()
+            .unwrap();
+    };
+    // Pause the coordinator: to the agent it is a partition. WorkerTimeOut is 3 s.
+    signal("-STOP");
+    let cut_at = Instant::now();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            })
+            .unwrap_or(false)
+    };
+    while alive(sleep_pid) && cut_at.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped_while_cut_off = !alive(sleep_pid);
+    signal("-CONT");
+    if !stopped_while_cut_off {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &sleep_pid.to_string()])
+            .status();
+    }
+    assert!(
+        stopped_while_cut_off,
+        "the agent kept its try running while cut off for 20 s"
+    );
+    let rows = cluster
+        .sb
+        .wait_status("20260701", SETTLE, "cut_off done by a later try", |rows| {
+            state_of(rows, "cut_off") == Some("success")
+        });
+    let row = cluster.sb.instance(&rows, "cut_off");
+    assert!(
+        row["try_number"].as_i64() >= Some(2),
+        "the try was dispatched again: {row:#}"
+    );
 }

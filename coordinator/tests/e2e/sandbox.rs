@@ -208,6 +208,11 @@ impl Sandbox {
         }
     }
 
+    /// The goflow process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the standalone with SIGKILL (no shutdown at all) and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
