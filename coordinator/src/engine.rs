@@ -114,6 +114,10 @@ pub struct RunPlan {
     pub force: bool,
 }
 
+/// How long a killed try may take to report its processes gone before a redo goes ahead anyway
+/// (its agent may be dead, and then its processes died with it).
+const KILL_SETTLE: Duration = Duration::from_secs(30);
+
 /// States and blocked verdicts shared by the rows of one listing.
 #[derive(Default)]
 pub struct WaitCache {
@@ -648,6 +652,13 @@ impl Engine {
                 key.task, key.etl_day
             )));
         }
+        let since = now_ms() - KILL_SETTLE.as_millis() as i64;
+        let killing = store::killing_instances(&mut conn, since).await?;
+        if let Some(key) = keys.iter().find(|k| killing.contains(*k)) {
+            return Err(EngineError::Conflict(format!(
+                "{key} was killed and its processes are still stopping; try again in a few seconds"
+            )));
+        }
         Ok(())
     }
 
@@ -839,7 +850,9 @@ impl Engine {
                 let attempt = store::attempt_id(row.id, row.try_number);
                 // Closing the try here makes any late report of it stale, and heartbeats tell
                 // its agent to stop it even if the push below is missed.
-                store::finish_attempt(&mut tx, &attempt, "killed", None, &note, now).await?;
+                // "killing" until the agent reports the process group gone (or KILL_SETTLE has
+                // passed): a redo waits for it, so the old try and the new never overlap.
+                store::finish_attempt(&mut tx, &attempt, "killing", None, &note, now).await?;
                 if let Some(agent) = row.agent_id.clone() {
                     agent_kills.push((agent, attempt));
                 }
@@ -1149,6 +1162,8 @@ impl Engine {
             other => return Err(EngineError::Invalid(format!("unknown outcome {other:?}"))),
         };
         if !store::finish_attempt(&mut tx, &attempt.id, outcome, exit_code, &req.message, now).await? {
+            // A killed try's process group is gone now: "killing" is over.
+            store::settle_killing(&mut tx, &attempt.id, now).await?;
             tx.commit().await?;
             return Ok(stale(format!(
                 "try {} was already closed as {}",

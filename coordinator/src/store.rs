@@ -908,6 +908,34 @@ pub async fn finish_attempt(
     Ok(done.rows_affected() == 1)
 }
 
+/// A killed try's agent reported its end: "killing" becomes "killed".
+pub async fn settle_killing(conn: &mut Conn, id: &str, now: i64) -> anyhow::Result<()> {
+    sqlx::query("UPDATE attempts SET state = 'killed', finished_at = ? WHERE id = ? AND state = 'killing'")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Instances with a try killed since `since` whose agent has not yet reported it gone.
+pub async fn killing_instances(
+    conn: &mut Conn,
+    since: i64,
+) -> anyhow::Result<std::collections::HashSet<InstanceKey>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.task_id, i.etl_day FROM attempts a JOIN instances i ON i.id = a.instance_id
+         WHERE a.state = 'killing' AND a.finished_at >= ?",
+    )
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(task, day)| Some(InstanceKey::new(&task, EtlDay::parse(&day).ok()?)))
+        .collect())
+}
+
 /// Appends log bytes to a try, up to `cap` bytes in all; past it, one marker and nothing more.
 /// Returns the bytes stored.
 pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64) -> anyhow::Result<i64> {

@@ -1337,3 +1337,50 @@ fn seed_config_scheduler_refuses_mysql_and_wrong_types_at_start() {
     assert!(stderr.contains("Worker.Parallelism"), "{stderr}");
     assert!(!db.exists(), "nothing started: {}", db.display());
 }
+
+/// A redo right after a kill waits until the killed try's processes are gone (a command that
+/// ignores SIGTERM gets the grace period, then SIGKILL): old and new tries never overlap.
+#[test]
+fn redo_after_kill_waits_until_the_old_processes_are_gone() {
+    let sb = Sandbox::start();
+    let pids = sb.work().join("pids");
+    let _cleanup = KillListedPids(pids.clone());
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: stubborn
+    command: "if [ {{{{try_number}}}} -eq 1 ]; then echo $$ >> {p}; trap '' TERM; while true; do sleep 0.2; done; fi"
+"#,
+        p = pids.display()
+    ));
+    let day = "20260801";
+    sb.ctl_ok(&["run", "-j", "stubborn", "-d", day]);
+    let shell = wait_for(&sb, SETTLE, "the first try's shell", || {
+        pids_in(&pids).first().copied()
+    });
+    sb.ctl_ok(&["kill", "-j", "stubborn", "-d", day]);
+    let refused = sb.ctl(&["run", "-j", "stubborn", "-d", day]);
+    if is_alive(shell) {
+        assert!(
+            !refused.status.success(),
+            "a redo while the killed shell still runs was accepted"
+        );
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(err.contains("still stopping"), "{err}");
+        // Accepted once the group is gone: the agent reports the kill after SIGKILL.
+        wait_for(&sb, SETTLE, "the redo to be accepted", || {
+            sb.ctl(&["run", "-j", "stubborn", "-d", day])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+    assert!(
+        !is_alive(shell),
+        "the redo was accepted while the killed try's shell ran"
+    );
+    let rows = sb.wait_status(day, SETTLE, "the redo succeeded", |rows| {
+        state_of(rows, "stubborn") == Some("success")
+    });
+    assert_eq!(sb.instance(&rows, "stubborn")["try_number"], 2);
+}
