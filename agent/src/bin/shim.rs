@@ -10,11 +10,17 @@
 //! Everything else is the command's: stdio and environment are inherited, SIGTERM from the
 //! agent (timeout, kill) reaches the group directly, and the shim exits as the shell did.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, exit};
 
 /// The signal the kernel sends the shim when the agent dies.
 const PARENT_DIED: libc::c_int = libc::SIGUSR2;
+
+/// SIGTERM from the agent is for the command (it reaches the whole group); the shim waits for
+/// the command to act on it. A handler rather than SIG_IGN: a caught signal is reset to its
+/// default by exec, so the shell starts with normal signals without a pre-exec hook, which
+/// keeps the spawn on the fast posix_spawn path.
+extern "C" fn on_term(_: libc::c_int) {}
 
 extern "C" fn on_parent_death(_: libc::c_int) {
     // SAFETY: killpg is async-signal-safe; group 0 is the shim's own (the try's) group.
@@ -43,8 +49,7 @@ fn main() {
     // SAFETY: plain libc calls on this single-threaded process before anything else runs.
     unsafe {
         libc::signal(PARENT_DIED, on_parent_death as *const () as libc::sighandler_t);
-        // SIGTERM from the agent is for the command; the shim waits for it to act on it.
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
         libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DIED as libc::c_ulong, 0, 0, 0);
         // The agent may have died before the line above: then nobody is left to wait for us.
         if libc::getppid() != parent {
@@ -53,14 +58,6 @@ fn main() {
     }
     let mut shell_command = Command::new(shell);
     shell_command.arg("-c").arg(command);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        shell_command.pre_exec(|| {
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            libc::signal(PARENT_DIED, libc::SIG_DFL);
-            Ok(())
-        });
-    }
     match shell_command.status() {
         Ok(status) => {
             if let Some(code) = status.code() {
