@@ -302,9 +302,12 @@ impl Settings {
     }
 }
 
+/// `(Section.Key, value)` pairs, in file order.
+type KeyValues = Vec<(String, Value)>;
+
 /// The file's `(Section.Key, value)` pairs in order, and a warning for each key given twice
 /// (JSON allows it; the last one wins, as in the seed's own example with two `MysqlConn`).
-fn parse_file(path: &Path, text: &str) -> anyhow::Result<(Vec<(String, Value)>, Vec<String>)> {
+fn parse_file(path: &Path, text: &str) -> anyhow::Result<(KeyValues, Vec<String>)> {
     let mut pairs = vec![];
     let is_toml = path.extension().is_some_and(|e| e == "toml");
     if is_toml {

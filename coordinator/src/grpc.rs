@@ -581,16 +581,15 @@ async fn stream_log(
             .await
             .map_err(|e| internal(e.into()))?;
         // The latest try may change while following (a retry): follow it when asked for "latest".
-        if req.try_number == 0 && req.follow {
-            if let Some(row) = store::instance_by_id(&mut conn, instance.id)
+        if req.try_number == 0
+            && req.follow
+            && let Some(row) = store::instance_by_id(&mut conn, instance.id)
                 .await
                 .map_err(internal)?
-            {
-                if row.try_number > try_number {
-                    try_number = row.try_number;
-                    offset = 0;
-                }
-            }
+            && row.try_number > try_number
+        {
+            try_number = row.try_number;
+            offset = 0;
         }
         let attempt_id = store::attempt_id(instance.id, try_number);
         let attempt = store::attempt(&mut conn, &attempt_id).await.map_err(internal)?;

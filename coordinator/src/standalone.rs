@@ -101,33 +101,30 @@ impl Standalone {
                 tracing::error!("web UI stopped: {e:#}");
             }
         });
-        match local_queue {
-            Some(queue) => {
-                let agent = AgentConfig {
-                    coordinator: grpc_url,
-                    agent_id: if settings.agent_id.is_empty() {
-                        "standalone".into()
-                    } else {
-                        settings.agent_id.clone()
-                    },
-                    slots: settings.agent_slots,
-                    queues: if settings.agent_queues.is_empty() {
-                        vec![ANY_QUEUE.into()]
-                    } else {
-                        settings.agent_queues.clone()
-                    },
-                    heartbeat_interval: settings.engine.heartbeat_interval,
-                    ..AgentConfig::default()
-                };
-                let stop = shutdown.clone();
-                tasks.spawn(async move {
-                    if let Err(e) = goflow_agent::run_agent(agent, queue, stop.clone()).await {
-                        tracing::error!("embedded agent stopped: {e:#}");
-                        stop.cancel();
-                    }
-                });
-            }
-            None => {}
+        if let Some(queue) = local_queue {
+            let agent = AgentConfig {
+                coordinator: grpc_url,
+                agent_id: if settings.agent_id.is_empty() {
+                    "standalone".into()
+                } else {
+                    settings.agent_id.clone()
+                },
+                slots: settings.agent_slots,
+                queues: if settings.agent_queues.is_empty() {
+                    vec![ANY_QUEUE.into()]
+                } else {
+                    settings.agent_queues.clone()
+                },
+                heartbeat_interval: settings.engine.heartbeat_interval,
+                ..AgentConfig::default()
+            };
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = goflow_agent::run_agent(agent, queue, stop.clone()).await {
+                    tracing::error!("embedded agent stopped: {e:#}");
+                    stop.cancel();
+                }
+            });
         }
         // Dispatches lost on the way (an agent that died before claiming, a claim that failed
         // in transit) are pushed again; for one merely waiting for a slot it is a no-op.

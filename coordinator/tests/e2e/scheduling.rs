@@ -337,12 +337,8 @@ tasks:
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
             .and_then(|s| {
-                s.rsplit_once(')').map(|(_, rest)| {
-                    rest.trim_start()
-                        .starts_with(['Z', 'X'])
-                        .then_some(false)
-                        .unwrap_or(true)
-                })
+                s.rsplit_once(')')
+                    .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
             })
             .unwrap_or(false)
     };
