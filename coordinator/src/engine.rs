@@ -1228,10 +1228,9 @@ impl Engine {
 
     pub async fn append_log(&self, attempt_id: &str, data: &[u8]) -> Result<i64> {
         let mut tx = self.store.begin().await?;
-        if store::attempt(&mut tx, attempt_id).await?.is_none() {
-            return Err(EngineError::NotFound(format!("unknown try {attempt_id:?}")));
-        }
-        let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes).await?;
+        let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("unknown try {attempt_id:?}")))?;
         tx.commit().await?;
         self.changed();
         Ok(stored)

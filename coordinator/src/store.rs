@@ -355,21 +355,6 @@ pub async fn instance_by_key(conn: &mut Conn, key: &InstanceKey) -> anyhow::Resu
         .await?)
 }
 
-/// State of each key that has an instance.
-pub async fn states_of(conn: &mut Conn, keys: &[InstanceKey]) -> anyhow::Result<Vec<Option<InstanceState>>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM instances WHERE task_id = ? AND etl_day = ?")
-                .bind(&key.task)
-                .bind(key.etl_day.compact())
-                .fetch_optional(&mut *conn)
-                .await?;
-        out.push(state.and_then(|s| InstanceState::parse(&s)));
-    }
-    Ok(out)
-}
-
 /// How many of `keys` (distinct) have succeeded: one query per day, so a join with a thousand
 /// upstreams costs one indexed lookup, not a thousand.
 pub async fn count_succeeded(conn: &mut Conn, keys: &[InstanceKey]) -> anyhow::Result<usize> {
@@ -937,17 +922,22 @@ pub async fn killing_instances(
 }
 
 /// Appends log bytes to a try, up to `cap` bytes in all; past it, one marker and nothing more.
-/// Returns the bytes stored.
-pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64) -> anyhow::Result<i64> {
+/// Returns the bytes stored, or None when no such try exists.
+pub async fn append_log(
+    conn: &mut Conn,
+    attempt_id: &str,
+    data: &[u8],
+    cap: i64,
+) -> anyhow::Result<Option<i64>> {
     let Some(current) = sqlx::query_scalar::<_, i64>("SELECT log_bytes FROM attempts WHERE id = ?")
         .bind(attempt_id)
         .fetch_optional(&mut *conn)
         .await?
     else {
-        anyhow::bail!("unknown attempt {attempt_id:?}");
+        return Ok(None);
     };
     if current >= cap {
-        return Ok(0);
+        return Ok(Some(0));
     }
     let room = (cap - current) as usize;
     let mut chunk = data.to_vec();
@@ -969,7 +959,7 @@ pub async fn append_log(conn: &mut Conn, attempt_id: &str, data: &[u8], cap: i64
         .bind(attempt_id)
         .execute(&mut *conn)
         .await?;
-    Ok(chunk.len() as i64)
+    Ok(Some(chunk.len() as i64))
 }
 
 /// Log bytes of a try from `offset`, at most about `max` bytes.

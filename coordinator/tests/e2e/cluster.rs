@@ -481,18 +481,10 @@ tasks:
     // Pause the coordinator: to the agent it is a partition. WorkerTimeOut is 3 s.
     signal("-STOP");
     let cut_at = Instant::now();
-    let alive = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            })
-            .unwrap_or(false)
-    };
-    while alive(sleep_pid) && cut_at.elapsed() < Duration::from_secs(20) {
+    while crate::sandbox::is_alive(sleep_pid) && cut_at.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let stopped_while_cut_off = !alive(sleep_pid);
+    let stopped_while_cut_off = !crate::sandbox::is_alive(sleep_pid);
     signal("-CONT");
     if !stopped_while_cut_off {
         let _ = std::process::Command::new("kill")

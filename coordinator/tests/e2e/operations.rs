@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::sandbox::{
-    Agent, Launch, Redis, Sandbox, free_port, parse_array, read, run_goflow, state_of, time_of,
+    Agent, Launch, Redis, Sandbox, free_port, is_alive, parse_array, read, run_goflow, state_of, time_of,
 };
 
 /// Generous: a few short shell commands on a loaded CI machine.
@@ -41,19 +41,6 @@ fn wait_for<T>(sb: &Sandbox, limit: Duration, what: &str, mut probe: impl FnMut(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Running: /proc/PID exists and its state is not Z (zombie) or X (dead).
-fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": the state follows the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("");
-    !matches!(state, "Z" | "X" | "x")
 }
 
 fn pids_in(path: &Path) -> Vec<u32> {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sandbox::{Sandbox, read, time_of};
+use crate::sandbox::{Sandbox, is_alive, read, time_of};
 
 /// A diamond a -> {b, c} -> d runs in dependency order with every template variable filled.
 #[test]
@@ -270,17 +270,4 @@ tasks:
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Running: /proc/PID exists and its state is not Z (zombie) or X (dead).
-fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": the state follows the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("");
-    !matches!(state, "Z" | "X" | "x")
 }

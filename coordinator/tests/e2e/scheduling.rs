@@ -333,19 +333,13 @@ tasks:
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let alive = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            })
-            .unwrap_or(false)
-    };
-    assert!(alive(pid), "the background sleep runs before the kill");
+    assert!(
+        crate::sandbox::is_alive(pid),
+        "the background sleep runs before the kill"
+    );
     sb.kill9();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
+    while crate::sandbox::is_alive(pid) {
         if Instant::now() > deadline {
             let _ = std::process::Command::new("kill")
                 .arg("-9")

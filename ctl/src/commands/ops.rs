@@ -85,32 +85,24 @@ pub async fn mark_success(
 
 /// `kill -j TASK -d DAY`, or a whole backfill: `kill -j TASK --from DAY --to DAY [--down]`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("when").required(true).args(["day", "from"])))]
 pub struct KillArgs {
     /// The task.
     #[arg(short = 'j', long = "task", value_name = "TASK")]
     pub task: String,
-    /// The data date (yyyymmdd or yyyy-mm-dd).
-    #[arg(short = 'd', long = "day", value_name = "DAY", value_parser = parse_day,
-          conflicts_with_all = ["from", "to"])]
-    pub day: Option<String>,
-    /// Every unfinished instance from this day ...
-    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "to")]
-    pub from: Option<String>,
-    /// ... to this day (inclusive).
-    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "from")]
-    pub to: Option<String>,
+    #[command(flatten)]
+    pub days: super::run::DaysArgs,
     /// Also kill every unfinished instance downstream (within the days).
     #[arg(long)]
     pub down: bool,
 }
 
 pub async fn kill(client: &mut Client, args: &KillArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let (etl_day, from_day, to_day) = args.days.fields()?;
     let request = KillRequest {
         task: args.task.clone(),
-        etl_day: args.day.clone().unwrap_or_default(),
-        from_day: args.from.clone().unwrap_or_default(),
-        to_day: args.to.clone().unwrap_or_default(),
+        etl_day,
+        from_day,
+        to_day,
         down: args.down,
     };
     let r = client.kill(request).await?.into_inner();

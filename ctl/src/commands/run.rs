@@ -14,22 +14,45 @@ const POLL_EVERY: Duration = Duration::from_millis(150);
 /// At most this many ids per ListInstances call.
 const IDS_PER_CALL: usize = 500;
 
+/// One data date (`-d`), or a range (`--from`/`--to`): exactly one of the two.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("when").required(true).args(["day", "from"])))]
+pub struct DaysArgs {
+    /// The data date (yyyymmdd or yyyy-mm-dd).
+    #[arg(short = 'd', long = "day", value_name = "DAY", value_parser = parse_day,
+          conflicts_with_all = ["from", "to"])]
+    pub day: Option<String>,
+    /// The first data date of a range (a backfill).
+    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "to")]
+    pub from: Option<String>,
+    /// The last data date of the range (inclusive).
+    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "from")]
+    pub to: Option<String>,
+}
+
+impl DaysArgs {
+    /// (etl_day, from_day, to_day) for a request, days already normalized by clap.
+    pub fn fields(&self) -> anyhow::Result<(String, String, String)> {
+        if let (Some(from), Some(to)) = (&self.from, &self.to)
+            && from > to
+        {
+            bail!("--from {from} is after --to {to}");
+        }
+        Ok((
+            self.day.clone().unwrap_or_default(),
+            self.from.clone().unwrap_or_default(),
+            self.to.clone().unwrap_or_default(),
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// The task to run.
     #[arg(short = 'j', long = "task", value_name = "TASK")]
     pub task: String,
-    /// The data date to run (yyyymmdd or yyyy-mm-dd).
-    #[arg(short = 'd', long = "day", value_name = "DAY", value_parser = parse_day,
-          conflicts_with_all = ["from", "to"])]
-    pub day: Option<String>,
-    /// Backfill: the first data date of the range.
-    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "to")]
-    pub from: Option<String>,
-    /// Backfill: the last data date of the range (inclusive).
-    #[arg(long, value_name = "DAY", value_parser = parse_day, requires = "from")]
-    pub to: Option<String>,
+    #[command(flatten)]
+    pub days: DaysArgs,
     /// Run now even if upstream instances have not succeeded.
     #[arg(long)]
     pub force: bool,
@@ -46,16 +69,12 @@ pub struct RunArgs {
 
 /// The RunRequest for these arguments (days already normalized to yyyymmdd by clap).
 pub fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
-    if let (Some(from), Some(to)) = (&args.from, &args.to)
-        && from > to
-    {
-        bail!("--from {from} is after --to {to}");
-    }
+    let (etl_day, from_day, to_day) = args.days.fields()?;
     Ok(RunRequest {
         task: args.task.clone(),
-        etl_day: args.day.clone().unwrap_or_default(),
-        from_day: args.from.clone().unwrap_or_default(),
-        to_day: args.to.clone().unwrap_or_default(),
+        etl_day,
+        from_day,
+        to_day,
         down: args.down,
         up: args.up,
         force: args.force,
