@@ -1,4 +1,7 @@
-//! `goflow`: the server binary (standalone, coordinator, agent, migrate).
+//! `goflow`: the server binary (standalone, coordinator, agent, migrate), and the seed's
+//! operator verbs (run, dep, kill, do_all_job), which are goflowctl's.
+
+mod seed_verbs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +38,8 @@ enum Command {
     /// Creates or upgrades the database (the seed's `init_db`).
     #[command(alias = "init_db", alias = "init-db")]
     Migrate(ConfigArgs),
+    #[command(flatten)]
+    Seed(seed_verbs::SeedVerb),
     /// Prints the version.
     Version,
 }
@@ -196,6 +201,7 @@ async fn main() {
         Command::Coordinator(args) => serve(args, false).await,
         Command::Agent(args) => agent(args).await,
         Command::Migrate(args) => migrate(args).await,
+        Command::Seed(verb) => std::process::exit(verb.run().await.into()),
         Command::Version => {
             println!("goflow {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -14,5 +14,7 @@ mod operations;
 mod runs;
 #[path = "e2e/scheduling.rs"]
 mod scheduling;
+#[path = "e2e/seed_cli.rs"]
+mod seed_cli;
 #[path = "e2e/validation.rs"]
 mod validation;

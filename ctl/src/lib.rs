@@ -1,0 +1,440 @@
+//! `goflowctl`: the command line of goflow, a client of the coordinator's gRPC API.
+//!
+//! The `goflowctl` binary parses a [`Cli`] and hands it to [`execute`]. The `goflow` binary
+//! does the same for the seed's verbs (`goflow run -j TASK -d DAY -down`), after
+//! [`seed_args`] has rewritten the seed's spellings.
+
+mod commands;
+mod day;
+mod output;
+mod seed;
+
+#[cfg(test)]
+mod e2e_tests;
+
+use std::{
+    fmt,
+    io::{self, Write},
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use goflow_proto::control_service_client::ControlServiceClient;
+use tonic::{
+    Code, Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+use crate::commands::{agents, apply, dep, logs, ops, run, status, tasks, version};
+
+pub use crate::seed::seed_args;
+
+/// The client version, sent with every call and printed by `goflowctl version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A connected client of the goflow ControlService; every call carries [`ClientMeta`].
+pub type Client = ControlServiceClient<InterceptedService<Channel, ClientMeta>>;
+
+/// goflowctl: run, inspect and operate goflow tasks.
+///
+/// Data dates (DAY) are written yyyymmdd or yyyy-mm-dd.
+#[derive(Debug, Parser)]
+#[command(name = "goflowctl", version, propagate_version = true)]
+pub struct Cli {
+    /// The goflow coordinator's gRPC address (http:// is optional).
+    #[arg(
+        long,
+        global = true,
+        env = "GOFLOW_SERVER",
+        value_name = "URL",
+        default_value_t = default_server()
+    )]
+    pub server: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update the tasks of a DAG document (YAML or JSON).
+    Apply(apply::ApplyArgs),
+    /// List the tasks.
+    Tasks(tasks::TasksArgs),
+    /// Run or rerun a task for a day, or backfill a range of days.
+    Run(run::RunArgs),
+    /// Show task instances: for one day, one task, or the most recent ones.
+    Status(status::StatusArgs),
+    /// Print the log of an instance's try.
+    Logs(logs::LogsArgs),
+    /// Show a task's upstream and downstream dependencies.
+    Dep(dep::DepArgs),
+    /// List the agents.
+    Agents(agents::AgentsArgs),
+    /// Set instances to success without running them (force pass).
+    MarkSuccess(ops::MarkSuccessArgs),
+    /// Stop instances and record them as killed: one, or a backfill (--from/--to, --down).
+    Kill(ops::KillArgs),
+    /// Remove an instance with its tries and logs (not the task).
+    Delete(ops::InstanceArgs),
+    /// Pause a task: no new instances are scheduled.
+    Pause(ops::TaskArgs),
+    /// Unpause a task.
+    Unpause(ops::TaskArgs),
+    /// Run every scheduled root task for a day.
+    DoAllJob(ops::DayArgs),
+    /// Show the operations log: who did what, when.
+    History(ops::HistoryArgs),
+    /// Print the client's and the server's versions.
+    Version,
+}
+
+fn default_server() -> String {
+    format!("http://{}", goflow_proto::DEFAULT_GRPC_ADDR)
+}
+
+/// `host:port` becomes `http://host:port`; a URL with a scheme is kept. No trailing slash.
+pub fn normalize_server(server: &str) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+/// Adds `x-goflow-client` and `x-goflow-actor` to every call, for the operations log.
+#[derive(Clone, Debug)]
+pub struct ClientMeta {
+    client: AsciiMetadataValue,
+    actor: AsciiMetadataValue,
+}
+
+impl ClientMeta {
+    pub fn new(actor: Option<String>) -> Self {
+        let actor = actor_name(actor);
+        Self {
+            client: MetadataValue::try_from(format!("goflowctl/{VERSION}")).expect("the version is ASCII"),
+            actor: MetadataValue::try_from(actor).unwrap_or(MetadataValue::from_static("unknown")),
+        }
+    }
+}
+
+impl Interceptor for ClientMeta {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let metadata = request.metadata_mut();
+        metadata.insert("x-goflow-client", self.client.clone());
+        metadata.insert("x-goflow-actor", self.actor.clone());
+        Ok(request)
+    }
+}
+
+/// The acting user: `$USER` when it is a plain visible-ASCII name, else `unknown`.
+pub fn actor_name(user: Option<String>) -> String {
+    match user {
+        Some(u) if !u.is_empty() && u.bytes().all(|b| b.is_ascii_graphic()) => u,
+        _ => "unknown".to_string(),
+    }
+}
+
+/// The server could not be reached (or its address is not usable).
+#[derive(Debug)]
+pub struct ConnectError {
+    pub server: String,
+    pub cause: String,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot reach goflow at {}: {} (is goflow running? set --server or GOFLOW_SERVER)",
+            self.server, self.cause
+        )
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// An error and its sources joined by `: `, skipping tonic's uninformative "transport error".
+fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        "transport error".to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Connects to `server` (already normalized), failing fast when nobody answers.
+pub async fn connect(server: &str) -> Result<Client, ConnectError> {
+    let fail = |cause: String| ConnectError {
+        server: server.to_string(),
+        cause,
+    };
+    let endpoint = Endpoint::from_shared(server.to_string())
+        .map_err(|e| fail(format!("invalid address: {}", cause_chain(&e))))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| fail(cause_chain(&e)))?;
+    Ok(ControlServiceClient::with_interceptor(
+        channel,
+        ClientMeta::new(
+            ["USER", "LOGNAME", "USERNAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok()),
+        ),
+    )
+    .max_decoding_message_size(64 << 20))
+}
+
+/// A gRPC status for people: `not found: unknown task "x"`. The code's name is left out when
+/// the message alone is clear (invalid arguments, unknown errors, or the name is already there).
+pub fn status_message(status: &Status) -> String {
+    let words = match status.code() {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "",
+        Code::InvalidArgument => "",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "not implemented by this server",
+        Code::Internal => "internal server error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    };
+    let message = status.message().trim();
+    if message.is_empty() {
+        if words.is_empty() {
+            format!("{:?}", status.code()).to_lowercase()
+        } else {
+            words.to_string()
+        }
+    } else if words.is_empty() || message.to_lowercase().starts_with(words) {
+        message.to_string()
+    } else {
+        format!("{words}: {message}")
+    }
+}
+
+/// What `error: ...` says for a failed command.
+pub fn error_message(err: &anyhow::Error, server: &str) -> String {
+    if let Some(status) = err.downcast_ref::<Status>() {
+        if status.code() == Code::Unavailable {
+            let cause = status_message(status);
+            let cause = cause.strip_prefix("unavailable: ").unwrap_or(&cause).to_string();
+            return ConnectError {
+                server: server.to_string(),
+                cause,
+            }
+            .to_string();
+        }
+        return status_message(status);
+    }
+    format!("{err:#}")
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn dispatch(cli: Cli, server: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout();
+    if let Command::Version = cli.command {
+        return version::run(connect(server).await, &mut out).await;
+    }
+    let mut client = connect(server).await?;
+    let c = &mut client;
+    match cli.command {
+        Command::Apply(args) => apply::run(c, &args, &mut out).await,
+        Command::Tasks(args) => tasks::run(c, &args, &mut out).await,
+        Command::Run(args) => run::run(c, &args, &mut out).await,
+        Command::Status(args) => status::run(c, &args, &mut out).await,
+        Command::Logs(args) => logs::run(c, &args, &mut out).await,
+        Command::Dep(args) => dep::run(c, &args, &mut out).await,
+        Command::Agents(args) => agents::run(c, &args, &mut out).await,
+        Command::MarkSuccess(args) => ops::mark_success(c, &args, &mut out).await,
+        Command::Kill(args) => ops::kill(c, &args, &mut out).await,
+        Command::Delete(args) => ops::delete(c, &args, &mut out).await,
+        Command::Pause(args) => ops::set_paused(c, &args, true, &mut out).await,
+        Command::Unpause(args) => ops::set_paused(c, &args, false, &mut out).await,
+        Command::DoAllJob(args) => ops::do_all_job(c, &args, &mut out).await,
+        Command::History(args) => ops::history(c, &args, &mut out).await,
+        Command::Version => unreachable!("handled above"),
+    }
+}
+
+/// Runs a parsed command against its server: the result goes to stdout, a failure to stderr as
+/// `error: ...`. Returns the process's exit status: 0 on success (a closed stdout included),
+/// 1 on failure (a `run --wait` whose instances did not all succeed included).
+pub async fn execute(cli: Cli) -> u8 {
+    let server = normalize_server(&cli.server);
+    let result = dispatch(cli, &server).await;
+    // Best effort: a closed stdout is not the command's failure.
+    let _ = io::stdout().flush();
+    match result {
+        Ok(()) => 0,
+        Err(err) if is_broken_pipe(&err) => 0,
+        Err(err) => {
+            eprintln!("error: {}", error_message(&err, &server));
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    pub fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("goflowctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn server_default_and_normalization() {
+        // The env var would override the default; only check when it is not set.
+        if std::env::var_os("GOFLOW_SERVER").is_none() {
+            let cli = parse(&["tasks"]).unwrap();
+            assert_eq!(normalize_server(&cli.server), "http://127.0.0.1:7070");
+        }
+        let cli = parse(&["--server", "goflow.example:7070", "tasks"]).unwrap();
+        assert_eq!(normalize_server(&cli.server), "http://goflow.example:7070");
+        // Global: also accepted after the subcommand.
+        let cli = parse(&["tasks", "--server", "http://h:1/"]).unwrap();
+        assert_eq!(normalize_server(&cli.server), "http://h:1");
+        assert_eq!(normalize_server("https://h:1"), "https://h:1");
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        assert_eq!(parse(&[]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["nope"]).unwrap_err().kind(), ErrorKind::InvalidSubcommand);
+        let err = parse(&["run", "-j", "a", "-d", "2026-13-01"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(
+            err.to_string()
+                .contains(r#"invalid date "2026-13-01": expected yyyymmdd or yyyy-mm-dd"#),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn every_subcommand_parses() {
+        for args in [
+            &["apply", "-f", "dag.yaml", "--dry-run"][..],
+            &["tasks", "-o", "json"],
+            &[
+                "run", "-j", "a", "-d", "20260101", "--force", "--down", "--up", "--wait",
+            ],
+            &[
+                "run",
+                "--task",
+                "a",
+                "--from",
+                "2026-01-01",
+                "--to",
+                "20260105",
+                "--down",
+                "--wait",
+            ],
+            &["status", "-d", "20260101", "-j", "a", "-o", "json"],
+            &["status"],
+            &["logs", "-j", "a", "-d", "20260101", "--try", "2", "-f"],
+            &["dep", "-j", "a", "--up", "--depth", "2", "-o", "dot"],
+            &["agents", "-o", "json"],
+            &["mark-success", "-j", "a", "-d", "20260101", "--down"],
+            &["kill", "-j", "a", "-d", "20260101"],
+            &["delete", "--task", "a", "--day", "20260101"],
+            &["pause", "-j", "a"],
+            &["unpause", "-j", "a"],
+            &["do-all-job", "-d", "20260101"],
+            &["history", "-j", "a", "--limit", "5", "-o", "json"],
+            &["version"],
+        ] {
+            if let Err(e) = parse(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn actor() {
+        assert_eq!(actor_name(Some("alice".into())), "alice");
+        assert_eq!(actor_name(Some(String::new())), "unknown");
+        assert_eq!(actor_name(Some("ren\u{e9}".into())), "unknown");
+        assert_eq!(actor_name(None), "unknown");
+    }
+
+    #[test]
+    fn metadata_is_attached() {
+        let mut meta = ClientMeta::new(Some("alice".into()));
+        let req = meta.call(Request::new(())).unwrap();
+        assert_eq!(
+            req.metadata().get("x-goflow-client").unwrap(),
+            &format!("goflowctl/{VERSION}")
+        );
+        assert_eq!(req.metadata().get("x-goflow-actor").unwrap(), "alice");
+    }
+
+    #[test]
+    fn status_messages() {
+        let s = Status::not_found(r#"unknown task "x""#);
+        assert_eq!(status_message(&s), r#"not found: unknown task "x""#);
+        let s = Status::invalid_argument(r#"invalid date "1": expected yyyymmdd or yyyy-mm-dd"#);
+        assert_eq!(
+            status_message(&s),
+            r#"invalid date "1": expected yyyymmdd or yyyy-mm-dd"#
+        );
+        assert_eq!(status_message(&Status::not_found("not found: x")), "not found: x");
+        assert_eq!(
+            status_message(&Status::permission_denied("")),
+            "permission denied"
+        );
+        let err = anyhow::Error::new(Status::unavailable("tcp connect error"));
+        assert_eq!(
+            error_message(&err, "http://h:1"),
+            "cannot reach goflow at http://h:1: tcp connect error \
+             (is goflow running? set --server or GOFLOW_SERVER)"
+        );
+        let err = anyhow::Error::new(Status::already_exists("x"));
+        assert_eq!(error_message(&err, "http://h:1"), "already exists: x");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_named() {
+        // Port 1 on localhost: nothing listens there.
+        let err = connect("http://127.0.0.1:1").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot reach goflow at http://127.0.0.1:1: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(is goflow running? set --server or GOFLOW_SERVER)"),
+            "{text}"
+        );
+        let err = connect("http://bad host").await.unwrap_err();
+        assert!(err.to_string().contains("invalid address"), "{err}");
+    }
+}
