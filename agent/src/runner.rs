@@ -103,30 +103,7 @@ enum Stop {
 ///
 /// On return no process of the group is left.
 pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: CancellationToken) -> RunOutcome {
-    let mut command = match &spec.shim {
-        Some(shim) => {
-            let mut c = Command::new(shim);
-            c.arg(std::process::id().to_string()).arg(&spec.shell);
-            c
-        }
-        None => {
-            let mut c = Command::new(&spec.shell);
-            c.arg("-c");
-            c
-        }
-    };
-    command
-        .arg(&spec.command)
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own group, so timeout and kill reach every process it starts.
-        .process_group(0)
-        // We kill the group ourselves; killing only the direct child would orphan the rest.
-        .kill_on_drop(false);
-
-    let mut child = match command.spawn() {
+    let mut child = match command_for(&spec).and_then(|mut command| command.spawn()) {
         Ok(child) => child,
         Err(err) => {
             let message = format!("could not start `{} -c`: {err}", spec.shell);
@@ -195,6 +172,64 @@ pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: Cance
             .await;
     }
     outcome
+}
+
+/// `shell -c command`, or the same under the shim, in a process group of its own.
+fn command_for(spec: &RunSpec) -> std::io::Result<Command> {
+    let mut command = match &spec.shim {
+        Some(shim) => {
+            let mut c = Command::new(shim);
+            c.arg(format!("--agent-fd={}", agent_pipe()?)).arg(&spec.shell);
+            c
+        }
+        None => {
+            let mut c = Command::new(&spec.shell);
+            c.arg("-c");
+            c
+        }
+    };
+    command
+        .arg(&spec.command)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so timeout and kill reach every process it starts.
+        .process_group(0)
+        // We kill the group ourselves; killing only the direct child would orphan the rest.
+        .kill_on_drop(false);
+    Ok(command)
+}
+
+/// The read end of the pipe every shim watches: it reads end-of-file when the write end is
+/// closed, which happens only when this process is gone (by any means; the kernel closes it),
+/// whichever thread spawned the shim. Made on first use, shared by all tries.
+fn agent_pipe() -> std::io::Result<std::os::fd::RawFd> {
+    static PIPE: std::sync::OnceLock<Result<std::os::fd::RawFd, i32>> = std::sync::OnceLock::new();
+    let read = PIPE.get_or_init(|| {
+        let errno = || {
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        };
+        let mut fds = [0; 2];
+        // Both ends close-on-exec from the start, so no process spawned meanwhile gets them.
+        // SAFETY: pipe2 writes two descriptors into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(errno());
+        }
+        let [read, _write] = fds;
+        // The write end stays close-on-exec, and open until this process ends: any other
+        // process holding it would keep the tries alive after the agent died.
+        // The read end is inherited by what we spawn, so the shim gets it; holding a read end
+        // keeps nothing alive, and the shim keeps it from the command's processes.
+        // SAFETY: clears a flag of a descriptor we just made.
+        if unsafe { libc::fcntl(read, libc::F_SETFD, 0) } != 0 {
+            return Err(errno());
+        }
+        Ok(read)
+    });
+    read.map_err(std::io::Error::from_raw_os_error)
 }
 
 /// SIGTERM to the group, up to [`TERM_GRACE`] for the child to exit, then SIGKILL.
@@ -403,6 +438,19 @@ mod tests {
         alive && processes_in_group(pgid).iter().any(|&pid| process_exists(pid))
     }
 
+    /// Whether group `pgid` is gone within seconds. The runner returns once the killed processes
+    /// closed their pipes, which the kernel does a moment before they become zombies.
+    fn group_ends(pgid: i32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while group_exists(pgid) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     fn processes_in_group(pgid: i32) -> Vec<i32> {
         let mut found = vec![];
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -511,7 +559,7 @@ mod tests {
         assert_eq!(outcome.message, "timed out after 500ms");
         let pgid = first_pid(&logs);
         assert!(
-            !group_exists(pgid),
+            group_ends(pgid),
             "group {pgid} survived: {:?}",
             processes_in_group(pgid)
         );
@@ -529,7 +577,7 @@ mod tests {
             started.elapsed()
         );
         assert_eq!(outcome.kind, OutcomeKind::TimedOut);
-        assert!(!group_exists(first_pid(&logs)));
+        assert!(group_ends(first_pid(&logs)));
     }
 
     #[tokio::test]
@@ -548,7 +596,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(outcome.kind, OutcomeKind::Killed);
         assert_eq!(outcome.message, "killed on request");
-        assert!(!group_exists(first_pid(&logs)));
+        assert!(group_ends(first_pid(&logs)));
     }
 
     #[tokio::test]
@@ -568,7 +616,7 @@ mod tests {
         assert!(logs.contains("out| hi"), "{logs}");
         let pgid = first_pid(&logs);
         assert!(
-            !group_exists(pgid),
+            group_ends(pgid),
             "group {pgid} survived: {:?}",
             processes_in_group(pgid)
         );
@@ -586,6 +634,223 @@ mod tests {
             logs.contains("err| could not start `/nonexistent/sh -c`"),
             "{logs}"
         );
+    }
+
+    /// goflow-shim as `cargo build -p goflow-agent --bins` left it: cargo builds no binary for a
+    /// library's own tests, so a stale one would test old code without a word.
+    fn built_shim() -> std::path::PathBuf {
+        // This test binary is target/<profile>/deps/goflow_agent-<hash>.
+        let exe = std::env::current_exe().unwrap();
+        let shim = exe.parent().unwrap().with_file_name("goflow-shim");
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/shim.rs");
+        let modified = |path: &std::path::Path| path.metadata().and_then(|m| m.modified()).ok();
+        let Some(built) = modified(&shim) else {
+            panic!(
+                "{} is missing: run `cargo build -p goflow-agent --bins` first",
+                shim.display()
+            );
+        };
+        assert!(
+            modified(&source).is_some_and(|source| built >= source),
+            "{} is older than its source: run `cargo build -p goflow-agent --bins` first",
+            shim.display()
+        );
+        shim
+    }
+
+    /// A path of this test process's own in the temp directory; nothing is there yet.
+    fn scratch_path(name: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("goflow-runner-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// The process group of `pid`.
+    fn group_of(pid: i32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the `(comm)`: state ppid pgrp ...
+        let rest: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        rest[2].parse().unwrap()
+    }
+
+    /// What the shim watches is the agent process, not the thread that spawned it: a try started
+    /// from a short-lived thread (spawn_blocking, block_in_place) runs on after that thread ends.
+    #[tokio::test]
+    async fn a_try_outlives_the_thread_that_started_it() {
+        let (running, go) = (scratch_path("running"), scratch_path("go"));
+        let mut spec = RunSpec::new(format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo finished",
+            running.display(),
+            go.display()
+        ));
+        spec.shim = Some(built_shim());
+        let runtime = tokio::runtime::Handle::current();
+        let thread = std::thread::spawn(move || {
+            let _context = runtime.enter();
+            let mut try_ = Box::pin(run(spec, CancellationToken::new()));
+            // The first poll spawns the shim, on this thread; the rest runs on the runtime.
+            let waker = std::task::Waker::noop();
+            let first = try_.as_mut().poll(&mut std::task::Context::from_waker(waker));
+            assert!(first.is_pending(), "the try ended at once: {first:?}");
+            // The thread ends only once the shim has set up its watch and started the shell.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !running.exists() {
+                assert!(Instant::now() < deadline, "the try never started");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_file(&running);
+            runtime.spawn(try_)
+        });
+        let try_ = thread.join().unwrap();
+        // The thread has ended; whatever was tied to it has had time to act.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::write(&go, "").unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(30), try_).await;
+        let _ = std::fs::remove_file(&go);
+        let (outcome, logs) = ended.expect("the try ends once told to").unwrap();
+        assert_eq!(outcome.kind, OutcomeKind::Success, "{outcome:?}\n{logs}");
+        assert!(logs.contains("out| finished"), "{logs}");
+    }
+
+    /// Under the shim exit codes and signal deaths come through as they are, a timeout still
+    /// takes the whole group, and the command's processes hold no end of the agent pipe.
+    #[tokio::test]
+    async fn the_shim_keeps_the_runner_guarantees() {
+        let under_shim = |command: &str| RunSpec {
+            shim: Some(built_shim()),
+            ..RunSpec::new(command)
+        };
+        let (failed, _) = run(under_shim("exit 3"), CancellationToken::new()).await;
+        assert_eq!(
+            (failed.kind, failed.exit_code),
+            (OutcomeKind::Failed, Some(3)),
+            "{failed:?}"
+        );
+        let (signalled, _) = run(under_shim("kill -TERM $$"), CancellationToken::new()).await;
+        assert_eq!(signalled.message, "killed by signal 15 (SIGTERM)");
+
+        // The group id (field 5 of stat), then the shell's descriptors.
+        let mut spec = under_shim("cut -d' ' -f5 /proc/$$/stat; ls -l /proc/$$/fd; sleep 30 & sleep 30");
+        spec.timeout = Some(Duration::from_millis(500));
+        let (outcome, logs) = run(spec, CancellationToken::new()).await;
+        assert_eq!(outcome.kind, OutcomeKind::TimedOut);
+        let pgid = first_pid(&logs);
+        assert!(
+            group_ends(pgid),
+            "group {pgid} survived: {:?}",
+            processes_in_group(pgid)
+        );
+        let agent_pipe = std::fs::read_link(format!("/proc/self/fd/{}", agent_pipe().unwrap())).unwrap();
+        let agent_pipe = agent_pipe.to_string_lossy();
+        assert!(logs.contains("pipe:["), "its output is a pipe: {logs}");
+        assert!(
+            !logs.contains(&*agent_pipe),
+            "the shell holds {agent_pipe}: {logs}"
+        );
+    }
+
+    /// Started any other way than by the agent, the shim runs nothing.
+    #[test]
+    fn the_shim_refuses_to_run_without_its_group_or_the_agent_pipe() {
+        let shim = built_shim();
+        let exit_code = |agent_fd: &str, own_group: bool| {
+            let mut command = std::process::Command::new(&shim);
+            command
+                .args([agent_fd, "/bin/sh", "exit 5"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null());
+            if own_group {
+                std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            }
+            command.status().unwrap().code()
+        };
+        let agent_fd = format!("--agent-fd={}", agent_pipe().unwrap());
+        assert_eq!(exit_code(&agent_fd, true), Some(5), "as the agent starts it");
+        assert_eq!(exit_code(&agent_fd, false), Some(2), "in the caller's group");
+        assert_eq!(
+            exit_code("--agent-fd=0", true),
+            Some(2),
+            "stdin is not the agent pipe"
+        );
+        assert_eq!(
+            exit_code(&std::process::id().to_string(), true),
+            Some(2),
+            "the old PARENT_PID"
+        );
+    }
+
+    /// Where the stand-in agent writes the pids of its tries' shells.
+    const STAND_IN_PIDS: &str = "GOFLOW_TEST_STAND_IN_PIDS";
+
+    /// The agent of `a_killed_agent_takes_every_try_down`, run as a process of its own (this test
+    /// binary again): two tries under the shim, then it waits to be killed.
+    #[tokio::test]
+    #[ignore = "the stand-in agent of a_killed_agent_takes_every_try_down, which runs it"]
+    async fn agent_stand_in() {
+        let Ok(pids) = std::env::var(STAND_IN_PIDS) else {
+            return;
+        };
+        let start = |command: String| {
+            let mut spec = RunSpec::new(command);
+            spec.shim = Some(built_shim());
+            run(spec, CancellationToken::new())
+        };
+        // In the second try only a background process ignores SIGTERM: the shell ends on it,
+        // the background sleep needs the SIGKILL.
+        tokio::join!(
+            start(format!("echo $$ >> {pids}; sleep 300 & sleep 300")),
+            start(format!(
+                "echo $$ >> {pids}; (trap '' TERM; sleep 300) & sleep 300"
+            )),
+        );
+    }
+
+    /// kill -9 of the agent takes every try's whole process group down.
+    #[test]
+    fn a_killed_agent_takes_every_try_down() {
+        let pids = scratch_path("pids");
+        let mut agent = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "runner::tests::agent_stand_in", "--ignored"])
+            .env(STAND_IN_PIDS, &pids)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let shells: Vec<i32> = loop {
+            let text = std::fs::read_to_string(&pids).unwrap_or_default();
+            let shells: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            if shells.len() == 2 {
+                break shells;
+            }
+            if let Some(status) = agent.try_wait().unwrap() {
+                panic!("the stand-in agent ended before its tries started: {status}");
+            }
+            if Instant::now() > deadline {
+                let _ = agent.kill();
+                panic!("the tries never started (pids: {text:?})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = std::fs::remove_file(&pids);
+        let groups: Vec<i32> = shells.iter().map(|&shell| group_of(shell)).collect();
+        for (shell, group) in shells.iter().zip(&groups) {
+            assert_ne!(shell, group, "the shim leads the try's group, not the shell");
+            assert!(group_exists(*group), "group {group} runs before the kill");
+        }
+
+        agent.kill().unwrap(); // SIGKILL
+        agent.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while groups.iter().any(|&group| group_exists(group)) {
+            if Instant::now() > deadline {
+                let left: Vec<Vec<i32>> = groups.iter().map(|&g| processes_in_group(g)).collect();
+                for &group in &groups {
+                    kill_group(group, libc::SIGKILL);
+                }
+                panic!("tries outlived their killed agent by 30s: {left:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     #[test]

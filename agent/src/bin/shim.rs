@@ -1,20 +1,28 @@
-//! `goflow-shim PARENT_PID SHELL COMMAND`: runs `SHELL -c COMMAND` inside the process group the
-//! agent made for one try, and kills that whole group if the agent dies, even by SIGKILL.
+//! `goflow-shim --agent-fd=FD SHELL COMMAND`: runs `SHELL -c COMMAND` inside the process group
+//! the agent made for one try, and kills that whole group if the agent dies, even by SIGKILL.
 //!
 //! Without it, a killed agent's commands (and whatever they started in the background) keep
 //! running while the coordinator dispatches the try again elsewhere: two live runs of one
-//! instance. The kernel tells the shim of its parent's death (PR_SET_PDEATHSIG), which a
-//! command's own processes cannot be asked to watch. A tiny binary of its own, so the extra
-//! exec per try costs little.
+//! instance. FD is the read end of a pipe whose write end only the agent process holds: the
+//! shim reads end-of-file exactly when the agent process is gone, however it ended, which a
+//! command's own processes cannot be asked to watch. (PR_SET_PDEATHSIG, used before, fires
+//! when the agent *thread* that spawned the shim exits, killing live tries.) A tiny binary of
+//! its own, so the extra exec per try costs little.
 //!
 //! Everything else is the command's: stdio and environment are inherited, SIGTERM from the
 //! agent (timeout, kill) reaches the group directly, and the shim exits as the shell did.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, exit};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-/// The signal the kernel sends the shim when the agent dies.
-const PARENT_DIED: libc::c_int = libc::SIGUSR2;
+/// How long the group gets between SIGTERM and SIGKILL once the agent is gone (the agent's own
+/// grace for timeouts and kills).
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// Set before the group is signalled because the agent is gone.
+static AGENT_GONE: AtomicBool = AtomicBool::new(false);
 
 /// SIGTERM from the agent is for the command (it reaches the whole group); the shim waits for
 /// the command to act on it. A handler rather than SIG_IGN: a caught signal is reset to its
@@ -22,8 +30,27 @@ const PARENT_DIED: libc::c_int = libc::SIGUSR2;
 /// keeps the spawn on the fast posix_spawn path.
 extern "C" fn on_term(_: libc::c_int) {}
 
-extern "C" fn on_parent_death(_: libc::c_int) {
-    // SAFETY: killpg is async-signal-safe; group 0 is the shim's own (the try's) group.
+/// Blocks until the agent process is gone, then takes the group down: SIGTERM, and SIGKILL
+/// after the grace (which ends the shim too).
+fn watch_agent(agent_fd: libc::c_int) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into `byte`, which outlives the call.
+        let n = unsafe { libc::read(agent_fd, (&raw mut byte).cast(), 1) };
+        let interrupted = n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+        // Nobody writes to the pipe; end-of-file is the agent gone. Any other error leaves us
+        // unable to tell, and a try nobody watches is the failure this shim exists to prevent.
+        if n == 0 || (n < 0 && !interrupted) {
+            break;
+        }
+    }
+    AGENT_GONE.store(true, Ordering::SeqCst);
+    // SAFETY: killpg only sends signals; group 0 is the shim's own (the try's) group.
+    unsafe {
+        libc::killpg(0, libc::SIGTERM);
+    }
+    std::thread::sleep(TERM_GRACE);
+    // SAFETY: as above.
     unsafe {
         libc::killpg(0, libc::SIGKILL);
     }
@@ -31,13 +58,14 @@ extern "C" fn on_parent_death(_: libc::c_int) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, parent, shell, command] = args.as_slice() else {
-        eprintln!("usage: goflow-shim PARENT_PID SHELL COMMAND (started by the goflow agent)");
-        exit(2);
+    let [_, agent_fd, shell, command] = args.as_slice() else {
+        usage();
     };
-    let Ok(parent) = parent.parse::<libc::pid_t>() else {
-        eprintln!("goflow-shim: bad parent pid {parent:?}");
-        exit(2);
+    let Some(Ok(agent_fd)) = agent_fd
+        .strip_prefix("--agent-fd=")
+        .map(str::parse::<libc::c_int>)
+    else {
+        usage();
     };
     // Killing "the group" must only ever mean the try's own group, which the agent creates
     // with the shim as its leader; never a shell's or a terminal's.
@@ -46,19 +74,34 @@ fn main() {
         eprintln!("goflow-shim: must lead its own process group (the goflow agent starts it so)");
         exit(2);
     }
-    // SAFETY: plain libc calls on this single-threaded process before anything else runs.
+    // SAFETY: fstat writes into `stat`; fcntl changes a flag of a descriptor we were given.
+    // Nothing else runs yet (the process has one thread).
     unsafe {
-        libc::signal(PARENT_DIED, on_parent_death as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
-        libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DIED as libc::c_ulong, 0, 0, 0);
-        // The agent may have died before the line above: then nobody is left to wait for us.
-        if libc::getppid() != parent {
-            libc::killpg(0, libc::SIGKILL);
+        let mut stat: libc::stat = std::mem::zeroed();
+        if libc::fstat(agent_fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            eprintln!(
+                "goflow-shim: fd {agent_fd} is not the agent's pipe (the goflow agent starts the shim)"
+            );
+            exit(2);
         }
+        // Only the shim watches; the command's processes have no use for it.
+        libc::fcntl(agent_fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
     }
+    // If the agent is already gone, the watcher sees it at once.
+    std::thread::spawn(move || watch_agent(agent_fd));
+
     let mut shell_command = Command::new(shell);
     shell_command.arg("-c").arg(command);
-    match shell_command.status() {
+    let status = shell_command.status();
+    if AGENT_GONE.load(Ordering::SeqCst) {
+        // The shell may have ended on the SIGTERM while others in the group ignore it: stay
+        // until the watcher's SIGKILL takes the whole group, the shim with it.
+        loop {
+            std::thread::park();
+        }
+    }
+    match status {
         Ok(status) => {
             if let Some(code) = status.code() {
                 exit(code);
@@ -77,4 +120,9 @@ fn main() {
             exit(127);
         }
     }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: goflow-shim --agent-fd=FD SHELL COMMAND (started by the goflow agent)");
+    exit(2);
 }
