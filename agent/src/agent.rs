@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use goflow_proto::agent_service_client::AgentServiceClient;
+use goflow_core::Dispatch;
 use goflow_proto::{
-    Dispatch, HeartbeatRequest, RegisterRequest, ReportFinishRequest, ReportStartRequest,
+    HeartbeatRequest, RegisterRequest, ReportFinishRequest, ReportStartRequest,
     ReportStartResponse, WatchCommandsRequest,
 };
 use tokio::sync::Semaphore;
@@ -398,7 +399,13 @@ impl Agent {
     async fn claim(&self, dispatch: &Dispatch) -> Option<ReportStartResponse> {
         let request = ReportStartRequest {
             agent_id: self.agent_id(),
-            dispatch: Some(dispatch.clone()),
+            dispatch: Some(goflow_proto::Dispatch {
+                instance_id: dispatch.instance_id,
+                try_number: dispatch.try_number as i32,
+                epoch: dispatch.epoch,
+                queue: dispatch.queue.clone(),
+                priority: dispatch.priority,
+            }),
         };
         let response = self
             .retry("ReportStart", || {

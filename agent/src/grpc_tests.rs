@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::{AgentConfig, DispatchQueue, MemoryQueue, run_agent};
 use goflow_proto::agent_service_server::{AgentService, AgentServiceServer};
 use goflow_proto::*;
+use goflow_core::Dispatch;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use goflow_proto::Dispatch;
+use goflow_core::Dispatch;
 use tokio::sync::Notify;
 
 #[async_trait]
@@ -41,10 +41,10 @@ struct MemoryState {
     queues: HashMap<String, BTreeMap<Slot, Dispatch>>,
     /// (instance, try, epoch) of what waits, so pushing a dispatch again is a no-op (as
     /// `ZADD NX` is for Redis).
-    waiting: std::collections::HashSet<(i64, i32, i64)>,
+    waiting: std::collections::HashSet<(i64, i64, i64)>,
 }
 
-fn identity(d: &Dispatch) -> (i64, i32, i64) {
+fn identity(d: &Dispatch) -> (i64, i64, i64) {
     (d.instance_id, d.try_number, d.epoch)
 }
 

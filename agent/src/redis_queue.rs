@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use goflow_proto::Dispatch;
+use goflow_core::Dispatch;
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::Mutex;

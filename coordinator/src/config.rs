@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::store::DatabaseUrl;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
@@ -264,41 +265,18 @@ impl Settings {
         Ok(())
     }
 
-    /// The SQLite file to use, or why the configured database cannot be used yet.
-    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+    /// The database to use: the configured URL (`Common.MysqlConn`, `GOFLOW_DATABASE_URL`,
+    /// `--database-url`; SQLite, PostgreSQL or MySQL), or SQLite in the data folder.
+    pub fn database_url(&self) -> anyhow::Result<DatabaseUrl> {
         let Some(url) = &self.database_url else {
-            return Ok(self.data_dir.join("goflow.db"));
+            return Ok(DatabaseUrl::sqlite(&self.data_dir.join("goflow.db")));
         };
         let source = if self.database_url_source.is_empty() {
             "database URL"
         } else {
             &self.database_url_source
         };
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            if path.is_empty() || path.starts_with(":memory:") {
-                bail!("{source}: {url:?} names no file; goflow keeps its state on disk (sqlite://PATH)");
-            }
-            return Ok(PathBuf::from(path.split('?').next().unwrap_or(path)));
-        }
-        let scheme = url.split("://").next().unwrap_or("");
-        let shown = redact(url);
-        match scheme {
-            "mysql" | "mariadb" | "postgres" | "postgresql" => bail!(
-                "{source} is {shown}: the {} store comes with cluster mode and is not in this build yet; \
-                 use sqlite://PATH, or leave it unset for the data folder (GOFLOW_DATABASE_URL overrides the file)",
-                if scheme.starts_with("postgres") {
-                    "PostgreSQL"
-                } else {
-                    "MySQL"
-                }
-            ),
-            _ => bail!(
-                "{source} is {shown}: unknown database scheme {scheme:?} (expected sqlite://, mysql:// or postgres://)"
-            ),
-        }
+        DatabaseUrl::parse(url, source)
     }
 }
 
@@ -441,20 +419,6 @@ pub fn with_scheme(addr: &str) -> String {
     }
 }
 
-/// A URL with its password replaced, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,12 +481,10 @@ mod tests {
             "{:?}",
             s.warnings
         );
-        let err = s.sqlite_path().unwrap_err().to_string();
-        assert!(
-            err.contains("Common.MysqlConn") && err.contains("mysql://test:***@localhost:3306/cflow"),
-            "{err}"
-        );
-        assert!(!err.contains("test:test"), "no password in messages: {err}");
+        // The last MysqlConn wins, and the password never reaches a message.
+        let url = s.database_url().unwrap();
+        assert_eq!(url.dialect, crate::store::Dialect::MySql);
+        assert_eq!(url.redacted(), "mysql://test:***@localhost:3306/cflow");
     }
 
     #[test]
@@ -537,7 +499,7 @@ mod tests {
             ("GOFLOW_SLOTS".to_string(), "3".to_string()),
         ]);
         let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
-        assert_eq!(s.sqlite_path().unwrap(), PathBuf::from("/tmp/x/goflow.db"));
+        assert_eq!(s.database_url().unwrap().sqlite_file(), Some(PathBuf::from("/tmp/x/goflow.db")));
         assert_eq!(s.agent_slots, 3);
         let bad = HashMap::from([("GOFLOW_SLOTS".to_string(), "many".to_string())]);
         let err = Settings::load(None, &bad, Role::Agent).unwrap_err().to_string();
@@ -606,18 +568,30 @@ mod tests {
     #[test]
     fn default_database_is_sqlite_in_the_data_folder() {
         let s = Settings::default();
-        assert_eq!(s.sqlite_path().unwrap(), PathBuf::from("goflow-data/goflow.db"));
+        assert_eq!(s.database_url().unwrap().sqlite_file(), Some(PathBuf::from("goflow-data/goflow.db")));
         let s = Settings {
             database_url: Some("sqlite::memory:".into()),
             ..Settings::default()
         };
-        assert!(s.sqlite_path().is_err());
+        assert!(s.database_url().is_err());
+        for (url, dialect) in [
+            ("postgres://u:p@127.0.0.1:5432/goflow", crate::store::Dialect::Postgres),
+            ("postgresql://u@127.0.0.1/goflow", crate::store::Dialect::Postgres),
+            ("mysql://root@127.0.0.1:3306/goflow", crate::store::Dialect::MySql),
+            ("mariadb://root@127.0.0.1:3306/goflow", crate::store::Dialect::MySql),
+        ] {
+            let s = Settings {
+                database_url: Some(url.into()),
+                ..Settings::default()
+            };
+            assert_eq!(s.database_url().unwrap().dialect, dialect, "{url}");
+        }
         let s = Settings {
             database_url: Some("oracle://x".into()),
             ..Settings::default()
         };
         assert!(
-            s.sqlite_path()
+            s.database_url()
                 .unwrap_err()
                 .to_string()
                 .contains("unknown database scheme")

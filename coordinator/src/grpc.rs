@@ -6,14 +6,17 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use goflow_core::{EtlDay, InstanceKey, InstanceState};
+use goflow_core::{Dispatch, EtlDay, InstanceKey, InstanceState, TryOutcome};
 use goflow_proto as pb;
 use pb::agent_service_server::AgentService;
 use pb::control_service_server::ControlService;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Caller, Engine, EngineError, RunPlan, WaitCache};
+use crate::engine::{
+    AgentCommand, AgentRegistration, Caller, ClaimOutcome, Engine, EngineError, FinishOutcome, RunPlan, TryReport,
+    WaitCache,
+};
 use crate::store::{self, InstanceFilter, InstanceRow};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -22,6 +25,8 @@ type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// Default and maximum rows of one `ListInstances` answer.
 const DEFAULT_LIST_LIMIT: i64 = 1000;
 const MAX_LIST_LIMIT: i64 = 100_000;
+/// Most ids one `ListInstances` may name.
+const MAX_IDS: usize = 10_000;
 /// Bytes of log per streamed chunk.
 const LOG_CHUNK_BYTES: i64 = 256 * 1024;
 
@@ -106,7 +111,7 @@ fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
     pb::InstanceRef {
         id: row.id,
         task: row.task_id.clone(),
-        etl_day: row.etl_day.clone(),
+        etl_day: row.etl_day.compact(),
     }
 }
 
@@ -162,7 +167,7 @@ impl Api {
 
     async fn instance_to_pb(
         &self,
-        conn: &mut store::Conn,
+        conn: &mut store::Reader,
         row: &InstanceRow,
         cache: &mut WaitCache,
     ) -> Result<pb::Instance, Status> {
@@ -170,8 +175,8 @@ impl Api {
         Ok(pb::Instance {
             id: row.id,
             task: row.task_id.clone(),
-            etl_day: row.etl_day.clone(),
-            state: row.state.clone(),
+            etl_day: row.etl_day.compact(),
+            state: row.state.as_str().to_string(),
             try_number: row.try_number as i32,
             max_tries: row.max_tries as i32,
             agent: row.agent_id.clone().unwrap_or_default(),
@@ -191,18 +196,13 @@ impl Api {
         })
     }
 
-    async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, Status> {
-        self.engine
-            .store()
-            .reader()
-            .acquire()
-            .await
-            .map_err(|e| internal(e.into()))
+    async fn read(&self) -> Result<store::Reader, Status> {
+        self.engine.store().read().await.map_err(internal)
     }
 
     async fn find_instance(
         &self,
-        conn: &mut store::Conn,
+        conn: &mut store::Reader,
         id: i64,
         task: &str,
         etl_day: &str,
@@ -231,11 +231,15 @@ impl ControlService for Api {
     ) -> RpcResult<pb::ApplyTasksResponse> {
         let caller = caller(&request);
         let req = request.into_inner();
-        Ok(Response::new(
-            self.engine
-                .apply(&req.document, &req.source_name, req.dry_run, &caller)
-                .await?,
-        ))
+        let outcome = self
+            .engine
+            .apply(&req.document, &req.source_name, req.dry_run, &caller)
+            .await?;
+        Ok(Response::new(pb::ApplyTasksResponse {
+            created: outcome.created,
+            updated: outcome.updated,
+            unchanged: outcome.unchanged,
+        }))
     }
 
     async fn list_tasks(&self, _request: Request<pb::ListTasksRequest>) -> RpcResult<pb::ListTasksResponse> {
@@ -283,6 +287,12 @@ impl ControlService for Api {
         request: Request<pb::ListInstancesRequest>,
     ) -> RpcResult<pb::ListInstancesResponse> {
         let req = request.into_inner();
+        if req.ids.len() > MAX_IDS {
+            return Err(Status::invalid_argument(format!(
+                "ids: at most {MAX_IDS} ids in one request, not {}",
+                req.ids.len()
+            )));
+        }
         let whole = !req.etl_day.is_empty() || !req.ids.is_empty();
         let mut filter = InstanceFilter {
             etl_day: if req.etl_day.is_empty() {
@@ -310,12 +320,17 @@ impl ControlService for Api {
         let rows = store::list_instances(&mut conn, &filter)
             .await
             .map_err(internal)?;
+        let total = if (rows.len() as i64) < filter.limit {
+            rows.len() as i64
+        } else {
+            store::count_instances(&mut conn, &filter).await.map_err(internal)?
+        };
         let mut instances = Vec::with_capacity(rows.len());
         let mut cache = WaitCache::default();
         for row in &rows {
             instances.push(self.instance_to_pb(&mut conn, row, &mut cache).await?);
         }
-        Ok(Response::new(pb::ListInstancesResponse { instances }))
+        Ok(Response::new(pb::ListInstancesResponse { instances, total }))
     }
 
     async fn get_instance(&self, request: Request<pb::GetInstanceRequest>) -> RpcResult<pb::Instance> {
@@ -552,7 +567,7 @@ impl ControlService for Api {
     ) -> RpcResult<pb::GetVersionResponse> {
         Ok(Response::new(pb::GetVersionResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            mode: "standalone".into(),
+            mode: self.engine.mode().into(),
         }))
     }
 }
@@ -574,12 +589,7 @@ async fn stream_log(
     };
     loop {
         changes.borrow_and_update();
-        let mut conn = engine
-            .store()
-            .reader()
-            .acquire()
-            .await
-            .map_err(|e| internal(e.into()))?;
+        let mut conn = engine.store().read().await.map_err(internal)?;
         // The latest try may change while following (a retry): follow it when asked for "latest".
         if req.try_number == 0
             && req.follow
@@ -606,7 +616,7 @@ async fn stream_log(
                 .map_err(internal)?
                 .is_some_and(|row| {
                     matches!(
-                        row.state(),
+                        row.state,
                         InstanceState::Queued | InstanceState::Running | InstanceState::UpForRetry
                     )
                 });
@@ -705,27 +715,92 @@ fn dependency_tree(
 #[tonic::async_trait]
 impl AgentService for Api {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> RpcResult<pb::RegisterResponse> {
-        Ok(Response::new(
-            self.engine.register_agent(request.into_inner()).await?,
-        ))
+        let req = request.into_inner();
+        let registered = self
+            .engine
+            .register_agent(AgentRegistration {
+                agent_id: req.agent_id,
+                host: req.host,
+                slots: req.slots as i64,
+                queues: req.queues,
+                version: req.version,
+            })
+            .await?;
+        Ok(Response::new(pb::RegisterResponse {
+            agent_id: registered.agent_id,
+            heartbeat_interval_ms: registered.heartbeat_interval.as_millis() as i64,
+            worker_timeout_ms: registered.worker_timeout.as_millis() as i64,
+        }))
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
-        Ok(Response::new(self.engine.heartbeat(request.into_inner()).await?))
+        let req = request.into_inner();
+        let answer = self.engine.heartbeat(&req.agent_id, &req.running_attempts).await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            kill_attempts: answer.kill_attempts,
+            reregister: answer.reregister,
+        }))
     }
 
     async fn report_start(
         &self,
         request: Request<pb::ReportStartRequest>,
     ) -> RpcResult<pb::ReportStartResponse> {
-        Ok(Response::new(self.engine.claim(request.into_inner()).await?))
+        let req = request.into_inner();
+        let wire = req
+            .dispatch
+            .ok_or_else(|| Status::invalid_argument("dispatch is missing"))?;
+        let dispatch = Dispatch {
+            instance_id: wire.instance_id,
+            try_number: wire.try_number as i64,
+            epoch: wire.epoch,
+            queue: wire.queue,
+            priority: wire.priority,
+        };
+        Ok(Response::new(match self.engine.claim(&dispatch, &req.agent_id).await? {
+            ClaimOutcome::Granted(claimed) => pb::ReportStartResponse {
+                granted: true,
+                reason: String::new(),
+                attempt_id: claimed.attempt_id,
+                command: claimed.command,
+                env: claimed.env.into_iter().collect(),
+                timeout_ms: claimed.timeout.map_or(0, |t| t.as_millis() as i64),
+                task: claimed.task,
+                etl_day: claimed.etl_day.compact(),
+            },
+            ClaimOutcome::Refused(reason) => pb::ReportStartResponse {
+                granted: false,
+                reason,
+                ..Default::default()
+            },
+        }))
     }
 
     async fn report_finish(
         &self,
         request: Request<pb::ReportFinishRequest>,
     ) -> RpcResult<pb::ReportFinishResponse> {
-        Ok(Response::new(self.engine.finish(request.into_inner()).await?))
+        let req = request.into_inner();
+        let outcome = TryOutcome::parse(&req.outcome)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown outcome {:?}", req.outcome)))?;
+        let report = TryReport {
+            attempt_id: req.attempt_id,
+            agent_id: req.agent_id,
+            epoch: req.epoch,
+            outcome,
+            exit_code: req.has_exit_code.then_some(req.exit_code as i64),
+            message: req.message,
+        };
+        Ok(Response::new(match self.engine.finish(&report).await? {
+            FinishOutcome::Accepted => pb::ReportFinishResponse {
+                accepted: true,
+                reason: String::new(),
+            },
+            FinishOutcome::Stale(reason) => pb::ReportFinishResponse {
+                accepted: false,
+                reason,
+            },
+        }))
     }
 
     async fn stream_logs(
@@ -753,7 +828,13 @@ impl AgentService for Api {
         }
         let rx = self.engine.watch_commands(&agent_id);
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(|command| {
+                Ok(match command {
+                    AgentCommand::Kill { attempt_id } => pb::AgentCommand {
+                        kill_attempt: attempt_id,
+                    },
+                })
+            }),
         )))
     }
 }

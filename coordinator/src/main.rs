@@ -52,6 +52,10 @@ struct ConfigArgs {
     /// Folder of the SQLite database (default ./goflow-data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The database: sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or
+    /// mysql://USER:PASSWORD@HOST:PORT/DB (also GOFLOW_DATABASE_URL, Common.MysqlConn).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -94,6 +98,10 @@ fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
     let mut settings = Settings::load(args.config.as_deref(), &env, role)?;
     if let Some(dir) = &args.data_dir {
         settings.data_dir = dir.clone();
+    }
+    if let Some(url) = &args.database_url {
+        settings.database_url = Some(url.clone());
+        settings.database_url_source = "--database-url".into();
     }
     Ok(settings)
 }
@@ -215,13 +223,13 @@ async fn main() {
 
 async fn migrate(args: ConfigArgs) -> anyhow::Result<()> {
     let settings = load(&args, Role::Coordinator)?;
-    let path = settings.sqlite_path()?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data folder {}", dir.display()))?;
-    }
-    goflow_coordinator::store::Store::migrate_only(&path).await?;
-    println!("database {} is up to date", path.display());
+    let url = settings.database_url()?;
+    let version = goflow_coordinator::store::migrate_only(&url).await?;
+    println!(
+        "{} database {} is up to date (schema version {version})",
+        url.dialect.name(),
+        url.redacted()
+    );
     Ok(())
 }
 

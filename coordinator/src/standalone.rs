@@ -30,11 +30,7 @@ pub struct Standalone {
 impl Standalone {
     /// Opens the store, recovers, binds both listeners and starts every loop.
     pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let db_path = settings.sqlite_path()?;
-        if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create data folder {}", dir.display()))?;
-        }
+        let database = settings.database_url()?;
         // A coordinator with a broker serves remote agents through Redis; otherwise one
         // embedded agent takes work from an in-process queue.
         let remote_agents = settings.mode == "coordinator" && settings.broker.is_some();
@@ -56,8 +52,8 @@ impl Standalone {
                 (memory.clone(), Some(memory))
             }
         };
-        let store = Store::open_file(&db_path).await?;
-        let engine = Engine::new(store, queue, settings.engine.clone()).await?;
+        let store = Store::open(&database).await?;
+        let engine = Engine::new(store, queue, settings.engine.clone(), settings.mode).await?;
         engine.recover(!remote_agents).await?;
 
         let grpc = TcpListener::bind(&settings.grpc_listen).await.with_context(|| {
@@ -130,9 +126,10 @@ impl Standalone {
         // in transit) are pushed again; for one merely waiting for a slot it is a no-op.
         tasks.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, shutdown.clone()));
         tracing::info!(
-            "goflow {}: gRPC on {grpc_addr}, web UI on http://{http_addr}, data in {}",
+            "goflow {}: gRPC on {grpc_addr}, web UI on http://{http_addr}, {} database {}",
             settings.mode,
-            db_path.display()
+            engine.store().dialect().name(),
+            database.redacted()
         );
         Ok(Self {
             engine,
@@ -153,7 +150,7 @@ impl Standalone {
             .await?;
         let yesterday = goflow_core::EtlDay::from_date(chrono::Utc::now().date_naive()).offset(-1);
         let catalog = self.engine.catalog();
-        let mut conn = self.engine.store().reader().acquire().await?;
+        let mut conn = self.engine.store().read().await?;
         for root in ["demo_extract_orders", "demo_extract_users"] {
             let key = goflow_core::InstanceKey::new(root, yesterday);
             if crate::store::instance_by_key(&mut conn, &key).await?.is_some()

@@ -251,6 +251,32 @@ impl Dag {
         self.closure(start, days, |key| self.upstream_instances(key))
     }
 
+    /// The run of `day` started by `root` (a cron fire, `do-all-job`): `root` and every task
+    /// downstream of it through any dependency, each at `day`, in run order. A task whose
+    /// upstreams all carry a day offset (`b` after `a` of the day before) is part of the day's
+    /// run like any other: `b@day` waits for `a@day-1`, it is not left out because the
+    /// closure over instances never reaches it.
+    pub fn day_run(&self, root: &str, day: EtlDay) -> Vec<InstanceKey> {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut todo = VecDeque::new();
+        if let Some((id, _)) = self.tasks.get_key_value(root) {
+            seen.insert(id.as_str());
+            todo.push_back(id.as_str());
+        }
+        while let Some(task) = todo.pop_front() {
+            for dep in self.downstreams(task) {
+                if seen.insert(dep.task.as_str()) {
+                    todo.push_back(dep.task.as_str());
+                }
+            }
+        }
+        self.in_run_order(
+            seen.into_iter()
+                .filter(|task| self.exists_on(task, day))
+                .map(|task| InstanceKey::new(task, day)),
+        )
+    }
+
     fn closure(
         &self,
         start: &InstanceKey,

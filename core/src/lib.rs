@@ -4,11 +4,13 @@
 pub mod dag;
 pub mod dagfile;
 pub mod day;
+pub mod dispatch;
 pub mod schedule;
 pub mod state;
 pub mod template;
 
 pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
 pub use day::{DayError, EtlDay};
+pub use dispatch::{Dispatch, TryOutcome};
 pub use schedule::Schedule;
 pub use state::{Event, InstanceState, transition};

@@ -96,8 +96,10 @@ impl ControlService for Fake {
             ]
         };
         let ids = request.into_inner().ids;
+        let instances: Vec<Instance> = all.into_iter().filter(|i| ids.contains(&i.id)).collect();
         Ok(Response::new(ListInstancesResponse {
-            instances: all.into_iter().filter(|i| ids.contains(&i.id)).collect(),
+            total: instances.len() as i64,
+            instances,
         }))
     }
     async fn get_instance(&self, _: Request<GetInstanceRequest>) -> Reply<Instance> {

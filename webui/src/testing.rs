@@ -178,13 +178,15 @@ impl ControlService for Fake {
         request: tonic::Request<ListInstancesRequest>,
     ) -> Rpc<ListInstancesResponse> {
         let day = request.into_inner().etl_day;
+        let instances: Vec<Instance> = self
+            .instances
+            .iter()
+            .filter(|i| i.etl_day == day)
+            .cloned()
+            .collect();
         Ok(Response::new(ListInstancesResponse {
-            instances: self
-                .instances
-                .iter()
-                .filter(|i| i.etl_day == day)
-                .cloned()
-                .collect(),
+            total: instances.len() as i64,
+            instances,
         }))
     }
 

@@ -1,0 +1,475 @@
+//! Agents: registration, heartbeats and liveness, claiming a dispatch, finishing a try,
+//! and log chunks.
+//!
+//! Liveness lives in memory on the monotonic clock: a heartbeat touches no database, so a long
+//! write (a year-long backfill chunk) cannot delay it, and an NTP step cannot make every agent
+//! look silent. The reaper measures its own pauses: time the coordinator itself was stalled
+//! (a stopped process, a starved runtime) is not counted against any agent. The agents table
+//! gets the wall-clock time of the last heartbeat lazily, for listings.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use goflow_core::state::{Event, transition};
+use goflow_core::template::{self, TryContext};
+use goflow_core::{Dispatch, InstanceState, TryOutcome};
+use tokio::sync::mpsc;
+
+use super::{Engine, EngineError, Result};
+use crate::store::{self, Db, Store, now_ms};
+
+/// A command the coordinator sends down an agent's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCommand {
+    Kill { attempt_id: String },
+}
+
+/// An agent introducing itself.
+#[derive(Debug, Clone, Default)]
+pub struct AgentRegistration {
+    /// Empty: the coordinator picks one.
+    pub agent_id: String,
+    pub host: String,
+    pub slots: i64,
+    pub queues: Vec<String>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub agent_id: String,
+    pub heartbeat_interval: Duration,
+    pub worker_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatAnswer {
+    /// Tries the agent must stop: killed, superseded, or not its own.
+    pub kill_attempts: Vec<String>,
+    /// The coordinator does not know the agent (declared dead, or a new leader): register again.
+    pub reregister: bool,
+}
+
+/// A granted claim: what to run.
+#[derive(Debug, Clone)]
+pub struct ClaimedTry {
+    pub attempt_id: String,
+    pub command: String,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub task: String,
+    pub etl_day: goflow_core::EtlDay,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    Granted(ClaimedTry),
+    Refused(String),
+}
+
+/// How a try ended, as its agent reports it.
+#[derive(Debug, Clone)]
+pub struct TryReport {
+    pub attempt_id: String,
+    pub agent_id: String,
+    pub epoch: i64,
+    pub outcome: TryOutcome,
+    pub exit_code: Option<i64>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Accepted,
+    /// The report changed nothing: a killed or superseded try, another epoch or agent.
+    Stale(String),
+}
+
+struct Seen {
+    at: Instant,
+    wall_ms: i64,
+}
+
+/// Which agents are alive, on the monotonic clock.
+pub(super) struct Liveness {
+    agents: Mutex<HashMap<String, Seen>>,
+    last_sweep: Mutex<Instant>,
+}
+
+impl Liveness {
+    /// Agents the store lists as alive get a full WorkerTimeOut from now: their heartbeats
+    /// before this start were not observed here, so they are not trusted.
+    pub(super) async fn load(store: &Store) -> anyhow::Result<Self> {
+        let mut conn = store.read().await?;
+        let now = Instant::now();
+        let agents = store::list_agents(&mut conn)
+            .await?
+            .into_iter()
+            .filter(|a| a.state == "alive")
+            .map(|a| (a.id, Seen { at: now, wall_ms: a.last_heartbeat_at }))
+            .collect();
+        Ok(Self {
+            agents: Mutex::new(agents),
+            last_sweep: Mutex::new(now),
+        })
+    }
+
+    fn touch(&self, agent: &str) -> bool {
+        match self.agents.lock().unwrap().get_mut(agent) {
+            Some(seen) => {
+                seen.at = Instant::now();
+                seen.wall_ms = now_ms();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&self, agent: &str) {
+        self.agents.lock().unwrap().insert(
+            agent.to_string(),
+            Seen {
+                at: Instant::now(),
+                wall_ms: now_ms(),
+            },
+        );
+    }
+
+    /// Agents silent for longer than `timeout`, removed from the living. `period` is how often
+    /// the reaper means to look: a sweep that comes much later than that means the coordinator
+    /// itself was stalled, and that stall is forgiven to every agent.
+    fn expire(&self, timeout: Duration, period: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let stalled = {
+            let mut last = self.last_sweep.lock().unwrap();
+            let gap = now.duration_since(*last);
+            *last = now;
+            gap.saturating_sub(period)
+        };
+        let mut agents = self.agents.lock().unwrap();
+        if stalled > period.max(Duration::from_secs(1)) {
+            tracing::warn!("the coordinator was stalled for {stalled:?}: that time is not counted against agents");
+            for seen in agents.values_mut() {
+                seen.at += stalled.min(now.duration_since(seen.at));
+            }
+        }
+        let dead: Vec<String> = agents
+            .iter()
+            .filter(|(_, seen)| now.duration_since(seen.at) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &dead {
+            agents.remove(id);
+        }
+        dead
+    }
+
+    fn wall_times(&self) -> Vec<(String, i64)> {
+        self.agents
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, seen)| (id.clone(), seen.wall_ms))
+            .collect()
+    }
+}
+
+impl Engine {
+    pub async fn register_agent(&self, req: AgentRegistration) -> Result<Registered> {
+        if req.slots < 1 {
+            return Err(EngineError::Invalid(format!("slots must be at least 1, not {}", req.slots)));
+        }
+        let host = if req.host.is_empty() { "unknown".to_string() } else { req.host.clone() };
+        let id = if req.agent_id.is_empty() {
+            format!("{host}-{:x}", now_ms())
+        } else {
+            req.agent_id.clone()
+        };
+        if id.len() > 200 || id.chars().any(|c| c.is_control()) {
+            return Err(EngineError::Invalid(format!(
+                "agent id {id:?} must be at most 200 printable characters"
+            )));
+        }
+        let queues = if req.queues.is_empty() { vec!["default".to_string()] } else { req.queues.clone() };
+        for q in &queues {
+            if q != goflow_agent::queue::ANY_QUEUE && !goflow_core::dag::is_valid_task_id(q) {
+                return Err(EngineError::Invalid(format!(
+                    "queue {q:?} must match [A-Za-z0-9_.-]+ (or be * for every queue)"
+                )));
+            }
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        store::upsert_agent(
+            &mut tx,
+            &store::AgentRow {
+                id: id.clone(),
+                host,
+                slots: req.slots,
+                queues: queues.join(","),
+                version: req.version,
+                registered_at: now,
+                last_heartbeat_at: now,
+                state: "alive".into(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.liveness.insert(&id);
+        tracing::info!("agent {id} registered ({} slots, queues {})", req.slots, queues.join(","));
+        Ok(Registered {
+            agent_id: id,
+            heartbeat_interval: self.settings.heartbeat_interval,
+            worker_timeout: self.settings.worker_timeout,
+        })
+    }
+
+    /// Records a heartbeat (in memory) and answers which of the agent's tries must stop. Tries
+    /// the store has running on this agent that the agent no longer lists (their finish report
+    /// was lost) are closed as lost and dispatched again, so no instance stays `running`
+    /// forever; only then is there a write.
+    pub async fn heartbeat(&self, agent_id: &str, running_attempts: &[String]) -> Result<HeartbeatAnswer> {
+        let known = self.liveness.touch(agent_id);
+        let now = now_ms();
+        let mut conn = self.store.read().await?;
+        let mut kill_attempts = vec![];
+        for attempt_id in running_attempts {
+            let live = store::attempt(&mut conn, attempt_id).await?;
+            if live.is_none_or(|a| a.state != "running" || a.agent_id != agent_id) {
+                kill_attempts.push(attempt_id.clone());
+            }
+        }
+        if !known {
+            return Ok(HeartbeatAnswer {
+                kill_attempts,
+                reregister: true,
+            });
+        }
+        // A try claimed moments ago may not be in the agent's list yet: give it time.
+        let grace = (self.settings.heartbeat_interval * 3).max(Duration::from_secs(10)).as_millis() as i64;
+        let listed: HashSet<&String> = running_attempts.iter().collect();
+        let lost: Vec<store::AttemptRow> = store::running_attempts_of_agent(&mut conn, agent_id)
+            .await?
+            .into_iter()
+            .filter(|a| !listed.contains(&a.id) && a.started_at < now - grace)
+            .collect();
+        drop(conn);
+        if !lost.is_empty() {
+            let mut tx = self.store.begin().await?;
+            let mut dispatches = vec![];
+            for attempt in &lost {
+                let why = format!("agent {agent_id} no longer runs it; its report was lost");
+                dispatches.extend(self.recover_lost_try(&mut tx, attempt, &why, now).await?);
+            }
+            tx.commit().await?;
+            self.push(dispatches).await;
+            self.changed();
+        }
+        Ok(HeartbeatAnswer {
+            kill_attempts,
+            reregister: false,
+        })
+    }
+
+    /// Declares agents dead after `worker_timeout` of silence (not counting the coordinator's
+    /// own stalls) and re-dispatches their tries; writes heartbeat times for listings.
+    pub(super) async fn reap_dead_agents(&self, period: Duration) -> Result<()> {
+        let dead = self.liveness.expire(self.settings.worker_timeout, period);
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        store::record_heartbeats(&mut tx, &self.liveness.wall_times()).await?;
+        let mut dispatches = vec![];
+        for agent in &dead {
+            if !store::declare_agent_dead(&mut tx, agent).await? {
+                continue;
+            }
+            tracing::warn!(
+                "agent {agent} missed its heartbeats for {:?}: declared dead",
+                self.settings.worker_timeout
+            );
+            for attempt in store::running_attempts_of_agent(&mut tx, agent).await? {
+                let why = format!("agent {agent} stopped heartbeating");
+                dispatches.extend(self.recover_lost_try(&mut tx, &attempt, &why, now).await?);
+            }
+        }
+        tx.commit().await?;
+        if !dead.is_empty() {
+            self.push(dispatches).await;
+            self.changed();
+        }
+        Ok(())
+    }
+
+    /// Closes a try whose agent is gone and queues a new one, unless the instance has been
+    /// re-dispatched `retry_queue_times` already.
+    pub(super) async fn recover_lost_try(
+        &self,
+        db: &mut impl Db,
+        attempt: &store::AttemptRow,
+        why: &str,
+        now: i64,
+    ) -> Result<Option<Dispatch>> {
+        store::finish_attempt(db, &attempt.id, "lost", None, why, now).await?;
+        let Some(row) = store::instance_by_id(db, attempt.instance_id).await? else {
+            return Ok(None);
+        };
+        if row.state != InstanceState::Running || row.try_number != attempt.try_number {
+            return Ok(None);
+        }
+        let requeue = row.lost_tries < self.settings.retry_queue_times as i64;
+        let to = transition(InstanceState::Running, Event::AgentLost { requeue }).expect("running may be lost");
+        if to == InstanceState::Queued {
+            let message = format!("try {} lost ({why}); dispatched again", attempt.try_number);
+            let try_number = store::requeue_lost(db, row.id, row.try_number, self.epoch, now, &message).await?;
+            tracing::warn!("{}: try {} lost ({why}); dispatched again", row.key(), attempt.try_number);
+            Ok(try_number.map(|t| self.dispatch_of(&row, t)))
+        } else {
+            let message = format!("lost {} times (agent died): {why}", row.lost_tries + 1);
+            store::finish_instance(db, row.id, row.try_number, to, None, &message, None, now).await?;
+            Ok(None)
+        }
+    }
+
+    pub fn watch_commands(&self, agent_id: &str) -> mpsc::Receiver<AgentCommand> {
+        let (tx, rx) = mpsc::channel(64);
+        self.agent_channels.lock().unwrap().insert(agent_id.to_string(), tx);
+        rx
+    }
+
+    pub(super) fn send_agent_command(&self, agent: &str, command: AgentCommand) {
+        let sender = self.agent_channels.lock().unwrap().get(agent).cloned();
+        match sender {
+            Some(sender) => {
+                if sender.try_send(command).is_err() {
+                    tracing::warn!("agent {agent} is not listening; its next heartbeat carries the kill");
+                }
+            }
+            None => tracing::info!("agent {agent} has no command stream here; its next heartbeat carries the kill"),
+        }
+    }
+
+    /// Claims a dispatch for an agent (the "start" report): queued -> running for exactly this
+    /// try and epoch, and the command in the answer.
+    pub async fn claim(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
+        if dispatch.epoch != self.epoch {
+            return Ok(ClaimOutcome::Refused(format!(
+                "stale epoch {} (now {})",
+                dispatch.epoch, self.epoch
+            )));
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let Some(row) = store::instance_by_id(&mut tx, dispatch.instance_id).await? else {
+            return Ok(ClaimOutcome::Refused("instance no longer exists".into()));
+        };
+        if !store::claim_instance(&mut tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now).await? {
+            return Ok(ClaimOutcome::Refused(format!(
+                "stale dispatch: instance is {} at try {}",
+                row.state, row.try_number
+            )));
+        }
+        let attempt_id = store::insert_attempt(&mut tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
+        let key = row.key();
+        let spec = self.require_task(&key.task)?.spec;
+        let ctx = TryContext {
+            task_id: &key.task,
+            etl_day: key.etl_day,
+            try_number: dispatch.try_number as u32,
+            attempt_id: &attempt_id,
+        };
+        let command = match template::render(&spec.command, &ctx) {
+            Ok(command) => command,
+            Err(e) => {
+                // Checked at apply time, so only a hand-edited database gets here.
+                tx.rollback().await?;
+                return Err(EngineError::Invalid(format!("task {}: command: {e}", key.task)));
+            }
+        };
+        let env = ctx.env().into_iter().collect();
+        tx.commit().await?;
+        self.changed();
+        Ok(ClaimOutcome::Granted(ClaimedTry {
+            attempt_id,
+            command,
+            env,
+            timeout: spec.timeout.or(self.settings.default_timeout),
+            task: key.task,
+            etl_day: key.etl_day,
+        }))
+    }
+
+    /// A try ended. Stale reports (a killed or superseded try, an older epoch) change nothing.
+    pub async fn finish(&self, report: &TryReport) -> Result<FinishOutcome> {
+        let stale = |reason: String| Ok(FinishOutcome::Stale(reason));
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let Some(attempt) = store::attempt(&mut tx, &report.attempt_id).await? else {
+            return stale(format!("unknown try {:?}", report.attempt_id));
+        };
+        if attempt.epoch != report.epoch || attempt.agent_id != report.agent_id {
+            return stale("the try belongs to another epoch or agent".into());
+        }
+        let outcome = report.outcome.as_str();
+        if !store::finish_attempt(&mut tx, &attempt.id, outcome, report.exit_code, &report.message, now).await? {
+            // A killed try's process group is gone now: "killing" is over.
+            store::settle_killing(&mut tx, &attempt.id, now).await?;
+            tx.commit().await?;
+            return stale(format!("try {} was already closed as {}", attempt.id, attempt.state));
+        }
+        let Some(row) = store::instance_by_id(&mut tx, attempt.instance_id).await? else {
+            tx.commit().await?;
+            return stale("instance no longer exists".into());
+        };
+        let catalog = self.catalog();
+        let spec = &catalog.require(&row.task_id)?.spec;
+        let event = match report.outcome {
+            TryOutcome::Success => Event::Succeeded,
+            TryOutcome::Killed => Event::Kill,
+            TryOutcome::Failed | TryOutcome::TimedOut => Event::TryFailed {
+                retry: row.try_number < row.max_tries,
+            },
+        };
+        let to = match transition(row.state, event) {
+            Ok(to) if row.try_number == attempt.try_number => to,
+            _ => {
+                tx.commit().await?;
+                return stale(format!("instance is {} at try {}", row.state, row.try_number));
+            }
+        };
+        let next_try_at = (to == InstanceState::UpForRetry).then(|| {
+            now + spec.retry_delay.unwrap_or(self.settings.default_retry_delay).as_millis() as i64
+        });
+        store::finish_instance(&mut tx, row.id, row.try_number, to, report.exit_code, &report.message, next_try_at, now)
+            .await?;
+        let dispatches = if to == InstanceState::Success {
+            self.release_downstream(&mut tx, &catalog, &row.key(), now).await?
+        } else {
+            vec![]
+        };
+        tx.commit().await?;
+        if to == InstanceState::UpForRetry {
+            self.wake_retries.notify_one();
+        }
+        self.push(dispatches).await;
+        self.changed();
+        Ok(FinishOutcome::Accepted)
+    }
+
+    pub async fn append_log(&self, attempt_id: &str, data: &[u8]) -> Result<i64> {
+        let mut tx = self.store.begin().await?;
+        let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("unknown try {attempt_id:?}")))?;
+        tx.commit().await?;
+        self.changed();
+        Ok(stored)
+    }
+}
+
+impl Liveness {
+    /// Every agent is gone (standalone's restart: its one agent died with the process).
+    pub(super) fn forget_all(&self) {
+        self.agents.lock().unwrap().clear();
+    }
+}

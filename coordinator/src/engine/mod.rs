@@ -1,0 +1,249 @@
+//! The scheduling engine: turns requests and reports into state transitions, one transaction
+//! each, and pushes dispatches after the commit. Domain rules come from `goflow_core`; SQL
+//! lives in `store`; the engine decides what happens. It takes and returns domain values:
+//! protobuf stops at the gRPC adapters.
+//!
+//! Split along its seams:
+//! - `definitions`: apply, pause, the catalog;
+//! - `runs`: run, redo, do-all-job, cron fires' runs, releasing downstreams (with `joins`);
+//! - `operator`: kill, mark success, delete;
+//! - `agents`: register, heartbeat and liveness, claim, finish, logs;
+//! - `loops`: what only the leader runs on a timer (recovery, retries, cron, reaper, re-push);
+//! - `waits`: why a waiting instance waits.
+
+mod agents;
+mod definitions;
+mod joins;
+mod loops;
+mod operator;
+mod runs;
+mod waits;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use goflow_agent::DispatchQueue;
+use goflow_core::{Dag, Dispatch, EtlDay, TaskSpec};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::store::{InstanceRow, Store, StoredTask};
+
+pub use agents::{AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer, Registered, TryReport};
+pub use definitions::ApplyOutcome;
+pub use waits::WaitCache;
+
+/// Settings the engine needs; the defaults make `goflow standalone` need no file.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Retries of a task that does not say (the seed's `Worker.Retry`).
+    pub default_retries: u32,
+    pub default_retry_delay: Duration,
+    /// Task timeout of a task that does not say; None = no timeout (`Worker.TaskTimeOut`).
+    pub default_timeout: Option<Duration>,
+    /// How often agents heartbeat (`Worker.HearteatInterval`).
+    pub heartbeat_interval: Duration,
+    /// Silence after which an agent is declared dead (`Scheduler.WorkerTimeOut`).
+    pub worker_timeout: Duration,
+    /// How often a try is re-dispatched after its agent died (`Scheduler.RetryQueueimes`).
+    pub retry_queue_times: u32,
+    /// Log bytes kept per try.
+    pub max_log_bytes: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            default_retries: 0,
+            default_retry_delay: Duration::from_secs(30),
+            default_timeout: None,
+            heartbeat_interval: Duration::from_secs(2),
+            worker_timeout: Duration::from_secs(20),
+            retry_queue_times: 4,
+            max_log_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Who asked, for the operations log (and, later, for permissions).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: String,
+    pub client: String,
+}
+
+impl Caller {
+    pub fn system() -> Self {
+        Self {
+            actor: "goflow".into(),
+            client: "scheduler".into(),
+        }
+    }
+}
+
+/// The task definitions as loaded: the validated graph plus what is not part of a spec.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub dag: Dag,
+    pub tasks: BTreeMap<String, StoredTask>,
+}
+
+impl Catalog {
+    /// The task, or NotFound naming it. Check against the same snapshot you go on to use.
+    pub fn require(&self, task: &str) -> Result<&StoredTask> {
+        self.tasks
+            .get(task)
+            .ok_or_else(|| EngineError::NotFound(format!("unknown task {task:?}")))
+    }
+
+    fn is_paused(&self, task: &str) -> bool {
+        self.tasks.get(task).is_some_and(|t| t.paused)
+    }
+}
+
+/// What a run (or kill) request asks for, validated.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub task: String,
+    pub from: EtlDay,
+    pub to: EtlDay,
+    pub down: bool,
+    pub up: bool,
+    pub force: bool,
+}
+
+/// A range of days a run or kill may span: in order, at most ten years.
+fn check_range(from: EtlDay, to: EtlDay) -> Result<()> {
+    if from > to {
+        return Err(EngineError::Invalid(format!("--from {from} is after --to {to}")));
+    }
+    let days = from.days_until(to) + 1;
+    if days > 3660 {
+        return Err(EngineError::Invalid(format!("a range of {days} days is more than 10 years")));
+    }
+    Ok(())
+}
+
+/// Instances written per transaction by a run or a kill; between chunks, agents' reports get
+/// the store.
+const CHUNK: usize = 2000;
+
+pub struct Engine {
+    store: Store,
+    catalog: RwLock<Arc<Catalog>>,
+    queue: Arc<dyn DispatchQueue>,
+    pub settings: EngineSettings,
+    /// "standalone" or "coordinator", for GetVersion.
+    mode: &'static str,
+    epoch: i64,
+    /// Bumped after every commit that changes instances, tries or logs: waiters and log
+    /// tailers wake on it instead of polling.
+    changes: watch::Sender<u64>,
+    wake_retries: Notify,
+    wake_cron: Notify,
+    cron_started: std::sync::atomic::AtomicBool,
+    joins: joins::Joins,
+    liveness: agents::Liveness,
+    agent_channels: Mutex<HashMap<String, mpsc::Sender<AgentCommand>>>,
+}
+
+impl Engine {
+    pub async fn new(
+        store: Store,
+        queue: Arc<dyn DispatchQueue>,
+        settings: EngineSettings,
+        mode: &'static str,
+    ) -> anyhow::Result<Arc<Self>> {
+        let epoch = store.next_epoch().await?;
+        let liveness = agents::Liveness::load(&store).await?;
+        let engine = Arc::new(Self {
+            store,
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            queue,
+            settings,
+            mode,
+            epoch,
+            changes: watch::channel(0).0,
+            wake_retries: Notify::new(),
+            wake_cron: Notify::new(),
+            cron_started: std::sync::atomic::AtomicBool::new(false),
+            joins: joins::Joins::default(),
+            liveness,
+            agent_channels: Mutex::new(HashMap::new()),
+        });
+        engine.reload_catalog().await?;
+        Ok(engine)
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap().clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    fn retries_of(&self, spec: &TaskSpec) -> i64 {
+        spec.retries.unwrap_or(self.settings.default_retries) as i64
+    }
+
+    async fn push(&self, dispatches: Vec<Dispatch>) {
+        if dispatches.is_empty() {
+            return;
+        }
+        // The store already says "queued"; if this push fails, the restart (or, in a cluster,
+        // the sweeper) pushes again. A claim is a compare-and-set, so a double push is harmless.
+        if let Err(e) = self.queue.push(dispatches).await {
+            tracing::error!("dispatch push failed, instances stay queued until re-pushed: {e:#}");
+        }
+    }
+
+    fn dispatch_of(&self, row: &InstanceRow, try_number: i64) -> Dispatch {
+        Dispatch {
+            instance_id: row.id,
+            try_number,
+            epoch: self.epoch,
+            queue: row.queue.clone(),
+            priority: row.priority as i32,
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Runs: run and rerun (with --up, --down, backfills), do-all-job, and releasing downstream
+//! instances when an upstream succeeds.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use goflow_core::state::{Event, transition};
+use goflow_core::{Dag, Dispatch, EtlDay, InstanceKey, InstanceState, TaskSpec};
+
+use super::joins::Hint;
+use super::{CHUNK, Caller, Catalog, Engine, EngineError, Result, RunPlan, check_range};
+use crate::store::{self, Db, InstanceRow, Tx, now_ms};
+
+/// How long a killed try may take to report its processes gone before a redo goes ahead anyway
+/// (its agent may be dead, and then its processes died with it).
+pub(super) const KILL_SETTLE: Duration = Duration::from_secs(30);
+
+impl Engine {
+    /// Runs or reruns the instances a plan names. Refused as a whole if any of them is queued
+    /// or running (redoing a live try would make two runs).
+    pub async fn run(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
+        let catalog = self.catalog();
+        let spec = &catalog.require(&plan.task)?.spec;
+        check_range(plan.from, plan.to)?;
+        let mut keys = vec![];
+        let mut forced = HashSet::new();
+        for day in EtlDay::range(plan.from, plan.to) {
+            if !catalog.dag.exists_on(&plan.task, day) {
+                continue;
+            }
+            let start = InstanceKey::new(&plan.task, day);
+            if plan.force {
+                forced.insert(start.clone());
+            }
+            // --down and --up stay within the days asked for.
+            if plan.down {
+                keys.extend(catalog.dag.downstream_closure(&start, (plan.from, plan.to)));
+            }
+            if plan.up {
+                keys.extend(catalog.dag.upstream_closure(&start, (plan.from, plan.to)));
+            }
+            keys.push(start);
+        }
+        if keys.is_empty() {
+            let start = spec.start_day.map(|d| d.to_string()).unwrap_or_default();
+            return Err(EngineError::Invalid(format!(
+                "task {:?} has no instance in {}..{}: it starts on {start}",
+                plan.task, plan.from, plan.to
+            )));
+        }
+        let keys = catalog.dag.in_run_order(keys.into_iter().collect::<HashSet<_>>());
+        let what = format!(
+            "{}{}{}{}",
+            if plan.down { " --down" } else { "" },
+            if plan.up { " --up" } else { "" },
+            if plan.force { " --force" } else { "" },
+            if plan.from == plan.to {
+                String::new()
+            } else {
+                format!(" {}..{}", plan.from, plan.to)
+            },
+        );
+        let target = format!("{}@{}", plan.task, plan.from);
+        self.redo(&catalog, &keys, &forced, caller, "run", &target, what.trim())
+            .await
+    }
+
+    /// Runs every scheduled root task (a schedule, no upstream) for a day, with every task
+    /// downstream of it at that day: the day's whole run, as its cron fires would create it.
+    pub async fn do_all_job(&self, day: EtlDay, caller: &Caller) -> Result<Vec<InstanceRow>> {
+        let catalog = self.catalog();
+        let roots: Vec<&TaskSpec> = catalog
+            .dag
+            .tasks()
+            .filter(|t| t.schedule.is_some() && t.depends_on.is_empty() && catalog.dag.exists_on(&t.id, day))
+            .collect();
+        if roots.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "no scheduled root task has an instance on {day}"
+            )));
+        }
+        let mut keys = HashSet::new();
+        for root in roots {
+            keys.extend(catalog.dag.day_run(&root.id, day));
+        }
+        let keys = catalog.dag.in_run_order(keys);
+        self.redo(&catalog, &keys, &HashSet::new(), caller, "do-all-job", &day.to_string(), "")
+            .await
+    }
+
+    /// Puts `keys` (in run order) back to waiting and queues those whose dependencies are met
+    /// (or that are forced). Refused as a whole, before anything changes, if one of them is
+    /// queued or running. Written in chunks of `CHUNK` instances, one transaction each, so a
+    /// year-long backfill does not hold the store while agents report.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn redo(
+        &self,
+        catalog: &Catalog,
+        keys: &[InstanceKey],
+        forced: &HashSet<InstanceKey>,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<Vec<InstanceRow>> {
+        self.refuse_live(keys).await?;
+        // Instances go back to waiting: what the join hints knew of them is void.
+        self.joins.clear();
+        let mut rows = Vec::with_capacity(keys.len());
+        let mut queued = 0;
+        let mut skipped = vec![];
+        for chunk in keys.chunks(CHUNK) {
+            let now = now_ms();
+            let mut tx = self.store.begin().await?;
+            let mut dispatches = vec![];
+            let wanted: Vec<store::WantedInstance> = chunk
+                .iter()
+                .map(|key| {
+                    let spec = &catalog.tasks[&key.task].spec;
+                    store::WantedInstance {
+                        key,
+                        spec,
+                        max_tries: self.retries_of(spec) + 1,
+                    }
+                })
+                .collect();
+            let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
+            let in_chunk: HashSet<&InstanceKey> = chunk.iter().collect();
+            for (want, (row, created)) in wanted.iter().zip(ensured) {
+                let (key, spec, retries) = (want.key, want.spec, want.max_tries - 1);
+                // A live instance (it went live since the check above) is left alone rather than
+                // run twice; the reset is a compare-and-set on the state just read.
+                // Who redid it is in the operations log; the message is for what happens next.
+                let redoable = transition(row.state, Event::Redo { ready: false }).is_ok();
+                if !redoable
+                    || (!created && !store::reset_for_redo(&mut tx, row.id, row.state, retries, spec, "").await?)
+                {
+                    skipped.push(key.to_string());
+                    continue;
+                }
+                // An upstream reset in this very transaction cannot have succeeded, so only
+                // instances without one can be ready now; the rest are queued as their upstreams
+                // succeed. (An upstream of an earlier chunk may have succeeded meanwhile: it is
+                // checked in the store like any other.)
+                let ready = forced.contains(key)
+                    || (!catalog.is_paused(&key.task)
+                        && !catalog.dag.upstream_instances(key).iter().any(|up| in_chunk.contains(up))
+                        && dependencies_met(&mut tx, &catalog.dag, key).await?);
+                if ready
+                    && let Some(try_number) =
+                        store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now).await?
+                {
+                    dispatches.push(self.dispatch_of(&row, try_number));
+                }
+                rows.push(row);
+            }
+            tx.commit().await?;
+            queued += dispatches.len();
+            self.push(dispatches).await;
+            self.changed();
+        }
+        let detail = if skipped.is_empty() {
+            detail.to_string()
+        } else {
+            format!("{detail} (left alone, live meanwhile: {})", skipped.join(", "))
+        };
+        let mut tx = self.store.begin().await?;
+        store::record_operation(&mut tx, &caller.actor, &caller.client, action, target, detail.trim(), now_ms())
+            .await?;
+        tx.commit().await?;
+        tracing::info!("{action} {target} {detail}: {} instances, {queued} queued now", rows.len());
+        Ok(rows)
+    }
+
+    /// Fails, naming the instance, if any of `keys` is queued or running.
+    async fn refuse_live(&self, keys: &[InstanceKey]) -> Result<()> {
+        let mut conn = self.store.read().await?;
+        let days: BTreeSet<EtlDay> = keys.iter().map(|k| k.etl_day).collect();
+        let mut live = HashMap::new();
+        for day in days {
+            for (task, state) in store::live_instances_of_day(&mut conn, day).await? {
+                live.insert(InstanceKey::new(&task, day), state);
+            }
+        }
+        if let Some((key, state)) = keys.iter().find_map(|k| live.get(k).map(|s| (k, s))) {
+            return Err(EngineError::Conflict(format!(
+                "{key} is {state}: kill it first (goflowctl kill -j {} -d {}); nothing was changed",
+                key.task, key.etl_day
+            )));
+        }
+        let since = now_ms() - KILL_SETTLE.as_millis() as i64;
+        let killing = store::killing_instances(&mut conn, since).await?;
+        if let Some(key) = keys.iter().find(|k| killing.contains(*k)) {
+            return Err(EngineError::Conflict(format!(
+                "{key} was killed and its processes are still stopping; try again in a few seconds"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates the instances of a day's run that do not exist yet (a cron fire): the new ones
+    /// whose dependencies are met are queued. Returns how many were created.
+    pub(super) async fn create_day_run(
+        &self,
+        tx: &mut Tx,
+        catalog: &Catalog,
+        keys: &[InstanceKey],
+        now: i64,
+    ) -> Result<(usize, Vec<Dispatch>)> {
+        let wanted: Vec<store::WantedInstance> = keys
+            .iter()
+            .map(|key| {
+                let spec = &catalog.tasks[&key.task].spec;
+                store::WantedInstance {
+                    key,
+                    spec,
+                    max_tries: self.retries_of(spec) + 1,
+                }
+            })
+            .collect();
+        let mut created = 0;
+        let mut dispatches = vec![];
+        for (want, (row, new)) in wanted.iter().zip(store::ensure_instances(tx, &wanted, now).await?) {
+            if !new {
+                continue;
+            }
+            created += 1;
+            if !catalog.is_paused(&want.key.task)
+                && dependencies_met(tx, &catalog.dag, want.key).await?
+                && let Some(t) = store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
+            {
+                dispatches.push(self.dispatch_of(&row, t));
+            }
+        }
+        Ok((created, dispatches))
+    }
+
+    /// Queues every waiting downstream of `key` (which just succeeded) whose dependencies are
+    /// now all met: the event that replaces a polling scan. Linear over a wide join: see
+    /// `joins`.
+    pub(super) async fn release_downstream(
+        &self,
+        tx: &mut Tx,
+        catalog: &Catalog,
+        key: &InstanceKey,
+        now: i64,
+    ) -> Result<Vec<Dispatch>> {
+        let downs: Vec<InstanceKey> = catalog
+            .dag
+            .downstream_instances(key)
+            .into_iter()
+            .filter(|down| !catalog.is_paused(&down.task))
+            .collect();
+        if downs.is_empty() {
+            return Ok(vec![]);
+        }
+        let rows = store::instances_by_keys(tx, downs.iter()).await?;
+        let mut dispatches = vec![];
+        for down in &downs {
+            let Some(row) = rows.get(down) else { continue };
+            if row.state != InstanceState::Waiting {
+                self.joins.forget(down);
+                continue;
+            }
+            if self.joins.upstream_succeeded(down, key) == Hint::Waiting {
+                continue;
+            }
+            // Unknown, or ready as far as the hint knows: the store decides.
+            let unmet = store::unmet_of(tx, &catalog.dag.upstream_instances(down)).await?;
+            if !unmet.is_empty() {
+                self.joins.remember(down, unmet);
+                continue;
+            }
+            self.joins.forget(down);
+            if let Some(try_number) =
+                store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
+            {
+                dispatches.push(self.dispatch_of(row, try_number));
+            }
+        }
+        Ok(dispatches)
+    }
+
+    /// Queues the waiting instances (of every unpaused task, or of `only`) whose dependencies
+    /// are all met: after a definition change, an unpause or a restart. One sweep: states are
+    /// read a day at a time, so a paused year-long backfill costs a few hundred queries.
+    pub(super) async fn queue_ready_waiting(
+        &self,
+        tx: &mut Tx,
+        dag: &Dag,
+        only: Option<&str>,
+        is_paused: impl Fn(&str) -> bool,
+        now: i64,
+    ) -> Result<Vec<Dispatch>> {
+        let mut waiting = store::instances_in_state(tx, InstanceState::Waiting, only).await?;
+        waiting.retain(|row| dag.task(&row.task_id).is_some() && !is_paused(&row.task_id));
+        let upstreams: Vec<Vec<InstanceKey>> = waiting.iter().map(|row| dag.upstream_instances(&row.key())).collect();
+        let days: BTreeSet<EtlDay> = upstreams.iter().flatten().map(|k| k.etl_day).collect();
+        let states = store::states_of_days(tx, &days).await?;
+        let mut dispatches = vec![];
+        for (row, ups) in waiting.iter().zip(&upstreams) {
+            let met = ups.iter().all(|up| states.get(up) == Some(&InstanceState::Success));
+            if met && let Some(t) = store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await? {
+                dispatches.push(self.dispatch_of(row, t));
+            }
+        }
+        Ok(dispatches)
+    }
+}
+
+/// Whether every instance `key` waits for has succeeded (checked in the store).
+pub(super) async fn dependencies_met(db: &mut impl Db, dag: &Dag, key: &InstanceKey) -> Result<bool> {
+    let upstreams = dag.upstream_instances(key);
+    Ok(upstreams.is_empty() || store::unmet_of(db, &upstreams).await?.is_empty())
+}

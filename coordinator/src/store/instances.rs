@@ -1,0 +1,610 @@
+//! Task instances: one row per (task, etl_day), and every transition of one as a
+//! compare-and-set on the state (and try) it expects.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::Context;
+use goflow_core::{EtlDay, InstanceKey, InstanceState, TaskSpec};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::Db;
+
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub id: i64,
+    pub task_id: String,
+    pub etl_day: EtlDay,
+    pub state: InstanceState,
+    pub try_number: i64,
+    pub max_tries: i64,
+    pub lost_tries: i64,
+    pub priority: i64,
+    pub queue: String,
+    pub dispatch_epoch: i64,
+    pub agent_id: Option<String>,
+    pub forced: bool,
+    pub created_at: i64,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub next_try_at: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub message: String,
+}
+
+impl InstanceRow {
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey::new(&self.task_id, self.etl_day)
+    }
+}
+
+/// A stored state goflow does not know (a newer version wrote it, or a hand edit) is an
+/// error naming it, never silently read as some other state.
+fn decode_state(text: &str, what: &str) -> Result<InstanceState, sqlx::Error> {
+    InstanceState::parse(text).ok_or_else(|| {
+        sqlx::Error::Decode(format!("{what} has unknown state {text:?} (written by a newer goflow?)").into())
+    })
+}
+
+impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
+    fn from_row(r: &'r AnyRow) -> Result<Self, sqlx::Error> {
+        let id: i64 = r.try_get("id")?;
+        let day: String = r.try_get("etl_day")?;
+        let etl_day = EtlDay::parse(&day)
+            .map_err(|e| sqlx::Error::Decode(format!("instance {id}: etl_day {day:?}: {e}").into()))?;
+        Ok(Self {
+            id,
+            task_id: r.try_get("task_id")?,
+            etl_day,
+            state: decode_state(&r.try_get::<String, _>("state")?, &format!("instance {id}"))?,
+            try_number: r.try_get("try_number")?,
+            max_tries: r.try_get("max_tries")?,
+            lost_tries: r.try_get("lost_tries")?,
+            priority: r.try_get("priority")?,
+            queue: r.try_get("queue")?,
+            dispatch_epoch: r.try_get("dispatch_epoch")?,
+            agent_id: r.try_get("agent_id")?,
+            forced: r.try_get::<i64, _>("forced")? != 0,
+            created_at: r.try_get("created_at")?,
+            queued_at: r.try_get("queued_at")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+            next_try_at: r.try_get("next_try_at")?,
+            exit_code: r.try_get("exit_code")?,
+            message: r.try_get("message")?,
+        })
+    }
+}
+
+const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
+    dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message";
+
+/// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}` with `binds`.
+macro_rules! select_instances {
+    ($db:expr, $rest:expr $(, $bind:expr)* ) => {{
+        let d = $db.dialect();
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances {}", $rest);
+        sqlx::query_as::<_, InstanceRow>(d.sql(&sql))
+            $(.bind($bind))*
+    }};
+}
+
+pub async fn instance_by_id(db: &mut impl Db, id: i64) -> anyhow::Result<Option<InstanceRow>> {
+    Ok(select_instances!(db, "WHERE id = ?", id)
+        .fetch_optional(db.conn())
+        .await?)
+}
+
+pub async fn instance_by_key(db: &mut impl Db, key: &InstanceKey) -> anyhow::Result<Option<InstanceRow>> {
+    Ok(
+        select_instances!(db, "WHERE task_id = ? AND etl_day = ?", &key.task, key.etl_day.compact())
+            .fetch_optional(db.conn())
+            .await?,
+    )
+}
+
+/// Groups keys by day, for one `task_id IN (...)` query per day (and per 1,000 tasks).
+fn tasks_by_day<'a>(keys: impl Iterator<Item = &'a InstanceKey>) -> BTreeMap<EtlDay, Vec<&'a str>> {
+    let mut by_day: BTreeMap<EtlDay, Vec<&str>> = BTreeMap::new();
+    for key in keys {
+        by_day.entry(key.etl_day).or_default().push(&key.task);
+    }
+    by_day
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Keys of `keys` (distinct) that have not succeeded: one query per day, so a join with a
+/// thousand upstreams costs one indexed lookup, not a thousand.
+pub async fn unmet_of(db: &mut impl Db, keys: &[InstanceKey]) -> anyhow::Result<Vec<InstanceKey>> {
+    let mut unmet = vec![];
+    for (day, tasks) in tasks_by_day(keys.iter()) {
+        for slice in tasks.chunks(1000) {
+            let d = db.dialect();
+            let sql = format!(
+                "SELECT task_id FROM instances WHERE etl_day = ? AND state = 'success' AND task_id IN ({})",
+                placeholders(slice.len())
+            );
+            let mut query = sqlx::query_scalar::<_, String>(d.sql(&sql)).bind(day.compact());
+            for task in slice {
+                query = query.bind(*task);
+            }
+            let succeeded: std::collections::HashSet<String> =
+                query.fetch_all(db.conn()).await?.into_iter().collect();
+            unmet.extend(
+                slice
+                    .iter()
+                    .filter(|t| !succeeded.contains(**t))
+                    .map(|t| InstanceKey::new(t, day)),
+            );
+        }
+    }
+    Ok(unmet)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct InstanceFilter {
+    pub etl_day: Option<EtlDay>,
+    pub task: Option<String>,
+    pub states: Vec<InstanceState>,
+    pub ids: Vec<i64>,
+    pub limit: i64,
+}
+
+impl InstanceFilter {
+    fn where_clause(&self) -> String {
+        let mut sql = String::from("WHERE 1 = 1");
+        if self.etl_day.is_some() {
+            sql.push_str(" AND etl_day = ?");
+        }
+        if self.task.is_some() {
+            sql.push_str(" AND task_id = ?");
+        }
+        if !self.states.is_empty() {
+            sql.push_str(&format!(" AND state IN ({})", placeholders(self.states.len())));
+        }
+        if !self.ids.is_empty() {
+            sql.push_str(&format!(" AND id IN ({})", placeholders(self.ids.len())));
+        }
+        sql
+    }
+}
+
+/// Binds a filter's values in the order of [`InstanceFilter::where_clause`].
+macro_rules! bind_filter {
+    ($query:expr, $filter:expr) => {{
+        let mut query = $query;
+        if let Some(day) = $filter.etl_day {
+            query = query.bind(day.compact());
+        }
+        if let Some(task) = &$filter.task {
+            query = query.bind(task.clone());
+        }
+        for state in &$filter.states {
+            query = query.bind(state.as_str());
+        }
+        for id in &$filter.ids {
+            query = query.bind(*id);
+        }
+        query
+    }};
+}
+
+pub async fn list_instances(db: &mut impl Db, filter: &InstanceFilter) -> anyhow::Result<Vec<InstanceRow>> {
+    let d = db.dialect();
+    let sql = format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances {} ORDER BY etl_day DESC, id ASC LIMIT ?",
+        filter.where_clause()
+    );
+    let query = bind_filter!(sqlx::query_as::<_, InstanceRow>(d.sql(&sql)), filter);
+    Ok(query.bind(filter.limit).fetch_all(db.conn()).await?)
+}
+
+/// How many instances match (the limit aside): "1,000 of N".
+pub async fn count_instances(db: &mut impl Db, filter: &InstanceFilter) -> anyhow::Result<i64> {
+    let d = db.dialect();
+    let sql = format!("SELECT COUNT(*) FROM instances {}", filter.where_clause());
+    let query = bind_filter!(sqlx::query_scalar::<_, i64>(d.sql(&sql)), filter);
+    Ok(query.fetch_one(db.conn()).await?)
+}
+
+/// The state of every instance of `days`, by key.
+pub async fn states_of_days(
+    db: &mut impl Db,
+    days: &BTreeSet<EtlDay>,
+) -> anyhow::Result<HashMap<InstanceKey, InstanceState>> {
+    let mut states = HashMap::new();
+    for day in days {
+        let d = db.dialect();
+        let rows: Vec<(String, String)> =
+            sqlx::query_as(d.sql("SELECT task_id, state FROM instances WHERE etl_day = ?"))
+                .bind(day.compact())
+                .fetch_all(db.conn())
+                .await?;
+        for (task, state) in rows {
+            let key = InstanceKey::new(&task, *day);
+            let state = decode_state(&state, &key.to_string())?;
+            states.insert(key, state);
+        }
+    }
+    Ok(states)
+}
+
+/// (task, state) of the queued and running instances of a day.
+pub async fn live_instances_of_day(
+    db: &mut impl Db,
+    day: EtlDay,
+) -> anyhow::Result<Vec<(String, InstanceState)>> {
+    let d = db.dialect();
+    let rows: Vec<(String, String)> = sqlx::query_as(d.sql(
+        "SELECT task_id, state FROM instances WHERE etl_day = ? AND state IN ('queued', 'running')",
+    ))
+    .bind(day.compact())
+    .fetch_all(db.conn())
+    .await?;
+    rows.into_iter()
+        .map(|(t, s)| {
+            let state = decode_state(&s, &t)?;
+            Ok((t, state))
+        })
+        .collect()
+}
+
+/// An instance to create if it does not exist yet.
+pub struct WantedInstance<'a> {
+    pub key: &'a InstanceKey,
+    pub spec: &'a TaskSpec,
+    pub max_tries: i64,
+}
+
+/// Creates a waiting instance unless one exists; returns the row either way, and whether it
+/// was created.
+pub async fn ensure_instance(
+    db: &mut impl Db,
+    key: &InstanceKey,
+    spec: &TaskSpec,
+    max_tries: i64,
+    now: i64,
+) -> anyhow::Result<(InstanceRow, bool)> {
+    let mut rows = ensure_instances(db, &[WantedInstance { key, spec, max_tries }], now).await?;
+    Ok(rows.pop().expect("one row for one key"))
+}
+
+/// [`ensure_instance`] for many keys at once, in their order: one lookup per day and one
+/// multi-row insert per 500 missing rows, so a year-long backfill is a few thousand
+/// statements, not a few hundred thousand.
+pub async fn ensure_instances(
+    db: &mut impl Db,
+    wanted: &[WantedInstance<'_>],
+    now: i64,
+) -> anyhow::Result<Vec<(InstanceRow, bool)>> {
+    let mut existing = instances_by_keys(db, wanted.iter().map(|w| w.key)).await?;
+    let missing: Vec<&WantedInstance> = wanted.iter().filter(|w| !existing.contains_key(w.key)).collect();
+    // Which rows this writer inserted (another may insert the same key meanwhile: the unique
+    // key keeps one row, and only its writer says "created").
+    let mut inserted: std::collections::HashSet<InstanceKey> = Default::default();
+    // Seven parameters a row: well under every database's limit per statement.
+    for slice in missing.chunks(500) {
+        let d = db.dialect();
+        let mut sql = d.insert_unless_exists(
+            "instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at, message)",
+            &vec!["(?, ?, 'waiting', 0, ?, ?, ?, ?, '')"; slice.len()].join(", "),
+            "task_id, etl_day",
+        );
+        if d.insert_returning() {
+            sql.push_str(" RETURNING task_id, etl_day");
+        }
+        let mut insert = sqlx::query(d.sql(&sql));
+        for w in slice {
+            insert = insert
+                .bind(&w.key.task)
+                .bind(w.key.etl_day.compact())
+                .bind(w.max_tries)
+                .bind(w.spec.priority as i64)
+                .bind(&w.spec.queue)
+                .bind(now);
+        }
+        if d.insert_returning() {
+            for row in insert.fetch_all(db.conn()).await? {
+                let (task, day): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                inserted.insert(InstanceKey::new(&task, EtlDay::parse(&day)?));
+            }
+        } else {
+            // MySQL 8 says how many, not which: when a concurrent writer took some of the keys,
+            // every row of the slice counts as created here. Harmless: queueing one is a
+            // compare-and-set, so two writers still start it once.
+            insert.execute(db.conn()).await?;
+            inserted.extend(slice.iter().map(|w| w.key.clone()));
+        }
+    }
+    let mut created = instances_by_keys(db, missing.iter().map(|w| w.key)).await?;
+    wanted
+        .iter()
+        .map(|w| match existing.remove(w.key) {
+            Some(row) => Ok((row, false)),
+            None => created
+                .remove(w.key)
+                .map(|row| (row, inserted.contains(w.key)))
+                .with_context(|| format!("instance {} vanished after insert", w.key)),
+        })
+        .collect()
+}
+
+/// The instances of `keys` that exist, by key.
+pub async fn instances_by_keys<'a>(
+    db: &mut impl Db,
+    keys: impl Iterator<Item = &'a InstanceKey>,
+) -> anyhow::Result<HashMap<InstanceKey, InstanceRow>> {
+    let mut found = HashMap::new();
+    for (day, tasks) in tasks_by_day(keys) {
+        for slice in tasks.chunks(1000) {
+            let rest = format!("WHERE etl_day = ? AND task_id IN ({})", placeholders(slice.len()));
+            let mut query = select_instances!(db, rest, day.compact());
+            for task in slice {
+                query = query.bind(*task);
+            }
+            for row in query.fetch_all(db.conn()).await? {
+                found.insert(row.key(), row);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The try number of an instance, read after an UPDATE of it in the same transaction (where
+/// `UPDATE ... RETURNING` is missing).
+async fn try_number_of(db: &mut impl Db, id: i64) -> anyhow::Result<i64> {
+    let d = db.dialect();
+    Ok(sqlx::query_scalar(d.sql("SELECT try_number FROM instances WHERE id = ?"))
+        .bind(id)
+        .fetch_one(db.conn())
+        .await?)
+}
+
+/// Runs a compare-and-set UPDATE of one instance that bumps its try number; the new try
+/// number if this writer won.
+async fn update_returning_try(
+    db: &mut impl Db,
+    update: &str,
+    id: i64,
+    bind: impl FnOnce(
+        sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+) -> anyhow::Result<Option<i64>> {
+    let d = db.dialect();
+    if d.update_returning() {
+        let sql = format!("{update} RETURNING try_number");
+        let row = bind(sqlx::query(d.sql(&sql))).fetch_optional(db.conn()).await?;
+        return Ok(row.map(|r| r.try_get(0)).transpose()?);
+    }
+    let done = bind(sqlx::query(d.sql(update))).execute(db.conn()).await?;
+    if done.rows_affected() == 1 {
+        Ok(Some(try_number_of(db, id).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Queues an instance as a new try: `from` -> queued, try_number + 1. Returns the new try
+/// number, or None when the instance was not in `from` (someone else moved it).
+pub async fn queue_instance(
+    db: &mut impl Db,
+    id: i64,
+    from: InstanceState,
+    epoch: i64,
+    now: i64,
+) -> anyhow::Result<Option<i64>> {
+    update_returning_try(
+        db,
+        "UPDATE instances SET state = 'queued', try_number = try_number + 1, dispatch_epoch = ?, queued_at = ?,
+                started_at = NULL, finished_at = NULL, exit_code = NULL, next_try_at = NULL, agent_id = NULL,
+                message = ''
+         WHERE id = ? AND state = ?",
+        id,
+        |q| q.bind(epoch).bind(now).bind(id).bind(from.as_str()),
+    )
+    .await
+}
+
+/// Puts an instance back to waiting for a redo; the run gets `retries` more tries.
+pub async fn reset_for_redo(
+    db: &mut impl Db,
+    id: i64,
+    from: InstanceState,
+    retries: i64,
+    spec: &TaskSpec,
+    message: &str,
+) -> anyhow::Result<bool> {
+    let d = db.dialect();
+    let done = sqlx::query(d.sql(
+        "UPDATE instances SET state = 'waiting', max_tries = try_number + 1 + ?, lost_tries = 0, forced = 0,
+                priority = ?, queue = ?, queued_at = NULL, started_at = NULL, finished_at = NULL,
+                exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?
+         WHERE id = ? AND state = ?",
+    ))
+    .bind(retries)
+    .bind(spec.priority as i64)
+    .bind(&spec.queue)
+    .bind(message)
+    .bind(id)
+    .bind(from.as_str())
+    .execute(db.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// queued -> running for exactly this try and epoch.
+pub async fn claim_instance(
+    db: &mut impl Db,
+    id: i64,
+    try_number: i64,
+    epoch: i64,
+    agent: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let d = db.dialect();
+    let done = sqlx::query(d.sql(
+        "UPDATE instances SET state = 'running', agent_id = ?, started_at = ?
+         WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ?",
+    ))
+    .bind(agent)
+    .bind(now)
+    .bind(id)
+    .bind(try_number)
+    .bind(epoch)
+    .execute(db.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// running (this try) -> `to`, with the try's outcome.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish_instance(
+    db: &mut impl Db,
+    id: i64,
+    try_number: i64,
+    to: InstanceState,
+    exit_code: Option<i64>,
+    message: &str,
+    next_try_at: Option<i64>,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let d = db.dialect();
+    let done = sqlx::query(d.sql(
+        "UPDATE instances SET state = ?, exit_code = ?, message = ?, next_try_at = ?, finished_at = ?
+         WHERE id = ? AND state = 'running' AND try_number = ?",
+    ))
+    .bind(to.as_str())
+    .bind(exit_code)
+    .bind(message)
+    .bind(next_try_at)
+    .bind(now)
+    .bind(id)
+    .bind(try_number)
+    .execute(db.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// An operator's move (kill, mark success) from `from`; sets the message and finish time.
+pub async fn operator_set_state(
+    db: &mut impl Db,
+    id: i64,
+    from: InstanceState,
+    to: InstanceState,
+    forced: bool,
+    message: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let d = db.dialect();
+    let done = sqlx::query(d.sql(
+        "UPDATE instances SET state = ?, forced = ?, message = ?, next_try_at = NULL, finished_at = ?
+         WHERE id = ? AND state = ?",
+    ))
+    .bind(to.as_str())
+    .bind(forced as i64)
+    .bind(message)
+    .bind(now)
+    .bind(id)
+    .bind(from.as_str())
+    .execute(db.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Re-dispatch after a lost agent or a restart: running (this try) -> queued as a new try,
+/// which does not count against the task's retries.
+pub async fn requeue_lost(
+    db: &mut impl Db,
+    id: i64,
+    try_number: i64,
+    epoch: i64,
+    now: i64,
+    message: &str,
+) -> anyhow::Result<Option<i64>> {
+    update_returning_try(
+        db,
+        "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
+                lost_tries = lost_tries + 1, dispatch_epoch = ?, queued_at = ?, started_at = NULL,
+                finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?
+         WHERE id = ? AND state = 'running' AND try_number = ?",
+        id,
+        |q| q.bind(epoch).bind(now).bind(message).bind(id).bind(try_number),
+    )
+    .await
+}
+
+/// Re-stamps queued instances with the current epoch (after a restart) and returns them.
+pub async fn restamp_queued(db: &mut impl Db, epoch: i64) -> anyhow::Result<Vec<InstanceRow>> {
+    let d = db.dialect();
+    sqlx::query(d.sql("UPDATE instances SET dispatch_epoch = ? WHERE state = 'queued'"))
+        .bind(epoch)
+        .execute(db.conn())
+        .await?;
+    Ok(select_instances!(db, "WHERE state = 'queued' ORDER BY id")
+        .fetch_all(db.conn())
+        .await?)
+}
+
+pub async fn instances_in_state(
+    db: &mut impl Db,
+    state: InstanceState,
+    task: Option<&str>,
+) -> anyhow::Result<Vec<InstanceRow>> {
+    let query = match task {
+        Some(task) => select_instances!(db, "WHERE state = ? AND task_id = ? ORDER BY etl_day, id", state.as_str(), task),
+        None => select_instances!(db, "WHERE state = ? ORDER BY etl_day, id", state.as_str()),
+    };
+    Ok(query.fetch_all(db.conn()).await?)
+}
+
+/// Instances queued before `before` (their dispatch may be lost).
+pub async fn queued_before(db: &mut impl Db, before: i64) -> anyhow::Result<Vec<InstanceRow>> {
+    Ok(
+        select_instances!(db, "WHERE state = 'queued' AND queued_at < ? ORDER BY queued_at LIMIT 10000", before)
+            .fetch_all(db.conn())
+            .await?,
+    )
+}
+
+/// Retries whose delay is over, and the earliest one still pending.
+pub async fn retries_due(db: &mut impl Db, now: i64) -> anyhow::Result<(Vec<InstanceRow>, Option<i64>)> {
+    let due = select_instances!(
+        db,
+        "WHERE state = 'up_for_retry' AND next_try_at <= ? ORDER BY next_try_at",
+        now
+    )
+    .fetch_all(db.conn())
+    .await?;
+    let d = db.dialect();
+    let next: Option<i64> = sqlx::query_scalar(d.sql(
+        "SELECT MIN(next_try_at) FROM instances WHERE state = 'up_for_retry' AND next_try_at > ?",
+    ))
+    .bind(now)
+    .fetch_one(db.conn())
+    .await?;
+    Ok((due, next))
+}
+
+pub async fn delete_instance(db: &mut impl Db, id: i64) -> anyhow::Result<()> {
+    let d = db.dialect();
+    // Explicit, not only ON DELETE CASCADE, so the order is plain: logs, tries, instance.
+    sqlx::query(d.sql(
+        "DELETE FROM log_chunks WHERE attempt_id IN (SELECT id FROM attempts WHERE instance_id = ?)",
+    ))
+    .bind(id)
+    .execute(db.conn())
+    .await?;
+    sqlx::query(d.sql("DELETE FROM attempts WHERE instance_id = ?"))
+        .bind(id)
+        .execute(db.conn())
+        .await?;
+    sqlx::query(d.sql("DELETE FROM instances WHERE id = ?"))
+        .bind(id)
+        .execute(db.conn())
+        .await?;
+    Ok(())
+}

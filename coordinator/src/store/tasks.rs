@@ -1,0 +1,225 @@
+//! Task definitions, their dependencies, schedules and cron fires.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use goflow_core::{Dependency, EtlDay, TaskSpec};
+use sqlx::Row;
+
+use super::Db;
+
+#[derive(Debug, Clone)]
+pub struct StoredTask {
+    pub spec: TaskSpec,
+    pub paused: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
+    let d = db.dialect();
+    let rows = sqlx::query(d.sql(
+        "SELECT id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
+                priority, queue, start_day, description, paused, created_at, updated_at
+         FROM tasks ORDER BY id",
+    ))
+    .fetch_all(db.conn())
+    .await?;
+    let deps = sqlx::query(d.sql(
+        "SELECT task_id, upstream_id, day_offset FROM dependencies ORDER BY task_id, upstream_id, day_offset",
+    ))
+    .fetch_all(db.conn())
+    .await?;
+    let mut by_task: HashMap<String, Vec<Dependency>> = HashMap::new();
+    for dep in deps {
+        by_task.entry(dep.try_get("task_id")?).or_default().push(Dependency {
+            task: dep.try_get("upstream_id")?,
+            day_offset: dep.try_get::<i64, _>("day_offset")? as i32,
+        });
+    }
+    rows.into_iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            let start_day: Option<String> = r.try_get("start_day")?;
+            Ok(StoredTask {
+                spec: TaskSpec {
+                    depends_on: by_task.remove(&id).unwrap_or_default(),
+                    command: r.try_get("command")?,
+                    schedule: r.try_get("schedule")?,
+                    timezone: r.try_get("timezone")?,
+                    day_offset: r.try_get::<i64, _>("day_offset")? as i32,
+                    retries: r.try_get::<Option<i64>, _>("retries")?.map(|v| v as u32),
+                    retry_delay: r.try_get::<Option<i64>, _>("retry_delay_ms")?.map(ms_duration),
+                    timeout: r.try_get::<Option<i64>, _>("timeout_ms")?.map(ms_duration),
+                    priority: r.try_get::<i64, _>("priority")? as i32,
+                    queue: r.try_get("queue")?,
+                    start_day: start_day.map(|d| EtlDay::parse(&d)).transpose()?,
+                    description: r.try_get("description")?,
+                    id,
+                },
+                paused: r.try_get::<i64, _>("paused")? != 0,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect()
+}
+
+fn ms_duration(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// Inserts or replaces one task definition with its schedule row.
+/// `schedule_changed`: (re)start the schedule's clock at `now`.
+pub async fn upsert_task(
+    db: &mut impl Db,
+    spec: &TaskSpec,
+    now: i64,
+    schedule_changed: bool,
+) -> anyhow::Result<()> {
+    let d = db.dialect();
+    let sql = d.upsert(
+        "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
+                priority, queue, start_day, description, paused, created_at, updated_at)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        "id",
+        &[
+            "command",
+            "schedule",
+            "timezone",
+            "day_offset",
+            "retries",
+            "retry_delay_ms",
+            "timeout_ms",
+            "priority",
+            "queue",
+            "start_day",
+            "description",
+            "updated_at",
+        ],
+    );
+    sqlx::query(d.sql(&sql))
+        .bind(&spec.id)
+        .bind(&spec.command)
+        .bind(&spec.schedule)
+        .bind(&spec.timezone)
+        .bind(spec.day_offset as i64)
+        .bind(spec.retries.map(|r| r as i64))
+        .bind(spec.retry_delay.map(duration_ms))
+        .bind(spec.timeout.map(duration_ms))
+        .bind(spec.priority as i64)
+        .bind(&spec.queue)
+        .bind(spec.start_day.map(|d| d.compact()))
+        .bind(&spec.description)
+        .bind(now)
+        .bind(now)
+        .execute(db.conn())
+        .await?;
+    match &spec.schedule {
+        None => {
+            sqlx::query(d.sql("DELETE FROM schedules WHERE task_id = ?"))
+                .bind(&spec.id)
+                .execute(db.conn())
+                .await?;
+        }
+        Some(expr) if schedule_changed => {
+            let sql = d.upsert(
+                "schedules (task_id, expression, last_fire_at)",
+                "(?, ?, ?)",
+                "task_id",
+                &["expression", "last_fire_at"],
+            );
+            sqlx::query(d.sql(&sql))
+                .bind(&spec.id)
+                .bind(expr)
+                .bind(now)
+                .execute(db.conn())
+                .await?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Replaces a task's dependencies. Called after every task of an apply was upserted, so an
+/// upstream defined later in the same document exists already.
+pub async fn set_dependencies(db: &mut impl Db, spec: &TaskSpec) -> anyhow::Result<()> {
+    let d = db.dialect();
+    sqlx::query(d.sql("DELETE FROM dependencies WHERE task_id = ?"))
+        .bind(&spec.id)
+        .execute(db.conn())
+        .await?;
+    let mut edges: Vec<(&str, i64)> = spec
+        .depends_on
+        .iter()
+        .map(|dep| (dep.task.as_str(), dep.day_offset as i64))
+        .collect();
+    edges.sort_unstable();
+    edges.dedup();
+    for (upstream, offset) in edges {
+        sqlx::query(d.sql("INSERT INTO dependencies (task_id, upstream_id, day_offset) VALUES (?, ?, ?)"))
+            .bind(&spec.id)
+            .bind(upstream)
+            .bind(offset)
+            .execute(db.conn())
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn set_paused(db: &mut impl Db, task: &str, paused: bool, now: i64) -> anyhow::Result<bool> {
+    let d = db.dialect();
+    let done = sqlx::query(d.sql("UPDATE tasks SET paused = ?, updated_at = ? WHERE id = ?"))
+        .bind(paused as i64)
+        .bind(now)
+        .bind(task)
+        .execute(db.conn())
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn schedule_last_fires(db: &mut impl Db) -> anyhow::Result<Vec<(String, i64)>> {
+    let d = db.dialect();
+    let rows = sqlx::query(d.sql("SELECT task_id, last_fire_at FROM schedules"))
+        .fetch_all(db.conn())
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get("task_id")?, r.try_get("last_fire_at")?)))
+        .collect()
+}
+
+/// Records a fire; false when this (schedule, fire time) was already recorded, by anyone.
+pub async fn record_fire(
+    db: &mut impl Db,
+    task: &str,
+    fire_at: i64,
+    etl_day: EtlDay,
+    skipped: u32,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let d = db.dialect();
+    let sql = d.insert_unless_exists(
+        "cron_fires (task_id, fire_at, etl_day, created_at, skipped)",
+        "(?, ?, ?, ?, ?)",
+        "task_id, fire_at",
+    );
+    let done = sqlx::query(d.sql(&sql))
+        .bind(task)
+        .bind(fire_at)
+        .bind(etl_day.compact())
+        .bind(now)
+        .bind(skipped as i64)
+        .execute(db.conn())
+        .await?;
+    sqlx::query(d.sql("UPDATE schedules SET last_fire_at = ? WHERE task_id = ? AND last_fire_at < ?"))
+        .bind(fire_at)
+        .bind(task)
+        .bind(fire_at)
+        .execute(db.conn())
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,345 @@
+//! The store on each real database: migrations, connection errors, and every
+//! compare-and-set raced by two writers (two `Store`s on one database, as two coordinators in
+//! a split brain would be), of which exactly one may win.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use goflow_core::{EtlDay, InstanceKey, InstanceState, TaskSpec};
+
+use super::*;
+use crate::testing::TestDatabase;
+
+const ALL: [Dialect; 3] = [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql];
+
+fn day() -> EtlDay {
+    EtlDay::parse("20260105").unwrap()
+}
+
+/// A fresh database with task `a`, and two stores on it.
+async fn two_writers(dialect: Dialect) -> (TestDatabase, Store, Store) {
+    let db = TestDatabase::create(dialect).await;
+    let one = Store::open(&db.database_url()).await.expect("open");
+    let two = Store::open(&db.database_url()).await.expect("open again");
+    let mut tx = one.begin().await.unwrap();
+    upsert_task(&mut tx, &TaskSpec::new("a", "true"), now_ms(), true).await.unwrap();
+    tx.commit().await.unwrap();
+    (db, one, two)
+}
+
+async fn instance(store: &Store, key: &InstanceKey) -> InstanceRow {
+    let mut conn = store.read().await.unwrap();
+    instance_by_key(&mut conn, key).await.unwrap().expect("instance exists")
+}
+
+async fn waiting_instance(store: &Store) -> InstanceRow {
+    let key = InstanceKey::new("a", day());
+    let mut tx = store.begin().await.unwrap();
+    let (row, created) = ensure_instance(&mut tx, &key, &TaskSpec::new("a", "true"), 1, now_ms())
+        .await
+        .unwrap();
+    assert!(created);
+    tx.commit().await.unwrap();
+    row
+}
+
+/// Runs `step` in a transaction of each store at once, each holding its transaction a moment
+/// after its write so the other has to wait for it (or fail); returns what each returned,
+/// counting an error as a loss (a unique key refusing the second writer).
+async fn race<F, Fut>(one: &Store, two: &Store, step: F) -> Vec<bool>
+where
+    F: Fn(Tx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<(Tx, bool)>> + Send,
+{
+    let step = Arc::new(step);
+    let mut handles = vec![];
+    for store in [one.clone(), two.clone()] {
+        let step = step.clone();
+        handles.push(tokio::spawn(async move {
+            let tx = store.begin().await?;
+            let (tx, won) = step(tx).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.commit().await?;
+            anyhow::Ok(won)
+        }));
+    }
+    let mut results = vec![];
+    for handle in handles {
+        results.push(handle.await.unwrap().unwrap_or(false));
+    }
+    results
+}
+
+fn exactly_one(results: &[bool], what: &str, dialect: Dialect) {
+    assert_eq!(
+        results.iter().filter(|w| **w).count(),
+        1,
+        "{what} on {}: exactly one writer must win, got {results:?}",
+        dialect.name()
+    );
+}
+
+/// Runs a test body on SQLite, PostgreSQL and MySQL in turn.
+async fn on_every_database<F, Fut>(body: F)
+where
+    F: Fn(Dialect) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for dialect in ALL {
+        body(dialect).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queueing_a_waiting_instance_is_won_once() {
+    on_every_database(|dialect| async move {
+        let (_db, one, two) = two_writers(dialect).await;
+        let row = waiting_instance(&one).await;
+        let id = row.id;
+        let results = race(&one, &two, move |mut tx| async move {
+            let won = queue_instance(&mut tx, id, InstanceState::Waiting, 1, now_ms()).await?;
+            Ok((tx, won.is_some()))
+        })
+        .await;
+        exactly_one(&results, "queue_instance", dialect);
+        let after = instance(&one, &row.key()).await;
+        assert_eq!((after.state, after.try_number), (InstanceState::Queued, 1), "one new try, not two");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claiming_a_try_is_won_once_and_its_try_row_is_unique() {
+    on_every_database(|dialect| async move {
+        let (_db, one, two) = two_writers(dialect).await;
+        let row = waiting_instance(&one).await;
+        let mut tx = one.begin().await.unwrap();
+        let try_number = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        let id = row.id;
+        let results = race(&one, &two, move |mut tx| async move {
+            let won = claim_instance(&mut tx, id, try_number, 1, "agent", now_ms()).await?;
+            if won {
+                insert_attempt(&mut tx, id, try_number, 1, "agent", now_ms()).await?;
+            }
+            Ok((tx, won))
+        })
+        .await;
+        exactly_one(&results, "claim_instance", dialect);
+        // A second row for the same try is refused by the unique key, never replaces the first.
+        let mut tx = two.begin().await.unwrap();
+        assert!(
+            insert_attempt(&mut tx, id, try_number, 1, "other", now_ms()).await.is_err(),
+            "{}: a second attempt row of one try must fail",
+            dialect.name()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finishing_a_try_is_won_once() {
+    on_every_database(|dialect| async move {
+        let (_db, one, two) = two_writers(dialect).await;
+        let row = waiting_instance(&one).await;
+        let mut tx = one.begin().await.unwrap();
+        let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(claim_instance(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap());
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap();
+        tx.commit().await.unwrap();
+        // The agent's success report against a kill: one of them closes the try.
+        let (id, a) = (row.id, attempt.clone());
+        let results = race(&one, &two, move |mut tx| {
+            let a = a.clone();
+            async move {
+                let closed = finish_attempt(&mut tx, &a, "success", Some(0), "", now_ms()).await?;
+                let won = closed
+                    && finish_instance(&mut tx, id, t, InstanceState::Success, Some(0), "", None, now_ms()).await?;
+                Ok((tx, won))
+            }
+        })
+        .await;
+        exactly_one(&results, "finish_attempt + finish_instance", dialect);
+        assert_eq!(instance(&one, &row.key()).await.state, InstanceState::Success);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_moves_redo_and_lost_tries_are_won_once() {
+    on_every_database(|dialect| async move {
+        let (_db, one, two) = two_writers(dialect).await;
+        let row = waiting_instance(&one).await;
+        let id = row.id;
+        // kill vs kill
+        let results = race(&one, &two, move |mut tx| async move {
+            let won =
+                operator_set_state(&mut tx, id, InstanceState::Waiting, InstanceState::Killed, false, "", now_ms()).await?;
+            Ok((tx, won))
+        })
+        .await;
+        exactly_one(&results, "operator_set_state", dialect);
+        // redo vs redo
+        let results = race(&one, &two, move |mut tx| async move {
+            let won = reset_for_redo(&mut tx, id, InstanceState::Killed, 0, &TaskSpec::new("a", "true"), "").await?;
+            Ok((tx, won))
+        })
+        .await;
+        exactly_one(&results, "reset_for_redo", dialect);
+        // a lost try requeued by two reapers
+        let mut tx = one.begin().await.unwrap();
+        let t = queue_instance(&mut tx, id, InstanceState::Waiting, 1, now_ms()).await.unwrap().unwrap();
+        assert!(claim_instance(&mut tx, id, t, 1, "agent", now_ms()).await.unwrap());
+        tx.commit().await.unwrap();
+        let results = race(&one, &two, move |mut tx| async move {
+            let won = requeue_lost(&mut tx, id, t, 2, now_ms(), "lost").await?;
+            Ok((tx, won.is_some()))
+        })
+        .await;
+        exactly_one(&results, "requeue_lost", dialect);
+        let after = instance(&one, &row.key()).await;
+        assert_eq!((after.state, after.try_number), (InstanceState::Queued, t + 1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
+    on_every_database(|dialect| async move {
+        let (_db, one, two) = two_writers(dialect).await;
+        let results = race(&one, &two, |mut tx| async move {
+            let won = record_fire(&mut tx, "a", 1_700_000_000_000, day(), 0, now_ms()).await?;
+            Ok((tx, won))
+        })
+        .await;
+        exactly_one(&results, "record_fire", dialect);
+        let results = race(&one, &two, |mut tx| async move {
+            let key = InstanceKey::new("a", day());
+            let (_, created) = ensure_instance(&mut tx, &key, &TaskSpec::new("a", "true"), 1, now_ms()).await?;
+            Ok((tx, created))
+        })
+        .await;
+        exactly_one(&results, "ensure_instance", dialect);
+        let row = instance(&one, &InstanceKey::new("a", day())).await;
+        let mut tx = one.begin().await.unwrap();
+        let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms()).await.unwrap().unwrap();
+        assert!(claim_instance(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap());
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap();
+        tx.commit().await.unwrap();
+        let a = attempt.clone();
+        let results = race(&one, &two, move |mut tx| {
+            let a = a.clone();
+            async move {
+                let stored = append_log(&mut tx, &a, b"hello\n", 1 << 20).await?;
+                Ok((tx, stored.is_some()))
+            }
+        })
+        .await;
+        exactly_one(&results, "append_log at one offset", dialect);
+        let mut conn = one.read().await.unwrap();
+        assert_eq!(read_log(&mut conn, &attempt, 0, 1 << 20).await.unwrap(), b"hello\n");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_and_listings_work_alike() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let mut tx = one.begin().await.unwrap();
+        let b = TaskSpec::new("b_x", "echo {{etl_day}}").after("a", -1);
+        upsert_task(&mut tx, &b, now_ms(), true).await.unwrap();
+        set_dependencies(&mut tx, &b).await.unwrap();
+        let spec = TaskSpec::new("a", "true");
+        let keys: Vec<InstanceKey> = EtlDay::range(day(), day().offset(9))
+            .map(|d| InstanceKey::new("a", d))
+            .collect();
+        let wanted: Vec<WantedInstance> = keys
+            .iter()
+            .map(|key| WantedInstance { key, spec: &spec, max_tries: 1 })
+            .collect();
+        let rows = ensure_instances(&mut tx, &wanted, now_ms()).await.unwrap();
+        assert!(rows.iter().all(|(_, created)| *created));
+        record_operation(&mut tx, "me", "test", "run", "b_x@20260105", "", now_ms()).await.unwrap();
+        record_operation(&mut tx, "me", "test", "run", "bxx@20260105", "", now_ms()).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut conn = one.read().await.unwrap();
+        let tasks = load_tasks(&mut conn).await.unwrap();
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[1].spec, b, "{}: a task round-trips", dialect.name());
+        let filter = InstanceFilter {
+            task: Some("a".into()),
+            limit: 3,
+            ..Default::default()
+        };
+        assert_eq!(list_instances(&mut conn, &filter).await.unwrap().len(), 3);
+        assert_eq!(count_instances(&mut conn, &filter).await.unwrap(), 10);
+        let unmet = unmet_of(&mut conn, &keys[..2]).await.unwrap();
+        assert_eq!(unmet.len(), 2);
+        // `_` in a task id is not a LIKE wildcard: bxx's operation is not b_x's.
+        let ops = list_operations(&mut conn, Some("b_x"), 10).await.unwrap();
+        assert_eq!(ops.len(), 1, "{}: {ops:?}", dialect.name());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
+    on_every_database(|dialect| async move {
+        let db = TestDatabase::create(dialect).await;
+        let url = db.database_url();
+        assert_eq!(migrate_only(&url).await.unwrap(), schema_version(dialect));
+        assert_eq!(migrate_only(&url).await.unwrap(), schema_version(dialect), "twice is fine");
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.next_epoch().await.unwrap() + 1, store.next_epoch().await.unwrap());
+        // A newer goflow migrated this database further.
+        let mut tx = store.begin().await.unwrap();
+        let d = tx.dialect();
+        sqlx::query(d.sql(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from the future', TRUE, ?, 0)",
+        ))
+        .bind(vec![0u8; 48])
+        .execute(tx.conn())
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        store.close().await;
+        let err = format!("{:#}", Store::open(&url).await.err().expect("a newer schema is refused"));
+        assert!(err.contains("schema version 9999") && err.contains("newer"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connection_failures_name_the_database_and_the_cause() {
+    let unreachable = DatabaseUrl::parse("postgres://goflow:s3cret@127.0.0.1:1/goflow", "test").unwrap();
+    let err = format!("{:#}", Store::open(&unreachable).await.err().unwrap());
+    assert!(err.contains("postgres://goflow:***@127.0.0.1:1/goflow"), "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+    assert!(!err.contains("s3cret"), "no password in messages: {err}");
+
+    let missing = crate::testing::DEFAULT_POSTGRES_URL.replace("/postgres", "/goflow_no_such_db");
+    let missing = std::env::var("GOFLOW_TEST_POSTGRES_URL")
+        .map(|u| format!("{}/goflow_no_such_db", u.rsplit_once('/').unwrap().0))
+        .unwrap_or(missing);
+    let err = format!(
+        "{:#}",
+        Store::open(&DatabaseUrl::parse(&missing, "test").unwrap()).await.err().unwrap()
+    );
+    assert!(err.contains("does not exist"), "{err}");
+
+    let mysql = std::env::var("GOFLOW_TEST_MYSQL_URL").unwrap_or(crate::testing::DEFAULT_MYSQL_URL.into());
+    let (base, _) = mysql.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap();
+    let denied = format!("mysql://goflow_nobody:wrong@{base}/test");
+    let err = format!("{:#}", Store::open(&DatabaseUrl::parse(&denied, "test").unwrap()).await.err().unwrap());
+    assert!(err.contains("refused the credentials") && err.contains("goflow_nobody:***"), "{err}");
+}
