@@ -79,6 +79,19 @@ impl TestDatabase {
         }
     }
 
+    /// [`create`](Self::create) for synchronous code (the end-to-end sandbox).
+    pub fn create_blocking(dialect: Dialect) -> Self {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(Self::create(dialect))
+        })
+        .join()
+        .expect("creating a test database")
+    }
+
     pub fn database_url(&self) -> DatabaseUrl {
         DatabaseUrl::parse(&self.url, "test database").expect("a valid test URL")
     }

@@ -473,3 +473,51 @@ impl Liveness {
         self.agents.lock().unwrap().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn liveness_seen_ago(ago: Duration, last_sweep_ago: Duration) -> Liveness {
+        let now = Instant::now();
+        Liveness {
+            agents: Mutex::new(HashMap::from([(
+                "a1".to_string(),
+                Seen {
+                    at: now - ago,
+                    wall_ms: 0,
+                },
+            )])),
+            last_sweep: Mutex::new(now - last_sweep_ago),
+        }
+    }
+
+    #[test]
+    fn an_agent_silent_past_the_timeout_is_expired_once() {
+        let period = Duration::from_secs(1);
+        let liveness = liveness_seen_ago(Duration::from_secs(30), period);
+        assert_eq!(liveness.expire(Duration::from_secs(20), period), ["a1"]);
+        assert!(liveness.expire(Duration::from_secs(20), period).is_empty());
+        assert!(!liveness.touch("a1"), "an expired agent must register again");
+    }
+
+    #[test]
+    fn a_heard_agent_stays_alive() {
+        let period = Duration::from_secs(1);
+        let liveness = liveness_seen_ago(Duration::from_secs(30), period);
+        assert!(liveness.touch("a1"));
+        assert!(liveness.expire(Duration::from_secs(20), period).is_empty());
+    }
+
+    #[test]
+    fn the_coordinators_own_stall_is_not_counted_against_agents() {
+        // The reaper last looked 60 s ago (the coordinator was stopped); the agent's last
+        // heartbeat was just before that. Its silence is the coordinator's, not its own.
+        let period = Duration::from_secs(1);
+        let liveness = liveness_seen_ago(Duration::from_secs(61), Duration::from_secs(60));
+        assert!(liveness.expire(Duration::from_secs(20), period).is_empty());
+        // Silent on its own account afterwards, it is expired.
+        let liveness = liveness_seen_ago(Duration::from_secs(61), period);
+        assert_eq!(liveness.expire(Duration::from_secs(20), period), ["a1"]);
+    }
+}

@@ -87,7 +87,7 @@ impl Engine {
         }
     }
 
-    async fn queue_due_retries(&self) -> Result<Option<i64>> {
+    pub(super) async fn queue_due_retries(&self) -> Result<Option<i64>> {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         let (due, next) = store::retries_due(&mut tx, now).await?;

@@ -1,1 +1,313 @@
+//! The engine's decisions, on a real SQLite store with a queue that records what it is given:
+//! which instances a fire or a run creates, when a join is released, which reports are stale.
 
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use goflow_agent::DispatchQueue;
+use goflow_core::{Dispatch, EtlDay, InstanceKey, InstanceState, TryOutcome};
+
+use super::*;
+use crate::store::{self, Store};
+
+/// Records every push; nothing is ever popped.
+#[derive(Default)]
+struct RecordingQueue {
+    pushed: Mutex<Vec<Dispatch>>,
+}
+
+#[async_trait]
+impl DispatchQueue for RecordingQueue {
+    async fn push(&self, dispatches: Vec<Dispatch>) -> anyhow::Result<()> {
+        self.pushed.lock().unwrap().extend(dispatches);
+        Ok(())
+    }
+    async fn pop(&self, _queues: &[String]) -> anyhow::Result<Dispatch> {
+        std::future::pending().await
+    }
+}
+
+impl RecordingQueue {
+    fn take(&self) -> Vec<Dispatch> {
+        std::mem::take(&mut *self.pushed.lock().unwrap())
+    }
+}
+
+struct Harness {
+    engine: Arc<Engine>,
+    queue: Arc<RecordingQueue>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(dag: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).await.unwrap();
+    let queue = Arc::new(RecordingQueue::default());
+    let engine = Engine::new(store, queue.clone(), EngineSettings::default(), "standalone")
+        .await
+        .unwrap();
+    engine.apply(dag, "test.yaml", false, &Caller::system()).await.unwrap();
+    Harness {
+        engine,
+        queue,
+        _dir: dir,
+    }
+}
+
+fn day(text: &str) -> EtlDay {
+    EtlDay::parse(text).unwrap()
+}
+
+impl Harness {
+    async fn state(&self, task: &str, d: &str) -> Option<InstanceState> {
+        let mut conn = self.engine.store().read().await.unwrap();
+        store::instance_by_key(&mut conn, &InstanceKey::new(task, day(d)))
+            .await
+            .unwrap()
+            .map(|r| r.state)
+    }
+
+    /// Claims and finishes one dispatch as an agent would.
+    async fn run_to(&self, dispatch: &Dispatch, outcome: TryOutcome) -> FinishOutcome {
+        let ClaimOutcome::Granted(claimed) = self.engine.claim(dispatch, "agent-1").await.unwrap() else {
+            panic!("claim of {dispatch:?} refused")
+        };
+        self.engine
+            .finish(&TryReport {
+                attempt_id: claimed.attempt_id,
+                agent_id: "agent-1".into(),
+                epoch: dispatch.epoch,
+                outcome,
+                exit_code: Some(0),
+                message: String::new(),
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn register(&self) {
+        self.engine
+            .register_agent(AgentRegistration {
+                agent_id: "agent-1".into(),
+                host: "h".into(),
+                slots: 4,
+                queues: vec![],
+                version: "test".into(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+const OFFSET_DAG: &str = r#"
+tasks:
+  - id: a
+    command: "true"
+    schedule: "0 3 * * *"
+  - id: b
+    command: "true"
+    depends_on: [{task: a, day_offset: -1}]
+"#;
+
+#[tokio::test]
+async fn a_days_run_includes_a_downstream_that_only_waits_for_yesterday() {
+    let h = harness(OFFSET_DAG).await;
+    h.register().await;
+    let rows = h.engine.do_all_job(day("20260105"), &Caller::system()).await.unwrap();
+    let keys: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
+    assert_eq!(keys, ["a@20260105", "b@20260105"], "b@D is part of D's run");
+    // b@D waits for a@D-1, which does not exist: it waits, it is not queued.
+    assert_eq!(h.state("b", "20260105").await, Some(InstanceState::Waiting));
+    let dispatched: Vec<i64> = h.queue.take().iter().map(|d| d.instance_id).collect();
+    assert_eq!(dispatched, [rows[0].id], "only a@D is ready");
+    // a@D-1 succeeds: b@D is released.
+    h.engine
+        .mark_success(&InstanceKey::new("a", day("20260104")), false, &Caller::system())
+        .await
+        .unwrap();
+    assert_eq!(h.state("b", "20260105").await, Some(InstanceState::Queued));
+}
+
+#[tokio::test]
+async fn run_down_stays_within_the_days_asked_for() {
+    let h = harness(OFFSET_DAG).await;
+    let plan = RunPlan {
+        task: "a".into(),
+        from: day("20260105"),
+        to: day("20260105"),
+        down: true,
+        up: false,
+        force: false,
+    };
+    let rows = h.engine.run(&plan, &Caller::system()).await.unwrap();
+    assert_eq!(rows.len(), 1, "b@20260106 is outside the days asked for");
+    assert_eq!(h.state("b", "20260106").await, None);
+}
+
+fn fan_in(width: usize) -> String {
+    let mut dag = String::from("tasks:\n");
+    for i in 0..width {
+        dag.push_str(&format!("  - id: up{i}\n    command: \"true\"\n"));
+    }
+    let ups: Vec<String> = (0..width).map(|i| format!("up{i}")).collect();
+    dag.push_str(&format!("  - id: join\n    command: \"true\"\n    depends_on: [{}]\n", ups.join(", ")));
+    dag
+}
+
+#[tokio::test]
+async fn a_join_is_released_once_by_its_last_upstream_whatever_the_order() {
+    let h = harness(&fan_in(60)).await;
+    h.register().await;
+    let mut roots = vec![];
+    for i in 0..60 {
+        let plan = RunPlan {
+            task: format!("up{i}"),
+            from: day("20260105"),
+            to: day("20260105"),
+            down: false,
+            up: false,
+            force: false,
+        };
+        h.engine.run(&plan, &Caller::system()).await.unwrap();
+        roots.extend(h.queue.take());
+    }
+    // The join exists and waits (created by a run of it with its upstreams pending).
+    let join_plan = RunPlan {
+        task: "join".into(),
+        from: day("20260105"),
+        to: day("20260105"),
+        down: false,
+        up: false,
+        force: false,
+    };
+    h.engine.run(&join_plan, &Caller::system()).await.unwrap();
+    assert!(h.queue.take().is_empty());
+    // Finish the upstreams in a scrambled order; the join must wait for the very last.
+    roots.reverse();
+    roots.swap(3, 40);
+    let last = roots.pop().unwrap();
+    for (n, dispatch) in roots.iter().enumerate() {
+        assert_eq!(h.run_to(dispatch, TryOutcome::Success).await, FinishOutcome::Accepted);
+        assert!(h.queue.take().is_empty(), "join released after {} of 60 upstreams", n + 1);
+        assert_eq!(h.state("join", "20260105").await, Some(InstanceState::Waiting));
+    }
+    h.run_to(&last, TryOutcome::Success).await;
+    let released = h.queue.take();
+    assert_eq!(released.len(), 1, "the join is dispatched once");
+    assert_eq!(h.state("join", "20260105").await, Some(InstanceState::Queued));
+}
+
+#[tokio::test]
+async fn a_redone_upstream_is_not_counted_as_met_by_a_stale_hint() {
+    let h = harness(&fan_in(2)).await;
+    h.register().await;
+    let run = |task: &str| RunPlan {
+        task: task.into(),
+        from: day("20260105"),
+        to: day("20260105"),
+        down: false,
+        up: false,
+        force: false,
+    };
+    h.engine.run(&run("up0"), &Caller::system()).await.unwrap();
+    h.engine.run(&run("up1"), &Caller::system()).await.unwrap();
+    h.engine.run(&run("join"), &Caller::system()).await.unwrap();
+    let dispatches = h.queue.take();
+    h.run_to(&dispatches[0], TryOutcome::Success).await;
+    // up0 succeeded and the join's hint knows it; now up0 is rerun (back to waiting/queued).
+    h.engine.run(&run("up0"), &Caller::system()).await.unwrap();
+    let rerun = h.queue.take();
+    h.run_to(&dispatches[1], TryOutcome::Success).await;
+    assert_eq!(
+        h.state("join", "20260105").await,
+        Some(InstanceState::Waiting),
+        "up0 is running again: the join must wait for it"
+    );
+    h.run_to(&rerun[0], TryOutcome::Success).await;
+    assert_eq!(h.state("join", "20260105").await, Some(InstanceState::Queued));
+}
+
+#[tokio::test]
+async fn a_late_report_of_a_killed_try_changes_nothing() {
+    let h = harness(&fan_in(1)).await;
+    h.register().await;
+    let plan = RunPlan {
+        task: "up0".into(),
+        from: day("20260105"),
+        to: day("20260105"),
+        down: true,
+        up: false,
+        force: false,
+    };
+    h.engine.run(&plan, &Caller::system()).await.unwrap();
+    let dispatch = h.queue.take().remove(0);
+    let ClaimOutcome::Granted(claimed) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
+        panic!("refused")
+    };
+    // A second claim of the same dispatch is refused: the try is running already.
+    assert!(matches!(h.engine.claim(&dispatch, "agent-2").await.unwrap(), ClaimOutcome::Refused(_)));
+    h.engine.kill(&plan, &Caller::system()).await.unwrap();
+    let late = h
+        .engine
+        .finish(&TryReport {
+            attempt_id: claimed.attempt_id,
+            agent_id: "agent-1".into(),
+            epoch: dispatch.epoch,
+            outcome: TryOutcome::Success,
+            exit_code: Some(0),
+            message: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(late, FinishOutcome::Stale(_)), "{late:?}");
+    assert_eq!(h.state("up0", "20260105").await, Some(InstanceState::Killed));
+    assert_eq!(h.state("join", "20260105").await, Some(InstanceState::Killed), "--down killed the join too");
+    assert!(h.queue.take().is_empty(), "nothing was released by the late success");
+}
+
+#[tokio::test]
+async fn a_failed_try_is_retried_then_the_instance_fails() {
+    let h = harness("tasks:\n  - id: flaky\n    command: \"false\"\n    retries: 1\n    retry_delay: 0s\n").await;
+    h.register().await;
+    let plan = RunPlan {
+        task: "flaky".into(),
+        from: day("20260105"),
+        to: day("20260105"),
+        down: false,
+        up: false,
+        force: false,
+    };
+    h.engine.run(&plan, &Caller::system()).await.unwrap();
+    let first = h.queue.take().remove(0);
+    h.run_to(&first, TryOutcome::Failed).await;
+    assert_eq!(h.state("flaky", "20260105").await, Some(InstanceState::UpForRetry));
+    h.engine.queue_due_retries().await.unwrap();
+    let second = h.queue.take().remove(0);
+    assert_eq!(second.try_number, 2);
+    // The first try's dispatch is stale now: refused.
+    assert!(matches!(h.engine.claim(&first, "agent-1").await.unwrap(), ClaimOutcome::Refused(_)));
+    h.run_to(&second, TryOutcome::TimedOut).await;
+    assert_eq!(h.state("flaky", "20260105").await, Some(InstanceState::Failed));
+}
+
+#[tokio::test]
+async fn apply_releases_instances_whose_upstream_was_dropped_in_one_sweep() {
+    let h = harness(&fan_in(3)).await;
+    let plan = RunPlan {
+        task: "join".into(),
+        from: day("20260101"),
+        to: day("20260110"),
+        down: false,
+        up: false,
+        force: false,
+    };
+    h.engine.run(&plan, &Caller::system()).await.unwrap();
+    assert!(h.queue.take().is_empty(), "ten joins wait for their upstreams");
+    let changed = h
+        .engine
+        .apply("tasks:\n  - id: join\n    command: \"true\"\n", "v2.yaml", false, &Caller::system())
+        .await
+        .unwrap();
+    assert_eq!(changed.updated, ["join"]);
+    assert_eq!(h.queue.take().len(), 10, "every join is queued once its upstreams are gone");
+}

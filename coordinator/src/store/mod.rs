@@ -65,6 +65,8 @@ pub fn now_ms() -> i64 {
 pub struct DatabaseUrl {
     url: String,
     pub dialect: Dialect,
+    /// The setting it came from, for messages (`Common.MysqlConn`, `--database-url`, ...).
+    source: String,
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -103,13 +105,18 @@ impl DatabaseUrl {
             "mariadb" => format!("mysql{}", &url["mariadb".len()..]),
             _ => url.to_string(),
         };
-        Ok(Self { url, dialect })
+        Ok(Self {
+            url,
+            dialect,
+            source: source.to_string(),
+        })
     }
 
     pub fn sqlite(path: &std::path::Path) -> Self {
         Self {
             url: format!("sqlite://{}", path.display()),
             dialect: Dialect::Sqlite,
+            source: "the data folder".into(),
         }
     }
 
@@ -364,7 +371,12 @@ fn connect_error(url: &DatabaseUrl, e: sqlx::Error) -> anyhow::Error {
         }
         other => other.to_string(),
     };
-    anyhow::anyhow!("cannot open the {} database {}: {what}", url.dialect.name(), url.redacted())
+    anyhow::anyhow!(
+        "cannot open the {} database {} ({}): {what}",
+        url.dialect.name(),
+        url.redacted(),
+        url.source
+    )
 }
 
 fn migrator(dialect: Dialect) -> &'static Migrator {

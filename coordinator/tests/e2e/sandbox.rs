@@ -1,6 +1,10 @@
 //! `Sandbox`: one `goflow standalone` child process on free ports with its own data folder,
 //! driven through the real `goflowctl` binary. [`Sandbox::start_with`] starts another
 //! subcommand instead (`goflow scheduler -c FILE ...`), with its own environment.
+//!
+//! The suite runs on the database `GOFLOW_TEST_DATABASE` names (sqlite by default, postgres,
+//! mysql): on PostgreSQL and MySQL each sandbox gets a fresh database of its own on the local
+//! server (GOFLOW_DATABASE_URL), dropped when the sandbox is.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -11,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use goflow_coordinator::store::Dialect;
+use goflow_coordinator::testing::{TestDatabase, suite_dialect};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -68,8 +74,19 @@ pub struct Launch {
     pub log_file: Option<PathBuf>,
 }
 
+/// A fresh database for one sandbox when the suite runs on PostgreSQL or MySQL; None on SQLite
+/// (the data folder holds it).
+pub fn suite_database() -> Option<TestDatabase> {
+    match suite_dialect() {
+        Dialect::Sqlite => None,
+        other => Some(TestDatabase::create_blocking(other)),
+    }
+}
+
 pub struct Sandbox {
     dir: TempDir,
+    /// Dropped with the sandbox, after `Drop` has killed the child.
+    database: Option<TestDatabase>,
     grpc_port: u16,
     http_port: u16,
     child: Option<Child>,
@@ -98,6 +115,7 @@ impl Sandbox {
         let launch = prepare(dir.path());
         let mut sandbox = Self {
             dir,
+            database: suite_database(),
             grpc_port: 0,
             http_port: 0,
             child: None,
@@ -169,7 +187,12 @@ impl Sandbox {
             .open(self.log_path())
             .expect("open the standalone log");
         let log_err = log.try_clone().expect("clone the log handle");
-        let child = clean_env(&mut Command::new(goflow_bin()))
+        let mut command = Command::new(goflow_bin());
+        clean_env(&mut command);
+        if let Some(db) = &self.database {
+            command.env("GOFLOW_DATABASE_URL", &db.url);
+        }
+        let child = command
             .args(&self.launch.args)
             .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .arg("--grpc-listen")
