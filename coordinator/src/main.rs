@@ -128,7 +128,11 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colour only for a terminal: redirected to a file, escape codes are noise.
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
     for warning in &settings.warnings {
         tracing::warn!("{warning}");

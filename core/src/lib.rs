@@ -9,6 +9,9 @@ pub mod schedule;
 pub mod state;
 pub mod template;
 
+#[cfg(test)]
+mod proptests;
+
 pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
 pub use day::{DayError, EtlDay};
 pub use dispatch::{Dispatch, TryOutcome};

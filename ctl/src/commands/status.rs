@@ -20,6 +20,10 @@ pub struct StatusArgs {
     /// Only instances of this task.
     #[arg(short = 'j', long = "task", value_name = "TASK")]
     pub task: Option<String>,
+    /// At most this many instances (the coordinator's default: a whole day, or the latest
+    /// 1,000 of every day).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: Format,
@@ -29,11 +33,33 @@ pub async fn run(client: &mut Client, args: &StatusArgs, out: &mut impl Write) -
     let request = ListInstancesRequest {
         etl_day: args.day.clone().unwrap_or_default(),
         task: args.task.clone().unwrap_or_default(),
+        limit: args.limit.map_or(0, |n| n.min(i32::MAX as u32) as i32),
         ..Default::default()
     };
-    let instances = client.list_instances(request).await?.into_inner().instances;
-    write(out, &instances, args.output)?;
+    let answer = client.list_instances(request).await?.into_inner();
+    write(out, &answer.instances, args.output)?;
+    // Never cut a listing silently; on stderr, so that `-o json` stays one document.
+    if answer.total > answer.instances.len() as i64 {
+        eprintln!(
+            "showing {} of {} instances (--limit N, -d DAY or -j TASK to see others)",
+            thousands(answer.instances.len() as i64),
+            thousands(answer.total)
+        );
+    }
     Ok(())
+}
+
+/// 182500 -> "182,500".
+fn thousands(n: i64) -> String {
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }
 
 /// Writes instances as a table (or `no instances`) or as one JSON array.
@@ -146,6 +172,15 @@ pub fn to_json(i: &Instance) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_get_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(182_500), "182,500");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 
     fn done() -> Instance {
         Instance {
