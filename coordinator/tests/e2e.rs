@@ -16,5 +16,7 @@ mod runs;
 mod scheduling;
 #[path = "e2e/seed_cli.rs"]
 mod seed_cli;
+#[path = "e2e/seed_conf.rs"]
+mod seed_conf;
 #[path = "e2e/validation.rs"]
 mod validation;

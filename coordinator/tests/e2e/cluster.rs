@@ -44,6 +44,7 @@ impl Cluster {
                 ("GOFLOW_HEARTBEAT_INTERVAL".into(), "1".into()),
             ],
             log_file: None,
+            own_database: false,
         });
         Self {
             agents: vec![],

@@ -72,6 +72,9 @@ pub struct Launch {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub log_file: Option<PathBuf>,
+    /// The launch names its database itself (a config file's `Common.MysqlConn`, or its own
+    /// GOFLOW_DATABASE_URL): the sandbox makes none for it and sets no GOFLOW_DATABASE_URL.
+    pub own_database: bool,
 }
 
 /// A fresh database for one sandbox when the suite runs on PostgreSQL or MySQL; None on SQLite
@@ -115,7 +118,11 @@ impl Sandbox {
         let launch = prepare(dir.path());
         let mut sandbox = Self {
             dir,
-            database: suite_database(),
+            database: if launch.own_database {
+                None
+            } else {
+                suite_database()
+            },
             grpc_port: 0,
             http_port: 0,
             child: None,
