@@ -4,6 +4,7 @@
 pub mod config;
 pub mod engine;
 pub mod grpc;
+pub mod seed_verbs;
 pub mod server;
 pub mod standalone;
 pub mod store;

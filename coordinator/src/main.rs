@@ -1,7 +1,7 @@
 //! `goflow`: the server binary (standalone, coordinator, agent, migrate), and the seed's
 //! operator verbs (run, dep, kill, do_all_job), which are goflowctl's.
 
-mod seed_verbs;
+use goflow_coordinator::seed_verbs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -43,6 +43,13 @@ impl SeedVerb {
             Self::Kill(p) => ("kill", p.args),
             Self::DoAllJob(p) => ("do-all-job", p.args),
         };
+        let args = match with_config_server(args) {
+            Ok(args) => args,
+            Err(e) => {
+                eprintln!("goflow {verb}: error: {e:#}");
+                return 2;
+            }
+        };
         let argv = [OsString::from("goflow"), OsString::from(verb)]
             .into_iter()
             .chain(goflowctl::seed_args(args));
@@ -56,5 +63,78 @@ impl SeedVerb {
             Ok(cli) => goflowctl::execute(cli).await,
             Err(usage) => usage.exit(),
         }
+    }
+}
+
+/// The seed passed its config file to every verb (`goflow run -c goflow_conf.json -j ...`):
+/// `-c FILE` (or `--cfg_file`, `--config`) is taken out, and unless `--server` or
+/// GOFLOW_SERVER says otherwise, the coordinator is the one the file names (`Worker.Server`),
+/// or the default.
+fn with_config_server(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut config: Option<std::path::PathBuf> = None;
+    let mut has_server = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if text == "--" {
+            rest.push(arg);
+            rest.extend(args.by_ref());
+            break;
+        }
+        if matches!(text.as_str(), "-c" | "--cfg_file" | "--config") {
+            let file = args
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{text} needs a file (the seed's goflow_conf.json)"))?;
+            config = Some(file.into());
+            continue;
+        }
+        if let Some(file) = ["--cfg_file=", "--config="].iter().find_map(|p| text.strip_prefix(p)) {
+            config = Some(file.into());
+            continue;
+        }
+        has_server |= text == "--server" || text.starts_with("--server=");
+        rest.push(arg);
+    }
+    if let Some(path) = config
+        && !has_server
+        && std::env::var_os("GOFLOW_SERVER").is_none()
+    {
+        let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let settings = crate::config::Settings::load(Some(&path), &env, crate::config::Role::Agent)?;
+        rest.splice(0..0, [OsString::from("--server"), OsString::from(settings.server)]);
+    }
+    Ok(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_seeds_config_file_names_the_server_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("goflow_conf.json");
+        std::fs::write(&conf, r#"{"Common": {"MysqlConn": "mysql://u:p@db/goflow"}, "Worker": {"Server": "10.0.0.7:7070"}}"#)
+            .unwrap();
+        let args = |line: &str| line.split_whitespace().map(OsString::from).collect::<Vec<_>>();
+        let c = conf.to_str().unwrap();
+        // GOFLOW_SERVER would win; the test environment must not set it.
+        if std::env::var_os("GOFLOW_SERVER").is_none() {
+            assert_eq!(
+                strings(with_config_server(args(&format!("-c {c} -j a -d 2026-01-05 -down"))).unwrap()),
+                ["--server", "http://10.0.0.7:7070", "-j", "a", "-d", "2026-01-05", "-down"]
+            );
+        }
+        assert_eq!(
+            strings(with_config_server(args(&format!("--cfg_file={c} -j a --server http://x:1"))).unwrap()),
+            ["-j", "a", "--server", "http://x:1"]
+        );
+        assert!(with_config_server(args("-j a -c")).is_err());
+        assert_eq!(strings(with_config_server(args("-j a")).unwrap()), ["-j", "a"]);
     }
 }
