@@ -184,6 +184,8 @@ impl Agent {
             slots: i32::try_from(self.config.slots).unwrap_or(i32::MAX),
             queues: self.config.queues.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
+            // What runs here now: anything else the coordinator thinks we run is gone.
+            running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
         };
         let response = self.client.clone().register(request).await?.into_inner();
         if !response.agent_id.is_empty() {

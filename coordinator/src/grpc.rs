@@ -561,6 +561,30 @@ impl ControlService for Api {
         }))
     }
 
+    async fn list_coordinators(
+        &self,
+        _request: Request<pb::ListCoordinatorsRequest>,
+    ) -> RpcResult<pb::ListCoordinatorsResponse> {
+        let mut conn = self.read().await?;
+        let leader = store::leader(&mut conn).await.map_err(internal)?;
+        let rows = store::list_coordinators(&mut conn).await.map_err(internal)?;
+        let leads = |id: &str| id == leader.holder && leader.lease_until >= store::now_ms();
+        Ok(Response::new(pb::ListCoordinatorsResponse {
+            coordinators: rows
+                .into_iter()
+                .map(|c| pb::Coordinator {
+                    leader: leads(&c.id),
+                    token: if leads(&c.id) { leader.token } else { 0 },
+                    id: c.id,
+                    address: c.address,
+                    last_seen_at: c.last_seen_at,
+                    started_at: c.started_at,
+                    version: c.version,
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_version(
         &self,
         _request: Request<pb::GetVersionRequest>,
@@ -724,6 +748,7 @@ impl AgentService for Api {
                 slots: req.slots as i64,
                 queues: req.queues,
                 version: req.version,
+                running_attempts: req.running_attempts,
             })
             .await?;
         Ok(Response::new(pb::RegisterResponse {

@@ -158,6 +158,9 @@ impl ControlService for Fake {
             mode: "standalone".into(),
         }))
     }
+    async fn list_coordinators(&self, _: Request<ListCoordinatorsRequest>) -> Reply<ListCoordinatorsResponse> {
+        Err(Status::unimplemented(""))
+    }
 }
 
 async fn serve(fake: Fake) -> String {

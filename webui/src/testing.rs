@@ -279,4 +279,11 @@ impl ControlService for Fake {
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
     }
+
+    async fn list_coordinators(
+        &self,
+        _: tonic::Request<ListCoordinatorsRequest>,
+    ) -> Rpc<ListCoordinatorsResponse> {
+        Err(Status::unimplemented("list_coordinators"))
+    }
 }

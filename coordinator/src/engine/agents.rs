@@ -34,6 +34,9 @@ pub struct AgentRegistration {
     pub slots: i64,
     pub queues: Vec<String>,
     pub version: String,
+    /// The tries the agent runs now; the store's other running tries of this agent are lost
+    /// (a restarted agent with the same id does not resurrect them).
+    pub running_attempts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +204,14 @@ impl Engine {
         }
         let now = now_ms();
         let mut tx = self.store.begin().await?;
+        let listed: HashSet<&String> = req.running_attempts.iter().collect();
+        let mut dispatches = vec![];
+        for attempt in store::running_attempts_of_agent(&mut tx, &id).await? {
+            if !listed.contains(&attempt.id) {
+                let why = format!("agent {id} registered again without it (restarted)");
+                dispatches.extend(self.recover_lost_try(&mut tx, &attempt, &why, now).await?);
+            }
+        }
         store::upsert_agent(
             &mut tx,
             &store::AgentRow {
@@ -217,6 +228,10 @@ impl Engine {
         .await?;
         tx.commit().await?;
         self.liveness.insert(&id);
+        if !dispatches.is_empty() {
+            self.push(dispatches).await;
+            self.changed();
+        }
         tracing::info!("agent {id} registered ({} slots, queues {})", req.slots, queues.join(","));
         Ok(Registered {
             agent_id: id,

@@ -93,6 +93,7 @@ impl Harness {
                 slots: 4,
                 queues: vec![],
                 version: "test".into(),
+                running_attempts: vec![],
             })
             .await
             .unwrap();

@@ -31,12 +31,15 @@ mod agents;
 mod attempts;
 mod dialect;
 mod instances;
+mod leadership;
 mod operations;
 mod tasks;
 
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -48,6 +51,7 @@ pub use agents::*;
 pub use attempts::*;
 pub use dialect::Dialect;
 pub use instances::*;
+pub use leadership::*;
 pub use operations::*;
 pub use tasks::*;
 
@@ -208,6 +212,16 @@ pub struct Store {
     url: DatabaseUrl,
     /// The URL's dialect, with MariaDB told apart from MySQL by asking the server.
     dialect: Dialect,
+    /// The fencing token every write transaction must still hold (0: none, for tools and
+    /// tests that write without leading).
+    fence: Arc<AtomicI64>,
+}
+
+/// A write refused because another coordinator took over: this one must step down.
+#[derive(Debug, thiserror::Error)]
+#[error("this coordinator no longer leads (fencing token {token} was replaced): write refused")]
+pub struct Fenced {
+    pub token: i64,
 }
 
 impl Store {
@@ -233,6 +247,7 @@ impl Store {
             read,
             url: url.clone(),
             dialect,
+            fence: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -249,8 +264,33 @@ impl Store {
         self.dialect
     }
 
-    /// A write transaction.
+    /// A write transaction. While a fencing token is set, it first confirms the token is
+    /// still the stored one (and locks the leader row until it ends), or fails with [`Fenced`].
     pub async fn begin(&self) -> anyhow::Result<Tx> {
+        let mut tx = Tx {
+            tx: self.write.begin().await?,
+            dialect: self.dialect(),
+        };
+        let token = self.fence.load(Ordering::SeqCst);
+        if token != 0 && !check_fence(&mut tx, token).await? {
+            tx.rollback().await.ok();
+            return Err(Fenced { token }.into());
+        }
+        Ok(tx)
+    }
+
+    /// From now on every write transaction carries `token` (0: none).
+    pub fn set_fence(&self, token: i64) {
+        self.fence.store(token, Ordering::SeqCst);
+    }
+
+    pub fn fence(&self) -> i64 {
+        self.fence.load(Ordering::SeqCst)
+    }
+
+    /// A write transaction without the fence check: the leadership bookkeeping of a coordinator
+    /// that does not lead (taking the lease, recording that it is alive).
+    pub async fn begin_unfenced(&self) -> anyhow::Result<Tx> {
         Ok(Tx {
             tx: self.write.begin().await?,
             dialect: self.dialect(),
@@ -268,7 +308,7 @@ impl Store {
     /// Increments and returns the coordinator epoch: every start gets a new one, and a
     /// dispatch of an older epoch is refused.
     pub async fn next_epoch(&self) -> anyhow::Result<i64> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_unfenced().await?;
         let d = tx.dialect();
         sqlx::query(d.sql("UPDATE leader SET epoch = epoch + 1 WHERE id = 1"))
             .execute(tx.conn())
