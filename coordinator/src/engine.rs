@@ -1583,3 +1583,8 @@ impl Engine {
         Ok(verdict)
     }
 }
+
+// Deleting tasks, run previews and definition diffs (for the web UI and goflowctl), kept in
+// their own file.
+#[path = "engine_tasks.rs"]
+pub mod tasks;

@@ -7,3 +7,4 @@ pub mod grpc;
 pub mod server;
 pub mod standalone;
 pub mod store;
+pub mod store_tasks;

@@ -1,0 +1,172 @@
+//! `POST /instances/{task}/{day}/action`: the repair buttons of the instance page.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use goflow_proto::{DeleteInstanceRequest, KillRequest, MarkSuccessRequest, RunRequest};
+use serde::Deserialize;
+
+use super::{ConfirmPage, HiddenField, outcome};
+use crate::AppState;
+use crate::context::Ctx;
+use crate::error::WebError;
+use crate::i18n::Texts;
+use crate::pages::instance::instance_path;
+
+/// The seed's instance verbs, in the order the buttons appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceAction {
+    ForceRun,
+    Redo,
+    RedoDown,
+    RedoUp,
+    MarkSuccess,
+    Kill,
+    Delete,
+}
+
+impl InstanceAction {
+    pub const ALL: [Self; 7] = [
+        Self::ForceRun,
+        Self::Redo,
+        Self::RedoDown,
+        Self::RedoUp,
+        Self::MarkSuccess,
+        Self::Kill,
+        Self::Delete,
+    ];
+
+    /// The form value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ForceRun => "force_run",
+            Self::Redo => "redo",
+            Self::RedoDown => "redo_down",
+            Self::RedoUp => "redo_up",
+            Self::MarkSuccess => "mark_success",
+            Self::Kill => "kill",
+            Self::Delete => "delete",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn label(self, t: &'static Texts) -> &'static str {
+        match self {
+            Self::ForceRun => t.force_run,
+            Self::Redo => t.redo,
+            Self::RedoDown => t.redo_down,
+            Self::RedoUp => t.redo_up,
+            Self::MarkSuccess => t.mark_success,
+            Self::Kill => t.kill,
+            Self::Delete => t.delete,
+        }
+    }
+
+    pub fn help(self, t: &'static Texts) -> &'static str {
+        match self {
+            Self::ForceRun => t.force_run_help,
+            Self::Redo => t.redo_help,
+            Self::RedoDown => t.redo_down_help,
+            Self::RedoUp => t.redo_up_help,
+            Self::MarkSuccess => t.mark_success_help,
+            Self::Kill => t.kill_help,
+            Self::Delete => t.delete_help,
+        }
+    }
+
+    /// Throws a running try or the history away.
+    pub fn is_destructive(self) -> bool {
+        matches!(self, Self::Kill | Self::Delete)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    action: String,
+    #[serde(default)]
+    confirmed: String,
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path((task, day)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, WebError> {
+    let day = instance_path(&task, &day)?;
+    let action = InstanceAction::parse(&form.action)
+        .ok_or_else(|| WebError::bad_parameter("action", format!("unknown action {:?}", form.action)))?;
+    let page = format!("/instances/{task}/{}", day.compact());
+    let target = format!("{task}@{}", day.compact());
+    if form.confirmed != "1" {
+        return Ok(ConfirmPage {
+            title: format!("{}: {target}", action.label(ctx.t)),
+            question: action.help(ctx.t).to_string(),
+            post_to: format!("{page}/action"),
+            fields: vec![HiddenField {
+                name: "action".into(),
+                value: action.name().into(),
+            }],
+            cancel_to: page,
+            danger: action.is_destructive(),
+            ctx,
+        }
+        .into_response());
+    }
+
+    let mut client = app.client();
+    let etl_day = day.compact();
+    let run = |force: bool, down: bool, up: bool| RunRequest {
+        task: task.clone(),
+        etl_day: etl_day.clone(),
+        force,
+        down,
+        up,
+        ..Default::default()
+    };
+    let label = action.label(ctx.t);
+    let said = |message: String| format!("{label} {target}: {message}");
+    let flash = match action {
+        InstanceAction::ForceRun => outcome(client.run(run(true, false, false)).await, |r| said(r.into_inner().message)),
+        InstanceAction::Redo => outcome(client.run(run(false, false, false)).await, |r| said(r.into_inner().message)),
+        InstanceAction::RedoDown => outcome(client.run(run(false, true, false)).await, |r| said(r.into_inner().message)),
+        InstanceAction::RedoUp => outcome(client.run(run(false, false, true)).await, |r| said(r.into_inner().message)),
+        InstanceAction::MarkSuccess => outcome(
+            client
+                .mark_success(MarkSuccessRequest {
+                    task: task.clone(),
+                    etl_day: etl_day.clone(),
+                    down: false,
+                })
+                .await,
+            |r| said(r.into_inner().message),
+        ),
+        InstanceAction::Kill => outcome(
+            client
+                .kill(KillRequest {
+                    task: task.clone(),
+                    etl_day: etl_day.clone(),
+                    ..Default::default()
+                })
+                .await,
+            |r| said(r.into_inner().message),
+        ),
+        InstanceAction::Delete => {
+            let result = client
+                .delete_instance(DeleteInstanceRequest {
+                    task: task.clone(),
+                    etl_day: etl_day.clone(),
+                })
+                .await;
+            let deleted = result.is_ok();
+            let flash = outcome(result, |r| said(r.into_inner().message));
+            // The instance is gone: back to its day rather than to a page that no longer exists.
+            let back = if deleted { format!("/?day={etl_day}") } else { page };
+            return Ok(flash.redirect(&back));
+        }
+    };
+    Ok(flash.redirect(&page))
+}
