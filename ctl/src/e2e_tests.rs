@@ -156,6 +156,9 @@ impl ControlService for Fake {
             mode: "standalone".into(),
         }))
     }
+    async fn delete_tasks(&self, _: Request<DeleteTasksRequest>) -> Reply<DeleteTasksResponse> {
+        Err(Status::unimplemented(""))
+    }
 }
 
 async fn serve(fake: Fake) -> String {

@@ -170,3 +170,90 @@ pub async fn post(
     };
     Ok(flash.redirect(&page))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{DAY, post, sample};
+
+    #[tokio::test]
+    async fn each_button_calls_its_rpc_and_redirects_with_the_answer() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let url = format!("/instances/report/{DAY}/action");
+        for (action, call, said) in [
+            ("force_run", "Run report@20260110 force", "force run report@20260110: 1 instances to run"),
+            ("redo", "Run report@20260110", "redo current report@20260110: 1 instances to run"),
+            ("redo_down", "Run report@20260110 down", "redo current and downstream report@20260110"),
+            ("redo_up", "Run report@20260110 up", "redo with upstream report@20260110"),
+            ("mark_success", "MarkSuccess report@20260110", "1 instances marked success"),
+            ("kill", "Kill report@20260110", "report@20260110 killed"),
+        ] {
+            let answer = post(&app, &url, &[("action", action), ("confirmed", "1")], true).await;
+            assert_eq!(answer.status, StatusCode::SEE_OTHER, "{action}: {}", answer.body);
+            assert_eq!(answer.location, format!("/instances/report/{DAY}"));
+            assert!(answer.flash().starts_with("ok."), "{action}");
+            assert!(answer.flash().contains(said), "{action}: {}", answer.flash());
+            assert_eq!(calls.lock().unwrap().last().unwrap(), call);
+        }
+        let answer = post(&app, &url, &[("action", "delete"), ("confirmed", "1")], true).await;
+        assert_eq!(answer.location, format!("/?day={DAY}"), "the instance is gone");
+        assert_eq!(calls.lock().unwrap().last().unwrap(), "DeleteInstance report@20260110");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_shown_with_the_coordinators_reason() {
+        let mut fake = sample();
+        fake.refuse = Some("transform@20260110 is running: kill it first".into());
+        let app = fake.start().await;
+        let answer = post(
+            &app,
+            &format!("/instances/transform/{DAY}/action"),
+            &[("action", "redo"), ("confirmed", "1")],
+            true,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER);
+        assert_eq!(answer.flash(), "no.transform@20260110 is running: kill it first");
+    }
+
+    #[tokio::test]
+    async fn without_confirmation_it_asks_and_changes_nothing() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(&app, &format!("/instances/report/{DAY}/action"), &[("action", "kill")], true).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("kill: report@20260110"));
+        assert!(answer.body.contains("name=\"confirmed\" value=\"1\""));
+        assert!(answer.body.contains("name=\"action\" value=\"kill\""));
+        assert!(calls.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_post_without_the_csrf_token_is_refused() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(
+            &app,
+            &format!("/instances/report/{DAY}/action"),
+            &[("action", "delete"), ("confirmed", "1")],
+            false,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN);
+        assert!(answer.body.contains("did not come from this site"));
+        assert!(calls.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_action_is_a_400() {
+        let app = sample().start().await;
+        let answer = post(&app, &format!("/instances/report/{DAY}/action"), &[("action", "explode")], true).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert!(answer.body.contains("bad parameter action"));
+    }
+}

@@ -95,3 +95,43 @@ mod tests {
         assert_eq!(safe_back(""), "/");
     }
 }
+
+#[cfg(test)]
+mod switch_tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{get_with, post, sample};
+
+    #[tokio::test]
+    async fn the_language_switch_is_remembered_in_a_cookie() {
+        let app = sample().start().await;
+        let answer = post(&app, "/lang", &[("lang", "zh"), ("back", "/agents")], true).await;
+        assert_eq!((answer.status, answer.location.as_str()), (StatusCode::SEE_OTHER, "/agents"));
+        assert!(answer.cookies.iter().any(|c| c.starts_with("goflow_lang=zh;")));
+        // The remembered choice wins over the browser's English.
+        let (_, body) = get_with(&app, "/agents", &[("cookie", "goflow_lang=zh"), ("accept-language", "en")]).await;
+        assert!(body.contains("<h1>执行器"), "{body}");
+        assert!(body.contains(">English</button>"));
+    }
+
+    #[tokio::test]
+    async fn a_page_shows_the_flash_once_and_clears_it() {
+        let app = sample().start().await;
+        let response = {
+            use tower::ServiceExt;
+            let request = axum::http::Request::get("/agents")
+                .header("cookie", "goflow_flash=ok.extract%20paused")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.clone().oneshot(request).await.unwrap()
+        };
+        let cleared = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("goflow_flash=; Path=/; Max-Age=0"));
+        assert!(cleared);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("<div class=\"flash ok\" id=\"flash\" role=\"status\">extract paused</div>"));
+    }
+}

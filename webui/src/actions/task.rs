@@ -156,3 +156,59 @@ pub async fn delete(
         Err(status) => Ok(outcome::<()>(Err(status), |_| String::new()).redirect(&page)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{post, sample};
+
+    #[tokio::test]
+    async fn pause_run_and_delete_call_the_coordinator() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(&app, "/tasks/extract/pause", &[("paused", "1")], true).await;
+        assert_eq!((answer.status, answer.location.as_str()), (StatusCode::SEE_OTHER, "/tasks/extract"));
+        assert_eq!(answer.flash(), "ok.extract paused");
+        let answer = post(&app, "/tasks/extract/run", &[("from", "2026-01-10"), ("down", "1")], true).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER);
+        let answer = post(&app, "/tasks/extract/delete", &[("confirmed", "1")], true).await;
+        assert_eq!(answer.location, "/tasks");
+        assert_eq!(answer.flash(), "ok.deleted extract");
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec!["SetPaused extract true", "Run extract@20260110..20260110 down", "DeleteTasks extract"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_range_asks_first_with_the_count_of_a_dry_run() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(&app, "/tasks/extract/run", &[("from", "20260101"), ("to", "20260110")], true).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("This would run 2"), "{}", answer.body);
+        assert_eq!(*calls.lock().unwrap(), vec!["Run extract@20260101..20260110 dry_run"]);
+        let answer = post(
+            &app,
+            "/tasks/extract/run",
+            &[("from", "20260101"), ("to", "20260110"), ("confirmed", "1")],
+            true,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER);
+        assert_eq!(calls.lock().unwrap().last().unwrap(), "Run extract@20260101..20260110");
+    }
+
+    #[tokio::test]
+    async fn a_refused_delete_says_why_on_the_task_page() {
+        let mut fake = sample();
+        fake.refuse = Some("cannot delete: transform depends on extract".into());
+        let app = fake.start().await;
+        let answer = post(&app, "/tasks/extract/delete", &[("confirmed", "1")], true).await;
+        assert_eq!(answer.location, "/tasks/extract");
+        assert_eq!(answer.flash(), "no.cannot delete: transform depends on extract");
+    }
+}

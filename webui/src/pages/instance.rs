@@ -277,8 +277,8 @@ impl AttemptRow {
 mod tests {
     use axum::http::StatusCode;
 
-    use super::{LOG_WINDOW, log_text};
-    use crate::testing::{self, DAY, TRANSFORM_ID, get, sample};
+    use crate::pages::logs::LOG_WINDOW;
+    use crate::testing::{self, DAY, TRANSFORM_ID, get, get_with, sample};
 
     #[tokio::test]
     async fn shows_the_fields_the_tries_and_the_latest_log_escaped() {
@@ -286,7 +286,7 @@ mod tests {
         let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("state state-running"));
-        assert!(body.contains("2 of 3") && body.contains("agent-1"));
+        assert!(body.contains("2 / 3") && body.contains("agent-1"));
         assert!(body.contains("Log of try 2"));
         assert!(
             body.contains("starting transform\nrow 1 &#60;b&#62;bold&#60;/b&#62; &#38; done")
@@ -294,15 +294,65 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains("<b>bold</b>"));
-        assert!(
-            body.contains("<tr class=\"selected\">"),
-            "the shown try is marked"
-        );
+        assert!(body.contains("<tr class=\"selected\">"), "the shown try is marked");
         assert!(body.contains("href=\"?try=1\""));
+        assert!(body.contains("id=\"autorefresh\""), "a running instance refreshes");
+        // The running try's log continues live from where the page stopped.
+        let end = "starting transform\nrow 1 <b>bold</b> & done\n".len();
         assert!(
-            body.contains("id=\"autorefresh\""),
-            "a running instance refreshes"
+            body.contains(&format!("data-live-url=\"/instances/transform/{DAY}/live?try=2&amp;offset={end}\"")),
+            "{body}"
         );
+        assert!(body.contains(&format!("href=\"/instances/transform/{DAY}/log?try=2\" download")));
+    }
+
+    #[tokio::test]
+    async fn has_every_repair_button_as_a_confirming_post_form() {
+        let app = sample().start().await;
+        let (_, body) = get(&app, &format!("/instances/report/{DAY}")).await;
+        for (action, label) in [
+            ("force_run", "force run"),
+            ("redo", "redo current"),
+            ("redo_down", "redo current and downstream"),
+            ("redo_up", "redo with upstream"),
+            ("mark_success", "mark success"),
+            ("kill", "kill"),
+            ("delete", "delete"),
+        ] {
+            let button = format!("id=\"action-{action}\"");
+            let at = body.find(&button).unwrap_or_else(|| panic!("no {action} button"));
+            let form_start = body[..at].rfind("<form").unwrap();
+            let form = &body[form_start..at + 300];
+            assert!(form.contains(&format!("method=\"post\" action=\"/instances/report/{DAY}/action\"")), "{form}");
+            assert!(form.contains("data-confirm="), "{form}");
+            assert!(form.contains("name=\"csrf\" value=\""), "{form}");
+            assert!(form.contains(&format!(">{label}</button>")), "{form}");
+        }
+        // A failed instance cannot be killed; a running one cannot be redone.
+        let kill = &body[body.find("id=\"action-kill\"").unwrap()..];
+        assert!(kill[..kill.find('>').unwrap()].contains("disabled"));
+        let (_, running) = get(&app, &format!("/instances/transform/{DAY}")).await;
+        let redo = &running[running.find("id=\"action-redo\"").unwrap()..];
+        assert!(redo[..redo.find('>').unwrap()].contains("disabled"));
+        let kill = &running[running.find("id=\"action-kill\"").unwrap()..];
+        assert!(!kill[..kill.find('>').unwrap()].contains("disabled"));
+    }
+
+    #[tokio::test]
+    async fn reads_in_chinese_with_the_seeds_label_for_mark_success() {
+        let app = sample().start().await;
+        let (status, body) = get_with(
+            &app,
+            &format!("/instances/report/{DAY}"),
+            &[("accept-language", "zh-CN,zh;q=0.9")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<html lang=\"zh-CN\">"));
+        assert!(body.contains(">强制通过</button>"));
+        assert!(body.contains(">重做当前及下游</button>"));
+        assert!(body.contains(">failed</span>"), "state names stay one vocabulary");
+        assert!(body.contains("title=\"失败\""), "with their meaning in Chinese");
     }
 
     #[tokio::test]
@@ -312,6 +362,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("Log of try 1") && body.contains("try one\nboom"));
         assert!(!body.contains("starting transform"));
+        assert!(!body.contains("data-live-url"), "a finished try is not followed");
     }
 
     #[tokio::test]
@@ -328,7 +379,7 @@ mod tests {
         let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(*offsets.lock().unwrap(), vec![total - LOG_WINDOW]);
-        assert!(body.contains(&format!("The log is {total} bytes; showing the last 256 KiB.")));
+        assert!(body.contains("The log is longer; showing its end: 300 KiB"), "{body}");
         assert!(body.contains("LAST LINE") && !body.contains("FIRST LINE"));
     }
 
@@ -340,6 +391,15 @@ mod tests {
         assert!(body.contains("No tries yet."));
         assert!(!body.contains("<script>alert"));
         assert!(!body.contains("<pre"));
+    }
+
+    #[tokio::test]
+    async fn a_task_without_an_instance_that_day_offers_a_run() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/instances/extract/20260101").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("This task has no instance on this day yet."));
+        assert!(body.contains("id=\"action-force_run\"") && !body.contains("id=\"action-kill\""));
     }
 
     #[tokio::test]
@@ -358,10 +418,7 @@ mod tests {
         let app = sample().start().await;
         for (uri, name) in [
             ("/instances/transform/2026011".to_string(), "bad parameter day"),
-            (
-                format!("/instances/transform/{DAY}?try=first"),
-                "bad parameter try",
-            ),
+            (format!("/instances/transform/{DAY}?try=first"), "bad parameter try"),
             (format!("/instances/transform/{DAY}?try=0"), "bad parameter try"),
             (format!("/instances/a%20b/{DAY}"), "bad parameter task"),
         ] {
@@ -377,12 +434,5 @@ mod tests {
         let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert!(body.contains(&format!("cannot reach the coordinator at {url}")));
-    }
-
-    #[test]
-    fn a_window_that_starts_mid_character_drops_the_stray_bytes() {
-        let text = "é-ok".as_bytes();
-        assert_eq!(log_text(&text[1..], true), "-ok");
-        assert_eq!(log_text(text, false), "é-ok");
     }
 }
