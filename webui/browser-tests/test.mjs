@@ -77,7 +77,12 @@ async function openContext(options = {}) {
     locale: "en-US",
     ...options,
   });
-  context.on("close", () => rmSync(profile, { recursive: true, force: true }));
+  // The profile goes once the browser has exited (closing waits for that).
+  const close = context.close.bind(context);
+  context.close = async () => {
+    await close();
+    rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+  };
   return context;
 }
 
@@ -306,6 +311,7 @@ try {
       const response = await page.goto(`${WEB}${path}`);
       assert.equal(response.status(), 200, path);
     }
+    await page.goto(instance("bt_fail"));
     assert.match(await page.textContent("#log"), /about to fail/);
     await Promise.all([page.waitForNavigation(), page.click("#action-redo")]);
     assert.match(await page.textContent("h1"), /redo current: bt_fail@/);
