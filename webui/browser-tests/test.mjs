@@ -2,7 +2,7 @@
 // Every wait is for a behaviour (a state shown, a log line present), never a fixed duration;
 // the generous timeouts only bound how long a broken build may hang.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
@@ -294,6 +294,33 @@ try {
     assert.equal(response.status(), 403);
     await page.goto(instance("bt_fail"));
     assert.equal(await stateOf(page), "failed");
+  });
+
+  await step("a 60-task DAG is drawn whole, and focus narrows it", async () => {
+    // Five layers of twelve, each task after two of the layer before; a few of them fail.
+    const lines = ["tasks:"];
+    for (let layer = 0; layer < 5; layer++) {
+      for (let i = 0; i < 12; i++) {
+        const id = `etl_l${layer}_${String(i).padStart(2, "0")}`;
+        const fails = layer === 2 && i % 5 === 0;
+        lines.push(`  - id: ${id}`, `    command: "${fails ? "exit 1" : "echo ok"}"`);
+        if (layer > 0) {
+          const up = (k) => `etl_l${layer - 1}_${String(k).padStart(2, "0")}`;
+          lines.push(`    depends_on: [${up(i)}, ${up((i * 5 + 3) % 12)}]`);
+        }
+      }
+    }
+    const file = join(tmpdir(), `goflow-large-${process.pid}.yaml`);
+    writeFileSync(file, lines.join("\n") + "\n");
+    ctl("apply", "-f", file);
+    rmSync(file);
+    for (let i = 0; i < 12; i++) ctl("run", "-j", `etl_l0_${String(i).padStart(2, "0")}`, "-d", DAY, "--down");
+    await page.goto(`${WEB}/graph?day=${DAY}`);
+    assert.equal(await page.locator("svg.dag a.node").count(), 65);
+    await eventually(page, async () => (await page.locator("svg.dag a.node.state-failed").count()) >= 3, "the failing tasks drawn red");
+    await page.screenshot({ path: `${SHOTS}/graph-large.png` });
+    await page.goto(`${WEB}/graph?day=${DAY}&focus=etl_l2_05&hops=1`);
+    assert.ok((await page.locator("svg.dag a.node").count()) < 10);
   });
 
   assert.deepEqual(failures, [], "no script errors on any page");

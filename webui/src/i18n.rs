@@ -455,7 +455,7 @@ pub static ZH: Texts = Texts {
     exit_code: "退出码",
     tries: "运行记录",
     no_tries: "尚未运行。",
-    log_of_try: "日志：第几次运行",
+    log_of_try: "运行日志 #",
     log: "日志",
     jump_to_end: "跳到末尾",
     download: "下载",

@@ -139,7 +139,11 @@
       svg.setAttribute("viewBox", view.x + " " + view.y + " " + view.w + " " + view.h);
     }
     function fit() {
-      var box = frame.getBoundingClientRect();
+      // A small graph gets a frame its own height; a big one most of the window.
+      var width = frame.getBoundingClientRect().width;
+      var natural = whole.h * (width / Math.max(whole.w, width));
+      svg.style.height = Math.max(Math.min(natural + 24, window.innerHeight * 0.72), 160) + "px";
+      var box = svg.getBoundingClientRect();
       var aspect = box.width / Math.max(box.height, 1);
       // Small graphs at natural size, big ones shrunk to fit.
       var w = Math.max(whole.w, whole.h * aspect, box.width);

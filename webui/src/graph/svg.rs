@@ -36,8 +36,22 @@ fn render(nodes: &[GraphNode], layout: &Layout) -> String {
         r##"<svg xmlns="http://www.w3.org/2000/svg" class="dag" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="task graph"><defs><pattern id="hatch" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="8" height="8" fill="#006400"/><rect width="4" height="8" fill="#2e8b2e"/></pattern><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#8c959f"/></marker></defs><g class="viewport">"##
     );
     svg.push_str(r#"<g class="edges">"#);
+    // Two edges between the same tasks (same day and -1 day, say) are drawn side by side.
+    let mut parallel: std::collections::HashMap<(usize, usize), (usize, usize)> = Default::default();
     for edge in &layout.edges {
-        draw_edge(&mut svg, edge.edge, &edge.points, &layout.nodes[edge.edge.upstream]);
+        parallel.entry((edge.edge.upstream, edge.edge.downstream)).or_default().1 += 1;
+    }
+    for edge in &layout.edges {
+        let slot = parallel
+            .get_mut(&(edge.edge.upstream, edge.edge.downstream))
+            .expect("counted above");
+        let shift = (slot.0 as f64 - (slot.1 as f64 - 1.0) / 2.0) * 6.0;
+        slot.0 += 1;
+        let mut points = edge.points.clone();
+        for point in &mut points {
+            point.1 += shift;
+        }
+        draw_edge(&mut svg, edge.edge, &points, &layout.nodes[edge.edge.upstream]);
     }
     svg.push_str("</g><g class=\"nodes\">");
     for (node, placed) in nodes.iter().zip(&layout.nodes) {

@@ -33,7 +33,7 @@ pub struct GridPage {
     days: Vec<DayColumn>,
     rows: Vec<GridRow>,
     day_count: i32,
-    end: String,
+    end_dashed: String,
     earlier: String,
     later: String,
 }
@@ -129,7 +129,7 @@ pub async fn page(
             .collect(),
         rows,
         day_count,
-        end: end.compact(),
+        end_dashed: end.dashed(),
         earlier: end.offset(-day_count).compact(),
         later: end.offset(day_count).compact(),
         ctx,
