@@ -74,3 +74,19 @@ pub async fn page(State(app): State<AppState>, ctx: Ctx) -> Result<AgentsPage, W
     rows.sort_by(|a, b| a.alive.cmp(&b.alive).then(a.id.cmp(&b.id)));
     Ok(AgentsPage { ctx, agents: rows })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{get, sample};
+
+    #[tokio::test]
+    async fn dead_agents_first_with_slots_and_running_tries() {
+        let app = sample().start().await;
+        let (_, body) = get(&app, "/agents").await;
+        let dead = body.find("agent-2").unwrap();
+        let alive = body.find("<td>agent-1</td>").unwrap();
+        assert!(dead < alive, "the dead agent is listed first");
+        assert!(body.contains(">1 / 4<") && body.contains("default, io"));
+        assert!(body.contains(r#"<a href="/instances/transform/20260110">transform@20260110</a>"#));
+    }
+}

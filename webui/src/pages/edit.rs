@@ -261,3 +261,64 @@ pub async fn export_all(State(app): State<AppState>) -> Result<Response, WebErro
         .tasks;
     Ok(yaml_download("goflow-tasks.yaml", export(&tasks)))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{get, post, sample};
+
+    #[tokio::test]
+    async fn the_edit_form_is_filled_with_the_definition() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/tasks/transform/edit").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("transform.sh {{etl_day}}</textarea>"));
+        assert!(body.contains(">extract -1</textarea>"));
+    }
+
+    #[tokio::test]
+    async fn errors_are_shown_next_to_their_field_and_nothing_is_applied() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(&app, "/tasks/new", &[("id", "x"), ("command", "run.sh"), ("schedule", "every day")], true).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains(r#"<span class="field-error" id="error-schedule">"#), "{}", answer.body);
+        assert!(answer.body.contains("every day"), "the input is kept");
+        assert!(calls.lock().unwrap().is_empty(), "refused before any call");
+        // The coordinator's graph checks come back next to depends_on.
+        let answer = post(&app, "/tasks/new", &[("id", "x"), ("command", "run.sh"), ("depends_on", "nope")], true).await;
+        assert!(answer.body.contains(r#"id="error-depends_on">edit form: task &#34;x&#34; depends on unknown task &#34;nope&#34;"#)
+            || answer.body.contains(r#"id="error-depends_on">edit form: task &quot;x&quot; depends on unknown task &quot;nope&quot;"#), "{}", answer.body);
+    }
+
+    #[tokio::test]
+    async fn a_valid_form_is_applied_as_a_document_and_redirects() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(
+            &app,
+            "/tasks/transform/edit",
+            &[("command", "transform.sh --all"), ("depends_on", "extract -1"), ("timezone", "UTC")],
+            true,
+        )
+        .await;
+        assert_eq!((answer.status, answer.location.as_str()), (StatusCode::SEE_OTHER, "/tasks/transform"));
+        let call = calls.lock().unwrap()[0].clone();
+        assert!(call.starts_with("ApplyTasks dry_run=false tasks:\n- id: transform\n"), "{call}");
+        assert!(call.contains("command: transform.sh --all") && call.contains("day_offset: -1"), "{call}");
+    }
+
+    #[tokio::test]
+    async fn import_previews_the_changed_fields() {
+        let app = sample().start().await;
+        let answer = post(&app, "/import", &[("document", "tasks: []"), ("mode", "preview")], true).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("<td>transform</td><td>command</td>"), "{}", answer.body);
+        let (status, yaml) = get(&app, "/export.yaml").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(yaml.contains("- id: transform") && yaml.contains("- id: extract"));
+    }
+}

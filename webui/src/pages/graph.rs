@@ -230,3 +230,25 @@ mod tests {
         assert!(!drawing.svg.contains(r#"data-task="d""#) && !drawing.svg.contains(r#"data-task="other""#));
     }
 }
+
+#[cfg(test)]
+mod page_tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{DAY, get, sample};
+
+    #[tokio::test]
+    async fn the_page_draws_the_days_graph_with_tools() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/graph?day={DAY}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(r#"class="node state-running" data-task="transform""#));
+        assert!(body.contains(r#"class="node state-success" data-task="extract""#));
+        assert!(body.contains(">-1d</text>"), "transform waits for yesterday's extract");
+        assert!(body.contains(r#"id="graph-search""#) && body.contains("data-pan-zoom"));
+        let (status, body) = get(&app, &format!("/graph?day={DAY}&focus=nope")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _) = get(&app, &format!("/graph?day={DAY}&focus=extract&hops=99")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

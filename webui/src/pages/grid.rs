@@ -135,3 +135,23 @@ pub async fn page(
         ctx,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{get, sample};
+
+    #[tokio::test]
+    async fn one_cell_per_task_and_day_coloured_by_state() {
+        let app = sample().start().await;
+        // The latest day with instances ends the grid by default.
+        let (status, body) = get(&app, "/grid?days=3").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body.matches("class=\"cell state-").count(), 2 * 3);
+        assert!(body.contains(r#"<a href="/instances/transform/20260110" class="cell state-running""#));
+        assert!(body.contains(r#"<a href="/instances/extract/20260109" class="cell state-none""#));
+        let (status, _) = get(&app, "/grid?days=0").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

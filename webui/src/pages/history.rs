@@ -110,3 +110,20 @@ impl From<&Operation> for Row {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{get, sample};
+
+    #[tokio::test]
+    async fn lists_operations_and_filters_them() {
+        let app = sample().start().await;
+        let (_, body) = get(&app, "/history").await;
+        assert!(body.contains("alice") && body.contains("bob"));
+        assert!(body.contains(r#"<a href="/instances/transform/20260110">transform@20260110</a>"#));
+        let (_, body) = get(&app, "/history?action=apply").await;
+        assert!(!body.contains("alice") && body.contains("bob"));
+        let (_, body) = get(&app, "/history?q=DOWN").await;
+        assert!(body.contains("alice") && !body.contains("<td>bob</td>"));
+    }
+}

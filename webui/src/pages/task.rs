@@ -254,3 +254,36 @@ fn day_cells(ctx: &Ctx, last: EtlDay, history: &[Instance]) -> Vec<DayCell> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{get, sample};
+
+    #[tokio::test]
+    async fn definition_neighbourhood_days_and_actions() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/tasks/transform").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("<code>transform.sh {{etl_day}}</code>"));
+        assert_eq!(body.matches("class=\"cell state-").count(), 30);
+        assert!(body.contains(r#"href="/instances/transform/20260110" class="cell state-running""#));
+        assert!(body.contains(r#"class="node state-running focus" data-task="transform""#));
+        assert!(body.contains(r#"data-task="extract""#), "its upstream is drawn");
+        for form in ["/tasks/transform/pause", "/tasks/transform/run", "/tasks/transform/delete"] {
+            assert!(body.contains(&format!("method=\"post\" action=\"{form}\"")), "{form}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backfill_preview_counts_what_it_would_run() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/tasks/extract?from=2026-01-01&to=2026-01-10").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("This would run <strong>2</strong> (1 new)"), "{body}");
+        let (status, body) = get(&app, "/tasks/extract?from=2026-02-30").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("bad parameter from"));
+    }
+}
