@@ -231,6 +231,8 @@ impl ControlService for Api {
     ) -> RpcResult<pb::ApplyTasksResponse> {
         let caller = caller(&request);
         let req = request.into_inner();
+        // Read before applying: afterwards the stored definitions are the new ones.
+        let changes = self.engine.definition_changes(&req.document, &req.source_name);
         let outcome = self
             .engine
             .apply(&req.document, &req.source_name, req.dry_run, &caller)
@@ -239,6 +241,15 @@ impl ControlService for Api {
             created: outcome.created,
             updated: outcome.updated,
             unchanged: outcome.unchanged,
+            changes: changes
+                .into_iter()
+                .map(|c| pb::FieldChange {
+                    task: c.task,
+                    field: c.field,
+                    old_value: c.old_value,
+                    new_value: c.new_value,
+                })
+                .collect(),
         }))
     }
 
@@ -274,6 +285,9 @@ impl ControlService for Api {
             up: req.up,
             force: req.force,
         };
+        if req.dry_run {
+            return Ok(Response::new(run_preview(&self.engine, &plan).await?));
+        }
         let rows = self.engine.run(&plan, &caller).await?;
         let queued = rows.len();
         Ok(Response::new(pb::RunResponse {
@@ -594,6 +608,37 @@ impl ControlService for Api {
             mode: self.engine.mode().into(),
         }))
     }
+
+    async fn delete_tasks(&self, request: Request<pb::DeleteTasksRequest>) -> RpcResult<pb::DeleteTasksResponse> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let deleted = self.engine.delete_tasks(&req.ids, req.dry_run, &caller).await?;
+        let message = if req.dry_run {
+            format!("would delete {}", deleted.join(", "))
+        } else {
+            format!("deleted {} (their instances stay readable)", deleted.join(", "))
+        };
+        Ok(Response::new(pb::DeleteTasksResponse { deleted, message }))
+    }
+}
+
+/// A dry run: the instances a run would cover, id 0 for those not created yet.
+async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse, Status> {
+    let preview = engine.preview_run(plan).await?;
+    let new = preview.instances.iter().filter(|(_, found)| found.is_none()).count();
+    let total = preview.instances.len();
+    Ok(pb::RunResponse {
+        message: format!("would run {total} instances ({new} new, {} existing)", total - new),
+        instances: preview
+            .instances
+            .into_iter()
+            .map(|(key, found)| pb::InstanceRef {
+                id: found.map_or(0, |(id, _)| id),
+                task: key.task.clone(),
+                etl_day: key.etl_day.compact(),
+            })
+            .collect(),
+    })
 }
 
 /// Streams one try's log from an offset; with `follow`, until the try has ended and every

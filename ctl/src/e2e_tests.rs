@@ -161,6 +161,9 @@ impl ControlService for Fake {
     async fn list_coordinators(&self, _: Request<ListCoordinatorsRequest>) -> Reply<ListCoordinatorsResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn delete_tasks(&self, _: Request<DeleteTasksRequest>) -> Reply<DeleteTasksResponse> {
+        Err(Status::unimplemented(""))
+    }
 }
 
 async fn serve(fake: Fake) -> String {

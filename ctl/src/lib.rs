@@ -27,7 +27,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::commands::{agents, apply, dep, logs, ops, run, status, tasks, version};
+use crate::commands::{agents, apply, dep, logs, ops, run, status, task, tasks, version};
 
 pub use crate::seed::seed_args;
 
@@ -63,6 +63,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// List the tasks.
     Tasks(tasks::TasksArgs),
+    /// Change task definitions: `task delete ID...`.
+    Task(task::TaskArgs),
     /// Run or rerun a task for a day, or backfill a range of days.
     Run(run::RunArgs),
     /// Show task instances: for one day, one task, or the most recent ones.
@@ -267,6 +269,7 @@ async fn dispatch(cli: Cli, server: &str) -> anyhow::Result<()> {
     match cli.command {
         Command::Apply(args) => apply::run(c, &args, &mut out).await,
         Command::Tasks(args) => tasks::run(c, &args, &mut out).await,
+        Command::Task(args) => task::run(c, &args, &mut out).await,
         Command::Run(args) => run::run(c, &args, &mut out).await,
         Command::Status(args) => status::run(c, &args, &mut out).await,
         Command::Logs(args) => logs::run(c, &args, &mut out).await,

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tonic::{Code, Status};
 
+use crate::context::Ctx;
+
 #[derive(Debug)]
 pub enum WebError {
     /// The coordinator did not answer (down, wrong address, timed out).
@@ -26,6 +28,8 @@ pub enum WebError {
     },
     /// The coordinator found the request invalid (what we checked was not enough).
     Rejected(String),
+    /// A state-changing request without a valid CSRF token.
+    Forbidden(String),
 }
 
 impl WebError {
@@ -58,13 +62,16 @@ impl WebError {
             Self::Unreachable { .. } | Self::Coordinator { .. } => StatusCode::BAD_GATEWAY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadParameter { .. } | Self::Rejected(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
     fn page(&self) -> ErrorPage {
         let status = self.status().as_u16();
+        let ctx = Ctx::plain();
         match self {
             Self::Unreachable { coordinator, detail } => ErrorPage {
+                ctx: ctx.clone(),
                 status,
                 title: "Coordinator unreachable",
                 message: format!("cannot reach the coordinator at {coordinator}"),
@@ -74,6 +81,7 @@ impl WebError {
                     .into(),
             },
             Self::Coordinator { coordinator, detail } => ErrorPage {
+                ctx: ctx.clone(),
                 status,
                 title: "Coordinator error",
                 message: format!("the coordinator at {coordinator} answered with an error"),
@@ -81,6 +89,7 @@ impl WebError {
                 hint: String::new(),
             },
             Self::NotFound(what) => ErrorPage {
+                ctx: ctx.clone(),
                 status,
                 title: "Not found",
                 message: what.clone(),
@@ -88,6 +97,7 @@ impl WebError {
                 hint: String::new(),
             },
             Self::BadParameter { name, message } => ErrorPage {
+                ctx: ctx.clone(),
                 status,
                 title: "Bad request",
                 message: format!("bad parameter {name}: {message}"),
@@ -95,9 +105,18 @@ impl WebError {
                 hint: String::new(),
             },
             Self::Rejected(message) => ErrorPage {
+                ctx: ctx.clone(),
                 status,
                 title: "Bad request",
                 message: format!("the coordinator rejected the request: {message}"),
+                detail: String::new(),
+                hint: String::new(),
+            },
+            Self::Forbidden(message) => ErrorPage {
+                ctx: ctx.clone(),
+                status,
+                title: "Forbidden",
+                message: message.clone(),
                 detail: String::new(),
                 hint: String::new(),
             },
@@ -117,6 +136,7 @@ impl IntoResponse for WebError {
 #[derive(Template, WebTemplate)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
+    ctx: Ctx,
     status: u16,
     title: &'static str,
     message: String,

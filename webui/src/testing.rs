@@ -20,14 +20,20 @@ pub const DAY: &str = "20260110";
 /// The instance whose tries have logs: `transform@DAY`, id 2.
 pub const TRANSFORM_ID: i64 = 2;
 
-/// What the fake coordinator knows. `tail_offsets` records the offset of every TailLogs call.
+/// What the fake coordinator knows. `tail_offsets` records the offset of every TailLogs call,
+/// `calls` every changing call as `Rpc task@day flags`.
 #[derive(Default, Clone)]
 pub struct Fake {
     pub tasks: Vec<Task>,
     pub instances: Vec<Instance>,
     pub attempts: Vec<Attempt>,
     pub logs: HashMap<(i64, i32), Vec<u8>>,
+    pub agents: Vec<Agent>,
+    pub operations: Vec<Operation>,
     pub tail_offsets: Arc<Mutex<Vec<i64>>>,
+    pub calls: Arc<Mutex<Vec<String>>>,
+    /// When set, every changing call is refused with this failed-precondition message.
+    pub refuse: Option<String>,
 }
 
 fn instance(id: i64, task: &str, state: &str) -> Instance {
@@ -119,7 +125,51 @@ pub fn sample() -> Fake {
             },
         ],
         logs: HashMap::from([((TRANSFORM_ID, 1), first_log), ((TRANSFORM_ID, 2), second_log)]),
+        agents: vec![
+            Agent {
+                id: "agent-1".into(),
+                host: "worker-a".into(),
+                slots: 4,
+                queues: vec!["default".into(), "io".into()],
+                running: 1,
+                last_heartbeat_at: t0,
+                state: "alive".into(),
+                version: "0.1.0".into(),
+                ..Default::default()
+            },
+            Agent {
+                id: "agent-2".into(),
+                host: "worker-b".into(),
+                slots: 2,
+                queues: vec!["default".into()],
+                last_heartbeat_at: t0 - 600_000,
+                state: "dead".into(),
+                ..Default::default()
+            },
+        ],
+        operations: vec![
+            Operation {
+                id: 2,
+                at: t0 + 5_000,
+                actor: "alice".into(),
+                client: "goflowctl/0.1.0 from 127.0.0.1:5000".into(),
+                action: "run".into(),
+                target: "transform@20260110".into(),
+                detail: "--down".into(),
+            },
+            Operation {
+                id: 1,
+                at: t0,
+                actor: "bob".into(),
+                client: "webui/0.1.0".into(),
+                action: "apply".into(),
+                target: "dag.yaml".into(),
+                detail: "created [extract, transform]".into(),
+            },
+        ],
         tail_offsets: Arc::default(),
+        calls: Arc::default(),
+        refuse: None,
     }
 }
 
@@ -136,6 +186,15 @@ impl Fake {
         crate::router(AppState::new(&url).unwrap())
     }
 
+    /// Records a changing call, or refuses it when the fake is set to.
+    fn record(&self, call: String) -> Result<(), Status> {
+        self.calls.lock().unwrap().push(call);
+        match &self.refuse {
+            Some(message) => Err(Status::failed_precondition(message.clone())),
+            None => Ok(()),
+        }
+    }
+
     fn find(&self, id: i64, task: &str, day: &str) -> Result<&Instance, Status> {
         self.instances
             .iter()
@@ -146,13 +205,81 @@ impl Fake {
 
 /// GETs `uri` through the router: the status and the body as text.
 pub async fn get(app: &Router, uri: &str) -> (StatusCode, String) {
-    let request = Request::get(uri).body(Body::empty()).unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
+    get_with(app, uri, &[]).await
+}
+
+/// GETs `uri` with extra headers.
+pub async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The CSRF token the tests' browser holds.
+pub const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// What a POST answered: status, `Location`, `Set-Cookie` values, body.
+pub struct Posted {
+    pub status: StatusCode,
+    pub location: String,
+    pub cookies: Vec<String>,
+    pub body: String,
+}
+
+impl Posted {
+    /// The flash message the answer sets, decoded.
+    pub fn flash(&self) -> String {
+        let cookie = self
+            .cookies
+            .iter()
+            .find_map(|c| c.strip_prefix("goflow_flash="))
+            .unwrap_or_else(|| panic!("no flash in {:?}", self.cookies));
+        let value = cookie.split(';').next().unwrap();
+        percent_encoding::percent_decode_str(value).decode_utf8().unwrap().into_owned()
+    }
+}
+
+/// POSTs a form as a browser of this site would: the CSRF cookie and the same token in the
+/// form (`csrf` is added unless `with_token` is false).
+pub async fn post(app: &Router, uri: &str, fields: &[(&str, &str)], with_token: bool) -> Posted {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    if with_token {
+        form.append_pair("csrf", TOKEN);
+    }
+    for (name, value) in fields {
+        form.append_pair(name, value);
+    }
+    let request = Request::post(uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("goflow_csrf={TOKEN}"))
+        .body(Body::from(form.finish()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let header = |name: &str| -> Vec<String> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    let location = header("location").into_iter().next().unwrap_or_default();
+    let cookies = header("set-cookie");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    Posted {
+        status,
+        location,
+        cookies,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
 }
 
 /// A router whose coordinator address refuses connections.
@@ -177,17 +304,22 @@ impl ControlService for Fake {
         &self,
         request: tonic::Request<ListInstancesRequest>,
     ) -> Rpc<ListInstancesResponse> {
-        let day = request.into_inner().etl_day;
-        let instances: Vec<Instance> = self
+        // As the coordinator answers: newest day first, filtered, limited.
+        let r = request.into_inner();
+        let mut instances: Vec<Instance> = self
             .instances
             .iter()
-            .filter(|i| i.etl_day == day)
+            .filter(|i| r.etl_day.is_empty() || i.etl_day == r.etl_day)
+            .filter(|i| r.task.is_empty() || i.task == r.task)
+            .filter(|i| r.states.is_empty() || r.states.contains(&i.state))
             .cloned()
             .collect();
-        Ok(Response::new(ListInstancesResponse {
-            total: instances.len() as i64,
-            instances,
-        }))
+        instances.sort_by(|a, b| b.etl_day.cmp(&a.etl_day).then(a.id.cmp(&b.id)));
+        let total = instances.len() as i64;
+        if r.limit > 0 {
+            instances.truncate(r.limit as usize);
+        }
+        Ok(Response::new(ListInstancesResponse { instances, total }))
     }
 
     async fn get_instance(&self, request: tonic::Request<GetInstanceRequest>) -> Rpc<Instance> {
@@ -212,7 +344,6 @@ impl ControlService for Fake {
 
     async fn tail_logs(&self, request: tonic::Request<TailLogsRequest>) -> Rpc<Self::TailLogsStream> {
         let r = request.into_inner();
-        assert!(!r.follow, "the web UI never follows a log");
         self.tail_offsets.lock().unwrap().push(r.offset);
         let id = self.find(r.instance_id, &r.task, &r.etl_day)?.id;
         let log = self
@@ -240,41 +371,128 @@ impl ControlService for Fake {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn apply_tasks(&self, _: tonic::Request<ApplyTasksRequest>) -> Rpc<ApplyTasksResponse> {
-        Err(Status::unimplemented("apply_tasks"))
+    async fn apply_tasks(&self, request: tonic::Request<ApplyTasksRequest>) -> Rpc<ApplyTasksResponse> {
+        let r = request.into_inner();
+        self.record(format!("ApplyTasks dry_run={} {}", r.dry_run, r.document))?;
+        if r.document.contains("nope") {
+            return Err(Status::invalid_argument(format!(
+                "{}: task \"x\" depends on unknown task \"nope\"",
+                r.source_name
+            )));
+        }
+        Ok(Response::new(ApplyTasksResponse {
+            updated: vec!["transform".into()],
+            changes: vec![FieldChange {
+                task: "transform".into(),
+                field: "command".into(),
+                old_value: "transform.sh {{etl_day}}".into(),
+                new_value: "transform.sh --all".into(),
+            }],
+            ..Default::default()
+        }))
     }
-    async fn get_task(&self, _: tonic::Request<GetTaskRequest>) -> Rpc<Task> {
-        Err(Status::unimplemented("get_task"))
+    async fn get_task(&self, request: tonic::Request<GetTaskRequest>) -> Rpc<Task> {
+        let id = request.into_inner().id;
+        self.tasks
+            .iter()
+            .find(|t| t.id == id)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("unknown task {id:?}")))
     }
-    async fn run(&self, _: tonic::Request<RunRequest>) -> Rpc<RunResponse> {
-        Err(Status::unimplemented("run"))
+    async fn run(&self, request: tonic::Request<RunRequest>) -> Rpc<RunResponse> {
+        let r = request.into_inner();
+        let flags = [("force", r.force), ("down", r.down), ("up", r.up), ("dry_run", r.dry_run)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let days = if r.etl_day.is_empty() {
+            format!("{}..{}", r.from_day, r.to_day)
+        } else {
+            r.etl_day.clone()
+        };
+        self.record(format!("Run {}@{days} {flags}", r.task).trim().to_string())?;
+        // Two days per request in a range, one of them existing.
+        let instances = if r.etl_day.is_empty() && r.from_day != r.to_day {
+            vec![
+                InstanceRef { id: 0, task: r.task.clone(), etl_day: r.from_day.clone() },
+                InstanceRef { id: 9, task: r.task.clone(), etl_day: r.to_day.clone() },
+            ]
+        } else {
+            vec![InstanceRef { id: 2, task: r.task.clone(), etl_day: r.etl_day.clone() }]
+        };
+        Ok(Response::new(RunResponse {
+            message: format!("{} instances to run", instances.len()),
+            instances,
+        }))
     }
     async fn get_dependencies(
         &self,
-        _: tonic::Request<GetDependenciesRequest>,
+        request: tonic::Request<GetDependenciesRequest>,
     ) -> Rpc<GetDependenciesResponse> {
-        Err(Status::unimplemented("get_dependencies"))
+        let task = request.into_inner().task;
+        let edges = self
+            .tasks
+            .iter()
+            .flat_map(|t| {
+                t.depends_on.iter().map(|d| DependencyEdge {
+                    upstream: d.task.clone(),
+                    downstream: t.id.clone(),
+                    day_offset: d.day_offset,
+                })
+            })
+            .filter(|e| e.upstream == task || e.downstream == task)
+            .collect();
+        Ok(Response::new(GetDependenciesResponse {
+            edges,
+            ..Default::default()
+        }))
     }
     async fn list_agents(&self, _: tonic::Request<ListAgentsRequest>) -> Rpc<ListAgentsResponse> {
-        Err(Status::unimplemented("list_agents"))
+        Ok(Response::new(ListAgentsResponse {
+            agents: self.agents.clone(),
+        }))
     }
-    async fn mark_success(&self, _: tonic::Request<MarkSuccessRequest>) -> Rpc<InstancesResponse> {
-        Err(Status::unimplemented("mark_success"))
+    async fn mark_success(&self, request: tonic::Request<MarkSuccessRequest>) -> Rpc<InstancesResponse> {
+        let r = request.into_inner();
+        self.record(format!("MarkSuccess {}@{}", r.task, r.etl_day))?;
+        Ok(Response::new(InstancesResponse {
+            message: "1 instances marked success".into(),
+            ..Default::default()
+        }))
     }
-    async fn kill(&self, _: tonic::Request<KillRequest>) -> Rpc<InstancesResponse> {
-        Err(Status::unimplemented("kill"))
+    async fn kill(&self, request: tonic::Request<KillRequest>) -> Rpc<InstancesResponse> {
+        let r = request.into_inner();
+        self.record(format!("Kill {}@{}", r.task, r.etl_day))?;
+        Ok(Response::new(InstancesResponse {
+            message: format!("{}@{} killed (was running)", r.task, r.etl_day),
+            ..Default::default()
+        }))
     }
-    async fn delete_instance(&self, _: tonic::Request<DeleteInstanceRequest>) -> Rpc<InstancesResponse> {
-        Err(Status::unimplemented("delete_instance"))
+    async fn delete_instance(&self, request: tonic::Request<DeleteInstanceRequest>) -> Rpc<InstancesResponse> {
+        let r = request.into_inner();
+        self.record(format!("DeleteInstance {}@{}", r.task, r.etl_day))?;
+        Ok(Response::new(InstancesResponse {
+            message: format!("{}@{} deleted with its tries and logs", r.task, r.etl_day),
+            ..Default::default()
+        }))
     }
-    async fn set_paused(&self, _: tonic::Request<SetPausedRequest>) -> Rpc<Task> {
-        Err(Status::unimplemented("set_paused"))
+    async fn set_paused(&self, request: tonic::Request<SetPausedRequest>) -> Rpc<Task> {
+        let r = request.into_inner();
+        self.record(format!("SetPaused {} {}", r.task, r.paused))?;
+        let mut task = self.get_task(tonic::Request::new(GetTaskRequest { id: r.task })).await?.into_inner();
+        task.paused = r.paused;
+        Ok(Response::new(task))
     }
     async fn do_all_job(&self, _: tonic::Request<DoAllJobRequest>) -> Rpc<RunResponse> {
         Err(Status::unimplemented("do_all_job"))
     }
     async fn list_operations(&self, _: tonic::Request<ListOperationsRequest>) -> Rpc<ListOperationsResponse> {
-        Err(Status::unimplemented("list_operations"))
+        Ok(Response::new(ListOperationsResponse {
+            operations: self.operations.clone(),
+        }))
     }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
@@ -285,5 +503,14 @@ impl ControlService for Fake {
         _: tonic::Request<ListCoordinatorsRequest>,
     ) -> Rpc<ListCoordinatorsResponse> {
         Err(Status::unimplemented("list_coordinators"))
+    }
+
+    async fn delete_tasks(&self, request: tonic::Request<DeleteTasksRequest>) -> Rpc<DeleteTasksResponse> {
+        let r = request.into_inner();
+        self.record(format!("DeleteTasks {}", r.ids.join(",")))?;
+        Ok(Response::new(DeleteTasksResponse {
+            message: format!("deleted {}", r.ids.join(", ")),
+            deleted: r.ids,
+        }))
     }
 }

@@ -3,6 +3,8 @@
 use chrono::DateTime;
 use goflow_core::InstanceState;
 
+use crate::i18n::{Lang, state_meaning};
+
 /// Times on every page: UTC, `YYYY-MM-DD HH:MM:SS`; empty when unset (epoch ms 0).
 pub fn time(epoch_ms: i64) -> String {
     if epoch_ms <= 0 {
@@ -67,8 +69,8 @@ pub struct Badge {
     pub title: String,
 }
 
-/// Instance states plus the extra ones a try can end in.
-const KNOWN: [&str; 9] = [
+/// Instance states plus the extra ones a try can be in.
+const KNOWN: [&str; 11] = [
     "waiting",
     "queued",
     "running",
@@ -78,17 +80,16 @@ const KNOWN: [&str; 9] = [
     "killed",
     "timed_out",
     "lost",
+    "killing",
+    // a task without an instance on the day shown (graph nodes, grid cells)
+    "none",
 ];
 
 impl Badge {
-    pub fn new(state: &str, forced: bool) -> Self {
-        let class = KNOWN.iter().copied().find(|k| *k == state).unwrap_or("unknown");
+    pub fn new(state: &str, forced: bool, lang: Lang) -> Self {
+        let class = state_class(state);
         let forced = forced && state == "success";
-        let title = if forced {
-            "success (force-passed, not run)".to_string()
-        } else {
-            state.to_string()
-        };
+        let title = state_meaning(lang, if forced { "forced" } else { state }).to_string();
         Self {
             name: state.to_string(),
             class,
@@ -97,8 +98,27 @@ impl Badge {
         }
     }
 
-    pub fn of(state: InstanceState) -> Self {
-        Self::new(state.as_str(), false)
+    pub fn of(state: InstanceState, lang: Lang) -> Self {
+        Self::new(state.as_str(), false, lang)
+    }
+}
+
+/// The CSS class suffix of a state name: itself when known, else `unknown` (never raw input).
+pub fn state_class(state: &str) -> &'static str {
+    KNOWN.iter().copied().find(|k| *k == state).unwrap_or("unknown")
+}
+
+/// How long ago, coarsely: `4s`, `3m`, `2h`, `5d`.
+pub fn age(then_ms: i64, now_ms: i64) -> String {
+    if then_ms <= 0 {
+        return String::new();
+    }
+    let secs = (now_ms - then_ms).max(0) / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
     }
 }
 
@@ -138,9 +158,18 @@ mod tests {
 
     #[test]
     fn badges_only_carry_known_classes() {
-        assert_eq!(Badge::new("up_for_retry", false).class, "up_for_retry");
-        assert_eq!(Badge::new("\"><script>", false).class, "unknown");
-        assert!(Badge::new("success", true).forced);
-        assert!(!Badge::new("failed", true).forced);
+        assert_eq!(Badge::new("up_for_retry", false, Lang::En).class, "up_for_retry");
+        assert_eq!(Badge::new("\"><script>", false, Lang::En).class, "unknown");
+        assert!(Badge::new("success", true, Lang::En).forced);
+        assert!(!Badge::new("failed", true, Lang::En).forced);
+        assert_eq!(Badge::new("success", true, Lang::Zh).title, "强制通过（未运行）");
+        assert_eq!(Badge::new("failed", false, Lang::Zh).name, "failed", "one vocabulary");
+    }
+
+    #[test]
+    fn ages_are_coarse() {
+        assert_eq!(age(0, 10), "");
+        assert_eq!(age(1_000, 5_000), "4s");
+        assert_eq!(age(1, 7_200_001), "2h");
     }
 }

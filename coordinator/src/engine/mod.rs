@@ -7,6 +7,7 @@
 //! - `definitions`: apply, pause, the catalog;
 //! - `runs`: run, redo, do-all-job, cron fires' runs, releasing downstreams (with `joins`);
 //! - `operator`: kill, mark success, delete;
+//! - `tasks`: deleting task definitions, run previews, definition diffs;
 //! - `agents`: register, heartbeat and liveness, claim, finish, logs;
 //! - `loops`: what only the leader runs on a timer (recovery, retries, cron, reaper, re-push);
 //! - `waits`: why a waiting instance waits.
@@ -17,6 +18,7 @@ mod joins;
 mod loops;
 mod operator;
 mod runs;
+mod tasks;
 mod waits;
 
 #[cfg(test)]
@@ -34,6 +36,7 @@ use crate::store::{InstanceRow, Store, StoredTask};
 
 pub use agents::{AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer, Registered, TryReport};
 pub use definitions::ApplyOutcome;
+pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
 
 /// Settings the engine needs; the defaults make `goflow standalone` need no file.

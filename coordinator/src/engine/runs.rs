@@ -20,35 +20,7 @@ impl Engine {
     /// or running (redoing a live try would make two runs).
     pub async fn run(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
-        let spec = &catalog.require(&plan.task)?.spec;
-        check_range(plan.from, plan.to)?;
-        let mut keys = vec![];
-        let mut forced = HashSet::new();
-        for day in EtlDay::range(plan.from, plan.to) {
-            if !catalog.dag.exists_on(&plan.task, day) {
-                continue;
-            }
-            let start = InstanceKey::new(&plan.task, day);
-            if plan.force {
-                forced.insert(start.clone());
-            }
-            // --down and --up stay within the days asked for.
-            if plan.down {
-                keys.extend(catalog.dag.downstream_closure(&start, (plan.from, plan.to)));
-            }
-            if plan.up {
-                keys.extend(catalog.dag.upstream_closure(&start, (plan.from, plan.to)));
-            }
-            keys.push(start);
-        }
-        if keys.is_empty() {
-            let start = spec.start_day.map(|d| d.to_string()).unwrap_or_default();
-            return Err(EngineError::Invalid(format!(
-                "task {:?} has no instance in {}..{}: it starts on {start}",
-                plan.task, plan.from, plan.to
-            )));
-        }
-        let keys = catalog.dag.in_run_order(keys.into_iter().collect::<HashSet<_>>());
+        let (keys, forced) = run_keys(&catalog, plan)?;
         let what = format!(
             "{}{}{}{}",
             if plan.down { " --down" } else { "" },
@@ -306,6 +278,39 @@ impl Engine {
         }
         Ok(dispatches)
     }
+}
+
+/// The instances a run plan covers, in run order, and those of them it forces. `--down` and
+/// `--up` stay within the days asked for.
+pub(super) fn run_keys(catalog: &Catalog, plan: &RunPlan) -> Result<(Vec<InstanceKey>, HashSet<InstanceKey>)> {
+    let spec = &catalog.require(&plan.task)?.spec;
+    check_range(plan.from, plan.to)?;
+    let mut keys = vec![];
+    let mut forced = HashSet::new();
+    for day in EtlDay::range(plan.from, plan.to) {
+        if !catalog.dag.exists_on(&plan.task, day) {
+            continue;
+        }
+        let start = InstanceKey::new(&plan.task, day);
+        if plan.force {
+            forced.insert(start.clone());
+        }
+        if plan.down {
+            keys.extend(catalog.dag.downstream_closure(&start, (plan.from, plan.to)));
+        }
+        if plan.up {
+            keys.extend(catalog.dag.upstream_closure(&start, (plan.from, plan.to)));
+        }
+        keys.push(start);
+    }
+    if keys.is_empty() {
+        let start = spec.start_day.map(|d| d.to_string()).unwrap_or_default();
+        return Err(EngineError::Invalid(format!(
+            "task {:?} has no instance in {}..{}: it starts on {start}",
+            plan.task, plan.from, plan.to
+        )));
+    }
+    Ok((catalog.dag.in_run_order(keys.into_iter().collect::<HashSet<_>>()), forced))
 }
 
 /// Whether every instance `key` waits for has succeeded (checked in the store).

@@ -33,6 +33,7 @@ mod dialect;
 mod instances;
 mod leadership;
 mod operations;
+mod task_deletion;
 mod tasks;
 
 #[cfg(test)]
@@ -53,6 +54,7 @@ pub use dialect::Dialect;
 pub use instances::*;
 pub use leadership::*;
 pub use operations::*;
+pub use task_deletion::*;
 pub use tasks::*;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

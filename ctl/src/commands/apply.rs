@@ -55,6 +55,13 @@ pub fn render(response: &ApplyTasksResponse, dry_run: bool, source_name: &str) -
     ] {
         for id in ids {
             text.push_str(&format!("{id} {verb}{suffix}\n"));
+            // An update lists each changed field: `  command: "a.sh" -> "b.sh"`.
+            for change in response.changes.iter().filter(|c| &c.task == id) {
+                text.push_str(&format!(
+                    "  {}: {:?} -> {:?}\n",
+                    change.field, change.old_value, change.new_value
+                ));
+            }
         }
     }
     if text.is_empty() {
@@ -73,10 +80,16 @@ mod tests {
             created: vec!["a".into()],
             updated: vec!["b".into()],
             unchanged: vec!["c".into(), "d".into()],
+            changes: vec![goflow_proto::FieldChange {
+                task: "b".into(),
+                field: "command".into(),
+                old_value: "b.sh".into(),
+                new_value: "b.sh --all".into(),
+            }],
         };
         assert_eq!(
             render(&response, false, "dag.yaml"),
-            "a created\nb updated\nc unchanged\nd unchanged\n"
+            "a created\nb updated\n  command: \"b.sh\" -> \"b.sh --all\"\nc unchanged\nd unchanged\n"
         );
         assert_eq!(
             render(&response, true, "dag.yaml").lines().next(),

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod ops;
 pub mod run;
 pub mod status;
+pub mod task;
 pub mod tasks;
 pub mod version;
 

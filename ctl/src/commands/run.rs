@@ -65,7 +65,16 @@ pub struct RunArgs {
     /// Wait until every touched instance has finished; exit 1 unless all succeeded.
     #[arg(long)]
     pub wait: bool,
+    /// Print the instances the run would cover, and change nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
+    /// Run without asking, however many instances it covers.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
+
+/// A run over more instances than this asks for confirmation (or `--yes`).
+pub const CONFIRM_ABOVE: usize = 300;
 
 /// The RunRequest for these arguments (days already normalized to yyyymmdd by clap).
 pub fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
@@ -78,11 +87,32 @@ pub fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         down: args.down,
         up: args.up,
         force: args.force,
+        dry_run: args.dry_run,
     })
 }
 
 pub async fn run(client: &mut Client, args: &RunArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let response = client.run(request(args)?).await?.into_inner();
+    let request = request(args)?;
+    if args.dry_run {
+        let preview = client.run(request).await?.into_inner();
+        return super::write_refs(out, &preview.message, &preview.instances).map_err(Into::into);
+    }
+    // A backfill (or a run with --down/--up) may cover many instances: count them first.
+    let may_be_big = !request.from_day.is_empty() || args.down || args.up;
+    if may_be_big && !args.yes {
+        let preview = client
+            .run(RunRequest {
+                dry_run: true,
+                ..request.clone()
+            })
+            .await?
+            .into_inner();
+        let count = preview.instances.len();
+        if count > CONFIRM_ABOVE && !confirm(count, out)? {
+            bail!("not run: it would run {count} instances (see --dry-run; --yes runs without asking)");
+        }
+    }
+    let response = client.run(request).await?.into_inner();
     super::write_refs(out, &response.message, &response.instances)?;
     if !args.wait || response.instances.is_empty() {
         return Ok(());
@@ -126,6 +156,19 @@ pub async fn wait(client: &mut Client, ids: &[i64], out: &mut impl Write) -> any
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// Asks on the terminal; without one (a script), the answer is no.
+fn confirm(count: usize, out: &mut impl Write) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    write!(out, "run {count} instances? [y/N] ")?;
+    out.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 fn plural(n: usize) -> &'static str {

@@ -1,19 +1,23 @@
-//! `/instances/{task}/{day}`: one instance, its tries, and the log of one try.
+//! `/instances/{task}/{day}`: one instance, its tries, the log of one try (live while it runs),
+//! and the repair buttons.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use goflow_core::dag::is_valid_task_id;
-use goflow_proto::{Attempt, GetInstanceRequest, Instance, ListAttemptsRequest, TailLogsRequest};
+use goflow_core::{EtlDay, InstanceState};
+use goflow_proto::{Attempt, GetInstanceRequest, GetTaskRequest, Instance, ListAttemptsRequest};
 use serde::Deserialize;
+use tonic::Code;
 
+use super::logs::{LogView, read_log_window};
 use super::{now_ms, parse_day};
 use crate::AppState;
+use crate::actions::instance::InstanceAction;
+use crate::context::Ctx;
 use crate::error::WebError;
+use crate::i18n::Lang;
 use crate::view::{self, Badge};
-
-/// The page shows at most this much of a log: its end, where the interesting part usually is.
-const LOG_WINDOW: i64 = 256 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Params {
@@ -25,9 +29,12 @@ pub struct Params {
 #[derive(Template, WebTemplate)]
 #[template(path = "pages/instance.html")]
 pub struct InstancePage {
+    ctx: Ctx,
     task: String,
     day: String,
     day_dashed: String,
+    /// False for a task that has no instance on this day yet (only "run" applies).
+    exists: bool,
     badge: Badge,
     tries: String,
     agent: String,
@@ -45,6 +52,9 @@ pub struct InstancePage {
     message: String,
     attempts: Vec<AttemptRow>,
     log: Option<LogView>,
+    actions: Vec<ActionButton>,
+    /// Where the action forms post.
+    action_url: String,
     refresh: bool,
 }
 
@@ -61,28 +71,31 @@ struct AttemptRow {
     message: String,
 }
 
-struct LogView {
-    try_number: i32,
-    /// The whole log's size, e.g. `1.2 MiB`.
-    total: String,
-    /// How much is shown when cut, e.g. `256 KiB`.
-    window: String,
-    truncated: bool,
-    text: String,
+/// One repair button: a POST form that confirms first.
+pub struct ActionButton {
+    pub action: &'static str,
+    pub label: &'static str,
+    pub help: &'static str,
+    /// Red: it throws work or history away.
+    pub danger: bool,
+    pub enabled: bool,
+}
+
+/// `task` and `day` from the path, checked.
+pub fn instance_path(task: &str, day: &str) -> Result<EtlDay, WebError> {
+    if !is_valid_task_id(task) {
+        return Err(WebError::bad_parameter("task", format!("{task:?} is not a task id")));
+    }
+    parse_day("day", day)
 }
 
 pub async fn page(
     State(app): State<AppState>,
+    ctx: Ctx,
     Path((task, day)): Path<(String, String)>,
     Query(params): Query<Params>,
 ) -> Result<InstancePage, WebError> {
-    if !is_valid_task_id(&task) {
-        return Err(WebError::bad_parameter(
-            "task",
-            format!("{task:?} is not a task id"),
-        ));
-    }
-    let day = parse_day("day", &day)?;
+    let day = instance_path(&task, &day)?;
     let wanted_try = match params.try_number.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(text) => Some(
@@ -93,15 +106,28 @@ pub async fn page(
         ),
     };
     let mut client = app.client();
-    let instance = client
+    let found = client
         .get_instance(GetInstanceRequest {
             task: task.clone(),
             etl_day: day.compact(),
             ..Default::default()
         })
-        .await
-        .map_err(|status| app.fail(status))?
-        .into_inner();
+        .await;
+    let instance = match found {
+        Ok(response) => response.into_inner(),
+        // A task without an instance that day (a grey node of the graph): say so, offer a run.
+        Err(status) if status.code() == Code::NotFound => {
+            let defined = client
+                .get_task(GetTaskRequest { id: task.clone() })
+                .await
+                .is_ok();
+            if !defined {
+                return Err(app.fail(status));
+            }
+            return Ok(InstancePage::without_instance(ctx, task, day));
+        }
+        Err(status) => return Err(app.fail(status)),
+    };
     let attempts = client
         .list_attempts(ListAttemptsRequest {
             instance_id: instance.id,
@@ -122,17 +148,23 @@ pub async fn page(
         None => attempts.iter().max_by_key(|a| a.try_number),
     };
     let log = match selected {
-        Some(attempt) => Some(read_log(&app, &instance, attempt).await?),
+        Some(attempt) => Some(read_log_window(&app, &instance, attempt).await?),
         None => None,
     };
     let selected_try = selected.map(|a| a.try_number);
     let now = now_ms();
+    let lang = ctx.lang;
+    let state = InstanceState::parse(&instance.state);
     Ok(InstancePage {
+        actions: buttons(&ctx, state),
+        action_url: format!("/instances/{task}/{}/action", day.compact()),
+        ctx,
         task,
         day: day.compact(),
         day_dashed: day.dashed(),
-        badge: Badge::new(&instance.state, instance.forced),
-        tries: format!("{} of {}", instance.try_number, instance.max_tries),
+        exists: true,
+        badge: Badge::new(&instance.state, instance.forced, lang),
+        tries: format!("{} / {}", instance.try_number, instance.max_tries),
         agent: instance.agent.clone(),
         queue: instance.queue.clone(),
         priority: instance.priority,
@@ -152,19 +184,84 @@ pub async fn page(
         message: instance.message.clone(),
         attempts: attempts
             .iter()
-            .map(|a| AttemptRow::new(a, Some(a.try_number) == selected_try, now))
+            .map(|a| AttemptRow::new(a, Some(a.try_number) == selected_try, now, lang))
             .collect(),
         log,
-        refresh: view::in_progress(&instance.state, instance.blocked),
+        refresh: in_progress(&instance),
     })
 }
 
+fn in_progress(instance: &Instance) -> bool {
+    view::in_progress(&instance.state, instance.blocked)
+}
+
+impl InstancePage {
+    fn without_instance(ctx: Ctx, task: String, day: EtlDay) -> Self {
+        let run_only = vec![action_button(&ctx, InstanceAction::ForceRun, true), action_button(&ctx, InstanceAction::Redo, true)];
+        Self {
+            badge: Badge::new("none", false, ctx.lang),
+            actions: run_only,
+            action_url: format!("/instances/{task}/{}/action", day.compact()),
+            ctx,
+            task,
+            day: day.compact(),
+            day_dashed: day.dashed(),
+            exists: false,
+            tries: String::new(),
+            agent: String::new(),
+            queue: String::new(),
+            priority: 0,
+            created: String::new(),
+            queued: String::new(),
+            started: String::new(),
+            finished: String::new(),
+            duration: String::new(),
+            exit_code: String::new(),
+            next_try: String::new(),
+            wait_reason: String::new(),
+            blocked: false,
+            message: String::new(),
+            attempts: vec![],
+            log: None,
+            refresh: false,
+        }
+    }
+}
+
+fn action_button(ctx: &Ctx, action: InstanceAction, enabled: bool) -> ActionButton {
+    ActionButton {
+        action: action.name(),
+        label: action.label(ctx.t),
+        help: action.help(ctx.t),
+        danger: action.is_destructive(),
+        enabled,
+    }
+}
+
+/// Every repair button; kill only applies to an unfinished instance, and redoing a queued or
+/// running one is refused by the coordinator anyway (two live runs), so those are disabled.
+fn buttons(ctx: &Ctx, state: Option<InstanceState>) -> Vec<ActionButton> {
+    let finished = state.is_some_and(InstanceState::is_finished);
+    let live = matches!(state, Some(InstanceState::Queued | InstanceState::Running));
+    InstanceAction::ALL
+        .into_iter()
+        .map(|action| {
+            let enabled = match action {
+                InstanceAction::Kill => !finished,
+                InstanceAction::Delete | InstanceAction::MarkSuccess => true,
+                _ => !live,
+            };
+            action_button(ctx, action, enabled)
+        })
+        .collect()
+}
+
 impl AttemptRow {
-    fn new(a: &Attempt, selected: bool, now: i64) -> Self {
+    fn new(a: &Attempt, selected: bool, now: i64, lang: Lang) -> Self {
         Self {
             try_number: a.try_number,
             selected,
-            badge: Badge::new(&a.state, false),
+            badge: Badge::new(&a.state, false, lang),
             agent: a.agent.clone(),
             started: view::time(a.started_at),
             finished: view::time(a.finished_at),
@@ -176,63 +273,12 @@ impl AttemptRow {
     }
 }
 
-/// The last `LOG_WINDOW` bytes of one try's log, read once (no follow) from the offset where
-/// that window starts. A log that grew since `log_bytes` was read is cut at the window's size.
-async fn read_log(app: &AppState, instance: &Instance, attempt: &Attempt) -> Result<LogView, WebError> {
-    let total = attempt.log_bytes.max(0);
-    let offset = (total - LOG_WINDOW).max(0);
-    let mut stream = app
-        .client()
-        .tail_logs(TailLogsRequest {
-            instance_id: instance.id,
-            task: instance.task.clone(),
-            etl_day: instance.etl_day.clone(),
-            try_number: attempt.try_number,
-            offset,
-            follow: false,
-        })
-        .await
-        .map_err(|status| app.fail(status))?
-        .into_inner();
-    let mut data = Vec::new();
-    while let Some(chunk) = stream.message().await.map_err(|status| app.fail(status))? {
-        data.extend_from_slice(&chunk.data);
-        if chunk.eof || data.len() as i64 >= LOG_WINDOW {
-            break;
-        }
-    }
-    data.truncate(LOG_WINDOW as usize);
-    Ok(LogView {
-        try_number: attempt.try_number,
-        total: format!("{total}"),
-        window: view::bytes(LOG_WINDOW),
-        truncated: offset > 0,
-        text: log_text(&data, offset > 0),
-    })
-}
-
-/// Log bytes as text. A window that starts mid-file may start mid-character: those stray
-/// continuation bytes are dropped rather than shown as replacement characters.
-fn log_text(data: &[u8], starts_mid_file: bool) -> String {
-    let data = if starts_mid_file {
-        let skip = data
-            .iter()
-            .take(3)
-            .take_while(|b| (**b & 0b1100_0000) == 0b1000_0000)
-            .count();
-        &data[skip..]
-    } else {
-        data
-    };
-    String::from_utf8_lossy(data).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;
 
-    use super::{LOG_WINDOW, log_text};
-    use crate::testing::{self, DAY, TRANSFORM_ID, get, sample};
+    use crate::pages::logs::LOG_WINDOW;
+    use crate::testing::{self, DAY, TRANSFORM_ID, get, get_with, sample};
 
     #[tokio::test]
     async fn shows_the_fields_the_tries_and_the_latest_log_escaped() {
@@ -240,7 +286,7 @@ mod tests {
         let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("state state-running"));
-        assert!(body.contains("2 of 3") && body.contains("agent-1"));
+        assert!(body.contains("2 / 3") && body.contains("agent-1"));
         assert!(body.contains("Log of try 2"));
         assert!(
             body.contains("starting transform\nrow 1 &#60;b&#62;bold&#60;/b&#62; &#38; done")
@@ -248,15 +294,65 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains("<b>bold</b>"));
-        assert!(
-            body.contains("<tr class=\"selected\">"),
-            "the shown try is marked"
-        );
+        assert!(body.contains("<tr class=\"selected\">"), "the shown try is marked");
         assert!(body.contains("href=\"?try=1\""));
+        assert!(body.contains("id=\"autorefresh\""), "a running instance refreshes");
+        // The running try's log continues live from where the page stopped.
+        let end = "starting transform\nrow 1 <b>bold</b> & done\n".len();
         assert!(
-            body.contains("id=\"autorefresh\""),
-            "a running instance refreshes"
+            body.contains(&format!("data-live-url=\"/instances/transform/{DAY}/live?try=2&amp;offset={end}\"")),
+            "{body}"
         );
+        assert!(body.contains(&format!("href=\"/instances/transform/{DAY}/log?try=2\" download")));
+    }
+
+    #[tokio::test]
+    async fn has_every_repair_button_as_a_confirming_post_form() {
+        let app = sample().start().await;
+        let (_, body) = get(&app, &format!("/instances/report/{DAY}")).await;
+        for (action, label) in [
+            ("force_run", "force run"),
+            ("redo", "redo current"),
+            ("redo_down", "redo current and downstream"),
+            ("redo_up", "redo with upstream"),
+            ("mark_success", "mark success"),
+            ("kill", "kill"),
+            ("delete", "delete"),
+        ] {
+            let button = format!("id=\"action-{action}\"");
+            let at = body.find(&button).unwrap_or_else(|| panic!("no {action} button"));
+            let form_start = body[..at].rfind("<form").unwrap();
+            let form = &body[form_start..at + 300];
+            assert!(form.contains(&format!("method=\"post\" action=\"/instances/report/{DAY}/action\"")), "{form}");
+            assert!(form.contains("data-confirm="), "{form}");
+            assert!(form.contains("name=\"csrf\" value=\""), "{form}");
+            assert!(form.contains(&format!(">{label}</button>")), "{form}");
+        }
+        // A failed instance cannot be killed; a running one cannot be redone.
+        let kill = &body[body.find("id=\"action-kill\"").unwrap()..];
+        assert!(kill[..kill.find('>').unwrap()].contains("disabled"));
+        let (_, running) = get(&app, &format!("/instances/transform/{DAY}")).await;
+        let redo = &running[running.find("id=\"action-redo\"").unwrap()..];
+        assert!(redo[..redo.find('>').unwrap()].contains("disabled"));
+        let kill = &running[running.find("id=\"action-kill\"").unwrap()..];
+        assert!(!kill[..kill.find('>').unwrap()].contains("disabled"));
+    }
+
+    #[tokio::test]
+    async fn reads_in_chinese_with_the_seeds_label_for_mark_success() {
+        let app = sample().start().await;
+        let (status, body) = get_with(
+            &app,
+            &format!("/instances/report/{DAY}"),
+            &[("accept-language", "zh-CN,zh;q=0.9")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<html lang=\"zh-CN\">"));
+        assert!(body.contains(">强制通过</button>"));
+        assert!(body.contains(">重做当前及下游</button>"));
+        assert!(body.contains(">failed</span>"), "state names stay one vocabulary");
+        assert!(body.contains("title=\"失败\""), "with their meaning in Chinese");
     }
 
     #[tokio::test]
@@ -266,6 +362,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("Log of try 1") && body.contains("try one\nboom"));
         assert!(!body.contains("starting transform"));
+        assert!(!body.contains("data-live-url"), "a finished try is not followed");
     }
 
     #[tokio::test]
@@ -282,7 +379,7 @@ mod tests {
         let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(*offsets.lock().unwrap(), vec![total - LOG_WINDOW]);
-        assert!(body.contains(&format!("The log is {total} bytes; showing the last 256 KiB.")));
+        assert!(body.contains("The log is longer; showing its end: 300 KiB"), "{body}");
         assert!(body.contains("LAST LINE") && !body.contains("FIRST LINE"));
     }
 
@@ -294,6 +391,15 @@ mod tests {
         assert!(body.contains("No tries yet."));
         assert!(!body.contains("<script>alert"));
         assert!(!body.contains("<pre"));
+    }
+
+    #[tokio::test]
+    async fn a_task_without_an_instance_that_day_offers_a_run() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/instances/extract/20260101").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("This task has no instance on this day yet."));
+        assert!(body.contains("id=\"action-force_run\"") && !body.contains("id=\"action-kill\""));
     }
 
     #[tokio::test]
@@ -312,10 +418,7 @@ mod tests {
         let app = sample().start().await;
         for (uri, name) in [
             ("/instances/transform/2026011".to_string(), "bad parameter day"),
-            (
-                format!("/instances/transform/{DAY}?try=first"),
-                "bad parameter try",
-            ),
+            (format!("/instances/transform/{DAY}?try=first"), "bad parameter try"),
             (format!("/instances/transform/{DAY}?try=0"), "bad parameter try"),
             (format!("/instances/a%20b/{DAY}"), "bad parameter task"),
         ] {
@@ -331,12 +434,5 @@ mod tests {
         let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert!(body.contains(&format!("cannot reach the coordinator at {url}")));
-    }
-
-    #[test]
-    fn a_window_that_starts_mid_character_drops_the_stray_bytes() {
-        let text = "é-ok".as_bytes();
-        assert_eq!(log_text(&text[1..], true), "-ok");
-        assert_eq!(log_text(text, false), "é-ok");
     }
 }

@@ -1,16 +1,20 @@
-//! `/`: one data date at a glance: counts per state and every instance of the day.
+//! `/`: one data date at a glance (by default the latest day with any instance): counts per
+//! state, what failed, what runs and for how long, what waits on what, the agents' health, and
+//! every instance of the day.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use goflow_core::state::ALL_STATES;
 use goflow_core::{EtlDay, InstanceState};
-use goflow_proto::{Instance, ListInstancesRequest};
+use goflow_proto::{Agent, Instance, ListAgentsRequest, ListInstancesRequest};
 use serde::Deserialize;
 
-use super::{now_ms, parse_day};
+use super::{day_or_latest, now_ms};
 use crate::AppState;
+use crate::context::Ctx;
 use crate::error::WebError;
+use crate::i18n::Lang;
 use crate::view::{self, Badge};
 
 /// More than this many instances in one day are cut off (and the page says so).
@@ -18,7 +22,8 @@ const MAX_INSTANCES: i32 = 5000;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Params {
-    /// `yyyymmdd` or `yyyy-mm-dd` (what `<input type="date">` sends); default: yesterday (UTC).
+    /// `yyyymmdd` or `yyyy-mm-dd` (what `<input type="date">` sends); default: the latest day
+    /// with any instance.
     day: Option<String>,
     /// Show only the instances in this state.
     state: Option<String>,
@@ -27,6 +32,7 @@ pub struct Params {
 #[derive(Template, WebTemplate)]
 #[template(path = "pages/overview.html")]
 pub struct OverviewPage {
+    ctx: Ctx,
     day: String,
     day_dashed: String,
     prev_day: String,
@@ -35,7 +41,12 @@ pub struct OverviewPage {
     state_filter: String,
     total: usize,
     counts: Vec<StateCount>,
+    /// Failed, killed, and blocked instances: what needs a human.
+    failed: Vec<Row>,
+    running: Vec<Row>,
+    waiting: Vec<Row>,
     rows: Vec<Row>,
+    agents: AgentSummary,
     truncated: bool,
     refresh: bool,
     now: String,
@@ -59,14 +70,20 @@ struct Row {
     info: String,
 }
 
+#[derive(Default)]
+struct AgentSummary {
+    alive: usize,
+    dead: usize,
+    slots: i32,
+    running: i32,
+}
+
 pub async fn page(
     State(app): State<AppState>,
+    ctx: Ctx,
     Query(params): Query<Params>,
 ) -> Result<OverviewPage, WebError> {
-    let day = match params.day.as_deref().map(str::trim) {
-        None | Some("") => default_day(),
-        Some(text) => parse_day("day", text)?,
-    };
+    let day = day_or_latest(&app, params.day.as_deref()).await?;
     let state_filter = match params.state.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(name) => Some(
@@ -74,8 +91,8 @@ pub async fn page(
                 .ok_or_else(|| WebError::bad_parameter("state", format!("unknown state {name:?}")))?,
         ),
     };
-    let instances = app
-        .client()
+    let mut client = app.client();
+    let instances = client
         .list_instances(ListInstancesRequest {
             etl_day: day.compact(),
             limit: MAX_INSTANCES,
@@ -85,29 +102,55 @@ pub async fn page(
         .map_err(|status| app.fail(status))?
         .into_inner()
         .instances;
-    Ok(OverviewPage::new(day, state_filter, &instances, now_ms()))
-}
-
-/// The data date most runs are about: yesterday, in UTC.
-fn default_day() -> EtlDay {
-    EtlDay::from_date(chrono::Utc::now().date_naive()).offset(-1)
+    let agents = client
+        .list_agents(ListAgentsRequest {})
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .agents;
+    Ok(OverviewPage::new(ctx, day, state_filter, &instances, &agents, now_ms()))
 }
 
 impl OverviewPage {
-    fn new(day: EtlDay, state_filter: Option<InstanceState>, instances: &[Instance], now: i64) -> Self {
+    fn new(
+        ctx: Ctx,
+        day: EtlDay,
+        state_filter: Option<InstanceState>,
+        instances: &[Instance],
+        agents: &[Agent],
+        now: i64,
+    ) -> Self {
+        let lang = ctx.lang;
         let counts = ALL_STATES
             .into_iter()
             .map(|state| StateCount {
-                badge: Badge::of(state),
+                badge: Badge::of(state, lang),
                 count: instances.iter().filter(|i| i.state == state.as_str()).count(),
             })
             .collect();
-        let rows = instances
-            .iter()
-            .filter(|i| state_filter.is_none_or(|s| i.state == s.as_str()))
-            .map(|i| Row::new(i, now))
-            .collect();
+        let rows_where = |keep: &dyn Fn(&Instance) -> bool| -> Vec<Row> {
+            instances
+                .iter()
+                .filter(|i| keep(i))
+                .map(|i| Row::new(i, now, lang))
+                .collect()
+        };
+        let failed = rows_where(&|i| matches!(i.state.as_str(), "failed" | "killed"));
+        let running = rows_where(&|i| i.state == "running");
+        let waiting = rows_where(&|i| i.state == "waiting" && !i.wait_reason.is_empty());
+        let rows = rows_where(&|i| state_filter.is_none_or(|s| i.state == s.as_str()));
+        let mut summary = AgentSummary::default();
+        for agent in agents {
+            if agent.state == "alive" {
+                summary.alive += 1;
+                summary.slots += agent.slots;
+                summary.running += agent.running;
+            } else {
+                summary.dead += 1;
+            }
+        }
         Self {
+            ctx,
             day: day.compact(),
             day_dashed: day.dashed(),
             prev_day: day.offset(-1).compact(),
@@ -115,7 +158,11 @@ impl OverviewPage {
             state_filter: state_filter.map(|s| s.as_str().to_string()).unwrap_or_default(),
             total: instances.len(),
             counts,
+            failed,
+            running,
+            waiting,
             rows,
+            agents: summary,
             truncated: instances.len() >= MAX_INSTANCES as usize,
             refresh: instances.iter().any(|i| view::in_progress(&i.state, i.blocked)),
             now: view::time(now),
@@ -124,11 +171,11 @@ impl OverviewPage {
 }
 
 impl Row {
-    fn new(i: &Instance, now: i64) -> Self {
+    fn new(i: &Instance, now: i64, lang: Lang) -> Self {
         Self {
             task: i.task.clone(),
             href: format!("/instances/{}/{}", i.task, i.etl_day),
-            badge: Badge::new(&i.state, i.forced),
+            badge: Badge::new(&i.state, i.forced, lang),
             tries: format!("{}/{}", i.try_number, i.max_tries),
             started: view::time(i.started_at),
             finished: view::time(i.finished_at),
@@ -239,11 +286,11 @@ mod tests {
         let app = sample().start().await;
         let (status, body) = get(&app, "/?day=20250101").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(body.contains("No instances for 2025-01-01."));
-        let yesterday = super::default_day().dashed();
+        assert!(body.contains("No instances for this day."));
+        // The default is the latest day with any instance, not "yesterday".
         let (status, body) = get(&app, "/").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(body.contains(&format!("Data date {yesterday}")), "{body}");
+        assert!(body.contains("Data date 2026-01-10"), "{body}");
     }
 
     #[tokio::test]

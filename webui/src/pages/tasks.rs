@@ -6,12 +6,14 @@ use axum::extract::State;
 use goflow_proto::{ListTasksRequest, Task, TaskDependency};
 
 use crate::AppState;
+use crate::context::Ctx;
 use crate::error::WebError;
 use crate::view;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "pages/tasks.html")]
 pub struct TasksPage {
+    ctx: Ctx,
     rows: Vec<Row>,
 }
 
@@ -28,7 +30,7 @@ struct Row {
     next_fire: String,
 }
 
-pub async fn page(State(app): State<AppState>) -> Result<TasksPage, WebError> {
+pub async fn page(State(app): State<AppState>, ctx: Ctx) -> Result<TasksPage, WebError> {
     let mut tasks = app
         .client()
         .list_tasks(ListTasksRequest {})
@@ -38,6 +40,7 @@ pub async fn page(State(app): State<AppState>) -> Result<TasksPage, WebError> {
         .tasks;
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(TasksPage {
+        ctx,
         rows: tasks.into_iter().map(Row::from).collect(),
     })
 }
@@ -75,7 +78,7 @@ mod tests {
         assert!(extract < transform, "sorted by id");
         assert!(body.contains("30 2 * * *") && body.contains("Europe/Berlin"));
         assert!(body.contains("2026-01-11 01:30:00"), "next fire in UTC");
-        assert!(body.contains("<a href=\"#task-extract\">extract</a> <span class=\"muted\">(-1 d)</span>"));
+        assert!(body.contains("<a href=\"/tasks/extract\">extract</a> <span class=\"muted\">(-1d)</span>"));
         assert!(body.contains("<span class=\"flag warn\">paused</span>"));
         assert!(body.contains("class=\"active\">Tasks</a>"));
     }

@@ -1,0 +1,351 @@
+// Browser tests of the goflow web UI, run by scripts/test-webui against a real standalone.
+// Every wait is for a behaviour (a state shown, a log line present), never a fixed duration;
+// the generous timeouts only bound how long a broken build may hang.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const WEB = process.env.GOFLOW_WEB;
+const GRPC = process.env.GOFLOW_GRPC;
+const CTL = process.env.GOFLOWCTL;
+const SHOTS = process.env.SCREENSHOTS;
+const DAG = process.env.DAG;
+const FLAGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+const WAIT = 60_000;
+
+function ctl(...args) {
+  return execFileSync(CTL, ["--server", GRPC, ...args], { encoding: "utf8" });
+}
+
+function yesterday() {
+  const d = new Date(Date.now() - 86_400_000);
+  return d.toISOString().slice(0, 10).replaceAll("-", "");
+}
+const DAY = yesterday();
+const DASHED = `${DAY.slice(0, 4)}-${DAY.slice(4, 6)}-${DAY.slice(6)}`;
+
+let passed = 0;
+async function step(name, body) {
+  try {
+    await body();
+    passed++;
+    console.log(`ok - ${name}`);
+  } catch (error) {
+    console.log(`not ok - ${name}`);
+    throw error;
+  }
+}
+
+/** Polls `check` (reloading `page` first when asked) until it returns true. */
+async function eventually(page, check, what, { reload = true } = {}) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    if (reload) await page.reload();
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`never happened: ${what}`);
+    await page.waitForTimeout(300);
+  }
+}
+
+async function stateOf(page) {
+  return (await page.textContent("#instance-state")).trim();
+}
+
+async function triesOf(page) {
+  return page.locator("table.grid tbody tr").count();
+}
+
+/** Clicks a button that posts a form (accepting its confirmation) and waits for the answer. */
+async function submit(page, selector) {
+  await Promise.all([page.waitForNavigation(), page.click(selector)]);
+  return (await page.textContent("#flash")).trim();
+}
+
+async function openContext(options = {}) {
+  const profile = mkdtempSync(join(tmpdir(), "goflow-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1400, height: 900 },
+    locale: "en-US",
+    ...options,
+  });
+  // The profile goes once the browser has exited (closing waits for that).
+  const close = context.close.bind(context);
+  context.close = async () => {
+    await close();
+    rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+  };
+  return context;
+}
+
+const instance = (task) => `${WEB}/instances/${task}/${DAY}`;
+
+// --- setup: the DAG, and runs for yesterday.
+ctl("apply", "-f", DAG);
+ctl("run", "-j", "bt_extract", "-d", DAY, "--down");
+ctl("run", "-j", "bt_fail", "-d", DAY, "--down");
+
+const context = await openContext();
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(WAIT);
+page.on("dialog", (dialog) => dialog.accept());
+const failures = [];
+page.on("pageerror", (error) => failures.push(String(error)));
+
+try {
+  await step("the overview opens on the latest day with runs", async () => {
+    await page.goto(`${WEB}/`);
+    assert.match(await page.textContent("h1"), new RegExp(`Data date ${DASHED}`));
+    await eventually(page, async () => (await page.locator("#region-overview a[href='/instances/bt_fail/" + DAY + "']").count()) > 0, "bt_fail listed");
+    await page.screenshot({ path: `${SHOTS}/overview.png`, fullPage: true });
+  });
+
+  await step("the graph draws every task coloured by state, and search finds a task", async () => {
+    await page.goto(`${WEB}/`);
+    await page.click("#open-graph");
+    await page.waitForSelector("svg.dag");
+    assert.equal(await page.locator("svg.dag a.node").count(), 5);
+    await eventually(page, async () => (await page.locator("#node-bt_fail.state-failed").count()) === 1, "bt_fail drawn failed");
+    assert.equal(await page.locator("svg.dag text.offset-label").count(), 1, "the -1 day edge is labelled");
+    await page.fill("#graph-search", "slow");
+    assert.equal((await page.textContent("#graph-matches")).trim(), "1");
+    assert.equal(await page.locator("svg.dag a.node.dim").count(), 4);
+    await page.fill("#graph-search", "");
+    await page.screenshot({ path: `${SHOTS}/graph.png` });
+    await page.goto(`${WEB}/graph?day=${DAY}&focus=bt_fail&hops=1`);
+    assert.equal(await page.locator("svg.dag a.node").count(), 2, "bt_fail and bt_report");
+    await page.click("#node-bt_report");
+    await page.waitForURL(`**/instances/bt_report/${DAY}`);
+  });
+
+  await step("a running task's log grows in place", async () => {
+    await page.goto(instance("bt_slow"));
+    await eventually(page, async () => (await page.locator("#log[data-live-url]").count()) === 1, "bt_slow running with a live log");
+    await page.evaluate(() => { window.stillTheSamePage = true; });
+    const before = (await page.textContent("#log")).length;
+    await page.waitForFunction((n) => document.getElementById("log").textContent.length > n + 40, before);
+    assert.equal(await page.evaluate(() => window.stillTheSamePage), true, "no reload");
+    const text = await page.textContent("#log");
+    const numbers = [...text.matchAll(/slow line (\d+) of 400/g)].map((m) => Number(m[1]));
+    assert.deepEqual(numbers, numbers.map((_, i) => numbers[0] + i), "no line lost or repeated");
+    await page.fill("#log-search", "line 1 ");
+    assert.match(await page.textContent("#log-matches"), /^1 \//);
+    await page.fill("#log-search", "");
+    await page.screenshot({ path: `${SHOTS}/instance-running.png` });
+  });
+
+  await step("delete is refused while the instance runs, with the reason", async () => {
+    await page.goto(instance("bt_slow"));
+    const flash = await submit(page, "#action-delete");
+    assert.match(flash, /running.*kill it first/);
+    assert.equal(await page.getAttribute("#flash", "class"), "flash refused");
+  });
+
+  await step("kill stops a running instance", async () => {
+    await page.goto(instance("bt_slow"));
+    const flash = await submit(page, "#action-kill");
+    assert.match(flash, /kill bt_slow@\d+: bt_slow@\d+ killed/);
+    await eventually(page, async () => (await stateOf(page)) === "killed", "bt_slow killed");
+  });
+
+  await step("redo current runs a failed instance again", async () => {
+    await page.goto(instance("bt_fail"));
+    await eventually(page, async () => (await stateOf(page)) === "failed", "bt_fail failed");
+    assert.equal(await triesOf(page), 1);
+    assert.match(await page.textContent("#log"), /about to fail/);
+    const flash = await submit(page, "#action-redo");
+    assert.match(flash, /redo current bt_fail@\d+: 1 instances to run/);
+    await eventually(page, async () => (await stateOf(page)) === "failed" && (await triesOf(page)) === 2, "a second try that failed");
+  });
+
+  await step("force run runs a blocked instance without its dependencies", async () => {
+    await page.goto(instance("bt_report"));
+    assert.equal(await stateOf(page), "waiting");
+    assert.match(await page.textContent("#region-head"), /blocked/);
+    await submit(page, "#action-force_run");
+    await eventually(page, async () => (await stateOf(page)) === "success", "bt_report succeeded");
+  });
+
+  await step("mark success (强制通过) passes a failed instance, drawn hatched", async () => {
+    await page.goto(instance("bt_fail"));
+    const flash = await submit(page, "#action-mark_success");
+    assert.match(flash, /mark success bt_fail@\d+: 1 instances marked success/);
+    assert.equal(await stateOf(page), "success");
+    assert.equal(await page.locator("#instance-state .state-success.forced").count(), 1);
+  });
+
+  await step("redo current and downstream reruns the instance and what follows", async () => {
+    await page.goto(instance("bt_extract"));
+    await eventually(page, async () => (await stateOf(page)) === "success", "bt_extract succeeded");
+    const flash = await submit(page, "#action-redo_down");
+    assert.match(flash, /redo current and downstream bt_extract@\d+: (\d+) instances to run/);
+    const count = Number(flash.match(/: (\d+) instances to run/)[1]);
+    assert.ok(count >= 3, `extract, slow and daily: ${flash}`);
+    await eventually(page, async () => (await stateOf(page)) === "success" && (await triesOf(page)) === 2, "bt_extract ran again");
+    // bt_slow runs again (its log restarts); stop it so the rest of the run stays quick.
+    ctl("kill", "-j", "bt_slow", "-d", DAY);
+  });
+
+  await step("redo with upstream reruns the instance after its upstreams", async () => {
+    await page.goto(instance("bt_report"));
+    const flash = await submit(page, "#action-redo_up");
+    assert.match(flash, /redo with upstream bt_report@\d+: 2 instances to run/);
+    await page.goto(instance("bt_fail"));
+    await eventually(page, async () => (await triesOf(page)) === 3 && (await stateOf(page)) === "failed", "bt_fail ran a third time");
+    await page.goto(instance("bt_report"));
+    assert.equal(await stateOf(page), "waiting", "bt_report waits for its failed upstream again");
+  });
+
+  await step("delete removes a finished instance; the task then offers a run", async () => {
+    await page.goto(instance("bt_report"));
+    await submit(page, "#action-kill");
+    const flash = await submit(page, "#action-delete");
+    assert.match(flash, /deleted with its tries and logs/);
+    assert.match(page.url(), new RegExp(`/\\?day=${DAY}$`));
+    await page.goto(instance("bt_report"));
+    assert.match(await page.textContent("main"), /no instance on this day yet/);
+  });
+
+  await step("the task page pauses, previews a backfill, and refuses a delete with dependents", async () => {
+    await page.goto(`${WEB}/tasks/bt_extract`);
+    assert.equal(await page.locator("#cells a.cell").count(), 30);
+    assert.equal(await page.locator("svg.dag a.node").count(), 3, "extract, slow, daily");
+    await submit(page, "#pause-toggle");
+    assert.match(await page.textContent("h1"), /paused/);
+    await submit(page, "#pause-toggle");
+    assert.doesNotMatch(await page.textContent("h1"), /paused/);
+    await page.fill("#backfill-preview input[name=from]", "2026-01-01");
+    await page.fill("#backfill-preview input[name=to]", "2026-01-10");
+    await Promise.all([page.waitForNavigation(), page.click("#backfill-preview button")]);
+    assert.match(await page.textContent("#preview"), /This would run 10 \(10 new\)/);
+    const flash = await submit(page, "#delete-task");
+    assert.match(flash, /cannot delete: .*bt_daily depends on bt_extract/);
+  });
+
+  await step("the grid shows tasks x days, the agents and the history pages list what happened", async () => {
+    await page.goto(`${WEB}/grid?end=${DAY}&days=7`);
+    assert.equal(await page.locator("#statusgrid a.cell").count(), 5 * 7);
+    assert.equal(await page.locator(`#statusgrid a.cell.state-killed[href='/instances/bt_slow/${DAY}']`).count(), 1);
+    await page.screenshot({ path: `${SHOTS}/grid.png` });
+    await page.goto(`${WEB}/agents`);
+    assert.match(await page.textContent("#agents"), /alive/);
+    await page.goto(`${WEB}/history?action=kill`);
+    const rows = await page.locator("#operations tbody tr").allTextContents();
+    assert.ok(rows.length >= 2 && rows.every((r) => r.includes("kill")), rows.join("\n"));
+    assert.ok(rows.some((r) => r.includes("webui/")), "the web UI is named as the client");
+  });
+
+  await step("the edit form shows the apply messages next to the field, then saves", async () => {
+    await page.goto(`${WEB}/tasks/new`);
+    await page.fill("#f-id", "bt_new");
+    await page.fill("#f-command", "echo new");
+    await page.fill("#f-schedule", "every morning");
+    await Promise.all([page.waitForNavigation(), page.click("#save-task")]);
+    assert.match(await page.textContent("#error-schedule"), /schedule/);
+    await page.fill("#f-schedule", "");
+    await page.fill("#f-depends_on", "bt_nope");
+    await Promise.all([page.waitForNavigation(), page.click("#save-task")]);
+    assert.match(await page.textContent("#error-depends_on"), /bt_nope/);
+    await page.fill("#f-depends_on", "bt_extract -1");
+    await Promise.all([page.waitForNavigation(), page.click("#save-task")]);
+    assert.match(page.url(), /\/tasks\/bt_new$/);
+    assert.match(await page.textContent("#flash"), /bt_new created/);
+  });
+
+  await step("import previews every changed field, and export gives the document back", async () => {
+    const exported = await (await page.request.get(`${WEB}/tasks/bt_new/yaml`)).text();
+    assert.match(exported, /id: bt_new/);
+    await page.goto(`${WEB}/import`);
+    await page.fill("#import-document", exported.replace("echo new", "echo newer"));
+    await Promise.all([page.waitForNavigation(), page.click("#import-preview-button")]);
+    assert.match(await page.textContent("#import-preview"), /command\s*echo new\s*echo newer/);
+    await Promise.all([page.waitForNavigation(), page.click("#import-apply")]);
+    assert.match(await page.textContent("#flash"), /updated 1/);
+    await page.goto(`${WEB}/tasks/bt_new`);
+    const flash = await submit(page, "#delete-task");
+    assert.match(flash, /deleted bt_new/);
+  });
+
+  await step("switching to Chinese is remembered", async () => {
+    await page.goto(instance("bt_fail"));
+    await Promise.all([page.waitForNavigation(), page.click("#lang-switch")]);
+    assert.match(await page.textContent("header nav"), /概览/);
+    assert.equal((await page.textContent("#action-mark_success")).trim(), "强制通过");
+    await page.screenshot({ path: `${SHOTS}/instance-zh.png`, fullPage: true });
+    await page.goto(`${WEB}/graph?day=${DAY}`);
+    assert.match(await page.textContent("h1"), /依赖图/);
+    await page.screenshot({ path: `${SHOTS}/graph-zh.png` });
+    await Promise.all([page.waitForNavigation(), page.click("#lang-switch")]);
+    assert.match(await page.textContent("header nav"), /Overview/);
+  });
+
+  await step("a POST from elsewhere (no CSRF token) changes nothing", async () => {
+    const response = await page.request.post(`${instance("bt_fail")}/action`, {
+      form: { action: "delete", confirmed: "1", csrf: "0".repeat(40) },
+    });
+    assert.equal(response.status(), 403);
+    await page.goto(instance("bt_fail"));
+    assert.equal(await stateOf(page), "failed");
+  });
+
+  await step("a 60-task DAG is drawn whole, and focus narrows it", async () => {
+    // Five layers of twelve, each task after two of the layer before; a few of them fail.
+    const lines = ["tasks:"];
+    for (let layer = 0; layer < 5; layer++) {
+      for (let i = 0; i < 12; i++) {
+        const id = `etl_l${layer}_${String(i).padStart(2, "0")}`;
+        const fails = layer === 2 && i % 5 === 0;
+        lines.push(`  - id: ${id}`, `    command: "${fails ? "exit 1" : "echo ok"}"`);
+        if (layer > 0) {
+          const up = (k) => `etl_l${layer - 1}_${String(k).padStart(2, "0")}`;
+          lines.push(`    depends_on: [${up(i)}, ${up((i * 5 + 3) % 12)}]`);
+        }
+      }
+    }
+    const file = join(tmpdir(), `goflow-large-${process.pid}.yaml`);
+    writeFileSync(file, lines.join("\n") + "\n");
+    ctl("apply", "-f", file);
+    rmSync(file);
+    for (let i = 0; i < 12; i++) ctl("run", "-j", `etl_l0_${String(i).padStart(2, "0")}`, "-d", DAY, "--down");
+    await page.goto(`${WEB}/graph?day=${DAY}`);
+    assert.equal(await page.locator("svg.dag a.node").count(), 65);
+    await eventually(page, async () => (await page.locator("svg.dag a.node.state-failed").count()) >= 3, "the failing tasks drawn red");
+    await page.screenshot({ path: `${SHOTS}/graph-large.png` });
+    await page.goto(`${WEB}/graph?day=${DAY}&focus=etl_l2_05&hops=1`);
+    assert.ok((await page.locator("svg.dag a.node").count()) < 10);
+  });
+
+  assert.deepEqual(failures, [], "no script errors on any page");
+} finally {
+  await context.close();
+}
+
+// --- Without JavaScript: every page reads, and an action confirms on a page of its own.
+const plain = await openContext({ javaScriptEnabled: false });
+try {
+  const page = plain.pages()[0] ?? (await plain.newPage());
+  page.setDefaultTimeout(WAIT);
+  await step("without JavaScript every page reads and actions confirm on a page", async () => {
+    for (const path of ["/", `/graph?day=${DAY}`, "/grid", "/tasks", "/tasks/bt_fail", `/instances/bt_fail/${DAY}`, "/agents", "/history"]) {
+      const response = await page.goto(`${WEB}${path}`);
+      assert.equal(response.status(), 200, path);
+    }
+    await page.goto(instance("bt_fail"));
+    assert.match(await page.textContent("#log"), /about to fail/);
+    await Promise.all([page.waitForNavigation(), page.click("#action-redo")]);
+    assert.match(await page.textContent("h1"), /redo current: bt_fail@/);
+    const flash = await submit(page, "#confirm-yes");
+    assert.match(flash, /1 instances to run/);
+  });
+} finally {
+  await plain.close();
+}
+console.log(`${passed} browser checks passed; screenshots in ${SHOTS}`);

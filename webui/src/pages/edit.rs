@@ -1,0 +1,324 @@
+//! Creating and changing tasks from the browser: the edit form (errors shown next to their
+//! field, with the same messages as `goflowctl apply`, since the form becomes a DAG document
+//! that goes through the same parser and the same ApplyTasks call), YAML import with a preview
+//! of every changed field, and YAML export.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use goflow_core::dag::is_valid_task_id;
+use goflow_core::dagfile;
+use goflow_proto::{ApplyTasksRequest, FieldChange, GetTaskRequest, ListTasksRequest};
+use serde::Deserialize;
+use tonic::Code;
+
+use crate::AppState;
+use crate::context::{Ctx, Flash};
+use crate::error::WebError;
+use crate::yaml::{TaskForm, export, field_of};
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/edit.html")]
+pub struct EditPage {
+    ctx: Ctx,
+    /// Empty for a new task.
+    editing: String,
+    form: TaskForm,
+    errors: Vec<(&'static str, String)>,
+    /// Errors that name no field.
+    general: Vec<String>,
+}
+
+impl EditPage {
+    /// The message for one field, for the template; empty when the field is fine.
+    fn error(&self, field: &str) -> &str {
+        self.errors
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or("", |(_, m)| m.as_str())
+    }
+}
+
+fn check_id(id: &str) -> Result<(), WebError> {
+    if is_valid_task_id(id) {
+        Ok(())
+    } else {
+        Err(WebError::bad_parameter("task", format!("{id:?} is not a task id")))
+    }
+}
+
+/// `GET /tasks/new`.
+pub async fn new_form(ctx: Ctx) -> EditPage {
+    EditPage {
+        ctx,
+        editing: String::new(),
+        form: TaskForm::blank(),
+        errors: vec![],
+        general: vec![],
+    }
+}
+
+/// `GET /tasks/{id}/edit`.
+pub async fn edit_form(State(app): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<EditPage, WebError> {
+    check_id(&id)?;
+    let task = app
+        .client()
+        .get_task(GetTaskRequest { id: id.clone() })
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner();
+    Ok(EditPage {
+        ctx,
+        editing: id,
+        form: TaskForm::from_task(&task),
+        errors: vec![],
+        general: vec![],
+    })
+}
+
+/// `POST /tasks/new`.
+pub async fn create(State(app): State<AppState>, ctx: Ctx, Form(form): Form<TaskForm>) -> Result<Response, WebError> {
+    save(app, ctx, String::new(), form).await
+}
+
+/// `POST /tasks/{id}/edit`: the id is the one being edited (renaming is creating).
+pub async fn update(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(mut form): Form<TaskForm>,
+) -> Result<Response, WebError> {
+    check_id(&id)?;
+    form.id = id.clone();
+    save(app, ctx, id, form).await
+}
+
+async fn save(app: AppState, ctx: Ctx, editing: String, form: TaskForm) -> Result<Response, WebError> {
+    let refuse = |ctx: Ctx, form: TaskForm, field: &'static str, message: String| {
+        let (errors, general) = if field.is_empty() {
+            (vec![], vec![message])
+        } else {
+            (vec![(field, message)], vec![])
+        };
+        EditPage {
+            ctx,
+            editing: editing.clone(),
+            form,
+            errors,
+            general,
+        }
+        .into_response()
+    };
+    let document = match form.to_document() {
+        Ok(document) => document,
+        Err((field, message)) => return Ok(refuse(ctx, form, field, message)),
+    };
+    // The same parser as the coordinator's apply: the same messages, before a round trip.
+    if let Err(error) = dagfile::parse(&document, "edit form") {
+        let message = error.to_string();
+        return Ok(refuse(ctx, form, field_of(&message), message));
+    }
+    let result = app
+        .client()
+        .apply_tasks(ApplyTasksRequest {
+            document,
+            source_name: "edit form".into(),
+            dry_run: false,
+        })
+        .await;
+    match result {
+        Ok(answer) => {
+            let answer = answer.into_inner();
+            let verb = if answer.created.is_empty() { "updated" } else { "created" };
+            let id = form.id.trim();
+            Ok(Flash::ok(format!("{id} {verb}")).redirect(&format!("/tasks/{id}")))
+        }
+        // Graph checks (unknown upstream, a cycle) only the coordinator can make.
+        Err(status) if status.code() == Code::InvalidArgument => {
+            let message = status.message().to_string();
+            Ok(refuse(ctx, form, field_of(&message), message))
+        }
+        Err(status) => Err(app.fail(status)),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/import.html")]
+pub struct ImportPage {
+    ctx: Ctx,
+    document: String,
+    error: String,
+    preview: Option<ImportPreview>,
+}
+
+struct ImportPreview {
+    created: Vec<String>,
+    updated: Vec<String>,
+    unchanged: usize,
+    changes: Vec<FieldChange>,
+}
+
+/// `GET /import`.
+pub async fn import_form(ctx: Ctx) -> ImportPage {
+    ImportPage {
+        ctx,
+        document: String::new(),
+        error: String::new(),
+        preview: None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImportForm {
+    document: String,
+    /// `preview` (a dry run showing every changed field) or `apply`.
+    #[serde(default)]
+    mode: String,
+}
+
+/// `POST /import`.
+pub async fn import(State(app): State<AppState>, ctx: Ctx, Form(form): Form<ImportForm>) -> Result<Response, WebError> {
+    let dry_run = form.mode != "apply";
+    let result = app
+        .client()
+        .apply_tasks(ApplyTasksRequest {
+            document: form.document.clone(),
+            source_name: "imported document".into(),
+            dry_run,
+        })
+        .await;
+    match result {
+        Ok(answer) if dry_run => {
+            let answer = answer.into_inner();
+            Ok(ImportPage {
+                ctx,
+                document: form.document,
+                error: String::new(),
+                preview: Some(ImportPreview {
+                    created: answer.created,
+                    updated: answer.updated,
+                    unchanged: answer.unchanged.len(),
+                    changes: answer.changes,
+                }),
+            }
+            .into_response())
+        }
+        Ok(answer) => {
+            let answer = answer.into_inner();
+            Ok(Flash::ok(format!(
+                "created {}, updated {}, unchanged {}",
+                answer.created.len(),
+                answer.updated.len(),
+                answer.unchanged.len()
+            ))
+            .redirect("/tasks"))
+        }
+        Err(status) if status.code() == Code::InvalidArgument => Ok(ImportPage {
+            ctx,
+            document: form.document,
+            error: status.message().to_string(),
+            preview: None,
+        }
+        .into_response()),
+        Err(status) => Err(app.fail(status)),
+    }
+}
+
+fn yaml_download(name: &str, document: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/yaml; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        document,
+    )
+        .into_response()
+}
+
+/// `GET /tasks/{id}/yaml`: one task as a DAG document.
+pub async fn export_task(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+    check_id(&id)?;
+    let task = app
+        .client()
+        .get_task(GetTaskRequest { id: id.clone() })
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner();
+    Ok(yaml_download(&format!("{id}.yaml"), export(&[task])))
+}
+
+/// `GET /export.yaml`: every task, in dependency order, as one DAG document.
+pub async fn export_all(State(app): State<AppState>) -> Result<Response, WebError> {
+    let tasks = app
+        .client()
+        .list_tasks(ListTasksRequest {})
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .tasks;
+    Ok(yaml_download("goflow-tasks.yaml", export(&tasks)))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{get, post, sample};
+
+    #[tokio::test]
+    async fn the_edit_form_is_filled_with_the_definition() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, "/tasks/transform/edit").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("transform.sh {{etl_day}}</textarea>"));
+        assert!(body.contains(">extract -1</textarea>"));
+    }
+
+    #[tokio::test]
+    async fn errors_are_shown_next_to_their_field_and_nothing_is_applied() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(&app, "/tasks/new", &[("id", "x"), ("command", "run.sh"), ("schedule", "every day")], true).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains(r#"<span class="field-error" id="error-schedule">"#), "{}", answer.body);
+        assert!(answer.body.contains("every day"), "the input is kept");
+        assert!(calls.lock().unwrap().is_empty(), "refused before any call");
+        // The coordinator's graph checks come back next to depends_on.
+        let answer = post(&app, "/tasks/new", &[("id", "x"), ("command", "run.sh"), ("depends_on", "nope")], true).await;
+        assert!(answer.body.contains(r#"id="error-depends_on">edit form: task &#34;x&#34; depends on unknown task &#34;nope&#34;"#)
+            || answer.body.contains(r#"id="error-depends_on">edit form: task &quot;x&quot; depends on unknown task &quot;nope&quot;"#), "{}", answer.body);
+    }
+
+    #[tokio::test]
+    async fn a_valid_form_is_applied_as_a_document_and_redirects() {
+        let fake = sample();
+        let calls = fake.calls.clone();
+        let app = fake.start().await;
+        let answer = post(
+            &app,
+            "/tasks/transform/edit",
+            &[("command", "transform.sh --all"), ("depends_on", "extract -1"), ("timezone", "UTC")],
+            true,
+        )
+        .await;
+        assert_eq!((answer.status, answer.location.as_str()), (StatusCode::SEE_OTHER, "/tasks/transform"));
+        let call = calls.lock().unwrap()[0].clone();
+        assert!(call.starts_with("ApplyTasks dry_run=false tasks:\n- id: transform\n"), "{call}");
+        assert!(call.contains("command: transform.sh --all") && call.contains("day_offset: -1"), "{call}");
+    }
+
+    #[tokio::test]
+    async fn import_previews_the_changed_fields() {
+        let app = sample().start().await;
+        let answer = post(&app, "/import", &[("document", "tasks: []"), ("mode", "preview")], true).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("<td>transform</td><td>command</td>"), "{}", answer.body);
+        let (status, yaml) = get(&app, "/export.yaml").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(yaml.contains("- id: transform") && yaml.contains("- id: extract"));
+    }
+}

@@ -1,0 +1,254 @@
+//! `/graph`: the DAG of one data date. Every task is a node (tasks without an instance that
+//! day included), coloured by its instance's state and linking to it; edges carry their day
+//! offsets. `focus` and `hops` narrow it to a task's neighbourhood, which is how a
+//! 1,000-task DAG stays legible; pan, zoom and search come from `goflow.js`.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use goflow_core::EtlDay;
+use goflow_proto::{Instance, ListInstancesRequest, ListTasksRequest, Task};
+use serde::Deserialize;
+
+use super::day_or_latest;
+use crate::AppState;
+use crate::context::Ctx;
+use crate::error::WebError;
+use crate::graph::{self, EdgeIn, GraphNode, neighbourhood};
+use crate::i18n::{Lang, state_meaning};
+use crate::view::state_class;
+
+const DEFAULT_HOPS: usize = 2;
+const MAX_HOPS: usize = 20;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    day: Option<String>,
+    /// Show only this task's neighbourhood.
+    focus: Option<String>,
+    hops: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/graph.html")]
+pub struct GraphPage {
+    ctx: Ctx,
+    day: String,
+    day_dashed: String,
+    prev_day: String,
+    next_day: String,
+    focus: String,
+    hops: usize,
+    shown: usize,
+    total: usize,
+    svg: String,
+    task_ids: Vec<String>,
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Query(params): Query<Params>,
+) -> Result<GraphPage, WebError> {
+    let day = day_or_latest(&app, params.day.as_deref()).await?;
+    let hops = match params.hops.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_HOPS,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|h| (1..=MAX_HOPS).contains(h))
+            .ok_or_else(|| WebError::bad_parameter("hops", format!("{text:?} is not a number from 1 to {MAX_HOPS}")))?,
+    };
+    let focus = params.focus.as_deref().map(str::trim).unwrap_or("").to_string();
+    let mut client = app.client();
+    let tasks = client
+        .list_tasks(ListTasksRequest {})
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .tasks;
+    let instances = client
+        .list_instances(ListInstancesRequest {
+            etl_day: day.compact(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .instances;
+    let focus_index = if focus.is_empty() {
+        None
+    } else {
+        Some(
+            tasks
+                .iter()
+                .position(|t| t.id == focus)
+                .ok_or_else(|| WebError::NotFound(format!("unknown task {focus:?}")))?,
+        )
+    };
+    let drawing = day_graph(&tasks, &instances, day, focus_index.map(|f| (f, hops)), ctx.lang);
+    let mut task_ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    task_ids.sort();
+    Ok(GraphPage {
+        day: day.compact(),
+        day_dashed: day.dashed(),
+        prev_day: day.offset(-1).compact(),
+        next_day: day.offset(1).compact(),
+        focus,
+        hops,
+        shown: drawing.shown,
+        total: tasks.len(),
+        svg: drawing.svg,
+        task_ids,
+        ctx,
+    })
+}
+
+pub struct DayGraph {
+    pub svg: String,
+    pub shown: usize,
+}
+
+/// The SVG of every task (or of one task's neighbourhood) on `day`.
+pub fn day_graph(
+    tasks: &[Task],
+    instances: &[Instance],
+    day: EtlDay,
+    focus: Option<(usize, usize)>,
+    lang: Lang,
+) -> DayGraph {
+    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let edges: Vec<EdgeIn> = tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(downstream, task)| {
+            let index = &index;
+            task.depends_on.iter().filter_map(move |d| {
+                Some(EdgeIn {
+                    upstream: *index.get(d.task.as_str())?,
+                    downstream,
+                    day_offset: d.day_offset,
+                })
+            })
+        })
+        .collect();
+    let keep: Vec<usize> = match focus {
+        Some((task, hops)) => neighbourhood(tasks.len(), &edges, task, hops),
+        None => (0..tasks.len()).collect(),
+    };
+    // Renumber the kept tasks 0..n for the layout.
+    let mut new_index = vec![usize::MAX; tasks.len()];
+    for (new, old) in keep.iter().enumerate() {
+        new_index[*old] = new;
+    }
+    let kept_edges: Vec<EdgeIn> = edges
+        .iter()
+        .filter(|e| new_index[e.upstream] != usize::MAX && new_index[e.downstream] != usize::MAX)
+        .map(|e| EdgeIn {
+            upstream: new_index[e.upstream],
+            downstream: new_index[e.downstream],
+            day_offset: e.day_offset,
+        })
+        .collect();
+    let by_task: HashMap<&str, &Instance> = instances.iter().map(|i| (i.task.as_str(), i)).collect();
+    let nodes: Vec<GraphNode> = keep
+        .iter()
+        .map(|old| {
+            let task = &tasks[*old];
+            let instance = by_task.get(task.id.as_str());
+            let state = instance.map_or("none", |i| i.state.as_str());
+            let forced = instance.is_some_and(|i| i.forced);
+            let meaning = state_meaning(lang, if forced { "forced" } else { state });
+            GraphNode {
+                id: task.id.clone(),
+                state_class: state_class(state),
+                forced,
+                href: format!("/instances/{}/{}", task.id, day.compact()),
+                title: format!("{} · {state} · {meaning}", task.id),
+                highlighted: focus.is_some_and(|(f, _)| f == *old),
+            }
+        })
+        .collect();
+    DayGraph {
+        svg: graph::draw(&nodes, &kept_edges),
+        shown: nodes.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use goflow_proto::{Instance, Task, TaskDependency};
+
+    use super::*;
+
+    fn task(id: &str, ups: &[(&str, i32)]) -> Task {
+        Task {
+            id: id.into(),
+            depends_on: ups
+                .iter()
+                .map(|(t, o)| TaskDependency {
+                    task: t.to_string(),
+                    day_offset: *o,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_task_is_drawn_even_without_an_instance() {
+        let tasks = [task("a", &[]), task("b", &[("a", 0)]), task("c", &[("b", -1)])];
+        let instances = [Instance {
+            task: "a".into(),
+            state: "success".into(),
+            ..Default::default()
+        }];
+        let day = EtlDay::parse("20260110").unwrap();
+        let drawing = day_graph(&tasks, &instances, day, None, Lang::En);
+        assert_eq!(drawing.shown, 3);
+        assert!(drawing.svg.contains(r#"class="node state-success" data-task="a""#));
+        assert!(drawing.svg.contains(r#"class="node state-none" data-task="b""#));
+        assert!(drawing.svg.contains(">-1d</text>"));
+        assert!(drawing.svg.contains(r#"href="/instances/c/20260110""#));
+    }
+
+    #[test]
+    fn a_focus_keeps_the_neighbourhood_only() {
+        let tasks = [
+            task("a", &[]),
+            task("b", &[("a", 0)]),
+            task("c", &[("b", 0)]),
+            task("d", &[("c", 0)]),
+            task("other", &[]),
+        ];
+        let day = EtlDay::parse("20260110").unwrap();
+        let drawing = day_graph(&tasks, &[], day, Some((1, 1)), Lang::En);
+        assert_eq!(drawing.shown, 3);
+        assert!(drawing.svg.contains(r#"class="node state-none focus" data-task="b""#));
+        assert!(!drawing.svg.contains(r#"data-task="d""#) && !drawing.svg.contains(r#"data-task="other""#));
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{DAY, get, sample};
+
+    #[tokio::test]
+    async fn the_page_draws_the_days_graph_with_tools() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/graph?day={DAY}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(r#"class="node state-running" data-task="transform""#));
+        assert!(body.contains(r#"class="node state-success" data-task="extract""#));
+        assert!(body.contains(">-1d</text>"), "transform waits for yesterday's extract");
+        assert!(body.contains(r#"id="graph-search""#) && body.contains("data-pan-zoom"));
+        let (status, body) = get(&app, &format!("/graph?day={DAY}&focus=nope")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _) = get(&app, &format!("/graph?day={DAY}&focus=extract&hops=99")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

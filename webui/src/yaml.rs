@@ -1,0 +1,328 @@
+//! Tasks as a DAG document (the format of `goflowctl apply`): written for export and for the
+//! edit form, whose document then goes through the same parser and validation as an apply.
+
+use goflow_proto::Task;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Document {
+    tasks: Vec<TaskOut>,
+}
+
+/// Field order and names as in `deploy/demo/dag.yaml`; defaults left out.
+#[derive(Serialize)]
+struct TaskOut {
+    id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    description: String,
+    command: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<String>,
+    timezone: String,
+    day_offset: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_delay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    priority: i32,
+    queue: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_day: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<DependencyOut>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DependencyOut {
+    Same(String),
+    WithOffset { task: String, day_offset: i32 },
+}
+
+/// What the edit form holds, as text, before validation.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct TaskForm {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub schedule: String,
+    #[serde(default)]
+    pub timezone: String,
+    #[serde(default)]
+    pub day_offset: String,
+    #[serde(default)]
+    pub retries: String,
+    #[serde(default)]
+    pub retry_delay: String,
+    #[serde(default)]
+    pub timeout: String,
+    #[serde(default)]
+    pub priority: String,
+    #[serde(default)]
+    pub queue: String,
+    #[serde(default)]
+    pub start_day: String,
+    /// One dependency per line: `task` or `task -1`.
+    #[serde(default)]
+    pub depends_on: String,
+}
+
+impl TaskForm {
+    /// The form filled with a stored task.
+    pub fn from_task(t: &Task) -> Self {
+        Self {
+            id: t.id.clone(),
+            description: t.description.clone(),
+            command: t.command.clone(),
+            schedule: t.schedule.clone(),
+            timezone: t.timezone.clone(),
+            day_offset: t.day_offset.to_string(),
+            retries: if t.retries < 0 { String::new() } else { t.retries.to_string() },
+            retry_delay: crate::pages::task::millis(t.retry_delay_ms),
+            timeout: crate::pages::task::millis(t.timeout_ms),
+            priority: t.priority.to_string(),
+            queue: t.queue.clone(),
+            start_day: t.start_day.clone(),
+            depends_on: t
+                .depends_on
+                .iter()
+                .map(|d| {
+                    if d.day_offset == 0 {
+                        d.task.clone()
+                    } else {
+                        format!("{} {}", d.task, d.day_offset)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    /// A blank form with the document's defaults shown.
+    pub fn blank() -> Self {
+        Self {
+            timezone: "UTC".into(),
+            day_offset: "-1".into(),
+            priority: "0".into(),
+            queue: "default".into(),
+            ..Default::default()
+        }
+    }
+
+    /// The one-task DAG document, or the field that is not even of the right kind.
+    pub fn to_document(&self) -> Result<String, (&'static str, String)> {
+        let int = |field: &'static str, text: &str, default: i32| -> Result<i32, (&'static str, String)> {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(default);
+            }
+            text.parse()
+                .map_err(|_| (field, format!("{field} {text:?} is not a whole number")))
+        };
+        let retries = match self.retries.trim() {
+            "" => None,
+            text => Some(
+                text.parse::<u32>()
+                    .map_err(|_| ("retries", format!("retries {text:?} is not a whole number >= 0")))?,
+            ),
+        };
+        let mut depends_on = vec![];
+        for line in self.depends_on.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let mut words = line.split_whitespace();
+            let task = words.next().unwrap_or_default().trim_end_matches(',').to_string();
+            match words.next() {
+                None => depends_on.push(DependencyOut::Same(task)),
+                Some(offset) => {
+                    let day_offset = offset.parse::<i32>().map_err(|_| {
+                        ("depends_on", format!("depends_on: {line:?}: write a task, or a task and a day offset such as -1"))
+                    })?;
+                    depends_on.push(DependencyOut::WithOffset { task, day_offset });
+                }
+            }
+        }
+        let optional = |text: &str| Some(text.trim().to_string()).filter(|t| !t.is_empty());
+        let task = TaskOut {
+            id: self.id.trim().to_string(),
+            description: self.description.trim().to_string(),
+            command: self.command.replace("\r\n", "\n").trim().to_string(),
+            schedule: optional(&self.schedule),
+            timezone: optional(&self.timezone).unwrap_or_else(|| "UTC".into()),
+            day_offset: int("day_offset", &self.day_offset, -1)?,
+            retries,
+            retry_delay: optional(&self.retry_delay),
+            timeout: optional(&self.timeout),
+            priority: int("priority", &self.priority, 0)?,
+            queue: optional(&self.queue).unwrap_or_else(|| "default".into()),
+            start_day: optional(&self.start_day),
+            depends_on,
+        };
+        serde_norway::to_string(&Document { tasks: vec![task] }).map_err(|e| ("", e.to_string()))
+    }
+}
+
+/// Every task as one DAG document.
+pub fn export(tasks: &[Task]) -> String {
+    let tasks = tasks
+        .iter()
+        .map(|t| {
+            let form = TaskForm::from_task(t);
+            TaskOut {
+                id: t.id.clone(),
+                description: t.description.clone(),
+                command: t.command.clone(),
+                schedule: Some(t.schedule.clone()).filter(|s| !s.is_empty()),
+                timezone: t.timezone.clone(),
+                day_offset: t.day_offset,
+                retries: u32::try_from(t.retries).ok(),
+                retry_delay: Some(form.retry_delay).filter(|s| !s.is_empty()),
+                timeout: Some(form.timeout).filter(|s| !s.is_empty()),
+                priority: t.priority,
+                queue: t.queue.clone(),
+                start_day: Some(t.start_day.clone()).filter(|s| !s.is_empty()),
+                depends_on: t
+                    .depends_on
+                    .iter()
+                    .map(|d| {
+                        if d.day_offset == 0 {
+                            DependencyOut::Same(d.task.clone())
+                        } else {
+                            DependencyOut::WithOffset {
+                                task: d.task.clone(),
+                                day_offset: d.day_offset,
+                            }
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    serde_norway::to_string(&Document { tasks }).unwrap_or_default()
+}
+
+/// The form field an apply error is about, from the parser's message
+/// (`edit form: task "x" (tasks[0], line 3): schedule: ...`); "" when it names none.
+pub fn field_of(message: &str) -> &'static str {
+    const FIELDS: [&str; 12] = [
+        "id",
+        "command",
+        "schedule",
+        "timezone",
+        "day_offset",
+        "retries",
+        "retry_delay",
+        "timeout",
+        "priority",
+        "queue",
+        "start_day",
+        "depends_on",
+    ];
+    // The part after the task's description names the field first.
+    let detail = message.rsplit_once("): ").map_or(message, |(_, d)| d);
+    let first_word = detail
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    if let Some(field) = FIELDS.iter().find(|f| **f == first_word) {
+        return field;
+    }
+    // Graph errors (unknown upstream, cycle) and serde's `tasks[0].retries: ...`.
+    if detail.contains("depends on") || detail.contains("cycle") || detail.contains("upstream") {
+        return "depends_on";
+    }
+    FIELDS
+        .iter()
+        .find(|f| detail.contains(&format!(".{f}")) || detail.contains(&format!("`{f}`")))
+        .copied()
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use goflow_core::dagfile;
+    use goflow_proto::TaskDependency;
+
+    use super::*;
+
+    fn stored() -> Task {
+        Task {
+            id: "load".into(),
+            command: "load.sh {{etl_day}}".into(),
+            schedule: "30 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            day_offset: -1,
+            retries: 2,
+            retry_delay_ms: 90_000,
+            timeout_ms: 3_600_000,
+            priority: 3,
+            queue: "io".into(),
+            start_day: "20260101".into(),
+            description: "loads: the \"warehouse\"".into(),
+            depends_on: vec![
+                TaskDependency { task: "extract".into(), day_offset: 0 },
+                TaskDependency { task: "load".into(), day_offset: -1 },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_exported_task_parses_back_to_the_same_definition() {
+        let document = export(&[stored()]);
+        let specs = dagfile::parse(&document, "export").unwrap();
+        let spec = &specs[0];
+        assert_eq!(spec.command, "load.sh {{etl_day}}");
+        assert_eq!(spec.schedule.as_deref(), Some("30 2 * * *"));
+        assert_eq!((spec.retries, spec.priority, spec.queue.as_str()), (Some(2), 3, "io"));
+        assert_eq!(spec.retry_delay, Some(std::time::Duration::from_secs(90)));
+        assert_eq!(spec.timeout, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(spec.start_day.map(|d| d.compact()).as_deref(), Some("20260101"));
+        assert_eq!(spec.depends_on.len(), 2);
+        assert_eq!(spec.depends_on[1].day_offset, -1);
+        assert_eq!(spec.description, "loads: the \"warehouse\"");
+    }
+
+    #[test]
+    fn the_form_round_trips_a_task() {
+        let form = TaskForm::from_task(&stored());
+        assert_eq!(form.depends_on, "extract\nload -1");
+        let specs = dagfile::parse(&form.to_document().unwrap(), "form").unwrap();
+        assert_eq!(specs[0].id, "load");
+        assert_eq!(specs[0].depends_on[1].task, "load");
+    }
+
+    #[test]
+    fn form_fields_of_the_wrong_kind_are_named() {
+        let mut form = TaskForm::blank();
+        form.priority = "high".into();
+        assert_eq!(form.to_document().unwrap_err().0, "priority");
+        form.priority = "1".into();
+        form.depends_on = "extract yesterday".into();
+        assert_eq!(form.to_document().unwrap_err().0, "depends_on");
+    }
+
+    #[test]
+    fn parser_messages_are_attached_to_their_field() {
+        let mut form = TaskForm::blank();
+        form.id = "x".into();
+        form.command = "run.sh".into();
+        form.schedule = "every day".into();
+        let error = dagfile::parse(&form.to_document().unwrap(), "edit form").unwrap_err();
+        assert_eq!(field_of(&error.to_string()), "schedule", "{error}");
+        form.schedule.clear();
+        form.command = "  ".into();
+        let error = dagfile::parse(&form.to_document().unwrap(), "edit form").unwrap_err();
+        assert_eq!(field_of(&error.to_string()), "command", "{error}");
+        assert_eq!(field_of("edit form: task \"b\" depends on unknown task \"nope\""), "depends_on");
+    }
+}
