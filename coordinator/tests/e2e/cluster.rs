@@ -507,3 +507,203 @@ tasks:
         "the try was dispatched again: {row:#}"
     );
 }
+
+/// kill -9 of the coordinator while its remote agents run a DAG over Redis, restarted at once
+/// on the same database (the suite's: SQLite, PostgreSQL or MariaDB) and ports: the agents'
+/// tries live on and the DAG finishes. See [`coordinator_kill9_mid_dag`].
+#[test]
+fn coordinator_kill9_mid_dag_with_remote_agents_recovers() {
+    coordinator_kill9_mid_dag(Outage::Brief);
+}
+
+/// kill -9 of the coordinator, down longer than WorkerTimeOut: the agents, cut off, stop their
+/// tries; restarted, the coordinator runs them again and the DAG finishes, each task never
+/// running twice at once. See [`coordinator_kill9_mid_dag`].
+#[test]
+fn coordinator_kill9_and_a_long_outage_redo_the_stopped_tries() {
+    coordinator_kill9_mid_dag(Outage::LongerThanWorkerTimeout);
+}
+
+#[derive(PartialEq, Debug)]
+enum Outage {
+    /// Restarted at once.
+    Brief,
+    /// Restarted once the agents have stopped the tries they ran (WorkerTimeOut is 3 s).
+    LongerThanWorkerTimeout,
+}
+
+/// A coordinator with two agents over Redis runs root -> six 4-second leaves -> join -> tail;
+/// it is killed with SIGKILL while the leaves run, and restarted on the same database and
+/// ports after `outage`. It finishes the DAG, every instance a success, finished work not
+/// redone, and no task ever had two live runs at once (each command checks that the processes
+/// of its task's earlier tries are gone before it starts). The standalone's kill -9 recovery
+/// is scheduling.rs's `kill9_mid_run_recovers_and_completes`, on the suite's database as well.
+fn coordinator_kill9_mid_dag(outage: Outage) {
+    let mut cl = Cluster::start();
+    cl.add_agents(&[("k1", 4, &[]), ("k2", 4, &[])]);
+    let work = cl.sb.work();
+    let _cleanup = KillPidsIn(work.clone());
+    let overlaps = work.join("overlaps.txt");
+    let trace = work.join("trace.txt");
+    // Before it starts, each try looks for a live process of an earlier try of its task.
+    let command = |secs: u32| {
+        format!(
+            "for p in $(cat {w}/{{{{task_id}}}}.pids 2>/dev/null); do if kill -0 $p 2>/dev/null; then \
+             echo {{{{task_id}}}} try {{{{try_number}}}} started while $p ran >> {o}; fi; done; \
+             echo $$ >> {w}/{{{{task_id}}}}.pids; echo {{{{task_id}}}} start >> {t}; sleep {secs}; \
+             echo {{{{task_id}}}} done >> {t}",
+            w = work.display(),
+            o = overlaps.display(),
+            t = trace.display(),
+        )
+    };
+    let mids: Vec<String> = (1..=6).map(|i| format!("k_mid{i}")).collect();
+    let mut dag = format!("tasks:\n  - id: k_root\n    command: \"{}\"\n", command(0));
+    for mid in &mids {
+        dag.push_str(&format!(
+            "  - id: {mid}\n    command: \"{}\"\n    depends_on: [k_root]\n",
+            command(4)
+        ));
+    }
+    dag.push_str(&format!(
+        "  - id: k_join\n    command: \"{}\"\n    depends_on: [{}]\n",
+        command(1),
+        mids.join(", ")
+    ));
+    dag.push_str(&format!(
+        "  - id: k_tail\n    command: \"{}\"\n    depends_on: [k_join]\n",
+        command(1)
+    ));
+    cl.sb.apply(&dag);
+    let day = "20260305";
+    cl.ctl_ok(&["run", "-j", "k_root", "-d", day, "--down"]);
+
+    // Kill it while the middle of the DAG runs on the agents.
+    let running = cl.wait_for(SETTLE, "the fan-out to run on the agents", || {
+        let rows = cl.sb.status_json(day);
+        let running: Vec<String> = rows
+            .iter()
+            .filter(|r| r["state"] == "running")
+            .filter_map(|r| r["task"].as_str().map(str::to_string))
+            .filter(|t| t.starts_with("k_mid"))
+            .collect();
+        let started = std::fs::read_to_string(&trace).unwrap_or_default();
+        (!running.is_empty() && running.iter().all(|t| started.contains(&format!("{t} start"))))
+            .then_some(running)
+    });
+    cl.sb.kill9();
+    let started = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        !started.contains("k_join start"),
+        "the join had not started at the kill:\n{started}"
+    );
+    if outage == Outage::LongerThanWorkerTimeout {
+        // The leaves that ran at the kill: their shells must go once the agents give up.
+        let shells: Vec<u32> = running
+            .iter()
+            .flat_map(|t| {
+                std::fs::read_to_string(work.join(format!("{t}.pids")))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        let cut_at = Instant::now();
+        while shells.iter().any(|p| crate::sandbox::is_alive(*p))
+            && cut_at.elapsed() < Duration::from_secs(30)
+        {
+            thread::sleep(Duration::from_millis(100));
+        }
+        let alive: Vec<&u32> = shells.iter().filter(|p| crate::sandbox::is_alive(**p)).collect();
+        assert!(
+            alive.is_empty(),
+            "30 s after the coordinator died, its agents still run tries {alive:?} of {running:?}\n{}",
+            cl.logs()
+        );
+    }
+    cl.sb.restart();
+
+    let mut all: Vec<String> = vec!["k_root".into()];
+    all.extend(mids.iter().cloned());
+    all.extend(["k_join".to_string(), "k_tail".to_string()]);
+    let rows = cl.wait_for(
+        Duration::from_secs(180),
+        "the DAG to finish after the restart",
+        || {
+            let rows = cl.sb.status_json(day);
+            all.iter()
+                .all(|t| state_of(&rows, t) == Some("success"))
+                .then_some(rows)
+        },
+    );
+    assert_eq!(rows.len(), all.len(), "{rows:#?}");
+    let overlapped = std::fs::read_to_string(&overlaps).unwrap_or_default();
+    assert!(
+        overlapped.is_empty(),
+        "two live runs of one task (running at the kill: {running:?}):\n{overlapped}\n{}",
+        cl.logs()
+    );
+    let ran = std::fs::read_to_string(&trace).unwrap_or_default();
+    for task in &all {
+        assert!(
+            ran.contains(&format!("{task} done")),
+            "{task} never completed:\n{ran}"
+        );
+    }
+    let root_tries = std::fs::read_to_string(work.join("k_root.pids")).unwrap_or_default();
+    assert_eq!(
+        root_tries.lines().count(),
+        1,
+        "k_root had finished before the kill: not redone:\n{ran}"
+    );
+    if outage == Outage::LongerThanWorkerTimeout {
+        for task in &running {
+            let r = cl.sb.instance(&rows, task);
+            assert!(
+                r["try_number"].as_i64() >= Some(2),
+                "{task}, stopped by its cut-off agent, ran again: {r:#}"
+            );
+        }
+    }
+    let join = cl.sb.instance(&rows, "k_join");
+    for mid in &mids {
+        let r = cl.sb.instance(&rows, mid);
+        assert!(
+            time_of(join, "started_at") >= time_of(r, "finished_at"),
+            "k_join started before {mid} finished: {rows:#?}"
+        );
+    }
+    assert!(
+        cl.sb
+            .log()
+            .contains(&format!("dispatching through Redis at {}", cl.redis.url())),
+        "the restarted coordinator dispatches through Redis again:\n{}",
+        cl.sb.log_tail(20)
+    );
+}
+
+/// Kills (SIGKILL) every pid listed in the `*.pids` files of a folder when dropped, so a failing
+/// test leaves no command behind.
+struct KillPidsIn(std::path::PathBuf);
+
+impl Drop for KillPidsIn {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.path().extension().is_none_or(|e| e != "pids") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for pid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                if crate::sandbox::is_alive(pid) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+}
