@@ -905,6 +905,127 @@ tasks:
     );
 }
 
+/// A task whose only upstream is its upstream's previous day (`b` after `a` of the day before)
+/// is part of a day's run: `do-all-job -d D` creates b@D, which runs once a@D-1 has succeeded
+/// and otherwise waits, saying for a@D-1 (released when a@D-1 succeeds later). `run --down`
+/// stays within the days asked for: it never creates b@D+1.
+#[test]
+fn do_all_job_creates_the_day_s_offset_only_downstream() {
+    let sb = Sandbox::start();
+    let order = sb.work().join("order.txt");
+    // A schedule far away: the cron loop must not create anything itself.
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: off_a
+    command: "echo off_a {{{{etl_day}}}} >> {o}"
+    schedule: "0 0 1 1 *"
+  - id: off_b
+    command: "echo off_b {{{{etl_day}}}} >> {o}"
+    depends_on: [{{task: off_a, day_offset: -1}}]
+"#,
+        o = order.display()
+    ));
+    let days = |rows: &[Value]| -> BTreeSet<String> {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{}@{}",
+                    r["task"].as_str().unwrap(),
+                    r["etl_day"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+
+    // a@D-1 succeeded first: do-all-job -d D runs a@D and b@D.
+    sb.ctl_ok(&["run", "-j", "off_a", "-d", "20260409", "--wait"]);
+    assert_eq!(
+        days(&all_rows(&sb)),
+        BTreeSet::from(["off_a@20260409".to_string()]),
+        "a plain run of a@D-1 creates nothing else"
+    );
+    let out = sb.ctl_ok(&["do-all-job", "-d", "20260410"]);
+    assert!(out.contains("2 instances"), "a@D and b@D: {out}");
+    let rows = sb.wait_status("20260410", SETTLE, "a@D and b@D to succeed", |rows| {
+        rows.len() >= 2 && rows.iter().all(|r| r["state"] == "success")
+    });
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for task in ["off_a", "off_b"] {
+        assert_eq!(sb.instance(&rows, task)["try_number"], 1, "{rows:#?}");
+    }
+    // a@D and b@D run in either order: b@D only waits for a@D-1.
+    let mut ran = lines(&order);
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["off_a 20260409", "off_a 20260410", "off_b 20260410"],
+        "each once"
+    );
+
+    // a@E-1 absent: do-all-job -d E creates b@E, which waits for a@E-1 and says so.
+    let out = sb.ctl_ok(&["do-all-job", "-d", "20260420"]);
+    assert!(out.contains("2 instances"), "a@E and b@E: {out}");
+    let rows = sb.wait_status("20260420", SETTLE, "a@E to succeed", |rows| {
+        state_of(rows, "off_a") == Some("success")
+    });
+    let b = sb.instance(&rows, "off_b");
+    assert_eq!(b["state"], "waiting", "{b:#}");
+    assert_eq!(b["try_number"], 0, "{b:#}");
+    assert_eq!(b["blocked"], false, "an absent upstream is not a failure: {b:#}");
+    let reason = b["wait_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("off_a@20260419") && reason.contains("no instance"),
+        "the wait reason names a@E-1 and that it has no instance: {b:#}"
+    );
+    assert!(
+        sb.status_json("20260419").is_empty(),
+        "do-all-job -d E creates nothing on E-1"
+    );
+
+    // run --down of a@E stays on E: b@E+1 (after a@E) is not created.
+    let out = sb.ctl_ok(&["run", "-j", "off_a", "-d", "20260420", "--down", "--wait"]);
+    assert!(
+        out.contains("waiting for 1 instance to finish"),
+        "only a@E: {out}"
+    );
+    let rows = sb.status_json("20260420");
+    assert_eq!(state_of(&rows, "off_a"), Some("success"), "{rows:#?}");
+    assert_eq!(sb.instance(&rows, "off_a")["try_number"], 2, "{rows:#?}");
+    assert_eq!(state_of(&rows, "off_b"), Some("waiting"), "{rows:#?}");
+    assert!(
+        sb.status_json("20260421").is_empty(),
+        "run --down of a@E created an instance on E+1: {:#?}",
+        sb.status_json("20260421")
+    );
+
+    // a@E-1 succeeding releases the waiting b@E (and a plain run creates no b@E-1).
+    sb.ctl_ok(&["run", "-j", "off_a", "-d", "20260419", "--wait"]);
+    sb.wait_status("20260420", SETTLE, "b@E released by a@E-1", |rows| {
+        state_of(rows, "off_b") == Some("success")
+    });
+    assert_eq!(
+        days(&all_rows(&sb)),
+        [
+            "off_a@20260409",
+            "off_a@20260410",
+            "off_b@20260410",
+            "off_a@20260419",
+            "off_a@20260420",
+            "off_b@20260420",
+        ]
+        .map(String::from)
+        .into_iter()
+        .collect::<BTreeSet<_>>(),
+    );
+    let ran = lines(&order);
+    assert_eq!(
+        ran.iter().filter(|l| l.starts_with("off_b")).count(),
+        2,
+        "b@D and b@E, once each: {ran:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // history
 // ---------------------------------------------------------------------------------------------

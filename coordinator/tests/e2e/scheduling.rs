@@ -103,6 +103,74 @@ tasks:
     assert!(lines[0].starts_with(&format!("{today} ")), "{text}");
 }
 
+/// A cron fire for day D creates the day's run with the task whose only upstream is the
+/// previous day's (`b` after `a` of the day before): b@D is created and waits for a@D-1,
+/// saying so; a@D-1 succeeding releases it. (Each fire of the day after the first creates
+/// nothing more.)
+#[test]
+fn cron_fire_creates_the_day_s_offset_only_downstream() {
+    // Every fire must fall on one UTC day: do not start within a minute of midnight.
+    let to_midnight = 86_400 - Utc::now().timestamp().rem_euclid(86_400);
+    if to_midnight < 60 {
+        std::thread::sleep(Duration::from_secs(to_midnight as u64 + 2));
+    }
+    let sb = Sandbox::start();
+    let out = sb.work().join("cron.txt");
+    sb.apply(&format!(
+        r#"
+tasks:
+  - id: offc_a
+    command: "echo offc_a {{{{etl_day}}}} >> {o}"
+    schedule: "* * * * * *"
+    day_offset: 0
+  - id: offc_b
+    command: "echo offc_b {{{{etl_day}}}} >> {o}"
+    depends_on: [{{task: offc_a, day_offset: -1}}]
+"#,
+        o = out.display()
+    ));
+    let today = Utc::now().date_naive();
+    let yesterday = (today - chrono::Days::new(1)).format("%Y%m%d").to_string();
+    let today = today.format("%Y%m%d").to_string();
+    let rows = sb.wait_status(&today, Duration::from_secs(30), "a fire to run a@D", |rows| {
+        state_of(rows, "offc_a") == Some("success")
+    });
+    assert!(!fires(&sb, "offc_a").is_empty(), "{}", sb.log_tail(20));
+    let b = sb.instance(&rows, "offc_b");
+    assert_eq!(b["state"], "waiting", "the fire created b@D, waiting: {b:#}");
+    let reason = b["wait_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("offc_a@{yesterday}")) && reason.contains("no instance"),
+        "the wait reason names a@D-1 and that it has no instance: {b:#}"
+    );
+    assert!(
+        sb.status_json(&yesterday).is_empty(),
+        "a fire for D creates nothing on D-1"
+    );
+
+    sb.ctl_ok(&["run", "-j", "offc_a", "-d", &yesterday, "--wait"]);
+    let rows = sb.wait_status(&today, Duration::from_secs(30), "b@D released by a@D-1", |rows| {
+        state_of(rows, "offc_b") == Some("success")
+    });
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for task in ["offc_a", "offc_b"] {
+        assert_eq!(
+            sb.instance(&rows, task)["try_number"],
+            1,
+            "one run for the day's fires: {rows:#?}"
+        );
+    }
+    let mut ran: Vec<String> = read(&out).lines().map(str::to_string).collect();
+    ran.sort();
+    let mut want = [
+        format!("offc_a {yesterday}"),
+        format!("offc_a {today}"),
+        format!("offc_b {today}"),
+    ];
+    want.sort();
+    assert_eq!(ran, want, "each once");
+}
+
 /// kill -9 while a try runs: after a restart on the same data, the try is dispatched again as a
 /// new try and the rest of the DAG completes; finished work is not redone.
 #[test]
