@@ -38,6 +38,15 @@ pub struct Settings {
     pub agent_queues: Vec<String>,
     /// How this process runs (`standalone`, `coordinator`), for logs and GetVersion.
     pub mode: &'static str,
+    /// etcd for leader election; empty: the database lease.
+    pub etcd_endpoints: Vec<String>,
+    /// The election key in etcd: one per goflow cluster.
+    pub etcd_key: String,
+    /// How long a leader that stops renewing keeps leading; None: 3 s with etcd, 5 s without.
+    pub lease_ttl: Option<Duration>,
+    /// The address other coordinators and clients reach this one at (host:port); None: the
+    /// gRPC listen address, with this host's name for an unspecified IP.
+    pub advertise_address: Option<String>,
     /// What loading noticed and the operator should read (unknown keys, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -60,6 +69,10 @@ impl Default for Settings {
             agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
             agent_queues: vec![],
             mode: "standalone",
+            etcd_endpoints: vec![],
+            etcd_key: "goflow/leader".into(),
+            lease_ttl: None,
+            advertise_address: None,
             warnings: vec![],
         }
     }
@@ -90,6 +103,10 @@ enum Key {
     AgentId,
     AgentSecret,
     MaxLogBytes,
+    EtcdEndpoints,
+    EtcdKey,
+    LeaseTtl,
+    AdvertiseAddress,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -119,12 +136,26 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Worker.Server", Key::Server),
     ("Worker.AgentId", Key::AgentId),
     ("Common.AgentSecret", Key::AgentSecret),
+    ("Common.RedisUrl", Key::Broker),
+    ("Common.EtcdEndpoints", Key::EtcdEndpoints),
+    ("Scheduler.EtcdEndpoints", Key::EtcdEndpoints),
+    ("Scheduler.EtcdKey", Key::EtcdKey),
+    ("Scheduler.LeaseTtl", Key::LeaseTtl),
+    ("Scheduler.AdvertiseAddress", Key::AdvertiseAddress),
+    ("Worker.Coordinator", Key::Server),
 ];
 
 /// Environment variables, which override the file.
 const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_DATABASE_URL", Key::DatabaseUrl),
     ("GOFLOW_BROKER", Key::Broker),
+    ("GOFLOW_REDIS_URL", Key::Broker),
+    ("GOFLOW_ETCD_ENDPOINTS", Key::EtcdEndpoints),
+    ("GOFLOW_ETCD_KEY", Key::EtcdKey),
+    ("GOFLOW_LEASE_TTL", Key::LeaseTtl),
+    ("GOFLOW_ADVERTISE_ADDRESS", Key::AdvertiseAddress),
+    ("GOFLOW_COORDINATOR", Key::Server),
+    ("GOFLOW_ID", Key::AgentId),
     ("GOFLOW_DATA_DIR", Key::DataDir),
     ("GOFLOW_GRPC_LISTEN", Key::GrpcListen),
     ("GOFLOW_HTTP_LISTEN", Key::HttpListen),
@@ -259,6 +290,23 @@ impl Settings {
                 }
                 self.agent_secret = Some(secret);
             }
+            Key::EtcdEndpoints => {
+                self.etcd_endpoints = match value {
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|v| string(v, origin))
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                    other => string(other, origin)?
+                        .split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect(),
+                };
+                self.etcd_endpoints = self.etcd_endpoints.iter().map(|e| with_scheme(e)).collect();
+            }
+            Key::EtcdKey => self.etcd_key = string(value, origin)?,
+            Key::LeaseTtl => self.lease_ttl = Some(seconds(value, origin, 2)?),
+            Key::AdvertiseAddress => self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty()),
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
             Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
         }
@@ -361,6 +409,7 @@ fn env_value(key: Key, raw: &str) -> Value {
         | Key::Retry
         | Key::RetryDelay
         | Key::TaskTimeout
+        | Key::LeaseTtl
         | Key::MaxLogBytes => raw
             .trim()
             .parse::<i64>()

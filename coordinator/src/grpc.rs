@@ -59,10 +59,12 @@ fn caller<T>(request: &Request<T>) -> Caller {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let peer = request
-        .remote_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "local".into());
+    let direct = request.remote_addr().map(|a| a.to_string());
+    // Passed on by another coordinator: the address it was called from.
+    let peer = match header(crate::routing::FORWARDED_FOR) {
+        Some(original) => format!("{original} via {}", direct.unwrap_or_else(|| "a coordinator".into())),
+        None => direct.unwrap_or_else(|| "local".into()),
+    };
     Caller {
         actor: header("x-goflow-actor").unwrap_or_else(|| "unknown".into()),
         client: format!(

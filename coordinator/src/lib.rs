@@ -4,8 +4,10 @@
 pub mod config;
 pub mod engine;
 pub mod grpc;
+pub mod leadership;
+pub mod routing;
 pub mod seed_verbs;
 pub mod server;
-pub mod standalone;
+pub mod node;
 pub mod store;
 pub mod testing;

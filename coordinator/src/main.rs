@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use goflow_coordinator::config::{Role, Settings, with_scheme};
-use goflow_coordinator::standalone::Standalone;
+use goflow_coordinator::node::Node;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -28,13 +28,17 @@ struct Cli {
 enum Command {
     /// Runs coordinator, one agent and the web UI in one process on SQLite: nothing to install.
     Standalone(ServeArgs),
-    /// Runs the coordinator (the seed's `scheduler`). With Common.Broker (Redis) it dispatches
-    /// to `goflow agent` processes; without, it runs tasks on an embedded agent.
+    /// Runs a coordinator (the seed's `scheduler`). With a Redis URL it dispatches to
+    /// `goflow agent` processes; without, it runs tasks on an embedded agent. Any number may
+    /// run on one database: one leads (elected through etcd, or the database's lease), the
+    /// others pass calls to it and take over when it goes.
     #[command(alias = "scheduler")]
     Coordinator(ServeArgs),
-    /// Runs an agent (the seed's `executer`): takes work from Redis, reports to the coordinator.
+    /// Runs an agent (the seed's `executer`): takes work from Redis, reports to a coordinator.
     #[command(alias = "executer")]
     Agent(AgentArgs),
+    /// Serves the web UI alone, as a client of the coordinators.
+    Webui(WebuiArgs),
     /// Creates or upgrades the database (the seed's `init_db`).
     #[command(alias = "init_db", alias = "init-db")]
     Migrate(ConfigArgs),
@@ -74,8 +78,29 @@ struct ServeArgs {
     /// Loads the demo DAG and runs it for yesterday.
     #[arg(long)]
     demo: bool,
-    /// Accepted for the seed's `scheduler --ha`; high availability comes with cluster mode (etcd).
-    #[arg(long, hide = true)]
+    /// Redis, for dispatching to separate agents: redis://HOST:PORT or HOST:PORT (also
+    /// GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
+    #[arg(long, alias = "broker")]
+    redis_url: Option<String>,
+    /// etcd endpoints for leader election, comma-separated (also GOFLOW_ETCD_ENDPOINTS,
+    /// Common.EtcdEndpoints). Without: the database's lease elects the leader.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// The election key in etcd, one per goflow cluster (default goflow/leader).
+    #[arg(long)]
+    etcd_key: Option<String>,
+    /// Seconds a leader that stops renewing keeps leading (default 3 with etcd, 5 without).
+    #[arg(long, value_name = "SECS")]
+    lease_ttl: Option<u64>,
+    /// Seconds of agent silence before it is declared dead (the seed's Scheduler.WorkerTimeOut).
+    #[arg(long, value_name = "SECS")]
+    worker_timeout: Option<u64>,
+    /// host:port other coordinators and clients reach this one at (default: the gRPC address,
+    /// with this host's name for 0.0.0.0).
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// The seed's `scheduler --ha`: high availability through etcd, which must be configured.
+    #[arg(long)]
     ha: bool,
 }
 
@@ -83,14 +108,37 @@ struct ServeArgs {
 struct AgentArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// The coordinator's gRPC address.
-    #[arg(long)]
-    server: Option<String>,
+    /// The coordinators' gRPC addresses, comma-separated: the agent moves to another when one
+    /// dies (also GOFLOW_COORDINATOR, GOFLOW_SERVER).
+    #[arg(long, alias = "server")]
+    coordinator: Option<String>,
+    /// Redis to take work from (also GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
+    #[arg(long, alias = "broker")]
+    redis_url: Option<String>,
+    /// Tries run at once (the seed's Worker.Parallelism).
     #[arg(long)]
     slots: Option<usize>,
     /// Queues (routing keys) to take work from, comma-separated; `*` for all (default: default).
     #[arg(long, value_delimiter = ',')]
     queues: Vec<String>,
+    /// The agent's stable name (also GOFLOW_ID); default: one the coordinator makes from the host.
+    #[arg(long)]
+    id: Option<String>,
+    /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
+    #[arg(long, value_name = "SECS")]
+    heartbeat_interval: Option<u64>,
+}
+
+#[derive(Args)]
+struct WebuiArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The coordinators' gRPC addresses, comma-separated (also GOFLOW_COORDINATOR).
+    #[arg(long, alias = "server")]
+    coordinator: Option<String>,
+    /// Address to serve the web UI on (default 127.0.0.1:8080).
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
@@ -173,6 +221,33 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         anyhow::ensure!(slots > 0, "--slots must be at least 1");
         settings.agent_slots = slots;
     }
+    if let Some(url) = args.redis_url {
+        settings.broker = Some(url);
+        settings.broker_source = "--redis-url".into();
+    }
+    if !args.etcd_endpoints.is_empty() {
+        settings.etcd_endpoints = args.etcd_endpoints.iter().map(|e| with_scheme(e.trim())).collect();
+    }
+    if let Some(key) = args.etcd_key {
+        settings.etcd_key = key;
+    }
+    if let Some(secs) = args.lease_ttl {
+        anyhow::ensure!(secs >= 2, "--lease-ttl must be at least 2 seconds");
+        settings.lease_ttl = Some(Duration::from_secs(secs));
+    }
+    if let Some(secs) = args.worker_timeout {
+        anyhow::ensure!(secs >= 1, "--worker-timeout must be at least 1 second");
+        settings.engine.worker_timeout = Duration::from_secs(secs);
+    }
+    if let Some(address) = args.advertise_address {
+        settings.advertise_address = Some(address);
+    }
+    anyhow::ensure!(
+        !args.ha || !settings.etcd_endpoints.is_empty(),
+        "--ha elects the leader through etcd, and no etcd is configured: set --etcd-endpoints, \
+         GOFLOW_ETCD_ENDPOINTS or Common.EtcdEndpoints in the config file (without --ha, \
+         coordinators elect a leader through the database's lease)"
+    );
     init_logging(&settings)?;
     match (&settings.broker, standalone) {
         (Some(broker), true) => tracing::warn!(
@@ -183,14 +258,9 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         (None, false) => tracing::info!("no Common.Broker: tasks run on this coordinator's embedded agent"),
         (None, true) => {}
     }
-    if args.ha {
-        tracing::warn!(
-            "--ha: high availability (etcd leader election) comes with cluster mode; running as the only coordinator"
-        );
-    }
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    let node = Standalone::start(&settings, shutdown.clone()).await?;
+    let node = Node::start(&settings, shutdown.clone()).await?;
     if args.demo {
         node.load_demo().await?;
     }
@@ -212,6 +282,7 @@ async fn main() {
         Command::Standalone(args) => serve(args, true).await,
         Command::Coordinator(args) => serve(args, false).await,
         Command::Agent(args) => agent(args).await,
+        Command::Webui(args) => webui(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Seed(verb) => std::process::exit(verb.run().await.into()),
         Command::Version => {
@@ -239,8 +310,19 @@ async fn migrate(args: ConfigArgs) -> anyhow::Result<()> {
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let mut settings = load(&args.config, Role::Agent)?;
-    if let Some(server) = args.server {
-        settings.server = with_scheme(&server);
+    if let Some(server) = args.coordinator {
+        settings.server = server;
+    }
+    if let Some(url) = args.redis_url {
+        settings.broker = Some(url);
+        settings.broker_source = "--redis-url".into();
+    }
+    if let Some(id) = args.id {
+        settings.agent_id = id;
+    }
+    if let Some(secs) = args.heartbeat_interval {
+        anyhow::ensure!(secs >= 1, "--heartbeat-interval must be at least 1 second");
+        settings.engine.heartbeat_interval = Duration::from_secs(secs);
     }
     if let Some(slots) = args.slots {
         anyhow::ensure!(slots > 0, "--slots must be at least 1");
@@ -256,7 +338,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let queue =
         std::sync::Arc::new(goflow_agent::RedisQueue::connect(&broker, &settings.broker_source).await?);
     let config = goflow_agent::AgentConfig {
-        coordinator: settings.server.clone(),
+        coordinator: coordinator_list(&settings.server)[0].clone(),
         agent_id: settings.agent_id.clone(),
         slots: settings.agent_slots,
         queues: if settings.agent_queues.is_empty() {
@@ -277,4 +359,42 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     goflow_agent::run_agent(config, queue, shutdown).await
+}
+
+async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
+    let mut settings = load(&args.config, Role::Agent)?;
+    if let Some(coordinator) = args.coordinator {
+        settings.server = coordinator;
+    }
+    if let Some(addr) = args.http_listen {
+        settings.http_listen = addr;
+    }
+    init_logging(&settings)?;
+    let listener = tokio::net::TcpListener::bind(&settings.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for the web UI on {} (--http-listen)", settings.http_listen))?;
+    let coordinators = coordinator_list(&settings.server);
+    tracing::info!(
+        "goflow web UI on http://{}, coordinators {}",
+        listener.local_addr()?,
+        coordinators.join(",")
+    );
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    goflow_webui::serve(coordinators[0].clone(), listener, shutdown).await
+}
+
+/// `a:7070,http://b:7070` -> `["http://a:7070", "http://b:7070"]`.
+fn coordinator_list(text: &str) -> Vec<String> {
+    let list: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(with_scheme)
+        .collect();
+    if list.is_empty() {
+        vec![with_scheme(goflow_proto::DEFAULT_GRPC_ADDR)]
+    } else {
+        list
+    }
 }

@@ -1,31 +1,20 @@
 //! Serving: the gRPC API (with the standard health service and server reflection, so grpcurl
 //! and other languages' clients work) on a listener the caller bound.
 
-use std::sync::Arc;
-
 use goflow_proto as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
-use crate::grpc::Api;
+use crate::routing::{Agents, Control, Routed, Router};
 
-/// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0. With an
-/// `agent_secret`, AgentService calls without it are refused.
-pub async fn serve_grpc(
-    engine: Arc<Engine>,
-    agent_secret: Option<String>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let api = Api::new(engine);
+/// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0. Calls of the
+/// goflow services take the `router`'s route: this coordinator's engine when it leads, the
+/// leader otherwise. Health (SERVING whether or not this one leads: a standby is healthy) and
+/// reflection are answered here.
+pub async fn serve_grpc(router: Router, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::control_service_server::ControlServiceServer<Api>>()
-        .await;
-    health_reporter
-        .set_serving::<pb::agent_service_server::AgentServiceServer<Api>>()
-        .await;
+    health_reporter.set_serving::<Routed<Control>>().await;
+    health_reporter.set_serving::<Routed<Agents>>().await;
     // v1 for grpcurl and current clients, v1alpha for those that only know it (Python's
     // grpcio-reflection, older grpcurl).
     let reflection = || {
@@ -39,11 +28,8 @@ pub async fn serve_grpc(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::control_service_server::ControlServiceServer::new(api.clone()))
-        .add_service(pb::agent_service_server::AgentServiceServer::with_interceptor(
-            api,
-            AgentAuth(agent_secret.map(Arc::from)),
-        ))
+        .add_service(router.control())
+        .add_service(router.agents())
         .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
@@ -63,31 +49,4 @@ fn incoming_nodelay(
         }
         accepted
     })
-}
-
-/// Agents of a cluster must present the agent secret; standalone's embedded agent has none to
-/// present, and its coordinator listens on loopback only by default.
-#[derive(Clone)]
-struct AgentAuth(Option<Arc<str>>);
-
-impl tonic::service::Interceptor for AgentAuth {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(secret) = &self.0 else { return Ok(request) };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if same_secret(given.as_bytes(), secret.as_bytes()) => Ok(request),
-            _ => Err(tonic::Status::unauthenticated(
-                "agent secret missing or wrong (the agent's GOFLOW_AGENT_SECRET or Common.AgentSecret)",
-            )),
-        }
-    }
-}
-
-/// Compares without returning early, so the time taken says nothing about the secret.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }

@@ -179,8 +179,8 @@ impl Engine {
         queue: Arc<dyn DispatchQueue>,
         settings: EngineSettings,
         mode: &'static str,
+        epoch: i64,
     ) -> anyhow::Result<Arc<Self>> {
-        let epoch = store.next_epoch().await?;
         let liveness = agents::Liveness::load(&store).await?;
         let engine = Arc::new(Self {
             store,

@@ -43,7 +43,8 @@ async fn harness(dag: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_dir(dir.path()).await.unwrap();
     let queue = Arc::new(RecordingQueue::default());
-    let engine = Engine::new(store, queue.clone(), EngineSettings::default(), "standalone")
+    let epoch = store.next_epoch().await.unwrap();
+    let engine = Engine::new(store, queue.clone(), EngineSettings::default(), "standalone", epoch)
         .await
         .unwrap();
     engine.apply(dag, "test.yaml", false, &Caller::system()).await.unwrap();

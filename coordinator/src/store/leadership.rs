@@ -55,17 +55,25 @@ async fn term_after_takeover(db: &mut impl Db, taken: bool) -> anyhow::Result<Op
     }))
 }
 
-/// Takes the lease (no etcd) if nobody holds it: it lapsed, or it was released. Raises the
-/// token and the epoch. None: another coordinator holds it.
-pub async fn take_lease(db: &mut impl Db, me: &str, until: i64, now: i64) -> anyhow::Result<Option<Term>> {
+/// Takes the lease (no etcd) if nobody holds it: it lapsed, it was released, or its holder is
+/// `dead_holder` (a process known to be gone; "" for none). Raises the token and the epoch.
+/// None: another coordinator holds it.
+pub async fn take_lease(
+    db: &mut impl Db,
+    me: &str,
+    until: i64,
+    now: i64,
+    dead_holder: &str,
+) -> anyhow::Result<Option<Term>> {
     let d = db.dialect();
     let done = sqlx::query(d.sql(
         "UPDATE leader SET holder = ?, token = token + 1, epoch = epoch + 1, lease_until = ?
-         WHERE id = 1 AND lease_until < ?",
+         WHERE id = 1 AND (lease_until < ? OR (holder = ? AND holder <> ''))",
     ))
     .bind(me)
     .bind(until)
     .bind(now)
+    .bind(dead_holder)
     .execute(db.conn())
     .await?;
     term_after_takeover(db, done.rows_affected() == 1).await

@@ -217,6 +217,8 @@ pub struct Store {
     /// The fencing token every write transaction must still hold (0: none, for tools and
     /// tests that write without leading).
     fence: Arc<AtomicI64>,
+    /// Cancelled when a write is refused for the fencing token: the term is over.
+    fenced: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
 }
 
 /// A write refused because another coordinator took over: this one must step down.
@@ -250,6 +252,7 @@ impl Store {
             url: url.clone(),
             dialect,
             fence: Arc::new(AtomicI64::new(0)),
+            fenced: Default::default(),
         })
     }
 
@@ -276,14 +279,19 @@ impl Store {
         let token = self.fence.load(Ordering::SeqCst);
         if token != 0 && !check_fence(&mut tx, token).await? {
             tx.rollback().await.ok();
+            self.fenced.lock().unwrap().cancel();
             return Err(Fenced { token }.into());
         }
         Ok(tx)
     }
 
-    /// From now on every write transaction carries `token` (0: none).
-    pub fn set_fence(&self, token: i64) {
+    /// From now on every write transaction carries `token` (0: none). The returned token is
+    /// cancelled as soon as a write is refused because another coordinator took over.
+    pub fn set_fence(&self, token: i64) -> tokio_util::sync::CancellationToken {
+        let fenced = tokio_util::sync::CancellationToken::new();
+        *self.fenced.lock().unwrap() = fenced.clone();
         self.fence.store(token, Ordering::SeqCst);
+        fenced
     }
 
     pub fn fence(&self) -> i64 {

@@ -1,0 +1,378 @@
+//! One coordinator process: `goflow standalone` and `goflow coordinator`. It serves the gRPC
+//! API and the web UI at once, and leads when elected: only then does it have an engine and
+//! run the scheduling loops. Until then (and after it steps down) it passes every call to the
+//! coordinator that leads. With no broker, an embedded agent runs its tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use goflow_agent::queue::ANY_QUEUE;
+use goflow_agent::{AgentConfig, DispatchQueue, MemoryQueue, RedisQueue};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::engine::{Caller, Engine, RunPlan};
+use crate::grpc::Api;
+use crate::leadership::{self, ElectionSettings, EtcdSettings};
+use crate::routing::{Route, Router};
+use crate::store::{self, Store, now_ms};
+
+/// How long a dispatch may sit in Redis unclaimed before it is pushed again (harmless when it
+/// was merely waiting for a free slot: the push is idempotent).
+const REDISPATCH_AFTER: Duration = Duration::from_secs(15);
+/// How often a coordinator records that it is alive and looks who leads.
+const PRESENCE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The demo DAG a newcomer sees first.
+pub const DEMO_DAG: &str = include_str!("../../deploy/demo/dag.yaml");
+
+pub struct Node {
+    pub id: String,
+    pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub store: Store,
+    /// The engine while this coordinator leads.
+    leading: watch::Receiver<Option<Arc<Engine>>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// What a term of leadership needs to build and run an engine.
+struct TermContext {
+    store: Store,
+    queue: Arc<dyn DispatchQueue>,
+    settings: Settings,
+    local_agent: bool,
+    router: Router,
+    leading: watch::Sender<Option<Arc<Engine>>>,
+}
+
+impl Node {
+    /// Opens the store, binds both listeners, starts serving, and starts campaigning.
+    pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let database = settings.database_url()?;
+        // A coordinator with a broker serves remote agents through Redis; otherwise one
+        // embedded agent takes work from an in-process queue.
+        let remote_agents = settings.mode == "coordinator" && settings.broker.is_some();
+        let (queue, local_queue): (Arc<dyn DispatchQueue>, Option<Arc<MemoryQueue>>) = match &settings.broker {
+            Some(broker) if remote_agents => {
+                anyhow::ensure!(
+                    settings.agent_secret.is_some(),
+                    "a coordinator that serves remote agents (a Redis URL is set) needs an agent secret: \
+                     set Common.AgentSecret or GOFLOW_AGENT_SECRET (16+ characters) here and on every agent"
+                );
+                (Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?), None)
+            }
+            _ => {
+                let memory = Arc::new(MemoryQueue::new());
+                (memory.clone(), Some(memory))
+            }
+        };
+        let election = election_settings(settings);
+        if let Some(etcd) = &election.etcd {
+            leadership::check_etcd(etcd).await?;
+        }
+        let store = Store::open(&database).await?;
+
+        let grpc = TcpListener::bind(&settings.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {} (--grpc-listen)", settings.grpc_listen))?;
+        let http = TcpListener::bind(&settings.http_listen)
+            .await
+            .with_context(|| format!("cannot listen for the web UI on {} (--http-listen)", settings.http_listen))?;
+        let grpc_addr = grpc.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let grpc_url = format!("http://{grpc_addr}");
+        let id = leadership::coordinator_id();
+        let address = settings
+            .advertise_address
+            .clone()
+            .unwrap_or_else(|| advertised(grpc_addr));
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let router = Router::new(if remote_agents { settings.agent_secret.clone() } else { None });
+        let stop = shutdown.clone();
+        let serving = router.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::server::serve_grpc(serving, grpc, stop.clone()).await {
+                tracing::error!("gRPC server stopped: {e:#}");
+                stop.cancel();
+            }
+        });
+        let stop = shutdown.clone();
+        let web_target = grpc_url.clone();
+        tasks.spawn(async move {
+            if let Err(e) = goflow_webui::serve(web_target, http, stop).await {
+                tracing::error!("web UI stopped: {e:#}");
+            }
+        });
+        tasks.spawn(presence_loop(
+            store.clone(),
+            id.clone(),
+            with_scheme(&address),
+            router.clone(),
+            shutdown.clone(),
+        ));
+        let (leading_tx, leading) = watch::channel(None);
+        let context = TermContext {
+            store: store.clone(),
+            queue,
+            settings: settings.clone(),
+            local_agent: local_queue.is_some(),
+            router: router.clone(),
+            leading: leading_tx,
+        };
+        tasks.spawn(leadership_loop(context, id.clone(), election, shutdown.clone()));
+        if let Some(queue) = local_queue {
+            let agent = AgentConfig {
+                coordinator: grpc_url,
+                agent_id: if settings.agent_id.is_empty() {
+                    "standalone".into()
+                } else {
+                    settings.agent_id.clone()
+                },
+                slots: settings.agent_slots,
+                queues: if settings.agent_queues.is_empty() {
+                    vec![ANY_QUEUE.into()]
+                } else {
+                    settings.agent_queues.clone()
+                },
+                heartbeat_interval: settings.engine.heartbeat_interval,
+                ..AgentConfig::default()
+            };
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = goflow_agent::run_agent(agent, queue, stop.clone()).await {
+                    tracing::error!("embedded agent stopped: {e:#}");
+                    stop.cancel();
+                }
+            });
+        }
+        tracing::info!(
+            "goflow {} {id}: gRPC on {grpc_addr} (advertised as {address}), web UI on http://{http_addr}, {} database {}",
+            settings.mode,
+            store.dialect().name(),
+            database.redacted()
+        );
+        Ok(Self {
+            id,
+            grpc_addr,
+            http_addr,
+            store,
+            leading,
+            tasks,
+        })
+    }
+
+    /// The engine once this coordinator leads; None if it does not within `patience`.
+    pub async fn wait_leading(&self, patience: Duration) -> Option<Arc<Engine>> {
+        let mut leading = self.leading.clone();
+        let wait = leading.wait_for(|engine| engine.is_some());
+        match tokio::time::timeout(patience, wait).await {
+            Ok(Ok(engine)) => engine.clone(),
+            _ => None,
+        }
+    }
+
+    /// Loads the demo DAG and runs it for yesterday, once (a restart does not rerun it).
+    pub async fn load_demo(&self) -> anyhow::Result<()> {
+        let engine = self
+            .wait_leading(Duration::from_secs(60))
+            .await
+            .context("--demo: this coordinator did not become the leader within a minute")?;
+        let caller = Caller {
+            actor: "goflow".into(),
+            client: "standalone --demo".into(),
+        };
+        engine.apply(DEMO_DAG, "demo dag.yaml", false, &caller).await?;
+        let yesterday = goflow_core::EtlDay::from_date(chrono::Utc::now().date_naive()).offset(-1);
+        let catalog = engine.catalog();
+        let mut conn = engine.store().read().await?;
+        for root in ["demo_extract_orders", "demo_extract_users"] {
+            let key = goflow_core::InstanceKey::new(root, yesterday);
+            if store::instance_by_key(&mut conn, &key).await?.is_some() || catalog.dag.task(root).is_none() {
+                continue;
+            }
+            let plan = RunPlan {
+                task: root.into(),
+                from: yesterday,
+                to: yesterday,
+                down: true,
+                up: false,
+                force: false,
+            };
+            engine.run(&plan, &caller).await?;
+        }
+        tracing::info!("demo DAG loaded and running for {yesterday}: goflowctl status -d {yesterday}");
+        Ok(())
+    }
+
+    /// Waits until everything has stopped (after `shutdown`), at most `patience`; forgets this
+    /// coordinator in the database.
+    pub async fn join(mut self, patience: Duration) {
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(patience, all).await.is_err() {
+            tracing::warn!("some loops did not stop within {patience:?}; exiting anyway");
+        }
+        if let Ok(mut tx) = self.store.begin_unfenced().await
+            && store::remove_coordinator(&mut tx, &self.id).await.is_ok()
+        {
+            tx.commit().await.ok();
+        }
+    }
+}
+
+fn election_settings(settings: &Settings) -> ElectionSettings {
+    let etcd = (!settings.etcd_endpoints.is_empty()).then(|| EtcdSettings {
+        endpoints: settings.etcd_endpoints.clone(),
+        key: settings.etcd_key.clone(),
+    });
+    let default_ttl = if etcd.is_some() { Duration::from_secs(3) } else { Duration::from_secs(5) };
+    ElectionSettings {
+        lease_ttl: settings.lease_ttl.unwrap_or(default_ttl),
+        etcd,
+    }
+}
+
+/// `host:port` others reach this listener at: an unspecified IP becomes the host's name.
+fn advertised(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("{}:{}", leadership::host_name(), addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+fn with_scheme(address: &str) -> String {
+    crate::config::with_scheme(address)
+}
+
+/// Campaigns; while leading, runs an engine; steps down when the term ends; until shutdown.
+async fn leadership_loop(context: TermContext, me: String, election: ElectionSettings, shutdown: CancellationToken) {
+    loop {
+        let Some(term) = leadership::acquire(&context.store, &me, &election, &shutdown).await else {
+            return;
+        };
+        let fenced = context.store.set_fence(term.token);
+        let stop = CancellationToken::new();
+        match lead(&context, term.epoch, stop.clone()).await {
+            Ok(()) => {
+                tokio::select! {
+                    _ = term.lost.cancelled() => {}
+                    _ = fenced.cancelled() => tracing::warn!("a write was refused for fencing token {}: stepping down", term.token),
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            Err(e) => tracing::error!("cannot start leading: {e:#}; stepping down"),
+        }
+        stop.cancel();
+        context.leading.send_replace(None);
+        context
+            .router
+            .set(Route::NoLeader("the leader stepped down; another takes over".into()));
+        term.release(&context.store).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::warn!("no longer leading: standing by");
+    }
+}
+
+/// The start of a term: the engine rebuilt from the database (catalog, agents, queued work),
+/// recovery, the leader's loops, and calls answered here.
+async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> anyhow::Result<()> {
+    let settings = &context.settings;
+    let engine = Engine::new(
+        context.store.clone(),
+        context.queue.clone(),
+        settings.engine.clone(),
+        settings.mode,
+        epoch,
+    )
+    .await?;
+    engine.recover(context.local_agent).await?;
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(engine.clone().retry_loop(stop.clone()));
+    loops.spawn(engine.clone().cron_loop(stop.clone()));
+    loops.spawn(engine.clone().reaper_loop(stop.clone()));
+    // Dispatches lost on the way (an agent that died before claiming, a claim that failed in
+    // transit, Redis restarted empty) are pushed again; for one merely waiting it is a no-op.
+    loops.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, stop.clone()));
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        loops.shutdown().await;
+    });
+    context.router.set(Route::local(Api::new(engine.clone())));
+    context.leading.send_replace(Some(engine));
+    Ok(())
+}
+
+/// Records that this coordinator is alive (and where it listens), and, while another one
+/// leads, points the router at it.
+async fn presence_loop(store: Store, me: String, address: String, router: Router, shutdown: CancellationToken) {
+    let started_at = now_ms();
+    loop {
+        let seen = async {
+            let now = now_ms();
+            let mut tx = store.begin_unfenced().await?;
+            store::upsert_coordinator(
+                &mut tx,
+                &store::CoordinatorRow {
+                    id: me.clone(),
+                    address: address.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    started_at,
+                    last_seen_at: now,
+                },
+            )
+            .await?;
+            // Coordinators gone for a day are forgotten.
+            store::forget_coordinators(&mut tx, now - 86_400_000).await?;
+            tx.commit().await?;
+            let mut conn = store.read().await?;
+            let leader = store::leader(&mut conn).await?;
+            let coordinators = store::list_coordinators(&mut conn).await?;
+            anyhow::Ok((leader, coordinators, now))
+        };
+        match seen.await {
+            Ok((leader, coordinators, now)) if !router.is_local() => {
+                let leads = leader.lease_until >= now && !leader.holder.is_empty() && leader.holder != me;
+                let target = coordinators
+                    .iter()
+                    .find(|c| leads && c.id == leader.holder)
+                    .map(|c| c.address.clone());
+                match target {
+                    Some(target) if router.forwarding_to().as_deref() != Some(target.as_str()) => {
+                        match tonic::transport::Endpoint::from_shared(target.clone()) {
+                            Ok(endpoint) => {
+                                tracing::info!("coordinator {} leads at {target}: passing calls to it", leader.holder);
+                                let channel = endpoint
+                                    .connect_timeout(Duration::from_secs(3))
+                                    .tcp_nodelay(true)
+                                    .connect_lazy();
+                                router.set(Route::Forward {
+                                    address: target,
+                                    channel,
+                                });
+                            }
+                            Err(e) => tracing::error!("leader {} has a bad address {target:?}: {e}", leader.holder),
+                        }
+                    }
+                    Some(_) => {}
+                    None if router.forwarding_to().is_some() => {
+                        router.set(Route::NoLeader("the leader's lease lapsed; an election is under way".into()))
+                    }
+                    None => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("presence: {e:#}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRESENCE_PERIOD) => {}
+        }
+    }
+}

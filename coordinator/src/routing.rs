@@ -1,0 +1,224 @@
+//! Which coordinator answers a call. Every coordinator serves the whole gRPC API; only the
+//! leader has an engine. The others pass each call of the goflow services, as it is (HTTP/2
+//! frames, streams included), to the leader, so goflowctl, the web UI, agents and clients in
+//! other languages never need to know which coordinator leads. While nobody leads (an election
+//! in progress), calls are answered UNAVAILABLE, which clients retry.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use goflow_proto as pb;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::Channel;
+use tower::{Service, ServiceExt};
+
+use crate::grpc::Api;
+
+/// Where calls go now.
+#[derive(Clone)]
+pub enum Route {
+    /// This coordinator leads: its own engine answers.
+    Local {
+        control: pb::control_service_server::ControlServiceServer<Api>,
+        agents: pb::agent_service_server::AgentServiceServer<Api>,
+    },
+    /// Another coordinator leads, at `address`.
+    Forward { address: String, channel: Channel },
+    /// Nobody leads at the moment; the text says why.
+    NoLeader(String),
+}
+
+impl Route {
+    pub fn local(api: Api) -> Self {
+        Route::Local {
+            control: pb::control_service_server::ControlServiceServer::new(api.clone()),
+            agents: pb::agent_service_server::AgentServiceServer::new(api),
+        }
+    }
+}
+
+/// The route every call takes, switched by the leadership loop.
+#[derive(Clone)]
+pub struct Router {
+    route: Arc<RwLock<Route>>,
+    agent_secret: Option<Arc<str>>,
+}
+
+impl Router {
+    /// With an `agent_secret`, AgentService calls without it are refused here, before they
+    /// reach an engine or another coordinator.
+    pub fn new(agent_secret: Option<String>) -> Self {
+        Self {
+            route: Arc::new(RwLock::new(Route::NoLeader("the coordinator is starting".into()))),
+            agent_secret: agent_secret.map(Arc::from),
+        }
+    }
+
+    pub fn set(&self, route: Route) {
+        *self.route.write().unwrap() = route;
+    }
+
+    /// The address calls are forwarded to, when another coordinator leads.
+    pub fn forwarding_to(&self) -> Option<String> {
+        match &*self.route.read().unwrap() {
+            Route::Forward { address, .. } => Some(address.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(&*self.route.read().unwrap(), Route::Local { .. })
+    }
+
+    pub fn control(&self) -> Routed<Control> {
+        Routed {
+            router: self.clone(),
+            service: PhantomData,
+        }
+    }
+
+    pub fn agents(&self) -> Routed<Agents> {
+        Routed {
+            router: self.clone(),
+            service: PhantomData,
+        }
+    }
+}
+
+/// One of the goflow services, routed.
+pub trait GoflowService: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>>;
+    fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status>;
+}
+
+pub struct Control;
+pub struct Agents;
+
+impl GoflowService for Control {
+    const NAME: &'static str = <pb::control_service_server::ControlServiceServer<Api> as NamedService>::NAME;
+
+    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
+        let Route::Local { control, .. } = route else { return None };
+        let service = control.clone();
+        Some(Box::pin(async move {
+            match service.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }))
+    }
+
+    fn check(_router: &Router, _request: &http::Request<Body>) -> Result<(), tonic::Status> {
+        Ok(())
+    }
+}
+
+impl GoflowService for Agents {
+    const NAME: &'static str = <pb::agent_service_server::AgentServiceServer<Api> as NamedService>::NAME;
+
+    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
+        let Route::Local { agents, .. } = route else { return None };
+        let service = agents.clone();
+        Some(Box::pin(async move {
+            match service.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }))
+    }
+
+    /// Agents of a cluster must present the agent secret; standalone's embedded agent has none
+    /// to present, and its coordinator listens on loopback only by default.
+    fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status> {
+        let Some(secret) = &router.agent_secret else { return Ok(()) };
+        let given = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if same_secret(given.as_bytes(), secret.as_bytes()) => Ok(()),
+            _ => Err(tonic::Status::unauthenticated(
+                "agent secret missing or wrong (the agent's GOFLOW_AGENT_SECRET or Common.AgentSecret)",
+            )),
+        }
+    }
+}
+
+/// Compares without returning early, so the time taken says nothing about the secret.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Metadata naming the caller's address when a call is passed on (the operations log names
+/// the client, not the coordinator that forwarded it).
+pub const FORWARDED_FOR: &str = "x-goflow-forwarded-for";
+
+pub struct Routed<S> {
+    router: Router,
+    service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Routed<S> {
+    fn clone(&self) -> Self {
+        Self {
+            router: self.router.clone(),
+            service: PhantomData,
+        }
+    }
+}
+
+impl<S: GoflowService> NamedService for Routed<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: GoflowService> Service<http::Request<Body>> for Routed<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Err(status) = S::check(&self.router, &request) {
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let route = self.router.route.read().unwrap().clone();
+        match route {
+            Route::Local { .. } => {
+                let local = S::local(&route, request).expect("a local route answers locally");
+                Box::pin(async move { Ok(local.await) })
+            }
+            Route::Forward { address, channel } => {
+                if !request.headers().contains_key(FORWARDED_FOR)
+                    && let Some(peer) = request
+                        .extensions()
+                        .get::<tonic::transport::server::TcpConnectInfo>()
+                        .and_then(|info| info.remote_addr)
+                    && let Ok(value) = peer.to_string().parse()
+                {
+                    request.headers_mut().insert(FORWARDED_FOR, value);
+                }
+                Box::pin(async move {
+                    Ok(match channel.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(e) => tonic::Status::unavailable(format!(
+                            "the leading coordinator at {address} did not answer ({e}); try again"
+                        ))
+                        .into_http(),
+                    })
+                })
+            }
+            Route::NoLeader(why) => Box::pin(async move {
+                Ok(tonic::Status::unavailable(format!("no coordinator leads right now ({why}); try again")).into_http())
+            }),
+        }
+    }
+}
