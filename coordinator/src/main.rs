@@ -338,7 +338,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let queue =
         std::sync::Arc::new(goflow_agent::RedisQueue::connect(&broker, &settings.broker_source).await?);
     let config = goflow_agent::AgentConfig {
-        coordinator: coordinator_list(&settings.server)[0].clone(),
+        coordinators: coordinator_list(&settings.server),
         agent_id: settings.agent_id.clone(),
         slots: settings.agent_slots,
         queues: if settings.agent_queues.is_empty() {
@@ -351,8 +351,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         ..goflow_agent::AgentConfig::default()
     };
     tracing::info!(
-        "goflow agent: coordinator {}, Redis {broker}, {} slots, queues {}",
-        config.coordinator,
+        "goflow agent: coordinators {}, Redis {broker}, {} slots, queues {}",
+        config.coordinators.join(","),
         config.slots,
         config.queues.join(",")
     );

@@ -127,7 +127,7 @@ impl Node {
         tasks.spawn(leadership_loop(context, id.clone(), election, shutdown.clone()));
         if let Some(queue) = local_queue {
             let agent = AgentConfig {
-                coordinator: grpc_url,
+                coordinators: vec![grpc_url],
                 agent_id: if settings.agent_id.is_empty() {
                     "standalone".into()
                 } else {
