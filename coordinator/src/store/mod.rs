@@ -395,11 +395,15 @@ fn session_settings(dialect: Dialect) -> &'static [&'static str] {
             "PRAGMA busy_timeout = 30000",
             "PRAGMA wal_autocheckpoint = 100000",
         ],
+        // A coordinator stopped in the middle of a transaction (SIGSTOP, a VM paused) would
+        // hold the leader row's lock, and with it any takeover, for as long as it is stopped:
+        // the server ends such a session after a while, which rolls its transaction back.
         Dialect::MySql | Dialect::MariaDb => &[
             "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
             "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+            "SET SESSION wait_timeout = 15",
         ],
-        Dialect::Postgres => &[],
+        Dialect::Postgres => &["SET idle_in_transaction_session_timeout = '10s'"],
     }
 }
 
