@@ -104,13 +104,7 @@ impl GoflowService for Control {
 
     fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
         let Route::Local { control, .. } = route else { return None };
-        let service = control.clone();
-        Some(Box::pin(async move {
-            match service.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }))
+        Some(answer(control.clone(), request))
     }
 
     fn check(_router: &Router, _request: &http::Request<Body>) -> Result<(), tonic::Status> {
@@ -123,13 +117,7 @@ impl GoflowService for Agents {
 
     fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
         let Route::Local { agents, .. } = route else { return None };
-        let service = agents.clone();
-        Some(Box::pin(async move {
-            match service.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }))
+        Some(answer(agents.clone(), request))
     }
 
     /// Agents of a cluster must present the agent secret; standalone's embedded agent has none
@@ -148,6 +136,20 @@ impl GoflowService for Agents {
             )),
         }
     }
+}
+
+/// The answer of a service that cannot fail (tonic's generated servers).
+fn answer<S>(service: S, request: http::Request<Body>) -> BoxFuture<'static, http::Response<Body>>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+{
+    Box::pin(async move {
+        match service.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    })
 }
 
 /// Compares without returning early, so the time taken says nothing about the secret.

@@ -85,17 +85,7 @@ impl Engine {
             let now = now_ms();
             let mut tx = self.store.begin().await?;
             let mut dispatches = vec![];
-            let wanted: Vec<store::WantedInstance> = chunk
-                .iter()
-                .map(|key| {
-                    let spec = &catalog.tasks[&key.task].spec;
-                    store::WantedInstance {
-                        key,
-                        spec,
-                        max_tries: self.retries_of(spec) + 1,
-                    }
-                })
-                .collect();
+            let wanted = self.wanted(catalog, chunk);
             let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
             let in_chunk: HashSet<&InstanceKey> = chunk.iter().collect();
             for (want, (row, created)) in wanted.iter().zip(ensured) {
@@ -144,6 +134,20 @@ impl Engine {
         Ok(rows)
     }
 
+    /// The instances of `keys` to create when missing, with their tasks' tries.
+    fn wanted<'a>(&self, catalog: &'a Catalog, keys: &'a [InstanceKey]) -> Vec<store::WantedInstance<'a>> {
+        keys.iter()
+            .map(|key| {
+                let spec = &catalog.tasks[&key.task].spec;
+                store::WantedInstance {
+                    key,
+                    spec,
+                    max_tries: self.retries_of(spec) + 1,
+                }
+            })
+            .collect()
+    }
+
     /// Fails, naming the instance, if any of `keys` is queued or running.
     async fn refuse_live(&self, keys: &[InstanceKey]) -> Result<()> {
         let mut conn = self.store.read().await?;
@@ -179,17 +183,7 @@ impl Engine {
         keys: &[InstanceKey],
         now: i64,
     ) -> Result<(usize, Vec<Dispatch>)> {
-        let wanted: Vec<store::WantedInstance> = keys
-            .iter()
-            .map(|key| {
-                let spec = &catalog.tasks[&key.task].spec;
-                store::WantedInstance {
-                    key,
-                    spec,
-                    max_tries: self.retries_of(spec) + 1,
-                }
-            })
-            .collect();
+        let wanted = self.wanted(catalog, keys);
         let mut created = 0;
         let mut dispatches = vec![];
         for (want, (row, new)) in wanted.iter().zip(store::ensure_instances(tx, &wanted, now).await?) {

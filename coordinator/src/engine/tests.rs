@@ -59,6 +59,18 @@ fn day(text: &str) -> EtlDay {
     EtlDay::parse(text).unwrap()
 }
 
+/// Run `task` for one day; `down`: with its downstream.
+fn plan(task: &str, on: &str, down: bool) -> RunPlan {
+    RunPlan {
+        task: task.into(),
+        from: day(on),
+        to: day(on),
+        down,
+        up: false,
+        force: false,
+    }
+}
+
 impl Harness {
     async fn state(&self, task: &str, d: &str) -> Option<InstanceState> {
         let mut conn = self.engine.store().read().await.unwrap();
@@ -133,14 +145,7 @@ async fn a_days_run_includes_a_downstream_that_only_waits_for_yesterday() {
 #[tokio::test]
 async fn run_down_stays_within_the_days_asked_for() {
     let h = harness(OFFSET_DAG).await;
-    let plan = RunPlan {
-        task: "a".into(),
-        from: day("20260105"),
-        to: day("20260105"),
-        down: true,
-        up: false,
-        force: false,
-    };
+    let plan = plan("a", "20260105", true);
     let rows = h.engine.run(&plan, &Caller::system()).await.unwrap();
     assert_eq!(rows.len(), 1, "b@20260106 is outside the days asked for");
     assert_eq!(h.state("b", "20260106").await, None);
@@ -162,26 +167,11 @@ async fn a_join_is_released_once_by_its_last_upstream_whatever_the_order() {
     h.register().await;
     let mut roots = vec![];
     for i in 0..60 {
-        let plan = RunPlan {
-            task: format!("up{i}"),
-            from: day("20260105"),
-            to: day("20260105"),
-            down: false,
-            up: false,
-            force: false,
-        };
-        h.engine.run(&plan, &Caller::system()).await.unwrap();
+        h.engine.run(&plan(&format!("up{i}"), "20260105", false), &Caller::system()).await.unwrap();
         roots.extend(h.queue.take());
     }
     // The join exists and waits (created by a run of it with its upstreams pending).
-    let join_plan = RunPlan {
-        task: "join".into(),
-        from: day("20260105"),
-        to: day("20260105"),
-        down: false,
-        up: false,
-        force: false,
-    };
+    let join_plan = plan("join", "20260105", false);
     h.engine.run(&join_plan, &Caller::system()).await.unwrap();
     assert!(h.queue.take().is_empty());
     // Finish the upstreams in a scrambled order; the join must wait for the very last.
@@ -203,14 +193,7 @@ async fn a_join_is_released_once_by_its_last_upstream_whatever_the_order() {
 async fn a_redone_upstream_is_not_counted_as_met_by_a_stale_hint() {
     let h = harness(&fan_in(2)).await;
     h.register().await;
-    let run = |task: &str| RunPlan {
-        task: task.into(),
-        from: day("20260105"),
-        to: day("20260105"),
-        down: false,
-        up: false,
-        force: false,
-    };
+    let run = |task: &str| plan(task, "20260105", false);
     h.engine.run(&run("up0"), &Caller::system()).await.unwrap();
     h.engine.run(&run("up1"), &Caller::system()).await.unwrap();
     h.engine.run(&run("join"), &Caller::system()).await.unwrap();
@@ -233,14 +216,7 @@ async fn a_redone_upstream_is_not_counted_as_met_by_a_stale_hint() {
 async fn a_late_report_of_a_killed_try_changes_nothing() {
     let h = harness(&fan_in(1)).await;
     h.register().await;
-    let plan = RunPlan {
-        task: "up0".into(),
-        from: day("20260105"),
-        to: day("20260105"),
-        down: true,
-        up: false,
-        force: false,
-    };
+    let plan = plan("up0", "20260105", true);
     h.engine.run(&plan, &Caller::system()).await.unwrap();
     let dispatch = h.queue.take().remove(0);
     let ClaimOutcome::Granted(claimed) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
@@ -271,14 +247,7 @@ async fn a_late_report_of_a_killed_try_changes_nothing() {
 async fn a_failed_try_is_retried_then_the_instance_fails() {
     let h = harness("tasks:\n  - id: flaky\n    command: \"false\"\n    retries: 1\n    retry_delay: 0s\n").await;
     h.register().await;
-    let plan = RunPlan {
-        task: "flaky".into(),
-        from: day("20260105"),
-        to: day("20260105"),
-        down: false,
-        up: false,
-        force: false,
-    };
+    let plan = plan("flaky", "20260105", false);
     h.engine.run(&plan, &Caller::system()).await.unwrap();
     let first = h.queue.take().remove(0);
     h.run_to(&first, TryOutcome::Failed).await;
