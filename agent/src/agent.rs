@@ -16,9 +16,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::failover::{Failover, Options, ServedBy};
 use crate::logs::forward_logs;
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
@@ -31,8 +31,10 @@ const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// gRPC URL of the coordinator, e.g. `http://127.0.0.1:7070`.
-    pub coordinator: String,
+    /// gRPC URLs of the coordinators, e.g. `http://127.0.0.1:7070`: any of them answers every
+    /// call, and the agent moves to the next one when the one it talks to dies or answers
+    /// UNAVAILABLE. At least one.
+    pub coordinators: Vec<String>,
     /// Empty: let the coordinator choose (from the host name).
     pub agent_id: String,
     /// How many tries run at once (the seed's `Worker.Parallelism`).
@@ -50,7 +52,10 @@ pub struct AgentConfig {
 }
 
 /// The agent's gRPC client: every call carries the agent secret, when there is one.
-pub type CoordinatorClient = AgentServiceClient<InterceptedService<Channel, SecretHeader>>;
+pub type CoordinatorClient = AgentServiceClient<InterceptedService<Failover, SecretHeader>>;
+
+/// The client-streaming method, which cannot be replayed on another coordinator.
+const STREAM_LOGS_PATH: &str = "/goflow.v1.AgentService/StreamLogs";
 
 /// Adds `authorization: Bearer <secret>` to every call.
 #[derive(Clone)]
@@ -68,7 +73,7 @@ impl tonic::service::Interceptor for SecretHeader {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            coordinator: format!("http://{}", goflow_proto::DEFAULT_GRPC_ADDR),
+            coordinators: vec![format!("http://{}", goflow_proto::DEFAULT_GRPC_ADDR)],
             agent_id: String::new(),
             slots: std::thread::available_parallelism().map_or(4, |n| n.get()),
             queues: vec!["default".into()],
@@ -84,6 +89,8 @@ impl Default for AgentConfig {
 struct Agent {
     config: AgentConfig,
     client: CoordinatorClient,
+    /// The coordinators behind `client`, and which one it talks to.
+    failover: Failover,
     /// The id the coordinator gave us (it may change on re-registration).
     agent_id: Mutex<String>,
     heartbeat_interval_ms: AtomicU64,
@@ -114,12 +121,24 @@ pub async fn run_agent(
     if config.queues.is_empty() {
         config.queues = vec!["default".into()];
     }
-    // Lazy: the channel connects (and reconnects) on use, so a coordinator that is still
-    // starting, or restarts later, is picked up without rebuilding anything.
-    let channel = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|err| anyhow::anyhow!("bad coordinator URL {:?}: {err}", config.coordinator))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    // Lazy: the channels connect (and reconnect) on use, so a coordinator that is still
+    // starting, or restarts later, is picked up without rebuilding anything. The keepalive
+    // breaks the command stream of a coordinator that stopped answering (paused, cut off).
+    let failover = Failover::lazy(
+        &config.coordinators,
+        Options {
+            streaming_requests: vec![STREAM_LOGS_PATH.into()],
+            // The agent's own loops retry, and count the silence (see `heartbeat_loop`).
+            unavailable_patience: Duration::ZERO,
+        },
+        |endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(3))
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5))
+        },
+    )
+    .map_err(|err| anyhow::anyhow!("{err}"))?;
     let secret = match &config.secret {
         Some(secret) => Some(
             format!("Bearer {secret}")
@@ -130,7 +149,8 @@ pub async fn run_agent(
     };
     let secret = SecretHeader(secret);
     let agent = Arc::new(Agent {
-        client: AgentServiceClient::with_interceptor(channel, secret),
+        client: AgentServiceClient::with_interceptor(failover.clone(), secret),
+        failover,
         agent_id: Mutex::new(config.agent_id.clone()),
         heartbeat_interval_ms: AtomicU64::new(config.heartbeat_interval.as_millis() as u64),
         worker_timeout_ms: AtomicU64::new(0),
@@ -187,7 +207,9 @@ impl Agent {
             // What runs here now: anything else the coordinator thinks we run is gone.
             running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
         };
-        let response = self.client.clone().register(request).await?.into_inner();
+        let response = self.client.clone().register(request).await?;
+        let coordinator = served_by(&response).map(|i| self.failover.url(i).to_string());
+        let response = response.into_inner();
         if !response.agent_id.is_empty() {
             *self.agent_id.lock().unwrap() = response.agent_id.clone();
         }
@@ -199,6 +221,7 @@ impl Agent {
         }
         tracing::info!(
             agent_id = %response.agent_id,
+            coordinator = coordinator.as_deref().unwrap_or(""),
             heartbeat = ?self.heartbeat_interval(),
             slots = self.config.slots,
             queues = ?self.config.queues,
@@ -216,15 +239,15 @@ impl Agent {
                 Ok(()) => return Ok(true),
                 Err(status) if started.elapsed() < REGISTER_PATIENCE && is_transient(&status) => {
                     tracing::info!(
-                        coordinator = %self.config.coordinator,
+                        coordinators = %self.failover.describe(),
                         error = %status.message(),
                         "waiting for the coordinator to register"
                     );
                 }
                 Err(status) => {
                     anyhow::bail!(
-                        "could not register with the coordinator at {}: {status}",
-                        self.config.coordinator
+                        "could not register with a coordinator at {}: {status}",
+                        self.failover.describe()
                     );
                 }
             }
@@ -235,7 +258,9 @@ impl Agent {
     }
 
     /// Tells the coordinator every interval what runs here and how many slots are free, and
-    /// kills what it no longer wants. Failures are logged and retried next time.
+    /// kills what it no longer wants. Failures are logged and retried next time, at the next
+    /// coordinator. The silence that stops our tries is the time without an answer from any
+    /// coordinator.
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut last_answer = Instant::now();
         loop {
@@ -250,13 +275,23 @@ impl Agent {
             // A coordinator that stopped answering (paused, partitioned) must count as silent,
             // not leave this call hanging.
             let patience = self.heartbeat_interval().max(Duration::from_secs(1)) * 2;
-            let answer = tokio::time::timeout(patience, self.client.clone().heartbeat(request))
-                .await
-                .unwrap_or_else(|_| Err(Status::deadline_exceeded("no heartbeat answer")));
+            let asked = self.failover.current();
+            let answer = match tokio::time::timeout(patience, self.client.clone().heartbeat(request)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    // Hung, not dead: the failover cannot tell, so move on ourselves.
+                    self.failover.move_past(asked);
+                    Err(Status::deadline_exceeded("no heartbeat answer"))
+                }
+            };
             let response = match answer {
                 Ok(response) => response.into_inner(),
                 Err(status) => {
-                    tracing::warn!(error = %status, "heartbeat failed; retrying next interval");
+                    tracing::warn!(
+                        coordinator = self.failover.url(asked),
+                        error = %status,
+                        "heartbeat failed; retrying next interval"
+                    );
                     self.abandon_if_cut_off(last_answer.elapsed());
                     continue;
                 }
@@ -275,7 +310,7 @@ impl Agent {
     }
 
     /// Follows the coordinator's pushed commands, reconnecting with backoff when the stream
-    /// ends or fails.
+    /// ends or fails, and moving the stream when the other calls moved to another coordinator.
     async fn watch_commands_loop(self: Arc<Self>) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         loop {
@@ -285,10 +320,23 @@ impl Agent {
             match self.client.clone().watch_commands(request).await {
                 Ok(response) => {
                     backoff.reset();
+                    let on = served_by(&response);
                     let mut stream = response.into_inner();
+                    let mut check = tokio::time::interval(Duration::from_millis(500));
                     loop {
                         let next = tokio::select! {
                             next = stream.message() => next,
+                            _ = check.tick() => {
+                                if on.is_some_and(|on| on != self.failover.current()) {
+                                    tracing::info!(
+                                        coordinator = self.failover.url(self.failover.current()),
+                                        "the agent moved to another coordinator; moving the command stream"
+                                    );
+                                    backoff.reset();
+                                    break;
+                                }
+                                continue;
+                            }
                             () = self.shutdown.cancelled() => return,
                         };
                         match next {
@@ -302,6 +350,9 @@ impl Agent {
                             }
                             Err(status) => {
                                 tracing::warn!(error = %status, "the command stream failed; reopening");
+                                if let Some(on) = on {
+                                    self.failover.move_past(on);
+                                }
                                 break;
                             }
                         }
@@ -520,6 +571,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// Which coordinator answered a call.
+fn served_by<T>(response: &tonic::Response<T>) -> Option<usize> {
+    response.extensions().get::<ServedBy>().map(|s| s.0)
 }
 
 /// Errors of the transport or of a coordinator that is starting or failing over.

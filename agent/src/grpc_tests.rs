@@ -27,6 +27,12 @@ struct FakeState {
     finishes: Vec<(ReportFinishRequest, String)>,
     kill_on_heartbeat: Vec<String>,
     commands: Vec<mpsc::Sender<Result<AgentCommand, Status>>>,
+    /// Every call is refused with UNAVAILABLE (a coordinator without a leader, or going away).
+    unavailable: bool,
+    /// Heartbeats of an agent that has not registered here are answered with `reregister`.
+    reregister_unknown: bool,
+    /// How many calls were refused.
+    refused: usize,
 }
 
 #[derive(Clone, Default)]
@@ -35,6 +41,17 @@ struct Fake(Arc<Mutex<FakeState>>);
 impl Fake {
     fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
         f(&mut self.0.lock().unwrap())
+    }
+
+    fn gate(&self) -> Result<(), Status> {
+        self.with(|s| {
+            if s.unavailable {
+                s.refused += 1;
+                Err(Status::unavailable("no leader"))
+            } else {
+                Ok(())
+            }
+        })
     }
 
     async fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&mut FakeState) -> Option<T>) -> T {
@@ -68,6 +85,7 @@ impl AgentService for Fake {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        self.gate()?;
         self.with(|s| s.registers.push(request.into_inner()));
         Ok(Response::new(RegisterResponse {
             agent_id: "agent-1".into(),
@@ -80,13 +98,17 @@ impl AgentService for Fake {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let kill_attempts = self.with(|s| {
+        self.gate()?;
+        let (kill_attempts, reregister) = self.with(|s| {
             s.heartbeats.push(request.into_inner());
-            std::mem::take(&mut s.kill_on_heartbeat)
+            (
+                std::mem::take(&mut s.kill_on_heartbeat),
+                s.reregister_unknown && s.registers.is_empty(),
+            )
         });
         Ok(Response::new(HeartbeatResponse {
             kill_attempts,
-            reregister: false,
+            reregister,
         }))
     }
 
@@ -94,6 +116,7 @@ impl AgentService for Fake {
         &self,
         request: Request<ReportStartRequest>,
     ) -> Result<Response<ReportStartResponse>, Status> {
+        self.gate()?;
         let request = request.into_inner();
         assert_eq!(request.agent_id, "agent-1");
         let id = request.dispatch.unwrap().instance_id;
@@ -114,6 +137,7 @@ impl AgentService for Fake {
         &self,
         request: Request<ReportFinishRequest>,
     ) -> Result<Response<ReportFinishResponse>, Status> {
+        self.gate()?;
         let request = request.into_inner();
         self.with(|s| {
             let log =
@@ -130,6 +154,7 @@ impl AgentService for Fake {
         &self,
         request: Request<Streaming<LogAppend>>,
     ) -> Result<Response<StreamLogsResponse>, Status> {
+        self.gate()?;
         let mut stream = request.into_inner();
         let mut stored = 0;
         while let Some(append) = stream.message().await? {
@@ -150,6 +175,7 @@ impl AgentService for Fake {
         &self,
         _request: Request<WatchCommandsRequest>,
     ) -> Result<Response<Self::WatchCommandsStream>, Status> {
+        self.gate()?;
         let (tx, rx) = mpsc::channel(4);
         self.with(|s| s.commands.push(tx));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -185,7 +211,7 @@ fn dispatch(instance_id: i64) -> Dispatch {
 
 fn config(addr: SocketAddr, slots: usize) -> AgentConfig {
     AgentConfig {
-        coordinator: format!("http://{addr}"),
+        coordinators: vec![format!("http://{addr}")],
         slots,
         ..AgentConfig::default()
     }
@@ -347,4 +373,150 @@ fn live_processes_in_group(pgid: i32) -> Vec<i32> {
         }
     }
     found
+}
+
+/// Several coordinators (issue 7): the agent reaches a live one past a dead address, past one
+/// that answers UNAVAILABLE, and follows when the one it talks to turns UNAVAILABLE.
+mod failover {
+    use super::*;
+
+    fn config_for(addrs: &[SocketAddr], slots: usize) -> AgentConfig {
+        AgentConfig {
+            coordinators: addrs.iter().map(|a| format!("http://{a}")).collect(),
+            slots,
+            ..AgentConfig::default()
+        }
+    }
+
+    /// Runs dispatch 1 (`echo fine`) with the coordinators at `addrs`, `live` being the one
+    /// that answers; returns after its finish was reported there.
+    async fn run_one_through(addrs: &[SocketAddr], live: &Fake) {
+        live.with(|s| {
+            s.claims.insert(1, (true, "echo fine".into()));
+        });
+        let queue = Arc::new(MemoryQueue::new());
+        queue.push(vec![dispatch(1)]).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(run_agent(config_for(addrs, 1), queue.clone(), shutdown.clone()));
+        let (finish, log) = live.finish_of("a1").await;
+        assert_eq!(finish.outcome, "success");
+        assert!(log.ends_with(" out| fine\n"), "{log}");
+        live.wait_for("a heartbeat", |s| (!s.heartbeats.is_empty()).then_some(())).await;
+        live.wait_for("the command stream", |s| (!s.commands.is_empty()).then_some(())).await;
+        live.with(|s| assert_eq!(s.registers.len(), 1));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), agent)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn reaches_the_second_coordinator_when_the_first_is_dead() {
+        // Nothing listens on `dead`.
+        let dead = free_addr();
+        let live = Fake::default();
+        let addr = free_addr();
+        let stop = CancellationToken::new();
+        let server = serve(live.clone(), addr, stop.clone());
+        run_one_through(&[dead, addr], &live).await;
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reaches_the_second_coordinator_when_the_first_answers_unavailable() {
+        let refusing = Fake::default();
+        refusing.with(|s| s.unavailable = true);
+        let live = Fake::default();
+        let (first, second) = (free_addr(), free_addr());
+        let stop = CancellationToken::new();
+        let servers = [
+            serve(refusing.clone(), first, stop.clone()),
+            serve(live.clone(), second, stop.clone()),
+        ];
+        run_one_through(&[first, second], &live).await;
+        refusing.with(|s| {
+            assert!(s.refused >= 1, "the first coordinator was never asked");
+            assert!(s.registers.is_empty() && s.finishes.is_empty());
+        });
+        stop.cancel();
+        for server in servers {
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_when_its_coordinator_turns_unavailable_and_reregisters_there() {
+        let (a, b) = (Fake::default(), Fake::default());
+        b.with(|s| {
+            s.reregister_unknown = true;
+            s.claims.insert(1, (true, "sleep 30".into()));
+        });
+        a.with(|s| {
+            s.claims.insert(1, (true, "sleep 30".into()));
+        });
+        let (addr_a, addr_b) = (free_addr(), free_addr());
+        let stop = CancellationToken::new();
+        let servers = [
+            serve(a.clone(), addr_a, stop.clone()),
+            serve(b.clone(), addr_b, stop.clone()),
+        ];
+        let queue = Arc::new(MemoryQueue::new());
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(run_agent(
+            config_for(&[addr_a, addr_b], 1),
+            queue.clone(),
+            shutdown.clone(),
+        ));
+        queue.push(vec![dispatch(1)]).await.unwrap();
+        a.wait_for("the try running, in a heartbeat to A", |s| {
+            s.heartbeats
+                .iter()
+                .any(|h| h.running_attempts == ["a1"])
+                .then_some(())
+        })
+        .await;
+        a.wait_for("the command stream on A", |s| (!s.commands.is_empty()).then_some(()))
+            .await;
+        b.with(|s| assert!(s.registers.is_empty() && s.heartbeats.is_empty()));
+
+        // A loses its leader / goes away: every call refused, its streams end.
+        a.with(|s| {
+            s.unavailable = true;
+            s.commands.clear();
+        });
+        // B does not know the agent: it says reregister, and the agent registers there with
+        // the try it runs.
+        let register = b
+            .wait_for("a registration at B", |s| s.registers.first().cloned())
+            .await;
+        assert_eq!(register.running_attempts, ["a1"]);
+        // The command stream moved to B too: a kill sent there reaches the try, and its end is
+        // reported to B.
+        let command = b
+            .wait_for("the command stream on B", |s| s.commands.first().cloned())
+            .await;
+        command
+            .send(Ok(AgentCommand {
+                kill_attempt: "a1".into(),
+            }))
+            .await
+            .unwrap();
+        let (killed, _) = b.finish_of("a1").await;
+        assert_eq!(killed.outcome, "killed");
+        a.with(|s| assert!(s.finishes.is_empty()));
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), agent)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        stop.cancel();
+        for server in servers {
+            server.await.unwrap();
+        }
+    }
 }

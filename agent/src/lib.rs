@@ -3,6 +3,7 @@
 //! reports the outcome. It knows nothing about DAGs.
 
 mod agent;
+pub mod failover;
 mod logs;
 pub mod queue;
 pub mod redis_queue;

@@ -18,9 +18,31 @@ type Reply<T> = Result<Response<T>, Status>;
 struct Fake {
     seen: Arc<Mutex<Vec<(String, String)>>>,
     polls: Arc<Mutex<u32>>,
+    /// Its id in ListCoordinators, to tell which fake answered.
+    name: &'static str,
+    /// Refuses every call with UNAVAILABLE (going away).
+    unavailable: bool,
+    /// Answers GetVersion but refuses ListCoordinators with UNAVAILABLE (no leader).
+    no_leader: bool,
+    refused: Arc<Mutex<u32>>,
 }
 
 impl Fake {
+    fn named(name: &'static str) -> Self {
+        Self {
+            name,
+            ..Self::default()
+        }
+    }
+
+    fn refuse(&self, refuse: bool) -> Result<(), Status> {
+        if refuse || self.unavailable {
+            *self.refused.lock().unwrap() += 1;
+            return Err(Status::unavailable("no leader"));
+        }
+        Ok(())
+    }
+
     fn note<T>(&self, request: &Request<T>) {
         let get = |k| {
             request
@@ -152,14 +174,39 @@ impl ControlService for Fake {
         Err(Status::unimplemented(""))
     }
     async fn get_version(&self, request: Request<GetVersionRequest>) -> Reply<GetVersionResponse> {
+        self.refuse(false)?;
         self.note(&request);
         Ok(Response::new(GetVersionResponse {
             version: "9.9.9".into(),
             mode: "standalone".into(),
         }))
     }
-    async fn list_coordinators(&self, _: Request<ListCoordinatorsRequest>) -> Reply<ListCoordinatorsResponse> {
-        Err(Status::unimplemented(""))
+    async fn list_coordinators(&self, request: Request<ListCoordinatorsRequest>) -> Reply<ListCoordinatorsResponse> {
+        self.refuse(self.no_leader)?;
+        self.note(&request);
+        let now = crate::output::now_ms();
+        Ok(Response::new(ListCoordinatorsResponse {
+            coordinators: vec![
+                Coordinator {
+                    id: self.name.into(),
+                    address: "http://10.0.0.1:7070".into(),
+                    leader: true,
+                    token: 42,
+                    last_seen_at: now - 2_000,
+                    started_at: now - 60_000,
+                    version: "9.9.9".into(),
+                },
+                Coordinator {
+                    id: "other:2".into(),
+                    address: "http://10.0.0.2:7070".into(),
+                    leader: false,
+                    token: 0,
+                    last_seen_at: now - 1_000,
+                    started_at: now - 30_000,
+                    version: "9.9.9".into(),
+                },
+            ],
+        }))
     }
     async fn delete_tasks(&self, _: Request<DeleteTasksRequest>) -> Reply<DeleteTasksResponse> {
         Err(Status::unimplemented(""))
@@ -268,4 +315,106 @@ async fn version_prints_both() {
             crate::VERSION
         )
     );
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+fn coordinators_args(args: &[&str]) -> commands::coordinators::CoordinatorsArgs {
+    let mut all = vec!["coordinators"];
+    all.extend_from_slice(args);
+    match crate::tests::parse(&all).unwrap().command {
+        crate::Command::Coordinators(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+/// `goflowctl coordinators` through `--server A,B`: table and JSON.
+async fn list_coordinators(servers: &str) -> (String, serde_json::Value) {
+    let mut client = connect(servers).await.unwrap();
+    let mut table = Vec::new();
+    commands::coordinators::run(&mut client, &coordinators_args(&[]), &mut table)
+        .await
+        .unwrap();
+    let mut json = Vec::new();
+    commands::coordinators::run(&mut client, &coordinators_args(&["-o", "json"]), &mut json)
+        .await
+        .unwrap();
+    (
+        String::from_utf8(table).unwrap(),
+        serde_json::from_slice(&json).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn coordinators_are_listed_past_a_dead_coordinator() {
+    let dead = closed_port().await;
+    let live = serve(Fake::named("live:1")).await;
+    let (table, json) = list_coordinators(&format!("{dead},{live}")).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["ADDRESS", "LEADER", "TOKEN", "LAST_SEEN", "ID", "VERSION"]
+    );
+    assert!(
+        lines[1].starts_with("http://10.0.0.1:7070   yes      42      2s ago      live:1 "),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("http://10.0.0.2:7070                    1s ago      other:2 "),
+        "{table}"
+    );
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0]["address"], "http://10.0.0.1:7070");
+    assert_eq!(all[0]["leader"], true);
+    assert_eq!(all[0]["token"], 42);
+    assert_eq!(all[0]["id"], "live:1");
+    assert!(all[0]["last_seen_at"].as_str().unwrap().ends_with('Z'), "{json}");
+    assert!(all[0]["started_at"].is_string(), "{json}");
+    assert_eq!(all[1]["leader"], false);
+}
+
+#[tokio::test]
+async fn a_coordinator_answering_unavailable_is_passed_over() {
+    let refusing = Fake {
+        unavailable: true,
+        ..Fake::named("refusing:1")
+    };
+    let first = serve(refusing.clone()).await;
+    let second = serve(Fake::named("live:2")).await;
+    let (table, _) = list_coordinators(&format!("{first}, {second}")).await;
+    assert!(table.contains(" live:2 "), "{table}");
+    assert!(*refusing.refused.lock().unwrap() >= 1, "the first was not asked");
+}
+
+#[tokio::test]
+async fn a_call_refused_with_unavailable_goes_to_the_next_coordinator() {
+    // The first answers the probe, then has no leader when the command's call comes.
+    let leaderless = Fake {
+        no_leader: true,
+        ..Fake::named("leaderless:1")
+    };
+    let first = serve(leaderless.clone()).await;
+    let second = serve(Fake::named("live:2")).await;
+    let (table, json) = list_coordinators(&format!("{first},{second}")).await;
+    assert!(table.contains(" live:2 "), "{table}");
+    assert_eq!(json[0]["id"], "live:2");
+    // Once the second answered, later calls start there.
+    assert_eq!(*leaderless.refused.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn none_answering_names_them_all() {
+    let (a, b) = (closed_port().await, closed_port().await);
+    let err = connect(&format!("{a},{b}")).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("cannot reach goflow at {a}, {b}: {a}: ")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("; {b}: ")), "{err}");
+    assert!(err.ends_with("(is goflow running? set --server or GOFLOW_SERVER)"), "{err}");
 }

@@ -6,6 +6,9 @@
 
 mod commands;
 mod day;
+// Shared with the agent and the web UI: one channel per coordinator, moving past dead ones.
+#[path = "../../agent/src/failover.rs"]
+mod failover;
 mod output;
 mod seed;
 
@@ -13,6 +16,7 @@ mod seed;
 mod e2e_tests;
 
 use std::{
+    error::Error as _,
     fmt,
     io::{self, Write},
     time::Duration,
@@ -24,10 +28,13 @@ use tonic::{
     Code, Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::Endpoint,
 };
 
-use crate::commands::{agents, apply, dep, logs, ops, run, status, task, tasks, version};
+use crate::commands::{
+    agents, apply, coordinators, dep, logs, ops, run, status, task, tasks, version,
+};
+use crate::failover::Failover;
 
 pub use crate::seed::seed_args;
 
@@ -35,7 +42,13 @@ pub use crate::seed::seed_args;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A connected client of the goflow ControlService; every call carries [`ClientMeta`].
-pub type Client = ControlServiceClient<InterceptedService<Channel, ClientMeta>>;
+pub type Client = ControlServiceClient<InterceptedService<Failover, ClientMeta>>;
+
+/// How long a coordinator gets to answer before the next one in `--server` is tried.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a call is retried while every coordinator answers UNAVAILABLE (no leader: a
+/// takeover takes a few seconds).
+const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(15);
 
 /// goflowctl: run, inspect and operate goflow tasks.
 ///
@@ -43,12 +56,13 @@ pub type Client = ControlServiceClient<InterceptedService<Channel, ClientMeta>>;
 #[derive(Debug, Parser)]
 #[command(name = "goflowctl", version, propagate_version = true)]
 pub struct Cli {
-    /// The goflow coordinator's gRPC address (http:// is optional).
+    /// The goflow coordinators' gRPC addresses, comma-separated (http:// is optional): the
+    /// first that answers is used.
     #[arg(
         long,
         global = true,
         env = "GOFLOW_SERVER",
-        value_name = "URL",
+        value_name = "URL[,URL...]",
         default_value_t = default_server()
     )]
     pub server: String,
@@ -75,6 +89,8 @@ pub enum Command {
     Dep(dep::DepArgs),
     /// List the agents.
     Agents(agents::AgentsArgs),
+    /// List the coordinators: which one leads, its fencing token, when each was last seen.
+    Coordinators(coordinators::CoordinatorsArgs),
     /// Set instances to success without running them (force pass).
     MarkSuccess(ops::MarkSuccessArgs),
     /// Stop instances and record them as killed: one, or a backfill (--from/--to, --down).
@@ -141,6 +157,16 @@ pub fn actor_name(user: Option<String>) -> String {
     }
 }
 
+/// `--server`'s comma-separated list, each address normalized; empty entries are skipped.
+pub fn server_list(servers: &str) -> Vec<String> {
+    servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(normalize_server)
+        .collect()
+}
+
 /// The server could not be reached (or its address is not usable).
 #[derive(Debug)]
 pub struct ConnectError {
@@ -178,25 +204,96 @@ fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// Connects to `server` (already normalized), failing fast when nobody answers.
-pub async fn connect(server: &str) -> Result<Client, ConnectError> {
+/// Connects to the first coordinator of `servers` (a comma-separated list, see
+/// [`server_list`]) that answers within [`ANSWER_TIMEOUT`], failing fast when none does; the
+/// error names them all. Later calls move on to the next coordinator when theirs is gone or
+/// answers UNAVAILABLE.
+pub async fn connect(servers: &str) -> Result<Client, ConnectError> {
+    let list = server_list(servers);
     let fail = |cause: String| ConnectError {
-        server: server.to_string(),
+        server: list.join(", "),
         cause,
     };
-    let endpoint = Endpoint::from_shared(server.to_string())
-        .map_err(|e| fail(format!("invalid address: {}", cause_chain(&e))))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|e| fail(cause_chain(&e)))?;
-    Ok(ControlServiceClient::with_interceptor(
-        channel,
-        ClientMeta::new(
-            ["USER", "LOGNAME", "USERNAME"]
-                .iter()
-                .find_map(|v| std::env::var(v).ok()),
-        ),
-    )
+    if list.is_empty() {
+        return Err(fail("no address given".into()));
+    }
+    let mut channels = Vec::with_capacity(list.len());
+    for server in &list {
+        let endpoint = Endpoint::from_shared(server.clone()).map_err(|e| {
+            let cause = format!("invalid address: {}", cause_chain(&e));
+            fail(if list.len() == 1 { cause } else { format!("{server}: {cause}") })
+        })?;
+        channels.push(endpoint.connect_timeout(ANSWER_TIMEOUT).connect_lazy());
+    }
+    let failover = Failover::new(
+        list.clone(),
+        channels,
+        failover::Options {
+            streaming_requests: vec![],
+            unavailable_patience: UNAVAILABLE_PATIENCE,
+        },
+    );
+    let meta = ClientMeta::new(
+        ["USER", "LOGNAME", "USERNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()),
+    );
+    failover.set_current(first_answering(&failover, &meta).await.map_err(|causes| {
+        if let [(_, cause)] = &causes[..] {
+            fail(cause.clone())
+        } else {
+            let all: Vec<String> = causes.iter().map(|(s, c)| format!("{s}: {c}")).collect();
+            fail(all.join("; "))
+        }
+    })?);
+    Ok(ControlServiceClient::with_interceptor(failover, meta)
     .max_decoding_message_size(64 << 20))
+}
+
+/// The first coordinator, in order, that answers a `GetVersion` within [`ANSWER_TIMEOUT`].
+/// One that answers UNAVAILABLE (no leader) is taken only when none answers better: calls
+/// through it wait for a leader. Err: why each did not answer.
+async fn first_answering(
+    failover: &Failover,
+    meta: &ClientMeta,
+) -> Result<usize, Vec<(String, String)>> {
+    let mut causes = Vec::new();
+    let mut refusing = None;
+    for (index, server) in failover.urls().iter().enumerate() {
+        let mut probe =
+            ControlServiceClient::with_interceptor(failover.channel(index), meta.clone());
+        let answer = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            probe.get_version(goflow_proto::GetVersionRequest {}),
+        )
+        .await;
+        let cause = match answer {
+            Ok(Ok(_)) => return Ok(index),
+            Ok(Err(status)) if failover::is_connect_error(&status) => transport_cause(&status),
+            Ok(Err(status)) if status.code() == Code::Unavailable => {
+                refusing.get_or_insert(index);
+                status_message(&status)
+            }
+            Ok(Err(status)) if status.code() == Code::Unknown && status.source().is_some() => {
+                // A transport failure, not an answer.
+                transport_cause(&status)
+            }
+            // It answered (an older server without GetVersion, an auth error...): the
+            // command's own call tells what is wrong.
+            Ok(Err(_)) => return Ok(index),
+            Err(_) => format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()),
+        };
+        causes.push((server.clone(), cause));
+    }
+    refusing.ok_or(causes)
+}
+
+/// What went wrong under a status made from a transport error.
+fn transport_cause(status: &Status) -> String {
+    match status.source() {
+        Some(source) => cause_chain(source),
+        None => status_message(status),
+    }
 }
 
 /// A gRPC status for people: `not found: unknown task "x"`. The code's name is left out when
@@ -275,6 +372,7 @@ async fn dispatch(cli: Cli, server: &str) -> anyhow::Result<()> {
         Command::Logs(args) => logs::run(c, &args, &mut out).await,
         Command::Dep(args) => dep::run(c, &args, &mut out).await,
         Command::Agents(args) => agents::run(c, &args, &mut out).await,
+        Command::Coordinators(args) => coordinators::run(c, &args, &mut out).await,
         Command::MarkSuccess(args) => ops::mark_success(c, &args, &mut out).await,
         Command::Kill(args) => ops::kill(c, &args, &mut out).await,
         Command::Delete(args) => ops::delete(c, &args, &mut out).await,
@@ -290,7 +388,7 @@ async fn dispatch(cli: Cli, server: &str) -> anyhow::Result<()> {
 /// `error: ...`. Returns the process's exit status: 0 on success (a closed stdout included),
 /// 1 on failure (a `run --wait` whose instances did not all succeed included).
 pub async fn execute(cli: Cli) -> u8 {
-    let server = normalize_server(&cli.server);
+    let server = server_list(&cli.server).join(", ");
     let result = dispatch(cli, &server).await;
     // Best effort: a closed stdout is not the command's failure.
     let _ = io::stdout().flush();
@@ -366,6 +464,8 @@ mod tests {
             &["logs", "-j", "a", "-d", "20260101", "--try", "2", "-f"],
             &["dep", "-j", "a", "--up", "--depth", "2", "-o", "dot"],
             &["agents", "-o", "json"],
+            &["coordinators", "-o", "json"],
+            &["coordinators"],
             &["mark-success", "-j", "a", "-d", "20260101", "--down"],
             &["kill", "-j", "a", "-d", "20260101"],
             &["delete", "--task", "a", "--day", "20260101"],

@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-
 mod actions;
 mod context;
 mod error;
+// Shared with the agent and goflowctl: one channel per coordinator, moving past dead ones.
+#[path = "../../agent/src/failover.rs"]
+mod failover;
 pub mod graph;
 mod i18n;
 mod pages;
@@ -38,7 +39,11 @@ const REFRESH_SECONDS: u32 = 3;
 /// Appended to the stylesheet's URL so a new version is never served from a stale cache.
 const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-type Client = ControlServiceClient<InterceptedService<Channel, ClientMeta>>;
+type Client = ControlServiceClient<InterceptedService<failover::Failover, ClientMeta>>;
+
+/// How long a page's call is retried while every coordinator answers UNAVAILABLE (no leader:
+/// a takeover takes a few seconds).
+const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(8);
 
 /// Names the web UI as the client of every call, for the operations log. There is no login
 /// yet, so the actor is "web" (the authentication issue brings the real principal).
@@ -56,36 +61,60 @@ impl Interceptor for ClientMeta {
     }
 }
 
-/// What every handler shares: one lazily connected channel to the coordinator, cloned per
-/// request (clones share the connection).
+/// What every handler shares: lazily connected channels to the coordinators, cloned per
+/// request (clones share the connections). A call goes to the coordinator that answered last,
+/// and moves on to the next one when that one is gone or answers UNAVAILABLE (see
+/// `agent/src/failover.rs`).
 #[derive(Clone)]
 pub struct AppState {
     client: Client,
-    /// The same channel without a timeout, for log streams that stay open while a try runs.
+    /// The same without a timeout, for log streams that stay open while a try runs.
     streaming: Client,
+    /// The coordinators' URLs, for error pages.
     coordinator: Arc<str>,
 }
 
 impl AppState {
-    /// `coordinator` is the gRPC URL, e.g. `http://127.0.0.1:7070`. Nothing connects yet: the
-    /// channel connects (and reconnects) on use, so the UI starts before the coordinator does.
+    /// `coordinators` is a comma-separated list of gRPC URLs, e.g. `http://127.0.0.1:7070`
+    /// (see [`AppState::with_coordinators`]).
+    pub fn new(coordinators: &str) -> anyhow::Result<Self> {
+        let list: Vec<String> = coordinators
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        Self::with_coordinators(&list)
+    }
+
+    /// Any of `coordinators` (gRPC URLs) answers every call. Nothing connects yet: the
+    /// channels connect (and reconnect) on use, so the UI starts before the coordinators do.
     /// Must be called inside a tokio runtime.
-    pub fn new(coordinator: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(coordinator.to_string())
-            .map_err(|err| anyhow::anyhow!("bad coordinator URL {coordinator:?}: {err}"))?
-            .connect_timeout(Duration::from_secs(5));
+    pub fn with_coordinators(coordinators: &[String]) -> anyhow::Result<Self> {
         let meta = ClientMeta {
             client: AsciiMetadataValue::try_from(format!("webui/{ASSET_VERSION}"))
                 .expect("the version is ASCII"),
         };
-        let client = |endpoint: Endpoint| {
-            ControlServiceClient::with_interceptor(endpoint.connect_lazy(), meta.clone())
-                .max_decoding_message_size(64 << 20)
+        let client = |timeout: Option<Duration>| -> anyhow::Result<Client> {
+            let options = failover::Options {
+                streaming_requests: vec![],
+                unavailable_patience: UNAVAILABLE_PATIENCE,
+            };
+            let failover = failover::Failover::lazy(coordinators, options, |endpoint| {
+                let endpoint = endpoint.connect_timeout(Duration::from_secs(3));
+                match timeout {
+                    Some(timeout) => endpoint.timeout(timeout),
+                    None => endpoint,
+                }
+            })
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+            Ok(ControlServiceClient::with_interceptor(failover, meta.clone())
+                .max_decoding_message_size(64 << 20))
         };
         Ok(Self {
-            client: client(endpoint.clone().timeout(Duration::from_secs(15))),
-            streaming: client(endpoint),
-            coordinator: coordinator.into(),
+            client: client(Some(Duration::from_secs(15)))?,
+            streaming: client(None)?,
+            coordinator: coordinators.join(", ").into(),
         })
     }
 
@@ -103,15 +132,108 @@ impl AppState {
     }
 }
 
-/// Serves the web UI on `listener` until `shutdown`; `coordinator` is the gRPC URL it reads from.
+/// Serves the web UI on `listener` until `shutdown`; `coordinators` are the gRPC URLs it reads
+/// from (any one answers; a dead one, or one answering UNAVAILABLE, is passed over).
 pub async fn serve(
-    coordinator: String,
+    coordinators: Vec<String>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = router(AppState::new(&coordinator)?);
+    let app = router(AppState::with_coordinators(&coordinators)?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+/// Several coordinators (issue 7): pages come from a live coordinator past a dead one and past
+/// one that answers UNAVAILABLE.
+#[cfg(test)]
+mod failover_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::StatusCode;
+    use goflow_proto::control_service_server::ControlServiceServer;
+
+    use crate::testing::{self, get};
+    use crate::{AppState, router};
+
+    /// Serves the sample fake coordinator; its URL.
+    async fn live() -> String {
+        let listener = TcpListenerForTest::bind().await;
+        let url = listener.url();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ControlServiceServer::new(testing::sample()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener.0)),
+        );
+        url
+    }
+
+    struct TcpListenerForTest(tokio::net::TcpListener);
+
+    impl TcpListenerForTest {
+        async fn bind() -> Self {
+            Self(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        }
+
+        fn url(&self) -> String {
+            format!("http://{}", self.0.local_addr().unwrap())
+        }
+    }
+
+    /// A coordinator without a leader: every gRPC call is answered UNAVAILABLE (trailers
+    /// only), counted in `hits`.
+    async fn refusing(hits: Arc<AtomicUsize>) -> String {
+        let listener = TcpListenerForTest::bind().await;
+        let url = listener.url();
+        let app = axum::Router::new().fallback(move || {
+            hits.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    [
+                        ("content-type", "application/grpc"),
+                        ("grpc-status", "14"),
+                        ("grpc-message", "no leader"),
+                    ],
+                    "",
+                )
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener.0, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn pages_come_from_the_next_coordinator_when_the_first_is_dead() {
+        let dead = TcpListenerForTest::bind().await.url(); // dropped: nothing listens
+        let app = router(AppState::with_coordinators(&[dead.clone(), live().await]).unwrap());
+        let (status, body) = get(&app, "/tasks").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("transform"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn pages_come_from_the_next_coordinator_when_the_first_answers_unavailable() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let first = refusing(hits.clone()).await;
+        let app = router(AppState::new(&format!("{first}, {}", live().await)).unwrap());
+        let (status, body) = get(&app, "/tasks").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("transform"), "{body}");
+        assert!(hits.load(Ordering::SeqCst) >= 1, "the first coordinator was not asked");
+    }
+
+    #[tokio::test]
+    async fn when_none_answers_the_error_page_names_them_all() {
+        let (a, b) = (
+            TcpListenerForTest::bind().await.url(),
+            TcpListenerForTest::bind().await.url(),
+        );
+        let app = router(AppState::with_coordinators(&[a.clone(), b.clone()]).unwrap());
+        let (status, body) = get(&app, "/tasks").await;
+        assert_ne!(status, StatusCode::OK);
+        assert!(body.contains(&format!("{a}, {b}")), "{body}");
+    }
 }
