@@ -381,7 +381,7 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    goflow_webui::serve(coordinators[0].clone(), listener, shutdown).await
+    goflow_webui::serve(coordinators, listener, shutdown).await
 }
 
 /// `a:7070,http://b:7070` -> `["http://a:7070", "http://b:7070"]`.

@@ -104,7 +104,7 @@ impl Node {
         let stop = shutdown.clone();
         let web_target = grpc_url.clone();
         tasks.spawn(async move {
-            if let Err(e) = goflow_webui::serve(web_target, http, stop).await {
+            if let Err(e) = goflow_webui::serve(vec![web_target], http, stop).await {
                 tracing::error!("web UI stopped: {e:#}");
             }
         });
