@@ -47,6 +47,8 @@ pub struct Settings {
     /// The address other coordinators and clients reach this one at (host:port); None: the
     /// gRPC listen address, with this host's name for an unspecified IP.
     pub advertise_address: Option<String>,
+    /// Every ControlService call needs a login or a token (always on beyond loopback).
+    pub auth: bool,
     /// What loading noticed and the operator should read (unknown keys, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -73,6 +75,7 @@ impl Default for Settings {
             etcd_key: "goflow/leader".into(),
             lease_ttl: None,
             advertise_address: None,
+            auth: false,
             warnings: vec![],
         }
     }
@@ -107,6 +110,7 @@ enum Key {
     EtcdKey,
     LeaseTtl,
     AdvertiseAddress,
+    Auth,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -143,6 +147,7 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Scheduler.LeaseTtl", Key::LeaseTtl),
     ("Scheduler.AdvertiseAddress", Key::AdvertiseAddress),
     ("Worker.Coordinator", Key::Server),
+    ("Common.Auth", Key::Auth),
 ];
 
 /// Environment variables, which override the file.
@@ -156,6 +161,7 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_ADVERTISE_ADDRESS", Key::AdvertiseAddress),
     ("GOFLOW_COORDINATOR", Key::Server),
     ("GOFLOW_ID", Key::AgentId),
+    ("GOFLOW_AUTH", Key::Auth),
     ("GOFLOW_DATA_DIR", Key::DataDir),
     ("GOFLOW_GRPC_LISTEN", Key::GrpcListen),
     ("GOFLOW_HTTP_LISTEN", Key::HttpListen),
@@ -305,6 +311,14 @@ impl Settings {
                 self.etcd_endpoints = self.etcd_endpoints.iter().map(|e| with_scheme(e)).collect();
             }
             Key::EtcdKey => self.etcd_key = string(value, origin)?,
+            Key::Auth => {
+                self.auth = match value {
+                    Value::Bool(b) => *b,
+                    Value::String(s) if matches!(s.as_str(), "true" | "1" | "yes" | "on") => true,
+                    Value::String(s) if matches!(s.as_str(), "false" | "0" | "no" | "off" | "") => false,
+                    other => bail!("{origin}: expected true or false, not {other}"),
+                }
+            }
             Key::LeaseTtl => self.lease_ttl = Some(seconds(value, origin, 2)?),
             Key::AdvertiseAddress => self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty()),
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
@@ -645,5 +659,70 @@ mod tests {
                 .to_string()
                 .contains("unknown database scheme")
         );
+    }
+}
+
+/// Whether an address (`host:port`) can only be reached from this machine.
+pub fn is_loopback(address: &str) -> bool {
+    if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host == "localhost"
+}
+
+/// Authentication is always on beyond loopback: a coordinator asked to listen where others
+/// can reach it, without `--auth`, refuses to start (anyone reaching the port could otherwise
+/// define a task and run any command on every agent).
+pub fn require_auth_beyond_loopback(settings: &Settings) -> anyhow::Result<()> {
+    if settings.auth {
+        return Ok(());
+    }
+    for (what, address) in [("--grpc-listen", &settings.grpc_listen), ("--http-listen", &settings.http_listen)] {
+        if !is_loopback(address) {
+            bail!(
+                "{what} {address} can be reached from other machines, and authentication is off: anyone \
+                 reaching it could run any command on every agent. Start with --auth (GOFLOW_AUTH=true, \
+                 Common.Auth in the config file) and create users with `goflow user add NAME --role admin`, \
+                 or listen on 127.0.0.1"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_needs_auth() {
+        let local = Settings::default();
+        assert!(require_auth_beyond_loopback(&local).is_ok());
+        for address in ["0.0.0.0:7070", "10.0.0.5:7070", "[::]:7070", "example.com:7070"] {
+            let open = Settings {
+                grpc_listen: address.into(),
+                ..Settings::default()
+            };
+            let err = require_auth_beyond_loopback(&open).unwrap_err().to_string();
+            assert!(err.contains("--auth") && err.contains(address), "{err}");
+            assert!(require_auth_beyond_loopback(&Settings { auth: true, ..open }).is_ok());
+        }
+        let web = Settings {
+            http_listen: "0.0.0.0:8080".into(),
+            ..Settings::default()
+        };
+        assert!(require_auth_beyond_loopback(&web).is_err());
+        for address in ["127.0.0.1:7070", "[::1]:7070", "localhost:7070"] {
+            assert!(is_loopback(address), "{address}");
+        }
+    }
+
+    #[test]
+    fn auth_comes_from_the_file_and_the_environment() {
+        let env = HashMap::from([("GOFLOW_AUTH".to_string(), "true".to_string())]);
+        assert!(Settings::load(None, &env, Role::Coordinator).unwrap().auth);
+        let env = HashMap::from([("GOFLOW_AUTH".to_string(), "maybe".to_string())]);
+        assert!(Settings::load(None, &env, Role::Coordinator).is_err());
     }
 }

@@ -42,6 +42,10 @@ enum Command {
     /// Creates or upgrades the database (the seed's `init_db`).
     #[command(alias = "init_db", alias = "init-db")]
     Migrate(ConfigArgs),
+    /// Manages users (on the coordinator's host, with its database settings; works before the
+    /// first start, and a running coordinator sees a change at once).
+    #[command(subcommand)]
+    User(UserCommand),
     #[command(flatten)]
     Seed(seed_verbs::SeedVerb),
     /// Prints the version.
@@ -102,6 +106,10 @@ struct ServeArgs {
     /// The seed's `scheduler --ha`: high availability through etcd, which must be configured.
     #[arg(long)]
     ha: bool,
+    /// Every call needs a login or a token (also GOFLOW_AUTH=true, Common.Auth). Always
+    /// needed when listening beyond loopback.
+    #[arg(long)]
+    auth: bool,
 }
 
 #[derive(Args)]
@@ -127,6 +135,41 @@ struct AgentArgs {
     /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
     #[arg(long, value_name = "SECS")]
     heartbeat_interval: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Adds a user; the password is asked on the terminal (or read from stdin).
+    Add {
+        name: String,
+        /// viewer, operator, editor or admin.
+        #[arg(long)]
+        role: String,
+        /// Reads the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Lists the users and their roles.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Sets a user's password (and ends their sessions).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Removes a user (and ends their sessions).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Args)]
@@ -242,6 +285,10 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     if let Some(address) = args.advertise_address {
         settings.advertise_address = Some(address);
     }
+    if args.auth {
+        settings.auth = true;
+    }
+    goflow_coordinator::config::require_auth_beyond_loopback(&settings)?;
     anyhow::ensure!(
         !args.ha || !settings.etcd_endpoints.is_empty(),
         "--ha elects the leader through etcd, and no etcd is configured: set --etcd-endpoints, \
@@ -283,6 +330,7 @@ async fn main() {
         Command::Coordinator(args) => serve(args, false).await,
         Command::Agent(args) => agent(args).await,
         Command::Webui(args) => webui(args).await,
+        Command::User(command) => user(command).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Seed(verb) => std::process::exit(verb.run().await.into()),
         Command::Version => {
@@ -397,4 +445,89 @@ fn coordinator_list(text: &str) -> Vec<String> {
     } else {
         list
     }
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    use goflow_coordinator::auth::{check_name, check_password, hash_password};
+    use goflow_coordinator::store::{self, Store, now_ms};
+    let config = match &command {
+        UserCommand::Add { config, .. }
+        | UserCommand::List { config }
+        | UserCommand::Passwd { config, .. }
+        | UserCommand::Remove { config, .. } => config,
+    };
+    let settings = load(config, Role::Coordinator)?;
+    // Opening migrates (and creates a SQLite file): an admin can exist before the first start.
+    let store = Store::open(&settings.database_url()?).await?;
+    let result = async {
+        match &command {
+            UserCommand::Add {
+                name,
+                role,
+                password_stdin,
+                ..
+            } => {
+                check_name("user name", name)?;
+                let role = goflow_core::Role::parse(role)
+                    .with_context(|| format!("role {role:?} is unknown (viewer, operator, editor or admin)"))?;
+                let password = read_password(*password_stdin, &format!("password for {name}: "))?;
+                check_password(&password)?;
+                let hash = hash_password(&password)?;
+                let mut tx = store.begin_unfenced().await?;
+                anyhow::ensure!(
+                    store::insert_user(&mut tx, name, role.as_str(), &hash, now_ms()).await?,
+                    "user {name:?} exists (goflow user passwd {name} changes the password)"
+                );
+                tx.commit().await?;
+                println!("user {name} added ({role})");
+            }
+            UserCommand::List { .. } => {
+                let mut conn = store.read().await?;
+                let users = store::list_users(&mut conn).await?;
+                if users.is_empty() {
+                    println!("no users (goflow user add NAME --role admin)");
+                }
+                for (name, role, _) in users {
+                    println!("{name}\t{role}");
+                }
+            }
+            UserCommand::Passwd { name, password_stdin, .. } => {
+                let password = read_password(*password_stdin, &format!("new password for {name}: "))?;
+                check_password(&password)?;
+                let hash = hash_password(&password)?;
+                let mut tx = store.begin_unfenced().await?;
+                anyhow::ensure!(
+                    store::set_password(&mut tx, name, &hash, now_ms()).await?,
+                    "no user {name:?}"
+                );
+                tx.commit().await?;
+                println!("password of {name} changed; their sessions ended");
+            }
+            UserCommand::Remove { name, .. } => {
+                let mut tx = store.begin_unfenced().await?;
+                anyhow::ensure!(store::remove_user(&mut tx, name).await?, "no user {name:?}");
+                tx.commit().await?;
+                println!("user {name} removed");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// A password from the terminal (not echoed), or the first line of stdin when asked or when
+/// stdin is not a terminal.
+fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let first = rpassword::prompt_password(prompt).context("cannot read the password from the terminal")?;
+    let again = rpassword::prompt_password("again: ").context("cannot read the password from the terminal")?;
+    anyhow::ensure!(first == again, "the two passwords differ; nothing was changed");
+    Ok(first)
 }

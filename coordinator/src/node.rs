@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::config::Settings;
 use crate::engine::{Caller, Engine, RunPlan};
 use crate::grpc::Api;
@@ -42,6 +43,7 @@ pub struct Node {
 /// What a term of leadership needs to build and run an engine.
 struct TermContext {
     store: Store,
+    auth: Arc<Auth>,
     queue: Arc<dyn DispatchQueue>,
     settings: Settings,
     local_agent: bool,
@@ -91,8 +93,25 @@ impl Node {
             .clone()
             .unwrap_or_else(|| advertised(grpc_addr));
 
+        let auth = Arc::new(Auth::new(store.clone(), settings.auth));
+        if settings.auth {
+            let mut conn = store.read().await?;
+            if store::count_users(&mut conn).await? == 0 {
+                tracing::warn!(
+                    "authentication is on and there is no user yet: create the first on this host with \
+                     `goflow user add NAME --role admin` (same database settings); it takes effect at once"
+                );
+            }
+        }
+        // The agents' secret: the cluster's, or, for an embedded agent behind authentication, a
+        // random one of this process (so nobody else can claim its work over the port).
+        let agent_secret = match (&settings.agent_secret, remote_agents, settings.auth) {
+            (Some(secret), true, _) => Some(secret.clone()),
+            (_, false, true) => Some(crate::auth::new_token("").0),
+            _ => None,
+        };
         let mut tasks = tokio::task::JoinSet::new();
-        let router = Router::new(if remote_agents { settings.agent_secret.clone() } else { None });
+        let router = Router::new(agent_secret.clone());
         let stop = shutdown.clone();
         let serving = router.clone();
         tasks.spawn(async move {
@@ -118,6 +137,7 @@ impl Node {
         let (leading_tx, leading) = watch::channel(None);
         let context = TermContext {
             store: store.clone(),
+            auth,
             queue,
             settings: settings.clone(),
             local_agent: local_queue.is_some(),
@@ -140,6 +160,7 @@ impl Node {
                     settings.agent_queues.clone()
                 },
                 heartbeat_interval: settings.engine.heartbeat_interval,
+                secret: agent_secret,
                 ..AgentConfig::default()
             };
             let stop = shutdown.clone();
@@ -304,7 +325,7 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
         stop.cancelled().await;
         loops.shutdown().await;
     });
-    context.router.set(Route::local(Api::new(engine.clone())));
+    context.router.set(Route::local(Api::new(engine.clone(), context.auth.clone())));
     context.leading.send_replace(Some(engine));
     Ok(())
 }

@@ -25,6 +25,7 @@ pub enum Route {
     Local {
         control: pb::control_service_server::ControlServiceServer<Api>,
         agents: pb::agent_service_server::AgentServiceServer<Api>,
+        auth: pb::auth_service_server::AuthServiceServer<Api>,
     },
     /// Another coordinator leads, at `address`.
     Forward { address: String, channel: Channel },
@@ -36,7 +37,8 @@ impl Route {
     pub fn local(api: Api) -> Self {
         Route::Local {
             control: pb::control_service_server::ControlServiceServer::new(api.clone()),
-            agents: pb::agent_service_server::AgentServiceServer::new(api),
+            agents: pb::agent_service_server::AgentServiceServer::new(api.clone()),
+            auth: pb::auth_service_server::AuthServiceServer::new(api),
         }
     }
 }
@@ -87,6 +89,13 @@ impl Router {
             service: PhantomData,
         }
     }
+
+    pub fn auth(&self) -> Routed<Logins> {
+        Routed {
+            router: self.clone(),
+            service: PhantomData,
+        }
+    }
 }
 
 /// One of the goflow services, routed.
@@ -98,6 +107,21 @@ pub trait GoflowService: Send + Sync + 'static {
 
 pub struct Control;
 pub struct Agents;
+/// AuthService: logins and tokens.
+pub struct Logins;
+
+impl GoflowService for Logins {
+    const NAME: &'static str = <pb::auth_service_server::AuthServiceServer<Api> as NamedService>::NAME;
+
+    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
+        let Route::Local { auth, .. } = route else { return None };
+        Some(answer(auth.clone(), request))
+    }
+
+    fn check(_router: &Router, _request: &http::Request<Body>) -> Result<(), tonic::Status> {
+        Ok(())
+    }
+}
 
 impl GoflowService for Control {
     const NAME: &'static str = <pb::control_service_server::ControlServiceServer<Api> as NamedService>::NAME;
@@ -152,9 +176,10 @@ where
     })
 }
 
-/// Compares without returning early, so the time taken says nothing about the secret.
+/// Compares in constant time, so the time taken says nothing about the secret.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Metadata naming the caller's address when a call is passed on (the operations log names

@@ -5,7 +5,7 @@ use goflow_proto as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::routing::{Agents, Control, Routed, Router};
+use crate::routing::{Agents, Control, Logins, Routed, Router};
 
 /// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0. Calls of the
 /// goflow services take the `router`'s route: this coordinator's engine when it leads, the
@@ -15,6 +15,7 @@ pub async fn serve_grpc(router: Router, listener: TcpListener, shutdown: Cancell
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<Routed<Control>>().await;
     health_reporter.set_serving::<Routed<Agents>>().await;
+    health_reporter.set_serving::<Routed<Logins>>().await;
     // v1 for grpcurl and current clients, v1alpha for those that only know it (Python's
     // grpcio-reflection, older grpcurl).
     let reflection = || {
@@ -30,6 +31,7 @@ pub async fn serve_grpc(router: Router, listener: TcpListener, shutdown: Cancell
         .add_service(reflection_v1alpha)
         .add_service(router.control())
         .add_service(router.agents())
+        .add_service(router.auth())
         .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())

@@ -29,6 +29,7 @@
 
 mod agents;
 mod attempts;
+mod auth;
 mod dialect;
 mod instances;
 mod leadership;
@@ -50,6 +51,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 pub use agents::*;
 pub use attempts::*;
+pub use auth::*;
 pub use dialect::Dialect;
 pub use instances::*;
 pub use leadership::*;

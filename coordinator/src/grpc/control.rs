@@ -1,229 +1,16 @@
-//! The gRPC edge: thin adapters from goflow.v1 to the engine. Requests are validated here
-//! (dates, ids) into domain values, so no raw wire value travels further; engine errors map
-//! onto status codes in one table.
+//! ControlService: reads need the viewer role, runs and repairs the operator role, task
+//! definitions the editor role.
 
 use std::collections::HashSet;
-use std::pin::Pin;
-use std::sync::Arc;
 
-use goflow_core::{Dispatch, EtlDay, InstanceKey, InstanceState, TryOutcome};
+use goflow_core::{InstanceState, Role};
 use goflow_proto as pb;
-use pb::agent_service_server::AgentService;
 use pb::control_service_server::ControlService;
-use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
-use crate::engine::{
-    AgentCommand, AgentRegistration, Caller, ClaimOutcome, Engine, EngineError, FinishOutcome, RunPlan, TryReport,
-    WaitCache,
-};
-use crate::store::{self, InstanceFilter, InstanceRow};
-
-type RpcResult<T> = Result<Response<T>, Status>;
-type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Default and maximum rows of one `ListInstances` answer.
-const DEFAULT_LIST_LIMIT: i64 = 1000;
-const MAX_LIST_LIMIT: i64 = 100_000;
-/// Most ids one `ListInstances` may name.
-const MAX_IDS: usize = 10_000;
-/// Bytes of log per streamed chunk.
-const LOG_CHUNK_BYTES: i64 = 256 * 1024;
-
-impl From<EngineError> for Status {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Invalid(m) => Status::invalid_argument(m),
-            EngineError::NotFound(m) => Status::not_found(m),
-            EngineError::Conflict(m) => Status::failed_precondition(m),
-            EngineError::Internal(e) => {
-                // Never leak SQL or paths to clients; the log has the detail.
-                tracing::error!("internal error: {e:#}");
-                Status::internal("internal error (see the coordinator's log)")
-            }
-        }
-    }
-}
-
-fn internal(e: anyhow::Error) -> Status {
-    EngineError::Internal(e).into()
-}
-
-/// The one place every RPC passes: who is calling. Users, roles and tokens will be checked
-/// here (ROADMAP: users and permissions); today every caller on the listening address may act.
-fn caller<T>(request: &Request<T>) -> Caller {
-    let header = |name: &str| {
-        request
-            .metadata()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let direct = request.remote_addr().map(|a| a.to_string());
-    // Passed on by another coordinator: the address it was called from.
-    let peer = match header(crate::routing::FORWARDED_FOR) {
-        Some(original) => format!("{original} via {}", direct.unwrap_or_else(|| "a coordinator".into())),
-        None => direct.unwrap_or_else(|| "local".into()),
-    };
-    Caller {
-        actor: header("x-goflow-actor").unwrap_or_else(|| "unknown".into()),
-        client: format!(
-            "{} from {peer}",
-            header("x-goflow-client").unwrap_or_else(|| "grpc".into())
-        ),
-    }
-}
-
-fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
-    if value.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "{field} is required (yyyymmdd or yyyy-mm-dd)"
-        )));
-    }
-    EtlDay::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
-}
-
-/// One day, or a range: exactly one of `etl_day` and (`from_day`, `to_day`).
-fn days_of(etl_day: &str, from_day: &str, to_day: &str) -> Result<(EtlDay, EtlDay), Status> {
-    match (etl_day.is_empty(), from_day.is_empty(), to_day.is_empty()) {
-        (false, true, true) => {
-            let day = parse_day("etl_day", etl_day)?;
-            Ok((day, day))
-        }
-        (true, false, false) => Ok((parse_day("from_day", from_day)?, parse_day("to_day", to_day)?)),
-        _ => Err(Status::invalid_argument(
-            "give either etl_day, or both from_day and to_day",
-        )),
-    }
-}
-
-fn require_task_field(task: &str) -> Result<(), Status> {
-    if task.is_empty() {
-        return Err(Status::invalid_argument("task is required"));
-    }
-    Ok(())
-}
-
-fn instance_key(task: &str, etl_day: &str) -> Result<InstanceKey, Status> {
-    require_task_field(task)?;
-    Ok(InstanceKey::new(task, parse_day("etl_day", etl_day)?))
-}
-
-fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
-    pb::InstanceRef {
-        id: row.id,
-        task: row.task_id.clone(),
-        etl_day: row.etl_day.compact(),
-    }
-}
-
-fn task_to_pb(task: &store::StoredTask, next_fire_at: i64) -> pb::Task {
-    let s = &task.spec;
-    pb::Task {
-        id: s.id.clone(),
-        command: s.command.clone(),
-        schedule: s.schedule.clone().unwrap_or_default(),
-        timezone: s.timezone.clone(),
-        day_offset: s.day_offset,
-        retries: s.retries.map_or(-1, |r| r as i32),
-        retry_delay_ms: s.retry_delay.map_or(0, |d| d.as_millis() as i64),
-        timeout_ms: s.timeout.map_or(0, |d| d.as_millis() as i64),
-        priority: s.priority,
-        queue: s.queue.clone(),
-        start_day: s.start_day.map(|d| d.compact()).unwrap_or_default(),
-        description: s.description.clone(),
-        depends_on: s
-            .depends_on
-            .iter()
-            .map(|d| pb::TaskDependency {
-                task: d.task.clone(),
-                day_offset: d.day_offset,
-            })
-            .collect(),
-        paused: task.paused,
-        created_at: task.created_at,
-        updated_at: task.updated_at,
-        next_fire_at,
-    }
-}
-
-fn next_fire_of(task: &store::StoredTask) -> i64 {
-    let Some(expr) = &task.spec.schedule else {
-        return 0;
-    };
-    goflow_core::Schedule::parse(expr, &task.spec.timezone, task.spec.day_offset)
-        .ok()
-        .and_then(|s| s.next_fire_after(chrono::Utc::now()))
-        .map_or(0, |t| t.timestamp_millis())
-}
-
-#[derive(Clone)]
-pub struct Api {
-    engine: Arc<Engine>,
-}
-
-impl Api {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
-    }
-
-    async fn instance_to_pb(
-        &self,
-        conn: &mut store::Reader,
-        row: &InstanceRow,
-        cache: &mut WaitCache,
-    ) -> Result<pb::Instance, Status> {
-        let (wait_reason, blocked) = self.engine.wait_reason(conn, row, cache).await?;
-        Ok(pb::Instance {
-            id: row.id,
-            task: row.task_id.clone(),
-            etl_day: row.etl_day.compact(),
-            state: row.state.as_str().to_string(),
-            try_number: row.try_number as i32,
-            max_tries: row.max_tries as i32,
-            agent: row.agent_id.clone().unwrap_or_default(),
-            created_at: row.created_at,
-            queued_at: row.queued_at.unwrap_or(0),
-            started_at: row.started_at.unwrap_or(0),
-            finished_at: row.finished_at.unwrap_or(0),
-            has_exit_code: row.exit_code.is_some(),
-            exit_code: row.exit_code.unwrap_or(0) as i32,
-            forced: row.forced,
-            wait_reason,
-            blocked,
-            queue: row.queue.clone(),
-            priority: row.priority as i32,
-            next_try_at: row.next_try_at.unwrap_or(0),
-            message: row.message.clone(),
-        })
-    }
-
-    async fn read(&self) -> Result<store::Reader, Status> {
-        self.engine.store().read().await.map_err(internal)
-    }
-
-    async fn find_instance(
-        &self,
-        conn: &mut store::Reader,
-        id: i64,
-        task: &str,
-        etl_day: &str,
-    ) -> Result<InstanceRow, Status> {
-        let row = if id > 0 {
-            store::instance_by_id(conn, id).await.map_err(internal)?
-        } else {
-            let key = instance_key(task, etl_day)?;
-            store::instance_by_key(conn, &key).await.map_err(internal)?
-        };
-        row.ok_or_else(|| {
-            if id > 0 {
-                Status::not_found(format!("no instance with id {id}"))
-            } else {
-                Status::not_found(format!("no instance {task}@{}", etl_day.replace('-', "")))
-            }
-        })
-    }
-}
+use super::*;
+use crate::engine::{Engine, RunPlan, WaitCache};
+use crate::store::{self, InstanceFilter};
 
 #[tonic::async_trait]
 impl ControlService for Api {
@@ -231,7 +18,7 @@ impl ControlService for Api {
         &self,
         request: Request<pb::ApplyTasksRequest>,
     ) -> RpcResult<pb::ApplyTasksResponse> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Editor).await?;
         let req = request.into_inner();
         // Read before applying: afterwards the stored definitions are the new ones.
         let changes = self.engine.definition_changes(&req.document, &req.source_name);
@@ -255,7 +42,8 @@ impl ControlService for Api {
         }))
     }
 
-    async fn list_tasks(&self, _request: Request<pb::ListTasksRequest>) -> RpcResult<pb::ListTasksResponse> {
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> RpcResult<pb::ListTasksResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         let catalog = self.engine.catalog();
         let tasks = catalog
             .dag
@@ -270,12 +58,13 @@ impl ControlService for Api {
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
+        self.authorize(&request, Role::Viewer).await?;
         let task = self.engine.require_task(&request.get_ref().id)?;
         Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
     }
 
     async fn run(&self, request: Request<pb::RunRequest>) -> RpcResult<pb::RunResponse> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Operator).await?;
         let req = request.into_inner();
         require_task_field(&req.task)?;
         let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
@@ -302,6 +91,7 @@ impl ControlService for Api {
         &self,
         request: Request<pb::ListInstancesRequest>,
     ) -> RpcResult<pb::ListInstancesResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         let req = request.into_inner();
         if req.ids.len() > MAX_IDS {
             return Err(Status::invalid_argument(format!(
@@ -350,6 +140,7 @@ impl ControlService for Api {
     }
 
     async fn get_instance(&self, request: Request<pb::GetInstanceRequest>) -> RpcResult<pb::Instance> {
+        self.authorize(&request, Role::Viewer).await?;
         let req = request.into_inner();
         let mut conn = self.read().await?;
         let row = self
@@ -365,6 +156,7 @@ impl ControlService for Api {
         &self,
         request: Request<pb::ListAttemptsRequest>,
     ) -> RpcResult<pb::ListAttemptsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         let req = request.into_inner();
         let mut conn = self.read().await?;
         let row = self
@@ -394,6 +186,7 @@ impl ControlService for Api {
     type TailLogsStream = ServerStream<pb::LogChunk>;
 
     async fn tail_logs(&self, request: Request<pb::TailLogsRequest>) -> RpcResult<Self::TailLogsStream> {
+        self.authorize(&request, Role::Viewer).await?;
         let req = request.into_inner();
         if req.try_number < 0 || req.offset < 0 {
             return Err(Status::invalid_argument(
@@ -427,6 +220,7 @@ impl ControlService for Api {
         &self,
         request: Request<pb::GetDependenciesRequest>,
     ) -> RpcResult<pb::GetDependenciesResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         let req = request.into_inner();
         let catalog = self.engine.catalog();
         self.engine.require_task(&req.task)?;
@@ -457,8 +251,9 @@ impl ControlService for Api {
 
     async fn list_agents(
         &self,
-        _request: Request<pb::ListAgentsRequest>,
+        request: Request<pb::ListAgentsRequest>,
     ) -> RpcResult<pb::ListAgentsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         let mut conn = self.read().await?;
         let agents = store::list_agents(&mut conn).await.map_err(internal)?;
         let running = store::count_running_by_agent(&mut conn).await.map_err(internal)?;
@@ -484,7 +279,7 @@ impl ControlService for Api {
         &self,
         request: Request<pb::MarkSuccessRequest>,
     ) -> RpcResult<pb::InstancesResponse> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Operator).await?;
         let req = request.into_inner();
         let key = instance_key(&req.task, &req.etl_day)?;
         let rows = self.engine.mark_success(&key, req.down, &caller).await?;
@@ -495,7 +290,7 @@ impl ControlService for Api {
     }
 
     async fn kill(&self, request: Request<pb::KillRequest>) -> RpcResult<pb::InstancesResponse> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Operator).await?;
         let req = request.into_inner();
         require_task_field(&req.task)?;
         let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
@@ -522,7 +317,7 @@ impl ControlService for Api {
         &self,
         request: Request<pb::DeleteInstanceRequest>,
     ) -> RpcResult<pb::InstancesResponse> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Operator).await?;
         let req = request.into_inner();
         let key = instance_key(&req.task, &req.etl_day)?;
         let row = self.engine.delete_instance(&key, &caller).await?;
@@ -533,7 +328,7 @@ impl ControlService for Api {
     }
 
     async fn set_paused(&self, request: Request<pb::SetPausedRequest>) -> RpcResult<pb::Task> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Operator).await?;
         let req = request.into_inner();
         require_task_field(&req.task)?;
         let task = self.engine.set_paused(&req.task, req.paused, &caller).await?;
@@ -541,7 +336,7 @@ impl ControlService for Api {
     }
 
     async fn do_all_job(&self, request: Request<pb::DoAllJobRequest>) -> RpcResult<pb::RunResponse> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Operator).await?;
         let day = parse_day("etl_day", &request.get_ref().etl_day)?;
         let rows = self.engine.do_all_job(day, &caller).await?;
         Ok(Response::new(pb::RunResponse {
@@ -554,6 +349,7 @@ impl ControlService for Api {
         &self,
         request: Request<pb::ListOperationsRequest>,
     ) -> RpcResult<pb::ListOperationsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         let req = request.into_inner();
         let limit = if req.limit > 0 { req.limit as i64 } else { 100 };
         let mut conn = self.read().await?;
@@ -579,8 +375,9 @@ impl ControlService for Api {
 
     async fn list_coordinators(
         &self,
-        _request: Request<pb::ListCoordinatorsRequest>,
+        request: Request<pb::ListCoordinatorsRequest>,
     ) -> RpcResult<pb::ListCoordinatorsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         let mut conn = self.read().await?;
         let leader = store::leader(&mut conn).await.map_err(internal)?;
         let rows = store::list_coordinators(&mut conn).await.map_err(internal)?;
@@ -603,8 +400,9 @@ impl ControlService for Api {
 
     async fn get_version(
         &self,
-        _request: Request<pb::GetVersionRequest>,
+        request: Request<pb::GetVersionRequest>,
     ) -> RpcResult<pb::GetVersionResponse> {
+        self.authorize(&request, Role::Viewer).await?;
         Ok(Response::new(pb::GetVersionResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: self.engine.mode().into(),
@@ -612,7 +410,7 @@ impl ControlService for Api {
     }
 
     async fn delete_tasks(&self, request: Request<pb::DeleteTasksRequest>) -> RpcResult<pb::DeleteTasksResponse> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request, Role::Editor).await?;
         let req = request.into_inner();
         let deleted = self.engine.delete_tasks(&req.ids, req.dry_run, &caller).await?;
         let message = if req.dry_run {
@@ -779,134 +577,3 @@ fn dependency_tree(
     walk(dag, task, 0, depth, upward, &mut HashSet::new(), edges)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Agents
-// ---------------------------------------------------------------------------------------------
-
-#[tonic::async_trait]
-impl AgentService for Api {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> RpcResult<pb::RegisterResponse> {
-        let req = request.into_inner();
-        let registered = self
-            .engine
-            .register_agent(AgentRegistration {
-                agent_id: req.agent_id,
-                host: req.host,
-                slots: req.slots as i64,
-                queues: req.queues,
-                version: req.version,
-                running_attempts: req.running_attempts,
-            })
-            .await?;
-        Ok(Response::new(pb::RegisterResponse {
-            agent_id: registered.agent_id,
-            heartbeat_interval_ms: registered.heartbeat_interval.as_millis() as i64,
-            worker_timeout_ms: registered.worker_timeout.as_millis() as i64,
-        }))
-    }
-
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
-        let req = request.into_inner();
-        let answer = self.engine.heartbeat(&req.agent_id, &req.running_attempts).await?;
-        Ok(Response::new(pb::HeartbeatResponse {
-            kill_attempts: answer.kill_attempts,
-            reregister: answer.reregister,
-        }))
-    }
-
-    async fn report_start(
-        &self,
-        request: Request<pb::ReportStartRequest>,
-    ) -> RpcResult<pb::ReportStartResponse> {
-        let req = request.into_inner();
-        let wire = req
-            .dispatch
-            .ok_or_else(|| Status::invalid_argument("dispatch is missing"))?;
-        let dispatch = Dispatch {
-            instance_id: wire.instance_id,
-            try_number: wire.try_number as i64,
-            epoch: wire.epoch,
-            queue: wire.queue,
-            priority: wire.priority,
-        };
-        Ok(Response::new(match self.engine.claim(&dispatch, &req.agent_id).await? {
-            ClaimOutcome::Granted(claimed) => pb::ReportStartResponse {
-                granted: true,
-                reason: String::new(),
-                attempt_id: claimed.attempt_id,
-                command: claimed.command,
-                env: claimed.env.into_iter().collect(),
-                timeout_ms: claimed.timeout.map_or(0, |t| t.as_millis() as i64),
-                task: claimed.task,
-                etl_day: claimed.etl_day.compact(),
-            },
-            ClaimOutcome::Refused(reason) => pb::ReportStartResponse {
-                granted: false,
-                reason,
-                ..Default::default()
-            },
-        }))
-    }
-
-    async fn report_finish(
-        &self,
-        request: Request<pb::ReportFinishRequest>,
-    ) -> RpcResult<pb::ReportFinishResponse> {
-        let req = request.into_inner();
-        let outcome = TryOutcome::parse(&req.outcome)
-            .ok_or_else(|| Status::invalid_argument(format!("unknown outcome {:?}", req.outcome)))?;
-        let report = TryReport {
-            attempt_id: req.attempt_id,
-            agent_id: req.agent_id,
-            epoch: req.epoch,
-            outcome,
-            exit_code: req.has_exit_code.then_some(req.exit_code as i64),
-            message: req.message,
-        };
-        Ok(Response::new(match self.engine.finish(&report).await? {
-            FinishOutcome::Accepted => pb::ReportFinishResponse {
-                accepted: true,
-                reason: String::new(),
-            },
-            FinishOutcome::Stale(reason) => pb::ReportFinishResponse {
-                accepted: false,
-                reason,
-            },
-        }))
-    }
-
-    async fn stream_logs(
-        &self,
-        request: Request<Streaming<pb::LogAppend>>,
-    ) -> RpcResult<pb::StreamLogsResponse> {
-        let mut stream = request.into_inner();
-        let mut stored = 0;
-        while let Some(message) = stream.next().await {
-            let message = message?;
-            stored += self.engine.append_log(&message.attempt_id, &message.data).await?;
-        }
-        Ok(Response::new(pb::StreamLogsResponse { bytes_stored: stored }))
-    }
-
-    type WatchCommandsStream = ServerStream<pb::AgentCommand>;
-
-    async fn watch_commands(
-        &self,
-        request: Request<pb::WatchCommandsRequest>,
-    ) -> RpcResult<Self::WatchCommandsStream> {
-        let agent_id = request.into_inner().agent_id;
-        if agent_id.is_empty() {
-            return Err(Status::invalid_argument("agent_id is required"));
-        }
-        let rx = self.engine.watch_commands(&agent_id);
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx).map(|command| {
-                Ok(match command {
-                    AgentCommand::Kill { attempt_id } => pb::AgentCommand {
-                        kill_attempt: attempt_id,
-                    },
-                })
-            }),
-        )))
-    }
-}

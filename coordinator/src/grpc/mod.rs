@@ -1,0 +1,257 @@
+//! The gRPC edge: thin adapters from goflow.v1 to the engine. Requests are validated here
+//! (dates, ids) into domain values, so no raw wire value travels further; engine errors map
+//! onto status codes in one table. Every ControlService and AuthService call is authorized
+//! first (`Api::authorize`, the role each needs written at the call).
+//!
+//! - `control`: ControlService (goflowctl, the web UI, other languages);
+//! - `agents`: AgentService (agents, with their shared secret checked in `routing`);
+//! - `auth`: AuthService (login, tokens).
+
+mod agents;
+mod auth;
+mod control;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use goflow_core::{EtlDay, InstanceKey, Role};
+use goflow_proto as pb;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Auth;
+use crate::engine::{Caller, Engine, EngineError, WaitCache};
+use crate::store::{self, InstanceRow};
+
+type RpcResult<T> = Result<Response<T>, Status>;
+type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Default and maximum rows of one `ListInstances` answer.
+const DEFAULT_LIST_LIMIT: i64 = 1000;
+const MAX_LIST_LIMIT: i64 = 100_000;
+/// Most ids one `ListInstances` may name.
+const MAX_IDS: usize = 10_000;
+/// Bytes of log per streamed chunk.
+const LOG_CHUNK_BYTES: i64 = 256 * 1024;
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => Status::invalid_argument(m),
+            EngineError::NotFound(m) => Status::not_found(m),
+            EngineError::Conflict(m) => Status::failed_precondition(m),
+            EngineError::Internal(e) => {
+                // Never leak SQL or paths to clients; the log has the detail.
+                tracing::error!("internal error: {e:#}");
+                Status::internal("internal error (see the coordinator's log)")
+            }
+        }
+    }
+}
+
+fn internal(e: anyhow::Error) -> Status {
+    EngineError::Internal(e).into()
+}
+
+/// The one place every RPC passes: who is calling. Users, roles and tokens will be checked
+/// here (ROADMAP: users and permissions); today every caller on the listening address may act.
+/// The caller as the client describes itself (the operations log's "client"), and, with
+/// authentication off, the actor it claims.
+fn claimed_caller<T>(request: &Request<T>) -> Caller {
+    let header = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let direct = request.remote_addr().map(|a| a.to_string());
+    // Passed on by another coordinator: the address it was called from.
+    let peer = match header(crate::routing::FORWARDED_FOR) {
+        Some(original) => format!("{original} via {}", direct.unwrap_or_else(|| "a coordinator".into())),
+        None => direct.unwrap_or_else(|| "local".into()),
+    };
+    Caller {
+        actor: header("x-goflow-actor").unwrap_or_else(|| "unknown".into()),
+        client: format!(
+            "{} from {peer}",
+            header("x-goflow-client").unwrap_or_else(|| "grpc".into())
+        ),
+    }
+}
+
+fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{field} is required (yyyymmdd or yyyy-mm-dd)"
+        )));
+    }
+    EtlDay::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+/// One day, or a range: exactly one of `etl_day` and (`from_day`, `to_day`).
+fn days_of(etl_day: &str, from_day: &str, to_day: &str) -> Result<(EtlDay, EtlDay), Status> {
+    match (etl_day.is_empty(), from_day.is_empty(), to_day.is_empty()) {
+        (false, true, true) => {
+            let day = parse_day("etl_day", etl_day)?;
+            Ok((day, day))
+        }
+        (true, false, false) => Ok((parse_day("from_day", from_day)?, parse_day("to_day", to_day)?)),
+        _ => Err(Status::invalid_argument(
+            "give either etl_day, or both from_day and to_day",
+        )),
+    }
+}
+
+fn require_task_field(task: &str) -> Result<(), Status> {
+    if task.is_empty() {
+        return Err(Status::invalid_argument("task is required"));
+    }
+    Ok(())
+}
+
+fn instance_key(task: &str, etl_day: &str) -> Result<InstanceKey, Status> {
+    require_task_field(task)?;
+    Ok(InstanceKey::new(task, parse_day("etl_day", etl_day)?))
+}
+
+fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
+    pb::InstanceRef {
+        id: row.id,
+        task: row.task_id.clone(),
+        etl_day: row.etl_day.compact(),
+    }
+}
+
+fn task_to_pb(task: &store::StoredTask, next_fire_at: i64) -> pb::Task {
+    let s = &task.spec;
+    pb::Task {
+        id: s.id.clone(),
+        command: s.command.clone(),
+        schedule: s.schedule.clone().unwrap_or_default(),
+        timezone: s.timezone.clone(),
+        day_offset: s.day_offset,
+        retries: s.retries.map_or(-1, |r| r as i32),
+        retry_delay_ms: s.retry_delay.map_or(0, |d| d.as_millis() as i64),
+        timeout_ms: s.timeout.map_or(0, |d| d.as_millis() as i64),
+        priority: s.priority,
+        queue: s.queue.clone(),
+        start_day: s.start_day.map(|d| d.compact()).unwrap_or_default(),
+        description: s.description.clone(),
+        depends_on: s
+            .depends_on
+            .iter()
+            .map(|d| pb::TaskDependency {
+                task: d.task.clone(),
+                day_offset: d.day_offset,
+            })
+            .collect(),
+        paused: task.paused,
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        next_fire_at,
+    }
+}
+
+fn next_fire_of(task: &store::StoredTask) -> i64 {
+    let Some(expr) = &task.spec.schedule else {
+        return 0;
+    };
+    goflow_core::Schedule::parse(expr, &task.spec.timezone, task.spec.day_offset)
+        .ok()
+        .and_then(|s| s.next_fire_after(chrono::Utc::now()))
+        .map_or(0, |t| t.timestamp_millis())
+}
+
+/// The bearer token of `authorization: Bearer ...`, if any.
+fn bearer<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+#[derive(Clone)]
+pub struct Api {
+    engine: Arc<Engine>,
+    auth: Arc<Auth>,
+}
+
+impl Api {
+    pub fn new(engine: Arc<Engine>, auth: Arc<Auth>) -> Self {
+        Self { engine, auth }
+    }
+
+    /// Who calls, if they may do what needs `role`: with authentication on, the principal of
+    /// their token (never a name the client sends); with it off, whoever they say they are.
+    async fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
+        let claimed = claimed_caller(request);
+        Ok(match self.auth.authorize(bearer(request).as_deref(), role).await? {
+            Some(principal) => Caller {
+                actor: principal.name,
+                client: claimed.client,
+            },
+            None => claimed,
+        })
+    }
+
+    async fn instance_to_pb(
+        &self,
+        conn: &mut store::Reader,
+        row: &InstanceRow,
+        cache: &mut WaitCache,
+    ) -> Result<pb::Instance, Status> {
+        let (wait_reason, blocked) = self.engine.wait_reason(conn, row, cache).await?;
+        Ok(pb::Instance {
+            id: row.id,
+            task: row.task_id.clone(),
+            etl_day: row.etl_day.compact(),
+            state: row.state.as_str().to_string(),
+            try_number: row.try_number as i32,
+            max_tries: row.max_tries as i32,
+            agent: row.agent_id.clone().unwrap_or_default(),
+            created_at: row.created_at,
+            queued_at: row.queued_at.unwrap_or(0),
+            started_at: row.started_at.unwrap_or(0),
+            finished_at: row.finished_at.unwrap_or(0),
+            has_exit_code: row.exit_code.is_some(),
+            exit_code: row.exit_code.unwrap_or(0) as i32,
+            forced: row.forced,
+            wait_reason,
+            blocked,
+            queue: row.queue.clone(),
+            priority: row.priority as i32,
+            next_try_at: row.next_try_at.unwrap_or(0),
+            message: row.message.clone(),
+        })
+    }
+
+    async fn read(&self) -> Result<store::Reader, Status> {
+        self.engine.store().read().await.map_err(internal)
+    }
+
+    async fn find_instance(
+        &self,
+        conn: &mut store::Reader,
+        id: i64,
+        task: &str,
+        etl_day: &str,
+    ) -> Result<InstanceRow, Status> {
+        let row = if id > 0 {
+            store::instance_by_id(conn, id).await.map_err(internal)?
+        } else {
+            let key = instance_key(task, etl_day)?;
+            store::instance_by_key(conn, &key).await.map_err(internal)?
+        };
+        row.ok_or_else(|| {
+            if id > 0 {
+                Status::not_found(format!("no instance with id {id}"))
+            } else {
+                Status::not_found(format!("no instance {task}@{}", etl_day.replace('-', "")))
+            }
+        })
+    }
+}
+
