@@ -9,6 +9,9 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
 const WEB = process.env.GOFLOW_WEB;
+// A second standalone, started with --auth, with the users bt_editor, bt_operator and bt_viewer.
+const AUTH_WEB = process.env.GOFLOW_AUTH_WEB;
+const AUTH_PASSWORD = process.env.GOFLOW_AUTH_PASSWORD;
 const GRPC = process.env.GOFLOW_GRPC;
 const CTL = process.env.GOFLOWCTL;
 const SHOTS = process.env.SCREENSHOTS;
@@ -348,4 +351,109 @@ try {
 } finally {
   await plain.close();
 }
+// --- With authentication (issue 9): a login form, buttons by role, and the coordinator refusing
+// a forged POST all the same.
+const secured = await openContext();
+try {
+  const page = secured.pages()[0] ?? (await secured.newPage());
+  page.setDefaultTimeout(WAIT);
+  page.on("dialog", (dialog) => dialog.accept());
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  const authInstance = `${AUTH_WEB}/instances/auth_fail/${DAY}`;
+  const sessionCookie = async () => (await secured.cookies(AUTH_WEB)).find((c) => c.name === "goflow_session");
+
+  async function login(user, password = AUTH_PASSWORD) {
+    await page.fill("#login-user", user);
+    await page.fill("#login-password", password);
+    await Promise.all([page.waitForNavigation(), page.click("#login-submit")]);
+  }
+  async function logout() {
+    await Promise.all([page.waitForNavigation(), page.click("#logout")]);
+    assert.match(page.url(), /\/login$/);
+    assert.equal(await sessionCookie(), undefined, "the cookie is gone");
+  }
+
+  await step("with authentication a stranger gets the login form, and a wrong password stores nothing", async () => {
+    await page.goto(`${AUTH_WEB}/tasks`);
+    assert.equal(new URL(page.url()).pathname, "/login");
+    assert.equal(await page.locator("header nav").count(), 0);
+    await page.screenshot({ path: `${SHOTS}/login.png` });
+    await login("bt_operator", "not-the-password");
+    assert.match(await page.textContent("#login-error"), /Wrong user name or password/);
+    assert.equal(await page.inputValue("#login-user"), "bt_operator");
+    assert.equal(await sessionCookie(), undefined);
+    await page.screenshot({ path: `${SHOTS}/login-refused.png` });
+    const response = await page.request.get(`${AUTH_WEB}/`, { maxRedirects: 0 });
+    assert.equal(response.status(), 303);
+    assert.equal(response.headers()["location"], "/login");
+  });
+
+  await step("an editor logs in, imports a task, and logs out", async () => {
+    await page.goto(`${AUTH_WEB}/tasks`);
+    await login("bt_editor");
+    assert.equal(new URL(page.url()).pathname, "/tasks", "back where the visitor was going");
+    const cookie = await sessionCookie();
+    assert.ok(cookie && cookie.httpOnly && cookie.value.startsWith("gfs_"), JSON.stringify(cookie));
+    assert.ok(cookie.sameSite === "Lax" || cookie.sameSite === "Strict", JSON.stringify(cookie));
+    assert.equal((await page.textContent("#who-name")).trim(), "bt_editor");
+    assert.equal((await page.textContent("#who-role")).trim(), "editor");
+    await page.click("#import-yaml");
+    await page.fill("#import-document", "tasks:\n  - id: auth_fail\n    command: 'echo \"about to fail\" >&2; exit 3'\n");
+    await Promise.all([page.waitForNavigation(), page.click("#import-apply")]);
+    assert.match(await page.textContent("#flash"), /created 1/);
+    await logout();
+  });
+
+  await step("an operator sees and uses the repair buttons, but no editing", async () => {
+    await page.goto(authInstance);
+    await login("bt_operator");
+    assert.equal(page.url(), authInstance);
+    assert.equal((await page.textContent("#who-role")).trim(), "operator");
+    assert.match(await page.textContent("main"), /no instance on this day yet/);
+    await submit(page, "#action-force_run");
+    await eventually(page, async () => (await stateOf(page)) === "failed", "auth_fail ran and failed");
+    assert.equal(await triesOf(page), 1);
+    const flash = await submit(page, "#action-redo");
+    assert.match(flash, /redo current auth_fail@\d+: 1 instances to run/);
+    await eventually(page, async () => (await stateOf(page)) === "failed" && (await triesOf(page)) === 2, "a second try");
+    await page.screenshot({ path: `${SHOTS}/instance-operator.png` });
+    await page.goto(`${AUTH_WEB}/tasks/auth_fail`);
+    assert.equal(await page.locator("#pause-toggle").count(), 1);
+    assert.equal(await page.locator("#edit-task, #delete-task").count(), 0);
+    await page.goto(`${AUTH_WEB}/history`);
+    assert.match(await page.textContent("#operations"), /bt_operator/, "the operations log names the user");
+    await logout();
+  });
+
+  await step("a viewer reads, has no repair button, and a forged one is refused", async () => {
+    await page.goto(authInstance);
+    await login("bt_viewer");
+    assert.equal((await page.textContent("#who-role")).trim(), "viewer");
+    assert.equal(await stateOf(page), "failed");
+    assert.equal(await page.locator("#actions form").count(), 0, "no repair button");
+    assert.equal(await page.locator("#action-redo").count(), 0);
+    await page.screenshot({ path: `${SHOTS}/instance-viewer.png` });
+    // The same POST the operator's button sent, with this page's own CSRF token: the UI lets it
+    // through to the coordinator, which refuses it for the role.
+    const csrf = await page.getAttribute("form.logout input[name=csrf]", "value");
+    const response = await page.request.post(`${authInstance}/action`, {
+      form: { action: "redo", confirmed: "1", csrf },
+    });
+    assert.equal(response.status(), 200);
+    assert.match(await response.text(), /bt_viewer is viewer; this needs the operator role/);
+    await page.reload();
+    assert.equal(await triesOf(page), 2, "nothing ran");
+    assert.equal(await stateOf(page), "failed");
+    await page.goto(`${AUTH_WEB}/tasks/auth_fail`);
+    assert.equal(await page.locator("#pause-toggle, #run-day, #edit-task, #delete-task").count(), 0);
+    await logout();
+    await page.goto(authInstance);
+    assert.equal(new URL(page.url()).pathname, "/login", "logged out for good");
+  });
+  assert.deepEqual(errors, [], "no script errors on any page");
+} finally {
+  await secured.close();
+}
+
 console.log(`${passed} browser checks passed; screenshots in ${SHOTS}`);

@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
+use crate::auth::{Role, Session, User};
 use crate::error::WebError;
 use crate::i18n::{Lang, Texts};
 
@@ -32,6 +33,11 @@ pub struct Ctx {
     pub flash: Option<Flash>,
     /// The page's path and query, for the language switch to come back to.
     pub here: String,
+    /// Who is logged in, for the header; `None` when the coordinator asks for no login.
+    pub user: Option<User>,
+    /// Which buttons to show: the user's role, or every one when no login is needed. Only a
+    /// convenience: the coordinator checks every call's role itself.
+    pub role: Role,
 }
 
 impl Ctx {
@@ -43,7 +49,19 @@ impl Ctx {
             csrf: String::new(),
             flash: None,
             here: "/".into(),
+            user: None,
+            role: Role::Viewer,
         }
+    }
+
+    /// Runs, reruns, kills, marks success, deletes instances, pauses.
+    pub fn may_operate(&self) -> bool {
+        self.role >= Role::Operator
+    }
+
+    /// Creates, changes and deletes task definitions.
+    pub fn may_edit(&self) -> bool {
+        self.role >= Role::Editor
     }
 }
 
@@ -74,12 +92,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
+        let user = parts.extensions.get::<Session>().and_then(|s| s.user.clone());
+        let role = user.as_ref().map_or(Role::Admin, |u| u.role);
         Ok(Self {
             lang,
             t: lang.texts(),
             csrf,
             flash,
             here,
+            user,
+            role,
         })
     }
 }

@@ -30,6 +30,11 @@ pub enum WebError {
     Rejected(String),
     /// A state-changing request without a valid CSRF token.
     Forbidden(String),
+    /// The coordinator refused the call for the user's role (its message names the role
+    /// needed).
+    Denied(String),
+    /// The session ended between the login check and the call: log in again.
+    SignedOut,
 }
 
 impl WebError {
@@ -43,6 +48,8 @@ impl WebError {
             },
             Code::NotFound => Self::NotFound(status.message().to_string()),
             Code::InvalidArgument => Self::Rejected(status.message().to_string()),
+            Code::PermissionDenied => Self::Denied(status.message().to_string()),
+            Code::Unauthenticated => Self::SignedOut,
             _ => Self::Coordinator {
                 coordinator: coordinator.to_string(),
                 detail,
@@ -62,7 +69,8 @@ impl WebError {
             Self::Unreachable { .. } | Self::Coordinator { .. } => StatusCode::BAD_GATEWAY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadParameter { .. } | Self::Rejected(_) => StatusCode::BAD_REQUEST,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::SignedOut => StatusCode::SEE_OTHER,
         }
     }
 
@@ -120,6 +128,22 @@ impl WebError {
                 detail: String::new(),
                 hint: String::new(),
             },
+            Self::Denied(message) => ErrorPage {
+                ctx: ctx.clone(),
+                status,
+                title: "Not allowed",
+                message: format!("the coordinator refused: {message}"),
+                detail: String::new(),
+                hint: "Your role does not allow this; an administrator can give you another.".into(),
+            },
+            Self::SignedOut => ErrorPage {
+                ctx: ctx.clone(),
+                status,
+                title: "Logged out",
+                message: "the session has ended: log in again".into(),
+                detail: String::new(),
+                hint: String::new(),
+            },
         }
     }
 }
@@ -128,6 +152,14 @@ impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         if self.status().is_server_error() {
             tracing::warn!(error = ?self, "page failed");
+        }
+        if matches!(self, Self::SignedOut) {
+            return (
+                StatusCode::SEE_OTHER,
+                [(axum::http::header::LOCATION, "/login")],
+                self.page(),
+            )
+                .into_response();
         }
         (self.status(), self.page()).into_response()
     }

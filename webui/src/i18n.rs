@@ -258,6 +258,20 @@ pub struct Texts {
     pub retries_help: &'static str,
     // errors
     pub error_back: &'static str,
+    // login
+    pub login: &'static str,
+    pub login_title: &'static str,
+    pub login_help: &'static str,
+    pub login_failed: &'static str,
+    pub login_unavailable: &'static str,
+    pub user_name: &'static str,
+    pub password: &'static str,
+    pub logout: &'static str,
+    pub logged_in_as: &'static str,
+    pub role_viewer: &'static str,
+    pub role_operator: &'static str,
+    pub role_editor: &'static str,
+    pub role_admin: &'static str,
 }
 
 pub static EN: Texts = Texts {
@@ -405,6 +419,19 @@ pub static EN: Texts = Texts {
     schedule_help: "cron, 5 or 6 fields; empty: runs only after its upstreams",
     retries_help: "empty: default",
     error_back: "Back to the overview",
+    login: "Log in",
+    login_title: "Log in to goflow",
+    login_help: "Accounts are created by an administrator on the coordinator's host (goflow user add).",
+    login_failed: "Wrong user name or password.",
+    login_unavailable: "The coordinator could not check the password:",
+    user_name: "User name",
+    password: "Password",
+    logout: "Log out",
+    logged_in_as: "Logged in as",
+    role_viewer: "viewer",
+    role_operator: "operator",
+    role_editor: "editor",
+    role_admin: "admin",
 };
 
 pub static ZH: Texts = Texts {
@@ -552,6 +579,19 @@ pub static ZH: Texts = Texts {
     schedule_help: "cron，5 或 6 个字段；留空则只在上游完成后运行",
     retries_help: "留空为默认",
     error_back: "返回概览",
+    login: "登录",
+    login_title: "登录 goflow",
+    login_help: "账户由管理员在协调器主机上创建（goflow user add）。",
+    login_failed: "用户名或密码错误。",
+    login_unavailable: "协调器无法校验密码：",
+    user_name: "用户名",
+    password: "密码",
+    logout: "退出登录",
+    logged_in_as: "当前用户",
+    role_viewer: "查看者",
+    role_operator: "操作员",
+    role_editor: "编辑者",
+    role_admin: "管理员",
 };
 
 #[cfg(test)]

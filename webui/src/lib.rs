@@ -3,7 +3,8 @@
 //!
 //! Layout: `routes.rs` is the one route table; each page is a `#[derive(Template)]` struct
 //! beside its handler in `pages/`, and each action (a POST form) a handler in `actions/`;
-//! `context.rs` gives every page its language, CSRF token and one-shot message; `i18n.rs` holds
+//! `context.rs` gives every page its language, CSRF token and one-shot message; `auth.rs` the
+//! login (a session cookie whose token every call carries) and the role; `i18n.rs` holds
 //! every label in English and Chinese; `graph/` lays out and draws task graphs as SVG;
 //! `error.rs` turns every failure into an error page with its status; `view.rs` formats
 //! values; the templates live in `templates/`, the CSS and the team's small script in `static/`.
@@ -11,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use goflow_proto::auth_service_client::AuthServiceClient;
 use goflow_proto::control_service_client::ControlServiceClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 mod actions;
+mod auth;
 mod context;
 mod error;
 // Shared with the agent and goflowctl: one channel per coordinator, moving past dead ones.
@@ -40,38 +43,57 @@ const REFRESH_SECONDS: u32 = 3;
 const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 type Client = ControlServiceClient<InterceptedService<failover::Failover, ClientMeta>>;
+type AuthClient = AuthServiceClient<InterceptedService<failover::Failover, ClientMeta>>;
 
 /// How long a page's call is retried while every coordinator answers UNAVAILABLE (no leader:
 /// a takeover takes a few seconds).
 const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(8);
 
-/// Names the web UI as the client of every call, for the operations log. There is no login
-/// yet, so the actor is "web" (the authentication issue brings the real principal).
+/// The metadata of every call: the web UI as the client (for the operations log) and, once
+/// someone logged in, their session token as `authorization: Bearer ...`, so the call acts as
+/// that user. Without a token (a coordinator without authentication) the actor is "web".
 #[derive(Clone)]
 pub struct ClientMeta {
     client: AsciiMetadataValue,
+    bearer: Option<AsciiMetadataValue>,
 }
 
 impl Interceptor for ClientMeta {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let metadata = request.metadata_mut();
         metadata.insert("x-goflow-client", self.client.clone());
-        metadata.insert("x-goflow-actor", AsciiMetadataValue::from_static("web"));
+        match &self.bearer {
+            Some(bearer) => {
+                metadata.insert("authorization", bearer.clone());
+            }
+            None => {
+                metadata.insert("x-goflow-actor", AsciiMetadataValue::from_static("web"));
+            }
+        }
         Ok(request)
     }
 }
 
-/// What every handler shares: lazily connected channels to the coordinators, cloned per
-/// request (clones share the connections). A call goes to the coordinator that answered last,
-/// and moves on to the next one when that one is gone or answers UNAVAILABLE (see
-/// `agent/src/failover.rs`).
+/// What every handler shares: lazily connected channels to the coordinators (clones share the
+/// connections). A call goes to the coordinator that answered last, and moves on to the next
+/// one when that one is gone or answers UNAVAILABLE (see `agent/src/failover.rs`).
+///
+/// Handlers take it as an extractor (`app: AppState`, not `State<AppState>`): that copy carries
+/// the session token of the request's cookie, so every call it makes acts as the logged-in user
+/// (see `auth.rs`). A copy taken through `State` has no token, and with authentication on the
+/// coordinator refuses its calls.
 #[derive(Clone)]
 pub struct AppState {
-    client: Client,
+    channel: failover::Failover,
     /// The same without a timeout, for log streams that stay open while a try runs.
-    streaming: Client,
+    streaming: failover::Failover,
     /// The coordinators' URLs, for error pages.
     coordinator: Arc<str>,
+    client_name: AsciiMetadataValue,
+    /// `Bearer <session token>` of this request, when it has a session cookie.
+    bearer: Option<AsciiMetadataValue>,
+    /// Mark the session cookie `Secure` even when the request does not say it came over TLS.
+    secure_cookies: bool,
 }
 
 impl AppState {
@@ -91,39 +113,66 @@ impl AppState {
     /// channels connect (and reconnect) on use, so the UI starts before the coordinators do.
     /// Must be called inside a tokio runtime.
     pub fn with_coordinators(coordinators: &[String]) -> anyhow::Result<Self> {
-        let meta = ClientMeta {
-            client: AsciiMetadataValue::try_from(format!("webui/{ASSET_VERSION}"))
-                .expect("the version is ASCII"),
-        };
-        let client = |timeout: Option<Duration>| -> anyhow::Result<Client> {
+        let channel = |timeout: Option<Duration>| -> anyhow::Result<failover::Failover> {
             let options = failover::Options {
                 streaming_requests: vec![],
                 unavailable_patience: UNAVAILABLE_PATIENCE,
             };
-            let failover = failover::Failover::lazy(coordinators, options, |endpoint| {
+            failover::Failover::lazy(coordinators, options, |endpoint| {
                 let endpoint = endpoint.connect_timeout(Duration::from_secs(3));
                 match timeout {
                     Some(timeout) => endpoint.timeout(timeout),
                     None => endpoint,
                 }
             })
-            .map_err(|err| anyhow::anyhow!("{err}"))?;
-            Ok(ControlServiceClient::with_interceptor(failover, meta.clone())
-                .max_decoding_message_size(64 << 20))
+            .map_err(|err| anyhow::anyhow!("{err}"))
         };
         Ok(Self {
-            client: client(Some(Duration::from_secs(15)))?,
-            streaming: client(None)?,
+            channel: channel(Some(Duration::from_secs(15)))?,
+            streaming: channel(None)?,
             coordinator: coordinators.join(", ").into(),
+            client_name: AsciiMetadataValue::try_from(format!("webui/{ASSET_VERSION}"))
+                .expect("the version is ASCII"),
+            bearer: None,
+            secure_cookies: false,
         })
     }
 
+    /// Marks the session cookie `Secure` on every login, for a web UI reached only over HTTPS
+    /// through a proxy that does not send `X-Forwarded-Proto`. (It is marked so anyway when
+    /// the request came over TLS or the proxy says `X-Forwarded-Proto: https`.)
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
+    }
+
+    /// This state acting as the holder of `token` (a session token): every call carries it.
+    fn acting_as(&self, token: Option<&str>) -> Self {
+        let bearer = token.and_then(|t| AsciiMetadataValue::try_from(format!("Bearer {t}")).ok());
+        Self {
+            bearer,
+            ..self.clone()
+        }
+    }
+
+    fn meta(&self) -> ClientMeta {
+        ClientMeta {
+            client: self.client_name.clone(),
+            bearer: self.bearer.clone(),
+        }
+    }
+
     fn client(&self) -> Client {
-        self.client.clone()
+        ControlServiceClient::with_interceptor(self.channel.clone(), self.meta()).max_decoding_message_size(64 << 20)
     }
 
     fn streaming_client(&self) -> Client {
-        self.streaming.clone()
+        ControlServiceClient::with_interceptor(self.streaming.clone(), self.meta())
+            .max_decoding_message_size(64 << 20)
+    }
+
+    fn auth_client(&self) -> AuthClient {
+        AuthServiceClient::with_interceptor(self.channel.clone(), self.meta())
     }
 
     /// Maps a failed call to the page that explains it.

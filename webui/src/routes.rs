@@ -1,5 +1,6 @@
 //! The one route table. GETs only read; every change is a POST form (CSRF-checked by
-//! `context::guard`, which wraps every route).
+//! `context::guard`, which wraps every route). Every route but the login page, the assets and
+//! the health check passes `auth::gate` (a login when the coordinator asks for one).
 
 use axum::Router;
 use axum::http::header;
@@ -9,9 +10,10 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 use crate::actions;
+use crate::auth;
 use crate::context;
 use crate::error::not_found;
-use crate::pages::{agents, edit, graph, grid, history, instance, logs, overview, task, tasks};
+use crate::pages::{agents, edit, graph, grid, history, instance, login, logs, overview, task, tasks};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -35,9 +37,13 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", get(agents::page))
         .route("/history", get(history::page))
         .route("/lang", post(actions::switch_lang))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
         .route("/static/goflow.css", get(stylesheet))
         .route("/static/goflow.js", get(script))
         .route("/healthz", get(|| async { "ok\n" }))
+        // Inside the CSRF guard: a forged POST is refused before anyone is asked anything.
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::gate))
         .fallback(not_found)
         .layer(middleware::from_fn(context::guard))
         .with_state(state)

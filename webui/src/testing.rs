@@ -1,5 +1,6 @@
-//! Test support: a fake coordinator (an in-process `ControlService` with canned data, served by
-//! tonic on 127.0.0.1:0) and a helper that sends one request through the router.
+//! Test support: a fake coordinator (an in-process `ControlService` with canned data, and an
+//! `AuthService` with a few users when authentication is on, served by tonic on 127.0.0.1:0)
+//! and helpers that send one request through the router.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use goflow_proto::auth_service_server::{AuthService, AuthServiceServer};
 use goflow_proto::control_service_server::{ControlService, ControlServiceServer};
 use goflow_proto::*;
 use tokio_stream::Stream;
@@ -15,6 +17,7 @@ use tonic::{Response, Status};
 use tower::ServiceExt;
 
 use crate::AppState;
+use crate::auth::Role;
 
 pub const DAY: &str = "20260110";
 /// The instance whose tries have logs: `transform@DAY`, id 2.
@@ -34,7 +37,26 @@ pub struct Fake {
     pub calls: Arc<Mutex<Vec<String>>>,
     /// When set, every changing call is refused with this failed-precondition message.
     pub refuse: Option<String>,
+    /// Authentication: `(user, password, role)`; the session token of `user` is `gfs_<user>`.
+    /// Empty: authentication is off, as on a local standalone.
+    pub users: Vec<(&'static str, &'static str, &'static str)>,
+    /// The `authorization` metadata of every ControlService call, in order (`""` without).
+    pub bearers: Arc<Mutex<Vec<String>>>,
+    /// The `authorization` metadata of every Logout call.
+    pub logouts: Arc<Mutex<Vec<String>>>,
 }
+
+/// The users of [`Fake::with_auth`].
+pub const USERS: [(&str, &str, &str); 4] = [
+    ("vera", "vera-pw", "viewer"),
+    ("otto", "otto-pw", "operator"),
+    ("edda", "edda-pw", "editor"),
+    ("ada", "ada-pw", "admin"),
+];
+
+/// A request's role, put in its extensions by the fake's authentication.
+#[derive(Clone, Copy)]
+struct CallerRole((Role, &'static str));
 
 fn instance(id: i64, task: &str, state: &str) -> Instance {
     Instance {
@@ -170,20 +192,77 @@ pub fn sample() -> Fake {
         tail_offsets: Arc::default(),
         calls: Arc::default(),
         refuse: None,
+        users: vec![],
+        bearers: Arc::default(),
+        logouts: Arc::default(),
     }
 }
 
 impl Fake {
+    /// Authentication on, with [`USERS`].
+    pub fn with_auth(mut self) -> Self {
+        self.users = USERS.to_vec();
+        self
+    }
+
     /// Serves the fake on 127.0.0.1:0 and returns the router pointed at it.
     pub async fn start(self) -> Router {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let auth = self.clone();
+        let gatekeeper = self.clone();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(ControlServiceServer::new(self))
+                .add_service(ControlServiceServer::with_interceptor(self, move |request| {
+                    gatekeeper.authenticate(request)
+                }))
+                .add_service(AuthServiceServer::new(auth))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         crate::router(AppState::new(&url).unwrap())
+    }
+
+    /// The user whose session token the call carries: name and role.
+    fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Option<(&'static str, &'static str)> {
+        let bearer = metadata.get("authorization")?.to_str().ok()?;
+        let token = bearer.strip_prefix("Bearer gfs_")?;
+        self.users
+            .iter()
+            .find(|(name, _, _)| *name == token)
+            .map(|(name, _, role)| (*name, *role))
+    }
+
+    /// As the coordinator does with authentication on: no valid token, no call.
+    fn authenticate(&self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let bearer = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        self.bearers.lock().unwrap().push(bearer);
+        if self.users.is_empty() {
+            return Ok(request);
+        }
+        let (name, role) = self
+            .caller(request.metadata())
+            .ok_or_else(|| Status::unauthenticated("log in first"))?;
+        request.extensions_mut().insert(CallerRole((crate::auth::parse_role(role), name)));
+        Ok(request)
+    }
+
+    /// Refuses a call whose caller's role is below `needed` (authentication on).
+    fn allow<T>(&self, request: &tonic::Request<T>, needed: &str) -> Result<(), Status> {
+        if self.users.is_empty() {
+            return Ok(());
+        }
+        let needed = crate::auth::parse_role(needed);
+        match request.extensions().get::<CallerRole>().map(|r| r.0) {
+            Some((role, _)) if role.allows(needed) => Ok(()),
+            // As the coordinator words it.
+            Some((role, name)) => Err(Status::permission_denied(format!("{name} is {role}; this needs the {needed} role"))),
+            None => Err(Status::unauthenticated("log in first")),
+        }
     }
 
     /// Records a changing call, or refuses it when the fake is set to.
@@ -249,6 +328,17 @@ impl Posted {
 /// POSTs a form as a browser of this site would: the CSRF cookie and the same token in the
 /// form (`csrf` is added unless `with_token` is false).
 pub async fn post(app: &Router, uri: &str, fields: &[(&str, &str)], with_token: bool) -> Posted {
+    post_with(app, uri, fields, with_token, &[]).await
+}
+
+/// [`post`] with more headers (a session cookie is added to the CSRF one: `("cookie", ...)`).
+pub async fn post_with(
+    app: &Router,
+    uri: &str,
+    fields: &[(&str, &str)],
+    with_token: bool,
+    headers: &[(&str, &str)],
+) -> Posted {
     let mut form = form_urlencoded::Serializer::new(String::new());
     if with_token {
         form.append_pair("csrf", TOKEN);
@@ -256,11 +346,16 @@ pub async fn post(app: &Router, uri: &str, fields: &[(&str, &str)], with_token: 
     for (name, value) in fields {
         form.append_pair(name, value);
     }
-    let request = Request::post(uri)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", format!("goflow_csrf={TOKEN}"))
-        .body(Body::from(form.finish()))
-        .unwrap();
+    let mut cookie = format!("goflow_csrf={TOKEN}");
+    let mut request = Request::post(uri).header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("cookie") {
+            cookie = format!("{cookie}; {value}");
+        } else {
+            request = request.header(*name, *value);
+        }
+    }
+    let request = request.header("cookie", cookie).body(Body::from(form.finish())).unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let header = |name: &str| -> Vec<String> {
@@ -372,6 +467,7 @@ impl ControlService for Fake {
     }
 
     async fn apply_tasks(&self, request: tonic::Request<ApplyTasksRequest>) -> Rpc<ApplyTasksResponse> {
+        self.allow(&request, "editor")?;
         let r = request.into_inner();
         self.record(format!("ApplyTasks dry_run={} {}", r.dry_run, r.document))?;
         if r.document.contains("nope") {
@@ -401,6 +497,7 @@ impl ControlService for Fake {
             .ok_or_else(|| Status::not_found(format!("unknown task {id:?}")))
     }
     async fn run(&self, request: tonic::Request<RunRequest>) -> Rpc<RunResponse> {
+        self.allow(&request, "operator")?;
         let r = request.into_inner();
         let flags = [("force", r.force), ("down", r.down), ("up", r.up), ("dry_run", r.dry_run)]
             .iter()
@@ -456,6 +553,7 @@ impl ControlService for Fake {
         }))
     }
     async fn mark_success(&self, request: tonic::Request<MarkSuccessRequest>) -> Rpc<InstancesResponse> {
+        self.allow(&request, "operator")?;
         let r = request.into_inner();
         self.record(format!("MarkSuccess {}@{}", r.task, r.etl_day))?;
         Ok(Response::new(InstancesResponse {
@@ -464,6 +562,7 @@ impl ControlService for Fake {
         }))
     }
     async fn kill(&self, request: tonic::Request<KillRequest>) -> Rpc<InstancesResponse> {
+        self.allow(&request, "operator")?;
         let r = request.into_inner();
         self.record(format!("Kill {}@{}", r.task, r.etl_day))?;
         Ok(Response::new(InstancesResponse {
@@ -472,6 +571,7 @@ impl ControlService for Fake {
         }))
     }
     async fn delete_instance(&self, request: tonic::Request<DeleteInstanceRequest>) -> Rpc<InstancesResponse> {
+        self.allow(&request, "operator")?;
         let r = request.into_inner();
         self.record(format!("DeleteInstance {}@{}", r.task, r.etl_day))?;
         Ok(Response::new(InstancesResponse {
@@ -480,6 +580,7 @@ impl ControlService for Fake {
         }))
     }
     async fn set_paused(&self, request: tonic::Request<SetPausedRequest>) -> Rpc<Task> {
+        self.allow(&request, "operator")?;
         let r = request.into_inner();
         self.record(format!("SetPaused {} {}", r.task, r.paused))?;
         let mut task = self.get_task(tonic::Request::new(GetTaskRequest { id: r.task })).await?.into_inner();
@@ -506,11 +607,70 @@ impl ControlService for Fake {
     }
 
     async fn delete_tasks(&self, request: tonic::Request<DeleteTasksRequest>) -> Rpc<DeleteTasksResponse> {
+        self.allow(&request, "editor")?;
         let r = request.into_inner();
         self.record(format!("DeleteTasks {}", r.ids.join(",")))?;
         Ok(Response::new(DeleteTasksResponse {
             message: format!("deleted {}", r.ids.join(", ")),
             deleted: r.ids,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Fake {
+    async fn login(&self, request: tonic::Request<LoginRequest>) -> Rpc<LoginResponse> {
+        if self.users.is_empty() {
+            return Err(Status::failed_precondition("authentication is off"));
+        }
+        let r = request.into_inner();
+        let (user, _, role) = self
+            .users
+            .iter()
+            .find(|(name, password, _)| *name == r.user && *password == r.password)
+            .ok_or_else(|| Status::unauthenticated("wrong user or password"))?;
+        Ok(Response::new(LoginResponse {
+            token: format!("gfs_{user}"),
+            user: user.to_string(),
+            role: role.to_string(),
+            expires_at: chrono::Utc::now().timestamp_millis() + 3_600_000,
+        }))
+    }
+
+    async fn logout(&self, request: tonic::Request<LogoutRequest>) -> Rpc<LogoutResponse> {
+        let bearer = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        self.logouts.lock().unwrap().push(bearer);
+        Ok(Response::new(LogoutResponse {}))
+    }
+
+    async fn who_am_i(&self, request: tonic::Request<WhoAmIRequest>) -> Rpc<WhoAmIResponse> {
+        if self.users.is_empty() {
+            return Ok(Response::new(WhoAmIResponse::default()));
+        }
+        let (user, role) = self
+            .caller(request.metadata())
+            .ok_or_else(|| Status::unauthenticated("log in first"))?;
+        Ok(Response::new(WhoAmIResponse {
+            principal: user.into(),
+            role: role.into(),
+            auth_enabled: true,
+        }))
+    }
+
+    async fn create_token(&self, _: tonic::Request<CreateTokenRequest>) -> Rpc<CreateTokenResponse> {
+        Err(Status::unimplemented("create_token"))
+    }
+
+    async fn list_tokens(&self, _: tonic::Request<ListTokensRequest>) -> Rpc<ListTokensResponse> {
+        Err(Status::unimplemented("list_tokens"))
+    }
+
+    async fn revoke_token(&self, _: tonic::Request<RevokeTokenRequest>) -> Rpc<RevokeTokenResponse> {
+        Err(Status::unimplemented("revoke_token"))
     }
 }

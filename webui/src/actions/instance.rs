@@ -1,7 +1,7 @@
 //! `POST /instances/{task}/{day}/action`: the repair buttons of the instance page.
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use goflow_proto::{DeleteInstanceRequest, KillRequest, MarkSuccessRequest, RunRequest};
 use serde::Deserialize;
@@ -91,7 +91,7 @@ pub struct ActionForm {
 }
 
 pub async fn post(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Path((task, day)): Path<(String, String)>,
     Form(form): Form<ActionForm>,

@@ -1,7 +1,7 @@
 //! The task page's actions: pause or unpause, run one day or a range (a backfill), delete.
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use goflow_core::dag::is_valid_task_id;
 use goflow_proto::{DeleteTasksRequest, RunRequest, SetPausedRequest};
@@ -28,7 +28,7 @@ pub struct PauseForm {
 
 /// `POST /tasks/{id}/pause` with `paused=1` or `paused=0`. Harmless and undoable: no confirmation.
 pub async fn pause(
-    State(app): State<AppState>,
+    app: AppState,
     Path(task): Path<String>,
     Form(form): Form<PauseForm>,
 ) -> Result<Response, WebError> {
@@ -61,7 +61,7 @@ pub struct RunForm {
 /// `POST /tasks/{id}/run`: one day (`from` only) or a range, optionally with everything
 /// downstream. A range confirms, naming how many instances it would run (a dry run first).
 pub async fn run(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Path(task): Path<String>,
     Form(form): Form<RunForm>,
@@ -125,7 +125,7 @@ pub struct DeleteForm {
 /// `POST /tasks/{id}/delete`: removes the definition (its instances stay readable). The
 /// coordinator refuses while other tasks depend on it, naming them.
 pub async fn delete(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Path(task): Path<String>,
     Form(form): Form<DeleteForm>,

@@ -2,7 +2,6 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
 use goflow_proto::{ListAgentsRequest, ListInstancesRequest};
 
 use super::now_ms;
@@ -32,7 +31,7 @@ struct AgentRow {
     running: Vec<(String, String)>,
 }
 
-pub async fn page(State(app): State<AppState>, ctx: Ctx) -> Result<AgentsPage, WebError> {
+pub async fn page(app: AppState, ctx: Ctx) -> Result<AgentsPage, WebError> {
     let mut client = app.client();
     let agents = client
         .list_agents(ListAgentsRequest {})

@@ -6,7 +6,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use goflow_core::dag::is_valid_task_id;
@@ -50,20 +50,33 @@ fn check_id(id: &str) -> Result<(), WebError> {
     }
 }
 
+/// The edit and import forms are for editors: a viewer or an operator who types their address
+/// is told so at once rather than after filling them in (the coordinator refuses the save
+/// anyway).
+fn editors_only(ctx: &Ctx) -> Result<(), WebError> {
+    if ctx.may_edit() {
+        Ok(())
+    } else {
+        Err(WebError::Denied("changing task definitions needs the editor role".into()))
+    }
+}
+
 /// `GET /tasks/new`.
-pub async fn new_form(ctx: Ctx) -> EditPage {
-    EditPage {
+pub async fn new_form(ctx: Ctx) -> Result<EditPage, WebError> {
+    editors_only(&ctx)?;
+    Ok(EditPage {
         ctx,
         editing: String::new(),
         form: TaskForm::blank(),
         errors: vec![],
         general: vec![],
-    }
+    })
 }
 
 /// `GET /tasks/{id}/edit`.
-pub async fn edit_form(State(app): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<EditPage, WebError> {
+pub async fn edit_form(app: AppState, ctx: Ctx, Path(id): Path<String>) -> Result<EditPage, WebError> {
     check_id(&id)?;
+    editors_only(&ctx)?;
     let task = app
         .client()
         .get_task(GetTaskRequest { id: id.clone() })
@@ -80,13 +93,13 @@ pub async fn edit_form(State(app): State<AppState>, ctx: Ctx, Path(id): Path<Str
 }
 
 /// `POST /tasks/new`.
-pub async fn create(State(app): State<AppState>, ctx: Ctx, Form(form): Form<TaskForm>) -> Result<Response, WebError> {
+pub async fn create(app: AppState, ctx: Ctx, Form(form): Form<TaskForm>) -> Result<Response, WebError> {
     save(app, ctx, String::new(), form).await
 }
 
 /// `POST /tasks/{id}/edit`: the id is the one being edited (renaming is creating).
 pub async fn update(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Path(id): Path<String>,
     Form(mut form): Form<TaskForm>,
@@ -162,13 +175,14 @@ struct ImportPreview {
 }
 
 /// `GET /import`.
-pub async fn import_form(ctx: Ctx) -> ImportPage {
-    ImportPage {
+pub async fn import_form(ctx: Ctx) -> Result<ImportPage, WebError> {
+    editors_only(&ctx)?;
+    Ok(ImportPage {
         ctx,
         document: String::new(),
         error: String::new(),
         preview: None,
-    }
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,7 +194,7 @@ pub struct ImportForm {
 }
 
 /// `POST /import`.
-pub async fn import(State(app): State<AppState>, ctx: Ctx, Form(form): Form<ImportForm>) -> Result<Response, WebError> {
+pub async fn import(app: AppState, ctx: Ctx, Form(form): Form<ImportForm>) -> Result<Response, WebError> {
     let dry_run = form.mode != "apply";
     let result = app
         .client()
@@ -239,7 +253,7 @@ fn yaml_download(name: &str, document: String) -> Response {
 }
 
 /// `GET /tasks/{id}/yaml`: one task as a DAG document.
-pub async fn export_task(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+pub async fn export_task(app: AppState, Path(id): Path<String>) -> Result<Response, WebError> {
     check_id(&id)?;
     let task = app
         .client()
@@ -251,7 +265,7 @@ pub async fn export_task(State(app): State<AppState>, Path(id): Path<String>) ->
 }
 
 /// `GET /export.yaml`: every task, in dependency order, as one DAG document.
-pub async fn export_all(State(app): State<AppState>) -> Result<Response, WebError> {
+pub async fn export_all(app: AppState) -> Result<Response, WebError> {
     let tasks = app
         .client()
         .list_tasks(ListTasksRequest {})

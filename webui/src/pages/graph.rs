@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use goflow_core::EtlDay;
 use goflow_proto::{Instance, ListInstancesRequest, ListTasksRequest, Task};
 use serde::Deserialize;
@@ -48,7 +48,7 @@ pub struct GraphPage {
 }
 
 pub async fn page(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Query(params): Query<Params>,
 ) -> Result<GraphPage, WebError> {

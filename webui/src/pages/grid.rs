@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use goflow_core::EtlDay;
 use goflow_proto::{ListInstancesRequest, ListTasksRequest};
 use serde::Deserialize;
@@ -57,7 +57,7 @@ struct GridCell {
 }
 
 pub async fn page(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Query(params): Query<Params>,
 ) -> Result<GridPage, WebError> {

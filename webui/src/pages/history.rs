@@ -3,7 +3,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use goflow_proto::{ListOperationsRequest, Operation};
 use serde::Deserialize;
 
@@ -44,7 +44,7 @@ struct Row {
 }
 
 pub async fn page(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Query(params): Query<Params>,
 ) -> Result<HistoryPage, WebError> {

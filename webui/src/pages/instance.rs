@@ -3,7 +3,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use goflow_core::dag::is_valid_task_id;
 use goflow_core::{EtlDay, InstanceState};
 use goflow_proto::{Attempt, GetInstanceRequest, GetTaskRequest, Instance, ListAttemptsRequest};
@@ -90,7 +90,7 @@ pub fn instance_path(task: &str, day: &str) -> Result<EtlDay, WebError> {
 }
 
 pub async fn page(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Path((task, day)): Path<(String, String)>,
     Query(params): Query<Params>,
@@ -197,7 +197,11 @@ fn in_progress(instance: &Instance) -> bool {
 
 impl InstancePage {
     fn without_instance(ctx: Ctx, task: String, day: EtlDay) -> Self {
-        let run_only = vec![action_button(&ctx, InstanceAction::ForceRun, true), action_button(&ctx, InstanceAction::Redo, true)];
+        let run_only = if ctx.may_operate() {
+            vec![action_button(&ctx, InstanceAction::ForceRun, true), action_button(&ctx, InstanceAction::Redo, true)]
+        } else {
+            vec![]
+        };
         Self {
             badge: Badge::new("none", false, ctx.lang),
             actions: run_only,
@@ -240,7 +244,11 @@ fn action_button(ctx: &Ctx, action: InstanceAction, enabled: bool) -> ActionButt
 
 /// Every repair button; kill only applies to an unfinished instance, and redoing a queued or
 /// running one is refused by the coordinator anyway (two live runs), so those are disabled.
+/// None for a viewer (every one needs the operator role).
 fn buttons(ctx: &Ctx, state: Option<InstanceState>) -> Vec<ActionButton> {
+    if !ctx.may_operate() {
+        return vec![];
+    }
     let finished = state.is_some_and(InstanceState::is_finished);
     let live = matches!(state, Some(InstanceState::Queued | InstanceState::Running));
     InstanceAction::ALL

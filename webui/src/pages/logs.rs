@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -121,7 +121,7 @@ pub struct LogParams {
 
 /// `GET /instances/{task}/{day}/log?try=N`: the whole log of one try, as a text download.
 pub async fn download(
-    State(app): State<AppState>,
+    app: AppState,
     Path((task, day)): Path<(String, String)>,
     Query(params): Query<LogParams>,
 ) -> Result<Response, WebError> {
@@ -184,7 +184,7 @@ struct LiveChunk {
 /// `GET /instances/{task}/{day}/live?try=N&offset=X`: the log from `offset` as it grows, one
 /// `chunk` event per piece and an `eof` event when the try has ended.
 pub async fn live(
-    State(app): State<AppState>,
+    app: AppState,
     Path((task, day)): Path<(String, String)>,
     Query(params): Query<LogParams>,
 ) -> Result<Response, WebError> {

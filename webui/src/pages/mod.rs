@@ -6,6 +6,7 @@ pub mod graph;
 pub mod grid;
 pub mod history;
 pub mod instance;
+pub mod login;
 pub mod logs;
 pub mod overview;
 pub mod task;

@@ -4,7 +4,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use goflow_core::state::ALL_STATES;
 use goflow_core::{EtlDay, InstanceState};
 use goflow_proto::{Agent, Instance, ListAgentsRequest, ListInstancesRequest};
@@ -79,7 +79,7 @@ struct AgentSummary {
 }
 
 pub async fn page(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Query(params): Query<Params>,
 ) -> Result<OverviewPage, WebError> {

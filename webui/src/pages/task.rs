@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use goflow_core::EtlDay;
 use goflow_core::dag::is_valid_task_id;
 use goflow_proto::{GetDependenciesRequest, GetTaskRequest, Instance, ListInstancesRequest, RunRequest, Task};
@@ -79,7 +79,7 @@ pub fn form_day(name: &'static str, input: &str) -> Result<EtlDay, WebError> {
 }
 
 pub async fn page(
-    State(app): State<AppState>,
+    app: AppState,
     ctx: Ctx,
     Path(id): Path<String>,
     Query(params): Query<Params>,

@@ -2,7 +2,6 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
 use goflow_proto::{ListTasksRequest, Task, TaskDependency};
 
 use crate::AppState;
@@ -30,7 +29,7 @@ struct Row {
     next_fire: String,
 }
 
-pub async fn page(State(app): State<AppState>, ctx: Ctx) -> Result<TasksPage, WebError> {
+pub async fn page(app: AppState, ctx: Ctx) -> Result<TasksPage, WebError> {
     let mut tasks = app
         .client()
         .list_tasks(ListTasksRequest {})
