@@ -5,11 +5,16 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use goflow_proto::{control_service_server::*, *};
+use goflow_proto::{auth_service_server::*, control_service_server::*, *};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::{commands, connect};
+use crate::{ClientMeta, commands, connect, credentials};
+
+/// This process's metadata, without a token.
+fn meta() -> ClientMeta {
+    crate::client_meta(None).unwrap()
+}
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -25,6 +30,12 @@ struct Fake {
     /// Answers GetVersion but refuses ListCoordinators with UNAVAILABLE (no leader).
     no_leader: bool,
     refused: Arc<Mutex<u32>>,
+    /// Refuses calls without a known token with UNAUTHENTICATED, as a server with `--auth`.
+    require_token: bool,
+    /// Each call's method and `authorization` metadata (empty when none).
+    auth_seen: Arc<Mutex<Vec<(&'static str, String)>>>,
+    /// The last CreateToken request.
+    created: Arc<Mutex<Option<CreateTokenRequest>>>,
 }
 
 impl Fake {
@@ -43,7 +54,8 @@ impl Fake {
         Ok(())
     }
 
-    fn note<T>(&self, request: &Request<T>) {
+    /// Records the call's metadata; refuses it without a known token when `require_token`.
+    fn note<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let get = |k| {
             request
                 .metadata()
@@ -56,6 +68,119 @@ impl Fake {
             .lock()
             .unwrap()
             .push((get("x-goflow-client"), get("x-goflow-actor")));
+        self.authorize(request, "").map(|_| ())
+    }
+
+    /// Records `authorization`; the principal and role of a known token, or the refusal a
+    /// server with `--auth` answers.
+    fn authorize<T>(&self, request: &Request<T>, method: &'static str) -> Result<(&'static str, &'static str), Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if !method.is_empty() {
+            self.auth_seen.lock().unwrap().push((method, header.clone()));
+        }
+        if !self.require_token {
+            return Ok(("", ""));
+        }
+        match header.strip_prefix("Bearer ") {
+            Some(SESSION) => Ok(("alice", "admin")),
+            Some("gft_admin") => Ok(("token:admin", "admin")),
+            Some("gft_viewer") => Ok(("token:viewer", "viewer")),
+            Some(_) => Err(Status::unauthenticated("unknown or revoked token")),
+            None => Err(Status::unauthenticated("no token")),
+        }
+    }
+
+    fn need_admin<T>(&self, request: &Request<T>, method: &'static str) -> Result<(), Status> {
+        match self.authorize(request, method)? {
+            (_, "viewer") => Err(Status::permission_denied(format!("{method} needs the admin role"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `authorization` values sent to `method`.
+    fn sent_to(&self, method: &str) -> Vec<String> {
+        self.auth_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| *m == method)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+}
+
+/// The session token the fake's Login hands out.
+const SESSION: &str = "gfs_session1";
+
+#[tonic::async_trait]
+impl AuthService for Fake {
+    async fn login(&self, request: Request<LoginRequest>) -> Reply<LoginResponse> {
+        // The one call that needs no token: only recorded.
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        self.auth_seen.lock().unwrap().push(("Login", header.unwrap_or("").to_string()));
+        let r = request.into_inner();
+        if r.user != "alice" || r.password != "secret" {
+            return Err(Status::unauthenticated("wrong user or password"));
+        }
+        Ok(Response::new(LoginResponse {
+            token: SESSION.into(),
+            user: r.user,
+            role: "admin".into(),
+            expires_at: crate::output::now_ms() + 3_600_000,
+        }))
+    }
+    async fn logout(&self, request: Request<LogoutRequest>) -> Reply<LogoutResponse> {
+        self.authorize(&request, "Logout")?;
+        Ok(Response::new(LogoutResponse {}))
+    }
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Reply<WhoAmIResponse> {
+        let (principal, role) = self.authorize(&request, "WhoAmI")?;
+        Ok(Response::new(WhoAmIResponse {
+            principal: principal.into(),
+            role: role.into(),
+            auth_enabled: self.require_token,
+        }))
+    }
+    async fn create_token(&self, request: Request<CreateTokenRequest>) -> Reply<CreateTokenResponse> {
+        self.need_admin(&request, "CreateToken")?;
+        let r = request.into_inner();
+        *self.created.lock().unwrap() = Some(r.clone());
+        Ok(Response::new(CreateTokenResponse {
+            token: format!("gft_new_{}", r.name),
+            info: Some(ApiToken {
+                name: r.name,
+                role: r.role,
+                created_by: "alice".into(),
+                created_at: crate::output::now_ms(),
+                expires_at: 0,
+                last_used_at: 0,
+            }),
+        }))
+    }
+    async fn list_tokens(&self, request: Request<ListTokensRequest>) -> Reply<ListTokensResponse> {
+        self.need_admin(&request, "ListTokens")?;
+        Ok(Response::new(ListTokensResponse {
+            tokens: vec![ApiToken {
+                name: "ci".into(),
+                role: "operator".into(),
+                created_by: "alice".into(),
+                created_at: 1_767_225_600_000,
+                expires_at: 0,
+                last_used_at: 1_767_225_660_000,
+            }],
+        }))
+    }
+    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Reply<RevokeTokenResponse> {
+        self.need_admin(&request, "RevokeToken")?;
+        match request.into_inner().name.as_str() {
+            "ci" => Ok(Response::new(RevokeTokenResponse {})),
+            other => Err(Status::not_found(format!("no token named {other:?}"))),
+        }
     }
 }
 
@@ -75,14 +200,15 @@ impl ControlService for Fake {
     async fn apply_tasks(&self, _: Request<ApplyTasksRequest>) -> Reply<ApplyTasksResponse> {
         Err(Status::unimplemented(""))
     }
-    async fn list_tasks(&self, _: Request<ListTasksRequest>) -> Reply<ListTasksResponse> {
-        Err(Status::unimplemented(""))
+    async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Reply<ListTasksResponse> {
+        self.authorize(&request, "ListTasks")?;
+        Ok(Response::new(ListTasksResponse::default()))
     }
     async fn get_task(&self, _: Request<GetTaskRequest>) -> Reply<Task> {
         Err(Status::unimplemented(""))
     }
     async fn run(&self, request: Request<RunRequest>) -> Reply<RunResponse> {
-        self.note(&request);
+        self.note(&request)?;
         let r = request.into_inner();
         if r.task != "extract" {
             return Err(Status::not_found(format!("unknown task {:?}", r.task)));
@@ -98,7 +224,7 @@ impl ControlService for Fake {
         }))
     }
     async fn list_instances(&self, request: Request<ListInstancesRequest>) -> Reply<ListInstancesResponse> {
-        self.note(&request);
+        self.note(&request)?;
         let polls = {
             let mut p = self.polls.lock().unwrap();
             *p += 1;
@@ -132,7 +258,7 @@ impl ControlService for Fake {
     }
     type TailLogsStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
     async fn tail_logs(&self, request: Request<TailLogsRequest>) -> Reply<Self::TailLogsStream> {
-        self.note(&request);
+        self.note(&request)?;
         let chunks = vec![
             Ok(LogChunk {
                 offset: 0,
@@ -175,7 +301,8 @@ impl ControlService for Fake {
     }
     async fn get_version(&self, request: Request<GetVersionRequest>) -> Reply<GetVersionResponse> {
         self.refuse(false)?;
-        self.note(&request);
+        self.authorize(&request, "GetVersion")?;
+        self.note(&request)?;
         Ok(Response::new(GetVersionResponse {
             version: "9.9.9".into(),
             mode: "standalone".into(),
@@ -183,7 +310,7 @@ impl ControlService for Fake {
     }
     async fn list_coordinators(&self, request: Request<ListCoordinatorsRequest>) -> Reply<ListCoordinatorsResponse> {
         self.refuse(self.no_leader)?;
-        self.note(&request);
+        self.note(&request)?;
         let now = crate::output::now_ms();
         Ok(Response::new(ListCoordinatorsResponse {
             coordinators: vec![
@@ -218,7 +345,8 @@ async fn serve(fake: Fake) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ControlServiceServer::new(fake))
+            .add_service(ControlServiceServer::new(fake.clone()))
+            .add_service(AuthServiceServer::new(fake))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     format!("http://{addr}")
@@ -237,7 +365,7 @@ fn run_args(args: &[&str]) -> commands::run::RunArgs {
 async fn run_wait_reports_failed_and_blocked_and_sends_metadata() {
     let fake = Fake::default();
     let server = serve(fake.clone()).await;
-    let mut client = connect(&server).await.unwrap();
+    let mut client = connect(&server, meta()).await.unwrap();
     let mut out = Vec::new();
     let args = run_args(&["-j", "extract", "-d", "2026-01-01", "--down", "--wait"]);
     let err = commands::run::run(&mut client, &args, &mut out)
@@ -271,7 +399,7 @@ async fn run_wait_reports_failed_and_blocked_and_sends_metadata() {
 #[tokio::test]
 async fn server_errors_are_printed_in_words() {
     let server = serve(Fake::default()).await;
-    let mut client = connect(&server).await.unwrap();
+    let mut client = connect(&server, meta()).await.unwrap();
     let err = commands::run::run(
         &mut client,
         &run_args(&["-j", "x", "-d", "20260101"]),
@@ -288,7 +416,7 @@ async fn server_errors_are_printed_in_words() {
 #[tokio::test]
 async fn logs_are_written_raw() {
     let server = serve(Fake::default()).await;
-    let mut client = connect(&server).await.unwrap();
+    let mut client = connect(&server, meta()).await.unwrap();
     let args = match crate::tests::parse(&["logs", "-j", "a", "-d", "20260101"])
         .unwrap()
         .command
@@ -305,7 +433,7 @@ async fn logs_are_written_raw() {
 async fn version_prints_both() {
     let server = serve(Fake::default()).await;
     let mut out = Vec::new();
-    commands::version::run(connect(&server).await, &mut out)
+    commands::version::run(connect(&server, meta()).await, &mut out)
         .await
         .unwrap();
     assert_eq!(
@@ -334,7 +462,7 @@ fn coordinators_args(args: &[&str]) -> commands::coordinators::CoordinatorsArgs 
 
 /// `goflowctl coordinators` through `--server A,B`: table and JSON.
 async fn list_coordinators(servers: &str) -> (String, serde_json::Value) {
-    let mut client = connect(servers).await.unwrap();
+    let mut client = connect(servers, meta()).await.unwrap();
     let mut table = Vec::new();
     commands::coordinators::run(&mut client, &coordinators_args(&[]), &mut table)
         .await
@@ -410,11 +538,265 @@ async fn a_call_refused_with_unavailable_goes_to_the_next_coordinator() {
 #[tokio::test]
 async fn none_answering_names_them_all() {
     let (a, b) = (closed_port().await, closed_port().await);
-    let err = connect(&format!("{a},{b}")).await.unwrap_err().to_string();
+    let err = connect(&format!("{a},{b}"), meta()).await.unwrap_err().to_string();
     assert!(
         err.starts_with(&format!("cannot reach goflow at {a}, {b}: {a}: ")),
         "{err}"
     );
     assert!(err.contains(&format!("; {b}: ")), "{err}");
     assert!(err.ends_with("(is goflow running? set --server or GOFLOW_SERVER)"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication: login, the stored session, tokens, and what a refused call says.
+// ---------------------------------------------------------------------------------------------
+
+/// A server with `--auth`.
+fn auth_fake() -> Fake {
+    Fake {
+        require_token: true,
+        ..Fake::named("auth:1")
+    }
+}
+
+/// One goflowctl command, as `execute` runs it but with the credentials under `config` and the
+/// password typed being `password`: (result, stdout, stderr).
+async fn goflowctl(
+    config: &std::path::Path,
+    password: &str,
+    args: &[&str],
+) -> (anyhow::Result<()>, String, String) {
+    let cli = crate::tests::parse(args).unwrap();
+    let prompts = Mutex::new(Vec::new());
+    let read_password = |prompt: &str| {
+        prompts.lock().unwrap().push(prompt.to_string());
+        Ok(password.to_string())
+    };
+    let ctx = crate::Context {
+        credentials: Ok(credentials::Store::in_dir(config)),
+        read_password: &read_password,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = crate::dispatch(cli, &ctx, &mut out, &mut err).await;
+    (
+        result,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn error_text(result: anyhow::Result<()>, server: &str) -> String {
+    crate::error_message(&result.unwrap_err(), server)
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn login_keeps_a_session_that_later_calls_carry_until_logout() {
+    let fake = auth_fake();
+    let server = serve(fake.clone()).await;
+    let config = tempfile::tempdir().unwrap();
+    let dir = config.path().join("goflow");
+
+    let (result, out, _) = goflowctl(&dir, "secret", &["--server", &server, "login", "-u", "alice"]).await;
+    result.unwrap();
+    assert_eq!(out, format!("logged in as alice (admin) at {server}\n"));
+    assert_eq!(fake.sent_to("Login"), [""], "Login carries no token");
+    assert_eq!(fake.sent_to("GetVersion"), [""], "nor does login's connection probe");
+    fake.auth_seen.lock().unwrap().clear();
+    let file = dir.join("credentials");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    let stored = credentials::Store::in_dir(&dir).load().unwrap();
+    let session = &stored.servers[&server];
+    assert_eq!((session.token.as_str(), session.user.as_str()), (SESSION, "alice"));
+
+    // Later calls, of both services, carry the session.
+    let (result, out, _) = goflowctl(&dir, "", &["--server", &server, "tasks"]).await;
+    result.unwrap();
+    assert_eq!(out, "no tasks\n");
+    let bearer = format!("Bearer {SESSION}");
+    assert_eq!(fake.sent_to("ListTasks"), [bearer.as_str()]);
+    assert_eq!(fake.sent_to("GetVersion"), [bearer.as_str()], "the connection probe too");
+    let (result, out, _) = goflowctl(&dir, "", &["whoami", "--server", &server]).await;
+    result.unwrap();
+    assert_eq!(out, format!("alice (admin) at {server}\n"));
+    assert_eq!(fake.sent_to("WhoAmI"), [bearer.as_str()]);
+
+    // Another server has no login there.
+    let other = serve(auth_fake()).await;
+    let (result, _, _) = goflowctl(&dir, "", &["--server", &other, "tasks"]).await;
+    assert!(error_text(result, &other).starts_with(&format!("not logged in to {other}: ")));
+
+    let (result, out, _) = goflowctl(&dir, "", &["--server", &server, "logout"]).await;
+    result.unwrap();
+    assert_eq!(out, format!("logged out of {server}\n"));
+    assert_eq!(fake.sent_to("Logout"), [bearer]);
+    assert!(credentials::Store::in_dir(&dir).load().unwrap().servers.is_empty());
+    assert_eq!(mode(&file), 0o600);
+
+    let (result, _, _) = goflowctl(&dir, "", &["--server", &server, "tasks"]).await;
+    assert_eq!(
+        error_text(result, &server),
+        format!(
+            "not logged in to {server}: run `goflowctl login -u NAME`, or pass a token with \
+             --token / GOFLOW_TOKEN"
+        )
+    );
+    let (result, out, _) = goflowctl(&dir, "", &["--server", &server, "logout"]).await;
+    result.unwrap();
+    assert_eq!(out, format!("not logged in to {server}\n"));
+}
+
+#[tokio::test]
+async fn a_wrong_password_stores_nothing() {
+    let server = serve(auth_fake()).await;
+    let config = tempfile::tempdir().unwrap();
+    let (result, out, _) =
+        goflowctl(config.path(), "nope", &["--server", &server, "login", "-u", "alice"]).await;
+    assert_eq!(
+        error_text(result, &server),
+        format!("login failed at {server}: wrong user or password")
+    );
+    assert_eq!(out, "");
+    assert!(!config.path().join("credentials").exists());
+}
+
+#[tokio::test]
+async fn a_login_through_a_list_is_kept_for_each_address() {
+    let fake = auth_fake();
+    let dead = closed_port().await;
+    let live = serve(fake.clone()).await;
+    let config = tempfile::tempdir().unwrap();
+    // As the user typed them: no scheme on one, a trailing slash on the other.
+    let typed = format!("{}, {}/", dead.trim_start_matches("http://"), live);
+    let (result, out, _) = goflowctl(config.path(), "secret", &["--server", &typed, "login", "-u", "alice"]).await;
+    result.unwrap();
+    assert_eq!(out, format!("logged in as alice (admin) at {dead}, {live}\n"));
+    let stored = credentials::Store::in_dir(config.path()).load().unwrap();
+    assert_eq!(stored.servers.keys().collect::<Vec<_>>(), {
+        let mut keys = vec![&dead, &live];
+        keys.sort();
+        keys
+    });
+    // The live one alone finds its session.
+    let (result, _, _) = goflowctl(config.path(), "", &["--server", &live, "tasks"]).await;
+    result.unwrap();
+    assert_eq!(fake.sent_to("ListTasks"), [format!("Bearer {SESSION}")]);
+    // Logging out of one forgets the session under every address.
+    let (result, _, _) = goflowctl(config.path(), "", &["--server", &live, "logout"]).await;
+    result.unwrap();
+    assert!(credentials::Store::in_dir(config.path()).load().unwrap().servers.is_empty());
+}
+
+#[tokio::test]
+async fn token_create_prints_only_the_token_and_the_given_token_wins() {
+    let fake = auth_fake();
+    let server = serve(fake.clone()).await;
+    let config = tempfile::tempdir().unwrap();
+    let (result, _, _) =
+        goflowctl(config.path(), "secret", &["--server", &server, "login", "-u", "alice"]).await;
+    result.unwrap();
+
+    let (result, out, err) = goflowctl(
+        config.path(),
+        "",
+        &[
+            "--server", &server, "--token", "gft_admin", "token", "create", "--name", "ci",
+            "--role", "operator", "--expires", "90d",
+        ],
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(out, "gft_new_ci\n", "stdout holds the token alone");
+    assert!(err.starts_with("created token ci (operator, "), "{err}");
+    assert!(err.contains("shown only this once"), "{err}");
+    let created = fake.created.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (created.name.as_str(), created.role.as_str(), created.expires_in_ms),
+        ("ci", "operator", 90 * 86_400_000)
+    );
+    // --token won over the stored session.
+    assert_eq!(fake.sent_to("CreateToken"), ["Bearer gft_admin"]);
+
+    let (result, out, _) = goflowctl(config.path(), "", &["--server", &server, "token", "list"]).await;
+    result.unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "ROLE", "CREATED_BY", "CREATED", "EXPIRES", "LAST_USED"]
+    );
+    assert!(lines[1].starts_with("ci     operator   alice        "), "{out}");
+    assert_eq!(fake.sent_to("ListTokens"), [format!("Bearer {SESSION}")]);
+    let (result, out, _) =
+        goflowctl(config.path(), "", &["--server", &server, "token", "list", "-o", "json"]).await;
+    result.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["name"], "ci");
+    assert_eq!(json[0]["expires_at"], serde_json::Value::Null);
+
+    let (result, out, _) =
+        goflowctl(config.path(), "", &["--server", &server, "token", "revoke", "ci"]).await;
+    result.unwrap();
+    assert_eq!(out, "revoked token ci\n");
+    let (result, _, _) =
+        goflowctl(config.path(), "", &["--server", &server, "token", "revoke", "nope"]).await;
+    assert_eq!(error_text(result, &server), r#"not found: no token named "nope""#);
+}
+
+#[tokio::test]
+async fn refusals_say_what_to_do() {
+    let fake = auth_fake();
+    let server = serve(fake.clone()).await;
+    let config = tempfile::tempdir().unwrap();
+
+    // Too little role: the server's words.
+    let (result, out, _) = goflowctl(
+        config.path(),
+        "",
+        &["--server", &server, "--token", "gft_viewer", "token", "create", "--name", "x", "--role", "admin"],
+    )
+    .await;
+    assert_eq!(
+        error_text(result, &server),
+        "permission denied: CreateToken needs the admin role"
+    );
+    assert_eq!(out, "");
+
+    // A token the server does not know.
+    let (result, _, _) =
+        goflowctl(config.path(), "", &["--server", &server, "--token", "gft_revoked", "tasks"]).await;
+    assert_eq!(
+        error_text(result, &server),
+        format!(
+            "not logged in to {server}: it refused the token given with --token / GOFLOW_TOKEN \
+             (unknown or revoked token); run `goflowctl login -u NAME`, or pass another token"
+        )
+    );
+
+    // A stored session the server no longer knows: the hint names its user.
+    credentials::Store::in_dir(config.path())
+        .update(|c| {
+            c.insert(
+                std::slice::from_ref(&server),
+                &credentials::Session {
+                    token: "gfs_gone".into(),
+                    user: "bob".into(),
+                    role: "viewer".into(),
+                    expires_at: 0,
+                },
+            )
+        })
+        .unwrap();
+    let (result, _, _) = goflowctl(config.path(), "", &["--server", &server, "run", "-j", "extract", "-d", "20260101"]).await;
+    assert_eq!(
+        error_text(result, &server),
+        format!(
+            "not logged in to {server}: it refused the session of bob (unknown or revoked token); \
+             run `goflowctl login -u bob`, or pass a token with --token / GOFLOW_TOKEN"
+        )
+    );
 }

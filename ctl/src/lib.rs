@@ -5,6 +5,7 @@
 //! [`seed_args`] has rewritten the seed's spellings.
 
 mod commands;
+pub mod credentials;
 mod day;
 // Shared with the agent and the web UI: one channel per coordinator, moving past dead ones.
 #[path = "../../agent/src/failover.rs"]
@@ -23,7 +24,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use goflow_proto::control_service_client::ControlServiceClient;
+use goflow_proto::{auth_service_client::AuthServiceClient, control_service_client::ControlServiceClient};
 use tonic::{
     Code, Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -32,8 +33,9 @@ use tonic::{
 };
 
 use crate::commands::{
-    agents, apply, coordinators, dep, logs, ops, run, status, task, tasks, version,
+    agents, apply, auth, coordinators, dep, logs, ops, run, status, task, tasks, version,
 };
+use crate::credentials::{Bearer, TokenSource};
 use crate::failover::Failover;
 
 pub use crate::seed::seed_args;
@@ -43,6 +45,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A connected client of the goflow ControlService; every call carries [`ClientMeta`].
 pub type Client = ControlServiceClient<InterceptedService<Failover, ClientMeta>>;
+/// A client of the AuthService over the same coordinators and metadata as [`Client`].
+pub type AuthClient = AuthServiceClient<InterceptedService<Failover, ClientMeta>>;
 
 /// How long a coordinator gets to answer before the next one in `--server` is tried.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,6 +70,17 @@ pub struct Cli {
         default_value_t = default_server()
     )]
     pub server: String,
+
+    /// The token every call carries (an API token, or a session from `goflowctl login`);
+    /// wins over the login stored for the server.
+    #[arg(
+        long,
+        global = true,
+        env = "GOFLOW_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -107,6 +122,15 @@ pub enum Command {
     History(ops::HistoryArgs),
     /// Print the client's and the server's versions.
     Version,
+    /// Log in to the server (password from the terminal, or standard input) and keep the
+    /// session token for later commands.
+    Login(auth::LoginArgs),
+    /// End the session and forget the token kept for the server.
+    Logout,
+    /// Show who the server takes this client for, and with which role.
+    Whoami,
+    /// API tokens for scripts and other clients (admin): create, list, revoke.
+    Token(auth::TokenArgs),
 }
 
 fn default_server() -> String {
@@ -123,11 +147,13 @@ pub fn normalize_server(server: &str) -> String {
     }
 }
 
-/// Adds `x-goflow-client` and `x-goflow-actor` to every call, for the operations log.
+/// Adds `x-goflow-client` and `x-goflow-actor` to every call, for the operations log, and
+/// `authorization: Bearer <token>` when there is a token.
 #[derive(Clone, Debug)]
 pub struct ClientMeta {
     client: AsciiMetadataValue,
     actor: AsciiMetadataValue,
+    authorization: Option<AsciiMetadataValue>,
 }
 
 impl ClientMeta {
@@ -136,7 +162,18 @@ impl ClientMeta {
         Self {
             client: MetadataValue::try_from(format!("goflowctl/{VERSION}")).expect("the version is ASCII"),
             actor: MetadataValue::try_from(actor).unwrap_or(MetadataValue::from_static("unknown")),
+            authorization: None,
         }
+    }
+
+    /// Every call also carries `authorization: Bearer <token>` (marked sensitive, so it is
+    /// never logged). A token that cannot be metadata is refused.
+    pub fn with_token(mut self, token: &str) -> anyhow::Result<Self> {
+        credentials::check_token(token)?;
+        let mut value = AsciiMetadataValue::try_from(format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
     }
 }
 
@@ -145,6 +182,9 @@ impl Interceptor for ClientMeta {
         let metadata = request.metadata_mut();
         metadata.insert("x-goflow-client", self.client.clone());
         metadata.insert("x-goflow-actor", self.actor.clone());
+        if let Some(authorization) = &self.authorization {
+            metadata.insert("authorization", authorization.clone());
+        }
         Ok(request)
     }
 }
@@ -204,11 +244,50 @@ fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// The coordinators of `--server`, reached through one [`Failover`], and the metadata every
+/// call carries: clients of both services share the current coordinator.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    failover: Failover,
+    meta: ClientMeta,
+}
+
+impl Connection {
+    /// A ControlService client.
+    pub fn control(&self) -> Client {
+        ControlServiceClient::with_interceptor(self.failover.clone(), self.meta.clone())
+            .max_decoding_message_size(64 << 20)
+    }
+
+    /// An AuthService client.
+    pub fn auth(&self) -> AuthClient {
+        AuthServiceClient::with_interceptor(self.failover.clone(), self.meta.clone())
+    }
+}
+
+/// [`open`], for ControlService calls only.
+pub async fn connect(servers: &str, meta: ClientMeta) -> Result<Client, ConnectError> {
+    Ok(open(servers, meta).await?.control())
+}
+
+/// The metadata of this process's calls: the acting user from the environment, and `token`.
+pub fn client_meta(token: Option<&str>) -> anyhow::Result<ClientMeta> {
+    let meta = ClientMeta::new(
+        ["USER", "LOGNAME", "USERNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()),
+    );
+    match token {
+        Some(token) => meta.with_token(token),
+        None => Ok(meta),
+    }
+}
+
 /// Connects to the first coordinator of `servers` (a comma-separated list, see
 /// [`server_list`]) that answers within [`ANSWER_TIMEOUT`], failing fast when none does; the
 /// error names them all. Later calls move on to the next coordinator when theirs is gone or
-/// answers UNAVAILABLE.
-pub async fn connect(servers: &str) -> Result<Client, ConnectError> {
+/// answers UNAVAILABLE. Every call carries `meta`.
+pub async fn open(servers: &str, meta: ClientMeta) -> Result<Connection, ConnectError> {
     let list = server_list(servers);
     let fail = |cause: String| ConnectError {
         server: list.join(", "),
@@ -233,11 +312,6 @@ pub async fn connect(servers: &str) -> Result<Client, ConnectError> {
             unavailable_patience: UNAVAILABLE_PATIENCE,
         },
     );
-    let meta = ClientMeta::new(
-        ["USER", "LOGNAME", "USERNAME"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok()),
-    );
     failover.set_current(first_answering(&failover, &meta).await.map_err(|causes| {
         if let [(_, cause)] = &causes[..] {
             fail(cause.clone())
@@ -246,8 +320,7 @@ pub async fn connect(servers: &str) -> Result<Client, ConnectError> {
             fail(all.join("; "))
         }
     })?);
-    Ok(ControlServiceClient::with_interceptor(failover, meta)
-    .max_decoding_message_size(64 << 20))
+    Ok(Connection { failover, meta })
 }
 
 /// The first coordinator, in order, that answers a `GetVersion` within [`ANSWER_TIMEOUT`].
@@ -356,32 +429,160 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-async fn dispatch(cli: Cli, server: &str) -> anyhow::Result<()> {
-    let mut out = io::stdout();
+/// The call was refused for want of a valid token: says how to get one.
+#[derive(Debug)]
+pub struct NotLoggedIn {
+    /// The coordinators, as `--server` named them (normalized, joined by `, `).
+    pub server: String,
+    /// The token the call carried, if any.
+    pub sent: Option<TokenSource>,
+    /// Who last logged in to this server, for the hint; else `NAME`.
+    pub user: Option<String>,
+    /// The server's message.
+    pub reason: String,
+}
+
+impl fmt::Display for NotLoggedIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = self.user.as_deref().filter(|u| !u.is_empty()).unwrap_or("NAME");
+        let login = format!("run `goflowctl login -u {user}`");
+        let server = &self.server;
+        let refused = match &self.sent {
+            None => {
+                return write!(
+                    f,
+                    "not logged in to {server}: {login}, or pass a token with --token / GOFLOW_TOKEN"
+                );
+            }
+            Some(TokenSource::Given) => "the token given with --token / GOFLOW_TOKEN".to_string(),
+            Some(TokenSource::Stored { user, .. }) => format!("the session of {user}"),
+        };
+        let other = match &self.sent {
+            Some(TokenSource::Given) => "pass another token",
+            _ => "pass a token with --token / GOFLOW_TOKEN",
+        };
+        match self.reason.trim() {
+            "" => write!(f, "not logged in to {server}: it refused {refused}; {login}, or {other}"),
+            // The server's reason already says how to log in: not said twice.
+            reason if reason.contains("goflowctl login") => {
+                write!(f, "not logged in to {server}: it refused {refused}: {reason}")
+            }
+            reason => write!(
+                f,
+                "not logged in to {server}: it refused {refused} ({reason}); {login}, or {other}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NotLoggedIn {}
+
+/// What the commands need besides the command line: where logins are kept, how a password is
+/// read, and where notes for people go.
+pub struct Context<'a> {
+    /// The credentials file, or why there is none (no `HOME`).
+    pub credentials: Result<credentials::Store, String>,
+    /// Reads a password, showing the prompt.
+    pub read_password: &'a dyn Fn(&str) -> io::Result<String>,
+}
+
+impl Context<'_> {
+    pub fn store(&self) -> anyhow::Result<&credentials::Store> {
+        self.credentials.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The stored logins; none (with a warning) when the file cannot be read, so that a broken
+    /// file does not stop commands that need no token.
+    fn stored_logins(&self, err: &mut impl Write) -> credentials::Credentials {
+        let Ok(store) = &self.credentials else {
+            return Default::default();
+        };
+        match store.load() {
+            Ok(creds) => {
+                if let Ok(Some(mode)) = credentials::too_open(&store.path()) {
+                    let path = store.path();
+                    let _ = writeln!(
+                        err,
+                        "warning: {} can be read by others (mode {mode:o}): chmod 600 {}",
+                        path.display(),
+                        path.display()
+                    );
+                }
+                creds
+            }
+            Err(e) => {
+                let _ = writeln!(err, "warning: ignoring stored logins: {e:#}");
+                Default::default()
+            }
+        }
+    }
+}
+
+/// Runs one command: results to `out`, notes for people to `err`.
+pub async fn dispatch(
+    cli: Cli,
+    ctx: &Context<'_>,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> anyhow::Result<()> {
+    let servers = server_list(&cli.server);
+    let server = servers.join(", ");
+    let given = cli.token.as_deref();
+    match &cli.command {
+        Command::Login(args) => return auth::login(&cli.server, args, ctx, out).await,
+        Command::Logout => return auth::logout(&cli.server, given, ctx, out, err).await,
+        _ => {}
+    }
+    let stored = if given.is_some_and(|t| !t.trim().is_empty()) {
+        Default::default()
+    } else {
+        ctx.stored_logins(err)
+    };
+    let bearer: Option<Bearer> =
+        credentials::choose_token(given, &stored, &servers, output::now_ms());
+    let meta = client_meta(bearer.as_ref().map(|b| b.token.as_str()))?;
+    let not_logged_in = |e: anyhow::Error| -> anyhow::Error {
+        match e.downcast_ref::<Status>() {
+            Some(status) if status.code() == Code::Unauthenticated => NotLoggedIn {
+                server: server.clone(),
+                sent: bearer.as_ref().map(|b| b.source.clone()),
+                user: stored.any(&servers).map(|s| s.user.clone()),
+                reason: status.message().trim().to_string(),
+            }
+            .into(),
+            _ => e,
+        }
+    };
     if let Command::Version = cli.command {
-        return version::run(connect(server).await, &mut out).await;
+        return version::run(connect(&cli.server, meta).await, out)
+            .await
+            .map_err(not_logged_in);
     }
-    let mut client = connect(server).await?;
+    let connection = open(&cli.server, meta).await?;
+    let mut client = connection.control();
     let c = &mut client;
-    match cli.command {
-        Command::Apply(args) => apply::run(c, &args, &mut out).await,
-        Command::Tasks(args) => tasks::run(c, &args, &mut out).await,
-        Command::Task(args) => task::run(c, &args, &mut out).await,
-        Command::Run(args) => run::run(c, &args, &mut out).await,
-        Command::Status(args) => status::run(c, &args, &mut out).await,
-        Command::Logs(args) => logs::run(c, &args, &mut out).await,
-        Command::Dep(args) => dep::run(c, &args, &mut out).await,
-        Command::Agents(args) => agents::run(c, &args, &mut out).await,
-        Command::Coordinators(args) => coordinators::run(c, &args, &mut out).await,
-        Command::MarkSuccess(args) => ops::mark_success(c, &args, &mut out).await,
-        Command::Kill(args) => ops::kill(c, &args, &mut out).await,
-        Command::Delete(args) => ops::delete(c, &args, &mut out).await,
-        Command::Pause(args) => ops::set_paused(c, &args, true, &mut out).await,
-        Command::Unpause(args) => ops::set_paused(c, &args, false, &mut out).await,
-        Command::DoAllJob(args) => ops::do_all_job(c, &args, &mut out).await,
-        Command::History(args) => ops::history(c, &args, &mut out).await,
-        Command::Version => unreachable!("handled above"),
-    }
+    let result = match cli.command {
+        Command::Apply(args) => apply::run(c, &args, out).await,
+        Command::Tasks(args) => tasks::run(c, &args, out).await,
+        Command::Task(args) => task::run(c, &args, out).await,
+        Command::Run(args) => run::run(c, &args, out).await,
+        Command::Status(args) => status::run(c, &args, out).await,
+        Command::Logs(args) => logs::run(c, &args, out).await,
+        Command::Dep(args) => dep::run(c, &args, out).await,
+        Command::Agents(args) => agents::run(c, &args, out).await,
+        Command::Coordinators(args) => coordinators::run(c, &args, out).await,
+        Command::MarkSuccess(args) => ops::mark_success(c, &args, out).await,
+        Command::Kill(args) => ops::kill(c, &args, out).await,
+        Command::Delete(args) => ops::delete(c, &args, out).await,
+        Command::Pause(args) => ops::set_paused(c, &args, true, out).await,
+        Command::Unpause(args) => ops::set_paused(c, &args, false, out).await,
+        Command::DoAllJob(args) => ops::do_all_job(c, &args, out).await,
+        Command::History(args) => ops::history(c, &args, out).await,
+        Command::Whoami => auth::whoami(&mut connection.auth(), &server, out).await,
+        Command::Token(args) => auth::token(&mut connection.auth(), &args, out, err).await,
+        Command::Version | Command::Login(_) | Command::Logout => unreachable!("handled above"),
+    };
+    result.map_err(not_logged_in)
 }
 
 /// Runs a parsed command against its server: the result goes to stdout, a failure to stderr as
@@ -389,7 +590,11 @@ async fn dispatch(cli: Cli, server: &str) -> anyhow::Result<()> {
 /// 1 on failure (a `run --wait` whose instances did not all succeed included).
 pub async fn execute(cli: Cli) -> u8 {
     let server = server_list(&cli.server).join(", ");
-    let result = dispatch(cli, &server).await;
+    let ctx = Context {
+        credentials: credentials::Store::from_env(),
+        read_password: &auth::read_password,
+    };
+    let result = dispatch(cli, &ctx, &mut io::stdout(), &mut io::stderr()).await;
     // Best effort: a closed stdout is not the command's failure.
     let _ = io::stdout().flush();
     match result {
@@ -474,6 +679,15 @@ mod tests {
             &["do-all-job", "-d", "20260101"],
             &["history", "-j", "a", "--limit", "5", "-o", "json"],
             &["version"],
+            &["login", "-u", "alice"],
+            &["logout"],
+            &["whoami"],
+            &["token", "create", "--name", "ci", "--role", "operator", "--expires", "90d"],
+            &["token", "create", "--name", "ci", "--role", "admin"],
+            &["token", "list", "-o", "json"],
+            &["token", "revoke", "ci"],
+            &["--token", "gft_x", "tasks"],
+            &["tasks", "--token", "gft_x"],
         ] {
             if let Err(e) = parse(args) {
                 panic!("{args:?}: {e}");
@@ -498,6 +712,78 @@ mod tests {
             &format!("goflowctl/{VERSION}")
         );
         assert_eq!(req.metadata().get("x-goflow-actor").unwrap(), "alice");
+    }
+
+    #[test]
+    fn the_token_travels_as_a_bearer() {
+        let mut meta = ClientMeta::new(Some("alice".into()))
+            .with_token("gfs_abc")
+            .unwrap();
+        let req = meta.call(Request::new(())).unwrap();
+        let value = req.metadata().get("authorization").unwrap();
+        assert_eq!(value, "Bearer gfs_abc");
+        assert!(value.is_sensitive(), "kept out of logs");
+        assert_eq!(req.metadata().get("x-goflow-actor").unwrap(), "alice");
+        // No token, no header.
+        let req = ClientMeta::new(None).call(Request::new(())).unwrap();
+        assert!(req.metadata().get("authorization").is_none());
+        assert!(ClientMeta::new(None).with_token("two words").is_err());
+    }
+
+    #[test]
+    fn token_flag_and_usage_errors() {
+        if std::env::var_os("GOFLOW_TOKEN").is_none() {
+            assert_eq!(parse(&["tasks"]).unwrap().token, None);
+        }
+        assert_eq!(
+            parse(&["--token", "gft_x", "tasks"]).unwrap().token.as_deref(),
+            Some("gft_x")
+        );
+        // The token's value never shows in --help, even from the environment.
+        let help = <Cli as clap::CommandFactory>::command().render_long_help().to_string();
+        assert!(help.contains("GOFLOW_TOKEN"), "{help}");
+        let err = parse(&["token", "create", "--name", "x", "--role", "root"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let err = parse(&["token", "create", "--name", "x", "--role", "viewer", "--expires", "soon"])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert_eq!(parse(&["login"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn not_logged_in_says_how_to_log_in() {
+        let text = NotLoggedIn {
+            server: "http://h:1".into(),
+            sent: None,
+            user: None,
+            reason: "no token".into(),
+        }
+        .to_string();
+        assert_eq!(
+            text,
+            "not logged in to http://h:1: run `goflowctl login -u NAME`, or pass a token with \
+             --token / GOFLOW_TOKEN"
+        );
+        let refused = |reason: &str| {
+            NotLoggedIn {
+                server: "http://h:1".into(),
+                sent: Some(TokenSource::Given),
+                user: None,
+                reason: reason.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            refused(""),
+            "not logged in to http://h:1: it refused the token given with --token / GOFLOW_TOKEN; \
+             run `goflowctl login -u NAME`, or pass another token"
+        );
+        // A server that already says how to log in is not repeated.
+        assert_eq!(
+            refused("expired: log in again (goflowctl login -u NAME)"),
+            "not logged in to http://h:1: it refused the token given with --token / GOFLOW_TOKEN: \
+             expired: log in again (goflowctl login -u NAME)"
+        );
     }
 
     #[test]
@@ -527,7 +813,7 @@ mod tests {
     #[tokio::test]
     async fn unreachable_server_is_named() {
         // Port 1 on localhost: nothing listens there.
-        let err = connect("http://127.0.0.1:1").await.unwrap_err();
+        let err = connect("http://127.0.0.1:1", ClientMeta::new(None)).await.unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with("cannot reach goflow at http://127.0.0.1:1: "),
@@ -537,7 +823,7 @@ mod tests {
             text.ends_with("(is goflow running? set --server or GOFLOW_SERVER)"),
             "{text}"
         );
-        let err = connect("http://bad host").await.unwrap_err();
+        let err = connect("http://bad host", ClientMeta::new(None)).await.unwrap_err();
         assert!(err.to_string().contains("invalid address"), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod apply;
+pub mod auth;
 pub mod coordinators;
 pub mod dep;
 pub mod logs;
