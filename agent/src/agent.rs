@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
 
-use crate::failover::{Failover, Options, ServedBy};
+use crate::failover::{ClientTls, Failover, Options, ServedBy};
 use crate::logs::forward_logs;
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
@@ -49,6 +49,9 @@ pub struct AgentConfig {
     pub secret: Option<String>,
     /// `goflow-shim`, so a try's processes die with the agent (see `bin/shim.rs`).
     pub shim: Option<std::path::PathBuf>,
+    /// How `https://` coordinators are verified (`--ca`), and the client certificate this
+    /// agent presents to coordinators that ask for one (`--tls-cert`, `--tls-key`).
+    pub tls: ClientTls,
 }
 
 /// The agent's gRPC client: every call carries the agent secret, when there is one.
@@ -81,6 +84,7 @@ impl Default for AgentConfig {
             max_log_line: runner::DEFAULT_MAX_LOG_LINE,
             secret: None,
             shim: runner::shim_beside_current_exe(),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -124,13 +128,14 @@ pub async fn run_agent(
     // Lazy: the channels connect (and reconnect) on use, so a coordinator that is still
     // starting, or restarts later, is picked up without rebuilding anything. The keepalive
     // breaks the command stream of a coordinator that stopped answering (paused, cut off).
-    let failover = Failover::lazy(
+    let failover = Failover::lazy_tls(
         &config.coordinators,
         Options {
             streaming_requests: vec![STREAM_LOGS_PATH.into()],
             // The agent's own loops retry, and count the silence (see `heartbeat_loop`).
             unavailable_patience: Duration::ZERO,
         },
+        &config.tls,
         |endpoint| {
             endpoint
                 .connect_timeout(Duration::from_secs(3))

@@ -30,7 +30,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::{EncodeBody, EncodeBuf, Encoder};
 use tonic::codegen::{Bytes, Service, StdError, http};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How a [`Failover`] treats calls.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +41,92 @@ pub struct Options {
     /// How long to keep retrying a call while every coordinator that answers says
     /// `UNAVAILABLE`. Zero: one round over the coordinators, then the answer is returned.
     pub unavailable_patience: Duration,
+}
+
+/// How clients reach `https://` coordinators (issue 9). `http://` URLs ignore it.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// PEM of the CA certificate(s) the coordinators' certificates must chain to (`--ca`);
+    /// None: the system's trusted roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate (chain) and private key this client presents, for coordinators that ask
+    /// agents for a client certificate (`--tls-client-ca`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate must be valid for, when it is not the URL's host
+    /// (a coordinator's own clients reach it on loopback).
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// Reads `ca` (PEM) and, when given, the client certificate and key (PEM).
+    pub fn from_files(
+        ca: Option<&std::path::Path>,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, String> {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+        };
+        let ca_pem = match ca {
+            Some(path) => {
+                let pem = read(path, "CA file")?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(format!("the CA file {} holds no PEM certificate", path.display()));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert, "certificate")?, read(key, "private key")?)),
+            None => None,
+        };
+        Ok(Self {
+            ca_pem,
+            identity,
+            server_name: None,
+        })
+    }
+
+    /// tonic's configuration: only the CA when one is given, else the system's roots.
+    pub fn config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_pem {
+            Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
+        config
+    }
+
+    /// `endpoint` with TLS when its URL is `https://`; as it is otherwise.
+    pub fn apply(&self, endpoint: Endpoint) -> Result<Endpoint, String> {
+        if endpoint.uri().scheme_str() != Some("https") {
+            return Ok(endpoint);
+        }
+        let url = endpoint.uri().to_string();
+        endpoint
+            .tls_config(self.config())
+            .map_err(|e| format!("cannot set up TLS for {url}: {}", error_chain(&e)))
+    }
+}
+
+/// An error and its causes, `: `-joined.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 /// Put in the extensions of every response: the index (in the URL list) of the coordinator
@@ -79,6 +165,16 @@ impl Failover {
         options: Options,
         configure: impl Fn(Endpoint) -> Endpoint,
     ) -> Result<Self, String> {
+        Self::lazy_tls(urls, options, &ClientTls::default(), configure)
+    }
+
+    /// [`Failover::lazy`], `https://` URLs verified as `tls` says.
+    pub fn lazy_tls(
+        urls: &[String],
+        options: Options,
+        tls: &ClientTls,
+        configure: impl Fn(Endpoint) -> Endpoint,
+    ) -> Result<Self, String> {
         if urls.is_empty() {
             return Err("no coordinator URL given".into());
         }
@@ -86,7 +182,7 @@ impl Failover {
         for url in urls {
             let endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|err| format!("bad coordinator URL {url:?}: {err}"))?;
-            channels.push(configure(endpoint).connect_lazy());
+            channels.push(configure(tls.apply(endpoint)?).connect_lazy());
         }
         Ok(Self::new(urls.to_vec(), channels, options))
     }

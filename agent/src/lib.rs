@@ -10,6 +10,7 @@ pub mod redis_queue;
 pub mod runner;
 
 pub use agent::{AgentConfig, CoordinatorClient, run_agent};
+pub use failover::ClientTls;
 pub use queue::{DispatchQueue, MemoryQueue};
 pub use redis_queue::RedisQueue;
 

@@ -49,6 +49,15 @@ pub struct Settings {
     pub advertise_address: Option<String>,
     /// Every ControlService call needs a login or a token (always on beyond loopback).
     pub auth: bool,
+    /// TLS (issue 9): the certificate (PEM, chain) and key this process serves gRPC and the
+    /// web UI with; both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) the coordinators' certificates are signed by: clients verify `https://`
+    /// coordinators against it (the system's roots without).
+    pub ca: Option<PathBuf>,
+    /// The CA (PEM) agents' client certificates must be signed by (mTLS for agents).
+    pub tls_client_ca: Option<PathBuf>,
     /// What loading noticed and the operator should read (unknown keys, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -76,6 +85,10 @@ impl Default for Settings {
             lease_ttl: None,
             advertise_address: None,
             auth: false,
+            tls_cert: None,
+            tls_key: None,
+            ca: None,
+            tls_client_ca: None,
             warnings: vec![],
         }
     }
@@ -111,6 +124,10 @@ enum Key {
     LeaseTtl,
     AdvertiseAddress,
     Auth,
+    TlsCert,
+    TlsKey,
+    Ca,
+    TlsClientCa,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -148,6 +165,10 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Scheduler.AdvertiseAddress", Key::AdvertiseAddress),
     ("Worker.Coordinator", Key::Server),
     ("Common.Auth", Key::Auth),
+    ("Common.TlsCert", Key::TlsCert),
+    ("Common.TlsKey", Key::TlsKey),
+    ("Common.Ca", Key::Ca),
+    ("Common.TlsClientCa", Key::TlsClientCa),
 ];
 
 /// Environment variables, which override the file.
@@ -162,6 +183,10 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_COORDINATOR", Key::Server),
     ("GOFLOW_ID", Key::AgentId),
     ("GOFLOW_AUTH", Key::Auth),
+    ("GOFLOW_TLS_CERT", Key::TlsCert),
+    ("GOFLOW_TLS_KEY", Key::TlsKey),
+    ("GOFLOW_CA", Key::Ca),
+    ("GOFLOW_TLS_CLIENT_CA", Key::TlsClientCa),
     ("GOFLOW_DATA_DIR", Key::DataDir),
     ("GOFLOW_GRPC_LISTEN", Key::GrpcListen),
     ("GOFLOW_HTTP_LISTEN", Key::HttpListen),
@@ -319,6 +344,10 @@ impl Settings {
                     other => bail!("{origin}: expected true or false, not {other}"),
                 }
             }
+            Key::TlsCert => self.tls_cert = path(value, origin)?,
+            Key::TlsKey => self.tls_key = path(value, origin)?,
+            Key::Ca => self.ca = path(value, origin)?,
+            Key::TlsClientCa => self.tls_client_ca = path(value, origin)?,
             Key::LeaseTtl => self.lease_ttl = Some(seconds(value, origin, 2)?),
             Key::AdvertiseAddress => self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty()),
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
@@ -472,6 +501,11 @@ fn seconds(value: &Value, origin: &str, min: i64) -> anyhow::Result<Duration> {
         bail!("{origin}: {n} seconds is too small (at least {min})");
     }
     Ok(Duration::from_secs(n as u64))
+}
+
+/// A file's path; empty: none.
+fn path(value: &Value, origin: &str) -> anyhow::Result<Option<PathBuf>> {
+    Ok(Some(string(value, origin)?).filter(|p| !p.is_empty()).map(PathBuf::from))
 }
 
 pub fn with_scheme(addr: &str) -> String {

@@ -12,3 +12,4 @@ pub mod server;
 pub mod node;
 pub mod store;
 pub mod testing;
+pub mod tls;

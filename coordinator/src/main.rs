@@ -110,6 +110,69 @@ struct ServeArgs {
     /// needed when listening beyond loopback.
     #[arg(long)]
     auth: bool,
+    #[command(flatten)]
+    tls: ServeTlsArgs,
+}
+
+/// TLS for a server (issue 9): off unless a certificate and key are given.
+#[derive(Args)]
+struct ServeTlsArgs {
+    /// Certificate (PEM, the chain) to serve gRPC and the web UI over TLS with (also
+    /// GOFLOW_TLS_CERT, Common.TlsCert); needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM; also GOFLOW_TLS_KEY, Common.TlsKey).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs the coordinators' certificates, which this process's own clients
+    /// check them against (also GOFLOW_CA, Common.Ca). Not needed for a self-signed certificate.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// mTLS for agents: the CA (PEM) their client certificates must be signed by; agents
+    /// without one are refused (also GOFLOW_TLS_CLIENT_CA, Common.TlsClientCa).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+/// TLS for a client of coordinators, and (web UI) for serving.
+#[derive(Args)]
+struct ClientTlsArgs {
+    /// The CA (PEM) that https:// coordinators' certificates must be signed by (also
+    /// GOFLOW_CA, Common.Ca; default: the system's trusted roots).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Certificate (PEM): the agent's client certificate for coordinators that require one
+    /// (--tls-client-ca); the web UI serves HTTPS with it (also GOFLOW_TLS_CERT).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM; also GOFLOW_TLS_KEY).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// Flags over the settings' values.
+    fn apply(self, settings: &mut Settings) {
+        if self.ca.is_some() {
+            settings.ca = self.ca;
+        }
+        if self.tls_cert.is_some() {
+            settings.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            settings.tls_key = self.tls_key;
+        }
+    }
+}
+
+/// The CA and the certificate + key pair of `settings`, read.
+fn client_tls(settings: &Settings) -> anyhow::Result<goflow_agent::ClientTls> {
+    let identity = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: set both or neither"),
+    };
+    goflow_agent::ClientTls::from_files(settings.ca.as_deref(), identity).map_err(anyhow::Error::msg)
 }
 
 #[derive(Args)]
@@ -135,6 +198,8 @@ struct AgentArgs {
     /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
     #[arg(long, value_name = "SECS")]
     heartbeat_interval: Option<u64>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +247,8 @@ struct WebuiArgs {
     /// Address to serve the web UI on (default 127.0.0.1:8080).
     #[arg(long)]
     http_listen: Option<String>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
@@ -288,6 +355,17 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     if args.auth {
         settings.auth = true;
     }
+    let tls = args.tls;
+    for (flag, setting) in [
+        (tls.tls_cert, &mut settings.tls_cert),
+        (tls.tls_key, &mut settings.tls_key),
+        (tls.ca, &mut settings.ca),
+        (tls.tls_client_ca, &mut settings.tls_client_ca),
+    ] {
+        if flag.is_some() {
+            *setting = flag;
+        }
+    }
     goflow_coordinator::config::require_auth_beyond_loopback(&settings)?;
     anyhow::ensure!(
         !args.ha || !settings.etcd_endpoints.is_empty(),
@@ -312,8 +390,14 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         node.load_demo().await?;
     }
     if standalone {
+        let scheme = if node.tls { "https" } else { "http" };
+        let ca = match (&settings.ca, node.tls) {
+            (Some(ca), _) => format!(" --ca {}", ca.display()),
+            (None, true) => format!(" --ca {}", settings.tls_cert.clone().unwrap_or_default().display()),
+            (None, false) => String::new(),
+        };
         eprintln!(
-            "goflow standalone is up: web UI http://{}  gRPC {}\n  try: goflowctl --server http://{} status",
+            "goflow standalone is up: web UI {scheme}://{}  gRPC {}\n  try: goflowctl --server {scheme}://{}{ca} status",
             node.http_addr, node.grpc_addr, node.grpc_addr
         );
     }
@@ -324,6 +408,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() {
+    goflow_coordinator::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Standalone(args) => serve(args, true).await,
@@ -379,6 +464,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     if !args.queues.is_empty() {
         settings.agent_queues = args.queues;
     }
+    args.tls.apply(&mut settings);
     init_logging(&settings)?;
     let broker = settings.broker.clone().context(
         "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
@@ -396,6 +482,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         },
         heartbeat_interval: settings.engine.heartbeat_interval,
         secret: settings.agent_secret.clone(),
+        tls: client_tls(&settings)?,
         ..goflow_agent::AgentConfig::default()
     };
     tracing::info!(
@@ -417,19 +504,33 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.http_listen {
         settings.http_listen = addr;
     }
+    args.tls.apply(&mut settings);
     init_logging(&settings)?;
+    let client = client_tls(&settings)?;
+    let tls = goflow_webui::WebTls {
+        serve: client.identity,
+        coordinators: goflow_webui::ClientTls {
+            ca_pem: client.ca_pem,
+            identity: None,
+            server_name: None,
+        },
+    };
+    if let Some((cert, key)) = &tls.serve {
+        goflow_webui::tls_acceptor(cert, key).context("--tls-cert / --tls-key")?;
+    }
     let listener = tokio::net::TcpListener::bind(&settings.http_listen)
         .await
         .with_context(|| format!("cannot listen for the web UI on {} (--http-listen)", settings.http_listen))?;
     let coordinators = coordinator_list(&settings.server);
     tracing::info!(
-        "goflow web UI on http://{}, coordinators {}",
+        "goflow web UI on {}://{}, coordinators {}",
+        if tls.serve.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         coordinators.join(",")
     );
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    goflow_webui::serve(coordinators, listener, shutdown).await
+    goflow_webui::serve_tls(coordinators, tls, listener, shutdown).await
 }
 
 /// `a:7070,http://b:7070` -> `["http://a:7070", "http://b:7070"]`.

@@ -34,6 +34,8 @@ pub struct Node {
     pub id: String,
     pub grpc_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
+    /// Whether gRPC and the web UI are served over TLS.
+    pub tls: bool,
     pub store: Store,
     /// The engine while this coordinator leads.
     leading: watch::Receiver<Option<Arc<Engine>>>,
@@ -76,6 +78,7 @@ impl Node {
         if let Some(etcd) = &election.etcd {
             leadership::check_etcd(etcd).await?;
         }
+        let tls = crate::tls::NodeTls::load(settings)?;
         let store = Store::open(&database).await?;
 
         let grpc = TcpListener::bind(&settings.grpc_listen)
@@ -86,12 +89,28 @@ impl Node {
             .with_context(|| format!("cannot listen for the web UI on {} (--http-listen)", settings.http_listen))?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
-        let grpc_url = format!("http://{grpc_addr}");
         let id = leadership::coordinator_id();
         let address = settings
             .advertise_address
             .clone()
             .unwrap_or_else(|| advertised(grpc_addr));
+        // This coordinator's own clients (embedded agent and web UI) reach it on its gRPC
+        // address; under TLS on loopback for an unspecified one, checking the certificate for
+        // the advertised name.
+        let (grpc_url, own_tls) = match &tls {
+            None => (format!("http://{grpc_addr}"), None),
+            Some(tls) => {
+                let mut local = grpc_addr;
+                if local.ip().is_unspecified() {
+                    local.set_ip(match local.ip() {
+                        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                (format!("https://{local}"), Some(tls.client(host_of(&address))))
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
 
         let auth = Arc::new(Auth::new(store.clone(), settings.auth));
         if settings.auth {
@@ -111,26 +130,44 @@ impl Node {
             _ => None,
         };
         let mut tasks = tokio::task::JoinSet::new();
-        let router = Router::new(agent_secret.clone());
+        let router = Router::new(agent_secret.clone())
+            .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()));
         let stop = shutdown.clone();
         let serving = router.clone();
+        let server_tls = tls.as_ref().map(|t| t.server_config());
         tasks.spawn(async move {
-            if let Err(e) = crate::server::serve_grpc(serving, grpc, stop.clone()).await {
+            if let Err(e) = crate::server::serve_grpc(serving, grpc, server_tls, stop.clone()).await {
                 tracing::error!("gRPC server stopped: {e:#}");
                 stop.cancel();
             }
         });
         let stop = shutdown.clone();
         let web_target = grpc_url.clone();
+        let web_tls = goflow_webui::WebTls {
+            serve: tls.as_ref().map(|t| t.serve_pair()),
+            coordinators: own_tls
+                .as_ref()
+                .map(|t| goflow_webui::ClientTls {
+                    ca_pem: t.ca_pem.clone(),
+                    identity: None,
+                    server_name: t.server_name.clone(),
+                })
+                .unwrap_or_default(),
+        };
         tasks.spawn(async move {
-            if let Err(e) = goflow_webui::serve(vec![web_target], http, stop).await {
+            if let Err(e) = goflow_webui::serve_tls(vec![web_target], web_tls, http, stop).await {
                 tracing::error!("web UI stopped: {e:#}");
             }
         });
         tasks.spawn(presence_loop(
             store.clone(),
             id.clone(),
-            with_scheme(&address),
+            if address.contains("://") {
+                address.clone()
+            } else {
+                format!("{scheme}://{address}")
+            },
+            tls.as_ref().map(|t| t.client(None)).unwrap_or_default(),
             router.clone(),
             shutdown.clone(),
         ));
@@ -161,6 +198,7 @@ impl Node {
                 },
                 heartbeat_interval: settings.engine.heartbeat_interval,
                 secret: agent_secret,
+                tls: own_tls.clone().unwrap_or_default(),
                 ..AgentConfig::default()
             };
             let stop = shutdown.clone();
@@ -172,8 +210,9 @@ impl Node {
             });
         }
         tracing::info!(
-            "goflow {} {id}: gRPC on {grpc_addr} (advertised as {address}), web UI on http://{http_addr}, {} database {}",
+            "goflow {} {id}: gRPC{} on {grpc_addr} (advertised as {address}), web UI on {scheme}://{http_addr}, {} database {}",
             settings.mode,
+            if tls.is_some() { " over TLS" } else { "" },
             store.dialect().name(),
             database.redacted()
         );
@@ -181,6 +220,7 @@ impl Node {
             id,
             grpc_addr,
             http_addr,
+            tls: tls.is_some(),
             store,
             leading,
             tasks,
@@ -266,8 +306,11 @@ fn advertised(addr: std::net::SocketAddr) -> String {
     }
 }
 
-fn with_scheme(address: &str) -> String {
-    crate::config::with_scheme(address)
+/// The host of `host:port` or a URL, without an IPv6 address's brackets.
+fn host_of(address: &str) -> Option<String> {
+    let uri: http::Uri = crate::config::with_scheme(address).parse().ok()?;
+    let host = uri.host()?;
+    Some(host.trim_start_matches('[').trim_end_matches(']').to_string())
 }
 
 /// Campaigns; while leading, runs an engine; steps down when the term ends; until shutdown.
@@ -332,7 +375,14 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
 
 /// Records that this coordinator is alive (and where it listens), and, while another one
 /// leads, points the router at it.
-async fn presence_loop(store: Store, me: String, address: String, router: Router, shutdown: CancellationToken) {
+async fn presence_loop(
+    store: Store,
+    me: String,
+    address: String,
+    peer_tls: goflow_agent::ClientTls,
+    router: Router,
+    shutdown: CancellationToken,
+) {
     let started_at = now_ms();
     loop {
         let seen = async {
@@ -366,7 +416,10 @@ async fn presence_loop(store: Store, me: String, address: String, router: Router
                     .map(|c| c.address.clone());
                 match target {
                     Some(target) if router.forwarding_to().as_deref() != Some(target.as_str()) => {
-                        match tonic::transport::Endpoint::from_shared(target.clone()) {
+                        let endpoint = tonic::transport::Endpoint::from_shared(target.clone())
+                            .map_err(|e| e.to_string())
+                            .and_then(|endpoint| peer_tls.apply(endpoint));
+                        match endpoint {
                             Ok(endpoint) => {
                                 tracing::info!("coordinator {} leads at {target}: passing calls to it", leader.holder);
                                 let channel = endpoint

@@ -48,6 +48,9 @@ impl Route {
 pub struct Router {
     route: Arc<RwLock<Route>>,
     agent_secret: Option<Arc<str>>,
+    /// mTLS for agents (`--tls-client-ca`): AgentService calls need a verified client
+    /// certificate (the TLS handshake verified any certificate presented).
+    agent_certificates: bool,
 }
 
 impl Router {
@@ -57,7 +60,15 @@ impl Router {
         Self {
             route: Arc::new(RwLock::new(Route::NoLeader("the coordinator is starting".into()))),
             agent_secret: agent_secret.map(Arc::from),
+            agent_certificates: false,
         }
+    }
+
+    /// AgentService calls without a client certificate verified by the TLS handshake are
+    /// refused (mTLS for agents).
+    pub fn require_agent_certificates(mut self, required: bool) -> Self {
+        self.agent_certificates = required;
+        self
     }
 
     pub fn set(&self, route: Route) {
@@ -147,6 +158,18 @@ impl GoflowService for Agents {
     /// Agents of a cluster must present the agent secret; standalone's embedded agent has none
     /// to present, and its coordinator listens on loopback only by default.
     fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status> {
+        if router.agent_certificates {
+            let verified = request
+                .extensions()
+                .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+                .and_then(|info| info.peer_certs())
+                .is_some_and(|certs| !certs.is_empty());
+            if !verified {
+                return Err(tonic::Status::unauthenticated(
+                    "this coordinator requires agents to present a client certificate signed by its                      client CA (--tls-client-ca): start the agent with --tls-cert and --tls-key",
+                ));
+            }
+        }
         let Some(secret) = &router.agent_secret else { return Ok(()) };
         let given = request
             .headers()

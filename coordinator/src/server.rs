@@ -1,5 +1,5 @@
 //! Serving: the gRPC API (with the standard health service and server reflection, so grpcurl
-//! and other languages' clients work) on a listener the caller bound.
+//! and other languages' clients work) on a listener the caller bound, over TLS when given.
 
 use goflow_proto as pb;
 use tokio::net::TcpListener;
@@ -11,7 +11,12 @@ use crate::routing::{Agents, Control, Logins, Routed, Router};
 /// goflow services take the `router`'s route: this coordinator's engine when it leads, the
 /// leader otherwise. Health (SERVING whether or not this one leads: a standby is healthy) and
 /// reflection are answered here.
-pub async fn serve_grpc(router: Router, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve_grpc(
+    router: Router,
+    listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<Routed<Control>>().await;
     health_reporter.set_serving::<Routed<Agents>>().await;
@@ -25,7 +30,11 @@ pub async fn serve_grpc(router: Router, listener: TcpListener, shutdown: Cancell
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

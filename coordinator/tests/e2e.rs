@@ -18,5 +18,7 @@ mod scheduling;
 mod seed_cli;
 #[path = "e2e/seed_conf.rs"]
 mod seed_conf;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/validation.rs"]
 mod validation;

@@ -12,6 +12,7 @@ mod day;
 mod failover;
 mod output;
 mod seed;
+mod tls;
 
 #[cfg(test)]
 mod e2e_tests;
@@ -81,6 +82,11 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+
+    /// The CA certificate (PEM) that `https://` servers' certificates must be signed by
+    /// (default: the system's trusted roots).
+    #[arg(long, global = true, env = "GOFLOW_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -216,11 +222,12 @@ pub struct ConnectError {
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot reach goflow at {}: {} (is goflow running? set --server or GOFLOW_SERVER)",
-            self.server, self.cause
-        )
+        let hint = if self.cause.contains("certificate") {
+            "the server's TLS certificate must be signed by the CA of --ca (GOFLOW_CA) and name the host"
+        } else {
+            "is goflow running? set --server or GOFLOW_SERVER"
+        };
+        write!(f, "cannot reach goflow at {}: {} ({hint})", self.server, self.cause)
     }
 }
 
@@ -302,6 +309,7 @@ pub async fn open(servers: &str, meta: ClientMeta) -> Result<Connection, Connect
             let cause = format!("invalid address: {}", cause_chain(&e));
             fail(if list.len() == 1 { cause } else { format!("{server}: {cause}") })
         })?;
+        let endpoint = tls::client_tls().apply(endpoint).map_err(&fail)?;
         channels.push(endpoint.connect_timeout(ANSWER_TIMEOUT).connect_lazy());
     }
     let failover = Failover::new(
@@ -423,6 +431,11 @@ pub fn error_message(err: &anyhow::Error, server: &str) -> String {
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    // A call's broken pipe (a server that hung up, e.g. a TLS port spoken to in plain HTTP)
+    // is the call's failure, not a closed stdout.
+    if err.chain().any(|e| e.is::<Status>()) {
+        return false;
+    }
     err.chain().any(|e| {
         e.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
@@ -525,6 +538,7 @@ pub async fn dispatch(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> anyhow::Result<()> {
+    tls::use_ca(cli.ca.as_deref())?;
     let servers = server_list(&cli.server);
     let server = servers.join(", ");
     let given = cli.token.as_deref();

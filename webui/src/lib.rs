@@ -32,10 +32,13 @@ mod pages;
 mod routes;
 #[cfg(test)]
 mod testing;
+mod tls;
 mod view;
 mod yaml;
 
+pub use failover::ClientTls;
 pub use routes::router;
+pub use tls::{WebTls, acceptor as tls_acceptor, serve_tls};
 
 /// Pages showing work in progress refresh themselves this often.
 const REFRESH_SECONDS: u32 = 3;
@@ -113,12 +116,17 @@ impl AppState {
     /// channels connect (and reconnect) on use, so the UI starts before the coordinators do.
     /// Must be called inside a tokio runtime.
     pub fn with_coordinators(coordinators: &[String]) -> anyhow::Result<Self> {
+        Self::with_coordinators_tls(coordinators, &failover::ClientTls::default())
+    }
+
+    /// [`AppState::with_coordinators`], `https://` coordinators verified as `tls` says.
+    pub fn with_coordinators_tls(coordinators: &[String], tls: &failover::ClientTls) -> anyhow::Result<Self> {
         let channel = |timeout: Option<Duration>| -> anyhow::Result<failover::Failover> {
             let options = failover::Options {
                 streaming_requests: vec![],
                 unavailable_patience: UNAVAILABLE_PATIENCE,
             };
-            failover::Failover::lazy(coordinators, options, |endpoint| {
+            failover::Failover::lazy_tls(coordinators, options, tls, |endpoint| {
                 let endpoint = endpoint.connect_timeout(Duration::from_secs(3));
                 match timeout {
                     Some(timeout) => endpoint.timeout(timeout),
