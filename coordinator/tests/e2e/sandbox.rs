@@ -223,7 +223,8 @@ impl Sandbox {
                 ));
             }
             let probe = self.ctl_timeout(&["tasks"], Duration::from_secs(10));
-            if probe.status.success() {
+            // Behind --auth a stranger is told to log in: the server answers, so it is up.
+            if probe.status.success() || String::from_utf8_lossy(&probe.stderr).contains("goflowctl login") {
                 return Ok(());
             }
             if Instant::now() > deadline {
