@@ -891,6 +891,16 @@ fn auth_password_change_and_removal_end_sessions() {
         "{listed}"
     );
     assert!(!listed.contains("$argon2"), "no hashes listed: {listed}");
+
+    // A new account with the removed one's name does not inherit its sessions.
+    s.add_user("bob", "admin");
+    let stderr = s.err("bob", &["tasks"]);
+    assert!(stderr.contains("refused the session of bob"), "{stderr}");
+    assert_code(
+        s.raw_tasks(Some(&bob_raw)),
+        Code::Unauthenticated,
+        "unknown, expired or revoked",
+    );
 }
 
 /// After three wrong passwords an account must wait, even with the right one, while another
