@@ -199,7 +199,7 @@ impl Server {
             .prefix("goflow-e2e-people.")
             .tempdir()
             .expect("temp dir");
-        Self {
+        let server = Self {
             agents: vec![],
             sb,
             redis,
@@ -207,6 +207,28 @@ impl Server {
             data,
             people,
             rt: tokio::runtime::Runtime::new().expect("tokio runtime"),
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// The sandbox takes a server that asks for a login as up, which it may be before it
+    /// leads: waits until the health service (no token needed) says ControlService serves.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut health = HealthClient::new(self.channel());
+        loop {
+            let answer = self.block(health.check(tonic_health::pb::HealthCheckRequest {
+                service: "goflow.v1.ControlService".into(),
+            }));
+            match answer {
+                Ok(a) if a.get_ref().status == ServingStatus::Serving as i32 => return,
+                other if Instant::now() > deadline => panic!(
+                    "ControlService was not SERVING within 30 s: {other:?}\n{}",
+                    self.sb.log_tail(30)
+                ),
+                _ => thread::sleep(Duration::from_millis(100)),
+            }
         }
     }
 
