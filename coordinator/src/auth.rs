@@ -176,7 +176,7 @@ impl Auth {
     /// A user's password for a session token. A wrong name and a wrong password fail alike;
     /// an account with failed tries waits longer after each.
     pub async fn login(&self, user: &str, password: &str) -> Result<(String, Role, i64), Status> {
-        if let Some(wait) = self.wait_before_try(user) {
+        if let Some(wait) = self.count_try(user) {
             return Err(Status::resource_exhausted(format!(
                 "too many failed logins for {user}: try again in {} s",
                 wait.as_secs().max(1)
@@ -194,7 +194,6 @@ impl Auth {
             }
         };
         let Some(row) = found.filter(|_| verified) else {
-            self.failed(user);
             tracing::warn!("failed login for {user:?}");
             return Err(Status::unauthenticated("wrong user name or password"));
         };
@@ -221,22 +220,28 @@ impl Auth {
         Ok(())
     }
 
-    fn wait_before_try(&self, user: &str) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap();
-        let entry = failures.get(user)?;
-        let wait = backoff(entry.count);
-        let waited = entry.last.elapsed();
-        (waited < wait).then(|| wait - waited)
-    }
-
-    fn failed(&self, user: &str) {
+    /// How long this account must still wait; else counts this try as failed until its
+    /// password proves right (under one lock, so tries in flight together count too).
+    fn count_try(&self, user: &str) -> Option<Duration> {
         let mut failures = self.failures.lock().unwrap();
+        if let Some(entry) = failures.get(user) {
+            let wait = backoff(entry.count);
+            let waited = entry.last.elapsed();
+            if waited < wait {
+                return Some(wait - waited);
+            }
+        }
+        // Made-up names must not grow the map without bound: forget accounts quiet for long.
+        if failures.len() > 10_000 {
+            failures.retain(|_, entry| entry.last.elapsed() < MAX_BACKOFF * 2);
+        }
         let entry = failures.entry(user.to_string()).or_insert(Failures {
             count: 0,
             last: Instant::now(),
         });
         entry.count += 1;
         entry.last = Instant::now();
+        None
     }
 }
 

@@ -1038,12 +1038,8 @@ fn auth_coordinator_with_agents() {
 }
 
 /// Guesses sent all at once must not escape the slow-down: at most the free tries are checked
-/// against the password, the rest wait. BUG (coordinator/src/auth.rs): `login` checks the
-/// wait before verifying and records the failure after, so every guess in flight passes the
-/// check: all 40 parallel guesses are verified. Un-ignore once a try is counted before its
-/// password is checked.
+/// against the password, the rest wait (each try is counted before its password is checked).
 #[test]
-#[ignore = "bug: parallel guesses bypass the per-account slow-down (see the comment)"]
 fn auth_parallel_guesses_are_slowed_down_too() {
     let s = Server::start(&[("dan", "viewer")]);
     let auth = s.auth();
