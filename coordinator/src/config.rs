@@ -128,6 +128,12 @@ enum Key {
     TlsKey,
     Ca,
     TlsClientCa,
+    AlertWebhook,
+    AlertChannels,
+    AlertRules,
+    AlertOnRetry,
+    UiUrl,
+    AlertCheckInterval,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -169,6 +175,12 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Common.TlsKey", Key::TlsKey),
     ("Common.Ca", Key::Ca),
     ("Common.TlsClientCa", Key::TlsClientCa),
+    ("Alerts.Webhook", Key::AlertWebhook),
+    ("Alerts.Channels", Key::AlertChannels),
+    ("Alerts.Rules", Key::AlertRules),
+    ("Alerts.OnRetry", Key::AlertOnRetry),
+    ("Alerts.UiUrl", Key::UiUrl),
+    ("Alerts.CheckInterval", Key::AlertCheckInterval),
 ];
 
 /// Environment variables, which override the file.
@@ -201,6 +213,10 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_QUEUES", Key::Queues),
     ("GOFLOW_AGENT_ID", Key::AgentId),
     ("GOFLOW_AGENT_SECRET", Key::AgentSecret),
+    ("GOFLOW_ALERT_WEBHOOK", Key::AlertWebhook),
+    ("GOFLOW_ALERT_ON_RETRY", Key::AlertOnRetry),
+    ("GOFLOW_UI_URL", Key::UiUrl),
+    ("GOFLOW_ALERT_CHECK_INTERVAL", Key::AlertCheckInterval),
 ];
 
 /// Which role reads the file, so a `LogDir` of the other role does not apply.
@@ -255,6 +271,7 @@ impl Settings {
         if let (Some(dir), Some(name)) = (log_dir, log_name) {
             settings.log_file = Some(dir.join(name));
         }
+        settings.engine.alerts.check()?;
         Ok(settings)
     }
 
@@ -336,14 +353,17 @@ impl Settings {
                 self.etcd_endpoints = self.etcd_endpoints.iter().map(|e| with_scheme(e)).collect();
             }
             Key::EtcdKey => self.etcd_key = string(value, origin)?,
-            Key::Auth => {
-                self.auth = match value {
-                    Value::Bool(b) => *b,
-                    Value::String(s) if matches!(s.as_str(), "true" | "1" | "yes" | "on") => true,
-                    Value::String(s) if matches!(s.as_str(), "false" | "0" | "no" | "off" | "") => false,
-                    other => bail!("{origin}: expected true or false, not {other}"),
-                }
+            Key::Auth => self.auth = boolean(value, origin)?,
+            Key::AlertWebhook => alerts(&mut self.engine).set_webhook(&string(value, origin)?),
+            Key::AlertChannels => {
+                alerts(&mut self.engine).set_channels(value, origin)?;
             }
+            Key::AlertRules => alerts(&mut self.engine).set_rules(value, origin)?,
+            Key::AlertOnRetry => alerts(&mut self.engine).on_retry = boolean(value, origin)?,
+            Key::UiUrl => {
+                alerts(&mut self.engine).ui_url = Some(string(value, origin)?).filter(|u| !u.trim().is_empty())
+            }
+            Key::AlertCheckInterval => alerts(&mut self.engine).check_interval = seconds(value, origin, 1)?,
             Key::TlsCert => self.tls_cert = path(value, origin)?,
             Key::TlsKey => self.tls_key = path(value, origin)?,
             Key::Ca => self.ca = path(value, origin)?,
@@ -453,6 +473,7 @@ fn env_value(key: Key, raw: &str) -> Value {
         | Key::RetryDelay
         | Key::TaskTimeout
         | Key::LeaseTtl
+        | Key::AlertCheckInterval
         | Key::MaxLogBytes => raw
             .trim()
             .parse::<i64>()
@@ -501,6 +522,19 @@ fn seconds(value: &Value, origin: &str, min: i64) -> anyhow::Result<Duration> {
         bail!("{origin}: {n} seconds is too small (at least {min})");
     }
     Ok(Duration::from_secs(n as u64))
+}
+
+fn boolean(value: &Value, origin: &str) -> anyhow::Result<bool> {
+    Ok(match value {
+        Value::Bool(b) => *b,
+        Value::String(s) if matches!(s.as_str(), "true" | "1" | "yes" | "on") => true,
+        Value::String(s) if matches!(s.as_str(), "false" | "0" | "no" | "off" | "") => false,
+        other => bail!("{origin}: expected true or false, not {other}"),
+    })
+}
+
+fn alerts(engine: &mut EngineSettings) -> &mut crate::alerts::AlertSettings {
+    std::sync::Arc::make_mut(&mut engine.alerts)
 }
 
 /// A file's path; empty: none.
@@ -625,6 +659,48 @@ mod tests {
         let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
         assert!(s.warnings[0].contains("Worker.Colour") || s.warnings[1].contains("Worker.Colour"));
+    }
+
+    #[test]
+    fn alerts_from_a_toml_file_and_the_environment() {
+        use crate::alerts::AlertKind;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "goflow.toml",
+            r#"
+[Alerts]
+UiUrl = "https://goflow.example"
+CheckInterval = 5
+
+[[Alerts.Channels]]
+name = "dw"
+type = "feishu"
+url = "https://open.feishu.cn/open-apis/bot/v2/hook/x"
+
+[[Alerts.Rules]]
+tasks = ["report_*"]
+events = ["deadline"]
+channels = ["dw"]
+"#,
+        );
+        let env = HashMap::from([
+            ("GOFLOW_ALERT_WEBHOOK".to_string(), "http://hook.example/x".to_string()),
+            ("GOFLOW_ALERT_ON_RETRY".to_string(), "true".to_string()),
+        ]);
+        let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
+        let alerts = &s.engine.alerts;
+        assert_eq!(alerts.ui_url.as_deref(), Some("https://goflow.example"));
+        assert_eq!(alerts.check_interval, Duration::from_secs(5));
+        assert_eq!(alerts.route("report_daily", AlertKind::Deadline), ["dw", "webhook"]);
+        assert_eq!(alerts.route("report_daily", AlertKind::Retry), ["webhook"]);
+        assert_eq!(alerts.route("etl", AlertKind::Deadline), ["webhook"]);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+        let bad = write(&dir, "bad.toml", "[[Alerts.Rules]]
+channels = [\"nowhere\"]\n");
+        let err = Settings::load(Some(&bad), &HashMap::new(), Role::Coordinator).unwrap_err();
+        assert!(format!("{err:#}").contains("nowhere"), "{err:#}");
     }
 
     #[test]

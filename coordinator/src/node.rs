@@ -361,6 +361,9 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
     loops.spawn(engine.clone().retry_loop(stop.clone()));
     loops.spawn(engine.clone().cron_loop(stop.clone()));
     loops.spawn(engine.clone().reaper_loop(stop.clone()));
+    // Alerts (issue 11): deadlines and long runs checked, pending alerts delivered.
+    loops.spawn(engine.clone().alert_check_loop(stop.clone()));
+    loops.spawn(engine.clone().alert_delivery_loop(stop.clone()));
     // Dispatches lost on the way (an agent that died before claiming, a claim that failed in
     // transit, Redis restarted empty) are pushed again; for one merely waiting it is a no-op.
     loops.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, stop.clone()));

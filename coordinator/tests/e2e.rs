@@ -4,6 +4,8 @@
 #[path = "e2e/sandbox.rs"]
 mod sandbox;
 
+#[path = "e2e/alerts.rs"]
+mod alerts;
 #[path = "e2e/auth.rs"]
 mod auth;
 #[path = "e2e/cluster.rs"]

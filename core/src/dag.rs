@@ -44,6 +44,10 @@ pub struct TaskSpec {
     pub start_day: Option<EtlDay>,
     pub description: String,
     pub depends_on: Vec<Dependency>,
+    /// A try running longer than this raises a `long_running` alert (once per try).
+    pub expected_duration: Option<Duration>,
+    /// When the instance of each data date must have succeeded (a `deadline` alert).
+    pub deadline: Option<crate::Deadline>,
 }
 
 impl TaskSpec {
@@ -63,6 +67,8 @@ impl TaskSpec {
             start_day: None,
             description: String::new(),
             depends_on: vec![],
+            expected_duration: None,
+            deadline: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dag::{Dependency, TaskSpec, is_valid_task_id};
+use crate::deadline::Deadline;
 use crate::schedule::{Schedule, parse_timezone};
 use crate::{EtlDay, template};
 
@@ -40,6 +41,24 @@ struct RawTask {
     description: Option<String>,
     #[serde(default)]
     depends_on: Vec<RawDependency>,
+    expected_duration: Option<RawDuration>,
+    deadline: Option<RawDeadline>,
+}
+
+/// `{time: "08:00", timezone: Asia/Shanghai, day_offset: 1}` or `"08:00 Asia/Shanghai +1"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDeadline {
+    Text(String),
+    Fields(RawDeadlineFields),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeadlineFields {
+    time: String,
+    timezone: Option<String>,
+    day_offset: Option<i32>,
 }
 
 /// `30s`, `10m`, `1h 30m`, or a number of seconds.
@@ -141,6 +160,22 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
             return Err(format!("depends_on: {:?} is not a valid task id", dep.task));
         }
     }
+    let deadline = match raw.deadline {
+        None => None,
+        Some(RawDeadline::Text(text)) => Some(Deadline::parse(&text, &timezone)),
+        Some(RawDeadline::Fields(f)) => Some(Deadline::new(
+            &f.time,
+            f.timezone.as_deref().unwrap_or(&timezone),
+            f.day_offset.unwrap_or(1),
+        )),
+    }
+    .transpose()
+    .map_err(|e| format!("deadline: {e}"))?;
+    let expected_duration = raw
+        .expected_duration
+        .map(|d| duration("expected_duration", d))
+        .transpose()?
+        .filter(|d| !d.is_zero());
     Ok(TaskSpec {
         id: raw.id,
         command: raw.command,
@@ -159,6 +194,8 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         start_day: raw.start_day,
         description: raw.description.unwrap_or_default(),
         depends_on,
+        expected_duration,
+        deadline,
     })
 }
 
@@ -301,6 +338,23 @@ tasks:
         assert!(err.contains("etl_dya"), "{err}");
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    start_day: 2026-02-30\n");
         assert!(err.contains("2026-02-30"), "{err}");
+    }
+
+    #[test]
+    fn deadline_and_expected_duration() {
+        let specs = parse_ok(
+            "tasks:\n  - id: a\n    command: x\n    timezone: Asia/Shanghai\n    expected_duration: 30m\n    deadline: {time: \"08:00\", day_offset: 1}\n  - id: b\n    command: x\n    deadline: \"07:30 Europe/Berlin +0\"\n",
+        );
+        assert_eq!(specs[0].expected_duration, Some(Duration::from_secs(1800)));
+        assert_eq!(specs[0].deadline.as_ref().unwrap().to_string(), "08:00 Asia/Shanghai +1");
+        assert_eq!(specs[1].deadline.as_ref().unwrap().to_string(), "07:30 Europe/Berlin +0");
+        assert_eq!(specs[1].expected_duration, None);
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    deadline: {time: \"8 o'clock\"}\n");
+        assert!(err.contains("task \"a\" (tasks[0], line 2): deadline: time"), "{err}");
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    deadline: \"08:00 Nowhere/Town\"\n");
+        assert!(err.contains("deadline: timezone") && err.contains("Nowhere/Town"), "{err}");
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    expected_duration: forever\n");
+        assert!(err.contains("expected_duration \"forever\""), "{err}");
     }
 
     #[test]

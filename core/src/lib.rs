@@ -3,6 +3,7 @@
 
 pub mod dag;
 pub mod dagfile;
+pub mod deadline;
 pub mod day;
 pub mod dispatch;
 pub mod role;
@@ -14,6 +15,7 @@ pub mod template;
 mod proptests;
 
 pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
+pub use deadline::Deadline;
 pub use day::{DayError, EtlDay};
 pub use dispatch::{Dispatch, TryOutcome};
 pub use role::Role;

@@ -338,6 +338,22 @@ impl ControlService for Fake {
     async fn delete_tasks(&self, _: Request<DeleteTasksRequest>) -> Reply<DeleteTasksResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
+        self.note(&request)?;
+        Ok(Response::new(ListAlertsResponse {
+            alerts: vec![Alert {
+                id: 1,
+                task: request.get_ref().task.clone(),
+                etl_day: "20260110".into(),
+                kind: "failed".into(),
+                try_number: 2,
+                channel: "webhook".into(),
+                delivery: "sent".into(),
+                attempts: 1,
+                ..Default::default()
+            }],
+        }))
+    }
 }
 
 async fn serve(fake: Fake) -> String {
@@ -799,4 +815,21 @@ async fn refusals_say_what_to_do() {
              run `goflowctl login -u bob`, or pass a token with --token / GOFLOW_TOKEN"
         )
     );
+}
+
+/// `goflowctl alerts -j TASK -o json` asks ListAlerts for that task and prints its alerts.
+#[tokio::test]
+async fn alerts_are_listed_for_a_task() {
+    let server = serve(Fake::default()).await;
+    let mut client = connect(&server, meta()).await.unwrap();
+    let args = match crate::tests::parse(&["alerts", "-j", "report", "-o", "json"]).unwrap().command {
+        crate::Command::Alerts(args) => args,
+        _ => unreachable!(),
+    };
+    let mut out = Vec::new();
+    commands::alerts::run(&mut client, &args, &mut out).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json[0]["task"], "report", "{json}");
+    assert_eq!(json[0]["kind"], "failed", "{json}");
+    assert_eq!(json[0]["delivery"], "sent", "{json}");
 }

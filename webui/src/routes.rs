@@ -13,7 +13,7 @@ use crate::actions;
 use crate::auth;
 use crate::context;
 use crate::error::not_found;
-use crate::pages::{agents, edit, graph, grid, history, instance, login, logs, overview, task, tasks};
+use crate::pages::{agents, alerts, edit, graph, grid, history, instance, login, logs, overview, task, tasks};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/instances/{task}/{day}/live", get(logs::live))
         .route("/agents", get(agents::page))
         .route("/history", get(history::page))
+        .route("/alerts", get(alerts::page))
         .route("/lang", post(actions::switch_lang))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))

@@ -33,6 +33,7 @@ pub struct Fake {
     pub logs: HashMap<(i64, i32), Vec<u8>>,
     pub agents: Vec<Agent>,
     pub operations: Vec<Operation>,
+    pub alerts: Vec<Alert>,
     pub tail_offsets: Arc<Mutex<Vec<i64>>>,
     pub calls: Arc<Mutex<Vec<String>>>,
     /// When set, every changing call is refused with this failed-precondition message.
@@ -187,6 +188,38 @@ pub fn sample() -> Fake {
                 action: "apply".into(),
                 target: "dag.yaml".into(),
                 detail: "created [extract, transform]".into(),
+            },
+        ],
+        alerts: vec![
+            Alert {
+                id: 2,
+                task: "transform".into(),
+                etl_day: DAY.into(),
+                kind: "deadline".into(),
+                try_number: 0,
+                channel: "oncall".into(),
+                instance_state: "waiting".into(),
+                message: "transform of 20260110 was due by 2026-01-11T08:00:00Z".into(),
+                delivery: "failed".into(),
+                attempts: 10,
+                last_error: "hooks.example answered 500".into(),
+                created_at: t0 + 9_000,
+                ..Default::default()
+            },
+            Alert {
+                id: 1,
+                task: "extract".into(),
+                etl_day: DAY.into(),
+                kind: "failed".into(),
+                try_number: 2,
+                channel: "webhook".into(),
+                instance_state: "failed".into(),
+                message: "try 2 of 2 failed with exit code 3".into(),
+                delivery: "sent".into(),
+                attempts: 1,
+                created_at: t0 + 1_000,
+                sent_at: t0 + 1_200,
+                ..Default::default()
             },
         ],
         tail_offsets: Arc::default(),
@@ -593,6 +626,11 @@ impl ControlService for Fake {
     async fn list_operations(&self, _: tonic::Request<ListOperationsRequest>) -> Rpc<ListOperationsResponse> {
         Ok(Response::new(ListOperationsResponse {
             operations: self.operations.clone(),
+        }))
+    }
+    async fn list_alerts(&self, _: tonic::Request<ListAlertsRequest>) -> Rpc<ListAlertsResponse> {
+        Ok(Response::new(ListAlertsResponse {
+            alerts: self.alerts.clone(),
         }))
     }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {

@@ -33,6 +33,11 @@ struct TaskOut {
     start_day: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     depends_on: Vec<DependencyOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_duration: Option<String>,
+    /// `HH:MM TZ +N`, as the parser reads it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -76,6 +81,11 @@ pub struct TaskForm {
     /// One dependency per line: `task` or `task -1`.
     #[serde(default)]
     pub depends_on: String,
+    #[serde(default)]
+    pub expected_duration: String,
+    /// `HH:MM[ TZ][ +N]`.
+    #[serde(default)]
+    pub deadline: String,
 }
 
 impl TaskForm {
@@ -106,6 +116,8 @@ impl TaskForm {
                 })
                 .collect::<Vec<_>>()
                 .join("\n"),
+            expected_duration: crate::pages::task::millis(t.expected_duration_ms),
+            deadline: t.deadline.clone(),
         }
     }
 
@@ -166,6 +178,8 @@ impl TaskForm {
             queue: optional(&self.queue).unwrap_or_else(|| "default".into()),
             start_day: optional(&self.start_day),
             depends_on,
+            expected_duration: optional(&self.expected_duration),
+            deadline: optional(&self.deadline),
         };
         serde_norway::to_string(&Document { tasks: vec![task] }).map_err(|e| ("", e.to_string()))
     }
@@ -190,6 +204,8 @@ pub fn export(tasks: &[Task]) -> String {
                 priority: t.priority,
                 queue: t.queue.clone(),
                 start_day: Some(t.start_day.clone()).filter(|s| !s.is_empty()),
+                expected_duration: Some(form.expected_duration.clone()).filter(|s| !s.is_empty()),
+                deadline: Some(t.deadline.clone()).filter(|s| !s.is_empty()),
                 depends_on: t
                     .depends_on
                     .iter()
@@ -213,7 +229,7 @@ pub fn export(tasks: &[Task]) -> String {
 /// The form field an apply error is about, from the parser's message
 /// (`edit form: task "x" (tasks[0], line 3): schedule: ...`); "" when it names none.
 pub fn field_of(message: &str) -> &'static str {
-    const FIELDS: [&str; 12] = [
+    const FIELDS: [&str; 14] = [
         "id",
         "command",
         "schedule",
@@ -226,6 +242,8 @@ pub fn field_of(message: &str) -> &'static str {
         "queue",
         "start_day",
         "depends_on",
+        "expected_duration",
+        "deadline",
     ];
     // The part after the task's description names the field first.
     let detail = message.rsplit_once("): ").map_or(message, |(_, d)| d);
@@ -268,6 +286,8 @@ mod tests {
             queue: "io".into(),
             start_day: "20260101".into(),
             description: "loads: the \"warehouse\"".into(),
+            expected_duration_ms: 1_800_000,
+            deadline: "08:00 Asia/Shanghai +1".into(),
             depends_on: vec![
                 TaskDependency { task: "extract".into(), day_offset: 0 },
                 TaskDependency { task: "load".into(), day_offset: -1 },
@@ -290,6 +310,8 @@ mod tests {
         assert_eq!(spec.depends_on.len(), 2);
         assert_eq!(spec.depends_on[1].day_offset, -1);
         assert_eq!(spec.description, "loads: the \"warehouse\"");
+        assert_eq!(spec.expected_duration, Some(std::time::Duration::from_secs(1800)));
+        assert_eq!(spec.deadline.as_ref().map(|d| d.to_string()).as_deref(), Some("08:00 Asia/Shanghai +1"));
     }
 
     #[test]

@@ -342,6 +342,7 @@ impl Engine {
         } else {
             let message = format!("lost {} times (agent died): {why}", row.lost_tries + 1);
             store::finish_instance(db, row.id, row.try_number, to, None, &message, None, now).await?;
+            self.record_lost_alert(db, &row, to, &message, now).await?;
             Ok(None)
         }
     }
@@ -457,6 +458,7 @@ impl Engine {
         });
         store::finish_instance(&mut tx, row.id, row.try_number, to, report.exit_code, &report.message, next_try_at, now)
             .await?;
+        self.record_try_alert(&mut tx, &row, report, to, now).await?;
         let dispatches = if to == InstanceState::Success {
             self.release_downstream(&mut tx, &catalog, &row.key(), now).await?
         } else {

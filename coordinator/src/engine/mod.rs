@@ -13,6 +13,7 @@
 //! - `waits`: why a waiting instance waits.
 
 mod agents;
+mod alerts;
 mod definitions;
 mod joins;
 mod loops;
@@ -55,6 +56,8 @@ pub struct EngineSettings {
     pub retry_queue_times: u32,
     /// Log bytes kept per try.
     pub max_log_bytes: i64,
+    /// Alert channels and routing (issue 11).
+    pub alerts: Arc<crate::alerts::AlertSettings>,
 }
 
 impl Default for EngineSettings {
@@ -67,6 +70,7 @@ impl Default for EngineSettings {
             worker_timeout: Duration::from_secs(20),
             retry_queue_times: 4,
             max_log_bytes: 64 * 1024 * 1024,
+            alerts: Default::default(),
         }
     }
 }

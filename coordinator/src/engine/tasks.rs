@@ -145,7 +145,7 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
             .collect::<Vec<_>>()
             .join(", ")
     }
-    let fields: [(&'static str, String, String); 12] = [
+    let fields: [(&'static str, String, String); 14] = [
         ("command", old.command.clone(), new.command.clone()),
         ("schedule", old.schedule.clone().unwrap_or_default(), new.schedule.clone().unwrap_or_default()),
         ("timezone", old.timezone.clone(), new.timezone.clone()),
@@ -166,6 +166,12 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
         ),
         ("description", old.description.clone(), new.description.clone()),
         ("depends_on", dependencies(old), dependencies(new)),
+        ("expected_duration", duration(old.expected_duration), duration(new.expected_duration)),
+        (
+            "deadline",
+            old.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+            new.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+        ),
     ];
     fields.into_iter().filter(|(_, a, b)| a != b).collect()
 }

@@ -409,6 +409,35 @@ impl ControlService for Api {
         }))
     }
 
+    async fn list_alerts(&self, request: Request<pb::ListAlertsRequest>) -> RpcResult<pb::ListAlertsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        let req = request.into_inner();
+        let limit = if req.limit > 0 { (req.limit as i64).min(10_000) } else { 100 };
+        let mut conn = self.read().await?;
+        let rows = store::list_alerts(&mut conn, &req.task, limit).await.map_err(internal)?;
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: rows
+                .into_iter()
+                .map(|a| pb::Alert {
+                    id: a.id,
+                    task: a.task_id,
+                    etl_day: a.etl_day,
+                    kind: a.kind,
+                    try_number: a.try_number,
+                    channel: a.channel,
+                    instance_state: a.instance_state,
+                    message: a.message,
+                    delivery: a.state,
+                    attempts: a.attempts,
+                    last_error: a.last_error,
+                    created_at: a.created_at,
+                    sent_at: a.sent_at.unwrap_or(0),
+                    next_attempt_at: a.next_attempt_at,
+                })
+                .collect(),
+        }))
+    }
+
     async fn delete_tasks(&self, request: Request<pb::DeleteTasksRequest>) -> RpcResult<pb::DeleteTasksResponse> {
         let caller = self.authorize(&request, Role::Editor).await?;
         let req = request.into_inner();

@@ -138,6 +138,8 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64) -> pb::Task {
         queue: s.queue.clone(),
         start_day: s.start_day.map(|d| d.compact()).unwrap_or_default(),
         description: s.description.clone(),
+        expected_duration_ms: s.expected_duration.map_or(0, |d| d.as_millis() as i64),
+        deadline: s.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
         depends_on: s
             .depends_on
             .iter()

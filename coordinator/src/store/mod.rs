@@ -28,6 +28,7 @@
 //! three through sqlx's `Any` driver.
 
 mod agents;
+mod alerts;
 mod attempts;
 mod auth;
 mod dialect;
@@ -50,6 +51,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 pub use agents::*;
+pub use alerts::*;
 pub use attempts::*;
 pub use auth::*;
 pub use dialect::Dialect;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use goflow_core::{Dependency, EtlDay, TaskSpec};
+use goflow_core::{Deadline, Dependency, EtlDay, TaskSpec};
 use sqlx::Row;
 
 use super::Db;
@@ -20,7 +20,8 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     let d = db.dialect();
     let rows = sqlx::query(d.sql(
         "SELECT id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
-                priority, queue, start_day, description, paused, created_at, updated_at
+                priority, queue, start_day, description, paused, created_at, updated_at,
+                expected_duration_ms, deadline
          FROM tasks ORDER BY id",
     ))
     .fetch_all(db.conn())
@@ -41,12 +42,17 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
         .map(|r| {
             let id: String = r.try_get("id")?;
             let start_day: Option<String> = r.try_get("start_day")?;
+            let timezone: String = r.try_get("timezone")?;
+            let deadline = r
+                .try_get::<Option<String>, _>("deadline")?
+                .map(|d| Deadline::parse(&d, &timezone).map_err(|e| anyhow::anyhow!("task {id}: stored deadline {d:?}: {e}")))
+                .transpose()?;
             Ok(StoredTask {
                 spec: TaskSpec {
                     depends_on: by_task.remove(&id).unwrap_or_default(),
                     command: r.try_get("command")?,
                     schedule: r.try_get("schedule")?,
-                    timezone: r.try_get("timezone")?,
+                    timezone,
                     day_offset: r.try_get::<i64, _>("day_offset")? as i32,
                     retries: r.try_get::<Option<i64>, _>("retries")?.map(|v| v as u32),
                     retry_delay: r.try_get::<Option<i64>, _>("retry_delay_ms")?.map(ms_duration),
@@ -55,6 +61,8 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                     queue: r.try_get("queue")?,
                     start_day: start_day.map(|d| EtlDay::parse(&d)).transpose()?,
                     description: r.try_get("description")?,
+                    expected_duration: r.try_get::<Option<i64>, _>("expected_duration_ms")?.map(ms_duration),
+                    deadline,
                     id,
                 },
                 paused: r.try_get::<i64, _>("paused")? != 0,
@@ -84,8 +92,9 @@ pub async fn upsert_task(
     let d = db.dialect();
     let sql = d.upsert(
         "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
-                priority, queue, start_day, description, paused, created_at, updated_at)",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                priority, queue, start_day, description, paused, created_at, updated_at,
+                expected_duration_ms, deadline)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
         "id",
         &[
             "command",
@@ -100,6 +109,8 @@ pub async fn upsert_task(
             "start_day",
             "description",
             "updated_at",
+            "expected_duration_ms",
+            "deadline",
         ],
     );
     sqlx::query(d.sql(&sql))
@@ -117,6 +128,8 @@ pub async fn upsert_task(
         .bind(&spec.description)
         .bind(now)
         .bind(now)
+        .bind(spec.expected_duration.map(duration_ms))
+        .bind(spec.deadline.as_ref().map(|d| d.to_string()))
         .execute(db.conn())
         .await?;
     match &spec.schedule {

@@ -1,6 +1,7 @@
 //! One module per subcommand group: clap args and an async fn writing to any `Write`.
 
 pub mod agents;
+pub mod alerts;
 pub mod apply;
 pub mod auth;
 pub mod coordinators;

@@ -1,6 +1,7 @@
 //! One module per page: the page's `#[derive(Template)]` struct next to its handler.
 
 pub mod agents;
+pub mod alerts;
 pub mod edit;
 pub mod graph;
 pub mod grid;
