@@ -631,6 +631,62 @@ impl Redis {
         self.port
     }
 
+    /// Kills redis-server with SIGKILL (it keeps nothing on disk: its data is gone) and starts
+    /// a new, empty one on the same port; waits until it answers PING.
+    #[allow(dead_code)]
+    pub fn restart_empty(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let bin = redis_server_bin();
+        let log_path = self.dir.path().join("redis.log");
+        let deadline = Instant::now() + REDIS_STARTUP;
+        loop {
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("open the Redis log");
+            let log_err = log.try_clone().expect("clone the log handle");
+            let mut child = Command::new(&bin)
+                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(self.dir.path())
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    // The port may linger for a moment after the kill: start again.
+                    break;
+                }
+                if redis_pongs(self.port) {
+                    self.child = Some(child);
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server did not start again on port {} within {REDIS_STARTUP:?}; its log:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `redis://127.0.0.1:PORT`, for GOFLOW_BROKER.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -644,6 +700,146 @@ impl Redis {
 }
 
 impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// etcd: a private single-member cluster for leader election
+// ---------------------------------------------------------------------------------------------
+
+/// How long a fresh etcd may take to report itself healthy.
+const ETCD_STARTUP: Duration = Duration::from_secs(20);
+
+/// Debian's `etcd` (package etcd-server), on PATH or in /usr/bin.
+fn etcd_bin() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("etcd"))
+                .find(|path| path.is_file())
+        })
+        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.is_file()))
+        .unwrap_or_else(|| {
+            panic!("etcd not found: run scripts/ensure-tools --tests (it installs Debian's etcd-server)")
+        })
+}
+
+/// Whether etcd on 127.0.0.1:`port` answers `GET /health` with `"health":"true"`.
+fn etcd_healthy(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    if conn
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    answer.contains(r#""health":"true""#)
+}
+
+/// A private single-member etcd on free ports of 127.0.0.1, its data in a temp folder; killed
+/// (SIGKILL) when dropped.
+pub struct Etcd {
+    /// Its data folder and log, removed when dropped.
+    _dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    /// Starts it and waits until `/health` says it is healthy.
+    pub fn start() -> Self {
+        let bin = etcd_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("goflow-e2e-etcd.")
+            .tempdir()
+            .expect("temp dir");
+        let log_path = dir.path().join("etcd.log");
+        let mut last_error = String::new();
+        // Another test may take a port between our pick and etcd's bind: pick again then.
+        for attempt in 1..=3 {
+            let port = free_port();
+            let mut peer = free_port();
+            while peer == port {
+                peer = free_port();
+            }
+            let client_url = format!("http://127.0.0.1:{port}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("open the etcd log");
+            let log_err = log.try_clone().expect("clone the log handle");
+            let mut child = Command::new(&bin)
+                .arg("--name")
+                .arg("e2e")
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("data{attempt}")))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("e2e={peer_url}")])
+                .args(["--logger", "zap", "--log-outputs", "stderr"])
+                .env_remove("ETCDCTL_API")
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let deadline = Instant::now() + ETCD_STARTUP;
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    last_error = format!("etcd exited early ({status})");
+                    break;
+                }
+                if etcd_healthy(port) {
+                    return Self {
+                        _dir: dir,
+                        port,
+                        child: Some(child),
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = format!("etcd was not healthy within {ETCD_STARTUP:?}");
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        panic!(
+            "{last_error}; its log (tail):\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
+    }
+
+    /// `http://127.0.0.1:PORT`, for --etcd-endpoints / GOFLOW_ETCD_ENDPOINTS.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Etcd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use goflow_coordinator::store::Dialect;
 use goflow_coordinator::testing::TestDatabase;
 
-use crate::sandbox::{Agent, Launch, Redis, Sandbox, free_port, parse_array, read, run_goflow, time_of};
+use crate::sandbox::{
+    Agent, Etcd, Launch, Redis, Sandbox, free_port, parse_array, read, run_goflow, time_of,
+};
 
 /// Generous: a few short shell commands on a loaded CI machine.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -396,14 +398,17 @@ fn seed_config_database_errors_name_the_url_without_the_password() {
 }
 
 /// `goflow scheduler -c goflow_conf.json --ha` starts with the seed's file (the database, the
-/// broker and the agent secret from the environment, which wins over the file), logs what it
-/// ignores, and `goflow executer -c goflow_conf.json` registers with Worker.Parallelism slots
-/// and runs a task with Worker.Retry retries. With the seed's file as it is (Broker
-/// `localhost:9092`, where no Redis listens), the start fails naming that address.
+/// broker, the agent secret and etcd from the environment, which wins over the file), leads
+/// through etcd, logs what it ignores, and `goflow executer -c goflow_conf.json` registers
+/// with Worker.Parallelism slots and runs a task with Worker.Retry retries. With the seed's
+/// file as it is (Broker `localhost:9092`, where no Redis listens), the start fails naming
+/// that address.
 #[test]
 fn seed_config_scheduler_alias_starts_with_ha() {
     let redis = Redis::start();
     let broker = redis.url();
+    // `--ha` elects the leader through etcd, as the seed's schedulers did.
+    let etcd = Etcd::start();
     const SECRET: &str = "seed-e2e-agent-secret-0123456789";
     let sb = Sandbox::start_with(|root| {
         let conf = root.join("goflow_conf.json");
@@ -417,6 +422,7 @@ fn seed_config_scheduler_alias_starts_with_ha() {
                 ),
                 ("GOFLOW_BROKER".into(), broker.clone().into()),
                 ("GOFLOW_AGENT_SECRET".into(), SECRET.into()),
+                ("GOFLOW_ETCD_ENDPOINTS".into(), etcd.url().into()),
             ],
             // Scheduler.LogDir/LogFile, rewritten to the temp folder.
             log_file: Some(root.join("scheduler.log")),
@@ -430,7 +436,7 @@ fn seed_config_scheduler_alias_starts_with_ha() {
     let log = read(&log_file);
     for want in [
         "FetchInterval",
-        "--ha",
+        &format!("leading (etcd {}", etcd.url()),
         &format!("dispatching through Redis at {broker}"),
     ] {
         assert!(
@@ -521,6 +527,7 @@ fn seed_config_scheduler_alias_starts_with_ha() {
         &[
             ("GOFLOW_DATABASE_URL", url.as_str()),
             ("GOFLOW_AGENT_SECRET", SECRET),
+            ("GOFLOW_ETCD_ENDPOINTS", etcd.url().as_str()),
         ],
         &tmp,
         Duration::from_secs(30),
@@ -587,6 +594,8 @@ fn seed_conf_on_mariadb_runs_a_40_way_fan_in_with_two_executers() {
     const SECRET: &str = "seed-e2e-agent-secret-0123456789";
     const ROOTS: usize = 40;
     let redis = Redis::start();
+    // `--ha` elects the leader through etcd, as the seed's schedulers did.
+    let etcd = Etcd::start();
     let db = TestDatabase::create_blocking(Dialect::MySql);
     let sb = Sandbox::start_with(|root| {
         let conf = root.join("goflow_conf.json");
@@ -606,7 +615,10 @@ fn seed_conf_on_mariadb_runs_a_40_way_fan_in_with_two_executers() {
         assert!(out.status.success(), "init_db failed:\n{}", text(&out));
         Launch {
             args: vec!["scheduler".into(), "-c".into(), conf.into(), "--ha".into()],
-            env: vec![("GOFLOW_AGENT_SECRET".into(), SECRET.into())],
+            env: vec![
+                ("GOFLOW_AGENT_SECRET".into(), SECRET.into()),
+                ("GOFLOW_ETCD_ENDPOINTS".into(), etcd.url().into()),
+            ],
             log_file: Some(root.join("scheduler.log")),
             // Common.MysqlConn.
             own_database: true,
