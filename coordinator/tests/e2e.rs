@@ -12,6 +12,8 @@ mod auth;
 mod cluster;
 #[path = "e2e/grpc_api.rs"]
 mod grpc_api;
+#[path = "e2e/ha.rs"]
+mod ha;
 #[path = "e2e/operations.rs"]
 mod operations;
 #[path = "e2e/runs.rs"]
