@@ -14,6 +14,7 @@ use goflow_proto::{
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
@@ -60,7 +61,8 @@ pub type CoordinatorClient = AgentServiceClient<InterceptedService<Failover, Sec
 /// The client-streaming method, which cannot be replayed on another coordinator.
 const STREAM_LOGS_PATH: &str = "/goflow.v1.AgentService/StreamLogs";
 
-/// Adds `authorization: Bearer <secret>` to every call.
+/// Adds `authorization: Bearer <secret>` to every call, and the current span's `traceparent`
+/// when traces are exported (the try's finish report continues the try's trace).
 #[derive(Clone)]
 pub struct SecretHeader(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
@@ -69,6 +71,7 @@ impl tonic::service::Interceptor for SecretHeader {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        goflow_telemetry::inject(request.metadata_mut());
         Ok(request)
     }
 }
@@ -432,7 +435,7 @@ impl Agent {
                     continue;
                 }
             };
-            let Some(claim) = self.claim(&dispatch).await else {
+            let Some((claim, trace)) = self.claim(&dispatch).await else {
                 continue; // the permit drops: the slot is free again
             };
             let kill = self.shutdown.child_token();
@@ -442,7 +445,7 @@ impl Agent {
                 .insert(claim.attempt_id.clone(), kill.clone());
             let agent = self.clone();
             tries.spawn(async move {
-                agent.run_try(claim, dispatch.epoch, kill).await;
+                agent.run_try(claim, dispatch.epoch, kill).instrument(trace).await;
                 drop(permit);
             });
         }
@@ -453,8 +456,21 @@ impl Agent {
         }
     }
 
-    /// `ReportStart`: asks the coordinator for the try. None: not ours to run.
-    async fn claim(&self, dispatch: &Dispatch) -> Option<ReportStartResponse> {
+    /// `ReportStart`: asks the coordinator for the try. None: not ours to run. With the answer,
+    /// the span to run the try in: when traces are exported, a child of the dispatch's trace
+    /// (the answer's `traceparent`), like the claim's own span.
+    async fn claim(&self, dispatch: &Dispatch) -> Option<(ReportStartResponse, tracing::Span)> {
+        // Not entered during the call: its parent is only known from the answer.
+        let claim_span = goflow_telemetry::span(|| {
+            tracing::info_span!(
+                "agent.claim",
+                otel.kind = "consumer",
+                goflow.instance_id = dispatch.instance_id,
+                goflow.try_number = dispatch.try_number,
+                goflow.agent = self.agent_id().as_str(),
+                goflow.granted = tracing::field::Empty,
+            )
+        });
         let request = ReportStartRequest {
             agent_id: self.agent_id(),
             dispatch: Some(goflow_proto::Dispatch {
@@ -472,8 +488,32 @@ impl Agent {
                 async move { client.report_start(request).await }
             })
             .await;
+        if let Ok(claim) = &response {
+            goflow_telemetry::set_parent(&claim_span, &claim.traceparent);
+            claim_span.record("goflow.granted", claim.granted);
+        }
         match response {
-            Ok(claim) if claim.granted => Some(claim),
+            Ok(claim) if claim.granted => {
+                let run_span = goflow_telemetry::span(|| {
+                    tracing::info_span!(
+                        "agent.run",
+                        otel.kind = "consumer",
+                        goflow.task = claim.task.as_str(),
+                        goflow.etl_day = claim.etl_day.as_str(),
+                        goflow.try_number = dispatch.try_number,
+                        goflow.attempt_id = claim.attempt_id.as_str(),
+                        goflow.agent = self.agent_id().as_str(),
+                        goflow.outcome = tracing::field::Empty,
+                        goflow.exit_code = tracing::field::Empty,
+                        otel.status_code = tracing::field::Empty,
+                    )
+                });
+                // Untraced dispatch (pushed before a restart): the run still joins its claim.
+                if !goflow_telemetry::set_parent(&run_span, &claim.traceparent) {
+                    goflow_telemetry::set_parent(&run_span, &goflow_telemetry::traceparent(&claim_span));
+                }
+                Some((claim, run_span))
+            }
             Ok(claim) => {
                 tracing::debug!(
                     instance_id = dispatch.instance_id,
@@ -511,6 +551,14 @@ impl Agent {
         let (lines, lines_rx) = tokio::sync::mpsc::channel(1024);
         let logs = tokio::spawn(forward_logs(self.client.clone(), attempt_id.clone(), lines_rx));
         let outcome = runner::run_command(spec, lines, kill).await;
+        let span = tracing::Span::current();
+        span.record("goflow.outcome", outcome.kind.as_str());
+        if let Some(code) = outcome.exit_code {
+            span.record("goflow.exit_code", code);
+        }
+        if outcome.kind != runner::OutcomeKind::Success {
+            span.record("otel.status_code", "error");
+        }
         // Every byte stored before the finish is reported: a reader who sees the try ended
         // sees its whole log.
         if let Err(err) = logs.await {

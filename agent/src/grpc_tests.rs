@@ -130,6 +130,7 @@ impl AgentService for Fake {
             timeout_ms: 0,
             task: "t".into(),
             etl_day: "20261124".into(),
+            traceparent: String::new(),
         }))
     }
 

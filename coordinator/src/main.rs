@@ -264,13 +264,14 @@ fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
-fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+/// Also exports spans when OTEL_EXPORTER_OTLP_ENDPOINT says where (issue 11), as `service`
+/// (`service.name`) unless OTEL_SERVICE_NAME names another.
+fn init_logging(settings: &Settings, service: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GOFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match &settings.log_file {
+    let (writer, ansi) = match &settings.log_file {
         Some(path) => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
@@ -281,17 +282,23 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open log file {} (LogDir/LogFile)", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
         }
         // Colour only for a terminal: redirected to a file, escape codes are noise.
-        None => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
-            .init(),
-    }
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ),
+    };
+    let log = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    // The filter is the log's own: traces take goflow's spans whatever the log level.
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(goflow_telemetry::layer(service))
+        .init();
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
@@ -373,7 +380,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
          GOFLOW_ETCD_ENDPOINTS or Common.EtcdEndpoints in the config file (without --ha, \
          coordinators elect a leader through the database's lease)"
     );
-    init_logging(&settings)?;
+    init_logging(&settings, if standalone { "goflow-standalone" } else { "goflow-coordinator" })?;
     match (&settings.broker, standalone) {
         (Some(broker), true) => tracing::warn!(
             "Common.Broker ({broker}) is not used by standalone, which dispatches in-process; \
@@ -423,6 +430,8 @@ async fn main() {
             Ok(())
         }
     };
+    // Sends the spans not sent yet (nothing to do when traces are not exported).
+    goflow_telemetry::shutdown().await;
     if let Err(e) = result {
         eprintln!("goflow: error: {e:#}");
         std::process::exit(1);
@@ -465,7 +474,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         settings.agent_queues = args.queues;
     }
     args.tls.apply(&mut settings);
-    init_logging(&settings)?;
+    init_logging(&settings, "goflow-agent")?;
     let broker = settings.broker.clone().context(
         "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
     )?;
@@ -505,7 +514,7 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         settings.http_listen = addr;
     }
     args.tls.apply(&mut settings);
-    init_logging(&settings)?;
+    init_logging(&settings, "goflow-webui")?;
     let client = client_tls(&settings)?;
     let tls = goflow_webui::WebTls {
         serve: client.identity,

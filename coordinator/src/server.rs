@@ -30,7 +30,8 @@ pub async fn serve_grpc(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let mut builder = tonic::transport::Server::builder();
+    // Each call's span (when traces are exported) continues the caller's trace (issue 11).
+    let mut builder = tonic::transport::Server::builder().trace_fn(goflow_telemetry::server_span);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }

@@ -26,5 +26,7 @@ mod seed_cli;
 mod seed_conf;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/traces.rs"]
+mod traces;
 #[path = "e2e/validation.rs"]
 mod validation;

@@ -155,8 +155,9 @@ pub fn normalize_server(server: &str) -> String {
     }
 }
 
-/// Adds `x-goflow-client` and `x-goflow-actor` to every call, for the operations log, and
-/// `authorization: Bearer <token>` when there is a token.
+/// Adds `x-goflow-client` and `x-goflow-actor` to every call, for the operations log,
+/// `authorization: Bearer <token>` when there is a token, and `traceparent` when traces are
+/// exported.
 #[derive(Clone, Debug)]
 pub struct ClientMeta {
     client: AsciiMetadataValue,
@@ -193,6 +194,8 @@ impl Interceptor for ClientMeta {
         if let Some(authorization) = &self.authorization {
             metadata.insert("authorization", authorization.clone());
         }
+        // W3C trace context of the command's span, when traces are exported.
+        goflow_telemetry::inject(metadata);
         Ok(request)
     }
 }
@@ -602,6 +605,18 @@ pub async fn dispatch(
     result.map_err(not_logged_in)
 }
 
+/// The subcommand as typed (`run`, `mark-success`), for the command's span.
+fn command_name(command: &Command) -> String {
+    use clap::CommandFactory;
+    let debug = format!("{command:?}");
+    let variant = debug.split(['(', ' ', '{']).next().unwrap_or_default();
+    Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .find(|name| name.replace('-', "").eq_ignore_ascii_case(variant))
+        .unwrap_or_else(|| variant.to_lowercase())
+}
+
 /// Runs a parsed command against its server: the result goes to stdout, a failure to stderr as
 /// `error: ...`. Returns the process's exit status: 0 on success (a closed stdout included),
 /// 1 on failure (a `run --wait` whose instances did not all succeed included).
@@ -611,7 +626,26 @@ pub async fn execute(cli: Cli) -> u8 {
         credentials: credentials::Store::from_env(),
         read_password: &auth::read_password,
     };
-    let result = dispatch(cli, &ctx, &mut io::stdout(), &mut io::stderr()).await;
+    // The command's span (only when traces are exported): every call below carries its
+    // context, so the coordinator's work, the dispatch and the agent's run join its trace.
+    let span = goflow_telemetry::span(|| {
+        let name = format!("goflowctl {}", command_name(&cli.command));
+        tracing::info_span!(
+            "goflowctl",
+            otel.name = name.as_str(),
+            otel.kind = "client",
+            server = server.as_str(),
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        )
+    });
+    let result = tracing::Instrument::instrument(dispatch(cli, &ctx, &mut io::stdout(), &mut io::stderr()), span.clone())
+        .await;
+    if let Err(err) = &result {
+        span.record("otel.status_code", "error");
+        span.record("otel.status_description", error_message(err, &server).as_str());
+    }
+    drop(span);
     // Best effort: a closed stdout is not the command's failure.
     let _ = io::stdout().flush();
     match result {
@@ -710,6 +744,16 @@ mod tests {
                 panic!("{args:?}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn command_names_are_as_typed() {
+        let name = |args: &[&str]| command_name(&parse(args).unwrap().command);
+        assert_eq!(name(&["run", "-j", "a", "-d", "20260101"]), "run");
+        assert_eq!(name(&["mark-success", "-j", "a", "-d", "20260101"]), "mark-success");
+        assert_eq!(name(&["do-all-job", "-d", "20260101"]), "do-all-job");
+        assert_eq!(name(&["logout"]), "logout");
+        assert_eq!(name(&["token", "list"]), "token");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct ClaimedTry {
     pub timeout: Option<Duration>,
     pub task: String,
     pub etl_day: goflow_core::EtlDay,
+    /// The dispatch's trace context, for the agent's spans ("" when not traced).
+    pub traceparent: String,
 }
 
 #[derive(Debug, Clone)]
@@ -366,8 +368,45 @@ impl Engine {
     }
 
     /// Claims a dispatch for an agent (the "start" report): queued -> running for exactly this
-    /// try and epoch, and the command in the answer.
+    /// try and epoch, and the command in the answer, with the dispatch's trace context. When
+    /// traces are exported, the claim is a span of the dispatch's trace.
     pub async fn claim(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
+        use tracing::Instrument;
+        let traceparent = self.traces.take(dispatch.instance_id, dispatch.try_number);
+        let span = goflow_telemetry::span(|| {
+            tracing::info_span!(
+                "claim",
+                otel.kind = "consumer",
+                goflow.instance_id = dispatch.instance_id,
+                goflow.try_number = dispatch.try_number,
+                goflow.agent = agent_id,
+                goflow.task = tracing::field::Empty,
+                goflow.etl_day = tracing::field::Empty,
+                goflow.granted = tracing::field::Empty,
+            )
+        });
+        goflow_telemetry::set_parent(&span, &traceparent);
+        let outcome = self.claim_untraced(dispatch, agent_id).instrument(span.clone()).await;
+        match outcome {
+            Ok(ClaimOutcome::Granted(mut claimed)) => {
+                span.record("goflow.task", claimed.task.as_str());
+                span.record("goflow.etl_day", claimed.etl_day.to_string().as_str());
+                span.record("goflow.granted", true);
+                claimed.traceparent = traceparent;
+                Ok(ClaimOutcome::Granted(claimed))
+            }
+            Ok(refused) => {
+                span.record("goflow.granted", false);
+                Ok(refused)
+            }
+            Err(e) => {
+                self.traces.put_back(dispatch.instance_id, dispatch.try_number, traceparent);
+                Err(e)
+            }
+        }
+    }
+
+    async fn claim_untraced(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
         if dispatch.epoch != self.epoch {
             return Ok(ClaimOutcome::Refused(format!(
                 "stale epoch {} (now {})",
@@ -412,6 +451,7 @@ impl Engine {
             timeout: spec.timeout.or(self.settings.default_timeout),
             task: key.task,
             etl_day: key.etl_day,
+            traceparent: String::new(),
         }))
     }
 

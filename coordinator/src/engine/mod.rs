@@ -20,6 +20,7 @@ mod loops;
 mod operator;
 mod runs;
 mod tasks;
+mod traces;
 mod waits;
 
 #[cfg(test)]
@@ -175,6 +176,8 @@ pub struct Engine {
     joins: joins::Joins,
     liveness: agents::Liveness,
     agent_channels: Mutex<HashMap<String, mpsc::Sender<AgentCommand>>>,
+    /// Trace context of pushed dispatches, for their claims (issue 11).
+    traces: traces::DispatchTraces,
 }
 
 impl Engine {
@@ -200,6 +203,7 @@ impl Engine {
             joins: joins::Joins::default(),
             liveness,
             agent_channels: Mutex::new(HashMap::new()),
+            traces: Default::default(),
         });
         engine.reload_catalog().await?;
         Ok(engine)
@@ -237,11 +241,14 @@ impl Engine {
         if dispatches.is_empty() {
             return;
         }
+        // A span per dispatch when traces are exported, kept for the claim (see `traces`).
+        let spans = self.traces.start(&dispatches);
         // The store already says "queued"; if this push fails, the restart (or, in a cluster,
         // the sweeper) pushes again. A claim is a compare-and-set, so a double push is harmless.
         if let Err(e) = self.queue.push(dispatches).await {
             tracing::error!("dispatch push failed, instances stay queued until re-pushed: {e:#}");
         }
+        drop(spans);
     }
 
     fn dispatch_of(&self, row: &InstanceRow, try_number: i64) -> Dispatch {

@@ -19,6 +19,23 @@ impl Engine {
     /// Runs or reruns the instances a plan names. Refused as a whole if any of them is queued
     /// or running (redoing a live try would make two runs).
     pub async fn run(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
+        use tracing::Instrument;
+        // The engine's part of the caller's trace, when traces are exported (issue 11).
+        let span = goflow_telemetry::span(|| {
+            tracing::info_span!(
+                "engine.run",
+                goflow.task = plan.task.as_str(),
+                goflow.etl_day = plan.from.to_string().as_str(),
+                goflow.to = plan.to.to_string().as_str(),
+                goflow.down = plan.down,
+                goflow.up = plan.up,
+                goflow.force = plan.force,
+            )
+        });
+        self.run_untraced(plan, caller).instrument(span).await
+    }
+
+    async fn run_untraced(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
         let (keys, forced) = run_keys(&catalog, plan)?;
         let what = format!(
@@ -40,6 +57,14 @@ impl Engine {
     /// Runs every scheduled root task (a schedule, no upstream) for a day, with every task
     /// downstream of it at that day: the day's whole run, as its cron fires would create it.
     pub async fn do_all_job(&self, day: EtlDay, caller: &Caller) -> Result<Vec<InstanceRow>> {
+        use tracing::Instrument;
+        let span = goflow_telemetry::span(|| {
+            tracing::info_span!("engine.do_all_job", goflow.etl_day = day.to_string().as_str())
+        });
+        self.do_all_job_untraced(day, caller).instrument(span).await
+    }
+
+    async fn do_all_job_untraced(&self, day: EtlDay, caller: &Caller) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
         let roots: Vec<&TaskSpec> = catalog
             .dag

@@ -67,6 +67,7 @@ impl AgentService for Api {
                 timeout_ms: claimed.timeout.map_or(0, |t| t.as_millis() as i64),
                 task: claimed.task,
                 etl_day: claimed.etl_day.compact(),
+                traceparent: claimed.traceparent,
             },
             ClaimOutcome::Refused(reason) => pb::ReportStartResponse {
                 granted: false,

@@ -53,11 +53,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Removes every `GOFLOW_*` variable of the test's environment, so a developer's settings
-/// (GOFLOW_SERVER, GOFLOW_CONFIG, GOFLOW_RETRIES, ...) cannot leak into the sandbox.
+/// Removes every `GOFLOW_*` and `OTEL_*` variable of the test's environment, so a developer's
+/// settings (GOFLOW_SERVER, GOFLOW_CONFIG, GOFLOW_RETRIES, an OTLP endpoint...) cannot leak into
+/// the sandbox.
 pub fn clean_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GOFLOW_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("GOFLOW_") || key_text.starts_with("OTEL_") {
             cmd.env_remove(&key);
         }
     }
