@@ -257,3 +257,30 @@ tasks:
     assert_eq!(body["try_number"], 0, "{body:#}");
     assert!(receiver.about("dl_ok").is_empty(), "{:#?}", receiver.requests());
 }
+
+/// A try running past its task's expected duration alerts once, while it runs.
+#[test]
+fn a_run_longer_than_expected_alerts_once() {
+    let receiver = Receiver::start(0);
+    let sb = standalone(&receiver);
+    sb.apply(
+        "tasks:\n  - id: al_slow\n    command: \"sleep 6\"\n    expected_duration: 1s\n  - id: al_quick\n    command: \"echo quick\"\n    expected_duration: 1h\n",
+    );
+    let day = "20260303";
+    sb.ctl_ok(&["run", "-j", "al_quick", "-d", day, "--wait"]);
+    sb.ctl_ok(&["run", "-j", "al_slow", "-d", day]);
+    receiver.wait("al_slow's long-run alert", &sb, |r| r.iter().any(|r| r["body"]["task"] == "al_slow"));
+    let body = &receiver.about("al_slow")[0];
+    assert_eq!(body["kind"], "long_running", "{body:#}");
+    assert_eq!(body["state"], "running", "{body:#}");
+    assert_eq!(body["try_number"], 1, "{body:#}");
+    assert!(
+        body["message"].as_str().unwrap_or_default().contains("expected: 1s"),
+        "{body:#}"
+    );
+    sb.wait_status(day, Duration::from_secs(60), "al_slow done", |rows| {
+        crate::sandbox::state_of(rows, "al_slow") == Some("success")
+    });
+    let alerts = alerts_json(&sb);
+    assert_eq!(alerts.len(), 1, "one alert for the one long try, none for al_quick: {alerts:#?}");
+}
