@@ -529,6 +529,69 @@ mod tests {
         assert!(!format!("{:?}", s.channels).contains("u:p"));
     }
 
+    /// A plain SMTP server on loopback, one session: answers every command and keeps the lines.
+    fn smtp_server() -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            let mut lines = vec![];
+            writeln!(out, "220 test ESMTP\r").unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut in_data = false;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end().to_string();
+                lines.push(line.clone());
+                let reply = if in_data {
+                    if line != "." {
+                        continue;
+                    }
+                    in_data = false;
+                    "250 queued"
+                } else if line.starts_with("EHLO") {
+                    "250 test"
+                } else if line.starts_with("DATA") {
+                    in_data = true;
+                    "354 go on"
+                } else if line.starts_with("QUIT") {
+                    writeln!(out, "221 bye\r").unwrap();
+                    break;
+                } else {
+                    "250 ok"
+                };
+                writeln!(out, "{reply}\r").unwrap();
+            }
+            lines
+        });
+        (port, handle)
+    }
+
+    #[tokio::test]
+    async fn email_goes_over_smtp() {
+        let (port, server) = smtp_server();
+        let channel = Channel {
+            name: "mail".into(),
+            kind: ChannelKind::Email {
+                smtp_url: format!("smtp://127.0.0.1:{port}"),
+                from: "goflow <goflow@example.com>".into(),
+                to: vec!["oncall@example.com".into()],
+            },
+        };
+        Sender::new().unwrap().send(&channel, &alert()).await.unwrap();
+        let lines = server.join().unwrap();
+        let text = lines.join("\n");
+        assert!(text.contains("MAIL FROM:<goflow@example.com>"), "{text}");
+        assert!(text.contains("RCPT TO:<oncall@example.com>"), "{text}");
+        assert!(text.contains("Subject: [goflow] report_daily 20240301 failed"), "{text}");
+        assert!(text.contains("[goflow] report_daily 20240301: failed (try 2)"), "{text}");
+    }
+
     #[test]
     fn globs() {
         assert!(glob_match("*", "anything"));
