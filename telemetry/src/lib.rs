@@ -62,6 +62,9 @@ where
     if !export_wanted(|name| std::env::var(name).ok()) || PROVIDER.get().is_some() {
         return None;
     }
+    // The HTTP exporter's reqwest uses rustls without a provider of its own: the process's,
+    // ring as everywhere in goflow (a process that installed it already keeps it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = match opentelemetry_otlp::SpanExporter::builder().build() {
         Ok(exporter) => exporter,
         Err(e) => {
