@@ -90,9 +90,11 @@ where
         return None;
     }
     ENABLED.store(true, Ordering::Relaxed);
+    // The hint keeps DEBUG and TRACE callsites (h2's, hyper's) off without asking the filter.
     let goflow_only = tracing_subscriber::filter::filter_fn(|meta| {
         meta.target().starts_with("goflow") && *meta.level() <= tracing::Level::INFO
-    });
+    })
+    .with_max_level_hint(tracing_subscriber::filter::LevelFilter::INFO);
     Some(
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
