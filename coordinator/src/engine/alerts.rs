@@ -244,16 +244,19 @@ impl Engine {
             (TryOutcome::Failed | TryOutcome::TimedOut, InstanceState::UpForRetry) => AlertKind::Retry,
             _ => return Ok(()),
         };
-        let outcome = match report.outcome {
-            TryOutcome::TimedOut => "timed out".to_string(),
-            _ => match report.exit_code {
-                Some(code) => format!("failed with exit code {code}"),
-                None => "failed".to_string(),
-            },
+        let verb = match report.outcome {
+            TryOutcome::TimedOut => "timed out",
+            _ => "failed",
         };
-        let mut message = format!("try {} of {} {outcome}", row.try_number, row.max_tries);
-        if !report.message.is_empty() {
-            message.push_str(&format!(": {}", report.message));
+        // The agent's message says how (`exit code 3`, `timed out after 10m`, ...).
+        let detail = match (&report.message, report.exit_code) {
+            (m, _) if !m.is_empty() => m.clone(),
+            (_, Some(code)) => format!("exit code {code}"),
+            _ => String::new(),
+        };
+        let mut message = format!("try {} of {} {verb}", row.try_number, row.max_tries);
+        if !detail.is_empty() {
+            message.push_str(&format!(": {detail}"));
         }
         let alert = NewAlert {
             task_id: &row.task_id,

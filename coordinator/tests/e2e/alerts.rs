@@ -170,8 +170,7 @@ tasks:
     assert_eq!(b["etl_day"], day, "{b:#}");
     assert_eq!(b["state"], "failed", "{b:#}");
     assert_eq!(b["try_number"], 2, "{b:#}");
-    let message = b["message"].as_str().unwrap_or_default();
-    assert!(message.contains("try 2 of 2") && message.contains("exit code 3"), "{b:#}");
+    assert_eq!(b["message"], "try 2 of 2 failed: exit code 3", "{b:#}");
     assert_eq!(
         b["link"], "http://goflow-ui.example:8080/instances/al_fail/20260301",
         "{b:#}"
