@@ -53,6 +53,8 @@ pub struct AgentConfig {
     /// How `https://` coordinators are verified (`--ca`), and the client certificate this
     /// agent presents to coordinators that ask for one (`--tls-cert`, `--tls-key`).
     pub tls: ClientTls,
+    /// Counts tries and records whether coordinators answer (`goflow agent --http-listen`).
+    pub metrics: Option<Arc<crate::metrics::AgentMetrics>>,
 }
 
 /// The agent's gRPC client: every call carries the agent secret, when there is one.
@@ -88,6 +90,7 @@ impl Default for AgentConfig {
             secret: None,
             shim: runner::shim_beside_current_exe(),
             tls: ClientTls::default(),
+            metrics: None,
         }
     }
 }
@@ -174,6 +177,9 @@ pub async fn run_agent(
             "goflow-shim is not beside this executable: if this agent is killed, the commands it runs keep running"
         );
     }
+    if let Some(metrics) = &agent.config.metrics {
+        metrics.slots.set(agent.config.slots as i64);
+    }
     if !agent.register_at_start().await? {
         return Ok(()); // shut down while waiting
     }
@@ -190,6 +196,10 @@ pub async fn run_agent(
 impl Agent {
     fn agent_id(&self) -> String {
         self.agent_id.lock().unwrap().clone()
+    }
+
+    fn metrics(&self) -> Option<&crate::metrics::AgentMetrics> {
+        self.config.metrics.as_deref()
     }
 
     fn heartbeat_interval(&self) -> Duration {
@@ -215,7 +225,11 @@ impl Agent {
             // What runs here now: anything else the coordinator thinks we run is gone.
             running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
         };
-        let response = self.client.clone().register(request).await?;
+        let response = self.client.clone().register(request).await;
+        if let Some(metrics) = self.metrics() {
+            metrics.set_coordinator_answers(response.is_ok());
+        }
+        let response = response?;
         let coordinator = served_by(&response).map(|i| self.failover.url(i).to_string());
         let response = response.into_inner();
         if !response.agent_id.is_empty() {
@@ -292,6 +306,9 @@ impl Agent {
                     Err(Status::deadline_exceeded("no heartbeat answer"))
                 }
             };
+            if let Some(metrics) = self.metrics() {
+                metrics.set_coordinator_answers(answer.is_ok());
+            }
             let response = match answer {
                 Ok(response) => response.into_inner(),
                 Err(status) => {
@@ -438,6 +455,10 @@ impl Agent {
             let Some((claim, trace)) = self.claim(&dispatch).await else {
                 continue; // the permit drops: the slot is free again
             };
+            if let Some(metrics) = self.metrics() {
+                metrics.tries_started.inc();
+                metrics.tries_running.inc();
+            }
             let kill = self.shutdown.child_token();
             self.running
                 .lock()
@@ -558,6 +579,13 @@ impl Agent {
         }
         if outcome.kind != runner::OutcomeKind::Success {
             span.record("otel.status_code", "error");
+        }
+        if let Some(metrics) = self.metrics() {
+            metrics.tries_running.dec();
+            let label = crate::metrics::OutcomeLabel {
+                outcome: outcome.kind.as_str().into(),
+            };
+            metrics.tries_finished.get_or_create(&label).inc();
         }
         // Every byte stored before the finish is reported: a reader who sees the try ended
         // sees its whole log.

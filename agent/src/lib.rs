@@ -5,12 +5,14 @@
 mod agent;
 pub mod failover;
 mod logs;
+pub mod metrics;
 pub mod queue;
 pub mod redis_queue;
 pub mod runner;
 
 pub use agent::{AgentConfig, CoordinatorClient, run_agent};
 pub use failover::ClientTls;
+pub use metrics::AgentMetrics;
 pub use queue::{DispatchQueue, MemoryQueue};
 pub use redis_queue::RedisQueue;
 

@@ -19,6 +19,10 @@ pub trait DispatchQueue: Send + Sync + 'static {
     /// Waits for the next dispatch from any of `queues` (`*`: every queue): highest priority
     /// first, then oldest.
     async fn pop(&self, queues: &[String]) -> anyhow::Result<Dispatch>;
+    /// Whether the queue's broker answers (readiness); an in-process queue always does.
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Subscribing to this name takes work from every queue (the standalone's one agent does).

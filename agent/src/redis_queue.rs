@@ -128,6 +128,11 @@ impl RedisQueue {
 
 #[async_trait]
 impl DispatchQueue for RedisQueue {
+    async fn ping(&self) -> anyhow::Result<()> {
+        redis::cmd("PING").query_async::<()>(&mut self.commands.clone()).await?;
+        Ok(())
+    }
+
     async fn push(&self, dispatches: Vec<Dispatch>) -> anyhow::Result<()> {
         if dispatches.is_empty() {
             return Ok(());

@@ -20,9 +20,21 @@ use tokio_util::sync::CancellationToken;
     about = "goflow: a distributed task scheduler for data pipelines"
 )]
 struct Cli {
+    /// goflow's own log lines: pretty (text) or json (one object a line); the level comes from
+    /// RUST_LOG (or GOFLOW_LOG), e.g. RUST_LOG=debug.
+    #[arg(long, global = true, value_enum, env = "GOFLOW_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
@@ -198,6 +210,10 @@ struct AgentArgs {
     /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
     #[arg(long, value_name = "SECS")]
     heartbeat_interval: Option<u64>,
+    /// Serves /metrics, /healthz and /readyz over HTTP on this address (also
+    /// GOFLOW_HTTP_LISTEN); without, the agent listens on nothing.
+    #[arg(long, env = "GOFLOW_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<String>,
     #[command(flatten)]
     tls: ClientTlsArgs,
 }
@@ -264,12 +280,15 @@ fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// goflow's own logs: to LogDir/LogFile or stderr, as text (`--log-format pretty`, colour only
+/// on a terminal, never in a file) or JSON lines; the level from RUST_LOG, else GOFLOW_LOG.
 /// Also exports spans when OTEL_EXPORTER_OTLP_ENDPOINT says where (issue 11), as `service`
 /// (`service.name`) unless OTEL_SERVICE_NAME names another.
 fn init_logging(settings: &Settings, service: &str) -> anyhow::Result<()> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GOFLOW_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("GOFLOW_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
     let (writer, ansi) = match &settings.log_file {
         Some(path) => {
@@ -290,13 +309,23 @@ fn init_logging(settings: &Settings, service: &str) -> anyhow::Result<()> {
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ),
     };
-    let log = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(writer);
+    let format: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
+        match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Pretty) {
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_ansi(false)
+                .with_writer(writer)
+                .boxed(),
+            LogFormat::Pretty => tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_writer(writer)
+                .boxed(),
+        };
     // The filter is the log's own: traces take goflow's spans whatever the log level.
     tracing_subscriber::registry()
-        .with(log.with_filter(filter))
+        .with(format.with_filter(filter))
         .with(goflow_telemetry::layer(service))
         .init();
     for warning in &settings.warnings {
@@ -417,6 +446,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
 async fn main() {
     goflow_coordinator::tls::install_crypto_provider();
     let cli = Cli::parse();
+    LOG_FORMAT.set(cli.log_format).ok();
     let result = match cli.command {
         Command::Standalone(args) => serve(args, true).await,
         Command::Coordinator(args) => serve(args, false).await,
@@ -480,6 +510,38 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     )?;
     let queue =
         std::sync::Arc::new(goflow_agent::RedisQueue::connect(&broker, &settings.broker_source).await?);
+    let metrics = std::sync::Arc::new(goflow_agent::AgentMetrics::new());
+    let shutdown = CancellationToken::new();
+    if let Some(address) = &args.http_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics and health on {address} (--http-listen)"))?;
+        tracing::info!("metrics and health on http://{}", listener.local_addr()?);
+        let (text, answers) = (metrics.clone(), metrics.clone());
+        let redis: std::sync::Arc<dyn goflow_agent::DispatchQueue> = queue.clone();
+        let ready: goflow_coordinator::health::ReadyCheck = std::sync::Arc::new(move || {
+            let (answers, redis) = (answers.clone(), redis.clone());
+            Box::pin(async move {
+                let mut missing = vec![];
+                if !answers.coordinator_answers() {
+                    missing.push("no coordinator answers".to_string());
+                }
+                match tokio::time::timeout(Duration::from_secs(3), redis.ping()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => missing.push(format!("Redis unreachable ({e:#})")),
+                    Err(_) => missing.push("Redis unreachable (no answer within 3s)".into()),
+                }
+                if missing.is_empty() { Ok(()) } else { Err(format!("not ready: {}", missing.join("; "))) }
+            })
+        });
+        let app = goflow_coordinator::health::routes(std::sync::Arc::new(move || text.encode()), ready, true);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::error!("metrics and health listener stopped: {e}");
+            }
+        });
+    }
     let config = goflow_agent::AgentConfig {
         coordinators: coordinator_list(&settings.server),
         agent_id: settings.agent_id.clone(),
@@ -492,6 +554,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         heartbeat_interval: settings.engine.heartbeat_interval,
         secret: settings.agent_secret.clone(),
         tls: client_tls(&settings)?,
+        metrics: Some(metrics),
         ..goflow_agent::AgentConfig::default()
     };
     tracing::info!(
@@ -500,7 +563,6 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         config.slots,
         config.queues.join(",")
     );
-    let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     goflow_agent::run_agent(config, queue, shutdown).await
 }
@@ -537,9 +599,20 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         coordinators.join(",")
     );
+    let check_tls = goflow_agent::ClientTls {
+        ca_pem: tls.coordinators.ca_pem.clone(),
+        identity: None,
+        server_name: None,
+    };
+    let ready = goflow_coordinator::health::coordinators_check(&coordinators, &check_tls)?;
+    let observability = goflow_coordinator::health::routes(
+        std::sync::Arc::new(goflow_coordinator::metrics::webui_metrics()),
+        ready,
+        false,
+    );
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    goflow_webui::serve_tls(coordinators, tls, listener, shutdown).await
+    goflow_webui::serve_tls_with(coordinators, tls, listener, observability, shutdown).await
 }
 
 /// `a:7070,http://b:7070` -> `["http://a:7070", "http://b:7070"]`.

@@ -51,6 +51,7 @@ struct TermContext {
     local_agent: bool,
     router: Router,
     leading: watch::Sender<Option<Arc<Engine>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Node {
@@ -130,13 +131,19 @@ impl Node {
             _ => None,
         };
         let mut tasks = tokio::task::JoinSet::new();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let router = Router::new(agent_secret.clone())
-            .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()));
+            .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()))
+            .with_metrics(metrics.clone());
+        // Ready: the database answers, Redis too when dispatching through it, a leader is known.
+        let readiness =
+            crate::health::Readiness::new(store.clone(), remote_agents.then(|| queue.clone()), router.clone());
         let stop = shutdown.clone();
         let serving = router.clone();
+        let ready = readiness.as_check();
         let server_tls = tls.as_ref().map(|t| t.server_config());
         tasks.spawn(async move {
-            if let Err(e) = crate::server::serve_grpc(serving, grpc, server_tls, stop.clone()).await {
+            if let Err(e) = crate::server::serve_grpc(serving, grpc, server_tls, Some(ready), stop.clone()).await {
                 tracing::error!("gRPC server stopped: {e:#}");
                 stop.cancel();
             }
@@ -154,8 +161,10 @@ impl Node {
                 })
                 .unwrap_or_default(),
         };
+        let shared = metrics.clone();
+        let observability = crate::health::routes(Arc::new(move || shared.encode()), readiness.as_check(), false);
         tasks.spawn(async move {
-            if let Err(e) = goflow_webui::serve_tls(vec![web_target], web_tls, http, stop).await {
+            if let Err(e) = goflow_webui::serve_tls_with(vec![web_target], web_tls, http, observability, stop).await {
                 tracing::error!("web UI stopped: {e:#}");
             }
         });
@@ -180,6 +189,7 @@ impl Node {
             local_agent: local_queue.is_some(),
             router: router.clone(),
             leading: leading_tx,
+            metrics,
         };
         tasks.spawn(leadership_loop(context, id.clone(), election, shutdown.clone()));
         if let Some(queue) = local_queue {
@@ -320,6 +330,7 @@ async fn leadership_loop(context: TermContext, me: String, election: ElectionSet
             return;
         };
         let fenced = context.store.set_fence(term.token);
+        context.metrics.set_leading(true);
         let stop = CancellationToken::new();
         match lead(&context, term.epoch, stop.clone()).await {
             Ok(()) => {
@@ -333,6 +344,8 @@ async fn leadership_loop(context: TermContext, me: String, election: ElectionSet
         }
         stop.cancel();
         context.leading.send_replace(None);
+        context.metrics.set_leading(false);
+        context.metrics.clear_leader_gauges();
         context
             .router
             .set(Route::NoLeader("the leader stepped down; another takes over".into()));
@@ -354,6 +367,7 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
         settings.engine.clone(),
         settings.mode,
         epoch,
+        context.metrics.clone(),
     )
     .await?;
     engine.recover(context.local_agent).await?;
@@ -367,6 +381,7 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
     // Dispatches lost on the way (an agent that died before claiming, a claim that failed in
     // transit, Redis restarted empty) are pushed again; for one merely waiting it is a no-op.
     loops.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, stop.clone()));
+    loops.spawn(engine.clone().metrics_loop(crate::metrics::REFRESH_PERIOD, stop.clone()));
     tokio::spawn(async move {
         stop.cancelled().await;
         loops.shutdown().await;

@@ -51,6 +51,10 @@ pub struct Router {
     /// mTLS for agents (`--tls-client-ca`): AgentService calls need a verified client
     /// certificate (the TLS handshake verified any certificate presented).
     agent_certificates: bool,
+    /// Counts every call by method and status code (issue 11).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Bumped on every change of route (readiness follows it at once).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Router {
@@ -61,7 +65,20 @@ impl Router {
             route: Arc::new(RwLock::new(Route::NoLeader("the coordinator is starting".into()))),
             agent_secret: agent_secret.map(Arc::from),
             agent_certificates: false,
+            metrics: None,
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// Changes whenever the route does.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Every call of the goflow services is counted and timed in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// AgentService calls without a client certificate verified by the TLS handshake are
@@ -73,6 +90,7 @@ impl Router {
 
     pub fn set(&self, route: Route) {
         *self.route.write().unwrap() = route;
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The address calls are forwarded to, when another coordinator leads.
@@ -236,7 +254,22 @@ impl<S: GoflowService> Service<http::Request<Body>> for Routed<S> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let Some(metrics) = self.router.metrics.clone() else {
+            return self.route(request);
+        };
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_string();
+        let started = std::time::Instant::now();
+        let answer = self.route(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(crate::metrics_body::measured(response, metrics, method, started))
+        })
+    }
+}
+
+impl<S: GoflowService> Routed<S> {
+    fn route(&mut self, mut request: http::Request<Body>) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
         if let Err(status) = S::check(&self.router, &request) {
             return Box::pin(async move { Ok(status.into_http()) });
         }

@@ -9,18 +9,28 @@ use crate::routing::{Agents, Control, Logins, Routed, Router};
 
 /// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0. Calls of the
 /// goflow services take the `router`'s route: this coordinator's engine when it leads, the
-/// leader otherwise. Health (SERVING whether or not this one leads: a standby is healthy) and
-/// reflection are answered here.
+/// leader otherwise. Health and reflection are answered here: with `ready`, the goflow
+/// services' health follows it (a standby passing calls to a leader is ready; see
+/// `health.rs`), the overall status ("") stays SERVING while the process runs; without, all
+/// are SERVING.
 pub async fn serve_grpc(
     router: Router,
     listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    ready: Option<crate::health::ReadyCheck>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<Routed<Control>>().await;
-    health_reporter.set_serving::<Routed<Agents>>().await;
-    health_reporter.set_serving::<Routed<Logins>>().await;
+    match ready {
+        Some(ready) => {
+            tokio::spawn(crate::health::grpc_health_loop(health_reporter, ready, router.subscribe(), shutdown.clone()));
+        }
+        None => {
+            health_reporter.set_serving::<Routed<Control>>().await;
+            health_reporter.set_serving::<Routed<Agents>>().await;
+            health_reporter.set_serving::<Routed<Logins>>().await;
+        }
+    }
     // v1 for grpcurl and current clients, v1alpha for those that only know it (Python's
     // grpcio-reflection, older grpcurl).
     let reflection = || {

@@ -14,6 +14,8 @@ mod cluster;
 mod grpc_api;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/observability.rs"]
+mod observability;
 #[path = "e2e/operations.rs"]
 mod operations;
 #[path = "e2e/runs.rs"]

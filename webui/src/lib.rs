@@ -38,7 +38,7 @@ mod yaml;
 
 pub use failover::ClientTls;
 pub use routes::router;
-pub use tls::{WebTls, acceptor as tls_acceptor, serve_tls};
+pub use tls::{WebTls, acceptor as tls_acceptor, serve_tls, serve_tls_with};
 
 /// Pages showing work in progress refresh themselves this often.
 const REFRESH_SECONDS: u32 = 3;

@@ -50,9 +50,21 @@ pub async fn serve_tls(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_tls_with(coordinators, tls, listener, axum::Router::new(), shutdown).await
+}
+
+/// [`serve_tls`] with `extra` routes beside the web UI's (e.g. `/metrics`, `/readyz`): they
+/// pass no login and no CSRF guard, and must not repeat the UI's paths (`/healthz` is one).
+pub async fn serve_tls_with(
+    coordinators: Vec<String>,
+    tls: WebTls,
+    listener: TcpListener,
+    extra: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let state = AppState::with_coordinators_tls(&coordinators, &tls.coordinators)?
         .with_secure_cookies(tls.serve.is_some());
-    let app = router(state);
+    let app = router(state).merge(extra);
     let Some((cert, key)) = &tls.serve else {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

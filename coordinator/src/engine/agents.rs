@@ -170,7 +170,7 @@ impl Liveness {
         dead
     }
 
-    fn wall_times(&self) -> Vec<(String, i64)> {
+    pub(super) fn wall_times(&self) -> Vec<(String, i64)> {
         self.agents
             .lock()
             .unwrap()
@@ -327,7 +327,10 @@ impl Engine {
         why: &str,
         now: i64,
     ) -> Result<Option<Dispatch>> {
-        store::finish_attempt(db, &attempt.id, "lost", None, why, now).await?;
+        if store::finish_attempt(db, &attempt.id, "lost", None, why, now).await? {
+            let lost = crate::metrics::OutcomeLabel { outcome: "lost".into() };
+            self.metrics.tries_finished.get_or_create(&lost).inc();
+        }
         let Some(row) = store::instance_by_id(db, attempt.instance_id).await? else {
             return Ok(None);
         };
@@ -427,6 +430,7 @@ impl Engine {
         let attempt_id = store::insert_attempt(&mut tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
         let key = row.key();
         let spec = self.require_task(&key.task)?.spec;
+        self.observe_claim(&row, dispatch.try_number, &spec, now);
         let ctx = TryContext {
             task_id: &key.task,
             etl_day: key.etl_day,
@@ -473,6 +477,10 @@ impl Engine {
             tx.commit().await?;
             return stale(format!("try {} was already closed as {}", attempt.id, attempt.state));
         }
+        self.metrics
+            .tries_finished
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome: outcome.into() })
+            .inc();
         let Some(row) = store::instance_by_id(&mut tx, attempt.instance_id).await? else {
             tx.commit().await?;
             return stale("instance no longer exists".into());
@@ -519,8 +527,23 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("unknown try {attempt_id:?}")))?;
         tx.commit().await?;
+        self.metrics.log_bytes.inc_by(data.len() as u64);
         self.changed();
         Ok(stored)
+    }
+
+    /// A try started: counted, and its dispatch latency (queued -> claimed) observed; for a
+    /// first try of a task with upstreams, also as release -> start (the release queued it).
+    fn observe_claim(&self, row: &store::InstanceRow, try_number: i64, spec: &goflow_core::TaskSpec, now: i64) {
+        use crate::metrics::QueueLabel;
+        let label = QueueLabel { queue: row.queue.clone() };
+        self.metrics.tries_started.get_or_create(&label).inc();
+        let Some(queued_at) = row.queued_at else { return };
+        let seconds = (now - queued_at).max(0) as f64 / 1000.0;
+        self.metrics.dispatch_latency.get_or_create(&label).observe(seconds);
+        if try_number == 1 && !spec.depends_on.is_empty() {
+            self.metrics.release_to_start.get_or_create(&label).observe(seconds);
+        }
     }
 }
 

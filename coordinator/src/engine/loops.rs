@@ -196,6 +196,11 @@ impl Engine {
             tx.commit().await?;
             return Ok(());
         }
+        let label = crate::metrics::TaskLabel { task: task.id.clone() };
+        self.metrics.cron_fires.get_or_create(&label).inc();
+        if skipped > 0 {
+            self.metrics.cron_skipped_fires.get_or_create(&label).inc_by(skipped.into());
+        }
         if !catalog.dag.exists_on(&task.id, day) {
             tracing::info!("schedule of {} fired for {day}, before its start_day: nothing to run", task.id);
             tx.commit().await?;
@@ -237,6 +242,44 @@ impl Engine {
                 Err(e) => tracing::error!("redispatch: {e:#}"),
             }
         }
+    }
+
+    /// Refreshes the metrics read from the store (instances by state, queues) and the agents'
+    /// gauges (slots, running tries, heartbeat age), every `period`, while leading.
+    pub async fn metrics_loop(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.refresh_metrics().await {
+                tracing::warn!("metrics: {e:#}");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+        }
+    }
+
+    pub async fn refresh_metrics(&self) -> anyhow::Result<()> {
+        self.metrics.refresh_from_store(&self.store).await?;
+        let mut conn = self.store.read().await?;
+        let running: HashMap<String, i64> = store::running_by_agent(&mut conn).await?.into_iter().collect();
+        let slots: HashMap<String, i64> = store::list_agents(&mut conn)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a.slots))
+            .collect();
+        drop(conn);
+        let agents: Vec<(String, i64, i64, i64)> = self
+            .liveness
+            .wall_times()
+            .into_iter()
+            .map(|(id, seen)| {
+                let used = running.get(&id).copied().unwrap_or(0);
+                let slots = slots.get(&id).copied().unwrap_or(0);
+                (id, slots, used, seen)
+            })
+            .collect();
+        self.metrics.set_agents(&agents);
+        Ok(())
     }
 
     /// Declares agents dead after `worker_timeout` of silence and re-dispatches their tries.

@@ -178,6 +178,8 @@ pub struct Engine {
     agent_channels: Mutex<HashMap<String, mpsc::Sender<AgentCommand>>>,
     /// Trace context of pushed dispatches, for their claims (issue 11).
     traces: traces::DispatchTraces,
+    /// The process's metrics (issue 11).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Engine {
@@ -187,6 +189,7 @@ impl Engine {
         settings: EngineSettings,
         mode: &'static str,
         epoch: i64,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let liveness = agents::Liveness::load(&store).await?;
         let engine = Arc::new(Self {
@@ -204,6 +207,7 @@ impl Engine {
             liveness,
             agent_channels: Mutex::new(HashMap::new()),
             traces: Default::default(),
+            metrics,
         });
         engine.reload_catalog().await?;
         Ok(engine)
@@ -223,6 +227,10 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {

@@ -44,7 +44,7 @@ async fn harness(dag: &str) -> Harness {
     let store = Store::open_dir(dir.path()).await.unwrap();
     let queue = Arc::new(RecordingQueue::default());
     let epoch = store.next_epoch().await.unwrap();
-    let engine = Engine::new(store, queue.clone(), EngineSettings::default(), "standalone", epoch)
+    let engine = Engine::new(store, queue.clone(), EngineSettings::default(), "standalone", epoch, Default::default())
         .await
         .unwrap();
     engine.apply(dag, "test.yaml", false, &Caller::system()).await.unwrap();
@@ -281,4 +281,33 @@ async fn apply_releases_instances_whose_upstream_was_dropped_in_one_sweep() {
         .unwrap();
     assert_eq!(changed.updated, ["join"]);
     assert_eq!(h.queue.take().len(), 10, "every join is queued once its upstreams are gone");
+}
+
+/// Metrics (issue 11): tries counted by outcome as reported, instances by state and the
+/// agents' slots read by the leader's refresh.
+#[tokio::test]
+async fn tries_are_counted_by_outcome_and_instances_by_state() {
+    let h = harness("tasks:\n  - id: flaky\n    command: \"false\"\n    retries: 1\n    retry_delay: 0s\n").await;
+    h.register().await;
+    h.engine.run(&plan("flaky", "20260105", false), &Caller::system()).await.unwrap();
+    let first = h.queue.take().remove(0);
+    h.run_to(&first, TryOutcome::Failed).await;
+    h.engine.queue_due_retries().await.unwrap();
+    let second = h.queue.take().remove(0);
+    h.run_to(&second, TryOutcome::TimedOut).await;
+    h.engine.refresh_metrics().await.unwrap();
+    let text = h.engine.metrics().encode();
+    for line in [
+        "goflow_tries_started_total{queue=\"default\"} 2",
+        "goflow_tries_finished_total{outcome=\"failed\"} 1",
+        "goflow_tries_finished_total{outcome=\"timed_out\"} 1",
+        "goflow_instances{state=\"failed\"} 1",
+        "goflow_instances{state=\"success\"} 0",
+        "goflow_agent_slots{agent=\"agent-1\"} 4",
+        "goflow_agent_slots_used{agent=\"agent-1\"} 0",
+        "goflow_dispatch_latency_seconds_count{queue=\"default\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    assert!(!text.contains("20260105"), "no data date in a label:\n{text}");
 }

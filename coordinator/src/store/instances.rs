@@ -608,3 +608,50 @@ pub async fn delete_instance(db: &mut impl Db, id: i64) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// How many instances are in each state (metrics).
+pub async fn count_instances_by_state(db: &mut impl Db) -> anyhow::Result<Vec<(String, i64)>> {
+    let d = db.dialect();
+    let rows = sqlx::query(d.sql("SELECT state, COUNT(*) FROM instances GROUP BY state"))
+        .fetch_all(db.conn())
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+        .collect()
+}
+
+/// Queued instances per queue: (queue, how many, earliest queued_at) (metrics).
+pub async fn queued_by_queue(db: &mut impl Db) -> anyhow::Result<Vec<(String, i64, Option<i64>)>> {
+    let d = db.dialect();
+    let rows = sqlx::query(d.sql(
+        "SELECT queue, COUNT(*), MIN(queued_at) FROM instances WHERE state = 'queued' GROUP BY queue",
+    ))
+    .fetch_all(db.conn())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String, _>(0)?,
+                row.try_get::<i64, _>(1)?,
+                row.try_get::<Option<i64>, _>(2)?,
+            ))
+        })
+        .collect()
+}
+
+/// Running tries per agent (metrics).
+pub async fn running_by_agent(db: &mut impl Db) -> anyhow::Result<Vec<(String, i64)>> {
+    let d = db.dialect();
+    let rows = sqlx::query(d.sql("SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id"))
+        .fetch_all(db.conn())
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+        .collect()
+}
+
+/// Whether the database answers (readiness).
+pub async fn ping(db: &mut impl Db) -> anyhow::Result<()> {
+    sqlx::query("SELECT 1").execute(db.conn()).await?;
+    Ok(())
+}
