@@ -410,6 +410,11 @@ impl Engine {
     }
 
     async fn claim_untraced(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
+        // A claim sent again because its answer was lost (perhaps with the coordinator that
+        // granted it): the same try, already running for this agent, is granted again.
+        if let Some(granted) = self.repeated_claim(dispatch, agent_id).await? {
+            return Ok(ClaimOutcome::Granted(granted));
+        }
         if dispatch.epoch != self.epoch {
             return Ok(ClaimOutcome::Refused(format!(
                 "stale epoch {} (now {})",
@@ -428,27 +433,59 @@ impl Engine {
             )));
         }
         let attempt_id = store::insert_attempt(&mut tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
+        let spec = self.require_task(&row.task_id)?.spec;
+        self.observe_claim(&row, dispatch.try_number, &spec, now);
+        let claimed = match self.claimed_try(&row, dispatch.try_number, attempt_id) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        };
+        tx.commit().await?;
+        self.changed();
+        Ok(ClaimOutcome::Granted(claimed))
+    }
+
+    /// The answer to a claim of a try that already runs on this agent (same try, same epoch
+    /// as its attempt): nothing changes, the command is sent again.
+    async fn repeated_claim(&self, dispatch: &Dispatch, agent_id: &str) -> Result<Option<ClaimedTry>> {
+        let mut conn = self.store.read().await?;
+        let Some(row) = store::instance_by_id(&mut conn, dispatch.instance_id).await? else {
+            return Ok(None);
+        };
+        if row.state != InstanceState::Running
+            || row.try_number != dispatch.try_number
+            || row.agent_id.as_deref() != Some(agent_id)
+        {
+            return Ok(None);
+        }
+        let attempt_id = store::attempt_id(row.id, row.try_number);
+        let Some(attempt) = store::attempt(&mut conn, &attempt_id).await? else {
+            return Ok(None);
+        };
+        if attempt.state != "running" || attempt.agent_id != agent_id || attempt.epoch != dispatch.epoch {
+            return Ok(None);
+        }
+        tracing::info!("{}: try {} claimed again by {agent_id} (its answer was lost)", row.key(), row.try_number);
+        self.claimed_try(&row, row.try_number, attempt_id).map(Some)
+    }
+
+    /// What a granted claim answers: the command rendered for this try, its environment.
+    fn claimed_try(&self, row: &store::InstanceRow, try_number: i64, attempt_id: String) -> Result<ClaimedTry> {
         let key = row.key();
         let spec = self.require_task(&key.task)?.spec;
-        self.observe_claim(&row, dispatch.try_number, &spec, now);
         let ctx = TryContext {
             task_id: &key.task,
             etl_day: key.etl_day,
-            try_number: dispatch.try_number as u32,
+            try_number: try_number as u32,
             attempt_id: &attempt_id,
         };
-        let command = match template::render(&spec.command, &ctx) {
-            Ok(command) => command,
-            Err(e) => {
-                // Checked at apply time, so only a hand-edited database gets here.
-                tx.rollback().await?;
-                return Err(EngineError::Invalid(format!("task {}: command: {e}", key.task)));
-            }
-        };
+        // Checked at apply time, so only a hand-edited database fails here.
+        let command = template::render(&spec.command, &ctx)
+            .map_err(|e| EngineError::Invalid(format!("task {}: command: {e}", key.task)))?;
         let env = ctx.env().into_iter().collect();
-        tx.commit().await?;
-        self.changed();
-        Ok(ClaimOutcome::Granted(ClaimedTry {
+        Ok(ClaimedTry {
             attempt_id,
             command,
             env,
@@ -456,7 +493,7 @@ impl Engine {
             task: key.task,
             etl_day: key.etl_day,
             traceparent: String::new(),
-        }))
+        })
     }
 
     /// A try ended. Stale reports (a killed or superseded try, an older epoch) change nothing.

@@ -222,8 +222,13 @@ async fn a_late_report_of_a_killed_try_changes_nothing() {
     let ClaimOutcome::Granted(claimed) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
         panic!("refused")
     };
-    // A second claim of the same dispatch is refused: the try is running already.
+    // A second claim of the same dispatch by another agent is refused: the try runs already.
     assert!(matches!(h.engine.claim(&dispatch, "agent-2").await.unwrap(), ClaimOutcome::Refused(_)));
+    // The same agent claiming again (its answer was lost) gets the same try back, not a new one.
+    let ClaimOutcome::Granted(again) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
+        panic!("a repeated claim by the same agent must be granted")
+    };
+    assert_eq!(again.attempt_id, claimed.attempt_id);
     h.engine.kill(&plan, &Caller::system()).await.unwrap();
     let late = h
         .engine
@@ -310,4 +315,27 @@ async fn tries_are_counted_by_outcome_and_instances_by_state() {
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }
     assert!(!text.contains("20260105"), "no data date in a label:\n{text}");
+}
+
+#[tokio::test]
+async fn a_new_leader_grants_again_a_claim_whose_answer_was_lost_with_the_old_one() {
+    let h = harness(&fan_in(1)).await;
+    h.register().await;
+    h.engine.run(&plan("up0", "20260105", false), &Caller::system()).await.unwrap();
+    let dispatch = h.queue.take().remove(0);
+    let ClaimOutcome::Granted(first) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
+        panic!("refused")
+    };
+    // The leader dies before the agent hears the answer; the next one has a new epoch.
+    let epoch = h.engine.store().next_epoch().await.unwrap();
+    let settings = EngineSettings::default();
+    let next = Engine::new(h.engine.store().clone(), h.queue.clone(), settings, "coordinator", epoch, Default::default())
+        .await
+        .unwrap();
+    let ClaimOutcome::Granted(again) = next.claim(&dispatch, "agent-1").await.unwrap() else {
+        panic!("the try already runs for agent-1: its repeated claim must be granted")
+    };
+    assert_eq!(again.attempt_id, first.attempt_id);
+    // Another agent presenting the old dispatch is refused (stale epoch).
+    assert!(matches!(next.claim(&dispatch, "agent-2").await.unwrap(), ClaimOutcome::Refused(_)));
 }

@@ -40,6 +40,11 @@ impl From<EngineError> for Status {
             EngineError::Invalid(m) => Status::invalid_argument(m),
             EngineError::NotFound(m) => Status::not_found(m),
             EngineError::Conflict(m) => Status::failed_precondition(m),
+            // This coordinator was deposed mid-call: the client tries another.
+            EngineError::Internal(e) if e.downcast_ref::<crate::store::Fenced>().is_some() => {
+                tracing::warn!("{e:#}");
+                Status::unavailable("this coordinator no longer leads; try again (another one takes over)")
+            }
             EngineError::Internal(e) => {
                 // Never leak SQL or paths to clients; the log has the detail.
                 tracing::error!("internal error: {e:#}");

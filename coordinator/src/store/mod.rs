@@ -405,9 +405,9 @@ fn session_settings(dialect: Dialect) -> &'static [&'static str] {
         Dialect::MySql | Dialect::MariaDb => &[
             "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
             "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-            "SET SESSION wait_timeout = 15",
+            "SET SESSION wait_timeout = 6",
         ],
-        Dialect::Postgres => &["SET idle_in_transaction_session_timeout = '10s'"],
+        Dialect::Postgres => &["SET idle_in_transaction_session_timeout = '5s'"],
     }
 }
 
