@@ -95,6 +95,8 @@ impl Default for Settings {
 }
 
 /// What a key of the file (or an environment variable) sets.
+// `EtcdKey` and `TlsKey` name settings ("the etcd key", "the TLS key"), not kinds of key.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy)]
 enum Key {
     DatabaseUrl,
