@@ -1,0 +1,457 @@
+//! The runner on real processes: groups, timeouts, kills, logs, and goflow-shim.
+
+use super::*;
+use std::time::Instant;
+
+/// Runs `spec` and collects everything it logged.
+async fn run(spec: RunSpec, kill: CancellationToken) -> (RunOutcome, String) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(bytes) = rx.recv().await {
+            all.extend_from_slice(&bytes);
+        }
+        all
+    });
+    let outcome = run_command(spec, tx, kill).await;
+    let logs = collector.await.unwrap();
+    (outcome, String::from_utf8_lossy(&logs).into_owned())
+}
+
+fn process_exists(pid: i32) -> bool {
+    // A zombie still answers kill(pid, 0); look at its state too.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+fn group_exists(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let alive = unsafe { libc::killpg(pgid, 0) } == 0;
+    alive && processes_in_group(pgid).iter().any(|&pid| process_exists(pid))
+}
+
+/// Whether group `pgid` is gone within seconds. The runner returns once the killed processes
+/// closed their pipes, which the kernel does a moment before they become zombies.
+fn group_ends(pgid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_exists(pgid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+fn processes_in_group(pgid: i32) -> Vec<i32> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the `(comm)`: state ppid pgrp ...
+        let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        if rest.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The pid printed first by a command that starts with `echo $$`.
+fn first_pid(logs: &str) -> i32 {
+    let line = logs.lines().next().expect("a first line");
+    line.split("out| ").nth(1).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn captures_exit_codes() {
+    let (ok, _) = run(RunSpec::new("true"), CancellationToken::new()).await;
+    assert_eq!(
+        ok,
+        RunOutcome {
+            kind: OutcomeKind::Success,
+            exit_code: Some(0),
+            message: "".into()
+        }
+    );
+
+    let (failed, logs) = run(RunSpec::new("exit 3"), CancellationToken::new()).await;
+    assert_eq!(failed.kind, OutcomeKind::Failed);
+    assert_eq!(failed.exit_code, Some(3));
+    assert_eq!(failed.message, "exit code 3");
+    assert!(logs.contains("[goflow: exit code 3]"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_signal_death_says_which_signal() {
+    let (outcome, _) = run(RunSpec::new("kill -TERM $$"), CancellationToken::new()).await;
+    assert_eq!(outcome.kind, OutcomeKind::Failed);
+    assert_eq!(outcome.exit_code, None);
+    assert_eq!(outcome.message, "killed by signal 15 (SIGTERM)");
+}
+
+#[tokio::test]
+async fn captures_stdout_and_stderr_with_timestamps_and_env() {
+    let mut spec = RunSpec::new("echo hello $WHO; echo oops >&2; printf 'no newline'");
+    spec.env.insert("WHO".into(), "world".into());
+    let (outcome, logs) = run(spec, CancellationToken::new()).await;
+    assert_eq!(outcome.kind, OutcomeKind::Success);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 3, "{logs}");
+    for line in &lines {
+        // 2026-11-24T22:30:01.123Z out| ...
+        let (stamp, _) = line.split_once(' ').unwrap();
+        assert_eq!(stamp.len(), 24, "{line}");
+        assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.ends_with(" out| hello world")), "{logs}");
+    assert!(lines.iter().any(|l| l.ends_with(" err| oops")), "{logs}");
+    assert!(lines.iter().any(|l| l.ends_with(" out| no newline")), "{logs}");
+}
+
+#[tokio::test]
+async fn output_need_not_be_utf8() {
+    let (outcome, logs) = run(RunSpec::new(r"printf 'a\377b\n'"), CancellationToken::new()).await;
+    assert_eq!(outcome.kind, OutcomeKind::Success);
+    assert!(logs.contains("out| a\u{FFFD}b"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_long_single_line_is_cut() {
+    let mut spec = RunSpec::new("head -c 1000000 /dev/zero | tr '\\0' x; echo; echo after");
+    spec.max_log_line = 1000;
+    let (outcome, logs) = run(spec, CancellationToken::new()).await;
+    assert_eq!(outcome.kind, OutcomeKind::Success);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", &logs[..logs.len().min(3000)]);
+    let kept = format!(
+        "out| {}… [line cut at 1000 bytes, 999000 more dropped]",
+        "x".repeat(1000)
+    );
+    assert!(lines[0].ends_with(&kept), "{}", lines[0]);
+    assert!(lines[1].ends_with("out| after"));
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_tree() {
+    let mut spec = RunSpec::new("echo $$; sleep 30 & sleep 30 & wait");
+    spec.timeout = Some(Duration::from_millis(500));
+    let started = Instant::now();
+    let (outcome, logs) = run(spec, CancellationToken::new()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.kind, OutcomeKind::TimedOut);
+    assert_eq!(outcome.message, "timed out after 500ms");
+    let pgid = first_pid(&logs);
+    assert!(
+        group_ends(pgid),
+        "group {pgid} survived: {:?}",
+        processes_in_group(pgid)
+    );
+}
+
+#[tokio::test]
+async fn a_process_ignoring_sigterm_is_killed_after_the_grace() {
+    let mut spec = RunSpec::new("trap '' TERM; echo $$; sleep 30 & wait; sleep 30");
+    spec.timeout = Some(Duration::from_millis(300));
+    let started = Instant::now();
+    let (outcome, logs) = run(spec, CancellationToken::new()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.kind, OutcomeKind::TimedOut);
+    assert!(group_ends(first_pid(&logs)));
+}
+
+#[tokio::test]
+async fn kill_stops_the_group() {
+    let kill = CancellationToken::new();
+    let killer = {
+        let kill = kill.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            kill.cancel();
+        })
+    };
+    let started = Instant::now();
+    let (outcome, logs) = run(RunSpec::new("echo $$; sleep 30 & sleep 30"), kill).await;
+    killer.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(outcome.kind, OutcomeKind::Killed);
+    assert_eq!(outcome.message, "killed on request");
+    assert!(group_ends(first_pid(&logs)));
+}
+
+#[tokio::test]
+async fn background_children_do_not_outlive_the_try() {
+    let started = Instant::now();
+    let (outcome, logs) = run(
+        RunSpec::new("echo $$; sleep 100 & echo hi"),
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.kind, OutcomeKind::Success);
+    assert!(logs.contains("out| hi"), "{logs}");
+    let pgid = first_pid(&logs);
+    assert!(
+        group_ends(pgid),
+        "group {pgid} survived: {:?}",
+        processes_in_group(pgid)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_shell_fails_with_the_error_in_the_log() {
+    let mut spec = RunSpec::new("true");
+    spec.shell = "/nonexistent/sh".into();
+    let (outcome, logs) = run(spec, CancellationToken::new()).await;
+    assert_eq!(outcome.kind, OutcomeKind::Failed);
+    assert_eq!(outcome.exit_code, None);
+    assert!(outcome.message.contains("could not start"), "{}", outcome.message);
+    assert!(
+        logs.contains("err| could not start `/nonexistent/sh -c`"),
+        "{logs}"
+    );
+}
+
+/// goflow-shim as `cargo build -p goflow-agent --bins` left it: cargo builds no binary for a
+/// library's own tests, so a stale one would test old code without a word.
+fn built_shim() -> std::path::PathBuf {
+    // This test binary is target/<profile>/deps/goflow_agent-<hash>.
+    let exe = std::env::current_exe().unwrap();
+    let shim = exe.parent().unwrap().with_file_name("goflow-shim");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/shim.rs");
+    let modified = |path: &std::path::Path| path.metadata().and_then(|m| m.modified()).ok();
+    let Some(built) = modified(&shim) else {
+        panic!(
+            "{} is missing: run `cargo build -p goflow-agent --bins` first",
+            shim.display()
+        );
+    };
+    assert!(
+        modified(&source).is_some_and(|source| built >= source),
+        "{} is older than its source: run `cargo build -p goflow-agent --bins` first",
+        shim.display()
+    );
+    shim
+}
+
+/// A path of this test process's own in the temp directory; nothing is there yet.
+fn scratch_path(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("goflow-runner-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// The process group of `pid`.
+fn group_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`: state ppid pgrp ...
+    let rest: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    rest[2].parse().unwrap()
+}
+
+/// What the shim watches is the agent process, not the thread that spawned it: a try started
+/// from a short-lived thread (spawn_blocking, block_in_place) runs on after that thread ends.
+#[tokio::test]
+async fn a_try_outlives_the_thread_that_started_it() {
+    let (running, go) = (scratch_path("running"), scratch_path("go"));
+    let mut spec = RunSpec::new(format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo finished",
+        running.display(),
+        go.display()
+    ));
+    spec.shim = Some(built_shim());
+    let runtime = tokio::runtime::Handle::current();
+    let thread = std::thread::spawn(move || {
+        let _context = runtime.enter();
+        let mut try_ = Box::pin(run(spec, CancellationToken::new()));
+        // The first poll spawns the shim, on this thread; the rest runs on the runtime.
+        let waker = std::task::Waker::noop();
+        let first = try_.as_mut().poll(&mut std::task::Context::from_waker(waker));
+        assert!(first.is_pending(), "the try ended at once: {first:?}");
+        // The thread ends only once the shim has set up its watch and started the shell.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !running.exists() {
+            assert!(Instant::now() < deadline, "the try never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&running);
+        runtime.spawn(try_)
+    });
+    let try_ = thread.join().unwrap();
+    // The thread has ended; whatever was tied to it has had time to act.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(&go, "").unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), try_).await;
+    let _ = std::fs::remove_file(&go);
+    let (outcome, logs) = ended.expect("the try ends once told to").unwrap();
+    assert_eq!(outcome.kind, OutcomeKind::Success, "{outcome:?}\n{logs}");
+    assert!(logs.contains("out| finished"), "{logs}");
+}
+
+/// Under the shim exit codes and signal deaths come through as they are, a timeout still
+/// takes the whole group, and the command's processes hold no end of the agent pipe.
+#[tokio::test]
+async fn the_shim_keeps_the_runner_guarantees() {
+    let under_shim = |command: &str| RunSpec {
+        shim: Some(built_shim()),
+        ..RunSpec::new(command)
+    };
+    let (failed, _) = run(under_shim("exit 3"), CancellationToken::new()).await;
+    assert_eq!(
+        (failed.kind, failed.exit_code),
+        (OutcomeKind::Failed, Some(3)),
+        "{failed:?}"
+    );
+    let (signalled, _) = run(under_shim("kill -TERM $$"), CancellationToken::new()).await;
+    assert_eq!(signalled.message, "killed by signal 15 (SIGTERM)");
+
+    // The group id (field 5 of stat), then the shell's descriptors.
+    let mut spec = under_shim("cut -d' ' -f5 /proc/$$/stat; ls -l /proc/$$/fd; sleep 30 & sleep 30");
+    spec.timeout = Some(Duration::from_millis(500));
+    let (outcome, logs) = run(spec, CancellationToken::new()).await;
+    assert_eq!(outcome.kind, OutcomeKind::TimedOut);
+    let pgid = first_pid(&logs);
+    assert!(
+        group_ends(pgid),
+        "group {pgid} survived: {:?}",
+        processes_in_group(pgid)
+    );
+    let agent_pipe = std::fs::read_link(format!("/proc/self/fd/{}", agent_pipe().unwrap())).unwrap();
+    let agent_pipe = agent_pipe.to_string_lossy();
+    assert!(logs.contains("pipe:["), "its output is a pipe: {logs}");
+    assert!(
+        !logs.contains(&*agent_pipe),
+        "the shell holds {agent_pipe}: {logs}"
+    );
+}
+
+/// Started any other way than by the agent, the shim runs nothing.
+#[test]
+fn the_shim_refuses_to_run_without_its_group_or_the_agent_pipe() {
+    let shim = built_shim();
+    let exit_code = |agent_fd: &str, own_group: bool| {
+        let mut command = std::process::Command::new(&shim);
+        command
+            .args([agent_fd, "/bin/sh", "exit 5"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        if own_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        command.status().unwrap().code()
+    };
+    let agent_fd = format!("--agent-fd={}", agent_pipe().unwrap());
+    assert_eq!(exit_code(&agent_fd, true), Some(5), "as the agent starts it");
+    assert_eq!(exit_code(&agent_fd, false), Some(2), "in the caller's group");
+    assert_eq!(
+        exit_code("--agent-fd=0", true),
+        Some(2),
+        "stdin is not the agent pipe"
+    );
+    assert_eq!(
+        exit_code(&std::process::id().to_string(), true),
+        Some(2),
+        "the old PARENT_PID"
+    );
+}
+
+/// Where the stand-in agent writes the pids of its tries' shells.
+const STAND_IN_PIDS: &str = "GOFLOW_TEST_STAND_IN_PIDS";
+
+/// The agent of `a_killed_agent_takes_every_try_down`, run as a process of its own (this test
+/// binary again): two tries under the shim, then it waits to be killed.
+#[tokio::test]
+#[ignore = "the stand-in agent of a_killed_agent_takes_every_try_down, which runs it"]
+async fn agent_stand_in() {
+    let Ok(pids) = std::env::var(STAND_IN_PIDS) else {
+        return;
+    };
+    let start = |command: String| {
+        let mut spec = RunSpec::new(command);
+        spec.shim = Some(built_shim());
+        run(spec, CancellationToken::new())
+    };
+    // In the second try only a background process ignores SIGTERM: the shell ends on it,
+    // the background sleep needs the SIGKILL.
+    tokio::join!(
+        start(format!("echo $$ >> {pids}; sleep 300 & sleep 300")),
+        start(format!(
+            "echo $$ >> {pids}; (trap '' TERM; sleep 300) & sleep 300"
+        )),
+    );
+}
+
+/// kill -9 of the agent takes every try's whole process group down.
+#[test]
+fn a_killed_agent_takes_every_try_down() {
+    let pids = scratch_path("pids");
+    let mut agent = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "runner::tests::agent_stand_in", "--ignored"])
+        .env(STAND_IN_PIDS, &pids)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shells: Vec<i32> = loop {
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        let shells: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if shells.len() == 2 {
+            break shells;
+        }
+        if let Some(status) = agent.try_wait().unwrap() {
+            panic!("the stand-in agent ended before its tries started: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = agent.kill();
+            panic!("the tries never started (pids: {text:?})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_file(&pids);
+    let groups: Vec<i32> = shells.iter().map(|&shell| group_of(shell)).collect();
+    for (shell, group) in shells.iter().zip(&groups) {
+        assert_ne!(shell, group, "the shim leads the try's group, not the shell");
+        assert!(group_exists(*group), "group {group} runs before the kill");
+    }
+
+    agent.kill().unwrap(); // SIGKILL
+    agent.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while groups.iter().any(|&group| group_exists(group)) {
+        if Instant::now() > deadline {
+            let left: Vec<Vec<i32>> = groups.iter().map(|&g| processes_in_group(g)).collect();
+            for &group in &groups {
+                kill_group(group, libc::SIGKILL);
+            }
+            panic!("tries outlived their killed agent by 30s: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn durations_read_like_people_write_them() {
+    assert_eq!(humanize(Duration::from_secs(10)), "10s");
+    assert_eq!(humanize(Duration::from_secs(90)), "1m 30s");
+}

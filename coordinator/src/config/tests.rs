@@ -1,0 +1,253 @@
+//! Settings: the seed's file, layers, keys, and the loopback rule.
+
+use super::*;
+
+/// The seed's example configuration, its comments removed (JSON has none).
+pub const SEED_CONF: &str = r#"{
+  "Common":{
+"MysqlConn":"mysql://test:test@localhost:3306/goflow",
+"MysqlConn":"mysql://test:test@localhost:3306/cflow",
+"Broker":"localhost:9092"
+  },
+  "Scheduler":{
+"LogDir":"/var/log/go_log",
+"LogFile":"scheduler.log",
+"FetchInterval":10,
+"WorkerTimeOut":20,
+"RetryQueueimes":4
+  },
+  "Worker": {
+"LogDir":"/var/log/go_log",
+"LogFile":"executer.log",
+"Parallelism": 32,
+"HearteatInterval": 10,
+"Retry": 3,
+"TaskTimeOut": 60
+  }
+}"#;
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_seed_configuration_maps_onto_the_new_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "goflow_conf.json", SEED_CONF);
+    let s = Settings::load(Some(&path), &HashMap::new(), Role::Coordinator).unwrap();
+    assert_eq!(
+        s.database_url.as_deref(),
+        Some("mysql://test:test@localhost:3306/cflow"),
+        "the last duplicate wins"
+    );
+    assert_eq!(s.broker.as_deref(), Some("localhost:9092"));
+    assert_eq!(s.engine.worker_timeout, Duration::from_secs(20));
+    assert_eq!(s.engine.retry_queue_times, 4);
+    assert_eq!(s.agent_slots, 32);
+    assert_eq!(s.engine.heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(s.engine.default_retries, 3);
+    assert_eq!(s.engine.default_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(s.log_file, Some(PathBuf::from("/var/log/go_log/scheduler.log")));
+    let agent = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+    assert_eq!(
+        agent.log_file,
+        Some(PathBuf::from("/var/log/go_log/executer.log"))
+    );
+    assert!(
+        s.warnings.iter().any(|w| w.contains("FetchInterval")),
+        "{:?}",
+        s.warnings
+    );
+    // The last MysqlConn wins, and the password never reaches a message.
+    let url = s.database_url().unwrap();
+    assert_eq!(url.dialect, crate::store::Dialect::MySql);
+    assert_eq!(url.redacted(), "mysql://test:***@localhost:3306/cflow");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "goflow_conf.json", SEED_CONF);
+    let env = HashMap::from([
+        (
+            "GOFLOW_DATABASE_URL".to_string(),
+            "sqlite:///tmp/x/goflow.db".to_string(),
+        ),
+        ("GOFLOW_SLOTS".to_string(), "3".to_string()),
+    ]);
+    let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
+    assert_eq!(s.database_url().unwrap().sqlite_file(), Some(PathBuf::from("/tmp/x/goflow.db")));
+    assert_eq!(s.agent_slots, 3);
+    let bad = HashMap::from([("GOFLOW_SLOTS".to_string(), "many".to_string())]);
+    let err = Settings::load(None, &bad, Role::Agent).unwrap_err().to_string();
+    assert!(
+        err.contains("GOFLOW_SLOTS") && err.contains("whole number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_keys_warn_and_wrong_types_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "c.json",
+        r#"{"Worker": {"Parallelism": "lots", "Colour": 1}}"#,
+    );
+    let err = Settings::load(Some(&path), &HashMap::new(), Role::Agent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Worker.Parallelism") && err.contains("a string"),
+        "{err}"
+    );
+    let path = write(&dir, "d.json", r#"{"Worker": {"Colour": 1}, "Extra": true}"#);
+    let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+    assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+    assert!(s.warnings[0].contains("Worker.Colour") || s.warnings[1].contains("Worker.Colour"));
+}
+
+#[test]
+fn alerts_from_a_toml_file_and_the_environment() {
+    use crate::alerts::AlertKind;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "goflow.toml",
+        r#"
+[Alerts]
+UiUrl = "https://goflow.example"
+CheckInterval = 5
+
+[[Alerts.Channels]]
+name = "dw"
+type = "feishu"
+url = "https://open.feishu.cn/open-apis/bot/v2/hook/x"
+
+[[Alerts.Rules]]
+tasks = ["report_*"]
+events = ["deadline"]
+channels = ["dw"]
+"#,
+    );
+    let env = HashMap::from([
+        ("GOFLOW_ALERT_WEBHOOK".to_string(), "http://hook.example/x".to_string()),
+        ("GOFLOW_ALERT_ON_RETRY".to_string(), "true".to_string()),
+    ]);
+    let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
+    let alerts = &s.engine.alerts;
+    assert_eq!(alerts.ui_url.as_deref(), Some("https://goflow.example"));
+    assert_eq!(alerts.check_interval, Duration::from_secs(5));
+    assert_eq!(alerts.route("report_daily", AlertKind::Deadline), ["dw", "webhook"]);
+    assert_eq!(alerts.route("report_daily", AlertKind::Retry), ["webhook"]);
+    assert_eq!(alerts.route("etl", AlertKind::Deadline), ["webhook"]);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+    let bad = write(&dir, "bad.toml", "[[Alerts.Rules]]
+channels = [\"nowhere\"]\n");
+    let err = Settings::load(Some(&bad), &HashMap::new(), Role::Coordinator).unwrap_err();
+    assert!(format!("{err:#}").contains("nowhere"), "{err:#}");
+}
+
+#[test]
+fn toml_files_load_and_malformed_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "goflow.toml",
+        "[Worker]\nParallelism = 5\nQueues = [\"etl\", \"gpu\"]\n",
+    );
+    let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+    assert_eq!(
+        (s.agent_slots, s.agent_queues.clone()),
+        (5, vec!["etl".to_string(), "gpu".to_string()])
+    );
+    let path = write(
+        &dir,
+        "broken.json",
+        "{\"Common\": {\"Broker\": \"x\", # comment\n}}",
+    );
+    let err = format!(
+        "{:#}",
+        Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap_err()
+    );
+    assert!(
+        err.contains("broken.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    let err = Settings::load(
+        Some(&dir.path().join("missing.json")),
+        &HashMap::new(),
+        Role::Agent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("missing.json"));
+}
+
+#[test]
+fn default_database_is_sqlite_in_the_data_folder() {
+    let s = Settings::default();
+    assert_eq!(s.database_url().unwrap().sqlite_file(), Some(PathBuf::from("goflow-data/goflow.db")));
+    let s = Settings {
+        database_url: Some("sqlite::memory:".into()),
+        ..Settings::default()
+    };
+    assert!(s.database_url().is_err());
+    for (url, dialect) in [
+        ("postgres://u:p@127.0.0.1:5432/goflow", crate::store::Dialect::Postgres),
+        ("postgresql://u@127.0.0.1/goflow", crate::store::Dialect::Postgres),
+        ("mysql://root@127.0.0.1:3306/goflow", crate::store::Dialect::MySql),
+        ("mariadb://root@127.0.0.1:3306/goflow", crate::store::Dialect::MySql),
+    ] {
+        let s = Settings {
+            database_url: Some(url.into()),
+            ..Settings::default()
+        };
+        assert_eq!(s.database_url().unwrap().dialect, dialect, "{url}");
+    }
+    let s = Settings {
+        database_url: Some("oracle://x".into()),
+        ..Settings::default()
+    };
+    assert!(
+        s.database_url()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown database scheme")
+    );
+}
+
+// The loopback rule and the authentication switch.
+
+#[test]
+fn listening_beyond_loopback_needs_auth() {
+    let local = Settings::default();
+    assert!(require_auth_beyond_loopback(&local).is_ok());
+    for address in ["0.0.0.0:7070", "10.0.0.5:7070", "[::]:7070", "example.com:7070"] {
+        let open = Settings {
+            grpc_listen: address.into(),
+            ..Settings::default()
+        };
+        let err = require_auth_beyond_loopback(&open).unwrap_err().to_string();
+        assert!(err.contains("--auth") && err.contains(address), "{err}");
+        assert!(require_auth_beyond_loopback(&Settings { auth: true, ..open }).is_ok());
+    }
+    let web = Settings {
+        http_listen: "0.0.0.0:8080".into(),
+        ..Settings::default()
+    };
+    assert!(require_auth_beyond_loopback(&web).is_err());
+    for address in ["127.0.0.1:7070", "[::1]:7070", "localhost:7070"] {
+        assert!(is_loopback(address), "{address}");
+    }
+}
+
+#[test]
+fn auth_comes_from_the_file_and_the_environment() {
+    let env = HashMap::from([("GOFLOW_AUTH".to_string(), "true".to_string())]);
+    assert!(Settings::load(None, &env, Role::Coordinator).unwrap().auth);
+    let env = HashMap::from([("GOFLOW_AUTH".to_string(), "maybe".to_string())]);
+    assert!(Settings::load(None, &env, Role::Coordinator).is_err());
+}
