@@ -295,6 +295,8 @@ fn one_run_is_one_trace_over_otlp_http() {
         spans.iter().filter(|s| s.name == "agent.run").count() >= 2
             && spans.iter().any(|s| s.service == "goflowctl" && s.name == "goflowctl run")
             && spans.iter().filter(|s| s.name == "goflow.v1.AgentService/ReportFinish").count() >= 2
+            && spans.iter().any(|s| s.name == "engine.run")
+            && spans.iter().filter(|s| s.name == "claim").count() >= 2
     };
     let spans = collector.wait_for(complete);
     let (root, trace) = run_trace(&spans);
@@ -402,10 +404,16 @@ fn coordinator_and_agent_spans_share_the_trace_over_otlp_grpc() {
     let out = sb.ctl_env(&["run", "-j", "tr_a", "-d", "2026-02-02", "--wait"], &borrowed(&env));
     assert!(out.status.success(), "{}\nagent log:\n{}", sb.describe(&out), agent.log());
 
+    // Each process exports on its own schedule: wait for every span the checks below need.
     let spans = collector.wait_for(|spans| {
-        spans.iter().any(|s| s.service == "goflow-agent" && s.name == "agent.run")
+        let has = |service: &str, name: &str| spans.iter().any(|s| s.service == service && s.name == name);
+        has("goflow-agent", "agent.run")
+            && has("goflow-agent", "agent.claim")
             && spans.iter().any(|s| s.service == "goflowctl")
-            && spans.iter().any(|s| s.service == "goflow-agent" && s.name == "agent.claim")
+            && has("goflow-coordinator", "goflow.v1.ControlService/Run")
+            && has("goflow-coordinator", "engine.run")
+            && has("goflow-coordinator", "dispatch")
+            && has("goflow-coordinator", "claim")
     });
     let (root, trace) = run_trace(&spans);
     let call = must(&trace, &spans, "goflow-coordinator", "goflow.v1.ControlService/Run", None);
