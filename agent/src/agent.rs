@@ -6,18 +6,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use goflow_proto::agent_service_client::AgentServiceClient;
 use goflow_core::Dispatch;
+use goflow_proto::agent_service_client::AgentServiceClient;
 use goflow_proto::{
-    HeartbeatRequest, RegisterRequest, ReportFinishRequest, ReportStartRequest,
-    ReportStartResponse, WatchCommandsRequest,
+    HeartbeatRequest, RegisterRequest, ReportFinishRequest, ReportStartRequest, ReportStartResponse,
+    WatchCommandsRequest,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use crate::failover::{ClientTls, Failover, Options, ServedBy};
 use crate::logs::forward_logs;

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{AgentConfig, DispatchQueue, MemoryQueue, run_agent};
+use goflow_core::Dispatch;
 use goflow_proto::agent_service_server::{AgentService, AgentServiceServer};
 use goflow_proto::*;
-use goflow_core::Dispatch;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -402,8 +402,10 @@ mod failover {
         let (finish, log) = live.finish_of("a1").await;
         assert_eq!(finish.outcome, "success");
         assert!(log.ends_with(" out| fine\n"), "{log}");
-        live.wait_for("a heartbeat", |s| (!s.heartbeats.is_empty()).then_some(())).await;
-        live.wait_for("the command stream", |s| (!s.commands.is_empty()).then_some(())).await;
+        live.wait_for("a heartbeat", |s| (!s.heartbeats.is_empty()).then_some(()))
+            .await;
+        live.wait_for("the command stream", |s| (!s.commands.is_empty()).then_some(()))
+            .await;
         live.with(|s| assert_eq!(s.registers.len(), 1));
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), agent)
@@ -479,8 +481,10 @@ mod failover {
                 .then_some(())
         })
         .await;
-        a.wait_for("the command stream on A", |s| (!s.commands.is_empty()).then_some(()))
-            .await;
+        a.wait_for("the command stream on A", |s| {
+            (!s.commands.is_empty()).then_some(())
+        })
+        .await;
         b.with(|s| assert!(s.registers.is_empty() && s.heartbeats.is_empty()));
 
         // A loses its leader / goes away: every call refused, its streams end.

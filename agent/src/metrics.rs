@@ -47,8 +47,16 @@ impl AgentMetrics {
             tries_finished: Family::default(),
             coordinator_answers: AtomicBool::new(false),
         };
-        registry.register("goflow_agent_slots_configured", "Tries this agent runs at once", metrics.slots.clone());
-        registry.register("goflow_agent_tries_running", "Tries running on this agent", metrics.tries_running.clone());
+        registry.register(
+            "goflow_agent_slots_configured",
+            "Tries this agent runs at once",
+            metrics.slots.clone(),
+        );
+        registry.register(
+            "goflow_agent_tries_running",
+            "Tries running on this agent",
+            metrics.tries_running.clone(),
+        );
         registry.register(
             "goflow_agent_tries_started",
             "Tries this agent claimed and started",

@@ -129,7 +129,9 @@ impl RedisQueue {
 #[async_trait]
 impl DispatchQueue for RedisQueue {
     async fn ping(&self) -> anyhow::Result<()> {
-        redis::cmd("PING").query_async::<()>(&mut self.commands.clone()).await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.commands.clone())
+            .await?;
         Ok(())
     }
 

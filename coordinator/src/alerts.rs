@@ -51,16 +51,30 @@ impl AlertKind {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelKind {
-    Webhook { url: String },
+    Webhook {
+        url: String,
+    },
     #[serde(rename = "wecom")]
-    WeCom { url: String },
+    WeCom {
+        url: String,
+    },
     #[serde(rename = "dingtalk")]
-    DingTalk { url: String },
-    Feishu { url: String },
-    Slack { url: String },
+    DingTalk {
+        url: String,
+    },
+    Feishu {
+        url: String,
+    },
+    Slack {
+        url: String,
+    },
     /// `smtp_url`: `smtps://user:password@host:465` (TLS), `smtp://host:587?tls=required`
     /// (STARTTLS), as lettre reads it.
-    Email { smtp_url: String, from: String, to: Vec<String> },
+    Email {
+        smtp_url: String,
+        from: String,
+        to: Vec<String>,
+    },
 }
 
 #[derive(Clone, PartialEq)]
@@ -157,7 +171,9 @@ impl AlertSettings {
         }
         self.channels.push(Channel {
             name: "webhook".into(),
-            kind: ChannelKind::Webhook { url: url.trim().into() },
+            kind: ChannelKind::Webhook {
+                url: url.trim().into(),
+            },
         });
         self.rules.push(Rule {
             tasks: vec![],
@@ -172,8 +188,8 @@ impl AlertSettings {
         let webhook = self.channels.iter().find(|c| c.name == "webhook").cloned();
         self.channels.clear();
         for c in raw {
-            let kind: ChannelKind = serde_json::from_value(c.kind)
-                .with_context(|| format!("{origin}: channel {:?}", c.name))?;
+            let kind: ChannelKind =
+                serde_json::from_value(c.kind).with_context(|| format!("{origin}: channel {:?}", c.name))?;
             if self.channels.iter().any(|other| other.name == c.name) {
                 bail!("{origin}: channel {:?} is defined twice", c.name);
             }
@@ -182,14 +198,16 @@ impl AlertSettings {
             }
             self.channels.push(Channel { name: c.name, kind });
         }
-        self.channels.extend(webhook.filter(|w| !self.channels.iter().any(|c| c.name == w.name)));
+        self.channels
+            .extend(webhook.filter(|w| !self.channels.iter().any(|c| c.name == w.name)));
         Ok(())
     }
 
     pub fn set_rules(&mut self, value: &Value, origin: &str) -> anyhow::Result<()> {
         let raw: Vec<RawRule> = serde_json::from_value(value.clone())
             .with_context(|| format!("{origin}: expected a list of {{tasks, events, channels}}"))?;
-        self.rules.retain(|r| r.channels == ["webhook"] && r.events.is_empty());
+        self.rules
+            .retain(|r| r.channels == ["webhook"] && r.events.is_empty());
         for (i, r) in raw.into_iter().enumerate() {
             let events = match r.events {
                 None => vec![AlertKind::Failed, AlertKind::LongRunning, AlertKind::Deadline],
@@ -396,9 +414,16 @@ impl Sender {
             bail!("{} answered {status}: {}", host_of(url), snippet(&text));
         }
         if chat && let Ok(answer) = serde_json::from_str::<Value>(&text) {
-            let code = answer.get("errcode").or_else(|| answer.get("code")).and_then(Value::as_i64);
+            let code = answer
+                .get("errcode")
+                .or_else(|| answer.get("code"))
+                .and_then(Value::as_i64);
             if let Some(code) = code.filter(|c| *c != 0) {
-                bail!("{} refused the message (code {code}): {}", host_of(url), snippet(&text));
+                bail!(
+                    "{} refused the message (code {code}): {}",
+                    host_of(url),
+                    snippet(&text)
+                );
             }
         }
         Ok(())
@@ -419,7 +444,13 @@ fn without_url(e: &reqwest::Error) -> String {
 }
 
 fn host_of(url: &str) -> String {
-    url.split("://").nth(1).unwrap_or(url).split(['/', '?']).next().unwrap_or("").to_string()
+    url.split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn snippet(text: &str) -> String {
@@ -432,7 +463,9 @@ async fn send_email(smtp_url: &str, from: &str, to: &[String], alert: &AlertMess
         .from(from.parse().with_context(|| format!("email: from {from:?}"))?)
         .subject(alert.subject());
     for address in to {
-        message = message.to(address.parse().with_context(|| format!("email: to {address:?}"))?);
+        message = message.to(address
+            .parse()
+            .with_context(|| format!("email: to {address:?}"))?);
     }
     let message = message
         .header(lettre::message::header::ContentType::TEXT_PLAIN)
@@ -442,7 +475,10 @@ async fn send_email(smtp_url: &str, from: &str, to: &[String], alert: &AlertMess
         .map_err(|e| anyhow::anyhow!("email: smtp_url is not valid: {e}"))?
         .timeout(Some(Duration::from_secs(30)))
         .build();
-    transport.send(message).await.map_err(|e| anyhow::anyhow!("email: {e}"))?;
+    transport
+        .send(message)
+        .await
+        .map_err(|e| anyhow::anyhow!("email: {e}"))?;
     Ok(())
 }
 
@@ -481,8 +517,14 @@ mod tests {
     fn chat_bodies_follow_each_service() {
         let a = alert();
         let text = a.text();
-        assert!(text.starts_with("[goflow] report_daily 20240301: failed (try 2)"), "{text}");
-        assert!(text.ends_with("http://ui:8080/instances/report_daily/20240301"), "{text}");
+        assert!(
+            text.starts_with("[goflow] report_daily 20240301: failed (try 2)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("http://ui:8080/instances/report_daily/20240301"),
+            "{text}"
+        );
         let wecom = a.chat_json(&ChannelKind::WeCom { url: String::new() });
         assert_eq!(wecom, json!({"msgtype": "text", "text": {"content": text}}));
         let ding = a.chat_json(&ChannelKind::DingTalk { url: String::new() });
@@ -523,7 +565,8 @@ mod tests {
         assert_eq!(s.route("other", AlertKind::Retry), ["webhook"]);
         let bad = s.set_rules(&json!([{"events": ["boom"], "channels": ["dw"]}]), "Alerts.Rules");
         assert!(bad.unwrap_err().to_string().contains("boom"));
-        s.set_rules(&json!([{"channels": ["nowhere"]}]), "Alerts.Rules").unwrap();
+        s.set_rules(&json!([{"channels": ["nowhere"]}]), "Alerts.Rules")
+            .unwrap();
         assert!(s.check().unwrap_err().to_string().contains("nowhere"));
         assert!(format!("{:?}", s.channels).contains("mail(email)"));
         assert!(!format!("{:?}", s.channels).contains("u:p"));
@@ -588,8 +631,14 @@ mod tests {
         let text = lines.join("\n");
         assert!(text.contains("MAIL FROM:<goflow@example.com>"), "{text}");
         assert!(text.contains("RCPT TO:<oncall@example.com>"), "{text}");
-        assert!(text.contains("Subject: [goflow] report_daily 20240301 failed"), "{text}");
-        assert!(text.contains("[goflow] report_daily 20240301: failed (try 2)"), "{text}");
+        assert!(
+            text.contains("Subject: [goflow] report_daily 20240301 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[goflow] report_daily 20240301: failed (try 2)"),
+            "{text}"
+        );
     }
 
     #[test]

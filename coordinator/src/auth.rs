@@ -46,13 +46,19 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 }
 
 pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(stored).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// A password a user may set: at least 8 characters.
 pub fn check_password(password: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(password.chars().count() >= 8, "a password needs at least 8 characters");
+    anyhow::ensure!(
+        password.chars().count() >= 8,
+        "a password needs at least 8 characters"
+    );
     Ok(())
 }
 
@@ -130,7 +136,10 @@ impl Auth {
         let now = now_ms();
         let mut conn = self.store.read().await.map_err(internal)?;
         if token.starts_with(SESSION_PREFIX) {
-            if let Some((user, role)) = store::session_user(&mut conn, &hash, now).await.map_err(internal)? {
+            if let Some((user, role)) = store::session_user(&mut conn, &hash, now)
+                .await
+                .map_err(internal)?
+            {
                 return Ok(Principal {
                     role: known_role(&role)?,
                     name: user,
@@ -138,7 +147,9 @@ impl Auth {
                 });
             }
         } else if token.starts_with(TOKEN_PREFIX)
-            && let Some(row) = store::token_by_hash(&mut conn, &hash, now).await.map_err(internal)?
+            && let Some(row) = store::token_by_hash(&mut conn, &hash, now)
+                .await
+                .map_err(internal)?
         {
             drop(conn);
             self.touch(&row.name, now).await;
@@ -189,7 +200,10 @@ impl Auth {
             Some(row) => verify_password(password, &row.password_hash),
             None => {
                 // As long as a real check, so timing does not tell which names exist.
-                verify_password(password, DUMMY_HASH.get_or_init(|| hash_password("not a password").unwrap()));
+                verify_password(
+                    password,
+                    DUMMY_HASH.get_or_init(|| hash_password("not a password").unwrap()),
+                );
                 false
             }
         };

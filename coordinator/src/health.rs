@@ -56,7 +56,9 @@ impl Readiness {
         match tokio::time::timeout(CHECK_TIMEOUT, database).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => missing.push(format!("database unreachable ({e:#})")),
-            Err(_) => missing.push(format!("database unreachable (no answer within {CHECK_TIMEOUT:?})")),
+            Err(_) => missing.push(format!(
+                "database unreachable (no answer within {CHECK_TIMEOUT:?})"
+            )),
         }
         if let Some(redis) = &self.redis {
             match tokio::time::timeout(CHECK_TIMEOUT, redis.ping()).await {
@@ -86,13 +88,22 @@ impl Readiness {
 
 /// Ready when one of `coordinators` (gRPC URLs) says its goflow services are SERVING (it
 /// reaches its database and a leader): for `goflow webui`.
-pub fn coordinators_check(coordinators: &[String], tls: &goflow_agent::ClientTls) -> anyhow::Result<ReadyCheck> {
+pub fn coordinators_check(
+    coordinators: &[String],
+    tls: &goflow_agent::ClientTls,
+) -> anyhow::Result<ReadyCheck> {
     let mut channels = vec![];
     for url in coordinators {
         let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| anyhow::anyhow!("bad coordinator address {url:?}: {e}"))?;
         let endpoint = tls.apply(endpoint).map_err(anyhow::Error::msg)?;
-        channels.push((url.clone(), endpoint.connect_timeout(CHECK_TIMEOUT).timeout(CHECK_TIMEOUT).connect_lazy()));
+        channels.push((
+            url.clone(),
+            endpoint
+                .connect_timeout(CHECK_TIMEOUT)
+                .timeout(CHECK_TIMEOUT)
+                .connect_lazy(),
+        ));
     }
     let channels = Arc::new(channels);
     Ok(Arc::new(move || {
@@ -101,10 +112,13 @@ pub fn coordinators_check(coordinators: &[String], tls: &goflow_agent::ClientTls
             use tonic_health::pb::HealthCheckRequest;
             use tonic_health::pb::health_check_response::ServingStatus;
             use tonic_health::pb::health_client::HealthClient;
-            let service = <crate::routing::Routed<crate::routing::Control> as tonic::server::NamedService>::NAME;
+            let service =
+                <crate::routing::Routed<crate::routing::Control> as tonic::server::NamedService>::NAME;
             let mut seen = vec![];
             for (url, channel) in channels.iter() {
-                let request = HealthCheckRequest { service: service.into() };
+                let request = HealthCheckRequest {
+                    service: service.into(),
+                };
                 match HealthClient::new(channel.clone()).check(request).await {
                     Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => return Ok(()),
                     Ok(_) => seen.push(format!("{url} is not ready")),
@@ -126,7 +140,10 @@ pub fn routes(metrics: MetricsText, ready: ReadyCheck, healthz: bool) -> axum::R
                 let text = metrics();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         text,
                     )
                 }
@@ -230,12 +247,18 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("database unreachable"), "{body}");
         assert!(!body.contains("leader"), "{body}");
-        assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK, "alive all the same");
+        assert_eq!(
+            get(&app, "/healthz").await.0,
+            StatusCode::OK,
+            "alive all the same"
+        );
     }
 
     async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {
         use tower::ServiceExt;
-        let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();

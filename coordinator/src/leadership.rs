@@ -66,7 +66,10 @@ impl Term {
             tx.commit().await.ok();
         }
         if let Some((mut client, leader, lease)) = self.etcd.take() {
-            client.resign(Some(ResignOptions::new().with_leader(leader))).await.ok();
+            client
+                .resign(Some(ResignOptions::new().with_leader(leader)))
+                .await
+                .ok();
             client.lease_revoke(lease).await.ok();
         }
     }
@@ -131,7 +134,11 @@ async fn acquire_lease(
     let mut tx = store.begin_unfenced().await?;
     let current = store::leader(&mut tx).await?;
     // A holder that is a dead process of this host is not waited for (a restart after kill -9).
-    let dead_holder = if holder_is_dead_here(&current.holder) { current.holder.as_str() } else { "" };
+    let dead_holder = if holder_is_dead_here(&current.holder) {
+        current.holder.as_str()
+    } else {
+        ""
+    };
     let taken = store::take_lease(&mut tx, me, now + ttl.as_millis() as i64, now, dead_holder).await?;
     tx.commit().await?;
     let Some(term) = taken else {
@@ -190,8 +197,13 @@ async fn acquire_elected(
     tx.commit().await?;
     let Some(term) = taken else {
         // A newer election took over already: this one is stale.
-        tracing::warn!("etcd elected this coordinator at revision {revision}, but a newer election leads: resigning");
-        client.resign(Some(ResignOptions::new().with_leader(leader))).await.ok();
+        tracing::warn!(
+            "etcd elected this coordinator at revision {revision}, but a newer election leads: resigning"
+        );
+        client
+            .resign(Some(ResignOptions::new().with_leader(leader)))
+            .await
+            .ok();
         client.lease_revoke(lease).await.ok();
         tasks.shutdown().await;
         return Ok(None);
@@ -232,7 +244,9 @@ async fn renew_lease_row(store: Store, token: i64, ttl: Duration, lost: Cancella
         match renewed.await {
             Ok(true) => confirmed = tokio::time::Instant::now(),
             Ok(false) => {
-                tracing::warn!("another coordinator took over (fencing token {token} replaced): stepping down");
+                tracing::warn!(
+                    "another coordinator took over (fencing token {token} replaced): stepping down"
+                );
                 lost.cancel();
                 return;
             }
@@ -305,7 +319,9 @@ pub fn host_name() -> String {
 
 /// Whether `holder` (`host:pid`) names a process of this host that no longer exists.
 fn holder_is_dead_here(holder: &str) -> bool {
-    let Some((host, pid)) = holder.rsplit_once(':') else { return false };
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
     let Ok(pid) = pid.parse::<i32>() else { return false };
     if host != host_name() || pid <= 0 || pid == std::process::id() as i32 {
         return false;
@@ -326,7 +342,11 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert!(holder_is_dead_here(&format!("{}:{pid}", host_name())));
-        assert!(!holder_is_dead_here(&format!("{}:{}", host_name(), std::process::id())));
+        assert!(!holder_is_dead_here(&format!(
+            "{}:{}",
+            host_name(),
+            std::process::id()
+        )));
         assert!(!holder_is_dead_here(&format!("elsewhere:{pid}")));
         assert!(!holder_is_dead_here(""));
     }

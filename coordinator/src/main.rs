@@ -22,7 +22,13 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     /// goflow's own log lines: pretty (text) or json (one object a line); the level comes from
     /// RUST_LOG (or GOFLOW_LOG), e.g. RUST_LOG=debug.
-    #[arg(long, global = true, value_enum, env = "GOFLOW_LOG_FORMAT", default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "GOFLOW_LOG_FORMAT",
+        default_value = "pretty"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -372,7 +378,11 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         settings.broker_source = "--redis-url".into();
     }
     if !args.etcd_endpoints.is_empty() {
-        settings.etcd_endpoints = args.etcd_endpoints.iter().map(|e| with_scheme(e.trim())).collect();
+        settings.etcd_endpoints = args
+            .etcd_endpoints
+            .iter()
+            .map(|e| with_scheme(e.trim()))
+            .collect();
     }
     if let Some(key) = args.etcd_key {
         settings.etcd_key = key;
@@ -409,7 +419,14 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
          GOFLOW_ETCD_ENDPOINTS or Common.EtcdEndpoints in the config file (without --ha, \
          coordinators elect a leader through the database's lease)"
     );
-    init_logging(&settings, if standalone { "goflow-standalone" } else { "goflow-coordinator" })?;
+    init_logging(
+        &settings,
+        if standalone {
+            "goflow-standalone"
+        } else {
+            "goflow-coordinator"
+        },
+    )?;
     match (&settings.broker, standalone) {
         (Some(broker), true) => tracing::warn!(
             "Common.Broker ({broker}) is not used by standalone, which dispatches in-process; \
@@ -429,7 +446,10 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         let scheme = if node.tls { "https" } else { "http" };
         let ca = match (&settings.ca, node.tls) {
             (Some(ca), _) => format!(" --ca {}", ca.display()),
-            (None, true) => format!(" --ca {}", settings.tls_cert.clone().unwrap_or_default().display()),
+            (None, true) => format!(
+                " --ca {}",
+                settings.tls_cert.clone().unwrap_or_default().display()
+            ),
             (None, false) => String::new(),
         };
         eprintln!(
@@ -531,13 +551,20 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
                     Ok(Err(e)) => missing.push(format!("Redis unreachable ({e:#})")),
                     Err(_) => missing.push("Redis unreachable (no answer within 3s)".into()),
                 }
-                if missing.is_empty() { Ok(()) } else { Err(format!("not ready: {}", missing.join("; "))) }
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("not ready: {}", missing.join("; ")))
+                }
             })
         });
         let app = goflow_coordinator::health::routes(std::sync::Arc::new(move || text.encode()), ready, true);
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
                 tracing::error!("metrics and health listener stopped: {e}");
             }
         });
@@ -591,7 +618,12 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(&settings.http_listen)
         .await
-        .with_context(|| format!("cannot listen for the web UI on {} (--http-listen)", settings.http_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen for the web UI on {} (--http-listen)",
+                settings.http_listen
+            )
+        })?;
     let coordinators = coordinator_list(&settings.server);
     tracing::info!(
         "goflow web UI on {}://{}, coordinators {}",
@@ -651,8 +683,9 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                 ..
             } => {
                 check_name("user name", name)?;
-                let role = goflow_core::Role::parse(role)
-                    .with_context(|| format!("role {role:?} is unknown (viewer, operator, editor or admin)"))?;
+                let role = goflow_core::Role::parse(role).with_context(|| {
+                    format!("role {role:?} is unknown (viewer, operator, editor or admin)")
+                })?;
                 let password = read_password(*password_stdin, &format!("password for {name}: "))?;
                 check_password(&password)?;
                 let hash = hash_password(&password)?;
@@ -674,7 +707,9 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                     println!("{name}\t{role}");
                 }
             }
-            UserCommand::Passwd { name, password_stdin, .. } => {
+            UserCommand::Passwd {
+                name, password_stdin, ..
+            } => {
                 let password = read_password(*password_stdin, &format!("new password for {name}: "))?;
                 check_password(&password)?;
                 let hash = hash_password(&password)?;
@@ -706,11 +741,14 @@ fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
     use std::io::IsTerminal;
     if from_stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_string());
     }
     let first = rpassword::prompt_password(prompt).context("cannot read the password from the terminal")?;
-    let again = rpassword::prompt_password("again: ").context("cannot read the password from the terminal")?;
+    let again =
+        rpassword::prompt_password("again: ").context("cannot read the password from the terminal")?;
     anyhow::ensure!(first == again, "the two passwords differ; nothing was changed");
     Ok(first)
 }

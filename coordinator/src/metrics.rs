@@ -120,20 +120,36 @@ impl Metrics {
         };
         let m = &metrics;
         let r = &mut registry;
-        r.register("goflow_instances", "Task instances by state (refreshed on the leader)", m.instances.clone());
-        r.register("goflow_tries_started", "Tries claimed by an agent, by queue", m.tries_started.clone());
+        r.register(
+            "goflow_instances",
+            "Task instances by state (refreshed on the leader)",
+            m.instances.clone(),
+        );
+        r.register(
+            "goflow_tries_started",
+            "Tries claimed by an agent, by queue",
+            m.tries_started.clone(),
+        );
         r.register(
             "goflow_tries_finished",
             "Tries whose end was reported, by outcome (success, failed, timed_out, killed)",
             m.tries_finished.clone(),
         );
-        r.register("goflow_cron_fires", "Cron schedule fires, by task", m.cron_fires.clone());
+        r.register(
+            "goflow_cron_fires",
+            "Cron schedule fires, by task",
+            m.cron_fires.clone(),
+        );
         r.register(
             "goflow_cron_skipped_fires",
             "Cron fires missed and not run (downtime; only the latest runs), by task",
             m.cron_skipped_fires.clone(),
         );
-        r.register("goflow_queue_depth", "Queued instances waiting for an agent, by queue", m.queue_depth.clone());
+        r.register(
+            "goflow_queue_depth",
+            "Queued instances waiting for an agent, by queue",
+            m.queue_depth.clone(),
+        );
         r.register(
             "goflow_queue_oldest_age_seconds",
             "Age of the oldest queued instance, by queue",
@@ -150,16 +166,36 @@ impl Metrics {
              queues it) to the claim",
             m.release_to_start.clone(),
         );
-        r.register("goflow_agent_slots", "Slots an alive agent registered with", m.agent_slots.clone());
-        r.register("goflow_agent_slots_used", "Tries running on an alive agent", m.agent_slots_used.clone());
+        r.register(
+            "goflow_agent_slots",
+            "Slots an alive agent registered with",
+            m.agent_slots.clone(),
+        );
+        r.register(
+            "goflow_agent_slots_used",
+            "Tries running on an alive agent",
+            m.agent_slots_used.clone(),
+        );
         r.register(
             "goflow_agent_heartbeat_age_seconds",
             "Time since an alive agent's last heartbeat",
             m.agent_heartbeat_age.clone(),
         );
-        r.register("goflow_leader_changes", "Times this coordinator started or stopped leading", m.leader_changes.clone());
-        r.register("goflow_leader", "1 while this coordinator leads", m.leader.clone());
-        r.register("goflow_log_bytes_ingested", "Bytes of try output stored", m.log_bytes.clone());
+        r.register(
+            "goflow_leader_changes",
+            "Times this coordinator started or stopped leading",
+            m.leader_changes.clone(),
+        );
+        r.register(
+            "goflow_leader",
+            "1 while this coordinator leads",
+            m.leader.clone(),
+        );
+        r.register(
+            "goflow_log_bytes_ingested",
+            "Bytes of try output stored",
+            m.log_bytes.clone(),
+        );
         r.register(
             "goflow_grpc_requests",
             "gRPC calls of the goflow services, by method and status code",
@@ -248,7 +284,9 @@ impl Metrics {
             code: code.into(),
         };
         self.grpc_requests.get_or_create(&labels).inc();
-        self.grpc_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.grpc_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 }
 
@@ -264,7 +302,11 @@ pub fn webui_metrics() -> impl Fn() -> String + Send + Sync + 'static {
         version: env!("CARGO_PKG_VERSION").into(),
     })
     .set(1);
-    registry.register("goflow_build_info", "1, labelled with this goflow's version", info);
+    registry.register(
+        "goflow_build_info",
+        "1, labelled with this goflow's version",
+        info,
+    );
     move || {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String");
@@ -309,14 +351,25 @@ mod tests {
     #[test]
     fn every_name_starts_with_goflow_and_counters_end_in_total() {
         let metrics = Metrics::new();
-        metrics.tries_finished.get_or_create(&OutcomeLabel { outcome: "success".into() }).inc();
+        metrics
+            .tries_finished
+            .get_or_create(&OutcomeLabel {
+                outcome: "success".into(),
+            })
+            .inc();
         metrics.grpc_call("Heartbeat", "OK", Duration::from_millis(3));
         let text = metrics.encode();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             assert!(line.starts_with("goflow_"), "{line}");
         }
-        assert!(text.contains("goflow_tries_finished_total{outcome=\"success\"} 1"), "{text}");
-        assert!(text.contains("goflow_grpc_requests_total{method=\"Heartbeat\",code=\"OK\"} 1"), "{text}");
+        assert!(
+            text.contains("goflow_tries_finished_total{outcome=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("goflow_grpc_requests_total{method=\"Heartbeat\",code=\"OK\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

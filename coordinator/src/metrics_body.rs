@@ -13,7 +13,12 @@ use tonic::body::Body;
 use crate::metrics::{Metrics, grpc_code_name};
 
 /// `response` whose end is counted in `metrics` under `method`.
-pub fn measured(response: http::Response<Body>, metrics: Arc<Metrics>, method: String, started: Instant) -> http::Response<Body> {
+pub fn measured(
+    response: http::Response<Body>,
+    metrics: Arc<Metrics>,
+    method: String,
+    started: Instant,
+) -> http::Response<Body> {
     let code = response
         .headers()
         .get("grpc-status")
@@ -64,7 +69,10 @@ impl HttpBody for Measured {
     type Data = <Body as HttpBody>::Data;
     type Error = <Body as HttpBody>::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -108,14 +116,20 @@ mod tests {
         type Data = Bytes;
         type Error = tonic::Status;
 
-        fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
             Poll::Ready(self.0.pop_front().map(Ok))
         }
     }
 
     async fn drain(response: http::Response<Body>) {
         let mut body = response.into_body();
-        while futures::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.is_some() {}
+        while futures::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+            .await
+            .is_some()
+        {}
     }
 
     #[tokio::test]
@@ -123,13 +137,28 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         // Trailers-only: an error answered at once.
         let refused = tonic::Status::unavailable("no leader").into_http::<Body>();
-        drain(measured(refused, metrics.clone(), "Heartbeat".into(), Instant::now())).await;
+        drain(measured(
+            refused,
+            metrics.clone(),
+            "Heartbeat".into(),
+            Instant::now(),
+        ))
+        .await;
         // A message, then the status in the trailers.
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", "5".parse().unwrap());
-        let frames = Frames(VecDeque::from([Frame::data(Bytes::from_static(b"\0\0\0\0\0")), Frame::trailers(trailers)]));
+        let frames = Frames(VecDeque::from([
+            Frame::data(Bytes::from_static(b"\0\0\0\0\0")),
+            Frame::trailers(trailers),
+        ]));
         let answered = http::Response::new(Body::new(frames));
-        drain(measured(answered, metrics.clone(), "GetInstance".into(), Instant::now())).await;
+        drain(measured(
+            answered,
+            metrics.clone(),
+            "GetInstance".into(),
+            Instant::now(),
+        ))
+        .await;
         // The client went away before the end.
         let open = http::Response::new(Body::new(Frames(VecDeque::from([Frame::data(Bytes::new())]))));
         drop(measured(open, metrics.clone(), "TailLog".into(), Instant::now()));
@@ -142,6 +171,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
-        assert_eq!(text.matches("goflow_grpc_requests_total{").count(), 3, "each call once:\n{text}");
+        assert_eq!(
+            text.matches("goflow_grpc_requests_total{").count(),
+            3,
+            "each call once:\n{text}"
+        );
     }
 }

@@ -61,14 +61,18 @@ impl Node {
         // A coordinator with a broker serves remote agents through Redis; otherwise one
         // embedded agent takes work from an in-process queue.
         let remote_agents = settings.mode == "coordinator" && settings.broker.is_some();
-        let (queue, local_queue): (Arc<dyn DispatchQueue>, Option<Arc<MemoryQueue>>) = match &settings.broker {
+        let (queue, local_queue): (Arc<dyn DispatchQueue>, Option<Arc<MemoryQueue>>) = match &settings.broker
+        {
             Some(broker) if remote_agents => {
                 anyhow::ensure!(
                     settings.agent_secret.is_some(),
                     "a coordinator that serves remote agents (a Redis URL is set) needs an agent secret: \
                      set Common.AgentSecret or GOFLOW_AGENT_SECRET (16+ characters) here and on every agent"
                 );
-                (Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?), None)
+                (
+                    Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?),
+                    None,
+                )
             }
             _ => {
                 let memory = Arc::new(MemoryQueue::new());
@@ -82,12 +86,18 @@ impl Node {
         let tls = crate::tls::NodeTls::load(settings)?;
         let store = Store::open(&database).await?;
 
-        let grpc = TcpListener::bind(&settings.grpc_listen)
-            .await
-            .with_context(|| format!("cannot listen for gRPC on {} (--grpc-listen)", settings.grpc_listen))?;
-        let http = TcpListener::bind(&settings.http_listen)
-            .await
-            .with_context(|| format!("cannot listen for the web UI on {} (--http-listen)", settings.http_listen))?;
+        let grpc = TcpListener::bind(&settings.grpc_listen).await.with_context(|| {
+            format!(
+                "cannot listen for gRPC on {} (--grpc-listen)",
+                settings.grpc_listen
+            )
+        })?;
+        let http = TcpListener::bind(&settings.http_listen).await.with_context(|| {
+            format!(
+                "cannot listen for the web UI on {} (--http-listen)",
+                settings.http_listen
+            )
+        })?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let id = leadership::coordinator_id();
@@ -136,14 +146,19 @@ impl Node {
             .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()))
             .with_metrics(metrics.clone());
         // Ready: the database answers, Redis too when dispatching through it, a leader is known.
-        let readiness =
-            crate::health::Readiness::new(store.clone(), remote_agents.then(|| queue.clone()), router.clone());
+        let readiness = crate::health::Readiness::new(
+            store.clone(),
+            remote_agents.then(|| queue.clone()),
+            router.clone(),
+        );
         let stop = shutdown.clone();
         let serving = router.clone();
         let ready = readiness.as_check();
         let server_tls = tls.as_ref().map(|t| t.server_config());
         tasks.spawn(async move {
-            if let Err(e) = crate::server::serve_grpc(serving, grpc, server_tls, Some(ready), stop.clone()).await {
+            if let Err(e) =
+                crate::server::serve_grpc(serving, grpc, server_tls, Some(ready), stop.clone()).await
+            {
                 tracing::error!("gRPC server stopped: {e:#}");
                 stop.cancel();
             }
@@ -162,9 +177,12 @@ impl Node {
                 .unwrap_or_default(),
         };
         let shared = metrics.clone();
-        let observability = crate::health::routes(Arc::new(move || shared.encode()), readiness.as_check(), false);
+        let observability =
+            crate::health::routes(Arc::new(move || shared.encode()), readiness.as_check(), false);
         tasks.spawn(async move {
-            if let Err(e) = goflow_webui::serve_tls_with(vec![web_target], web_tls, http, observability, stop).await {
+            if let Err(e) =
+                goflow_webui::serve_tls_with(vec![web_target], web_tls, http, observability, stop).await
+            {
                 tracing::error!("web UI stopped: {e:#}");
             }
         });
@@ -300,7 +318,11 @@ fn election_settings(settings: &Settings) -> ElectionSettings {
         endpoints: settings.etcd_endpoints.clone(),
         key: settings.etcd_key.clone(),
     });
-    let default_ttl = if etcd.is_some() { Duration::from_secs(3) } else { Duration::from_secs(5) };
+    let default_ttl = if etcd.is_some() {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(5)
+    };
     ElectionSettings {
         lease_ttl: settings.lease_ttl.unwrap_or(default_ttl),
         etcd,
@@ -324,7 +346,12 @@ fn host_of(address: &str) -> Option<String> {
 }
 
 /// Campaigns; while leading, runs an engine; steps down when the term ends; until shutdown.
-async fn leadership_loop(context: TermContext, me: String, election: ElectionSettings, shutdown: CancellationToken) {
+async fn leadership_loop(
+    context: TermContext,
+    me: String,
+    election: ElectionSettings,
+    shutdown: CancellationToken,
+) {
     loop {
         let Some(term) = leadership::acquire(&context.store, &me, &election, &shutdown).await else {
             return;
@@ -346,9 +373,9 @@ async fn leadership_loop(context: TermContext, me: String, election: ElectionSet
         context.leading.send_replace(None);
         context.metrics.set_leading(false);
         context.metrics.clear_leader_gauges();
-        context
-            .router
-            .set(Route::NoLeader("the leader stepped down; another takes over".into()));
+        context.router.set(Route::NoLeader(
+            "the leader stepped down; another takes over".into(),
+        ));
         term.release(&context.store).await;
         if shutdown.is_cancelled() {
             return;
@@ -381,12 +408,18 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
     // Dispatches lost on the way (an agent that died before claiming, a claim that failed in
     // transit, Redis restarted empty) are pushed again; for one merely waiting it is a no-op.
     loops.spawn(engine.clone().redispatch_loop(REDISPATCH_AFTER, stop.clone()));
-    loops.spawn(engine.clone().metrics_loop(crate::metrics::REFRESH_PERIOD, stop.clone()));
+    loops.spawn(
+        engine
+            .clone()
+            .metrics_loop(crate::metrics::REFRESH_PERIOD, stop.clone()),
+    );
     tokio::spawn(async move {
         stop.cancelled().await;
         loops.shutdown().await;
     });
-    context.router.set(Route::local(Api::new(engine.clone(), context.auth.clone())));
+    context
+        .router
+        .set(Route::local(Api::new(engine.clone(), context.auth.clone())));
     context.leading.send_replace(Some(engine));
     Ok(())
 }
@@ -439,7 +472,10 @@ async fn presence_loop(
                             .and_then(|endpoint| peer_tls.apply(endpoint));
                         match endpoint {
                             Ok(endpoint) => {
-                                tracing::info!("coordinator {} leads at {target}: passing calls to it", leader.holder);
+                                tracing::info!(
+                                    "coordinator {} leads at {target}: passing calls to it",
+                                    leader.holder
+                                );
                                 let channel = endpoint
                                     .connect_timeout(Duration::from_secs(3))
                                     .tcp_nodelay(true)
@@ -449,13 +485,15 @@ async fn presence_loop(
                                     channel,
                                 });
                             }
-                            Err(e) => tracing::error!("leader {} has a bad address {target:?}: {e}", leader.holder),
+                            Err(e) => {
+                                tracing::error!("leader {} has a bad address {target:?}: {e}", leader.holder)
+                            }
                         }
                     }
                     Some(_) => {}
-                    None if router.forwarding_to().is_some() => {
-                        router.set(Route::NoLeader("the leader's lease lapsed; an election is under way".into()))
-                    }
+                    None if router.forwarding_to().is_some() => router.set(Route::NoLeader(
+                        "the leader's lease lapsed; an election is under way".into(),
+                    )),
                     None => {}
                 }
             }

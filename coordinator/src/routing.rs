@@ -130,7 +130,8 @@ impl Router {
 /// One of the goflow services, routed.
 pub trait GoflowService: Send + Sync + 'static {
     const NAME: &'static str;
-    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>>;
+    fn local(route: &Route, request: http::Request<Body>)
+    -> Option<BoxFuture<'static, http::Response<Body>>>;
     fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status>;
 }
 
@@ -142,8 +143,13 @@ pub struct Logins;
 impl GoflowService for Logins {
     const NAME: &'static str = <pb::auth_service_server::AuthServiceServer<Api> as NamedService>::NAME;
 
-    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
-        let Route::Local { auth, .. } = route else { return None };
+    fn local(
+        route: &Route,
+        request: http::Request<Body>,
+    ) -> Option<BoxFuture<'static, http::Response<Body>>> {
+        let Route::Local { auth, .. } = route else {
+            return None;
+        };
         Some(answer(auth.clone(), request))
     }
 
@@ -155,8 +161,13 @@ impl GoflowService for Logins {
 impl GoflowService for Control {
     const NAME: &'static str = <pb::control_service_server::ControlServiceServer<Api> as NamedService>::NAME;
 
-    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
-        let Route::Local { control, .. } = route else { return None };
+    fn local(
+        route: &Route,
+        request: http::Request<Body>,
+    ) -> Option<BoxFuture<'static, http::Response<Body>>> {
+        let Route::Local { control, .. } = route else {
+            return None;
+        };
         Some(answer(control.clone(), request))
     }
 
@@ -168,8 +179,13 @@ impl GoflowService for Control {
 impl GoflowService for Agents {
     const NAME: &'static str = <pb::agent_service_server::AgentServiceServer<Api> as NamedService>::NAME;
 
-    fn local(route: &Route, request: http::Request<Body>) -> Option<BoxFuture<'static, http::Response<Body>>> {
-        let Route::Local { agents, .. } = route else { return None };
+    fn local(
+        route: &Route,
+        request: http::Request<Body>,
+    ) -> Option<BoxFuture<'static, http::Response<Body>>> {
+        let Route::Local { agents, .. } = route else {
+            return None;
+        };
         Some(answer(agents.clone(), request))
     }
 
@@ -188,7 +204,9 @@ impl GoflowService for Agents {
                 ));
             }
         }
-        let Some(secret) = &router.agent_secret else { return Ok(()) };
+        let Some(secret) = &router.agent_secret else {
+            return Ok(());
+        };
         let given = request
             .headers()
             .get("authorization")
@@ -258,7 +276,13 @@ impl<S: GoflowService> Service<http::Request<Body>> for Routed<S> {
         let Some(metrics) = self.router.metrics.clone() else {
             return self.route(request);
         };
-        let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_string();
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let started = std::time::Instant::now();
         let answer = self.route(request);
         Box::pin(async move {
@@ -269,7 +293,10 @@ impl<S: GoflowService> Service<http::Request<Body>> for Routed<S> {
 }
 
 impl<S: GoflowService> Routed<S> {
-    fn route(&mut self, mut request: http::Request<Body>) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
+    fn route(
+        &mut self,
+        mut request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
         if let Err(status) = S::check(&self.router, &request) {
             return Box::pin(async move { Ok(status.into_http()) });
         }
@@ -300,7 +327,10 @@ impl<S: GoflowService> Routed<S> {
                 })
             }
             Route::NoLeader(why) => Box::pin(async move {
-                Ok(tonic::Status::unavailable(format!("no coordinator leads right now ({why}); try again")).into_http())
+                Ok(
+                    tonic::Status::unavailable(format!("no coordinator leads right now ({why}); try again"))
+                        .into_http(),
+                )
             }),
         }
     }

@@ -89,7 +89,10 @@ fn with_config_server(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
             config = Some(file.into());
             continue;
         }
-        if let Some(file) = ["--cfg_file=", "--config="].iter().find_map(|p| text.strip_prefix(p)) {
+        if let Some(file) = ["--cfg_file=", "--config="]
+            .iter()
+            .find_map(|p| text.strip_prefix(p))
+        {
             config = Some(file.into());
             continue;
         }
@@ -102,7 +105,10 @@ fn with_config_server(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     {
         let env: std::collections::HashMap<String, String> = std::env::vars().collect();
         let settings = crate::config::Settings::load(Some(&path), &env, crate::config::Role::Agent)?;
-        rest.splice(0..0, [OsString::from("--server"), OsString::from(settings.server)]);
+        rest.splice(
+            0..0,
+            [OsString::from("--server"), OsString::from(settings.server)],
+        );
     }
     Ok(rest)
 }
@@ -119,15 +125,26 @@ mod tests {
     fn the_seeds_config_file_names_the_server_unless_told_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("goflow_conf.json");
-        std::fs::write(&conf, r#"{"Common": {"MysqlConn": "mysql://u:p@db/goflow"}, "Worker": {"Server": "10.0.0.7:7070"}}"#)
-            .unwrap();
+        std::fs::write(
+            &conf,
+            r#"{"Common": {"MysqlConn": "mysql://u:p@db/goflow"}, "Worker": {"Server": "10.0.0.7:7070"}}"#,
+        )
+        .unwrap();
         let args = |line: &str| line.split_whitespace().map(OsString::from).collect::<Vec<_>>();
         let c = conf.to_str().unwrap();
         // GOFLOW_SERVER would win; the test environment must not set it.
         if std::env::var_os("GOFLOW_SERVER").is_none() {
             assert_eq!(
                 strings(with_config_server(args(&format!("-c {c} -j a -d 2026-01-05 -down"))).unwrap()),
-                ["--server", "http://10.0.0.7:7070", "-j", "a", "-d", "2026-01-05", "-down"]
+                [
+                    "--server",
+                    "http://10.0.0.7:7070",
+                    "-j",
+                    "a",
+                    "-d",
+                    "2026-01-05",
+                    "-down"
+                ]
             );
         }
         assert_eq!(

@@ -23,7 +23,12 @@ pub async fn serve_grpc(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     match ready {
         Some(ready) => {
-            tokio::spawn(crate::health::grpc_health_loop(health_reporter, ready, router.subscribe(), shutdown.clone()));
+            tokio::spawn(crate::health::grpc_health_loop(
+                health_reporter,
+                ready,
+                router.subscribe(),
+                shutdown.clone(),
+            ));
         }
         None => {
             health_reporter.set_serving::<Routed<Control>>().await;

@@ -346,13 +346,25 @@ tasks:
             "tasks:\n  - id: a\n    command: x\n    timezone: Asia/Shanghai\n    expected_duration: 30m\n    deadline: {time: \"08:00\", day_offset: 1}\n  - id: b\n    command: x\n    deadline: \"07:30 Europe/Berlin +0\"\n",
         );
         assert_eq!(specs[0].expected_duration, Some(Duration::from_secs(1800)));
-        assert_eq!(specs[0].deadline.as_ref().unwrap().to_string(), "08:00 Asia/Shanghai +1");
-        assert_eq!(specs[1].deadline.as_ref().unwrap().to_string(), "07:30 Europe/Berlin +0");
+        assert_eq!(
+            specs[0].deadline.as_ref().unwrap().to_string(),
+            "08:00 Asia/Shanghai +1"
+        );
+        assert_eq!(
+            specs[1].deadline.as_ref().unwrap().to_string(),
+            "07:30 Europe/Berlin +0"
+        );
         assert_eq!(specs[1].expected_duration, None);
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    deadline: {time: \"8 o'clock\"}\n");
-        assert!(err.contains("task \"a\" (tasks[0], line 2): deadline: time"), "{err}");
+        assert!(
+            err.contains("task \"a\" (tasks[0], line 2): deadline: time"),
+            "{err}"
+        );
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    deadline: \"08:00 Nowhere/Town\"\n");
-        assert!(err.contains("deadline: timezone") && err.contains("Nowhere/Town"), "{err}");
+        assert!(
+            err.contains("deadline: timezone") && err.contains("Nowhere/Town"),
+            "{err}"
+        );
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    expected_duration: forever\n");
         assert!(err.contains("expected_duration \"forever\""), "{err}");
     }

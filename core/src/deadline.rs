@@ -76,7 +76,9 @@ impl Deadline {
     pub fn due_at(&self, etl_day: EtlDay) -> i64 {
         let tz = parse_timezone(&self.timezone).unwrap_or(chrono_tz::UTC);
         let date = etl_day.offset(self.day_offset).date();
-        let mut local = date.and_hms_opt(self.hour, self.minute, self.second).expect("validated time");
+        let mut local = date
+            .and_hms_opt(self.hour, self.minute, self.second)
+            .expect("validated time");
         for _ in 0..4 {
             if let Some(at) = tz.from_local_datetime(&local).earliest() {
                 return at.timestamp_millis();
@@ -122,7 +124,9 @@ mod tests {
     }
 
     fn utc_ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
@@ -154,8 +158,14 @@ mod tests {
         assert_eq!(d.latest_due_day(utc_ms("2024-03-01T23:59:00Z")), day("20240229"));
         assert_eq!(d.latest_due_day(utc_ms("2024-03-02T00:00:00Z")), day("20240301"));
         let same_day = Deadline::new("18:00", "UTC", 0).unwrap();
-        assert_eq!(same_day.latest_due_day(utc_ms("2024-03-02T17:00:00Z")), day("20240301"));
-        assert_eq!(same_day.latest_due_day(utc_ms("2024-03-02T18:00:00Z")), day("20240302"));
+        assert_eq!(
+            same_day.latest_due_day(utc_ms("2024-03-02T17:00:00Z")),
+            day("20240301")
+        );
+        assert_eq!(
+            same_day.latest_due_day(utc_ms("2024-03-02T18:00:00Z")),
+            day("20240302")
+        );
     }
 
     #[test]
@@ -168,15 +178,26 @@ mod tests {
         assert_eq!(short.to_string(), "07:05 Europe/Paris +1");
         let seconds = Deadline::parse("07:05:09 UTC +0", "UTC").unwrap();
         assert_eq!(seconds.to_string(), "07:05:09 UTC +0");
-        assert_eq!(seconds.due_at(EtlDay::parse("20240101").unwrap()), utc_ms("2024-01-01T07:05:09Z"));
+        assert_eq!(
+            seconds.due_at(EtlDay::parse("20240101").unwrap()),
+            utc_ms("2024-01-01T07:05:09Z")
+        );
     }
 
     #[test]
     fn bad_parts_are_named() {
         assert!(Deadline::new("25:00", "UTC", 1).unwrap_err().contains("HH:MM"));
         assert!(Deadline::new("8am", "UTC", 1).unwrap_err().contains("HH:MM"));
-        assert!(Deadline::new("08:00", "Mars/Olympus", 1).unwrap_err().contains("timezone"));
-        assert!(Deadline::new("08:00", "UTC", -1).unwrap_err().contains("day_offset"));
+        assert!(
+            Deadline::new("08:00", "Mars/Olympus", 1)
+                .unwrap_err()
+                .contains("timezone")
+        );
+        assert!(
+            Deadline::new("08:00", "UTC", -1)
+                .unwrap_err()
+                .contains("day_offset")
+        );
         assert!(Deadline::parse("08:00 UTC +x", "UTC").unwrap_err().contains("+x"));
     }
 }

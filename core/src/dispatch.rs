@@ -52,7 +52,12 @@ mod tests {
 
     #[test]
     fn outcomes_round_trip_and_unknown_is_refused() {
-        for o in [TryOutcome::Success, TryOutcome::Failed, TryOutcome::TimedOut, TryOutcome::Killed] {
+        for o in [
+            TryOutcome::Success,
+            TryOutcome::Failed,
+            TryOutcome::TimedOut,
+            TryOutcome::Killed,
+        ] {
             assert_eq!(TryOutcome::parse(o.as_str()), Some(o));
         }
         assert_eq!(TryOutcome::parse("exploded"), None);

@@ -3,8 +3,8 @@
 
 pub mod dag;
 pub mod dagfile;
-pub mod deadline;
 pub mod day;
+pub mod deadline;
 pub mod dispatch;
 pub mod role;
 pub mod schedule;
@@ -15,8 +15,8 @@ pub mod template;
 mod proptests;
 
 pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
-pub use deadline::Deadline;
 pub use day::{DayError, EtlDay};
+pub use deadline::Deadline;
 pub use dispatch::{Dispatch, TryOutcome};
 pub use role::Role;
 pub use schedule::Schedule;

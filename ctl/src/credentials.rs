@@ -122,14 +122,9 @@ impl Store {
 
     /// Where this process's environment puts it.
     pub fn from_env() -> Result<Self, String> {
-        config_dir(
-            std::env::var_os("XDG_CONFIG_HOME"),
-            std::env::var_os("HOME"),
-        )
-        .map(Self::in_dir)
-        .ok_or_else(|| {
-            "cannot tell where to keep credentials: set XDG_CONFIG_HOME or HOME".to_string()
-        })
+        config_dir(std::env::var_os("XDG_CONFIG_HOME"), std::env::var_os("HOME"))
+            .map(Self::in_dir)
+            .ok_or_else(|| "cannot tell where to keep credentials: set XDG_CONFIG_HOME or HOME".to_string())
     }
 
     pub fn path(&self) -> PathBuf {
@@ -241,7 +236,9 @@ pub fn check_token(token: &str) -> anyhow::Result<()> {
     if token.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {
-        anyhow::bail!("the token given with --token / GOFLOW_TOKEN is not a token: visible ASCII characters only")
+        anyhow::bail!(
+            "the token given with --token / GOFLOW_TOKEN is not a token: visible ASCII characters only"
+        )
     }
 }
 
@@ -314,7 +311,10 @@ mod tests {
             .unwrap();
         assert_eq!(mode(&store.path()), 0o600);
         // No temporary file left behind.
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["credentials"]);
 
         let json: serde_json::Value =
@@ -344,7 +344,9 @@ mod tests {
         assert_eq!(creds.find(std::slice::from_ref(&c), 1).unwrap().1.token, "gfs_c");
         assert_eq!(creds.find(&["http://d:7070".into()], 1), None);
         // A list: the first address with a session.
-        let (server, s) = creds.find(&["http://d:7070".into(), c.clone(), a.clone()], 1).unwrap();
+        let (server, s) = creds
+            .find(&["http://d:7070".into(), c.clone(), a.clone()], 1)
+            .unwrap();
         assert_eq!((server, s.token.as_str()), (c.as_str(), "gfs_c"));
 
         assert!(creds.remove(&[a.clone(), b.clone()]));
@@ -373,7 +375,10 @@ mod tests {
             }
         );
         // An empty GOFLOW_TOKEN= does not hide the login.
-        assert_eq!(choose_token(Some(" "), &creds, &servers, 1).unwrap().token, "gfs_stored");
+        assert_eq!(
+            choose_token(Some(" "), &creds, &servers, 1).unwrap().token,
+            "gfs_stored"
+        );
         // Another server's login is not used.
         assert_eq!(choose_token(None, &creds, &["http://b:7070".into()], 1), None);
     }
@@ -383,9 +388,16 @@ mod tests {
         let servers = vec!["http://a:7070".to_string()];
         let mut creds = Credentials::default();
         creds.insert(&servers, &session("gfs_old", 1_000));
-        assert_eq!(choose_token(None, &creds, &servers, 999).unwrap().token, "gfs_old");
+        assert_eq!(
+            choose_token(None, &creds, &servers, 999).unwrap().token,
+            "gfs_old"
+        );
         assert_eq!(choose_token(None, &creds, &servers, 1_000), None);
-        assert_eq!(creds.any(&servers).unwrap().user, "alice", "still a hint of who it was");
+        assert_eq!(
+            creds.any(&servers).unwrap().user,
+            "alice",
+            "still a hint of who it was"
+        );
     }
 
     #[test]

@@ -73,7 +73,11 @@ impl Fake {
 
     /// Records `authorization`; the principal and role of a known token, or the refusal a
     /// server with `--auth` answers.
-    fn authorize<T>(&self, request: &Request<T>, method: &'static str) -> Result<(&'static str, &'static str), Status> {
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        method: &'static str,
+    ) -> Result<(&'static str, &'static str), Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -97,7 +101,9 @@ impl Fake {
 
     fn need_admin<T>(&self, request: &Request<T>, method: &'static str) -> Result<(), Status> {
         match self.authorize(request, method)? {
-            (_, "viewer") => Err(Status::permission_denied(format!("{method} needs the admin role"))),
+            (_, "viewer") => Err(Status::permission_denied(format!(
+                "{method} needs the admin role"
+            ))),
             _ => Ok(()),
         }
     }
@@ -121,8 +127,14 @@ const SESSION: &str = "gfs_session1";
 impl AuthService for Fake {
     async fn login(&self, request: Request<LoginRequest>) -> Reply<LoginResponse> {
         // The one call that needs no token: only recorded.
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.auth_seen.lock().unwrap().push(("Login", header.unwrap_or("").to_string()));
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.auth_seen
+            .lock()
+            .unwrap()
+            .push(("Login", header.unwrap_or("").to_string()));
         let r = request.into_inner();
         if r.user != "alice" || r.password != "secret" {
             return Err(Status::unauthenticated("wrong user or password"));
@@ -308,7 +320,10 @@ impl ControlService for Fake {
             mode: "standalone".into(),
         }))
     }
-    async fn list_coordinators(&self, request: Request<ListCoordinatorsRequest>) -> Reply<ListCoordinatorsResponse> {
+    async fn list_coordinators(
+        &self,
+        request: Request<ListCoordinatorsRequest>,
+    ) -> Reply<ListCoordinatorsResponse> {
         self.refuse(self.no_leader)?;
         self.note(&request)?;
         let now = crate::output::now_ms();
@@ -554,13 +569,19 @@ async fn a_call_refused_with_unavailable_goes_to_the_next_coordinator() {
 #[tokio::test]
 async fn none_answering_names_them_all() {
     let (a, b) = (closed_port().await, closed_port().await);
-    let err = connect(&format!("{a},{b}"), meta()).await.unwrap_err().to_string();
+    let err = connect(&format!("{a},{b}"), meta())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with(&format!("cannot reach goflow at {a}, {b}: {a}: ")),
         "{err}"
     );
     assert!(err.contains(&format!("; {b}: ")), "{err}");
-    assert!(err.ends_with("(is goflow running? set --server or GOFLOW_SERVER)"), "{err}");
+    assert!(
+        err.ends_with("(is goflow running? set --server or GOFLOW_SERVER)"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,14 +642,21 @@ async fn login_keeps_a_session_that_later_calls_carry_until_logout() {
     result.unwrap();
     assert_eq!(out, format!("logged in as alice (admin) at {server}\n"));
     assert_eq!(fake.sent_to("Login"), [""], "Login carries no token");
-    assert_eq!(fake.sent_to("GetVersion"), [""], "nor does login's connection probe");
+    assert_eq!(
+        fake.sent_to("GetVersion"),
+        [""],
+        "nor does login's connection probe"
+    );
     fake.auth_seen.lock().unwrap().clear();
     let file = dir.join("credentials");
     assert_eq!(mode(&file), 0o600);
     assert_eq!(mode(&dir), 0o700);
     let stored = credentials::Store::in_dir(&dir).load().unwrap();
     let session = &stored.servers[&server];
-    assert_eq!((session.token.as_str(), session.user.as_str()), (SESSION, "alice"));
+    assert_eq!(
+        (session.token.as_str(), session.user.as_str()),
+        (SESSION, "alice")
+    );
 
     // Later calls, of both services, carry the session.
     let (result, out, _) = goflowctl(&dir, "", &["--server", &server, "tasks"]).await;
@@ -636,7 +664,11 @@ async fn login_keeps_a_session_that_later_calls_carry_until_logout() {
     assert_eq!(out, "no tasks\n");
     let bearer = format!("Bearer {SESSION}");
     assert_eq!(fake.sent_to("ListTasks"), [bearer.as_str()]);
-    assert_eq!(fake.sent_to("GetVersion"), [bearer.as_str()], "the connection probe too");
+    assert_eq!(
+        fake.sent_to("GetVersion"),
+        [bearer.as_str()],
+        "the connection probe too"
+    );
     let (result, out, _) = goflowctl(&dir, "", &["whoami", "--server", &server]).await;
     result.unwrap();
     assert_eq!(out, format!("alice (admin) at {server}\n"));
@@ -651,7 +683,13 @@ async fn login_keeps_a_session_that_later_calls_carry_until_logout() {
     result.unwrap();
     assert_eq!(out, format!("logged out of {server}\n"));
     assert_eq!(fake.sent_to("Logout"), [bearer]);
-    assert!(credentials::Store::in_dir(&dir).load().unwrap().servers.is_empty());
+    assert!(
+        credentials::Store::in_dir(&dir)
+            .load()
+            .unwrap()
+            .servers
+            .is_empty()
+    );
     assert_eq!(mode(&file), 0o600);
 
     let (result, _, _) = goflowctl(&dir, "", &["--server", &server, "tasks"]).await;
@@ -671,8 +709,12 @@ async fn login_keeps_a_session_that_later_calls_carry_until_logout() {
 async fn a_wrong_password_stores_nothing() {
     let server = serve(auth_fake()).await;
     let config = tempfile::tempdir().unwrap();
-    let (result, out, _) =
-        goflowctl(config.path(), "nope", &["--server", &server, "login", "-u", "alice"]).await;
+    let (result, out, _) = goflowctl(
+        config.path(),
+        "nope",
+        &["--server", &server, "login", "-u", "alice"],
+    )
+    .await;
     assert_eq!(
         error_text(result, &server),
         format!("login failed at {server}: wrong user or password")
@@ -689,7 +731,12 @@ async fn a_login_through_a_list_is_kept_for_each_address() {
     let config = tempfile::tempdir().unwrap();
     // As the user typed them: no scheme on one, a trailing slash on the other.
     let typed = format!("{}, {}/", dead.trim_start_matches("http://"), live);
-    let (result, out, _) = goflowctl(config.path(), "secret", &["--server", &typed, "login", "-u", "alice"]).await;
+    let (result, out, _) = goflowctl(
+        config.path(),
+        "secret",
+        &["--server", &typed, "login", "-u", "alice"],
+    )
+    .await;
     result.unwrap();
     assert_eq!(out, format!("logged in as alice (admin) at {dead}, {live}\n"));
     let stored = credentials::Store::in_dir(config.path()).load().unwrap();
@@ -705,7 +752,13 @@ async fn a_login_through_a_list_is_kept_for_each_address() {
     // Logging out of one forgets the session under every address.
     let (result, _, _) = goflowctl(config.path(), "", &["--server", &live, "logout"]).await;
     result.unwrap();
-    assert!(credentials::Store::in_dir(config.path()).load().unwrap().servers.is_empty());
+    assert!(
+        credentials::Store::in_dir(config.path())
+            .load()
+            .unwrap()
+            .servers
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -713,16 +766,30 @@ async fn token_create_prints_only_the_token_and_the_given_token_wins() {
     let fake = auth_fake();
     let server = serve(fake.clone()).await;
     let config = tempfile::tempdir().unwrap();
-    let (result, _, _) =
-        goflowctl(config.path(), "secret", &["--server", &server, "login", "-u", "alice"]).await;
+    let (result, _, _) = goflowctl(
+        config.path(),
+        "secret",
+        &["--server", &server, "login", "-u", "alice"],
+    )
+    .await;
     result.unwrap();
 
     let (result, out, err) = goflowctl(
         config.path(),
         "",
         &[
-            "--server", &server, "--token", "gft_admin", "token", "create", "--name", "ci",
-            "--role", "operator", "--expires", "90d",
+            "--server",
+            &server,
+            "--token",
+            "gft_admin",
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--role",
+            "operator",
+            "--expires",
+            "90d",
         ],
     )
     .await;
@@ -732,7 +799,11 @@ async fn token_create_prints_only_the_token_and_the_given_token_wins() {
     assert!(err.contains("shown only this once"), "{err}");
     let created = fake.created.lock().unwrap().clone().unwrap();
     assert_eq!(
-        (created.name.as_str(), created.role.as_str(), created.expires_in_ms),
+        (
+            created.name.as_str(),
+            created.role.as_str(),
+            created.expires_in_ms
+        ),
         ("ci", "operator", 90 * 86_400_000)
     );
     // --token won over the stored session.
@@ -747,8 +818,12 @@ async fn token_create_prints_only_the_token_and_the_given_token_wins() {
     );
     assert!(lines[1].starts_with("ci     operator   alice        "), "{out}");
     assert_eq!(fake.sent_to("ListTokens"), [format!("Bearer {SESSION}")]);
-    let (result, out, _) =
-        goflowctl(config.path(), "", &["--server", &server, "token", "list", "-o", "json"]).await;
+    let (result, out, _) = goflowctl(
+        config.path(),
+        "",
+        &["--server", &server, "token", "list", "-o", "json"],
+    )
+    .await;
     result.unwrap();
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json[0]["name"], "ci");
@@ -758,8 +833,12 @@ async fn token_create_prints_only_the_token_and_the_given_token_wins() {
         goflowctl(config.path(), "", &["--server", &server, "token", "revoke", "ci"]).await;
     result.unwrap();
     assert_eq!(out, "revoked token ci\n");
-    let (result, _, _) =
-        goflowctl(config.path(), "", &["--server", &server, "token", "revoke", "nope"]).await;
+    let (result, _, _) = goflowctl(
+        config.path(),
+        "",
+        &["--server", &server, "token", "revoke", "nope"],
+    )
+    .await;
     assert_eq!(error_text(result, &server), r#"not found: no token named "nope""#);
 }
 
@@ -773,7 +852,18 @@ async fn refusals_say_what_to_do() {
     let (result, out, _) = goflowctl(
         config.path(),
         "",
-        &["--server", &server, "--token", "gft_viewer", "token", "create", "--name", "x", "--role", "admin"],
+        &[
+            "--server",
+            &server,
+            "--token",
+            "gft_viewer",
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--role",
+            "admin",
+        ],
     )
     .await;
     assert_eq!(
@@ -783,8 +873,12 @@ async fn refusals_say_what_to_do() {
     assert_eq!(out, "");
 
     // A token the server does not know.
-    let (result, _, _) =
-        goflowctl(config.path(), "", &["--server", &server, "--token", "gft_revoked", "tasks"]).await;
+    let (result, _, _) = goflowctl(
+        config.path(),
+        "",
+        &["--server", &server, "--token", "gft_revoked", "tasks"],
+    )
+    .await;
     assert_eq!(
         error_text(result, &server),
         format!(
@@ -807,7 +901,12 @@ async fn refusals_say_what_to_do() {
             )
         })
         .unwrap();
-    let (result, _, _) = goflowctl(config.path(), "", &["--server", &server, "run", "-j", "extract", "-d", "20260101"]).await;
+    let (result, _, _) = goflowctl(
+        config.path(),
+        "",
+        &["--server", &server, "run", "-j", "extract", "-d", "20260101"],
+    )
+    .await;
     assert_eq!(
         error_text(result, &server),
         format!(
@@ -822,7 +921,10 @@ async fn refusals_say_what_to_do() {
 async fn alerts_are_listed_for_a_task() {
     let server = serve(Fake::default()).await;
     let mut client = connect(&server, meta()).await.unwrap();
-    let args = match crate::tests::parse(&["alerts", "-j", "report", "-o", "json"]).unwrap().command {
+    let args = match crate::tests::parse(&["alerts", "-j", "report", "-o", "json"])
+        .unwrap()
+        .command
+    {
         crate::Command::Alerts(args) => args,
         _ => unreachable!(),
     };

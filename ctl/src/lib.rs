@@ -232,7 +232,11 @@ impl fmt::Display for ConnectError {
         } else {
             "is goflow running? set --server or GOFLOW_SERVER"
         };
-        write!(f, "cannot reach goflow at {}: {} ({hint})", self.server, self.cause)
+        write!(
+            f,
+            "cannot reach goflow at {}: {} ({hint})",
+            self.server, self.cause
+        )
     }
 }
 
@@ -312,7 +316,11 @@ pub async fn open(servers: &str, meta: ClientMeta) -> Result<Connection, Connect
     for server in &list {
         let endpoint = Endpoint::from_shared(server.clone()).map_err(|e| {
             let cause = format!("invalid address: {}", cause_chain(&e));
-            fail(if list.len() == 1 { cause } else { format!("{server}: {cause}") })
+            fail(if list.len() == 1 {
+                cause
+            } else {
+                format!("{server}: {cause}")
+            })
         })?;
         let endpoint = tls::client_tls().apply(endpoint).map_err(&fail)?;
         channels.push(endpoint.connect_timeout(ANSWER_TIMEOUT).connect_lazy());
@@ -339,15 +347,11 @@ pub async fn open(servers: &str, meta: ClientMeta) -> Result<Connection, Connect
 /// The first coordinator, in order, that answers a `GetVersion` within [`ANSWER_TIMEOUT`].
 /// One that answers UNAVAILABLE (no leader) is taken only when none answers better: calls
 /// through it wait for a leader. Err: why each did not answer.
-async fn first_answering(
-    failover: &Failover,
-    meta: &ClientMeta,
-) -> Result<usize, Vec<(String, String)>> {
+async fn first_answering(failover: &Failover, meta: &ClientMeta) -> Result<usize, Vec<(String, String)>> {
     let mut causes = Vec::new();
     let mut refusing = None;
     for (index, server) in failover.urls().iter().enumerate() {
-        let mut probe =
-            ControlServiceClient::with_interceptor(failover.channel(index), meta.clone());
+        let mut probe = ControlServiceClient::with_interceptor(failover.channel(index), meta.clone());
         let answer = tokio::time::timeout(
             ANSWER_TIMEOUT,
             probe.get_version(goflow_proto::GetVersionRequest {}),
@@ -480,7 +484,10 @@ impl fmt::Display for NotLoggedIn {
             _ => "pass a token with --token / GOFLOW_TOKEN",
         };
         match self.reason.trim() {
-            "" => write!(f, "not logged in to {server}: it refused {refused}; {login}, or {other}"),
+            "" => write!(
+                f,
+                "not logged in to {server}: it refused {refused}; {login}, or {other}"
+            ),
             // The server's reason already says how to log in: not said twice.
             reason if reason.contains("goflowctl login") => {
                 write!(f, "not logged in to {server}: it refused {refused}: {reason}")
@@ -557,8 +564,7 @@ pub async fn dispatch(
     } else {
         ctx.stored_logins(err)
     };
-    let bearer: Option<Bearer> =
-        credentials::choose_token(given, &stored, &servers, output::now_ms());
+    let bearer: Option<Bearer> = credentials::choose_token(given, &stored, &servers, output::now_ms());
     let meta = client_meta(bearer.as_ref().map(|b| b.token.as_str()))?;
     let not_logged_in = |e: anyhow::Error| -> anyhow::Error {
         match e.downcast_ref::<Status>() {
@@ -639,8 +645,11 @@ pub async fn execute(cli: Cli) -> u8 {
             otel.status_description = tracing::field::Empty,
         )
     });
-    let result = tracing::Instrument::instrument(dispatch(cli, &ctx, &mut io::stdout(), &mut io::stderr()), span.clone())
-        .await;
+    let result = tracing::Instrument::instrument(
+        dispatch(cli, &ctx, &mut io::stdout(), &mut io::stderr()),
+        span.clone(),
+    )
+    .await;
     if let Err(err) = &result {
         span.record("otel.status_code", "error");
         span.record("otel.status_description", error_message(err, &server).as_str());
@@ -733,7 +742,16 @@ mod tests {
             &["login", "-u", "alice"],
             &["logout"],
             &["whoami"],
-            &["token", "create", "--name", "ci", "--role", "operator", "--expires", "90d"],
+            &[
+                "token",
+                "create",
+                "--name",
+                "ci",
+                "--role",
+                "operator",
+                "--expires",
+                "90d",
+            ],
             &["token", "create", "--name", "ci", "--role", "admin"],
             &["token", "list", "-o", "json"],
             &["token", "revoke", "ci"],
@@ -750,7 +768,10 @@ mod tests {
     fn command_names_are_as_typed() {
         let name = |args: &[&str]| command_name(&parse(args).unwrap().command);
         assert_eq!(name(&["run", "-j", "a", "-d", "20260101"]), "run");
-        assert_eq!(name(&["mark-success", "-j", "a", "-d", "20260101"]), "mark-success");
+        assert_eq!(
+            name(&["mark-success", "-j", "a", "-d", "20260101"]),
+            "mark-success"
+        );
         assert_eq!(name(&["do-all-job", "-d", "20260101"]), "do-all-job");
         assert_eq!(name(&["logout"]), "logout");
         assert_eq!(name(&["token", "list"]), "token");
@@ -801,14 +822,28 @@ mod tests {
             Some("gft_x")
         );
         // The token's value never shows in --help, even from the environment.
-        let help = <Cli as clap::CommandFactory>::command().render_long_help().to_string();
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
         assert!(help.contains("GOFLOW_TOKEN"), "{help}");
         let err = parse(&["token", "create", "--name", "x", "--role", "root"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidValue);
-        let err = parse(&["token", "create", "--name", "x", "--role", "viewer", "--expires", "soon"])
-            .unwrap_err();
+        let err = parse(&[
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--role",
+            "viewer",
+            "--expires",
+            "soon",
+        ])
+        .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
-        assert_eq!(parse(&["login"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            parse(&["login"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]
@@ -874,7 +909,9 @@ mod tests {
     #[tokio::test]
     async fn unreachable_server_is_named() {
         // Port 1 on localhost: nothing listens there.
-        let err = connect("http://127.0.0.1:1", ClientMeta::new(None)).await.unwrap_err();
+        let err = connect("http://127.0.0.1:1", ClientMeta::new(None))
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with("cannot reach goflow at http://127.0.0.1:1: "),
@@ -884,7 +921,9 @@ mod tests {
             text.ends_with("(is goflow running? set --server or GOFLOW_SERVER)"),
             "{text}"
         );
-        let err = connect("http://bad host", ClientMeta::new(None)).await.unwrap_err();
+        let err = connect("http://bad host", ClientMeta::new(None))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("invalid address"), "{err}");
     }
 }

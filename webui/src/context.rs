@@ -227,7 +227,8 @@ pub async fn guard(request: Request, next: Next) -> Response {
         Body::from(bytes)
     };
     parts.extensions.insert(CsrfToken(token.clone()));
-    let is_page = is_read && !parts.uri.path().starts_with("/static/") && !parts.uri.path().ends_with("/live");
+    let is_page =
+        is_read && !parts.uri.path().starts_with("/static/") && !parts.uri.path().ends_with("/live");
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if existing.is_none() {
         // A year: the token only has to outlive the open tab; it carries no authority alone.
@@ -237,7 +238,9 @@ pub async fn guard(request: Request, next: Next) -> Response {
     }
     let showed_flash = had_flash && is_page && response.status() == StatusCode::OK;
     if showed_flash {
-        response.headers_mut().append(SET_COOKIE, set_cookie(FLASH_COOKIE, "", 0));
+        response
+            .headers_mut()
+            .append(SET_COOKIE, set_cookie(FLASH_COOKIE, "", 0));
     }
     response
 }
@@ -248,7 +251,10 @@ mod tests {
 
     #[test]
     fn flash_messages_survive_the_cookie_round_trip() {
-        for flash in [Flash::ok("3 instances to run"), Flash::refused("不能; =\"x\" 100%")] {
+        for flash in [
+            Flash::ok("3 instances to run"),
+            Flash::refused("不能; =\"x\" 100%"),
+        ] {
             assert_eq!(Flash::decode(&flash.encode()), Some(flash.clone()));
         }
         assert_eq!(Flash::decode("maybe.x"), None);
@@ -257,7 +263,10 @@ mod tests {
     #[test]
     fn cookies_are_found_by_exact_name() {
         let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_static("a_goflow_lang=en; goflow_lang=zh"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a_goflow_lang=en; goflow_lang=zh"),
+        );
         assert_eq!(cookie(&headers, LANG_COOKIE).as_deref(), Some("zh"));
         assert_eq!(cookie(&headers, "missing"), None);
     }
@@ -265,7 +274,10 @@ mod tests {
     #[test]
     fn a_remembered_language_beats_the_browsers() {
         let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT_LANGUAGE, HeaderValue::from_static("zh-CN,zh;q=0.9,en;q=0.8"));
+        headers.insert(
+            ACCEPT_LANGUAGE,
+            HeaderValue::from_static("zh-CN,zh;q=0.9,en;q=0.8"),
+        );
         assert_eq!(choose_lang(&headers), Lang::Zh);
         headers.insert(COOKIE, HeaderValue::from_static("goflow_lang=en"));
         assert_eq!(choose_lang(&headers), Lang::En);

@@ -171,7 +171,8 @@ impl AppState {
     }
 
     fn client(&self) -> Client {
-        ControlServiceClient::with_interceptor(self.channel.clone(), self.meta()).max_decoding_message_size(64 << 20)
+        ControlServiceClient::with_interceptor(self.channel.clone(), self.meta())
+            .max_decoding_message_size(64 << 20)
     }
 
     fn streaming_client(&self) -> Client {
@@ -279,7 +280,10 @@ mod failover_tests {
         let (status, body) = get(&app, "/tasks").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("transform"), "{body}");
-        assert!(hits.load(Ordering::SeqCst) >= 1, "the first coordinator was not asked");
+        assert!(
+            hits.load(Ordering::SeqCst) >= 1,
+            "the first coordinator was not asked"
+        );
     }
 
     #[tokio::test]

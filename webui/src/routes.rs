@@ -13,7 +13,9 @@ use crate::actions;
 use crate::auth;
 use crate::context;
 use crate::error::not_found;
-use crate::pages::{agents, alerts, edit, graph, grid, history, instance, login, logs, overview, task, tasks};
+use crate::pages::{
+    agents, alerts, edit, graph, grid, history, instance, login, logs, overview, task, tasks,
+};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -280,7 +280,9 @@ impl Fake {
         let (name, role) = self
             .caller(request.metadata())
             .ok_or_else(|| Status::unauthenticated("log in first"))?;
-        request.extensions_mut().insert(CallerRole((crate::auth::parse_role(role), name)));
+        request
+            .extensions_mut()
+            .insert(CallerRole((crate::auth::parse_role(role), name)));
         Ok(request)
     }
 
@@ -293,7 +295,9 @@ impl Fake {
         match request.extensions().get::<CallerRole>().map(|r| r.0) {
             Some((role, _)) if role.allows(needed) => Ok(()),
             // As the coordinator words it.
-            Some((role, name)) => Err(Status::permission_denied(format!("{name} is {role}; this needs the {needed} role"))),
+            Some((role, name)) => Err(Status::permission_denied(format!(
+                "{name} is {role}; this needs the {needed} role"
+            ))),
             None => Err(Status::unauthenticated("log in first")),
         }
     }
@@ -326,7 +330,11 @@ pub async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (Sta
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -354,7 +362,10 @@ impl Posted {
             .find_map(|c| c.strip_prefix("goflow_flash="))
             .unwrap_or_else(|| panic!("no flash in {:?}", self.cookies));
         let value = cookie.split(';').next().unwrap();
-        percent_encoding::percent_decode_str(value).decode_utf8().unwrap().into_owned()
+        percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
     }
 }
 
@@ -388,7 +399,10 @@ pub async fn post_with(
             request = request.header(*name, *value);
         }
     }
-    let request = request.header("cookie", cookie).body(Body::from(form.finish())).unwrap();
+    let request = request
+        .header("cookie", cookie)
+        .body(Body::from(form.finish()))
+        .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let header = |name: &str| -> Vec<String> {
@@ -401,7 +415,9 @@ pub async fn post_with(
     };
     let location = header("location").into_iter().next().unwrap_or_default();
     let cookies = header("set-cookie");
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     Posted {
         status,
         location,
@@ -532,12 +548,17 @@ impl ControlService for Fake {
     async fn run(&self, request: tonic::Request<RunRequest>) -> Rpc<RunResponse> {
         self.allow(&request, "operator")?;
         let r = request.into_inner();
-        let flags = [("force", r.force), ("down", r.down), ("up", r.up), ("dry_run", r.dry_run)]
-            .iter()
-            .filter(|(_, on)| *on)
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let flags = [
+            ("force", r.force),
+            ("down", r.down),
+            ("up", r.up),
+            ("dry_run", r.dry_run),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(" ");
         let days = if r.etl_day.is_empty() {
             format!("{}..{}", r.from_day, r.to_day)
         } else {
@@ -547,11 +568,23 @@ impl ControlService for Fake {
         // Two days per request in a range, one of them existing.
         let instances = if r.etl_day.is_empty() && r.from_day != r.to_day {
             vec![
-                InstanceRef { id: 0, task: r.task.clone(), etl_day: r.from_day.clone() },
-                InstanceRef { id: 9, task: r.task.clone(), etl_day: r.to_day.clone() },
+                InstanceRef {
+                    id: 0,
+                    task: r.task.clone(),
+                    etl_day: r.from_day.clone(),
+                },
+                InstanceRef {
+                    id: 9,
+                    task: r.task.clone(),
+                    etl_day: r.to_day.clone(),
+                },
             ]
         } else {
-            vec![InstanceRef { id: 2, task: r.task.clone(), etl_day: r.etl_day.clone() }]
+            vec![InstanceRef {
+                id: 2,
+                task: r.task.clone(),
+                etl_day: r.etl_day.clone(),
+            }]
         };
         Ok(Response::new(RunResponse {
             message: format!("{} instances to run", instances.len()),
@@ -603,7 +636,10 @@ impl ControlService for Fake {
             ..Default::default()
         }))
     }
-    async fn delete_instance(&self, request: tonic::Request<DeleteInstanceRequest>) -> Rpc<InstancesResponse> {
+    async fn delete_instance(
+        &self,
+        request: tonic::Request<DeleteInstanceRequest>,
+    ) -> Rpc<InstancesResponse> {
         self.allow(&request, "operator")?;
         let r = request.into_inner();
         self.record(format!("DeleteInstance {}@{}", r.task, r.etl_day))?;
@@ -616,7 +652,10 @@ impl ControlService for Fake {
         self.allow(&request, "operator")?;
         let r = request.into_inner();
         self.record(format!("SetPaused {} {}", r.task, r.paused))?;
-        let mut task = self.get_task(tonic::Request::new(GetTaskRequest { id: r.task })).await?.into_inner();
+        let mut task = self
+            .get_task(tonic::Request::new(GetTaskRequest { id: r.task }))
+            .await?
+            .into_inner();
         task.paused = r.paused;
         Ok(Response::new(task))
     }

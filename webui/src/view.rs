@@ -163,7 +163,11 @@ mod tests {
         assert!(Badge::new("success", true, Lang::En).forced);
         assert!(!Badge::new("failed", true, Lang::En).forced);
         assert_eq!(Badge::new("success", true, Lang::Zh).title, "强制通过（未运行）");
-        assert_eq!(Badge::new("failed", false, Lang::Zh).name, "failed", "one vocabulary");
+        assert_eq!(
+            Badge::new("failed", false, Lang::Zh).name,
+            "failed",
+            "one vocabulary"
+        );
     }
 
     #[test]

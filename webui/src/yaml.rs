@@ -98,7 +98,11 @@ impl TaskForm {
             schedule: t.schedule.clone(),
             timezone: t.timezone.clone(),
             day_offset: t.day_offset.to_string(),
-            retries: if t.retries < 0 { String::new() } else { t.retries.to_string() },
+            retries: if t.retries < 0 {
+                String::new()
+            } else {
+                t.retries.to_string()
+            },
             retry_delay: crate::pages::task::millis(t.retry_delay_ms),
             timeout: crate::pages::task::millis(t.timeout_ms),
             priority: t.priority.to_string(),
@@ -157,7 +161,12 @@ impl TaskForm {
                 None => depends_on.push(DependencyOut::Same(task)),
                 Some(offset) => {
                     let day_offset = offset.parse::<i32>().map_err(|_| {
-                        ("depends_on", format!("depends_on: {line:?}: write a task, or a task and a day offset such as -1"))
+                        (
+                            "depends_on",
+                            format!(
+                                "depends_on: {line:?}: write a task, or a task and a day offset such as -1"
+                            ),
+                        )
                     })?;
                     depends_on.push(DependencyOut::WithOffset { task, day_offset });
                 }
@@ -289,8 +298,14 @@ mod tests {
             expected_duration_ms: 1_800_000,
             deadline: "08:00 Asia/Shanghai +1".into(),
             depends_on: vec![
-                TaskDependency { task: "extract".into(), day_offset: 0 },
-                TaskDependency { task: "load".into(), day_offset: -1 },
+                TaskDependency {
+                    task: "extract".into(),
+                    day_offset: 0,
+                },
+                TaskDependency {
+                    task: "load".into(),
+                    day_offset: -1,
+                },
             ],
             ..Default::default()
         }
@@ -303,7 +318,10 @@ mod tests {
         let spec = &specs[0];
         assert_eq!(spec.command, "load.sh {{etl_day}}");
         assert_eq!(spec.schedule.as_deref(), Some("30 2 * * *"));
-        assert_eq!((spec.retries, spec.priority, spec.queue.as_str()), (Some(2), 3, "io"));
+        assert_eq!(
+            (spec.retries, spec.priority, spec.queue.as_str()),
+            (Some(2), 3, "io")
+        );
         assert_eq!(spec.retry_delay, Some(std::time::Duration::from_secs(90)));
         assert_eq!(spec.timeout, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(spec.start_day.map(|d| d.compact()).as_deref(), Some("20260101"));
@@ -311,7 +329,10 @@ mod tests {
         assert_eq!(spec.depends_on[1].day_offset, -1);
         assert_eq!(spec.description, "loads: the \"warehouse\"");
         assert_eq!(spec.expected_duration, Some(std::time::Duration::from_secs(1800)));
-        assert_eq!(spec.deadline.as_ref().map(|d| d.to_string()).as_deref(), Some("08:00 Asia/Shanghai +1"));
+        assert_eq!(
+            spec.deadline.as_ref().map(|d| d.to_string()).as_deref(),
+            Some("08:00 Asia/Shanghai +1")
+        );
     }
 
     #[test]
@@ -345,6 +366,9 @@ mod tests {
         form.command = "  ".into();
         let error = dagfile::parse(&form.to_document().unwrap(), "edit form").unwrap_err();
         assert_eq!(field_of(&error.to_string()), "command", "{error}");
-        assert_eq!(field_of("edit form: task \"b\" depends on unknown task \"nope\""), "depends_on");
+        assert_eq!(
+            field_of("edit form: task \"b\" depends on unknown task \"nope\""),
+            "depends_on"
+        );
     }
 }

@@ -363,7 +363,8 @@ impl Settings {
             Key::AlertRules => alerts(&mut self.engine).set_rules(value, origin)?,
             Key::AlertOnRetry => alerts(&mut self.engine).on_retry = boolean(value, origin)?,
             Key::UiUrl => {
-                alerts(&mut self.engine).ui_url = Some(string(value, origin)?).filter(|u| !u.trim().is_empty())
+                alerts(&mut self.engine).ui_url =
+                    Some(string(value, origin)?).filter(|u| !u.trim().is_empty())
             }
             Key::AlertCheckInterval => alerts(&mut self.engine).check_interval = seconds(value, origin, 1)?,
             Key::TlsCert => self.tls_cert = path(value, origin)?,
@@ -371,7 +372,9 @@ impl Settings {
             Key::Ca => self.ca = path(value, origin)?,
             Key::TlsClientCa => self.tls_client_ca = path(value, origin)?,
             Key::LeaseTtl => self.lease_ttl = Some(seconds(value, origin, 2)?),
-            Key::AdvertiseAddress => self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty()),
+            Key::AdvertiseAddress => {
+                self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty())
+            }
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
             Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
         }
@@ -541,7 +544,9 @@ fn alerts(engine: &mut EngineSettings) -> &mut crate::alerts::AlertSettings {
 
 /// A file's path; empty: none.
 fn path(value: &Value, origin: &str) -> anyhow::Result<Option<PathBuf>> {
-    Ok(Some(string(value, origin)?).filter(|p| !p.is_empty()).map(PathBuf::from))
+    Ok(Some(string(value, origin)?)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from))
 }
 
 pub fn with_scheme(addr: &str) -> String {
@@ -568,7 +573,10 @@ pub fn require_auth_beyond_loopback(settings: &Settings) -> anyhow::Result<()> {
     if settings.auth {
         return Ok(());
     }
-    for (what, address) in [("--grpc-listen", &settings.grpc_listen), ("--http-listen", &settings.http_listen)] {
+    for (what, address) in [
+        ("--grpc-listen", &settings.grpc_listen),
+        ("--http-listen", &settings.http_listen),
+    ] {
         if !is_loopback(address) {
             bail!(
                 "{what} {address} can be reached from other machines, and authentication is off: anyone \

@@ -78,7 +78,10 @@ fn environment_overrides_the_file() {
         ("GOFLOW_SLOTS".to_string(), "3".to_string()),
     ]);
     let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
-    assert_eq!(s.database_url().unwrap().sqlite_file(), Some(PathBuf::from("/tmp/x/goflow.db")));
+    assert_eq!(
+        s.database_url().unwrap().sqlite_file(),
+        Some(PathBuf::from("/tmp/x/goflow.db"))
+    );
     assert_eq!(s.agent_slots, 3);
     let bad = HashMap::from([("GOFLOW_SLOTS".to_string(), "many".to_string())]);
     let err = Settings::load(None, &bad, Role::Agent).unwrap_err().to_string();
@@ -133,20 +136,30 @@ channels = ["dw"]
 "#,
     );
     let env = HashMap::from([
-        ("GOFLOW_ALERT_WEBHOOK".to_string(), "http://hook.example/x".to_string()),
+        (
+            "GOFLOW_ALERT_WEBHOOK".to_string(),
+            "http://hook.example/x".to_string(),
+        ),
         ("GOFLOW_ALERT_ON_RETRY".to_string(), "true".to_string()),
     ]);
     let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
     let alerts = &s.engine.alerts;
     assert_eq!(alerts.ui_url.as_deref(), Some("https://goflow.example"));
     assert_eq!(alerts.check_interval, Duration::from_secs(5));
-    assert_eq!(alerts.route("report_daily", AlertKind::Deadline), ["dw", "webhook"]);
+    assert_eq!(
+        alerts.route("report_daily", AlertKind::Deadline),
+        ["dw", "webhook"]
+    );
     assert_eq!(alerts.route("report_daily", AlertKind::Retry), ["webhook"]);
     assert_eq!(alerts.route("etl", AlertKind::Deadline), ["webhook"]);
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 
-    let bad = write(&dir, "bad.toml", "[[Alerts.Rules]]
-channels = [\"nowhere\"]\n");
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[[Alerts.Rules]]
+channels = [\"nowhere\"]\n",
+    );
     let err = Settings::load(Some(&bad), &HashMap::new(), Role::Coordinator).unwrap_err();
     assert!(format!("{err:#}").contains("nowhere"), "{err:#}");
 }
@@ -189,17 +202,26 @@ fn toml_files_load_and_malformed_files_are_named() {
 #[test]
 fn default_database_is_sqlite_in_the_data_folder() {
     let s = Settings::default();
-    assert_eq!(s.database_url().unwrap().sqlite_file(), Some(PathBuf::from("goflow-data/goflow.db")));
+    assert_eq!(
+        s.database_url().unwrap().sqlite_file(),
+        Some(PathBuf::from("goflow-data/goflow.db"))
+    );
     let s = Settings {
         database_url: Some("sqlite::memory:".into()),
         ..Settings::default()
     };
     assert!(s.database_url().is_err());
     for (url, dialect) in [
-        ("postgres://u:p@127.0.0.1:5432/goflow", crate::store::Dialect::Postgres),
+        (
+            "postgres://u:p@127.0.0.1:5432/goflow",
+            crate::store::Dialect::Postgres,
+        ),
         ("postgresql://u@127.0.0.1/goflow", crate::store::Dialect::Postgres),
         ("mysql://root@127.0.0.1:3306/goflow", crate::store::Dialect::MySql),
-        ("mariadb://root@127.0.0.1:3306/goflow", crate::store::Dialect::MySql),
+        (
+            "mariadb://root@127.0.0.1:3306/goflow",
+            crate::store::Dialect::MySql,
+        ),
     ] {
         let s = Settings {
             database_url: Some(url.into()),

@@ -112,7 +112,15 @@ impl Liveness {
             .await?
             .into_iter()
             .filter(|a| a.state == "alive")
-            .map(|a| (a.id, Seen { at: now, wall_ms: a.last_heartbeat_at }))
+            .map(|a| {
+                (
+                    a.id,
+                    Seen {
+                        at: now,
+                        wall_ms: a.last_heartbeat_at,
+                    },
+                )
+            })
             .collect();
         Ok(Self {
             agents: Mutex::new(agents),
@@ -154,7 +162,9 @@ impl Liveness {
         };
         let mut agents = self.agents.lock().unwrap();
         if stalled > period.max(Duration::from_secs(1)) {
-            tracing::warn!("the coordinator was stalled for {stalled:?}: that time is not counted against agents");
+            tracing::warn!(
+                "the coordinator was stalled for {stalled:?}: that time is not counted against agents"
+            );
             for seen in agents.values_mut() {
                 seen.at += stalled.min(now.duration_since(seen.at));
             }
@@ -183,9 +193,16 @@ impl Liveness {
 impl Engine {
     pub async fn register_agent(&self, req: AgentRegistration) -> Result<Registered> {
         if req.slots < 1 {
-            return Err(EngineError::Invalid(format!("slots must be at least 1, not {}", req.slots)));
+            return Err(EngineError::Invalid(format!(
+                "slots must be at least 1, not {}",
+                req.slots
+            )));
         }
-        let host = if req.host.is_empty() { "unknown".to_string() } else { req.host.clone() };
+        let host = if req.host.is_empty() {
+            "unknown".to_string()
+        } else {
+            req.host.clone()
+        };
         let id = if req.agent_id.is_empty() {
             format!("{host}-{:x}", now_ms())
         } else {
@@ -196,7 +213,11 @@ impl Engine {
                 "agent id {id:?} must be at most 200 printable characters"
             )));
         }
-        let queues = if req.queues.is_empty() { vec!["default".to_string()] } else { req.queues.clone() };
+        let queues = if req.queues.is_empty() {
+            vec!["default".to_string()]
+        } else {
+            req.queues.clone()
+        };
         for q in &queues {
             if q != goflow_agent::queue::ANY_QUEUE && !goflow_core::dag::is_valid_task_id(q) {
                 return Err(EngineError::Invalid(format!(
@@ -234,7 +255,11 @@ impl Engine {
             self.push(dispatches).await;
             self.changed();
         }
-        tracing::info!("agent {id} registered ({} slots, queues {})", req.slots, queues.join(","));
+        tracing::info!(
+            "agent {id} registered ({} slots, queues {})",
+            req.slots,
+            queues.join(",")
+        );
         Ok(Registered {
             agent_id: id,
             heartbeat_interval: self.settings.heartbeat_interval,
@@ -264,7 +289,9 @@ impl Engine {
             });
         }
         // A try claimed moments ago may not be in the agent's list yet: give it time.
-        let grace = (self.settings.heartbeat_interval * 3).max(Duration::from_secs(10)).as_millis() as i64;
+        let grace = (self.settings.heartbeat_interval * 3)
+            .max(Duration::from_secs(10))
+            .as_millis() as i64;
         let listed: HashSet<&String> = running_attempts.iter().collect();
         let lost: Vec<store::AttemptRow> = store::running_attempts_of_agent(&mut conn, agent_id)
             .await?
@@ -328,7 +355,9 @@ impl Engine {
         now: i64,
     ) -> Result<Option<Dispatch>> {
         if store::finish_attempt(db, &attempt.id, "lost", None, why, now).await? {
-            let lost = crate::metrics::OutcomeLabel { outcome: "lost".into() };
+            let lost = crate::metrics::OutcomeLabel {
+                outcome: "lost".into(),
+            };
             self.metrics.tries_finished.get_or_create(&lost).inc();
         }
         let Some(row) = store::instance_by_id(db, attempt.instance_id).await? else {
@@ -338,11 +367,17 @@ impl Engine {
             return Ok(None);
         }
         let requeue = row.lost_tries < self.settings.retry_queue_times as i64;
-        let to = transition(InstanceState::Running, Event::AgentLost { requeue }).expect("running may be lost");
+        let to =
+            transition(InstanceState::Running, Event::AgentLost { requeue }).expect("running may be lost");
         if to == InstanceState::Queued {
             let message = format!("try {} lost ({why}); dispatched again", attempt.try_number);
-            let try_number = store::requeue_lost(db, row.id, row.try_number, self.epoch, now, &message).await?;
-            tracing::warn!("{}: try {} lost ({why}); dispatched again", row.key(), attempt.try_number);
+            let try_number =
+                store::requeue_lost(db, row.id, row.try_number, self.epoch, now, &message).await?;
+            tracing::warn!(
+                "{}: try {} lost ({why}); dispatched again",
+                row.key(),
+                attempt.try_number
+            );
             Ok(try_number.map(|t| self.dispatch_of(&row, t)))
         } else {
             let message = format!("lost {} times (agent died): {why}", row.lost_tries + 1);
@@ -354,7 +389,10 @@ impl Engine {
 
     pub fn watch_commands(&self, agent_id: &str) -> mpsc::Receiver<AgentCommand> {
         let (tx, rx) = mpsc::channel(64);
-        self.agent_channels.lock().unwrap().insert(agent_id.to_string(), tx);
+        self.agent_channels
+            .lock()
+            .unwrap()
+            .insert(agent_id.to_string(), tx);
         rx
     }
 
@@ -366,7 +404,9 @@ impl Engine {
                     tracing::warn!("agent {agent} is not listening; its next heartbeat carries the kill");
                 }
             }
-            None => tracing::info!("agent {agent} has no command stream here; its next heartbeat carries the kill"),
+            None => tracing::info!(
+                "agent {agent} has no command stream here; its next heartbeat carries the kill"
+            ),
         }
     }
 
@@ -389,7 +429,10 @@ impl Engine {
             )
         });
         goflow_telemetry::set_parent(&span, &traceparent);
-        let outcome = self.claim_untraced(dispatch, agent_id).instrument(span.clone()).await;
+        let outcome = self
+            .claim_untraced(dispatch, agent_id)
+            .instrument(span.clone())
+            .await;
         match outcome {
             Ok(ClaimOutcome::Granted(mut claimed)) => {
                 span.record("goflow.task", claimed.task.as_str());
@@ -403,7 +446,8 @@ impl Engine {
                 Ok(refused)
             }
             Err(e) => {
-                self.traces.put_back(dispatch.instance_id, dispatch.try_number, traceparent);
+                self.traces
+                    .put_back(dispatch.instance_id, dispatch.try_number, traceparent);
                 Err(e)
             }
         }
@@ -426,13 +470,23 @@ impl Engine {
         let Some(row) = store::instance_by_id(&mut tx, dispatch.instance_id).await? else {
             return Ok(ClaimOutcome::Refused("instance no longer exists".into()));
         };
-        if !store::claim_instance(&mut tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now).await? {
+        if !store::claim_instance(
+            &mut tx,
+            row.id,
+            dispatch.try_number,
+            dispatch.epoch,
+            agent_id,
+            now,
+        )
+        .await?
+        {
             return Ok(ClaimOutcome::Refused(format!(
                 "stale dispatch: instance is {} at try {}",
                 row.state, row.try_number
             )));
         }
-        let attempt_id = store::insert_attempt(&mut tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
+        let attempt_id =
+            store::insert_attempt(&mut tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
         let spec = self.require_task(&row.task_id)?.spec;
         self.observe_claim(&row, dispatch.try_number, &spec, now);
         let claimed = match self.claimed_try(&row, dispatch.try_number, attempt_id) {
@@ -467,12 +521,21 @@ impl Engine {
         if attempt.state != "running" || attempt.agent_id != agent_id || attempt.epoch != dispatch.epoch {
             return Ok(None);
         }
-        tracing::info!("{}: try {} claimed again by {agent_id} (its answer was lost)", row.key(), row.try_number);
+        tracing::info!(
+            "{}: try {} claimed again by {agent_id} (its answer was lost)",
+            row.key(),
+            row.try_number
+        );
         self.claimed_try(&row, row.try_number, attempt_id).map(Some)
     }
 
     /// What a granted claim answers: the command rendered for this try, its environment.
-    fn claimed_try(&self, row: &store::InstanceRow, try_number: i64, attempt_id: String) -> Result<ClaimedTry> {
+    fn claimed_try(
+        &self,
+        row: &store::InstanceRow,
+        try_number: i64,
+        attempt_id: String,
+    ) -> Result<ClaimedTry> {
         let key = row.key();
         let spec = self.require_task(&key.task)?.spec;
         let ctx = TryContext {
@@ -508,15 +571,29 @@ impl Engine {
             return stale("the try belongs to another epoch or agent".into());
         }
         let outcome = report.outcome.as_str();
-        if !store::finish_attempt(&mut tx, &attempt.id, outcome, report.exit_code, &report.message, now).await? {
+        if !store::finish_attempt(
+            &mut tx,
+            &attempt.id,
+            outcome,
+            report.exit_code,
+            &report.message,
+            now,
+        )
+        .await?
+        {
             // A killed try's process group is gone now: "killing" is over.
             store::settle_killing(&mut tx, &attempt.id, now).await?;
             tx.commit().await?;
-            return stale(format!("try {} was already closed as {}", attempt.id, attempt.state));
+            return stale(format!(
+                "try {} was already closed as {}",
+                attempt.id, attempt.state
+            ));
         }
         self.metrics
             .tries_finished
-            .get_or_create(&crate::metrics::OutcomeLabel { outcome: outcome.into() })
+            .get_or_create(&crate::metrics::OutcomeLabel {
+                outcome: outcome.into(),
+            })
             .inc();
         let Some(row) = store::instance_by_id(&mut tx, attempt.instance_id).await? else {
             tx.commit().await?;
@@ -539,13 +616,26 @@ impl Engine {
             }
         };
         let next_try_at = (to == InstanceState::UpForRetry).then(|| {
-            now + spec.retry_delay.unwrap_or(self.settings.default_retry_delay).as_millis() as i64
+            now + spec
+                .retry_delay
+                .unwrap_or(self.settings.default_retry_delay)
+                .as_millis() as i64
         });
-        store::finish_instance(&mut tx, row.id, row.try_number, to, report.exit_code, &report.message, next_try_at, now)
-            .await?;
+        store::finish_instance(
+            &mut tx,
+            row.id,
+            row.try_number,
+            to,
+            report.exit_code,
+            &report.message,
+            next_try_at,
+            now,
+        )
+        .await?;
         self.record_try_alert(&mut tx, &row, report, to, now).await?;
         let dispatches = if to == InstanceState::Success {
-            self.release_downstream(&mut tx, &catalog, &row.key(), now).await?
+            self.release_downstream(&mut tx, &catalog, &row.key(), now)
+                .await?
         } else {
             vec![]
         };
@@ -571,15 +661,29 @@ impl Engine {
 
     /// A try started: counted, and its dispatch latency (queued -> claimed) observed; for a
     /// first try of a task with upstreams, also as release -> start (the release queued it).
-    fn observe_claim(&self, row: &store::InstanceRow, try_number: i64, spec: &goflow_core::TaskSpec, now: i64) {
+    fn observe_claim(
+        &self,
+        row: &store::InstanceRow,
+        try_number: i64,
+        spec: &goflow_core::TaskSpec,
+        now: i64,
+    ) {
         use crate::metrics::QueueLabel;
-        let label = QueueLabel { queue: row.queue.clone() };
+        let label = QueueLabel {
+            queue: row.queue.clone(),
+        };
         self.metrics.tries_started.get_or_create(&label).inc();
         let Some(queued_at) = row.queued_at else { return };
         let seconds = (now - queued_at).max(0) as f64 / 1000.0;
-        self.metrics.dispatch_latency.get_or_create(&label).observe(seconds);
+        self.metrics
+            .dispatch_latency
+            .get_or_create(&label)
+            .observe(seconds);
         if try_number == 1 && !spec.depends_on.is_empty() {
-            self.metrics.release_to_start.get_or_create(&label).observe(seconds);
+            self.metrics
+                .release_to_start
+                .get_or_create(&label)
+                .observe(seconds);
         }
     }
 }

@@ -66,7 +66,10 @@ impl Engine {
         for row in due {
             let result = match settings.channel(&row.channel) {
                 Some(channel) => sender.send(channel, &self.alert_message(&row)).await,
-                None => Err(anyhow::anyhow!("channel {:?} is no longer configured", row.channel)),
+                None => Err(anyhow::anyhow!(
+                    "channel {:?} is no longer configured",
+                    row.channel
+                )),
             };
             let now = now_ms();
             let mut tx = self.store.begin().await?;
@@ -75,7 +78,11 @@ impl Engine {
                     store::record_delivery(&mut tx, row.id, None, None, now).await?;
                     tracing::info!(
                         "alert {} ({} {} {}) sent to {}",
-                        row.id, row.kind, row.task_id, row.etl_day, row.channel
+                        row.id,
+                        row.kind,
+                        row.task_id,
+                        row.etl_day,
+                        row.channel
                     );
                 }
                 Err(e) => {
@@ -92,11 +99,13 @@ impl Engine {
                     match next {
                         Some(_) => tracing::warn!(
                             "alert {} to {} failed (attempt {attempts}), will retry: {error}",
-                            row.id, row.channel
+                            row.id,
+                            row.channel
                         ),
                         None => tracing::error!(
                             "alert {} to {} failed {attempts} times, giving up: {error}",
-                            row.id, row.channel
+                            row.id,
+                            row.channel
                         ),
                     }
                 }
@@ -146,7 +155,9 @@ impl Engine {
         let mut conn = self.store.read().await?;
         let mut raise = vec![];
         for task in catalog.tasks.values() {
-            let Some(deadline) = &task.spec.deadline else { continue };
+            let Some(deadline) = &task.spec.deadline else {
+                continue;
+            };
             let latest = deadline.latest_due_day(now);
             // The latest due date and the one before (caught up after a pause of the leader),
             // only those whose deadline passed while the task existed.
@@ -184,14 +195,23 @@ impl Engine {
             if ran <= expected {
                 continue;
             }
-            let Ok(day) = EtlDay::parse(&running.etl_day) else { continue };
+            let Ok(day) = EtlDay::parse(&running.etl_day) else {
+                continue;
+            };
             let message = format!(
                 "try {} has run for {} (expected: {})",
                 running.try_number,
                 humantime::format_duration(Duration::from_secs(ran.as_secs())),
                 humantime::format_duration(expected)
             );
-            raise.push((AlertKind::LongRunning, running.task_id, day, running.try_number, "running".into(), message));
+            raise.push((
+                AlertKind::LongRunning,
+                running.task_id,
+                day,
+                running.try_number,
+                "running".into(),
+                message,
+            ));
         }
         drop(conn);
         if raise.is_empty() {

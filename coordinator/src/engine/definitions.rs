@@ -37,8 +37,18 @@ impl Engine {
     }
 
     /// Creates or updates the tasks of a DAG document in one transaction, or changes nothing.
-    pub async fn apply(&self, document: &str, source_name: &str, dry_run: bool, caller: &Caller) -> Result<ApplyOutcome> {
-        let source_name = if source_name.is_empty() { "document" } else { source_name };
+    pub async fn apply(
+        &self,
+        document: &str,
+        source_name: &str,
+        dry_run: bool,
+        caller: &Caller,
+    ) -> Result<ApplyOutcome> {
+        let source_name = if source_name.is_empty() {
+            "document"
+        } else {
+            source_name
+        };
         let specs = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
         // Validate against the tasks as stored, inside the write transaction: two applies at
         // once are serialized, so they can never store a cycle between them.
@@ -48,8 +58,10 @@ impl Engine {
             .into_iter()
             .map(|t| (t.spec.id.clone(), t))
             .collect();
-        let mut merged: BTreeMap<String, TaskSpec> =
-            stored.iter().map(|(id, t)| (id.clone(), t.spec.clone())).collect();
+        let mut merged: BTreeMap<String, TaskSpec> = stored
+            .iter()
+            .map(|(id, t)| (id.clone(), t.spec.clone()))
+            .collect();
         let mut outcome = ApplyOutcome::default();
         let mut changed = vec![];
         for spec in &specs {
@@ -64,7 +76,8 @@ impl Engine {
             merged.insert(spec.id.clone(), spec.clone());
             changed.push(spec.clone());
         }
-        let dag = Dag::new(merged.into_values()).map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
+        let dag = Dag::new(merged.into_values())
+            .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
         if dry_run || changed.is_empty() {
             return Ok(outcome);
         }
@@ -89,7 +102,16 @@ impl Engine {
             outcome.created.join(", "),
             outcome.updated.join(", ")
         );
-        store::record_operation(&mut tx, &caller.actor, &caller.client, "apply", source_name, &detail, now).await?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "apply",
+            source_name,
+            &detail,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.reload_catalog().await?;
         self.push(dispatches).await;

@@ -34,14 +34,21 @@ impl Joins {
             None => Hint::Unknown,
             Some(set) => {
                 set.remove(upstream);
-                if set.is_empty() { Hint::Ready } else { Hint::Waiting }
+                if set.is_empty() {
+                    Hint::Ready
+                } else {
+                    Hint::Waiting
+                }
             }
         }
     }
 
     /// What the store says `down` still waits for.
     pub fn remember(&self, down: &InstanceKey, unmet: Vec<InstanceKey>) {
-        self.unmet.lock().unwrap().insert(down.clone(), unmet.into_iter().collect());
+        self.unmet
+            .lock()
+            .unwrap()
+            .insert(down.clone(), unmet.into_iter().collect());
     }
 
     /// `down` was queued or left waiting: no hint is kept for it.

@@ -102,7 +102,9 @@ impl Engine {
             }
             let to = transition(InstanceState::UpForRetry, Event::RetryDue).expect("retry is legal");
             debug_assert_eq!(to, InstanceState::Queued);
-            if let Some(t) = store::queue_instance(&mut tx, row.id, InstanceState::UpForRetry, self.epoch, now).await? {
+            if let Some(t) =
+                store::queue_instance(&mut tx, row.id, InstanceState::UpForRetry, self.epoch, now).await?
+            {
                 dispatches.push(self.dispatch_of(&row, t));
             }
         }
@@ -136,7 +138,8 @@ impl Engine {
         let first_pass = !self.cron_started.swap(true, std::sync::atomic::Ordering::Relaxed);
         let catalog = self.catalog();
         let mut conn = self.store.read().await?;
-        let last_fires: HashMap<String, i64> = store::schedule_last_fires(&mut conn).await?.into_iter().collect();
+        let last_fires: HashMap<String, i64> =
+            store::schedule_last_fires(&mut conn).await?.into_iter().collect();
         drop(conn);
         let now = chrono::Utc::now();
         let mut earliest: Option<i64> = None;
@@ -166,7 +169,10 @@ impl Engine {
                         task.id
                     );
                 } else if plan.skipped > 0 {
-                    tracing::warn!("schedule of {} is running behind: firing {fire} now{missed}", task.id);
+                    tracing::warn!(
+                        "schedule of {} is running behind: firing {fire} now{missed}",
+                        task.id
+                    );
                 }
                 self.fire(&catalog, task, fire, schedule.etl_day_of(fire), plan.skipped)
                     .await?;
@@ -196,20 +202,31 @@ impl Engine {
             tx.commit().await?;
             return Ok(());
         }
-        let label = crate::metrics::TaskLabel { task: task.id.clone() };
+        let label = crate::metrics::TaskLabel {
+            task: task.id.clone(),
+        };
         self.metrics.cron_fires.get_or_create(&label).inc();
         if skipped > 0 {
-            self.metrics.cron_skipped_fires.get_or_create(&label).inc_by(skipped.into());
+            self.metrics
+                .cron_skipped_fires
+                .get_or_create(&label)
+                .inc_by(skipped.into());
         }
         if !catalog.dag.exists_on(&task.id, day) {
-            tracing::info!("schedule of {} fired for {day}, before its start_day: nothing to run", task.id);
+            tracing::info!(
+                "schedule of {} fired for {day}, before its start_day: nothing to run",
+                task.id
+            );
             tx.commit().await?;
             return Ok(());
         }
         let keys = catalog.dag.day_run(&task.id, day);
         let (created, dispatches) = self.create_day_run(&mut tx, catalog, &keys, now).await?;
         tx.commit().await?;
-        tracing::info!("schedule of {} fired at {fire} for {day}: {created} instances created", task.id);
+        tracing::info!(
+            "schedule of {} fired at {fire} for {day}: {created} instances created",
+            task.id
+        );
         self.push(dispatches).await;
         self.changed();
         Ok(())

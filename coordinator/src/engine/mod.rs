@@ -36,7 +36,10 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::store::{InstanceRow, Store, StoredTask};
 
-pub use agents::{AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer, Registered, TryReport};
+pub use agents::{
+    AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer, Registered,
+    TryReport,
+};
 pub use definitions::ApplyOutcome;
 pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
@@ -150,7 +153,9 @@ fn check_range(from: EtlDay, to: EtlDay) -> Result<()> {
     }
     let days = from.days_until(to) + 1;
     if days > 3660 {
-        return Err(EngineError::Invalid(format!("a range of {days} days is more than 10 years")));
+        return Err(EngineError::Invalid(format!(
+            "a range of {days} days is more than 10 years"
+        )));
     }
     Ok(())
 }

@@ -13,7 +13,12 @@ use crate::store::{self, InstanceRow, now_ms};
 impl Engine {
     /// Sets instances to success without running them (recorded as forced); with `down`, the
     /// same-day downstream closure too. Releases their downstream.
-    pub async fn mark_success(&self, key: &InstanceKey, down: bool, caller: &Caller) -> Result<Vec<InstanceRow>> {
+    pub async fn mark_success(
+        &self,
+        key: &InstanceKey,
+        down: bool,
+        caller: &Caller,
+    ) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
         catalog.require(&key.task)?;
         let keys = if down {
@@ -27,14 +32,19 @@ impl Engine {
         let note = format!("marked success by {}", caller.actor);
         for k in &keys {
             let spec_k = &catalog.tasks[&k.task].spec;
-            let (row, _) = store::ensure_instance(&mut tx, k, spec_k, self.retries_of(spec_k) + 1, now).await?;
+            let (row, _) =
+                store::ensure_instance(&mut tx, k, spec_k, self.retries_of(spec_k) + 1, now).await?;
             let from = row.state;
-            transition(from, Event::MarkSuccess)
-                .map_err(|e| EngineError::Conflict(format!("{k}: {e}; kill it first. Nothing was changed")))?;
+            transition(from, Event::MarkSuccess).map_err(|e| {
+                EngineError::Conflict(format!("{k}: {e}; kill it first. Nothing was changed"))
+            })?;
             if (from != InstanceState::Success || !row.forced)
-                && !store::operator_set_state(&mut tx, row.id, from, InstanceState::Success, true, &note, now).await?
+                && !store::operator_set_state(&mut tx, row.id, from, InstanceState::Success, true, &note, now)
+                    .await?
             {
-                return Err(EngineError::Conflict(format!("{k} changed meanwhile; nothing was changed, try again")));
+                return Err(EngineError::Conflict(format!(
+                    "{k} changed meanwhile; nothing was changed, try again"
+                )));
             }
             rows.push(row);
         }
@@ -43,8 +53,16 @@ impl Engine {
             dispatches.extend(self.release_downstream(&mut tx, &catalog, k, now).await?);
         }
         let detail = if down { "--down" } else { "" };
-        store::record_operation(&mut tx, &caller.actor, &caller.client, "mark-success", &key.to_string(), detail, now)
-            .await?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "mark-success",
+            &key.to_string(),
+            detail,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.push(dispatches).await;
         self.changed();
@@ -92,9 +110,13 @@ impl Engine {
                     }
                     continue;
                 }
-                if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, false, &note, now).await? {
+                if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, false, &note, now)
+                    .await?
+                {
                     if single {
-                        return Err(EngineError::Conflict(format!("{key} changed meanwhile; try again")));
+                        return Err(EngineError::Conflict(format!(
+                            "{key} changed meanwhile; try again"
+                        )));
                     }
                     // It moved on (finished, say) since it was read: nothing to kill any more.
                     continue;
@@ -140,8 +162,16 @@ impl Engine {
             )
         };
         let mut tx = self.store.begin().await?;
-        store::record_operation(&mut tx, &caller.actor, &caller.client, "kill", &target, detail.trim(), now_ms())
-            .await?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "kill",
+            &target,
+            detail.trim(),
+            now_ms(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(killed)
     }
@@ -154,11 +184,22 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no instance {key}")))?;
         if row.state.is_active() {
-            return Err(EngineError::Conflict(format!("{key} is {}: kill it first", row.state)));
+            return Err(EngineError::Conflict(format!(
+                "{key} is {}: kill it first",
+                row.state
+            )));
         }
         store::delete_instance(&mut tx, row.id).await?;
-        store::record_operation(&mut tx, &caller.actor, &caller.client, "delete", &key.to_string(), row.state.as_str(), now)
-            .await?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "delete",
+            &key.to_string(),
+            row.state.as_str(),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         // A deleted success no longer counts for its downstreams.
         self.joins.clear();

@@ -81,8 +81,16 @@ impl Engine {
             keys.extend(catalog.dag.day_run(&root.id, day));
         }
         let keys = catalog.dag.in_run_order(keys);
-        self.redo(&catalog, &keys, &HashSet::new(), caller, "do-all-job", &day.to_string(), "")
-            .await
+        self.redo(
+            &catalog,
+            &keys,
+            &HashSet::new(),
+            caller,
+            "do-all-job",
+            &day.to_string(),
+            "",
+        )
+        .await
     }
 
     /// Puts `keys` (in run order) back to waiting and queues those whose dependencies are met
@@ -120,7 +128,8 @@ impl Engine {
                 // Who redid it is in the operations log; the message is for what happens next.
                 let redoable = transition(row.state, Event::Redo { ready: false }).is_ok();
                 if !redoable
-                    || (!created && !store::reset_for_redo(&mut tx, row.id, row.state, retries, spec, "").await?)
+                    || (!created
+                        && !store::reset_for_redo(&mut tx, row.id, row.state, retries, spec, "").await?)
                 {
                     skipped.push(key.to_string());
                     continue;
@@ -131,11 +140,16 @@ impl Engine {
                 // checked in the store like any other.)
                 let ready = forced.contains(key)
                     || (!catalog.is_paused(&key.task)
-                        && !catalog.dag.upstream_instances(key).iter().any(|up| in_chunk.contains(up))
+                        && !catalog
+                            .dag
+                            .upstream_instances(key)
+                            .iter()
+                            .any(|up| in_chunk.contains(up))
                         && dependencies_met(&mut tx, &catalog.dag, key).await?);
                 if ready
                     && let Some(try_number) =
-                        store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now).await?
+                        store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
+                            .await?
                 {
                     dispatches.push(self.dispatch_of(&row, try_number));
                 }
@@ -152,10 +166,21 @@ impl Engine {
             format!("{detail} (left alone, live meanwhile: {})", skipped.join(", "))
         };
         let mut tx = self.store.begin().await?;
-        store::record_operation(&mut tx, &caller.actor, &caller.client, action, target, detail.trim(), now_ms())
-            .await?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            action,
+            target,
+            detail.trim(),
+            now_ms(),
+        )
+        .await?;
         tx.commit().await?;
-        tracing::info!("{action} {target} {detail}: {} instances, {queued} queued now", rows.len());
+        tracing::info!(
+            "{action} {target} {detail}: {} instances, {queued} queued now",
+            rows.len()
+        );
         Ok(rows)
     }
 
@@ -211,14 +236,18 @@ impl Engine {
         let wanted = self.wanted(catalog, keys);
         let mut created = 0;
         let mut dispatches = vec![];
-        for (want, (row, new)) in wanted.iter().zip(store::ensure_instances(tx, &wanted, now).await?) {
+        for (want, (row, new)) in wanted
+            .iter()
+            .zip(store::ensure_instances(tx, &wanted, now).await?)
+        {
             if !new {
                 continue;
             }
             created += 1;
             if !catalog.is_paused(&want.key.task)
                 && dependencies_met(tx, &catalog.dag, want.key).await?
-                && let Some(t) = store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
+                && let Some(t) =
+                    store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
             {
                 dispatches.push(self.dispatch_of(&row, t));
             }
@@ -285,13 +314,21 @@ impl Engine {
     ) -> Result<Vec<Dispatch>> {
         let mut waiting = store::instances_in_state(tx, InstanceState::Waiting, only).await?;
         waiting.retain(|row| dag.task(&row.task_id).is_some() && !is_paused(&row.task_id));
-        let upstreams: Vec<Vec<InstanceKey>> = waiting.iter().map(|row| dag.upstream_instances(&row.key())).collect();
+        let upstreams: Vec<Vec<InstanceKey>> = waiting
+            .iter()
+            .map(|row| dag.upstream_instances(&row.key()))
+            .collect();
         let days: BTreeSet<EtlDay> = upstreams.iter().flatten().map(|k| k.etl_day).collect();
         let states = store::states_of_days(tx, &days).await?;
         let mut dispatches = vec![];
         for (row, ups) in waiting.iter().zip(&upstreams) {
-            let met = ups.iter().all(|up| states.get(up) == Some(&InstanceState::Success));
-            if met && let Some(t) = store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await? {
+            let met = ups
+                .iter()
+                .all(|up| states.get(up) == Some(&InstanceState::Success));
+            if met
+                && let Some(t) =
+                    store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
+            {
                 dispatches.push(self.dispatch_of(row, t));
             }
         }
@@ -301,7 +338,10 @@ impl Engine {
 
 /// The instances a run plan covers, in run order, and those of them it forces. `--down` and
 /// `--up` stay within the days asked for.
-pub(super) fn run_keys(catalog: &Catalog, plan: &RunPlan) -> Result<(Vec<InstanceKey>, HashSet<InstanceKey>)> {
+pub(super) fn run_keys(
+    catalog: &Catalog,
+    plan: &RunPlan,
+) -> Result<(Vec<InstanceKey>, HashSet<InstanceKey>)> {
     let spec = &catalog.require(&plan.task)?.spec;
     check_range(plan.from, plan.to)?;
     let mut keys = vec![];
@@ -329,7 +369,10 @@ pub(super) fn run_keys(catalog: &Catalog, plan: &RunPlan) -> Result<(Vec<Instanc
             plan.task, plan.from, plan.to
         )));
     }
-    Ok((catalog.dag.in_run_order(keys.into_iter().collect::<HashSet<_>>()), forced))
+    Ok((
+        catalog.dag.in_run_order(keys.into_iter().collect::<HashSet<_>>()),
+        forced,
+    ))
 }
 
 /// Whether every instance `key` waits for has succeeded (checked in the store).

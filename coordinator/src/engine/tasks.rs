@@ -133,7 +133,8 @@ impl Engine {
 /// The fields of a task that differ, as the DAG document names and writes them.
 pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String, String)> {
     fn duration(d: Option<std::time::Duration>) -> String {
-        d.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default()
+        d.map(|d| humantime::format_duration(d).to_string())
+            .unwrap_or_default()
     }
     fn dependencies(spec: &TaskSpec) -> String {
         spec.depends_on
@@ -147,15 +148,27 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
     }
     let fields: [(&'static str, String, String); 14] = [
         ("command", old.command.clone(), new.command.clone()),
-        ("schedule", old.schedule.clone().unwrap_or_default(), new.schedule.clone().unwrap_or_default()),
+        (
+            "schedule",
+            old.schedule.clone().unwrap_or_default(),
+            new.schedule.clone().unwrap_or_default(),
+        ),
         ("timezone", old.timezone.clone(), new.timezone.clone()),
-        ("day_offset", old.day_offset.to_string(), new.day_offset.to_string()),
+        (
+            "day_offset",
+            old.day_offset.to_string(),
+            new.day_offset.to_string(),
+        ),
         (
             "retries",
             old.retries.map(|r| r.to_string()).unwrap_or_default(),
             new.retries.map(|r| r.to_string()).unwrap_or_default(),
         ),
-        ("retry_delay", duration(old.retry_delay), duration(new.retry_delay)),
+        (
+            "retry_delay",
+            duration(old.retry_delay),
+            duration(new.retry_delay),
+        ),
         ("timeout", duration(old.timeout), duration(new.timeout)),
         ("priority", old.priority.to_string(), new.priority.to_string()),
         ("queue", old.queue.clone(), new.queue.clone()),
@@ -166,7 +179,11 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
         ),
         ("description", old.description.clone(), new.description.clone()),
         ("depends_on", dependencies(old), dependencies(new)),
-        ("expected_duration", duration(old.expected_duration), duration(new.expected_duration)),
+        (
+            "expected_duration",
+            duration(old.expected_duration),
+            duration(new.expected_duration),
+        ),
         (
             "deadline",
             old.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),

@@ -44,10 +44,20 @@ async fn harness(dag: &str) -> Harness {
     let store = Store::open_dir(dir.path()).await.unwrap();
     let queue = Arc::new(RecordingQueue::default());
     let epoch = store.next_epoch().await.unwrap();
-    let engine = Engine::new(store, queue.clone(), EngineSettings::default(), "standalone", epoch, Default::default())
+    let engine = Engine::new(
+        store,
+        queue.clone(),
+        EngineSettings::default(),
+        "standalone",
+        epoch,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    engine
+        .apply(dag, "test.yaml", false, &Caller::system())
         .await
         .unwrap();
-    engine.apply(dag, "test.yaml", false, &Caller::system()).await.unwrap();
     Harness {
         engine,
         queue,
@@ -127,7 +137,11 @@ tasks:
 async fn a_days_run_includes_a_downstream_that_only_waits_for_yesterday() {
     let h = harness(OFFSET_DAG).await;
     h.register().await;
-    let rows = h.engine.do_all_job(day("20260105"), &Caller::system()).await.unwrap();
+    let rows = h
+        .engine
+        .do_all_job(day("20260105"), &Caller::system())
+        .await
+        .unwrap();
     let keys: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
     assert_eq!(keys, ["a@20260105", "b@20260105"], "b@D is part of D's run");
     // b@D waits for a@D-1, which does not exist: it waits, it is not queued.
@@ -157,7 +171,10 @@ fn fan_in(width: usize) -> String {
         dag.push_str(&format!("  - id: up{i}\n    command: \"true\"\n"));
     }
     let ups: Vec<String> = (0..width).map(|i| format!("up{i}")).collect();
-    dag.push_str(&format!("  - id: join\n    command: \"true\"\n    depends_on: [{}]\n", ups.join(", ")));
+    dag.push_str(&format!(
+        "  - id: join\n    command: \"true\"\n    depends_on: [{}]\n",
+        ups.join(", ")
+    ));
     dag
 }
 
@@ -167,7 +184,10 @@ async fn a_join_is_released_once_by_its_last_upstream_whatever_the_order() {
     h.register().await;
     let mut roots = vec![];
     for i in 0..60 {
-        h.engine.run(&plan(&format!("up{i}"), "20260105", false), &Caller::system()).await.unwrap();
+        h.engine
+            .run(&plan(&format!("up{i}"), "20260105", false), &Caller::system())
+            .await
+            .unwrap();
         roots.extend(h.queue.take());
     }
     // The join exists and waits (created by a run of it with its upstreams pending).
@@ -179,8 +199,15 @@ async fn a_join_is_released_once_by_its_last_upstream_whatever_the_order() {
     roots.swap(3, 40);
     let last = roots.pop().unwrap();
     for (n, dispatch) in roots.iter().enumerate() {
-        assert_eq!(h.run_to(dispatch, TryOutcome::Success).await, FinishOutcome::Accepted);
-        assert!(h.queue.take().is_empty(), "join released after {} of 60 upstreams", n + 1);
+        assert_eq!(
+            h.run_to(dispatch, TryOutcome::Success).await,
+            FinishOutcome::Accepted
+        );
+        assert!(
+            h.queue.take().is_empty(),
+            "join released after {} of 60 upstreams",
+            n + 1
+        );
         assert_eq!(h.state("join", "20260105").await, Some(InstanceState::Waiting));
     }
     h.run_to(&last, TryOutcome::Success).await;
@@ -223,7 +250,10 @@ async fn a_late_report_of_a_killed_try_changes_nothing() {
         panic!("refused")
     };
     // A second claim of the same dispatch by another agent is refused: the try runs already.
-    assert!(matches!(h.engine.claim(&dispatch, "agent-2").await.unwrap(), ClaimOutcome::Refused(_)));
+    assert!(matches!(
+        h.engine.claim(&dispatch, "agent-2").await.unwrap(),
+        ClaimOutcome::Refused(_)
+    ));
     // The same agent claiming again (its answer was lost) gets the same try back, not a new one.
     let ClaimOutcome::Granted(again) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
         panic!("a repeated claim by the same agent must be granted")
@@ -244,24 +274,38 @@ async fn a_late_report_of_a_killed_try_changes_nothing() {
         .unwrap();
     assert!(matches!(late, FinishOutcome::Stale(_)), "{late:?}");
     assert_eq!(h.state("up0", "20260105").await, Some(InstanceState::Killed));
-    assert_eq!(h.state("join", "20260105").await, Some(InstanceState::Killed), "--down killed the join too");
-    assert!(h.queue.take().is_empty(), "nothing was released by the late success");
+    assert_eq!(
+        h.state("join", "20260105").await,
+        Some(InstanceState::Killed),
+        "--down killed the join too"
+    );
+    assert!(
+        h.queue.take().is_empty(),
+        "nothing was released by the late success"
+    );
 }
 
 #[tokio::test]
 async fn a_failed_try_is_retried_then_the_instance_fails() {
-    let h = harness("tasks:\n  - id: flaky\n    command: \"false\"\n    retries: 1\n    retry_delay: 0s\n").await;
+    let h =
+        harness("tasks:\n  - id: flaky\n    command: \"false\"\n    retries: 1\n    retry_delay: 0s\n").await;
     h.register().await;
     let plan = plan("flaky", "20260105", false);
     h.engine.run(&plan, &Caller::system()).await.unwrap();
     let first = h.queue.take().remove(0);
     h.run_to(&first, TryOutcome::Failed).await;
-    assert_eq!(h.state("flaky", "20260105").await, Some(InstanceState::UpForRetry));
+    assert_eq!(
+        h.state("flaky", "20260105").await,
+        Some(InstanceState::UpForRetry)
+    );
     h.engine.queue_due_retries().await.unwrap();
     let second = h.queue.take().remove(0);
     assert_eq!(second.try_number, 2);
     // The first try's dispatch is stale now: refused.
-    assert!(matches!(h.engine.claim(&first, "agent-1").await.unwrap(), ClaimOutcome::Refused(_)));
+    assert!(matches!(
+        h.engine.claim(&first, "agent-1").await.unwrap(),
+        ClaimOutcome::Refused(_)
+    ));
     h.run_to(&second, TryOutcome::TimedOut).await;
     assert_eq!(h.state("flaky", "20260105").await, Some(InstanceState::Failed));
 }
@@ -281,20 +325,33 @@ async fn apply_releases_instances_whose_upstream_was_dropped_in_one_sweep() {
     assert!(h.queue.take().is_empty(), "ten joins wait for their upstreams");
     let changed = h
         .engine
-        .apply("tasks:\n  - id: join\n    command: \"true\"\n", "v2.yaml", false, &Caller::system())
+        .apply(
+            "tasks:\n  - id: join\n    command: \"true\"\n",
+            "v2.yaml",
+            false,
+            &Caller::system(),
+        )
         .await
         .unwrap();
     assert_eq!(changed.updated, ["join"]);
-    assert_eq!(h.queue.take().len(), 10, "every join is queued once its upstreams are gone");
+    assert_eq!(
+        h.queue.take().len(),
+        10,
+        "every join is queued once its upstreams are gone"
+    );
 }
 
 /// Metrics (issue 11): tries counted by outcome as reported, instances by state and the
 /// agents' slots read by the leader's refresh.
 #[tokio::test]
 async fn tries_are_counted_by_outcome_and_instances_by_state() {
-    let h = harness("tasks:\n  - id: flaky\n    command: \"false\"\n    retries: 1\n    retry_delay: 0s\n").await;
+    let h =
+        harness("tasks:\n  - id: flaky\n    command: \"false\"\n    retries: 1\n    retry_delay: 0s\n").await;
     h.register().await;
-    h.engine.run(&plan("flaky", "20260105", false), &Caller::system()).await.unwrap();
+    h.engine
+        .run(&plan("flaky", "20260105", false), &Caller::system())
+        .await
+        .unwrap();
     let first = h.queue.take().remove(0);
     h.run_to(&first, TryOutcome::Failed).await;
     h.engine.queue_due_retries().await.unwrap();
@@ -321,7 +378,10 @@ async fn tries_are_counted_by_outcome_and_instances_by_state() {
 async fn a_new_leader_grants_again_a_claim_whose_answer_was_lost_with_the_old_one() {
     let h = harness(&fan_in(1)).await;
     h.register().await;
-    h.engine.run(&plan("up0", "20260105", false), &Caller::system()).await.unwrap();
+    h.engine
+        .run(&plan("up0", "20260105", false), &Caller::system())
+        .await
+        .unwrap();
     let dispatch = h.queue.take().remove(0);
     let ClaimOutcome::Granted(first) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
         panic!("refused")
@@ -329,13 +389,23 @@ async fn a_new_leader_grants_again_a_claim_whose_answer_was_lost_with_the_old_on
     // The leader dies before the agent hears the answer; the next one has a new epoch.
     let epoch = h.engine.store().next_epoch().await.unwrap();
     let settings = EngineSettings::default();
-    let next = Engine::new(h.engine.store().clone(), h.queue.clone(), settings, "coordinator", epoch, Default::default())
-        .await
-        .unwrap();
+    let next = Engine::new(
+        h.engine.store().clone(),
+        h.queue.clone(),
+        settings,
+        "coordinator",
+        epoch,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let ClaimOutcome::Granted(again) = next.claim(&dispatch, "agent-1").await.unwrap() else {
         panic!("the try already runs for agent-1: its repeated claim must be granted")
     };
     assert_eq!(again.attempt_id, first.attempt_id);
     // Another agent presenting the old dispatch is refused (stale epoch).
-    assert!(matches!(next.claim(&dispatch, "agent-2").await.unwrap(), ClaimOutcome::Refused(_)));
+    assert!(matches!(
+        next.claim(&dispatch, "agent-2").await.unwrap(),
+        ClaimOutcome::Refused(_)
+    ));
 }

@@ -10,7 +10,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::*;
 use crate::engine::{AgentCommand, AgentRegistration, ClaimOutcome, FinishOutcome, TryReport};
 
-
 #[tonic::async_trait]
 impl AgentService for Api {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> RpcResult<pb::RegisterResponse> {
@@ -35,7 +34,10 @@ impl AgentService for Api {
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
         let req = request.into_inner();
-        let answer = self.engine.heartbeat(&req.agent_id, &req.running_attempts).await?;
+        let answer = self
+            .engine
+            .heartbeat(&req.agent_id, &req.running_attempts)
+            .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             kill_attempts: answer.kill_attempts,
             reregister: answer.reregister,
@@ -57,24 +59,26 @@ impl AgentService for Api {
             queue: wire.queue,
             priority: wire.priority,
         };
-        Ok(Response::new(match self.engine.claim(&dispatch, &req.agent_id).await? {
-            ClaimOutcome::Granted(claimed) => pb::ReportStartResponse {
-                granted: true,
-                reason: String::new(),
-                attempt_id: claimed.attempt_id,
-                command: claimed.command,
-                env: claimed.env.into_iter().collect(),
-                timeout_ms: claimed.timeout.map_or(0, |t| t.as_millis() as i64),
-                task: claimed.task,
-                etl_day: claimed.etl_day.compact(),
-                traceparent: claimed.traceparent,
+        Ok(Response::new(
+            match self.engine.claim(&dispatch, &req.agent_id).await? {
+                ClaimOutcome::Granted(claimed) => pb::ReportStartResponse {
+                    granted: true,
+                    reason: String::new(),
+                    attempt_id: claimed.attempt_id,
+                    command: claimed.command,
+                    env: claimed.env.into_iter().collect(),
+                    timeout_ms: claimed.timeout.map_or(0, |t| t.as_millis() as i64),
+                    task: claimed.task,
+                    etl_day: claimed.etl_day.compact(),
+                    traceparent: claimed.traceparent,
+                },
+                ClaimOutcome::Refused(reason) => pb::ReportStartResponse {
+                    granted: false,
+                    reason,
+                    ..Default::default()
+                },
             },
-            ClaimOutcome::Refused(reason) => pb::ReportStartResponse {
-                granted: false,
-                reason,
-                ..Default::default()
-            },
-        }))
+        ))
     }
 
     async fn report_finish(
@@ -139,4 +143,3 @@ impl AgentService for Api {
         )))
     }
 }
-

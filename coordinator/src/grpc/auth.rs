@@ -22,7 +22,9 @@ fn token_to_pb(row: store::TokenRow) -> pb::ApiToken {
 
 fn role_field(text: &str) -> Result<Role, Status> {
     Role::parse(text).ok_or_else(|| {
-        Status::invalid_argument(format!("role {text:?} is unknown (viewer, operator, editor or admin)"))
+        Status::invalid_argument(format!(
+            "role {text:?} is unknown (viewer, operator, editor or admin)"
+        ))
     })
 }
 
@@ -45,14 +47,21 @@ impl AuthService for Api {
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> RpcResult<pb::LogoutResponse> {
-        if let Some(principal) = self.auth.authorize(bearer(&request).as_deref(), Role::Viewer).await? {
+        if let Some(principal) = self
+            .auth
+            .authorize(bearer(&request).as_deref(), Role::Viewer)
+            .await?
+        {
             self.auth.logout(&principal).await?;
         }
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> RpcResult<pb::WhoAmIResponse> {
-        let principal = self.auth.authorize(bearer(&request).as_deref(), Role::Viewer).await?;
+        let principal = self
+            .auth
+            .authorize(bearer(&request).as_deref(), Role::Viewer)
+            .await?;
         Ok(Response::new(match principal {
             Some(p) => pb::WhoAmIResponse {
                 principal: p.name,
@@ -67,10 +76,14 @@ impl AuthService for Api {
         }))
     }
 
-    async fn create_token(&self, request: Request<pb::CreateTokenRequest>) -> RpcResult<pb::CreateTokenResponse> {
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> RpcResult<pb::CreateTokenResponse> {
         let caller = self.authorize(&request, Role::Admin).await?;
         let req = request.into_inner();
-        credentials::check_name("token name", &req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        credentials::check_name("token name", &req.name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let role = role_field(&req.role)?;
         if req.expires_in_ms < 0 {
             return Err(Status::invalid_argument("expires_in_ms must not be negative"));
@@ -86,15 +99,26 @@ impl AuthService for Api {
         };
         let (token, hash) = credentials::new_token(TOKEN_PREFIX);
         let mut tx = self.engine.store().begin().await.map_err(internal)?;
-        if !store::insert_token(&mut tx, &row, &hash).await.map_err(internal)? {
+        if !store::insert_token(&mut tx, &row, &hash)
+            .await
+            .map_err(internal)?
+        {
             return Err(Status::already_exists(format!(
                 "a token named {:?} exists: revoke it first or pick another name",
                 req.name
             )));
         }
-        store::record_operation(&mut tx, &caller.actor, &caller.client, "token-create", &req.name, role.as_str(), now)
-            .await
-            .map_err(internal)?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "token-create",
+            &req.name,
+            role.as_str(),
+            now,
+        )
+        .await
+        .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(Response::new(pb::CreateTokenResponse {
             token,
@@ -102,7 +126,10 @@ impl AuthService for Api {
         }))
     }
 
-    async fn list_tokens(&self, request: Request<pb::ListTokensRequest>) -> RpcResult<pb::ListTokensResponse> {
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> RpcResult<pb::ListTokensResponse> {
         self.authorize(&request, Role::Admin).await?;
         let mut conn = self.read().await?;
         let tokens = store::list_tokens(&mut conn).await.map_err(internal)?;
@@ -111,16 +138,27 @@ impl AuthService for Api {
         }))
     }
 
-    async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> RpcResult<pb::RevokeTokenResponse> {
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> RpcResult<pb::RevokeTokenResponse> {
         let caller = self.authorize(&request, Role::Admin).await?;
         let name = request.into_inner().name;
         let mut tx = self.engine.store().begin().await.map_err(internal)?;
         if !store::delete_token(&mut tx, &name).await.map_err(internal)? {
             return Err(Status::not_found(format!("no token named {name:?}")));
         }
-        store::record_operation(&mut tx, &caller.actor, &caller.client, "token-revoke", &name, "", now_ms())
-            .await
-            .map_err(internal)?;
+        store::record_operation(
+            &mut tx,
+            &caller.actor,
+            &caller.client,
+            "token-revoke",
+            &name,
+            "",
+            now_ms(),
+        )
+        .await
+        .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }

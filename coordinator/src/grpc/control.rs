@@ -129,7 +129,9 @@ impl ControlService for Api {
         let total = if (rows.len() as i64) < filter.limit {
             rows.len() as i64
         } else {
-            store::count_instances(&mut conn, &filter).await.map_err(internal)?
+            store::count_instances(&mut conn, &filter)
+                .await
+                .map_err(internal)?
         };
         let mut instances = Vec::with_capacity(rows.len());
         let mut cache = WaitCache::default();
@@ -409,12 +411,21 @@ impl ControlService for Api {
         }))
     }
 
-    async fn list_alerts(&self, request: Request<pb::ListAlertsRequest>) -> RpcResult<pb::ListAlertsResponse> {
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> RpcResult<pb::ListAlertsResponse> {
         self.authorize(&request, Role::Viewer).await?;
         let req = request.into_inner();
-        let limit = if req.limit > 0 { (req.limit as i64).min(10_000) } else { 100 };
+        let limit = if req.limit > 0 {
+            (req.limit as i64).min(10_000)
+        } else {
+            100
+        };
         let mut conn = self.read().await?;
-        let rows = store::list_alerts(&mut conn, &req.task, limit).await.map_err(internal)?;
+        let rows = store::list_alerts(&mut conn, &req.task, limit)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(pb::ListAlertsResponse {
             alerts: rows
                 .into_iter()
@@ -438,7 +449,10 @@ impl ControlService for Api {
         }))
     }
 
-    async fn delete_tasks(&self, request: Request<pb::DeleteTasksRequest>) -> RpcResult<pb::DeleteTasksResponse> {
+    async fn delete_tasks(
+        &self,
+        request: Request<pb::DeleteTasksRequest>,
+    ) -> RpcResult<pb::DeleteTasksResponse> {
         let caller = self.authorize(&request, Role::Editor).await?;
         let req = request.into_inner();
         let deleted = self.engine.delete_tasks(&req.ids, req.dry_run, &caller).await?;
@@ -454,10 +468,17 @@ impl ControlService for Api {
 /// A dry run: the instances a run would cover, id 0 for those not created yet.
 async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse, Status> {
     let preview = engine.preview_run(plan).await?;
-    let new = preview.instances.iter().filter(|(_, found)| found.is_none()).count();
+    let new = preview
+        .instances
+        .iter()
+        .filter(|(_, found)| found.is_none())
+        .count();
     let total = preview.instances.len();
     Ok(pb::RunResponse {
-        message: format!("would run {total} instances ({new} new, {} existing)", total - new),
+        message: format!(
+            "would run {total} instances ({new} new, {} existing)",
+            total - new
+        ),
         instances: preview
             .instances
             .into_iter()
@@ -605,4 +626,3 @@ fn dependency_tree(
     }
     walk(dag, task, 0, depth, upward, &mut HashSet::new(), edges)
 }
-

@@ -73,7 +73,10 @@ fn claimed_caller<T>(request: &Request<T>) -> Caller {
     let direct = request.remote_addr().map(|a| a.to_string());
     // Passed on by another coordinator: the address it was called from.
     let peer = match header(crate::routing::FORWARDED_FOR) {
-        Some(original) => format!("{original} via {}", direct.unwrap_or_else(|| "a coordinator".into())),
+        Some(original) => format!(
+            "{original} via {}",
+            direct.unwrap_or_else(|| "a coordinator".into())
+        ),
         None => direct.unwrap_or_else(|| "local".into()),
     };
     Caller {
@@ -195,13 +198,15 @@ impl Api {
     /// their token (never a name the client sends); with it off, whoever they say they are.
     async fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
         let claimed = claimed_caller(request);
-        Ok(match self.auth.authorize(bearer(request).as_deref(), role).await? {
-            Some(principal) => Caller {
-                actor: principal.name,
-                client: claimed.client,
+        Ok(
+            match self.auth.authorize(bearer(request).as_deref(), role).await? {
+                Some(principal) => Caller {
+                    actor: principal.name,
+                    client: claimed.client,
+                },
+                None => claimed,
             },
-            None => claimed,
-        })
+        )
     }
 
     async fn instance_to_pb(
@@ -261,4 +266,3 @@ impl Api {
         })
     }
 }
-

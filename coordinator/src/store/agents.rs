@@ -21,7 +21,15 @@ pub async fn upsert_agent(db: &mut impl Db, row: &AgentRow) -> anyhow::Result<()
         "agents (id, host, slots, queues, version, registered_at, last_heartbeat_at, state)",
         "(?, ?, ?, ?, ?, ?, ?, 'alive')",
         "id",
-        &["host", "slots", "queues", "version", "registered_at", "last_heartbeat_at", "state"],
+        &[
+            "host",
+            "slots",
+            "queues",
+            "version",
+            "registered_at",
+            "last_heartbeat_at",
+            "state",
+        ],
     );
     sqlx::query(d.sql(&sql))
         .bind(&row.id)
@@ -80,11 +88,13 @@ pub async fn declare_all_agents_dead(db: &mut impl Db) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn count_running_by_agent(db: &mut impl Db) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+pub async fn count_running_by_agent(
+    db: &mut impl Db,
+) -> anyhow::Result<std::collections::HashMap<String, i64>> {
     let d = db.dialect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(d.sql(
-        "SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id",
-    ))
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        d.sql("SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id"),
+    )
     .fetch_all(db.conn())
     .await?;
     Ok(rows.into_iter().collect())

@@ -39,7 +39,12 @@ pub struct NewAlert<'a> {
 }
 
 /// Records the alert for `channel` unless it was recorded before. True when inserted.
-pub async fn insert_alert(db: &mut impl Db, alert: &NewAlert<'_>, channel: &str, now: i64) -> anyhow::Result<bool> {
+pub async fn insert_alert(
+    db: &mut impl Db,
+    alert: &NewAlert<'_>,
+    channel: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     let d = db.dialect();
     let sql = d.insert_unless_exists(
         "alerts (task_id, etl_day, kind, try_number, channel, instance_state, message, state, attempts,
@@ -74,9 +79,11 @@ pub async fn due_alerts(db: &mut impl Db, now: i64, limit: i64) -> anyhow::Resul
 /// When the next pending alert is due, if any is pending.
 pub async fn next_alert_due(db: &mut impl Db) -> anyhow::Result<Option<i64>> {
     let d = db.dialect();
-    Ok(sqlx::query_scalar(d.sql("SELECT MIN(next_attempt_at) FROM alerts WHERE state = 'pending'"))
-        .fetch_one(db.conn())
-        .await?)
+    Ok(
+        sqlx::query_scalar(d.sql("SELECT MIN(next_attempt_at) FROM alerts WHERE state = 'pending'"))
+            .fetch_one(db.conn())
+            .await?,
+    )
 }
 
 /// Records one delivery attempt: sent, or failed with `error` (then pending again at
@@ -112,7 +119,9 @@ pub async fn record_delivery(
 pub async fn list_alerts(db: &mut impl Db, task: &str, limit: i64) -> anyhow::Result<Vec<AlertRow>> {
     let d = db.dialect();
     let filter = if task.is_empty() { "" } else { "WHERE task_id = ?" };
-    let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts {filter} ORDER BY created_at DESC, id DESC LIMIT {limit}");
+    let sql = format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts {filter} ORDER BY created_at DESC, id DESC LIMIT {limit}"
+    );
     let mut query = sqlx::query_as(d.sql(&sql));
     if !task.is_empty() {
         query = query.bind(task);

@@ -53,13 +53,15 @@ pub async fn insert_attempt(
     Ok(id)
 }
 
-const ATTEMPT_COLUMNS: &str =
-    "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message";
+const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message";
 
 pub async fn attempt(db: &mut impl Db, id: &str) -> anyhow::Result<Option<AttemptRow>> {
     let d = db.dialect();
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?");
-    Ok(sqlx::query_as(d.sql(&sql)).bind(id).fetch_optional(db.conn()).await?)
+    Ok(sqlx::query_as(d.sql(&sql))
+        .bind(id)
+        .fetch_optional(db.conn())
+        .await?)
 }
 
 pub async fn attempts_of(db: &mut impl Db, instance_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
@@ -74,7 +76,10 @@ pub async fn attempts_of(db: &mut impl Db, instance_id: i64) -> anyhow::Result<V
 pub async fn running_attempts_of_agent(db: &mut impl Db, agent: &str) -> anyhow::Result<Vec<AttemptRow>> {
     let d = db.dialect();
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE agent_id = ? AND state = 'running'");
-    Ok(sqlx::query_as(d.sql(&sql)).bind(agent).fetch_all(db.conn()).await?)
+    Ok(sqlx::query_as(d.sql(&sql))
+        .bind(agent)
+        .fetch_all(db.conn())
+        .await?)
 }
 
 pub async fn running_attempts(db: &mut impl Db) -> anyhow::Result<Vec<AttemptRow>> {
@@ -109,11 +114,13 @@ pub async fn finish_attempt(
 /// A killed try's agent reported its end: "killing" becomes "killed".
 pub async fn settle_killing(db: &mut impl Db, id: &str, now: i64) -> anyhow::Result<()> {
     let d = db.dialect();
-    sqlx::query(d.sql("UPDATE attempts SET state = 'killed', finished_at = ? WHERE id = ? AND state = 'killing'"))
-        .bind(now)
-        .bind(id)
-        .execute(db.conn())
-        .await?;
+    sqlx::query(
+        d.sql("UPDATE attempts SET state = 'killed', finished_at = ? WHERE id = ? AND state = 'killing'"),
+    )
+    .bind(now)
+    .bind(id)
+    .execute(db.conn())
+    .await?;
     Ok(())
 }
 
@@ -157,7 +164,9 @@ pub async fn append_log(
     let mut chunk = data.to_vec();
     if chunk.len() > room {
         chunk.truncate(room);
-        chunk.extend_from_slice(format!("\n[goflow: log cut at {cap} bytes; the rest was dropped]\n").as_bytes());
+        chunk.extend_from_slice(
+            format!("\n[goflow: log cut at {cap} bytes; the rest was dropped]\n").as_bytes(),
+        );
     }
     sqlx::query(d.sql("INSERT INTO log_chunks (attempt_id, byte_offset, data) VALUES (?, ?, ?)"))
         .bind(attempt_id)
@@ -167,12 +176,13 @@ pub async fn append_log(
         .await?;
     // Past the cap the marker pushes log_bytes over it, which closes the log. The WHERE makes
     // the offset read above a compare-and-set too.
-    let done = sqlx::query(d.sql("UPDATE attempts SET log_bytes = log_bytes + ? WHERE id = ? AND log_bytes = ?"))
-        .bind(chunk.len() as i64)
-        .bind(attempt_id)
-        .bind(current)
-        .execute(db.conn())
-        .await?;
+    let done =
+        sqlx::query(d.sql("UPDATE attempts SET log_bytes = log_bytes + ? WHERE id = ? AND log_bytes = ?"))
+            .bind(chunk.len() as i64)
+            .bind(attempt_id)
+            .bind(current)
+            .execute(db.conn())
+            .await?;
     anyhow::ensure!(
         done.rows_affected() == 1,
         "log of try {attempt_id} was appended to concurrently"

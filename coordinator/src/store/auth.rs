@@ -16,9 +16,9 @@ pub struct UserRow {
 
 pub async fn user(db: &mut impl Db, name: &str) -> anyhow::Result<Option<UserRow>> {
     let d = db.dialect();
-    let row = sqlx::query(d.sql(
-        "SELECT name, role, password_hash, created_at, updated_at FROM users WHERE name = ?",
-    ))
+    let row = sqlx::query(
+        d.sql("SELECT name, role, password_hash, created_at, updated_at FROM users WHERE name = ?"),
+    )
     .bind(name)
     .fetch_optional(db.conn())
     .await?;
@@ -36,13 +36,21 @@ pub async fn user(db: &mut impl Db, name: &str) -> anyhow::Result<Option<UserRow
 
 pub async fn list_users(db: &mut impl Db) -> anyhow::Result<Vec<(String, String, i64)>> {
     let d = db.dialect();
-    Ok(sqlx::query_as(d.sql("SELECT name, role, created_at FROM users ORDER BY name"))
-        .fetch_all(db.conn())
-        .await?)
+    Ok(
+        sqlx::query_as(d.sql("SELECT name, role, created_at FROM users ORDER BY name"))
+            .fetch_all(db.conn())
+            .await?,
+    )
 }
 
 /// Creates a user; false if the name is taken.
-pub async fn insert_user(db: &mut impl Db, name: &str, role: &str, password_hash: &str, now: i64) -> anyhow::Result<bool> {
+pub async fn insert_user(
+    db: &mut impl Db,
+    name: &str,
+    role: &str,
+    password_hash: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     let d = db.dialect();
     let sql = d.insert_unless_exists(
         "users (name, role, password_hash, created_at, updated_at)",
@@ -61,7 +69,12 @@ pub async fn insert_user(db: &mut impl Db, name: &str, role: &str, password_hash
 }
 
 /// Sets a user's password (and ends their sessions: a changed password logs everyone out).
-pub async fn set_password(db: &mut impl Db, name: &str, password_hash: &str, now: i64) -> anyhow::Result<bool> {
+pub async fn set_password(
+    db: &mut impl Db,
+    name: &str,
+    password_hash: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     let d = db.dialect();
     let done = sqlx::query(d.sql("UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?"))
         .bind(password_hash)
@@ -96,15 +109,23 @@ pub async fn count_users(db: &mut impl Db) -> anyhow::Result<i64> {
         .await?)
 }
 
-pub async fn insert_session(db: &mut impl Db, token_hash: &str, user: &str, now: i64, expires_at: i64) -> anyhow::Result<()> {
+pub async fn insert_session(
+    db: &mut impl Db,
+    token_hash: &str,
+    user: &str,
+    now: i64,
+    expires_at: i64,
+) -> anyhow::Result<()> {
     let d = db.dialect();
-    sqlx::query(d.sql("INSERT INTO sessions (token_hash, user_name, created_at, expires_at) VALUES (?, ?, ?, ?)"))
-        .bind(token_hash)
-        .bind(user)
-        .bind(now)
-        .bind(expires_at)
-        .execute(db.conn())
-        .await?;
+    sqlx::query(
+        d.sql("INSERT INTO sessions (token_hash, user_name, created_at, expires_at) VALUES (?, ?, ?, ?)"),
+    )
+    .bind(token_hash)
+    .bind(user)
+    .bind(now)
+    .bind(expires_at)
+    .execute(db.conn())
+    .await?;
     // Expired sessions go when new ones come.
     sqlx::query(d.sql("DELETE FROM sessions WHERE expires_at < ?"))
         .bind(now)
@@ -123,7 +144,11 @@ pub async fn delete_session(db: &mut impl Db, token_hash: &str) -> anyhow::Resul
 }
 
 /// The user and role of a live session.
-pub async fn session_user(db: &mut impl Db, token_hash: &str, now: i64) -> anyhow::Result<Option<(String, String)>> {
+pub async fn session_user(
+    db: &mut impl Db,
+    token_hash: &str,
+    now: i64,
+) -> anyhow::Result<Option<(String, String)>> {
     let d = db.dialect();
     Ok(sqlx::query_as(d.sql(
         "SELECT u.name, u.role FROM sessions s JOIN users u ON u.name = s.user_name

@@ -97,11 +97,14 @@ pub async fn instance_by_id(db: &mut impl Db, id: i64) -> anyhow::Result<Option<
 }
 
 pub async fn instance_by_key(db: &mut impl Db, key: &InstanceKey) -> anyhow::Result<Option<InstanceRow>> {
-    Ok(
-        select_instances!(db, "WHERE task_id = ? AND etl_day = ?", &key.task, key.etl_day.compact())
-            .fetch_optional(db.conn())
-            .await?,
+    Ok(select_instances!(
+        db,
+        "WHERE task_id = ? AND etl_day = ?",
+        &key.task,
+        key.etl_day.compact()
     )
+    .fetch_optional(db.conn())
+    .await?)
 }
 
 /// Groups keys by day, for one `task_id IN (...)` query per day (and per 1,000 tasks).
@@ -239,9 +242,9 @@ pub async fn live_instances_of_day(
     day: EtlDay,
 ) -> anyhow::Result<Vec<(String, InstanceState)>> {
     let d = db.dialect();
-    let rows: Vec<(String, String)> = sqlx::query_as(d.sql(
-        "SELECT task_id, state FROM instances WHERE etl_day = ? AND state IN ('queued', 'running')",
-    ))
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        d.sql("SELECT task_id, state FROM instances WHERE etl_day = ? AND state IN ('queued', 'running')"),
+    )
     .bind(day.compact())
     .fetch_all(db.conn())
     .await?;
@@ -358,10 +361,12 @@ pub async fn instances_by_keys<'a>(
 /// `UPDATE ... RETURNING` is missing).
 async fn try_number_of(db: &mut impl Db, id: i64) -> anyhow::Result<i64> {
     let d = db.dialect();
-    Ok(sqlx::query_scalar(d.sql("SELECT try_number FROM instances WHERE id = ?"))
-        .bind(id)
-        .fetch_one(db.conn())
-        .await?)
+    Ok(
+        sqlx::query_scalar(d.sql("SELECT try_number FROM instances WHERE id = ?"))
+            .bind(id)
+            .fetch_one(db.conn())
+            .await?,
+    )
 }
 
 /// Runs a compare-and-set UPDATE of one instance that bumps its try number; the new try
@@ -555,7 +560,12 @@ pub async fn instances_in_state(
     task: Option<&str>,
 ) -> anyhow::Result<Vec<InstanceRow>> {
     let query = match task {
-        Some(task) => select_instances!(db, "WHERE state = ? AND task_id = ? ORDER BY etl_day, id", state.as_str(), task),
+        Some(task) => select_instances!(
+            db,
+            "WHERE state = ? AND task_id = ? ORDER BY etl_day, id",
+            state.as_str(),
+            task
+        ),
         None => select_instances!(db, "WHERE state = ? ORDER BY etl_day, id", state.as_str()),
     };
     Ok(query.fetch_all(db.conn()).await?)
@@ -563,11 +573,13 @@ pub async fn instances_in_state(
 
 /// Instances queued before `before` (their dispatch may be lost).
 pub async fn queued_before(db: &mut impl Db, before: i64) -> anyhow::Result<Vec<InstanceRow>> {
-    Ok(
-        select_instances!(db, "WHERE state = 'queued' AND queued_at < ? ORDER BY queued_at LIMIT 10000", before)
-            .fetch_all(db.conn())
-            .await?,
+    Ok(select_instances!(
+        db,
+        "WHERE state = 'queued' AND queued_at < ? ORDER BY queued_at LIMIT 10000",
+        before
     )
+    .fetch_all(db.conn())
+    .await?)
 }
 
 /// Retries whose delay is over, and the earliest one still pending.
@@ -580,9 +592,9 @@ pub async fn retries_due(db: &mut impl Db, now: i64) -> anyhow::Result<(Vec<Inst
     .fetch_all(db.conn())
     .await?;
     let d = db.dialect();
-    let next: Option<i64> = sqlx::query_scalar(d.sql(
-        "SELECT MIN(next_try_at) FROM instances WHERE state = 'up_for_retry' AND next_try_at > ?",
-    ))
+    let next: Option<i64> = sqlx::query_scalar(
+        d.sql("SELECT MIN(next_try_at) FROM instances WHERE state = 'up_for_retry' AND next_try_at > ?"),
+    )
     .bind(now)
     .fetch_one(db.conn())
     .await?;
@@ -592,9 +604,9 @@ pub async fn retries_due(db: &mut impl Db, now: i64) -> anyhow::Result<(Vec<Inst
 pub async fn delete_instance(db: &mut impl Db, id: i64) -> anyhow::Result<()> {
     let d = db.dialect();
     // Explicit, not only ON DELETE CASCADE, so the order is plain: logs, tries, instance.
-    sqlx::query(d.sql(
-        "DELETE FROM log_chunks WHERE attempt_id IN (SELECT id FROM attempts WHERE instance_id = ?)",
-    ))
+    sqlx::query(
+        d.sql("DELETE FROM log_chunks WHERE attempt_id IN (SELECT id FROM attempts WHERE instance_id = ?)"),
+    )
     .bind(id)
     .execute(db.conn())
     .await?;
@@ -623,9 +635,9 @@ pub async fn count_instances_by_state(db: &mut impl Db) -> anyhow::Result<Vec<(S
 /// Queued instances per queue: (queue, how many, earliest queued_at) (metrics).
 pub async fn queued_by_queue(db: &mut impl Db) -> anyhow::Result<Vec<(String, i64, Option<i64>)>> {
     let d = db.dialect();
-    let rows = sqlx::query(d.sql(
-        "SELECT queue, COUNT(*), MIN(queued_at) FROM instances WHERE state = 'queued' GROUP BY queue",
-    ))
+    let rows = sqlx::query(
+        d.sql("SELECT queue, COUNT(*), MIN(queued_at) FROM instances WHERE state = 'queued' GROUP BY queue"),
+    )
     .fetch_all(db.conn())
     .await?;
     rows.iter()
@@ -642,9 +654,11 @@ pub async fn queued_by_queue(db: &mut impl Db) -> anyhow::Result<Vec<(String, i6
 /// Running tries per agent (metrics).
 pub async fn running_by_agent(db: &mut impl Db) -> anyhow::Result<Vec<(String, i64)>> {
     let d = db.dialect();
-    let rows = sqlx::query(d.sql("SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id"))
-        .fetch_all(db.conn())
-        .await?;
+    let rows = sqlx::query(
+        d.sql("SELECT agent_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY agent_id"),
+    )
+    .fetch_all(db.conn())
+    .await?;
     rows.iter()
         .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
         .collect()

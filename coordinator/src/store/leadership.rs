@@ -23,9 +23,9 @@ pub struct LeaderRow {
 
 pub async fn leader(db: &mut impl Db) -> anyhow::Result<LeaderRow> {
     let d = db.dialect();
-    let row = sqlx::query(d.sql(
-        "SELECT token, epoch, holder, lease_until, elected_revision FROM leader WHERE id = 1",
-    ))
+    let row = sqlx::query(
+        d.sql("SELECT token, epoch, holder, lease_until, elected_revision FROM leader WHERE id = 1"),
+    )
     .fetch_one(db.conn())
     .await?;
     Ok(LeaderRow {

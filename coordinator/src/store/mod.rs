@@ -344,9 +344,7 @@ async fn connect(url: &DatabaseUrl, connections: u32, read_only: bool) -> anyhow
     sqlx::any::install_default_drivers();
     let mut text = url.url.clone();
     if let Some(path) = url.sqlite_file() {
-        if !read_only
-            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        {
+        if !read_only && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data folder {}", dir.display()))?;
         }
@@ -463,8 +461,9 @@ async fn migrate(pool: &AnyPool, url: &DatabaseUrl) -> anyhow::Result<()> {
             env!("CARGO_PKG_VERSION"),
             schema_version(url.dialect)
         ),
-        Err(e) => Err(anyhow::Error::new(e)
-            .context(format!("cannot migrate the database {}", url.redacted()))),
+        Err(e) => {
+            Err(anyhow::Error::new(e).context(format!("cannot migrate the database {}", url.redacted())))
+        }
     }
 }
 

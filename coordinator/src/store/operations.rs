@@ -23,9 +23,9 @@ pub async fn record_operation(
     now: i64,
 ) -> anyhow::Result<()> {
     let d = db.dialect();
-    sqlx::query(d.sql(
-        "INSERT INTO operations (at, actor, client, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
-    ))
+    sqlx::query(
+        d.sql("INSERT INTO operations (at, actor, client, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)"),
+    )
     .bind(now)
     .bind(actor)
     .bind(client)
@@ -37,7 +37,11 @@ pub async fn record_operation(
     Ok(())
 }
 
-pub async fn list_operations(db: &mut impl Db, task: Option<&str>, limit: i64) -> anyhow::Result<Vec<OperationRow>> {
+pub async fn list_operations(
+    db: &mut impl Db,
+    task: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<Vec<OperationRow>> {
     let d = db.dialect();
     let columns = "SELECT id, at, actor, client, action, target, detail FROM operations";
     let query = match task {

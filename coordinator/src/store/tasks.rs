@@ -33,10 +33,13 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     .await?;
     let mut by_task: HashMap<String, Vec<Dependency>> = HashMap::new();
     for dep in deps {
-        by_task.entry(dep.try_get("task_id")?).or_default().push(Dependency {
-            task: dep.try_get("upstream_id")?,
-            day_offset: dep.try_get::<i64, _>("day_offset")? as i32,
-        });
+        by_task
+            .entry(dep.try_get("task_id")?)
+            .or_default()
+            .push(Dependency {
+                task: dep.try_get("upstream_id")?,
+                day_offset: dep.try_get::<i64, _>("day_offset")? as i32,
+            });
     }
     rows.into_iter()
         .map(|r| {
@@ -45,7 +48,10 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
             let timezone: String = r.try_get("timezone")?;
             let deadline = r
                 .try_get::<Option<String>, _>("deadline")?
-                .map(|d| Deadline::parse(&d, &timezone).map_err(|e| anyhow::anyhow!("task {id}: stored deadline {d:?}: {e}")))
+                .map(|d| {
+                    Deadline::parse(&d, &timezone)
+                        .map_err(|e| anyhow::anyhow!("task {id}: stored deadline {d:?}: {e}"))
+                })
                 .transpose()?;
             Ok(StoredTask {
                 spec: TaskSpec {
@@ -61,7 +67,9 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                     queue: r.try_get("queue")?,
                     start_day: start_day.map(|d| EtlDay::parse(&d)).transpose()?,
                     description: r.try_get("description")?,
-                    expected_duration: r.try_get::<Option<i64>, _>("expected_duration_ms")?.map(ms_duration),
+                    expected_duration: r
+                        .try_get::<Option<i64>, _>("expected_duration_ms")?
+                        .map(ms_duration),
                     deadline,
                     id,
                 },

@@ -23,14 +23,19 @@ async fn two_writers(dialect: Dialect) -> (TestDatabase, Store, Store) {
     let one = Store::open(&db.database_url()).await.expect("open");
     let two = Store::open(&db.database_url()).await.expect("open again");
     let mut tx = one.begin().await.unwrap();
-    upsert_task(&mut tx, &TaskSpec::new("a", "true"), now_ms(), true).await.unwrap();
+    upsert_task(&mut tx, &TaskSpec::new("a", "true"), now_ms(), true)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     (db, one, two)
 }
 
 async fn instance(store: &Store, key: &InstanceKey) -> InstanceRow {
     let mut conn = store.read().await.unwrap();
-    instance_by_key(&mut conn, key).await.unwrap().expect("instance exists")
+    instance_by_key(&mut conn, key)
+        .await
+        .unwrap()
+        .expect("instance exists")
 }
 
 async fn waiting_instance(store: &Store) -> InstanceRow {
@@ -104,7 +109,11 @@ async fn queueing_a_waiting_instance_is_won_once() {
         .await;
         exactly_one(&results, "queue_instance", dialect);
         let after = instance(&one, &row.key()).await;
-        assert_eq!((after.state, after.try_number), (InstanceState::Queued, 1), "one new try, not two");
+        assert_eq!(
+            (after.state, after.try_number),
+            (InstanceState::Queued, 1),
+            "one new try, not two"
+        );
     })
     .await;
 }
@@ -133,7 +142,9 @@ async fn claiming_a_try_is_won_once_and_its_try_row_is_unique() {
         // A second row for the same try is refused by the unique key, never replaces the first.
         let mut tx = two.begin().await.unwrap();
         assert!(
-            insert_attempt(&mut tx, id, try_number, 1, "other", now_ms()).await.is_err(),
+            insert_attempt(&mut tx, id, try_number, 1, "other", now_ms())
+                .await
+                .is_err(),
             "{}: a second attempt row of one try must fail",
             dialect.name()
         );
@@ -151,8 +162,14 @@ async fn finishing_a_try_is_won_once() {
             .await
             .unwrap()
             .unwrap();
-        assert!(claim_instance(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap());
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap();
+        assert!(
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         // The agent's success report against a kill: one of them closes the try.
         let (id, a) = (row.id, attempt.clone());
@@ -161,7 +178,17 @@ async fn finishing_a_try_is_won_once() {
             async move {
                 let closed = finish_attempt(&mut tx, &a, "success", Some(0), "", now_ms()).await?;
                 let won = closed
-                    && finish_instance(&mut tx, id, t, InstanceState::Success, Some(0), "", None, now_ms()).await?;
+                    && finish_instance(
+                        &mut tx,
+                        id,
+                        t,
+                        InstanceState::Success,
+                        Some(0),
+                        "",
+                        None,
+                        now_ms(),
+                    )
+                    .await?;
                 Ok((tx, won))
             }
         })
@@ -180,23 +207,46 @@ async fn operator_moves_redo_and_lost_tries_are_won_once() {
         let id = row.id;
         // kill vs kill
         let results = race(&one, &two, move |mut tx| async move {
-            let won =
-                operator_set_state(&mut tx, id, InstanceState::Waiting, InstanceState::Killed, false, "", now_ms()).await?;
+            let won = operator_set_state(
+                &mut tx,
+                id,
+                InstanceState::Waiting,
+                InstanceState::Killed,
+                false,
+                "",
+                now_ms(),
+            )
+            .await?;
             Ok((tx, won))
         })
         .await;
         exactly_one(&results, "operator_set_state", dialect);
         // redo vs redo
         let results = race(&one, &two, move |mut tx| async move {
-            let won = reset_for_redo(&mut tx, id, InstanceState::Killed, 0, &TaskSpec::new("a", "true"), "").await?;
+            let won = reset_for_redo(
+                &mut tx,
+                id,
+                InstanceState::Killed,
+                0,
+                &TaskSpec::new("a", "true"),
+                "",
+            )
+            .await?;
             Ok((tx, won))
         })
         .await;
         exactly_one(&results, "reset_for_redo", dialect);
         // a lost try requeued by two reapers
         let mut tx = one.begin().await.unwrap();
-        let t = queue_instance(&mut tx, id, InstanceState::Waiting, 1, now_ms()).await.unwrap().unwrap();
-        assert!(claim_instance(&mut tx, id, t, 1, "agent", now_ms()).await.unwrap());
+        let t = queue_instance(&mut tx, id, InstanceState::Waiting, 1, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            claim_instance(&mut tx, id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
         tx.commit().await.unwrap();
         let results = race(&one, &two, move |mut tx| async move {
             let won = requeue_lost(&mut tx, id, t, 2, now_ms(), "lost").await?;
@@ -222,16 +272,26 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
         exactly_one(&results, "record_fire", dialect);
         let results = race(&one, &two, |mut tx| async move {
             let key = InstanceKey::new("a", day());
-            let (_, created) = ensure_instance(&mut tx, &key, &TaskSpec::new("a", "true"), 1, now_ms()).await?;
+            let (_, created) =
+                ensure_instance(&mut tx, &key, &TaskSpec::new("a", "true"), 1, now_ms()).await?;
             Ok((tx, created))
         })
         .await;
         exactly_one(&results, "ensure_instance", dialect);
         let row = instance(&one, &InstanceKey::new("a", day())).await;
         let mut tx = one.begin().await.unwrap();
-        let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms()).await.unwrap().unwrap();
-        assert!(claim_instance(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap());
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap();
+        let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let a = attempt.clone();
         let results = race(&one, &two, move |mut tx| {
@@ -244,7 +304,10 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
         .await;
         exactly_one(&results, "append_log at one offset", dialect);
         let mut conn = one.read().await.unwrap();
-        assert_eq!(read_log(&mut conn, &attempt, 0, 1 << 20).await.unwrap(), b"hello\n");
+        assert_eq!(
+            read_log(&mut conn, &attempt, 0, 1 << 20).await.unwrap(),
+            b"hello\n"
+        );
     })
     .await;
 }
@@ -263,12 +326,20 @@ async fn reads_and_listings_work_alike() {
             .collect();
         let wanted: Vec<WantedInstance> = keys
             .iter()
-            .map(|key| WantedInstance { key, spec: &spec, max_tries: 1 })
+            .map(|key| WantedInstance {
+                key,
+                spec: &spec,
+                max_tries: 1,
+            })
             .collect();
         let rows = ensure_instances(&mut tx, &wanted, now_ms()).await.unwrap();
         assert!(rows.iter().all(|(_, created)| *created));
-        record_operation(&mut tx, "me", "test", "run", "b_x@20260105", "", now_ms()).await.unwrap();
-        record_operation(&mut tx, "me", "test", "run", "bxx@20260105", "", now_ms()).await.unwrap();
+        record_operation(&mut tx, "me", "test", "run", "b_x@20260105", "", now_ms())
+            .await
+            .unwrap();
+        record_operation(&mut tx, "me", "test", "run", "bxx@20260105", "", now_ms())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
 
         let mut conn = one.read().await.unwrap();
@@ -297,9 +368,16 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         let db = TestDatabase::create(dialect).await;
         let url = db.database_url();
         assert_eq!(migrate_only(&url).await.unwrap(), schema_version(dialect));
-        assert_eq!(migrate_only(&url).await.unwrap(), schema_version(dialect), "twice is fine");
+        assert_eq!(
+            migrate_only(&url).await.unwrap(),
+            schema_version(dialect),
+            "twice is fine"
+        );
         let store = Store::open(&url).await.unwrap();
-        assert_eq!(store.next_epoch().await.unwrap() + 1, store.next_epoch().await.unwrap());
+        assert_eq!(
+            store.next_epoch().await.unwrap() + 1,
+            store.next_epoch().await.unwrap()
+        );
         // A newer goflow migrated this database further.
         let mut tx = store.begin().await.unwrap();
         let d = tx.dialect();
@@ -313,8 +391,14 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         .unwrap();
         tx.commit().await.unwrap();
         store.close().await;
-        let err = format!("{:#}", Store::open(&url).await.err().expect("a newer schema is refused"));
-        assert!(err.contains("schema version 9999") && err.contains("newer"), "{err}");
+        let err = format!(
+            "{:#}",
+            Store::open(&url).await.err().expect("a newer schema is refused")
+        );
+        assert!(
+            err.contains("schema version 9999") && err.contains("newer"),
+            "{err}"
+        );
     })
     .await;
 }
@@ -333,13 +417,25 @@ async fn connection_failures_name_the_database_and_the_cause() {
         .unwrap_or(missing);
     let err = format!(
         "{:#}",
-        Store::open(&DatabaseUrl::parse(&missing, "test").unwrap()).await.err().unwrap()
+        Store::open(&DatabaseUrl::parse(&missing, "test").unwrap())
+            .await
+            .err()
+            .unwrap()
     );
     assert!(err.contains("does not exist"), "{err}");
 
     let mysql = std::env::var("GOFLOW_TEST_MYSQL_URL").unwrap_or(crate::testing::DEFAULT_MYSQL_URL.into());
     let (base, _) = mysql.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap();
     let denied = format!("mysql://goflow_nobody:wrong@{base}/test");
-    let err = format!("{:#}", Store::open(&DatabaseUrl::parse(&denied, "test").unwrap()).await.err().unwrap());
-    assert!(err.contains("refused the credentials") && err.contains("goflow_nobody:***"), "{err}");
+    let err = format!(
+        "{:#}",
+        Store::open(&DatabaseUrl::parse(&denied, "test").unwrap())
+            .await
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("refused the credentials") && err.contains("goflow_nobody:***"),
+        "{err}"
+    );
 }

@@ -54,14 +54,19 @@ impl Receiver {
                 served += 1;
                 let value = serde_json::from_slice(&body)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-                seen.lock().unwrap().push(serde_json::json!({"request": request_line.trim(), "body": value}));
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::json!({"request": request_line.trim(), "body": value}));
                 let status = if served <= fail_first {
                     "500 Internal Server Error"
                 } else {
                     "200 OK"
                 };
                 let mut stream = reader.into_inner();
-                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
                 let _ = stream.flush();
             }
         });
@@ -143,7 +148,9 @@ tasks:
     sb.wait_status(day, Duration::from_secs(60), "al_fail failed", |rows| {
         crate::sandbox::state_of(rows, "al_fail") == Some("failed")
     });
-    receiver.wait("the failure's alert", &sb, |r| r.iter().any(|r| r["body"]["task"] == "al_fail"));
+    receiver.wait("the failure's alert", &sb, |r| {
+        r.iter().any(|r| r["body"]["task"] == "al_fail")
+    });
 
     // The alert is recorded as sent before anything else could add to it.
     let limit = Instant::now() + Duration::from_secs(30);
@@ -195,7 +202,10 @@ fn a_failing_receiver_gets_the_alert_again() {
     let day = "20260302";
     sb.ctl(&["run", "-j", "al_flaky_hook", "-d", day, "--wait"]);
     let requests = receiver.wait("the alert twice", &sb, |r| r.len() >= 2);
-    assert_eq!(requests[0]["body"], requests[1]["body"], "the same alert again: {requests:#?}");
+    assert_eq!(
+        requests[0]["body"], requests[1]["body"],
+        "the same alert again: {requests:#?}"
+    );
     assert_eq!(requests[0]["body"]["task"], "al_flaky_hook");
     let limit = Instant::now() + Duration::from_secs(30);
     let a = loop {
@@ -208,7 +218,10 @@ fn a_failing_receiver_gets_the_alert_again() {
     };
     assert_eq!(a["delivery"], "sent", "{a:#}");
     assert_eq!(a["attempts"], 2, "{a:#}");
-    assert!(a["last_error"].as_str().unwrap_or_default().contains("500"), "{a:#}");
+    assert!(
+        a["last_error"].as_str().unwrap_or_default().contains("500"),
+        "{a:#}"
+    );
 }
 
 /// A deadline a few seconds from now: the instance held back (its task paused) alerts once it
@@ -239,17 +252,30 @@ tasks:
         "the test was too slow: dl_ok must succeed before its deadline"
     );
     let rows = sb.status_json(&day);
-    assert_eq!(crate::sandbox::state_of(&rows, "dl_late"), Some("waiting"), "{rows:#?}");
-    assert!(receiver.requests().is_empty(), "nothing is due yet: {:#?}", receiver.requests());
+    assert_eq!(
+        crate::sandbox::state_of(&rows, "dl_late"),
+        Some("waiting"),
+        "{rows:#?}"
+    );
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing is due yet: {:#?}",
+        receiver.requests()
+    );
 
-    receiver.wait("dl_late's deadline alert", &sb, |r| r.iter().any(|r| r["body"]["task"] == "dl_late"));
+    receiver.wait("dl_late's deadline alert", &sb, |r| {
+        r.iter().any(|r| r["body"]["task"] == "dl_late")
+    });
     // Both deadlines were checked in the same pass that found dl_late late.
     let alerts = alerts_json(&sb);
     let late: Vec<&Value> = alerts.iter().filter(|a| a["task"] == "dl_late").collect();
     assert_eq!(late.len(), 1, "{alerts:#?}");
     assert_eq!(late[0]["kind"], "deadline", "{alerts:#?}");
     assert_eq!(late[0]["etl_day"], day, "{alerts:#?}");
-    assert!(alerts.iter().all(|a| a["task"] != "dl_ok"), "dl_ok was in time: {alerts:#?}");
+    assert!(
+        alerts.iter().all(|a| a["task"] != "dl_ok"),
+        "dl_ok was in time: {alerts:#?}"
+    );
     let body = &receiver.about("dl_late")[0];
     assert_eq!(body["kind"], "deadline", "{body:#}");
     assert_eq!(body["state"], "waiting", "{body:#}");
@@ -268,18 +294,27 @@ fn a_run_longer_than_expected_alerts_once() {
     let day = "20260303";
     sb.ctl_ok(&["run", "-j", "al_quick", "-d", day, "--wait"]);
     sb.ctl_ok(&["run", "-j", "al_slow", "-d", day]);
-    receiver.wait("al_slow's long-run alert", &sb, |r| r.iter().any(|r| r["body"]["task"] == "al_slow"));
+    receiver.wait("al_slow's long-run alert", &sb, |r| {
+        r.iter().any(|r| r["body"]["task"] == "al_slow")
+    });
     let body = &receiver.about("al_slow")[0];
     assert_eq!(body["kind"], "long_running", "{body:#}");
     assert_eq!(body["state"], "running", "{body:#}");
     assert_eq!(body["try_number"], 1, "{body:#}");
     assert!(
-        body["message"].as_str().unwrap_or_default().contains("expected: 1s"),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expected: 1s"),
         "{body:#}"
     );
     sb.wait_status(day, Duration::from_secs(60), "al_slow done", |rows| {
         crate::sandbox::state_of(rows, "al_slow") == Some("success")
     });
     let alerts = alerts_json(&sb);
-    assert_eq!(alerts.len(), 1, "one alert for the one long try, none for al_quick: {alerts:#?}");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert for the one long try, none for al_quick: {alerts:#?}"
+    );
 }

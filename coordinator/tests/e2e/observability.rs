@@ -22,12 +22,20 @@ fn get(base: &str, path: &str) -> (u16, String) {
     let address = base.trim_start_matches("http://");
     let mut conn = std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = Vec::new();
     conn.read_to_end(&mut response).unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
@@ -82,10 +90,14 @@ fn metrics_parse_and_move_as_a_dag_runs_and_health_answers() {
 
     assert_eq!(get(&web, "/healthz").0, 200);
     let (status, body) = get(&web, "/readyz");
-    assert_eq!(status, 200, "a standalone that answers goflowctl is ready: {body}");
+    assert_eq!(
+        status, 200,
+        "a standalone that answers goflowctl is ready: {body}"
+    );
 
     let before = scrape(&web);
-    let success = |s: &prometheus_parse::Scrape| sum(s, "goflow_tries_finished_total", &[("outcome", "success")]);
+    let success =
+        |s: &prometheus_parse::Scrape| sum(s, "goflow_tries_finished_total", &[("outcome", "success")]);
     let started = |s: &prometheus_parse::Scrape| sum(s, "goflow_tries_started_total", &[]);
     let (success_before, started_before) = (success(&before), started(&before));
 
@@ -107,9 +119,16 @@ tasks:
     let after = scrape(&web);
     assert_eq!(success(&after) - success_before, 3.0, "one success per task");
     assert_eq!(started(&after) - started_before, 3.0, "one try started per task");
-    assert!(sum(&after, "goflow_log_bytes_ingested_total", &[]) > 0.0, "the echoes' output was stored");
     assert!(
-        sum(&after, "goflow_grpc_requests_total", &[("method", "ReportFinish"), ("code", "OK")]) >= 3.0,
+        sum(&after, "goflow_log_bytes_ingested_total", &[]) > 0.0,
+        "the echoes' output was stored"
+    );
+    assert!(
+        sum(
+            &after,
+            "goflow_grpc_requests_total",
+            &[("method", "ReportFinish"), ("code", "OK")]
+        ) >= 3.0,
         "every finish report is counted by method and code"
     );
     assert!(sum(&after, "goflow_dispatch_latency_seconds", &[("queue", "default")]) >= 3.0);
@@ -126,7 +145,15 @@ tasks:
         *names.entry(sample.metric.as_str()).or_default() += 1;
         for (key, label) in sample.labels.iter() {
             assert!(
-                !["etl_day", "instance", "try", "try_number", "attempt", "attempt_id"].contains(&key.as_str()),
+                ![
+                    "etl_day",
+                    "instance",
+                    "try",
+                    "try_number",
+                    "attempt",
+                    "attempt_id"
+                ]
+                .contains(&key.as_str()),
                 "{} has a label {key}",
                 sample.metric
             );
@@ -137,5 +164,8 @@ tasks:
             );
         }
     }
-    assert!(names.contains_key("goflow_grpc_request_duration_seconds"), "{names:?}");
+    assert!(
+        names.contains_key("goflow_grpc_request_duration_seconds"),
+        "{names:?}"
+    );
 }

@@ -12,8 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 
@@ -69,7 +73,12 @@ impl Collector {
                         attributes: span
                             .attributes
                             .iter()
-                            .map(|kv| (kv.key.clone(), text(kv.value.as_ref().and_then(|v| v.value.as_ref()))))
+                            .map(|kv| {
+                                (
+                                    kv.key.clone(),
+                                    text(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                                )
+                            })
                             .collect(),
                     });
                 }
@@ -211,7 +220,10 @@ fn start_grpc_receiver() -> (u16, Arc<Collector>) {
 /// The variables that point a process at the receiver.
 fn otel_env(port: u16, protocol: &str) -> Vec<(String, String)> {
     vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://127.0.0.1:{port}")),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://127.0.0.1:{port}"),
+        ),
         ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), protocol.into()),
         // Servers send every 200 ms rather than every 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
@@ -242,10 +254,23 @@ fn run_trace(spans: &[Received]) -> (Received, Vec<Received>) {
         .iter()
         .filter(|s| s.service == "goflowctl" && s.name == "goflowctl run")
         .collect();
-    assert_eq!(roots.len(), 1, "one `goflowctl run` span expected; received:\n{}", dump(spans));
+    assert_eq!(
+        roots.len(),
+        1,
+        "one `goflowctl run` span expected; received:\n{}",
+        dump(spans)
+    );
     let root = roots[0].clone();
-    assert!(root.parent_id.is_empty(), "goflowctl's span starts the trace:\n{}", dump(spans));
-    let trace = spans.iter().filter(|s| s.trace_id == root.trace_id).cloned().collect();
+    assert!(
+        root.parent_id.is_empty(),
+        "goflowctl's span starts the trace:\n{}",
+        dump(spans)
+    );
+    let trace = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .cloned()
+        .collect();
     (root, trace)
 }
 
@@ -255,7 +280,13 @@ fn find<'a>(trace: &'a [Received], service: &str, name: &str, task: Option<&str>
         .find(|s| s.service == service && s.name == name && task.is_none_or(|t| s.attr("goflow.task") == t))
 }
 
-fn must<'a>(trace: &'a [Received], all: &[Received], service: &str, name: &str, task: Option<&str>) -> &'a Received {
+fn must<'a>(
+    trace: &'a [Received],
+    all: &[Received],
+    service: &str,
+    name: &str,
+    task: Option<&str>,
+) -> &'a Received {
     find(trace, service, name, task).unwrap_or_else(|| {
         panic!(
             "no {service} span {name:?}{} in the run's trace; received:\n{}",
@@ -287,14 +318,27 @@ fn one_run_is_one_trace_over_otlp_http() {
         ..Launch::default()
     });
     sb.apply(DAG);
-    let out = sb.ctl_env(&["run", "-j", "tr_a", "-d", "2026-02-01", "--down", "--wait"], &borrowed(&env));
+    let out = sb.ctl_env(
+        &["run", "-j", "tr_a", "-d", "2026-02-01", "--down", "--wait"],
+        &borrowed(&env),
+    );
     assert!(out.status.success(), "{}", sb.describe(&out));
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", sb.describe(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        sb.describe(&out)
+    );
 
     let complete = |spans: &[Received]| {
         spans.iter().filter(|s| s.name == "agent.run").count() >= 2
-            && spans.iter().any(|s| s.service == "goflowctl" && s.name == "goflowctl run")
-            && spans.iter().filter(|s| s.name == "goflow.v1.AgentService/ReportFinish").count() >= 2
+            && spans
+                .iter()
+                .any(|s| s.service == "goflowctl" && s.name == "goflowctl run")
+            && spans
+                .iter()
+                .filter(|s| s.name == "goflow.v1.AgentService/ReportFinish")
+                .count()
+                >= 2
             && spans.iter().any(|s| s.name == "engine.run")
             && spans.iter().filter(|s| s.name == "claim").count() >= 2
     };
@@ -309,7 +353,12 @@ fn one_run_is_one_trace_over_otlp_http() {
         .unwrap_or_else(|| panic!("the engine's run has its call as parent:\n{}", dump(&spans)));
     assert_eq!(call.name, "goflow.v1.ControlService/Run", "{}", dump(&spans));
     assert_eq!(call.service, standalone, "{}", dump(&spans));
-    assert_eq!(call.parent_id, root.span_id, "the coordinator's call is a child of goflowctl's:\n{}", dump(&spans));
+    assert_eq!(
+        call.parent_id,
+        root.span_id,
+        "the coordinator's call is a child of goflowctl's:\n{}",
+        dump(&spans)
+    );
     assert_eq!(engine.attr("goflow.etl_day"), "20260201", "{}", dump(&spans));
 
     for task in ["tr_a", "tr_b"] {
@@ -323,7 +372,9 @@ fn one_run_is_one_trace_over_otlp_http() {
             .unwrap_or_else(|| panic!("the run of {task} is a child of its dispatch:\n{}", dump(&spans)));
         assert_eq!(claim.parent_id, dispatch.span_id, "{}", dump(&spans));
         assert!(
-            trace.iter().any(|s| s.name == "agent.claim" && s.parent_id == dispatch.span_id),
+            trace
+                .iter()
+                .any(|s| s.name == "agent.claim" && s.parent_id == dispatch.span_id),
             "the agent's claim of {task} is a child of its dispatch:\n{}",
             dump(&spans)
         );
@@ -345,14 +396,24 @@ fn one_run_is_one_trace_over_otlp_http() {
         .iter()
         .find(|s| {
             s.name == "goflow.v1.AgentService/ReportFinish"
-                && s.parent_id == find(&trace, standalone, "agent.run", Some("tr_a")).unwrap().span_id
+                && s.parent_id
+                    == find(&trace, standalone, "agent.run", Some("tr_a"))
+                        .unwrap()
+                        .span_id
         })
         .unwrap();
-    assert_eq!(dispatch_of("tr_b").parent_id, finish_a.span_id, "{}", dump(&spans));
+    assert_eq!(
+        dispatch_of("tr_b").parent_id,
+        finish_a.span_id,
+        "{}",
+        dump(&spans)
+    );
 
     // Heartbeats and the startup probes (goflowctl without OTEL_*) exported nothing.
     assert!(
-        !spans.iter().any(|s| s.name.contains("Heartbeat") || s.name.contains("grpc.health")),
+        !spans
+            .iter()
+            .any(|s| s.name.contains("Heartbeat") || s.name.contains("grpc.health")),
         "{}",
         dump(&spans)
     );
@@ -390,7 +451,11 @@ fn coordinator_and_agent_spans_share_the_trace_over_otlp_grpc() {
         launch_env.push(("GOFLOW_AGENT_SECRET".into(), SECRET.into()));
         launch_env.push(("GOFLOW_HEARTBEAT_INTERVAL".into(), "1".into()));
         Launch {
-            args: vec!["coordinator".into(), "--data-dir".into(), root.join("data").into()],
+            args: vec![
+                "coordinator".into(),
+                "--data-dir".into(),
+                root.join("data").into(),
+            ],
             env: launch_env,
             ..Launch::default()
         }
@@ -401,8 +466,16 @@ fn coordinator_and_agent_spans_share_the_trace_over_otlp_grpc() {
     let log = sb.root().join("agent-traced.log");
     let agent = Agent::start(&sb.server_url(), "traced", 1, &[], &agent_env, &sb.work(), &log);
     sb.apply(DAG);
-    let out = sb.ctl_env(&["run", "-j", "tr_a", "-d", "2026-02-02", "--wait"], &borrowed(&env));
-    assert!(out.status.success(), "{}\nagent log:\n{}", sb.describe(&out), agent.log());
+    let out = sb.ctl_env(
+        &["run", "-j", "tr_a", "-d", "2026-02-02", "--wait"],
+        &borrowed(&env),
+    );
+    assert!(
+        out.status.success(),
+        "{}\nagent log:\n{}",
+        sb.describe(&out),
+        agent.log()
+    );
 
     // Each process exports on its own schedule: wait for every span the checks below need.
     let spans = collector.wait_for(|spans| {
@@ -416,7 +489,13 @@ fn coordinator_and_agent_spans_share_the_trace_over_otlp_grpc() {
             && has("goflow-coordinator", "claim")
     });
     let (root, trace) = run_trace(&spans);
-    let call = must(&trace, &spans, "goflow-coordinator", "goflow.v1.ControlService/Run", None);
+    let call = must(
+        &trace,
+        &spans,
+        "goflow-coordinator",
+        "goflow.v1.ControlService/Run",
+        None,
+    );
     assert_eq!(call.parent_id, root.span_id, "{}", dump(&spans));
     must(&trace, &spans, "goflow-coordinator", "engine.run", Some("tr_a"));
     must(&trace, &spans, "goflow-coordinator", "dispatch", None);

@@ -61,15 +61,32 @@ pub fn render_table(alerts: &[Alert]) -> String {
                 a.task.clone(),
                 a.etl_day.clone(),
                 a.kind.clone(),
-                if a.try_number == 0 { String::new() } else { a.try_number.to_string() },
+                if a.try_number == 0 {
+                    String::new()
+                } else {
+                    a.try_number.to_string()
+                },
                 a.channel.clone(),
                 delivery(a),
-                if a.delivery == "sent" { String::new() } else { a.last_error.clone() },
+                if a.delivery == "sent" {
+                    String::new()
+                } else {
+                    a.last_error.clone()
+                },
             ]
         })
         .collect();
     output::table(
-        ["TIME", "TASK", "ETL_DAY", "KIND", "TRY", "CHANNEL", "DELIVERY", "LAST_ERROR"],
+        [
+            "TIME",
+            "TASK",
+            "ETL_DAY",
+            "KIND",
+            "TRY",
+            "CHANNEL",
+            "DELIVERY",
+            "LAST_ERROR",
+        ],
         rows,
     )
 }
@@ -137,9 +154,18 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("TIME"), "{table}");
         assert!(lines[0].contains("DELIVERY"), "{table}");
-        assert!(lines[1].contains("report") && lines[1].contains("deadline"), "{table}");
-        assert!(lines[1].contains("pending (2 attempts)") && lines[1].contains("answered 500"), "{table}");
-        assert!(lines[2].contains("extract") && lines[2].contains(" sent"), "{table}");
+        assert!(
+            lines[1].contains("report") && lines[1].contains("deadline"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("pending (2 attempts)") && lines[1].contains("answered 500"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("extract") && lines[2].contains(" sent"),
+            "{table}"
+        );
         let json = to_json(&alerts()[1]);
         assert_eq!(json["task"], "extract");
         assert_eq!(json["try_number"], 2);

@@ -8,8 +8,8 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use goflow_proto::{
-    ApiToken, CreateTokenRequest, ListTokensRequest, LoginRequest, LogoutRequest,
-    RevokeTokenRequest, WhoAmIRequest,
+    ApiToken, CreateTokenRequest, ListTokensRequest, LoginRequest, LogoutRequest, RevokeTokenRequest,
+    WhoAmIRequest,
 };
 use serde_json::{Value, json};
 use tonic::Status;
@@ -177,7 +177,11 @@ pub async fn login(
     if answer.token.is_empty() {
         anyhow::bail!("login failed at {label}: the server sent no token");
     }
-    let user = if answer.user.is_empty() { args.user.clone() } else { answer.user };
+    let user = if answer.user.is_empty() {
+        args.user.clone()
+    } else {
+        answer.user
+    };
     let session = Session {
         token: answer.token,
         user: user.clone(),
@@ -193,7 +197,11 @@ fn login_failed(status: &Status, server: &str) -> anyhow::Error {
     match status.code() {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             let reason = status.message().trim();
-            let reason = if reason.is_empty() { "wrong user or password" } else { reason };
+            let reason = if reason.is_empty() {
+                "wrong user or password"
+            } else {
+                reason
+            };
             anyhow::anyhow!("login failed at {server}: {reason}")
         }
         _ => anyhow::Error::new(status.clone()).context(format!("login failed at {server}")),
@@ -217,7 +225,12 @@ pub async fn logout(
     let token = list
         .iter()
         .find_map(|s| creds.servers.get(s).map(|s| s.token.clone()))
-        .or_else(|| given.map(str::trim).filter(|t| t.starts_with("gfs_")).map(String::from));
+        .or_else(|| {
+            given
+                .map(str::trim)
+                .filter(|t| t.starts_with("gfs_"))
+                .map(String::from)
+        });
     if let Some(token) = &token {
         let ended = async {
             let connection = open(servers, client_meta(Some(token))?).await?;
@@ -291,8 +304,16 @@ pub async fn token(
             writeln!(out, "{}", answer.token)?;
             out.flush()?;
             let info = answer.info.unwrap_or_default();
-            let name = if info.name.is_empty() { &args.name } else { &info.name };
-            let role = if info.role.is_empty() { &args.role } else { &info.role };
+            let name = if info.name.is_empty() {
+                &args.name
+            } else {
+                &info.name
+            };
+            let role = if info.role.is_empty() {
+                &args.role
+            } else {
+                &info.role
+            };
             let expires = match info.expires_at {
                 0 if args.expires.unwrap_or(0) == 0 => "never expires".to_string(),
                 0 => "expires in ".to_string() + &output::duration(args.expires.unwrap_or(0)),
@@ -305,13 +326,15 @@ pub async fn token(
             )?;
         }
         TokenCommand::List(args) => {
-            let tokens = client.list_tokens(ListTokensRequest {}).await?.into_inner().tokens;
+            let tokens = client
+                .list_tokens(ListTokensRequest {})
+                .await?
+                .into_inner()
+                .tokens;
             match args.output {
                 Format::Json => output::write_json_array(out, tokens.iter().map(to_json).collect())?,
                 Format::Table if tokens.is_empty() => writeln!(out, "no tokens")?,
-                Format::Table => {
-                    out.write_all(render_table(&tokens, output::now_ms()).as_bytes())?
-                }
+                Format::Table => out.write_all(render_table(&tokens, output::now_ms()).as_bytes())?,
             }
         }
         TokenCommand::Revoke(args) => {
@@ -327,7 +350,11 @@ pub async fn token(
 }
 
 fn time_or_never(ms: i64) -> String {
-    if ms == 0 { "never".into() } else { output::local_time(ms) }
+    if ms == 0 {
+        "never".into()
+    } else {
+        output::local_time(ms)
+    }
 }
 
 pub fn render_table(tokens: &[ApiToken], now_ms: i64) -> String {

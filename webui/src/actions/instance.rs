@@ -130,10 +130,18 @@ pub async fn post(
     let label = action.label(ctx.t);
     let said = |message: String| format!("{label} {target}: {message}");
     let flash = match action {
-        InstanceAction::ForceRun => outcome(client.run(run(true, false, false)).await, |r| said(r.into_inner().message)),
-        InstanceAction::Redo => outcome(client.run(run(false, false, false)).await, |r| said(r.into_inner().message)),
-        InstanceAction::RedoDown => outcome(client.run(run(false, true, false)).await, |r| said(r.into_inner().message)),
-        InstanceAction::RedoUp => outcome(client.run(run(false, false, true)).await, |r| said(r.into_inner().message)),
+        InstanceAction::ForceRun => outcome(client.run(run(true, false, false)).await, |r| {
+            said(r.into_inner().message)
+        }),
+        InstanceAction::Redo => outcome(client.run(run(false, false, false)).await, |r| {
+            said(r.into_inner().message)
+        }),
+        InstanceAction::RedoDown => outcome(client.run(run(false, true, false)).await, |r| {
+            said(r.into_inner().message)
+        }),
+        InstanceAction::RedoUp => outcome(client.run(run(false, false, true)).await, |r| {
+            said(r.into_inner().message)
+        }),
         InstanceAction::MarkSuccess => outcome(
             client
                 .mark_success(MarkSuccessRequest {
@@ -184,11 +192,31 @@ mod tests {
         let app = fake.start().await;
         let url = format!("/instances/report/{DAY}/action");
         for (action, call, said) in [
-            ("force_run", "Run report@20260110 force", "force run report@20260110: 1 instances to run"),
-            ("redo", "Run report@20260110", "redo current report@20260110: 1 instances to run"),
-            ("redo_down", "Run report@20260110 down", "redo current and downstream report@20260110"),
-            ("redo_up", "Run report@20260110 up", "redo with upstream report@20260110"),
-            ("mark_success", "MarkSuccess report@20260110", "1 instances marked success"),
+            (
+                "force_run",
+                "Run report@20260110 force",
+                "force run report@20260110: 1 instances to run",
+            ),
+            (
+                "redo",
+                "Run report@20260110",
+                "redo current report@20260110: 1 instances to run",
+            ),
+            (
+                "redo_down",
+                "Run report@20260110 down",
+                "redo current and downstream report@20260110",
+            ),
+            (
+                "redo_up",
+                "Run report@20260110 up",
+                "redo with upstream report@20260110",
+            ),
+            (
+                "mark_success",
+                "MarkSuccess report@20260110",
+                "1 instances marked success",
+            ),
             ("kill", "Kill report@20260110", "report@20260110 killed"),
         ] {
             let answer = post(&app, &url, &[("action", action), ("confirmed", "1")], true).await;
@@ -200,7 +228,10 @@ mod tests {
         }
         let answer = post(&app, &url, &[("action", "delete"), ("confirmed", "1")], true).await;
         assert_eq!(answer.location, format!("/?day={DAY}"), "the instance is gone");
-        assert_eq!(calls.lock().unwrap().last().unwrap(), "DeleteInstance report@20260110");
+        assert_eq!(
+            calls.lock().unwrap().last().unwrap(),
+            "DeleteInstance report@20260110"
+        );
     }
 
     #[tokio::test]
@@ -224,7 +255,13 @@ mod tests {
         let fake = sample();
         let calls = fake.calls.clone();
         let app = fake.start().await;
-        let answer = post(&app, &format!("/instances/report/{DAY}/action"), &[("action", "kill")], true).await;
+        let answer = post(
+            &app,
+            &format!("/instances/report/{DAY}/action"),
+            &[("action", "kill")],
+            true,
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::OK);
         assert!(answer.body.contains("kill: report@20260110"));
         assert!(answer.body.contains("name=\"confirmed\" value=\"1\""));
@@ -252,7 +289,13 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_action_is_a_400() {
         let app = sample().start().await;
-        let answer = post(&app, &format!("/instances/report/{DAY}/action"), &[("action", "explode")], true).await;
+        let answer = post(
+            &app,
+            &format!("/instances/report/{DAY}/action"),
+            &[("action", "explode")],
+            true,
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST);
         assert!(answer.body.contains("bad parameter action"));
     }

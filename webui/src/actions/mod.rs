@@ -8,8 +8,8 @@ pub mod task;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Form;
-use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::StatusCode;
+use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tonic::{Code, Status};
@@ -106,10 +106,18 @@ mod switch_tests {
     async fn the_language_switch_is_remembered_in_a_cookie() {
         let app = sample().start().await;
         let answer = post(&app, "/lang", &[("lang", "zh"), ("back", "/agents")], true).await;
-        assert_eq!((answer.status, answer.location.as_str()), (StatusCode::SEE_OTHER, "/agents"));
+        assert_eq!(
+            (answer.status, answer.location.as_str()),
+            (StatusCode::SEE_OTHER, "/agents")
+        );
         assert!(answer.cookies.iter().any(|c| c.starts_with("goflow_lang=zh;")));
         // The remembered choice wins over the browser's English.
-        let (_, body) = get_with(&app, "/agents", &[("cookie", "goflow_lang=zh"), ("accept-language", "en")]).await;
+        let (_, body) = get_with(
+            &app,
+            "/agents",
+            &[("cookie", "goflow_lang=zh"), ("accept-language", "en")],
+        )
+        .await;
         assert!(body.contains("<h1>执行器"), "{body}");
         assert!(body.contains(">English</button>"));
     }
@@ -125,13 +133,18 @@ mod switch_tests {
                 .unwrap();
             app.clone().oneshot(request).await.unwrap()
         };
-        let cleared = response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .any(|c| c.to_str().unwrap().starts_with("goflow_flash=; Path=/; Max-Age=0"));
+        let cleared = response.headers().get_all("set-cookie").iter().any(|c| {
+            c.to_str()
+                .unwrap()
+                .starts_with("goflow_flash=; Path=/; Max-Age=0")
+        });
         assert!(cleared);
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-        assert!(String::from_utf8_lossy(&body).contains("<div class=\"flash ok\" id=\"flash\" role=\"status\">extract paused</div>"));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&body)
+                .contains("<div class=\"flash ok\" id=\"flash\" role=\"status\">extract paused</div>")
+        );
     }
 }

@@ -17,7 +17,10 @@ fn task_path(task: &str) -> Result<(), WebError> {
     if is_valid_task_id(task) {
         Ok(())
     } else {
-        Err(WebError::bad_parameter("task", format!("{task:?} is not a task id")))
+        Err(WebError::bad_parameter(
+            "task",
+            format!("{task:?} is not a task id"),
+        ))
     }
 }
 
@@ -94,16 +97,25 @@ pub async fn run(
             Ok(r) => r.into_inner().instances.len(),
             Err(status) => return Ok(outcome::<()>(Err(status), |_| String::new()).redirect(&page)),
         };
-        let fields = [("from", from.compact()), ("to", to.compact()), ("down", form.down.clone())]
-            .into_iter()
-            .map(|(name, value)| HiddenField {
-                name: name.into(),
-                value,
-            })
-            .collect();
+        let fields = [
+            ("from", from.compact()),
+            ("to", to.compact()),
+            ("down", form.down.clone()),
+        ]
+        .into_iter()
+        .map(|(name, value)| HiddenField {
+            name: name.into(),
+            value,
+        })
+        .collect();
         return Ok(ConfirmPage {
             title: format!("{}: {task} {}..{}", ctx.t.backfill, from.dashed(), to.dashed()),
-            question: format!("{} {count} ({} {})", ctx.t.preview_result, from.dashed(), to.dashed()),
+            question: format!(
+                "{} {count} ({} {})",
+                ctx.t.preview_result,
+                from.dashed(),
+                to.dashed()
+            ),
             post_to: format!("{page}/run"),
             fields,
             cancel_to: page,
@@ -169,16 +181,29 @@ mod tests {
         let calls = fake.calls.clone();
         let app = fake.start().await;
         let answer = post(&app, "/tasks/extract/pause", &[("paused", "1")], true).await;
-        assert_eq!((answer.status, answer.location.as_str()), (StatusCode::SEE_OTHER, "/tasks/extract"));
+        assert_eq!(
+            (answer.status, answer.location.as_str()),
+            (StatusCode::SEE_OTHER, "/tasks/extract")
+        );
         assert_eq!(answer.flash(), "ok.extract paused");
-        let answer = post(&app, "/tasks/extract/run", &[("from", "2026-01-10"), ("down", "1")], true).await;
+        let answer = post(
+            &app,
+            "/tasks/extract/run",
+            &[("from", "2026-01-10"), ("down", "1")],
+            true,
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER);
         let answer = post(&app, "/tasks/extract/delete", &[("confirmed", "1")], true).await;
         assert_eq!(answer.location, "/tasks");
         assert_eq!(answer.flash(), "ok.deleted extract");
         assert_eq!(
             *calls.lock().unwrap(),
-            vec!["SetPaused extract true", "Run extract@20260110..20260110 down", "DeleteTasks extract"]
+            vec![
+                "SetPaused extract true",
+                "Run extract@20260110..20260110 down",
+                "DeleteTasks extract"
+            ]
         );
     }
 
@@ -187,10 +212,19 @@ mod tests {
         let fake = sample();
         let calls = fake.calls.clone();
         let app = fake.start().await;
-        let answer = post(&app, "/tasks/extract/run", &[("from", "20260101"), ("to", "20260110")], true).await;
+        let answer = post(
+            &app,
+            "/tasks/extract/run",
+            &[("from", "20260101"), ("to", "20260110")],
+            true,
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::OK);
         assert!(answer.body.contains("This would run 2"), "{}", answer.body);
-        assert_eq!(*calls.lock().unwrap(), vec!["Run extract@20260101..20260110 dry_run"]);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec!["Run extract@20260101..20260110 dry_run"]
+        );
         let answer = post(
             &app,
             "/tasks/extract/run",
@@ -199,7 +233,10 @@ mod tests {
         )
         .await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER);
-        assert_eq!(calls.lock().unwrap().last().unwrap(), "Run extract@20260101..20260110");
+        assert_eq!(
+            calls.lock().unwrap().last().unwrap(),
+            "Run extract@20260101..20260110"
+        );
     }
 
     #[tokio::test]

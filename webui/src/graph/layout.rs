@@ -129,7 +129,11 @@ pub fn layout(labels: &[&str], edges: &[EdgeIn]) -> Layout {
         column_width.push(width);
         x += width + LAYER_GAP;
     }
-    let width = if layer_count == 0 { 2.0 * MARGIN } else { x - LAYER_GAP + MARGIN };
+    let width = if layer_count == 0 {
+        2.0 * MARGIN
+    } else {
+        x - LAYER_GAP + MARGIN
+    };
     let height = centres
         .iter()
         .zip(0..)
@@ -161,10 +165,7 @@ pub fn layout(labels: &[&str], edges: &[EdgeIn]) -> Layout {
                 points.push((column_x[layer] + column_width[layer] / 2.0, centres[*slot]));
             }
             points.push((target.x, centres[edge.downstream]));
-            PlacedEdge {
-                edge: *edge,
-                points,
-            }
+            PlacedEdge { edge: *edge, points }
         })
         .collect();
     Layout {
@@ -457,7 +458,10 @@ mod tests {
     #[test]
     fn long_edges_bend_through_the_layers_they_cross() {
         // a -> b -> c -> d and a -> d: the long edge gets one bend per skipped layer.
-        let layout = layout(&["a", "b", "c", "d"], &[edge(0, 1), edge(1, 2), edge(2, 3), edge(0, 3)]);
+        let layout = layout(
+            &["a", "b", "c", "d"],
+            &[edge(0, 1), edge(1, 2), edge(2, 3), edge(0, 3)],
+        );
         let long = &layout.edges[3];
         assert_eq!(long.points.len(), 4, "{:?}", long.points);
         assert!(long.points.windows(2).all(|p| p[0].0 < p[1].0), "left to right");
@@ -467,7 +471,10 @@ mod tests {
     #[test]
     fn a_source_sits_next_to_its_first_consumer() {
         // extract -> clean -> join <- users: users belongs in clean's layer, not in extract's.
-        let layout = layout(&["extract", "clean", "join", "users"], &[edge(0, 1), edge(1, 2), edge(3, 2)]);
+        let layout = layout(
+            &["extract", "clean", "join", "users"],
+            &[edge(0, 1), edge(1, 2), edge(3, 2)],
+        );
         assert_eq!(layout.nodes[3].layer, 1);
         assert_eq!(layout.nodes[2].layer, 2);
     }
@@ -486,8 +493,16 @@ mod tests {
         // a waits for its own yesterday and for b's yesterday, and b needs today's a.
         let edges = [
             edge(0, 1),
-            EdgeIn { upstream: 0, downstream: 0, day_offset: -1 },
-            EdgeIn { upstream: 1, downstream: 0, day_offset: -1 },
+            EdgeIn {
+                upstream: 0,
+                downstream: 0,
+                day_offset: -1,
+            },
+            EdgeIn {
+                upstream: 1,
+                downstream: 0,
+                day_offset: -1,
+            },
         ];
         let layout = layout(&["a", "b"], &edges);
         assert!(layout.nodes[0].layer < layout.nodes[1].layer);

@@ -39,7 +39,10 @@ fn render(nodes: &[GraphNode], layout: &Layout) -> String {
     // Two edges between the same tasks (same day and -1 day, say) are drawn side by side.
     let mut parallel: std::collections::HashMap<(usize, usize), (usize, usize)> = Default::default();
     for edge in &layout.edges {
-        parallel.entry((edge.edge.upstream, edge.edge.downstream)).or_default().1 += 1;
+        parallel
+            .entry((edge.edge.upstream, edge.edge.downstream))
+            .or_default()
+            .1 += 1;
     }
     for edge in &layout.edges {
         let slot = parallel
@@ -174,7 +177,9 @@ mod tests {
             }],
         );
         assert!(svg.starts_with("<svg"));
-        assert!(svg.contains(r#"<a href="/instances/extract/20260110" class="node state-success" data-task="extract""#));
+        assert!(svg.contains(
+            r#"<a href="/instances/extract/20260110" class="node state-success" data-task="extract""#
+        ));
         assert!(svg.contains(">extract</text>") && svg.contains(">load</text>"));
         assert!(svg.contains(r#"class="node state-none""#));
         assert_eq!(svg.matches("class=\"edge\"").count(), 1);
@@ -186,8 +191,16 @@ mod tests {
         let svg = draw(
             &[node("a", "success"), node("b", "waiting")],
             &[
-                EdgeIn { upstream: 0, downstream: 1, day_offset: -1 },
-                EdgeIn { upstream: 1, downstream: 1, day_offset: -1 },
+                EdgeIn {
+                    upstream: 0,
+                    downstream: 1,
+                    day_offset: -1,
+                },
+                EdgeIn {
+                    upstream: 1,
+                    downstream: 1,
+                    day_offset: -1,
+                },
             ],
         );
         assert_eq!(svg.matches(">-1d</text>").count(), 2, "{svg}");

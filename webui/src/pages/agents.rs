@@ -56,7 +56,12 @@ pub async fn page(app: AppState, ctx: Ctx) -> Result<AgentsPage, WebError> {
             running: running
                 .iter()
                 .filter(|i| i.agent == a.id)
-                .map(|i| (format!("{}@{}", i.task, i.etl_day), format!("/instances/{}/{}", i.task, i.etl_day)))
+                .map(|i| {
+                    (
+                        format!("{}@{}", i.task, i.etl_day),
+                        format!("/instances/{}/{}", i.task, i.etl_day),
+                    )
+                })
                 .collect(),
             alive: a.state == "alive",
             slots: format!("{} / {}", a.running, a.slots),

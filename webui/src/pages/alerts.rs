@@ -67,12 +67,20 @@ impl From<&Alert> for Row {
             task: a.task.clone(),
             etl_day: a.etl_day.clone(),
             kind: a.kind.clone(),
-            try_number: if a.try_number == 0 { String::new() } else { a.try_number.to_string() },
+            try_number: if a.try_number == 0 {
+                String::new()
+            } else {
+                a.try_number.to_string()
+            },
             channel: a.channel.clone(),
             delivery: a.delivery.clone(),
             attempts: a.attempts,
             message: a.message.clone(),
-            last_error: if a.delivery == "sent" { String::new() } else { a.last_error.clone() },
+            last_error: if a.delivery == "sent" {
+                String::new()
+            } else {
+                a.last_error.clone()
+            },
         }
     }
 }
@@ -86,12 +94,21 @@ mod tests {
         let app = sample().start().await;
         let (status, body) = get(&app, "/alerts").await;
         assert_eq!(status, axum::http::StatusCode::OK, "{body}");
-        assert!(body.contains(r#"<a href="/instances/extract/20260110">20260110</a>"#), "{body}");
-        assert!(body.contains(r#"<a href="/instances/transform/20260110">20260110</a>"#), "{body}");
+        assert!(
+            body.contains(r#"<a href="/instances/extract/20260110">20260110</a>"#),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#"<a href="/instances/transform/20260110">20260110</a>"#),
+            "{body}"
+        );
         assert!(body.contains("deadline") && body.contains("oncall"), "{body}");
         assert!(body.contains("hooks.example answered 500"), "{body}");
         assert!(body.contains("try 2 of 2 failed with exit code 3"), "{body}");
         let (_, body) = get(&app, "/alerts?task=extract").await;
-        assert!(body.contains("/instances/extract/") && !body.contains("/instances/transform/"), "{body}");
+        assert!(
+            body.contains("/instances/extract/") && !body.contains("/instances/transform/"),
+            "{body}"
+        );
     }
 }

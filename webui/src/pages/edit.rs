@@ -46,7 +46,10 @@ fn check_id(id: &str) -> Result<(), WebError> {
     if is_valid_task_id(id) {
         Ok(())
     } else {
-        Err(WebError::bad_parameter("task", format!("{id:?} is not a task id")))
+        Err(WebError::bad_parameter(
+            "task",
+            format!("{id:?} is not a task id"),
+        ))
     }
 }
 
@@ -57,7 +60,9 @@ fn editors_only(ctx: &Ctx) -> Result<(), WebError> {
     if ctx.may_edit() {
         Ok(())
     } else {
-        Err(WebError::Denied("changing task definitions needs the editor role".into()))
+        Err(WebError::Denied(
+            "changing task definitions needs the editor role".into(),
+        ))
     }
 }
 
@@ -145,7 +150,11 @@ async fn save(app: AppState, ctx: Ctx, editing: String, form: TaskForm) -> Resul
     match result {
         Ok(answer) => {
             let answer = answer.into_inner();
-            let verb = if answer.created.is_empty() { "updated" } else { "created" };
+            let verb = if answer.created.is_empty() {
+                "updated"
+            } else {
+                "created"
+            };
             let id = form.id.trim();
             Ok(Flash::ok(format!("{id} {verb}")).redirect(&format!("/tasks/{id}")))
         }
@@ -244,8 +253,14 @@ pub async fn import(app: AppState, ctx: Ctx, Form(form): Form<ImportForm>) -> Re
 fn yaml_download(name: &str, document: String) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/yaml; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                header::CONTENT_TYPE,
+                "application/yaml; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
         ],
         document,
     )
@@ -296,13 +311,31 @@ mod tests {
         let fake = sample();
         let calls = fake.calls.clone();
         let app = fake.start().await;
-        let answer = post(&app, "/tasks/new", &[("id", "x"), ("command", "run.sh"), ("schedule", "every day")], true).await;
+        let answer = post(
+            &app,
+            "/tasks/new",
+            &[("id", "x"), ("command", "run.sh"), ("schedule", "every day")],
+            true,
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert!(answer.body.contains(r#"<span class="field-error" id="error-schedule">"#), "{}", answer.body);
+        assert!(
+            answer
+                .body
+                .contains(r#"<span class="field-error" id="error-schedule">"#),
+            "{}",
+            answer.body
+        );
         assert!(answer.body.contains("every day"), "the input is kept");
         assert!(calls.lock().unwrap().is_empty(), "refused before any call");
         // The coordinator's graph checks come back next to depends_on.
-        let answer = post(&app, "/tasks/new", &[("id", "x"), ("command", "run.sh"), ("depends_on", "nope")], true).await;
+        let answer = post(
+            &app,
+            "/tasks/new",
+            &[("id", "x"), ("command", "run.sh"), ("depends_on", "nope")],
+            true,
+        )
+        .await;
         assert!(answer.body.contains(r#"id="error-depends_on">edit form: task &#34;x&#34; depends on unknown task &#34;nope&#34;"#)
             || answer.body.contains(r#"id="error-depends_on">edit form: task &quot;x&quot; depends on unknown task &quot;nope&quot;"#), "{}", answer.body);
     }
@@ -315,22 +348,45 @@ mod tests {
         let answer = post(
             &app,
             "/tasks/transform/edit",
-            &[("command", "transform.sh --all"), ("depends_on", "extract -1"), ("timezone", "UTC")],
+            &[
+                ("command", "transform.sh --all"),
+                ("depends_on", "extract -1"),
+                ("timezone", "UTC"),
+            ],
             true,
         )
         .await;
-        assert_eq!((answer.status, answer.location.as_str()), (StatusCode::SEE_OTHER, "/tasks/transform"));
+        assert_eq!(
+            (answer.status, answer.location.as_str()),
+            (StatusCode::SEE_OTHER, "/tasks/transform")
+        );
         let call = calls.lock().unwrap()[0].clone();
-        assert!(call.starts_with("ApplyTasks dry_run=false tasks:\n- id: transform\n"), "{call}");
-        assert!(call.contains("command: transform.sh --all") && call.contains("day_offset: -1"), "{call}");
+        assert!(
+            call.starts_with("ApplyTasks dry_run=false tasks:\n- id: transform\n"),
+            "{call}"
+        );
+        assert!(
+            call.contains("command: transform.sh --all") && call.contains("day_offset: -1"),
+            "{call}"
+        );
     }
 
     #[tokio::test]
     async fn import_previews_the_changed_fields() {
         let app = sample().start().await;
-        let answer = post(&app, "/import", &[("document", "tasks: []"), ("mode", "preview")], true).await;
+        let answer = post(
+            &app,
+            "/import",
+            &[("document", "tasks: []"), ("mode", "preview")],
+            true,
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert!(answer.body.contains("<td>transform</td><td>command</td>"), "{}", answer.body);
+        assert!(
+            answer.body.contains("<td>transform</td><td>command</td>"),
+            "{}",
+            answer.body
+        );
         let (status, yaml) = get(&app, "/export.yaml").await;
         assert_eq!(status, StatusCode::OK);
         assert!(yaml.contains("- id: transform") && yaml.contains("- id: extract"));

@@ -47,11 +47,7 @@ pub struct GraphPage {
     task_ids: Vec<String>,
 }
 
-pub async fn page(
-    app: AppState,
-    ctx: Ctx,
-    Query(params): Query<Params>,
-) -> Result<GraphPage, WebError> {
+pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Result<GraphPage, WebError> {
     let day = day_or_latest(&app, params.day.as_deref()).await?;
     let hops = match params.hops.as_deref().map(str::trim) {
         None | Some("") => DEFAULT_HOPS,
@@ -59,7 +55,9 @@ pub async fn page(
             .parse::<usize>()
             .ok()
             .filter(|h| (1..=MAX_HOPS).contains(h))
-            .ok_or_else(|| WebError::bad_parameter("hops", format!("{text:?} is not a number from 1 to {MAX_HOPS}")))?,
+            .ok_or_else(|| {
+                WebError::bad_parameter("hops", format!("{text:?} is not a number from 1 to {MAX_HOPS}"))
+            })?,
     };
     let focus = params.focus.as_deref().map(str::trim).unwrap_or("").to_string();
     let mut client = app.client();
@@ -119,7 +117,11 @@ pub fn day_graph(
     focus: Option<(usize, usize)>,
     lang: Lang,
 ) -> DayGraph {
-    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     let edges: Vec<EdgeIn> = tasks
         .iter()
         .enumerate()
@@ -208,7 +210,11 @@ mod tests {
         let day = EtlDay::parse("20260110").unwrap();
         let drawing = day_graph(&tasks, &instances, day, None, Lang::En);
         assert_eq!(drawing.shown, 3);
-        assert!(drawing.svg.contains(r#"class="node state-success" data-task="a""#));
+        assert!(
+            drawing
+                .svg
+                .contains(r#"class="node state-success" data-task="a""#)
+        );
         assert!(drawing.svg.contains(r#"class="node state-none" data-task="b""#));
         assert!(drawing.svg.contains(">-1d</text>"));
         assert!(drawing.svg.contains(r#"href="/instances/c/20260110""#));
@@ -226,7 +232,11 @@ mod tests {
         let day = EtlDay::parse("20260110").unwrap();
         let drawing = day_graph(&tasks, &[], day, Some((1, 1)), Lang::En);
         assert_eq!(drawing.shown, 3);
-        assert!(drawing.svg.contains(r#"class="node state-none focus" data-task="b""#));
+        assert!(
+            drawing
+                .svg
+                .contains(r#"class="node state-none focus" data-task="b""#)
+        );
         assert!(!drawing.svg.contains(r#"data-task="d""#) && !drawing.svg.contains(r#"data-task="other""#));
     }
 }
@@ -244,7 +254,10 @@ mod page_tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains(r#"class="node state-running" data-task="transform""#));
         assert!(body.contains(r#"class="node state-success" data-task="extract""#));
-        assert!(body.contains(">-1d</text>"), "transform waits for yesterday's extract");
+        assert!(
+            body.contains(">-1d</text>"),
+            "transform waits for yesterday's extract"
+        );
         assert!(body.contains(r#"id="graph-search""#) && body.contains("data-pan-zoom"));
         let (status, body) = get(&app, &format!("/graph?day={DAY}&focus=nope")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");

@@ -56,11 +56,7 @@ struct GridCell {
     title: String,
 }
 
-pub async fn page(
-    app: AppState,
-    ctx: Ctx,
-    Query(params): Query<Params>,
-) -> Result<GridPage, WebError> {
+pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Result<GridPage, WebError> {
     let end = day_or_latest(&app, params.end.as_deref()).await?;
     let day_count = match params.days.as_deref().map(str::trim) {
         None | Some("") => DEFAULT_DAYS,
@@ -68,7 +64,9 @@ pub async fn page(
             .parse::<i32>()
             .ok()
             .filter(|d| (1..=MAX_DAYS).contains(d))
-            .ok_or_else(|| WebError::bad_parameter("days", format!("{text:?} is not a number from 1 to {MAX_DAYS}")))?,
+            .ok_or_else(|| {
+                WebError::bad_parameter("days", format!("{text:?} is not a number from 1 to {MAX_DAYS}"))
+            })?,
     };
     let days: Vec<EtlDay> = (0..day_count).rev().map(|back| end.offset(-back)).collect();
     let tasks = app

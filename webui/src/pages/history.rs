@@ -43,11 +43,7 @@ struct Row {
     detail: String,
 }
 
-pub async fn page(
-    app: AppState,
-    ctx: Ctx,
-    Query(params): Query<Params>,
-) -> Result<HistoryPage, WebError> {
+pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Result<HistoryPage, WebError> {
     let task = params.task.unwrap_or_default().trim().to_string();
     let action = params.action.unwrap_or_default().trim().to_string();
     let q = params.q.unwrap_or_default().trim().to_string();

@@ -84,7 +84,10 @@ pub struct ActionButton {
 /// `task` and `day` from the path, checked.
 pub fn instance_path(task: &str, day: &str) -> Result<EtlDay, WebError> {
     if !is_valid_task_id(task) {
-        return Err(WebError::bad_parameter("task", format!("{task:?} is not a task id")));
+        return Err(WebError::bad_parameter(
+            "task",
+            format!("{task:?} is not a task id"),
+        ));
     }
     parse_day("day", day)
 }
@@ -117,10 +120,7 @@ pub async fn page(
         Ok(response) => response.into_inner(),
         // A task without an instance that day (a grey node of the graph): say so, offer a run.
         Err(status) if status.code() == Code::NotFound => {
-            let defined = client
-                .get_task(GetTaskRequest { id: task.clone() })
-                .await
-                .is_ok();
+            let defined = client.get_task(GetTaskRequest { id: task.clone() }).await.is_ok();
             if !defined {
                 return Err(app.fail(status));
             }
@@ -198,7 +198,10 @@ fn in_progress(instance: &Instance) -> bool {
 impl InstancePage {
     fn without_instance(ctx: Ctx, task: String, day: EtlDay) -> Self {
         let run_only = if ctx.may_operate() {
-            vec![action_button(&ctx, InstanceAction::ForceRun, true), action_button(&ctx, InstanceAction::Redo, true)]
+            vec![
+                action_button(&ctx, InstanceAction::ForceRun, true),
+                action_button(&ctx, InstanceAction::Redo, true),
+            ]
         } else {
             vec![]
         };
@@ -302,13 +305,21 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains("<b>bold</b>"));
-        assert!(body.contains("<tr class=\"selected\">"), "the shown try is marked");
+        assert!(
+            body.contains("<tr class=\"selected\">"),
+            "the shown try is marked"
+        );
         assert!(body.contains("href=\"?try=1\""));
-        assert!(body.contains("id=\"autorefresh\""), "a running instance refreshes");
+        assert!(
+            body.contains("id=\"autorefresh\""),
+            "a running instance refreshes"
+        );
         // The running try's log continues live from where the page stopped.
         let end = "starting transform\nrow 1 <b>bold</b> & done\n".len();
         assert!(
-            body.contains(&format!("data-live-url=\"/instances/transform/{DAY}/live?try=2&amp;offset={end}\"")),
+            body.contains(&format!(
+                "data-live-url=\"/instances/transform/{DAY}/live?try=2&amp;offset={end}\""
+            )),
             "{body}"
         );
         assert!(body.contains(&format!("href=\"/instances/transform/{DAY}/log?try=2\" download")));
@@ -331,7 +342,12 @@ mod tests {
             let at = body.find(&button).unwrap_or_else(|| panic!("no {action} button"));
             let form_start = body[..at].rfind("<form").unwrap();
             let form = &body[form_start..at + 300];
-            assert!(form.contains(&format!("method=\"post\" action=\"/instances/report/{DAY}/action\"")), "{form}");
+            assert!(
+                form.contains(&format!(
+                    "method=\"post\" action=\"/instances/report/{DAY}/action\""
+                )),
+                "{form}"
+            );
             assert!(form.contains("data-confirm="), "{form}");
             assert!(form.contains("name=\"csrf\" value=\""), "{form}");
             assert!(form.contains(&format!(">{label}</button>")), "{form}");
@@ -387,7 +403,10 @@ mod tests {
         let (status, body) = get(&app, &format!("/instances/transform/{DAY}")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(*offsets.lock().unwrap(), vec![total - LOG_WINDOW]);
-        assert!(body.contains("The log is longer; showing its end: 300 KiB"), "{body}");
+        assert!(
+            body.contains("The log is longer; showing its end: 300 KiB"),
+            "{body}"
+        );
         assert!(body.contains("LAST LINE") && !body.contains("FIRST LINE"));
     }
 
@@ -426,7 +445,10 @@ mod tests {
         let app = sample().start().await;
         for (uri, name) in [
             ("/instances/transform/2026011".to_string(), "bad parameter day"),
-            (format!("/instances/transform/{DAY}?try=first"), "bad parameter try"),
+            (
+                format!("/instances/transform/{DAY}?try=first"),
+                "bad parameter try",
+            ),
             (format!("/instances/transform/{DAY}?try=0"), "bad parameter try"),
             (format!("/instances/a%20b/{DAY}"), "bad parameter task"),
         ] {

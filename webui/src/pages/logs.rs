@@ -37,7 +37,11 @@ pub struct LogView {
 }
 
 /// The last `LOG_WINDOW` bytes of one try's log, read once (no follow).
-pub async fn read_log_window(app: &AppState, instance: &Instance, attempt: &Attempt) -> Result<LogView, WebError> {
+pub async fn read_log_window(
+    app: &AppState,
+    instance: &Instance,
+    attempt: &Attempt,
+) -> Result<LogView, WebError> {
     let total = attempt.log_bytes.max(0);
     let offset = (total - LOG_WINDOW).max(0);
     let mut stream = app
@@ -156,7 +160,9 @@ pub async fn download(
                 }
                 Ok(None) => return,
                 Err(status) => {
-                    let _ = tx.send(Err(std::io::Error::other(status.message().to_string()))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::other(status.message().to_string())))
+                        .await;
                     return;
                 }
             }
@@ -166,7 +172,10 @@ pub async fn download(
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
         ],
         Body::from_stream(ReceiverStream::new(rx)),
     )
@@ -189,9 +198,10 @@ pub async fn live(
     Query(params): Query<LogParams>,
 ) -> Result<Response, WebError> {
     let day = instance_path(&task, &day)?;
-    let try_number = params.try_number.filter(|n| *n > 0).ok_or_else(|| {
-        WebError::bad_parameter("try", "the live log needs a try number")
-    })?;
+    let try_number = params
+        .try_number
+        .filter(|n| *n > 0)
+        .ok_or_else(|| WebError::bad_parameter("try", "the live log needs a try number"))?;
     let start = params.offset.unwrap_or(0).max(0);
     let mut stream = app
         .streaming_client()
@@ -226,7 +236,10 @@ pub async fn live(
                         continue;
                     }
                     // JSON keeps carriage returns and any other byte SSE cannot carry raw.
-                    match Event::default().event("chunk").json_data(LiveChunk { offset, text }) {
+                    match Event::default()
+                        .event("chunk")
+                        .json_data(LiveChunk { offset, text })
+                    {
                         Ok(event) => event,
                         Err(_) => return,
                     }

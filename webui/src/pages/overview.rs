@@ -78,11 +78,7 @@ struct AgentSummary {
     running: i32,
 }
 
-pub async fn page(
-    app: AppState,
-    ctx: Ctx,
-    Query(params): Query<Params>,
-) -> Result<OverviewPage, WebError> {
+pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Result<OverviewPage, WebError> {
     let day = day_or_latest(&app, params.day.as_deref()).await?;
     let state_filter = match params.state.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -108,7 +104,14 @@ pub async fn page(
         .map_err(|status| app.fail(status))?
         .into_inner()
         .agents;
-    Ok(OverviewPage::new(ctx, day, state_filter, &instances, &agents, now_ms()))
+    Ok(OverviewPage::new(
+        ctx,
+        day,
+        state_filter,
+        &instances,
+        &agents,
+        now_ms(),
+    ))
 }
 
 impl OverviewPage {

@@ -9,7 +9,9 @@ use askama_web::WebTemplate;
 use axum::extract::{Path, Query};
 use goflow_core::EtlDay;
 use goflow_core::dag::is_valid_task_id;
-use goflow_proto::{GetDependenciesRequest, GetTaskRequest, Instance, ListInstancesRequest, RunRequest, Task};
+use goflow_proto::{
+    GetDependenciesRequest, GetTaskRequest, Instance, ListInstancesRequest, RunRequest, Task,
+};
 use serde::Deserialize;
 
 use super::{day_or_latest, parse_day};
@@ -86,7 +88,10 @@ pub async fn page(
     Query(params): Query<Params>,
 ) -> Result<TaskPage, WebError> {
     if !is_valid_task_id(&id) {
-        return Err(WebError::bad_parameter("task", format!("{id:?} is not a task id")));
+        return Err(WebError::bad_parameter(
+            "task",
+            format!("{id:?} is not a task id"),
+        ));
     }
     let mut client = app.client();
     let task = client
@@ -221,7 +226,11 @@ fn neighbourhood_svg(
                 state_class: state_class(state),
                 forced: instance.is_some_and(|i| i.forced),
                 href: format!("/tasks/{name}?day={}", day.compact()),
-                title: format!("{name} @ {}: {state} ({})", day.dashed(), state_meaning(ctx.lang, state)),
+                title: format!(
+                    "{name} @ {}: {state} ({})",
+                    day.dashed(),
+                    state_meaning(ctx.lang, state)
+                ),
                 highlighted: *name == task,
             }
         })
@@ -273,8 +282,15 @@ mod tests {
         assert!(body.contains(r#"href="/instances/transform/20260110" class="cell state-running""#));
         assert!(body.contains(r#"class="node state-running focus" data-task="transform""#));
         assert!(body.contains(r#"data-task="extract""#), "its upstream is drawn");
-        for form in ["/tasks/transform/pause", "/tasks/transform/run", "/tasks/transform/delete"] {
-            assert!(body.contains(&format!("method=\"post\" action=\"{form}\"")), "{form}");
+        for form in [
+            "/tasks/transform/pause",
+            "/tasks/transform/run",
+            "/tasks/transform/delete",
+        ] {
+            assert!(
+                body.contains(&format!("method=\"post\" action=\"{form}\"")),
+                "{form}"
+            );
         }
     }
 
@@ -283,7 +299,10 @@ mod tests {
         let app = sample().start().await;
         let (status, body) = get(&app, "/tasks/extract?from=2026-01-01&to=2026-01-10").await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(body.contains("This would run <strong>2</strong> (1 new)"), "{body}");
+        assert!(
+            body.contains("This would run <strong>2</strong> (1 new)"),
+            "{body}"
+        );
         let (status, body) = get(&app, "/tasks/extract?from=2026-02-30").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("bad parameter from"));
