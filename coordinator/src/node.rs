@@ -435,7 +435,9 @@ async fn presence_loop(
     shutdown: CancellationToken,
 ) {
     let started_at = now_ms();
+    let mut rounds: u64 = 0;
     loop {
+        rounds += 1;
         let seen = async {
             let now = now_ms();
             let mut tx = store.begin_unfenced().await?;
@@ -450,8 +452,10 @@ async fn presence_loop(
                 },
             )
             .await?;
-            // Coordinators gone for a day are forgotten.
-            store::forget_coordinators(&mut tx, now - 86_400_000).await?;
+            // Coordinators gone for a day are forgotten (looked for once a minute).
+            if rounds % 60 == 1 {
+                store::forget_coordinators(&mut tx, now - 86_400_000).await?;
+            }
             tx.commit().await?;
             let mut conn = store.read().await?;
             let leader = store::leader(&mut conn).await?;

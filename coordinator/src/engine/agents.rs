@@ -274,14 +274,18 @@ impl Engine {
     pub async fn heartbeat(&self, agent_id: &str, running_attempts: &[String]) -> Result<HeartbeatAnswer> {
         let known = self.liveness.touch(agent_id);
         let now = now_ms();
+        // One query, whatever the number of tries: what the store has running on this agent.
         let mut conn = self.store.read().await?;
-        let mut kill_attempts = vec![];
-        for attempt_id in running_attempts {
-            let live = store::attempt(&mut conn, attempt_id).await?;
-            if live.is_none_or(|a| a.state != "running" || a.agent_id != agent_id) {
-                kill_attempts.push(attempt_id.clone());
-            }
-        }
+        let stored = store::running_attempts_of_agent(&mut conn, agent_id).await?;
+        drop(conn);
+        let running_here: HashSet<&str> = stored.iter().map(|a| a.id.as_str()).collect();
+        // Tries the agent runs that are not running for it in the store (killed, superseded,
+        // or another's) must stop.
+        let kill_attempts: Vec<String> = running_attempts
+            .iter()
+            .filter(|id| !running_here.contains(id.as_str()))
+            .cloned()
+            .collect();
         if !known {
             return Ok(HeartbeatAnswer {
                 kill_attempts,
@@ -293,12 +297,10 @@ impl Engine {
             .max(Duration::from_secs(10))
             .as_millis() as i64;
         let listed: HashSet<&String> = running_attempts.iter().collect();
-        let lost: Vec<store::AttemptRow> = store::running_attempts_of_agent(&mut conn, agent_id)
-            .await?
-            .into_iter()
+        let lost: Vec<&store::AttemptRow> = stored
+            .iter()
             .filter(|a| !listed.contains(&a.id) && a.started_at < now - grace)
             .collect();
-        drop(conn);
         if !lost.is_empty() {
             let mut tx = self.store.begin().await?;
             let mut dispatches = vec![];
@@ -454,16 +456,14 @@ impl Engine {
     }
 
     async fn claim_untraced(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
-        // A claim sent again because its answer was lost (perhaps with the coordinator that
-        // granted it): the same try, already running for this agent, is granted again.
-        if let Some(granted) = self.repeated_claim(dispatch, agent_id).await? {
-            return Ok(ClaimOutcome::Granted(granted));
-        }
         if dispatch.epoch != self.epoch {
-            return Ok(ClaimOutcome::Refused(format!(
-                "stale epoch {} (now {})",
-                dispatch.epoch, self.epoch
-            )));
+            return self
+                .refused_unless_repeated(
+                    dispatch,
+                    agent_id,
+                    format!("stale epoch {} (now {})", dispatch.epoch, self.epoch),
+                )
+                .await;
         }
         let now = now_ms();
         let mut tx = self.store.begin().await?;
@@ -480,10 +480,12 @@ impl Engine {
         )
         .await?
         {
-            return Ok(ClaimOutcome::Refused(format!(
+            tx.rollback().await?;
+            let why = format!(
                 "stale dispatch: instance is {} at try {}",
                 row.state, row.try_number
-            )));
+            );
+            return self.refused_unless_repeated(dispatch, agent_id, why).await;
         }
         let attempt_id =
             store::insert_attempt(&mut tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
@@ -499,6 +501,21 @@ impl Engine {
         tx.commit().await?;
         self.changed();
         Ok(ClaimOutcome::Granted(claimed))
+    }
+
+    /// A claim that cannot be granted as a new one: granted again if it is a claim sent again
+    /// because its answer was lost (perhaps with the coordinator that granted it), refused
+    /// with `why` otherwise. Only on this path, so a normal claim costs no extra query.
+    async fn refused_unless_repeated(
+        &self,
+        dispatch: &Dispatch,
+        agent_id: &str,
+        why: String,
+    ) -> Result<ClaimOutcome> {
+        Ok(match self.repeated_claim(dispatch, agent_id).await? {
+            Some(granted) => ClaimOutcome::Granted(granted),
+            None => ClaimOutcome::Refused(why),
+        })
     }
 
     /// The answer to a claim of a try that already runs on this agent (same try, same epoch
