@@ -1,11 +1,16 @@
 //! The one route table. GETs only read; every change is a POST form (CSRF-checked by
 //! `context::guard`, which wraps every route). Every route but the login page, the assets and
-//! the health check passes `auth::gate` (a login when the coordinator asks for one).
+//! the health check passes `auth::gate` (a login when the coordinator asks for one). Every
+//! response carries `Server-Timing: app;dur=MS` ([`server_timing`], outermost).
+
+use std::time::Instant;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware;
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::AppState;
@@ -49,7 +54,24 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::gate))
         .fallback(not_found)
         .layer(middleware::from_fn(context::guard))
+        .layer(middleware::from_fn(server_timing))
         .with_state(state)
+}
+
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// `Server-Timing: app;dur=12.3`: the server's own time for the response, from the request's
+/// arrival to its headers (the page rendered, the coordinator's answers included; a streamed
+/// body, such as a live log, counts until its headers only), in milliseconds with one decimal.
+/// Browsers' devtools show it beside the network time, and `scripts/bench` reads it.
+async fn server_timing(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("app;dur={ms:.1}")) {
+        response.headers_mut().append(SERVER_TIMING, value);
+    }
+    response
 }
 
 const STYLESHEET: &str = include_str!("../static/goflow.css");
@@ -78,9 +100,11 @@ async fn script() -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::StatusCode;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
 
-    use crate::testing::{get, unreachable};
+    use crate::testing::{DAY, get, sample, unreachable};
 
     #[tokio::test]
     async fn health_static_files_and_unknown_pages() {
@@ -96,5 +120,54 @@ mod tests {
         let (status, body) = get(&app, "/nowhere").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("no page at /nowhere"));
+    }
+
+    /// The `Server-Timing` header of a GET: status and value.
+    async fn timing(app: &axum::Router, uri: &str) -> (StatusCode, String) {
+        let response = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let values: Vec<_> = response.headers().get_all("server-timing").iter().collect();
+        assert_eq!(values.len(), 1, "{uri}: one Server-Timing header, got {values:?}");
+        (response.status(), values[0].to_str().unwrap().to_string())
+    }
+
+    /// `app;dur=` and a non-negative number of milliseconds with exactly one decimal.
+    fn well_formed(value: &str) -> bool {
+        let Some(ms) = value.strip_prefix("app;dur=") else {
+            return false;
+        };
+        let Some((whole, tenths)) = ms.split_once('.') else {
+            return false;
+        };
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && tenths.len() == 1
+            && tenths.bytes().all(|b| b.is_ascii_digit())
+            && ms.parse::<f64>().is_ok_and(|v| v >= 0.0)
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_the_server_timing() {
+        let app = sample().start().await;
+        for page in ["/", "/tasks", "/grid?days=30", &format!("/graph?day={DAY}")] {
+            let (status, value) = timing(&app, page).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert!(well_formed(&value), "{page}: Server-Timing {value:?}");
+        }
+        // Pages outside the login, errors and unknown pages too.
+        let (app, _) = unreachable().await;
+        for (page, expected) in [
+            ("/healthz", StatusCode::OK),
+            ("/nowhere", StatusCode::NOT_FOUND),
+            ("/tasks", StatusCode::BAD_GATEWAY),
+        ] {
+            let (status, value) = timing(&app, page).await;
+            assert_eq!(status, expected, "{page}");
+            assert!(well_formed(&value), "{page}: Server-Timing {value:?}");
+        }
+        assert!(!well_formed("app;dur=1.25") && !well_formed("app;dur=1") && !well_formed("app;dur=-1.0"));
     }
 }
