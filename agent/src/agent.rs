@@ -48,7 +48,8 @@ pub struct AgentConfig {
     pub max_log_line: usize,
     /// The secret a cluster's coordinator asks of its agents (sent as a bearer token).
     pub secret: Option<String>,
-    /// `goflow-shim`, so a try's processes die with the agent (see `bin/shim.rs`).
+    /// `goflow-shim`, the supervisor that takes the tries' processes down with the agent
+    /// (see `bin/shim.rs`).
     pub shim: Option<std::path::PathBuf>,
     /// How `https://` coordinators are verified (`--ca`), and the client certificate this
     /// agent presents to coordinators that ask for one (`--tls-cert`, `--tls-key`).

@@ -36,8 +36,9 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// Longer lines are cut to this many bytes, with a marker.
     pub max_log_line: usize,
-    /// `goflow-shim`, which kills the try's process group if the agent dies; None runs the
-    /// shell directly (then a killed agent leaves its commands running).
+    /// `goflow-shim`, the supervisor that kills the try's process group if the agent dies
+    /// (one per agent process, started on first use); None: no supervisor (then a killed
+    /// agent leaves its commands running).
     pub shim: Option<std::path::PathBuf>,
 }
 
@@ -103,9 +104,30 @@ enum Stop {
 ///
 /// On return no process of the group is left.
 pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: CancellationToken) -> RunOutcome {
-    let mut child = match command_for(&spec).and_then(|mut command| command.spawn()) {
+    // Under supervision the try runs in a group the supervisor made and watches already.
+    let supervisor = spec.shim.as_deref().map(supervisor::supervisor);
+    let group = match &supervisor {
+        Some(supervisor) => match supervisor.new_group().await {
+            Ok(group) => Some(group),
+            Err(err) => {
+                tracing::error!(%err, "no try supervisor: this try would outlive a killed agent");
+                None
+            }
+        },
+        None => None,
+    };
+    let done = async || {
+        if let (Some(supervisor), Some(group)) = (&supervisor, group) {
+            supervisor.done(group).await;
+        }
+    };
+    let mut child = match command_for(&spec, group.unwrap_or(0)).spawn() {
         Ok(child) => child,
         Err(err) => {
+            if let Some(group) = group {
+                kill_group(group, libc::SIGKILL);
+                done().await;
+            }
             let message = format!("could not start `{} -c`: {err}", spec.shell);
             let _ = logs.send(log_line("err", message.as_bytes(), 0)).await;
             return RunOutcome {
@@ -115,9 +137,10 @@ pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: Cance
             };
         }
     };
-    // With process_group(0) the group id is the child's pid. The child is not reaped until
-    // `wait` returns, so the id cannot be reused while we signal it before that.
-    let pgid = child.id().expect("a just-spawned child has a pid") as libc::pid_t;
+    // Without a supervisor, process_group(0) makes the group id the child's pid. The child is
+    // not reaped until `wait` returns, so the id cannot be reused while we signal it before
+    // that; under a supervisor its placeholder holds the id until `done`.
+    let pgid = group.unwrap_or_else(|| child.id().expect("a just-spawned child has a pid") as libc::pid_t);
 
     let readers: Vec<JoinHandle<()>> = [
         child
@@ -152,6 +175,7 @@ pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: Cance
     // The direct child is gone; background processes it left (`sleep 100 &`) would keep the
     // pipes open and outlive the try. Kill whatever remains of the group.
     kill_group(pgid, libc::SIGKILL);
+    done().await;
 
     for mut reader in readers {
         if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reader).await.is_err() {
@@ -174,62 +198,21 @@ pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: Cance
     outcome
 }
 
-/// `shell -c command`, or the same under the shim, in a process group of its own.
-fn command_for(spec: &RunSpec) -> std::io::Result<Command> {
-    let mut command = match &spec.shim {
-        Some(shim) => {
-            let mut c = Command::new(shim);
-            c.arg(format!("--agent-fd={}", agent_pipe()?)).arg(&spec.shell);
-            c
-        }
-        None => {
-            let mut c = Command::new(&spec.shell);
-            c.arg("-c");
-            c
-        }
-    };
+/// `shell -c command` in process group `group`, or in a new one of its own for 0.
+fn command_for(spec: &RunSpec, group: libc::pid_t) -> Command {
+    let mut command = Command::new(&spec.shell);
     command
+        .arg("-c")
         .arg(&spec.command)
         .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group, so timeout and kill reach every process it starts.
-        .process_group(0)
+        // A group of its own, so timeout and kill reach every process it starts.
+        .process_group(group)
         // We kill the group ourselves; killing only the direct child would orphan the rest.
         .kill_on_drop(false);
-    Ok(command)
-}
-
-/// The read end of the pipe every shim watches: it reads end-of-file when the write end is
-/// closed, which happens only when this process is gone (by any means; the kernel closes it),
-/// whichever thread spawned the shim. Made on first use, shared by all tries.
-fn agent_pipe() -> std::io::Result<std::os::fd::RawFd> {
-    static PIPE: std::sync::OnceLock<Result<std::os::fd::RawFd, i32>> = std::sync::OnceLock::new();
-    let read = PIPE.get_or_init(|| {
-        let errno = || {
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
-        };
-        let mut fds = [0; 2];
-        // Both ends close-on-exec from the start, so no process spawned meanwhile gets them.
-        // SAFETY: pipe2 writes two descriptors into `fds`.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(errno());
-        }
-        let [read, _write] = fds;
-        // The write end stays close-on-exec, and open until this process ends: any other
-        // process holding it would keep the tries alive after the agent died.
-        // The read end is inherited by what we spawn, so the shim gets it; holding a read end
-        // keeps nothing alive, and the shim keeps it from the command's processes.
-        // SAFETY: clears a flag of a descriptor we just made.
-        if unsafe { libc::fcntl(read, libc::F_SETFD, 0) } != 0 {
-            return Err(errno());
-        }
-        Ok(read)
-    });
-    read.map_err(std::io::Error::from_raw_os_error)
+    command
 }
 
 /// SIGTERM to the group, up to [`TERM_GRACE`] for the child to exit, then SIGKILL.
@@ -400,6 +383,8 @@ fn log_line(stream: &str, text: &[u8], cut: usize) -> Vec<u8> {
     out.push(b'\n');
     out
 }
+
+mod supervisor;
 
 #[cfg(test)]
 mod tests;

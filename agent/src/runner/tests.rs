@@ -1,4 +1,4 @@
-//! The runner on real processes: groups, timeouts, kills, logs, and goflow-shim.
+//! The runner on real processes: groups, timeouts, kills, logs, and the goflow-shim supervisor.
 
 use super::*;
 use std::time::Instant;
@@ -270,9 +270,11 @@ fn group_of(pid: i32) -> i32 {
     rest[2].parse().unwrap()
 }
 
-/// What the shim watches is the agent process, not the thread that spawned it: a try started
+/// What the supervisor watches is the agent process, not the thread that spawned it: a try started
 /// from a short-lived thread (spawn_blocking, block_in_place) runs on after that thread ends.
-#[tokio::test]
+// Multi-threaded: the runtime's workers drive the pipes to the supervisor while the test's
+// own thread waits for the short-lived one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_try_outlives_the_thread_that_started_it() {
     let (running, go) = (scratch_path("running"), scratch_path("go"));
     let mut spec = RunSpec::new(format!(
@@ -285,13 +287,13 @@ async fn a_try_outlives_the_thread_that_started_it() {
     let thread = std::thread::spawn(move || {
         let _context = runtime.enter();
         let mut try_ = Box::pin(run(spec, CancellationToken::new()));
-        // The first poll spawns the shim, on this thread; the rest runs on the runtime.
+        // Polled here until the shell runs: the supervisor and the shell are started from
+        // this thread; the rest runs on the runtime.
         let waker = std::task::Waker::noop();
-        let first = try_.as_mut().poll(&mut std::task::Context::from_waker(waker));
-        assert!(first.is_pending(), "the try ended at once: {first:?}");
-        // The thread ends only once the shim has set up its watch and started the shell.
         let deadline = Instant::now() + Duration::from_secs(30);
         while !running.exists() {
+            let poll = try_.as_mut().poll(&mut std::task::Context::from_waker(waker));
+            assert!(poll.is_pending(), "the try ended at once: {poll:?}");
             assert!(Instant::now() < deadline, "the try never started");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -309,78 +311,183 @@ async fn a_try_outlives_the_thread_that_started_it() {
     assert!(logs.contains("out| finished"), "{logs}");
 }
 
-/// Under the shim exit codes and signal deaths come through as they are, a timeout still
-/// takes the whole group, and the command's processes hold no end of the agent pipe.
+/// The parent of `pid`.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    rest[1].parse().unwrap()
+}
+
+/// Under the supervisor exit codes and signal deaths come through as they are, a timeout
+/// still takes the whole group, the group is led by the supervisor's placeholder, and the
+/// command's processes hold no end of the supervisor's pipes.
 #[tokio::test]
-async fn the_shim_keeps_the_runner_guarantees() {
-    let under_shim = |command: &str| RunSpec {
+async fn supervised_tries_keep_the_runner_guarantees() {
+    let supervised = |command: &str| RunSpec {
         shim: Some(built_shim()),
         ..RunSpec::new(command)
     };
-    let (failed, _) = run(under_shim("exit 3"), CancellationToken::new()).await;
+    let (failed, _) = run(supervised("exit 3"), CancellationToken::new()).await;
     assert_eq!(
         (failed.kind, failed.exit_code),
         (OutcomeKind::Failed, Some(3)),
         "{failed:?}"
     );
-    let (signalled, _) = run(under_shim("kill -TERM $$"), CancellationToken::new()).await;
+    let (signalled, _) = run(supervised("kill -TERM $$"), CancellationToken::new()).await;
     assert_eq!(signalled.message, "killed by signal 15 (SIGTERM)");
 
-    // The group id (field 5 of stat), then the shell's descriptors.
-    let mut spec = under_shim("cut -d' ' -f5 /proc/$$/stat; ls -l /proc/$$/fd; sleep 30 & sleep 30");
+    // The shell's pid and group id (fields 1 and 5 of stat), then its descriptors, and the
+    // supervisor's pipes as the supervisor (the placeholder's parent) has them.
+    let mut spec = supervised(
+        "cut -d' ' -f1,5 /proc/$$/stat; g=$(cut -d' ' -f5 /proc/$$/stat); \
+         s=$(cut -d' ' -f4 /proc/$g/stat); echo supervisor $s $(readlink /proc/$s/fd/0) $(readlink /proc/$s/fd/1); \
+         ls -l /proc/$$/fd; sleep 30 & sleep 30",
+    );
     spec.timeout = Some(Duration::from_millis(500));
     let (outcome, logs) = run(spec, CancellationToken::new()).await;
-    assert_eq!(outcome.kind, OutcomeKind::TimedOut);
-    let pgid = first_pid(&logs);
+    assert_eq!(outcome.kind, OutcomeKind::TimedOut, "{logs}");
+    let first = logs.lines().next().unwrap().split("out| ").nth(1).unwrap();
+    let [shell, pgid]: [i32; 2] = first
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    assert_ne!(shell, pgid, "the placeholder leads the group, not the shell");
     assert!(
         group_ends(pgid),
         "group {pgid} survived: {:?}",
         processes_in_group(pgid)
     );
-    let agent_pipe = std::fs::read_link(format!("/proc/self/fd/{}", agent_pipe().unwrap())).unwrap();
-    let agent_pipe = agent_pipe.to_string_lossy();
-    assert!(logs.contains("pipe:["), "its output is a pipe: {logs}");
-    assert!(
-        !logs.contains(&*agent_pipe),
-        "the shell holds {agent_pipe}: {logs}"
-    );
+    let supervisor_line = logs.lines().find(|l| l.contains("out| supervisor ")).unwrap();
+    let pipes: Vec<&str> = supervisor_line
+        .split_whitespace()
+        .filter(|w| w.starts_with("pipe:["))
+        .collect();
+    assert_eq!(pipes.len(), 2, "the supervisor talks over two pipes: {logs}");
+    for pipe in pipes {
+        let held = logs.lines().filter(|l| l.contains(pipe)).count();
+        assert_eq!(held, 1, "the shell holds the supervisor's {pipe}: {logs}");
+    }
 }
 
-/// Started any other way than by the agent, the shim runs nothing.
+/// The supervisor on its own: a group per `new`, led by a placeholder; `done` ends it; the
+/// end of its input (the agent gone) ends every group; anything but the agent's pipe as
+/// input, or other arguments, runs nothing.
 #[test]
-fn the_shim_refuses_to_run_without_its_group_or_the_agent_pipe() {
+fn the_supervisor_hands_out_groups_and_ends_them() {
+    use std::io::{BufRead, Write};
     let shim = built_shim();
-    let exit_code = |agent_fd: &str, own_group: bool| {
-        let mut command = std::process::Command::new(&shim);
-        command
-            .args([agent_fd, "/bin/sh", "exit 5"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null());
-        if own_group {
-            std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        }
-        command.status().unwrap().code()
+    let status = |args: &[&str], stdin: Stdio| {
+        std::process::Command::new(&shim)
+            .args(args)
+            .stdin(stdin)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
     };
-    let agent_fd = format!("--agent-fd={}", agent_pipe().unwrap());
-    assert_eq!(exit_code(&agent_fd, true), Some(5), "as the agent starts it");
-    assert_eq!(exit_code(&agent_fd, false), Some(2), "in the caller's group");
+    assert_eq!(status(&[], Stdio::piped()), Some(2), "no arguments");
     assert_eq!(
-        exit_code("--agent-fd=0", true),
+        status(&["--agent-fd=3", "/bin/sh", "true"], Stdio::piped()),
         Some(2),
-        "stdin is not the agent pipe"
+        "the old form"
     );
     assert_eq!(
-        exit_code(&std::process::id().to_string(), true),
+        status(&["--supervise"], Stdio::null()),
         Some(2),
-        "the old PARENT_PID"
+        "stdin is not a pipe"
     );
+
+    let mut supervisor = std::process::Command::new(&shim)
+        .arg("--supervise")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut requests = supervisor.stdin.take().unwrap();
+    let mut answers = std::io::BufReader::new(supervisor.stdout.take().unwrap());
+    let mut new_group = || {
+        writeln!(requests, "new").unwrap();
+        let mut line = String::new();
+        answers.read_line(&mut line).unwrap();
+        line.trim().parse::<i32>().unwrap()
+    };
+    let (first, second) = (new_group(), new_group());
+    assert_ne!(first, second);
+    for group in [first, second] {
+        assert_eq!(group_of(group), group, "{group} leads its own group");
+        assert_eq!(parent_of(group), supervisor.id() as i32);
+    }
+    // A process of the try's own in the second group.
+    let mut try_process = std::process::Command::new("sleep");
+    std::os::unix::process::CommandExt::process_group(&mut try_process, second);
+    let mut try_process = try_process.arg("300").spawn().unwrap();
+    writeln!(requests, "done {first}").unwrap();
+    assert!(group_ends(first), "a done group is killed and reaped");
+    assert!(group_exists(second));
+    drop(requests); // the agent is gone
+    let status = try_process.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert!(group_ends(second));
+    assert!(supervisor.wait().unwrap().success());
+}
+
+/// A supervisor killed under a running try is replaced at the next try, and the new one is
+/// told about the group still in use.
+#[tokio::test]
+async fn a_dead_supervisor_is_replaced() {
+    // A copy of its own, so no other test's tries run under the supervisor killed here.
+    let shim = scratch_path("shim");
+    std::fs::copy(built_shim(), &shim).unwrap();
+    let supervised = |command: String| RunSpec {
+        shim: Some(shim.clone()),
+        ..RunSpec::new(command)
+    };
+    let marker = scratch_path("supervisor-a");
+    let kill = CancellationToken::new();
+    let long = tokio::spawn(run(
+        supervised(format!(
+            "cut -d' ' -f5 /proc/$$/stat > {}; sleep 30",
+            marker.display()
+        )),
+        kill.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let group: i32 = loop {
+        if let Ok(text) = std::fs::read_to_string(&marker)
+            && let Ok(group) = text.trim().parse()
+        {
+            break group;
+        }
+        assert!(Instant::now() < deadline, "the first try never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = std::fs::remove_file(&marker);
+    let old = parent_of(group);
+    // SAFETY: kills the supervisor this test's try runs under.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    let (outcome, logs) = run(
+        supervised("s=$(cut -d' ' -f4 /proc/$(cut -d' ' -f5 /proc/$$/stat)/stat); echo $s".into()),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(outcome.kind, OutcomeKind::Success, "{outcome:?} {logs}");
+    let new = first_pid(&logs);
+    assert_ne!(new, old, "a new supervisor");
+    assert!(group_exists(group), "the first try runs on");
+    kill.cancel();
+    let (outcome, _) = long.await.unwrap();
+    assert_eq!(outcome.kind, OutcomeKind::Killed);
+    assert!(group_ends(group));
+    let _ = std::fs::remove_file(&shim);
 }
 
 /// Where the stand-in agent writes the pids of its tries' shells.
 const STAND_IN_PIDS: &str = "GOFLOW_TEST_STAND_IN_PIDS";
 
 /// The agent of `a_killed_agent_takes_every_try_down`, run as a process of its own (this test
-/// binary again): two tries under the shim, then it waits to be killed.
+/// binary again): two tries under the supervisor, then it waits to be killed.
 #[tokio::test]
 #[ignore = "the stand-in agent of a_killed_agent_takes_every_try_down, which runs it"]
 async fn agent_stand_in() {
@@ -431,10 +538,11 @@ fn a_killed_agent_takes_every_try_down() {
     let _ = std::fs::remove_file(&pids);
     let groups: Vec<i32> = shells.iter().map(|&shell| group_of(shell)).collect();
     for (shell, group) in shells.iter().zip(&groups) {
-        assert_ne!(shell, group, "the shim leads the try's group, not the shell");
+        assert_ne!(shell, group, "a placeholder leads the try's group, not the shell");
         assert!(group_exists(*group), "group {group} runs before the kill");
     }
 
+    let supervisor = parent_of(groups[0]);
     agent.kill().unwrap(); // SIGKILL
     agent.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -446,6 +554,15 @@ fn a_killed_agent_takes_every_try_down() {
             }
             panic!("tries outlived their killed agent by 30s: {left:?}");
         }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The supervisor follows its agent, with its spare placeholder.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while process_exists(supervisor) {
+        assert!(
+            Instant::now() < deadline,
+            "the supervisor {supervisor} outlived its agent"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
