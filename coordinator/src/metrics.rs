@@ -81,6 +81,7 @@ pub struct Metrics {
     pub log_bytes: Counter,
     pub grpc_requests: Family<GrpcLabels, Counter>,
     pub grpc_duration: HistogramFamily<GrpcLabels>,
+    pub writes_per_commit: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +118,8 @@ impl Metrics {
             log_bytes: Counter::default(),
             grpc_requests: Family::default(),
             grpc_duration: Family::new_with_constructor(grpc_histogram),
+            // 1 to 512 (doubling).
+            writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
         };
         let m = &metrics;
         let r = &mut registry;
@@ -190,6 +193,12 @@ impl Metrics {
             "goflow_leader",
             "1 while this coordinator leads",
             m.leader.clone(),
+        );
+        r.register(
+            "goflow_writes_per_commit",
+            "Claims and finish reports written per transaction (group commit: those that \
+             arrive while the writer is busy share the next one)",
+            m.writes_per_commit.clone(),
         );
         r.register(
             "goflow_log_bytes_ingested",

@@ -455,58 +455,10 @@ impl Engine {
         }
     }
 
-    async fn claim_untraced(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
-        if dispatch.epoch != self.epoch {
-            return self
-                .refused_unless_repeated(
-                    dispatch,
-                    agent_id,
-                    format!("stale epoch {} (now {})", dispatch.epoch, self.epoch),
-                )
-                .await;
-        }
-        let now = now_ms();
-        let mut tx = self.store.begin().await?;
-        let Some(row) = store::instance_by_id(&mut tx, dispatch.instance_id).await? else {
-            return Ok(ClaimOutcome::Refused("instance no longer exists".into()));
-        };
-        if !store::claim_instance(
-            &mut tx,
-            row.id,
-            dispatch.try_number,
-            dispatch.epoch,
-            agent_id,
-            now,
-        )
-        .await?
-        {
-            tx.rollback().await?;
-            let why = format!(
-                "stale dispatch: instance is {} at try {}",
-                row.state, row.try_number
-            );
-            return self.refused_unless_repeated(dispatch, agent_id, why).await;
-        }
-        let attempt_id =
-            store::insert_attempt(&mut tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
-        let spec = self.require_task(&row.task_id)?.spec;
-        self.observe_claim(&row, dispatch.try_number, &spec, now);
-        let claimed = match self.claimed_try(&row, dispatch.try_number, attempt_id) {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tx.rollback().await?;
-                return Err(e);
-            }
-        };
-        tx.commit().await?;
-        self.changed();
-        Ok(ClaimOutcome::Granted(claimed))
-    }
-
     /// A claim that cannot be granted as a new one: granted again if it is a claim sent again
     /// because its answer was lost (perhaps with the coordinator that granted it), refused
     /// with `why` otherwise. Only on this path, so a normal claim costs no extra query.
-    async fn refused_unless_repeated(
+    pub(super) async fn refused_unless_repeated(
         &self,
         dispatch: &Dispatch,
         agent_id: &str,
@@ -547,7 +499,7 @@ impl Engine {
     }
 
     /// What a granted claim answers: the command rendered for this try, its environment.
-    fn claimed_try(
+    pub(super) fn claimed_try(
         &self,
         row: &store::InstanceRow,
         try_number: i64,
@@ -576,95 +528,6 @@ impl Engine {
         })
     }
 
-    /// A try ended. Stale reports (a killed or superseded try, an older epoch) change nothing.
-    pub async fn finish(&self, report: &TryReport) -> Result<FinishOutcome> {
-        let stale = |reason: String| Ok(FinishOutcome::Stale(reason));
-        let now = now_ms();
-        let mut tx = self.store.begin().await?;
-        let Some(attempt) = store::attempt(&mut tx, &report.attempt_id).await? else {
-            return stale(format!("unknown try {:?}", report.attempt_id));
-        };
-        if attempt.epoch != report.epoch || attempt.agent_id != report.agent_id {
-            return stale("the try belongs to another epoch or agent".into());
-        }
-        let outcome = report.outcome.as_str();
-        if !store::finish_attempt(
-            &mut tx,
-            &attempt.id,
-            outcome,
-            report.exit_code,
-            &report.message,
-            now,
-        )
-        .await?
-        {
-            // A killed try's process group is gone now: "killing" is over.
-            store::settle_killing(&mut tx, &attempt.id, now).await?;
-            tx.commit().await?;
-            return stale(format!(
-                "try {} was already closed as {}",
-                attempt.id, attempt.state
-            ));
-        }
-        self.metrics
-            .tries_finished
-            .get_or_create(&crate::metrics::OutcomeLabel {
-                outcome: outcome.into(),
-            })
-            .inc();
-        let Some(row) = store::instance_by_id(&mut tx, attempt.instance_id).await? else {
-            tx.commit().await?;
-            return stale("instance no longer exists".into());
-        };
-        let catalog = self.catalog();
-        let spec = &catalog.require(&row.task_id)?.spec;
-        let event = match report.outcome {
-            TryOutcome::Success => Event::Succeeded,
-            TryOutcome::Killed => Event::Kill,
-            TryOutcome::Failed | TryOutcome::TimedOut => Event::TryFailed {
-                retry: row.try_number < row.max_tries,
-            },
-        };
-        let to = match transition(row.state, event) {
-            Ok(to) if row.try_number == attempt.try_number => to,
-            _ => {
-                tx.commit().await?;
-                return stale(format!("instance is {} at try {}", row.state, row.try_number));
-            }
-        };
-        let next_try_at = (to == InstanceState::UpForRetry).then(|| {
-            now + spec
-                .retry_delay
-                .unwrap_or(self.settings.default_retry_delay)
-                .as_millis() as i64
-        });
-        store::finish_instance(
-            &mut tx,
-            row.id,
-            row.try_number,
-            to,
-            report.exit_code,
-            &report.message,
-            next_try_at,
-            now,
-        )
-        .await?;
-        self.record_try_alert(&mut tx, &row, report, to, now).await?;
-        let dispatches = if to == InstanceState::Success {
-            self.release_downstream(&mut tx, &catalog, &row.key(), now)
-                .await?
-        } else {
-            vec![]
-        };
-        tx.commit().await?;
-        if to == InstanceState::UpForRetry {
-            self.wake_retries.notify_one();
-        }
-        self.push(dispatches).await;
-        self.changed();
-        Ok(FinishOutcome::Accepted)
-    }
-
     pub async fn append_log(&self, attempt_id: &str, data: &[u8]) -> Result<i64> {
         let mut tx = self.store.begin().await?;
         let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes)
@@ -678,7 +541,7 @@ impl Engine {
 
     /// A try started: counted, and its dispatch latency (queued -> claimed) observed; for a
     /// first try of a task with upstreams, also as release -> start (the release queued it).
-    fn observe_claim(
+    pub(super) fn observe_claim(
         &self,
         row: &store::InstanceRow,
         try_number: i64,

@@ -8,7 +8,8 @@
 //! - `runs`: run, redo, do-all-job, cron fires' runs, releasing downstreams (with `joins`);
 //! - `operator`: kill, mark success, delete;
 //! - `tasks`: deleting task definitions, run previews, definition diffs;
-//! - `agents`: register, heartbeat and liveness, claim, finish, logs;
+//! - `agents`: register, heartbeat and liveness, logs;
+//! - `tries`: claims and finish reports, written with group commit;
 //! - `loops`: what only the leader runs on a timer (recovery, retries, cron, reaper, re-push);
 //! - `waits`: why a waiting instance waits.
 
@@ -21,6 +22,7 @@ mod operator;
 mod runs;
 mod tasks;
 mod traces;
+mod tries;
 mod waits;
 
 #[cfg(test)]
@@ -185,6 +187,8 @@ pub struct Engine {
     traces: traces::DispatchTraces,
     /// The process's metrics (issue 11).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Claims and finish reports waiting to share the next transaction.
+    group: tries::GroupCommit,
 }
 
 impl Engine {
@@ -213,6 +217,7 @@ impl Engine {
             agent_channels: Mutex::new(HashMap::new()),
             traces: Default::default(),
             metrics,
+            group: Default::default(),
         });
         engine.reload_catalog().await?;
         Ok(engine)

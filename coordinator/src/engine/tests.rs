@@ -409,3 +409,180 @@ async fn a_new_leader_grants_again_a_claim_whose_answer_was_lost_with_the_old_on
         ClaimOutcome::Refused(_)
     ));
 }
+
+/// Waits until `jobs` writes wait for the writer (which the test holds, so that they all go
+/// in one batch when it lets go).
+async fn wait_queued(engine: &Engine, jobs: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let queued = engine.group.pending.lock().unwrap().len();
+        if queued >= jobs {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {queued} of {jobs} writes queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+async fn joined<T>(calls: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = vec![];
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    results
+}
+
+/// Claims of one dispatch by two agents, and finish reports, all in one transaction: each is
+/// still its own compare-and-set (one grant per instance), and the join is released once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_share_a_commit_are_each_decided_as_alone() {
+    let h = harness(&fan_in(20)).await;
+    h.register().await;
+    h.engine
+        .register_agent(AgentRegistration {
+            agent_id: "agent-2".into(),
+            host: "h".into(),
+            slots: 4,
+            queues: vec![],
+            version: "test".into(),
+            running_attempts: vec![],
+        })
+        .await
+        .unwrap();
+    let mut roots = vec![];
+    for i in 0..20 {
+        let run = plan(&format!("up{i}"), "20260105", false);
+        h.engine.run(&run, &Caller::system()).await.unwrap();
+        roots.extend(h.queue.take());
+    }
+    h.engine
+        .run(&plan("join", "20260105", false), &Caller::system())
+        .await
+        .unwrap();
+    let writer = h.engine.group.writer.lock().await;
+    let mut calls = vec![];
+    for dispatch in &roots {
+        for agent in ["agent-1", "agent-2"] {
+            let (engine, dispatch) = (h.engine.clone(), dispatch.clone());
+            calls.push(tokio::spawn(async move {
+                (agent, engine.claim(&dispatch, agent).await.unwrap())
+            }));
+        }
+    }
+    wait_queued(&h.engine, 40).await;
+    drop(writer);
+    let claims = joined(calls).await;
+    let granted: Vec<(&str, ClaimedTry)> = claims
+        .into_iter()
+        .filter_map(|(agent, outcome)| match outcome {
+            ClaimOutcome::Granted(claimed) => Some((agent, claimed)),
+            ClaimOutcome::Refused(_) => None,
+        })
+        .collect();
+    assert_eq!(granted.len(), 20, "one grant per instance");
+    let tasks: std::collections::HashSet<&str> = granted.iter().map(|(_, c)| c.task.as_str()).collect();
+    assert_eq!(tasks.len(), 20);
+
+    let writer = h.engine.group.writer.lock().await;
+    let mut calls = vec![];
+    for (agent, claimed) in granted {
+        let engine = h.engine.clone();
+        let report = TryReport {
+            attempt_id: claimed.attempt_id,
+            agent_id: agent.into(),
+            epoch: engine.epoch(),
+            outcome: TryOutcome::Success,
+            exit_code: Some(0),
+            message: String::new(),
+        };
+        calls.push(tokio::spawn(async move { engine.finish(&report).await.unwrap() }));
+    }
+    wait_queued(&h.engine, 20).await;
+    drop(writer);
+    let finished = joined(calls).await;
+    assert!(
+        finished.iter().all(|f| *f == FinishOutcome::Accepted),
+        "{finished:?}"
+    );
+    assert_eq!(h.queue.take().len(), 1, "the join is dispatched once");
+    assert_eq!(h.state("join", "20260105").await, Some(InstanceState::Queued));
+    let text = h.engine.metrics().encode();
+    assert!(
+        text.lines().any(|l| l == "goflow_writes_per_commit_sum 60.0"),
+        "40 claims and 20 reports:\n{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "goflow_writes_per_commit_count 2"),
+        "in two transactions:\n{text}"
+    );
+}
+
+/// A write that fails in a shared transaction fails alone: the others of its batch are
+/// written one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_fails_alone() {
+    let h = harness(&fan_in(3)).await;
+    h.register().await;
+    let mut claimed = vec![];
+    for i in 0..3 {
+        let run = plan(&format!("up{i}"), "20260105", false);
+        h.engine.run(&run, &Caller::system()).await.unwrap();
+        let dispatch = h.queue.take().remove(0);
+        let ClaimOutcome::Granted(try_) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
+            panic!("refused")
+        };
+        claimed.push(try_);
+    }
+    // up1 is gone from the catalog (as if deleted meanwhile): its report cannot be decided.
+    {
+        let old = h.engine.catalog();
+        let mut tasks = old.tasks.clone();
+        tasks.remove("up1");
+        *h.engine.catalog.write().unwrap() = Arc::new(Catalog {
+            dag: old.dag.clone(),
+            tasks,
+        });
+    }
+    let writer = h.engine.group.writer.lock().await;
+    let mut calls = vec![];
+    for try_ in &claimed {
+        let engine = h.engine.clone();
+        let report = TryReport {
+            attempt_id: try_.attempt_id.clone(),
+            agent_id: "agent-1".into(),
+            epoch: engine.epoch(),
+            outcome: TryOutcome::Success,
+            exit_code: Some(0),
+            message: String::new(),
+        };
+        calls.push(tokio::spawn(async move { engine.finish(&report).await }));
+    }
+    wait_queued(&h.engine, 3).await;
+    drop(writer);
+    let results = joined(calls).await;
+    assert!(
+        matches!(results[0], Ok(FinishOutcome::Accepted)),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(results[1], Err(EngineError::NotFound(_))),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[2], Ok(FinishOutcome::Accepted)),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(h.state("up0", "20260105").await, Some(InstanceState::Success));
+    assert_eq!(
+        h.state("up1", "20260105").await,
+        Some(InstanceState::Running),
+        "nothing of it written"
+    );
+    assert_eq!(h.state("up2", "20260105").await, Some(InstanceState::Success));
+}

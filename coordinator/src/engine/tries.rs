@@ -1,0 +1,310 @@
+//! Claims and finish reports, written with group commit.
+//!
+//! Every try costs two writes: its claim (queued -> running) and its finish report (running ->
+//! an outcome, downstreams released). One at a time, each pays a BEGIN, the fence check and a
+//! COMMIT (an fsync on PostgreSQL and MySQL), and the single writer does nothing else
+//! meanwhile. So the claims and reports that arrive while the writer is busy wait, and the
+//! next one to get the writer writes them all in one transaction: a burst of N tries costs
+//! one commit instead of N, while a lone write (a chain) goes at once, as before.
+//!
+//! Nothing changes in what each write decides: each is the same compare-and-set as alone, and
+//! nobody is answered before the commit that holds their write. If the shared transaction
+//! fails, each write is tried again alone, so one bad write fails only itself. Effects outside
+//! the store (metrics, pushes, wake-ups) happen in the caller's own task after the commit.
+
+use std::sync::Mutex;
+
+use goflow_core::state::{Event, transition};
+use goflow_core::{Dispatch, InstanceState, TryOutcome};
+use tokio::sync::oneshot;
+
+use super::agents::{ClaimOutcome, ClaimedTry, FinishOutcome, TryReport};
+use super::{Engine, Result};
+use crate::store::{self, Tx, now_ms};
+
+/// The writes that share transactions, waiting for the writer.
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    pub(super) pending: Mutex<Vec<Job>>,
+    /// Held by whoever writes a batch; fair, so writes go in arrival order.
+    pub(super) writer: tokio::sync::Mutex<()>,
+}
+
+pub(super) enum Job {
+    Claim {
+        dispatch: Dispatch,
+        agent: String,
+        reply: oneshot::Sender<Result<ClaimStep>>,
+    },
+    Finish {
+        report: TryReport,
+        reply: oneshot::Sender<Result<FinishStep>>,
+    },
+}
+
+/// What a claim wrote.
+pub(super) enum ClaimStep {
+    Granted(Box<Granted>),
+    /// Not queued at this try and epoch: perhaps a claim sent again (see `repeated_claim`).
+    NotQueued(String),
+    Refused(String),
+}
+
+pub(super) struct Granted {
+    claimed: ClaimedTry,
+    row: store::InstanceRow,
+    spec: goflow_core::TaskSpec,
+}
+
+/// What a finish report wrote, and what the caller does after the commit.
+pub(super) struct FinishStep {
+    outcome: FinishOutcome,
+    /// The try's outcome, when this report closed it (for the metrics).
+    closed: Option<&'static str>,
+    up_for_retry: bool,
+    dispatches: Vec<Dispatch>,
+}
+
+impl FinishStep {
+    fn stale(closed: Option<&'static str>, reason: String) -> Self {
+        Self {
+            outcome: FinishOutcome::Stale(reason),
+            closed,
+            up_for_retry: false,
+            dispatches: vec![],
+        }
+    }
+}
+
+impl Engine {
+    pub(super) async fn claim_untraced(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
+        if dispatch.epoch != self.epoch {
+            return self
+                .refused_unless_repeated(
+                    dispatch,
+                    agent_id,
+                    format!("stale epoch {} (now {})", dispatch.epoch, self.epoch),
+                )
+                .await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Claim {
+            dispatch: dispatch.clone(),
+            agent: agent_id.to_string(),
+            reply,
+        };
+        match self.commit_together(job, answer).await? {
+            ClaimStep::Granted(granted) => {
+                self.observe_claim(&granted.row, dispatch.try_number, &granted.spec, now_ms());
+                self.changed();
+                Ok(ClaimOutcome::Granted(granted.claimed))
+            }
+            ClaimStep::NotQueued(why) => self.refused_unless_repeated(dispatch, agent_id, why).await,
+            ClaimStep::Refused(why) => Ok(ClaimOutcome::Refused(why)),
+        }
+    }
+
+    /// A try ended. Stale reports (a killed or superseded try, an older epoch) change nothing.
+    pub async fn finish(&self, report: &TryReport) -> Result<FinishOutcome> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Finish {
+            report: report.clone(),
+            reply,
+        };
+        let step = self.commit_together(job, answer).await?;
+        if let Some(outcome) = step.closed {
+            let label = crate::metrics::OutcomeLabel {
+                outcome: outcome.into(),
+            };
+            self.metrics.tries_finished.get_or_create(&label).inc();
+        }
+        if step.up_for_retry {
+            self.wake_retries.notify_one();
+        }
+        self.push(step.dispatches).await;
+        self.changed();
+        Ok(step.outcome)
+    }
+
+    /// Queues `job`, then either finds it written by the batch before ours, or writes every
+    /// pending job (ours among them) in one transaction.
+    async fn commit_together<T>(&self, job: Job, mut answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.group.pending.lock().unwrap().push(job);
+        {
+            let _writer = self.group.writer.lock().await;
+            // Whoever held the writer answered every job it took before letting go.
+            if let Ok(done) = answer.try_recv() {
+                return done;
+            }
+            let jobs = std::mem::take(&mut *self.group.pending.lock().unwrap());
+            self.write_batch(jobs).await;
+        }
+        answer.await.expect("a batch answers every job it takes")
+    }
+
+    async fn write_batch(&self, jobs: Vec<Job>) {
+        self.metrics.writes_per_commit.observe(jobs.len() as f64);
+        let together = async {
+            let mut tx = self.store.begin().await?;
+            let mut steps = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                steps.push(self.write_job(&mut tx, job).await?);
+            }
+            tx.commit().await?;
+            anyhow::Ok(steps)
+        };
+        match together.await {
+            Ok(steps) => {
+                for (job, step) in jobs.into_iter().zip(steps) {
+                    job.answer(Ok(step));
+                }
+            }
+            // One at a time, each in its own transaction: a write that fails fails alone.
+            Err(_) => {
+                for job in jobs {
+                    let alone = async {
+                        let mut tx = self.store.begin().await?;
+                        let step = self.write_job(&mut tx, &job).await?;
+                        tx.commit().await?;
+                        Result::<Step>::Ok(step)
+                    };
+                    let result = alone.await;
+                    job.answer(result);
+                }
+            }
+        }
+    }
+
+    async fn write_job(&self, tx: &mut Tx, job: &Job) -> Result<Step> {
+        Ok(match job {
+            Job::Claim { dispatch, agent, .. } => Step::Claim(self.write_claim(tx, dispatch, agent).await?),
+            Job::Finish { report, .. } => Step::Finish(self.write_finish(tx, report).await?),
+        })
+    }
+
+    /// queued -> running for exactly this try and epoch, and the try's row.
+    async fn write_claim(&self, tx: &mut Tx, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimStep> {
+        let now = now_ms();
+        let Some(row) = store::instance_by_id(tx, dispatch.instance_id).await? else {
+            return Ok(ClaimStep::Refused("instance no longer exists".into()));
+        };
+        if !store::claim_instance(tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now).await? {
+            return Ok(ClaimStep::NotQueued(format!(
+                "stale dispatch: instance is {} at try {}",
+                row.state, row.try_number
+            )));
+        }
+        let attempt_id =
+            store::insert_attempt(tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
+        let spec = self.require_task(&row.task_id)?.spec;
+        // An error here (a command only a hand-edited database can have) rolls the claim back.
+        let claimed = self.claimed_try(&row, dispatch.try_number, attempt_id)?;
+        Ok(ClaimStep::Granted(Box::new(Granted { claimed, row, spec })))
+    }
+
+    /// running -> the try's outcome, with its alert, and the downstreams it releases.
+    async fn write_finish(&self, tx: &mut Tx, report: &TryReport) -> Result<FinishStep> {
+        let now = now_ms();
+        let Some(attempt) = store::attempt(tx, &report.attempt_id).await? else {
+            return Ok(FinishStep::stale(
+                None,
+                format!("unknown try {:?}", report.attempt_id),
+            ));
+        };
+        if attempt.epoch != report.epoch || attempt.agent_id != report.agent_id {
+            return Ok(FinishStep::stale(
+                None,
+                "the try belongs to another epoch or agent".into(),
+            ));
+        }
+        let outcome = report.outcome.as_str();
+        if !store::finish_attempt(tx, &attempt.id, outcome, report.exit_code, &report.message, now).await? {
+            // A killed try's process group is gone now: "killing" is over.
+            store::settle_killing(tx, &attempt.id, now).await?;
+            return Ok(FinishStep::stale(
+                None,
+                format!("try {} was already closed as {}", attempt.id, attempt.state),
+            ));
+        }
+        let closed = Some(outcome);
+        let Some(row) = store::instance_by_id(tx, attempt.instance_id).await? else {
+            return Ok(FinishStep::stale(closed, "instance no longer exists".into()));
+        };
+        let catalog = self.catalog();
+        let spec = &catalog.require(&row.task_id)?.spec;
+        let event = match report.outcome {
+            TryOutcome::Success => Event::Succeeded,
+            TryOutcome::Killed => Event::Kill,
+            TryOutcome::Failed | TryOutcome::TimedOut => Event::TryFailed {
+                retry: row.try_number < row.max_tries,
+            },
+        };
+        let to = match transition(row.state, event) {
+            Ok(to) if row.try_number == attempt.try_number => to,
+            _ => {
+                return Ok(FinishStep::stale(
+                    closed,
+                    format!("instance is {} at try {}", row.state, row.try_number),
+                ));
+            }
+        };
+        let next_try_at = (to == InstanceState::UpForRetry).then(|| {
+            now + spec
+                .retry_delay
+                .unwrap_or(self.settings.default_retry_delay)
+                .as_millis() as i64
+        });
+        store::finish_instance(
+            tx,
+            row.id,
+            row.try_number,
+            to,
+            report.exit_code,
+            &report.message,
+            next_try_at,
+            now,
+        )
+        .await?;
+        self.record_try_alert(tx, &row, report, to, now).await?;
+        let dispatches = if to == InstanceState::Success {
+            self.release_downstream(tx, &catalog, &row.key(), now).await?
+        } else {
+            vec![]
+        };
+        Ok(FinishStep {
+            outcome: FinishOutcome::Accepted,
+            closed,
+            up_for_retry: to == InstanceState::UpForRetry,
+            dispatches,
+        })
+    }
+}
+
+/// A job's result, before it goes back to its caller's type.
+enum Step {
+    Claim(ClaimStep),
+    Finish(FinishStep),
+}
+
+impl Job {
+    fn answer(self, result: Result<Step>) {
+        // A caller that went away (its request was cancelled) needs no answer.
+        match (self, result) {
+            (Job::Claim { reply, .. }, Ok(Step::Claim(step))) => {
+                let _ = reply.send(Ok(step));
+            }
+            (Job::Finish { reply, .. }, Ok(Step::Finish(step))) => {
+                let _ = reply.send(Ok(step));
+            }
+            (Job::Claim { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            (Job::Finish { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            (Job::Claim { .. } | Job::Finish { .. }, Ok(_)) => {
+                unreachable!("write_job answers a job with a step of its own kind")
+            }
+        }
+    }
+}
