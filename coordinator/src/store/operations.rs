@@ -13,6 +13,22 @@ pub struct OperationRow {
     pub detail: String,
 }
 
+/// Bytes kept of an entry's target and detail: the log says what happened, not every name of
+/// a 10,000-task apply (and MySQL's TEXT holds 64 KiB).
+pub const MAX_OPERATION_TEXT: usize = 16 * 1024;
+
+/// `text`, or its first [`MAX_OPERATION_TEXT`] bytes (whole characters) and how much was cut.
+fn capped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_OPERATION_TEXT {
+        return text.into();
+    }
+    let mut end = MAX_OPERATION_TEXT - 64;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes not kept)", &text[..end], text.len() - end).into()
+}
+
 pub async fn record_operation(
     db: &mut impl Db,
     actor: &str,
@@ -30,8 +46,8 @@ pub async fn record_operation(
     .bind(actor)
     .bind(client)
     .bind(action)
-    .bind(target)
-    .bind(detail)
+    .bind(capped(target).into_owned())
+    .bind(capped(detail).into_owned())
     .execute(db.conn())
     .await?;
     Ok(())

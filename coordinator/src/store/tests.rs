@@ -439,3 +439,46 @@ async fn connection_failures_name_the_database_and_the_cause() {
         "{err}"
     );
 }
+
+/// An operations entry as long as a 10,000-task apply's list of names is kept, shortened, on
+/// every database (MySQL's TEXT holds 64 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_huge_operations_entry_is_kept_shortened() {
+    on_every_database(|dialect| async move {
+        let (_db, store, _) = two_writers(dialect).await;
+        let names: Vec<String> = (0..10_001).map(|i| format!("task_{i:05}_é")).collect();
+        let detail = format!("created [{}] updated []", names.join(", "));
+        assert!(detail.len() > 100_000);
+        let mut tx = store.begin().await.unwrap();
+        record_operation(
+            &mut tx,
+            "ann",
+            "goflowctl",
+            "apply",
+            "big.yaml",
+            &detail,
+            now_ms(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{dialect:?}: {e:#}"));
+        tx.commit().await.unwrap();
+        let mut conn = store.read().await.unwrap();
+        let rows = list_operations(&mut conn, None, 10).await.unwrap();
+        let stored = &rows[0].detail;
+        assert!(
+            stored.len() <= MAX_OPERATION_TEXT,
+            "{dialect:?}: {} bytes",
+            stored.len()
+        );
+        assert!(
+            stored.starts_with("created [task_00000_é, task_00001_é"),
+            "{dialect:?}"
+        );
+        assert!(
+            stored.ends_with("more bytes not kept)"),
+            "{dialect:?}: {}",
+            &stored[stored.len() - 80..]
+        );
+    })
+    .await;
+}
