@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use goflow_core::Dispatch;
 use goflow_proto::agent_service_client::AgentServiceClient;
 use goflow_proto::{
-    HeartbeatRequest, RegisterRequest, ReportFinishRequest, ReportStartRequest, ReportStartResponse,
-    WatchCommandsRequest,
+    HeartbeatRequest, RegisterRequest, ReportFinishRequest, ReportFinishResponse, ReportStartRequest,
+    ReportStartResponse, WatchCommandsRequest,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -56,6 +56,26 @@ pub struct AgentConfig {
     pub tls: ClientTls,
     /// Counts tries and records whether coordinators answer (`goflow agent --http-listen`).
     pub metrics: Option<Arc<crate::metrics::AgentMetrics>>,
+    /// The coordinator of this process, for an embedded agent: the per-try calls (ReportStart,
+    /// ReportFinish) go to it directly instead of over gRPC. None for remote agents.
+    pub local: Option<Arc<dyn LocalCoordinator>>,
+}
+
+/// A coordinator in the agent's own process, answering the per-try calls without HTTP/2 or
+/// protobuf encoding. It answers as the gRPC server would: UNAVAILABLE while nobody leads (the
+/// agent retries), a status for every refusal. The requests carry the metadata of a gRPC call
+/// (the agent secret, the try's trace context).
+#[tonic::async_trait]
+pub trait LocalCoordinator: Send + Sync + std::fmt::Debug {
+    async fn report_start(
+        &self,
+        request: tonic::Request<ReportStartRequest>,
+    ) -> Result<tonic::Response<ReportStartResponse>, Status>;
+
+    async fn report_finish(
+        &self,
+        request: tonic::Request<ReportFinishRequest>,
+    ) -> Result<tonic::Response<ReportFinishResponse>, Status>;
 }
 
 /// The agent's gRPC client: every call carries the agent secret, when there is one.
@@ -69,12 +89,18 @@ const STREAM_LOGS_PATH: &str = "/goflow.v1.AgentService/StreamLogs";
 #[derive(Clone)]
 pub struct SecretHeader(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
+impl SecretHeader {
+    fn add_to(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Some(value) = &self.0 {
+            metadata.insert("authorization", value.clone());
+        }
+        goflow_telemetry::inject(metadata);
+    }
+}
+
 impl tonic::service::Interceptor for SecretHeader {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        goflow_telemetry::inject(request.metadata_mut());
+        self.add_to(request.metadata_mut());
         Ok(request)
     }
 }
@@ -92,6 +118,7 @@ impl Default for AgentConfig {
             shim: runner::shim_beside_current_exe(),
             tls: ClientTls::default(),
             metrics: None,
+            local: None,
         }
     }
 }
@@ -100,6 +127,8 @@ impl Default for AgentConfig {
 struct Agent {
     config: AgentConfig,
     client: CoordinatorClient,
+    /// What `client` adds to every call, added to the calls made in-process too.
+    secret: SecretHeader,
     /// The coordinators behind `client`, and which one it talks to.
     failover: Failover,
     /// The id the coordinator gave us (it may change on re-registration).
@@ -161,7 +190,8 @@ pub async fn run_agent(
     };
     let secret = SecretHeader(secret);
     let agent = Arc::new(Agent {
-        client: AgentServiceClient::with_interceptor(failover.clone(), secret),
+        client: AgentServiceClient::with_interceptor(failover.clone(), secret.clone()),
+        secret,
         failover,
         agent_id: Mutex::new(config.agent_id.clone()),
         heartbeat_interval_ms: AtomicU64::new(config.heartbeat_interval.as_millis() as u64),
@@ -504,11 +534,7 @@ impl Agent {
             }),
         };
         let response = self
-            .retry("ReportStart", || {
-                let mut client = self.client.clone();
-                let request = request.clone();
-                async move { client.report_start(request).await }
-            })
+            .retry("ReportStart", || self.report_start(request.clone()))
             .await;
         if let Ok(claim) = &response {
             goflow_telemetry::set_parent(&claim_span, &claim.traceparent);
@@ -609,11 +635,7 @@ impl Agent {
             message: outcome.message.clone(),
         };
         let response = self
-            .retry("ReportFinish", || {
-                let mut client = self.client.clone();
-                let request = request.clone();
-                async move { client.report_finish(request).await }
-            })
+            .retry("ReportFinish", || self.report_finish(request.clone()))
             .await;
         // Heartbeats list it as running until its end is reported.
         self.running.lock().unwrap().remove(&attempt_id);
@@ -628,6 +650,36 @@ impl Agent {
                 tracing::error!(%attempt_id, error = %status, "could not report the finish");
             }
         }
+    }
+
+    /// Claims a try: in-process when the coordinator runs in this process, else over gRPC.
+    async fn report_start(
+        &self,
+        request: ReportStartRequest,
+    ) -> Result<tonic::Response<ReportStartResponse>, Status> {
+        match &self.config.local {
+            Some(local) => local.report_start(self.in_process(request)).await,
+            None => self.client.clone().report_start(request).await,
+        }
+    }
+
+    /// Reports a try's end: in-process when the coordinator runs in this process, else over gRPC.
+    async fn report_finish(
+        &self,
+        request: ReportFinishRequest,
+    ) -> Result<tonic::Response<ReportFinishResponse>, Status> {
+        match &self.config.local {
+            Some(local) => local.report_finish(self.in_process(request)).await,
+            None => self.client.clone().report_finish(request).await,
+        }
+    }
+
+    /// A request with the metadata the gRPC client's interceptor adds, taken now, in the
+    /// caller's span: the finish report continues the try's trace either way.
+    fn in_process<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        self.secret.add_to(request.metadata_mut());
+        request
     }
 
     /// Calls `call` until it answers or fails for a reason retrying cannot fix (about 30s of

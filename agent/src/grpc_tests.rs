@@ -33,6 +33,10 @@ struct FakeState {
     reregister_unknown: bool,
     /// How many calls were refused.
     refused: usize,
+    /// How many claims (ReportStart) arrived, granted or not.
+    starts: usize,
+    /// The `authorization` metadata of each claim and finish report.
+    authorizations: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -66,6 +70,15 @@ impl Fake {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn note_authorization<T>(&self, request: &Request<T>) {
+        let value = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let value = value.unwrap_or_default().to_string();
+        self.with(|s| s.authorizations.push(value));
     }
 
     async fn finish_of(&self, attempt_id: &str) -> (ReportFinishRequest, String) {
@@ -117,9 +130,11 @@ impl AgentService for Fake {
         request: Request<ReportStartRequest>,
     ) -> Result<Response<ReportStartResponse>, Status> {
         self.gate()?;
+        self.note_authorization(&request);
         let request = request.into_inner();
         assert_eq!(request.agent_id, "agent-1");
         let id = request.dispatch.unwrap().instance_id;
+        self.with(|s| s.starts += 1);
         let (granted, command) = self.with(|s| s.claims.get(&id).cloned()).unwrap_or_default();
         Ok(Response::new(ReportStartResponse {
             granted,
@@ -139,6 +154,7 @@ impl AgentService for Fake {
         request: Request<ReportFinishRequest>,
     ) -> Result<Response<ReportFinishResponse>, Status> {
         self.gate()?;
+        self.note_authorization(&request);
         let request = request.into_inner();
         self.with(|s| {
             let log =
@@ -523,5 +539,102 @@ mod failover {
         for server in servers {
             server.await.unwrap();
         }
+    }
+}
+
+/// An embedded agent (`goflow standalone`): claims and finish reports go to the coordinator in
+/// its process, with the metadata a gRPC call would carry, and are retried while it answers
+/// UNAVAILABLE; the rest still goes over gRPC.
+mod in_process {
+    use super::*;
+    use crate::LocalCoordinator;
+
+    /// The coordinator of the agent's process, answering as `Fake` does.
+    struct Local(Fake);
+
+    impl std::fmt::Debug for Local {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Local")
+        }
+    }
+
+    #[tonic::async_trait]
+    impl LocalCoordinator for Local {
+        async fn report_start(
+            &self,
+            request: Request<ReportStartRequest>,
+        ) -> Result<Response<ReportStartResponse>, Status> {
+            AgentService::report_start(&self.0, request).await
+        }
+
+        async fn report_finish(
+            &self,
+            request: Request<ReportFinishRequest>,
+        ) -> Result<Response<ReportFinishResponse>, Status> {
+            AgentService::report_finish(&self.0, request).await
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_and_reports_in_process_and_the_rest_over_grpc() {
+        let over_grpc = Fake::default();
+        let local = Fake::default();
+        local.with(|s| {
+            s.claims.insert(1, (true, "echo fine".into()));
+            // Starting up, not leading yet.
+            s.unavailable = true;
+        });
+        let addr = free_addr();
+        let stop_server = CancellationToken::new();
+        let server = serve(over_grpc.clone(), addr, stop_server.clone());
+        let queue = Arc::new(MemoryQueue::new());
+        queue.push(vec![dispatch(1)]).await.unwrap();
+        let config = AgentConfig {
+            secret: Some("embedded-secret".into()),
+            local: Some(Arc::new(Local(local.clone()))),
+            ..config(addr, 1)
+        };
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(run_agent(config, queue.clone(), shutdown.clone()));
+
+        local
+            .wait_for("a claim refused while not leading", |s| {
+                (s.refused > 0).then_some(())
+            })
+            .await;
+        local.with(|s| s.unavailable = false);
+        let (finish, _) = local.finish_of("a1").await;
+        assert_eq!(finish.outcome, "success");
+        local.with(|s| {
+            assert_eq!(s.starts, 1);
+            assert_eq!(
+                s.authorizations,
+                ["Bearer embedded-secret", "Bearer embedded-secret"],
+                "the in-process calls carry the agent secret, as gRPC calls do"
+            );
+        });
+        // The log stream, registration and heartbeats went over gRPC; no claim or finish did.
+        over_grpc
+            .wait_for("the try's log", |s| {
+                s.logs
+                    .get("a1")
+                    .filter(|log| log.ends_with(b" out| fine\n"))
+                    .map(|_| ())
+            })
+            .await;
+        over_grpc.with(|s| {
+            assert_eq!(s.registers.len(), 1);
+            assert_eq!(s.starts, 0, "a claim went over gRPC");
+            assert!(s.finishes.is_empty(), "a finish report went over gRPC");
+        });
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), agent)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        stop_server.cancel();
+        server.await.unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! goflow agent: takes dispatches from the queue when it has a free slot, claims them from the
-//! coordinator over gRPC, runs each command in its own process group, streams its output and
-//! reports the outcome. It knows nothing about DAGs.
+//! coordinator over gRPC (in-process when embedded in one), runs each command in its own
+//! process group, streams its output and reports the outcome. It knows nothing about DAGs.
 
 mod agent;
 pub mod failover;
@@ -10,7 +10,7 @@ pub mod queue;
 pub mod redis_queue;
 pub mod runner;
 
-pub use agent::{AgentConfig, CoordinatorClient, run_agent};
+pub use agent::{AgentConfig, CoordinatorClient, LocalCoordinator, run_agent};
 pub use failover::ClientTls;
 pub use metrics::AgentMetrics;
 pub use queue::{DispatchQueue, MemoryQueue};

@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod health;
+pub mod in_process;
 pub mod leadership;
 pub mod metrics;
 mod metrics_body;

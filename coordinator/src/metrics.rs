@@ -3,8 +3,8 @@
 //! gRPC router and the leadership loop share it.
 //!
 //! Names start with `goflow_`, carry their unit (`_seconds`) and `_total` for counters.
-//! Labels stay few: task, queue, state, outcome, method, code, agent; never a data date, an
-//! instance or a try.
+//! Labels stay few: task, queue, state, outcome, method, code, transport, agent; never a data
+//! date, an instance or a try.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +47,14 @@ pub struct AgentLabel {
 pub struct GrpcLabels {
     pub method: String,
     pub code: String,
+    /// [`OVER_GRPC`] or [`IN_PROCESS`].
+    pub transport: String,
 }
+
+/// A call that came over the network (or loopback).
+pub const OVER_GRPC: &str = "grpc";
+/// A call of the embedded agent, answered without gRPC (ReportStart, ReportFinish).
+pub const IN_PROCESS: &str = "in_process";
 
 type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -207,12 +214,12 @@ impl Metrics {
         );
         r.register(
             "goflow_grpc_requests",
-            "gRPC calls of the goflow services, by method and status code",
+            "Calls of the goflow services, by method, status code and transport (grpc, or in_process for the embedded agent's claims and finish reports)",
             m.grpc_requests.clone(),
         );
         r.register(
             "goflow_grpc_request_duration_seconds",
-            "gRPC calls, until the response ends (streams: while open), by method and status code",
+            "Calls of the goflow services, until the response ends (streams: while open), by method, status code and transport",
             m.grpc_duration.clone(),
         );
         Self { registry, ..metrics }
@@ -286,11 +293,12 @@ impl Metrics {
         self.agent_heartbeat_age.clear();
     }
 
-    /// One gRPC call ended.
-    pub fn grpc_call(&self, method: &str, code: &str, elapsed: Duration) {
+    /// One call of the goflow services ended; `transport`: [`OVER_GRPC`] or [`IN_PROCESS`].
+    pub fn grpc_call(&self, method: &str, code: &str, transport: &str, elapsed: Duration) {
         let labels = GrpcLabels {
             method: method.into(),
             code: code.into(),
+            transport: transport.into(),
         };
         self.grpc_requests.get_or_create(&labels).inc();
         self.grpc_duration
@@ -366,7 +374,7 @@ mod tests {
                 outcome: "success".into(),
             })
             .inc();
-        metrics.grpc_call("Heartbeat", "OK", Duration::from_millis(3));
+        metrics.grpc_call("Heartbeat", "OK", OVER_GRPC, Duration::from_millis(3));
         let text = metrics.encode();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             assert!(line.starts_with("goflow_"), "{line}");
@@ -376,7 +384,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("goflow_grpc_requests_total{method=\"Heartbeat\",code=\"OK\"} 1"),
+            text.contains(
+                "goflow_grpc_requests_total{method=\"Heartbeat\",code=\"OK\",transport=\"grpc\"} 1"
+            ),
             "{text}"
         );
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 
-use crate::metrics::{Metrics, grpc_code_name};
+use crate::metrics::{Metrics, OVER_GRPC, grpc_code_name};
 
 /// `response` whose end is counted in `metrics` under `method`.
 pub fn measured(
@@ -49,7 +49,8 @@ impl Call {
     fn record(&mut self, code: &str) {
         if !self.done {
             self.done = true;
-            self.metrics.grpc_call(&self.method, code, self.started.elapsed());
+            self.metrics
+                .grpc_call(&self.method, code, OVER_GRPC, self.started.elapsed());
         }
     }
 }
@@ -165,9 +166,9 @@ mod tests {
 
         let text = metrics.encode();
         for line in [
-            "goflow_grpc_requests_total{method=\"Heartbeat\",code=\"UNAVAILABLE\"} 1",
-            "goflow_grpc_requests_total{method=\"GetInstance\",code=\"NOT_FOUND\"} 1",
-            "goflow_grpc_requests_total{method=\"TailLog\",code=\"CANCELLED\"} 1",
+            "goflow_grpc_requests_total{method=\"Heartbeat\",code=\"UNAVAILABLE\",transport=\"grpc\"} 1",
+            "goflow_grpc_requests_total{method=\"GetInstance\",code=\"NOT_FOUND\",transport=\"grpc\"} 1",
+            "goflow_grpc_requests_total{method=\"TailLog\",code=\"CANCELLED\",transport=\"grpc\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

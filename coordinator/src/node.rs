@@ -17,6 +17,7 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use crate::engine::{Caller, Engine, RunPlan};
 use crate::grpc::Api;
+use crate::in_process::InProcessAgents;
 use crate::leadership::{self, ElectionSettings, EtcdSettings};
 use crate::routing::{Route, Router};
 use crate::store::{self, Store, now_ms};
@@ -227,6 +228,8 @@ impl Node {
                 heartbeat_interval: settings.engine.heartbeat_interval,
                 secret: agent_secret,
                 tls: own_tls.clone().unwrap_or_default(),
+                // Claims and finish reports skip gRPC; the rest still goes over `grpc_url`.
+                local: Some(Arc::new(InProcessAgents::new(router.clone()))),
                 ..AgentConfig::default()
             };
             let stop = shutdown.clone();

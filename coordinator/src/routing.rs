@@ -2,7 +2,8 @@
 //! leader has an engine. The others pass each call of the goflow services, as it is (HTTP/2
 //! frames, streams included), to the leader, so goflowctl, the web UI, agents and clients in
 //! other languages never need to know which coordinator leads. While nobody leads (an election
-//! in progress), calls are answered UNAVAILABLE, which clients retry.
+//! in progress), calls are answered UNAVAILABLE, which clients retry. The embedded agent's
+//! claims and finish reports take the same route without gRPC (see `in_process`).
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -23,6 +24,8 @@ use crate::grpc::Api;
 pub enum Route {
     /// This coordinator leads: its own engine answers.
     Local {
+        /// For calls made in this process (see `in_process`).
+        api: Api,
         control: pb::control_service_server::ControlServiceServer<Api>,
         agents: pb::agent_service_server::AgentServiceServer<Api>,
         auth: pb::auth_service_server::AuthServiceServer<Api>,
@@ -38,7 +41,8 @@ impl Route {
         Route::Local {
             control: pb::control_service_server::ControlServiceServer::new(api.clone()),
             agents: pb::agent_service_server::AgentServiceServer::new(api.clone()),
-            auth: pb::auth_service_server::AuthServiceServer::new(api),
+            auth: pb::auth_service_server::AuthServiceServer::new(api.clone()),
+            api,
         }
     }
 }
@@ -99,6 +103,16 @@ impl Router {
             Route::Forward { address, .. } => Some(address.clone()),
             _ => None,
         }
+    }
+
+    /// The route calls take now.
+    pub fn current(&self) -> Route {
+        self.route.read().unwrap().clone()
+    }
+
+    /// Where calls are counted, if anywhere.
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.metrics.as_ref()
     }
 
     pub fn is_local(&self) -> bool {
@@ -300,7 +314,7 @@ impl<S: GoflowService> Routed<S> {
         if let Err(status) = S::check(&self.router, &request) {
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        let route = self.router.route.read().unwrap().clone();
+        let route = self.router.current();
         match route {
             Route::Local { .. } => {
                 let local = S::local(&route, request).expect("a local route answers locally");

@@ -196,12 +196,18 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
 /// services, and for agents' calls that carry no trace (heartbeats, log streams, command
 /// watches: a trace each would be noise).
 pub fn server_span(request: &http::Request<()>) -> Span {
+    call_span(request.uri().path(), request.headers())
+}
+
+/// The span of a call to `path` (`/package.Service/Method`) with the caller's `headers`, made
+/// as [`server_span`] makes it: for calls answered in-process, without a server.
+pub fn call_span(path: &str, headers: &http::HeaderMap) -> Span {
     if !enabled() {
         return Span::none();
     }
-    let path = request.uri().path().trim_start_matches('/');
+    let path = path.trim_start_matches('/');
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
-    let parent = extract(request.headers());
+    let parent = extract(headers);
     let has_parent = parent.span().span_context().is_valid();
     if service.starts_with("grpc.") || (!has_parent && service.ends_with(".AgentService")) {
         return Span::none();

@@ -131,6 +131,18 @@ tasks:
         ) >= 3.0,
         "every finish report is counted by method and code"
     );
+    // The embedded agent claims and reports in-process, never over gRPC.
+    for method in ["ReportStart", "ReportFinish"] {
+        let over = |transport| {
+            sum(
+                &after,
+                "goflow_grpc_requests_total",
+                &[("method", method), ("transport", transport)],
+            )
+        };
+        assert!(over("in_process") >= 3.0, "{method} in-process");
+        assert_eq!(over("grpc"), 0.0, "{method} over gRPC");
+    }
     assert!(sum(&after, "goflow_dispatch_latency_seconds", &[("queue", "default")]) >= 3.0);
     assert!(
         sum(&after, "goflow_release_to_start_seconds", &[("queue", "default")]) >= 2.0,
