@@ -233,6 +233,13 @@ impl Agent {
         self.config.metrics.as_deref()
     }
 
+    /// A grant that took longer than this to arrive is not started: half the time after which
+    /// a coordinator counts a claimed try the agent's heartbeats do not list as lost (three
+    /// heartbeat intervals, at least 10 s; see the engine's `heartbeat`).
+    fn late_claim(&self) -> Duration {
+        (self.heartbeat_interval() * 3).max(Duration::from_secs(10)) / 2
+    }
+
     fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.load(Ordering::Relaxed).max(100))
     }
@@ -533,6 +540,7 @@ impl Agent {
                 priority: dispatch.priority,
             }),
         };
+        let asked = Instant::now();
         let response = self
             .retry("ReportStart", || self.report_start(request.clone()))
             .await;
@@ -541,6 +549,18 @@ impl Agent {
             claim_span.record("goflow.granted", claim.granted);
         }
         match response {
+            Ok(claim) if claim.granted && asked.elapsed() > self.late_claim() => {
+                // A coordinator paused after it granted (SIGSTOP, a frozen VM) can deliver the
+                // grant after a new leader declared the try lost, since this agent's heartbeats
+                // did not list it, and dispatched it again: starting it now would make two live
+                // runs. Left unstarted, the try is lost once and dispatched again.
+                tracing::warn!(
+                    attempt_id = %claim.attempt_id,
+                    waited = ?asked.elapsed(),
+                    "the claim was answered too late to start the try safely; left for the coordinator to dispatch again"
+                );
+                None
+            }
             Ok(claim) if claim.granted => {
                 let run_span = goflow_telemetry::span(|| {
                     tracing::info_span!(

@@ -37,6 +37,8 @@ struct FakeState {
     starts: usize,
     /// The `authorization` metadata of each claim and finish report.
     authorizations: Vec<String>,
+    /// How long a claim's answer takes (a coordinator paused after granting it).
+    claim_delay: Duration,
 }
 
 #[derive(Clone, Default)]
@@ -135,6 +137,8 @@ impl AgentService for Fake {
         assert_eq!(request.agent_id, "agent-1");
         let id = request.dispatch.unwrap().instance_id;
         self.with(|s| s.starts += 1);
+        let delay = self.with(|s| s.claim_delay);
+        tokio::time::sleep(delay).await;
         let (granted, command) = self.with(|s| s.claims.get(&id).cloned()).unwrap_or_default();
         Ok(Response::new(ReportStartResponse {
             granted,
@@ -288,6 +292,51 @@ async fn runs_claimed_tries_and_reports_after_the_logs_are_stored() {
         .await;
     assert!(queue.is_empty());
 
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    stop_server.cancel();
+    server.await.unwrap();
+}
+
+/// A grant that arrives later than a coordinator waits before it counts the try lost is not
+/// started: another agent may run it by then.
+#[tokio::test]
+async fn a_grant_that_comes_too_late_is_not_started() {
+    let fake = Fake::default();
+    let marker = std::env::temp_dir().join(format!("goflow-late-claim-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    fake.with(|s| {
+        s.claims.insert(1, (true, format!("touch {}", marker.display())));
+        s.claim_delay = Duration::from_secs(6);
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue.push(vec![dispatch(1)]).await.unwrap();
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
+    fake.wait_for("the claim", |s| (s.starts == 1).then_some(()))
+        .await;
+    // The answer comes after 6 s; the heartbeats after it show whether the try runs.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let heartbeats_after = fake.with(|s| s.heartbeats.len());
+    fake.wait_for("a heartbeat after the answer", |s| {
+        (s.heartbeats.len() > heartbeats_after).then_some(())
+    })
+    .await;
+    fake.with(|s| {
+        assert!(
+            s.heartbeats.iter().all(|h| h.running_attempts.is_empty()),
+            "it ran"
+        );
+        assert!(s.finishes.is_empty(), "it ran");
+    });
+    assert!(!marker.exists(), "the command ran");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), agent)
         .await
