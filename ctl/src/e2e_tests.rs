@@ -262,6 +262,12 @@ impl ControlService for Fake {
             instances,
         }))
     }
+    async fn list_instance_states(
+        &self,
+        _: Request<ListInstanceStatesRequest>,
+    ) -> Reply<ListInstanceStatesResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn get_instance(&self, _: Request<GetInstanceRequest>) -> Reply<Instance> {
         Err(Status::unimplemented(""))
     }

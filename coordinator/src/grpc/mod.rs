@@ -31,6 +31,8 @@ const DEFAULT_LIST_LIMIT: i64 = 1000;
 const MAX_LIST_LIMIT: i64 = 100_000;
 /// Most ids one `ListInstances` may name.
 const MAX_IDS: usize = 10_000;
+/// Most days one `ListInstanceStates` may span: a year.
+const MAX_STATE_DAYS: i64 = 366;
 /// Bytes of log per streamed chunk.
 const LOG_CHUNK_BYTES: i64 = 256 * 1024;
 

@@ -41,7 +41,7 @@ impl InstanceRow {
 
 /// A stored state goflow does not know (a newer version wrote it, or a hand edit) is an
 /// error naming it, never silently read as some other state.
-fn decode_state(text: &str, what: &str) -> Result<InstanceState, sqlx::Error> {
+pub(super) fn decode_state(text: &str, what: &str) -> Result<InstanceState, sqlx::Error> {
     InstanceState::parse(text).ok_or_else(|| {
         sqlx::Error::Decode(format!("{what} has unknown state {text:?} (written by a newer goflow?)").into())
     })
@@ -116,7 +116,7 @@ fn tasks_by_day<'a>(keys: impl Iterator<Item = &'a InstanceKey>) -> BTreeMap<Etl
     by_day
 }
 
-fn placeholders(n: usize) -> String {
+pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 

@@ -362,6 +362,79 @@ async fn reads_and_listings_work_alike() {
     .await;
 }
 
+/// The grid's listing: plain successes, counted rather than listed, come out on their days
+/// whether their task has an instance every day of the span, a run of days within it, or gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instance_states_list_every_instance_of_the_span() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let (from, to) = (day(), day().offset(4));
+        use InstanceState::{Failed, Success, Waiting};
+        // (task, day as an offset from `from`, state, forced). a: the day before the span and
+        // every day of it; b: two days with a gap; c: a run inside the span, and a day after it.
+        let instances = [
+            ("a", -1, Success, false),
+            ("a", 0, Success, false),
+            ("a", 1, Waiting, false),
+            ("a", 2, Success, true),
+            ("a", 3, Failed, false),
+            ("a", 4, Success, false),
+            ("b", 0, Success, false),
+            ("b", 4, Waiting, false),
+            ("c", 2, Success, false),
+            ("c", 3, Success, true),
+            ("c", 5, Success, false),
+        ];
+        let keys: Vec<InstanceKey> = instances
+            .iter()
+            .map(|(task, offset, ..)| InstanceKey::new(task, from.offset(*offset)))
+            .collect();
+        let spec = TaskSpec::new("a", "true");
+        let wanted: Vec<WantedInstance> = keys
+            .iter()
+            .map(|key| WantedInstance {
+                key,
+                spec: &spec,
+                max_tries: 1,
+            })
+            .collect();
+        let mut tx = one.begin().await.unwrap();
+        let rows = ensure_instances(&mut tx, &wanted, now_ms()).await.unwrap();
+        for ((row, _), (_, _, state, forced)) in rows.iter().zip(instances) {
+            if state != Waiting {
+                let set = operator_set_state(&mut tx, row.id, Waiting, state, forced, "", now_ms());
+                assert!(set.await.unwrap());
+            }
+        }
+        tx.commit().await.unwrap();
+
+        let mut conn = one.read().await.unwrap();
+        let mut got: Vec<(String, &str, bool, Vec<EtlDay>)> = instance_states(&mut conn, from, to)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.task_id, s.state.as_str(), s.forced, s.days))
+            .collect();
+        got.sort();
+        let group = |task: &str, state: &'static str, forced: bool, offsets: &[i32]| {
+            let days = offsets.iter().map(|o| from.offset(*o)).collect();
+            (task.to_string(), state, forced, days)
+        };
+        let expected = vec![
+            group("a", "failed", false, &[3]),
+            group("a", "success", false, &[0, 4]),
+            group("a", "success", true, &[2]),
+            group("a", "waiting", false, &[1]),
+            group("b", "success", false, &[0]),
+            group("b", "waiting", false, &[4]),
+            group("c", "success", false, &[2]),
+            group("c", "success", true, &[3]),
+        ];
+        assert_eq!(got, expected, "{}", dialect.name());
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     on_every_database(|dialect| async move {

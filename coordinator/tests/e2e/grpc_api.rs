@@ -185,7 +185,46 @@ fn grpc_control_and_health_services() {
             .into_inner();
         assert_eq!(again.id, b_ref.id);
 
+        // The grid's states: each task's days by state, as offsets from from_day.
+        let mut states = client
+            .list_instance_states(pb::ListInstanceStatesRequest {
+                from_day: "20260228".into(),
+                to_day: "20260302".into(),
+            })
+            .await
+            .expect("ListInstanceStates")
+            .into_inner()
+            .states;
+        states.sort_by(|x, y| x.task.cmp(&y.task));
+        let got: Vec<_> = states
+            .iter()
+            .map(|s| (s.task.as_str(), s.state.as_str(), s.forced, s.offsets.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [("api_a", "success", false, vec![1]), ("api_b", "success", false, vec![1])]
+        );
+        let latest = client
+            .list_instances(pb::ListInstancesRequest {
+                limit: 1,
+                skip_total: true,
+                ..Default::default()
+            })
+            .await
+            .expect("ListInstances without the total")
+            .into_inner();
+        assert_eq!((latest.instances.len(), latest.total), (1, 0), "{latest:?}");
+
         // Errors carry the right code and name the culprit.
+        let err = client
+            .list_instance_states(pb::ListInstanceStatesRequest {
+                from_day: "20260302".into(),
+                to_day: "20260228".into(),
+            })
+            .await
+            .expect_err("ListInstanceStates of a reversed span must fail");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("to_day"), "{err:?}");
         let err = client
             .run(pb::RunRequest {
                 task: "api_a".into(),

@@ -1,4 +1,9 @@
 //! `/grid`: tasks x days, each cell an instance coloured by its state; a click opens it.
+//!
+//! A 1,000-task grid of 30 days is 30,000 cells, so the page asks for states alone, in one
+//! `ListInstanceStates` call that groups the days of each task by state, and each cell is an
+//! index into the few distinct looks, written straight into the page without a string of its
+//! own.
 
 use std::collections::HashMap;
 
@@ -6,14 +11,15 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::Query;
 use goflow_core::EtlDay;
-use goflow_proto::{ListInstancesRequest, ListTasksRequest};
+use goflow_proto::{InstanceStates, ListInstanceStatesRequest, ListInstancesRequest, ListTasksRequest};
 use serde::Deserialize;
+use tonic::Code;
 
 use super::day_or_latest;
 use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
-use crate::i18n::state_meaning;
+use crate::i18n::{Lang, state_meaning};
 use crate::view::state_class;
 
 const DEFAULT_DAYS: i32 = 14;
@@ -32,6 +38,8 @@ pub struct GridPage {
     ctx: Ctx,
     days: Vec<DayColumn>,
     rows: Vec<GridRow>,
+    /// Every distinct look of a cell; [`NO_INSTANCE`] first.
+    looks: Vec<CellLook>,
     day_count: i32,
     end_dashed: String,
     earlier: String,
@@ -39,21 +47,40 @@ pub struct GridPage {
 }
 
 struct DayColumn {
+    /// `20260110`: the links.
     day: String,
+    /// `2026-01-10`: the cells' titles.
+    dashed: String,
     /// `01-10`: the column header.
     short: String,
 }
 
 struct GridRow {
     task: String,
-    cells: Vec<GridCell>,
+    /// One a day, in the order of the columns: an index into `looks`.
+    cells: Vec<usize>,
 }
 
-struct GridCell {
-    href: String,
-    class: &'static str,
+/// A state as a cell draws it: class, hatching and the words of its title.
+struct CellLook {
+    state: String,
     forced: bool,
-    title: String,
+    class: &'static str,
+    meaning: &'static str,
+}
+
+/// The look of a day without an instance.
+const NO_INSTANCE: usize = 0;
+
+impl CellLook {
+    fn new(state: &str, forced: bool, lang: Lang) -> Self {
+        Self {
+            state: state.to_string(),
+            forced,
+            class: state_class(state),
+            meaning: state_meaning(lang, if forced { "forced" } else { state }),
+        }
+    }
 }
 
 pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Result<GridPage, WebError> {
@@ -69,63 +96,61 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
             })?,
     };
     let days: Vec<EtlDay> = (0..day_count).rev().map(|back| end.offset(-back)).collect();
-    let tasks = app
-        .client()
-        .list_tasks(ListTasksRequest {})
-        .await
-        .map_err(|status| app.fail(status))?
-        .into_inner()
-        .tasks;
-    // One call per day, all at once: each is one indexed query on the coordinator.
-    let calls = days.iter().map(|day| {
-        let mut client = app.client();
-        let request = ListInstancesRequest {
-            etl_day: day.compact(),
-            ..Default::default()
-        };
-        async move { client.list_instances(request).await }
-    });
-    let mut states: HashMap<(String, String), (String, bool)> = HashMap::new();
-    for answer in futures::future::join_all(calls).await {
-        for i in answer.map_err(|status| app.fail(status))?.into_inner().instances {
-            states.insert((i.task, i.etl_day), (i.state, i.forced));
-        }
-    }
-    let lang = ctx.lang;
-    let rows = tasks
-        .iter()
+    // The rows (tasks) and the cells (states) at once: neither needs the other.
+    let mut tasks_client = app.client();
+    let tasks = tasks_client.list_tasks(ListTasksRequest {});
+    let (tasks, states) = tokio::join!(tasks, states_of_days(&app, &days));
+    let tasks = tasks.map_err(|status| app.fail(status))?.into_inner().tasks;
+    let states = states.map_err(|status| app.fail(status))?;
+
+    let mut rows: Vec<GridRow> = tasks
+        .into_iter()
         .map(|task| GridRow {
-            task: task.id.clone(),
-            cells: days
-                .iter()
-                .map(|day| {
-                    let found = states.get(&(task.id.clone(), day.compact()));
-                    let state = found.map_or("none", |(s, _)| s.as_str());
-                    let forced = found.is_some_and(|(_, f)| *f);
-                    GridCell {
-                        href: format!("/instances/{}/{}", task.id, day.compact()),
-                        class: state_class(state),
-                        forced,
-                        title: format!(
-                            "{} @ {}: {state} ({})",
-                            task.id,
-                            day.dashed(),
-                            state_meaning(lang, if forced { "forced" } else { state })
-                        ),
-                    }
-                })
-                .collect(),
+            task: task.id,
+            cells: vec![NO_INSTANCE; days.len()],
         })
         .collect();
+    let row_of: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.task.clone(), i))
+        .collect();
+    let mut looks = vec![CellLook::new("none", false, ctx.lang)];
+    for group in &states {
+        let Some(row) = row_of.get(&group.task) else {
+            continue;
+        };
+        let look = match looks
+            .iter()
+            .position(|l| l.state == group.state && l.forced == group.forced)
+        {
+            Some(look) => look,
+            None => {
+                looks.push(CellLook::new(&group.state, group.forced, ctx.lang));
+                looks.len() - 1
+            }
+        };
+        let cells = &mut rows[*row].cells;
+        for offset in &group.offsets {
+            if let Some(cell) = usize::try_from(*offset).ok().and_then(|col| cells.get_mut(col)) {
+                *cell = look;
+            }
+        }
+    }
     Ok(GridPage {
         days: days
             .iter()
-            .map(|d| DayColumn {
-                day: d.compact(),
-                short: d.dashed()[5..].to_string(),
+            .map(|d| {
+                let dashed = d.dashed();
+                DayColumn {
+                    day: d.compact(),
+                    short: dashed[5..].to_string(),
+                    dashed,
+                }
             })
             .collect(),
         rows,
+        looks,
         day_count,
         end_dashed: end.dashed(),
         earlier: end.offset(-day_count).compact(),
@@ -134,11 +159,52 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
     })
 }
 
+/// The state of every instance of `days` (consecutive): one call, or one whole listing a day
+/// from a coordinator that predates `ListInstanceStates`.
+async fn states_of_days(app: &AppState, days: &[EtlDay]) -> Result<Vec<InstanceStates>, tonic::Status> {
+    let (Some(first), Some(last)) = (days.first(), days.last()) else {
+        return Ok(vec![]);
+    };
+    let request = ListInstanceStatesRequest {
+        from_day: first.compact(),
+        to_day: last.compact(),
+    };
+    match app.client().list_instance_states(request).await {
+        Ok(answer) => return Ok(answer.into_inner().states),
+        Err(status) if status.code() == Code::Unimplemented => {}
+        Err(status) => return Err(status),
+    }
+    let calls = days.iter().map(|day| {
+        let mut client = app.client();
+        let request = ListInstancesRequest {
+            etl_day: day.compact(),
+            ..Default::default()
+        };
+        async move { client.list_instances(request).await }
+    });
+    let mut states = vec![];
+    for (offset, answer) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        states.extend(
+            answer?
+                .into_inner()
+                .instances
+                .into_iter()
+                .map(|i| InstanceStates {
+                    task: i.task,
+                    state: i.state,
+                    forced: i.forced,
+                    offsets: vec![offset as i32],
+                }),
+        );
+    }
+    Ok(states)
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;
 
-    use crate::testing::{get, sample};
+    use crate::testing::{Fake, get, sample};
 
     #[tokio::test]
     async fn one_cell_per_task_and_day_coloured_by_state() {
@@ -147,9 +213,34 @@ mod tests {
         let (status, body) = get(&app, "/grid?days=3").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body.matches("class=\"cell state-").count(), 2 * 3);
-        assert!(body.contains(r#"<a href="/instances/transform/20260110" class="cell state-running""#));
-        assert!(body.contains(r#"<a href="/instances/extract/20260109" class="cell state-none""#));
+        assert!(body.contains(
+            r#"<a href="/instances/transform/20260110" class="cell state-running" title="transform @ 2026-01-10: running (running)"></a>"#
+        ));
+        assert!(body.contains(
+            r#"<a href="/instances/extract/20260109" class="cell state-none" title="extract @ 2026-01-09: none (no instance that day)"></a>"#
+        ));
         let (status, _) = get(&app, "/grid?days=0").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn forced_successes_are_hatched_and_an_older_coordinator_gives_the_same_page() {
+        let mut fake = sample();
+        fake.tasks[0].id = "backfill_marker".into();
+        let (status, body) = get(&fake.clone().start().await, "/grid?days=2").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let table =
+            |page: &str| page[page.find("<table").unwrap()..page.find("</table>").unwrap()].to_string();
+        assert!(body.contains(
+            r#"<a href="/instances/backfill_marker/20260110" class="cell state-success forced" title="backfill_marker @ 2026-01-10: success (success (force-passed, not run))"></a>"#
+        ));
+        // Without ListInstanceStates the grid reads each day's instances, as it used to.
+        let old = Fake {
+            without_instance_states: true,
+            ..fake
+        };
+        let (status, old_body) = get(&old.start().await, "/grid?days=2").await;
+        assert_eq!(status, StatusCode::OK, "{old_body}");
+        assert_eq!(table(&old_body), table(&body));
     }
 }

@@ -37,12 +37,14 @@ fn now_ms() -> i64 {
 }
 
 /// The latest data date with any instance (instances are listed newest day first), or
-/// yesterday (UTC) on a fresh install: "yesterday" alone is empty after a backfill.
+/// yesterday (UTC) on a fresh install: "yesterday" alone is empty after a backfill. Without
+/// the total, which would be a count of every instance.
 async fn latest_day(app: &AppState) -> Result<EtlDay, WebError> {
     let newest = app
         .client()
         .list_instances(ListInstancesRequest {
             limit: 1,
+            skip_total: true,
             ..Default::default()
         })
         .await
