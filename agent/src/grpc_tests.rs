@@ -220,6 +220,23 @@ fn serve(fake: Fake, addr: SocketAddr, stop: CancellationToken) -> tokio::task::
     })
 }
 
+/// Shuts the agent down (it must end in 5 s without an error), then the fake coordinator.
+async fn stop(
+    agent: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    stop_server: CancellationToken,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    stop_server.cancel();
+    server.await.unwrap();
+}
+
 fn dispatch(instance_id: i64) -> Dispatch {
     Dispatch {
         instance_id,
@@ -292,14 +309,7 @@ async fn runs_claimed_tries_and_reports_after_the_logs_are_stored() {
         .await;
     assert!(queue.is_empty());
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), agent)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    stop_server.cancel();
-    server.await.unwrap();
+    stop(agent, shutdown, server, stop_server).await;
 }
 
 /// A grant that arrives later than a coordinator waits before it counts the try lost is not
@@ -337,14 +347,7 @@ async fn a_grant_that_comes_too_late_is_not_started() {
         assert!(s.finishes.is_empty(), "it ran");
     });
     assert!(!marker.exists(), "the command ran");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), agent)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    stop_server.cancel();
-    server.await.unwrap();
+    stop(agent, shutdown, server, stop_server).await;
 }
 
 #[tokio::test]

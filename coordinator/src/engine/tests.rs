@@ -109,9 +109,13 @@ impl Harness {
     }
 
     async fn register(&self) {
+        self.register_as("agent-1").await;
+    }
+
+    async fn register_as(&self, agent: &str) {
         self.engine
             .register_agent(AgentRegistration {
-                agent_id: "agent-1".into(),
+                agent_id: agent.into(),
                 host: "h".into(),
                 slots: 4,
                 queues: vec![],
@@ -410,14 +414,21 @@ async fn a_new_leader_grants_again_a_claim_whose_answer_was_lost_with_the_old_on
     ));
 }
 
-/// Waits until `jobs` writes wait for the writer (which the test holds, so that they all go
-/// in one batch when it lets go).
-async fn wait_queued(engine: &Engine, jobs: usize) {
+/// Runs `calls` while the test holds the writer, so that they all wait and then go in one
+/// batch when it lets go; their results in order.
+async fn in_one_batch<F>(engine: &Engine, calls: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let writer = engine.group.writer.lock().await;
+    let jobs = calls.len();
+    let calls: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let queued = engine.group.pending.lock().unwrap().len();
         if queued >= jobs {
-            return;
+            break;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -425,9 +436,7 @@ async fn wait_queued(engine: &Engine, jobs: usize) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-}
-
-async fn joined<T>(calls: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    drop(writer);
     let mut results = vec![];
     for call in calls {
         results.push(call.await.unwrap());
@@ -441,17 +450,7 @@ async fn joined<T>(calls: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 async fn writes_that_share_a_commit_are_each_decided_as_alone() {
     let h = harness(&fan_in(20)).await;
     h.register().await;
-    h.engine
-        .register_agent(AgentRegistration {
-            agent_id: "agent-2".into(),
-            host: "h".into(),
-            slots: 4,
-            queues: vec![],
-            version: "test".into(),
-            running_attempts: vec![],
-        })
-        .await
-        .unwrap();
+    h.register_as("agent-2").await;
     let mut roots = vec![];
     for i in 0..20 {
         let run = plan(&format!("up{i}"), "20260105", false);
@@ -462,19 +461,14 @@ async fn writes_that_share_a_commit_are_each_decided_as_alone() {
         .run(&plan("join", "20260105", false), &Caller::system())
         .await
         .unwrap();
-    let writer = h.engine.group.writer.lock().await;
     let mut calls = vec![];
     for dispatch in &roots {
         for agent in ["agent-1", "agent-2"] {
             let (engine, dispatch) = (h.engine.clone(), dispatch.clone());
-            calls.push(tokio::spawn(async move {
-                (agent, engine.claim(&dispatch, agent).await.unwrap())
-            }));
+            calls.push(async move { (agent, engine.claim(&dispatch, agent).await.unwrap()) });
         }
     }
-    wait_queued(&h.engine, 40).await;
-    drop(writer);
-    let claims = joined(calls).await;
+    let claims = in_one_batch(&h.engine, calls).await;
     let granted: Vec<(&str, ClaimedTry)> = claims
         .into_iter()
         .filter_map(|(agent, outcome)| match outcome {
@@ -486,7 +480,6 @@ async fn writes_that_share_a_commit_are_each_decided_as_alone() {
     let tasks: std::collections::HashSet<&str> = granted.iter().map(|(_, c)| c.task.as_str()).collect();
     assert_eq!(tasks.len(), 20);
 
-    let writer = h.engine.group.writer.lock().await;
     let mut calls = vec![];
     for (agent, claimed) in granted {
         let engine = h.engine.clone();
@@ -498,11 +491,9 @@ async fn writes_that_share_a_commit_are_each_decided_as_alone() {
             exit_code: Some(0),
             message: String::new(),
         };
-        calls.push(tokio::spawn(async move { engine.finish(&report).await.unwrap() }));
+        calls.push(async move { engine.finish(&report).await.unwrap() });
     }
-    wait_queued(&h.engine, 20).await;
-    drop(writer);
-    let finished = joined(calls).await;
+    let finished = in_one_batch(&h.engine, calls).await;
     assert!(
         finished.iter().all(|f| *f == FinishOutcome::Accepted),
         "{finished:?}"
@@ -546,7 +537,6 @@ async fn a_failing_write_fails_alone() {
             tasks,
         });
     }
-    let writer = h.engine.group.writer.lock().await;
     let mut calls = vec![];
     for try_ in &claimed {
         let engine = h.engine.clone();
@@ -558,11 +548,9 @@ async fn a_failing_write_fails_alone() {
             exit_code: Some(0),
             message: String::new(),
         };
-        calls.push(tokio::spawn(async move { engine.finish(&report).await }));
+        calls.push(async move { engine.finish(&report).await });
     }
-    wait_queued(&h.engine, 3).await;
-    drop(writer);
-    let results = joined(calls).await;
+    let results = in_one_batch(&h.engine, calls).await;
     assert!(
         matches!(results[0], Ok(FinishOutcome::Accepted)),
         "{:?}",
