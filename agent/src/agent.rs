@@ -19,6 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
 use tracing::Instrument;
 
+use crate::drain::Stop;
 use crate::failover::{ClientTls, Failover, Options, ServedBy};
 use crate::logs::forward_logs;
 use crate::queue::DispatchQueue;
@@ -27,8 +28,8 @@ use crate::runner::{self, RunSpec};
 /// How long to keep trying the first Register: the coordinator may be starting in the same
 /// process.
 const REGISTER_PATIENCE: Duration = Duration::from_secs(30);
-/// How long running tries get to stop (and their logs to flush) on shutdown.
-const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
+/// How long killed tries get to stop (and their logs to flush) on shutdown.
+pub(crate) const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -59,6 +60,9 @@ pub struct AgentConfig {
     /// The coordinator of this process, for an embedded agent: the per-try calls (ReportStart,
     /// ReportFinish) go to it directly instead of over gRPC. None for remote agents.
     pub local: Option<Arc<dyn LocalCoordinator>>,
+    /// How long running tries may go on once the agent is asked to stop (`--drain-timeout`);
+    /// those still running then are killed.
+    pub drain_timeout: Duration,
 }
 
 /// A coordinator in the agent's own process, answering the per-try calls without HTTP/2 or
@@ -119,13 +123,14 @@ impl Default for AgentConfig {
             tls: ClientTls::default(),
             metrics: None,
             local: None,
+            drain_timeout: crate::drain::DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
 
 /// What the loops of one agent share.
-struct Agent {
-    config: AgentConfig,
+pub(crate) struct Agent {
+    pub(crate) config: AgentConfig,
     client: CoordinatorClient,
     /// What `client` adds to every call, added to the calls made in-process too.
     secret: SecretHeader,
@@ -143,19 +148,36 @@ struct Agent {
     slots: Arc<Semaphore>,
     /// Running tries by attempt id, with the token that kills each.
     running: Mutex<HashMap<String, CancellationToken>>,
-    shutdown: CancellationToken,
+    /// Cancelled: take no new work (the running tries go on).
+    pub(crate) draining: CancellationToken,
+    /// Cancelled: kill the running tries, and report nothing more (a second signal, or the
+    /// drain's deadline). Every try's kill token is its child.
+    pub(crate) killing: CancellationToken,
+    /// Cancelled once every try has ended: the heartbeats and the command stream stop.
+    exiting: CancellationToken,
 }
 
-/// Runs the agent until `shutdown` is cancelled. Fails only if the coordinator cannot be
-/// reached at start (after retrying for about 30s) or the configuration is unusable.
-///
-/// On shutdown it takes no new work, kills the running tries' process groups and returns
-/// without reporting them: the coordinator re-dispatches the tries of an agent that went away.
+/// Runs the agent until `shutdown` is cancelled, then kills its running tries at once (see
+/// [`run_agent_until`] for a graceful drain). Fails only if the coordinator cannot be reached
+/// at start (after retrying for about 30s) or the configuration is unusable.
 pub async fn run_agent(
     config: AgentConfig,
     queue: Arc<dyn DispatchQueue>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let stop = Stop {
+        drain: shutdown.clone(),
+        kill: shutdown,
+    };
+    run_agent_until(config, queue, stop).await
+}
+
+/// Runs the agent until `stop.drain` is cancelled; then it takes no new work and lets the
+/// running tries finish (reporting them, with heartbeats and logs going on) for up to
+/// `config.drain_timeout`, and returns once none runs. `stop.kill`, or the deadline, kills
+/// those still running: their process groups are stopped and they are not reported, so the
+/// coordinator dispatches them again once this agent is gone.
+pub async fn run_agent_until(config: AgentConfig, queue: Arc<dyn DispatchQueue>, stop: Stop) -> anyhow::Result<()> {
     anyhow::ensure!(config.slots > 0, "the agent needs at least one slot");
     let mut config = config;
     if config.queues.is_empty() {
@@ -199,9 +221,17 @@ pub async fn run_agent(
         abandoned: Mutex::new(Default::default()),
         slots: Arc::new(Semaphore::new(config.slots)),
         running: Mutex::new(HashMap::new()),
-        shutdown: shutdown.clone(),
+        draining: CancellationToken::new(),
+        killing: CancellationToken::new(),
+        exiting: CancellationToken::new(),
         config,
     });
+    let killer = tokio::spawn(crate::drain::follow(
+        stop,
+        agent.draining.clone(),
+        agent.killing.clone(),
+        agent.exiting.clone(),
+    ));
 
     if agent.config.shim.is_none() {
         tracing::warn!(
@@ -211,16 +241,21 @@ pub async fn run_agent(
     if let Some(metrics) = &agent.config.metrics {
         metrics.slots.set(agent.config.slots as i64);
     }
-    if !agent.register_at_start().await? {
-        return Ok(()); // shut down while waiting
+    let registered = agent.register_at_start().await;
+    if !matches!(registered, Ok(true)) {
+        agent.exiting.cancel();
+        killer.await.ok();
+        return registered.map(|_| ()); // failed, or shut down while waiting
     }
 
     let heartbeats = tokio::spawn(agent.clone().heartbeat_loop());
     let commands = tokio::spawn(agent.clone().watch_commands_loop());
     agent.clone().dispatch_loop(queue).await;
 
+    agent.exiting.cancel();
     heartbeats.abort();
     commands.abort();
+    killer.await.ok();
     Ok(())
 }
 
@@ -244,11 +279,11 @@ impl Agent {
         Duration::from_millis(self.heartbeat_interval_ms.load(Ordering::Relaxed).max(100))
     }
 
-    /// Sleeps, or returns false early if the agent shuts down.
-    async fn sleep(&self, duration: Duration) -> bool {
+    /// Sleeps, or returns false early if `until` is cancelled.
+    async fn sleep(&self, duration: Duration, until: &CancellationToken) -> bool {
         tokio::select! {
             () = tokio::time::sleep(duration) => true,
-            () = self.shutdown.cancelled() => false,
+            () = until.cancelled() => false,
         }
     }
 
@@ -311,7 +346,7 @@ impl Agent {
                     );
                 }
             }
-            if !self.sleep(backoff.next()).await {
+            if !self.sleep(backoff.next(), &self.draining).await {
                 return Ok(false);
             }
         }
@@ -324,7 +359,8 @@ impl Agent {
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut last_answer = Instant::now();
         loop {
-            if !self.sleep(self.heartbeat_interval()).await {
+            // Heartbeats go on while the agent drains: its tries still run.
+            if !self.sleep(self.heartbeat_interval(), &self.exiting).await {
                 return;
             }
             let request = HeartbeatRequest {
@@ -400,7 +436,7 @@ impl Agent {
                                 }
                                 continue;
                             }
-                            () = self.shutdown.cancelled() => return,
+                            () = self.exiting.cancelled() => return,
                         };
                         match next {
                             Ok(Some(command)) if !command.kill_attempt.is_empty() => {
@@ -425,7 +461,7 @@ impl Agent {
                     tracing::warn!(error = %status, "could not open the command stream; retrying");
                 }
             }
-            if !self.sleep(backoff.next()).await {
+            if !self.sleep(backoff.next(), &self.exiting).await {
                 return;
             }
         }
@@ -464,7 +500,8 @@ impl Agent {
         }
     }
 
-    /// Takes a slot, then a dispatch, claims it and starts it; until shutdown.
+    /// Takes a slot, then a dispatch, claims it and starts it; until the agent drains, then
+    /// waits for the running tries (see [`Agent::drain`]).
     async fn dispatch_loop(self: Arc<Self>, queue: Arc<dyn DispatchQueue>) {
         let mut tries = JoinSet::new();
         loop {
@@ -473,23 +510,25 @@ impl Agent {
             // another agent could have run it.
             let permit = tokio::select! {
                 permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                () = self.shutdown.cancelled() => break,
+                () = self.draining.cancelled() => break,
             };
-            let popped = tokio::select! {
-                popped = queue.pop(&self.config.queues) => popped,
-                () = self.shutdown.cancelled() => break,
-            };
-            let dispatch = match popped {
-                Ok(dispatch) => dispatch,
+            let dispatch = match queue.pop_until(&self.config.queues, &self.draining).await {
+                Ok(Some(dispatch)) => dispatch,
+                Ok(None) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, "taking from the queue failed; retrying");
                     drop(permit);
-                    if !self.sleep(Duration::from_secs(1)).await {
+                    if !self.sleep(Duration::from_secs(1), &self.draining).await {
                         break;
                     }
                     continue;
                 }
             };
+            if self.draining.is_cancelled() {
+                // Taken as the drain began: back to the queue for another agent, at once.
+                self.release(&*queue, dispatch).await;
+                break;
+            }
             let Some((claim, trace)) = self.claim(&dispatch).await else {
                 continue; // the permit drops: the slot is free again
             };
@@ -497,7 +536,7 @@ impl Agent {
                 metrics.tries_started.inc();
                 metrics.tries_running.inc();
             }
-            let kill = self.shutdown.child_token();
+            let kill = self.killing.child_token();
             self.running
                 .lock()
                 .unwrap()
@@ -508,11 +547,7 @@ impl Agent {
                 drop(permit);
             });
         }
-        // Shutdown: every try's kill token is a child of `shutdown`, so they are being killed.
-        let drain = async { while tries.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_PATIENCE, drain).await.is_err() {
-            tracing::warn!("tries did not stop in time on shutdown");
-        }
+        self.drain(tries).await;
     }
 
     /// `ReportStart`: asks the coordinator for the try. None: not ours to run. With the answer,
@@ -640,7 +675,7 @@ impl Agent {
             tracing::warn!(%attempt_id, error = %err, "the log forwarder failed");
         }
 
-        if self.shutdown.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
+        if self.killing.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
             tracing::info!(%attempt_id, "try stopped unreported; left for the coordinator to re-dispatch");
             self.running.lock().unwrap().remove(&attempt_id);
             return;
@@ -716,8 +751,9 @@ impl Agent {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) if is_transient(&status) && started.elapsed() < Duration::from_secs(30) => {
                     tracing::warn!(what, error = %status, "coordinator call failed; retrying");
-                    // On shutdown nothing is reported any more (see `run_try`).
-                    if !self.sleep(backoff.next()).await {
+                    // Killing on shutdown, nothing is reported any more (see `run_try`); a
+                    // draining agent still reports.
+                    if !self.sleep(backoff.next(), &self.killing).await {
                         return Err(status);
                     }
                 }

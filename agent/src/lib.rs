@@ -3,6 +3,7 @@
 //! process group, streams its output and reports the outcome. It knows nothing about DAGs.
 
 mod agent;
+mod drain;
 pub mod failover;
 mod logs;
 pub mod metrics;
@@ -10,7 +11,8 @@ pub mod queue;
 pub mod redis_queue;
 pub mod runner;
 
-pub use agent::{AgentConfig, CoordinatorClient, LocalCoordinator, run_agent};
+pub use agent::{AgentConfig, CoordinatorClient, LocalCoordinator, run_agent, run_agent_until};
+pub use drain::{DEFAULT_DRAIN_TIMEOUT, Stop};
 pub use failover::ClientTls;
 pub use metrics::AgentMetrics;
 pub use queue::{DispatchQueue, MemoryQueue};

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use goflow_core::Dispatch;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 #[async_trait]
 pub trait DispatchQueue: Send + Sync + 'static {
@@ -19,6 +20,15 @@ pub trait DispatchQueue: Send + Sync + 'static {
     /// Waits for the next dispatch from any of `queues` (`*`: every queue): highest priority
     /// first, then oldest.
     async fn pop(&self, queues: &[String]) -> anyhow::Result<Dispatch>;
+    /// Like `pop`, but None once `stop` is cancelled. A draining agent stops waiting this way
+    /// without losing a dispatch taken from the broker at the moment it gave up.
+    async fn pop_until(&self, queues: &[String], stop: &CancellationToken) -> anyhow::Result<Option<Dispatch>> {
+        // Right for a queue whose `pop` takes nothing until it returns (the in-process one).
+        tokio::select! {
+            popped = self.pop(queues) => popped.map(Some),
+            () = stop.cancelled() => Ok(None),
+        }
+    }
     /// Whether the queue's broker answers (readiness); an in-process queue always does.
     async fn ping(&self) -> anyhow::Result<()> {
         Ok(())

@@ -15,6 +15,7 @@ use goflow_core::Dispatch;
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::queue::{ANY_QUEUE, DispatchQueue};
 
@@ -158,30 +159,53 @@ impl DispatchQueue for RedisQueue {
 
     async fn pop(&self, queues: &[String]) -> anyhow::Result<Dispatch> {
         loop {
-            let keys = self.watched_keys(queues).await?;
-            if keys.is_empty() {
-                tokio::time::sleep(Duration::from_secs_f64(POP_WAIT_SECS)).await;
-                continue;
+            if let Some(dispatch) = self.pop_once(queues).await? {
+                return Ok(dispatch);
             }
-            let mut conn = self.pop_connection().await?;
-            let popped: Option<(String, String, f64)> = match redis::cmd("BZPOPMIN")
-                .arg(&keys)
-                .arg(POP_WAIT_SECS)
-                .query_async(&mut conn)
-                .await
-            {
-                Ok(popped) => popped,
-                Err(e) => {
-                    // Reconnect on the next pop.
-                    *self.popper.lock().await = None;
-                    return Err(anyhow::Error::new(e).context("Redis pop failed"));
-                }
-            };
-            let Some((key, member, _)) = popped else { continue };
-            let queue = key.strip_prefix("goflow:queue:").unwrap_or(&key);
-            match parse_member(queue, &member) {
-                Some(dispatch) => return Ok(dispatch),
-                None => tracing::warn!(%key, %member, "dropped a malformed dispatch from Redis"),
+        }
+    }
+
+    /// Never drops a BZPOPMIN in flight: one dropped while it waits would still take the next
+    /// dispatch on the server, for nobody. `stop` is looked at between rounds (2 s at most).
+    async fn pop_until(&self, queues: &[String], stop: &CancellationToken) -> anyhow::Result<Option<Dispatch>> {
+        while !stop.is_cancelled() {
+            if let Some(dispatch) = self.pop_once(queues).await? {
+                return Ok(Some(dispatch));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl RedisQueue {
+    /// One BZPOPMIN round: a dispatch, or None after `POP_WAIT_SECS` without one.
+    async fn pop_once(&self, queues: &[String]) -> anyhow::Result<Option<Dispatch>> {
+        let keys = self.watched_keys(queues).await?;
+        if keys.is_empty() {
+            tokio::time::sleep(Duration::from_secs_f64(POP_WAIT_SECS)).await;
+            return Ok(None);
+        }
+        let mut conn = self.pop_connection().await?;
+        let popped: Option<(String, String, f64)> = match redis::cmd("BZPOPMIN")
+            .arg(&keys)
+            .arg(POP_WAIT_SECS)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(popped) => popped,
+            Err(e) => {
+                // Reconnect on the next pop.
+                *self.popper.lock().await = None;
+                return Err(anyhow::Error::new(e).context("Redis pop failed"));
+            }
+        };
+        let Some((key, member, _)) = popped else { return Ok(None) };
+        let queue = key.strip_prefix("goflow:queue:").unwrap_or(&key);
+        match parse_member(queue, &member) {
+            Some(dispatch) => Ok(Some(dispatch)),
+            None => {
+                tracing::warn!(%key, %member, "dropped a malformed dispatch from Redis");
+                Ok(None)
             }
         }
     }

@@ -97,6 +97,8 @@ struct ServeArgs {
     /// Tries the embedded agent runs at once (the seed's Worker.Parallelism).
     #[arg(long)]
     slots: Option<usize>,
+    #[command(flatten)]
+    drain: DrainArgs,
     /// Loads the demo DAG and runs it for yesterday.
     #[arg(long)]
     demo: bool,
@@ -193,6 +195,24 @@ fn client_tls(settings: &Settings) -> anyhow::Result<goflow_agent::ClientTls> {
     goflow_agent::ClientTls::from_files(settings.ca.as_deref(), identity).map_err(anyhow::Error::msg)
 }
 
+/// Graceful stop of an agent (an embedded one too).
+#[derive(Args)]
+struct DrainArgs {
+    /// On SIGTERM or Ctrl-C, how long the running tries may finish (no new ones are taken)
+    /// before they are killed, e.g. 10m, 90s, 0s (also GOFLOW_DRAIN_TIMEOUT,
+    /// Worker.DrainTimeout; default 10m). A second signal kills them at once.
+    #[arg(long, value_name = "DURATION", value_parser = goflow_coordinator::config::parse_duration)]
+    drain_timeout: Option<Duration>,
+}
+
+impl DrainArgs {
+    fn apply(self, settings: &mut Settings) {
+        if let Some(timeout) = self.drain_timeout {
+            settings.drain_timeout = timeout;
+        }
+    }
+}
+
 #[derive(Args)]
 struct AgentArgs {
     #[command(flatten)]
@@ -207,6 +227,8 @@ struct AgentArgs {
     /// Tries run at once (the seed's Worker.Parallelism).
     #[arg(long)]
     slots: Option<usize>,
+    #[command(flatten)]
+    drain: DrainArgs,
     /// Queues (routing keys) to take work from, comma-separated; `*` for all (default: default).
     #[arg(long, value_delimiter = ',')]
     queues: Vec<String>,
@@ -340,21 +362,31 @@ fn init_logging(settings: &Settings, service: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cancels on the first Ctrl-C or SIGTERM; a second one exits at once.
-fn cancel_on_signal(shutdown: CancellationToken) {
+/// Ctrl-C or SIGTERM: the first drains (`stop.drain`); with tries to drain (`drains`), the
+/// second kills them (`stop.kill`) and a third exits at once; without, the second exits.
+fn stop_on_signals(stop: goflow_agent::Stop, drains: bool) {
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
-        for round in 0..2 {
+        for round in 0.. {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            if round == 0 {
-                tracing::info!("shutting down (a second signal exits at once)");
-                shutdown.cancel();
-            } else {
-                std::process::exit(130);
+            match (round, drains) {
+                (0, true) => {
+                    tracing::info!("shutting down: taking no new tries (a second signal kills the running ones)");
+                    stop.drain.cancel();
+                }
+                (0, false) => {
+                    tracing::info!("shutting down (a second signal exits at once)");
+                    stop.drain.cancel();
+                }
+                (1, true) => {
+                    tracing::warn!("second signal: killing the running tries (a third exits at once)");
+                    stop.kill.cancel();
+                }
+                _ => std::process::exit(130),
             }
         }
     });
@@ -401,6 +433,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     if args.auth {
         settings.auth = true;
     }
+    args.drain.apply(&mut settings);
     let tls = args.tls;
     for (flag, setting) in [
         (tls.tls_cert, &mut settings.tls_cert),
@@ -437,8 +470,17 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         (None, true) => {}
     }
     let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    let node = Node::start(&settings, shutdown.clone()).await?;
+    let agent_stop = goflow_agent::Stop::new();
+    let embedded_agent = Node::runs_embedded_agent(&settings);
+    stop_on_signals(agent_stop.clone(), embedded_agent);
+    if !embedded_agent {
+        // No tries here to drain: the first signal stops the coordinator.
+        let (drain, shutdown) = (agent_stop.drain.clone(), shutdown.clone());
+        tokio::spawn(async move { drain.cancelled().await; shutdown.cancel() });
+    }
+    // With an embedded agent, `shutdown` comes once it has drained: the coordinator serves
+    // (and records the tries' finishes) until then.
+    let node = Node::start(&settings, shutdown.clone(), agent_stop).await?;
     if args.demo {
         node.load_demo().await?;
     }
@@ -524,6 +566,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         settings.agent_queues = args.queues;
     }
     args.tls.apply(&mut settings);
+    args.drain.apply(&mut settings);
     init_logging(&settings, "goflow-agent")?;
     let broker = settings.broker.clone().context(
         "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
@@ -582,6 +625,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         secret: settings.agent_secret.clone(),
         tls: client_tls(&settings)?,
         metrics: Some(metrics),
+        drain_timeout: settings.drain_timeout,
         ..goflow_agent::AgentConfig::default()
     };
     tracing::info!(
@@ -590,8 +634,12 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         config.slots,
         config.queues.join(",")
     );
-    cancel_on_signal(shutdown.clone());
-    goflow_agent::run_agent(config, queue, shutdown).await
+    let stop = goflow_agent::Stop::new();
+    stop_on_signals(stop.clone(), true);
+    let result = goflow_agent::run_agent_until(config, queue, stop).await;
+    // The metrics listener stops with the agent.
+    shutdown.cancel();
+    result
 }
 
 async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
@@ -642,9 +690,9 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         ready,
         false,
     );
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    goflow_webui::serve_tls_with(coordinators, tls, listener, observability, shutdown).await
+    let stop = goflow_agent::Stop::new();
+    stop_on_signals(stop.clone(), false);
+    goflow_webui::serve_tls_with(coordinators, tls, listener, observability, stop.drain).await
 }
 
 /// `a:7070,http://b:7070` -> `["http://a:7070", "http://b:7070"]`.

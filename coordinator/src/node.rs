@@ -56,12 +56,22 @@ struct TermContext {
 }
 
 impl Node {
+    /// Whether these settings run an embedded agent: a coordinator with a broker serves remote
+    /// agents through Redis; otherwise one embedded agent takes work from an in-process queue.
+    pub fn runs_embedded_agent(settings: &Settings) -> bool {
+        !(settings.mode == "coordinator" && settings.broker.is_some())
+    }
+
     /// Opens the store, binds both listeners, starts serving, and starts campaigning.
-    pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    /// `agent_stop` drains (then kills) the embedded agent's tries; once it has stopped, it
+    /// cancels `shutdown`, so the coordinator records every finish before it stops.
+    pub async fn start(
+        settings: &Settings,
+        shutdown: CancellationToken,
+        agent_stop: goflow_agent::Stop,
+    ) -> anyhow::Result<Self> {
         let database = settings.database_url()?;
-        // A coordinator with a broker serves remote agents through Redis; otherwise one
-        // embedded agent takes work from an in-process queue.
-        let remote_agents = settings.mode == "coordinator" && settings.broker.is_some();
+        let remote_agents = !Self::runs_embedded_agent(settings);
         let (queue, local_queue): (Arc<dyn DispatchQueue>, Option<Arc<MemoryQueue>>) = match &settings.broker
         {
             Some(broker) if remote_agents => {
@@ -230,14 +240,16 @@ impl Node {
                 tls: own_tls.clone().unwrap_or_default(),
                 // Claims and finish reports skip gRPC; the rest still goes over `grpc_url`.
                 local: Some(Arc::new(InProcessAgents::new(router.clone()))),
+                drain_timeout: settings.drain_timeout,
                 ..AgentConfig::default()
             };
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = goflow_agent::run_agent(agent, queue, stop.clone()).await {
+                if let Err(e) = goflow_agent::run_agent_until(agent, queue, agent_stop).await {
                     tracing::error!("embedded agent stopped: {e:#}");
-                    stop.cancel();
                 }
+                // Drained (or failed): the coordinator's turn to stop.
+                stop.cancel();
             });
         }
         tracing::info!(

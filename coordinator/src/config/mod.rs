@@ -36,6 +36,9 @@ pub struct Settings {
     pub agent_secret: Option<String>,
     pub agent_slots: usize,
     pub agent_queues: Vec<String>,
+    /// How long an agent that is asked to stop lets its running tries finish before it kills
+    /// them (`--drain-timeout`, `Worker.DrainTimeout`, `GOFLOW_DRAIN_TIMEOUT`).
+    pub drain_timeout: Duration,
     /// How this process runs (`standalone`, `coordinator`), for logs and GetVersion.
     pub mode: &'static str,
     /// etcd for leader election; empty: the database lease.
@@ -79,6 +82,7 @@ impl Default for Settings {
             agent_secret: None,
             agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
             agent_queues: vec![],
+            drain_timeout: goflow_agent::DEFAULT_DRAIN_TIMEOUT,
             mode: "standalone",
             etcd_endpoints: vec![],
             etcd_key: "goflow/leader".into(),
@@ -136,6 +140,7 @@ enum Key {
     AlertOnRetry,
     UiUrl,
     AlertCheckInterval,
+    DrainTimeout,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -164,6 +169,7 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Worker.Queues", Key::Queues),
     ("Worker.Server", Key::Server),
     ("Worker.AgentId", Key::AgentId),
+    ("Worker.DrainTimeout", Key::DrainTimeout),
     ("Common.AgentSecret", Key::AgentSecret),
     ("Common.RedisUrl", Key::Broker),
     ("Common.EtcdEndpoints", Key::EtcdEndpoints),
@@ -215,6 +221,7 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_QUEUES", Key::Queues),
     ("GOFLOW_AGENT_ID", Key::AgentId),
     ("GOFLOW_AGENT_SECRET", Key::AgentSecret),
+    ("GOFLOW_DRAIN_TIMEOUT", Key::DrainTimeout),
     ("GOFLOW_ALERT_WEBHOOK", Key::AlertWebhook),
     ("GOFLOW_ALERT_ON_RETRY", Key::AlertOnRetry),
     ("GOFLOW_UI_URL", Key::UiUrl),
@@ -306,6 +313,7 @@ impl Settings {
                 }
             }
             Key::HeartbeatInterval => self.engine.heartbeat_interval = seconds(value, origin, 1)?,
+            Key::DrainTimeout => self.drain_timeout = duration(value, origin)?,
             Key::Retry => self.engine.default_retries = count(value, origin)?,
             Key::RetryDelay => self.engine.default_retry_delay = seconds(value, origin, 0)?,
             Key::TaskTimeout => {
@@ -527,6 +535,28 @@ fn seconds(value: &Value, origin: &str, min: i64) -> anyhow::Result<Duration> {
         bail!("{origin}: {n} seconds is too small (at least {min})");
     }
     Ok(Duration::from_secs(n as u64))
+}
+
+/// A duration as humantime text (`10m`, `90s`, `0s`) or a number of seconds.
+fn duration(value: &Value, origin: &str) -> anyhow::Result<Duration> {
+    match value {
+        Value::String(text) => parse_duration(text).map_err(|e| anyhow::anyhow!("{origin}: {e}")),
+        Value::Number(_) => seconds(value, origin, 0),
+        other => bail!(
+            "{origin}: expected a duration such as 10m or 90s, found {} ({other})",
+            kind(other)
+        ),
+    }
+}
+
+/// `10m`, `90s`, `1h 30m`, or a bare number of seconds (`--drain-timeout`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 10m or 90s ({e})"))
 }
 
 fn boolean(value: &Value, origin: &str) -> anyhow::Result<bool> {

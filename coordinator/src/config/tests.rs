@@ -273,3 +273,25 @@ fn auth_comes_from_the_file_and_the_environment() {
     let env = HashMap::from([("GOFLOW_AUTH".to_string(), "maybe".to_string())]);
     assert!(Settings::load(None, &env, Role::Coordinator).is_err());
 }
+
+#[test]
+fn the_drain_timeout_comes_from_the_file_and_the_environment() {
+    assert_eq!(
+        Settings::default().drain_timeout,
+        Duration::from_secs(600),
+        "ten minutes unless told"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "goflow.toml", "[Worker]\nDrainTimeout = \"90s\"\n");
+    let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+    assert_eq!(s.drain_timeout, Duration::from_secs(90));
+    let path = write(&dir, "goflow.json", r#"{"Worker": {"DrainTimeout": 30}}"#);
+    let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+    assert_eq!(s.drain_timeout, Duration::from_secs(30), "a number is seconds");
+    let env = HashMap::from([("GOFLOW_DRAIN_TIMEOUT".to_string(), "1h 5m".to_string())]);
+    let s = Settings::load(Some(&path), &env, Role::Agent).unwrap();
+    assert_eq!(s.drain_timeout, Duration::from_secs(3900), "the environment wins");
+    let bad = HashMap::from([("GOFLOW_DRAIN_TIMEOUT".to_string(), "soon".to_string())]);
+    let err = Settings::load(None, &bad, Role::Agent).unwrap_err().to_string();
+    assert!(err.contains("GOFLOW_DRAIN_TIMEOUT") && err.contains("soon"), "{err}");
+}
