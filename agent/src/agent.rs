@@ -177,7 +177,11 @@ pub async fn run_agent(
 /// `config.drain_timeout`, and returns once none runs. `stop.kill`, or the deadline, kills
 /// those still running: their process groups are stopped and they are not reported, so the
 /// coordinator dispatches them again once this agent is gone.
-pub async fn run_agent_until(config: AgentConfig, queue: Arc<dyn DispatchQueue>, stop: Stop) -> anyhow::Result<()> {
+pub async fn run_agent_until(
+    config: AgentConfig,
+    queue: Arc<dyn DispatchQueue>,
+    stop: Stop,
+) -> anyhow::Result<()> {
     anyhow::ensure!(config.slots > 0, "the agent needs at least one slot");
     let mut config = config;
     if config.queues.is_empty() {

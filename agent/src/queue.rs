@@ -22,7 +22,11 @@ pub trait DispatchQueue: Send + Sync + 'static {
     async fn pop(&self, queues: &[String]) -> anyhow::Result<Dispatch>;
     /// Like `pop`, but None once `stop` is cancelled. A draining agent stops waiting this way
     /// without losing a dispatch taken from the broker at the moment it gave up.
-    async fn pop_until(&self, queues: &[String], stop: &CancellationToken) -> anyhow::Result<Option<Dispatch>> {
+    async fn pop_until(
+        &self,
+        queues: &[String],
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<Dispatch>> {
         // Right for a queue whose `pop` takes nothing until it returns (the in-process one).
         tokio::select! {
             popped = self.pop(queues) => popped.map(Some),

@@ -167,7 +167,11 @@ impl DispatchQueue for RedisQueue {
 
     /// Never drops a BZPOPMIN in flight: one dropped while it waits would still take the next
     /// dispatch on the server, for nobody. `stop` is looked at between rounds (2 s at most).
-    async fn pop_until(&self, queues: &[String], stop: &CancellationToken) -> anyhow::Result<Option<Dispatch>> {
+    async fn pop_until(
+        &self,
+        queues: &[String],
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<Dispatch>> {
         while !stop.is_cancelled() {
             if let Some(dispatch) = self.pop_once(queues).await? {
                 return Ok(Some(dispatch));
@@ -199,7 +203,9 @@ impl RedisQueue {
                 return Err(anyhow::Error::new(e).context("Redis pop failed"));
             }
         };
-        let Some((key, member, _)) = popped else { return Ok(None) };
+        let Some((key, member, _)) = popped else {
+            return Ok(None);
+        };
         let queue = key.strip_prefix("goflow:queue:").unwrap_or(&key);
         match parse_member(queue, &member) {
             Some(dispatch) => Ok(Some(dispatch)),

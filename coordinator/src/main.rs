@@ -375,7 +375,9 @@ fn stop_on_signals(stop: goflow_agent::Stop, drains: bool) {
             }
             match (round, drains) {
                 (0, true) => {
-                    tracing::info!("shutting down: taking no new tries (a second signal kills the running ones)");
+                    tracing::info!(
+                        "shutting down: taking no new tries (a second signal kills the running ones)"
+                    );
                     stop.drain.cancel();
                 }
                 (0, false) => {
@@ -476,7 +478,10 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     if !embedded_agent {
         // No tries here to drain: the first signal stops the coordinator.
         let (drain, shutdown) = (agent_stop.drain.clone(), shutdown.clone());
-        tokio::spawn(async move { drain.cancelled().await; shutdown.cancel() });
+        tokio::spawn(async move {
+            drain.cancelled().await;
+            shutdown.cancel()
+        });
     }
     // With an embedded agent, `shutdown` comes once it has drained: the coordinator serves
     // (and records the tries' finishes) until then.

@@ -10,6 +10,8 @@ mod alerts;
 mod auth;
 #[path = "e2e/cluster.rs"]
 mod cluster;
+#[path = "e2e/drain.rs"]
+mod drain;
 #[path = "e2e/grpc_api.rs"]
 mod grpc_api;
 #[path = "e2e/ha.rs"]

@@ -293,5 +293,8 @@ fn the_drain_timeout_comes_from_the_file_and_the_environment() {
     assert_eq!(s.drain_timeout, Duration::from_secs(3900), "the environment wins");
     let bad = HashMap::from([("GOFLOW_DRAIN_TIMEOUT".to_string(), "soon".to_string())]);
     let err = Settings::load(None, &bad, Role::Agent).unwrap_err().to_string();
-    assert!(err.contains("GOFLOW_DRAIN_TIMEOUT") && err.contains("soon"), "{err}");
+    assert!(
+        err.contains("GOFLOW_DRAIN_TIMEOUT") && err.contains("soon"),
+        "{err}"
+    );
 }
