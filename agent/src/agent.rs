@@ -145,6 +145,12 @@ pub(crate) struct Agent {
     /// Tries stopped because the coordinator could not be reached: not reported, since the
     /// coordinator gives them to another agent.
     abandoned: Mutex<std::collections::HashSet<String>>,
+    /// (instance, try) of the claims sent and not answered yet, listed in heartbeats: a grant
+    /// the coordinator made to one of them is not lost while we wait for its answer.
+    claiming: Mutex<std::collections::HashSet<(i64, i64)>>,
+    /// Grants left unstarted because their answer came too late, until a heartbeat has told
+    /// the coordinator (which dispatches them again without counting them lost).
+    unstarted: Mutex<Vec<String>>,
     slots: Arc<Semaphore>,
     /// Running tries by attempt id, with the token that kills each.
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -223,6 +229,8 @@ pub async fn run_agent_until(
         heartbeat_interval_ms: AtomicU64::new(config.heartbeat_interval.as_millis() as u64),
         worker_timeout_ms: AtomicU64::new(0),
         abandoned: Mutex::new(Default::default()),
+        claiming: Mutex::new(Default::default()),
+        unstarted: Mutex::new(vec![]),
         slots: Arc::new(Semaphore::new(config.slots)),
         running: Mutex::new(HashMap::new()),
         draining: CancellationToken::new(),
@@ -367,10 +375,23 @@ impl Agent {
             if !self.sleep(self.heartbeat_interval(), &self.exiting).await {
                 return;
             }
+            let unstarted = self.unstarted.lock().unwrap().clone();
             let request = HeartbeatRequest {
                 agent_id: self.agent_id(),
                 running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
                 free_slots: i32::try_from(self.slots.available_permits()).unwrap_or(i32::MAX),
+                unstarted_attempts: unstarted.clone(),
+                claiming: self
+                    .claiming
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|&(instance_id, try_number)| goflow_proto::ClaimInFlight {
+                        instance_id,
+                        try_number: try_number as i32,
+                    })
+                    .collect(),
+                draining: self.draining.is_cancelled(),
             };
             // A coordinator that stopped answering (paused, partitioned) must count as silent,
             // not leave this call hanging.
@@ -400,6 +421,10 @@ impl Agent {
                 }
             };
             last_answer = Instant::now();
+            self.unstarted
+                .lock()
+                .unwrap()
+                .retain(|attempt_id| !unstarted.contains(attempt_id));
             for attempt_id in &response.kill_attempts {
                 self.kill(attempt_id, "heartbeat");
             }
@@ -580,6 +605,8 @@ impl Agent {
             }),
         };
         let asked = Instant::now();
+        let in_flight = (dispatch.instance_id, dispatch.try_number);
+        self.claiming.lock().unwrap().insert(in_flight);
         let response = self
             .retry("ReportStart", || self.report_start(request.clone()))
             .await;
@@ -587,17 +614,19 @@ impl Agent {
             goflow_telemetry::set_parent(&claim_span, &claim.traceparent);
             claim_span.record("goflow.granted", claim.granted);
         }
-        match response {
+        let outcome = match response {
             Ok(claim) if claim.granted && asked.elapsed() > self.late_claim() => {
                 // A coordinator paused after it granted (SIGSTOP, a frozen VM) can deliver the
                 // grant after a new leader declared the try lost, since this agent's heartbeats
                 // did not list it, and dispatched it again: starting it now would make two live
-                // runs. Left unstarted, the try is lost once and dispatched again.
+                // runs. Left unstarted, and said so in the next heartbeat: the coordinator
+                // dispatches it again without counting it lost.
                 tracing::warn!(
                     attempt_id = %claim.attempt_id,
                     waited = ?asked.elapsed(),
                     "the claim was answered too late to start the try safely; left for the coordinator to dispatch again"
                 );
+                self.unstarted.lock().unwrap().push(claim.attempt_id);
                 None
             }
             Ok(claim) if claim.granted => {
@@ -640,7 +669,11 @@ impl Agent {
                 );
                 None
             }
-        }
+        };
+        // Only now: a late grant is in `unstarted` before it leaves the claims in flight, so
+        // no heartbeat misses it.
+        self.claiming.lock().unwrap().remove(&in_flight);
+        outcome
     }
 
     /// Runs one granted try: output to `StreamLogs`, then `ReportFinish`.

@@ -332,11 +332,25 @@ async fn a_grant_that_comes_too_late_is_not_started() {
     let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
     fake.wait_for("the claim", |s| (s.starts == 1).then_some(()))
         .await;
-    // The answer comes after 6 s; the heartbeats after it show whether the try runs.
+    // While the answer is awaited, heartbeats name the claim, so the coordinator does not count
+    // its try lost.
+    fake.wait_for("a heartbeat naming the claim in flight", |s| {
+        s.heartbeats
+            .iter()
+            .any(|h| h.claiming.iter().any(|c| c.instance_id == 1 && c.try_number == 1))
+            .then_some(())
+    })
+    .await;
+    // The answer comes after 6 s; the heartbeats after it show whether the try runs, and name
+    // it unstarted, so the coordinator dispatches it again without counting it lost.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let heartbeats_after = fake.with(|s| s.heartbeats.len());
-    fake.wait_for("a heartbeat after the answer", |s| {
-        (s.heartbeats.len() > heartbeats_after).then_some(())
+    let told = fake
+        .wait_for("a heartbeat naming the unstarted grant", |s| {
+            s.heartbeats.iter().position(|h| h.unstarted_attempts == ["a1"])
+        })
+        .await;
+    fake.wait_for("a heartbeat after that one", |s| {
+        (s.heartbeats.len() > told + 1).then_some(())
     })
     .await;
     fake.with(|s| {
@@ -345,6 +359,12 @@ async fn a_grant_that_comes_too_late_is_not_started() {
             "it ran"
         );
         assert!(s.finishes.is_empty(), "it ran");
+        let last = s.heartbeats.last().unwrap();
+        assert!(
+            last.unstarted_attempts.is_empty() && last.claiming.is_empty(),
+            "told once, then forgotten: {last:?}"
+        );
+        assert!(!last.draining);
     });
     assert!(!marker.exists(), "the command ran");
     stop(agent, shutdown, server, stop_server).await;

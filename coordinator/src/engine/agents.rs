@@ -46,6 +46,17 @@ pub struct Registered {
     pub worker_timeout: Duration,
 }
 
+/// What an agent's heartbeat says beyond the tries it runs.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatExtras {
+    /// Grants the agent left unstarted (their answer came too late to start them safely).
+    pub unstarted_attempts: Vec<String>,
+    /// (instance, try) of the claims the agent has sent and not had answered yet.
+    pub claiming: Vec<(i64, i64)>,
+    /// The agent takes no new work and lets its running tries finish.
+    pub draining: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct HeartbeatAnswer {
     /// Tries the agent must stop: killed, superseded, or not its own.
@@ -272,6 +283,19 @@ impl Engine {
     /// was lost) are closed as lost and dispatched again, so no instance stays `running`
     /// forever; only then is there a write.
     pub async fn heartbeat(&self, agent_id: &str, running_attempts: &[String]) -> Result<HeartbeatAnswer> {
+        self.heartbeat_with(agent_id, running_attempts, &HeartbeatExtras::default())
+            .await
+    }
+
+    /// [`Engine::heartbeat`], and tries granted to the agent that it never started (the
+    /// claim's answer came too late, or has not come) are dispatched again without counting
+    /// as lost: the try did not run, so it spends neither a retry nor RetryQueueTimes.
+    pub async fn heartbeat_with(
+        &self,
+        agent_id: &str,
+        running_attempts: &[String],
+        extras: &HeartbeatExtras,
+    ) -> Result<HeartbeatAnswer> {
         let known = self.liveness.touch(agent_id);
         let now = now_ms();
         // One query, whatever the number of tries: what the store has running on this agent.
@@ -297,16 +321,34 @@ impl Engine {
             .max(Duration::from_secs(10))
             .as_millis() as i64;
         let listed: HashSet<&String> = running_attempts.iter().collect();
-        let lost: Vec<&store::AttemptRow> = stored
-            .iter()
-            .filter(|a| !listed.contains(&a.id) && a.started_at < now - grace)
-            .collect();
-        if !lost.is_empty() {
+        let declined: HashSet<&String> = extras.unstarted_attempts.iter().collect();
+        let claiming: HashSet<(i64, i64)> = extras.claiming.iter().copied().collect();
+        let mut unstarted = vec![];
+        let mut lost = vec![];
+        for attempt in stored.iter().filter(|a| !listed.contains(&a.id)) {
+            let past_grace = attempt.started_at < now - grace;
+            if declined.contains(&attempt.id) {
+                unstarted.push(attempt);
+            } else if past_grace && claiming.contains(&(attempt.instance_id, attempt.try_number)) {
+                // The agent still waits for the answer, and past the grace it will not start
+                // the try when the answer comes (its late-claim limit is half the grace).
+                unstarted.push(attempt);
+            } else if past_grace {
+                lost.push(attempt);
+            }
+        }
+        if !lost.is_empty() || !unstarted.is_empty() {
             let mut tx = self.store.begin().await?;
             let mut dispatches = vec![];
             for attempt in &lost {
                 let why = format!("agent {agent_id} no longer runs it; its report was lost");
                 dispatches.extend(self.recover_lost_try(&mut tx, attempt, &why, now).await?);
+            }
+            for attempt in &unstarted {
+                dispatches.extend(
+                    self.recover_unstarted_try(&mut tx, attempt, agent_id, now)
+                        .await?,
+                );
             }
             tx.commit().await?;
             self.push(dispatches).await;
@@ -387,6 +429,43 @@ impl Engine {
             self.record_lost_alert(db, &row, to, &message, now).await?;
             Ok(None)
         }
+    }
+
+    /// Closes a granted try its agent never started (the claim's answer came too late) and
+    /// queues a new one, whatever the instance's lost tries: the command did not run, so this
+    /// spends neither a retry nor RetryQueueTimes.
+    async fn recover_unstarted_try(
+        &self,
+        db: &mut impl Db,
+        attempt: &store::AttemptRow,
+        agent_id: &str,
+        now: i64,
+    ) -> Result<Option<Dispatch>> {
+        let why = format!("not started: the claim's answer reached agent {agent_id} too late");
+        if store::finish_attempt(db, &attempt.id, "lost", None, &why, now).await? {
+            let lost = crate::metrics::OutcomeLabel {
+                outcome: "lost".into(),
+            };
+            self.metrics.tries_finished.get_or_create(&lost).inc();
+        }
+        let Some(row) = store::instance_by_id(db, attempt.instance_id).await? else {
+            return Ok(None);
+        };
+        if row.state != InstanceState::Running || row.try_number != attempt.try_number {
+            return Ok(None);
+        }
+        let to = transition(InstanceState::Running, Event::AgentLost { requeue: true })
+            .expect("running may be lost");
+        debug_assert_eq!(to, InstanceState::Queued);
+        let message = format!("try {} {why}; dispatched again", attempt.try_number);
+        let try_number =
+            store::requeue_unstarted(db, row.id, row.try_number, self.epoch, now, &message).await?;
+        tracing::warn!(
+            "{}: try {} {why}; dispatched again",
+            row.key(),
+            attempt.try_number
+        );
+        Ok(try_number.map(|t| self.dispatch_of(&row, t)))
     }
 
     pub fn watch_commands(&self, agent_id: &str) -> mpsc::Receiver<AgentCommand> {

@@ -39,8 +39,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::store::{InstanceRow, Store, StoredTask};
 
 pub use agents::{
-    AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer, Registered,
-    TryReport,
+    AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer,
+    HeartbeatExtras, Registered, TryReport,
 };
 pub use definitions::ApplyOutcome;
 pub use tasks::{FieldChange, RunPreview, spec_changes};

@@ -574,3 +574,103 @@ async fn a_failing_write_fails_alone() {
     );
     assert_eq!(h.state("up2", "20260105").await, Some(InstanceState::Success));
 }
+
+/// An engine on `h`'s store whose RetryQueueTimes is 0: a try counted lost fails its instance.
+async fn without_queue_retries(h: &Harness) -> Arc<Engine> {
+    let epoch = h.engine.store().next_epoch().await.unwrap();
+    let settings = EngineSettings {
+        retry_queue_times: 0,
+        ..EngineSettings::default()
+    };
+    Engine::new(
+        h.engine.store().clone(),
+        h.queue.clone(),
+        settings,
+        "standalone",
+        epoch,
+        Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Makes every try look claimed a minute ago, past the grace a heartbeat gives new claims.
+async fn age_claims(engine: &Engine) {
+    let mut tx = engine.store().begin().await.unwrap();
+    sqlx::query("UPDATE attempts SET started_at = started_at - 60000")
+        .execute(store::Db::conn(&mut tx))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A grant whose answer reached its agent too late (so it never started the try) is dispatched
+/// again without spending RetryQueueTimes, whether the agent says so after the answer or is
+/// still waiting for it; a try the agent simply no longer lists is still counted lost.
+#[tokio::test]
+async fn a_grant_answered_too_late_is_dispatched_again_without_counting_it_lost() {
+    let h = harness("tasks:\n  - id: slow\n    command: \"true\"\n    retries: 0\n").await;
+    h.register().await;
+    let engine = without_queue_retries(&h).await;
+    engine
+        .run(&plan("slow", "20260105", false), &Caller::system())
+        .await
+        .unwrap();
+    let row = |engine: Arc<Engine>| async move {
+        let mut conn = engine.store().read().await.unwrap();
+        store::instance_by_key(&mut conn, &InstanceKey::new("slow", day("20260105")))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // The agent heard of the grant too late and says so.
+    let first = h.queue.take().remove(0);
+    let ClaimOutcome::Granted(claimed) = engine.claim(&first, "agent-1").await.unwrap() else {
+        panic!("refused")
+    };
+    let said = HeartbeatExtras {
+        unstarted_attempts: vec![claimed.attempt_id.clone()],
+        ..Default::default()
+    };
+    engine.heartbeat_with("agent-1", &[], &said).await.unwrap();
+    let r = row(engine.clone()).await;
+    assert_eq!(
+        (r.state, r.try_number, r.lost_tries),
+        (InstanceState::Queued, 2, 0)
+    );
+    let second = h.queue.take().remove(0);
+    assert_eq!(second.try_number, 2);
+    let mut conn = engine.store().read().await.unwrap();
+    let attempt = store::attempt(&mut conn, &claimed.attempt_id)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    assert_eq!(attempt.state, "lost");
+    assert!(attempt.message.contains("too late"), "{}", attempt.message);
+
+    // The agent still waits for the answer past the grace: it will not start the try.
+    engine.claim(&second, "agent-1").await.unwrap();
+    age_claims(&engine).await;
+    let waiting = HeartbeatExtras {
+        claiming: vec![(second.instance_id, second.try_number)],
+        ..Default::default()
+    };
+    engine.heartbeat_with("agent-1", &[], &waiting).await.unwrap();
+    let r = row(engine.clone()).await;
+    assert_eq!(
+        (r.state, r.try_number, r.lost_tries),
+        (InstanceState::Queued, 3, 0)
+    );
+
+    // A try the agent neither runs nor waits for is lost, and counted: with no queue retries
+    // left, the instance fails.
+    let third = h.queue.take().remove(0);
+    engine.claim(&third, "agent-1").await.unwrap();
+    age_claims(&engine).await;
+    engine.heartbeat("agent-1", &[]).await.unwrap();
+    let r = row(engine.clone()).await;
+    assert_eq!(r.state, InstanceState::Failed, "{r:?}");
+    assert!(h.queue.take().is_empty());
+}

@@ -8,7 +8,9 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
-use crate::engine::{AgentCommand, AgentRegistration, ClaimOutcome, FinishOutcome, TryReport};
+use crate::engine::{
+    AgentCommand, AgentRegistration, ClaimOutcome, FinishOutcome, HeartbeatExtras, TryReport,
+};
 
 #[tonic::async_trait]
 impl AgentService for Api {
@@ -34,9 +36,18 @@ impl AgentService for Api {
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
         let req = request.into_inner();
+        let extras = HeartbeatExtras {
+            unstarted_attempts: req.unstarted_attempts,
+            claiming: req
+                .claiming
+                .iter()
+                .map(|c| (c.instance_id, c.try_number as i64))
+                .collect(),
+            draining: req.draining,
+        };
         let answer = self
             .engine
-            .heartbeat(&req.agent_id, &req.running_attempts)
+            .heartbeat_with(&req.agent_id, &req.running_attempts, &extras)
             .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             kill_attempts: answer.kill_attempts,

@@ -542,6 +542,28 @@ pub async fn requeue_lost(
     .await
 }
 
+/// running -> queued for a try that was granted but never started (its agent heard of the grant
+/// too late): a new try, without counting a lost one.
+pub async fn requeue_unstarted(
+    db: &mut impl Db,
+    id: i64,
+    try_number: i64,
+    epoch: i64,
+    now: i64,
+    message: &str,
+) -> anyhow::Result<Option<i64>> {
+    update_returning_try(
+        db,
+        "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
+                dispatch_epoch = ?, queued_at = ?, started_at = NULL,
+                finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?
+         WHERE id = ? AND state = 'running' AND try_number = ?",
+        id,
+        |q| q.bind(epoch).bind(now).bind(message).bind(id).bind(try_number),
+    )
+    .await
+}
+
 /// Re-stamps queued instances with the current epoch (after a restart) and returns them.
 pub async fn restamp_queued(db: &mut impl Db, epoch: i64) -> anyhow::Result<Vec<InstanceRow>> {
     let d = db.dialect();
