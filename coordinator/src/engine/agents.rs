@@ -105,6 +105,8 @@ pub enum FinishOutcome {
 struct Seen {
     at: Instant,
     wall_ms: i64,
+    /// What its last heartbeat said (recorded in the store when it changes).
+    draining: bool,
 }
 
 /// Which agents are alive, on the monotonic clock.
@@ -129,6 +131,7 @@ impl Liveness {
                     Seen {
                         at: now,
                         wall_ms: a.last_heartbeat_at,
+                        draining: a.draining != 0,
                     },
                 )
             })
@@ -156,8 +159,20 @@ impl Liveness {
             Seen {
                 at: Instant::now(),
                 wall_ms: now_ms(),
+                draining: false,
             },
         );
+    }
+
+    /// Notes whether a known agent drains; true if that changed.
+    fn set_draining(&self, agent: &str, draining: bool) -> bool {
+        match self.agents.lock().unwrap().get_mut(agent) {
+            Some(seen) if seen.draining != draining => {
+                seen.draining = draining;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Agents silent for longer than `timeout`, removed from the living. `period` is how often
@@ -257,6 +272,7 @@ impl Engine {
                 registered_at: now,
                 last_heartbeat_at: now,
                 state: "alive".into(),
+                draining: 0,
             },
         )
         .await?;
@@ -315,6 +331,18 @@ impl Engine {
                 kill_attempts,
                 reregister: true,
             });
+        }
+        // Rare (an agent stopping): the one heartbeat that says so writes it, for listings.
+        if self.liveness.set_draining(agent_id, extras.draining) {
+            if extras.draining {
+                tracing::info!(
+                    "agent {agent_id} is draining: it takes no new work and lets its {} running tries finish",
+                    running_attempts.len()
+                );
+            }
+            let mut tx = self.store.begin().await?;
+            store::set_agent_draining(&mut tx, agent_id, extras.draining).await?;
+            tx.commit().await?;
         }
         // A try claimed moments ago may not be in the agent's list yet: give it time.
         let grace = (self.settings.heartbeat_interval * 3)
@@ -666,6 +694,7 @@ mod tests {
                 Seen {
                     at: now - ago,
                     wall_ms: 0,
+                    draining: false,
                 },
             )])),
             last_sweep: Mutex::new(now - last_sweep_ago),

@@ -304,6 +304,7 @@ impl ControlService for Api {
                     slots: a.slots as i32,
                     registered_at: a.registered_at,
                     last_heartbeat_at: a.last_heartbeat_at,
+                    draining: a.draining != 0 && a.state == "alive",
                     state: a.state,
                     version: a.version,
                 })

@@ -13,13 +13,15 @@ pub struct AgentRow {
     pub registered_at: i64,
     pub last_heartbeat_at: i64,
     pub state: String,
+    /// 1 while the agent drains (stops taking work, lets its tries finish); 0 on registration.
+    pub draining: i64,
 }
 
 pub async fn upsert_agent(db: &mut impl Db, row: &AgentRow) -> anyhow::Result<()> {
     let d = db.dialect();
     let sql = d.upsert(
-        "agents (id, host, slots, queues, version, registered_at, last_heartbeat_at, state)",
-        "(?, ?, ?, ?, ?, ?, ?, 'alive')",
+        "agents (id, host, slots, queues, version, registered_at, last_heartbeat_at, state, draining)",
+        "(?, ?, ?, ?, ?, ?, ?, 'alive', 0)",
         "id",
         &[
             "host",
@@ -29,6 +31,7 @@ pub async fn upsert_agent(db: &mut impl Db, row: &AgentRow) -> anyhow::Result<()
             "registered_at",
             "last_heartbeat_at",
             "state",
+            "draining",
         ],
     );
     sqlx::query(d.sql(&sql))
@@ -63,10 +66,21 @@ pub async fn record_heartbeats(db: &mut impl Db, seen: &[(String, i64)]) -> anyh
 pub async fn list_agents(db: &mut impl Db) -> anyhow::Result<Vec<AgentRow>> {
     let d = db.dialect();
     Ok(sqlx::query_as(d.sql(
-        "SELECT id, host, slots, queues, version, registered_at, last_heartbeat_at, state FROM agents ORDER BY id",
+        "SELECT id, host, slots, queues, version, registered_at, last_heartbeat_at, state, draining FROM agents ORDER BY id",
     ))
     .fetch_all(db.conn())
     .await?)
+}
+
+/// Records that an alive agent drains (or no longer does), for listings.
+pub async fn set_agent_draining(db: &mut impl Db, agent: &str, draining: bool) -> anyhow::Result<()> {
+    let d = db.dialect();
+    sqlx::query(d.sql("UPDATE agents SET draining = ? WHERE id = ? AND state = 'alive'"))
+        .bind(i64::from(draining))
+        .bind(agent)
+        .execute(db.conn())
+        .await?;
+    Ok(())
 }
 
 /// alive -> dead for one agent; false if it was not alive.

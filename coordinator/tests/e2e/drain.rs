@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::sandbox::{Agent, Launch, Redis, Sandbox, is_alive};
+use crate::sandbox::{Agent, Launch, Redis, Sandbox, is_alive, parse_array};
 
 const SECRET: &str = "e2e-drain-secret-0123456789";
 /// Generous: short shell commands on a loaded 2-core machine.
@@ -132,6 +132,14 @@ tasks:
             .contains("draining 1 running tries (up to 5m); send SIGTERM again to kill them")
             .then_some(())
     });
+    // Listed as draining (from its next heartbeat).
+    wait_for(SETTLE, "goflowctl agents to show a1 draining", logs, || {
+        let agents = parse_array(&sb.ctl_ok(&["agents", "-o", "json"]));
+        agents
+            .iter()
+            .any(|a| a["id"] == "a1" && a["state"] == "alive" && a["draining"] == true)
+            .then_some(())
+    });
     // Queued while a1 drains: a1 must not take it.
     sb.ctl_ok(&["run", "-j", "later_t", "-d", day]);
 
@@ -186,8 +194,9 @@ tasks:
     assert_all_final(&sb, day);
 }
 
-/// A second SIGTERM kills the drained tries' process groups and the agent exits; the
-/// coordinator runs the try again elsewhere, as after any agent that went away.
+/// While an agent drains, `goflowctl kill` still kills one of its tries; a second SIGTERM kills
+/// the others' process groups and the agent exits; the coordinator runs those again elsewhere,
+/// as after any agent that went away.
 #[test]
 fn a_second_sigterm_kills_the_running_tries() {
     let (sb, redis) = cluster();
@@ -200,11 +209,20 @@ tasks:
   - id: stuck_t
     command: "if [ {{{{try_number}}}} = 1 ]; then echo $$ > {}; echo stuck; sleep 300; fi; echo ran-{{{{try_number}}}}"
     retries: 0
+  - id: doomed_t
+    command: "echo doomed; sleep 300"
+    retries: 0
 "#,
         pid_file.display()
     ));
     let day = "20260402";
     sb.ctl_ok(&["run", "-j", "stuck_t", "-d", day]);
+    sb.ctl_ok(&["run", "-j", "doomed_t", "-d", day]);
+    wait_for(SETTLE, "doomed_t to start", logs, || {
+        sb.ctl_ok(&["logs", "-j", "doomed_t", "-d", day])
+            .contains("doomed")
+            .then_some(())
+    });
     let pid = wait_for(SETTLE, "try 1 to start", logs, || {
         let log = sb.ctl_ok(&["logs", "-j", "stuck_t", "-d", day, "--try", "1"]);
         if log.contains("stuck") {
@@ -216,7 +234,11 @@ tasks:
     let agent_pid = a1.pid().expect("a1 runs");
     sigterm(agent_pid);
     wait_for(SETTLE, "a1 to announce its drain", logs, || {
-        a1.log().contains("draining 1 running tries").then_some(())
+        a1.log().contains("draining 2 running tries").then_some(())
+    });
+    sb.ctl_ok(&["kill", "-j", "doomed_t", "-d", day]);
+    sb.wait_status(day, SETTLE, "doomed_t to be killed while a1 drains", |rows| {
+        row(rows, "doomed_t").is_some_and(|r| r["state"] == "killed")
     });
     assert!(is_alive(pid), "the first SIGTERM leaves the try running");
     assert!(a1.try_exit().is_none(), "a1 waits for its try\n{}", logs());
@@ -233,6 +255,9 @@ tasks:
     let rows = sb.wait_status(day, SETTLE, "stuck_t to run again on a2", |rows| {
         row(rows, "stuck_t").is_some_and(|r| r["state"] == "success")
     });
+    let doomed = row(&rows, "doomed_t").unwrap();
+    assert_eq!(doomed["state"], "killed", "not run again: {doomed:#}");
+    assert_eq!(doomed["try_number"], 1, "{doomed:#}");
     let r = row(&rows, "stuck_t").unwrap();
     assert_eq!(r["try_number"], 2, "{r:#}\n{}", logs());
     assert_eq!(r["agent"], "a2", "{r:#}");

@@ -51,7 +51,11 @@ pub fn render_table(agents: &[Agent], now_ms: i64) -> String {
             vec![
                 a.id.clone(),
                 a.host.clone(),
-                a.state.clone(),
+                if a.draining {
+                    format!("{} (draining)", a.state)
+                } else {
+                    a.state.clone()
+                },
                 a.slots.to_string(),
                 a.running.to_string(),
                 a.queues.join(", "),
@@ -78,6 +82,7 @@ pub fn to_json(a: &Agent) -> Value {
         "id": a.id,
         "host": a.host,
         "state": a.state,
+        "draining": a.draining,
         "slots": a.slots,
         "running": a.running,
         "queues": a.queues,
@@ -127,5 +132,14 @@ mod tests {
         assert_eq!(v["queues"], json!(["default", "gpu"]));
         assert_eq!(v["registered_at"], Value::Null);
         assert_eq!(v["last_heartbeat_at"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(v["draining"], false);
+
+        let draining = Agent {
+            draining: true,
+            ..agent
+        };
+        let text = render_table(std::slice::from_ref(&draining), 1_767_225_603_000);
+        assert!(text.contains(" alive (draining) "), "{text}");
+        assert_eq!(to_json(&draining)["draining"], true);
     }
 }
