@@ -710,3 +710,6 @@ mod in_process {
         server.await.unwrap();
     }
 }
+
+#[path = "drain_tests.rs"]
+mod drain;
