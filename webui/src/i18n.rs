@@ -142,6 +142,7 @@ pub struct Texts {
     pub agents_health: &'static str,
     pub alive: &'static str,
     pub dead: &'static str,
+    pub draining: &'static str,
     // instance
     pub agent: &'static str,
     pub queue: &'static str,
@@ -322,6 +323,7 @@ pub static EN: Texts = Texts {
     agents_health: "Agents",
     alive: "alive",
     dead: "dead",
+    draining: "draining: finishing its tries, taking no new ones",
     agent: "agent",
     queue: "queue",
     priority: "priority",
@@ -492,6 +494,7 @@ pub static ZH: Texts = Texts {
     agents_health: "执行器",
     alive: "在线",
     dead: "失联",
+    draining: "停止中：运行完当前任务，不再接新任务",
     agent: "执行器",
     queue: "队列",
     priority: "优先级",

@@ -160,6 +160,7 @@ pub fn sample() -> Fake {
                 last_heartbeat_at: t0,
                 state: "alive".into(),
                 version: "0.1.0".into(),
+                draining: true,
                 ..Default::default()
             },
             Agent {

@@ -22,6 +22,8 @@ struct AgentRow {
     host: String,
     queues: String,
     alive: bool,
+    /// Stopping: finishes its tries, takes no new ones.
+    draining: bool,
     slots: String,
     heartbeat_age: String,
     heartbeat: String,
@@ -64,6 +66,7 @@ pub async fn page(app: AppState, ctx: Ctx) -> Result<AgentsPage, WebError> {
                 })
                 .collect(),
             alive: a.state == "alive",
+            draining: a.draining,
             slots: format!("{} / {}", a.running, a.slots),
             heartbeat_age: view::age(a.last_heartbeat_at, now),
             heartbeat: view::time(a.last_heartbeat_at),
@@ -92,5 +95,8 @@ mod tests {
         assert!(dead < alive, "the dead agent is listed first");
         assert!(body.contains(">1 / 4<") && body.contains("default, io"));
         assert!(body.contains(r#"<a href="/instances/transform/20260110">transform@20260110</a>"#));
+        // agent-1 drains, agent-2 does not.
+        assert_eq!(body.matches("draining: finishing its tries").count(), 1, "{body}");
+        assert!(body.find("draining: finishing").unwrap() > alive);
     }
 }
