@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::drain::Stop;
 use crate::failover::{ClientTls, Failover, Options, ServedBy};
 use crate::logs::forward_logs;
+use crate::plumbing::{Backoff, host_name};
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
 
@@ -816,49 +817,4 @@ fn is_transient(status: &Status) -> bool {
             | Code::Aborted
             | Code::Internal
     )
-}
-
-/// Doubling delays between `first` and `max`.
-struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(self.max);
-        now
-    }
-
-    fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
-
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length, and gethostname writes at most that.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-        if !name.is_empty() {
-            return name;
-        }
-    }
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

@@ -7,6 +7,7 @@ mod drain;
 pub mod failover;
 mod logs;
 pub mod metrics;
+mod plumbing;
 pub mod queue;
 pub mod redis_queue;
 pub mod runner;
