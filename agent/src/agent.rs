@@ -20,7 +20,8 @@ use tonic::{Code, Status};
 use tracing::Instrument;
 
 use crate::failover::{ClientTls, Failover, Options, ServedBy};
-use crate::logs::forward_logs;
+use crate::logs::{LogClient, spool_lines};
+use crate::spool::Spool;
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
 
@@ -29,6 +30,8 @@ use crate::runner::{self, RunSpec};
 const REGISTER_PATIENCE: Duration = Duration::from_secs(30);
 /// How long running tries get to stop (and their logs to flush) on shutdown.
 const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
+/// After its finish was reported, how long a try's unacknowledged output is still sent.
+const LATE_LOG_PATIENCE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -46,6 +49,15 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Bytes; longer output lines are cut with a marker.
     pub max_log_line: usize,
+    /// Where each try's output waits (one folder per try) until a coordinator stored it.
+    pub spool_dir: std::path::PathBuf,
+    /// Most bytes of a try's output waiting there; past it, lines are dropped and the log
+    /// says how many bytes.
+    pub spool_bytes: u64,
+    /// How long a finished try's report waits for its output to be stored, so a reader who
+    /// sees the try ended sees its whole log. Past it the report goes out anyway and the
+    /// output follows (for [`LATE_LOG_PATIENCE`]); coordinators take it after the report too.
+    pub log_drain_patience: Duration,
     /// The secret a cluster's coordinator asks of its agents (sent as a bearer token).
     pub secret: Option<String>,
     /// `goflow-shim`, the supervisor that takes the tries' processes down with the agent
@@ -81,9 +93,6 @@ pub trait LocalCoordinator: Send + Sync + std::fmt::Debug {
 /// The agent's gRPC client: every call carries the agent secret, when there is one.
 pub type CoordinatorClient = AgentServiceClient<InterceptedService<Failover, SecretHeader>>;
 
-/// The client-streaming method, which cannot be replayed on another coordinator.
-const STREAM_LOGS_PATH: &str = "/goflow.v1.AgentService/StreamLogs";
-
 /// Adds `authorization: Bearer <secret>` to every call, and the current span's `traceparent`
 /// when traces are exported (the try's finish report continues the try's trace).
 #[derive(Clone)]
@@ -114,6 +123,9 @@ impl Default for AgentConfig {
             queues: vec!["default".into()],
             heartbeat_interval: Duration::from_secs(2),
             max_log_line: runner::DEFAULT_MAX_LOG_LINE,
+            spool_dir: std::env::temp_dir().join(format!("goflow-spool-{}", std::process::id())),
+            spool_bytes: 64 * 1024 * 1024,
+            log_drain_patience: Duration::from_secs(60),
             secret: None,
             shim: runner::shim_beside_current_exe(),
             tls: ClientTls::default(),
@@ -127,6 +139,8 @@ impl Default for AgentConfig {
 struct Agent {
     config: AgentConfig,
     client: CoordinatorClient,
+    /// LogService, over the same coordinators.
+    logs: LogClient,
     /// What `client` adds to every call, added to the calls made in-process too.
     secret: SecretHeader,
     /// The coordinators behind `client`, and which one it talks to.
@@ -167,7 +181,8 @@ pub async fn run_agent(
     let failover = Failover::lazy_tls(
         &config.coordinators,
         Options {
-            streaming_requests: vec![STREAM_LOGS_PATH.into()],
+            // Logs go by unary AppendLog, which is replayed like every other call.
+            streaming_requests: vec![],
             // The agent's own loops retry, and count the silence (see `heartbeat_loop`).
             unavailable_patience: Duration::ZERO,
         },
@@ -191,6 +206,7 @@ pub async fn run_agent(
     let secret = SecretHeader(secret);
     let agent = Arc::new(Agent {
         client: AgentServiceClient::with_interceptor(failover.clone(), secret.clone()),
+        logs: goflow_proto::log_service_client::LogServiceClient::with_interceptor(failover.clone(), secret.clone()),
         secret,
         failover,
         agent_id: Mutex::new(config.agent_id.clone()),
@@ -604,7 +620,7 @@ impl Agent {
         }
     }
 
-    /// Runs one granted try: output to `StreamLogs`, then `ReportFinish`.
+    /// Runs one granted try: output to `AppendLog` (through the spool), then `ReportFinish`.
     async fn run_try(&self, claim: ReportStartResponse, epoch: i64, kill: CancellationToken) {
         let attempt_id = claim.attempt_id.clone();
         tracing::info!(%attempt_id, task = %claim.task, etl_day = %claim.etl_day, "try started");
@@ -617,7 +633,7 @@ impl Agent {
             ..RunSpec::new("")
         };
         let (lines, lines_rx) = tokio::sync::mpsc::channel(1024);
-        let logs = tokio::spawn(forward_logs(self.client.clone(), attempt_id.clone(), lines_rx));
+        let shipping = self.ship_logs(&attempt_id, lines_rx);
         let outcome = runner::run_command(spec, lines, kill).await;
         let span = tracing::Span::current();
         span.record("goflow.outcome", outcome.kind.as_str());
@@ -636,9 +652,7 @@ impl Agent {
         }
         // Every byte stored before the finish is reported: a reader who sees the try ended
         // sees its whole log.
-        if let Err(err) = logs.await {
-            tracing::warn!(%attempt_id, error = %err, "the log forwarder failed");
-        }
+        self.drain_logs(&attempt_id, shipping).await;
 
         if self.shutdown.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
             tracing::info!(%attempt_id, "try stopped unreported; left for the coordinator to re-dispatch");
@@ -670,6 +684,53 @@ impl Agent {
                 tracing::error!(%attempt_id, error = %status, "could not report the finish");
             }
         }
+    }
+
+    /// Spools the try's output lines from `lines` and ships them (see `logs.rs`); the handle
+    /// ends once the output has ended and is stored.
+    fn ship_logs(
+        &self,
+        attempt_id: &str,
+        lines: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let dir = crate::spool::try_dir(&self.config.spool_dir, attempt_id);
+        let spool = match Spool::create(dir.clone(), self.config.spool_bytes) {
+            Ok(spool) => spool,
+            Err(e) => {
+                tracing::error!(%attempt_id, dir = %dir.display(), "cannot create the log spool: {e}; output is dropped");
+                return tokio::spawn(async move {
+                    let mut lines = lines;
+                    while lines.recv().await.is_some() {}
+                });
+            }
+        };
+        tokio::spawn(spool_lines(lines, spool.clone()));
+        let sender = crate::logs::Sender {
+            client: self.logs.clone(),
+            failover: self.failover.clone(),
+            agent_id: self.agent_id(),
+            attempt_id: attempt_id.to_string(),
+        };
+        tokio::spawn(sender.ship(spool).in_current_span())
+    }
+
+    /// Waits until the try's output is stored, for `log_drain_patience` at most (or until
+    /// shutdown); past it, the output goes on being sent in the background for a while.
+    async fn drain_logs(&self, attempt_id: &str, mut shipping: tokio::task::JoinHandle<()>) {
+        let patience = self.config.log_drain_patience;
+        tokio::select! {
+            _ = &mut shipping => return,
+            _ = tokio::time::sleep(patience) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: reporting its end; the output follows");
+        let attempt_id = attempt_id.to_string();
+        tokio::spawn(async move {
+            if tokio::time::timeout(LATE_LOG_PATIENCE, &mut shipping).await.is_err() {
+                shipping.abort();
+                tracing::error!(%attempt_id, "gave up sending the try's output after {LATE_LOG_PATIENCE:?}: the stored log is incomplete");
+            }
+        });
     }
 
     /// Claims a try: in-process when the coordinator runs in this process, else over gRPC.

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod queue;
 pub mod redis_queue;
 pub mod runner;
+mod spool;
 
 pub use agent::{AgentConfig, CoordinatorClient, LocalCoordinator, run_agent};
 pub use failover::ClientTls;

@@ -145,7 +145,8 @@ impl Node {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let router = Router::new(agent_secret.clone())
             .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()))
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_logs(store.clone(), settings.engine.max_log_bytes);
         // Ready: the database answers, Redis too when dispatching through it, a leader is known.
         let readiness = crate::health::Readiness::new(
             store.clone(),
