@@ -21,9 +21,9 @@ use tracing::Instrument;
 
 use crate::failover::{ClientTls, Failover, Options, ServedBy};
 use crate::logs::{LogClient, spool_lines};
-use crate::spool::Spool;
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
+use crate::spool::Spool;
 
 /// How long to keep trying the first Register: the coordinator may be starting in the same
 /// process.
@@ -206,7 +206,10 @@ pub async fn run_agent(
     let secret = SecretHeader(secret);
     let agent = Arc::new(Agent {
         client: AgentServiceClient::with_interceptor(failover.clone(), secret.clone()),
-        logs: goflow_proto::log_service_client::LogServiceClient::with_interceptor(failover.clone(), secret.clone()),
+        logs: goflow_proto::log_service_client::LogServiceClient::with_interceptor(
+            failover.clone(),
+            secret.clone(),
+        ),
         secret,
         failover,
         agent_id: Mutex::new(config.agent_id.clone()),
@@ -726,7 +729,10 @@ impl Agent {
         tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: reporting its end; the output follows");
         let attempt_id = attempt_id.to_string();
         tokio::spawn(async move {
-            if tokio::time::timeout(LATE_LOG_PATIENCE, &mut shipping).await.is_err() {
+            if tokio::time::timeout(LATE_LOG_PATIENCE, &mut shipping)
+                .await
+                .is_err()
+            {
                 shipping.abort();
                 tracing::error!(%attempt_id, "gave up sending the try's output after {LATE_LOG_PATIENCE:?}: the stored log is incomplete");
             }

@@ -354,7 +354,10 @@ async fn resent_output_is_stored_once_and_in_order() {
     fake.with(|s| {
         s.claims.insert(
             1,
-            (true, "for i in $(seq 1 40); do echo line $i; sleep 0.01; done".into()),
+            (
+                true,
+                "for i in $(seq 1 40); do echo line $i; sleep 0.01; done".into(),
+            ),
         );
         s.lose_log_answers_every = 2;
     });

@@ -82,7 +82,9 @@ impl Sender {
                 Err(_) => {
                     // The coordinator stalls: the next try goes to another one.
                     self.failover.move_past(self.failover.current());
-                    Err(tonic::Status::deadline_exceeded("AppendLog was not answered in time"))
+                    Err(tonic::Status::deadline_exceeded(
+                        "AppendLog was not answered in time",
+                    ))
                 }
             };
             match answer {

@@ -240,7 +240,13 @@ impl Drop for State {
 pub fn try_dir(root: &Path, attempt_id: &str) -> PathBuf {
     let name: String = attempt_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     root.join(name)
 }

@@ -40,7 +40,9 @@ fn sends_from_the_acknowledged_offset_again_across_segments() {
     spool.ack(acked);
     assert_eq!(spool.acked(), acked);
     assert_eq!(read_from(&spool, acked, 77_777), all[acked as usize..]);
-    let files = std::fs::read_dir(&spool.state.lock().unwrap().dir).unwrap().count();
+    let files = std::fs::read_dir(&spool.state.lock().unwrap().dir)
+        .unwrap()
+        .count();
     assert_eq!(files, 3, "the first segment was acknowledged whole and removed");
     assert!(spool.next(acked - 1, 10).is_err(), "acknowledged bytes are gone");
 

@@ -72,9 +72,9 @@ pub async fn append_log_at(
             .execute(db.conn())
             .await?;
     }
-    let done = sqlx::query(d.sql(
-        "UPDATE attempts SET log_bytes = log_bytes + ?, log_acked = ? WHERE id = ? AND log_acked = ?",
-    ))
+    let done = sqlx::query(
+        d.sql("UPDATE attempts SET log_bytes = log_bytes + ?, log_acked = ? WHERE id = ? AND log_acked = ?"),
+    )
     .bind(chunk.len() as i64)
     .bind(end)
     .bind(attempt_id)
@@ -98,14 +98,21 @@ fn capped(fresh: &[u8], stored: i64, cap: i64) -> Vec<u8> {
     let mut chunk = fresh.to_vec();
     if chunk.len() > room {
         chunk.truncate(room);
-        chunk.extend_from_slice(format!("\n[goflow: log cut at {cap} bytes; the rest was dropped]\n").as_bytes());
+        chunk.extend_from_slice(
+            format!("\n[goflow: log cut at {cap} bytes; the rest was dropped]\n").as_bytes(),
+        );
     }
     chunk
 }
 
 /// Appends `data` at the end of what is stored (agents that stream without offsets). Returns
 /// the bytes taken, or None when no such try exists.
-pub async fn append_log(db: &mut impl Db, attempt_id: &str, data: &[u8], cap: i64) -> anyhow::Result<Option<i64>> {
+pub async fn append_log(
+    db: &mut impl Db,
+    attempt_id: &str,
+    data: &[u8],
+    cap: i64,
+) -> anyhow::Result<Option<i64>> {
     let d = db.dialect();
     let Some(acked) = sqlx::query_scalar::<_, i64>(d.sql("SELECT log_acked FROM attempts WHERE id = ?"))
         .bind(attempt_id)
@@ -143,7 +150,11 @@ pub async fn read_log(db: &mut impl Db, attempt_id: &str, offset: i64, max: i64)
         // Chunks are contiguous by construction; should one be missing, stop before the hole
         // rather than splice what follows onto what precedes it.
         if start > next {
-            tracing::error!(attempt_id, offset = next, "log chunk missing: reading stops there");
+            tracing::error!(
+                attempt_id,
+                offset = next,
+                "log chunk missing: reading stops there"
+            );
             break;
         }
         let skip = (next - start) as usize;

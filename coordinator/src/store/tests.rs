@@ -353,8 +353,14 @@ async fn log_appends_are_idempotent_by_offset() {
             .await
             .unwrap()
             .unwrap();
-        assert!(claim_instance(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap());
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms()).await.unwrap();
+        assert!(
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
 
         let cap = 40;
@@ -386,7 +392,10 @@ async fn log_appends_are_idempotent_by_offset() {
             b"line 1\nline 2\nline 3\n"
         );
         // Read from an offset inside a chunk.
-        assert_eq!(read_log(&mut conn, &attempt, 10, 1 << 20).await.unwrap(), b"e 2\nline 3\n");
+        assert_eq!(
+            read_log(&mut conn, &attempt, 10, 1 << 20).await.unwrap(),
+            b"e 2\nline 3\n"
+        );
         drop(conn);
 
         // Past the cap (40 bytes): cut with a marker; later output is acknowledged, not kept.
@@ -398,8 +407,14 @@ async fn log_appends_are_idempotent_by_offset() {
         let mut conn = one.read().await.unwrap();
         let log = read_log(&mut conn, &attempt, 0, 1 << 20).await.unwrap();
         let text = String::from_utf8(log).unwrap();
-        assert!(text.starts_with("line 1\nline 2\nline 3\nline 4 is long en"), "{text}");
-        assert!(text.ends_with("[goflow: log cut at 40 bytes; the rest was dropped]\n"), "{text}");
+        assert!(
+            text.starts_with("line 1\nline 2\nline 3\nline 4 is long en"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("[goflow: log cut at 40 bytes; the rest was dropped]\n"),
+            "{text}"
+        );
         assert!(!text.contains("line 5"), "{text}");
         let stored = attempt_row_log_bytes(&mut conn, &attempt).await;
         assert_eq!(stored, text.len() as i64);
@@ -415,7 +430,11 @@ async fn log_appends_are_idempotent_by_offset() {
 }
 
 async fn attempt_row_log_bytes(conn: &mut Reader, attempt_id: &str) -> i64 {
-    attempt(conn, attempt_id).await.unwrap().expect("the try").log_bytes
+    attempt(conn, attempt_id)
+        .await
+        .unwrap()
+        .expect("the try")
+        .log_bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
