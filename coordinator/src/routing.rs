@@ -171,14 +171,14 @@ pub trait GoflowService: Send + Sync + 'static {
     fn local(route: &Route, request: http::Request<Body>)
     -> Option<BoxFuture<'static, http::Response<Body>>>;
     fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status>;
-    /// Answers `request` on this coordinator whoever leads, or gives it back to be routed.
-    fn here(
-        _router: &Router,
-        request: http::Request<Body>,
-    ) -> Result<BoxFuture<'static, http::Response<Body>>, http::Request<Body>> {
-        Err(request)
+    /// Whether this coordinator answers the service's calls itself, whoever leads, and how.
+    fn here(_router: &Router) -> Option<Here> {
+        None
     }
 }
+
+/// Answers a call on this coordinator.
+pub type Here = Box<dyn FnOnce(http::Request<Body>) -> BoxFuture<'static, http::Response<Body>> + Send>;
 
 pub struct Control;
 pub struct Agents;
@@ -205,14 +205,9 @@ impl GoflowService for Logs {
         Agents::check(router, request)
     }
 
-    fn here(
-        router: &Router,
-        request: http::Request<Body>,
-    ) -> Result<BoxFuture<'static, http::Response<Body>>, http::Request<Body>> {
-        match &router.logs {
-            Some(logs) => Ok(answer(logs.clone(), request)),
-            None => Err(request),
-        }
+    fn here(router: &Router) -> Option<Here> {
+        let logs = router.logs.clone()?;
+        Some(Box::new(move |request| answer(logs, request)))
     }
 }
 
@@ -371,15 +366,15 @@ impl<S: GoflowService> Service<http::Request<Body>> for Routed<S> {
 impl<S: GoflowService> Routed<S> {
     fn route(
         &mut self,
-        request: http::Request<Body>,
+        mut request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
         if let Err(status) = S::check(&self.router, &request) {
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        let mut request = match S::here(&self.router, request) {
-            Ok(answer) => return Box::pin(async move { Ok(answer.await) }),
-            Err(request) => request,
-        };
+        if let Some(here) = S::here(&self.router) {
+            let answer = here(request);
+            return Box::pin(async move { Ok(answer.await) });
+        }
         let route = self.router.current();
         match route {
             Route::Local { .. } => {
