@@ -569,7 +569,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let config = goflow_agent::AgentConfig {
+    let mut config = goflow_agent::AgentConfig {
         coordinators: coordinator_list(&settings.server),
         agent_id: settings.agent_id.clone(),
         slots: settings.agent_slots,
@@ -582,8 +582,12 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         secret: settings.agent_secret.clone(),
         tls: client_tls(&settings)?,
         metrics: Some(metrics),
+        spool_bytes: settings.spool_bytes,
         ..goflow_agent::AgentConfig::default()
     };
+    if let Some(dir) = &settings.spool_dir {
+        config.spool_dir = dir.clone();
+    }
     tracing::info!(
         "goflow agent: coordinators {}, Redis {broker}, {} slots, queues {}",
         config.coordinators.join(","),

@@ -213,7 +213,7 @@ impl Node {
         };
         tasks.spawn(leadership_loop(context, id.clone(), election, shutdown.clone()));
         if let Some(queue) = local_queue {
-            let agent = AgentConfig {
+            let mut agent = AgentConfig {
                 coordinators: vec![grpc_url],
                 agent_id: if settings.agent_id.is_empty() {
                     "standalone".into()
@@ -231,8 +231,12 @@ impl Node {
                 tls: own_tls.clone().unwrap_or_default(),
                 // Claims and finish reports skip gRPC; the rest still goes over `grpc_url`.
                 local: Some(Arc::new(InProcessAgents::new(router.clone()))),
+                spool_bytes: settings.spool_bytes,
                 ..AgentConfig::default()
             };
+            if let Some(dir) = &settings.spool_dir {
+                agent.spool_dir = dir.clone();
+            }
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) = goflow_agent::run_agent(agent, queue, stop.clone()).await {
