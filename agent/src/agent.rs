@@ -240,6 +240,8 @@ pub async fn run_agent(
 
     heartbeats.abort();
     commands.abort();
+    // Only this process's folder, once its tries' folders are gone (those still sending keep it).
+    let _ = std::fs::remove_dir(&agent.config.spool_dir);
     Ok(())
 }
 
@@ -720,13 +722,19 @@ impl Agent {
     /// Waits until the try's output is stored, for `log_drain_patience` at most (or until
     /// shutdown); past it, the output goes on being sent in the background for a while.
     async fn drain_logs(&self, attempt_id: &str, mut shipping: tokio::task::JoinHandle<()>) {
-        let patience = self.config.log_drain_patience;
+        // A try stopped because the coordinators are out of reach is not reported: nothing
+        // to wait for (its output goes on being sent in the background).
+        let patience = if self.abandoned.lock().unwrap().contains(attempt_id) {
+            Duration::ZERO
+        } else {
+            self.config.log_drain_patience
+        };
         tokio::select! {
             _ = &mut shipping => return,
             _ = tokio::time::sleep(patience) => {}
             _ = self.shutdown.cancelled() => {}
         }
-        tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: reporting its end; the output follows");
+        tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: going on; the output follows");
         let attempt_id = attempt_id.to_string();
         tokio::spawn(async move {
             if tokio::time::timeout(LATE_LOG_PATIENCE, &mut shipping)

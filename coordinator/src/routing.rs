@@ -84,9 +84,10 @@ impl Router {
     }
 
     /// LogService calls are answered here, on `store`, whoever leads (each try's log capped
-    /// at `cap` bytes). Without, they take the route of every other call.
+    /// at `cap` bytes), counted in the metrics given before (`with_metrics`). Without, they
+    /// take the route of every other call.
     pub fn with_logs(mut self, store: crate::store::Store, cap: i64) -> Self {
-        let api = LogApi::for_node(store, cap, self.route.clone());
+        let api = LogApi::for_node(store, cap, self.metrics.clone(), self.route.clone());
         self.logs = Some(pb::log_service_server::LogServiceServer::new(api));
         self
     }

@@ -536,7 +536,8 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("unknown try {attempt_id:?}")))?;
         tx.commit().await?;
-        self.log_appended(data.len() as u64);
+        self.metrics.log_bytes.inc_by(data.len() as u64);
+        self.log_appended();
         Ok(stored)
     }
 

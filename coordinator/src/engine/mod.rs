@@ -251,10 +251,9 @@ impl Engine {
         self.changes.send_modify(|v| *v += 1);
     }
 
-    /// Output was stored for a try (by any coordinator's log service): followers of its log
+    /// Output was stored for a try (by this coordinator's log service): followers of its log
     /// read on at once.
-    pub fn log_appended(&self, bytes: u64) {
-        self.metrics.log_bytes.inc_by(bytes);
+    pub fn log_appended(&self) {
         self.changed();
     }
 

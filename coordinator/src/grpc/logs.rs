@@ -30,6 +30,8 @@ enum Leader {
 #[derive(Clone)]
 pub struct LogApi {
     store: Store,
+    /// Counts the bytes stored (`goflow_log_bytes_ingested_total`), on every coordinator.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Bytes of log kept per try (`Scheduler.MaxLogBytes`).
     cap: i64,
     leader: Leader,
@@ -40,26 +42,36 @@ impl LogApi {
     pub fn for_engine(engine: Arc<Engine>) -> Self {
         Self {
             store: engine.store().clone(),
+            metrics: Some(engine.metrics().clone()),
             cap: engine.max_log_bytes(),
             leader: Leader::Engine(engine),
         }
     }
 
     /// Served by a coordinator whether it leads or not; `route` is its router's.
-    pub fn for_node(store: Store, cap: i64, route: Arc<RwLock<Route>>) -> Self {
+    pub fn for_node(
+        store: Store,
+        cap: i64,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+        route: Arc<RwLock<Route>>,
+    ) -> Self {
         Self {
             store,
+            metrics,
             cap,
             leader: Leader::Route(route),
         }
     }
 
     fn notify(&self, bytes: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.log_bytes.inc_by(bytes);
+        }
         match &self.leader {
-            Leader::Engine(engine) => engine.log_appended(bytes),
+            Leader::Engine(engine) => engine.log_appended(),
             Leader::Route(route) => {
                 if let Route::Local { api, .. } = &*route.read().unwrap() {
-                    api.engine.log_appended(bytes);
+                    api.engine.log_appended();
                 }
             }
         }
