@@ -680,3 +680,56 @@ async fn a_huge_operations_entry_is_kept_shortened() {
     })
     .await;
 }
+
+/// Lease renewal, presence and log chunks have connections of their own: a scheduling write
+/// transaction that is still open (a long batch) does not hold them up. (With one connection
+/// for all, each would wait until that transaction ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bookkeeping_and_logs_do_not_wait_for_the_scheduling_writer() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let row = waiting_instance(&one).await;
+        let mut tx = one.begin().await.unwrap();
+        let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        // The scheduling writer's one connection, busy in a transaction. On SQLite (one writer
+        // at a time, whatever the connection) it has not written yet; elsewhere it has, on
+        // another table.
+        let mut held = one.begin().await.unwrap();
+        if dialect != Dialect::Sqlite {
+            upsert_task(&mut held, &TaskSpec::new("b", "true"), now_ms(), true)
+                .await
+                .unwrap();
+        }
+        let beside = async {
+            let mut tx = one.begin_unfenced().await?;
+            let term = take_lease(&mut tx, "c1", now_ms() + 3_000, now_ms(), "").await?;
+            let term = term.expect("a free lease is taken");
+            assert!(renew_lease(&mut tx, term.token, now_ms() + 3_000).await?);
+            tx.commit().await?;
+            let mut tx = one.begin_logs().await?;
+            let appended = append_log_at(&mut tx, &attempt, Some("agent"), 0, b"out\n", 1 << 20).await?;
+            tx.commit().await?;
+            anyhow::Ok(appended)
+        };
+        let appended = tokio::time::timeout(Duration::from_secs(60), beside)
+            .await
+            .unwrap_or_else(|_| panic!("waited for the scheduling writer on {dialect:?}"))
+            .unwrap();
+        assert_eq!(appended, Appended::Acked(4));
+        held.rollback().await.unwrap();
+    })
+    .await;
+}
