@@ -20,18 +20,15 @@ use tonic::{Code, Status};
 use tracing::Instrument;
 
 use crate::failover::{ClientTls, Failover, Options, ServedBy};
-use crate::logs::{LogClient, spool_lines};
+use crate::logs::LogClient;
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
-use crate::spool::Spool;
 
 /// How long to keep trying the first Register: the coordinator may be starting in the same
 /// process.
 const REGISTER_PATIENCE: Duration = Duration::from_secs(30);
 /// How long running tries get to stop (and their logs to flush) on shutdown.
 const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
-/// After its finish was reported, how long a try's unacknowledged output is still sent.
-const LATE_LOG_PATIENCE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -56,7 +53,7 @@ pub struct AgentConfig {
     pub spool_bytes: u64,
     /// How long a finished try's report waits for its output to be stored, so a reader who
     /// sees the try ended sees its whole log. Past it the report goes out anyway and the
-    /// output follows (for [`LATE_LOG_PATIENCE`]); coordinators take it after the report too.
+    /// output follows (for `logs::LATE_PATIENCE`); coordinators take it after the report too.
     pub log_drain_patience: Duration,
     /// The secret a cluster's coordinator asks of its agents (sent as a bearer token).
     pub secret: Option<String>,
@@ -638,7 +635,14 @@ impl Agent {
             ..RunSpec::new("")
         };
         let (lines, lines_rx) = tokio::sync::mpsc::channel(1024);
-        let shipping = self.ship_logs(&attempt_id, lines_rx);
+        let sender = crate::logs::Sender {
+            client: self.logs.clone(),
+            failover: self.failover.clone(),
+            agent_id: self.agent_id(),
+            attempt_id: attempt_id.clone(),
+        };
+        let dir = crate::spool::try_dir(&self.config.spool_dir, &attempt_id);
+        let shipping = crate::logs::spool_and_ship(sender, dir, self.config.spool_bytes, lines_rx);
         let outcome = runner::run_command(spec, lines, kill).await;
         let span = tracing::Span::current();
         span.record("goflow.outcome", outcome.kind.as_str());
@@ -657,7 +661,14 @@ impl Agent {
         }
         // Every byte stored before the finish is reported: a reader who sees the try ended
         // sees its whole log.
-        self.drain_logs(&attempt_id, shipping).await;
+        // A try stopped because the coordinators are out of reach is not reported: nothing
+        // to wait for (its output goes on being sent in the background).
+        let patience = if self.abandoned.lock().unwrap().contains(&attempt_id) {
+            Duration::ZERO
+        } else {
+            self.config.log_drain_patience
+        };
+        crate::logs::drain(&attempt_id, shipping, patience, &self.shutdown).await;
 
         if self.shutdown.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
             tracing::info!(%attempt_id, "try stopped unreported; left for the coordinator to re-dispatch");
@@ -689,62 +700,6 @@ impl Agent {
                 tracing::error!(%attempt_id, error = %status, "could not report the finish");
             }
         }
-    }
-
-    /// Spools the try's output lines from `lines` and ships them (see `logs.rs`); the handle
-    /// ends once the output has ended and is stored.
-    fn ship_logs(
-        &self,
-        attempt_id: &str,
-        lines: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    ) -> tokio::task::JoinHandle<()> {
-        let dir = crate::spool::try_dir(&self.config.spool_dir, attempt_id);
-        let spool = match Spool::create(dir.clone(), self.config.spool_bytes) {
-            Ok(spool) => spool,
-            Err(e) => {
-                tracing::error!(%attempt_id, dir = %dir.display(), "cannot create the log spool: {e}; output is dropped");
-                return tokio::spawn(async move {
-                    let mut lines = lines;
-                    while lines.recv().await.is_some() {}
-                });
-            }
-        };
-        tokio::spawn(spool_lines(lines, spool.clone()));
-        let sender = crate::logs::Sender {
-            client: self.logs.clone(),
-            failover: self.failover.clone(),
-            agent_id: self.agent_id(),
-            attempt_id: attempt_id.to_string(),
-        };
-        tokio::spawn(sender.ship(spool).in_current_span())
-    }
-
-    /// Waits until the try's output is stored, for `log_drain_patience` at most (or until
-    /// shutdown); past it, the output goes on being sent in the background for a while.
-    async fn drain_logs(&self, attempt_id: &str, mut shipping: tokio::task::JoinHandle<()>) {
-        // A try stopped because the coordinators are out of reach is not reported: nothing
-        // to wait for (its output goes on being sent in the background).
-        let patience = if self.abandoned.lock().unwrap().contains(attempt_id) {
-            Duration::ZERO
-        } else {
-            self.config.log_drain_patience
-        };
-        tokio::select! {
-            _ = &mut shipping => return,
-            _ = tokio::time::sleep(patience) => {}
-            _ = self.shutdown.cancelled() => {}
-        }
-        tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: going on; the output follows");
-        let attempt_id = attempt_id.to_string();
-        tokio::spawn(async move {
-            if tokio::time::timeout(LATE_LOG_PATIENCE, &mut shipping)
-                .await
-                .is_err()
-            {
-                shipping.abort();
-                tracing::error!(%attempt_id, "gave up sending the try's output after {LATE_LOG_PATIENCE:?}: the stored log is incomplete");
-            }
-        });
     }
 
     /// Claims a try: in-process when the coordinator runs in this process, else over gRPC.

@@ -8,13 +8,17 @@
 //! has ended and everything is acknowledged. The coordinator skips bytes it has already, so
 //! a resend never duplicates a line, and refuses a gap, so none goes missing.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use goflow_proto::AppendLogRequest;
 use goflow_proto::log_service_client::LogServiceClient;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
+use tracing::Instrument;
 
 use crate::agent::SecretHeader;
 use crate::failover::Failover;
@@ -27,8 +31,60 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits between failed sends: doubling up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// After a try went on without its output stored (see [`drain`]), how long it is still sent.
+pub const LATE_PATIENCE: Duration = Duration::from_secs(600);
 
 pub type LogClient = LogServiceClient<InterceptedService<Failover, SecretHeader>>;
+
+/// Spools a try's output lines from `lines` in `dir` (at most `bound` bytes unacknowledged)
+/// and ships them with `sender`; the handle ends once the output has ended and is stored.
+pub fn spool_and_ship(
+    sender: Sender,
+    dir: PathBuf,
+    bound: u64,
+    lines: mpsc::Receiver<Vec<u8>>,
+) -> JoinHandle<()> {
+    let spool = match Spool::create(dir.clone(), bound) {
+        Ok(spool) => spool,
+        Err(e) => {
+            let attempt_id = sender.attempt_id;
+            tracing::error!(%attempt_id, dir = %dir.display(), "cannot create the log spool: {e}; output is dropped");
+            // Still read, so the command never blocks on its output.
+            return tokio::spawn(async move {
+                let mut lines = lines;
+                while lines.recv().await.is_some() {}
+            });
+        }
+    };
+    tokio::spawn(spool_lines(lines, spool.clone()));
+    tokio::spawn(sender.ship(spool).in_current_span())
+}
+
+/// Waits until `shipping` (from [`spool_and_ship`]) has stored the try's output, for
+/// `patience` at most, or until `shutdown`; past it the output goes on being sent in the
+/// background for [`LATE_PATIENCE`] (coordinators take it after the try's report too).
+pub async fn drain(
+    attempt_id: &str,
+    mut shipping: JoinHandle<()>,
+    patience: Duration,
+    shutdown: &CancellationToken,
+) {
+    tokio::select! {
+        _ = &mut shipping => return,
+        _ = tokio::time::sleep(patience) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    if !patience.is_zero() {
+        tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: going on; the output follows");
+    }
+    let attempt_id = attempt_id.to_string();
+    tokio::spawn(async move {
+        if tokio::time::timeout(LATE_PATIENCE, &mut shipping).await.is_err() {
+            shipping.abort();
+            tracing::error!(%attempt_id, "gave up sending the try's output after {LATE_PATIENCE:?}: the stored log is incomplete");
+        }
+    });
+}
 
 /// Moves the runner's lines into the spool as fast as they come, until the runner is done
 /// (it drops its sender); then closes the spool.
@@ -89,7 +145,8 @@ impl Sender {
             };
             match answer {
                 Ok(response) => {
-                    let stored = response.into_inner().acked_offset.max(0) as u64;
+                    // Never past what we wrote: that would skip output still to come.
+                    let stored = (response.into_inner().acked_offset.max(0) as u64).min(spool.written());
                     if stored < offset {
                         // The coordinator has less than we thought acknowledged (it answered
                         // a gap): resend from its offset, if the spool still has it.
