@@ -44,6 +44,8 @@ struct FakeState {
     /// answer is lost on the way: the agent must resend without duplicating anything.
     lose_log_answers_every: usize,
     appends: usize,
+    /// AppendLog answers only once this file exists (a coordinator too slow to take output).
+    logs_wait_for: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Default)]
@@ -216,6 +218,15 @@ impl LogService for Fake {
         request: Request<AppendLogRequest>,
     ) -> Result<Response<AppendLogResponse>, Status> {
         self.gate()?;
+        if let Some(path) = self.with(|s| s.logs_wait_for.clone()) {
+            let started = Instant::now();
+            while !path.exists() {
+                if started.elapsed() > Duration::from_secs(60) {
+                    return Err(Status::unavailable("still too slow"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let append = request.into_inner();
         assert_eq!(append.agent_id, "agent-1");
         self.with(|s| {
@@ -379,6 +390,48 @@ async fn resent_output_is_stored_once_and_in_order() {
     assert_eq!(lines, expected, "{log}");
     // Answers were lost, so some chunks were sent more than once.
     fake.with(|s| assert!(s.appends >= 2, "{} appends", s.appends));
+
+    stop(agent, shutdown, server, stop_server).await;
+}
+
+/// A coordinator too slow to take output never holds the command up: here it answers no
+/// AppendLog until the command has printed far more lines than any channel holds, and ended.
+#[tokio::test]
+async fn a_slow_coordinator_does_not_slow_the_command() {
+    let fake = Fake::default();
+    let dir = tempfile::tempdir().unwrap();
+    let ended = dir.path().join("ended");
+    fake.with(|s| {
+        s.claims.insert(
+            1,
+            (
+                true,
+                format!("seq 1 20000 | sed 's/^/line /'; touch {}", ended.display()),
+            ),
+        );
+        s.logs_wait_for = Some(ended.clone());
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue.push(vec![dispatch(1)]).await.unwrap();
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
+
+    let (finish, log) = fake.finish_of("a1").await;
+    assert_eq!(finish.outcome, "success");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.split_once(" out| ").expect("a stamped output line").1)
+        .collect();
+    let expected: Vec<String> = (1..=20000).map(|i| format!("line {i}")).collect();
+    assert!(
+        lines == expected,
+        "{} lines, the last {:?}",
+        lines.len(),
+        lines.last()
+    );
 
     stop(agent, shutdown, server, stop_server).await;
 }
