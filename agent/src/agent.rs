@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::drain::Stop;
 use crate::failover::{ClientTls, Failover, Options, ServedBy};
-use crate::logs::forward_logs;
+use crate::logs::LogClient;
 use crate::plumbing::{Backoff, host_name};
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
@@ -48,6 +48,15 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Bytes; longer output lines are cut with a marker.
     pub max_log_line: usize,
+    /// Where each try's output waits (one folder per try) until a coordinator stored it.
+    pub spool_dir: std::path::PathBuf,
+    /// Most bytes of a try's output waiting there; past it, lines are dropped and the log
+    /// says how many bytes.
+    pub spool_bytes: u64,
+    /// How long a finished try's report waits for its output to be stored, so a reader who
+    /// sees the try ended sees its whole log. Past it the report goes out anyway and the
+    /// output follows (for `logs::LATE_PATIENCE`); coordinators take it after the report too.
+    pub log_drain_patience: Duration,
     /// The secret a cluster's coordinator asks of its agents (sent as a bearer token).
     pub secret: Option<String>,
     /// `goflow-shim`, the supervisor that takes the tries' processes down with the agent
@@ -86,9 +95,6 @@ pub trait LocalCoordinator: Send + Sync + std::fmt::Debug {
 /// The agent's gRPC client: every call carries the agent secret, when there is one.
 pub type CoordinatorClient = AgentServiceClient<InterceptedService<Failover, SecretHeader>>;
 
-/// The client-streaming method, which cannot be replayed on another coordinator.
-const STREAM_LOGS_PATH: &str = "/goflow.v1.AgentService/StreamLogs";
-
 /// Adds `authorization: Bearer <secret>` to every call, and the current span's `traceparent`
 /// when traces are exported (the try's finish report continues the try's trace).
 #[derive(Clone)]
@@ -119,6 +125,9 @@ impl Default for AgentConfig {
             queues: vec!["default".into()],
             heartbeat_interval: Duration::from_secs(2),
             max_log_line: runner::DEFAULT_MAX_LOG_LINE,
+            spool_dir: std::env::temp_dir().join(format!("goflow-spool-{}", std::process::id())),
+            spool_bytes: 64 * 1024 * 1024,
+            log_drain_patience: Duration::from_secs(60),
             secret: None,
             shim: runner::shim_beside_current_exe(),
             tls: ClientTls::default(),
@@ -133,6 +142,8 @@ impl Default for AgentConfig {
 pub(crate) struct Agent {
     pub(crate) config: AgentConfig,
     client: CoordinatorClient,
+    /// LogService, over the same coordinators.
+    logs: LogClient,
     /// What `client` adds to every call, added to the calls made in-process too.
     secret: SecretHeader,
     /// The coordinators behind `client`, and which one it talks to.
@@ -200,7 +211,8 @@ pub async fn run_agent_until(
     let failover = Failover::lazy_tls(
         &config.coordinators,
         Options {
-            streaming_requests: vec![STREAM_LOGS_PATH.into()],
+            // Logs go by unary AppendLog, which is replayed like every other call.
+            streaming_requests: vec![],
             // The agent's own loops retry, and count the silence (see `heartbeat_loop`).
             unavailable_patience: Duration::ZERO,
         },
@@ -224,6 +236,10 @@ pub async fn run_agent_until(
     let secret = SecretHeader(secret);
     let agent = Arc::new(Agent {
         client: AgentServiceClient::with_interceptor(failover.clone(), secret.clone()),
+        logs: goflow_proto::log_service_client::LogServiceClient::with_interceptor(
+            failover.clone(),
+            secret.clone(),
+        ),
         secret,
         failover,
         agent_id: Mutex::new(config.agent_id.clone()),
@@ -269,6 +285,8 @@ pub async fn run_agent_until(
     heartbeats.abort();
     commands.abort();
     killer.await.ok();
+    // Only this process's folder, once its tries' folders are gone (those still sending keep it).
+    let _ = std::fs::remove_dir(&agent.config.spool_dir);
     Ok(())
 }
 
@@ -677,7 +695,7 @@ impl Agent {
         outcome
     }
 
-    /// Runs one granted try: output to `StreamLogs`, then `ReportFinish`.
+    /// Runs one granted try: output to `AppendLog` (through the spool), then `ReportFinish`.
     async fn run_try(&self, claim: ReportStartResponse, epoch: i64, kill: CancellationToken) {
         let attempt_id = claim.attempt_id.clone();
         tracing::info!(%attempt_id, task = %claim.task, etl_day = %claim.etl_day, "try started");
@@ -690,7 +708,14 @@ impl Agent {
             ..RunSpec::new("")
         };
         let (lines, lines_rx) = tokio::sync::mpsc::channel(1024);
-        let logs = tokio::spawn(forward_logs(self.client.clone(), attempt_id.clone(), lines_rx));
+        let sender = crate::logs::Sender {
+            client: self.logs.clone(),
+            failover: self.failover.clone(),
+            agent_id: self.agent_id(),
+            attempt_id: attempt_id.clone(),
+        };
+        let dir = crate::spool::try_dir(&self.config.spool_dir, &attempt_id);
+        let shipping = crate::logs::spool_and_ship(sender, dir, self.config.spool_bytes, lines_rx);
         let outcome = runner::run_command(spec, lines, kill).await;
         let span = tracing::Span::current();
         span.record("goflow.outcome", outcome.kind.as_str());
@@ -709,9 +734,14 @@ impl Agent {
         }
         // Every byte stored before the finish is reported: a reader who sees the try ended
         // sees its whole log.
-        if let Err(err) = logs.await {
-            tracing::warn!(%attempt_id, error = %err, "the log forwarder failed");
-        }
+        // A try stopped because the coordinators are out of reach is not reported: nothing
+        // to wait for (its output goes on being sent in the background).
+        let patience = if self.abandoned.lock().unwrap().contains(&attempt_id) {
+            Duration::ZERO
+        } else {
+            self.config.log_drain_patience
+        };
+        crate::logs::drain(&attempt_id, shipping, patience, &self.killing).await;
 
         if self.killing.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
             tracing::info!(%attempt_id, "try stopped unreported; left for the coordinator to re-dispatch");

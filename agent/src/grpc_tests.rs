@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::{AgentConfig, DispatchQueue, MemoryQueue, run_agent};
 use goflow_core::Dispatch;
 use goflow_proto::agent_service_server::{AgentService, AgentServiceServer};
+use goflow_proto::log_service_server::{LogService, LogServiceServer};
 use goflow_proto::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,6 +40,12 @@ struct FakeState {
     authorizations: Vec<String>,
     /// How long a claim's answer takes (a coordinator paused after granting it).
     claim_delay: Duration,
+    /// Every n-th AppendLog (0: none) is stored but answered with an error, as when the
+    /// answer is lost on the way: the agent must resend without duplicating anything.
+    lose_log_answers_every: usize,
+    appends: usize,
+    /// AppendLog answers only once this file exists (a coordinator too slow to take output).
+    logs_wait_for: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Default)]
@@ -203,6 +210,42 @@ impl AgentService for Fake {
     }
 }
 
+/// Stores by offset as the coordinator does: bytes it has are skipped, a gap is refused.
+#[tonic::async_trait]
+impl LogService for Fake {
+    async fn append_log(
+        &self,
+        request: Request<AppendLogRequest>,
+    ) -> Result<Response<AppendLogResponse>, Status> {
+        self.gate()?;
+        if let Some(path) = self.with(|s| s.logs_wait_for.clone()) {
+            let started = Instant::now();
+            while !path.exists() {
+                if started.elapsed() > Duration::from_secs(60) {
+                    return Err(Status::unavailable("still too slow"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let append = request.into_inner();
+        assert_eq!(append.agent_id, "agent-1");
+        self.with(|s| {
+            let log = s.logs.entry(append.attempt_id).or_default();
+            let stored = log.len() as i64;
+            let end = append.offset + append.data.len() as i64;
+            if append.offset <= stored && end > stored {
+                log.extend_from_slice(&append.data[(stored - append.offset) as usize..]);
+            }
+            let acked = log.len() as i64;
+            s.appends += 1;
+            if s.lose_log_answers_every > 0 && s.appends % s.lose_log_answers_every == 0 {
+                return Err(Status::unavailable("the answer was lost"));
+            }
+            Ok(Response::new(AppendLogResponse { acked_offset: acked }))
+        })
+    }
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -213,7 +256,8 @@ fn free_addr() -> SocketAddr {
 fn serve(fake: Fake, addr: SocketAddr, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(AgentServiceServer::new(fake))
+            .add_service(AgentServiceServer::new(fake.clone()))
+            .add_service(LogServiceServer::new(fake))
             .serve_with_shutdown(addr, stop.cancelled_owned())
             .await
             .unwrap();
@@ -308,6 +352,86 @@ async fn runs_claimed_tries_and_reports_after_the_logs_are_stored() {
     fake.wait_for("a few heartbeats", |s| (s.heartbeats.len() >= 3).then_some(()))
         .await;
     assert!(queue.is_empty());
+
+    stop(agent, shutdown, server, stop_server).await;
+}
+
+/// Answers to AppendLog lost on the way (the chunk stored, the agent told it failed): the
+/// agent sends again from the last acknowledged offset, and the stored log has every line
+/// once, in order, before the finish is reported.
+#[tokio::test]
+async fn resent_output_is_stored_once_and_in_order() {
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.claims.insert(
+            1,
+            (
+                true,
+                "for i in $(seq 1 40); do echo line $i; sleep 0.01; done".into(),
+            ),
+        );
+        s.lose_log_answers_every = 2;
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue.push(vec![dispatch(1)]).await.unwrap();
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
+
+    let (finish, log) = fake.finish_of("a1").await;
+    assert_eq!(finish.outcome, "success");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.split_once(" out| ").expect("a stamped output line").1)
+        .collect();
+    let expected: Vec<String> = (1..=40).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "{log}");
+    // Answers were lost, so some chunks were sent more than once.
+    fake.with(|s| assert!(s.appends >= 2, "{} appends", s.appends));
+
+    stop(agent, shutdown, server, stop_server).await;
+}
+
+/// A coordinator too slow to take output never holds the command up: here it answers no
+/// AppendLog until the command has printed far more lines than any channel holds, and ended.
+#[tokio::test]
+async fn a_slow_coordinator_does_not_slow_the_command() {
+    let fake = Fake::default();
+    let dir = tempfile::tempdir().unwrap();
+    let ended = dir.path().join("ended");
+    fake.with(|s| {
+        s.claims.insert(
+            1,
+            (
+                true,
+                format!("seq 1 20000 | sed 's/^/line /'; touch {}", ended.display()),
+            ),
+        );
+        s.logs_wait_for = Some(ended.clone());
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue.push(vec![dispatch(1)]).await.unwrap();
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
+
+    let (finish, log) = fake.finish_of("a1").await;
+    assert_eq!(finish.outcome, "success");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.split_once(" out| ").expect("a stamped output line").1)
+        .collect();
+    let expected: Vec<String> = (1..=20000).map(|i| format!("line {i}")).collect();
+    assert!(
+        lines == expected,
+        "{} lines, the last {:?}",
+        lines.len(),
+        lines.last()
+    );
 
     stop(agent, shutdown, server, stop_server).await;
 }

@@ -11,6 +11,7 @@ mod plumbing;
 pub mod queue;
 pub mod redis_queue;
 pub mod runner;
+mod spool;
 
 pub use agent::{AgentConfig, CoordinatorClient, LocalCoordinator, run_agent, run_agent_until};
 pub use drain::{DEFAULT_DRAIN_TIMEOUT, Stop};

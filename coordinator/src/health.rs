@@ -7,7 +7,8 @@
 //! through Redis, and a leader is known: itself, or the one it passes calls to (a standby
 //! follower is ready). The gRPC health service's overall status (service "") stays SERVING
 //! while the process runs, for liveness probes; the goflow services' names (e.g.
-//! `goflow.v1.ControlService`) are SERVING only while ready.
+//! `goflow.v1.ControlService`) are SERVING only while ready, but `goflow.v1.LogService`,
+//! which every coordinator answers itself, leader or not (see `server.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -617,7 +617,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let config = goflow_agent::AgentConfig {
+    let mut config = goflow_agent::AgentConfig {
         coordinators: coordinator_list(&settings.server),
         agent_id: settings.agent_id.clone(),
         slots: settings.agent_slots,
@@ -631,8 +631,12 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         tls: client_tls(&settings)?,
         metrics: Some(metrics),
         drain_timeout: settings.drain_timeout,
+        spool_bytes: settings.spool_bytes,
         ..goflow_agent::AgentConfig::default()
     };
+    if let Some(dir) = &settings.spool_dir {
+        config.spool_dir = dir.clone();
+    }
     tracing::info!(
         "goflow agent: coordinators {}, Redis {broker}, {} slots, queues {}",
         config.coordinators.join(","),

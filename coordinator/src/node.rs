@@ -155,7 +155,8 @@ impl Node {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let router = Router::new(agent_secret.clone())
             .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()))
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_logs(store.clone(), settings.engine.max_log_bytes);
         // Ready: the database answers, Redis too when dispatching through it, a leader is known.
         let readiness = crate::health::Readiness::new(
             store.clone(),
@@ -222,7 +223,7 @@ impl Node {
         };
         tasks.spawn(leadership_loop(context, id.clone(), election, shutdown.clone()));
         if let Some(queue) = local_queue {
-            let agent = AgentConfig {
+            let mut agent = AgentConfig {
                 coordinators: vec![grpc_url],
                 agent_id: if settings.agent_id.is_empty() {
                     "standalone".into()
@@ -241,8 +242,12 @@ impl Node {
                 // Claims and finish reports skip gRPC; the rest still goes over `grpc_url`.
                 local: Some(Arc::new(InProcessAgents::new(router.clone()))),
                 drain_timeout: settings.drain_timeout,
+                spool_bytes: settings.spool_bytes,
                 ..AgentConfig::default()
             };
+            if let Some(dir) = &settings.spool_dir {
+                agent.spool_dir = dir.clone();
+            }
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) = goflow_agent::run_agent_until(agent, queue, agent_stop).await {

@@ -4,6 +4,9 @@
 //! other languages never need to know which coordinator leads. While nobody leads (an election
 //! in progress), calls are answered UNAVAILABLE, which clients retry. The embedded agent's
 //! claims and finish reports take the same route without gRPC (see `in_process`).
+//!
+//! LogService is the exception: every coordinator given a store (`with_logs`) stores agents'
+//! output itself, leader or not, so logs flow on through an election.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -17,7 +20,7 @@ use tonic::server::NamedService;
 use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
-use crate::grpc::Api;
+use crate::grpc::{Api, LogApi};
 
 /// Where calls go now.
 #[derive(Clone)]
@@ -29,6 +32,8 @@ pub enum Route {
         control: pb::control_service_server::ControlServiceServer<Api>,
         agents: pb::agent_service_server::AgentServiceServer<Api>,
         auth: pb::auth_service_server::AuthServiceServer<Api>,
+        /// For routers without a log service of their own (`Router::with_logs`).
+        logs: pb::log_service_server::LogServiceServer<LogApi>,
     },
     /// Another coordinator leads, at `address`.
     Forward { address: String, channel: Channel },
@@ -42,6 +47,7 @@ impl Route {
             control: pb::control_service_server::ControlServiceServer::new(api.clone()),
             agents: pb::agent_service_server::AgentServiceServer::new(api.clone()),
             auth: pb::auth_service_server::AuthServiceServer::new(api.clone()),
+            logs: pb::log_service_server::LogServiceServer::new(LogApi::for_engine(api.engine().clone())),
             api,
         }
     }
@@ -59,6 +65,8 @@ pub struct Router {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Bumped on every change of route (readiness follows it at once).
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// This coordinator's own log service, answering whoever leads (see `with_logs`).
+    logs: Option<pb::log_service_server::LogServiceServer<LogApi>>,
 }
 
 impl Router {
@@ -71,7 +79,17 @@ impl Router {
             agent_certificates: false,
             metrics: None,
             changes: Arc::new(tokio::sync::watch::channel(0).0),
+            logs: None,
         }
+    }
+
+    /// LogService calls are answered here, on `store`, whoever leads (each try's log capped
+    /// at `cap` bytes), counted in the metrics given before (`with_metrics`). Without, they
+    /// take the route of every other call.
+    pub fn with_logs(mut self, store: crate::store::Store, cap: i64) -> Self {
+        let api = LogApi::for_node(store, cap, self.metrics.clone(), self.route.clone());
+        self.logs = Some(pb::log_service_server::LogServiceServer::new(api));
+        self
     }
 
     /// Changes whenever the route does.
@@ -139,6 +157,13 @@ impl Router {
             service: PhantomData,
         }
     }
+
+    pub fn logs(&self) -> Routed<Logs> {
+        Routed {
+            router: self.clone(),
+            service: PhantomData,
+        }
+    }
 }
 
 /// One of the goflow services, routed.
@@ -147,12 +172,45 @@ pub trait GoflowService: Send + Sync + 'static {
     fn local(route: &Route, request: http::Request<Body>)
     -> Option<BoxFuture<'static, http::Response<Body>>>;
     fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status>;
+    /// Whether this coordinator answers the service's calls itself, whoever leads, and how.
+    fn here(_router: &Router) -> Option<Here> {
+        None
+    }
 }
+
+/// Answers a call on this coordinator.
+pub type Here = Box<dyn FnOnce(http::Request<Body>) -> BoxFuture<'static, http::Response<Body>> + Send>;
 
 pub struct Control;
 pub struct Agents;
 /// AuthService: logins and tokens.
 pub struct Logins;
+/// LogService: agents' output.
+pub struct Logs;
+
+impl GoflowService for Logs {
+    const NAME: &'static str = <pb::log_service_server::LogServiceServer<LogApi> as NamedService>::NAME;
+
+    fn local(
+        route: &Route,
+        request: http::Request<Body>,
+    ) -> Option<BoxFuture<'static, http::Response<Body>>> {
+        let Route::Local { logs, .. } = route else {
+            return None;
+        };
+        Some(answer(logs.clone(), request))
+    }
+
+    /// Agents' calls: the same credentials as AgentService.
+    fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status> {
+        Agents::check(router, request)
+    }
+
+    fn here(router: &Router) -> Option<Here> {
+        let logs = router.logs.clone()?;
+        Some(Box::new(move |request| answer(logs, request)))
+    }
+}
 
 impl GoflowService for Logins {
     const NAME: &'static str = <pb::auth_service_server::AuthServiceServer<Api> as NamedService>::NAME;
@@ -313,6 +371,10 @@ impl<S: GoflowService> Routed<S> {
     ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
         if let Err(status) = S::check(&self.router, &request) {
             return Box::pin(async move { Ok(status.into_http()) });
+        }
+        if let Some(here) = S::here(&self.router) {
+            let answer = here(request);
+            return Box::pin(async move { Ok(answer.await) });
         }
         let route = self.router.current();
         match route {

@@ -5,7 +5,7 @@ use goflow_proto as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::routing::{Agents, Control, Logins, Routed, Router};
+use crate::routing::{Agents, Control, Logins, Logs, Routed, Router};
 
 /// Serves until `shutdown` is cancelled. Tests pass a listener bound to port 0. Calls of the
 /// goflow services take the `router`'s route: this coordinator's engine when it leads, the
@@ -21,6 +21,8 @@ pub async fn serve_grpc(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Any coordinator stores logs, leader or not.
+    health_reporter.set_serving::<Routed<Logs>>().await;
     match ready {
         Some(ready) => {
             tokio::spawn(crate::health::grpc_health_loop(
@@ -57,6 +59,7 @@ pub async fn serve_grpc(
         .add_service(router.control())
         .add_service(router.agents())
         .add_service(router.auth())
+        .add_service(router.logs())
         .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())

@@ -16,6 +16,8 @@ mod drain;
 mod grpc_api;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/ha_logs.rs"]
+mod ha_logs;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/operations.rs"]

@@ -39,6 +39,12 @@ pub struct Settings {
     /// How long an agent that is asked to stop lets its running tries finish before it kills
     /// them (`--drain-timeout`, `Worker.DrainTimeout`, `GOFLOW_DRAIN_TIMEOUT`).
     pub drain_timeout: Duration,
+    /// Where an agent keeps each try's output until a coordinator stored it
+    /// (`Worker.SpoolDir`); None: a folder of its own under the system's temp folder.
+    pub spool_dir: Option<PathBuf>,
+    /// Most unacknowledged output bytes per try in the spool (`Worker.SpoolBytes`); past it,
+    /// lines are dropped and the log says how many bytes.
+    pub spool_bytes: u64,
     /// How this process runs (`standalone`, `coordinator`), for logs and GetVersion.
     pub mode: &'static str,
     /// etcd for leader election; empty: the database lease.
@@ -83,6 +89,8 @@ impl Default for Settings {
             agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
             agent_queues: vec![],
             drain_timeout: goflow_agent::DEFAULT_DRAIN_TIMEOUT,
+            spool_dir: None,
+            spool_bytes: 64 * 1024 * 1024,
             mode: "standalone",
             etcd_endpoints: vec![],
             etcd_key: "goflow/leader".into(),
@@ -125,6 +133,8 @@ enum Key {
     AgentId,
     AgentSecret,
     MaxLogBytes,
+    SpoolDir,
+    SpoolBytes,
     EtcdEndpoints,
     EtcdKey,
     LeaseTtl,
@@ -170,6 +180,8 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Worker.Server", Key::Server),
     ("Worker.AgentId", Key::AgentId),
     ("Worker.DrainTimeout", Key::DrainTimeout),
+    ("Worker.SpoolDir", Key::SpoolDir),
+    ("Worker.SpoolBytes", Key::SpoolBytes),
     ("Common.AgentSecret", Key::AgentSecret),
     ("Common.RedisUrl", Key::Broker),
     ("Common.EtcdEndpoints", Key::EtcdEndpoints),
@@ -222,6 +234,8 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_AGENT_ID", Key::AgentId),
     ("GOFLOW_AGENT_SECRET", Key::AgentSecret),
     ("GOFLOW_DRAIN_TIMEOUT", Key::DrainTimeout),
+    ("GOFLOW_SPOOL_DIR", Key::SpoolDir),
+    ("GOFLOW_SPOOL_BYTES", Key::SpoolBytes),
     ("GOFLOW_ALERT_WEBHOOK", Key::AlertWebhook),
     ("GOFLOW_ALERT_ON_RETRY", Key::AlertOnRetry),
     ("GOFLOW_UI_URL", Key::UiUrl),
@@ -384,6 +398,8 @@ impl Settings {
                 self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty())
             }
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
+            Key::SpoolDir => self.spool_dir = path(value, origin)?,
+            Key::SpoolBytes => self.spool_bytes = integer(value, origin)?.max(64 * 1024) as u64,
             Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
         }
         Ok(())
@@ -487,6 +503,7 @@ fn env_value(key: Key, raw: &str) -> Value {
         | Key::TaskTimeout
         | Key::LeaseTtl
         | Key::AlertCheckInterval
+        | Key::SpoolBytes
         | Key::MaxLogBytes => raw
             .trim()
             .parse::<i64>()

@@ -298,3 +298,25 @@ fn the_drain_timeout_comes_from_the_file_and_the_environment() {
         "{err}"
     );
 }
+
+#[test]
+fn the_agent_s_log_spool_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "goflow.json",
+        r#"{"Worker": {"SpoolDir": "/var/spool/goflow", "SpoolBytes": 1048576}}"#,
+    );
+    let s = Settings::load(Some(&path), &HashMap::new(), Role::Agent).unwrap();
+    assert_eq!(s.spool_dir, Some(PathBuf::from("/var/spool/goflow")));
+    assert_eq!(s.spool_bytes, 1024 * 1024);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let env = HashMap::from([("GOFLOW_SPOOL_BYTES".to_string(), "2097152".to_string())]);
+    let s = Settings::load(Some(&path), &env, Role::Agent).unwrap();
+    assert_eq!(
+        s.spool_bytes,
+        2 * 1024 * 1024,
+        "the environment wins over the file"
+    );
+    assert_eq!(Settings::default().spool_bytes, 64 * 1024 * 1024);
+}

@@ -635,14 +635,16 @@ impl Engine {
         })
     }
 
+    /// Appends at the end of the stored log (StreamLogs: agents that send no offsets), on the
+    /// log connection, not the scheduling writer's.
     pub async fn append_log(&self, attempt_id: &str, data: &[u8]) -> Result<i64> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_logs().await?;
         let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("unknown try {attempt_id:?}")))?;
         tx.commit().await?;
         self.metrics.log_bytes.inc_by(data.len() as u64);
-        self.changed();
+        self.log_appended();
         Ok(stored)
     }
 

@@ -251,6 +251,17 @@ impl Engine {
         self.changes.send_modify(|v| *v += 1);
     }
 
+    /// Output was stored for a try (by this coordinator's log service): followers of its log
+    /// read on at once.
+    pub fn log_appended(&self) {
+        self.changed();
+    }
+
+    /// The most bytes of log stored per try.
+    pub fn max_log_bytes(&self) -> i64 {
+        self.settings.max_log_bytes
+    }
+
     fn retries_of(&self, spec: &TaskSpec) -> i64 {
         spec.retries.unwrap_or(self.settings.default_retries) as i64
     }

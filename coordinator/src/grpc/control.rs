@@ -527,7 +527,11 @@ async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse,
 }
 
 /// Streams one try's log from an offset; with `follow`, until the try has ended and every
-/// byte was sent. Wakes on the engine's change signal, never on a timer.
+/// byte was sent. Wakes on the engine's change signal, and at least every [`LOG_POLL`]: other
+/// coordinators store output too (see `logs.rs`), and they do not signal this engine.
+/// How often a followed log is read again without a signal.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn stream_log(
     engine: Arc<Engine>,
     instance: InstanceRow,
@@ -603,6 +607,7 @@ async fn stream_log(
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return Ok(()) },
+            _ = tokio::time::sleep(LOG_POLL) => {}
             _ = tx.closed() => return Ok(()),
         }
     }

@@ -5,11 +5,15 @@
 //!
 //! - `control`: ControlService (goflowctl, the web UI, other languages);
 //! - `agents`: AgentService (agents, with their shared secret checked in `routing`);
-//! - `auth`: AuthService (login, tokens).
+//! - `auth`: AuthService (login, tokens);
+//! - `logs`: LogService (agents' output, stored by any coordinator).
 
 mod agents;
 mod auth;
 mod control;
+mod logs;
+
+pub use logs::LogApi;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -194,6 +198,10 @@ pub struct Api {
 impl Api {
     pub fn new(engine: Arc<Engine>, auth: Arc<Auth>) -> Self {
         Self { engine, auth }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Who calls, if they may do what needs `role`: with authentication on, the principal of

@@ -1,9 +1,8 @@
-//! Tries of an instance and their logs.
+//! Tries of an instance (their logs: `logs.rs`).
 
 use std::collections::HashSet;
 
 use goflow_core::{EtlDay, InstanceKey};
-use sqlx::Row;
 
 use super::Db;
 
@@ -138,82 +137,4 @@ pub async fn killing_instances(db: &mut impl Db, since: i64) -> anyhow::Result<H
         .into_iter()
         .filter_map(|(task, day)| Some(InstanceKey::new(&task, EtlDay::parse(&day).ok()?)))
         .collect())
-}
-
-/// Appends log bytes to a try, up to `cap` bytes in all; past it, one marker and nothing more.
-/// Returns the bytes stored, or None when no such try exists. The chunk's key is the try and
-/// its byte offset, so two writers appending at the same offset cannot both succeed.
-pub async fn append_log(
-    db: &mut impl Db,
-    attempt_id: &str,
-    data: &[u8],
-    cap: i64,
-) -> anyhow::Result<Option<i64>> {
-    let d = db.dialect();
-    let Some(current) = sqlx::query_scalar::<_, i64>(d.sql("SELECT log_bytes FROM attempts WHERE id = ?"))
-        .bind(attempt_id)
-        .fetch_optional(db.conn())
-        .await?
-    else {
-        return Ok(None);
-    };
-    if current >= cap {
-        return Ok(Some(0));
-    }
-    let room = (cap - current) as usize;
-    let mut chunk = data.to_vec();
-    if chunk.len() > room {
-        chunk.truncate(room);
-        chunk.extend_from_slice(
-            format!("\n[goflow: log cut at {cap} bytes; the rest was dropped]\n").as_bytes(),
-        );
-    }
-    sqlx::query(d.sql("INSERT INTO log_chunks (attempt_id, byte_offset, data) VALUES (?, ?, ?)"))
-        .bind(attempt_id)
-        .bind(current)
-        .bind(&chunk)
-        .execute(db.conn())
-        .await?;
-    // Past the cap the marker pushes log_bytes over it, which closes the log. The WHERE makes
-    // the offset read above a compare-and-set too.
-    let done =
-        sqlx::query(d.sql("UPDATE attempts SET log_bytes = log_bytes + ? WHERE id = ? AND log_bytes = ?"))
-            .bind(chunk.len() as i64)
-            .bind(attempt_id)
-            .bind(current)
-            .execute(db.conn())
-            .await?;
-    anyhow::ensure!(
-        done.rows_affected() == 1,
-        "log of try {attempt_id} was appended to concurrently"
-    );
-    Ok(Some(chunk.len() as i64))
-}
-
-/// Log bytes of a try from `offset`, at most about `max` bytes.
-pub async fn read_log(db: &mut impl Db, attempt_id: &str, offset: i64, max: i64) -> anyhow::Result<Vec<u8>> {
-    let d = db.dialect();
-    let rows = sqlx::query(d.sql(
-        "SELECT byte_offset, data FROM log_chunks
-         WHERE attempt_id = ? AND byte_offset + length(data) > ? AND byte_offset < ?
-         ORDER BY byte_offset",
-    ))
-    .bind(attempt_id)
-    .bind(offset)
-    // Chunks start in order, so none starting past offset + max is needed: a 64 MiB log is
-    // read a window at a time, never whole.
-    .bind(offset + max)
-    .fetch_all(db.conn())
-    .await?;
-    let mut out = Vec::new();
-    for row in rows {
-        let start: i64 = row.try_get("byte_offset")?;
-        let data: Vec<u8> = row.try_get("data")?;
-        let skip = (offset - start).max(0) as usize;
-        out.extend_from_slice(&data[skip.min(data.len())..]);
-        if out.len() as i64 >= max {
-            break;
-        }
-    }
-    Ok(out)
 }

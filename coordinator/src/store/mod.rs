@@ -35,6 +35,7 @@ mod dialect;
 mod instance_states;
 mod instances;
 mod leadership;
+mod logs;
 mod operations;
 mod task_deletion;
 mod tasks;
@@ -59,6 +60,7 @@ pub use dialect::Dialect;
 pub use instance_states::*;
 pub use instances::*;
 pub use leadership::*;
+pub use logs::*;
 pub use operations::*;
 pub use task_deletion::*;
 pub use tasks::*;
@@ -217,6 +219,12 @@ impl Db for Reader {
 pub struct Store {
     write: AnyPool,
     read: AnyPool,
+    /// Log chunks, written by any coordinator beside the scheduling writer (see `logs.rs`), so
+    /// output never queues behind scheduling transactions, nor they behind it.
+    logs: AnyPool,
+    /// Lease renewal and presence: their own connection, so a busy writer never delays them
+    /// past the lease.
+    bookkeeping: AnyPool,
     url: DatabaseUrl,
     /// The URL's dialect, with MariaDB told apart from MySQL by asking the server.
     dialect: Dialect,
@@ -241,6 +249,10 @@ impl Store {
         let write = connect(url, 1, false).await?;
         migrate(&write, url).await?;
         let read = connect(url, 4, true).await?;
+        // SQLite has one writer at a time whatever the pool: one connection waits its turn.
+        let log_writers = if url.dialect == Dialect::Sqlite { 1 } else { 2 };
+        let logs = connect(url, log_writers, false).await?;
+        let bookkeeping = connect(url, 1, false).await?;
         let dialect = match url.dialect {
             Dialect::MySql => {
                 let version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(&read).await?;
@@ -255,6 +267,8 @@ impl Store {
         Ok(Self {
             write,
             read,
+            logs,
+            bookkeeping,
             url: url.clone(),
             dialect,
             fence: Arc::new(AtomicI64::new(0)),
@@ -305,10 +319,28 @@ impl Store {
     }
 
     /// A write transaction without the fence check: the leadership bookkeeping of a coordinator
-    /// that does not lead (taking the lease, recording that it is alive).
+    /// (taking and renewing the lease, recording that it is alive), on its own connection, so
+    /// it never waits behind the scheduling writer's queue.
     pub async fn begin_unfenced(&self) -> anyhow::Result<Tx> {
+        self.begin_beside(&self.bookkeeping).await
+    }
+
+    /// A write transaction for log chunks, unfenced: any coordinator, leading or not, stores
+    /// them (under the unique key (try, offset)), beside the scheduling writer.
+    pub async fn begin_logs(&self) -> anyhow::Result<Tx> {
+        self.begin_beside(&self.logs).await
+    }
+
+    /// A transaction on a pool beside the scheduling writer. On SQLite it takes the write lock
+    /// at once (waiting its turn): a deferred one that read first could not write after the
+    /// other connection committed in between.
+    async fn begin_beside(&self, pool: &AnyPool) -> anyhow::Result<Tx> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            _ => pool.begin().await?,
+        };
         Ok(Tx {
-            tx: self.write.begin().await?,
+            tx,
             dialect: self.dialect(),
         })
     }
@@ -339,6 +371,8 @@ impl Store {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        self.logs.close().await;
+        self.bookkeeping.close().await;
     }
 }
 

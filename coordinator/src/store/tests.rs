@@ -293,16 +293,18 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+        // Two coordinators store the same chunk at once (an agent resent it to another after
+        // the first did not answer in time): both acknowledge it, it is stored once.
         let a = attempt.clone();
-        let results = race(&one, &two, move |mut tx| {
+        let results = race_logs(&one, &two, move |mut tx| {
             let a = a.clone();
             async move {
-                let stored = append_log(&mut tx, &a, b"hello\n", 1 << 20).await?;
-                Ok((tx, stored.is_some()))
+                let appended = append_log_at(&mut tx, &a, Some("agent"), 0, b"hello\n", 1 << 20).await?;
+                Ok((tx, appended == Appended::Acked(6)))
             }
         })
         .await;
-        exactly_one(&results, "append_log at one offset", dialect);
+        assert_eq!(results, [true, true], "both acknowledge the chunk on {dialect:?}");
         let mut conn = one.read().await.unwrap();
         assert_eq!(
             read_log(&mut conn, &attempt, 0, 1 << 20).await.unwrap(),
@@ -310,6 +312,129 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
         );
     })
     .await;
+}
+
+/// `race` on the stores' log connections, beside the scheduling writer.
+async fn race_logs<F, Fut>(one: &Store, two: &Store, step: F) -> Vec<bool>
+where
+    F: Fn(Tx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<(Tx, bool)>> + Send,
+{
+    let step = Arc::new(step);
+    let mut handles = vec![];
+    for store in [one.clone(), two.clone()] {
+        let step = step.clone();
+        handles.push(tokio::spawn(async move {
+            let tx = store.begin_logs().await?;
+            let (tx, won) = step(tx).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.commit().await?;
+            anyhow::Ok(won)
+        }));
+    }
+    let mut results = vec![];
+    for handle in handles {
+        results.push(handle.await.unwrap().unwrap_or(false));
+    }
+    results
+}
+
+/// The agent resends from its last acknowledged offset after any failure: bytes stored already
+/// are skipped, an overlapping resend stores only what is new, a chunk past the end (a gap) is
+/// refused with the offset to resend from, the cap still holds, and another agent's output is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_appends_are_idempotent_by_offset() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let row = waiting_instance(&one).await;
+        let mut tx = one.begin().await.unwrap();
+        let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let cap = 40;
+        let append = |offset: i64, data: &'static [u8], agent: &'static str| {
+            let one = one.clone();
+            let attempt = attempt.clone();
+            async move {
+                let mut tx = one.begin_logs().await.unwrap();
+                let appended = append_log_at(&mut tx, &attempt, Some(agent), offset, data, cap)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                appended
+            }
+        };
+        assert_eq!(append(0, b"line 1\n", "agent").await, Appended::Acked(7));
+        // The same chunk again (its answer was lost).
+        assert_eq!(append(0, b"line 1\n", "agent").await, Appended::Acked(7));
+        // Overlapping: only the new part is stored.
+        assert_eq!(append(0, b"line 1\nline 2\n", "agent").await, Appended::Acked(14));
+        // A gap: refused, and the answer says where to resend from.
+        assert_eq!(append(20, b"line 4\n", "agent").await, Appended::Acked(14));
+        // Another agent's output.
+        assert_eq!(append(14, b"intruder\n", "other").await, Appended::NotYours);
+        assert_eq!(append(14, b"line 3\n", "agent").await, Appended::Acked(21));
+        let mut conn = one.read().await.unwrap();
+        assert_eq!(
+            read_log(&mut conn, &attempt, 0, 1 << 20).await.unwrap(),
+            b"line 1\nline 2\nline 3\n"
+        );
+        // Read from an offset inside a chunk.
+        assert_eq!(
+            read_log(&mut conn, &attempt, 10, 1 << 20).await.unwrap(),
+            b"e 2\nline 3\n"
+        );
+        drop(conn);
+
+        // Past the cap (40 bytes): cut with a marker; later output is acknowledged, not kept.
+        assert_eq!(
+            append(21, b"line 4 is long enough to pass the cap\n", "agent").await,
+            Appended::Acked(21 + 38)
+        );
+        assert_eq!(append(59, b"line 5\n", "agent").await, Appended::Acked(66));
+        let mut conn = one.read().await.unwrap();
+        let log = read_log(&mut conn, &attempt, 0, 1 << 20).await.unwrap();
+        let text = String::from_utf8(log).unwrap();
+        assert!(
+            text.starts_with("line 1\nline 2\nline 3\nline 4 is long en"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("[goflow: log cut at 40 bytes; the rest was dropped]\n"),
+            "{text}"
+        );
+        assert!(!text.contains("line 5"), "{text}");
+        let stored = attempt_row_log_bytes(&mut conn, &attempt).await;
+        assert_eq!(stored, text.len() as i64);
+
+        // Unknown try.
+        let mut tx = one.begin_logs().await.unwrap();
+        assert_eq!(
+            append_log_at(&mut tx, "nope", None, 0, b"x", cap).await.unwrap(),
+            Appended::NoSuchTry
+        );
+    })
+    .await;
+}
+
+async fn attempt_row_log_bytes(conn: &mut Reader, attempt_id: &str) -> i64 {
+    attempt(conn, attempt_id)
+        .await
+        .unwrap()
+        .expect("the try")
+        .log_bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -552,6 +677,59 @@ async fn a_huge_operations_entry_is_kept_shortened() {
             "{dialect:?}: {}",
             &stored[stored.len() - 80..]
         );
+    })
+    .await;
+}
+
+/// Lease renewal, presence and log chunks have connections of their own: a scheduling write
+/// transaction that is still open (a long batch) does not hold them up. (With one connection
+/// for all, each would wait until that transaction ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bookkeeping_and_logs_do_not_wait_for_the_scheduling_writer() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let row = waiting_instance(&one).await;
+        let mut tx = one.begin().await.unwrap();
+        let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        // The scheduling writer's one connection, busy in a transaction. On SQLite (one writer
+        // at a time, whatever the connection) it has not written yet; elsewhere it has, on
+        // another table.
+        let mut held = one.begin().await.unwrap();
+        if dialect != Dialect::Sqlite {
+            upsert_task(&mut held, &TaskSpec::new("b", "true"), now_ms(), true)
+                .await
+                .unwrap();
+        }
+        let beside = async {
+            let mut tx = one.begin_unfenced().await?;
+            let term = take_lease(&mut tx, "c1", now_ms() + 3_000, now_ms(), "").await?;
+            let term = term.expect("a free lease is taken");
+            assert!(renew_lease(&mut tx, term.token, now_ms() + 3_000).await?);
+            tx.commit().await?;
+            let mut tx = one.begin_logs().await?;
+            let appended = append_log_at(&mut tx, &attempt, Some("agent"), 0, b"out\n", 1 << 20).await?;
+            tx.commit().await?;
+            anyhow::Ok(appended)
+        };
+        let appended = tokio::time::timeout(Duration::from_secs(60), beside)
+            .await
+            .unwrap_or_else(|_| panic!("waited for the scheduling writer on {dialect:?}"))
+            .unwrap();
+        assert_eq!(appended, Appended::Acked(4));
+        held.rollback().await.unwrap();
     })
     .await;
 }

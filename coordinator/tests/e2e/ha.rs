@@ -27,7 +27,7 @@ const SECRET: &str = "e2e-ha-agent-secret-0123456789";
 /// The leader's lease (etcd's and the database's), in seconds.
 const LEASE_TTL: &str = "3";
 /// Generous: a few hundred short shell commands on a loaded two-core machine.
-const SETTLE: Duration = Duration::from_secs(120);
+pub(crate) const SETTLE: Duration = Duration::from_secs(120);
 /// One quick goflowctl call; a failure (no leader for a moment) is retried by the caller.
 const QUICK: Duration = Duration::from_secs(30);
 
@@ -40,20 +40,20 @@ fn ha_database() -> TestDatabase {
     }
 }
 
-struct Options {
-    coordinators: usize,
-    agents: usize,
-    slots: usize,
+pub(crate) struct Options {
+    pub(crate) coordinators: usize,
+    pub(crate) agents: usize,
+    pub(crate) slots: usize,
     /// WorkerTimeOut, seconds.
-    worker_timeout: u64,
-    etcd: bool,
+    pub(crate) worker_timeout: u64,
+    pub(crate) etcd: bool,
 }
 
 /// The processes of one test. Dropped in field order: agents, coordinators, Redis, etcd,
 /// the database, the work folder.
-struct Ha {
-    agents: Vec<Agent>,
-    coordinators: Vec<Sandbox>,
+pub(crate) struct Ha {
+    pub(crate) agents: Vec<Agent>,
+    pub(crate) coordinators: Vec<Sandbox>,
     redis: Redis,
     etcd: Option<Etcd>,
     db: TestDatabase,
@@ -66,7 +66,7 @@ struct Ha {
 impl Ha {
     /// Redis, etcd (if asked), the coordinators one after another (the first leads) and the
     /// agents, each listing every coordinator starting with a different one.
-    fn start(options: Options) -> Self {
+    pub(crate) fn start(options: Options) -> Self {
         let db = ha_database();
         let redis = Redis::start();
         let etcd = options.etcd.then(Etcd::start);
@@ -168,7 +168,7 @@ impl Ha {
         self.agents.push(agent);
     }
 
-    fn work(&self) -> &Path {
+    pub(crate) fn work(&self) -> &Path {
         self.work.path()
     }
 
@@ -182,7 +182,7 @@ impl Ha {
 
     /// A running coordinator to ask: the last started (a follower until the leader changes,
     /// so calls go through the forwarding).
-    fn via(&self) -> &Sandbox {
+    pub(crate) fn via(&self) -> &Sandbox {
         let i = (0..self.coordinators.len())
             .rev()
             .find(|&i| self.is_up(i))
@@ -191,7 +191,7 @@ impl Ha {
     }
 
     /// `goflowctl ARGS` through a running coordinator; None when it fails (no leader yet).
-    fn ctl_json(&self, args: &[&str]) -> Option<Vec<Value>> {
+    pub(crate) fn ctl_json(&self, args: &[&str]) -> Option<Vec<Value>> {
         let out = self.via().ctl_timeout(args, QUICK);
         out.status
             .success()
@@ -199,7 +199,7 @@ impl Ha {
     }
 
     /// `goflowctl ARGS` through a running coordinator, asserting success.
-    fn ctl_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.via().ctl_timeout(args, QUICK);
         if !out.status.success() {
             panic!(
@@ -230,7 +230,7 @@ impl Ha {
 
     /// The indexes of the coordinators listed as leading (asked through a running one that
     /// does not lead, if there is one); None when the list cannot be had right now.
-    fn leader_indexes(&self) -> Option<Vec<usize>> {
+    pub(crate) fn leader_indexes(&self) -> Option<Vec<usize>> {
         let up: Vec<usize> = (0..self.coordinators.len()).filter(|&i| self.is_up(i)).collect();
         let ask = *up.last()?;
         let listed = self.coordinators_json_via(ask)?;
@@ -249,7 +249,7 @@ impl Ha {
     }
 
     /// Applies `yaml` and runs `root` and everything downstream for `day`.
-    fn run_dag(&self, yaml: &str, root: &str, day: &str) {
+    pub(crate) fn run_dag(&self, yaml: &str, root: &str, day: &str) {
         let path = self.work().join(format!("dag-{day}.yaml"));
         std::fs::write(&path, yaml).unwrap();
         self.ctl_ok(&["apply", "-f", path.to_str().unwrap()]);
@@ -262,7 +262,7 @@ impl Ha {
     }
 
     /// Waits until the day's `count` instances all succeeded; fails at once when one failed.
-    fn wait_dag_done(&self, day: &str, count: usize, limit: Duration) -> Vec<Value> {
+    pub(crate) fn wait_dag_done(&self, day: &str, count: usize, limit: Duration) -> Vec<Value> {
         self.wait_for(
             limit,
             &format!("the {count} instances of {day} to succeed"),
@@ -286,7 +286,7 @@ impl Ha {
         });
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut text = String::new();
         for (i, sb) in self.coordinators.iter().enumerate() {
             text.push_str(&format!(
@@ -303,7 +303,7 @@ impl Ha {
     }
 
     /// Polls `probe` until it returns Some, for at most `limit`.
-    fn wait_for<T>(&self, limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    pub(crate) fn wait_for<T>(&self, limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(found) = probe() {
