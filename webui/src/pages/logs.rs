@@ -245,6 +245,9 @@ pub async fn live(
                     }
                 }
                 Ok(None) => return,
+                // The coordinator serving the stream stepped down: ending the response makes
+                // the browser reconnect from the offset it reached (goflow.js).
+                Err(status) if status.code() == tonic::Code::Unavailable => return,
                 Err(status) => {
                     last = true;
                     Event::default()
