@@ -26,6 +26,8 @@ mod tries;
 mod waits;
 
 #[cfg(test)]
+mod term_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
