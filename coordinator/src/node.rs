@@ -355,6 +355,7 @@ async fn leadership_loop(
     election: ElectionSettings,
     shutdown: CancellationToken,
 ) {
+    let mut first_term = true;
     loop {
         let Some(term) = leadership::acquire(&context.store, &me, &election, &shutdown).await else {
             return;
@@ -362,7 +363,10 @@ async fn leadership_loop(
         // The term's own fence: its engine's writes carry this token, and only this one.
         let fence = store::Fence::new(term.token);
         context.metrics.set_leading(true);
-        let leading = match lead(&context, &fence, term.epoch).await {
+        // Only the first term of a process follows a restart: the embedded agent's tries of
+        // a later term are still running in this very process.
+        let restarted = std::mem::take(&mut first_term);
+        let leading = match lead(&context, &fence, term.epoch, restarted).await {
             Ok(leading) => {
                 let refused = fence.ended();
                 tokio::select! {
@@ -424,7 +428,12 @@ impl Leading {
 
 /// The start of a term: the engine rebuilt from the database (catalog, agents, queued work),
 /// recovery, the leader's loops, and calls answered here.
-async fn lead(context: &TermContext, fence: &store::Fence, epoch: i64) -> anyhow::Result<Leading> {
+async fn lead(
+    context: &TermContext,
+    fence: &store::Fence,
+    epoch: i64,
+    restarted: bool,
+) -> anyhow::Result<Leading> {
     let settings = &context.settings;
     let engine = Engine::new(
         context.store.fenced(fence.clone()),
@@ -436,7 +445,7 @@ async fn lead(context: &TermContext, fence: &store::Fence, epoch: i64) -> anyhow
     )
     .await?;
     // Queued instances are pushed again under this epoch, whichever term queued them.
-    engine.recover(context.local_agent).await?;
+    engine.recover(context.local_agent && restarted).await?;
     let stop = CancellationToken::new();
     let mut loops = tokio::task::JoinSet::new();
     loops.spawn(engine.clone().retry_loop(stop.clone()));

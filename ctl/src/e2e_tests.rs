@@ -297,7 +297,9 @@ impl ControlService for Fake {
             }),
         ];
         if first_follow {
-            chunks[1] = Err(Status::unavailable("the coordinator serving this stream stepped down"));
+            chunks[1] = Err(Status::unavailable(
+                "the coordinator serving this stream stepped down",
+            ));
         } else if req.offset == 6 {
             chunks.drain(..1);
         }

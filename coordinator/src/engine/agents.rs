@@ -530,7 +530,10 @@ impl Engine {
     }
 
     pub async fn append_log(&self, attempt_id: &str, data: &[u8]) -> Result<i64> {
-        let mut tx = self.store.begin().await?;
+        // Log chunks are append-only rows no transition reads, keyed by (try, offset) with the
+        // offset a compare-and-set: any coordinator may write them (DESIGN.md), so a log
+        // stream keeps storing across a step-down instead of losing the try's output.
+        let mut tx = self.store.begin_unfenced().await?;
         let stored = store::append_log(&mut tx, attempt_id, data, self.settings.max_log_bytes)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("unknown try {attempt_id:?}")))?;

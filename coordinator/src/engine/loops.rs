@@ -275,7 +275,10 @@ impl Engine {
             }
             tx.commit().await?;
         }
-        let dispatches: Vec<_> = current.iter().map(|r| self.dispatch_of(r, r.try_number)).collect();
+        let dispatches: Vec<_> = current
+            .iter()
+            .map(|r| self.dispatch_of(r, r.try_number))
+            .collect();
         let pushed = dispatches.len();
         self.push(dispatches).await;
         Ok(pushed)

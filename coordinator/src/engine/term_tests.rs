@@ -84,14 +84,20 @@ async fn an_engine_writes_only_for_its_own_term() {
     assert_eq!(state_of(&store, "up1").await, None);
     let err = old.claim(&stale[0], "agent-1").await.unwrap_err();
     assert!(is_fenced(&err), "{err:?}");
-    assert_eq!(state_of(&store, "up0").await, Some((InstanceState::Queued, first.epoch)));
+    assert_eq!(
+        state_of(&store, "up0").await,
+        Some((InstanceState::Queued, first.epoch))
+    );
     assert!(queue.take().is_empty());
 
     // The new term dispatches again what the old one had queued, under its own epoch.
     new.recover(false).await.unwrap();
     let again = queue.take();
     assert_eq!(again.len(), 1);
-    assert_eq!((again[0].instance_id, again[0].epoch), (stale[0].instance_id, second.epoch));
+    assert_eq!(
+        (again[0].instance_id, again[0].epoch),
+        (stale[0].instance_id, second.epoch)
+    );
     new.register_agent(AgentRegistration {
         agent_id: "agent-1".into(),
         host: "h".into(),

@@ -1,6 +1,7 @@
 //! `goflowctl logs -j TASK -d DAY [--try N] [-f]`
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use goflow_proto::{LogChunk, TailLogsRequest};
@@ -33,8 +34,8 @@ pub fn request(args: &LogsArgs) -> TailLogsRequest {
     }
 }
 
-/// Reconnections in a row that bring no new byte before a follow gives up.
-const MAX_FRUITLESS_RECONNECTS: u32 = 10;
+/// How long a cut follow keeps trying to resume (a takeover takes a few seconds).
+const RESUME_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Writes the log bytes raw, as they come, flushing after each chunk. A follow whose stream
 /// is cut (its coordinator stepped down or went away) reconnects and resumes at the byte
@@ -42,14 +43,29 @@ const MAX_FRUITLESS_RECONNECTS: u32 = 10;
 pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let mut next = request(args);
     let mut printed = Printed::default();
-    let mut fruitless = 0;
+    // Since when a cut follow has been trying to resume without getting a new byte.
+    let mut cut_since: Option<Instant> = None;
     loop {
-        let mut stream = client.tail_logs(next.clone()).await?.into_inner();
-        let before = printed;
+        let resuming = |status: &tonic::Status, cut_since: Option<Instant>| {
+            status.code() == tonic::Code::Unavailable
+                && cut_since.is_some_and(|since| since.elapsed() < RESUME_PATIENCE)
+        };
+        let mut stream = match client.tail_logs(next.clone()).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if resuming(&status, cut_since) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(status) => return Err(status.into()),
+        };
         loop {
             match stream.message().await {
                 Ok(Some(chunk)) => {
-                    out.write_all(printed.unseen(&chunk))?;
+                    let unseen = printed.unseen(&chunk);
+                    if !unseen.is_empty() {
+                        cut_since = None;
+                    }
+                    out.write_all(unseen)?;
                     out.flush()?;
                     if !chunk.eof {
                         continue;
@@ -63,21 +79,25 @@ pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> 
                     return Ok(());
                 }
                 Ok(None) if !args.follow => return Ok(()),
-                Ok(None) => break,
-                Err(status) if args.follow && status.code() == tonic::Code::Unavailable => {
-                    tracing::debug!("the log stream was cut ({}); resuming", status.message());
+                Err(status) if !args.follow || status.code() != tonic::Code::Unavailable => {
+                    return Err(status.into());
+                }
+                // Cut: the coordinator serving it stepped down (or the stream just ended).
+                cut => {
+                    if let Err(status) = cut {
+                        tracing::debug!("the log stream was cut ({}); resuming", status.message());
+                    }
+                    cut_since.get_or_insert_with(Instant::now);
+                    anyhow::ensure!(
+                        resuming(&tonic::Status::unavailable(""), cut_since),
+                        "the log stream keeps breaking off without new output; giving up"
+                    );
                     next = printed.resume(args);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     break;
                 }
-                Err(status) => return Err(status.into()),
             }
         }
-        fruitless = if printed == before { fruitless + 1 } else { 0 };
-        anyhow::ensure!(
-            fruitless <= MAX_FRUITLESS_RECONNECTS,
-            "the log stream keeps breaking off without new output; giving up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
 
