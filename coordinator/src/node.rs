@@ -363,11 +363,11 @@ async fn leadership_loop(
         // The term's own fence: its engine's writes carry this token, and only this one.
         let fence = store::Fence::new(term.token);
         context.metrics.set_leading(true);
-        // Only the first term of a process follows a restart: the embedded agent's tries of
-        // a later term are still running in this very process.
-        let restarted = std::mem::take(&mut first_term);
-        let leading = match lead(&context, &fence, term.epoch, restarted).await {
+        // Only the first term of a process follows a restart: the embedded agent's tries seen
+        // by a later term are still running in this very process.
+        let leading = match lead(&context, &fence, term.epoch, first_term).await {
             Ok(leading) => {
+                first_term = false;
                 let refused = fence.ended();
                 tokio::select! {
                     _ = term.lost.cancelled() => {}

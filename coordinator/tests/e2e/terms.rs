@@ -236,3 +236,70 @@ fn a_coordinator_that_steps_down_and_wins_again_leaves_nothing_queued() {
     }
     drop(agents);
 }
+
+/// Standalone (its agent embedded) that steps down and wins again: the tries its agent runs
+/// across the comeback are the same process's, alive, so they are neither declared lost nor
+/// run a second time; each instance succeeds on its first try with its whole log.
+#[test]
+fn standalone_that_steps_down_and_wins_again_runs_each_try_once() {
+    let db = TestDatabase::create_blocking(suite_dialect());
+    let database_url = db.url.clone();
+    let sb = Sandbox::start_with(|root| Launch {
+        args: vec![
+            "standalone".into(),
+            "--data-dir".into(),
+            root.join("data").into(),
+            "--lease-ttl".into(),
+            "3".into(),
+        ],
+        env: vec![("GOFLOW_DATABASE_URL".into(), database_url.into())],
+        log_file: None,
+        own_database: true,
+    });
+    let log = || sb.log_tail(60);
+    wait_for(SETTLE, "standalone to lead", log, || {
+        sb.log().contains("leading (database lease").then_some(())
+    });
+    const LEAVES: usize = 3;
+    let mut yaml = format!("tasks:\n  - id: root\n    command: \"{}\"\n", print_lines(1, 0.0));
+    for i in 0..LEAVES {
+        yaml.push_str(&format!(
+            "  - id: leaf{i}\n    command: \"{}\"\n    retries: 0\n    depends_on: [root]\n",
+            print_lines(16, 0.5)
+        ));
+    }
+    sb.apply(&yaml);
+    let day = "20260502";
+    sb.ctl_ok(&["run", "-j", "root", "-d", day, "--down"]);
+    sb.wait_status(day, SETTLE, "the leaves to run", |rows| {
+        rows.iter().filter(|r| r["state"] == "running").count() == LEAVES
+    });
+
+    usurp(&db.url, USURPED_FOR_MS);
+    wait_for(SETTLE, "standalone to step down", log, || {
+        sb.log().contains("no longer leading").then_some(())
+    });
+    wait_for(SETTLE, "standalone to lead again", log, || {
+        (sb.log().matches("leading (database lease").count() >= 2).then_some(())
+    });
+    let rows = sb.wait_status(day, SETTLE, "every instance to succeed", |rows| {
+        rows.len() == LEAVES + 1 && rows.iter().all(|r| r["state"] == "success")
+    });
+    for r in &rows {
+        assert_eq!(r["try_number"], 1, "one try, never lost: {r:#}\n{}", log());
+        let task = r["task"].as_str().unwrap();
+        let lines = if task == "root" { 1 } else { 16 };
+        let stored = sb.ctl_ok(&["logs", "-j", task, "-d", day]);
+        assert_eq!(
+            printed(&stored),
+            expected_log(task, lines),
+            "{task}'s log\n{}",
+            log()
+        );
+    }
+    assert!(
+        !sb.log().contains("lost ("),
+        "no try was declared lost:\n{}",
+        log()
+    );
+}
