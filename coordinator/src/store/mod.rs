@@ -322,9 +322,12 @@ impl Store {
             tx: self.write.begin().await?,
             dialect: self.dialect(),
         };
-        if let Some(fence) = &self.fence
-            && !check_fence(&mut tx, fence.token).await?
-        {
+        let Some(fence) = &self.fence else {
+            return Ok(tx);
+        };
+        // Asked again once the writer is ours: the term may have ended while we waited for it
+        // (a step-down hands the lease back after the writes in flight, not after later ones).
+        if fence.is_ended() || !check_fence(&mut tx, fence.token).await? {
             tx.rollback().await.ok();
             fence.end();
             return Err(Fenced { token: fence.token }.into());
