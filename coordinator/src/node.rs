@@ -372,30 +372,44 @@ async fn leadership_loop(
     election: ElectionSettings,
     shutdown: CancellationToken,
 ) {
+    let mut first_term = true;
     loop {
         let Some(term) = leadership::acquire(&context.store, &me, &election, &shutdown).await else {
             return;
         };
-        let fenced = context.store.set_fence(term.token);
+        // The term's own fence: its engine's writes carry this token, and only this one.
+        let fence = store::Fence::new(term.token);
         context.metrics.set_leading(true);
-        let stop = CancellationToken::new();
-        match lead(&context, term.epoch, stop.clone()).await {
-            Ok(()) => {
+        // Only the first term of a process follows a restart: the embedded agent's tries seen
+        // by a later term are still running in this very process.
+        let leading = match lead(&context, &fence, term.epoch, first_term).await {
+            Ok(leading) => {
+                first_term = false;
+                let refused = fence.ended();
                 tokio::select! {
                     _ = term.lost.cancelled() => {}
-                    _ = fenced.cancelled() => tracing::warn!("a write was refused for fencing token {}: stepping down", term.token),
+                    _ = refused.cancelled() => tracing::warn!("a write was refused for fencing token {}: stepping down", term.token),
                     _ = shutdown.cancelled() => {}
                 }
+                Some(leading)
             }
-            Err(e) => tracing::error!("cannot start leading: {e:#}; stepping down"),
-        }
-        stop.cancel();
-        context.leading.send_replace(None);
-        context.metrics.set_leading(false);
-        context.metrics.clear_leader_gauges();
+            Err(e) => {
+                tracing::error!("cannot start leading: {e:#}; stepping down");
+                None
+            }
+        };
+        // No new call reaches the old engine; then its term ends (its writes are refused, its
+        // streams end) and its loops stop, all before the lease is handed back.
         context.router.set(Route::NoLeader(
             "the leader stepped down; another takes over".into(),
         ));
+        context.leading.send_replace(None);
+        fence.end();
+        if let Some(leading) = leading {
+            leading.stop().await;
+        }
+        context.metrics.set_leading(false);
+        context.metrics.clear_leader_gauges();
         term.release(&context.store).await;
         if shutdown.is_cancelled() {
             return;
@@ -404,12 +418,42 @@ async fn leadership_loop(
     }
 }
 
+/// How long a step-down waits for the old engine's loops to finish what they were doing.
+const STEP_DOWN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The engine of a term and its loops.
+struct Leading {
+    engine: Arc<Engine>,
+    stop: CancellationToken,
+    loops: tokio::task::JoinSet<()>,
+}
+
+impl Leading {
+    /// Ends the engine's term and waits (bounded) for its loops; those still busy are aborted.
+    /// A write of theirs still in flight holds the one writer connection, so the lease is
+    /// released after it, and any later one is refused by the ended fence.
+    async fn stop(mut self) {
+        self.engine.end_term();
+        self.stop.cancel();
+        let joined = async { while self.loops.join_next().await.is_some() {} };
+        if tokio::time::timeout(STEP_DOWN_PATIENCE, joined).await.is_err() {
+            tracing::warn!("the old term's loops did not stop within {STEP_DOWN_PATIENCE:?}; aborting them");
+            self.loops.shutdown().await;
+        }
+    }
+}
+
 /// The start of a term: the engine rebuilt from the database (catalog, agents, queued work),
 /// recovery, the leader's loops, and calls answered here.
-async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> anyhow::Result<()> {
+async fn lead(
+    context: &TermContext,
+    fence: &store::Fence,
+    epoch: i64,
+    restarted: bool,
+) -> anyhow::Result<Leading> {
     let settings = &context.settings;
     let engine = Engine::new(
-        context.store.clone(),
+        context.store.fenced(fence.clone()),
         context.queue.clone(),
         settings.engine.clone(),
         settings.mode,
@@ -417,7 +461,9 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
         context.metrics.clone(),
     )
     .await?;
-    engine.recover(context.local_agent).await?;
+    // Queued instances are pushed again under this epoch, whichever term queued them.
+    engine.recover(context.local_agent && restarted).await?;
+    let stop = CancellationToken::new();
     let mut loops = tokio::task::JoinSet::new();
     loops.spawn(engine.clone().retry_loop(stop.clone()));
     loops.spawn(engine.clone().cron_loop(stop.clone()));
@@ -433,15 +479,11 @@ async fn lead(context: &TermContext, epoch: i64, stop: CancellationToken) -> any
             .clone()
             .metrics_loop(crate::metrics::REFRESH_PERIOD, stop.clone()),
     );
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        loops.shutdown().await;
-    });
     context
         .router
         .set(Route::local(Api::new(engine.clone(), context.auth.clone())));
-    context.leading.send_replace(Some(engine));
-    Ok(())
+    context.leading.send_replace(Some(engine.clone()));
+    Ok(Leading { engine, stop, loops })
 }
 
 /// Records that this coordinator is alive (and where it listens), and, while another one

@@ -30,6 +30,8 @@ mod scheduling;
 mod seed_cli;
 #[path = "e2e/seed_conf.rs"]
 mod seed_conf;
+#[path = "e2e/terms.rs"]
+mod terms;
 #[path = "e2e/tls.rs"]
 mod tls;
 #[path = "e2e/traces.rs"]

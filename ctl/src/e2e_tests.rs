@@ -36,6 +36,8 @@ struct Fake {
     auth_seen: Arc<Mutex<Vec<(&'static str, String)>>>,
     /// The last CreateToken request.
     created: Arc<Mutex<Option<CreateTokenRequest>>>,
+    /// Every TailLogs request; the first follow is cut after its first chunk (a step-down).
+    tails: Arc<Mutex<Vec<TailLogsRequest>>>,
 }
 
 impl Fake {
@@ -277,7 +279,10 @@ impl ControlService for Fake {
     type TailLogsStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
     async fn tail_logs(&self, request: Request<TailLogsRequest>) -> Reply<Self::TailLogsStream> {
         self.note(&request)?;
-        let chunks = vec![
+        let req = request.into_inner();
+        let first_follow = req.follow && !self.tails.lock().unwrap().iter().any(|r| r.follow);
+        self.tails.lock().unwrap().push(req.clone());
+        let mut chunks = vec![
             Ok(LogChunk {
                 offset: 0,
                 data: b"hello ".to_vec(),
@@ -291,6 +296,13 @@ impl ControlService for Fake {
                 eof: true,
             }),
         ];
+        if first_follow {
+            chunks[1] = Err(Status::unavailable(
+                "the coordinator serving this stream stepped down",
+            ));
+        } else if req.offset == 6 {
+            chunks.drain(..1);
+        }
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
     async fn get_dependencies(&self, _: Request<GetDependenciesRequest>) -> Reply<GetDependenciesResponse> {
@@ -464,6 +476,33 @@ async fn logs_are_written_raw() {
     let mut out = Vec::new();
     commands::logs::run(&mut client, &args, &mut out).await.unwrap();
     assert_eq!(out, b"hello \xffworld\n");
+}
+
+/// A follow cut by a step-down reconnects and resumes at its byte offset: nothing twice.
+#[tokio::test]
+async fn a_cut_follow_resumes_where_it_was() {
+    let fake = Fake::default();
+    let server = serve(fake.clone()).await;
+    let mut client = connect(&server, meta()).await.unwrap();
+    let args = match crate::tests::parse(&["logs", "-j", "a", "-d", "20260101", "-f"])
+        .unwrap()
+        .command
+    {
+        crate::Command::Logs(args) => args,
+        _ => unreachable!(),
+    };
+    let mut out = Vec::new();
+    commands::logs::run(&mut client, &args, &mut out).await.unwrap();
+    assert_eq!(out, b"hello \xffworld\n");
+    let tails: Vec<_> = fake
+        .tails
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.try_number, r.offset))
+        .collect();
+    // Cut, resumed at byte 6 of try 1, then one look for a later try.
+    assert_eq!(tails, [(0, 0), (1, 6), (0, 0)]);
 }
 
 #[tokio::test]

@@ -47,6 +47,9 @@ pub struct Fake {
     pub bearers: Arc<Mutex<Vec<String>>>,
     /// The `authorization` metadata of every Logout call.
     pub logouts: Arc<Mutex<Vec<String>>>,
+    /// TailLogs streams end in UNAVAILABLE instead of their eof, as when the coordinator
+    /// serving them steps down.
+    pub cut_tails: bool,
 }
 
 /// The users of [`Fake::with_auth`].
@@ -232,6 +235,7 @@ pub fn sample() -> Fake {
         users: vec![],
         bearers: Arc::default(),
         logouts: Arc::default(),
+        cut_tails: false,
     }
 }
 
@@ -542,12 +546,18 @@ impl ControlService for Fake {
                 })
             })
             .collect();
-        chunks.push(Ok(LogChunk {
-            offset: log.len() as i64,
-            eof: true,
-            try_number: r.try_number,
-            ..Default::default()
-        }));
+        chunks.push(if self.cut_tails {
+            Err(Status::unavailable(
+                "the coordinator serving this stream stepped down",
+            ))
+        } else {
+            Ok(LogChunk {
+                offset: log.len() as i64,
+                eof: true,
+                try_number: r.try_number,
+                ..Default::default()
+            })
+        });
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 

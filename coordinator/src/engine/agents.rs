@@ -496,12 +496,13 @@ impl Engine {
         Ok(try_number.map(|t| self.dispatch_of(&row, t)))
     }
 
+    /// The agent's command stream; it ends when this engine's term does (at once if it has).
     pub fn watch_commands(&self, agent_id: &str) -> mpsc::Receiver<AgentCommand> {
         let (tx, rx) = mpsc::channel(64);
-        self.agent_channels
-            .lock()
-            .unwrap()
-            .insert(agent_id.to_string(), tx);
+        let mut channels = self.agent_channels.lock().unwrap();
+        if !self.term_ended.is_cancelled() {
+            channels.insert(agent_id.to_string(), tx);
+        }
         rx
     }
 

@@ -235,30 +235,53 @@ impl Engine {
     /// Pushes again the dispatches of instances queued for longer than `after`: one taken from
     /// Redis by an agent that died before claiming it is otherwise lost. The push is idempotent
     /// and the claim a compare-and-set, so a dispatch that was only waiting costs nothing.
+    /// An instance queued under another epoch (by a term that ended while writing it) is
+    /// stamped with this one first: no agent could claim its old dispatch.
     pub async fn redispatch_loop(self: Arc<Self>, after: Duration, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(after / 3) => {}
             }
-            let stale = async {
-                let mut conn = self.store.read().await?;
-                store::queued_before(&mut conn, now_ms() - after.as_millis() as i64).await
-            };
-            match stale.await {
-                Ok(rows) if !rows.is_empty() => {
-                    tracing::debug!("{} queued instances dispatched again", rows.len());
-                    let dispatches = rows
-                        .iter()
-                        .filter(|r| r.dispatch_epoch == self.epoch)
-                        .map(|r| self.dispatch_of(r, r.try_number))
-                        .collect();
-                    self.push(dispatches).await;
-                }
-                Ok(_) => {}
+            match self.redispatch_stale(after).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!("{n} queued instances dispatched again"),
                 Err(e) => tracing::error!("redispatch: {e:#}"),
             }
         }
+    }
+
+    pub(super) async fn redispatch_stale(&self, after: Duration) -> Result<usize> {
+        let rows = {
+            let mut conn = self.store.read().await?;
+            store::queued_before(&mut conn, now_ms() - after.as_millis() as i64).await?
+        };
+        let (mut current, foreign): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| r.dispatch_epoch == self.epoch);
+        if !foreign.is_empty() {
+            let mut tx = self.store.begin().await?;
+            for row in foreign {
+                if store::restamp_queued_one(&mut tx, row.id, row.try_number, row.dispatch_epoch, self.epoch)
+                    .await?
+                {
+                    tracing::warn!(
+                        "{} was queued under epoch {} (now {}): dispatched again",
+                        row.key(),
+                        row.dispatch_epoch,
+                        self.epoch
+                    );
+                    current.push(row);
+                }
+            }
+            tx.commit().await?;
+        }
+        let dispatches: Vec<_> = current
+            .iter()
+            .map(|r| self.dispatch_of(r, r.try_number))
+            .collect();
+        let pushed = dispatches.len();
+        self.push(dispatches).await;
+        Ok(pushed)
     }
 
     /// Refreshes the metrics read from the store (instances by state, queues) and the agents'

@@ -26,15 +26,18 @@ mod tries;
 mod waits;
 
 #[cfg(test)]
+mod term_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use goflow_agent::DispatchQueue;
 use goflow_core::{Dag, Dispatch, EtlDay, TaskSpec};
 use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{InstanceRow, Store, StoredTask};
 
@@ -189,6 +192,11 @@ pub struct Engine {
     metrics: Arc<crate::metrics::Metrics>,
     /// Claims and finish reports waiting to share the next transaction.
     group: tries::GroupCommit,
+    /// This engine, for the tasks it spawns (group commit writes a batch on its own task).
+    me: Weak<Engine>,
+    /// Cancelled when this engine's term is over (its store's fence ended); never for an
+    /// engine on an unfenced store (tests).
+    term_ended: CancellationToken,
 }
 
 impl Engine {
@@ -201,7 +209,8 @@ impl Engine {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let liveness = agents::Liveness::load(&store).await?;
-        let engine = Arc::new(Self {
+        let term_ended = store.fence().map(|f| f.ended()).unwrap_or_default();
+        let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             queue,
@@ -218,6 +227,8 @@ impl Engine {
             traces: Default::default(),
             metrics,
             group: Default::default(),
+            me: me.clone(),
+            term_ended,
         });
         engine.reload_catalog().await?;
         Ok(engine)
@@ -225,6 +236,24 @@ impl Engine {
 
     pub fn epoch(&self) -> i64 {
         self.epoch
+    }
+
+    /// Cancelled when this engine's term is over: streams it serves end then, so that their
+    /// clients reconnect to whoever leads now.
+    pub fn term_ended(&self) -> CancellationToken {
+        self.term_ended.clone()
+    }
+
+    /// Ends this engine's term (stepping down): its writes are refused from now on, and the
+    /// command streams and log follows it serves end.
+    pub fn end_term(&self) {
+        if let Some(fence) = self.store.fence() {
+            fence.end();
+        }
+        self.term_ended.cancel();
+        // Under the lock `watch_commands` takes, so none opens after this.
+        self.agent_channels.lock().unwrap().clear();
+        self.changed();
     }
 
     pub fn mode(&self) -> &'static str {

@@ -12,7 +12,7 @@ use crate::store::{self, Store};
 
 /// Records every push; nothing is ever popped.
 #[derive(Default)]
-struct RecordingQueue {
+pub(super) struct RecordingQueue {
     pushed: Mutex<Vec<Dispatch>>,
 }
 
@@ -28,18 +28,18 @@ impl DispatchQueue for RecordingQueue {
 }
 
 impl RecordingQueue {
-    fn take(&self) -> Vec<Dispatch> {
+    pub(super) fn take(&self) -> Vec<Dispatch> {
         std::mem::take(&mut *self.pushed.lock().unwrap())
     }
 }
 
-struct Harness {
-    engine: Arc<Engine>,
-    queue: Arc<RecordingQueue>,
-    _dir: tempfile::TempDir,
+pub(super) struct Harness {
+    pub(super) engine: Arc<Engine>,
+    pub(super) queue: Arc<RecordingQueue>,
+    pub(super) _dir: tempfile::TempDir,
 }
 
-async fn harness(dag: &str) -> Harness {
+pub(super) async fn harness(dag: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_dir(dir.path()).await.unwrap();
     let queue = Arc::new(RecordingQueue::default());
@@ -65,12 +65,12 @@ async fn harness(dag: &str) -> Harness {
     }
 }
 
-fn day(text: &str) -> EtlDay {
+pub(super) fn day(text: &str) -> EtlDay {
     EtlDay::parse(text).unwrap()
 }
 
 /// Run `task` for one day; `down`: with its downstream.
-fn plan(task: &str, on: &str, down: bool) -> RunPlan {
+pub(super) fn plan(task: &str, on: &str, down: bool) -> RunPlan {
     RunPlan {
         task: task.into(),
         from: day(on),
@@ -82,7 +82,7 @@ fn plan(task: &str, on: &str, down: bool) -> RunPlan {
 }
 
 impl Harness {
-    async fn state(&self, task: &str, d: &str) -> Option<InstanceState> {
+    pub(super) async fn state(&self, task: &str, d: &str) -> Option<InstanceState> {
         let mut conn = self.engine.store().read().await.unwrap();
         store::instance_by_key(&mut conn, &InstanceKey::new(task, day(d)))
             .await
@@ -108,7 +108,7 @@ impl Harness {
             .unwrap()
     }
 
-    async fn register(&self) {
+    pub(super) async fn register(&self) {
         self.register_as("agent-1").await;
     }
 
@@ -169,7 +169,7 @@ async fn run_down_stays_within_the_days_asked_for() {
     assert_eq!(h.state("b", "20260106").await, None);
 }
 
-fn fan_in(width: usize) -> String {
+pub(super) fn fan_in(width: usize) -> String {
     let mut dag = String::from("tasks:\n");
     for i in 0..width {
         dag.push_str(&format!("  - id: up{i}\n    command: \"true\"\n"));

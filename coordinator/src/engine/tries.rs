@@ -11,6 +11,9 @@
 //! nobody is answered before the commit that holds their write. If the shared transaction
 //! fails, each write is tried again alone, so one bad write fails only itself. Effects outside
 //! the store (metrics, pushes, wake-ups) happen in the caller's own task after the commit.
+//!
+//! Cancel-safe: a batch runs on a task of its own, so a caller that goes away (a cancelled
+//! request) loses at most its own answer, never another job's write or answer.
 
 use std::sync::Mutex;
 
@@ -19,7 +22,7 @@ use goflow_core::{Dispatch, InstanceState, TryOutcome};
 use tokio::sync::oneshot;
 
 use super::agents::{ClaimOutcome, ClaimedTry, FinishOutcome, TryReport};
-use super::{Engine, Result};
+use super::{Engine, EngineError, Result};
 use crate::store::{self, Tx, now_ms};
 
 /// The writes that share transactions, waiting for the writer.
@@ -126,20 +129,27 @@ impl Engine {
         Ok(step.outcome)
     }
 
-    /// Queues `job`, then either finds it written by the batch before ours, or writes every
-    /// pending job (ours among them) in one transaction.
-    async fn commit_together<T>(&self, job: Job, mut answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+    /// Queues `job` and waits for its answer. The batch that writes it runs on a task of its
+    /// own, not in this caller's future: a caller dropped mid-batch (its request cancelled)
+    /// cannot take the other jobs of its batch, or their answers, with it.
+    async fn commit_together<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
         self.group.pending.lock().unwrap().push(job);
-        {
-            let _writer = self.group.writer.lock().await;
-            // Whoever held the writer answered every job it took before letting go.
-            if let Ok(done) = answer.try_recv() {
-                return done;
+        let engine = self.me.upgrade().expect("an engine in use is alive");
+        tokio::spawn(async move {
+            let _writer = engine.group.writer.lock().await;
+            // Empty when the batch before took our job: it answered it before letting go.
+            let jobs = std::mem::take(&mut *engine.group.pending.lock().unwrap());
+            if !jobs.is_empty() {
+                engine.write_batch(jobs).await;
             }
-            let jobs = std::mem::take(&mut *self.group.pending.lock().unwrap());
-            self.write_batch(jobs).await;
-        }
-        answer.await.expect("a batch answers every job it takes")
+        });
+        // Every job taken is answered; only a batch task that panicked (or a runtime shutting
+        // down) drops one, and then the caller is told to try again.
+        answer.await.unwrap_or_else(|_| {
+            Err(EngineError::Internal(anyhow::anyhow!(
+                "the write was not answered (its batch stopped); try again"
+            )))
+        })
     }
 
     async fn write_batch(&self, jobs: Vec<Job>) {

@@ -142,6 +142,9 @@ impl AgentService for Api {
         if agent_id.is_empty() {
             return Err(Status::invalid_argument("agent_id is required"));
         }
+        if self.engine.term_ended().is_cancelled() {
+            return Err(super::control::term_over());
+        }
         let rx = self.engine.watch_commands(&agent_id);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx).map(|command| {

@@ -526,6 +526,12 @@ async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse,
     })
 }
 
+/// A stream served by an engine whose term ended: the client reconnects (and resumes where
+/// it was).
+pub(super) fn term_over() -> Status {
+    Status::unavailable("the coordinator serving this stream stepped down; reconnect to resume")
+}
+
 /// Streams one try's log from an offset; with `follow`, until the try has ended and every
 /// byte was sent. Wakes on the engine's change signal, and at least every [`LOG_POLL`]: other
 /// coordinators store output too (see `logs.rs`), and they do not signal this engine.
@@ -539,6 +545,7 @@ async fn stream_log(
     tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>,
 ) -> Result<(), Status> {
     let mut changes = engine.subscribe_changes();
+    let term_ended = engine.term_ended();
     let mut offset = req.offset;
     let mut try_number = if req.try_number > 0 {
         req.try_number as i64
@@ -609,6 +616,8 @@ async fn stream_log(
             changed = changes.changed() => if changed.is_err() { return Ok(()) },
             _ = tokio::time::sleep(LOG_POLL) => {}
             _ = tx.closed() => return Ok(()),
+            // Nobody wakes this engine's followers any more: the client resumes elsewhere.
+            _ = term_ended.cancelled() => return Err(term_over()),
         }
     }
 }

@@ -576,6 +576,29 @@ pub async fn restamp_queued(db: &mut impl Db, epoch: i64) -> anyhow::Result<Vec<
         .await?)
 }
 
+/// Stamps one queued instance (at `try_number`, queued under `from` epoch) with `epoch`;
+/// false when it moved on meanwhile.
+pub async fn restamp_queued_one(
+    db: &mut impl Db,
+    id: i64,
+    try_number: i64,
+    from: i64,
+    epoch: i64,
+) -> anyhow::Result<bool> {
+    let d = db.dialect();
+    let done = sqlx::query(d.sql(
+        "UPDATE instances SET dispatch_epoch = ?
+         WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ?",
+    ))
+    .bind(epoch)
+    .bind(id)
+    .bind(try_number)
+    .bind(from)
+    .execute(db.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn instances_in_state(
     db: &mut impl Db,
     state: InstanceState,

@@ -43,14 +43,13 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+use tokio_util::sync::CancellationToken;
 
 pub use agents::*;
 pub use alerts::*;
@@ -228,16 +227,52 @@ pub struct Store {
     url: DatabaseUrl,
     /// The URL's dialect, with MariaDB told apart from MySQL by asking the server.
     dialect: Dialect,
-    /// The fencing token every write transaction must still hold (0: none, for tools and
-    /// tests that write without leading).
-    fence: Arc<AtomicI64>,
-    /// Cancelled when a write is refused for the fencing token: the term is over.
-    fenced: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+    /// The term whose token every write transaction of this handle must still hold; None
+    /// for tools, tests and the bookkeeping that writes without leading.
+    fence: Option<Fence>,
 }
 
-/// A write refused because another coordinator took over: this one must step down.
+/// One term of leadership as its writes see it: the fencing token taken at its start, and
+/// whether it is over. The engine of a term holds it (through [`Store::fenced`]), so a
+/// handler of an old term still carries the old token after a new term began, even in the
+/// same process, and is refused.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    token: i64,
+    ended: CancellationToken,
+}
+
+impl Fence {
+    pub fn new(token: i64) -> Self {
+        Self {
+            token,
+            ended: CancellationToken::new(),
+        }
+    }
+
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// Ends the term here: from now on its writes are refused without asking the database.
+    pub fn end(&self) {
+        self.ended.cancel();
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
+
+    /// Cancelled when the term ends: stepped down, or a write was refused for its token.
+    pub fn ended(&self) -> CancellationToken {
+        self.ended.clone()
+    }
+}
+
+/// A write refused because its term is over (another coordinator, or a newer term of this
+/// one, took over, or this one stepped down): whoever wrote for that term must stop.
 #[derive(Debug, thiserror::Error)]
-#[error("this coordinator no longer leads (fencing token {token} was replaced): write refused")]
+#[error("the term of fencing token {token} is over (this coordinator no longer leads for it): write refused")]
 pub struct Fenced {
     pub token: i64,
 }
@@ -271,8 +306,7 @@ impl Store {
             bookkeeping,
             url: url.clone(),
             dialect,
-            fence: Arc::new(AtomicI64::new(0)),
-            fenced: Default::default(),
+            fence: None,
         })
     }
 
@@ -289,33 +323,43 @@ impl Store {
         self.dialect
     }
 
-    /// A write transaction. While a fencing token is set, it first confirms the token is
-    /// still the stored one (and locks the leader row until it ends), or fails with [`Fenced`].
+    /// A write transaction. On a fenced handle it first confirms the term's token is still
+    /// the stored one (and locks the leader row until it ends), or fails with [`Fenced`] and
+    /// ends the term.
     pub async fn begin(&self) -> anyhow::Result<Tx> {
+        if let Some(fence) = &self.fence
+            && fence.is_ended()
+        {
+            return Err(Fenced { token: fence.token }.into());
+        }
         let mut tx = Tx {
             tx: self.write.begin().await?,
             dialect: self.dialect(),
         };
-        let token = self.fence.load(Ordering::SeqCst);
-        if token != 0 && !check_fence(&mut tx, token).await? {
+        let Some(fence) = &self.fence else {
+            return Ok(tx);
+        };
+        // Asked again once the writer is ours: the term may have ended while we waited for it
+        // (a step-down hands the lease back after the writes in flight, not after later ones).
+        if fence.is_ended() || !check_fence(&mut tx, fence.token).await? {
             tx.rollback().await.ok();
-            self.fenced.lock().unwrap().cancel();
-            return Err(Fenced { token }.into());
+            fence.end();
+            return Err(Fenced { token: fence.token }.into());
         }
         Ok(tx)
     }
 
-    /// From now on every write transaction carries `token` (0: none). The returned token is
-    /// cancelled as soon as a write is refused because another coordinator took over.
-    pub fn set_fence(&self, token: i64) -> tokio_util::sync::CancellationToken {
-        let fenced = tokio_util::sync::CancellationToken::new();
-        *self.fenced.lock().unwrap() = fenced.clone();
-        self.fence.store(token, Ordering::SeqCst);
-        fenced
+    /// A handle on the same database whose every write transaction carries `fence`.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Self {
+            fence: Some(fence),
+            ..self.clone()
+        }
     }
 
-    pub fn fence(&self) -> i64 {
-        self.fence.load(Ordering::SeqCst)
+    /// The term this handle writes for; None when unfenced.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// A write transaction without the fence check: the leadership bookkeeping of a coordinator

@@ -245,6 +245,9 @@ pub async fn live(
                     }
                 }
                 Ok(None) => return,
+                // The coordinator serving the stream stepped down: ending the response makes
+                // the browser reconnect from the offset it reached (goflow.js).
+                Err(status) if status.code() == tonic::Code::Unavailable => return,
                 Err(status) => {
                     last = true;
                     Event::default()
@@ -265,6 +268,26 @@ pub async fn live(
 #[cfg(test)]
 mod tests {
     use super::decode_utf8;
+    use crate::testing::{DAY, Fake, get, sample};
+
+    /// A live log whose stream is cut by a step-down ends without a failure event: the
+    /// browser's EventSource then reconnects from the offset it reached.
+    #[tokio::test]
+    async fn a_live_log_cut_by_a_step_down_ends_for_the_browser_to_resume() {
+        let app = Fake {
+            cut_tails: true,
+            ..sample()
+        }
+        .start()
+        .await;
+        let (status, body) = get(&app, &format!("/instances/transform/{DAY}/live?try=2&offset=0")).await;
+        assert_eq!(status, axum::http::StatusCode::OK);
+        assert!(body.contains("event: chunk"), "{body}");
+        assert!(
+            !body.contains("event: failure") && !body.contains("event: eof"),
+            "{body}"
+        );
+    }
 
     #[test]
     fn a_window_that_starts_mid_character_drops_the_stray_bytes() {
