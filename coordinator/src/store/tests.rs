@@ -131,9 +131,9 @@ async fn claiming_a_try_is_won_once_and_its_try_row_is_unique() {
         tx.commit().await.unwrap();
         let id = row.id;
         let results = race(&one, &two, move |mut tx| async move {
-            let won = claim_instance(&mut tx, id, try_number, 1, "agent", now_ms()).await?;
+            let won = claim_instance(&mut tx, id, try_number, 1, "agent", "", now_ms()).await?;
             if won {
-                insert_attempt(&mut tx, id, try_number, 1, "agent", now_ms()).await?;
+                insert_attempt(&mut tx, id, try_number, 1, "agent", "", now_ms()).await?;
             }
             Ok((tx, won))
         })
@@ -142,7 +142,7 @@ async fn claiming_a_try_is_won_once_and_its_try_row_is_unique() {
         // A second row for the same try is refused by the unique key, never replaces the first.
         let mut tx = two.begin().await.unwrap();
         assert!(
-            insert_attempt(&mut tx, id, try_number, 1, "other", now_ms())
+            insert_attempt(&mut tx, id, try_number, 1, "other", "", now_ms())
                 .await
                 .is_err(),
             "{}: a second attempt row of one try must fail",
@@ -163,11 +163,11 @@ async fn finishing_a_try_is_won_once() {
             .unwrap()
             .unwrap();
         assert!(
-            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+            claim_instance(&mut tx, row.id, t, 1, "agent", "", now_ms())
                 .await
                 .unwrap()
         );
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "", now_ms())
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -243,7 +243,7 @@ async fn operator_moves_redo_and_lost_tries_are_won_once() {
             .unwrap()
             .unwrap();
         assert!(
-            claim_instance(&mut tx, id, t, 1, "agent", now_ms())
+            claim_instance(&mut tx, id, t, 1, "agent", "", now_ms())
                 .await
                 .unwrap()
         );
@@ -285,11 +285,11 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
             .unwrap()
             .unwrap();
         assert!(
-            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+            claim_instance(&mut tx, row.id, t, 1, "agent", "", now_ms())
                 .await
                 .unwrap()
         );
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "", now_ms())
             .await
             .unwrap();
         tx.commit().await.unwrap();
