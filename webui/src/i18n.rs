@@ -253,7 +253,6 @@ pub struct Texts {
     pub no_instance: &'static str,
     pub graph_help: &'static str,
     pub zoom_reset: &'static str,
-    pub tasks_shown: &'static str,
     // task
     pub definition: &'static str,
     pub command: &'static str,
@@ -438,7 +437,6 @@ pub static EN: Texts = Texts {
     no_instance: "no instance",
     graph_help: "Drag to pan, wheel to zoom, click a task to open its instance.",
     zoom_reset: "fit",
-    tasks_shown: "tasks shown",
     definition: "Definition",
     command: "command",
     schedule: "schedule",
@@ -615,7 +613,6 @@ pub static ZH: Texts = Texts {
     no_instance: "无实例",
     graph_help: "拖动平移，滚轮缩放，点击任务打开其实例。",
     zoom_reset: "适应窗口",
-    tasks_shown: "个任务",
     definition: "定义",
     command: "命令",
     schedule: "调度",

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{ConfirmPage, HiddenField, outcome};
 use crate::AppState;
 use crate::context::Ctx;
+use crate::translate;
 use crate::error::WebError;
 use crate::i18n::Texts;
 use crate::pages::instance::instance_path;
@@ -128,21 +129,24 @@ pub async fn post(
         ..Default::default()
     };
     let label = action.label(ctx.t);
-    let said = |message: String| format!("{label} {target}: {message}");
+    let lang = ctx.lang;
+    let said = |message: String| {
+        format!("{label} {target}{}{}", ctx.t.colon, translate::say(lang, &message))
+    };
     let flash = match action {
-        InstanceAction::ForceRun => outcome(client.run(run(true, false, false)).await, |r| {
+        InstanceAction::ForceRun => outcome(lang, client.run(run(true, false, false)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::Redo => outcome(client.run(run(false, false, false)).await, |r| {
+        InstanceAction::Redo => outcome(lang, client.run(run(false, false, false)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::RedoDown => outcome(client.run(run(false, true, false)).await, |r| {
+        InstanceAction::RedoDown => outcome(lang, client.run(run(false, true, false)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::RedoUp => outcome(client.run(run(false, false, true)).await, |r| {
+        InstanceAction::RedoUp => outcome(lang, client.run(run(false, false, true)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::MarkSuccess => outcome(
+        InstanceAction::MarkSuccess => outcome(lang, 
             client
                 .mark_success(MarkSuccessRequest {
                     task: task.clone(),
@@ -152,7 +156,7 @@ pub async fn post(
                 .await,
             |r| said(r.into_inner().message),
         ),
-        InstanceAction::Kill => outcome(
+        InstanceAction::Kill => outcome(lang, 
             client
                 .kill(KillRequest {
                     task: task.clone(),
@@ -170,7 +174,7 @@ pub async fn post(
                 })
                 .await;
             let deleted = result.is_ok();
-            let flash = outcome(result, |r| said(r.into_inner().message));
+            let flash = outcome(lang, result, |r| said(r.into_inner().message));
             // The instance is gone: back to its day rather than to a page that no longer exists.
             let back = if deleted { format!("/?day={etl_day}") } else { page };
             return Ok(flash.redirect(&back));

@@ -17,6 +17,7 @@ use crate::actions::instance::InstanceAction;
 use crate::context::Ctx;
 use crate::error::WebError;
 use crate::i18n::Lang;
+use crate::translate;
 use crate::view::{self, Badge};
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +70,8 @@ struct AttemptRow {
     exit_code: String,
     log_size: String,
     message: String,
+    /// The command line it ran, after templating; empty when the coordinator did not keep it.
+    command: String,
 }
 
 /// One repair button: a POST form that confirms first.
@@ -164,7 +167,7 @@ pub async fn page(
         day_dashed: day.dashed(),
         exists: true,
         badge: Badge::new(&instance.state, instance.forced, lang),
-        tries: format!("{} / {}", instance.try_number, instance.max_tries),
+        tries: tries_text(lang, instance.try_number, instance.max_tries),
         agent: instance.agent.clone(),
         queue: instance.queue.clone(),
         priority: instance.priority,
@@ -179,9 +182,9 @@ pub async fn page(
         } else {
             String::new()
         },
-        wait_reason: instance.wait_reason.clone(),
+        wait_reason: translate::wait_reason(lang, &instance.wait_reason, instance.blocked),
         blocked: instance.blocked,
-        message: instance.message.clone(),
+        message: translate::say(lang, &instance.message),
         attempts: attempts
             .iter()
             .map(|a| AttemptRow::new(a, Some(a.try_number) == selected_try, now, lang))
@@ -189,6 +192,14 @@ pub async fn page(
         log,
         refresh: in_progress(&instance),
     })
+}
+
+/// `2 / 3` in English; `第 2 次（共 3 次）` in Chinese.
+fn tries_text(lang: Lang, try_number: i32, max_tries: i32) -> String {
+    match lang {
+        Lang::En => format!("{try_number} / {max_tries}"),
+        Lang::Zh => format!("第 {try_number} 次（共 {max_tries} 次）"),
+    }
 }
 
 fn in_progress(instance: &Instance) -> bool {
@@ -279,7 +290,8 @@ impl AttemptRow {
             duration: view::duration(a.started_at, a.finished_at, now),
             exit_code: view::exit_code(a.has_exit_code, a.exit_code),
             log_size: view::bytes(a.log_bytes),
-            message: a.message.clone(),
+            message: translate::say(lang, &a.message),
+            command: a.command.clone(),
         }
     }
 }
