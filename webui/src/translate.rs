@@ -89,6 +89,18 @@ const RULES: &[Rule] = &[
         format!("执行器 {} 已不再运行它，结果报告丢失", p[0])
     }),
     ("agent {} stopped heartbeating", |p| format!("执行器 {} 停止了心跳", p[0])),
+    // Alerts (coordinator/src/engine/alerts.rs).
+    ("try {} of {} failed: {}", |p| format!("第 {} 次运行（共 {} 次）失败：{}", p[0], p[1], zh(p[2]))),
+    ("try {} of {} failed", |p| format!("第 {} 次运行（共 {} 次）失败", p[0], p[1])),
+    ("try {} of {} timed out: {}", |p| format!("第 {} 次运行（共 {} 次）超时：{}", p[0], p[1], zh(p[2]))),
+    ("try {} of {} timed out", |p| format!("第 {} 次运行（共 {} 次）超时", p[0], p[1])),
+    ("try {} of {}: {}", |p| format!("第 {} 次运行（共 {} 次）：{}", p[0], p[1], zh(p[2]))),
+    ("try {} has run for {} (expected: {})", |p| {
+        format!("第 {} 次运行已运行 {}（预期：{}）", p[0], p[1], p[2])
+    }),
+    ("{} of {} was due by {} ({}); it is {}", |p| {
+        format!("{} 在 {} 的数据应于 {}（{}）前完成；当前为“{}”", p[0], p[1], p[2], p[3], state(p[4]))
+    }),
     // Results of actions (coordinator/src/grpc/control.rs).
     ("{} instances to run for {}", |p| format!("{} 有 {} 个实例待运行", p[1], p[0])),
     ("{} instance to run for {}", |p| format!("{} 有 {} 个实例待运行", p[1], p[0])),

@@ -199,12 +199,12 @@ mod tests {
             (
                 "force_run",
                 "Run report@20260110 force",
-                "force run report@20260110: 1 instances to run",
+                "force run report@20260110: 1 instance to run",
             ),
             (
                 "redo",
                 "Run report@20260110",
-                "redo current report@20260110: 1 instances to run",
+                "redo current report@20260110: 1 instance to run",
             ),
             (
                 "redo_down",
@@ -219,7 +219,7 @@ mod tests {
             (
                 "mark_success",
                 "MarkSuccess report@20260110",
-                "1 instances marked success",
+                "1 instance marked success",
             ),
             ("kill", "Kill report@20260110", "report@20260110 killed"),
         ] {

@@ -387,8 +387,10 @@ mod tests {
         assert!(body.contains("<html lang=\"zh-CN\">"));
         assert!(body.contains(">强制通过</button>"));
         assert!(body.contains(">重做当前及下游</button>"));
-        assert!(body.contains(">failed</span>"), "state names stay one vocabulary");
-        assert!(body.contains("title=\"失败\""), "with their meaning in Chinese");
+        assert!(
+            body.contains("title=\"failed\" data-state=\"failed\">失败</span>"),
+            "the state in Chinese, its API name in the hover text: {body}"
+        );
     }
 
     #[tokio::test]

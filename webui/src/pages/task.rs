@@ -335,7 +335,7 @@ fn day_cells(ctx: &Ctx, last: EtlDay, history: &[Instance]) -> Vec<DayCell> {
 mod tests {
     use axum::http::StatusCode;
 
-    use crate::testing::{get, sample};
+    use crate::testing::{get, get_with, sample};
 
     #[tokio::test]
     async fn definition_neighbourhood_days_and_actions() {
@@ -365,11 +365,37 @@ mod tests {
         let (status, body) = get(&app, "/tasks/extract?from=2026-01-01&to=2026-01-10").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(
-            body.contains("This would run <strong>2</strong> (1 new)"),
+            body.contains("This would run 2 instances (1 new) · 2026-01-01 … 2026-01-10"),
             "{body}"
         );
+        // Each day with its tasks, those not created yet marked.
+        assert!(body.contains(
+            r#"<tr><td class="time">2026-01-01</td><td class="num">1 instance</td><td><span class="new">extract</span></td></tr>"#
+        ), "{body}");
+        assert!(body.contains(r#"<span class="existing">extract</span>"#));
         let (status, body) = get(&app, "/tasks/extract?from=2026-02-30").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("bad parameter from"));
+    }
+
+    #[tokio::test]
+    async fn a_long_backfill_preview_lists_its_first_days_and_says_how_many_more() {
+        let app = sample().start().await;
+        let uri = "/tasks/extract?from=2026-01-01&to=2026-01-30&down=1";
+        let (status, body) = get(&app, uri).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("This would run 90 instances (87 new)"), "{body}");
+        let table = &body[body.find("id=\"preview-instances\"").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        assert_eq!(table.matches("<tr>").count(), 20, "{table}");
+        assert!(table.contains("2026-01-20") && !table.contains("2026-01-21"));
+        assert!(table.contains(
+            r#"<span class="new">extract</span>, <span class="new">transform</span>, <span class="new">load</span>"#
+        ));
+        assert!(body.contains(r#"<p class="note" id="preview-more">and 10 more days</p>"#), "{body}");
+        let (_, body) = get_with(&app, uri, &[("accept-language", "zh-CN")]).await;
+        assert!(body.contains("将会运行 90 个实例（87 个新建）"), "{body}");
+        assert!(body.contains(r#"<td class="num">3 个实例</td>"#));
+        assert!(body.contains(">还有 10 天</p>"));
     }
 }
