@@ -110,11 +110,16 @@ impl WebError {
                 detail.clone(),
                 String::new(),
             ),
-            Self::NotFound(what) => (pick("Not found", "未找到"), said(what), String::new(), String::new()),
+            Self::NotFound(what) => (
+                pick("Not found", "未找到"),
+                said(what),
+                String::new(),
+                String::new(),
+            ),
             Self::BadParameter { name, message } => (
                 pick("Bad request", "请求有误"),
                 if zh {
-                    format!("参数 {name} 有误：{}", said(message))
+                    format!("参数“{}”有误：{}", parameter_zh(name), said(message))
                 } else {
                     format!("bad parameter {name}: {message}")
                 },
@@ -131,7 +136,12 @@ impl WebError {
                 String::new(),
                 String::new(),
             ),
-            Self::Forbidden(message) => (pick("Forbidden", "禁止访问"), said(message), String::new(), String::new()),
+            Self::Forbidden(message) => (
+                pick("Forbidden", "禁止访问"),
+                said(message),
+                String::new(),
+                String::new(),
+            ),
             Self::Denied(message) => (
                 pick("Not allowed", "无权操作"),
                 if zh {
@@ -208,6 +218,23 @@ fn describe(status: &Status) -> String {
         source = cause.source();
     }
     parts.join(": ")
+}
+
+/// A page's parameter as a Chinese reader knows it (the English page names the parameter).
+fn parameter_zh(name: &str) -> &str {
+    match name {
+        "day" | "etl_day" => "日期",
+        "end" => "结束日期",
+        "from" => "起始日期",
+        "to" => "结束日期",
+        "days" => "天数",
+        "hops" => "层数",
+        "state" => "状态",
+        "task" => "任务",
+        "try" => "运行次数",
+        "action" => "操作",
+        other => other,
+    }
 }
 
 /// Routes nobody serves.

@@ -28,6 +28,8 @@ mod error;
 mod failover;
 pub mod graph;
 mod i18n;
+#[cfg(test)]
+mod lang_tests;
 mod pages;
 mod routes;
 #[cfg(test)]

@@ -65,52 +65,97 @@ const RULES: &[Rule] = &[
     // Wait reasons (coordinator/src/engine/waits.rs).
     ("task is paused", |_| "任务已暂停".into()),
     ("task is paused; {}", |p| format!("任务已暂停；{}", zh(p[0]))),
-    ("blocked: waits for {}", |p| format!("受阻：等待 {}", upstreams(p[0]))),
+    ("blocked: waits for {}", |p| {
+        format!("受阻：等待 {}", upstreams(p[0]))
+    }),
     ("waits for {}", |p| format!("等待 {}", upstreams(p[0]))),
     // Why a try or an instance ended (agent/src/runner, coordinator/src/engine).
     ("exit code {}", |p| format!("退出码 {}", p[0])),
     ("timed out after {}", |p| format!("运行 {} 后超时", p[0])),
     ("killed on request", |_| "应请求终止".into()),
-    ("killed by signal {} ({})", |p| format!("被信号 {}（{}）终止", p[0], p[1])),
+    ("killed by signal {} ({})", |p| {
+        format!("被信号 {}（{}）终止", p[0], p[1])
+    }),
     ("killed by {}", |p| format!("被 {} 终止", p[0])),
     ("marked success by {}", |p| format!("由 {} 强制通过", p[0])),
-    ("ended without an exit code ({})", |p| format!("进程结束，但没有退出码（{}）", p[0])),
-    ("could not start `{}`: {}", |p| format!("无法启动 `{}`：{}", p[0], p[1])),
-    ("could not wait for the process: {}", |p| format!("无法等待进程：{}", p[0])),
+    ("ended without an exit code ({})", |p| {
+        format!("进程结束，但没有退出码（{}）", p[0])
+    }),
+    ("could not start `{}`: {}", |p| {
+        format!("无法启动 `{}`：{}", p[0], p[1])
+    }),
+    ("could not wait for the process: {}", |p| {
+        format!("无法等待进程：{}", p[0])
+    }),
     ("try {} lost ({}); dispatched again", |p| {
         format!("第 {} 次运行因执行器失联而中断（{}），已重新派发", p[0], zh(p[1]))
     }),
-    ("lost {} times (agent died): {}", |p| format!("执行器失联 {} 次：{}", p[0], zh(p[1]))),
-    ("lost {} time (agent died): {}", |p| format!("执行器失联 {} 次：{}", p[0], zh(p[1]))),
+    ("lost {} times (agent died): {}", |p| {
+        format!("执行器失联 {} 次：{}", p[0], zh(p[1]))
+    }),
+    ("lost {} time (agent died): {}", |p| {
+        format!("执行器失联 {} 次：{}", p[0], zh(p[1]))
+    }),
     ("agent {} registered again without it (restarted)", |p| {
         format!("执行器 {} 重启后重新注册，已不再运行它", p[0])
     }),
     ("agent {} no longer runs it; its report was lost", |p| {
         format!("执行器 {} 已不再运行它，结果报告丢失", p[0])
     }),
-    ("agent {} stopped heartbeating", |p| format!("执行器 {} 停止了心跳", p[0])),
+    ("agent {} stopped heartbeating", |p| {
+        format!("执行器 {} 停止了心跳", p[0])
+    }),
     // Alerts (coordinator/src/engine/alerts.rs).
-    ("try {} of {} failed: {}", |p| format!("第 {} 次运行（共 {} 次）失败：{}", p[0], p[1], zh(p[2]))),
-    ("try {} of {} failed", |p| format!("第 {} 次运行（共 {} 次）失败", p[0], p[1])),
-    ("try {} of {} timed out: {}", |p| format!("第 {} 次运行（共 {} 次）超时：{}", p[0], p[1], zh(p[2]))),
-    ("try {} of {} timed out", |p| format!("第 {} 次运行（共 {} 次）超时", p[0], p[1])),
-    ("try {} of {}: {}", |p| format!("第 {} 次运行（共 {} 次）：{}", p[0], p[1], zh(p[2]))),
+    ("try {} of {} failed: {}", |p| {
+        format!("第 {} 次运行（共 {} 次）失败：{}", p[0], p[1], zh(p[2]))
+    }),
+    ("try {} of {} failed", |p| {
+        format!("第 {} 次运行（共 {} 次）失败", p[0], p[1])
+    }),
+    ("try {} of {} timed out: {}", |p| {
+        format!("第 {} 次运行（共 {} 次）超时：{}", p[0], p[1], zh(p[2]))
+    }),
+    ("try {} of {} timed out", |p| {
+        format!("第 {} 次运行（共 {} 次）超时", p[0], p[1])
+    }),
+    ("try {} of {}: {}", |p| {
+        format!("第 {} 次运行（共 {} 次）：{}", p[0], p[1], zh(p[2]))
+    }),
     ("try {} has run for {} (expected: {})", |p| {
         format!("第 {} 次运行已运行 {}（预期：{}）", p[0], p[1], p[2])
     }),
     ("{} of {} was due by {} ({}); it is {}", |p| {
-        format!("{} 在 {} 的数据应于 {}（{}）前完成；当前为“{}”", p[0], p[1], p[2], p[3], state(p[4]))
+        format!(
+            "{} 在 {} 的数据应于 {}（{}）前完成；当前为“{}”",
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            state(p[4])
+        )
     }),
     // Results of actions (coordinator/src/grpc/control.rs).
-    ("{} instances to run for {}", |p| format!("{} 有 {} 个实例待运行", p[1], p[0])),
-    ("{} instance to run for {}", |p| format!("{} 有 {} 个实例待运行", p[1], p[0])),
+    ("{} instances to run for {}", |p| {
+        format!("{} 有 {} 个实例待运行", p[1], p[0])
+    }),
+    ("{} instance to run for {}", |p| {
+        format!("{} 有 {} 个实例待运行", p[1], p[0])
+    }),
     ("{} instances to run", |p| format!("{} 个实例待运行", p[0])),
     ("{} instance to run", |p| format!("{} 个实例待运行", p[0])),
-    ("{} instances marked success", |p| format!("{} 个实例已强制通过", p[0])),
-    ("{} instance marked success", |p| format!("{} 个实例已强制通过", p[0])),
+    ("{} instances marked success", |p| {
+        format!("{} 个实例已强制通过", p[0])
+    }),
+    ("{} instance marked success", |p| {
+        format!("{} 个实例已强制通过", p[0])
+    }),
     ("{} instances killed", |p| format!("{} 个实例已终止", p[0])),
-    ("{} killed (was {})", |p| format!("{} 已终止（原为{}）", p[0], state(p[1]))),
-    ("{} deleted with its tries and logs", |p| format!("{} 已删除，连同其运行记录和日志", p[0])),
+    ("{} killed (was {})", |p| {
+        format!("{} 已终止（原为{}）", p[0], state(p[1]))
+    }),
+    ("{} deleted with its tries and logs", |p| {
+        format!("{} 已删除，连同其运行记录和日志", p[0])
+    }),
     ("deleted {} (their instances stay readable)", |p| {
         format!("已删除 {}（其实例仍可查看）", p[0])
     }),
@@ -119,70 +164,111 @@ const RULES: &[Rule] = &[
         format!("将运行 {} 个实例（{} 个新建，{} 个已有）", p[0], p[1], p[2])
     }),
     // Refusals (coordinator/src/engine, coordinator/src/auth.rs).
-    ("{} is {}: kill it first (goflowctl kill -j {} -d {}); nothing was changed", |p| {
-        format!(
-            "{} 处于“{}”状态：请先终止它（goflowctl kill -j {} -d {}）；未做任何更改",
-            p[0],
-            state(p[1]),
-            p[2],
-            p[3]
-        )
+    (
+        "{} is {}: kill it first (goflowctl kill -j {} -d {}); nothing was changed",
+        |p| {
+            format!(
+                "{} 处于“{}”状态：请先终止它（goflowctl kill -j {} -d {}）；未做任何更改",
+                p[0],
+                state(p[1]),
+                p[2],
+                p[3]
+            )
+        },
+    ),
+    ("{} is {}: kill it first", |p| {
+        format!("{} 处于“{}”状态：请先终止它", p[0], state(p[1]))
     }),
-    ("{} is {}: kill it first", |p| format!("{} 处于“{}”状态：请先终止它", p[0], state(p[1]))),
-    ("{} is {}: only a waiting, queued, running or up_for_retry instance can be killed", |p| {
-        format!(
-            "{} 处于“{}”状态：只有等待中、排队中、运行中或等待重试的实例可以终止",
-            p[0],
-            state(p[1])
-        )
-    }),
+    (
+        "{} is {}: only a waiting, queued, running or up_for_retry instance can be killed",
+        |p| {
+            format!(
+                "{} 处于“{}”状态：只有等待中、排队中、运行中或等待重试的实例可以终止",
+                p[0],
+                state(p[1])
+            )
+        },
+    ),
     ("{} is {}; this needs the {} role", |p| {
         format!("{} 的角色是 {}；此操作需要 {} 角色", p[0], role(p[1]), role(p[2]))
     }),
     ("cannot delete while {} is not finished: kill it first", |p| {
         format!("{} 尚未结束，不能删除：请先终止它", p[0])
     }),
-    ("cannot delete: {} (delete those tasks in the same request, or change them first)", |p| {
-        format!("不能删除：{}（请在同一请求中一并删除这些任务，或先修改它们）", depends(p[0]))
-    }),
+    (
+        "cannot delete: {} (delete those tasks in the same request, or change them first)",
+        |p| {
+            format!(
+                "不能删除：{}（请在同一请求中一并删除这些任务，或先修改它们）",
+                depends(p[0])
+            )
+        },
+    ),
     ("cannot delete: {}", |p| format!("不能删除：{}", zh(p[0]))),
     ("{} changed meanwhile; nothing was changed, try again", |p| {
         format!("{} 在此期间已变化；未做任何更改，请重试", p[0])
     }),
-    ("{} changed meanwhile; try again", |p| format!("{} 在此期间已变化，请重试", p[0])),
-    ("{} was killed and its processes are still stopping; try again in a few seconds", |p| {
-        format!("{} 已被终止，其进程仍在停止中；请几秒后重试", p[0])
+    ("{} changed meanwhile; try again", |p| {
+        format!("{} 在此期间已变化，请重试", p[0])
     }),
-    ("nothing to kill: no unfinished instance of {} (or downstream) in {}..{}", |p| {
-        format!("没有可终止的实例：{}..{} 中 {}（及其下游）没有未结束的实例", p[1], p[2], p[0])
-    }),
+    (
+        "{} was killed and its processes are still stopping; try again in a few seconds",
+        |p| format!("{} 已被终止，其进程仍在停止中；请几秒后重试", p[0]),
+    ),
+    (
+        "nothing to kill: no unfinished instance of {} (or downstream) in {}..{}",
+        |p| {
+            format!(
+                "没有可终止的实例：{}..{} 中 {}（及其下游）没有未结束的实例",
+                p[1], p[2], p[0]
+            )
+        },
+    ),
     ("task {} has no instance in {}..{}: it starts on {}", |p| {
-        format!("任务 {} 在 {}..{} 中没有实例：它从 {} 开始", p[0], p[1], p[2], p[3])
+        format!(
+            "任务 {} 在 {}..{} 中没有实例：它从 {} 开始",
+            p[0], p[1], p[2], p[3]
+        )
     }),
-    ("no scheduled root task has an instance on {}", |p| format!("{} 没有任何定时根任务的实例", p[0])),
-    ("--from {} is after --to {}", |p| format!("起始日期 {} 晚于结束日期 {}", p[0], p[1])),
-    ("a range of {} days is more than 10 years", |p| format!("{} 天的范围超过了 10 年", p[0])),
+    ("no scheduled root task has an instance on {}", |p| {
+        format!("{} 没有任何定时根任务的实例", p[0])
+    }),
+    ("--from {} is after --to {}", |p| {
+        format!("起始日期 {} 晚于结束日期 {}", p[0], p[1])
+    }),
+    ("a range of {} days is more than 10 years", |p| {
+        format!("{} 天的范围超过了 10 年", p[0])
+    }),
     ("no instance {}", |p| format!("没有实例 {}", p[0])),
     ("unknown task {}", |p| format!("未知任务 {}", p[0])),
     ("unknown state {}", |p| format!("未知状态 {}", p[0])),
-    ("the coordinator could not be reached: {}", |p| format!("无法连接协调器：{}", p[0])),
+    ("the coordinator could not be reached: {}", |p| {
+        format!("无法连接协调器：{}", p[0])
+    }),
     // The web UI's own refusals (error.rs, context.rs, pages/).
     ("no page at {}", |p| format!("没有这个页面：{}", p[0])),
-    ("this form expired or did not come from this site: reload the page and try again", |_| {
-        "表单已过期，或并非来自本站：请刷新页面后重试".into()
-    }),
+    (
+        "this form expired or did not come from this site: reload the page and try again",
+        |_| "表单已过期，或并非来自本站：请刷新页面后重试".into(),
+    ),
     ("the form is too large", |_| "表单太大".into()),
     ("{} is not a task id", |p| format!("{} 不是任务 ID", p[0])),
     ("{} has no try {}", |p| format!("{} 没有第 {} 次运行", p[0], p[1])),
-    ("{} is not a try number", |p| format!("{} 不是有效的运行次数", p[0])),
-    ("{} is not a number from 1 to {}", |p| format!("{} 不是 1 到 {} 之间的数", p[0], p[1])),
+    ("{} is not a try number", |p| {
+        format!("{} 不是有效的运行次数", p[0])
+    }),
+    ("{} is not a number from 1 to {}", |p| {
+        format!("{} 不是 1 到 {} 之间的数", p[0], p[1])
+    }),
     ("unknown action {}", |p| format!("未知操作 {}", p[0])),
-    ("invalid date {}: expected yyyymmdd or yyyy-mm-dd (no such day in the calendar)", |p| {
-        format!("日期 {} 无效：日历上没有这一天", p[0])
-    }),
-    ("invalid date {}: expected yyyymmdd or yyyy-mm-dd (year before 1000)", |p| {
-        format!("日期 {} 无效：年份早于 1000", p[0])
-    }),
+    (
+        "invalid date {}: expected yyyymmdd or yyyy-mm-dd (no such day in the calendar)",
+        |p| format!("日期 {} 无效：日历上没有这一天", p[0]),
+    ),
+    (
+        "invalid date {}: expected yyyymmdd or yyyy-mm-dd (year before 1000)",
+        |p| format!("日期 {} 无效：年份早于 1000", p[0]),
+    ),
     ("invalid date {}: expected yyyymmdd or yyyy-mm-dd", |p| {
         format!("日期 {} 无效：应为 yyyymmdd 或 yyyy-mm-dd", p[0])
     }),
@@ -192,19 +278,30 @@ const RULES: &[Rule] = &[
     ("task {} (tasks[{}], line {}): {}", |p| {
         format!("任务 {}（tasks[{}]，第 {} 行）：{}", p[0], p[1], p[2], zh(p[3]))
     }),
-    ("task {} (tasks[{}]): {}", |p| format!("任务 {}（tasks[{}]）：{}", p[0], p[1], zh(p[2]))),
-    ("task {} depends on unknown task {}", |p| format!("任务 {} 依赖未知任务 {}", p[0], p[1])),
+    ("task {} (tasks[{}]): {}", |p| {
+        format!("任务 {}（tasks[{}]）：{}", p[0], p[1], zh(p[2]))
+    }),
+    ("task {} depends on unknown task {}", |p| {
+        format!("任务 {} 依赖未知任务 {}", p[0], p[1])
+    }),
     ("dependency cycle: {}", |p| format!("依赖成环：{}", p[0])),
     ("duplicate task id {}: tasks[{}] and tasks[{}]{}", |p| {
-        format!("任务 ID {} 重复：tasks[{}] 和 tasks[{}]{}", p[0], p[1], p[2], p[3])
+        format!(
+            "任务 ID {} 重复：tasks[{}] 和 tasks[{}]{}",
+            p[0], p[1], p[2], p[3]
+        )
     }),
-    ("the document is empty (expected a `tasks:` list)", |_| "文档为空（应有 `tasks:` 列表）".into()),
+    ("the document is empty (expected a `tasks:` list)", |_| {
+        "文档为空（应有 `tasks:` 列表）".into()
+    }),
     ("command is empty", |_| "命令为空".into()),
     ("command: {}", |p| format!("命令：{}", p[0])),
     ("schedule: {}", |p| format!("调度：{}", p[0])),
     ("timezone: {}", |p| format!("时区：{}", p[0])),
     ("deadline: {}", |p| format!("截止时间：{}", p[0])),
-    ("depends_on: {} is not a valid task id", |p| format!("依赖：{} 不是有效的任务 ID", p[0])),
+    ("depends_on: {} is not a valid task id", |p| {
+        format!("依赖：{} 不是有效的任务 ID", p[0])
+    }),
 ];
 
 /// In Chinese, or as it came when no shape fits.
@@ -327,7 +424,8 @@ mod tests {
 
     #[test]
     fn wait_reasons_read_in_chinese_without_saying_blocked_twice() {
-        let reason = "blocked: waits for fail@20260110 (failed), mid@20260110 (waiting behind a failed upstream)";
+        let reason =
+            "blocked: waits for fail@20260110 (failed), mid@20260110 (waiting behind a failed upstream)";
         assert_eq!(
             wait_reason(Lang::Zh, reason, true),
             "等待 fail@20260110（失败）、mid@20260110（在失败的上游之后等待）"
@@ -337,7 +435,11 @@ mod tests {
             "waits for fail@20260110 (failed), mid@20260110 (waiting behind a failed upstream)"
         );
         assert_eq!(
-            wait_reason(Lang::Zh, "task is paused; waits for a@20260109 (no instance)", false),
+            wait_reason(
+                Lang::Zh,
+                "task is paused; waits for a@20260109 (no instance)",
+                false
+            ),
             "任务已暂停；等待 a@20260109（无实例）"
         );
         // A reason of a shape not known yet stays readable, untouched.
@@ -358,7 +460,10 @@ mod tests {
             ),
             ("1 instances to run", "1 个实例待运行"),
             ("3 instances marked success", "3 个实例已强制通过"),
-            ("x@20260110 killed (was running)", "x@20260110 已终止（原为运行中）"),
+            (
+                "x@20260110 killed (was running)",
+                "x@20260110 已终止（原为运行中）",
+            ),
             (
                 "r@20260110 is running: kill it first",
                 "r@20260110 处于“运行中”状态：请先终止它",

@@ -16,17 +16,21 @@ pub fn time(epoch_ms: i64) -> String {
 }
 
 /// From start to finish, or to `now` while still running; empty when it never started.
-pub fn duration(started_ms: i64, finished_ms: i64, now_ms: i64) -> String {
+/// `2m 05s`; `2 分 05 秒`.
+pub fn duration(started_ms: i64, finished_ms: i64, now_ms: i64, lang: Lang) -> String {
     if started_ms <= 0 {
         return String::new();
     }
     let end = if finished_ms > 0 { finished_ms } else { now_ms };
     let secs = (end - started_ms).max(0) / 1000;
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m {s:02}s"),
-        _ => format!("{h}h {m:02}m {s:02}s"),
+    match (lang, h, m) {
+        (Lang::En, 0, 0) => format!("{s}s"),
+        (Lang::En, 0, _) => format!("{m}m {s:02}s"),
+        (Lang::En, _, _) => format!("{h}h {m:02}m {s:02}s"),
+        (Lang::Zh, 0, 0) => format!("{s} 秒"),
+        (Lang::Zh, 0, _) => format!("{m} 分 {s:02} 秒"),
+        (Lang::Zh, _, _) => format!("{h} 小时 {m:02} 分 {s:02} 秒"),
     }
 }
 
@@ -159,10 +163,11 @@ mod tests {
 
     #[test]
     fn durations_read_naturally() {
-        assert_eq!(duration(0, 0, 5_000), "");
-        assert_eq!(duration(1_000, 43_000, 0), "42s");
-        assert_eq!(duration(1, 125_001, 0), "2m 05s");
-        assert_eq!(duration(1_000, 0, 3_601_000 + 61_000), "1h 01m 01s");
+        assert_eq!(duration(0, 0, 5_000, Lang::En), "");
+        assert_eq!(duration(1_000, 43_000, 0, Lang::En), "42s");
+        assert_eq!(duration(1, 125_001, 0, Lang::En), "2m 05s");
+        assert_eq!(duration(1_000, 0, 3_601_000 + 61_000, Lang::En), "1h 01m 01s");
+        assert_eq!(duration(1, 125_001, 0, Lang::Zh), "2 分 05 秒");
     }
 
     #[test]
@@ -180,11 +185,21 @@ mod tests {
         assert!(Badge::new("success", true, Lang::En).forced);
         assert!(!Badge::new("failed", true, Lang::En).forced);
         let forced = Badge::new("success", true, Lang::Zh);
-        assert_eq!((forced.label.as_str(), forced.title.as_str()), ("强制通过", "success (forced)"));
+        assert_eq!(
+            (forced.label.as_str(), forced.title.as_str()),
+            ("强制通过", "success (forced)")
+        );
         let failed = Badge::new("failed", false, Lang::Zh);
-        assert_eq!((failed.label.as_str(), failed.title.as_str()), ("失败", "failed"), "searchable");
+        assert_eq!(
+            (failed.label.as_str(), failed.title.as_str()),
+            ("失败", "failed"),
+            "searchable"
+        );
         let failed = Badge::new("failed", false, Lang::En);
-        assert_eq!((failed.label.as_str(), failed.title.as_str()), ("failed", "failed"));
+        assert_eq!(
+            (failed.label.as_str(), failed.title.as_str()),
+            ("failed", "failed")
+        );
     }
 
     #[test]

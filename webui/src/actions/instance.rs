@@ -9,10 +9,10 @@ use serde::Deserialize;
 use super::{ConfirmPage, HiddenField, outcome};
 use crate::AppState;
 use crate::context::Ctx;
-use crate::translate;
 use crate::error::WebError;
 use crate::i18n::Texts;
 use crate::pages::instance::instance_path;
+use crate::translate;
 
 /// The seed's instance verbs, in the order the buttons appear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,11 @@ pub async fn post(
     let label = action.label(ctx.t);
     let lang = ctx.lang;
     let said = |message: String| {
-        format!("{label} {target}{}{}", ctx.t.colon, translate::say(lang, &message))
+        format!(
+            "{label} {target}{}{}",
+            ctx.t.colon,
+            translate::say(lang, &message)
+        )
     };
     let flash = match action {
         InstanceAction::ForceRun => outcome(lang, client.run(run(true, false, false)).await, |r| {
@@ -146,7 +150,8 @@ pub async fn post(
         InstanceAction::RedoUp => outcome(lang, client.run(run(false, false, true)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::MarkSuccess => outcome(lang, 
+        InstanceAction::MarkSuccess => outcome(
+            lang,
             client
                 .mark_success(MarkSuccessRequest {
                     task: task.clone(),
@@ -156,7 +161,8 @@ pub async fn post(
                 .await,
             |r| said(r.into_inner().message),
         ),
-        InstanceAction::Kill => outcome(lang, 
+        InstanceAction::Kill => outcome(
+            lang,
             client
                 .kill(KillRequest {
                     task: task.clone(),

@@ -136,7 +136,11 @@ pub async fn run(
     let result = client.run(request).await;
     let lang = ctx.lang;
     Ok(outcome(lang, result, |r| {
-        format!("{task}{}{}", ctx.t.colon, translate::say(lang, &r.into_inner().message))
+        format!(
+            "{task}{}{}",
+            ctx.t.colon,
+            translate::say(lang, &r.into_inner().message)
+        )
     })
     .redirect(&page))
 }

@@ -54,11 +54,20 @@ fn render(nodes: &[GraphNode], layout: &Layout) -> String {
         let bulge = if offsets.len() < 2 {
             0.0
         } else {
-            let slot = offsets.iter().position(|o| *o == edge.edge.day_offset).unwrap_or(0);
+            let slot = offsets
+                .iter()
+                .position(|o| *o == edge.edge.day_offset)
+                .unwrap_or(0);
             (slot as f64 - (offsets.len() as f64 - 1.0) / 2.0) * PARALLEL_GAP
         };
         let points = bent(&edge.points, bulge);
-        draw_edge(&mut svg, edge.edge, &points, &layout.nodes[edge.edge.upstream], bulge != 0.0);
+        draw_edge(
+            &mut svg,
+            edge.edge,
+            &points,
+            &layout.nodes[edge.edge.upstream],
+            bulge != 0.0,
+        );
     }
     svg.push_str("</g><g class=\"nodes\">");
     for (node, placed) in nodes.iter().zip(&layout.nodes) {
@@ -257,7 +266,7 @@ mod tests {
         let edge = svg.split("<path class=\"edge").nth(nth + 1).unwrap();
         let d = &edge[edge.find(" d=\"").unwrap() + 4..];
         d[..d.find('"').unwrap()]
-            .split(|c: char| c == ' ' || c == 'M' || c == 'C')
+            .split([' ', 'M', 'C'])
             .filter(|p| !p.is_empty())
             .map(|p| {
                 let (x, y) = p.split_once(',').unwrap();
@@ -287,11 +296,23 @@ mod tests {
         let middle = |points: &[(f64, f64)]| points[points.len() / 2].1;
         let apart = (middle(&same) - middle(&previous)).abs();
         assert!(apart >= 20.0, "the middles are {apart} apart: {svg}");
-        assert_eq!(svg.matches(">-1d</text>").count(), 1, "only the -1d edge is labelled");
+        assert_eq!(
+            svg.matches(">-1d</text>").count(),
+            1,
+            "only the -1d edge is labelled"
+        );
         let label = &svg[svg.find("class=\"offset-label\"").unwrap()..];
-        let y: f64 = label[label.find("y=\"").unwrap() + 3..].split('"').next().unwrap().parse().unwrap();
+        let y: f64 = label[label.find("y=\"").unwrap() + 3..]
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let (own, other) = (middle(&previous), middle(&same));
-        assert!((y - own).abs() < (y - other).abs(), "the label sits by its curve: {y}, {own}, {other}");
+        assert!(
+            (y - own).abs() < (y - other).abs(),
+            "the label sits by its curve: {y}, {own}, {other}"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
 }
 
 /// An alert's kind or delivery state in the page's language.
-fn word<'a>(lang: Lang, name: &'a str) -> &'a str {
+fn word(lang: Lang, name: &str) -> &str {
     if lang == Lang::En {
         return name;
     }

@@ -22,7 +22,15 @@ use crate::view::{Badge, state_class};
 
 const DEFAULT_HOPS: usize = 2;
 /// The states the legend explains, in the order of a run.
-const LEGEND: [&str; 7] = ["waiting", "queued", "running", "up_for_retry", "success", "failed", "killed"];
+const LEGEND: [&str; 7] = [
+    "waiting",
+    "queued",
+    "running",
+    "up_for_retry",
+    "success",
+    "failed",
+    "killed",
+];
 const MAX_HOPS: usize = 20;
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,7 +108,11 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
         focus,
         hops,
         shown: match ctx.lang {
-            Lang::En => format!("{} / {} shown", drawing.shown, count(ctx.lang, tasks.len(), TASKS)),
+            Lang::En => format!(
+                "{} / {} shown",
+                drawing.shown,
+                count(ctx.lang, tasks.len(), TASKS)
+            ),
             Lang::Zh => format!("显示 {} / {}", drawing.shown, count(ctx.lang, tasks.len(), TASKS)),
         },
         legend: LEGEND.iter().map(|s| Badge::new(s, false, ctx.lang)).collect(),

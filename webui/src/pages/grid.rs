@@ -185,14 +185,22 @@ fn today() -> EtlDay {
 /// that window would show only days after today.
 fn later_end(end: EtlDay, day_count: i32, today: EtlDay) -> String {
     let later = end.offset(day_count).min(today);
-    if later > end { later.compact() } else { String::new() }
+    if later > end {
+        later.compact()
+    } else {
+        String::new()
+    }
 }
 
 /// The rows' order: the tasks of one DAG (connected by any dependency) together, each DAG in
 /// the order its tasks run (upstream first, by same-day dependencies; ties by id), the DAGs by
 /// their first task's id. Each index comes with whether it starts a DAG.
 fn dag_order(tasks: &[Task]) -> Vec<(usize, bool)> {
-    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     // Connected components, by union-find over every dependency.
     let mut parent: Vec<usize> = (0..tasks.len()).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {

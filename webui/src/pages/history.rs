@@ -101,7 +101,7 @@ fn matches_text(o: &Operation, q: &str) -> bool {
 }
 
 /// An operation's action in the page's language.
-fn action_label<'a>(lang: Lang, action: &'a str) -> &'a str {
+fn action_label(lang: Lang, action: &str) -> &str {
     if lang == Lang::En {
         return action;
     }
@@ -124,13 +124,16 @@ fn action_label<'a>(lang: Lang, action: &'a str) -> &'a str {
 /// An operation's detail in Chinese: its flags, counts and lists (the coordinator writes
 /// `--down 20260101..20260110`, `created [a] updated [b]`, `3 instances`, a state name).
 fn detail_zh(detail: &str) -> String {
-    if let Some(rest) = detail.strip_prefix("created [")
-        && let Some((created, updated)) = rest.split_once("] updated [")
-    {
-        return format!("新建 [{created}] 更新 [{}", updated);
+    if detail.starts_with("created [") || detail.starts_with("updated [") {
+        return detail
+            .replacen("created [", "新建 [", 1)
+            .replacen("updated [", "更新 [", 1);
     }
     let (detail, skipped) = match detail.split_once(" (left alone, live meanwhile: ") {
-        Some((head, tail)) => (head, format!("（跳过正在运行的：{}", tail.trim_end_matches(')')) + "）"),
+        Some((head, tail)) => (
+            head,
+            format!("（跳过正在运行的：{}", tail.trim_end_matches(')')) + "）",
+        ),
         None => (detail, String::new()),
     };
     let mut words: Vec<String> = vec![];
@@ -164,7 +167,11 @@ impl Row {
         Self {
             at: view::time(o.at),
             actor: o.actor.clone(),
-            client: o.client.clone(),
+            // `goflowctl/0.1.0 from 127.0.0.1:5000`: the program is a name, "from" a word.
+            client: match (lang, o.client.split_once(" from ")) {
+                (Lang::Zh, Some((program, address))) => format!("{program}（来自 {address}）"),
+                _ => o.client.clone(),
+            },
             action: o.action.clone(),
             action_label: action_label(lang, &o.action).to_string(),
             target: o.target.clone(),
@@ -196,9 +203,16 @@ mod tests {
     #[test]
     fn details_read_in_chinese() {
         use super::detail_zh;
-        assert_eq!(detail_zh("--down 20260101..20260110"), "含下游 20260101..20260110");
+        assert_eq!(
+            detail_zh("--down 20260101..20260110"),
+            "含下游 20260101..20260110"
+        );
         assert_eq!(detail_zh("created [a, b] updated [c]"), "新建 [a, b] 更新 [c]");
-        assert_eq!(detail_zh("20260101..20260102 --down 3 instances"), "20260101..20260102 含下游 3 个实例");
+        assert_eq!(detail_zh("created [a]"), "新建 [a]");
+        assert_eq!(
+            detail_zh("20260101..20260102 --down 3 instances"),
+            "20260101..20260102 含下游 3 个实例"
+        );
         assert_eq!(detail_zh("running"), "运行中");
         assert_eq!(
             detail_zh("--force (left alone, live meanwhile: a@20260110)"),

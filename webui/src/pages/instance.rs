@@ -175,7 +175,7 @@ pub async fn page(
         queued: view::time(instance.queued_at),
         started: view::time(instance.started_at),
         finished: view::time(instance.finished_at),
-        duration: view::duration(instance.started_at, instance.finished_at, now),
+        duration: view::duration(instance.started_at, instance.finished_at, now, lang),
         exit_code: view::exit_code(instance.has_exit_code, instance.exit_code),
         next_try: if instance.state == "up_for_retry" {
             view::time(instance.next_try_at)
@@ -287,7 +287,7 @@ impl AttemptRow {
             agent: a.agent.clone(),
             started: view::time(a.started_at),
             finished: view::time(a.finished_at),
-            duration: view::duration(a.started_at, a.finished_at, now),
+            duration: view::duration(a.started_at, a.finished_at, now, lang),
             exit_code: view::exit_code(a.has_exit_code, a.exit_code),
             log_size: view::bytes(a.log_bytes),
             message: translate::say(lang, &a.message),

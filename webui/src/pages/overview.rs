@@ -85,7 +85,10 @@ impl AgentSummary {
         let lang = *lang;
         let (alive, dead) = match lang {
             Lang::En => (format!("{} alive", self.alive), format!(", {} dead", self.dead)),
-            Lang::Zh => (format!("{} 个在线", self.alive), format!("，{} 个失联", self.dead)),
+            Lang::Zh => (
+                format!("{} 个在线", self.alive),
+                format!("，{} 个失联", self.dead),
+            ),
         };
         let dead = if self.dead > 0 { dead } else { String::new() };
         format!("{alive}{dead} · {}/{}", self.running, self.slots)
@@ -196,7 +199,7 @@ impl Row {
             tries: format!("{}/{}", i.try_number, i.max_tries),
             started: view::time(i.started_at),
             finished: view::time(i.finished_at),
-            duration: view::duration(i.started_at, i.finished_at, now),
+            duration: view::duration(i.started_at, i.finished_at, now, lang),
             exit_code: view::exit_code(i.has_exit_code, i.exit_code),
             blocked: i.blocked,
             info: info(i, lang),

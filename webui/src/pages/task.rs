@@ -98,8 +98,17 @@ const PREVIEW_TASKS: usize = 12;
 pub fn preview_summary(lang: Lang, total: usize, new: usize) -> String {
     let t = lang.texts();
     match lang {
-        Lang::En => format!("{} {} ({new} new)", t.preview_result, count(lang, total, INSTANCES)),
-        Lang::Zh => format!("{} {}（{}）", t.preview_result, count(lang, total, INSTANCES), count(lang, new, NEW)),
+        Lang::En => format!(
+            "{} {} ({new} new)",
+            t.preview_result,
+            count(lang, total, INSTANCES)
+        ),
+        Lang::Zh => format!(
+            "{} {}（{}）",
+            t.preview_result,
+            count(lang, total, INSTANCES),
+            count(lang, new, NEW)
+        ),
     }
 }
 
@@ -108,7 +117,10 @@ impl Preview {
         let t = lang.texts();
         let mut by_day: std::collections::BTreeMap<&str, Vec<(String, bool)>> = Default::default();
         for i in planned {
-            by_day.entry(i.etl_day.as_str()).or_default().push((i.task.clone(), i.id == 0));
+            by_day
+                .entry(i.etl_day.as_str())
+                .or_default()
+                .push((i.task.clone(), i.id == 0));
         }
         let day_count = by_day.len();
         let days = by_day
@@ -118,7 +130,9 @@ impl Preview {
                 let all = tasks.len();
                 tasks.truncate(PREVIEW_TASKS);
                 PreviewDay {
-                    day: EtlDay::parse(day).map(|d| d.dashed()).unwrap_or_else(|_| day.to_string()),
+                    day: EtlDay::parse(day)
+                        .map(|d| d.dashed())
+                        .unwrap_or_else(|_| day.to_string()),
                     count: count(lang, all, INSTANCES),
                     more: and_more(t, all - tasks.len()),
                     tasks,
@@ -144,7 +158,11 @@ impl Preview {
 
 /// `and 3 more` / `还有 3 个`; empty for none.
 fn and_more(t: &Texts, n: usize) -> String {
-    if n == 0 { String::new() } else { t.and_more.replace("{}", &n.to_string()) }
+    if n == 0 {
+        String::new()
+    } else {
+        t.and_more.replace("{}", &n.to_string())
+    }
 }
 
 /// A day from a form field: `yyyymmdd` or `yyyy-mm-dd`, the field named when it is wrong.
@@ -392,7 +410,10 @@ mod tests {
         assert!(table.contains(
             r#"<span class="new">extract</span>, <span class="new">transform</span>, <span class="new">load</span>"#
         ));
-        assert!(body.contains(r#"<p class="note" id="preview-more">and 10 more days</p>"#), "{body}");
+        assert!(
+            body.contains(r#"<p class="note" id="preview-more">and 10 more days</p>"#),
+            "{body}"
+        );
         let (_, body) = get_with(&app, uri, &[("accept-language", "zh-CN")]).await;
         assert!(body.contains("将会运行 90 个实例（87 个新建）"), "{body}");
         assert!(body.contains(r#"<td class="num">3 个实例</td>"#));
