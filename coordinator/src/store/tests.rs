@@ -131,7 +131,7 @@ async fn claiming_a_try_is_won_once_and_its_try_row_is_unique() {
         tx.commit().await.unwrap();
         let id = row.id;
         let results = race(&one, &two, move |mut tx| async move {
-            let won = claim_instance(&mut tx, id, try_number, 1, "agent", "", now_ms()).await?;
+            let won = claim_instance(&mut tx, id, try_number, 1, "agent", now_ms()).await?;
             if won {
                 insert_attempt(&mut tx, id, try_number, 1, "agent", "", now_ms()).await?;
             }
@@ -163,11 +163,11 @@ async fn finishing_a_try_is_won_once() {
             .unwrap()
             .unwrap();
         assert!(
-            claim_instance(&mut tx, row.id, t, 1, "agent", "", now_ms())
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
                 .await
                 .unwrap()
         );
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "", now_ms())
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "load.sh 20260110", now_ms())
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -195,6 +195,14 @@ async fn finishing_a_try_is_won_once() {
         .await;
         exactly_one(&results, "finish_attempt + finish_instance", dialect);
         assert_eq!(instance(&one, &row.key()).await.state, InstanceState::Success);
+        // The try keeps the command it ran (issue 17: shown per try on the instance page).
+        let mut conn = one.read().await.unwrap();
+        let tries = attempts_of(&mut conn, row.id).await.unwrap();
+        assert_eq!(
+            tries[0].command.as_deref(),
+            Some("load.sh 20260110"),
+            "{dialect:?}"
+        );
     })
     .await;
 }
@@ -243,7 +251,7 @@ async fn operator_moves_redo_and_lost_tries_are_won_once() {
             .unwrap()
             .unwrap();
         assert!(
-            claim_instance(&mut tx, id, t, 1, "agent", "", now_ms())
+            claim_instance(&mut tx, id, t, 1, "agent", now_ms())
                 .await
                 .unwrap()
         );
@@ -285,7 +293,7 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
             .unwrap()
             .unwrap();
         assert!(
-            claim_instance(&mut tx, row.id, t, 1, "agent", "", now_ms())
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
                 .await
                 .unwrap()
         );
