@@ -148,7 +148,8 @@ pub fn visible_text(html: &str) -> String {
 
 /// The English words of [`ENGLISH`] in `text`, whole words only.
 fn english_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_ascii_alphabetic())
+    // `start_day`, `task_id`: names of fields, one word each.
+    text.split(|c: char| !c.is_ascii_alphabetic() && c != '_')
         .filter(|w| !w.is_empty())
         .map(str::to_ascii_lowercase)
         .filter(|w| ENGLISH.contains(&w.as_str()))

@@ -135,24 +135,15 @@ const RULES: &[Rule] = &[
         )
     }),
     // Results of actions (coordinator/src/grpc/control.rs).
-    ("{} instances to run for {}", |p| {
-        format!("{} 有 {} 个实例待运行", p[1], p[0])
-    }),
-    ("{} instance to run for {}", |p| {
-        format!("{} 有 {} 个实例待运行", p[1], p[0])
-    }),
-    ("{} instances to run", |p| format!("{} 个实例待运行", p[0])),
-    ("{} instance to run", |p| format!("{} 个实例待运行", p[0])),
-    ("{} instances marked success", |p| {
-        format!("{} 个实例已强制通过", p[0])
-    }),
-    ("{} instance marked success", |p| {
-        format!("{} 个实例已强制通过", p[0])
-    }),
-    ("{} instances killed", |p| format!("{} 个实例已终止", p[0])),
     ("{} killed (was {})", |p| {
         format!("{} 已终止（原为{}）", p[0], state(p[1]))
     }),
+    ("{} to run for {}", |p| {
+        format!("{} 有 {}待运行", p[1], instances(p[0]))
+    }),
+    ("{} to run", |p| format!("{}待运行", instances(p[0]))),
+    ("{} marked success", |p| format!("{}已强制通过", instances(p[0]))),
+    ("{} killed", |p| format!("{}已终止", instances(p[0]))),
     ("{} deleted with its tries and logs", |p| {
         format!("{} 已删除，连同其运行记录和日志", p[0])
     }),
@@ -160,8 +151,8 @@ const RULES: &[Rule] = &[
         format!("已删除 {}（其实例仍可查看）", p[0])
     }),
     ("deleted {}", |p| format!("已删除 {}", p[0])),
-    ("would run {} instances ({} new, {} existing)", |p| {
-        format!("将运行 {} 个实例（{} 个新建，{} 个已有）", p[0], p[1], p[2])
+    ("would run {} ({} new, {} existing)", |p| {
+        format!("将运行 {}（{} 个新建，{} 个已有）", instances(p[0]), p[1], p[2])
     }),
     // Refusals (coordinator/src/engine, coordinator/src/auth.rs).
     (
@@ -360,17 +351,28 @@ fn upstreams(list: &str) -> String {
         }
     }
     items.push(&list[start..]);
-    items
-        .into_iter()
-        .map(|item| {
-            let item = item.trim();
-            match item.strip_suffix(')').and_then(|i| i.split_once(" (")) {
-                Some((key, why)) => format!("{key}（{}）", upstream_state(why)),
-                None => item.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("、")
+    let mut said: Vec<String> = vec![];
+    for item in items {
+        let item = item.trim();
+        // `a@20260109, which has no instance (before b's first day? set its start_day)`: one
+        // upstream, written with a comma.
+        if let Some(p) = captures(
+            "which has no instance (before {}'s first day? set its start_day)",
+            item,
+        ) && let Some(upstream) = said.last_mut()
+        {
+            upstream.push_str(&format!(
+                "（无实例：早于 {} 的第一天？请设置它的 start_day）",
+                p[0]
+            ));
+            continue;
+        }
+        said.push(match item.strip_suffix(')').and_then(|i| i.split_once(" (")) {
+            Some((key, why)) => format!("{key}（{}）", upstream_state(why)),
+            None => item.to_string(),
+        });
+    }
+    said.join("、")
 }
 
 fn upstream_state(why: &str) -> String {
@@ -379,6 +381,14 @@ fn upstream_state(why: &str) -> String {
         "no instance" => "无实例".into(),
         _ if state_label(Lang::Zh, why) != why => state(why),
         _ => zh(why),
+    }
+}
+
+/// `3 instances`, `1 instance` -> `3 个实例`; anything else as a sentence.
+fn instances(count: &str) -> String {
+    match count.split_once(' ') {
+        Some((n, "instances" | "instance")) if n.bytes().all(|b| b.is_ascii_digit()) => format!("{n} 个实例"),
+        _ => zh(count),
     }
 }
 
@@ -442,6 +452,14 @@ mod tests {
             ),
             "任务已暂停；等待 a@20260109（无实例）"
         );
+        assert_eq!(
+            wait_reason(
+                Lang::Zh,
+                "waits for a@20260109, which has no instance (before b's first day? set its start_day), c@20260110 (running)",
+                false
+            ),
+            "等待 a@20260109（无实例：早于 b 的第一天？请设置它的 start_day）、c@20260110（运行中）"
+        );
         // A reason of a shape not known yet stays readable, untouched.
         assert_eq!(say(Lang::Zh, "something new"), "something new");
     }
@@ -459,6 +477,13 @@ mod tests {
                 "执行器失联 2 次：执行器 a1 停止了心跳",
             ),
             ("1 instances to run", "1 个实例待运行"),
+            ("1 instance to run", "1 个实例待运行"),
+            ("12 instances to run for 20260110", "20260110 有 12 个实例待运行"),
+            ("2 instances killed", "2 个实例已终止"),
+            (
+                "would run 1 instance (1 new, 0 existing)",
+                "将运行 1 个实例（1 个新建，0 个已有）",
+            ),
             ("3 instances marked success", "3 个实例已强制通过"),
             (
                 "x@20260110 killed (was running)",
