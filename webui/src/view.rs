@@ -95,7 +95,9 @@ impl Badge {
     pub fn new(state: &str, forced: bool, lang: Lang) -> Self {
         let class = state_class(state);
         let forced = forced && state == "success";
-        let shown = if forced { "forced" } else { state };
+        // English shows the API's name (a forced success is `success`, hatched); Chinese says
+        // 强制通过 for it.
+        let shown = if forced && lang == Lang::Zh { "forced" } else { state };
         Self {
             label: state_label(lang, shown).to_string(),
             title: state_title(lang, state, forced),
@@ -195,6 +197,8 @@ mod tests {
             ("失败", "failed"),
             "searchable"
         );
+        let forced = Badge::new("success", true, Lang::En);
+        assert_eq!(forced.label, "success", "hatched, under the API's name");
         let failed = Badge::new("failed", false, Lang::En);
         assert_eq!(
             (failed.label.as_str(), failed.title.as_str()),
