@@ -344,7 +344,7 @@ async fn the_instance_page_shows_each_tries_command_and_says_when_a_log_is_empty
         "{body}"
     );
     assert!(
-        body.contains("第 2 次（共 3 次）") && body.contains(">退出码 1<"),
+        body.contains("第 2 次（最多 3 次）") && body.contains(">退出码 1<"),
         "{body}"
     );
     // A running try with no output yet keeps its (empty) log box to fill, labelled.

@@ -97,7 +97,11 @@ impl Badge {
         let forced = forced && state == "success";
         // English shows the API's name (a forced success is `success`, hatched); Chinese says
         // 强制通过 for it.
-        let shown = if forced && lang == Lang::Zh { "forced" } else { state };
+        let shown = if forced && lang == Lang::Zh {
+            "forced"
+        } else {
+            state
+        };
         Self {
             label: state_label(lang, shown).to_string(),
             title: state_title(lang, state, forced),

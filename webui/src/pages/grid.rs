@@ -325,6 +325,81 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
+    fn task(id: &str, ups: &[&str]) -> goflow_proto::Task {
+        goflow_proto::Task {
+            id: id.into(),
+            depends_on: ups
+                .iter()
+                .map(|u| goflow_proto::TaskDependency {
+                    task: u.to_string(),
+                    day_offset: 0,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The task ids of the grid's rows, in order, `|` before the first of each DAG but the first.
+    fn row_order(body: &str) -> String {
+        let table = &body[body.find("<tbody>").unwrap()..];
+        table
+            .split("<tr")
+            .skip(1)
+            .map(|row| {
+                let id = &row[row.find("/tasks/").unwrap() + 7..];
+                let id = &id[..id.find('"').unwrap()];
+                if row.starts_with(" class=\"group-start\"") {
+                    format!("| {id}")
+                } else {
+                    id.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[tokio::test]
+    async fn rows_come_by_dag_in_the_order_they_run() {
+        let mut fake = sample();
+        // Two DAGs, listed interleaved and downstream first (as ids sort).
+        fake.tasks = vec![
+            task("a_report", &["z_load"]),
+            task("b_other_report", &["b_other_extract"]),
+            task("b_other_extract", &[]),
+            task("m_transform", &["z_extract"]),
+            task("z_extract", &[]),
+            task("z_load", &["m_transform"]),
+        ];
+        let (status, body) = get(&fake.start().await, "/grid?days=1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            row_order(&body),
+            "b_other_extract b_other_report | z_extract m_transform z_load a_report"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_next_window_never_lies_wholly_in_the_future() {
+        let app = sample().start().await;
+        let today = super::today();
+        // A window in the past: the next one, ending no later than today.
+        let (_, body) = get(&app, "/grid?end=20260110&days=14").await;
+        assert!(body.contains("href=\"/grid?end=20260124&amp;days=14\""), "{body}");
+        let end = today.offset(-3).compact();
+        let (_, body) = get(&app, &format!("/grid?end={end}&days=14")).await;
+        assert!(
+            body.contains(&format!(
+                "href=\"/grid?end={}&amp;days=14\" title=\"later days\" id=\"grid-later\"",
+                today.compact()
+            )),
+            "{body}"
+        );
+        // Ending today: nothing after it to show.
+        let (_, body) = get(&app, &format!("/grid?end={}&days=14", today.compact())).await;
+        assert!(!body.contains("id=\"grid-later\""), "{body}");
+        assert!(body.contains("id=\"grid-earlier\""));
+    }
+
     #[tokio::test]
     async fn forced_successes_are_hatched_and_an_older_coordinator_gives_the_same_page() {
         let mut fake = sample();

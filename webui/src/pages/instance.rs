@@ -194,11 +194,12 @@ pub async fn page(
     })
 }
 
-/// `2 / 3` in English; `第 2 次（共 3 次）` in Chinese.
+/// `2 / 3` in English; `第 2 次（最多 3 次）` in Chinese, `尚未运行（最多 3 次）` before the first.
 fn tries_text(lang: Lang, try_number: i32, max_tries: i32) -> String {
     match lang {
         Lang::En => format!("{try_number} / {max_tries}"),
-        Lang::Zh => format!("第 {try_number} 次（共 {max_tries} 次）"),
+        Lang::Zh if try_number == 0 => format!("尚未运行（最多 {max_tries} 次）"),
+        Lang::Zh => format!("第 {try_number} 次（最多 {max_tries} 次）"),
     }
 }
 
