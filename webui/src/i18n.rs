@@ -624,7 +624,7 @@ pub static ZH: Texts = Texts {
     start_day: "起始日期",
     description: "描述",
     depends_on: "依赖",
-    next_fire: "下次触发 (UTC)",
+    next_fire: "下次触发（UTC）",
     paused: "已暂停",
     pause: "暂停",
     unpause: "恢复",

@@ -236,6 +236,10 @@ const RULES: &[Rule] = &[
     ("the coordinator could not be reached: {}", |p| {
         format!("无法连接协调器：{}", p[0])
     }),
+    ("too many failed logins for {}: try again in {} s", |p| {
+        format!("{} 登录失败次数过多：请 {} 秒后重试", p[0], p[1])
+    }),
+    ("this coordinator has no login", |_| "此协调器没有登录功能".into()),
     // The web UI's own refusals (error.rs, context.rs, pages/).
     ("no page at {}", |p| format!("没有这个页面：{}", p[0])),
     (

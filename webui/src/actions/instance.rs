@@ -104,7 +104,7 @@ pub async fn post(
     let target = format!("{task}@{}", day.compact());
     if form.confirmed != "1" {
         return Ok(ConfirmPage {
-            title: format!("{}: {target}", action.label(ctx.t)),
+            title: format!("{}{}{target}", action.label(ctx.t), ctx.t.colon),
             question: action.help(ctx.t).to_string(),
             post_to: format!("{page}/action"),
             fields: vec![HiddenField {

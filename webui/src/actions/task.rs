@@ -118,7 +118,13 @@ pub async fn run(
         })
         .collect();
         return Ok(ConfirmPage {
-            title: format!("{}: {task} {}..{}", ctx.t.backfill, from.dashed(), to.dashed()),
+            title: format!(
+                "{}{}{task} {}..{}",
+                ctx.t.backfill,
+                ctx.t.colon,
+                from.dashed(),
+                to.dashed()
+            ),
             question: format!(
                 "{} · {} … {}",
                 preview_summary(ctx.lang, count, new),
@@ -163,7 +169,7 @@ pub async fn delete(
     let page = format!("/tasks/{task}");
     if form.confirmed != "1" {
         return Ok(ConfirmPage {
-            title: format!("{}: {task}", ctx.t.delete_task),
+            title: format!("{}{}{task}", ctx.t.delete_task, ctx.t.colon),
             question: ctx.t.delete_task_help.to_string(),
             post_to: format!("{page}/delete"),
             fields: vec![],
