@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
 use crate::graph::{self, EdgeIn, GraphNode};
-use crate::i18n::{DAYS, INSTANCES, Lang, NEW, Texts, count, state_meaning};
+use crate::i18n::{INSTANCES, Lang, NEW, Texts, count, state_meaning};
 use crate::view::{self, state_class};
 
 /// A run over more days than this is marked as big on its confirmation.
@@ -148,7 +148,8 @@ impl Preview {
             days,
             more_days: match (day_count.saturating_sub(PREVIEW_DAYS), lang) {
                 (0, _) => String::new(),
-                (n, Lang::En) => format!("and {}", count(lang, n, DAYS)).replace(" day", " more day"),
+                (1, Lang::En) => "and 1 more day".to_string(),
+                (n, Lang::En) => format!("and {n} more days"),
                 (n, Lang::Zh) => format!("还有 {n} 天"),
             },
             big: planned.len() > RANGE_CONFIRM_ABOVE,
