@@ -226,6 +226,8 @@ try {
   await step("redo current and downstream reruns the instance and what follows", async () => {
     await page.goto(instance("bt_extract"));
     await eventually(page, async () => (await stateOf(page)) === "success", "bt_extract succeeded");
+    // The command each try ran, after templating.
+    assert.equal((await page.textContent("#command-1")).trim(), `echo extracting ${DAY}`);
     const flash = await submit(page, "#action-redo_down");
     assert.match(flash, /redo current and downstream bt_extract@\d+: (\d+) instances? to run/);
     const count = Number(flash.match(/: (\d+) instances? to run/)[1]);
