@@ -61,7 +61,8 @@ async function stateOf(page) {
 }
 
 async function triesOf(page) {
-  return page.locator("table.grid tbody tr").count();
+  // A try's row, not the row under it with its command.
+  return page.locator("table.grid tbody tr:not(.command)").count();
 }
 
 /** Clicks a button that posts a form (accepting its confirmation) and waits for the answer. */
@@ -91,6 +92,32 @@ async function openContext(options = {}) {
 
 const instance = (task) => `${WEB}/instances/${task}/${DAY}`;
 
+// English words a Chinese page must not show (whole words, case aside): the words every label,
+// state, count and sentence of the UI is made of.
+const ENGLISH = new Set(`a ago agent agents alive all and at back bad blocked by cannot code coordinator
+  created day days dead default delete error exit failed for forbidden found from graph grid history in
+  instance instances is kill killed log lost marked message more new next no none not of output overview
+  page paused queued redo request retry run running show success task tasks the this to tries try updated
+  waiting waits with would`.split(/\s+/));
+
+/** What a reader sees: no hover texts (attributes), scripts, commands (code, textarea), logs (pre),
+ * SVG titles or what users wrote (.user-text: a task's description); identifiers (task ids, the
+ * agent, queues, users, clients) left out. */
+async function visibleText(page) {
+  const text = await page.evaluate(() => {
+    const body = document.body.cloneNode(true);
+    body.querySelectorAll("script, noscript, code, pre, textarea, title, datalist, .user-text").forEach((e) => e.remove());
+    return body.textContent;
+  });
+  const identifier = /(^|[^A-Za-z])(bt_\w+|etl_\w+|auth_\w+|standalone|webui\/[\w.]+|goflowctl\/[\w.]+|local:\w+|unknown|default|web)\b/g;
+  return text.replace(identifier, " ");
+}
+
+/** The words of ENGLISH in `text`; `start_day`-like names of fields count as one word. */
+function englishWords(text) {
+  return (text.match(/[A-Za-z_]+/g) ?? []).map((w) => w.toLowerCase()).filter((w) => ENGLISH.has(w));
+}
+
 // --- setup: the DAG, and runs for yesterday.
 ctl("apply", "-f", DAG);
 ctl("run", "-j", "bt_extract", "-d", DAY, "--down");
@@ -118,6 +145,17 @@ try {
     assert.equal(await page.locator("svg.dag a.node").count(), 5);
     await eventually(page, async () => (await page.locator("#node-bt_fail.state-failed").count()) === 1, "bt_fail drawn failed");
     assert.equal(await page.locator("svg.dag text.offset-label").count(), 1, "the -1 day edge is labelled");
+    // bt_daily waits for bt_extract of the same day and of the day before: two curves, apart.
+    const middles = await page.evaluate(() => {
+      const extract = document.querySelector("#node-bt_extract");
+      const daily = document.querySelector("#node-bt_daily");
+      const index = (node) => [...node.parentNode.children].indexOf(node);
+      return [...document.querySelectorAll("svg.dag path.edge")]
+        .filter((p) => p.dataset.up === String(index(extract)) && p.dataset.down === String(index(daily)))
+        .map((p) => { const length = p.getTotalLength(); return p.getPointAtLength(length / 2).y; });
+    });
+    assert.equal(middles.length, 2, "two edges from bt_extract to bt_daily");
+    assert.ok(Math.abs(middles[0] - middles[1]) >= 20, `drawn apart: ${middles}`);
     await page.fill("#graph-search", "slow");
     assert.equal((await page.textContent("#graph-matches")).trim(), "1");
     assert.equal(await page.locator("svg.dag a.node.dim").count(), 4);
@@ -165,7 +203,7 @@ try {
     assert.equal(await triesOf(page), 1);
     assert.match(await page.textContent("#log"), /about to fail/);
     const flash = await submit(page, "#action-redo");
-    assert.match(flash, /redo current bt_fail@\d+: 1 instances to run/);
+    assert.match(flash, /redo current bt_fail@\d+: 1 instance to run/);
     await eventually(page, async () => (await stateOf(page)) === "failed" && (await triesOf(page)) === 2, "a second try that failed");
   });
 
@@ -180,7 +218,7 @@ try {
   await step("mark success (强制通过) passes a failed instance, drawn hatched", async () => {
     await page.goto(instance("bt_fail"));
     const flash = await submit(page, "#action-mark_success");
-    assert.match(flash, /mark success bt_fail@\d+: 1 instances marked success/);
+    assert.match(flash, /mark success bt_fail@\d+: 1 instance marked success/);
     assert.equal(await stateOf(page), "success");
     assert.equal(await page.locator("#instance-state .state-success.forced").count(), 1);
   });
@@ -188,9 +226,11 @@ try {
   await step("redo current and downstream reruns the instance and what follows", async () => {
     await page.goto(instance("bt_extract"));
     await eventually(page, async () => (await stateOf(page)) === "success", "bt_extract succeeded");
+    // The command each try ran, after templating.
+    assert.equal((await page.textContent("#command-1")).trim(), `echo extracting ${DAY}`);
     const flash = await submit(page, "#action-redo_down");
-    assert.match(flash, /redo current and downstream bt_extract@\d+: (\d+) instances to run/);
-    const count = Number(flash.match(/: (\d+) instances to run/)[1]);
+    assert.match(flash, /redo current and downstream bt_extract@\d+: (\d+) instances? to run/);
+    const count = Number(flash.match(/: (\d+) instances? to run/)[1]);
     assert.ok(count >= 3, `extract, slow and daily: ${flash}`);
     await eventually(page, async () => (await stateOf(page)) === "success" && (await triesOf(page)) === 2, "bt_extract ran again");
     // bt_slow runs again (its log restarts); stop it so the rest of the run stays quick.
@@ -228,7 +268,9 @@ try {
     await page.fill("#backfill-preview input[name=from]", "2026-01-01");
     await page.fill("#backfill-preview input[name=to]", "2026-01-10");
     await Promise.all([page.waitForNavigation(), page.click("#backfill-preview button")]);
-    assert.match(await page.textContent("#preview"), /This would run 10 \(10 new\)/);
+    assert.match(await page.textContent("#preview"), /This would run 10 instances \(10 new\)/);
+    assert.equal(await page.locator("#preview-instances tr").count(), 10, "a row a day");
+    assert.equal(await page.locator("#preview-instances span.new").count(), 10);
     const flash = await submit(page, "#delete-task");
     assert.match(flash, /cannot delete: .*bt_daily depends on bt_extract/);
   });
@@ -290,6 +332,38 @@ try {
     assert.match(await page.textContent("header nav"), /Overview/);
   });
 
+  await step("every Chinese page reads in Chinese, error pages included", async () => {
+    await context.addCookies([{ name: "goflow_lang", value: "zh", url: WEB }]);
+    const pages = [
+      "/", `/?day=${DAY}&state=failed`, `/graph?day=${DAY}`, `/grid?end=${DAY}&days=7`, "/tasks",
+      "/tasks/bt_extract", `/tasks/bt_extract?from=2026-01-01&to=2026-01-10&down=1`, "/tasks/bt_daily",
+      instance("bt_fail"), `${instance("bt_fail")}?try=1`, instance("bt_extract"), instance("bt_slow"),
+      instance("bt_daily"), instance("bt_report"), "/agents", "/history", "/alerts", "/tasks/new",
+      "/tasks/bt_fail/edit", "/import", "/nowhere", `/instances/bt_nope/${DAY}`, "/?day=2026-13-01",
+    ];
+    for (const path of pages) {
+      await page.goto(path.startsWith("http") ? path : `${WEB}${path}`);
+      assert.equal(await page.getAttribute("html", "lang"), "zh-CN", path);
+      const seen = await visibleText(page);
+      const english = englishWords(seen);
+      assert.deepEqual(english, [], `${path} shows English words in:\n${seen.replace(/\s+/g, " ")}`);
+    }
+    // A forbidden POST (no CSRF token): its 403 page too.
+    const forbidden = await page.request.post(`${instance("bt_fail")}/action`, {
+      form: { action: "kill", confirmed: "1", csrf: "0".repeat(40) },
+      headers: { cookie: "goflow_lang=zh" },
+    });
+    assert.equal(forbidden.status(), 403);
+    await page.setContent(await forbidden.text());
+    assert.deepEqual(englishWords(await visibleText(page)), [], "the 403 page shows English words");
+    // Results of actions: a refusal and a success, in Chinese.
+    await page.goto(instance("bt_report"));
+    const flash = await submit(page, "#action-redo");
+    assert.match(flash, /重做当前 bt_report@\d+：\d+ 个实例待运行/);
+    await page.screenshot({ path: `${SHOTS}/instance-zh-flash.png`, fullPage: true });
+    await context.addCookies([{ name: "goflow_lang", value: "en", url: WEB }]);
+  });
+
   await step("a POST from elsewhere (no CSRF token) changes nothing", async () => {
     const response = await page.request.post(`${instance("bt_fail")}/action`, {
       form: { action: "delete", confirmed: "1", csrf: "0".repeat(40) },
@@ -346,7 +420,7 @@ try {
     await Promise.all([page.waitForNavigation(), page.click("#action-redo")]);
     assert.match(await page.textContent("h1"), /redo current: bt_fail@/);
     const flash = await submit(page, "#confirm-yes");
-    assert.match(flash, /1 instances to run/);
+    assert.match(flash, /1 instance to run/);
   });
 } finally {
   await plain.close();
@@ -415,7 +489,7 @@ try {
     await eventually(page, async () => (await stateOf(page)) === "failed", "auth_fail ran and failed");
     assert.equal(await triesOf(page), 1);
     const flash = await submit(page, "#action-redo");
-    assert.match(flash, /redo current auth_fail@\d+: 1 instances to run/);
+    assert.match(flash, /redo current auth_fail@\d+: 1 instance to run/);
     await eventually(page, async () => (await stateOf(page)) === "failed" && (await triesOf(page)) === 2, "a second try");
     await page.screenshot({ path: `${SHOTS}/instance-operator.png` });
     await page.goto(`${AUTH_WEB}/tasks/auth_fail`);

@@ -24,6 +24,17 @@ pub const FLASH_COOKIE: &str = "goflow_flash";
 /// The largest form accepted (a pasted DAG document is the biggest).
 const MAX_FORM_BYTES: usize = 4 << 20;
 
+tokio::task_local! {
+    /// The language of the request being answered, set by `guard` around everything else, for
+    /// pages rendered without a request at hand (error pages).
+    static REQUEST_LANG: Lang;
+}
+
+/// The language of the request being answered; English outside one.
+pub fn request_lang() -> Lang {
+    REQUEST_LANG.try_with(|lang| *lang).unwrap_or(Lang::En)
+}
+
 /// Per-request page context, extracted from the headers (and the token `guard` put there).
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -41,11 +52,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// For pages rendered without a request at hand (error pages): English, no forms.
+    /// For pages rendered without a request at hand (error pages): the request's language,
+    /// no forms.
     pub fn plain() -> Self {
+        let lang = request_lang();
         Self {
-            lang: Lang::En,
-            t: Lang::En.texts(),
+            lang,
+            t: lang.texts(),
             csrf: String::new(),
             flash: None,
             here: "/".into(),
@@ -196,6 +209,11 @@ fn is_token(value: &str) -> bool {
 /// it has none), refuses state-changing requests whose form does not repeat the cookie's token,
 /// and clears the flash message once a page has shown it.
 pub async fn guard(request: Request, next: Next) -> Response {
+    let lang = choose_lang(request.headers());
+    REQUEST_LANG.scope(lang, guard_in(request, next)).await
+}
+
+async fn guard_in(request: Request, next: Next) -> Response {
     let existing = cookie(request.headers(), CSRF_COOKIE).filter(|t| is_token(t));
     let had_flash = cookie(request.headers(), FLASH_COOKIE).is_some();
     let token = existing.clone().unwrap_or_else(new_token);

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use tonic::{Code, Status};
 
 use crate::context::Ctx;
+use crate::i18n::Lang;
+use crate::translate;
 
 #[derive(Debug)]
 pub enum WebError {
@@ -74,76 +76,100 @@ impl WebError {
         }
     }
 
+    /// The error page in the request's language (see `context::request_lang`). The
+    /// coordinator's own words (what was not found, why it refused) are translated by shape.
     fn page(&self) -> ErrorPage {
-        let status = self.status().as_u16();
         let ctx = Ctx::plain();
-        match self {
-            Self::Unreachable { coordinator, detail } => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Coordinator unreachable",
-                message: format!("cannot reach the coordinator at {coordinator}"),
-                detail: detail.clone(),
-                hint: "The web UI reads everything from the coordinator's gRPC API. Is the \
-                       coordinator running, and is this its address?"
-                    .into(),
-            },
-            Self::Coordinator { coordinator, detail } => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Coordinator error",
-                message: format!("the coordinator at {coordinator} answered with an error"),
-                detail: detail.clone(),
-                hint: String::new(),
-            },
-            Self::NotFound(what) => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Not found",
-                message: what.clone(),
-                detail: String::new(),
-                hint: String::new(),
-            },
-            Self::BadParameter { name, message } => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Bad request",
-                message: format!("bad parameter {name}: {message}"),
-                detail: String::new(),
-                hint: String::new(),
-            },
-            Self::Rejected(message) => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Bad request",
-                message: format!("the coordinator rejected the request: {message}"),
-                detail: String::new(),
-                hint: String::new(),
-            },
-            Self::Forbidden(message) => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Forbidden",
-                message: message.clone(),
-                detail: String::new(),
-                hint: String::new(),
-            },
-            Self::Denied(message) => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Not allowed",
-                message: format!("the coordinator refused: {message}"),
-                detail: String::new(),
-                hint: "Your role does not allow this; an administrator can give you another.".into(),
-            },
-            Self::SignedOut => ErrorPage {
-                ctx: ctx.clone(),
-                status,
-                title: "Logged out",
-                message: "the session has ended: log in again".into(),
-                detail: String::new(),
-                hint: String::new(),
-            },
+        let lang = ctx.lang;
+        let zh = lang == Lang::Zh;
+        let pick = |en: &'static str, chinese: &'static str| if zh { chinese } else { en };
+        let said = |text: &str| translate::say(lang, text);
+        let (title, message, detail, hint) = match self {
+            Self::Unreachable { coordinator, detail } => (
+                pick("Coordinator unreachable", "无法连接协调器"),
+                if zh {
+                    format!("无法连接位于 {coordinator} 的协调器")
+                } else {
+                    format!("cannot reach the coordinator at {coordinator}")
+                },
+                detail.clone(),
+                pick(
+                    "The web UI reads everything from the coordinator's gRPC API. Is the \
+                     coordinator running, and is this its address?",
+                    "网页界面的所有数据都来自协调器的 gRPC 接口。协调器是否在运行？地址是否正确？",
+                )
+                .to_string(),
+            ),
+            Self::Coordinator { coordinator, detail } => (
+                pick("Coordinator error", "协调器出错"),
+                if zh {
+                    format!("位于 {coordinator} 的协调器返回了错误")
+                } else {
+                    format!("the coordinator at {coordinator} answered with an error")
+                },
+                detail.clone(),
+                String::new(),
+            ),
+            Self::NotFound(what) => (
+                pick("Not found", "未找到"),
+                said(what),
+                String::new(),
+                String::new(),
+            ),
+            Self::BadParameter { name, message } => (
+                pick("Bad request", "请求有误"),
+                if zh {
+                    format!("参数“{}”有误：{}", parameter_zh(name), said(message))
+                } else {
+                    format!("bad parameter {name}: {message}")
+                },
+                String::new(),
+                String::new(),
+            ),
+            Self::Rejected(message) => (
+                pick("Bad request", "请求有误"),
+                if zh {
+                    format!("协调器拒绝了请求：{}", said(message))
+                } else {
+                    format!("the coordinator rejected the request: {message}")
+                },
+                String::new(),
+                String::new(),
+            ),
+            Self::Forbidden(message) => (
+                pick("Forbidden", "禁止访问"),
+                said(message),
+                String::new(),
+                String::new(),
+            ),
+            Self::Denied(message) => (
+                pick("Not allowed", "无权操作"),
+                if zh {
+                    format!("协调器拒绝了：{}", said(message))
+                } else {
+                    format!("the coordinator refused: {message}")
+                },
+                String::new(),
+                pick(
+                    "Your role does not allow this; an administrator can give you another.",
+                    "你的角色不允许此操作；管理员可以为你更换角色。",
+                )
+                .to_string(),
+            ),
+            Self::SignedOut => (
+                pick("Logged out", "已退出登录"),
+                pick("the session has ended: log in again", "会话已结束：请重新登录").to_string(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        ErrorPage {
+            status: self.status().as_u16(),
+            ctx,
+            title,
+            message,
+            detail,
+            hint,
         }
     }
 }
@@ -192,6 +218,23 @@ fn describe(status: &Status) -> String {
         source = cause.source();
     }
     parts.join(": ")
+}
+
+/// A page's parameter as a Chinese reader knows it (the English page names the parameter).
+fn parameter_zh(name: &str) -> &str {
+    match name {
+        "day" | "etl_day" => "日期",
+        "end" => "结束日期",
+        "from" => "起始日期",
+        "to" => "结束日期",
+        "days" => "天数",
+        "hops" => "层数",
+        "state" => "状态",
+        "task" => "任务",
+        "try" => "运行次数",
+        "action" => "操作",
+        other => other,
+    }
 }
 
 /// Routes nobody serves.

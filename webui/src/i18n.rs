@@ -1,8 +1,9 @@
 //! Chinese and English: every label of the UI, as one struct per language, so a template that
 //! names a label the other language lacks does not compile.
 //!
-//! State names stay as the API spells them in both languages (DESIGN.md: one vocabulary for
-//! states, in the API, goflowctl and the UI); their Chinese meaning is in the hover text.
+//! A state reads in the page's language; its name as the API spells it (DESIGN.md: one
+//! vocabulary for states, in the API, goflowctl and the UI) stays in the hover text of a
+//! Chinese page, so it can still be searched for.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -89,7 +90,7 @@ pub fn state_meaning(lang: Lang, state: &str) -> &'static str {
         "failed" => ("failed", "失败"),
         "killed" => ("killed", "已终止"),
         "timed_out" => ("timed out", "超时"),
-        "lost" => ("lost with its agent", "随执行器丢失"),
+        "lost" => ("lost with its agent", "执行器失联"),
         "killing" => ("being stopped", "正在终止"),
         "none" => ("no instance that day", "当天无实例"),
         _ => ("", ""),
@@ -97,6 +98,66 @@ pub fn state_meaning(lang: Lang, state: &str) -> &'static str {
     match lang {
         Lang::En => en,
         Lang::Zh => zh,
+    }
+}
+
+/// A state as a page shows it: the API's name in English, its Chinese word in Chinese.
+pub fn state_label(lang: Lang, state: &str) -> &str {
+    if lang == Lang::En {
+        return state;
+    }
+    match state {
+        "waiting" => "等待中",
+        "queued" => "排队中",
+        "running" => "运行中",
+        "up_for_retry" => "等待重试",
+        "success" => "成功",
+        "forced" => "强制通过",
+        "failed" => "失败",
+        "killed" => "已终止",
+        "timed_out" => "超时",
+        "lost" => "执行器失联",
+        "killing" => "正在终止",
+        "none" => "无实例",
+        other => other,
+    }
+}
+
+/// A noun to count: English singular and plural, Chinese with its measure word.
+#[derive(Debug, Clone, Copy)]
+pub struct Noun {
+    pub one: &'static str,
+    pub many: &'static str,
+    pub zh: &'static str,
+}
+
+pub const TASKS: Noun = Noun {
+    one: "task",
+    many: "tasks",
+    zh: "个任务",
+};
+pub const DAYS: Noun = Noun {
+    one: "day",
+    many: "days",
+    zh: "天",
+};
+pub const INSTANCES: Noun = Noun {
+    one: "instance",
+    many: "instances",
+    zh: "个实例",
+};
+pub const NEW: Noun = Noun {
+    one: "new",
+    many: "new",
+    zh: "个新建",
+};
+
+/// `1 task`, `10 tasks`, `10 个任务`.
+pub fn count(lang: Lang, n: usize, noun: Noun) -> String {
+    match lang {
+        Lang::En if n == 1 => format!("1 {}", noun.one),
+        Lang::En => format!("{n} {}", noun.many),
+        Lang::Zh => format!("{n} {}", noun.zh),
     }
 }
 
@@ -154,8 +215,13 @@ pub struct Texts {
     pub message: &'static str,
     pub exit_code: &'static str,
     pub tries: &'static str,
+    pub ran: &'static str,
     pub no_tries: &'static str,
     pub log_of_try: &'static str,
+    /// After the try's number: `第 2 次运行的日志`.
+    pub log_of_try_after: &'static str,
+    pub no_output: &'static str,
+    pub colon: &'static str,
     pub log: &'static str,
     pub jump_to_end: &'static str,
     pub download: &'static str,
@@ -188,7 +254,6 @@ pub struct Texts {
     pub no_instance: &'static str,
     pub graph_help: &'static str,
     pub zoom_reset: &'static str,
-    pub tasks_shown: &'static str,
     // task
     pub definition: &'static str,
     pub command: &'static str,
@@ -213,6 +278,7 @@ pub struct Texts {
     pub with_downstream: &'static str,
     pub preview: &'static str,
     pub preview_result: &'static str,
+    pub and_more: &'static str,
     pub delete_task: &'static str,
     pub delete_task_help: &'static str,
     pub edit: &'static str,
@@ -224,6 +290,8 @@ pub struct Texts {
     pub no_tasks: &'static str,
     // grid
     pub days: &'static str,
+    pub later_days: &'static str,
+    pub earlier_days: &'static str,
     // agents
     pub host: &'static str,
     pub queues: &'static str,
@@ -233,7 +301,6 @@ pub struct Texts {
     pub version: &'static str,
     pub registered: &'static str,
     pub no_agents: &'static str,
-    pub ago: &'static str,
     // history
     pub when: &'static str,
     pub who: &'static str,
@@ -270,6 +337,7 @@ pub struct Texts {
     pub retries_help: &'static str,
     // errors
     pub error_back: &'static str,
+    pub day_offset_short: &'static str,
     // login
     pub login: &'static str,
     pub login_title: &'static str,
@@ -330,12 +398,16 @@ pub static EN: Texts = Texts {
     created: "created",
     queued: "queued",
     next_try: "next try",
-    waiting_for: "waiting for",
+    waiting_for: "wait reason",
     message: "message",
     exit_code: "exit code",
     tries: "Tries",
+    ran: "ran",
     no_tries: "No tries yet.",
     log_of_try: "Log of try",
+    log_of_try_after: "",
+    no_output: "(no output)",
+    colon: ": ",
     log: "log",
     jump_to_end: "jump to the end",
     download: "download",
@@ -367,7 +439,6 @@ pub static EN: Texts = Texts {
     no_instance: "no instance",
     graph_help: "Drag to pan, wheel to zoom, click a task to open its instance.",
     zoom_reset: "fit",
-    tasks_shown: "tasks shown",
     definition: "Definition",
     command: "command",
     schedule: "schedule",
@@ -391,6 +462,7 @@ pub static EN: Texts = Texts {
     with_downstream: "with everything downstream",
     preview: "Preview",
     preview_result: "This would run",
+    and_more: "and {} more",
     delete_task: "Delete the task",
     delete_task_help: "Removes the definition; its instances and logs stay readable. Refused while other tasks depend on it.",
     edit: "Edit",
@@ -401,6 +473,8 @@ pub static EN: Texts = Texts {
     default_: "default",
     no_tasks: "No tasks yet. Create one, or import a DAG document.",
     days: "days",
+    later_days: "later days",
+    earlier_days: "earlier days",
     host: "host",
     queues: "queues",
     slots: "slots used",
@@ -409,7 +483,6 @@ pub static EN: Texts = Texts {
     version: "version",
     registered: "registered",
     no_agents: "No agent has registered.",
-    ago: "ago",
     when: "when",
     who: "who",
     client: "client",
@@ -442,6 +515,7 @@ pub static EN: Texts = Texts {
     schedule_help: "cron, 5 or 6 fields; empty: runs only after its upstreams",
     retries_help: "empty: default",
     error_back: "Back to the overview",
+    day_offset_short: "d",
     login: "Log in",
     login_title: "Log in to goflow",
     login_help: "Accounts are created by an administrator on the coordinator's host (goflow user add).",
@@ -461,7 +535,7 @@ pub static ZH: Texts = Texts {
     switch_to: "English",
     overview: "概览",
     graph: "依赖图",
-    grid: "网格",
+    grid: "运行矩阵",
     tasks: "任务",
     agents: "执行器",
     history: "操作历史",
@@ -475,7 +549,7 @@ pub static ZH: Texts = Texts {
     all: "全部",
     task: "任务",
     state: "状态",
-    try_: "次数",
+    try_: "尝试",
     started: "开始",
     finished: "结束",
     duration: "耗时",
@@ -501,12 +575,16 @@ pub static ZH: Texts = Texts {
     created: "创建",
     queued: "入队",
     next_try: "下次重试",
-    waiting_for: "等待",
-    message: "信息",
+    waiting_for: "等待原因",
+    message: "消息",
     exit_code: "退出码",
     tries: "运行记录",
+    ran: "运行命令",
     no_tries: "尚未运行。",
-    log_of_try: "运行日志 #",
+    log_of_try: "第",
+    log_of_try_after: "次运行的日志",
+    no_output: "（无输出）",
+    colon: "：",
     log: "日志",
     jump_to_end: "跳到末尾",
     download: "下载",
@@ -538,7 +616,6 @@ pub static ZH: Texts = Texts {
     no_instance: "无实例",
     graph_help: "拖动平移，滚轮缩放，点击任务打开其实例。",
     zoom_reset: "适应窗口",
-    tasks_shown: "个任务",
     definition: "定义",
     command: "命令",
     schedule: "调度",
@@ -550,7 +627,7 @@ pub static ZH: Texts = Texts {
     start_day: "起始日期",
     description: "描述",
     depends_on: "依赖",
-    next_fire: "下次触发 (UTC)",
+    next_fire: "下次触发（UTC）",
     paused: "已暂停",
     pause: "暂停",
     unpause: "恢复",
@@ -562,6 +639,7 @@ pub static ZH: Texts = Texts {
     with_downstream: "包括所有下游",
     preview: "预览",
     preview_result: "将会运行",
+    and_more: "还有 {} 个",
     delete_task: "删除任务",
     delete_task_help: "删除定义；其实例和日志仍可查看。有其他任务依赖它时会被拒绝。",
     edit: "编辑",
@@ -572,6 +650,8 @@ pub static ZH: Texts = Texts {
     default_: "默认",
     no_tasks: "还没有任务。新建一个，或导入 DAG 文档。",
     days: "天",
+    later_days: "之后的日期",
+    earlier_days: "之前的日期",
     host: "主机",
     queues: "队列",
     slots: "已用槽位",
@@ -580,7 +660,6 @@ pub static ZH: Texts = Texts {
     version: "版本",
     registered: "注册时间",
     no_agents: "还没有执行器注册。",
-    ago: "前",
     when: "时间",
     who: "操作人",
     client: "客户端",
@@ -613,6 +692,7 @@ pub static ZH: Texts = Texts {
     schedule_help: "cron，5 或 6 个字段；留空则只在上游完成后运行",
     retries_help: "留空为默认",
     error_back: "返回概览",
+    day_offset_short: " 天",
     login: "登录",
     login_title: "登录 goflow",
     login_help: "账户由管理员在协调器主机上创建（goflow user add）。",

@@ -5,7 +5,7 @@
 //! beside its handler in `pages/`, and each action (a POST form) a handler in `actions/`;
 //! `context.rs` gives every page its language, CSRF token and one-shot message; `auth.rs` the
 //! login (a session cookie whose token every call carries) and the role; `i18n.rs` holds
-//! every label in English and Chinese; `graph/` lays out and draws task graphs as SVG;
+//! every label in English and Chinese, `translate.rs` the coordinator's sentences; `graph/` lays out and draws task graphs as SVG;
 //! `error.rs` turns every failure into an error page with its status; `view.rs` formats
 //! values; the templates live in `templates/`, the CSS and the team's small script in `static/`.
 
@@ -28,11 +28,14 @@ mod error;
 mod failover;
 pub mod graph;
 mod i18n;
+#[cfg(test)]
+mod lang_tests;
 mod pages;
 mod routes;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod translate;
 mod view;
 mod yaml;
 

@@ -611,8 +611,27 @@ impl ControlService for Fake {
             r.etl_day.clone()
         };
         self.record(format!("Run {}@{days} {flags}", r.task).trim().to_string())?;
-        // Two days per request in a range, one of them existing.
-        let instances = if r.etl_day.is_empty() && r.from_day != r.to_day {
+        // A range with its downstream: the task, transform and load on every day, the first
+        // day's existing. Else two days per request in a range, one of them existing.
+        let instances = if r.etl_day.is_empty() && r.from_day != r.to_day && r.down {
+            let (from, to) = (
+                goflow_core::EtlDay::parse(&r.from_day).unwrap(),
+                goflow_core::EtlDay::parse(&r.to_day).unwrap(),
+            );
+            let mut all = vec![];
+            let mut day = from;
+            while day <= to {
+                for (n, task) in [r.task.as_str(), "transform", "load"].into_iter().enumerate() {
+                    all.push(InstanceRef {
+                        id: if day == from { n as i64 + 100 } else { 0 },
+                        task: task.to_string(),
+                        etl_day: day.compact(),
+                    });
+                }
+                day = day.offset(1);
+            }
+            all
+        } else if r.etl_day.is_empty() && r.from_day != r.to_day {
             vec![
                 InstanceRef {
                     id: 0,

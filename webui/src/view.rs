@@ -3,7 +3,7 @@
 use chrono::DateTime;
 use goflow_core::InstanceState;
 
-use crate::i18n::{Lang, state_meaning};
+use crate::i18n::{Lang, state_label, state_meaning};
 
 /// Times on every page: UTC, `YYYY-MM-DD HH:MM:SS`; empty when unset (epoch ms 0).
 pub fn time(epoch_ms: i64) -> String {
@@ -16,17 +16,21 @@ pub fn time(epoch_ms: i64) -> String {
 }
 
 /// From start to finish, or to `now` while still running; empty when it never started.
-pub fn duration(started_ms: i64, finished_ms: i64, now_ms: i64) -> String {
+/// `2m 05s`; `2 分 05 秒`.
+pub fn duration(started_ms: i64, finished_ms: i64, now_ms: i64, lang: Lang) -> String {
     if started_ms <= 0 {
         return String::new();
     }
     let end = if finished_ms > 0 { finished_ms } else { now_ms };
     let secs = (end - started_ms).max(0) / 1000;
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m {s:02}s"),
-        _ => format!("{h}h {m:02}m {s:02}s"),
+    match (lang, h, m) {
+        (Lang::En, 0, 0) => format!("{s}s"),
+        (Lang::En, 0, _) => format!("{m}m {s:02}s"),
+        (Lang::En, _, _) => format!("{h}h {m:02}m {s:02}s"),
+        (Lang::Zh, 0, 0) => format!("{s} 秒"),
+        (Lang::Zh, 0, _) => format!("{m} 分 {s:02} 秒"),
+        (Lang::Zh, _, _) => format!("{h} 小时 {m:02} 分 {s:02} 秒"),
     }
 }
 
@@ -62,6 +66,8 @@ pub fn exit_code(has_exit_code: bool, exit_code: i32) -> String {
 pub struct Badge {
     /// The state's name as the API spells it.
     pub name: String,
+    /// What the pill says: the name in English, its Chinese word in Chinese.
+    pub label: String,
     /// The CSS class suffix: the name when it is a known state, else `unknown`.
     pub class: &'static str,
     /// Force-passed (mark-success): drawn hatched.
@@ -89,12 +95,19 @@ impl Badge {
     pub fn new(state: &str, forced: bool, lang: Lang) -> Self {
         let class = state_class(state);
         let forced = forced && state == "success";
-        let title = state_meaning(lang, if forced { "forced" } else { state }).to_string();
+        // English shows the API's name (a forced success is `success`, hatched); Chinese says
+        // 强制通过 for it.
+        let shown = if forced && lang == Lang::Zh {
+            "forced"
+        } else {
+            state
+        };
         Self {
+            label: state_label(lang, shown).to_string(),
+            title: state_title(lang, state, forced),
             name: state.to_string(),
             class,
             forced,
-            title,
         }
     }
 
@@ -103,22 +116,36 @@ impl Badge {
     }
 }
 
+/// A state's hover text: its meaning in English; in Chinese the API's name, so a reader can
+/// search for it (and match it with goflowctl's output).
+pub fn state_title(lang: Lang, state: &str, forced: bool) -> String {
+    match lang {
+        Lang::En => state_meaning(lang, if forced { "forced" } else { state }).to_string(),
+        Lang::Zh if forced => format!("{state} (forced)"),
+        Lang::Zh => state.to_string(),
+    }
+}
+
 /// The CSS class suffix of a state name: itself when known, else `unknown` (never raw input).
 pub fn state_class(state: &str) -> &'static str {
     KNOWN.iter().copied().find(|k| *k == state).unwrap_or("unknown")
 }
 
-/// How long ago, coarsely: `4s`, `3m`, `2h`, `5d`.
-pub fn age(then_ms: i64, now_ms: i64) -> String {
+/// How long ago, coarsely: `4s ago`, `3m ago`, `2h ago`, `5d ago`; `5 秒前`.
+pub fn age(then_ms: i64, now_ms: i64, lang: Lang) -> String {
     if then_ms <= 0 {
         return String::new();
     }
     let secs = (now_ms - then_ms).max(0) / 1000;
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs / 60),
-        3600..86_400 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86_400),
+    let (n, en, zh) = match secs {
+        0..60 => (secs, "s", "秒"),
+        60..3600 => (secs / 60, "m", "分钟"),
+        3600..86_400 => (secs / 3600, "h", "小时"),
+        _ => (secs / 86_400, "d", "天"),
+    };
+    match lang {
+        Lang::En => format!("{n}{en} ago"),
+        Lang::Zh => format!("{n} {zh}前"),
     }
 }
 
@@ -142,10 +169,11 @@ mod tests {
 
     #[test]
     fn durations_read_naturally() {
-        assert_eq!(duration(0, 0, 5_000), "");
-        assert_eq!(duration(1_000, 43_000, 0), "42s");
-        assert_eq!(duration(1, 125_001, 0), "2m 05s");
-        assert_eq!(duration(1_000, 0, 3_601_000 + 61_000), "1h 01m 01s");
+        assert_eq!(duration(0, 0, 5_000, Lang::En), "");
+        assert_eq!(duration(1_000, 43_000, 0, Lang::En), "42s");
+        assert_eq!(duration(1, 125_001, 0, Lang::En), "2m 05s");
+        assert_eq!(duration(1_000, 0, 3_601_000 + 61_000, Lang::En), "1h 01m 01s");
+        assert_eq!(duration(1, 125_001, 0, Lang::Zh), "2 分 05 秒");
     }
 
     #[test]
@@ -162,18 +190,31 @@ mod tests {
         assert_eq!(Badge::new("\"><script>", false, Lang::En).class, "unknown");
         assert!(Badge::new("success", true, Lang::En).forced);
         assert!(!Badge::new("failed", true, Lang::En).forced);
-        assert_eq!(Badge::new("success", true, Lang::Zh).title, "强制通过（未运行）");
+        let forced = Badge::new("success", true, Lang::Zh);
         assert_eq!(
-            Badge::new("failed", false, Lang::Zh).name,
-            "failed",
-            "one vocabulary"
+            (forced.label.as_str(), forced.title.as_str()),
+            ("强制通过", "success (forced)")
+        );
+        let failed = Badge::new("failed", false, Lang::Zh);
+        assert_eq!(
+            (failed.label.as_str(), failed.title.as_str()),
+            ("失败", "failed"),
+            "searchable"
+        );
+        let forced = Badge::new("success", true, Lang::En);
+        assert_eq!(forced.label, "success", "hatched, under the API's name");
+        let failed = Badge::new("failed", false, Lang::En);
+        assert_eq!(
+            (failed.label.as_str(), failed.title.as_str()),
+            ("failed", "failed")
         );
     }
 
     #[test]
     fn ages_are_coarse() {
-        assert_eq!(age(0, 10), "");
-        assert_eq!(age(1_000, 5_000), "4s");
-        assert_eq!(age(1, 7_200_001), "2h");
+        assert_eq!(age(0, 10, Lang::En), "");
+        assert_eq!(age(1_000, 5_000, Lang::En), "4s ago");
+        assert_eq!(age(1_000, 6_000, Lang::Zh), "5 秒前");
+        assert_eq!(age(1, 7_200_001, Lang::Zh), "2 小时前");
     }
 }

@@ -204,11 +204,24 @@ impl Engine {
                 row.state, row.try_number
             )));
         }
-        let attempt_id =
-            store::insert_attempt(tx, row.id, dispatch.try_number, self.epoch, agent_id, now).await?;
         let spec = self.require_task(&row.task_id)?.spec;
         // An error here (a command only a hand-edited database can have) rolls the claim back.
-        let claimed = self.claimed_try(&row, dispatch.try_number, attempt_id)?;
+        let claimed = self.claimed_try(
+            &row,
+            dispatch.try_number,
+            store::attempt_id(row.id, dispatch.try_number),
+        )?;
+        // The try's row keeps the command it runs (the definition may change later).
+        store::insert_attempt(
+            tx,
+            row.id,
+            dispatch.try_number,
+            self.epoch,
+            agent_id,
+            &claimed.command,
+            now,
+        )
+        .await?;
         Ok(ClaimStep::Granted(Box::new(Granted { claimed, row, spec })))
     }
 

@@ -214,6 +214,7 @@ impl ControlService for Api {
                     exit_code: a.exit_code.unwrap_or(0) as i32,
                     log_bytes: a.log_bytes,
                     message: a.message,
+                    command: a.command.unwrap_or_default(),
                 })
                 .collect(),
         }))

@@ -19,6 +19,8 @@ pub struct AttemptRow {
     pub exit_code: Option<i64>,
     pub log_bytes: i64,
     pub message: String,
+    /// The command line it ran, after templating; `None` for tries recorded before it was kept.
+    pub command: Option<String>,
 }
 
 pub fn attempt_id(instance_id: i64, try_number: i64) -> String {
@@ -33,13 +35,14 @@ pub async fn insert_attempt(
     try_number: i64,
     epoch: i64,
     agent: &str,
+    command: &str,
     now: i64,
 ) -> anyhow::Result<String> {
     let d = db.dialect();
     let id = attempt_id(instance_id, try_number);
     sqlx::query(d.sql(
-        "INSERT INTO attempts (id, instance_id, try_number, epoch, agent_id, state, started_at, message)
-         VALUES (?, ?, ?, ?, ?, 'running', ?, '')",
+        "INSERT INTO attempts (id, instance_id, try_number, epoch, agent_id, state, started_at, message, command)
+         VALUES (?, ?, ?, ?, ?, 'running', ?, '', ?)",
     ))
     .bind(&id)
     .bind(instance_id)
@@ -47,12 +50,13 @@ pub async fn insert_attempt(
     .bind(epoch)
     .bind(agent)
     .bind(now)
+    .bind(command)
     .execute(db.conn())
     .await?;
     Ok(id)
 }
 
-const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message";
+const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command";
 
 pub async fn attempt(db: &mut impl Db, id: &str) -> anyhow::Result<Option<AttemptRow>> {
     let d = db.dialect();

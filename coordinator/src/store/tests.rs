@@ -133,7 +133,7 @@ async fn claiming_a_try_is_won_once_and_its_try_row_is_unique() {
         let results = race(&one, &two, move |mut tx| async move {
             let won = claim_instance(&mut tx, id, try_number, 1, "agent", now_ms()).await?;
             if won {
-                insert_attempt(&mut tx, id, try_number, 1, "agent", now_ms()).await?;
+                insert_attempt(&mut tx, id, try_number, 1, "agent", "", now_ms()).await?;
             }
             Ok((tx, won))
         })
@@ -142,7 +142,7 @@ async fn claiming_a_try_is_won_once_and_its_try_row_is_unique() {
         // A second row for the same try is refused by the unique key, never replaces the first.
         let mut tx = two.begin().await.unwrap();
         assert!(
-            insert_attempt(&mut tx, id, try_number, 1, "other", now_ms())
+            insert_attempt(&mut tx, id, try_number, 1, "other", "", now_ms())
                 .await
                 .is_err(),
             "{}: a second attempt row of one try must fail",
@@ -167,7 +167,7 @@ async fn finishing_a_try_is_won_once() {
                 .await
                 .unwrap()
         );
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "load.sh 20260110", now_ms())
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -195,6 +195,14 @@ async fn finishing_a_try_is_won_once() {
         .await;
         exactly_one(&results, "finish_attempt + finish_instance", dialect);
         assert_eq!(instance(&one, &row.key()).await.state, InstanceState::Success);
+        // The try keeps the command it ran (issue 17: shown per try on the instance page).
+        let mut conn = one.read().await.unwrap();
+        let tries = attempts_of(&mut conn, row.id).await.unwrap();
+        assert_eq!(
+            tries[0].command.as_deref(),
+            Some("load.sh 20260110"),
+            "{dialect:?}"
+        );
     })
     .await;
 }
@@ -289,7 +297,7 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
                 .await
                 .unwrap()
         );
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "", now_ms())
             .await
             .unwrap();
         tx.commit().await.unwrap();

@@ -12,6 +12,7 @@ use crate::context::Ctx;
 use crate::error::WebError;
 use crate::i18n::Texts;
 use crate::pages::instance::instance_path;
+use crate::translate;
 
 /// The seed's instance verbs, in the order the buttons appear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub async fn post(
     let target = format!("{task}@{}", day.compact());
     if form.confirmed != "1" {
         return Ok(ConfirmPage {
-            title: format!("{}: {target}", action.label(ctx.t)),
+            title: format!("{}{}{target}", action.label(ctx.t), ctx.t.colon),
             question: action.help(ctx.t).to_string(),
             post_to: format!("{page}/action"),
             fields: vec![HiddenField {
@@ -128,21 +129,29 @@ pub async fn post(
         ..Default::default()
     };
     let label = action.label(ctx.t);
-    let said = |message: String| format!("{label} {target}: {message}");
+    let lang = ctx.lang;
+    let said = |message: String| {
+        format!(
+            "{label} {target}{}{}",
+            ctx.t.colon,
+            translate::say(lang, &message)
+        )
+    };
     let flash = match action {
-        InstanceAction::ForceRun => outcome(client.run(run(true, false, false)).await, |r| {
+        InstanceAction::ForceRun => outcome(lang, client.run(run(true, false, false)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::Redo => outcome(client.run(run(false, false, false)).await, |r| {
+        InstanceAction::Redo => outcome(lang, client.run(run(false, false, false)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::RedoDown => outcome(client.run(run(false, true, false)).await, |r| {
+        InstanceAction::RedoDown => outcome(lang, client.run(run(false, true, false)).await, |r| {
             said(r.into_inner().message)
         }),
-        InstanceAction::RedoUp => outcome(client.run(run(false, false, true)).await, |r| {
+        InstanceAction::RedoUp => outcome(lang, client.run(run(false, false, true)).await, |r| {
             said(r.into_inner().message)
         }),
         InstanceAction::MarkSuccess => outcome(
+            lang,
             client
                 .mark_success(MarkSuccessRequest {
                     task: task.clone(),
@@ -153,6 +162,7 @@ pub async fn post(
             |r| said(r.into_inner().message),
         ),
         InstanceAction::Kill => outcome(
+            lang,
             client
                 .kill(KillRequest {
                     task: task.clone(),
@@ -170,7 +180,7 @@ pub async fn post(
                 })
                 .await;
             let deleted = result.is_ok();
-            let flash = outcome(result, |r| said(r.into_inner().message));
+            let flash = outcome(lang, result, |r| said(r.into_inner().message));
             // The instance is gone: back to its day rather than to a page that no longer exists.
             let back = if deleted { format!("/?day={etl_day}") } else { page };
             return Ok(flash.redirect(&back));
@@ -195,12 +205,12 @@ mod tests {
             (
                 "force_run",
                 "Run report@20260110 force",
-                "force run report@20260110: 1 instances to run",
+                "force run report@20260110: 1 instance to run",
             ),
             (
                 "redo",
                 "Run report@20260110",
-                "redo current report@20260110: 1 instances to run",
+                "redo current report@20260110: 1 instance to run",
             ),
             (
                 "redo_down",
@@ -215,7 +225,7 @@ mod tests {
             (
                 "mark_success",
                 "MarkSuccess report@20260110",
-                "1 instances marked success",
+                "1 instance marked success",
             ),
             ("kill", "Kill report@20260110", "report@20260110 killed"),
         ] {

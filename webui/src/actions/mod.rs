@@ -17,6 +17,7 @@ use tonic::{Code, Status};
 pub use crate::context::Flash;
 use crate::context::{Ctx, LANG_COOKIE, set_cookie};
 use crate::i18n::Lang;
+use crate::translate;
 
 /// A form field echoed back by the confirmation page.
 pub struct HiddenField {
@@ -39,10 +40,11 @@ pub struct ConfirmPage {
 
 /// The result of an action for the flash message: what the coordinator said, or why it
 /// refused (its message, which names the culprit), or why it could not be asked.
-pub fn outcome<T>(result: Result<T, Status>, ok_message: impl FnOnce(T) -> String) -> Flash {
+/// The refusal is said in `lang`; `ok_message` says the result itself.
+pub fn outcome<T>(lang: Lang, result: Result<T, Status>, ok_message: impl FnOnce(T) -> String) -> Flash {
     match result {
         Ok(value) => Flash::ok(ok_message(value)),
-        Err(status) => Flash::refused(refusal(&status)),
+        Err(status) => Flash::refused(translate::say(lang, &refusal(&status))),
     }
 }
 

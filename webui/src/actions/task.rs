@@ -11,7 +11,9 @@ use super::{ConfirmPage, HiddenField, outcome};
 use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
-use crate::pages::task::RANGE_CONFIRM_ABOVE;
+use crate::i18n::Lang;
+use crate::pages::task::{RANGE_CONFIRM_ABOVE, preview_summary};
+use crate::translate;
 
 fn task_path(task: &str) -> Result<(), WebError> {
     if is_valid_task_id(task) {
@@ -32,6 +34,7 @@ pub struct PauseForm {
 /// `POST /tasks/{id}/pause` with `paused=1` or `paused=0`. Harmless and undoable: no confirmation.
 pub async fn pause(
     app: AppState,
+    ctx: Ctx,
     Path(task): Path<String>,
     Form(form): Form<PauseForm>,
 ) -> Result<Response, WebError> {
@@ -44,8 +47,11 @@ pub async fn pause(
             paused,
         })
         .await;
-    let flash = outcome(result, |_| {
-        format!("{task} {}", if paused { "paused" } else { "unpaused" })
+    let flash = outcome(ctx.lang, result, |_| match (ctx.lang, paused) {
+        (Lang::En, true) => format!("{task} paused"),
+        (Lang::En, false) => format!("{task} unpaused"),
+        (Lang::Zh, true) => format!("{task} 已暂停"),
+        (Lang::Zh, false) => format!("{task} 已恢复"),
     });
     Ok(flash.redirect(&format!("/tasks/{task}")))
 }
@@ -93,9 +99,12 @@ pub async fn run(
                 ..request.clone()
             })
             .await;
-        let count = match preview {
-            Ok(r) => r.into_inner().instances.len(),
-            Err(status) => return Ok(outcome::<()>(Err(status), |_| String::new()).redirect(&page)),
+        let (count, new) = match preview {
+            Ok(r) => {
+                let instances = r.into_inner().instances;
+                (instances.len(), instances.iter().filter(|i| i.id == 0).count())
+            }
+            Err(status) => return Ok(outcome::<()>(ctx.lang, Err(status), |_| String::new()).redirect(&page)),
         };
         let fields = [
             ("from", from.compact()),
@@ -109,10 +118,16 @@ pub async fn run(
         })
         .collect();
         return Ok(ConfirmPage {
-            title: format!("{}: {task} {}..{}", ctx.t.backfill, from.dashed(), to.dashed()),
+            title: format!(
+                "{}{}{task} {}..{}",
+                ctx.t.backfill,
+                ctx.t.colon,
+                from.dashed(),
+                to.dashed()
+            ),
             question: format!(
-                "{} {count} ({} {})",
-                ctx.t.preview_result,
+                "{} · {} … {}",
+                preview_summary(ctx.lang, count, new),
                 from.dashed(),
                 to.dashed()
             ),
@@ -125,7 +140,15 @@ pub async fn run(
         .into_response());
     }
     let result = client.run(request).await;
-    Ok(outcome(result, |r| format!("{task}: {}", r.into_inner().message)).redirect(&page))
+    let lang = ctx.lang;
+    Ok(outcome(lang, result, |r| {
+        format!(
+            "{task}{}{}",
+            ctx.t.colon,
+            translate::say(lang, &r.into_inner().message)
+        )
+    })
+    .redirect(&page))
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +169,7 @@ pub async fn delete(
     let page = format!("/tasks/{task}");
     if form.confirmed != "1" {
         return Ok(ConfirmPage {
-            title: format!("{}: {task}", ctx.t.delete_task),
+            title: format!("{}{}{task}", ctx.t.delete_task, ctx.t.colon),
             question: ctx.t.delete_task_help.to_string(),
             post_to: format!("{page}/delete"),
             fields: vec![],
@@ -164,8 +187,11 @@ pub async fn delete(
         })
         .await;
     match result {
-        Ok(response) => Ok(super::Flash::ok(response.into_inner().message).redirect("/tasks")),
-        Err(status) => Ok(outcome::<()>(Err(status), |_| String::new()).redirect(&page)),
+        Ok(response) => {
+            let message = translate::say(ctx.lang, &response.into_inner().message);
+            Ok(super::Flash::ok(message).redirect("/tasks"))
+        }
+        Err(status) => Ok(outcome::<()>(ctx.lang, Err(status), |_| String::new()).redirect(&page)),
     }
 }
 

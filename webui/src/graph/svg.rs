@@ -36,25 +36,38 @@ fn render(nodes: &[GraphNode], layout: &Layout) -> String {
         r##"<svg xmlns="http://www.w3.org/2000/svg" class="dag" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="task graph"><defs><pattern id="hatch" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="8" height="8" fill="#006400"/><rect width="4" height="8" fill="#2e8b2e"/></pattern><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#8c959f"/></marker></defs><g class="viewport">"##
     );
     svg.push_str(r#"<g class="edges">"#);
-    // Two edges between the same tasks (same day and -1 day, say) are drawn side by side.
-    let mut parallel: std::collections::HashMap<(usize, usize), (usize, usize)> = Default::default();
+    // Two edges between the same tasks (same day and -1 day, say) would lie on top of each
+    // other: each is bent away from the others (a curve through a shifted middle point), the
+    // same-day one in the middle when there are three.
+    let mut parallel: std::collections::HashMap<(usize, usize), Vec<i32>> = Default::default();
     for edge in &layout.edges {
         parallel
             .entry((edge.edge.upstream, edge.edge.downstream))
             .or_default()
-            .1 += 1;
+            .push(edge.edge.day_offset);
+    }
+    for offsets in parallel.values_mut() {
+        offsets.sort_by_key(|o| std::cmp::Reverse(*o));
     }
     for edge in &layout.edges {
-        let slot = parallel
-            .get_mut(&(edge.edge.upstream, edge.edge.downstream))
-            .expect("counted above");
-        let shift = (slot.0 as f64 - (slot.1 as f64 - 1.0) / 2.0) * 6.0;
-        slot.0 += 1;
-        let mut points = edge.points.clone();
-        for point in &mut points {
-            point.1 += shift;
-        }
-        draw_edge(&mut svg, edge.edge, &points, &layout.nodes[edge.edge.upstream]);
+        let offsets = &parallel[&(edge.edge.upstream, edge.edge.downstream)];
+        let bulge = if offsets.len() < 2 {
+            0.0
+        } else {
+            let slot = offsets
+                .iter()
+                .position(|o| *o == edge.edge.day_offset)
+                .unwrap_or(0);
+            (slot as f64 - (offsets.len() as f64 - 1.0) / 2.0) * PARALLEL_GAP
+        };
+        let points = bent(&edge.points, bulge);
+        draw_edge(
+            &mut svg,
+            edge.edge,
+            &points,
+            &layout.nodes[edge.edge.upstream],
+            bulge != 0.0,
+        );
     }
     svg.push_str("</g><g class=\"nodes\">");
     for (node, placed) in nodes.iter().zip(&layout.nodes) {
@@ -81,10 +94,40 @@ fn render(nodes: &[GraphNode], layout: &Layout) -> String {
     svg
 }
 
+/// How far apart the middles of two edges between the same tasks are drawn.
+const PARALLEL_GAP: f64 = 36.0;
+
+/// The points of an edge bent by `bulge` (vertically): its ends stay on the nodes, its middle
+/// moves (a middle point is added to a straight edge).
+fn bent(points: &[(f64, f64)], bulge: f64) -> Vec<(f64, f64)> {
+    if bulge == 0.0 || points.len() < 2 {
+        return points.to_vec();
+    }
+    let last = points.len() - 1;
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(points.len() + 1);
+    for (i, &(x, y)) in points.iter().enumerate() {
+        let end = i == 0 || i == last;
+        out.push((x, if end { y + bulge * 0.1 } else { y + bulge }));
+        if last == 1 && i == 0 {
+            let (x1, y1) = points[1];
+            out.push(((x + x1) / 2.0, (y + y1) / 2.0 + bulge));
+        }
+    }
+    out
+}
+
 /// A smooth path through the points (horizontal tangents at each one), an arrow at the end,
 /// and the day offset written near the downstream end when it is not "same day". A task that
 /// waits for its own earlier day gets a small loop above it.
-fn draw_edge(svg: &mut String, edge: EdgeIn, points: &[(f64, f64)], upstream: &super::layout::PlacedNode) {
+/// A bent edge (one of two between the same tasks) has its label at its middle, on the curve
+/// it belongs to.
+fn draw_edge(
+    svg: &mut String,
+    edge: EdgeIn,
+    points: &[(f64, f64)],
+    upstream: &super::layout::PlacedNode,
+    bent: bool,
+) {
     let offset_class = if edge.day_offset != 0 { " offset" } else { "" };
     if edge.upstream == edge.downstream {
         let (x, y) = (upstream.x + upstream.width / 2.0, upstream.y);
@@ -123,7 +166,18 @@ fn draw_edge(svg: &mut String, edge: EdgeIn, points: &[(f64, f64)], upstream: &s
         r#"<path class="edge{offset_class}" d="{d}" marker-end="url(#arrow)" data-up="{}" data-down="{}"/>"#,
         edge.upstream, edge.downstream
     );
-    if edge.day_offset != 0 {
+    if edge.day_offset != 0 && bent {
+        let (x, y) = points[points.len() / 2];
+        let label = format!("{}d", edge.day_offset);
+        // Inside the bend, next to its own curve, away from the other one.
+        let above = if y > points[0].1 { -5.0 } else { 13.0 };
+        let _ = write!(
+            svg,
+            r#"<text class="offset-label" x="{:.1}" y="{:.1}">{label}</text>"#,
+            x - label.len() as f64 * CHAR_WIDTH / 2.0,
+            y + above
+        );
+    } else if edge.day_offset != 0 {
         let (x, y) = points[points.len() - 1];
         let label = format!("{}d", edge.day_offset);
         let _ = write!(
@@ -205,6 +259,60 @@ mod tests {
         );
         assert_eq!(svg.matches(">-1d</text>").count(), 2, "{svg}");
         assert_eq!(svg.matches("class=\"edge offset\"").count(), 2);
+    }
+
+    /// The path's points as numbers: `M1,2 C3,4 5,6 7,8` -> [(1,2), (3,4), (5,6), (7,8)].
+    fn path_points(svg: &str, nth: usize) -> Vec<(f64, f64)> {
+        let edge = svg.split("<path class=\"edge").nth(nth + 1).unwrap();
+        let d = &edge[edge.find(" d=\"").unwrap() + 4..];
+        d[..d.find('"').unwrap()]
+            .split([' ', 'M', 'C'])
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_same_day_and_a_previous_day_edge_between_two_tasks_are_drawn_apart() {
+        let svg = draw(
+            &[node("a", "success"), node("b", "waiting")],
+            &[
+                EdgeIn {
+                    upstream: 0,
+                    downstream: 1,
+                    day_offset: 0,
+                },
+                EdgeIn {
+                    upstream: 0,
+                    downstream: 1,
+                    day_offset: -1,
+                },
+            ],
+        );
+        let (same, previous) = (path_points(&svg, 0), path_points(&svg, 1));
+        let middle = |points: &[(f64, f64)]| points[points.len() / 2].1;
+        let apart = (middle(&same) - middle(&previous)).abs();
+        assert!(apart >= 20.0, "the middles are {apart} apart: {svg}");
+        assert_eq!(
+            svg.matches(">-1d</text>").count(),
+            1,
+            "only the -1d edge is labelled"
+        );
+        let label = &svg[svg.find("class=\"offset-label\"").unwrap()..];
+        let y: f64 = label[label.find("y=\"").unwrap() + 3..]
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (own, other) = (middle(&previous), middle(&same));
+        assert!(
+            (y - own).abs() < (y - other).abs(),
+            "the label sits by its curve: {y}, {own}, {other}"
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub async fn page(app: AppState, ctx: Ctx) -> Result<AgentsPage, WebError> {
             alive: a.state == "alive",
             draining: a.draining,
             slots: format!("{} / {}", a.running, a.slots),
-            heartbeat_age: view::age(a.last_heartbeat_at, now),
+            heartbeat_age: view::age(a.last_heartbeat_at, now, ctx.lang),
             heartbeat: view::time(a.last_heartbeat_at),
             registered: view::time(a.registered_at),
             queues: a.queues.join(", "),

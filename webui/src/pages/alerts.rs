@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
+use crate::i18n::Lang;
+use crate::translate;
 use crate::view;
 
 const LIMIT: i32 = 500;
@@ -32,9 +34,11 @@ struct Row {
     task: String,
     etl_day: String,
     kind: String,
+    kind_label: String,
     try_number: String,
     channel: String,
     delivery: String,
+    delivery_label: String,
     attempts: i64,
     message: String,
     last_error: String,
@@ -55,18 +59,35 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
     let rows = alerts
         .iter()
         .filter(|a| task.is_empty() || a.task == task)
-        .map(Row::from)
+        .map(|a| Row::new(a, ctx.lang))
         .collect();
     Ok(AlertsPage { ctx, task, rows })
 }
 
-impl From<&Alert> for Row {
-    fn from(a: &Alert) -> Self {
+/// An alert's kind or delivery state in the page's language.
+fn word(lang: Lang, name: &str) -> &str {
+    if lang == Lang::En {
+        return name;
+    }
+    match name {
+        "failed" => "失败",
+        "retry" => "重试",
+        "long_running" => "运行过久",
+        "deadline" => "超过截止时间",
+        "pending" => "待发送",
+        "sent" => "已发送",
+        other => other,
+    }
+}
+
+impl Row {
+    fn new(a: &Alert, lang: Lang) -> Self {
         Self {
             at: view::time(a.created_at),
             task: a.task.clone(),
             etl_day: a.etl_day.clone(),
             kind: a.kind.clone(),
+            kind_label: word(lang, &a.kind).to_string(),
             try_number: if a.try_number == 0 {
                 String::new()
             } else {
@@ -74,8 +95,9 @@ impl From<&Alert> for Row {
             },
             channel: a.channel.clone(),
             delivery: a.delivery.clone(),
+            delivery_label: word(lang, &a.delivery).to_string(),
             attempts: a.attempts,
-            message: a.message.clone(),
+            message: translate::say(lang, &a.message),
             last_error: if a.delivery == "sent" {
                 String::new()
             } else {

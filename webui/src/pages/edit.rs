@@ -18,6 +18,8 @@ use tonic::Code;
 use crate::AppState;
 use crate::context::{Ctx, Flash};
 use crate::error::WebError;
+use crate::i18n::Lang;
+use crate::translate;
 use crate::yaml::{TaskForm, export, field_of};
 
 #[derive(Template, WebTemplate)]
@@ -116,6 +118,7 @@ pub async fn update(
 
 async fn save(app: AppState, ctx: Ctx, editing: String, form: TaskForm) -> Result<Response, WebError> {
     let refuse = |ctx: Ctx, form: TaskForm, field: &'static str, message: String| {
+        let message = translate::say(ctx.lang, &message);
         let (errors, general) = if field.is_empty() {
             (vec![], vec![message])
         } else {
@@ -150,13 +153,15 @@ async fn save(app: AppState, ctx: Ctx, editing: String, form: TaskForm) -> Resul
     match result {
         Ok(answer) => {
             let answer = answer.into_inner();
-            let verb = if answer.created.is_empty() {
-                "updated"
-            } else {
-                "created"
-            };
+            let created = !answer.created.is_empty();
             let id = form.id.trim();
-            Ok(Flash::ok(format!("{id} {verb}")).redirect(&format!("/tasks/{id}")))
+            let said = match (ctx.lang, created) {
+                (Lang::En, true) => format!("{id} created"),
+                (Lang::En, false) => format!("{id} updated"),
+                (Lang::Zh, true) => format!("已创建 {id}"),
+                (Lang::Zh, false) => format!("已更新 {id}"),
+            };
+            Ok(Flash::ok(said).redirect(&format!("/tasks/{id}")))
         }
         // Graph checks (unknown upstream, a cycle) only the coordinator can make.
         Err(status) if status.code() == Code::InvalidArgument => {
@@ -231,18 +236,18 @@ pub async fn import(app: AppState, ctx: Ctx, Form(form): Form<ImportForm>) -> Re
         }
         Ok(answer) => {
             let answer = answer.into_inner();
-            Ok(Flash::ok(format!(
-                "created {}, updated {}, unchanged {}",
-                answer.created.len(),
-                answer.updated.len(),
-                answer.unchanged.len()
-            ))
-            .redirect("/tasks"))
+            let (created, updated, unchanged) =
+                (answer.created.len(), answer.updated.len(), answer.unchanged.len());
+            let said = match ctx.lang {
+                Lang::En => format!("created {created}, updated {updated}, unchanged {unchanged}"),
+                Lang::Zh => format!("新建 {created} 个，更新 {updated} 个，未变 {unchanged} 个"),
+            };
+            Ok(Flash::ok(said).redirect("/tasks"))
         }
         Err(status) if status.code() == Code::InvalidArgument => Ok(ImportPage {
+            error: translate::say(ctx.lang, status.message()),
             ctx,
             document: form.document,
-            error: status.message().to_string(),
             preview: None,
         }
         .into_response()),

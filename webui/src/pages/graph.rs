@@ -17,10 +17,20 @@ use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
 use crate::graph::{self, EdgeIn, GraphNode, neighbourhood};
-use crate::i18n::{Lang, state_meaning};
-use crate::view::state_class;
+use crate::i18n::{Lang, TASKS, count, state_label, state_meaning};
+use crate::view::{Badge, state_class};
 
 const DEFAULT_HOPS: usize = 2;
+/// The states the legend explains, in the order of a run.
+const LEGEND: [&str; 7] = [
+    "waiting",
+    "queued",
+    "running",
+    "up_for_retry",
+    "success",
+    "failed",
+    "killed",
+];
 const MAX_HOPS: usize = 20;
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,9 +51,10 @@ pub struct GraphPage {
     next_day: String,
     focus: String,
     hops: usize,
-    shown: usize,
-    total: usize,
+    /// `5 / 12 tasks shown`.
+    shown: String,
     svg: String,
+    legend: Vec<Badge>,
     task_ids: Vec<String>,
 }
 
@@ -96,8 +107,15 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
         next_day: day.offset(1).compact(),
         focus,
         hops,
-        shown: drawing.shown,
-        total: tasks.len(),
+        shown: match ctx.lang {
+            Lang::En => format!(
+                "{} / {} shown",
+                drawing.shown,
+                count(ctx.lang, tasks.len(), TASKS)
+            ),
+            Lang::Zh => format!("显示 {} / {}", drawing.shown, count(ctx.lang, tasks.len(), TASKS)),
+        },
+        legend: LEGEND.iter().map(|s| Badge::new(s, false, ctx.lang)).collect(),
         svg: drawing.svg,
         task_ids,
         ctx,
@@ -162,7 +180,11 @@ pub fn day_graph(
             let instance = by_task.get(task.id.as_str());
             let state = instance.map_or("none", |i| i.state.as_str());
             let forced = instance.is_some_and(|i| i.forced);
-            let meaning = state_meaning(lang, if forced { "forced" } else { state });
+            let shown = if forced { "forced" } else { state };
+            let meaning = match lang {
+                Lang::En => state_meaning(lang, shown),
+                Lang::Zh => state_label(lang, shown),
+            };
             GraphNode {
                 id: task.id.clone(),
                 state_class: state_class(state),

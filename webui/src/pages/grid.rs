@@ -5,13 +5,13 @@
 //! index into the few distinct looks, written straight into the page without a string of its
 //! own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::Query;
 use goflow_core::EtlDay;
-use goflow_proto::{InstanceStates, ListInstanceStatesRequest, ListInstancesRequest, ListTasksRequest};
+use goflow_proto::{InstanceStates, ListInstanceStatesRequest, ListInstancesRequest, ListTasksRequest, Task};
 use serde::Deserialize;
 use tonic::Code;
 
@@ -19,7 +19,7 @@ use super::day_or_latest;
 use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
-use crate::i18n::{Lang, state_meaning};
+use crate::i18n::{DAYS, Lang, TASKS, count, state_label, state_meaning};
 use crate::view::state_class;
 
 const DEFAULT_DAYS: i32 = 14;
@@ -41,8 +41,11 @@ pub struct GridPage {
     /// Every distinct look of a cell; [`NO_INSTANCE`] first.
     looks: Vec<CellLook>,
     day_count: i32,
+    /// `10 tasks × 14 days`.
+    heading: String,
     end_dashed: String,
     earlier: String,
+    /// The end of the next window; empty when it would lie wholly in the future.
     later: String,
 }
 
@@ -57,6 +60,8 @@ struct DayColumn {
 
 struct GridRow {
     task: String,
+    /// The first row of a DAG (a group of connected tasks): drawn with a line above it.
+    group_start: bool,
     /// One a day, in the order of the columns: an index into `looks`.
     cells: Vec<usize>,
 }
@@ -66,7 +71,8 @@ struct CellLook {
     state: String,
     forced: bool,
     class: &'static str,
-    meaning: &'static str,
+    /// The hover text's words about the state.
+    words: String,
 }
 
 /// The look of a day without an instance.
@@ -78,7 +84,13 @@ impl CellLook {
             state: state.to_string(),
             forced,
             class: state_class(state),
-            meaning: state_meaning(lang, if forced { "forced" } else { state }),
+            words: {
+                let shown = if forced { "forced" } else { state };
+                match lang {
+                    Lang::En => format!("{state} ({})", state_meaning(lang, shown)),
+                    Lang::Zh => format!("{} ({state})", state_label(lang, shown)),
+                }
+            },
         }
     }
 }
@@ -103,10 +115,11 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
     let tasks = tasks.map_err(|status| app.fail(status))?.into_inner().tasks;
     let states = states.map_err(|status| app.fail(status))?;
 
-    let mut rows: Vec<GridRow> = tasks
+    let mut rows: Vec<GridRow> = dag_order(&tasks)
         .into_iter()
-        .map(|task| GridRow {
-            task: task.id,
+        .map(|(index, group_start)| GridRow {
+            task: tasks[index].id.clone(),
+            group_start,
             cells: vec![NO_INSTANCE; days.len()],
         })
         .collect();
@@ -149,14 +162,103 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
                 }
             })
             .collect(),
+        heading: format!(
+            "{} × {}",
+            count(ctx.lang, rows.len(), TASKS),
+            count(ctx.lang, day_count as usize, DAYS)
+        ),
         rows,
         looks,
         day_count,
         end_dashed: end.dashed(),
         earlier: end.offset(-day_count).compact(),
-        later: end.offset(day_count).compact(),
+        later: later_end(end, day_count, today()),
         ctx,
     })
+}
+
+fn today() -> EtlDay {
+    EtlDay::from_date(chrono::Utc::now().date_naive())
+}
+
+/// The end of the window after the one ending on `end`, no later than `today`; empty when
+/// that window would show only days after today.
+fn later_end(end: EtlDay, day_count: i32, today: EtlDay) -> String {
+    let later = end.offset(day_count).min(today);
+    if later > end {
+        later.compact()
+    } else {
+        String::new()
+    }
+}
+
+/// The rows' order: the tasks of one DAG (connected by any dependency) together, each DAG in
+/// the order its tasks run (upstream first, by same-day dependencies; ties by id), the DAGs by
+/// their first task's id. Each index comes with whether it starts a DAG.
+fn dag_order(tasks: &[Task]) -> Vec<(usize, bool)> {
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    // Connected components, by union-find over every dependency.
+    let mut parent: Vec<usize> = (0..tasks.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut downstream: Vec<Vec<usize>> = vec![vec![]; tasks.len()];
+    let mut waiting_on: Vec<usize> = vec![0; tasks.len()];
+    for (down, task) in tasks.iter().enumerate() {
+        for dep in &task.depends_on {
+            let Some(&up) = index.get(dep.task.as_str()) else {
+                continue;
+            };
+            let (a, b) = (root(&mut parent, up), root(&mut parent, down));
+            parent[a] = b;
+            if dep.day_offset == 0 && up != down {
+                downstream[up].push(down);
+                waiting_on[down] += 1;
+            }
+        }
+    }
+    // Kahn's algorithm, the ready tasks taken by id; what a cycle would leave out comes last.
+    let mut ready: BTreeSet<(&str, usize)> = (0..tasks.len())
+        .filter(|i| waiting_on[*i] == 0)
+        .map(|i| (tasks[i].id.as_str(), i))
+        .collect();
+    let mut sorted = Vec::with_capacity(tasks.len());
+    while let Some(next) = ready.pop_first() {
+        sorted.push(next.1);
+        for &down in &downstream[next.1] {
+            waiting_on[down] -= 1;
+            if waiting_on[down] == 0 {
+                ready.insert((tasks[down].id.as_str(), down));
+            }
+        }
+    }
+    let placed: std::collections::HashSet<usize> = sorted.iter().copied().collect();
+    sorted.extend((0..tasks.len()).filter(|i| !placed.contains(i)));
+    // Group by component, keeping the order within each.
+    let mut groups: Vec<(usize, Vec<usize>)> = vec![];
+    let mut group_of: HashMap<usize, usize> = HashMap::new();
+    for i in sorted {
+        let component = root(&mut parent, i);
+        let group = *group_of.entry(component).or_insert_with(|| {
+            groups.push((component, vec![]));
+            groups.len() - 1
+        });
+        groups[group].1.push(i);
+    }
+    let mut groups: Vec<Vec<usize>> = groups.into_iter().map(|(_, members)| members).collect();
+    groups.sort_by(|a, b| tasks[a[0]].id.cmp(&tasks[b[0]].id));
+    groups
+        .into_iter()
+        .flat_map(|members| members.into_iter().enumerate().map(|(n, i)| (i, n == 0)))
+        .collect()
 }
 
 /// The state of every instance of `days` (consecutive): one call, or one whole listing a day
@@ -221,6 +323,81 @@ mod tests {
         ));
         let (status, _) = get(&app, "/grid?days=0").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    fn task(id: &str, ups: &[&str]) -> goflow_proto::Task {
+        goflow_proto::Task {
+            id: id.into(),
+            depends_on: ups
+                .iter()
+                .map(|u| goflow_proto::TaskDependency {
+                    task: u.to_string(),
+                    day_offset: 0,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The task ids of the grid's rows, in order, `|` before the first of each DAG but the first.
+    fn row_order(body: &str) -> String {
+        let table = &body[body.find("<tbody>").unwrap()..];
+        table
+            .split("<tr")
+            .skip(1)
+            .map(|row| {
+                let id = &row[row.find("/tasks/").unwrap() + 7..];
+                let id = &id[..id.find('"').unwrap()];
+                if row.starts_with(" class=\"group-start\"") {
+                    format!("| {id}")
+                } else {
+                    id.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[tokio::test]
+    async fn rows_come_by_dag_in_the_order_they_run() {
+        let mut fake = sample();
+        // Two DAGs, listed interleaved and downstream first (as ids sort).
+        fake.tasks = vec![
+            task("a_report", &["z_load"]),
+            task("b_other_report", &["b_other_extract"]),
+            task("b_other_extract", &[]),
+            task("m_transform", &["z_extract"]),
+            task("z_extract", &[]),
+            task("z_load", &["m_transform"]),
+        ];
+        let (status, body) = get(&fake.start().await, "/grid?days=1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            row_order(&body),
+            "b_other_extract b_other_report | z_extract m_transform z_load a_report"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_next_window_never_lies_wholly_in_the_future() {
+        let app = sample().start().await;
+        let today = super::today();
+        // A window in the past: the next one, ending no later than today.
+        let (_, body) = get(&app, "/grid?end=20260110&days=14").await;
+        assert!(body.contains("href=\"/grid?end=20260124&amp;days=14\""), "{body}");
+        let end = today.offset(-3).compact();
+        let (_, body) = get(&app, &format!("/grid?end={end}&days=14")).await;
+        assert!(
+            body.contains(&format!(
+                "href=\"/grid?end={}&amp;days=14\" title=\"later days\" id=\"grid-later\"",
+                today.compact()
+            )),
+            "{body}"
+        );
+        // Ending today: nothing after it to show.
+        let (_, body) = get(&app, &format!("/grid?end={}&days=14", today.compact())).await;
+        assert!(!body.contains("id=\"grid-later\""), "{body}");
+        assert!(body.contains("id=\"grid-earlier\""));
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
+use crate::i18n::{Lang, state_label};
+use crate::translate;
 use crate::view;
 
 /// Operations read per page view; the text filters apply to these.
@@ -29,7 +31,8 @@ pub struct HistoryPage {
     task: String,
     action: String,
     q: String,
-    actions: Vec<String>,
+    /// Every action listed: its API name and its label.
+    actions: Vec<(String, String)>,
     rows: Vec<Row>,
 }
 
@@ -37,7 +40,10 @@ struct Row {
     at: String,
     actor: String,
     client: String,
+    /// The action as the API names it (the hover text; what the filter matches).
     action: String,
+    /// The action in the page's language.
+    action_label: String,
     target: String,
     target_href: String,
     detail: String,
@@ -64,7 +70,14 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
         .iter()
         .filter(|o| action.is_empty() || o.action == action)
         .filter(|o| matches_text(o, &q))
-        .map(Row::from)
+        .map(|o| Row::new(o, ctx.lang))
+        .collect();
+    let actions = actions
+        .into_iter()
+        .map(|a| {
+            let label = action_label(ctx.lang, &a).to_string();
+            (a, label)
+        })
         .collect();
     Ok(HistoryPage {
         ctx,
@@ -87,8 +100,64 @@ fn matches_text(o: &Operation, q: &str) -> bool {
         .any(|field| field.to_lowercase().contains(&q))
 }
 
-impl From<&Operation> for Row {
-    fn from(o: &Operation) -> Self {
+/// An operation's action in the page's language.
+fn action_label(lang: Lang, action: &str) -> &str {
+    if lang == Lang::En {
+        return action;
+    }
+    match action {
+        "apply" => "应用定义",
+        "pause" => "暂停",
+        "unpause" => "恢复",
+        "run" => "运行",
+        "do-all-job" => "运行全部",
+        "mark-success" => "强制通过",
+        "kill" => "终止",
+        "delete" => "删除实例",
+        "delete_task" => "删除任务",
+        "token-create" => "创建令牌",
+        "token-revoke" => "吊销令牌",
+        other => other,
+    }
+}
+
+/// An operation's detail in Chinese: its flags, counts and lists (the coordinator writes
+/// `--down 20260101..20260110`, `created [a] updated [b]`, `3 instances`, a state name).
+fn detail_zh(detail: &str) -> String {
+    if detail.starts_with("created [") || detail.starts_with("updated [") {
+        return detail
+            .replacen("created [", "新建 [", 1)
+            .replacen("updated [", "更新 [", 1);
+    }
+    let (detail, skipped) = match detail.split_once(" (left alone, live meanwhile: ") {
+        Some((head, tail)) => (
+            head,
+            format!("（跳过正在运行的：{}", tail.trim_end_matches(')')) + "）",
+        ),
+        None => (detail, String::new()),
+    };
+    let mut words: Vec<String> = vec![];
+    let mut tokens = detail.split_whitespace().peekable();
+    while let Some(token) = tokens.next() {
+        let word = match token {
+            "--down" => "含下游".to_string(),
+            "--up" => "含上游".to_string(),
+            "--force" => "强制".to_string(),
+            n if n.bytes().all(|b| b.is_ascii_digit())
+                && matches!(tokens.peek(), Some(&"instances" | &"instance")) =>
+            {
+                tokens.next();
+                format!("{n} 个实例")
+            }
+            other => state_label(Lang::Zh, other).to_string(),
+        };
+        words.push(word);
+    }
+    words.join(" ") + &skipped
+}
+
+impl Row {
+    fn new(o: &Operation, lang: Lang) -> Self {
         // Targets are `task@day` for instances, a task id, or a document name.
         let target_href = match o.target.split_once('@') {
             Some((task, day)) if day.len() == 8 => format!("/instances/{task}/{day}"),
@@ -98,11 +167,19 @@ impl From<&Operation> for Row {
         Self {
             at: view::time(o.at),
             actor: o.actor.clone(),
-            client: o.client.clone(),
+            // `goflowctl/0.1.0 from 127.0.0.1:5000`: the program is a name, "from" a word.
+            client: match (lang, o.client.split_once(" from ")) {
+                (Lang::Zh, Some((program, address))) => format!("{program}（来自 {address}）"),
+                _ => o.client.clone(),
+            },
             action: o.action.clone(),
+            action_label: action_label(lang, &o.action).to_string(),
             target: o.target.clone(),
             target_href,
-            detail: o.detail.clone(),
+            detail: match lang {
+                Lang::En => translate::singular(&o.detail),
+                Lang::Zh => detail_zh(&o.detail),
+            },
         }
     }
 }
@@ -121,5 +198,25 @@ mod tests {
         assert!(!body.contains("alice") && body.contains("bob"));
         let (_, body) = get(&app, "/history?q=DOWN").await;
         assert!(body.contains("alice") && !body.contains("<td>bob</td>"));
+    }
+
+    #[test]
+    fn details_read_in_chinese() {
+        use super::detail_zh;
+        assert_eq!(
+            detail_zh("--down 20260101..20260110"),
+            "含下游 20260101..20260110"
+        );
+        assert_eq!(detail_zh("created [a, b] updated [c]"), "新建 [a, b] 更新 [c]");
+        assert_eq!(detail_zh("created [a]"), "新建 [a]");
+        assert_eq!(
+            detail_zh("20260101..20260102 --down 3 instances"),
+            "20260101..20260102 含下游 3 个实例"
+        );
+        assert_eq!(detail_zh("running"), "运行中");
+        assert_eq!(
+            detail_zh("--force (left alone, live meanwhile: a@20260110)"),
+            "强制（跳过正在运行的：a@20260110）"
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::actions::instance::InstanceAction;
 use crate::context::Ctx;
 use crate::error::WebError;
 use crate::i18n::Lang;
+use crate::translate;
 use crate::view::{self, Badge};
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +70,8 @@ struct AttemptRow {
     exit_code: String,
     log_size: String,
     message: String,
+    /// The command line it ran, after templating; empty when the coordinator did not keep it.
+    command: String,
 }
 
 /// One repair button: a POST form that confirms first.
@@ -164,7 +167,7 @@ pub async fn page(
         day_dashed: day.dashed(),
         exists: true,
         badge: Badge::new(&instance.state, instance.forced, lang),
-        tries: format!("{} / {}", instance.try_number, instance.max_tries),
+        tries: tries_text(lang, instance.try_number, instance.max_tries),
         agent: instance.agent.clone(),
         queue: instance.queue.clone(),
         priority: instance.priority,
@@ -172,16 +175,16 @@ pub async fn page(
         queued: view::time(instance.queued_at),
         started: view::time(instance.started_at),
         finished: view::time(instance.finished_at),
-        duration: view::duration(instance.started_at, instance.finished_at, now),
+        duration: view::duration(instance.started_at, instance.finished_at, now, lang),
         exit_code: view::exit_code(instance.has_exit_code, instance.exit_code),
         next_try: if instance.state == "up_for_retry" {
             view::time(instance.next_try_at)
         } else {
             String::new()
         },
-        wait_reason: instance.wait_reason.clone(),
+        wait_reason: translate::wait_reason(lang, &instance.wait_reason, instance.blocked),
         blocked: instance.blocked,
-        message: instance.message.clone(),
+        message: translate::say(lang, &instance.message),
         attempts: attempts
             .iter()
             .map(|a| AttemptRow::new(a, Some(a.try_number) == selected_try, now, lang))
@@ -189,6 +192,15 @@ pub async fn page(
         log,
         refresh: in_progress(&instance),
     })
+}
+
+/// `2 / 3` in English; `第 2 次（最多 3 次）` in Chinese, `尚未运行（最多 3 次）` before the first.
+fn tries_text(lang: Lang, try_number: i32, max_tries: i32) -> String {
+    match lang {
+        Lang::En => format!("{try_number} / {max_tries}"),
+        Lang::Zh if try_number == 0 => format!("尚未运行（最多 {max_tries} 次）"),
+        Lang::Zh => format!("第 {try_number} 次（最多 {max_tries} 次）"),
+    }
 }
 
 fn in_progress(instance: &Instance) -> bool {
@@ -276,10 +288,11 @@ impl AttemptRow {
             agent: a.agent.clone(),
             started: view::time(a.started_at),
             finished: view::time(a.finished_at),
-            duration: view::duration(a.started_at, a.finished_at, now),
+            duration: view::duration(a.started_at, a.finished_at, now, lang),
             exit_code: view::exit_code(a.has_exit_code, a.exit_code),
             log_size: view::bytes(a.log_bytes),
-            message: a.message.clone(),
+            message: translate::say(lang, &a.message),
+            command: a.command.clone(),
         }
     }
 }
@@ -375,8 +388,10 @@ mod tests {
         assert!(body.contains("<html lang=\"zh-CN\">"));
         assert!(body.contains(">强制通过</button>"));
         assert!(body.contains(">重做当前及下游</button>"));
-        assert!(body.contains(">failed</span>"), "state names stay one vocabulary");
-        assert!(body.contains("title=\"失败\""), "with their meaning in Chinese");
+        assert!(
+            body.contains("title=\"failed\" data-state=\"failed\">失败</span>"),
+            "the state in Chinese, its API name in the hover text: {body}"
+        );
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use crate::actions::safe_back;
 use crate::auth::{is_cookie_safe, over_tls, session_cookie, session_token};
 use crate::context::Ctx;
 use crate::error::WebError;
+use crate::translate;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "pages/login.html")]
@@ -103,13 +104,15 @@ pub async fn submit(
         }
         // Too many failed tries for this account: wait (the coordinator says how long).
         Err(status) if status.code() == Code::ResourceExhausted => {
-            return refused(ctx.clone(), ctx.t.login_failed, status.message().to_string());
+            let detail = translate::say(ctx.lang, status.message());
+            return refused(ctx.clone(), ctx.t.login_failed, detail);
         }
         Err(status) => {
             let detail = match status.code() {
                 Code::Unimplemented => "this coordinator has no login".to_string(),
                 _ => status.message().to_string(),
             };
+            let detail = translate::say(ctx.lang, &detail);
             return refused(ctx.clone(), ctx.t.login_unavailable, detail);
         }
     };

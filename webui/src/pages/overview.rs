@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
 use crate::i18n::Lang;
+use crate::translate;
 use crate::view::{self, Badge};
 
 /// More than this many instances in one day are cut off (and the page says so).
@@ -76,6 +77,22 @@ struct AgentSummary {
     dead: usize,
     slots: i32,
     running: i32,
+}
+
+impl AgentSummary {
+    /// `1 alive, 1 dead · 1/4` (running tries / slots); `1 个在线，1 个失联 · 1/4`.
+    fn text(&self, lang: &Lang) -> String {
+        let lang = *lang;
+        let (alive, dead) = match lang {
+            Lang::En => (format!("{} alive", self.alive), format!(", {} dead", self.dead)),
+            Lang::Zh => (
+                format!("{} 个在线", self.alive),
+                format!("，{} 个失联", self.dead),
+            ),
+        };
+        let dead = if self.dead > 0 { dead } else { String::new() };
+        format!("{alive}{dead} · {}/{}", self.running, self.slots)
+    }
 }
 
 pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Result<OverviewPage, WebError> {
@@ -182,25 +199,30 @@ impl Row {
             tries: format!("{}/{}", i.try_number, i.max_tries),
             started: view::time(i.started_at),
             finished: view::time(i.finished_at),
-            duration: view::duration(i.started_at, i.finished_at, now),
+            duration: view::duration(i.started_at, i.finished_at, now, lang),
             exit_code: view::exit_code(i.has_exit_code, i.exit_code),
             blocked: i.blocked,
-            info: info(i),
+            info: info(i, lang),
         }
     }
 }
 
 /// What the row has to say beyond its state: what it waits for, when it retries, why it ended.
-fn info(i: &Instance) -> String {
+/// A blocked row has its flag beside this, so the reason does not say "blocked" again.
+fn info(i: &Instance, lang: Lang) -> String {
     let mut parts = Vec::new();
     if !i.wait_reason.is_empty() {
-        parts.push(i.wait_reason.clone());
+        parts.push(translate::wait_reason(lang, &i.wait_reason, i.blocked));
     }
     if i.state == "up_for_retry" && i.next_try_at > 0 {
-        parts.push(format!("next try at {}", view::time(i.next_try_at)));
+        let at = view::time(i.next_try_at);
+        parts.push(match lang {
+            Lang::En => format!("next try at {at}"),
+            Lang::Zh => format!("下次重试于 {at}"),
+        });
     }
     if !i.message.is_empty() {
-        parts.push(i.message.clone());
+        parts.push(translate::say(lang, &i.message));
     }
     parts.join(" · ")
 }

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query};
 use goflow_core::EtlDay;
 use goflow_core::dag::is_valid_task_id;
 use goflow_proto::{
-    GetDependenciesRequest, GetTaskRequest, Instance, ListInstancesRequest, RunRequest, Task,
+    GetDependenciesRequest, GetTaskRequest, Instance, InstanceRef, ListInstancesRequest, RunRequest, Task,
 };
 use serde::Deserialize;
 
@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
 use crate::graph::{self, EdgeIn, GraphNode};
-use crate::i18n::state_meaning;
+use crate::i18n::{INSTANCES, Lang, NEW, Texts, count, state_meaning};
 use crate::view::{self, state_class};
 
 /// A run over more days than this is marked as big on its confirmation.
@@ -72,8 +72,98 @@ struct Preview {
     from: String,
     to: String,
     total: usize,
-    new: usize,
+    /// `This would run 87 instances (3 new)`.
+    summary: String,
+    /// The instances it would run, a row a day, at most [`PREVIEW_DAYS`] of them.
+    days: Vec<PreviewDay>,
+    /// `and 40 more days`; empty when every day is listed.
+    more_days: String,
     big: bool,
+}
+
+/// The instances of one day a run would cover; `new` ones do not exist yet.
+struct PreviewDay {
+    day: String,
+    count: String,
+    tasks: Vec<(String, bool)>,
+    /// `and 12 more`; empty when every task is listed.
+    more: String,
+}
+
+/// The preview lists this many days, and this many tasks of each.
+const PREVIEW_DAYS: usize = 20;
+const PREVIEW_TASKS: usize = 12;
+
+/// `This would run 87 instances (3 new)`; `将会运行 87 个实例（3 个新建）`.
+pub fn preview_summary(lang: Lang, total: usize, new: usize) -> String {
+    let t = lang.texts();
+    match lang {
+        Lang::En => format!(
+            "{} {} ({new} new)",
+            t.preview_result,
+            count(lang, total, INSTANCES)
+        ),
+        Lang::Zh => format!(
+            "{} {}（{}）",
+            t.preview_result,
+            count(lang, total, INSTANCES),
+            count(lang, new, NEW)
+        ),
+    }
+}
+
+impl Preview {
+    fn new(lang: Lang, from: EtlDay, to: EtlDay, planned: &[InstanceRef]) -> Self {
+        let t = lang.texts();
+        let mut by_day: std::collections::BTreeMap<&str, Vec<(String, bool)>> = Default::default();
+        for i in planned {
+            by_day
+                .entry(i.etl_day.as_str())
+                .or_default()
+                .push((i.task.clone(), i.id == 0));
+        }
+        let day_count = by_day.len();
+        let days = by_day
+            .into_iter()
+            .take(PREVIEW_DAYS)
+            .map(|(day, mut tasks)| {
+                let all = tasks.len();
+                tasks.truncate(PREVIEW_TASKS);
+                PreviewDay {
+                    day: EtlDay::parse(day)
+                        .map(|d| d.dashed())
+                        .unwrap_or_else(|_| day.to_string()),
+                    count: count(lang, all, INSTANCES),
+                    more: and_more(t, all - tasks.len()),
+                    tasks,
+                }
+            })
+            .collect();
+        let new = planned.iter().filter(|i| i.id == 0).count();
+        Preview {
+            from: from.dashed(),
+            to: to.dashed(),
+            total: planned.len(),
+            summary: preview_summary(lang, planned.len(), new),
+            days,
+            more_days: match (day_count.saturating_sub(PREVIEW_DAYS), lang) {
+                (0, _) => String::new(),
+                (1, Lang::En) => "and 1 more day".to_string(),
+                (n, Lang::En) => format!("and {n} more days"),
+                (n, Lang::Zh) => format!("还有 {n} 天"),
+            },
+            big: planned.len() > RANGE_CONFIRM_ABOVE,
+        }
+    }
+}
+
+/// `and 3 more` / `还有 3 个`; empty for none.
+fn and_more(t: &Texts, n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        t.and_more.replace("{}", &n.to_string())
+    }
 }
 
 /// A day from a form field: `yyyymmdd` or `yyyy-mm-dd`, the field named when it is wrong.
@@ -150,13 +240,7 @@ pub async fn page(
                 .map_err(|status| app.fail(status))?
                 .into_inner()
                 .instances;
-            Some(Preview {
-                from: from.dashed(),
-                to: to.dashed(),
-                total: planned.len(),
-                new: planned.iter().filter(|i| i.id == 0).count(),
-                big: planned.len() > RANGE_CONFIRM_ABOVE,
-            })
+            Some(Preview::new(ctx.lang, from, to, &planned))
         }
     };
 
@@ -270,7 +354,7 @@ fn day_cells(ctx: &Ctx, last: EtlDay, history: &[Instance]) -> Vec<DayCell> {
 mod tests {
     use axum::http::StatusCode;
 
-    use crate::testing::{get, sample};
+    use crate::testing::{get, get_with, sample};
 
     #[tokio::test]
     async fn definition_neighbourhood_days_and_actions() {
@@ -300,11 +384,40 @@ mod tests {
         let (status, body) = get(&app, "/tasks/extract?from=2026-01-01&to=2026-01-10").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(
-            body.contains("This would run <strong>2</strong> (1 new)"),
+            body.contains("This would run 2 instances (1 new) · 2026-01-01 … 2026-01-10"),
             "{body}"
         );
+        // Each day with its tasks, those not created yet marked.
+        assert!(body.contains(
+            r#"<tr><td class="time">2026-01-01</td><td class="num">1 instance</td><td><span class="new">extract</span></td></tr>"#
+        ), "{body}");
+        assert!(body.contains(r#"<span class="existing">extract</span>"#));
         let (status, body) = get(&app, "/tasks/extract?from=2026-02-30").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("bad parameter from"));
+    }
+
+    #[tokio::test]
+    async fn a_long_backfill_preview_lists_its_first_days_and_says_how_many_more() {
+        let app = sample().start().await;
+        let uri = "/tasks/extract?from=2026-01-01&to=2026-01-30&down=1";
+        let (status, body) = get(&app, uri).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("This would run 90 instances (87 new)"), "{body}");
+        let table = &body[body.find("id=\"preview-instances\"").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        assert_eq!(table.matches("<tr>").count(), 20, "{table}");
+        assert!(table.contains("2026-01-20") && !table.contains("2026-01-21"));
+        assert!(table.contains(
+            r#"<span class="new">extract</span>, <span class="new">transform</span>, <span class="new">load</span>"#
+        ));
+        assert!(
+            body.contains(r#"<p class="note" id="preview-more">and 10 more days</p>"#),
+            "{body}"
+        );
+        let (_, body) = get_with(&app, uri, &[("accept-language", "zh-CN")]).await;
+        assert!(body.contains("将会运行 90 个实例（87 个新建）"), "{body}");
+        assert!(body.contains(r#"<td class="num">3 个实例</td>"#));
+        assert!(body.contains(">还有 10 天</p>"));
     }
 }
