@@ -410,8 +410,8 @@ async fn run_wait_reports_failed_and_blocked_and_sends_metadata() {
         .unwrap_err();
     assert_eq!(
         crate::error_message(&err, &server),
-        "3 of 3 instances did not succeed: extract 20260101 failed; load 20260101 blocked; \
-         report 20260101 blocked"
+        "3 of 3 instances did not succeed (1 failed, 2 blocked): extract 20260101 failed; \
+         load 20260101 blocked; report 20260101 blocked (goflowctl status -d 20260101 shows them)"
     );
     let text = String::from_utf8(out).unwrap();
     assert!(

@@ -251,7 +251,8 @@ impl Engine {
         self.changes.send_modify(|v| *v += 1);
     }
 
-    fn retries_of(&self, spec: &TaskSpec) -> i64 {
+    /// The retries in force for a task: its own, or the configured default.
+    pub fn retries_of(&self, spec: &TaskSpec) -> i64 {
         spec.retries.unwrap_or(self.settings.default_retries) as i64
     }
 

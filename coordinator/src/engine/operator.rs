@@ -39,7 +39,7 @@ impl Engine {
                 EngineError::Conflict(format!("{k}: {e}; kill it first. Nothing was changed"))
             })?;
             if (from != InstanceState::Success || !row.forced)
-                && !store::operator_set_state(&mut tx, row.id, from, InstanceState::Success, true, &note, now)
+                && !store::operator_set_state(&mut tx, row.id, from, InstanceState::Success, Some(&caller.actor), &note, now)
                     .await?
             {
                 return Err(EngineError::Conflict(format!(
@@ -110,7 +110,7 @@ impl Engine {
                     }
                     continue;
                 }
-                if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, false, &note, now)
+                if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, None, &note, now)
                     .await?
                 {
                     if single {

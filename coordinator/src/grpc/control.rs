@@ -51,7 +51,7 @@ impl ControlService for Api {
             .into_iter()
             .map(|id| {
                 let t = &catalog.tasks[id];
-                task_to_pb(t, next_fire_of(t))
+                self.task_pb(t)
             })
             .collect();
         Ok(Response::new(pb::ListTasksResponse { tasks }))
@@ -60,7 +60,7 @@ impl ControlService for Api {
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
         self.authorize(&request, Role::Viewer).await?;
         let task = self.engine.require_task(&request.get_ref().id)?;
-        Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
+        Ok(Response::new(self.task_pb(&task)))
     }
 
     async fn run(&self, request: Request<pb::RunRequest>) -> RpcResult<pb::RunResponse> {
@@ -368,7 +368,7 @@ impl ControlService for Api {
         let req = request.into_inner();
         require_task_field(&req.task)?;
         let task = self.engine.set_paused(&req.task, req.paused, &caller).await?;
-        Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
+        Ok(Response::new(self.task_pb(&task)))
     }
 
     async fn do_all_job(&self, request: Request<pb::DoAllJobRequest>) -> RpcResult<pb::RunResponse> {

@@ -212,7 +212,7 @@ async fn operator_moves_redo_and_lost_tries_are_won_once() {
                 id,
                 InstanceState::Waiting,
                 InstanceState::Killed,
-                false,
+                None,
                 "",
                 now_ms(),
             )
@@ -402,7 +402,8 @@ async fn instance_states_list_every_instance_of_the_span() {
         let rows = ensure_instances(&mut tx, &wanted, now_ms()).await.unwrap();
         for ((row, _), (_, _, state, forced)) in rows.iter().zip(instances) {
             if state != Waiting {
-                let set = operator_set_state(&mut tx, row.id, Waiting, state, forced, "", now_ms());
+                let by = forced.then_some("local:alice");
+                let set = operator_set_state(&mut tx, row.id, Waiting, state, by, "", now_ms());
                 assert!(set.await.unwrap());
             }
         }
