@@ -151,14 +151,14 @@ impl Engine {
             killed[0].state.to_string()
         } else {
             format!(
-                "{}{} {} instances",
+                "{}{} {}",
                 if plan.from == plan.to {
                     String::new()
                 } else {
                     format!("{}..{} ", plan.from, plan.to)
                 },
                 if plan.down { "--down" } else { "" },
-                killed.len()
+                goflow_core::plural(killed.len(), "instance")
             )
         };
         let mut tx = self.store.begin().await?;

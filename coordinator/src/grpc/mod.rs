@@ -90,6 +90,11 @@ fn claimed_caller<T>(request: &Request<T>) -> Caller {
     }
 }
 
+/// `1 instance`, `2 instances`.
+fn instances(n: usize) -> String {
+    goflow_core::plural(n, "instance")
+}
+
 fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument(format!(
