@@ -39,8 +39,16 @@ impl Engine {
                 EngineError::Conflict(format!("{k}: {e}; kill it first. Nothing was changed"))
             })?;
             if (from != InstanceState::Success || !row.forced)
-                && !store::operator_set_state(&mut tx, row.id, from, InstanceState::Success, Some(&caller.actor), &note, now)
-                    .await?
+                && !store::operator_set_state(
+                    &mut tx,
+                    row.id,
+                    from,
+                    InstanceState::Success,
+                    Some(&caller.actor),
+                    &note,
+                    now,
+                )
+                .await?
             {
                 return Err(EngineError::Conflict(format!(
                     "{k} changed meanwhile; nothing was changed, try again"

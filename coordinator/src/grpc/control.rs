@@ -416,7 +416,10 @@ impl ControlService for Api {
         self.authorize(&request, Role::Viewer).await?;
         let mut conn = self.read().await?;
         let leader = store::leader(&mut conn).await.map_err(internal)?;
-        let rows = superseded_hidden(store::list_coordinators(&mut conn).await.map_err(internal)?, store::now_ms());
+        let rows = superseded_hidden(
+            store::list_coordinators(&mut conn).await.map_err(internal)?,
+            store::now_ms(),
+        );
         let leads = |id: &str| id == leader.holder && leader.lease_until >= store::now_ms();
         Ok(Response::new(pb::ListCoordinatorsResponse {
             coordinators: rows
@@ -688,7 +691,7 @@ fn dependency_tree(
 
 #[cfg(test)]
 mod tests {
-    use super::{superseded_hidden, store::CoordinatorRow};
+    use super::{store::CoordinatorRow, superseded_hidden};
 
     fn row(id: &str, address: &str, last_seen_at: i64) -> CoordinatorRow {
         CoordinatorRow {

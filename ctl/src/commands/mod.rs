@@ -107,7 +107,10 @@ mod tests {
         let mut out = Vec::new();
         write_refs(&mut out, "", &one_day).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.ends_with("51 instances over 1 day (20260101 .. 20260101)\n"), "{text}");
+        assert!(
+            text.ends_with("51 instances over 1 day (20260101 .. 20260101)\n"),
+            "{text}"
+        );
         let mut out = Vec::new();
         write_refs(&mut out, "", &[]).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "no instances\n");

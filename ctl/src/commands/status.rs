@@ -256,7 +256,11 @@ mod tests {
         assert!(lines[1].contains("2/3"), "{}", lines[1]);
         assert!(lines[1].contains("(1m05s)"), "{}", lines[1]);
         assert!(lines[1].ends_with("0      timed out after 10s"), "{}", lines[1]);
-        assert!(lines[2].contains("success (marked by local:alice)"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("success (marked by local:alice)"),
+            "{}",
+            lines[2]
+        );
 
         let mut out = Vec::new();
         write(&mut out, &[], Format::Table).unwrap();

@@ -169,7 +169,11 @@ mod tests {
         );
         // The retries in force (the task names none: the coordinator's default), and the next
         // fire with its zone's offset.
-        let cells: Vec<&str> = row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        let cells: Vec<&str> = row
+            .split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
         assert_eq!(cells[7], "2", "{row}");
         assert_eq!(cells[8], "yes", "{row}");
         let offset = regex_like_offset(cells[9]);
