@@ -1090,7 +1090,7 @@ tasks:
     assert_eq!(got, want, "oldest first: {ops:#?}");
     let now = chrono::Utc::now() + chrono::Duration::seconds(5);
     for o in &ops {
-        assert_eq!(o["actor"], "e2e-alice", "{o:#}");
+        assert_eq!(o["actor"], "local:e2e-alice", "{o:#}");
         let client = o["client"].as_str().unwrap_or_default();
         assert!(
             client.starts_with("goflowctl/") && client.contains(" from 127.0.0.1:"),
