@@ -378,7 +378,7 @@ tasks:
     assert_eq!(down["try_number"], 1, "{down:#}");
     assert_eq!(lines(&order), ["ms_up", "ms_down"]);
     let table = sb.ctl_ok(&["status", "-d", day]);
-    assert!(table.contains("success (forced)"), "{table}");
+    assert!(table.contains("success (marked by local:"), "{table}");
 
     // A fresh day: the closure is marked, nothing runs.
     let fresh = "20260311";
