@@ -34,7 +34,12 @@ fn apply_is_idempotent_whatever_the_order_of_depends_on() {
             assert!(out.contains(&format!("{task} unchanged")), "{out}");
         }
         assert!(!out.contains("updated"), "{out}");
-        let dry = sb.ctl_ok(&["apply", "-f", sb.write("again.yaml", &again).to_str().unwrap(), "--dry-run"]);
+        let dry = sb.ctl_ok(&[
+            "apply",
+            "-f",
+            sb.write("again.yaml", &again).to_str().unwrap(),
+            "--dry-run",
+        ]);
         assert!(!dry.contains("depends_on"), "a dry run lists no change: {dry}");
     }
     let applies = parse_array(&sb.ctl_ok(&["history", "-o", "json"]))
@@ -65,7 +70,12 @@ fn counts_read_right_and_a_dry_run_shows_new_instances() {
     let dry = sb.ctl_ok(&["run", "-j", "one_t", "-d", DAY, "--dry-run"]);
     assert!(dry.contains("would run 1 instance (0 new, 1 existing)"), "{dry}");
     let id = dry.lines().find(|l| l.contains("one_t")).unwrap_or_default();
-    assert!(id.split_whitespace().next().is_some_and(|id| id.parse::<i64>().is_ok_and(|n| n > 0)), "{dry}");
+    assert!(
+        id.split_whitespace()
+            .next()
+            .is_some_and(|id| id.parse::<i64>().is_ok_and(|n| n > 0)),
+        "{dry}"
+    );
     let marked = sb.ctl_ok(&["mark-success", "-j", "one_t", "-d", DAY]);
     assert!(marked.contains("1 instance marked success"), "{marked}");
 }
@@ -76,7 +86,10 @@ fn counts_read_right_and_a_dry_run_shows_new_instances() {
 fn a_marked_instance_names_who_marked_it_and_leaves_the_try_as_it_was() {
     let sb = Sandbox::start();
     sb.apply("tasks:\n  - id: mark_t\n    command: \"echo trying; exit 3\"\n");
-    let failed = sb.ctl_env(&["run", "-j", "mark_t", "-d", DAY, "--wait"], &[("USER", "e2e-bob")]);
+    let failed = sb.ctl_env(
+        &["run", "-j", "mark_t", "-d", DAY, "--wait"],
+        &[("USER", "e2e-bob")],
+    );
     assert!(!failed.status.success(), "{}", sb.describe(&failed));
     let err = String::from_utf8_lossy(&failed.stderr);
     assert!(
@@ -84,14 +97,21 @@ fn a_marked_instance_names_who_marked_it_and_leaves_the_try_as_it_was() {
             && err.contains("goflowctl status -d 20260501"),
         "{err}"
     );
-    let out = sb.ctl_env(&["mark-success", "-j", "mark_t", "-d", DAY], &[("USER", "e2e-bob")]);
+    let out = sb.ctl_env(
+        &["mark-success", "-j", "mark_t", "-d", DAY],
+        &[("USER", "e2e-bob")],
+    );
     assert!(out.status.success(), "{}", sb.describe(&out));
 
     let row = sb.instance(&sb.status_json(DAY), "mark_t").clone();
     assert_eq!(row["state"], "success", "{row:#}");
     assert_eq!(row["forced"], true, "{row:#}");
     assert_eq!(row["marked_by"], "local:e2e-bob", "{row:#}");
-    assert_eq!(row["exit_code"], Value::Null, "the failed try's exit code is not the instance's: {row:#}");
+    assert_eq!(
+        row["exit_code"],
+        Value::Null,
+        "the failed try's exit code is not the instance's: {row:#}"
+    );
     assert_eq!(row["started_at"], Value::Null, "{row:#}");
     assert_eq!(row["try_number"], 1, "{row:#}");
     let table = sb.ctl_ok(&["status", "-d", DAY]);
@@ -118,7 +138,10 @@ fn a_marked_instance_names_who_marked_it_and_leaves_the_try_as_it_was() {
     let try1 = &attempts[0];
     assert_eq!(try1.state, "failed", "{try1:?}");
     assert!(try1.has_exit_code && try1.exit_code == 3, "{try1:?}");
-    assert!(try1.started_at > 0 && try1.finished_at >= try1.started_at, "{try1:?}");
+    assert!(
+        try1.started_at > 0 && try1.finished_at >= try1.started_at,
+        "{try1:?}"
+    );
     let log = sb.ctl_ok(&["logs", "-j", "mark_t", "-d", DAY, "--try", "1"]);
     assert!(log.contains("trying"), "{log}");
 
@@ -126,7 +149,10 @@ fn a_marked_instance_names_who_marked_it_and_leaves_the_try_as_it_was() {
     let out = sb.ctl_env(&["pause", "-j", "mark_t"], &[("USER", ""), ("LOGNAME", "")]);
     assert!(out.status.success(), "{}", sb.describe(&out));
     let ops = parse_array(&sb.ctl_ok(&["history", "-o", "json"]));
-    let actors: Vec<&str> = ops.iter().map(|o| o["actor"].as_str().unwrap_or_default()).collect();
+    let actors: Vec<&str> = ops
+        .iter()
+        .map(|o| o["actor"].as_str().unwrap_or_default())
+        .collect();
     // Newest first: pause (no USER), mark-success and run (USER=e2e-bob), apply.
     assert_eq!(actors[1..3], ["local:e2e-bob", "local:e2e-bob"], "{ops:#?}");
     let pauser = actors[0];
@@ -158,7 +184,10 @@ fn tasks_show_the_retries_in_force_and_the_zone_of_the_next_fire() {
         let end = header[start..].find("   ").map_or(line.len(), |n| {
             start + n + header[start + n..].find(|c: char| c != ' ').unwrap_or(0)
         });
-        line.get(start..end.min(line.len())).unwrap_or_default().trim().to_string()
+        line.get(start..end.min(line.len()))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     };
     assert_eq!(cell("tz_default", "RETRIES"), "2", "{table}");
     let next = cell("tz_default", "NEXT_FIRE");
@@ -195,9 +224,15 @@ fn a_wait_on_a_day_without_an_instance_names_start_day() {
         "{row:#}"
     );
     sb.apply(&dag(&format!("    start_day: {DAY}\n")));
-    sb.wait_status(DAY, Duration::from_secs(120), "xd_load to run once xd_extract starts on its day", |rows| {
-        rows.iter().any(|r| r["task"] == "xd_load" && r["state"] == "success")
-    });
+    sb.wait_status(
+        DAY,
+        Duration::from_secs(120),
+        "xd_load to run once xd_extract starts on its day",
+        |rows| {
+            rows.iter()
+                .any(|r| r["task"] == "xd_load" && r["state"] == "success")
+        },
+    );
 }
 
 /// Each subcommand's --help offers the flags it uses and describes them for itself.
@@ -218,45 +253,92 @@ fn every_subcommand_help_describes_its_own_flags() {
             .collect()
     };
     let database = ["--data-dir", "--database-url"];
-    let cluster = ["--redis-url", "--etcd-endpoints", "--etcd-key", "--lease-ttl", "--advertise-address", "--ha", "--tls-client-ca"];
+    let cluster = [
+        "--redis-url",
+        "--etcd-endpoints",
+        "--etcd-key",
+        "--lease-ttl",
+        "--advertise-address",
+        "--ha",
+        "--tls-client-ca",
+    ];
 
     let webui = help(&["webui"]);
     for flag in database {
-        assert!(!flags(&webui).contains(&flag.to_string()), "webui offers {flag}:\n{webui}");
+        assert!(
+            !flags(&webui).contains(&flag.to_string()),
+            "webui offers {flag}:\n{webui}"
+        );
     }
-    assert!(!webui.contains("agent"), "the web UI's help speaks of agents:\n{webui}");
+    assert!(
+        !webui.contains("agent"),
+        "the web UI's help speaks of agents:\n{webui}"
+    );
     assert!(webui.contains("serve the web UI over HTTPS"), "{webui}");
 
     let agent = help(&["agent"]);
     for flag in database {
-        assert!(!flags(&agent).contains(&flag.to_string()), "agent offers {flag}:\n{agent}");
+        assert!(
+            !flags(&agent).contains(&flag.to_string()),
+            "agent offers {flag}:\n{agent}"
+        );
     }
-    assert!(!agent.contains("web UI"), "the agent's help speaks of the web UI:\n{agent}");
+    assert!(
+        !agent.contains("web UI"),
+        "the agent's help speaks of the web UI:\n{agent}"
+    );
     assert!(agent.contains("This agent's client certificate"), "{agent}");
 
     let standalone = help(&["standalone"]);
     for flag in cluster {
-        assert!(!flags(&standalone).contains(&flag.to_string()), "standalone offers {flag}:\n{standalone}");
+        assert!(
+            !flags(&standalone).contains(&flag.to_string()),
+            "standalone offers {flag}:\n{standalone}"
+        );
     }
     let coordinator = help(&["coordinator"]);
     for flag in cluster.iter().chain(&database) {
-        assert!(flags(&coordinator).contains(&flag.to_string()), "coordinator lacks {flag}:\n{coordinator}");
+        assert!(
+            flags(&coordinator).contains(&flag.to_string()),
+            "coordinator lacks {flag}:\n{coordinator}"
+        );
     }
-    for sub in [&["migrate"][..], &["user", "add"], &["user", "list"], &["user", "passwd"], &["user", "remove"]] {
+    for sub in [
+        &["migrate"][..],
+        &["user", "add"],
+        &["user", "list"],
+        &["user", "passwd"],
+        &["user", "remove"],
+    ] {
         let text = help(sub);
         for flag in database {
-            assert!(flags(&text).contains(&flag.to_string()), "{sub:?} lacks {flag}:\n{text}");
+            assert!(
+                flags(&text).contains(&flag.to_string()),
+                "{sub:?} lacks {flag}:\n{text}"
+            );
         }
-        assert!(!flags(&text).contains(&"--grpc-listen".to_string()), "{sub:?}:\n{text}");
+        assert!(
+            !flags(&text).contains(&"--grpc-listen".to_string()),
+            "{sub:?}:\n{text}"
+        );
     }
     // Every flag of every subcommand says something.
     for sub in [
-        &["standalone"][..], &["coordinator"], &["agent"], &["webui"], &["migrate"],
-        &["user", "add"], &["user", "passwd"],
+        &["standalone"][..],
+        &["coordinator"],
+        &["agent"],
+        &["webui"],
+        &["migrate"],
+        &["user", "add"],
+        &["user", "passwd"],
     ] {
         let text = help(sub);
         let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with('-')) {
+        for (i, line) in lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.trim_start().starts_with('-'))
+        {
             // The description follows on the line, or (long ones) on the next.
             let words = line.split_whitespace().count();
             let next = lines.get(i + 1).map_or("", |l| l.trim_start());
