@@ -28,7 +28,7 @@ fn client_tls(settings: &Settings) -> anyhow::Result<goflow_agent::ClientTls> {
 /// The settings of a process without a database (agent, web UI): defaults, file, environment.
 fn load_file(args: &FileArgs, role: Role) -> anyhow::Result<Settings> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    Ok(Settings::load(args.config.as_deref(), &env, role)?)
+    Settings::load(args.config.as_deref(), &env, role)
 }
 
 fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
