@@ -94,7 +94,9 @@ pub fn info(i: &Instance) -> String {
         (_, false) => parts.push(i.wait_reason.clone()),
         (false, true) => {}
     }
-    if !i.message.is_empty() && i.message != i.wait_reason {
+    // A marked instance's message ("marked success by ...") is in its state label already.
+    let marked = i.forced && i.state == "success" && !i.marked_by.is_empty();
+    if !i.message.is_empty() && i.message != i.wait_reason && !marked {
         parts.push(i.message.clone());
     }
     if i.state == "up_for_retry" && i.next_try_at != 0 {
