@@ -264,21 +264,21 @@ impl Failover {
         let mut backoff = Duration::from_millis(100);
         loop {
             let first = self.current();
-            let mut last = None;
-            let mut answered_unavailable = false;
+            // What a coordinator that is up answered (a standby says why it cannot serve, e.g.
+            // that the leader it forwards to is gone) says more than a dead one's connect
+            // error, so it is the one returned, and the caller names the right coordinator.
+            let mut unavailable = None;
+            let mut unreachable = None;
             for k in 0..n {
                 let index = (first + k) % n;
                 let request = http::Request::from_parts(parts.clone(), replay_body(&messages));
                 match call(self.channel(index), request).await {
-                    Ok(response) if is_unavailable(&response) => {
-                        answered_unavailable = true;
-                        last = Some(Ok(response));
-                    }
+                    Ok(response) if is_unavailable(&response) => unavailable = Some(response),
                     Ok(response) => {
                         self.set_current(index);
                         return Ok(served(response, index));
                     }
-                    Err(err) if is_connect_error(&*err) => last = Some(Err(err)),
+                    Err(err) if is_connect_error(&*err) => unreachable = Some(err),
                     Err(err) => {
                         // Sent, maybe processed: not ours to repeat.
                         self.move_past(index);
@@ -286,10 +286,11 @@ impl Failover {
                     }
                 }
             }
-            let last = last.expect("at least one coordinator");
-            if !answered_unavailable || started.elapsed() + backoff > self.shared.options.unavailable_patience
-            {
-                return last;
+            let Some(answer) = unavailable else {
+                return Err(unreachable.expect("at least one coordinator"));
+            };
+            if started.elapsed() + backoff > self.shared.options.unavailable_patience {
+                return Ok(answer);
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));

@@ -1,189 +1,19 @@
 //! `goflow`: the server binary (standalone, coordinator, agent, migrate), and the seed's
 //! operator verbs (run, dep, kill, do_all_job), which are goflowctl's.
 
-use goflow_coordinator::seed_verbs;
-
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use goflow_coordinator::config::{Role, Settings, with_scheme};
 use goflow_coordinator::node::Node;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Parser)]
-#[command(
-    name = "goflow",
-    version,
-    about = "goflow: a distributed task scheduler for data pipelines"
-)]
-struct Cli {
-    /// goflow's own log lines: pretty (text) or json (one object a line); the level comes from
-    /// RUST_LOG (or GOFLOW_LOG), e.g. RUST_LOG=debug.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "GOFLOW_LOG_FORMAT",
-        default_value = "pretty"
-    )]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Pretty,
-    Json,
-}
+mod args;
+use args::*;
 
 static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
-
-#[derive(Subcommand)]
-enum Command {
-    /// Runs coordinator, one agent and the web UI in one process on SQLite: nothing to install.
-    Standalone(ServeArgs),
-    /// Runs a coordinator (the seed's `scheduler`). With a Redis URL it dispatches to
-    /// `goflow agent` processes; without, it runs tasks on an embedded agent. Any number may
-    /// run on one database: one leads (elected through etcd, or the database's lease), the
-    /// others pass calls to it and take over when it goes.
-    #[command(alias = "scheduler")]
-    Coordinator(ServeArgs),
-    /// Runs an agent (the seed's `executer`): takes work from Redis, reports to a coordinator.
-    #[command(alias = "executer")]
-    Agent(AgentArgs),
-    /// Serves the web UI alone, as a client of the coordinators.
-    Webui(WebuiArgs),
-    /// Creates or upgrades the database (the seed's `init_db`).
-    #[command(alias = "init_db", alias = "init-db")]
-    Migrate(ConfigArgs),
-    /// Manages users (on the coordinator's host, with its database settings; works before the
-    /// first start, and a running coordinator sees a change at once).
-    #[command(subcommand)]
-    User(UserCommand),
-    #[command(flatten)]
-    Seed(seed_verbs::SeedVerb),
-    /// Prints the version.
-    Version,
-}
-
-#[derive(Args)]
-struct ConfigArgs {
-    /// Config file, JSON or TOML (the seed's goflow_conf.json loads as it is).
-    #[arg(short = 'c', long = "config", env = "GOFLOW_CONFIG")]
-    config: Option<PathBuf>,
-    /// Folder of the SQLite database (default ./goflow-data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// The database: sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or
-    /// mysql://USER:PASSWORD@HOST:PORT/DB (also GOFLOW_DATABASE_URL, Common.MysqlConn).
-    #[arg(long)]
-    database_url: Option<String>,
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    config: ConfigArgs,
-    /// gRPC address (default 127.0.0.1:7070).
-    #[arg(long)]
-    grpc_listen: Option<String>,
-    /// Web UI address (default 127.0.0.1:8080).
-    #[arg(long)]
-    http_listen: Option<String>,
-    /// Tries the embedded agent runs at once (the seed's Worker.Parallelism).
-    #[arg(long)]
-    slots: Option<usize>,
-    #[command(flatten)]
-    drain: DrainArgs,
-    /// Loads the demo DAG and runs it for yesterday.
-    #[arg(long)]
-    demo: bool,
-    /// Redis, for dispatching to separate agents: redis://HOST:PORT or HOST:PORT (also
-    /// GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
-    #[arg(long, alias = "broker")]
-    redis_url: Option<String>,
-    /// etcd endpoints for leader election, comma-separated (also GOFLOW_ETCD_ENDPOINTS,
-    /// Common.EtcdEndpoints). Without: the database's lease elects the leader.
-    #[arg(long, value_delimiter = ',')]
-    etcd_endpoints: Vec<String>,
-    /// The election key in etcd, one per goflow cluster (default goflow/leader).
-    #[arg(long)]
-    etcd_key: Option<String>,
-    /// Seconds a leader that stops renewing keeps leading (default 3 with etcd, 5 without).
-    #[arg(long, value_name = "SECS")]
-    lease_ttl: Option<u64>,
-    /// Seconds of agent silence before it is declared dead (the seed's Scheduler.WorkerTimeOut).
-    #[arg(long, value_name = "SECS")]
-    worker_timeout: Option<u64>,
-    /// host:port other coordinators and clients reach this one at (default: the gRPC address,
-    /// with this host's name for 0.0.0.0).
-    #[arg(long)]
-    advertise_address: Option<String>,
-    /// The seed's `scheduler --ha`: high availability through etcd, which must be configured.
-    #[arg(long)]
-    ha: bool,
-    /// Every call needs a login or a token (also GOFLOW_AUTH=true, Common.Auth). Always
-    /// needed when listening beyond loopback.
-    #[arg(long)]
-    auth: bool,
-    #[command(flatten)]
-    tls: ServeTlsArgs,
-}
-
-/// TLS for a server (issue 9): off unless a certificate and key are given.
-#[derive(Args)]
-struct ServeTlsArgs {
-    /// Certificate (PEM, the chain) to serve gRPC and the web UI over TLS with (also
-    /// GOFLOW_TLS_CERT, Common.TlsCert); needs --tls-key.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// Its private key (PEM; also GOFLOW_TLS_KEY, Common.TlsKey).
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// The CA (PEM) that signs the coordinators' certificates, which this process's own clients
-    /// check them against (also GOFLOW_CA, Common.Ca). Not needed for a self-signed certificate.
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// mTLS for agents: the CA (PEM) their client certificates must be signed by; agents
-    /// without one are refused (also GOFLOW_TLS_CLIENT_CA, Common.TlsClientCa).
-    #[arg(long, value_name = "FILE")]
-    tls_client_ca: Option<PathBuf>,
-}
-
-/// TLS for a client of coordinators, and (web UI) for serving.
-#[derive(Args)]
-struct ClientTlsArgs {
-    /// The CA (PEM) that https:// coordinators' certificates must be signed by (also
-    /// GOFLOW_CA, Common.Ca; default: the system's trusted roots).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// Certificate (PEM): the agent's client certificate for coordinators that require one
-    /// (--tls-client-ca); the web UI serves HTTPS with it (also GOFLOW_TLS_CERT).
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// Its private key (PEM; also GOFLOW_TLS_KEY).
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-}
-
-impl ClientTlsArgs {
-    /// Flags over the settings' values.
-    fn apply(self, settings: &mut Settings) {
-        if self.ca.is_some() {
-            settings.ca = self.ca;
-        }
-        if self.tls_cert.is_some() {
-            settings.tls_cert = self.tls_cert;
-        }
-        if self.tls_key.is_some() {
-            settings.tls_key = self.tls_key;
-        }
-    }
-}
 
 /// The CA and the certificate + key pair of `settings`, read.
 fn client_tls(settings: &Settings) -> anyhow::Result<goflow_agent::ClientTls> {
@@ -195,109 +25,14 @@ fn client_tls(settings: &Settings) -> anyhow::Result<goflow_agent::ClientTls> {
     goflow_agent::ClientTls::from_files(settings.ca.as_deref(), identity).map_err(anyhow::Error::msg)
 }
 
-/// Graceful stop of an agent (an embedded one too).
-#[derive(Args)]
-struct DrainArgs {
-    /// On SIGTERM or Ctrl-C, how long the running tries may finish (no new ones are taken)
-    /// before they are killed, e.g. 10m, 90s, 0s (also GOFLOW_DRAIN_TIMEOUT,
-    /// Worker.DrainTimeout; default 10m). A second signal kills them at once.
-    #[arg(long, value_name = "DURATION", value_parser = goflow_coordinator::config::parse_duration)]
-    drain_timeout: Option<Duration>,
-}
-
-impl DrainArgs {
-    fn apply(self, settings: &mut Settings) {
-        if let Some(timeout) = self.drain_timeout {
-            settings.drain_timeout = timeout;
-        }
-    }
-}
-
-#[derive(Args)]
-struct AgentArgs {
-    #[command(flatten)]
-    config: ConfigArgs,
-    /// The coordinators' gRPC addresses, comma-separated: the agent moves to another when one
-    /// dies (also GOFLOW_COORDINATOR, GOFLOW_SERVER).
-    #[arg(long, alias = "server")]
-    coordinator: Option<String>,
-    /// Redis to take work from (also GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
-    #[arg(long, alias = "broker")]
-    redis_url: Option<String>,
-    /// Tries run at once (the seed's Worker.Parallelism).
-    #[arg(long)]
-    slots: Option<usize>,
-    #[command(flatten)]
-    drain: DrainArgs,
-    /// Queues (routing keys) to take work from, comma-separated; `*` for all (default: default).
-    #[arg(long, value_delimiter = ',')]
-    queues: Vec<String>,
-    /// The agent's stable name (also GOFLOW_ID); default: one the coordinator makes from the host.
-    #[arg(long)]
-    id: Option<String>,
-    /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
-    #[arg(long, value_name = "SECS")]
-    heartbeat_interval: Option<u64>,
-    /// Serves /metrics, /healthz and /readyz over HTTP on this address (also
-    /// GOFLOW_HTTP_LISTEN); without, the agent listens on nothing.
-    #[arg(long, env = "GOFLOW_HTTP_LISTEN", value_name = "ADDR")]
-    http_listen: Option<String>,
-    #[command(flatten)]
-    tls: ClientTlsArgs,
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Adds a user; the password is asked on the terminal (or read from stdin).
-    Add {
-        name: String,
-        /// viewer, operator, editor or admin.
-        #[arg(long)]
-        role: String,
-        /// Reads the password from the first line of standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
-    /// Lists the users and their roles.
-    List {
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
-    /// Sets a user's password (and ends their sessions).
-    Passwd {
-        name: String,
-        #[arg(long)]
-        password_stdin: bool,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
-    /// Removes a user (and ends their sessions).
-    Remove {
-        name: String,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
-}
-
-#[derive(Args)]
-struct WebuiArgs {
-    #[command(flatten)]
-    config: ConfigArgs,
-    /// The coordinators' gRPC addresses, comma-separated (also GOFLOW_COORDINATOR).
-    #[arg(long, alias = "server")]
-    coordinator: Option<String>,
-    /// Address to serve the web UI on (default 127.0.0.1:8080).
-    #[arg(long)]
-    http_listen: Option<String>,
-    #[command(flatten)]
-    tls: ClientTlsArgs,
+/// The settings of a process without a database (agent, web UI): defaults, file, environment.
+fn load_file(args: &FileArgs, role: Role) -> anyhow::Result<Settings> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    Settings::load(args.config.as_deref(), &env, role)
 }
 
 fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let mut settings = Settings::load(args.config.as_deref(), &env, role)?;
+    let mut settings = load_file(&args.file, role)?;
     if let Some(dir) = &args.data_dir {
         settings.data_dir = dir.clone();
     }
@@ -441,7 +176,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         (tls.tls_cert, &mut settings.tls_cert),
         (tls.tls_key, &mut settings.tls_key),
         (tls.ca, &mut settings.ca),
-        (tls.tls_client_ca, &mut settings.tls_client_ca),
+        (args.tls_client_ca, &mut settings.tls_client_ca),
     ] {
         if flag.is_some() {
             *setting = flag;
@@ -515,7 +250,7 @@ async fn main() {
     let cli = Cli::parse();
     LOG_FORMAT.set(cli.log_format).ok();
     let result = match cli.command {
-        Command::Standalone(args) => serve(args, true).await,
+        Command::Standalone(args) => serve(args.into(), true).await,
         Command::Coordinator(args) => serve(args, false).await,
         Command::Agent(args) => agent(args).await,
         Command::Webui(args) => webui(args).await,
@@ -548,7 +283,7 @@ async fn migrate(args: ConfigArgs) -> anyhow::Result<()> {
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let mut settings = load(&args.config, Role::Agent)?;
+    let mut settings = load_file(&args.config, Role::Agent)?;
     if let Some(server) = args.coordinator {
         settings.server = server;
     }
@@ -652,7 +387,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
-    let mut settings = load(&args.config, Role::Agent)?;
+    let mut settings = load_file(&args.config, Role::Agent)?;
     if let Some(coordinator) = args.coordinator {
         settings.server = coordinator;
     }

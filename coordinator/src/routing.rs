@@ -308,6 +308,18 @@ where
 }
 
 /// Compares in constant time, so the time taken says nothing about the secret.
+/// `forwarding to the leader at X failed: transport error: tcp connect error: ...; try again`
+fn forward_failed(address: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("forwarding to the leader at {address} failed: {error}");
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text.push_str("; try again (a new leader takes over)");
+    text
+}
+
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.ct_eq(b).into()
@@ -395,10 +407,9 @@ impl<S: GoflowService> Routed<S> {
                 Box::pin(async move {
                     Ok(match channel.oneshot(request).await {
                         Ok(response) => response,
-                        Err(e) => tonic::Status::unavailable(format!(
-                            "the leading coordinator at {address} did not answer ({e}); try again"
-                        ))
-                        .into_http(),
+                        // Said as this coordinator's forwarding, so that a caller does not
+                        // take the cause (`tcp connect error`) for this coordinator's own.
+                        Err(e) => tonic::Status::unavailable(forward_failed(&address, &e)).into_http(),
                     })
                 })
             }
@@ -409,5 +420,39 @@ impl<S: GoflowService> Routed<S> {
                 )
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    #[derive(Debug)]
+    struct Transport(std::io::Error);
+
+    impl fmt::Display for Transport {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("transport error")
+        }
+    }
+
+    impl std::error::Error for Transport {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// The cause of a failed forward is told as the forward's, with its whole chain.
+    #[test]
+    fn a_failed_forward_names_the_leader_and_the_cause() {
+        let error = Transport(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "tcp connect error",
+        ));
+        assert_eq!(
+            super::forward_failed("http://c1:7070", &error),
+            "forwarding to the leader at http://c1:7070 failed: transport error: tcp connect error; \
+             try again (a new leader takes over)"
+        );
     }
 }

@@ -22,6 +22,8 @@ mod ha_logs;
 mod observability;
 #[path = "e2e/operations.rs"]
 mod operations;
+#[path = "e2e/output.rs"]
+mod output;
 #[path = "e2e/runs.rs"]
 mod runs;
 #[path = "e2e/scheduling.rs"]

@@ -51,6 +51,21 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    /// The same definition, `depends_on` taken as a set: its order means nothing, so a file
+    /// applied again with its upstreams reordered changes nothing.
+    pub fn same_definition(&self, other: &TaskSpec) -> bool {
+        let (mut a, mut b) = (self.clone(), other.clone());
+        a.normalize_dependencies();
+        b.normalize_dependencies();
+        a == b
+    }
+
+    /// `depends_on` sorted and without repeats (its order means nothing).
+    pub fn normalize_dependencies(&mut self) {
+        self.depends_on.sort();
+        self.depends_on.dedup();
+    }
+
     /// A task with every optional field at its default; for tests and the demo.
     pub fn new(id: &str, command: &str) -> Self {
         Self {

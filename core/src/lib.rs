@@ -21,3 +21,18 @@ pub use dispatch::{Dispatch, TryOutcome};
 pub use role::Role;
 pub use schedule::Schedule;
 pub use state::{Event, InstanceState, transition};
+
+/// A count and its English noun: `1 instance`, `2 instances`, `0 days`.
+pub fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plural() {
+        assert_eq!(super::plural(0, "instance"), "0 instances");
+        assert_eq!(super::plural(1, "instance"), "1 instance");
+        assert_eq!(super::plural(87, "day"), "87 days");
+    }
+}

@@ -5,7 +5,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use goflow_proto::{auth_service_server::*, control_service_server::*, *};
+use goflow_proto::{
+    auth_service_server::*, control_service_client::ControlServiceClient, control_service_server::*, *,
+};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -422,8 +424,8 @@ async fn run_wait_reports_failed_and_blocked_and_sends_metadata() {
         .unwrap_err();
     assert_eq!(
         crate::error_message(&err, &server),
-        "3 of 3 instances did not succeed: extract 20260101 failed; load 20260101 blocked; \
-         report 20260101 blocked"
+        "3 of 3 instances did not succeed (1 failed, 2 blocked): extract 20260101 failed; \
+         load 20260101 blocked; report 20260101 blocked (goflowctl status -d 20260101 shows them)"
     );
     let text = String::from_utf8(out).unwrap();
     assert!(
@@ -609,6 +611,34 @@ async fn a_call_refused_with_unavailable_goes_to_the_next_coordinator() {
     assert_eq!(json[0]["id"], "live:2");
     // Once the second answered, later calls start there.
     assert_eq!(*leaderless.refused.lock().unwrap(), 1);
+}
+
+/// A standby that answers UNAVAILABLE (it cannot reach the leader) says more than a dead
+/// coordinator's connect error: after a round of both, the standby's answer is the error.
+#[tokio::test]
+async fn a_standby_answer_wins_over_a_dead_coordinator_connect_error() {
+    let leaderless = Fake {
+        no_leader: true,
+        ..Fake::named("standby:1")
+    };
+    let standby = serve(leaderless.clone()).await;
+    let dead = closed_port().await;
+    let options = crate::failover::Options {
+        streaming_requests: vec![],
+        // One round, then the answer.
+        unavailable_patience: std::time::Duration::ZERO,
+    };
+    for urls in [[standby.clone(), dead.clone()], [dead.clone(), standby.clone()]] {
+        let failover = crate::failover::Failover::lazy(&urls, options.clone(), |e| e).unwrap();
+        let mut client = ControlServiceClient::new(failover);
+        let status = client
+            .list_coordinators(ListCoordinatorsRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{urls:?}: {status:?}");
+        assert_eq!(status.message(), "no leader", "{urls:?}: {status:?}");
+    }
+    assert_eq!(*leaderless.refused.lock().unwrap(), 2, "asked once per round");
 }
 
 #[tokio::test]

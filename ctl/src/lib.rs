@@ -200,11 +200,36 @@ impl Interceptor for ClientMeta {
     }
 }
 
-/// The acting user: `$USER` when it is a plain visible-ASCII name, else `unknown`.
+/// The acting user as goflowctl claims it: `local:NAME`, NAME being the OS user (`$USER`, or
+/// the account of this process's uid). The `local:` mark says that no one checked it: a
+/// coordinator with authentication off records it as is, and one with authentication on
+/// ignores it for the token's principal.
 pub fn actor_name(user: Option<String>) -> String {
-    match user {
-        Some(u) if !u.is_empty() && u.bytes().all(|b| b.is_ascii_graphic()) => u,
-        _ => "unknown".to_string(),
+    let plain = |u: &String| !u.is_empty() && u.bytes().all(|b| b.is_ascii_graphic());
+    match user.filter(plain).or_else(|| os_user().filter(plain)) {
+        Some(u) => format!("local:{u}"),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        None => format!("local:uid-{}", unsafe { libc::getuid() }),
+    }
+}
+
+/// The name of this process's uid in the password database (for shells without `$USER`,
+/// such as containers and cron).
+fn os_user() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: passwd is plain data; getpwuid_r writes into `pwd` and `buf` (of the given
+    // length) only, and `result` points at `pwd` or is null.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(libc::getuid(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(pwd.pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_string)
     }
 }
 
@@ -779,10 +804,12 @@ mod tests {
 
     #[test]
     fn actor() {
-        assert_eq!(actor_name(Some("alice".into())), "alice");
-        assert_eq!(actor_name(Some(String::new())), "unknown");
-        assert_eq!(actor_name(Some("ren\u{e9}".into())), "unknown");
-        assert_eq!(actor_name(None), "unknown");
+        assert_eq!(actor_name(Some("alice".into())), "local:alice");
+        // Without a usable $USER: the account of this uid, never "unknown".
+        let os = actor_name(None);
+        assert!(os.starts_with("local:") && os.len() > "local:".len(), "{os}");
+        assert_eq!(actor_name(Some(String::new())), os);
+        assert_eq!(actor_name(Some("ren\u{e9}".into())), os);
     }
 
     #[test]
@@ -793,7 +820,7 @@ mod tests {
             req.metadata().get("x-goflow-client").unwrap(),
             &format!("goflowctl/{VERSION}")
         );
-        assert_eq!(req.metadata().get("x-goflow-actor").unwrap(), "alice");
+        assert_eq!(req.metadata().get("x-goflow-actor").unwrap(), "local:alice");
     }
 
     #[test]
@@ -805,7 +832,7 @@ mod tests {
         let value = req.metadata().get("authorization").unwrap();
         assert_eq!(value, "Bearer gfs_abc");
         assert!(value.is_sensitive(), "kept out of logs");
-        assert_eq!(req.metadata().get("x-goflow-actor").unwrap(), "alice");
+        assert_eq!(req.metadata().get("x-goflow-actor").unwrap(), "local:alice");
         // No token, no header.
         let req = ClientMeta::new(None).call(Request::new(())).unwrap();
         assert!(req.metadata().get("authorization").is_none());

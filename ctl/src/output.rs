@@ -54,6 +54,25 @@ pub fn local_time(ms: i64) -> String {
     time_in(ms, &Local)
 }
 
+/// Epoch milliseconds as local `YYYY-MM-DD HH:MM:SS +08:00`, with the zone's offset (for
+/// times that matter beyond this machine, such as a next fire); 0 (unset) is empty.
+pub fn local_time_zoned(ms: i64) -> String {
+    zoned_in(ms, &Local)
+}
+
+fn zoned_in<Tz: TimeZone>(ms: i64, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    if ms == 0 {
+        return String::new();
+    }
+    match DateTime::<Utc>::from_timestamp_millis(ms) {
+        Some(t) => t.with_timezone(tz).format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+        None => ms.to_string(),
+    }
+}
+
 /// Epoch milliseconds as `YYYY-MM-DD HH:MM:SS` in `tz`; 0 (unset) is empty.
 pub fn time_in<Tz: TimeZone>(ms: i64, tz: &Tz) -> String
 where
@@ -103,6 +122,11 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// `1 instance`, `2 instances`: a count and its noun (an `s` for the plural).
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A day offset for people: `-1 day`, `+2 days`.
 pub fn day_offset(offset: i32) -> String {
     let unit = if offset.abs() == 1 { "day" } else { "days" };
@@ -141,6 +165,8 @@ mod tests {
         assert_eq!(time_in(1_767_225_600_000, &Utc), "2026-01-01 00:00:00");
         let plus2 = chrono::FixedOffset::east_opt(2 * 3600).unwrap();
         assert_eq!(time_in(1_767_225_600_500, &plus2), "2026-01-01 02:00:00");
+        assert_eq!(zoned_in(0, &Utc), "");
+        assert_eq!(zoned_in(1_767_225_600_500, &plus2), "2026-01-01 02:00:00 +02:00");
         assert_eq!(json_time(0), Value::Null);
         assert_eq!(
             json_time(1_767_225_600_123),

@@ -67,7 +67,7 @@ impl Engine {
         for spec in &specs {
             match stored.get(&spec.id) {
                 None => outcome.created.push(spec.id.clone()),
-                Some(old) if old.spec == *spec => {
+                Some(old) if old.spec.same_definition(spec) => {
                     outcome.unchanged.push(spec.id.clone());
                     continue;
                 }

@@ -63,8 +63,8 @@ impl Engine {
         }
         if !dispatches.is_empty() {
             tracing::info!(
-                "recovery: {} instances dispatched again ({} were queued)",
-                dispatches.len(),
+                "recovery: {} dispatched again ({} were queued)",
+                goflow_core::plural(dispatches.len(), "instance"),
                 requeued
             );
         }
@@ -224,8 +224,9 @@ impl Engine {
         let (created, dispatches) = self.create_day_run(&mut tx, catalog, &keys, now).await?;
         tx.commit().await?;
         tracing::info!(
-            "schedule of {} fired at {fire} for {day}: {created} instances created",
-            task.id
+            "schedule of {} fired at {fire} for {day}: {} created",
+            task.id,
+            goflow_core::plural(created, "instance")
         );
         self.push(dispatches).await;
         self.changed();

@@ -291,7 +291,8 @@ impl Engine {
         self.settings.max_log_bytes
     }
 
-    fn retries_of(&self, spec: &TaskSpec) -> i64 {
+    /// The retries in force for a task: its own, or the configured default.
+    pub fn retries_of(&self, spec: &TaskSpec) -> i64 {
         spec.retries.unwrap_or(self.settings.default_retries) as i64
     }
 

@@ -39,8 +39,16 @@ impl Engine {
                 EngineError::Conflict(format!("{k}: {e}; kill it first. Nothing was changed"))
             })?;
             if (from != InstanceState::Success || !row.forced)
-                && !store::operator_set_state(&mut tx, row.id, from, InstanceState::Success, true, &note, now)
-                    .await?
+                && !store::operator_set_state(
+                    &mut tx,
+                    row.id,
+                    from,
+                    InstanceState::Success,
+                    Some(&caller.actor),
+                    &note,
+                    now,
+                )
+                .await?
             {
                 return Err(EngineError::Conflict(format!(
                     "{k} changed meanwhile; nothing was changed, try again"
@@ -110,7 +118,7 @@ impl Engine {
                     }
                     continue;
                 }
-                if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, false, &note, now)
+                if !store::operator_set_state(&mut tx, row.id, from, InstanceState::Killed, None, &note, now)
                     .await?
                 {
                     if single {
@@ -151,14 +159,14 @@ impl Engine {
             killed[0].state.to_string()
         } else {
             format!(
-                "{}{} {} instances",
+                "{}{} {}",
                 if plan.from == plan.to {
                     String::new()
                 } else {
                     format!("{}..{} ", plan.from, plan.to)
                 },
                 if plan.down { "--down" } else { "" },
-                killed.len()
+                goflow_core::plural(killed.len(), "instance")
             )
         };
         let mut tx = self.store.begin().await?;

@@ -178,8 +178,8 @@ impl Engine {
         .await?;
         tx.commit().await?;
         tracing::info!(
-            "{action} {target} {detail}: {} instances, {queued} queued now",
-            rows.len()
+            "{action} {target} {detail}: {}, {queued} queued now",
+            goflow_core::plural(rows.len(), "instance")
         );
         Ok(rows)
     }

@@ -136,7 +136,10 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
         d.map(|d| humantime::format_duration(d).to_string())
             .unwrap_or_default()
     }
+    // A set: the order of `depends_on` means nothing.
     fn dependencies(spec: &TaskSpec) -> String {
+        let mut spec = spec.clone();
+        spec.normalize_dependencies();
         spec.depends_on
             .iter()
             .map(|d| match d.day_offset {
@@ -215,5 +218,15 @@ mod tests {
             ]
         );
         assert!(spec_changes(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn the_order_of_depends_on_is_no_change() {
+        let ab = TaskSpec::new("load", "x").after("a", 0).after("b", -1);
+        let ba = TaskSpec::new("load", "x").after("b", -1).after("a", 0);
+        assert!(spec_changes(&ab, &ba).is_empty());
+        assert!(ab.same_definition(&ba));
+        let ac = TaskSpec::new("load", "x").after("a", 0).after("c", -1);
+        assert!(!ab.same_definition(&ac));
     }
 }

@@ -60,6 +60,12 @@ impl Engine {
                     }
                 }
                 Some(s) => reasons.push(format!("{up} ({s})")),
+                // Another day's instance that nothing will create: the first day of a new
+                // task (or DAG) waits for a day before any run. Say what gets it moving.
+                None if up.etl_day != key.etl_day => reasons.push(format!(
+                    "{up}, which has no instance (before {}'s first day? set its start_day)",
+                    up.task
+                )),
                 None => reasons.push(format!("{up} (no instance)")),
             }
         }

@@ -51,7 +51,7 @@ impl ControlService for Api {
             .into_iter()
             .map(|id| {
                 let t = &catalog.tasks[id];
-                task_to_pb(t, next_fire_of(t))
+                self.task_pb(t)
             })
             .collect();
         Ok(Response::new(pb::ListTasksResponse { tasks }))
@@ -60,7 +60,7 @@ impl ControlService for Api {
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
         self.authorize(&request, Role::Viewer).await?;
         let task = self.engine.require_task(&request.get_ref().id)?;
-        Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
+        Ok(Response::new(self.task_pb(&task)))
     }
 
     async fn run(&self, request: Request<pb::RunRequest>) -> RpcResult<pb::RunResponse> {
@@ -83,7 +83,7 @@ impl ControlService for Api {
         let queued = rows.len();
         Ok(Response::new(pb::RunResponse {
             instances: rows.iter().map(instance_ref).collect(),
-            message: format!("{queued} instances to run"),
+            message: format!("{} to run", instances(queued)),
         }))
     }
 
@@ -322,7 +322,7 @@ impl ControlService for Api {
         let key = instance_key(&req.task, &req.etl_day)?;
         let rows = self.engine.mark_success(&key, req.down, &caller).await?;
         Ok(Response::new(pb::InstancesResponse {
-            message: format!("{} instances marked success", rows.len()),
+            message: format!("{} marked success", instances(rows.len())),
             instances: rows.iter().map(instance_ref).collect(),
         }))
     }
@@ -343,7 +343,7 @@ impl ControlService for Api {
         let rows = self.engine.kill(&plan, &caller).await?;
         let message = match rows.as_slice() {
             [one] => format!("{}@{} killed (was {})", one.task_id, one.etl_day, one.state),
-            many => format!("{} instances killed", many.len()),
+            many => format!("{} killed", instances(many.len())),
         };
         Ok(Response::new(pb::InstancesResponse {
             message,
@@ -370,7 +370,7 @@ impl ControlService for Api {
         let req = request.into_inner();
         require_task_field(&req.task)?;
         let task = self.engine.set_paused(&req.task, req.paused, &caller).await?;
-        Ok(Response::new(task_to_pb(&task, next_fire_of(&task))))
+        Ok(Response::new(self.task_pb(&task)))
     }
 
     async fn do_all_job(&self, request: Request<pb::DoAllJobRequest>) -> RpcResult<pb::RunResponse> {
@@ -378,7 +378,7 @@ impl ControlService for Api {
         let day = parse_day("etl_day", &request.get_ref().etl_day)?;
         let rows = self.engine.do_all_job(day, &caller).await?;
         Ok(Response::new(pb::RunResponse {
-            message: format!("{} instances to run for {day}", rows.len()),
+            message: format!("{} to run for {day}", instances(rows.len())),
             instances: rows.iter().map(instance_ref).collect(),
         }))
     }
@@ -418,7 +418,10 @@ impl ControlService for Api {
         self.authorize(&request, Role::Viewer).await?;
         let mut conn = self.read().await?;
         let leader = store::leader(&mut conn).await.map_err(internal)?;
-        let rows = store::list_coordinators(&mut conn).await.map_err(internal)?;
+        let rows = superseded_hidden(
+            store::list_coordinators(&mut conn).await.map_err(internal)?,
+            store::now_ms(),
+        );
         let leads = |id: &str| id == leader.holder && leader.lease_until >= store::now_ms();
         Ok(Response::new(pb::ListCoordinatorsResponse {
             coordinators: rows
@@ -501,6 +504,30 @@ impl ControlService for Api {
     }
 }
 
+/// A coordinator silent this long is not alive (they record themselves every second).
+const COORDINATOR_SILENT_MS: i64 = 10_000;
+
+/// The coordinators to list: a silent one whose address another one has served since (the
+/// same coordinator restarted) is left out; it is forgotten a day later. A silent one that
+/// nothing replaced stays, so that a dead coordinator shows.
+fn superseded_hidden(rows: Vec<store::CoordinatorRow>, now: i64) -> Vec<store::CoordinatorRow> {
+    let newest_at = |address: &str| {
+        rows.iter()
+            .filter(|r| r.address == address)
+            .map(|r| r.last_seen_at)
+            .max()
+            .unwrap_or(0)
+    };
+    let keep: Vec<bool> = rows
+        .iter()
+        .map(|r| now - r.last_seen_at < COORDINATOR_SILENT_MS || r.last_seen_at >= newest_at(&r.address))
+        .collect();
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(r, keep)| keep.then_some(r))
+        .collect()
+}
+
 /// A dry run: the instances a run would cover, id 0 for those not created yet.
 async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse, Status> {
     let preview = engine.preview_run(plan).await?;
@@ -512,7 +539,8 @@ async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse,
     let total = preview.instances.len();
     Ok(pb::RunResponse {
         message: format!(
-            "would run {total} instances ({new} new, {} existing)",
+            "would run {} ({new} new, {} existing)",
+            instances(total),
             total - new
         ),
         instances: preview
@@ -675,4 +703,37 @@ fn dependency_tree(
         node
     }
     walk(dag, task, 0, depth, upward, &mut HashSet::new(), edges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{store::CoordinatorRow, superseded_hidden};
+
+    fn row(id: &str, address: &str, last_seen_at: i64) -> CoordinatorRow {
+        CoordinatorRow {
+            id: id.into(),
+            address: address.into(),
+            version: "0".into(),
+            started_at: 0,
+            last_seen_at,
+        }
+    }
+
+    /// c1 restarted twice at the same address: only the live process shows; c2 died and
+    /// nothing replaced it: it shows, silent.
+    #[test]
+    fn a_restarted_coordinator_shows_once() {
+        let now = 1_000_000;
+        let rows = vec![
+            row("h1:100", "c1:7070", now - 600_000),
+            row("h1:200", "c1:7070", now - 300_000),
+            row("h1:300", "c1:7070", now - 500),
+            row("h2:100", "c2:7070", now - 600_000),
+        ];
+        let ids: Vec<String> = superseded_hidden(rows, now).into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["h1:300", "h2:100"]);
+        // Two live processes at one address (behind one name) both show.
+        let rows = vec![row("a", "lb:7070", now - 1000), row("b", "lb:7070", now - 200)];
+        assert_eq!(superseded_hidden(rows, now).len(), 2);
+    }
 }

@@ -94,6 +94,11 @@ fn claimed_caller<T>(request: &Request<T>) -> Caller {
     }
 }
 
+/// `1 instance`, `2 instances`.
+fn instances(n: usize) -> String {
+    goflow_core::plural(n, "instance")
+}
+
 fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument(format!(
@@ -137,7 +142,8 @@ fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
     }
 }
 
-fn task_to_pb(task: &store::StoredTask, next_fire_at: i64) -> pb::Task {
+/// `retries_in_force`: the task's retries, or the coordinator's default when it names none.
+fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32) -> pb::Task {
     let s = &task.spec;
     pb::Task {
         id: s.id.clone(),
@@ -154,6 +160,7 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64) -> pb::Task {
         description: s.description.clone(),
         expected_duration_ms: s.expected_duration.map_or(0, |d| d.as_millis() as i64),
         deadline: s.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+        retries_in_force,
         depends_on: s
             .depends_on
             .iter()
@@ -247,7 +254,18 @@ impl Api {
             priority: row.priority as i32,
             next_try_at: row.next_try_at.unwrap_or(0),
             message: row.message.clone(),
+            marked_by: if row.forced {
+                row.marked_by.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
         })
+    }
+
+    /// A task as the API shows it: with its next fire and the retries in force.
+    fn task_pb(&self, task: &store::StoredTask) -> pb::Task {
+        let retries = self.engine.retries_of(&task.spec).min(i32::MAX as i64) as i32;
+        task_to_pb(task, next_fire_of(task), retries)
     }
 
     async fn read(&self) -> Result<store::Reader, Status> {

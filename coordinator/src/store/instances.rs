@@ -31,6 +31,8 @@ pub struct InstanceRow {
     pub next_try_at: Option<i64>,
     pub exit_code: Option<i64>,
     pub message: String,
+    /// Who marked it success (forced instances only).
+    pub marked_by: Option<String>,
 }
 
 impl InstanceRow {
@@ -73,12 +75,14 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
             next_try_at: r.try_get("next_try_at")?,
             exit_code: r.try_get("exit_code")?,
             message: r.try_get("message")?,
+            marked_by: r.try_get("marked_by")?,
         })
     }
 }
 
 const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
-    dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message";
+    dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
+    marked_by";
 
 /// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}` with `binds`.
 macro_rules! select_instances {
@@ -427,7 +431,7 @@ pub async fn reset_for_redo(
     let done = sqlx::query(d.sql(
         "UPDATE instances SET state = 'waiting', max_tries = try_number + 1 + ?, lost_tries = 0, forced = 0,
                 priority = ?, queue = ?, queued_at = NULL, started_at = NULL, finished_at = NULL,
-                exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?
+                exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?, marked_by = NULL
          WHERE id = ? AND state = ?",
     ))
     .bind(retries)
@@ -500,23 +504,31 @@ pub async fn operator_set_state(
     id: i64,
     from: InstanceState,
     to: InstanceState,
-    forced: bool,
+    marked_by: Option<&str>,
     message: &str,
     now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    let done = sqlx::query(d.sql(
-        "UPDATE instances SET state = ?, forced = ?, message = ?, next_try_at = NULL, finished_at = ?
-         WHERE id = ? AND state = ?",
-    ))
-    .bind(to.as_str())
-    .bind(forced as i64)
-    .bind(message)
-    .bind(now)
-    .bind(id)
-    .bind(from.as_str())
-    .execute(db.conn())
-    .await?;
+    // Marked success: the instance did not run to this end, so the last try's exit code and
+    // start stay on that try (attempts) and leave the instance, which shows who marked it.
+    let sql = if marked_by.is_some() {
+        "UPDATE instances SET state = ?, forced = 1, marked_by = ?, message = ?, next_try_at = NULL,
+                finished_at = ?, started_at = NULL, exit_code = NULL
+         WHERE id = ? AND state = ?"
+    } else {
+        "UPDATE instances SET state = ?, forced = 0, marked_by = ?, message = ?, next_try_at = NULL,
+                finished_at = ?
+         WHERE id = ? AND state = ?"
+    };
+    let done = sqlx::query(d.sql(sql))
+        .bind(to.as_str())
+        .bind(marked_by)
+        .bind(message)
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(db.conn())
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

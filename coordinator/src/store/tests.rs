@@ -220,7 +220,7 @@ async fn operator_moves_redo_and_lost_tries_are_won_once() {
                 id,
                 InstanceState::Waiting,
                 InstanceState::Killed,
-                false,
+                None,
                 "",
                 now_ms(),
             )
@@ -366,7 +366,7 @@ async fn log_appends_are_idempotent_by_offset() {
                 .await
                 .unwrap()
         );
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "true", now_ms())
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -535,7 +535,8 @@ async fn instance_states_list_every_instance_of_the_span() {
         let rows = ensure_instances(&mut tx, &wanted, now_ms()).await.unwrap();
         for ((row, _), (_, _, state, forced)) in rows.iter().zip(instances) {
             if state != Waiting {
-                let set = operator_set_state(&mut tx, row.id, Waiting, state, forced, "", now_ms());
+                let by = forced.then_some("local:alice");
+                let set = operator_set_state(&mut tx, row.id, Waiting, state, by, "", now_ms());
                 assert!(set.await.unwrap());
             }
         }
@@ -707,7 +708,7 @@ async fn bookkeeping_and_logs_do_not_wait_for_the_scheduling_writer() {
                 .await
                 .unwrap()
         );
-        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", now_ms())
+        let attempt = insert_attempt(&mut tx, row.id, t, 1, "agent", "true", now_ms())
             .await
             .unwrap();
         tx.commit().await.unwrap();

@@ -378,7 +378,7 @@ tasks:
     assert_eq!(down["try_number"], 1, "{down:#}");
     assert_eq!(lines(&order), ["ms_up", "ms_down"]);
     let table = sb.ctl_ok(&["status", "-d", day]);
-    assert!(table.contains("success (forced)"), "{table}");
+    assert!(table.contains("success (marked by local:"), "{table}");
 
     // A fresh day: the closure is marked, nothing runs.
     let fresh = "20260311";
@@ -1090,7 +1090,7 @@ tasks:
     assert_eq!(got, want, "oldest first: {ops:#?}");
     let now = chrono::Utc::now() + chrono::Duration::seconds(5);
     for o in &ops {
-        assert_eq!(o["actor"], "e2e-alice", "{o:#}");
+        assert_eq!(o["actor"], "local:e2e-alice", "{o:#}");
         let client = o["client"].as_str().unwrap_or_default();
         assert!(
             client.starts_with("goflowctl/") && client.contains(" from 127.0.0.1:"),

@@ -134,7 +134,7 @@ fn seed_run_with_single_dash_down_reruns_the_downstream() {
     assert_eq!(seed.status.code(), Some(1), "{}", sb.describe(&seed));
     let seed_err = String::from_utf8_lossy(&seed.stderr);
     assert!(
-        seed_err.starts_with("error: 1 of 1 instance did not succeed: seed_fail 20260105 failed"),
+        seed_err.starts_with("error: 1 of 1 instance did not succeed (1 failed): seed_fail 20260105 failed"),
         "{seed_err}"
     );
     let ctl_err = sb.ctl_err(&args);

@@ -31,11 +31,13 @@ pub fn write_refs(out: &mut impl Write, message: &str, refs: &[InstanceRef]) -> 
     match refs.len() {
         0 => writeln!(out, "no instances"),
         n => {
-            writeln!(out, "{n} instance{}:", if n == 1 { "" } else { "s" })?;
+            writeln!(out, "{}:", output::count(n, "instance"))?;
+            // A dry run lists instances that do not exist yet: they have no id.
+            let id = |r: &InstanceRef| if r.id > 0 { r.id.to_string() } else { "new".into() };
             let rows = refs
                 .iter()
                 .take(MAX_LISTED)
-                .map(|r| vec![r.id.to_string(), r.task.clone(), r.etl_day.clone()])
+                .map(|r| vec![id(r), r.task.clone(), r.etl_day.clone()])
                 .collect();
             out.write_all(output::table(["ID", "TASK", "ETL_DAY"], rows).as_bytes())?;
             if n > MAX_LISTED {
@@ -43,10 +45,10 @@ pub fn write_refs(out: &mut impl Write, message: &str, refs: &[InstanceRef]) -> 
                     refs.iter().map(|r| r.etl_day.as_str()).collect();
                 writeln!(
                     out,
-                    "... and {} more, {} instances over {} days ({} .. {})",
+                    "... and {} more, {} over {} ({} .. {})",
                     n - MAX_LISTED,
-                    n,
-                    days.len(),
+                    output::count(n, "instance"),
+                    output::count(days.len(), "day"),
                     days.first().unwrap_or(&""),
                     days.last().unwrap_or(&"")
                 )?;
@@ -95,8 +97,37 @@ mod tests {
             text.ends_with("... and 70 more, 120 instances over 3 days (20260101 .. 20260103)\n"),
             "{text}"
         );
+        let one_day: Vec<InstanceRef> = (0..51)
+            .map(|i| InstanceRef {
+                id: i + 1,
+                task: format!("t{i}"),
+                etl_day: "20260101".into(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_refs(&mut out, "", &one_day).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("51 instances over 1 day (20260101 .. 20260101)\n"),
+            "{text}"
+        );
         let mut out = Vec::new();
         write_refs(&mut out, "", &[]).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "no instances\n");
+    }
+
+    #[test]
+    fn one_instance_is_singular_and_a_new_one_has_no_id() {
+        let mut out = Vec::new();
+        let refs = [InstanceRef {
+            id: 0,
+            task: "load".into(),
+            etl_day: "20260102".into(),
+        }];
+        write_refs(&mut out, "", &refs).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1 instance:\nID    TASK   ETL_DAY\nnew   load   20260102\n"
+        );
     }
 }

@@ -109,7 +109,10 @@ pub async fn run(client: &mut Client, args: &RunArgs, out: &mut impl Write) -> a
             .into_inner();
         let count = preview.instances.len();
         if count > CONFIRM_ABOVE && !confirm(count, out)? {
-            bail!("not run: it would run {count} instances (see --dry-run; --yes runs without asking)");
+            bail!(
+                "not run: it would run {} (see --dry-run; --yes runs without asking)",
+                count_of(count)
+            );
         }
     }
     let response = client.run(request).await?.into_inner();
@@ -124,12 +127,7 @@ pub async fn run(client: &mut Client, args: &RunArgs, out: &mut impl Write) -> a
 /// Polls the instances until [`verdict`] says they are done, prints their final status, and
 /// fails (exit 1) unless every one succeeded.
 pub async fn wait(client: &mut Client, ids: &[i64], out: &mut impl Write) -> anyhow::Result<()> {
-    writeln!(
-        out,
-        "waiting for {} instance{} to finish...",
-        ids.len(),
-        plural(ids.len())
-    )?;
+    writeln!(out, "waiting for {} to finish...", count_of(ids.len()))?;
     out.flush()?;
     loop {
         let mut instances = Vec::with_capacity(ids.len());
@@ -146,13 +144,7 @@ pub async fn wait(client: &mut Client, ids: &[i64], out: &mut impl Write) -> any
             if problems.is_empty() {
                 return Ok(());
             }
-            bail!(
-                "{} of {} instance{} did not succeed: {}",
-                problems.len(),
-                ids.len(),
-                plural(ids.len()),
-                problems.join("; ")
-            );
+            bail!("{}", summary(&problems, ids.len()));
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
@@ -164,15 +156,74 @@ fn confirm(count: usize, out: &mut impl Write) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);
     }
-    write!(out, "run {count} instances? [y/N] ")?;
+    write!(out, "run {}? [y/N] ", count_of(count))?;
     out.flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+fn count_of(n: usize) -> String {
+    crate::output::count(n, "instance")
+}
+
+/// Problems named one by one in a failed wait's error; the rest are counted.
+const PROBLEMS_NAMED: usize = 3;
+
+/// One line for a failed wait, however many instances: counts by state, the first few, and
+/// where to read the rest.
+/// `12 of 90 instances did not succeed (10 failed, 2 blocked): a 20260101 failed; ...; and 9
+/// more (goflowctl status -d 20260101 shows them)`
+pub fn summary(problems: &[Problem], total: usize) -> String {
+    let mut by_state: Vec<(&str, usize)> = Vec::new();
+    for p in problems {
+        match by_state.iter_mut().find(|(s, _)| *s == p.state) {
+            Some((_, n)) => *n += 1,
+            None => by_state.push((p.state, 1)),
+        }
+    }
+    let counts: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let named: Vec<&str> = problems
+        .iter()
+        .take(PROBLEMS_NAMED)
+        .map(|p| p.text.as_str())
+        .collect();
+    let mut line = format!(
+        "{} of {} did not succeed ({}): {}",
+        problems.len(),
+        count_of(total),
+        counts.join(", "),
+        named.join("; ")
+    );
+    if problems.len() > PROBLEMS_NAMED {
+        line.push_str(&format!("; and {} more", problems.len() - PROBLEMS_NAMED));
+    }
+    if let Some(day) = problems.iter().find_map(|p| p.etl_day.as_deref()) {
+        line.push_str(&format!(" (goflowctl status -d {day} shows "));
+        line.push_str(if problems.len() > 1 { "them)" } else { "it)" });
+    }
+    line
+}
+
+/// An instance of a `--wait` that did not succeed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// failed, killed, timed_out, blocked, or gone (deleted meanwhile).
+    pub state: &'static str,
+    /// Its data date (none when gone).
+    pub etl_day: Option<String>,
+    /// `extract 20260101 failed`, `load 20260101 blocked (upstream ... failed)`.
+    pub text: String,
+}
+
+impl Problem {
+    fn of(i: &Instance, state: &'static str, text: String) -> Self {
+        Self {
+            state,
+            etl_day: Some(i.etl_day.clone()),
+            text,
+        }
+    }
 }
 
 /// Where a `--wait` stands.
@@ -181,7 +232,7 @@ pub enum Verdict {
     /// Some instance can still change.
     Pending,
     /// Nothing will change any more; `problems` names every instance that did not succeed.
-    Done { problems: Vec<String> },
+    Done { problems: Vec<Problem> },
 }
 
 /// Done when every instance is finished (success, failed, killed) or waits behind a failed one
@@ -192,13 +243,22 @@ pub fn verdict(ids: &[i64], instances: &[Instance]) -> Verdict {
     let mut problems = Vec::new();
     for id in ids {
         let Some(i) = by_id.get(id) else {
-            problems.push(format!("instance {id} is gone (deleted?)"));
+            problems.push(Problem {
+                state: "gone",
+                etl_day: None,
+                text: format!("instance {id} is gone (deleted?)"),
+            });
             continue;
         };
         match i.state.as_str() {
             "success" => {}
-            "failed" | "killed" | "timed_out" => {
-                problems.push(format!("{} {} {}", i.task, i.etl_day, i.state))
+            state @ ("failed" | "killed" | "timed_out") => {
+                let state = match state {
+                    "failed" => "failed",
+                    "killed" => "killed",
+                    _ => "timed_out",
+                };
+                problems.push(Problem::of(i, state, format!("{} {} {state}", i.task, i.etl_day)))
             }
             "waiting" if i.blocked => {
                 let why = if i.wait_reason.is_empty() {
@@ -206,7 +266,11 @@ pub fn verdict(ids: &[i64], instances: &[Instance]) -> Verdict {
                 } else {
                     format!(" ({})", i.wait_reason)
                 };
-                problems.push(format!("{} {} blocked{why}", i.task, i.etl_day))
+                problems.push(Problem::of(
+                    i,
+                    "blocked",
+                    format!("{} {} blocked{why}", i.task, i.etl_day),
+                ))
             }
             _ => return Verdict::Pending,
         }
@@ -336,26 +400,67 @@ mod tests {
             blocked,
             inst(4, "killed", false),
         ];
+        let Verdict::Done { problems } = verdict(&[1, 2, 3, 4], &all) else {
+            panic!("done")
+        };
+        let texts: Vec<&str> = problems.iter().map(|p| p.text.as_str()).collect();
         assert_eq!(
-            verdict(&[1, 2, 3, 4], &all),
-            Verdict::Done {
-                problems: vec![
-                    "t2 20260101 failed".into(),
-                    "t3 20260101 blocked (upstream t2 20260101 failed)".into(),
-                    "t4 20260101 killed".into(),
-                ]
-            }
+            texts,
+            [
+                "t2 20260101 failed",
+                "t3 20260101 blocked (upstream t2 20260101 failed)",
+                "t4 20260101 killed",
+            ]
+        );
+        let states: Vec<&str> = problems.iter().map(|p| p.state).collect();
+        assert_eq!(states, ["failed", "blocked", "killed"]);
+        assert_eq!(
+            summary(&problems, 4),
+            "3 of 4 instances did not succeed (1 failed, 1 blocked, 1 killed): t2 20260101 failed; \
+             t3 20260101 blocked (upstream t2 20260101 failed); t4 20260101 killed \
+             (goflowctl status -d 20260101 shows them)"
         );
     }
 
     #[test]
     fn wait_counts_a_vanished_instance_as_done_and_unsuccessful() {
         let all = [inst(1, "success", false)];
+        let Verdict::Done { problems } = verdict(&[1, 9], &all) else {
+            panic!("done")
+        };
         assert_eq!(
-            verdict(&[1, 9], &all),
-            Verdict::Done {
-                problems: vec!["instance 9 is gone (deleted?)".into()]
-            }
+            summary(&problems, 2),
+            "1 of 2 instances did not succeed (1 gone): instance 9 is gone (deleted?)"
+        );
+    }
+
+    /// A failed backfill of 90 instances: one short line, not every instance.
+    #[test]
+    fn a_big_failed_wait_is_summed_up_by_state() {
+        let mut all = vec![];
+        for n in 0..90 {
+            let mut i = inst(n, if n < 30 { "failed" } else { "waiting" }, n >= 30);
+            i.etl_day = format!("2026{:02}{:02}", 1 + n / 28, 1 + n % 28);
+            i.wait_reason = "upstream extract 20260101 failed; a long reason".into();
+            all.push(i);
+        }
+        let ids: Vec<i64> = (0..90).collect();
+        let Verdict::Done { problems } = verdict(&ids, &all) else {
+            panic!("done")
+        };
+        let line = summary(&problems, 90);
+        assert!(
+            line.starts_with("90 of 90 instances did not succeed (30 failed, 60 blocked): t0 20260101 failed; t1 20260102 failed; t2 20260103 failed; and 87 more (goflowctl status -d 20260101 shows them)"),
+            "{line}"
+        );
+        assert!(line.len() < 300, "{} characters: {line}", line.len());
+        let one = [inst(5, "timed_out", false)];
+        let Verdict::Done { problems } = verdict(&[5], &one) else {
+            panic!("done")
+        };
+        assert_eq!(
+            summary(&problems, 1),
+            "1 of 1 instance did not succeed (1 timed_out): t5 20260101 timed_out (goflowctl status -d 20260101 shows it)"
         );
     }
 

@@ -71,10 +71,13 @@ pub fn write(out: &mut impl Write, instances: &[Instance], format: Format) -> st
     }
 }
 
-/// `success (forced)` for force-passed instances, the state otherwise.
+/// `success (marked by local:alice)` for force-passed instances, the state otherwise.
 pub fn state_label(i: &Instance) -> String {
     if i.forced && i.state == "success" {
-        "success (forced)".to_string()
+        match i.marked_by.as_str() {
+            "" => "success (marked)".to_string(),
+            by => format!("success (marked by {by})"),
+        }
     } else {
         i.state.clone()
     }
@@ -91,7 +94,9 @@ pub fn info(i: &Instance) -> String {
         (_, false) => parts.push(i.wait_reason.clone()),
         (false, true) => {}
     }
-    if !i.message.is_empty() && i.message != i.wait_reason {
+    // A marked instance's message ("marked success by ...") is in its state label already.
+    let marked = i.forced && i.state == "success" && !i.marked_by.is_empty();
+    if !i.message.is_empty() && i.message != i.wait_reason && !marked {
         parts.push(i.message.clone());
     }
     if i.state == "up_for_retry" && i.next_try_at != 0 {
@@ -163,6 +168,7 @@ pub fn to_json(i: &Instance) -> Value {
         "next_try_at": output::json_time(i.next_try_at),
         "exit_code": if i.has_exit_code { Value::from(i.exit_code) } else { Value::Null },
         "forced": i.forced,
+        "marked_by": if i.forced && !i.marked_by.is_empty() { Value::from(i.marked_by.as_str()) } else { Value::Null },
         "wait_reason": i.wait_reason,
         "blocked": i.blocked,
         "message": i.message,
@@ -235,8 +241,11 @@ mod tests {
             etl_day: "20260101".into(),
             state: "success".into(),
             forced: true,
+            marked_by: "local:alice".into(),
             ..Default::default()
         };
+        assert_eq!(to_json(&forced)["marked_by"], "local:alice");
+        assert_eq!(to_json(&done())["marked_by"], Value::Null);
         let text = render_table(&[done(), forced]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -249,7 +258,11 @@ mod tests {
         assert!(lines[1].contains("2/3"), "{}", lines[1]);
         assert!(lines[1].contains("(1m05s)"), "{}", lines[1]);
         assert!(lines[1].ends_with("0      timed out after 10s"), "{}", lines[1]);
-        assert!(lines[2].contains("success (forced)"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("success (marked by local:alice)"),
+            "{}",
+            lines[2]
+        );
 
         let mut out = Vec::new();
         write(&mut out, &[], Format::Table).unwrap();

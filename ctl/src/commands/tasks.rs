@@ -51,14 +51,10 @@ pub fn render_table(tasks: &[Task]) -> String {
                 depends_on(&t.depends_on),
                 t.queue.clone(),
                 t.priority.to_string(),
-                // -1: the task does not say; the coordinator's default applies.
-                if t.retries < 0 {
-                    "default".to_string()
-                } else {
-                    t.retries.to_string()
-                },
+                // The number in force, the coordinator's default included.
+                t.retries_in_force.to_string(),
                 output::yes(t.paused),
-                output::local_time(t.next_fire_at),
+                output::local_time_zoned(t.next_fire_at),
             ]
         })
         .collect();
@@ -93,6 +89,7 @@ pub fn to_json(t: &Task) -> Value {
             .map(|d| json!({"task": d.task, "day_offset": d.day_offset}))
             .collect::<Vec<_>>(),
         "retries": t.retries,
+        "retries_in_force": t.retries_in_force,
         "retry_delay_ms": t.retry_delay_ms,
         "timeout_ms": if t.timeout_ms == 0 { Value::Null } else { Value::from(t.timeout_ms) },
         "priority": t.priority,
@@ -133,6 +130,8 @@ mod tests {
                 },
             ],
             paused: true,
+            retries_in_force: 2,
+            next_fire_at: 1_767_225_600_000,
             ..Default::default()
         }
     }
@@ -168,7 +167,26 @@ mod tests {
             row.starts_with("load   0 2 * * *   UTC   -1       a, b(-1)"),
             "{row}"
         );
-        assert!(row.ends_with("yes"), "{row}");
+        // The retries in force (the task names none: the coordinator's default), and the next
+        // fire with its zone's offset.
+        let cells: Vec<&str> = row
+            .split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(cells[7], "2", "{row}");
+        assert_eq!(cells[8], "yes", "{row}");
+        let offset = regex_like_offset(cells[9]);
+        assert!(offset, "NEXT_FIRE has a zone offset: {row}");
+    }
+
+    /// `... +08:00` or `... -05:30`.
+    fn regex_like_offset(cell: &str) -> bool {
+        let Some(zone) = cell.rsplit(' ').next() else {
+            return false;
+        };
+        let b = zone.as_bytes();
+        b.len() == 6 && (b[0] == b'+' || b[0] == b'-') && b[3] == b':'
     }
 
     #[test]
@@ -176,7 +194,9 @@ mod tests {
         let v = to_json(&task());
         assert_eq!(v["id"], "load");
         assert_eq!(v["depends_on"][1], json!({"task": "b", "day_offset": -1}));
-        assert_eq!(v["next_fire_at"], Value::Null);
+        assert_eq!(v["next_fire_at"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(v["retries"], 2);
+        assert_eq!(v["retries_in_force"], 2);
         assert_eq!(v["timeout_ms"], Value::Null);
         assert_eq!(v["paused"], true);
     }

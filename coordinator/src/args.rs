@@ -1,0 +1,374 @@
+//! The `goflow` binary's command line: each subcommand takes only the flags it uses, and its
+//! `--help` says what they do there (a web UI has no database; an agent serves no web UI).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use goflow_coordinator::config::Settings;
+use goflow_coordinator::seed_verbs;
+
+#[derive(Parser)]
+#[command(
+    name = "goflow",
+    version,
+    about = "goflow: a distributed task scheduler for data pipelines"
+)]
+pub struct Cli {
+    /// goflow's own log lines: pretty (text) or json (one object a line); the level comes from
+    /// RUST_LOG (or GOFLOW_LOG), e.g. RUST_LOG=debug.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "GOFLOW_LOG_FORMAT",
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Runs coordinator, one agent and the web UI in one process on SQLite: nothing to install.
+    Standalone(StandaloneArgs),
+    /// Runs a coordinator (the seed's `scheduler`). With a Redis URL it dispatches to
+    /// `goflow agent` processes; without, it runs tasks on an embedded agent. Any number may
+    /// run on one database: one leads (elected through etcd, or the database's lease), the
+    /// others pass calls to it and take over when it goes.
+    #[command(alias = "scheduler")]
+    Coordinator(ServeArgs),
+    /// Runs an agent (the seed's `executer`): takes work from Redis, reports to a coordinator.
+    #[command(alias = "executer")]
+    Agent(AgentArgs),
+    /// Serves the web UI alone, as a client of the coordinators.
+    Webui(WebuiArgs),
+    /// Creates or upgrades the database (the seed's `init_db`).
+    #[command(alias = "init_db", alias = "init-db")]
+    Migrate(ConfigArgs),
+    /// Manages users (on the coordinator's host, with its database settings; works before the
+    /// first start, and a running coordinator sees a change at once).
+    #[command(subcommand)]
+    User(UserCommand),
+    #[command(flatten)]
+    Seed(seed_verbs::SeedVerb),
+    /// Prints the version.
+    Version,
+}
+
+/// The config file alone (processes without a database: agents, the web UI).
+#[derive(Args)]
+pub struct FileArgs {
+    /// Config file, JSON or TOML (the seed's goflow_conf.json loads as it is).
+    #[arg(short = 'c', long = "config", env = "GOFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file and the database.
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Folder of the SQLite database (default ./goflow-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The database: sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or
+    /// mysql://USER:PASSWORD@HOST:PORT/DB (also GOFLOW_DATABASE_URL, Common.MysqlConn).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// `goflow standalone`: one process, its own agent, no Redis and no etcd.
+#[derive(Args)]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// gRPC address (default 127.0.0.1:7070).
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
+    /// Web UI address (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Tries the embedded agent runs at once (the seed's Worker.Parallelism).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    /// Loads the demo DAG and runs it for yesterday.
+    #[arg(long)]
+    pub demo: bool,
+    /// Every call needs a login or a token (also GOFLOW_AUTH=true, Common.Auth). Always
+    /// needed when listening beyond loopback.
+    #[arg(long)]
+    pub auth: bool,
+    #[command(flatten)]
+    pub tls: ServeTlsArgs,
+}
+
+/// `goflow coordinator`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// gRPC address (default 127.0.0.1:7070).
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
+    /// Web UI address (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Tries the embedded agent runs at once, without Redis (the seed's Worker.Parallelism).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    /// Loads the demo DAG and runs it for yesterday.
+    #[arg(long)]
+    pub demo: bool,
+    /// Redis, for dispatching to separate agents: redis://HOST:PORT or HOST:PORT (also
+    /// GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
+    #[arg(long, alias = "broker")]
+    pub redis_url: Option<String>,
+    /// etcd endpoints for leader election, comma-separated (also GOFLOW_ETCD_ENDPOINTS,
+    /// Common.EtcdEndpoints). Without: the database's lease elects the leader.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The election key in etcd, one per goflow cluster (default goflow/leader).
+    #[arg(long)]
+    pub etcd_key: Option<String>,
+    /// Seconds a leader that stops renewing keeps leading (default 3 with etcd, 5 without).
+    #[arg(long, value_name = "SECS")]
+    pub lease_ttl: Option<u64>,
+    /// Seconds of agent silence before it is declared dead (the seed's Scheduler.WorkerTimeOut).
+    #[arg(long, value_name = "SECS")]
+    pub worker_timeout: Option<u64>,
+    /// host:port other coordinators and clients reach this one at (default: the gRPC address,
+    /// with this host's name for 0.0.0.0).
+    #[arg(long)]
+    pub advertise_address: Option<String>,
+    /// The seed's `scheduler --ha`: high availability through etcd, which must be configured.
+    #[arg(long)]
+    pub ha: bool,
+    /// Every call needs a login or a token (also GOFLOW_AUTH=true, Common.Auth). Always
+    /// needed when listening beyond loopback.
+    #[arg(long)]
+    pub auth: bool,
+    #[command(flatten)]
+    pub tls: ServeTlsArgs,
+    /// mTLS for agents: the CA (PEM) their client certificates must be signed by; agents
+    /// without one are refused (also GOFLOW_TLS_CLIENT_CA, Common.TlsClientCa).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl From<StandaloneArgs> for ServeArgs {
+    /// Standalone is a coordinator with its own agent and none of a cluster's settings.
+    fn from(a: StandaloneArgs) -> Self {
+        Self {
+            config: a.config,
+            grpc_listen: a.grpc_listen,
+            http_listen: a.http_listen,
+            slots: a.slots,
+            drain: a.drain,
+            demo: a.demo,
+            redis_url: None,
+            etcd_endpoints: vec![],
+            etcd_key: None,
+            lease_ttl: None,
+            worker_timeout: None,
+            advertise_address: None,
+            ha: false,
+            auth: a.auth,
+            tls: a.tls,
+            tls_client_ca: None,
+        }
+    }
+}
+
+/// Graceful stop of an agent (an embedded one too).
+#[derive(Args)]
+pub struct DrainArgs {
+    /// On SIGTERM or Ctrl-C, how long the running tries may finish (no new ones are taken)
+    /// before they are killed, e.g. 10m, 90s, 0s (also GOFLOW_DRAIN_TIMEOUT,
+    /// Worker.DrainTimeout; default 10m). A second signal kills them at once.
+    #[arg(long, value_name = "DURATION", value_parser = goflow_coordinator::config::parse_duration)]
+    pub drain_timeout: Option<std::time::Duration>,
+}
+
+impl DrainArgs {
+    pub fn apply(self, settings: &mut Settings) {
+        if let Some(timeout) = self.drain_timeout {
+            settings.drain_timeout = timeout;
+        }
+    }
+}
+
+/// TLS for a server (issue 9): off unless a certificate and key are given.
+#[derive(Args)]
+pub struct ServeTlsArgs {
+    /// Certificate (PEM, the chain) to serve gRPC and the web UI over TLS with (also
+    /// GOFLOW_TLS_CERT, Common.TlsCert); needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM; also GOFLOW_TLS_KEY, Common.TlsKey).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs the coordinators' certificates, which this process's own clients
+    /// check them against (also GOFLOW_CA, Common.Ca). Not needed for a self-signed certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+/// An agent's TLS: the coordinators' CA, and its own client certificate.
+#[derive(Args)]
+pub struct AgentTlsArgs {
+    /// The CA (PEM) that https:// coordinators' certificates must be signed by (also
+    /// GOFLOW_CA, Common.Ca; default: the system's trusted roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// This agent's client certificate (PEM), for coordinators that require one
+    /// (--tls-client-ca); also GOFLOW_TLS_CERT, Common.TlsCert. Needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM; also GOFLOW_TLS_KEY, Common.TlsKey).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The web UI's TLS: the coordinators' CA, and the certificate it serves HTTPS with.
+#[derive(Args)]
+pub struct WebuiTlsArgs {
+    /// The CA (PEM) that https:// coordinators' certificates must be signed by (also
+    /// GOFLOW_CA, Common.Ca; default: the system's trusted roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Certificate (PEM, the chain) to serve the web UI over HTTPS with (also
+    /// GOFLOW_TLS_CERT, Common.TlsCert); needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM; also GOFLOW_TLS_KEY, Common.TlsKey).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Flags over the settings' values.
+fn apply_client_tls(
+    settings: &mut Settings,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) {
+    if ca.is_some() {
+        settings.ca = ca;
+    }
+    if cert.is_some() {
+        settings.tls_cert = cert;
+    }
+    if key.is_some() {
+        settings.tls_key = key;
+    }
+}
+
+impl AgentTlsArgs {
+    pub fn apply(self, settings: &mut Settings) {
+        apply_client_tls(settings, self.ca, self.tls_cert, self.tls_key);
+    }
+}
+
+impl WebuiTlsArgs {
+    pub fn apply(self, settings: &mut Settings) {
+        apply_client_tls(settings, self.ca, self.tls_cert, self.tls_key);
+    }
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub config: FileArgs,
+    /// The coordinators' gRPC addresses, comma-separated: the agent moves to another when one
+    /// dies (also GOFLOW_COORDINATOR, GOFLOW_SERVER).
+    #[arg(long, alias = "server")]
+    pub coordinator: Option<String>,
+    /// Redis to take work from (also GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
+    #[arg(long, alias = "broker")]
+    pub redis_url: Option<String>,
+    /// Tries run at once (the seed's Worker.Parallelism).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    /// Queues (routing keys) to take work from, comma-separated; `*` for all (default: default).
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Vec<String>,
+    /// The agent's stable name (also GOFLOW_ID); default: one the coordinator makes from the host.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<u64>,
+    /// Serves /metrics, /healthz and /readyz over HTTP on this address (also
+    /// GOFLOW_HTTP_LISTEN); without, the agent listens on nothing.
+    #[arg(long, env = "GOFLOW_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+    #[command(flatten)]
+    pub tls: AgentTlsArgs,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Adds a user; the password is asked on the terminal (or read from stdin).
+    Add {
+        /// The user's name (what `goflowctl login -u NAME` and the web UI's login take).
+        name: String,
+        /// viewer, operator, editor or admin.
+        #[arg(long)]
+        role: String,
+        /// Reads the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Lists the users and their roles.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Sets a user's password (and ends their sessions).
+    Passwd {
+        /// The user's name.
+        name: String,
+        /// Reads the new password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Removes a user (and ends their sessions).
+    Remove {
+        /// The user's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct WebuiArgs {
+    #[command(flatten)]
+    pub config: FileArgs,
+    /// The coordinators' gRPC addresses, comma-separated (also GOFLOW_COORDINATOR,
+    /// GOFLOW_SERVER).
+    #[arg(long, alias = "server")]
+    pub coordinator: Option<String>,
+    /// Address to serve the web UI on (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    #[command(flatten)]
+    pub tls: WebuiTlsArgs,
+}
