@@ -9,6 +9,7 @@ from collections import defaultdict
 GRACE = 3.5
 FINAL_TRY_STATES = {"success", "failed", "timed_out", "lost", "killed"}
 STAMPED = re.compile(rb"^[0-9T:.Z-]+ out\| (.*)$")
+NOTE = re.compile(rb"^[0-9T:.Z-]+ err\| \[goflow: [^\]]*\]$")
 CONFLICTS = {"kill", "mark", "delete"}  # operator verbs the suite never issues
 
 
@@ -285,9 +286,12 @@ def check(run):
 
 def unstamped(stored):
     """The stored log as the command printed it: the agent stores each line of standard output
-    as `<time> out| <text>`; other lines (stderr, notes) are kept whole, so they differ."""
+    as `<time> out| <text>` and adds notes of its own as `<time> err| [goflow: ...]`; any other
+    line is kept whole, so it differs from what was printed."""
     out = []
     for line in stored.split(b"\n"):
+        if NOTE.match(line):
+            continue  # goflow's own note, e.g. `err| [goflow: exit code 1]`: not the command's
         m = STAMPED.match(line)
         out.append(m.group(1) if m else line)
     return b"\n".join(out)
