@@ -72,7 +72,16 @@ class Run:
         return r["mono"], r["wall"]
 
     def history_of(self, *attempts):
-        return [raw for a in attempts for raw, _ in self.starts.get(a, []) + self.ends.get(a, [])]
+        """The history lines of these tries, each try followed by what the store says of it."""
+        out = []
+        for a in attempts:
+            out += [raw for raw, _ in self.starts.get(a, []) + self.ends.get(a, [])]
+            s = self.attempts.get(a)
+            if s:
+                done = f"{s['finished_at'] / 1000:.3f}" if s["finished_at"] is not None else "-"
+                out.append(f"  store: try {a} {s['state']} on {s['agent']}, epoch {s['epoch']}, started "
+                           f"{s['started_at'] / 1000:.3f}, finished {done}: {s.get('message', '')[:200]}")
+        return out
 
 
 class Verdicts:
@@ -85,7 +94,7 @@ class Verdicts:
         details = summary if ok else f"{len(problems)} violation(s); first: {problems[0][0]}"
         self.invariants.append({"name": name, "ok": ok, "details": details})
         for detail, lines in problems:
-            self.violations.append({"invariant": name, "detail": detail, "history": lines[:12]})
+            self.violations.append({"invariant": name, "detail": detail, "history": lines[:16]})
 
 
 def check(run):
