@@ -71,6 +71,15 @@ class Run:
         r = self.starts[attempt][0][1]
         return r["mono"], r["wall"]
 
+    def frozen_when_it_ended(self, attempt):
+        """Whether the agent of this try was SIGSTOPped when the try wrote its end record."""
+        a, ends = self.attempts.get(attempt), self.ends.get(attempt)
+        if not a or not ends:
+            return False
+        at = ends[-1][1]["wall"]
+        return any(f["kind"] == "agent_sigstop" and f.get("agent_id") == a["agent"]
+                   and f["wall"] <= at <= f.get("healed_wall", f["wall"]) for f in self.faults)
+
     def history_of(self, *attempts):
         """The history lines of these tries, each try followed by what the store says of it."""
         out = []
@@ -129,12 +138,17 @@ def check(run):
         if key not in seen:
             problems.append((f"{key[0]}@{key[1]} ran but the store has no such instance",
                              run.history_of(*[a for _, _, a in items])))
+    frozen_reruns = []
     for attempt, recs in run.ends.items():  # a success is final: nothing of it starts again
         r = recs[-1][1]
         if r.get("exit") == 0:
             again = [a for a, s in run.starts.items() if (s[0][1]["task"], s[0][1]["day"]) == (r["task"], r["day"])
                      and s[0][1]["mono"] > r["mono"]]
-            if again:
+            if again and run.frozen_when_it_ended(attempt):
+                # Its agent was SIGSTOPped when the try ended: no report could go out, the agent
+                # was declared dead, and running it again is what at-least-once means.
+                frozen_reruns.append(f"{r['task']}@{r['day']}")
+            elif again:
                 problems.append((f"{r['task']}@{r['day']} started again ({', '.join(again)}) after try "
                                  f"{attempt} succeeded", run.history_of(attempt, *again)))
     cron_rows = [r for r in store["instances"] if r["task"] == run.cron["task"]]
@@ -147,7 +161,9 @@ def check(run):
         if r["etl_day"] not in due:
             problems.append((f"cron {run.cron['task']}: instance for {r['etl_day']}, which was not due", []))
     v.add("2 no instance created twice; each due cron fire created once", problems,
-          f"{len(store['instances'])} instances, unique; cron days {sorted(due)} created once each")
+          f"{len(store['instances'])} instances, unique; cron days {sorted(due)} created once each"
+          + (f"; run again after a success while its agent was frozen (allowed): {', '.join(frozen_reruns)}"
+             if frozen_reruns else ""))
 
     # 3. Every instance ends success, but the always-failing tasks and their downstreams.
     problems, counts = [], defaultdict(int)
