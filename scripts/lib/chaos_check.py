@@ -7,6 +7,8 @@ from collections import defaultdict
 # A try's process group gets 2 s between SIGTERM and SIGKILL (agent/src/runner TERM_GRACE); a
 # heartbeat comes every 0.2 s; one more second for the clocks of a loaded machine.
 GRACE = 3.5
+# From a try's end to its report reaching the store, on a loaded 2-core machine.
+REPORT_SLACK = 1.0
 FINAL_TRY_STATES = {"success", "failed", "timed_out", "lost", "killed"}
 STAMPED = re.compile(rb"^[0-9T:.Z-]+ out\| (.*)$")
 NOTE = re.compile(rb"^[0-9T:.Z-]+ err\| \[goflow: [^\]]*\]$")
@@ -72,13 +74,14 @@ class Run:
         return r["mono"], r["wall"]
 
     def frozen_when_it_ended(self, attempt):
-        """Whether the agent of this try was SIGSTOPped when the try wrote its end record."""
+        """Whether the agent of this try was SIGSTOPped when the try wrote its end record, or
+        within REPORT_SLACK after (its report could not have gone out yet)."""
         a, ends = self.attempts.get(attempt), self.ends.get(attempt)
         if not a or not ends:
             return False
         at = ends[-1][1]["wall"]
         return any(f["kind"] == "agent_sigstop" and f.get("agent_id") == a["agent"]
-                   and f["wall"] <= at <= f.get("healed_wall", f["wall"]) for f in self.faults)
+                   and f["wall"] - REPORT_SLACK <= at <= f.get("healed_wall", f["wall"]) for f in self.faults)
 
     def history_of(self, *attempts):
         """The history lines of these tries, each try followed by what the store says of it."""
