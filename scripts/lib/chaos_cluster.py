@@ -1,0 +1,287 @@
+"""The processes of one scripts/chaos run: etcd, Redis, coordinators, agents on loopback, each
+restartable on the same ports; and the faults injected into them.
+
+Reuses scripts/bench's helpers (Database, free_port, tail, http_get), loaded from its file so
+that bench stays one self-contained script."""
+import importlib.machinery, importlib.util, json, os, secrets, signal, socket, subprocess, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load_bench():
+    path = os.path.join(ROOT, "scripts", "bench")
+    loader = importlib.machinery.SourceFileLoader("goflow_bench", path)
+    spec = importlib.util.spec_from_loader("goflow_bench", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+Failure, Database, free_port, tail, http_get = (bench.Failure, bench.Database, bench.free_port, bench.tail,
+                                                bench.http_get)
+
+LEASE_TTL = 3        # the leader's lease, seconds (etcd's and the database's)
+WORKER_TIMEOUT = 5   # agent silence before it is declared dead, seconds
+AGENT_SLOTS = 4
+QUICK = 15           # one goflowctl call, seconds
+
+
+def log(*parts):
+    import sys
+    print(*parts, file=sys.stderr, flush=True)
+
+
+class Proc:
+    """One long-running process, restartable with the same command line; its output appended
+    to NAME.log in the run's folder."""
+
+    def __init__(self, name, cmd, env, folder):
+        self.name, self.cmd, self.env, self.folder = name, cmd, env, folder
+        self.log = os.path.join(folder, name + ".log")
+        self.p, self.stopped = None, False
+
+    def start(self):
+        with open(self.log, "a") as out:
+            out.write(f"---- chaos: start at {time.time():.3f}\n")
+            out.flush()
+            self.p = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=self.env, cwd=self.folder, start_new_session=True)
+        self.stopped = False
+        return self
+
+    @property
+    def pid(self):
+        return self.p.pid if self.p else None
+
+    def running(self):
+        return self.p is not None and self.p.poll() is None
+
+    def signal(self, sig):
+        if self.running():
+            os.kill(self.p.pid, sig)
+            if sig == signal.SIGSTOP:
+                self.stopped = True
+            elif sig == signal.SIGCONT:
+                self.stopped = False
+
+    def wait(self, within):
+        try:
+            self.p.wait(timeout=within)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def kill(self):
+        if self.running():
+            if self.stopped:
+                self.signal(signal.SIGCONT)
+            self.p.kill()
+            self.p.wait()
+
+    def stop(self, within=20):
+        """SIGTERM, then SIGKILL after `within` seconds."""
+        if not self.running():
+            return
+        if self.stopped:
+            self.signal(signal.SIGCONT)
+        self.p.terminate()
+        if not self.wait(within):
+            log(f"chaos: {self.name} (pid {self.p.pid}) did not stop within {within} s of SIGTERM: killed")
+            self.kill()
+
+
+def wait_until(what, within, probe, step=0.2):
+    deadline = time.time() + within
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise Failure(f"waited {within} s for {what}")
+        time.sleep(step)
+
+
+class Cluster:
+    def __init__(self, args, folder, db_name):
+        self.args, self.folder = args, folder
+        self.bin = args.bin_dir
+        self.db = None
+        self.db_name = db_name
+        self.etcd = self.redis = None
+        self.coordinators, self.agents = [], []
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("GOFLOW_", "OTEL_")) and k != "RUST_LOG"}
+        self.env["XDG_CONFIG_HOME"] = os.path.join(folder, "config")
+        self.secret = secrets.token_hex(16)
+        self.sqlite = args.database == "sqlite"
+
+    # ---- starting ----
+
+    def start(self):
+        self.db = Database(self.args.database, self.folder, self.db_name)
+        self.start_redis()
+        if not self.sqlite:
+            self.start_etcd()
+        # sqlite: one coordinator and a database-lease standby; otherwise three through etcd.
+        for i in range(2 if self.sqlite else 3):
+            self.add_coordinator(i)
+            if i == 0:
+                self.wait_ready(self.coordinators[0])
+                wait_until("the first coordinator to lead", 60, lambda: self.leaders() == [0])
+        for c in self.coordinators[1:]:
+            self.wait_ready(c)
+        for i in range(3):
+            self.add_agent(i)
+        ids = [a.agent_id for a in self.agents]
+        wait_until(f"agents {ids} to register", 60, lambda: set(ids) <= self.alive_agents(), step=0.5)
+
+    def start_redis(self):
+        if self.redis is None:
+            self.redis_port = free_port()
+            self.redis = Proc("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+                                        "--save", "", "--appendonly", "no", "--dir", self.folder],
+                              self.env, self.folder)
+        self.redis.start()
+
+        def pong():
+            try:
+                with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        wait_until("redis-server to answer", 20, pong)
+
+    @property
+    def redis_url(self):
+        return f"redis://127.0.0.1:{self.redis_port}"
+
+    def start_etcd(self):
+        if self.etcd is None:
+            self.etcd_port, peer = free_port(), free_port()
+            client, peer_url = f"http://127.0.0.1:{self.etcd_port}", f"http://127.0.0.1:{peer}"
+            env = {k: v for k, v in self.env.items() if k != "ETCDCTL_API"}
+            self.etcd = Proc("etcd", ["etcd", "--name", "chaos", "--data-dir", os.path.join(self.folder, "etcd-data"),
+                                      "--listen-client-urls", client, "--advertise-client-urls", client,
+                                      "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                                      "--initial-cluster", f"chaos={peer_url}", "--logger", "zap",
+                                      "--log-outputs", "stderr"], env, self.folder)
+        self.etcd.start()
+
+        def healthy():
+            try:
+                status, _, body, _ = http_get(self.etcd_port, "/health", timeout=2)
+                return status == 200 and b'"health":"true"' in body
+            except OSError:
+                return False
+        wait_until("etcd to be healthy", 30, healthy)
+
+    def add_coordinator(self, i):
+        g, h = free_port(), free_port()
+        env = dict(self.env, GOFLOW_AGENT_SECRET=self.secret, GOFLOW_HEARTBEAT_INTERVAL="1")
+        cmd = [os.path.join(self.bin, "goflow"), "coordinator", "--database-url", self.db.url,
+               "--grpc-listen", f"127.0.0.1:{g}", "--http-listen", f"127.0.0.1:{h}",
+               "--redis-url", self.redis_url, "--data-dir", os.path.join(self.folder, f"c{i + 1}"),
+               "--lease-ttl", str(LEASE_TTL), "--worker-timeout", str(WORKER_TIMEOUT)]
+        if self.etcd:
+            cmd += ["--etcd-endpoints", f"http://127.0.0.1:{self.etcd_port}"]
+        c = Proc(f"c{i + 1}", cmd, env, self.folder)
+        c.grpc, c.http = g, h
+        c.url = f"http://127.0.0.1:{g}"
+        self.coordinators.append(c.start())
+
+    def add_agent(self, i):
+        urls = [c.url for c in self.coordinators]
+        urls = urls[i % len(urls):] + urls[:i % len(urls)]
+        agent_id = f"chaos-a{i + 1}"
+        cmd = [os.path.join(self.bin, "goflow"), "agent", "--coordinator", ",".join(urls),
+               "--redis-url", self.redis_url, "--slots", str(AGENT_SLOTS), "--id", agent_id,
+               "--heartbeat-interval", "1"]
+        a = Proc(f"a{i + 1}", cmd, dict(self.env, GOFLOW_AGENT_SECRET=self.secret), self.folder)
+        a.agent_id = agent_id
+        self.agents.append(a.start())
+
+    def wait_ready(self, c, within=90):
+        def ready():
+            if not c.running():
+                raise Failure(f"{c.name} exited ({c.p.returncode}); its log ends:\n{tail(c.log)}")
+            try:
+                return http_get(c.http, "/readyz", timeout=3)[0] == 200
+            except OSError:
+                return False
+        wait_until(f"{c.name} to be ready", within, ready)
+
+    # ---- asking ----
+
+    def servers(self):
+        """The coordinators that can answer now (running and not stopped), as --server."""
+        return ",".join(c.url for c in self.coordinators if c.running() and not c.stopped)
+
+    def ctl(self, *args, within=QUICK):
+        """goflowctl through the answering coordinators: CompletedProcess, or None on timeout."""
+        servers = self.servers()
+        if not servers:
+            return None
+        cmd = [os.path.join(self.bin, "goflowctl"), "--server", servers, *args]
+        try:
+            return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=within,
+                                  stdin=subprocess.DEVNULL, cwd=self.folder)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def ctl_json(self, *args, within=QUICK):
+        r = self.ctl(*args, "-o", "json", within=within)
+        if r is None or r.returncode != 0:
+            return None
+        try:
+            return json.loads(r.stdout or "null")
+        except ValueError:
+            return None
+
+    def coordinators_list(self):
+        return self.ctl_json("coordinators", within=8)
+
+    def leaders(self, listed=None):
+        listed = listed if listed is not None else self.coordinators_list()
+        if listed is None:
+            return None
+        out = []
+        for row in listed:
+            if row.get("leader"):
+                addr = (row.get("address") or "").replace("http://", "").rstrip("/")
+                out += [i for i, c in enumerate(self.coordinators) if c.url.endswith("//" + addr)]
+        return sorted(out)
+
+    def alive_agents(self):
+        listed = self.ctl_json("agents") or []
+        return {a.get("id") for a in listed if a.get("state") == "alive"}
+
+    # ---- healing and stopping ----
+
+    def heal(self):
+        """Everything stopped is continued and everything dead is started again."""
+        for p in self.coordinators + self.agents + [x for x in (self.redis, self.etcd) if x]:
+            if p.stopped:
+                p.signal(signal.SIGCONT)
+        if not self.redis.running():
+            self.start_redis()
+        if self.etcd and not self.etcd.running():
+            self.start_etcd()
+        for p in self.coordinators + self.agents:
+            if not p.running():
+                log(f"chaos: heal: starting {p.name} again")
+                p.start()
+
+    def stop(self):
+        for p in reversed(self.coordinators + self.agents):
+            if p.running() and p.stopped:
+                p.signal(signal.SIGCONT)
+        for p in self.agents + self.coordinators + [x for x in (self.redis, self.etcd) if x]:
+            p.stop(within=25)
+        if self.db is not None:
+            self.db.drop()
+
+    def logs(self, lines=15):
+        return "".join(f"\n--- {p.log} (last {lines} lines)\n{tail(p.log, lines)}"
+                       for p in self.coordinators + self.agents)
