@@ -18,12 +18,20 @@
 //! - `new` -> `<pgid>`: a new group, tracked until `done`.
 //! - `track <pgid>`: a group handed out by a previous supervisor (which died), tracked too.
 //! - `done <pgid>`: the try is over and its group killed; forget it and reap its placeholder.
+//! - `lease <ms>`: the agent is known alive for `<ms>` more. If no new lease comes by then,
+//!   SIGTERM to every tracked group (and to any handed out until a new lease comes), SIGKILL
+//!   after the grace; the supervisor serves on. Before the first lease there is no deadline.
 //! - end of input: SIGTERM to every tracked group, SIGKILL after the grace, exit.
+//!
+//! The lease is for an agent that cannot act: frozen (SIGSTOP, a stopped VM) past the
+//! coordinator's worker timeout, it is declared dead and its tries run again elsewhere. The
+//! agent renews the lease at each heartbeat the coordinator answers, so the tries of an agent
+//! that went silent stop before the coordinator gives them to another agent.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::exit;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the groups get between SIGTERM and SIGKILL once the agent is gone (the agent's own
 /// grace for timeouts and kills).
@@ -49,46 +57,38 @@ fn main() {
             libc::signal(signal, libc::SIG_IGN);
         }
     }
-    // Groups led by placeholders of ours, and groups an earlier supervisor handed out.
-    let mut mine: HashSet<libc::pid_t> = HashSet::new();
-    let mut adopted: HashSet<libc::pid_t> = HashSet::new();
-    let mut spare = placeholder();
-    let stdin = std::io::stdin().lock();
+    let mut supervisor = Supervisor {
+        mine: HashSet::new(),
+        adopted: HashSet::new(),
+        spare: placeholder(),
+        lease: None,
+        lapsed: false,
+        killing: Vec::new(),
+    };
+    let mut input = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    for line in stdin.lines() {
-        let Ok(line) = line else { break };
-        let (verb, group) = match line.split_once(' ') {
-            Some((verb, group)) => (verb, group.parse::<libc::pid_t>().ok().filter(|g| *g > 1)),
-            None => (line.as_str(), None),
+    'serve: loop {
+        let Some(read) = read_input(&mut input, supervisor.next_wake()) else {
+            break; // end of input: the agent is gone
         };
-        match (verb, group) {
-            ("new", None) => {
-                mine.insert(spare);
-                if writeln!(stdout, "{spare}").and_then(|()| stdout.flush()).is_err() {
-                    break; // the agent is gone
-                }
-                spare = placeholder();
-            }
-            ("track", Some(group)) => {
-                adopted.insert(group);
-            }
-            ("done", Some(group)) => {
-                adopted.remove(&group);
-                if mine.remove(&group) {
-                    // SAFETY: killpg and waitpid only signal and reap. Until it is reaped, our
-                    // placeholder keeps the group's id from being reused, so this reaches no
-                    // one else's group. (An adopted group has no such guard: it is only
-                    // forgotten.)
-                    unsafe {
-                        libc::killpg(group, libc::SIGKILL);
-                        libc::waitpid(group, std::ptr::null_mut(), 0);
-                    }
+        if read {
+            while let Some(end) = input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = input.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]).into_owned();
+                if !supervisor.serve(&line, &mut stdout) {
+                    break 'serve; // the agent is gone
                 }
             }
-            _ => eprintln!("goflow-shim: ignoring a request it does not know: {line:?}"),
         }
+        supervisor.on_time(Instant::now());
     }
     // The agent is gone: its tries must not outlive it.
+    let Supervisor {
+        mut mine,
+        adopted,
+        spare,
+        ..
+    } = supervisor;
     mine.insert(spare);
     let tracked: Vec<libc::pid_t> = mine.into_iter().chain(adopted).collect();
     // SAFETY: killpg only sends signals, to groups handed out for tries.
@@ -102,6 +102,156 @@ fn main() {
     unsafe {
         for &group in &tracked {
             libc::killpg(group, libc::SIGKILL);
+        }
+    }
+}
+
+struct Supervisor {
+    /// Groups led by placeholders of ours.
+    mine: HashSet<libc::pid_t>,
+    /// Groups an earlier supervisor handed out.
+    adopted: HashSet<libc::pid_t>,
+    /// The next group to hand out.
+    spare: libc::pid_t,
+    /// When the agent's lease runs out; None: no lease yet, no deadline.
+    lease: Option<Instant>,
+    /// The lease ran out and no new one came: every tracked group is being stopped, and so is
+    /// any group handed out until a new lease comes.
+    lapsed: bool,
+    /// Groups sent SIGTERM for a lapsed lease, with when they get SIGKILL.
+    killing: Vec<(libc::pid_t, Instant)>,
+}
+
+impl Supervisor {
+    /// Serves one request; false when the agent is gone.
+    fn serve(&mut self, line: &str, stdout: &mut impl Write) -> bool {
+        let (verb, arg) = match line.split_once(' ') {
+            Some((verb, arg)) => (verb, Some(arg)),
+            None => (line, None),
+        };
+        let group = arg.and_then(|g| g.parse::<libc::pid_t>().ok()).filter(|g| *g > 1);
+        match (verb, group) {
+            ("new", None) if arg.is_none() => {
+                self.mine.insert(self.spare);
+                if writeln!(stdout, "{}", self.spare).and_then(|()| stdout.flush()).is_err() {
+                    return false;
+                }
+                self.spare = placeholder();
+            }
+            ("track", Some(group)) => {
+                self.adopted.insert(group);
+            }
+            ("done", Some(group)) => {
+                self.adopted.remove(&group);
+                // Reaped below, its id may be reused: no SIGKILL may follow.
+                self.killing.retain(|&(g, _)| g != group);
+                if self.mine.remove(&group) {
+                    // SAFETY: killpg and waitpid only signal and reap. Until it is reaped, our
+                    // placeholder keeps the group's id from being reused, so this reaches no
+                    // one else's group. (An adopted group has no such guard: it is only
+                    // forgotten.)
+                    unsafe {
+                        libc::killpg(group, libc::SIGKILL);
+                        libc::waitpid(group, std::ptr::null_mut(), 0);
+                    }
+                }
+            }
+            ("lease", _) => match arg.and_then(|millis| millis.parse::<u64>().ok()) {
+                Some(millis) => {
+                    self.lease = Some(Instant::now() + Duration::from_millis(millis));
+                    self.lapsed = false;
+                }
+                None => eprintln!("goflow-shim: ignoring a lease it cannot read: {line:?}"),
+            },
+            _ => eprintln!("goflow-shim: ignoring a request it does not know: {line:?}"),
+        }
+        true
+    }
+
+    /// When `on_time` has something to do next; None: nothing until a request comes.
+    fn next_wake(&self) -> Option<Instant> {
+        let lease = self.lease.filter(|_| !self.lapsed);
+        let kill = self.killing.iter().map(|&(_, at)| at).min();
+        lease.into_iter().chain(kill).min()
+    }
+
+    /// Stops the groups when the lease has run out: SIGTERM to each (a group handed out
+    /// later too), SIGKILL after the grace.
+    fn on_time(&mut self, now: Instant) {
+        if self.lease.is_some_and(|lease| now >= lease) && !self.lapsed {
+            self.lapsed = true;
+            eprintln!(
+                "goflow-shim: the agent's lease ran out (frozen or cut off): stopping its {} tries",
+                self.mine.len() + self.adopted.len()
+            );
+        }
+        if self.lapsed {
+            let tracked: Vec<libc::pid_t> = self.mine.iter().chain(&self.adopted).copied().collect();
+            for group in tracked {
+                if !self.killing.iter().any(|&(g, _)| g == group) {
+                    // SAFETY: killpg only sends a signal, to a group handed out for a try.
+                    unsafe { libc::killpg(group, libc::SIGTERM) };
+                    self.killing.push((group, now + TERM_GRACE));
+                }
+            }
+        }
+        self.killing.retain(|&(group, at)| {
+            if now < at {
+                return true;
+            }
+            // SAFETY: as above; `done` takes a group out of `killing` before reaping it.
+            unsafe { libc::killpg(group, libc::SIGKILL) };
+            false
+        });
+    }
+}
+
+/// Waits for input until `until` (None: for ever) and appends what came to `input`.
+/// Some(true): something was read; Some(false): the time came first; None: end of input.
+fn read_input(input: &mut Vec<u8>, until: Option<Instant>) -> Option<bool> {
+    let timeout = match until {
+        // Rounded up, so the deadline has passed when poll returns.
+        Some(until) => until
+            .saturating_duration_since(Instant::now())
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(i32::MAX as u128) as i32,
+        None => -1,
+    };
+    let mut fd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd of ours.
+    let ready = unsafe { libc::poll(&mut fd, 1, timeout) };
+    if ready < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::Interrupted {
+            return Some(false);
+        }
+        eprintln!("goflow-shim: poll failed: {err}");
+        return None;
+    }
+    if ready == 0 {
+        return Some(false);
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: read writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+    match n {
+        0 => None,
+        n if n < 0 => {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                return Some(false);
+            }
+            eprintln!("goflow-shim: reading the agent's requests failed: {err}");
+            None
+        }
+        n => {
+            input.extend_from_slice(&buf[..n as usize]);
+            Some(true)
         }
     }
 }
