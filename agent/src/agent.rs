@@ -329,6 +329,7 @@ impl Agent {
             // What runs here now: anything else the coordinator thinks we run is gone.
             running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
         };
+        let sent_at = Instant::now();
         let response = self.client.clone().register(request).await;
         if let Some(metrics) = self.metrics() {
             metrics.set_coordinator_answers(response.is_ok());
@@ -345,6 +346,7 @@ impl Agent {
             self.heartbeat_interval_ms
                 .store(response.heartbeat_interval_ms as u64, Ordering::Relaxed);
         }
+        self.renew_lease(sent_at).await;
         tracing::info!(
             agent_id = %response.agent_id,
             coordinator = coordinator.as_deref().unwrap_or(""),
@@ -416,6 +418,7 @@ impl Agent {
             // not leave this call hanging.
             let patience = self.heartbeat_interval().max(Duration::from_secs(1)) * 2;
             let asked = self.failover.current();
+            let sent_at = Instant::now();
             let answer = match tokio::time::timeout(patience, self.client.clone().heartbeat(request)).await {
                 Ok(answer) => answer,
                 Err(_) => {
@@ -440,6 +443,7 @@ impl Agent {
                 }
             };
             last_answer = Instant::now();
+            self.renew_lease(sent_at).await;
             self.unstarted
                 .lock()
                 .unwrap()
@@ -512,6 +516,18 @@ impl Agent {
             if !self.sleep(backoff.next(), &self.exiting).await {
                 return;
             }
+        }
+    }
+
+    /// A coordinator heard from us at `sent_at` (or later), so it declares us dead no sooner
+    /// than WorkerTimeOut after that: the try supervisor may let our tries run until 3/4 of it
+    /// (as `abandon_if_cut_off`), and stops them then if no renewal came (we are frozen).
+    async fn renew_lease(&self, sent_at: Instant) {
+        let timeout = self.worker_timeout_ms.load(Ordering::Relaxed);
+        if let Some(shim) = &self.config.shim
+            && timeout > 0
+        {
+            runner::renew_lease(shim, sent_at + Duration::from_millis(timeout * 3 / 4)).await;
         }
     }
 
@@ -716,7 +732,18 @@ impl Agent {
         };
         let dir = crate::spool::try_dir(&self.config.spool_dir, &attempt_id);
         let shipping = crate::logs::spool_and_ship(sender, dir, self.config.spool_bytes, lines_rx);
+        let started = Instant::now();
         let outcome = runner::run_command(spec, lines, kill).await;
+        if outcome.kind == runner::OutcomeKind::Failed
+            && outcome.exit_code.is_none()
+            && let Some(shim) = &self.config.shim
+            && runner::lease_lapsed_since(shim, started)
+        {
+            // Ended by a signal while the supervisor's lease had run out (we were frozen): it
+            // stopped the try, and the coordinator runs it again. Not a failure of the command.
+            tracing::warn!(%attempt_id, "the try supervisor stopped this try: the agent's lease ran out");
+            self.abandoned.lock().unwrap().insert(attempt_id.clone());
+        }
         let span = tracing::Span::current();
         span.record("goflow.outcome", outcome.kind.as_str());
         if let Some(code) = outcome.exit_code {

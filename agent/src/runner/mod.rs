@@ -62,6 +62,17 @@ pub fn shim_beside_current_exe() -> Option<std::path::PathBuf> {
     shim.is_file().then_some(shim)
 }
 
+/// Renews the lease of the supervisor of `shim` (see `bin/shim.rs`): past `until` with no new
+/// lease, it stops every try's group, as the agent could not (frozen).
+pub async fn renew_lease(shim: &std::path::Path, until: std::time::Instant) {
+    supervisor::supervisor(shim).renew_lease(until).await;
+}
+
+/// Whether the lease of the supervisor of `shim` ran out at some moment since `since`.
+pub fn lease_lapsed_since(shim: &std::path::Path, since: std::time::Instant) -> bool {
+    supervisor::supervisor(shim).lapsed_since(since)
+}
+
 /// How a try ended, in the API's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeKind {

@@ -1,11 +1,12 @@
 //! The agent's side of `goflow-shim --supervise` (see `bin/shim.rs`): one supervisor process
 //! per agent process, which hands out a new process group for each try and kills every group
-//! it handed out if the agent dies.
+//! it handed out if the agent dies, or if the agent stops renewing its lease (frozen).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -20,6 +21,7 @@ pub fn supervisor(shim: &Path) -> Arc<Supervisor> {
                 shim: shim.to_path_buf(),
                 link: tokio::sync::Mutex::new(None),
                 groups: Mutex::new(HashSet::new()),
+                lease: Mutex::new(Lease::default()),
             })
         })
         .clone()
@@ -31,6 +33,16 @@ pub struct Supervisor {
     link: tokio::sync::Mutex<Option<Link>>,
     /// Groups handed out and not yet done: told to a new supervisor if the old one dies.
     groups: Mutex<HashSet<libc::pid_t>>,
+    /// The agent's lease, told to every supervisor process, a new one included.
+    lease: Mutex<Lease>,
+}
+
+#[derive(Default)]
+struct Lease {
+    /// Until when the tries may run; None: no lease yet (no deadline).
+    until: Option<Instant>,
+    /// When the last lapse ended (the lease ran out before it was renewed).
+    last_lapse_end: Option<Instant>,
 }
 
 struct Link {
@@ -80,6 +92,47 @@ impl Supervisor {
         }
     }
 
+    /// The agent is known alive until `until`: past it with no new lease, the supervisor stops
+    /// every group. Sent to the running supervisor now, and to any started later.
+    pub async fn renew_lease(&self, until: Instant) {
+        {
+            let mut lease = self.lease.lock().unwrap();
+            let now = Instant::now();
+            if lease.until.is_some_and(|old| old <= now) {
+                lease.last_lapse_end = Some(now);
+            }
+            lease.until = Some(until);
+        }
+        // Under the link's lock, like `new`: a group is handed out either before this lease
+        // (and covered by it once sent) or after it.
+        let mut link = self.link.lock().await;
+        if let Some(open) = link.as_mut()
+            && let Err(err) = Self::send_lease(open, Some(until)).await
+        {
+            // A dead supervisor is replaced at the next try, and told the lease then.
+            tracing::warn!(%err, "could not renew the try supervisor's lease");
+        }
+    }
+
+    /// Whether the lease ran out at some moment since `since` (it may have been renewed since):
+    /// a try that ended by a signal then was stopped by the supervisor.
+    pub fn lapsed_since(&self, since: Instant) -> bool {
+        let lease = self.lease.lock().unwrap();
+        lease.until.is_some_and(|until| until <= Instant::now())
+            || lease.last_lapse_end.is_some_and(|end| end >= since)
+    }
+
+    async fn send_lease(link: &mut Link, until: Option<Instant>) -> std::io::Result<()> {
+        let Some(until) = until else {
+            return Ok(()); // no lease yet: no deadline
+        };
+        // Already past: 0, and the supervisor stops the groups at once.
+        let millis = until.saturating_duration_since(Instant::now()).as_millis();
+        link.requests
+            .write_all(format!("lease {millis}\n").as_bytes())
+            .await
+    }
+
     async fn start(&self) -> std::io::Result<Link> {
         // Its stdin is a pipe whose write end only this process holds (tokio makes it
         // close-on-exec): end-of-file there is this process gone.
@@ -103,6 +156,9 @@ impl Supervisor {
                 .write_all(format!("track {group}\n").as_bytes())
                 .await?;
         }
+        // Before any `new`: a group it hands out is covered by the lease from the start.
+        let until = self.lease.lock().unwrap().until;
+        Self::send_lease(&mut link, until).await?;
         Ok(link)
     }
 
