@@ -567,6 +567,163 @@ fn a_killed_agent_takes_every_try_down() {
     }
 }
 
+/// A copy of the shim of a test's own: its supervisor (one per shim path and process) holds
+/// a lease no other test's tries run under.
+fn own_shim(name: &str) -> std::path::PathBuf {
+    let shim = scratch_path(name);
+    std::fs::copy(built_shim(), &shim).unwrap();
+    shim
+}
+
+/// Waits for `path` to hold a line per process, `echo`ed by a try; the pids.
+async fn pids_in(path: &std::path::Path, count: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.len() >= count {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "the try never wrote its pids: {text:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A lease not renewed (a frozen agent) stops the try's whole group within lease + grace: the
+/// shell by SIGTERM, a background child ignoring SIGTERM by SIGKILL after the grace.
+#[tokio::test]
+async fn an_unrenewed_lease_stops_the_whole_group() {
+    let shim = own_shim("shim-lapse");
+    let pids = scratch_path("pids-lapse");
+    // Given before the supervisor starts: the first one started is told it before any group.
+    let lease = Duration::from_millis(1500);
+    let started = Instant::now();
+    renew_lease(&shim, started + lease).await;
+    let spec = RunSpec {
+        shim: Some(shim.clone()),
+        ..RunSpec::new(format!(
+            "(trap '' TERM; sleep 300) & echo $! >> {p}; echo $$ >> {p}; sleep 300",
+            p = pids.display()
+        ))
+    };
+    let try_ = tokio::spawn(run(spec, CancellationToken::new()));
+    let background = pids_in(&pids, 2).await[0];
+    let (outcome, logs) = tokio::time::timeout(Duration::from_secs(30), try_)
+        .await
+        .expect("the lapse ends the try")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(outcome.message, "killed by signal 15 (SIGTERM)", "{logs}");
+    assert!(took >= lease, "not before the lease ran out: {took:?}");
+    assert!(!process_exists(background), "the background child is gone too");
+    assert!(
+        took < lease + TERM_GRACE + Duration::from_secs(3),
+        "within lease + grace: {took:?}"
+    );
+    assert!(lease_lapsed_since(&shim, started));
+    let _ = std::fs::remove_file(&pids);
+    let _ = std::fs::remove_file(&shim);
+}
+
+/// A lease renewed in time keeps the try running well past it; with no lease at all there is
+/// no deadline.
+#[tokio::test]
+async fn a_renewed_lease_or_none_lets_the_try_run() {
+    for renewed in [true, false] {
+        let shim = own_shim(&format!("shim-renewed-{renewed}"));
+        let go = scratch_path(&format!("go-{renewed}"));
+        let lease = Duration::from_millis(600);
+        let started = Instant::now();
+        if renewed {
+            renew_lease(&shim, started + lease).await;
+        }
+        let spec = RunSpec {
+            shim: Some(shim.clone()),
+            ..RunSpec::new(format!(
+                "while [ ! -e {} ]; do sleep 0.05; done; echo finished",
+                go.display()
+            ))
+        };
+        let try_ = tokio::spawn(run(spec, CancellationToken::new()));
+        // Five leases long, renewed (over the running supervisor) every 200 ms.
+        while started.elapsed() < lease * 5 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if renewed {
+                renew_lease(&shim, Instant::now() + lease).await;
+            }
+            assert!(!try_.is_finished(), "renewed: {renewed}: the try ended early");
+        }
+        std::fs::write(&go, "").unwrap();
+        let (outcome, logs) = try_.await.unwrap();
+        assert_eq!(outcome.kind, OutcomeKind::Success, "renewed: {renewed}: {logs}");
+        assert!(!lease_lapsed_since(&shim, started));
+        let _ = std::fs::remove_file(&go);
+        let _ = std::fs::remove_file(&shim);
+    }
+}
+
+/// The supervisor on its own: no lease, no deadline; a lapsed lease stops the groups it
+/// tracks and those it hands out until a new lease comes, and it serves on.
+#[test]
+fn the_supervisor_stops_the_groups_of_a_lapsed_lease() {
+    use std::io::{BufRead, Write};
+    let mut supervisor = std::process::Command::new(built_shim())
+        .arg("--supervise")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut requests = supervisor.stdin.take().unwrap();
+    let mut answers = std::io::BufReader::new(supervisor.stdout.take().unwrap());
+    let mut new_try = |requests: &mut std::process::ChildStdin| {
+        writeln!(requests, "new").unwrap();
+        let mut line = String::new();
+        answers.read_line(&mut line).unwrap();
+        let group: i32 = line.trim().parse().unwrap();
+        let mut try_process = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::process_group(&mut try_process, group);
+        (group, try_process.arg("300").spawn().unwrap())
+    };
+    let (first, mut first_process) = new_try(&mut requests);
+    // A second process of the try that ignores SIGTERM (as a background child may).
+    let mut stubborn = std::process::Command::new("/bin/sh");
+    std::os::unix::process::CommandExt::process_group(&mut stubborn, first);
+    let mut stubborn = stubborn.args(["-c", "trap '' TERM; exec sleep 300"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(group_exists(first), "no lease, no deadline");
+
+    let lapse = Instant::now();
+    writeln!(requests, "lease 300").unwrap();
+    let status = first_process.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    let took = lapse.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let status = stubborn.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let took = lapse.elapsed();
+    assert!(took >= Duration::from_millis(300) + TERM_GRACE, "after the grace: {took:?}");
+    assert!(took < Duration::from_millis(300) + TERM_GRACE + Duration::from_secs(3), "{took:?}");
+    writeln!(requests, "done {first}").unwrap();
+
+    // Handed out while lapsed: stopped too.
+    let (second, mut second_process) = new_try(&mut requests);
+    let status = second_process.wait().unwrap();
+    assert!(status.signal().is_some(), "{status:?}");
+    writeln!(requests, "done {second}").unwrap();
+
+    // A new lease: the groups run again.
+    writeln!(requests, "lease 60000").unwrap();
+    let (third, mut third_process) = new_try(&mut requests);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(group_exists(third), "covered by the new lease");
+    drop(requests); // the agent is gone
+    let status = third_process.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert!(supervisor.wait().unwrap().success());
+}
+
 #[test]
 fn durations_read_like_people_write_them() {
     assert_eq!(humanize(Duration::from_secs(10)), "10s");
