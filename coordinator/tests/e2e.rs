@@ -12,6 +12,8 @@ mod auth;
 mod cluster;
 #[path = "e2e/drain.rs"]
 mod drain;
+#[path = "e2e/frozen_agent.rs"]
+mod frozen_agent;
 #[path = "e2e/grpc_api.rs"]
 mod grpc_api;
 #[path = "e2e/ha.rs"]

@@ -56,7 +56,7 @@ fn sigterm(pid: u32) {
 }
 
 /// Polls `probe` until it returns Some, for at most `limit`; `logs` explain a failure.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     limit: Duration,
     what: &str,
     logs: impl Fn() -> String,
@@ -74,12 +74,12 @@ fn wait_for<T>(
     }
 }
 
-fn row<'a>(rows: &'a [Value], task: &str) -> Option<&'a Value> {
+pub(crate) fn row<'a>(rows: &'a [Value], task: &str) -> Option<&'a Value> {
     rows.iter().find(|r| r["task"] == task)
 }
 
 /// Every instance of the day has ended: nothing queued, running or waiting.
-fn assert_all_final(sb: &Sandbox, day: &str) {
+pub(crate) fn assert_all_final(sb: &Sandbox, day: &str) {
     for r in sb.status_json(day) {
         let state = r["state"].as_str().unwrap_or("");
         assert!(
@@ -90,7 +90,7 @@ fn assert_all_final(sb: &Sandbox, day: &str) {
 }
 
 /// The lines of `goflowctl logs`, without their time and stream prefix (`... out| `).
-fn output_lines(log: &str) -> Vec<&str> {
+pub(crate) fn output_lines(log: &str) -> Vec<&str> {
     log.lines()
         .map(|line| line.split_once("| ").map_or(line, |(_, text)| text))
         .collect()
@@ -338,7 +338,7 @@ tasks:
     assert_all_final(&sb, day);
 }
 
-fn a1_log_tail(sb: &Sandbox, id: &str) -> String {
+pub(crate) fn a1_log_tail(sb: &Sandbox, id: &str) -> String {
     let log = std::fs::read_to_string(sb.root().join(format!("agent-{id}.log"))).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     format!(
