@@ -67,17 +67,13 @@ fn main() {
     };
     let mut input = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    'serve: loop {
-        let Some(read) = read_input(&mut input, supervisor.next_wake()) else {
-            break; // end of input: the agent is gone
-        };
-        if read {
-            while let Some(end) = input.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = input.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line[..end]).into_owned();
-                if !supervisor.serve(&line, &mut stdout) {
-                    break 'serve; // the agent is gone
-                }
+    // Until the end of input: the agent is gone.
+    'serve: while read_input(&mut input, supervisor.next_wake()) {
+        while let Some(end) = input.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = input.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]).into_owned();
+            if !supervisor.serve(&line, &mut stdout) {
+                break 'serve; // the agent is gone
             }
         }
         supervisor.on_time(Instant::now());
@@ -133,7 +129,10 @@ impl Supervisor {
         match (verb, group) {
             ("new", None) if arg.is_none() => {
                 self.mine.insert(self.spare);
-                if writeln!(stdout, "{}", self.spare).and_then(|()| stdout.flush()).is_err() {
+                if writeln!(stdout, "{}", self.spare)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
                     return false;
                 }
                 self.spare = placeholder();
@@ -206,9 +205,9 @@ impl Supervisor {
     }
 }
 
-/// Waits for input until `until` (None: for ever) and appends what came to `input`.
-/// Some(true): something was read; Some(false): the time came first; None: end of input.
-fn read_input(input: &mut Vec<u8>, until: Option<Instant>) -> Option<bool> {
+/// Waits for input until `until` (None: for ever) and appends what came to `input`; false at
+/// the end of input.
+fn read_input(input: &mut Vec<u8>, until: Option<Instant>) -> bool {
     let timeout = match until {
         // Rounded up, so the deadline has passed when poll returns.
         Some(until) => until
@@ -228,30 +227,30 @@ fn read_input(input: &mut Vec<u8>, until: Option<Instant>) -> Option<bool> {
     if ready < 0 {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::Interrupted {
-            return Some(false);
+            return true;
         }
         eprintln!("goflow-shim: poll failed: {err}");
-        return None;
+        return false;
     }
     if ready == 0 {
-        return Some(false);
+        return true;
     }
     let mut buf = [0u8; 4096];
     // SAFETY: read writes at most buf.len() bytes into buf.
     let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
     match n {
-        0 => None,
+        0 => false,
         n if n < 0 => {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
-                return Some(false);
+                return true;
             }
             eprintln!("goflow-shim: reading the agent's requests failed: {err}");
-            None
+            false
         }
         n => {
             input.extend_from_slice(&buf[..n as usize]);
-            Some(true)
+            true
         }
     }
 }

@@ -584,7 +584,10 @@ async fn pids_in(path: &std::path::Path, count: usize) -> Vec<i32> {
         if pids.len() >= count {
             return pids;
         }
-        assert!(Instant::now() < deadline, "the try never wrote its pids: {text:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the try never wrote its pids: {text:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -689,7 +692,10 @@ fn the_supervisor_stops_the_groups_of_a_lapsed_lease() {
     // A second process of the try that ignores SIGTERM (as a background child may).
     let mut stubborn = std::process::Command::new("/bin/sh");
     std::os::unix::process::CommandExt::process_group(&mut stubborn, first);
-    let mut stubborn = stubborn.args(["-c", "trap '' TERM; exec sleep 300"]).spawn().unwrap();
+    let mut stubborn = stubborn
+        .args(["-c", "trap '' TERM; exec sleep 300"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(group_exists(first), "no lease, no deadline");
 
@@ -703,8 +709,14 @@ fn the_supervisor_stops_the_groups_of_a_lapsed_lease() {
     let status = stubborn.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     let took = lapse.elapsed();
-    assert!(took >= Duration::from_millis(300) + TERM_GRACE, "after the grace: {took:?}");
-    assert!(took < Duration::from_millis(300) + TERM_GRACE + Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) + TERM_GRACE,
+        "after the grace: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(300) + TERM_GRACE + Duration::from_secs(3),
+        "{took:?}"
+    );
     writeln!(requests, "done {first}").unwrap();
 
     // Handed out while lapsed: stopped too.

@@ -143,12 +143,18 @@ tasks:
     let all = records(&record);
     let first: Vec<_> = all.iter().filter(|(number, ..)| *number == 1).collect();
     assert!(
-        first.iter().all(|&&(_, ref what, _, at)| what != "end" && at < second_start),
+        first
+            .iter()
+            .all(|&&(_, ref what, _, at)| what != "end" && at < second_start),
         "try 1 ran on after try 2 started:\n{}",
         logs()
     );
     assert!(!is_alive(first[0].2), "try 1's shell is gone");
-    assert!(a1.log().contains("lease ran out"), "the supervisor said why:\n{}", logs());
+    assert!(
+        a1.log().contains("lease ran out"),
+        "the supervisor said why:\n{}",
+        logs()
+    );
     let second: Vec<&str> = all
         .iter()
         .filter(|(number, ..)| *number == 2)
