@@ -63,6 +63,7 @@ fn main() {
         spare: placeholder(),
         lease: None,
         lapsed: false,
+        stopped: HashSet::new(),
         killing: Vec::new(),
     };
     let mut input = Vec::new();
@@ -114,6 +115,8 @@ struct Supervisor {
     /// The lease ran out and no new one came: every tracked group is being stopped, and so is
     /// any group handed out until a new lease comes.
     lapsed: bool,
+    /// Groups sent SIGTERM in this lapse (once each).
+    stopped: HashSet<libc::pid_t>,
     /// Groups sent SIGTERM for a lapsed lease, with when they get SIGKILL.
     killing: Vec<(libc::pid_t, Instant)>,
 }
@@ -142,6 +145,7 @@ impl Supervisor {
             }
             ("done", Some(group)) => {
                 self.adopted.remove(&group);
+                self.stopped.remove(&group);
                 // Reaped below, its id may be reused: no SIGKILL may follow.
                 self.killing.retain(|&(g, _)| g != group);
                 if self.mine.remove(&group) {
@@ -159,6 +163,7 @@ impl Supervisor {
                 Some(millis) => {
                     self.lease = Some(Instant::now() + Duration::from_millis(millis));
                     self.lapsed = false;
+                    self.stopped.clear();
                 }
                 None => eprintln!("goflow-shim: ignoring a lease it cannot read: {line:?}"),
             },
@@ -187,7 +192,7 @@ impl Supervisor {
         if self.lapsed {
             let tracked: Vec<libc::pid_t> = self.mine.iter().chain(&self.adopted).copied().collect();
             for group in tracked {
-                if !self.killing.iter().any(|&(g, _)| g == group) {
+                if self.stopped.insert(group) {
                     // SAFETY: killpg only sends a signal, to a group handed out for a try.
                     unsafe { libc::killpg(group, libc::SIGTERM) };
                     self.killing.push((group, now + TERM_GRACE));
