@@ -33,8 +33,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// After a try went on without its output stored (see [`drain`]), how long it is still sent.
 pub const LATE_PATIENCE: Duration = Duration::from_secs(600);
-/// How long a try killed on shutdown waits for its output to be stored.
-const KILLED_PATIENCE: Duration = Duration::from_secs(1);
 
 pub type LogClient = LogServiceClient<InterceptedService<Failover, SecretHeader>>;
 
@@ -74,13 +72,7 @@ pub async fn drain(
     tokio::select! {
         _ = &mut shipping => return,
         _ = tokio::time::sleep(patience) => {}
-        _ = shutdown.cancelled() => {
-            // Killed on shutdown, the process may exit right after: its last lines (the kill
-            // note) still get a moment to be stored.
-            if tokio::time::timeout(KILLED_PATIENCE, &mut shipping).await.is_ok() {
-                return;
-            }
-        }
+        _ = shutdown.cancelled() => {}
     }
     if !patience.is_zero() {
         tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: going on; the output follows");
