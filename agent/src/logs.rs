@@ -60,19 +60,30 @@ pub fn spool_and_ship(
     tokio::spawn(sender.ship(spool).in_current_span())
 }
 
+/// How long the output of tries killed on shutdown may still take to be stored.
+const FLUSH_WHEN_KILLED: Duration = Duration::from_secs(3);
+
 /// Waits until `shipping` (from [`spool_and_ship`]) has stored the try's output, for
-/// `patience` at most, or until `shutdown`; past it the output goes on being sent in the
-/// background for [`LATE_PATIENCE`] (coordinators take it after the try's report too).
+/// `patience` at most, or [`FLUSH_WHEN_KILLED`] past `shutdown`; past it the output goes on
+/// being sent in the background for [`LATE_PATIENCE`] (coordinators take it after the try's
+/// report too).
+
 pub async fn drain(
     attempt_id: &str,
     mut shipping: JoinHandle<()>,
     patience: Duration,
     shutdown: &CancellationToken,
 ) {
+    // Killed on shutdown (a second SIGTERM, the drain's deadline): the agent is about to
+    // exit, but the output is still worth a few seconds, the kill's own note included.
+    let killed = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(FLUSH_WHEN_KILLED).await
+    };
     tokio::select! {
         _ = &mut shipping => return,
         _ = tokio::time::sleep(patience) => {}
-        _ = shutdown.cancelled() => {}
+        _ = killed => {}
     }
     if !patience.is_zero() {
         tracing::warn!(%attempt_id, "the try's output is not all stored after {patience:?}: going on; the output follows");

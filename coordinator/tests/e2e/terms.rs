@@ -245,14 +245,12 @@ fn standalone_that_steps_down_and_wins_again_runs_each_try_once() {
     let db = TestDatabase::create_blocking(suite_dialect());
     let database_url = db.url.clone();
     let sb = Sandbox::start_with(|root| Launch {
-        args: vec![
-            "standalone".into(),
-            "--data-dir".into(),
-            root.join("data").into(),
-            "--lease-ttl".into(),
-            "3".into(),
+        args: vec!["standalone".into(), "--data-dir".into(), root.join("data").into()],
+        // Standalone has no cluster flags; its lease still comes from the environment.
+        env: vec![
+            ("GOFLOW_DATABASE_URL".into(), database_url.into()),
+            ("GOFLOW_LEASE_TTL".into(), "3".into()),
         ],
-        env: vec![("GOFLOW_DATABASE_URL".into(), database_url.into())],
         log_file: None,
         own_database: true,
     });
