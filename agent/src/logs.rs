@@ -67,7 +67,6 @@ const FLUSH_WHEN_KILLED: Duration = Duration::from_secs(3);
 /// `patience` at most, or [`FLUSH_WHEN_KILLED`] past `shutdown`; past it the output goes on
 /// being sent in the background for [`LATE_PATIENCE`] (coordinators take it after the try's
 /// report too).
-
 pub async fn drain(
     attempt_id: &str,
     mut shipping: JoinHandle<()>,
