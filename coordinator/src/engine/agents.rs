@@ -217,6 +217,14 @@ impl Liveness {
 }
 
 impl Engine {
+    /// How long a granted try may go unlisted by its agent before it counts as lost, in ms.
+    /// The agent leaves unstarted a grant that took over half of it to arrive.
+    fn lost_try_grace(&self) -> i64 {
+        (self.settings.heartbeat_interval * 3)
+            .max(Duration::from_secs(10))
+            .as_millis() as i64
+    }
+
     pub async fn register_agent(&self, req: AgentRegistration) -> Result<Registered> {
         if req.slots < 1 {
             return Err(EngineError::Invalid(format!(
@@ -255,8 +263,14 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let listed: HashSet<&String> = req.running_attempts.iter().collect();
         let mut dispatches = vec![];
+        // A try granted moments ago may be on its way to the agent (its claim's answer, or
+        // between the answer and the agent's list of running tries): closing it now would let
+        // it start after its next try was dispatched. Left to the heartbeats, which close it
+        // past the same grace if the agent never lists it; past it, a grant that arrives is
+        // not started (the agent's late-claim limit is half the grace).
+        let recent = now - self.lost_try_grace();
         for attempt in store::running_attempts_of_agent(&mut tx, &id).await? {
-            if !listed.contains(&attempt.id) {
+            if !listed.contains(&attempt.id) && attempt.started_at < recent {
                 let why = format!("agent {id} registered again without it (restarted)");
                 dispatches.extend(self.recover_lost_try(&mut tx, &attempt, &why, now).await?);
             }
@@ -345,9 +359,7 @@ impl Engine {
             tx.commit().await?;
         }
         // A try claimed moments ago may not be in the agent's list yet: give it time.
-        let grace = (self.settings.heartbeat_interval * 3)
-            .max(Duration::from_secs(10))
-            .as_millis() as i64;
+        let grace = self.lost_try_grace();
         let listed: HashSet<&String> = running_attempts.iter().collect();
         let declined: HashSet<&String> = extras.unstarted_attempts.iter().collect();
         let claiming: HashSet<(i64, i64)> = extras.claiming.iter().copied().collect();

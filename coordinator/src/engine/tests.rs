@@ -674,3 +674,39 @@ async fn a_grant_answered_too_late_is_dispatched_again_without_counting_it_lost(
     assert_eq!(r.state, InstanceState::Failed, "{r:?}");
     assert!(h.queue.take().is_empty());
 }
+
+/// An agent that registers again (woken from a pause, or declared dead) while the answer to a
+/// claim is on its way does not list that try yet: the try is left to it, not closed as lost
+/// and dispatched again, which would make two live runs once the agent starts it. A try it
+/// has not listed for longer than the grace is closed at once.
+#[tokio::test]
+async fn registering_again_leaves_a_try_granted_moments_ago_to_its_agent() {
+    let h = harness("tasks:\n  - id: t\n    command: \"true\"\n    retries: 0\n").await;
+    h.register().await;
+    h.engine
+        .run(&plan("t", "20260105", false), &Caller::system())
+        .await
+        .unwrap();
+    let dispatch = h.queue.take().remove(0);
+    let ClaimOutcome::Granted(claimed) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
+        panic!("refused")
+    };
+    h.register().await;
+    assert_eq!(h.state("t", "20260105").await, Some(InstanceState::Running));
+    assert!(h.queue.take().is_empty(), "nothing dispatched again");
+    let mut conn = h.engine.store().read().await.unwrap();
+    let attempt = store::attempt(&mut conn, &claimed.attempt_id)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    assert_eq!(attempt.state, "running");
+
+    // Still not listed a minute later: the agent lost it (restarted); dispatched again.
+    age_claims(&h.engine).await;
+    h.register().await;
+    assert_eq!(h.state("t", "20260105").await, Some(InstanceState::Queued));
+    let again = h.queue.take();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].try_number, 2);
+}
