@@ -3,7 +3,8 @@ restartable on the same ports; and the faults injected into them.
 
 Reuses scripts/bench's helpers (Database, free_port, tail, http_get), loaded from its file so
 that bench stays one self-contained script."""
-import importlib.machinery, importlib.util, json, os, secrets, signal, socket, subprocess, time
+import http.client, importlib.machinery, importlib.util, json, os, secrets, signal, socket, subprocess, time
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,6 +41,7 @@ class Proc:
         self.name, self.cmd, self.env, self.folder = name, cmd, env, folder
         self.log = os.path.join(folder, name + ".log")
         self.p, self.stopped = None, False
+        self.partitioned = False  # cut off by the network_partition fault (its namespace's link down)
 
     def start(self):
         with open(self.log, "a") as out:
@@ -115,11 +117,30 @@ class Cluster:
         self.env["XDG_CONFIG_HOME"] = os.path.join(folder, "config")
         self.secret = secrets.token_hex(16)
         self.sqlite = args.database == "sqlite"
+        # With a network namespace (chaos_netns.Netns, set before start()): c3 runs inside it,
+        # everything listens on the host's pair-B address too, and the cluster runs with --auth
+        # (goflow serves beyond loopback only with it): goflowctl carries an admin API token.
+        self.netns = None
+        self.ctl_env = dict(self.env)
+        self.password = secrets.token_hex(12)
+
+    @property
+    def host(self):
+        """The address the host's services are reached at from c3's namespace (and by all)."""
+        return self.netns.host if self.netns else "127.0.0.1"
 
     # ---- starting ----
 
     def start(self):
         self.db = Database(self.args.database, self.folder, self.db_name)
+        if self.netns:
+            # c3 reaches the database (on 127.0.0.1 only) through a forwarder on pair A.
+            url = urlsplit(self.db.url)
+            port = self.netns.forward(self.netns.db_host, url.port or (5432 if self.db.kind == "postgres" else 3306))
+            netloc = url.netloc.rsplit("@", 1)
+            netloc = (netloc[0] + "@" if len(netloc) == 2 else "") + f"{self.netns.db_host}:{port}"
+            self.db_url_ns = urlunsplit(url._replace(netloc=netloc))
+            self.add_admin()
         self.start_redis()
         if not self.sqlite:
             self.start_etcd()
@@ -128,6 +149,8 @@ class Cluster:
             self.add_coordinator(i)
             if i == 0:
                 self.wait_ready(self.coordinators[0])
+                if self.netns:
+                    self.get_token()
                 wait_until("the first coordinator to lead", 60, lambda: self.leaders() == [0])
         for c in self.coordinators[1:]:
             self.wait_ready(c)
@@ -136,10 +159,39 @@ class Cluster:
         ids = [a.agent_id for a in self.agents]
         wait_until(f"agents {ids} to register", 60, lambda: set(ids) <= self.alive_agents(), step=0.5)
 
+    def add_admin(self):
+        """`goflow user add chaos --role admin`, on the run's database (before any coordinator)."""
+        r = subprocess.run([os.path.join(self.bin, "goflow"), "user", "add", "chaos", "--role", "admin",
+                            "--password-stdin", "--database-url", self.db.url],
+                           input=self.password + "\n", env=self.env, capture_output=True, text=True,
+                           timeout=120, cwd=self.folder)
+        if r.returncode != 0:
+            raise Failure(f"goflow user add: {r.stderr.strip()}")
+
+    def get_token(self):
+        """`goflowctl login`, then an API token for every later goflowctl call (GOFLOW_TOKEN)."""
+        c1 = self.coordinators[0].url
+
+        def login():
+            r = subprocess.run([os.path.join(self.bin, "goflowctl"), "--server", c1, "login", "-u", "chaos"],
+                               input=self.password + "\n", env=self.env, capture_output=True, text=True,
+                               timeout=QUICK, cwd=self.folder)
+            return r.returncode == 0 or log(f"chaos: goflowctl login: {r.stderr.strip()}")
+        wait_until("goflowctl login", 60, login, step=1)
+
+        def token():
+            r = subprocess.run([os.path.join(self.bin, "goflowctl"), "--server", c1, "token", "create",
+                                "--name", "chaos", "--role", "admin"], env=self.env, capture_output=True,
+                               text=True, timeout=QUICK, cwd=self.folder)
+            return r.stdout.strip() if r.returncode == 0 else log(f"chaos: goflowctl token create: {r.stderr.strip()}")
+        self.ctl_env["GOFLOW_TOKEN"] = wait_until("goflowctl token create", 60, token, step=1)
+
     def start_redis(self):
         if self.redis is None:
             self.redis_port = free_port()
-            self.redis = Proc("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+            bind = "127.0.0.1" + (f" {self.netns.host}" if self.netns else "")
+            self.redis = Proc("redis", ["redis-server", "--bind", bind, "--protected-mode", "no",
+                                        "--port", str(self.redis_port),
                                         "--save", "", "--appendonly", "no", "--dir", self.folder],
                               self.env, self.folder)
         self.redis.start()
@@ -155,12 +207,14 @@ class Cluster:
 
     @property
     def redis_url(self):
-        return f"redis://127.0.0.1:{self.redis_port}"
+        return f"redis://{self.host}:{self.redis_port}"
 
     def start_etcd(self):
         if self.etcd is None:
             self.etcd_port, peer = free_port(), free_port()
             client, peer_url = f"http://127.0.0.1:{self.etcd_port}", f"http://127.0.0.1:{peer}"
+            if self.netns:
+                client += f",http://{self.netns.host}:{self.etcd_port}"
             env = {k: v for k, v in self.env.items() if k != "ETCDCTL_API"}
             self.etcd = Proc("etcd", ["etcd", "--name", "chaos", "--data-dir", os.path.join(self.folder, "etcd-data"),
                                       "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -180,15 +234,22 @@ class Cluster:
     def add_coordinator(self, i):
         g, h = free_port(), free_port()
         env = dict(self.env, GOFLOW_AGENT_SECRET=self.secret, GOFLOW_HEARTBEAT_INTERVAL="1")
-        cmd = [os.path.join(self.bin, "goflow"), "coordinator", "--database-url", self.db.url,
-               "--grpc-listen", f"127.0.0.1:{g}", "--http-listen", f"127.0.0.1:{h}",
+        inside = self.netns is not None and i == 2  # c3, in the namespace
+        addr = self.netns.inside if inside else self.host
+        cmd = [os.path.join(self.bin, "goflow"), "coordinator",
+               "--database-url", self.db_url_ns if inside else self.db.url,
+               "--grpc-listen", f"{addr}:{g}", "--http-listen", f"{addr if inside else '127.0.0.1'}:{h}",
                "--redis-url", self.redis_url, "--data-dir", os.path.join(self.folder, f"c{i + 1}"),
                "--lease-ttl", str(LEASE_TTL), "--worker-timeout", str(WORKER_TIMEOUT)]
         if self.etcd:
-            cmd += ["--etcd-endpoints", f"http://127.0.0.1:{self.etcd_port}"]
+            cmd += ["--etcd-endpoints", f"http://{self.host}:{self.etcd_port}"]
+        if self.netns:
+            cmd += ["--auth", "--advertise-address", f"{addr}:{g}"]
+        if inside:
+            cmd = self.netns.exec_prefix() + cmd
         c = Proc(f"c{i + 1}", cmd, env, self.folder)
-        c.grpc, c.http = g, h
-        c.url = f"http://127.0.0.1:{g}"
+        c.grpc, c.http, c.http_host = g, h, addr if inside else "127.0.0.1"
+        c.url = f"http://{addr}:{g}"
         self.coordinators.append(c.start())
 
     def add_agent(self, i):
@@ -207,8 +268,13 @@ class Cluster:
             if not c.running():
                 raise Failure(f"{c.name} exited ({c.p.returncode}); its log ends:\n{tail(c.log)}")
             try:
-                return http_get(c.http, "/readyz", timeout=3)[0] == 200
-            except OSError:
+                conn = http.client.HTTPConnection(c.http_host, c.http, timeout=3)
+                try:
+                    conn.request("GET", "/readyz")
+                    return conn.getresponse().status == 200
+                finally:
+                    conn.close()
+            except (OSError, http.client.HTTPException):
                 return False
         wait_until(f"{c.name} to be ready", within, ready)
 
@@ -216,7 +282,7 @@ class Cluster:
 
     def servers(self):
         """The coordinators that can answer now (running and not stopped), as --server."""
-        return ",".join(c.url for c in self.coordinators if c.running() and not c.stopped)
+        return ",".join(c.url for c in self.coordinators if c.running() and not c.stopped and not c.partitioned)
 
     def ctl(self, *args, within=QUICK):
         """goflowctl through the answering coordinators: CompletedProcess, or None on timeout."""
@@ -225,7 +291,7 @@ class Cluster:
             return None
         cmd = [os.path.join(self.bin, "goflowctl"), "--server", servers, *args]
         try:
-            return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=within,
+            return subprocess.run(cmd, env=self.ctl_env, capture_output=True, text=True, timeout=within,
                                   stdin=subprocess.DEVNULL, cwd=self.folder)
         except subprocess.TimeoutExpired:
             return None
@@ -260,7 +326,12 @@ class Cluster:
     # ---- healing and stopping ----
 
     def heal(self):
-        """Everything stopped is continued and everything dead is started again."""
+        """Everything stopped is continued, everything cut off joined again and everything dead
+        started again."""
+        for p in self.coordinators:
+            if p.partitioned:
+                self.netns.partition(False)
+                p.partitioned = False
         for p in self.coordinators + self.agents + [x for x in (self.redis, self.etcd) if x]:
             if p.stopped:
                 p.signal(signal.SIGCONT)
@@ -279,6 +350,8 @@ class Cluster:
                 p.signal(signal.SIGCONT)
         for p in self.agents + self.coordinators + [x for x in (self.redis, self.etcd) if x]:
             p.stop(within=25)
+        if self.netns:
+            self.netns.teardown()
         if self.db is not None:
             self.db.drop()
 
