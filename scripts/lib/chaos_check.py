@@ -354,7 +354,9 @@ def figures(run):
     out = defaultdict(lambda: {"faults": 0, "new_leader_s": [], "redispatch_s": [], "tries_lost": 0})
     faults = sorted(run.faults, key=lambda f: f["wall"])
     for i, f in enumerate(faults):
-        row = out[f["kind"]]
+        # A partition of the coordinator that led is its own row: its new-leader time is the
+        # takeover from a leader cut off (not dead), the one that did not lead moves nothing.
+        row = out[f["kind"] + (" (leader)" if f.get("led") else "")]
         row["faults"] += 1
         until = faults[i + 1]["wall"] if i + 1 < len(faults) else run.ended_wall
         before = [s for s in run.samples if s["wall"] <= f["wall"] and s["tokens"]]

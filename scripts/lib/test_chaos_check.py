@@ -140,6 +140,17 @@ class CheckerTest(unittest.TestCase):
         run.store["instances"][0]["state"] = "running"
         self.assertIn("8", failing(chaos_check.check(run)))
 
+    def test_a_partition_of_the_leader_has_its_new_leader_time(self):
+        self.b.try_("a", "20250101", 1, 1.0, 2.0)
+        run = self.b.run()
+        run.samples += [{"t": 0, "wall": 1000.0, "tokens": [1]}, {"t": 4, "wall": 1004.0, "tokens": [1]},
+                        {"t": 5, "wall": 1005.0, "tokens": [2]}]
+        run.faults += [{"kind": "network_partition", "led": True, "wall": 1001.0},
+                       {"kind": "network_partition", "led": False, "wall": 1010.0}]
+        rows = {r["kind"]: r for r in chaos_check.figures(run)}
+        self.assertEqual(rows["network_partition (leader)"]["new_leader_s"], {"n": 1, "median": 4.0, "max": 4.0})
+        self.assertIsNone(rows["network_partition"]["new_leader_s"])
+
 
 if __name__ == "__main__":
     unittest.main()
