@@ -158,6 +158,10 @@ pub(crate) struct Agent {
     /// Tries stopped because the coordinator could not be reached: not reported, since the
     /// coordinator gives them to another agent.
     abandoned: Mutex<std::collections::HashSet<String>>,
+    /// Tries whose command has ended, their report not yet answered: nothing left to stop, so
+    /// being cut off does not abandon them (their end, a success maybe, is still reported).
+    /// Changed under the `running` lock, as `abandoned` is.
+    exited: Mutex<std::collections::HashSet<String>>,
     /// (instance, try) of the claims sent and not answered yet, listed in heartbeats: a grant
     /// the coordinator made to one of them is not lost while we wait for its answer.
     claiming: Mutex<std::collections::HashSet<(i64, i64)>>,
@@ -247,6 +251,7 @@ pub async fn run_agent_until(
         heartbeat_interval_ms: AtomicU64::new(config.heartbeat_interval.as_millis() as u64),
         worker_timeout_ms: AtomicU64::new(0),
         abandoned: Mutex::new(Default::default()),
+        exited: Mutex::new(Default::default()),
         claiming: Mutex::new(Default::default()),
         unstarted: Mutex::new(vec![]),
         slots: Arc::new(Semaphore::new(config.slots)),
@@ -566,6 +571,10 @@ impl Agent {
         let shipping = crate::logs::spool_and_ship(sender, dir, self.config.spool_bytes, lines_rx);
         let started = Instant::now();
         let outcome = runner::run_command(spec, lines, kill).await;
+        {
+            let _running = self.running.lock().unwrap();
+            self.exited.lock().unwrap().insert(attempt_id.clone());
+        }
         if outcome.kind == runner::OutcomeKind::Failed
             && outcome.exit_code.is_none()
             && let Some(shim) = &self.config.shim
@@ -604,7 +613,7 @@ impl Agent {
 
         if self.killing.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
             tracing::info!(%attempt_id, "try stopped unreported; left for the coordinator to re-dispatch");
-            self.running.lock().unwrap().remove(&attempt_id);
+            self.forget(&attempt_id);
             return;
         }
         let request = ReportFinishRequest {
@@ -620,7 +629,7 @@ impl Agent {
             .retry("ReportFinish", || self.report_finish(request.clone()))
             .await;
         // Heartbeats list it as running until its end is reported.
-        self.running.lock().unwrap().remove(&attempt_id);
+        self.forget(&attempt_id);
         match response {
             Ok(answer) if answer.accepted => {
                 tracing::info!(%attempt_id, outcome = outcome.kind.as_str(), message = %outcome.message, "try finished");
@@ -632,6 +641,13 @@ impl Agent {
                 tracing::error!(%attempt_id, error = %status, "could not report the finish");
             }
         }
+    }
+
+    /// The try is over here: no longer listed in heartbeats.
+    fn forget(&self, attempt_id: &str) {
+        let mut running = self.running.lock().unwrap();
+        running.remove(attempt_id);
+        self.exited.lock().unwrap().remove(attempt_id);
     }
 
     /// Claims a try: in-process when the coordinator runs in this process, else over gRPC.

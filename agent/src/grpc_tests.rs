@@ -46,6 +46,8 @@ struct FakeState {
     appends: usize,
     /// AppendLog answers only once this file exists (a coordinator too slow to take output).
     logs_wait_for: Option<std::path::PathBuf>,
+    /// The WorkerTimeOut told at registration (0: unknown, the agent never abandons tries).
+    worker_timeout_ms: i64,
 }
 
 #[derive(Clone, Default)]
@@ -112,7 +114,7 @@ impl AgentService for Fake {
         Ok(Response::new(RegisterResponse {
             agent_id: "agent-1".into(),
             heartbeat_interval_ms: 100,
-            worker_timeout_ms: 0,
+            worker_timeout_ms: self.with(|s| s.worker_timeout_ms),
         }))
     }
 
@@ -837,3 +839,42 @@ mod in_process {
 
 #[path = "drain_tests.rs"]
 mod drain;
+
+/// Cut off from every coordinator after its command ended, before its end was reported (the
+/// log still being stored): the agent does not abandon that try, since there is nothing left
+/// to stop, and reports its success once a coordinator answers again.
+#[tokio::test]
+async fn a_try_that_ended_is_reported_after_a_cut_off_not_abandoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer_logs = dir.path().join("answer-logs");
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.claims.insert(1, (true, "echo done".into()));
+        s.logs_wait_for = Some(answer_logs.clone());
+        s.worker_timeout_ms = 400;
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue.push(vec![dispatch(1)]).await.unwrap();
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
+
+    // Claimed; `echo` ends at once, and its output waits for the coordinator's answer.
+    fake.wait_for("the claim", |s| (s.starts > 0).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every coordinator out of reach for well over 3/4 of the worker timeout.
+    fake.with(|s| s.unavailable = true);
+    fake.wait_for("heartbeats refused for a while", |s| {
+        (s.refused >= 8).then_some(())
+    })
+    .await;
+    fake.with(|s| s.unavailable = false);
+    std::fs::write(&answer_logs, "").unwrap();
+
+    let (finish, log) = fake.finish_of("a1").await;
+    assert_eq!(finish.outcome, "success");
+    assert!(log.ends_with(" out| done\n"), "{log}");
+    stop(agent, shutdown, server, stop_server).await;
+}

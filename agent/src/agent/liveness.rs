@@ -168,16 +168,20 @@ impl Agent {
             return;
         }
         let running = self.running.lock().unwrap();
-        if running.is_empty() {
+        // A try whose command has ended is not stopped: its end is reported when a coordinator
+        // answers again (a success it had is not thrown away).
+        let exited = self.exited.lock().unwrap();
+        let stoppable: Vec<_> = running.iter().filter(|(id, _)| !exited.contains(*id)).collect();
+        if stoppable.is_empty() {
             return;
         }
         tracing::error!(
             silent_for = ?silent_for,
-            tries = running.len(),
-            "no answer from the coordinator for most of its worker timeout: stopping every try (it dispatches them again)"
+            tries = stoppable.len(),
+            "no answer from the coordinator for most of its worker timeout: stopping every running try (it dispatches them again)"
         );
         let mut abandoned = self.abandoned.lock().unwrap();
-        for (attempt_id, token) in running.iter() {
+        for (attempt_id, token) in stoppable {
             abandoned.insert(attempt_id.clone());
             token.cancel();
         }
