@@ -162,6 +162,9 @@ pub(crate) struct Agent {
     /// being cut off does not abandon them (their end, a success maybe, is still reported).
     /// Changed under the `running` lock, as `abandoned` is.
     exited: Mutex<std::collections::HashSet<String>>,
+    /// This process among the agent's runs (told at registration): a coordinator closes what
+    /// a new one does not list at once, and gives the same one time for claims in flight.
+    incarnation: String,
     /// (instance, try) of the claims sent and not answered yet, listed in heartbeats: a grant
     /// the coordinator made to one of them is not lost while we wait for its answer.
     claiming: Mutex<std::collections::HashSet<(i64, i64)>>,
@@ -252,6 +255,13 @@ pub async fn run_agent_until(
         worker_timeout_ms: AtomicU64::new(0),
         abandoned: Mutex::new(Default::default()),
         exited: Mutex::new(Default::default()),
+        incarnation: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ),
         claiming: Mutex::new(Default::default()),
         unstarted: Mutex::new(vec![]),
         slots: Arc::new(Semaphore::new(config.slots)),
@@ -334,6 +344,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").into(),
             // What runs here now: anything else the coordinator thinks we run is gone.
             running_attempts: self.running.lock().unwrap().keys().cloned().collect(),
+            incarnation: self.incarnation.clone(),
         };
         let sent_at = Instant::now();
         let response = self.client.clone().register(request).await;

@@ -23,7 +23,8 @@ Failure, Database, free_port, tail, http_get = (bench.Failure, bench.Database, b
                                                 bench.http_get)
 
 LEASE_TTL = 3        # the leader's lease, seconds (etcd's and the database's)
-WORKER_TIMEOUT = 5   # agent silence before it is declared dead, seconds
+WORKER_TIMEOUT = 10  # agent silence before it is declared dead, seconds: its 3/4, when an agent
+                     # stops its own tries, must stay well above a leader takeover (lease + election)
 AGENT_SLOTS = 4
 QUICK = 15           # one goflowctl call, seconds
 

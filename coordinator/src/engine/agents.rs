@@ -37,6 +37,8 @@ pub struct AgentRegistration {
     /// The tries the agent runs now; the store's other running tries of this agent are lost
     /// (a restarted agent with the same id does not resurrect them).
     pub running_attempts: Vec<String>,
+    /// The agent process (new at every start); empty: unknown.
+    pub incarnation: String,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +115,8 @@ struct Seen {
 pub(super) struct Liveness {
     agents: Mutex<HashMap<String, Seen>>,
     last_sweep: Mutex<Instant>,
+    /// Each agent's process as of its last registration here (kept when it is declared dead).
+    incarnations: Mutex<HashMap<String, String>>,
 }
 
 impl Liveness {
@@ -139,7 +143,21 @@ impl Liveness {
         Ok(Self {
             agents: Mutex::new(agents),
             last_sweep: Mutex::new(now),
+            incarnations: Mutex::default(),
         })
+    }
+
+    /// Records the agent's process; true when it is known to be another one than at its last
+    /// registration here (it restarted).
+    fn restarted(&self, agent: &str, incarnation: &str) -> bool {
+        if incarnation.is_empty() {
+            return false;
+        }
+        let mut known = self.incarnations.lock().unwrap();
+        match known.insert(agent.to_string(), incarnation.to_string()) {
+            Some(before) => before != incarnation,
+            None => false,
+        }
     }
 
     fn touch(&self, agent: &str) -> bool {
@@ -268,7 +286,12 @@ impl Engine {
         // it start after its next try was dispatched. Left to the heartbeats, which close it
         // past the same grace if the agent never lists it; past it, a grant that arrives is
         // not started (the agent's late-claim limit is half the grace).
-        let recent = now - self.lost_try_grace();
+        // Unless the agent restarted: a new process has no claim in flight.
+        let recent = if self.liveness.restarted(&id, &req.incarnation) {
+            i64::MAX
+        } else {
+            now - self.lost_try_grace()
+        };
         for attempt in store::running_attempts_of_agent(&mut tx, &id).await? {
             if !listed.contains(&attempt.id) && attempt.started_at < recent {
                 let why = format!("agent {id} registered again without it (restarted)");
@@ -713,6 +736,7 @@ mod tests {
                 },
             )])),
             last_sweep: Mutex::new(now - last_sweep_ago),
+            incarnations: Mutex::default(),
         }
     }
 

@@ -105,6 +105,7 @@ async fn an_engine_writes_only_for_its_own_term() {
         queues: vec![],
         version: "test".into(),
         running_attempts: vec![],
+        incarnation: String::new(),
     })
     .await
     .unwrap();

@@ -113,6 +113,11 @@ impl Harness {
     }
 
     async fn register_as(&self, agent: &str) {
+        self.register_process(agent, "").await;
+    }
+
+    /// Registers `agent` as the process `incarnation` ("": unknown), listing no running try.
+    async fn register_process(&self, agent: &str, incarnation: &str) {
         self.engine
             .register_agent(AgentRegistration {
                 agent_id: agent.into(),
@@ -121,6 +126,7 @@ impl Harness {
                 queues: vec![],
                 version: "test".into(),
                 running_attempts: vec![],
+                incarnation: incarnation.into(),
             })
             .await
             .unwrap();
@@ -678,7 +684,8 @@ async fn a_grant_answered_too_late_is_dispatched_again_without_counting_it_lost(
 /// An agent that registers again (woken from a pause, or declared dead) while the answer to a
 /// claim is on its way does not list that try yet: the try is left to it, not closed as lost
 /// and dispatched again, which would make two live runs once the agent starts it. A try it
-/// has not listed for longer than the grace is closed at once.
+/// has not listed for longer than the grace, or any try of a restarted agent, is closed at
+/// once.
 #[tokio::test]
 async fn registering_again_leaves_a_try_granted_moments_ago_to_its_agent() {
     let h = harness("tasks:\n  - id: t\n    command: \"true\"\n    retries: 0\n").await;
@@ -691,7 +698,8 @@ async fn registering_again_leaves_a_try_granted_moments_ago_to_its_agent() {
     let ClaimOutcome::Granted(claimed) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
         panic!("refused")
     };
-    h.register().await;
+    h.register_process("agent-1", "process-1").await;
+    h.register_process("agent-1", "process-1").await;
     assert_eq!(h.state("t", "20260105").await, Some(InstanceState::Running));
     assert!(h.queue.take().is_empty(), "nothing dispatched again");
     let mut conn = h.engine.store().read().await.unwrap();
@@ -702,11 +710,20 @@ async fn registering_again_leaves_a_try_granted_moments_ago_to_its_agent() {
     drop(conn);
     assert_eq!(attempt.state, "running");
 
-    // Still not listed a minute later: the agent lost it (restarted); dispatched again.
+    // Still not listed a minute later: the agent lost it; dispatched again.
     age_claims(&h.engine).await;
-    h.register().await;
+    h.register_process("agent-1", "process-1").await;
     assert_eq!(h.state("t", "20260105").await, Some(InstanceState::Queued));
     let again = h.queue.take();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].try_number, 2);
+
+    // Another process of the agent (it restarted) has no claim in flight: what it does not
+    // list is dispatched again at once, however recent.
+    let ClaimOutcome::Granted(_) = h.engine.claim(&again[0], "agent-1").await.unwrap() else {
+        panic!("refused")
+    };
+    h.register_process("agent-1", "process-2").await;
+    assert_eq!(h.state("t", "20260105").await, Some(InstanceState::Queued));
+    assert_eq!(h.queue.take()[0].try_number, 3);
 }

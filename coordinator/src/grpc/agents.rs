@@ -25,6 +25,7 @@ impl AgentService for Api {
                 queues: req.queues,
                 version: req.version,
                 running_attempts: req.running_attempts,
+                incarnation: req.incarnation,
             })
             .await?;
         Ok(Response::new(pb::RegisterResponse {
