@@ -74,14 +74,20 @@ class Run:
         return r["mono"], r["wall"]
 
     def frozen_when_it_ended(self, attempt):
-        """Whether the agent of this try was SIGSTOPped when the try wrote its end record, or
-        within REPORT_SLACK after (its report could not have gone out yet)."""
+        """Whether the agent of this try was SIGSTOPped when the try wrote its end record, or was
+        SIGSTOPped or SIGKILLed within REPORT_SLACK after it (its report could not have gone out
+        yet)."""
         a, ends = self.attempts.get(attempt), self.ends.get(attempt)
         if not a or not ends:
             return False
         at = ends[-1][1]["wall"]
-        return any(f["kind"] == "agent_sigstop" and f.get("agent_id") == a["agent"]
-                   and f["wall"] - REPORT_SLACK <= at <= f.get("healed_wall", f["wall"]) for f in self.faults)
+        def stopped(f):
+            if f.get("agent_id") != a["agent"]:
+                return False
+            if f["kind"] == "agent_sigstop":
+                return f["wall"] - REPORT_SLACK <= at <= f.get("healed_wall", f["wall"])
+            return f["kind"] == "agent_sigkill" and f["wall"] - REPORT_SLACK <= at <= f["wall"]
+        return any(stopped(f) for f in self.faults)
 
     def history_of(self, *attempts):
         """The history lines of these tries, each try followed by what the store says of it."""
@@ -148,8 +154,9 @@ def check(run):
             again = [a for a, s in run.starts.items() if (s[0][1]["task"], s[0][1]["day"]) == (r["task"], r["day"])
                      and s[0][1]["mono"] > r["mono"]]
             if again and run.frozen_when_it_ended(attempt):
-                # Its agent was SIGSTOPped when the try ended: no report could go out, the agent
-                # was declared dead, and running it again is what at-least-once means.
+                # Its agent was SIGSTOPped or SIGKILLed as the try ended: no report could go
+                # out, the agent was declared dead, and running it again is what at-least-once
+                # means.
                 frozen_reruns.append(f"{r['task']}@{r['day']}")
             elif again:
                 problems.append((f"{r['task']}@{r['day']} started again ({', '.join(again)}) after try "
@@ -165,7 +172,7 @@ def check(run):
             problems.append((f"cron {run.cron['task']}: instance for {r['etl_day']}, which was not due", []))
     v.add("2 no instance created twice; each due cron fire created once", problems,
           f"{len(store['instances'])} instances, unique; cron days {sorted(due)} created once each"
-          + (f"; run again after a success while its agent was frozen (allowed): {', '.join(frozen_reruns)}"
+          + (f"; run again after a success while its agent was frozen or killed as it ended (allowed): {', '.join(frozen_reruns)}"
              if frozen_reruns else ""))
 
     # 3. Every instance ends success, but the always-failing tasks and their downstreams.

@@ -92,8 +92,17 @@ class CheckerTest(unittest.TestCase):
         run.faults.append({"kind": "agent_sigstop", "agent_id": "a1", "wall": 1001.5, "healed_wall": 1009.5})
         verdicts = chaos_check.check(run)
         self.assertEqual(failing(verdicts), [])
-        self.assertIn("frozen (allowed): a@20250101", verdicts.invariants[1]["details"])
+        self.assertIn("frozen or killed as it ended (allowed): a@20250101", verdicts.invariants[1]["details"])
         run.faults[0]["agent_id"] = "a2"  # another agent was frozen: no excuse
+        self.assertEqual(failing(chaos_check.check(run)), ["2"])
+
+    def test_a_rerun_after_a_success_is_allowed_when_its_agent_was_killed_right_after(self):
+        self.b.try_("a", "20250101", 1, 1.0, 2.0, state="lost", finished=8.0)
+        self.b.try_("a", "20250101", 2, 9.0, 10.0)
+        run = self.b.run()
+        run.faults.append({"kind": "agent_sigkill", "agent_id": "a1", "wall": 1002.5})
+        self.assertEqual(failing(chaos_check.check(run)), [])
+        run.faults[0]["wall"] = 1004.0  # killed 2 s after the end: its report had time
         self.assertEqual(failing(chaos_check.check(run)), ["2"])
 
     def test_an_unexpected_outcome_breaks_3(self):
