@@ -11,12 +11,17 @@ use serde_json::Value;
 
 use crate::sandbox::{Agent, Launch, Redis, Sandbox, is_alive, parse_array};
 
-const SECRET: &str = "e2e-drain-secret-0123456789";
+pub(crate) const SECRET: &str = "e2e-drain-secret-0123456789";
 /// Generous: short shell commands on a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(90);
 
 /// Redis and `goflow coordinator` dispatching through it (3 s WorkerTimeOut, 1 s heartbeats).
 fn cluster() -> (Sandbox, Redis) {
+    cluster_with_worker_timeout(3)
+}
+
+/// Redis and `goflow coordinator` dispatching through it, with 1 s heartbeats.
+pub(crate) fn cluster_with_worker_timeout(seconds: u64) -> (Sandbox, Redis) {
     let redis = Redis::start();
     let broker = redis.url();
     let sb = Sandbox::start_with(|root| Launch {
@@ -28,7 +33,7 @@ fn cluster() -> (Sandbox, Redis) {
         env: vec![
             ("GOFLOW_BROKER".into(), broker.into()),
             ("GOFLOW_AGENT_SECRET".into(), SECRET.into()),
-            ("GOFLOW_WORKER_TIMEOUT".into(), "3".into()),
+            ("GOFLOW_WORKER_TIMEOUT".into(), seconds.to_string().into()),
             ("GOFLOW_HEARTBEAT_INTERVAL".into(), "1".into()),
         ],
         log_file: None,

@@ -7,10 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::drain::{assert_all_final, output_lines, row, wait_for};
-use crate::sandbox::{Agent, Launch, Redis, Sandbox, is_alive, parse_array};
+use crate::drain::{SECRET, assert_all_final, output_lines, row, wait_for};
+use crate::sandbox::{Agent, Redis, Sandbox, is_alive, parse_array};
 
-const SECRET: &str = "e2e-frozen-agent-secret-0123456789";
 /// Generous: a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(90);
 /// Lines of output of the long task, one every 0.2 s.
@@ -18,24 +17,7 @@ const LINES: usize = 30;
 
 /// Redis and `goflow coordinator` dispatching through it (4 s WorkerTimeOut, 1 s heartbeats).
 fn cluster() -> (Sandbox, Redis) {
-    let redis = Redis::start();
-    let broker = redis.url();
-    let sb = Sandbox::start_with(|root| Launch {
-        args: vec![
-            "coordinator".into(),
-            "--data-dir".into(),
-            root.join("data").into(),
-        ],
-        env: vec![
-            ("GOFLOW_BROKER".into(), broker.into()),
-            ("GOFLOW_AGENT_SECRET".into(), SECRET.into()),
-            ("GOFLOW_WORKER_TIMEOUT".into(), "4".into()),
-            ("GOFLOW_HEARTBEAT_INTERVAL".into(), "1".into()),
-        ],
-        log_file: None,
-        own_database: false,
-    });
-    (sb, redis)
+    crate::drain::cluster_with_worker_timeout(4)
 }
 
 /// One slot: a frozen agent with a free slot would sit on a dispatch popped from Redis.
