@@ -94,6 +94,7 @@ pub fn sample() -> Fake {
     load.wait_reason = "<script>alert(1)</script> transform@20260110".into();
     let mut forced = instance(4, "backfill_marker", "success");
     forced.forced = true;
+    forced.marked_by = "alice".into();
     let mut report = instance(5, "report", "failed");
     report.has_exit_code = true;
     report.exit_code = 2;

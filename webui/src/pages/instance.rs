@@ -50,6 +50,8 @@ pub struct InstancePage {
     next_try: String,
     wait_reason: String,
     blocked: bool,
+    /// Who marked it success (force pass); empty otherwise.
+    marked_by: String,
     message: String,
     attempts: Vec<AttemptRow>,
     log: Option<LogView>,
@@ -185,6 +187,7 @@ pub async fn page(
         wait_reason: translate::wait_reason(lang, &instance.wait_reason, instance.blocked),
         blocked: instance.blocked,
         message: translate::say(lang, &instance.message),
+        marked_by: instance.marked_by.clone(),
         attempts: attempts
             .iter()
             .map(|a| AttemptRow::new(a, Some(a.try_number) == selected_try, now, lang))
@@ -238,6 +241,7 @@ impl InstancePage {
             exit_code: String::new(),
             next_try: String::new(),
             wait_reason: String::new(),
+            marked_by: String::new(),
             blocked: false,
             message: String::new(),
             attempts: vec![],
@@ -336,6 +340,26 @@ mod tests {
             "{body}"
         );
         assert!(body.contains(&format!("href=\"/instances/transform/{DAY}/log?try=2\" download")));
+    }
+
+    #[tokio::test]
+    async fn a_force_passed_instance_says_who_marked_it_in_both_languages() {
+        let app = sample().start().await;
+        let (status, body) = get(&app, &format!("/instances/backfill_marker/{DAY}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body.contains("<dt>marked success by</dt><dd>alice</dd>"),
+            "{body}"
+        );
+        let (_, body) = get_with(
+            &app,
+            &format!("/instances/backfill_marker/{DAY}"),
+            &[("accept-language", "zh-CN")],
+        )
+        .await;
+        assert!(body.contains("<dt>强制通过操作人</dt><dd>alice</dd>"), "{body}");
+        let (_, body) = get(&app, &format!("/instances/report/{DAY}")).await;
+        assert!(!body.contains("marked success by"), "not marked: {body}");
     }
 
     #[tokio::test]
