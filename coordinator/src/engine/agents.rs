@@ -25,6 +25,10 @@ pub enum AgentCommand {
     Kill { attempt_id: String },
 }
 
+/// Grants that reached their agent too late to start, dispatched again per instance without
+/// spending a retry or RetryQueueTimes; more count as lost tries.
+const MAX_FREE_UNSTARTED: usize = 10;
+
 /// An agent introducing itself.
 #[derive(Debug, Clone, Default)]
 pub struct AgentRegistration {
@@ -505,6 +509,17 @@ impl Engine {
         now: i64,
     ) -> Result<Option<Dispatch>> {
         let why = format!("not started: the claim's answer reached agent {agent_id} too late");
+        // Free of charge only so often: a coordinator always too slow to answer in time must
+        // not re-dispatch a task forever; past the bound it counts as a lost try.
+        let unstarted_before = store::attempts_of(db, attempt.instance_id)
+            .await?
+            .iter()
+            .filter(|a| a.id != attempt.id && a.state == "lost" && a.message.starts_with("not started:"))
+            .count();
+        if unstarted_before >= MAX_FREE_UNSTARTED {
+            let why = format!("{why}, {MAX_FREE_UNSTARTED} times before");
+            return self.recover_lost_try(db, attempt, &why, now).await;
+        }
         if store::finish_attempt(db, &attempt.id, "lost", None, &why, now).await? {
             let lost = crate::metrics::OutcomeLabel {
                 outcome: "lost".into(),

@@ -727,3 +727,36 @@ async fn registering_again_leaves_a_try_granted_moments_ago_to_its_agent() {
     assert_eq!(h.state("t", "20260105").await, Some(InstanceState::Queued));
     assert_eq!(h.queue.take()[0].try_number, 3);
 }
+
+/// Grants that come too late are dispatched again for free only so often: a coordinator that
+/// is always too slow must not re-dispatch a task forever. Past the bound (10) the try counts
+/// as lost, and with RetryQueueTimes 0 the instance fails.
+#[tokio::test]
+async fn late_grants_are_free_only_so_often() {
+    let h = harness("tasks:\n  - id: slow\n    command: \"true\"\n    retries: 0\n").await;
+    h.register().await;
+    let engine = without_queue_retries(&h).await;
+    engine
+        .run(&plan("slow", "20260105", false), &Caller::system())
+        .await
+        .unwrap();
+    for round in 1..=11 {
+        let dispatch = h.queue.take().remove(0);
+        assert_eq!(dispatch.try_number, round);
+        let ClaimOutcome::Granted(claimed) = engine.claim(&dispatch, "agent-1").await.unwrap() else {
+            panic!("refused in round {round}")
+        };
+        let said = HeartbeatExtras {
+            unstarted_attempts: vec![claimed.attempt_id.clone()],
+            ..Default::default()
+        };
+        engine.heartbeat_with("agent-1", &[], &said).await.unwrap();
+        let state = h.state("slow", "20260105").await;
+        if round <= 10 {
+            assert_eq!(state, Some(InstanceState::Queued), "round {round}");
+        } else {
+            assert_eq!(state, Some(InstanceState::Failed), "round {round}");
+            assert!(h.queue.take().is_empty());
+        }
+    }
+}
