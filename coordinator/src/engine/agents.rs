@@ -465,37 +465,7 @@ impl Engine {
         why: &str,
         now: i64,
     ) -> Result<Option<Dispatch>> {
-        if store::finish_attempt(db, &attempt.id, "lost", None, why, now).await? {
-            let lost = crate::metrics::OutcomeLabel {
-                outcome: "lost".into(),
-            };
-            self.metrics.tries_finished.get_or_create(&lost).inc();
-        }
-        let Some(row) = store::instance_by_id(db, attempt.instance_id).await? else {
-            return Ok(None);
-        };
-        if row.state != InstanceState::Running || row.try_number != attempt.try_number {
-            return Ok(None);
-        }
-        let requeue = row.lost_tries < self.settings.retry_queue_times as i64;
-        let to =
-            transition(InstanceState::Running, Event::AgentLost { requeue }).expect("running may be lost");
-        if to == InstanceState::Queued {
-            let message = format!("try {} lost ({why}); dispatched again", attempt.try_number);
-            let try_number =
-                store::requeue_lost(db, row.id, row.try_number, self.epoch, now, &message).await?;
-            tracing::warn!(
-                "{}: try {} lost ({why}); dispatched again",
-                row.key(),
-                attempt.try_number
-            );
-            Ok(try_number.map(|t| self.dispatch_of(&row, t)))
-        } else {
-            let message = format!("lost {} times (agent died): {why}", row.lost_tries + 1);
-            store::finish_instance(db, row.id, row.try_number, to, None, &message, None, now).await?;
-            self.record_lost_alert(db, &row, to, &message, now).await?;
-            Ok(None)
-        }
+        self.close_and_requeue(db, attempt, why, true, now).await
     }
 
     /// Closes a granted try its agent never started (the claim's answer came too late) and
@@ -520,11 +490,24 @@ impl Engine {
             let why = format!("{why}, {MAX_FREE_UNSTARTED} times before");
             return self.recover_lost_try(db, attempt, &why, now).await;
         }
-        if store::finish_attempt(db, &attempt.id, "lost", None, &why, now).await? {
-            let lost = crate::metrics::OutcomeLabel {
+        self.close_and_requeue(db, attempt, &why, false, now).await
+    }
+
+    /// Closes `attempt` as lost and, while its instance still runs that try, queues a new one;
+    /// `lost`: the try counts against RetryQueueTimes, and past it the instance fails.
+    async fn close_and_requeue(
+        &self,
+        db: &mut impl Db,
+        attempt: &store::AttemptRow,
+        why: &str,
+        lost: bool,
+        now: i64,
+    ) -> Result<Option<Dispatch>> {
+        if store::finish_attempt(db, &attempt.id, "lost", None, why, now).await? {
+            let label = crate::metrics::OutcomeLabel {
                 outcome: "lost".into(),
             };
-            self.metrics.tries_finished.get_or_create(&lost).inc();
+            self.metrics.tries_finished.get_or_create(&label).inc();
         }
         let Some(row) = store::instance_by_id(db, attempt.instance_id).await? else {
             return Ok(None);
@@ -532,18 +515,25 @@ impl Engine {
         if row.state != InstanceState::Running || row.try_number != attempt.try_number {
             return Ok(None);
         }
-        let to = transition(InstanceState::Running, Event::AgentLost { requeue: true })
-            .expect("running may be lost");
-        debug_assert_eq!(to, InstanceState::Queued);
-        let message = format!("try {} {why}; dispatched again", attempt.try_number);
-        let try_number =
-            store::requeue_unstarted(db, row.id, row.try_number, self.epoch, now, &message).await?;
-        tracing::warn!(
-            "{}: try {} {why}; dispatched again",
-            row.key(),
-            attempt.try_number
-        );
-        Ok(try_number.map(|t| self.dispatch_of(&row, t)))
+        let requeue = !lost || row.lost_tries < self.settings.retry_queue_times as i64;
+        let to =
+            transition(InstanceState::Running, Event::AgentLost { requeue }).expect("running may be lost");
+        if to == InstanceState::Queued {
+            let message = if lost {
+                format!("try {} lost ({why}); dispatched again", attempt.try_number)
+            } else {
+                format!("try {} {why}; dispatched again", attempt.try_number)
+            };
+            let try_number =
+                store::requeue(db, row.id, row.try_number, lost, self.epoch, now, &message).await?;
+            tracing::warn!("{}: {message}", row.key());
+            Ok(try_number.map(|t| self.dispatch_of(&row, t)))
+        } else {
+            let message = format!("lost {} times (agent died): {why}", row.lost_tries + 1);
+            store::finish_instance(db, row.id, row.try_number, to, None, &message, None, now).await?;
+            self.record_lost_alert(db, &row, to, &message, now).await?;
+            Ok(None)
+        }
     }
 
     /// The agent's command stream; it ends when this engine's term does (at once if it has).

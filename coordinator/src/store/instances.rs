@@ -533,11 +533,13 @@ pub async fn operator_set_state(
 }
 
 /// Re-dispatch after a lost agent or a restart: running (this try) -> queued as a new try,
-/// which does not count against the task's retries.
-pub async fn requeue_lost(
+/// which does not count against the task's retries. `lost`: it counts against
+/// RetryQueueTimes (a try granted but never started does not).
+pub async fn requeue(
     db: &mut impl Db,
     id: i64,
     try_number: i64,
+    lost: bool,
     epoch: i64,
     now: i64,
     message: &str,
@@ -545,33 +547,18 @@ pub async fn requeue_lost(
     update_returning_try(
         db,
         "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
-                lost_tries = lost_tries + 1, dispatch_epoch = ?, queued_at = ?, started_at = NULL,
+                lost_tries = lost_tries + ?, dispatch_epoch = ?, queued_at = ?, started_at = NULL,
                 finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?
          WHERE id = ? AND state = 'running' AND try_number = ?",
         id,
-        |q| q.bind(epoch).bind(now).bind(message).bind(id).bind(try_number),
-    )
-    .await
-}
-
-/// running -> queued for a try that was granted but never started (its agent heard of the grant
-/// too late): a new try, without counting a lost one.
-pub async fn requeue_unstarted(
-    db: &mut impl Db,
-    id: i64,
-    try_number: i64,
-    epoch: i64,
-    now: i64,
-    message: &str,
-) -> anyhow::Result<Option<i64>> {
-    update_returning_try(
-        db,
-        "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
-                dispatch_epoch = ?, queued_at = ?, started_at = NULL,
-                finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?
-         WHERE id = ? AND state = 'running' AND try_number = ?",
-        id,
-        |q| q.bind(epoch).bind(now).bind(message).bind(id).bind(try_number),
+        |q| {
+            q.bind(i64::from(lost))
+                .bind(epoch)
+                .bind(now)
+                .bind(message)
+                .bind(id)
+                .bind(try_number)
+        },
     )
     .await
 }

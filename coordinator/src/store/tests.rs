@@ -257,11 +257,11 @@ async fn operator_moves_redo_and_lost_tries_are_won_once() {
         );
         tx.commit().await.unwrap();
         let results = race(&one, &two, move |mut tx| async move {
-            let won = requeue_lost(&mut tx, id, t, 2, now_ms(), "lost").await?;
+            let won = requeue(&mut tx, id, t, true, 2, now_ms(), "lost").await?;
             Ok((tx, won.is_some()))
         })
         .await;
-        exactly_one(&results, "requeue_lost", dialect);
+        exactly_one(&results, "requeue", dialect);
         let after = instance(&one, &row.key()).await;
         assert_eq!((after.state, after.try_number), (InstanceState::Queued, t + 1));
     })
