@@ -46,13 +46,11 @@ pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> 
     // Since when a cut follow has been trying to resume without getting a new byte.
     let mut cut_since: Option<Instant> = None;
     loop {
-        let resuming = |status: &tonic::Status, cut_since: Option<Instant>| {
-            status.code() == tonic::Code::Unavailable
-                && cut_since.is_some_and(|since| since.elapsed() < RESUME_PATIENCE)
-        };
+        let within_patience =
+            |cut_since: Option<Instant>| cut_since.is_some_and(|since| since.elapsed() < RESUME_PATIENCE);
         let mut stream = match client.tail_logs(next.clone()).await {
             Ok(response) => response.into_inner(),
-            Err(status) if resuming(&status, cut_since) => {
+            Err(status) if status.code() == tonic::Code::Unavailable && within_patience(cut_since) => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -89,7 +87,7 @@ pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> 
                     }
                     cut_since.get_or_insert_with(Instant::now);
                     anyhow::ensure!(
-                        resuming(&tonic::Status::unavailable(""), cut_since),
+                        within_patience(cut_since),
                         "the log stream keeps breaking off without new output; giving up"
                     );
                     next = printed.resume(args);
