@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::agent::SecretHeader;
 use crate::failover::Failover;
+use crate::plumbing::Backoff;
 use crate::spool::{Next, Spool};
 
 /// Upper bound of one `AppendLog`, far below gRPC's 4 MiB message limit.
@@ -120,7 +121,7 @@ impl Sender {
     pub async fn ship(self, spool: Spool) {
         let attempt_id = &self.attempt_id;
         let mut acked = spool.acked();
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let (offset, data) = match spool.next(acked, MAX_BATCH) {
                 Ok(Next::Send { offset, data }) => (offset, data),
@@ -166,7 +167,7 @@ impl Sender {
                     }
                     acked = stored;
                     spool.ack(stored);
-                    backoff = FIRST_BACKOFF;
+                    backoff.reset();
                 }
                 Err(status) if is_final(status.code()) => {
                     let lost = spool.written() - acked;
@@ -175,8 +176,7 @@ impl Sender {
                 }
                 Err(status) => {
                     tracing::warn!(%attempt_id, offset, error = %status, "could not send log output; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next()).await;
                 }
             }
         }
