@@ -510,22 +510,14 @@ const COORDINATOR_SILENT_MS: i64 = 10_000;
 /// The coordinators to list: a silent one whose address another one has served since (the
 /// same coordinator restarted) is left out; it is forgotten a day later. A silent one that
 /// nothing replaced stays, so that a dead coordinator shows.
-fn superseded_hidden(rows: Vec<store::CoordinatorRow>, now: i64) -> Vec<store::CoordinatorRow> {
-    let newest_at = |address: &str| {
-        rows.iter()
-            .filter(|r| r.address == address)
-            .map(|r| r.last_seen_at)
-            .max()
-            .unwrap_or(0)
-    };
-    let keep: Vec<bool> = rows
-        .iter()
-        .map(|r| now - r.last_seen_at < COORDINATOR_SILENT_MS || r.last_seen_at >= newest_at(&r.address))
-        .collect();
-    rows.into_iter()
-        .zip(keep)
-        .filter_map(|(r, keep)| keep.then_some(r))
-        .collect()
+fn superseded_hidden(mut rows: Vec<store::CoordinatorRow>, now: i64) -> Vec<store::CoordinatorRow> {
+    let mut newest: std::collections::HashMap<String, i64> = Default::default();
+    for r in &rows {
+        let seen = newest.entry(r.address.clone()).or_default();
+        *seen = (*seen).max(r.last_seen_at);
+    }
+    rows.retain(|r| now - r.last_seen_at < COORDINATOR_SILENT_MS || r.last_seen_at >= newest[&r.address]);
+    rows
 }
 
 /// A dry run: the instances a run would cover, id 0 for those not created yet.
