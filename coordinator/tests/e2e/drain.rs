@@ -4,12 +4,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::sandbox::{Agent, Launch, Redis, Sandbox, is_alive, parse_array};
+use crate::sandbox::{Agent, Launch, Redis, Sandbox, is_alive, parse_array, wait_for};
 
 pub(crate) const SECRET: &str = "e2e-drain-secret-0123456789";
 /// Generous: short shell commands on a loaded 2-core machine.
@@ -58,25 +57,6 @@ fn sigterm(pid: u32) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -TERM {pid}");
-}
-
-/// Polls `probe` until it returns Some, for at most `limit`; `logs` explain a failure.
-pub(crate) fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    logs: impl Fn() -> String,
-    mut probe: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        if Instant::now() > deadline {
-            panic!("waited {limit:?} for {what}\n{}", logs());
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
 }
 
 pub(crate) fn row<'a>(rows: &'a [Value], task: &str) -> Option<&'a Value> {

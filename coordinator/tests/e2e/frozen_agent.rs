@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::drain::{SECRET, assert_all_final, output_lines, row, wait_for};
-use crate::sandbox::{Agent, Redis, Sandbox, is_alive, parse_array};
+use crate::drain::{SECRET, assert_all_final, output_lines, row};
+use crate::sandbox::{Agent, Redis, Sandbox, is_alive, parse_array, wait_for};
 
 /// Generous: a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(90);

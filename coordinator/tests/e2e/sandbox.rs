@@ -1042,3 +1042,22 @@ pub fn is_alive(pid: u32) -> bool {
         .unwrap_or("");
     !matches!(state, "Z" | "X" | "x")
 }
+
+/// Polls `probe` until it returns Some, for at most `limit`; `logs` explains a timeout.
+pub fn wait_for<T>(
+    limit: Duration,
+    what: &str,
+    logs: impl Fn() -> String,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {limit:?} for {what}\n{}", logs());
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -6,13 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use goflow_coordinator::store::Dialect;
 use goflow_coordinator::testing::TestDatabase;
 
 use crate::sandbox::{
-    Agent, Etcd, Launch, Redis, Sandbox, free_port, parse_array, read, run_goflow, time_of,
+    Agent, Etcd, Launch, Redis, Sandbox, free_port, parse_array, read, run_goflow, time_of, wait_for,
 };
 
 /// Generous: a few short shell commands on a loaded CI machine.
@@ -180,25 +180,6 @@ fn tables_of(url: &str) -> BTreeSet<String> {
     .into_iter()
     .map(|t| t.to_lowercase())
     .collect()
-}
-
-/// Polls `probe` until it returns Some, for at most `limit`; `logs` explains a timeout.
-fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    logs: impl Fn() -> String,
-    mut probe: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        if Instant::now() > deadline {
-            panic!("waited {limit:?} for {what}\n{}", logs());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn text(out: &std::process::Output) -> String {

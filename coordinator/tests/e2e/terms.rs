@@ -6,13 +6,13 @@
 //! ran across both step-down and comeback included, is exactly what its command printed.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use goflow_coordinator::store::{self, DatabaseUrl, Store, now_ms};
 use goflow_coordinator::testing::{TestDatabase, suite_dialect};
 use serde_json::Value;
 
-use crate::sandbox::{Agent, Launch, Redis, Sandbox, parse_array};
+use crate::sandbox::{Agent, Launch, Redis, Sandbox, parse_array, wait_for};
 
 const SECRET: &str = "e2e-terms-agent-secret-0123456789";
 /// Generous: a few dozen short shell commands, and two elections, on a loaded 2-core machine.
@@ -38,24 +38,6 @@ fn printed(log: &str) -> String {
 /// A command printing `lines` numbered lines, `pause` seconds apart.
 fn print_lines(lines: usize, pause: f64) -> String {
     format!("for i in $(seq 1 {lines}); do echo $GOFLOW_TASK_ID line $i; sleep {pause}; done")
-}
-
-fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    log: impl Fn() -> String,
-    mut probe: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        if Instant::now() > deadline {
-            panic!("waited {limit:?} for {what}\n{}", log());
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Takes the lease from whoever holds it, as a newer coordinator would, for `for_ms`; returns
