@@ -84,9 +84,16 @@ struct RawOffsetDependency {
     day_offset: i32,
 }
 
+/// Everything one DAG document declares. Top-level sections besides `tasks:` (calendars, pools,
+/// the DAG's own name) are fields here, so an apply stores them in the same transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DagFile {
+    pub tasks: Vec<TaskSpec>,
+}
+
 /// Parses and validates a DAG document. Graph checks (unknown upstreams, cycles) need the
 /// tasks already stored too, so they happen in `Dag::new` on the merged set.
-pub fn parse(document: &str, source_name: &str) -> Result<Vec<TaskSpec>, DagFileError> {
+pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError> {
     let fail = |message: String| DagFileError {
         source_name: source_name.to_string(),
         message,
@@ -109,7 +116,7 @@ pub fn parse(document: &str, source_name: &str) -> Result<Vec<TaskSpec>, DagFile
         let spec = validate(raw).map_err(|message| fail(format!("{where_}: {message}")))?;
         specs.push(spec);
     }
-    Ok(specs)
+    Ok(DagFile { tasks: specs })
 }
 
 fn validate(raw: RawTask) -> Result<TaskSpec, String> {
@@ -247,7 +254,7 @@ mod tests {
     use super::*;
 
     fn parse_ok(doc: &str) -> Vec<TaskSpec> {
-        parse(doc, "dag.yaml").unwrap_or_else(|e| panic!("{e}"))
+        parse(doc, "dag.yaml").unwrap_or_else(|e| panic!("{e}")).tasks
     }
 
     fn parse_err(doc: &str) -> String {

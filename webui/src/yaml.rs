@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn an_exported_task_parses_back_to_the_same_definition() {
         let document = export(&[stored()]);
-        let specs = dagfile::parse(&document, "export").unwrap();
+        let specs = dagfile::parse(&document, "export").unwrap().tasks;
         let spec = &specs[0];
         assert_eq!(spec.command, "load.sh {{etl_day}}");
         assert_eq!(spec.schedule.as_deref(), Some("30 2 * * *"));
@@ -339,7 +339,9 @@ mod tests {
     fn the_form_round_trips_a_task() {
         let form = TaskForm::from_task(&stored());
         assert_eq!(form.depends_on, "extract\nload -1");
-        let specs = dagfile::parse(&form.to_document().unwrap(), "form").unwrap();
+        let specs = dagfile::parse(&form.to_document().unwrap(), "form")
+            .unwrap()
+            .tasks;
         assert_eq!(specs[0].id, "load");
         assert_eq!(specs[0].depends_on[1].task, "load");
     }

@@ -49,7 +49,9 @@ impl Engine {
         } else {
             source_name
         };
-        let specs = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let specs = dagfile::parse(document, source_name)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?
+            .tasks;
         // Validate against the tasks as stored, inside the write transaction: two applies at
         // once are serialized, so they can never store a cycle between them.
         let mut tx = self.store.begin().await?;

@@ -109,7 +109,7 @@ impl Engine {
     /// For each task of `document` that exists and differs, every field that would change.
     /// A document that does not parse has no changes (apply reports its error).
     pub fn definition_changes(&self, document: &str, source_name: &str) -> Vec<FieldChange> {
-        let Ok(specs) = dagfile::parse(document, source_name) else {
+        let Ok(dagfile::DagFile { tasks: specs, .. }) = dagfile::parse(document, source_name) else {
             return vec![];
         };
         let catalog = self.catalog();
