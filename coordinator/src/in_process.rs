@@ -146,8 +146,8 @@ mod tests {
         let day = EtlDay::parse("20260105").unwrap();
         let plan = RunPlan {
             task: "a".into(),
-            from: day,
-            to: day,
+            from: day.into(),
+            to: day.into(),
             down: false,
             up: false,
             force: false,

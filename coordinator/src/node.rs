@@ -306,8 +306,8 @@ impl Node {
             }
             let plan = RunPlan {
                 task: root.into(),
-                from: yesterday,
-                to: yesterday,
+                from: yesterday.into(),
+                to: yesterday.into(),
                 down: true,
                 up: false,
                 force: false,

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::calendar::{Calendar, RawCalendar};
 use crate::dag::{Dependency, TaskSpec, is_valid_task_id};
 use crate::deadline::Deadline;
+use crate::period::PeriodKind;
 use crate::schedule::{Schedule, parse_timezone};
 use crate::{EtlDay, template};
 
@@ -21,6 +23,8 @@ pub struct DagFileError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
+    #[serde(default)]
+    calendars: Vec<RawCalendar>,
     tasks: Vec<RawTask>,
 }
 
@@ -43,6 +47,10 @@ struct RawTask {
     depends_on: Vec<RawDependency>,
     expected_duration: Option<RawDuration>,
     deadline: Option<RawDeadline>,
+    period: Option<String>,
+    /// A fire's period offset in the task's periods; `day_offset` is its name for daily tasks.
+    offset: Option<i32>,
+    calendar: Option<String>,
 }
 
 /// `{time: "08:00", timezone: Asia/Shanghai, day_offset: 1}` or `"08:00 Asia/Shanghai +1"`.
@@ -82,6 +90,8 @@ struct RawOffsetDependency {
     task: String,
     #[serde(default)]
     day_offset: i32,
+    /// Count `day_offset` in this calendar's days.
+    calendar: Option<String>,
 }
 
 /// Everything one DAG document declares. Top-level sections besides `tasks:` (calendars, pools,
@@ -89,6 +99,7 @@ struct RawOffsetDependency {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DagFile {
     pub tasks: Vec<TaskSpec>,
+    pub calendars: Vec<Calendar>,
 }
 
 /// Parses and validates a DAG document. Graph checks (unknown upstreams, cycles) need the
@@ -102,6 +113,16 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
         return Err(fail("the document is empty (expected a `tasks:` list)".into()));
     }
     let doc: Document = serde_norway::from_str(document).map_err(|e| fail(e.to_string()))?;
+    let mut calendars: Vec<Calendar> = Vec::with_capacity(doc.calendars.len());
+    for (index, raw) in doc.calendars.into_iter().enumerate() {
+        if calendars.iter().any(|c| c.id == raw.id) {
+            return Err(fail(format!(
+                "calendars[{index}]: duplicate calendar id {:?}",
+                raw.id
+            )));
+        }
+        calendars.push(Calendar::from_raw(raw).map_err(|e| fail(format!("calendars[{index}]: {e}")))?);
+    }
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut specs = Vec::with_capacity(doc.tasks.len());
     for (index, raw) in doc.tasks.into_iter().enumerate() {
@@ -116,7 +137,10 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
         let spec = validate(raw).map_err(|message| fail(format!("{where_}: {message}")))?;
         specs.push(spec);
     }
-    Ok(DagFile { tasks: specs })
+    Ok(DagFile {
+        tasks: specs,
+        calendars,
+    })
 }
 
 fn validate(raw: RawTask) -> Result<TaskSpec, String> {
@@ -132,9 +156,43 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
     template::check(&raw.command).map_err(|e| format!("command: {e}"))?;
     let timezone = raw.timezone.unwrap_or_else(|| "UTC".into());
     parse_timezone(&timezone).map_err(|e| format!("timezone: {e}"))?;
-    let day_offset = raw.day_offset.unwrap_or(-1);
-    if !(-3660..=3660).contains(&day_offset) {
-        return Err(format!("day_offset {day_offset} is out of range (-3660..=3660)"));
+    let period = match &raw.period {
+        Some(text) => PeriodKind::parse(text.trim())?,
+        None => PeriodKind::Day,
+    };
+    let day_offset = match (raw.day_offset, raw.offset) {
+        (Some(_), Some(_)) => return Err("give offset or day_offset, not both".into()),
+        (Some(_), None) if period != PeriodKind::Day => {
+            return Err(format!(
+                "day_offset counts days; a {} task's fire offset is `offset`, in {}s",
+                period.adjective(),
+                period.as_str()
+            ));
+        }
+        (Some(offset), None) | (None, Some(offset)) => offset,
+        (None, None) => -1,
+    };
+    let limit = match period {
+        PeriodKind::Hour => 24 * 366,
+        PeriodKind::Day => 3660,
+        PeriodKind::Month => 120,
+    };
+    if !(-limit..=limit).contains(&day_offset) {
+        let name = if raw.offset.is_some() {
+            "offset"
+        } else {
+            "day_offset"
+        };
+        return Err(format!(
+            "{name} {day_offset} is out of range for a {} task (-{limit}..={limit} {}s)",
+            period.adjective(),
+            period.as_str()
+        ));
+    }
+    if let Some(calendar) = &raw.calendar
+        && !is_valid_task_id(calendar)
+    {
+        return Err(format!("calendar {calendar:?} must match [A-Za-z0-9_.-]+"));
     }
     let schedule = match raw
         .schedule
@@ -155,10 +213,11 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         .depends_on
         .into_iter()
         .map(|d| match d {
-            RawDependency::Same(task) => Dependency { task, day_offset: 0 },
+            RawDependency::Same(task) => Dependency::new(&task, 0),
             RawDependency::WithOffset(d) => Dependency {
                 task: d.task,
                 day_offset: d.day_offset,
+                calendar: d.calendar,
             },
         })
         .collect::<Vec<_>>();
@@ -203,6 +262,8 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         depends_on,
         expected_duration,
         deadline,
+        period,
+        calendar: raw.calendar,
     })
 }
 
@@ -300,14 +361,8 @@ tasks:
         assert_eq!(
             b.depends_on,
             [
-                Dependency {
-                    task: "extract_orders".into(),
-                    day_offset: 0
-                },
-                Dependency {
-                    task: "extract_orders".into(),
-                    day_offset: -1
-                }
+                Dependency::new("extract_orders", 0),
+                Dependency::new("extract_orders", -1)
             ]
         );
     }

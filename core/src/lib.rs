@@ -1,11 +1,13 @@
-//! goflow's domain, pure and synchronous: data dates, command templating, the DAG and its
-//! closures, cron schedules, and the instance state machine. No I/O; time is passed in.
+//! goflow's domain, pure and synchronous: data dates and periods, calendars, command
+//! templating, the DAG and its closures, cron schedules, and the instance state machine. No I/O; time is passed in.
 
+pub mod calendar;
 pub mod dag;
 pub mod dagfile;
 pub mod day;
 pub mod deadline;
 pub mod dispatch;
+pub mod period;
 pub mod role;
 pub mod schedule;
 pub mod state;
@@ -14,10 +16,12 @@ pub mod template;
 #[cfg(test)]
 mod proptests;
 
+pub use calendar::Calendar;
 pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
 pub use day::{DayError, EtlDay};
 pub use deadline::Deadline;
 pub use dispatch::{Dispatch, TryOutcome};
+pub use period::{Period, PeriodError, PeriodKind};
 pub use role::Role;
 pub use schedule::Schedule;
 pub use state::{Event, InstanceState, transition};

@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use crate::EtlDay;
+use crate::{EtlDay, Period, PeriodKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -78,6 +78,14 @@ impl Schedule {
     /// etl_day of a fire: its date on the schedule's wall clock, plus the day offset.
     pub fn etl_day_of(&self, fire: DateTime<Utc>) -> EtlDay {
         EtlDay::from_date(fire.with_timezone(&self.timezone).date_naive()).offset(self.day_offset)
+    }
+
+    /// The period of `kind` a fire creates: the one it fires in on the schedule's wall clock,
+    /// plus the offset in periods of that kind (the hour before, for an hourly task's -1). The
+    /// repeated hour of a fall-back day is one period, whichever of its two fires made it.
+    pub fn period_of(&self, fire: DateTime<Utc>, kind: PeriodKind) -> Period {
+        let local = fire.with_timezone(&self.timezone).naive_local();
+        Period::of_local(local, kind).offset(self.day_offset, self.timezone)
     }
 
     /// Fires due in `(last_fire, now]`: the latest runs, the earlier ones are counted as

@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::EtlDay;
 use crate::dag::is_valid_task_id;
+use crate::{EtlDay, Period};
 
 /// The variables a command may use, in the order they are documented.
 pub const VARIABLES: &[&str] = &[
     "etl_day",
     "etl_day_dash",
+    "etl_hour",
+    "etl_month",
+    "period",
     "prev_day",
     "next_day",
     "task_id",
@@ -30,7 +33,8 @@ pub enum TemplateError {
 #[derive(Debug, Clone)]
 pub struct TryContext<'a> {
     pub task_id: &'a str,
-    pub etl_day: EtlDay,
+    /// The instance's period: a day, an hour or a month.
+    pub period: Period,
     pub try_number: u32,
     /// Unique per try, so a command can make its side effects idempotent.
     pub attempt_id: &'a str,
@@ -39,11 +43,17 @@ pub struct TryContext<'a> {
 impl TryContext<'_> {
     fn value(&self, name: &str) -> Option<String> {
         debug_assert!(is_valid_task_id(self.task_id), "task ids are validated on apply");
+        // etl_day is the day the period falls in (a month's first day); etl_hour the hour it
+        // starts with; etl_month the month it falls in.
+        let etl_day: EtlDay = self.period.etl_day();
         Some(match name {
-            "etl_day" => self.etl_day.compact(),
-            "etl_day_dash" => self.etl_day.dashed(),
-            "prev_day" => self.etl_day.offset(-1).compact(),
-            "next_day" => self.etl_day.offset(1).compact(),
+            "etl_day" => etl_day.compact(),
+            "etl_day_dash" => etl_day.dashed(),
+            "etl_hour" => self.period.hour_key(),
+            "etl_month" => self.period.month_key(),
+            "period" => self.period.key(),
+            "prev_day" => etl_day.offset(-1).compact(),
+            "next_day" => etl_day.offset(1).compact(),
             "task_id" => self.task_id.to_string(),
             "try_number" => self.try_number.to_string(),
             _ => return None,
@@ -121,7 +131,7 @@ mod tests {
     fn ctx() -> TryContext<'static> {
         TryContext {
             task_id: "load_orders",
-            etl_day: EtlDay::parse("20260301").unwrap(),
+            period: Period::parse("20260301").unwrap(),
             try_number: 2,
             attempt_id: "17-2",
         }
@@ -170,6 +180,24 @@ mod tests {
         assert_eq!(env["GOFLOW_TASK_ID"], "load_orders");
         assert_eq!(env["GOFLOW_TRY_NUMBER"], "2");
         assert_eq!(env["GOFLOW_ATTEMPT_ID"], "17-2");
+        assert_eq!(env["GOFLOW_ETL_HOUR"], "2026030100");
+        assert_eq!(env["GOFLOW_ETL_MONTH"], "202603");
+        assert_eq!(env["GOFLOW_PERIOD"], "20260301");
         assert_eq!(env.len(), VARIABLES.len() + 1);
+    }
+
+    #[test]
+    fn hourly_and_monthly_periods_fill_their_own_variables() {
+        let mut ctx = ctx();
+        ctx.period = Period::parse("2026112013").unwrap();
+        assert_eq!(
+            render("{{etl_hour}} {{etl_day}} {{etl_month}} {{period}}", &ctx).unwrap(),
+            "2026112013 20261120 202611 2026112013"
+        );
+        ctx.period = Period::parse("202611").unwrap();
+        assert_eq!(
+            render("{{etl_month}} {{etl_day}} {{etl_hour}} {{period}}", &ctx).unwrap(),
+            "202611 20261101 2026110100 202611"
+        );
     }
 }

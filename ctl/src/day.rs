@@ -1,13 +1,21 @@
-//! Data dates on the command line: `yyyymmdd` or `yyyy-mm-dd`, checked before anything is sent.
+//! Data dates and periods on the command line: `yyyymmdd` or `yyyy-mm-dd`, `yyyymmddHH` for an
+//! hourly task, `yyyymm` for a monthly one; checked before anything is sent.
 
-/// Parses a data date and returns its normalized `yyyymmdd` form.
+/// Parses a period key and returns its normalized form (`yyyymmdd` for a day).
 ///
 /// Used as clap's value parser for `-d/--day`, `--from` and `--to`, so a bad date is a usage
-/// error with a clear message; the server validates again, with the same rules.
+/// error with a clear message; the server validates again, with the same rules, and checks the
+/// key's length against the task's period.
 pub fn parse_day(input: &str) -> Result<String, String> {
-    goflow_core::EtlDay::parse(input)
-        .map(|day| day.compact())
+    goflow_core::Period::parse(input)
+        .map(|period| period.key())
         .map_err(|e| e.to_string())
+}
+
+/// An instance's key as the API gives it: its period, or its day from a coordinator that
+/// predates periods.
+pub fn key_of<'a>(period: &'a str, etl_day: &'a str) -> &'a str {
+    if period.is_empty() { etl_day } else { period }
 }
 
 #[cfg(test)]
@@ -19,6 +27,8 @@ mod tests {
         assert_eq!(parse_day("20260131").unwrap(), "20260131");
         assert_eq!(parse_day("2026-01-31").unwrap(), "20260131");
         assert_eq!(parse_day("2024-02-29").unwrap(), "20240229");
+        assert_eq!(parse_day("2026112013").unwrap(), "2026112013");
+        assert_eq!(parse_day("202611").unwrap(), "202611");
     }
 
     #[test]
@@ -26,12 +36,14 @@ mod tests {
         assert!(
             parse_day("2026-13-01")
                 .unwrap_err()
-                .starts_with(r#"invalid date "2026-13-01": expected yyyymmdd or yyyy-mm-dd"#)
+                .starts_with(r#"invalid period "2026-13-01": expected a day (yyyymmdd or yyyy-mm-dd)"#)
         );
         for bad in [
             "",
             "2026131",
             "202601311",
+            "2026013124",
+            "202613",
             "2026/01/31",
             "2026-1-31",
             "2026-01-3x",

@@ -233,6 +233,7 @@ impl ControlService for Fake {
             id,
             task: task.into(),
             etl_day: r.etl_day.clone(),
+            ..Default::default()
         });
         Ok(Response::new(RunResponse {
             instances: refs.to_vec(),
@@ -372,6 +373,20 @@ impl ControlService for Fake {
     }
     async fn delete_tasks(&self, _: Request<DeleteTasksRequest>) -> Reply<DeleteTasksResponse> {
         Err(Status::unimplemented(""))
+    }
+    async fn list_calendars(
+        &self,
+        request: Request<goflow_proto::ListCalendarsRequest>,
+    ) -> Reply<goflow_proto::ListCalendarsResponse> {
+        self.note(&request)?;
+        Ok(Response::new(Default::default()))
+    }
+    async fn get_calendar(
+        &self,
+        request: Request<goflow_proto::GetCalendarRequest>,
+    ) -> Reply<goflow_proto::CalendarDetail> {
+        self.note(&request)?;
+        Err(Status::not_found("no calendars here"))
     }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;

@@ -34,7 +34,7 @@ use tonic::{
 };
 
 use crate::commands::{
-    agents, alerts, apply, auth, coordinators, dep, logs, ops, run, status, task, tasks, version,
+    agents, alerts, apply, auth, calendars, coordinators, dep, logs, ops, run, status, task, tasks, version,
 };
 use crate::credentials::{Bearer, TokenSource};
 use crate::failover::Failover;
@@ -128,6 +128,8 @@ pub enum Command {
     History(ops::HistoryArgs),
     /// List alerts (final failures, retries, long runs, missed deadlines) and their delivery.
     Alerts(alerts::AlertsArgs),
+    /// List business calendars; `calendars show ID --year YYYY` prints a year's days.
+    Calendars(calendars::CalendarsArgs),
     /// Print the client's and the server's versions.
     Version,
     /// Log in to the server (password from the terminal, or standard input) and keep the
@@ -629,6 +631,7 @@ pub async fn dispatch(
         Command::DoAllJob(args) => ops::do_all_job(c, &args, out).await,
         Command::History(args) => ops::history(c, &args, out).await,
         Command::Alerts(args) => alerts::run(c, &args, out).await,
+        Command::Calendars(args) => calendars::run(c, &args, out).await,
         Command::Whoami => auth::whoami(&mut connection.auth(), &server, out).await,
         Command::Token(args) => auth::token(&mut connection.auth(), &args, out, err).await,
         Command::Version | Command::Login(_) | Command::Logout => unreachable!("handled above"),

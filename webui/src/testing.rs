@@ -117,6 +117,7 @@ pub fn sample() -> Fake {
                 depends_on: vec![TaskDependency {
                     task: "extract".into(),
                     day_offset: -1,
+                    ..Default::default()
                 }],
                 ..Default::default()
             },
@@ -502,6 +503,7 @@ impl ControlService for Fake {
                 state,
                 forced,
                 offsets,
+                periods: vec![],
             })
             .collect();
         Ok(Response::new(ListInstanceStatesResponse { states }))
@@ -627,6 +629,7 @@ impl ControlService for Fake {
                         id: if day == from { n as i64 + 100 } else { 0 },
                         task: task.to_string(),
                         etl_day: day.compact(),
+                        ..Default::default()
                     });
                 }
                 day = day.offset(1);
@@ -638,11 +641,13 @@ impl ControlService for Fake {
                     id: 0,
                     task: r.task.clone(),
                     etl_day: r.from_day.clone(),
+                    ..Default::default()
                 },
                 InstanceRef {
                     id: 9,
                     task: r.task.clone(),
                     etl_day: r.to_day.clone(),
+                    ..Default::default()
                 },
             ]
         } else {
@@ -650,6 +655,7 @@ impl ControlService for Fake {
                 id: 2,
                 task: r.task.clone(),
                 etl_day: r.etl_day.clone(),
+                ..Default::default()
             }]
         };
         Ok(Response::new(RunResponse {
@@ -733,6 +739,23 @@ impl ControlService for Fake {
             operations: self.operations.clone(),
         }))
     }
+    async fn list_calendars(
+        &self,
+        _: tonic::Request<goflow_proto::ListCalendarsRequest>,
+    ) -> Rpc<goflow_proto::ListCalendarsResponse> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn get_calendar(
+        &self,
+        request: tonic::Request<goflow_proto::GetCalendarRequest>,
+    ) -> Rpc<goflow_proto::CalendarDetail> {
+        Err(Status::not_found(format!(
+            "unknown calendar {:?}",
+            request.get_ref().id
+        )))
+    }
+
     async fn list_alerts(&self, _: tonic::Request<ListAlertsRequest>) -> Rpc<ListAlertsResponse> {
         Ok(Response::new(ListAlertsResponse {
             alerts: self.alerts.clone(),

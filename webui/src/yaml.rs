@@ -301,10 +301,12 @@ mod tests {
                 TaskDependency {
                     task: "extract".into(),
                     day_offset: 0,
+                    ..Default::default()
                 },
                 TaskDependency {
                     task: "load".into(),
                     day_offset: -1,
+                    ..Default::default()
                 },
             ],
             ..Default::default()

@@ -657,7 +657,7 @@ impl Engine {
         let spec = self.require_task(&key.task)?.spec;
         let ctx = TryContext {
             task_id: &key.task,
-            etl_day: key.etl_day,
+            period: key.period,
             try_number: try_number as u32,
             attempt_id: &attempt_id,
         };
@@ -670,8 +670,8 @@ impl Engine {
             command,
             env,
             timeout: spec.timeout.or(self.settings.default_timeout),
+            etl_day: key.etl_day(),
             task: key.task,
-            etl_day: key.etl_day,
             traceparent: String::new(),
         })
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use goflow_core::{Dag, TaskSpec, dagfile};
+use goflow_core::{Calendar, Dag, TaskSpec, dagfile};
 
 use super::{Caller, Catalog, Engine, EngineError, Result};
 use crate::store::{self, StoredTask, now_ms};
@@ -14,14 +14,17 @@ pub struct ApplyOutcome {
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Calendars created or changed.
+    pub calendars: Vec<String>,
 }
 
 impl Engine {
     pub(super) async fn reload_catalog(&self) -> anyhow::Result<()> {
         let mut conn = self.store.read().await?;
         let tasks = store::load_tasks(&mut conn).await?;
+        let calendars = store::load_calendars(&mut conn).await?;
         drop(conn);
-        let dag = Dag::new(tasks.iter().map(|t| t.spec.clone()))
+        let dag = Dag::with_calendars(tasks.iter().map(|t| t.spec.clone()), calendars)
             .map_err(|e| anyhow::anyhow!("stored tasks do not form a valid DAG: {e}"))?;
         let tasks = tasks.into_iter().map(|t| (t.spec.id.clone(), t)).collect();
         *self.catalog.write().unwrap() = Arc::new(Catalog { dag, tasks });
@@ -49,9 +52,8 @@ impl Engine {
         } else {
             source_name
         };
-        let specs = dagfile::parse(document, source_name)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?
-            .tasks;
+        let file = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let specs = file.tasks;
         // Validate against the tasks as stored, inside the write transaction: two applies at
         // once are serialized, so they can never store a cycle between them.
         let mut tx = self.store.begin().await?;
@@ -64,7 +66,20 @@ impl Engine {
             .iter()
             .map(|(id, t)| (id.clone(), t.spec.clone()))
             .collect();
+        let mut calendars: BTreeMap<String, Calendar> = store::load_calendars(&mut tx)
+            .await?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         let mut outcome = ApplyOutcome::default();
+        let mut changed_calendars = vec![];
+        for calendar in file.calendars {
+            if calendars.get(&calendar.id) != Some(&calendar) {
+                outcome.calendars.push(calendar.id.clone());
+                calendars.insert(calendar.id.clone(), calendar.clone());
+                changed_calendars.push(calendar);
+            }
+        }
         let mut changed = vec![];
         for spec in &specs {
             match stored.get(&spec.id) {
@@ -78,12 +93,15 @@ impl Engine {
             merged.insert(spec.id.clone(), spec.clone());
             changed.push(spec.clone());
         }
-        let dag = Dag::new(merged.into_values())
+        let dag = Dag::with_calendars(merged.into_values(), calendars.into_values())
             .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
-        if dry_run || changed.is_empty() {
+        if dry_run || (changed.is_empty() && changed_calendars.is_empty()) {
             return Ok(outcome);
         }
         let now = now_ms();
+        for calendar in &changed_calendars {
+            store::upsert_calendar(&mut tx, calendar, now).await?;
+        }
         for spec in &changed {
             let schedule_changed = stored
                 .get(&spec.id)
@@ -99,11 +117,14 @@ impl Engine {
         self.joins.clear();
         let paused = |task: &str| stored.get(task).is_some_and(|t| t.paused);
         let dispatches = self.queue_ready_waiting(&mut tx, &dag, None, paused, now).await?;
-        let detail = format!(
+        let mut detail = format!(
             "created [{}] updated [{}]",
             outcome.created.join(", "),
             outcome.updated.join(", ")
         );
+        if !outcome.calendars.is_empty() {
+            detail.push_str(&format!(" calendars [{}]", outcome.calendars.join(", ")));
+        }
         store::record_operation(
             &mut tx,
             &caller.actor,

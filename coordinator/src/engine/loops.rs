@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use goflow_core::state::{Event, transition};
-use goflow_core::{EtlDay, InstanceState, TaskSpec};
+use goflow_core::{InstanceState, Period, TaskSpec};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -174,8 +174,14 @@ impl Engine {
                         task.id
                     );
                 }
-                self.fire(&catalog, task, fire, schedule.etl_day_of(fire), plan.skipped)
-                    .await?;
+                self.fire(
+                    &catalog,
+                    task,
+                    fire,
+                    schedule.period_of(fire, task.period),
+                    plan.skipped,
+                )
+                .await?;
             }
             if let Some(next) = plan.next {
                 let next = next.timestamp_millis();
@@ -185,15 +191,16 @@ impl Engine {
         Ok(earliest)
     }
 
-    /// One cron fire: recorded once per (schedule, fire time), whoever tries; creates the day's
-    /// run of the task: its instance for the fire's etl_day and every task downstream of it at
-    /// that day (those that wait for another day's upstream included).
+    /// One cron fire: recorded once per (schedule, fire time), whoever tries; creates the
+    /// period's run of the task: its instance for the fire's period and every task downstream
+    /// of it (those that wait for another period's upstream included; a coarser downstream at
+    /// the period the fire's falls in, a finer one at each of its parts).
     async fn fire(
         &self,
         catalog: &Catalog,
         task: &TaskSpec,
         fire: chrono::DateTime<chrono::Utc>,
-        day: EtlDay,
+        day: Period,
         skipped: u32,
     ) -> Result<()> {
         let now = now_ms();
@@ -212,9 +219,9 @@ impl Engine {
                 .get_or_create(&label)
                 .inc_by(skipped.into());
         }
-        if !catalog.dag.exists_on(&task.id, day) {
+        if let Some(why) = catalog.dag.why_not_on(&task.id, day) {
             tracing::info!(
-                "schedule of {} fired for {day}, before its start_day: nothing to run",
+                "schedule of {} fired for {day}, but {why}: nothing to run",
                 task.id
             );
             tx.commit().await?;

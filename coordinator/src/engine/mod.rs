@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use goflow_agent::DispatchQueue;
-use goflow_core::{Dag, Dispatch, EtlDay, TaskSpec};
+use goflow_core::{Dag, Dispatch, Period, PeriodKind, TaskSpec};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -135,6 +135,14 @@ impl Catalog {
             .ok_or_else(|| EngineError::NotFound(format!("unknown task {task:?}")))
     }
 
+    /// Refuses a period of the wrong length for the task (an hour for a daily task).
+    pub fn check_period(&self, task: &str, period: Period) -> Result<()> {
+        let kind = self.require(task)?.spec.period;
+        goflow_core::Period::parse_for(&period.key(), kind, task)
+            .map(drop)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
     fn is_paused(&self, task: &str) -> bool {
         self.tasks.get(task).is_some_and(|t| t.paused)
     }
@@ -144,25 +152,39 @@ impl Catalog {
 #[derive(Debug, Clone)]
 pub struct RunPlan {
     pub task: String,
-    pub from: EtlDay,
-    pub to: EtlDay,
+    /// Periods of the task's kind (days for a daily task, hours for an hourly one).
+    pub from: Period,
+    pub to: Period,
     pub down: bool,
     pub up: bool,
     pub force: bool,
 }
 
-/// A range of days a run or kill may span: in order, at most ten years.
-fn check_range(from: EtlDay, to: EtlDay) -> Result<()> {
+/// A range a run or kill may span: of one kind, in order, at most ten years.
+fn check_range(from: Period, to: Period) -> Result<()> {
+    if from.kind() != to.kind() {
+        return Err(EngineError::Invalid(format!(
+            "--from {from} is {} {} and --to {to} {} {}: give both of the same length",
+            article(from.kind()),
+            from.kind(),
+            article(to.kind()),
+            to.kind()
+        )));
+    }
     if from > to {
         return Err(EngineError::Invalid(format!("--from {from} is after --to {to}")));
     }
-    let days = from.days_until(to) + 1;
+    let days = from.etl_day().days_until(to.etl_day()) + 1;
     if days > 3660 {
         return Err(EngineError::Invalid(format!(
             "a range of {days} days is more than 10 years"
         )));
     }
     Ok(())
+}
+
+fn article(kind: PeriodKind) -> &'static str {
+    if kind == PeriodKind::Hour { "an" } else { "a" }
 }
 
 /// Instances written per transaction by a run or a kill; between chunks, agents' reports get

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use goflow_core::state::{Event, transition};
-use goflow_core::{EtlDay, InstanceKey, InstanceState};
+use goflow_core::{InstanceKey, InstanceState, Period};
 
 use super::agents::AgentCommand;
 use super::{CHUNK, Caller, Engine, EngineError, Result, RunPlan, check_range};
@@ -22,7 +22,7 @@ impl Engine {
         let catalog = self.catalog();
         catalog.require(&key.task)?;
         let keys = if down {
-            catalog.dag.downstream_closure(key, (key.etl_day, key.etl_day))
+            catalog.dag.downstream_closure(key, (key.period, key.period))
         } else {
             vec![key.clone()]
         };
@@ -83,12 +83,14 @@ impl Engine {
     /// way to stop a backfill, written in chunks like a backfill's run.
     pub async fn kill(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
-        catalog.require(&plan.task)?;
+        let spec = &catalog.require(&plan.task)?.spec;
+        catalog.check_period(&plan.task, plan.from)?;
+        catalog.check_period(&plan.task, plan.to)?;
         check_range(plan.from, plan.to)?;
         let single = plan.from == plan.to && !plan.down;
         let mut keys = HashSet::new();
-        for day in EtlDay::range(plan.from, plan.to) {
-            let start = InstanceKey::new(&plan.task, day);
+        for period in Period::range(plan.from, plan.to, spec.tz()) {
+            let start = InstanceKey::new(&plan.task, period);
             if plan.down {
                 keys.extend(catalog.dag.downstream_closure(&start, (plan.from, plan.to)));
             }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use goflow_core::state::{Event, transition};
-use goflow_core::{Dag, Dispatch, EtlDay, InstanceKey, InstanceState, TaskSpec};
+use goflow_core::{Dag, Dispatch, EtlDay, InstanceKey, InstanceState, Period, PeriodKind, TaskSpec};
 
 use super::joins::Hint;
 use super::{CHUNK, Caller, Catalog, Engine, EngineError, Result, RunPlan, check_range};
@@ -76,9 +76,17 @@ impl Engine {
                 "no scheduled root task has an instance on {day}"
             )));
         }
+        // An hourly root runs every hour of the day, a monthly one the month it falls in.
         let mut keys = HashSet::new();
         for root in roots {
-            keys.extend(catalog.dag.day_run(&root.id, day));
+            let periods = if root.period < PeriodKind::Day {
+                Period::day(day).parts(root.period, root.tz())
+            } else {
+                vec![Period::day(day).containing(root.period)]
+            };
+            for period in periods {
+                keys.extend(catalog.dag.day_run(&root.id, period));
+            }
         }
         let keys = catalog.dag.in_run_order(keys);
         self.redo(
@@ -201,17 +209,17 @@ impl Engine {
     /// Fails, naming the instance, if any of `keys` is queued or running.
     async fn refuse_live(&self, keys: &[InstanceKey]) -> Result<()> {
         let mut conn = self.store.read().await?;
-        let days: BTreeSet<EtlDay> = keys.iter().map(|k| k.etl_day).collect();
+        let periods: BTreeSet<Period> = keys.iter().map(|k| k.period).collect();
         let mut live = HashMap::new();
-        for day in days {
-            for (task, state) in store::live_instances_of_day(&mut conn, day).await? {
-                live.insert(InstanceKey::new(&task, day), state);
+        for period in periods {
+            for (task, state) in store::live_instances_of_period(&mut conn, period).await? {
+                live.insert(InstanceKey::new(&task, period), state);
             }
         }
         if let Some((key, state)) = keys.iter().find_map(|k| live.get(k).map(|s| (k, s))) {
             return Err(EngineError::Conflict(format!(
                 "{key} is {state}: kill it first (goflowctl kill -j {} -d {}); nothing was changed",
-                key.task, key.etl_day
+                key.task, key.period
             )));
         }
         let since = now_ms() - KILL_SETTLE.as_millis() as i64;
@@ -318,8 +326,8 @@ impl Engine {
             .iter()
             .map(|row| dag.upstream_instances(&row.key()))
             .collect();
-        let days: BTreeSet<EtlDay> = upstreams.iter().flatten().map(|k| k.etl_day).collect();
-        let states = store::states_of_days(tx, &days).await?;
+        let periods: BTreeSet<Period> = upstreams.iter().flatten().map(|k| k.period).collect();
+        let states = store::states_of_periods(tx, &periods).await?;
         let mut dispatches = vec![];
         for (row, ups) in waiting.iter().zip(&upstreams) {
             let met = ups
@@ -343,14 +351,39 @@ pub(super) fn run_keys(
     plan: &RunPlan,
 ) -> Result<(Vec<InstanceKey>, HashSet<InstanceKey>)> {
     let spec = &catalog.require(&plan.task)?.spec;
+    catalog.check_period(&plan.task, plan.from)?;
+    catalog.check_period(&plan.task, plan.to)?;
     check_range(plan.from, plan.to)?;
+    // One period outside the task's calendar is refused, naming it, unless forced; in a range
+    // such periods are left out (a backfill of a workday task runs its workdays).
+    if plan.from == plan.to
+        && !plan.force
+        && let Some(why) = catalog.dag.why_not_on(&plan.task, plan.from)
+        && catalog.dag.calendar_of(&plan.task).is_some()
+        && spec
+            .start_day
+            .is_none_or(|start| plan.from.last_day() >= start.date())
+    {
+        return Err(EngineError::Invalid(format!(
+            "{}@{}: {why}; nothing was run (--force runs it anyway)",
+            plan.task, plan.from
+        )));
+    }
     let mut keys = vec![];
     let mut forced = HashSet::new();
-    for day in EtlDay::range(plan.from, plan.to) {
-        if !catalog.dag.exists_on(&plan.task, day) {
+    for period in Period::range(plan.from, plan.to, spec.tz()) {
+        let outside_calendar_but_forced = plan.force
+            && catalog
+                .dag
+                .calendar_of(&plan.task)
+                .is_some_and(|c| !c.contains(period.etl_day()))
+            && spec
+                .start_day
+                .is_none_or(|start| period.last_day() >= start.date());
+        if !catalog.dag.exists_on(&plan.task, period) && !outside_calendar_but_forced {
             continue;
         }
-        let start = InstanceKey::new(&plan.task, day);
+        let start = InstanceKey::new(&plan.task, period);
         if plan.force {
             forced.insert(start.clone());
         }
@@ -363,9 +396,12 @@ pub(super) fn run_keys(
         keys.push(start);
     }
     if keys.is_empty() {
-        let start = spec.start_day.map(|d| d.to_string()).unwrap_or_default();
+        let why = catalog
+            .dag
+            .why_not_on(&plan.task, plan.from)
+            .unwrap_or_else(|| format!("{:?} has no instance there", plan.task));
         return Err(EngineError::Invalid(format!(
-            "task {:?} has no instance in {}..{}: it starts on {start}",
+            "task {:?} has no instance in {}..{}: {why}",
             plan.task, plan.from, plan.to
         )));
     }

@@ -83,7 +83,9 @@ impl Engine {
             .into_iter()
             .filter(|t| !doomed.contains(&t.spec.id))
             .map(|t| t.spec);
-        Dag::new(remaining).map_err(|e| EngineError::Conflict(format!("cannot delete: {e}")))?;
+        let calendars = store::load_calendars(&mut tx).await?;
+        Dag::with_calendars(remaining, calendars)
+            .map_err(|e| EngineError::Conflict(format!("cannot delete: {e}")))?;
         if dry_run {
             return Ok(doomed);
         }

@@ -73,8 +73,8 @@ pub(super) fn day(text: &str) -> EtlDay {
 pub(super) fn plan(task: &str, on: &str, down: bool) -> RunPlan {
     RunPlan {
         task: task.into(),
-        from: day(on),
-        to: day(on),
+        from: day(on).into(),
+        to: day(on).into(),
         down,
         up: false,
         force: false,
@@ -325,8 +325,8 @@ async fn apply_releases_instances_whose_upstream_was_dropped_in_one_sweep() {
     let h = harness(&fan_in(3)).await;
     let plan = RunPlan {
         task: "join".into(),
-        from: day("20260101"),
-        to: day("20260110"),
+        from: day("20260101").into(),
+        to: day("20260110").into(),
         down: false,
         up: false,
         force: false,

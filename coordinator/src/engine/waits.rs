@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use goflow_core::{EtlDay, InstanceKey, InstanceState};
+use goflow_core::{InstanceKey, InstanceState, Period};
 
 use super::{Catalog, Engine, Result};
 use crate::store::{self, Db, InstanceRow};
@@ -12,15 +12,15 @@ use crate::store::{self, Db, InstanceRow};
 #[derive(Default)]
 pub struct WaitCache {
     states: HashMap<InstanceKey, InstanceState>,
-    days_loaded: HashSet<EtlDay>,
+    periods_loaded: HashSet<Period>,
     blocked: HashMap<InstanceKey, bool>,
 }
 
 impl WaitCache {
     async fn state(&mut self, conn: &mut impl Db, key: &InstanceKey) -> Result<Option<InstanceState>> {
-        if self.days_loaded.insert(key.etl_day) {
-            let day = BTreeSet::from([key.etl_day]);
-            self.states.extend(store::states_of_days(conn, &day).await?);
+        if self.periods_loaded.insert(key.period) {
+            let period = BTreeSet::from([key.period]);
+            self.states.extend(store::states_of_periods(conn, &period).await?);
         }
         Ok(self.states.get(key).copied())
     }
@@ -62,12 +62,20 @@ impl Engine {
                 Some(s) => reasons.push(format!("{up} ({s})")),
                 // Another day's instance that nothing will create: the first day of a new
                 // task (or DAG) waits for a day before any run. Say what gets it moving.
-                None if up.etl_day != key.etl_day => reasons.push(format!(
+                None if up.period != key.period => reasons.push(format!(
                     "{up}, which has no instance (before {}'s first day? set its start_day)",
                     up.task
                 )),
                 None => reasons.push(format!("{up} (no instance)")),
             }
+        }
+        // A day waiting for its 24 hours (or a month for its days) names a few and counts
+        // the rest.
+        const NAMED: usize = 6;
+        if reasons.len() > NAMED {
+            let more = reasons.len() - (NAMED - 1);
+            reasons.truncate(NAMED - 1);
+            reasons.push(format!("{more} more"));
         }
         let mut text = match (reasons.is_empty(), blocked) {
             (true, _) => String::new(),

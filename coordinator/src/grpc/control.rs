@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use goflow_core::{InstanceState, Role};
+use goflow_core::{InstanceState, PeriodKind, Role};
 use goflow_proto as pb;
 use pb::control_service_server::ControlService;
 use tonic::{Request, Response, Status};
@@ -30,6 +30,7 @@ impl ControlService for Api {
             created: outcome.created,
             updated: outcome.updated,
             unchanged: outcome.unchanged,
+            calendars: outcome.calendars,
             changes: changes
                 .into_iter()
                 .map(|c| pb::FieldChange {
@@ -67,7 +68,7 @@ impl ControlService for Api {
         let caller = self.authorize(&request, Role::Operator).await?;
         let req = request.into_inner();
         require_task_field(&req.task)?;
-        let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
+        let (from, to) = periods_of(&req.etl_day, &req.from_day, &req.to_day)?;
         let plan = RunPlan {
             task: req.task,
             from,
@@ -101,10 +102,10 @@ impl ControlService for Api {
         }
         let whole = !req.etl_day.is_empty() || !req.ids.is_empty();
         let mut filter = InstanceFilter {
-            etl_day: if req.etl_day.is_empty() {
+            period: if req.etl_day.is_empty() {
                 None
             } else {
-                Some(parse_day("etl_day", &req.etl_day)?)
+                Some(parse_period("etl_day", &req.etl_day)?)
             },
             task: (!req.task.is_empty()).then_some(req.task),
             ids: req.ids,
@@ -169,7 +170,18 @@ impl ControlService for Api {
                     task: s.task_id,
                     state: s.state.as_str().to_string(),
                     forced: s.forced,
-                    offsets: s.days.iter().map(|d| from.days_until(*d) as i32).collect(),
+                    offsets: s
+                        .periods
+                        .iter()
+                        .filter(|p| p.kind() == PeriodKind::Day)
+                        .map(|d| from.days_until(d.etl_day()) as i32)
+                        .collect(),
+                    periods: s
+                        .periods
+                        .iter()
+                        .filter(|p| p.kind() != PeriodKind::Day)
+                        .map(|p| p.key())
+                        .collect(),
                 })
                 .collect(),
         }))
@@ -331,7 +343,7 @@ impl ControlService for Api {
         let caller = self.authorize(&request, Role::Operator).await?;
         let req = request.into_inner();
         require_task_field(&req.task)?;
-        let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
+        let (from, to) = periods_of(&req.etl_day, &req.from_day, &req.to_day)?;
         let plan = RunPlan {
             task: req.task,
             from,
@@ -450,6 +462,22 @@ impl ControlService for Api {
         }))
     }
 
+    async fn list_calendars(
+        &self,
+        request: Request<pb::ListCalendarsRequest>,
+    ) -> RpcResult<pb::ListCalendarsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        Ok(Response::new(super::calendars::list(&self.engine.catalog())))
+    }
+
+    async fn get_calendar(&self, request: Request<pb::GetCalendarRequest>) -> RpcResult<pb::CalendarDetail> {
+        self.authorize(&request, Role::Viewer).await?;
+        Ok(Response::new(super::calendars::get(
+            &self.engine.catalog(),
+            request.get_ref(),
+        )?))
+    }
+
     async fn list_alerts(
         &self,
         request: Request<pb::ListAlertsRequest>,
@@ -541,7 +569,8 @@ async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse,
             .map(|(key, found)| pb::InstanceRef {
                 id: found.map_or(0, |(id, _)| id),
                 task: key.task.clone(),
-                etl_day: key.etl_day.compact(),
+                etl_day: key.etl_day().compact(),
+                period: key.period.key(),
             })
             .collect(),
     })

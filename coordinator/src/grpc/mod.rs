@@ -10,6 +10,7 @@
 
 mod agents;
 mod auth;
+mod calendars;
 mod control;
 mod logs;
 
@@ -18,7 +19,7 @@ pub use logs::LogApi;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use goflow_core::{EtlDay, InstanceKey, Role};
+use goflow_core::{EtlDay, InstanceKey, Period, Role};
 use goflow_proto as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -99,6 +100,17 @@ fn instances(n: usize) -> String {
     goflow_core::plural(n, "instance")
 }
 
+/// A period key of any length (`yyyymmdd`, `yyyymmddHH`, `yyyymm`); the engine checks it
+/// against the task's period.
+fn parse_period(field: &str, value: &str) -> Result<Period, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{field} is required (yyyymmdd, yyyymmddHH for an hourly task, yyyymm for a monthly one)"
+        )));
+    }
+    Period::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
 fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument(format!(
@@ -108,14 +120,17 @@ fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
     EtlDay::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-/// One day, or a range: exactly one of `etl_day` and (`from_day`, `to_day`).
-fn days_of(etl_day: &str, from_day: &str, to_day: &str) -> Result<(EtlDay, EtlDay), Status> {
+/// One period, or a range: exactly one of `etl_day` and (`from_day`, `to_day`).
+fn periods_of(etl_day: &str, from_day: &str, to_day: &str) -> Result<(Period, Period), Status> {
     match (etl_day.is_empty(), from_day.is_empty(), to_day.is_empty()) {
         (false, true, true) => {
-            let day = parse_day("etl_day", etl_day)?;
-            Ok((day, day))
+            let period = parse_period("etl_day", etl_day)?;
+            Ok((period, period))
         }
-        (true, false, false) => Ok((parse_day("from_day", from_day)?, parse_day("to_day", to_day)?)),
+        (true, false, false) => Ok((
+            parse_period("from_day", from_day)?,
+            parse_period("to_day", to_day)?,
+        )),
         _ => Err(Status::invalid_argument(
             "give either etl_day, or both from_day and to_day",
         )),
@@ -131,7 +146,7 @@ fn require_task_field(task: &str) -> Result<(), Status> {
 
 fn instance_key(task: &str, etl_day: &str) -> Result<InstanceKey, Status> {
     require_task_field(task)?;
-    Ok(InstanceKey::new(task, parse_day("etl_day", etl_day)?))
+    Ok(InstanceKey::new(task, parse_period("etl_day", etl_day)?))
 }
 
 fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
@@ -139,6 +154,7 @@ fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
         id: row.id,
         task: row.task_id.clone(),
         etl_day: row.etl_day.compact(),
+        period: row.period.key(),
     }
 }
 
@@ -167,12 +183,15 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32
             .map(|d| pb::TaskDependency {
                 task: d.task.clone(),
                 day_offset: d.day_offset,
+                calendar: d.calendar.clone().unwrap_or_default(),
             })
             .collect(),
         paused: task.paused,
         created_at: task.created_at,
         updated_at: task.updated_at,
         next_fire_at,
+        period: s.period.as_str().to_string(),
+        calendar: s.calendar.clone().unwrap_or_default(),
     }
 }
 
@@ -237,6 +256,7 @@ impl Api {
             id: row.id,
             task: row.task_id.clone(),
             etl_day: row.etl_day.compact(),
+            period: row.period.key(),
             state: row.state.as_str().to_string(),
             try_number: row.try_number as i32,
             max_tries: row.max_tries as i32,

@@ -9,13 +9,16 @@
 //! them the same holds for that run of days. Only a task with a gap has its days listed. Those
 //! two reads use the (task, day) index alone, never the table.
 //!
+//! Hourly and monthly instances (keys of 10 and 6 characters) are few beside the daily ones
+//! and are listed whole; the inference above reads daily keys only.
+//!
 //! The queries are not one snapshot: a change between them shows at the next read, as a change
 //! just after a read would.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context;
-use goflow_core::{EtlDay, InstanceState};
+use goflow_core::{EtlDay, InstanceState, Period, PeriodKind};
 
 use super::Db;
 use super::instances::{decode_state, placeholders};
@@ -26,7 +29,8 @@ pub struct InstanceStates {
     pub task_id: String,
     pub state: InstanceState,
     pub forced: bool,
-    pub days: Vec<EtlDay>,
+    /// Days for a daily task, hours for an hourly one, months for a monthly one.
+    pub periods: Vec<Period>,
 }
 
 /// The state of every instance from `from` to `to` (inclusive): one entry per task, state and
@@ -80,7 +84,7 @@ pub async fn instance_states(
                 task_id: task_id.clone(),
                 state: InstanceState::Success,
                 forced: false,
-                days: plain,
+                periods: plain.into_iter().map(Period::day).collect(),
             });
         }
     }
@@ -91,7 +95,24 @@ pub async fn instance_states(
                 task_id,
                 state,
                 forced,
-                days,
+                periods: days.into_iter().map(Period::day).collect(),
+            }),
+    );
+    let mut hours_and_months: BTreeMap<(String, InstanceState, bool), Vec<Period>> = BTreeMap::new();
+    for (task_id, period, state, forced) in not_daily(db, from, to).await? {
+        hours_and_months
+            .entry((task_id, state, forced))
+            .or_default()
+            .push(period);
+    }
+    states.extend(
+        hours_and_months
+            .into_iter()
+            .map(|((task_id, state, forced), periods)| InstanceStates {
+                task_id,
+                state,
+                forced,
+                periods,
             }),
     );
     Ok(states)
@@ -104,9 +125,10 @@ fn parse_day(text: &str) -> anyhow::Result<EtlDay> {
 /// How many instances each task has from `from` to `to`.
 async fn count_by_task(db: &mut impl Db, from: EtlDay, to: EtlDay) -> anyhow::Result<BTreeMap<String, i64>> {
     let d = db.dialect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        d.sql("SELECT task_id, COUNT(*) FROM instances WHERE etl_day BETWEEN ? AND ? GROUP BY task_id"),
-    )
+    let rows: Vec<(String, i64)> = sqlx::query_as(d.sql(
+        "SELECT task_id, COUNT(*) FROM instances WHERE etl_day BETWEEN ? AND ? AND LENGTH(etl_day) = 8
+             GROUP BY task_id",
+    ))
     .bind(from.compact())
     .bind(to.compact())
     .fetch_all(db.conn())
@@ -123,7 +145,7 @@ async fn not_plain(
     let d = db.dialect();
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(d.sql(
         "SELECT task_id, etl_day, state, forced FROM instances
-         WHERE etl_day BETWEEN ? AND ? AND (state <> 'success' OR forced <> 0)",
+         WHERE etl_day BETWEEN ? AND ? AND LENGTH(etl_day) = 8 AND (state <> 'success' OR forced <> 0)",
     ))
     .bind(from.compact())
     .bind(to.compact())
@@ -140,7 +162,8 @@ async fn not_plain(
 /// `SELECT {columns} FROM instances` of `from` to `to` and the tasks of `slice`, then `rest`.
 fn of_tasks(columns: &str, slice: &[&str], rest: &str) -> String {
     format!(
-        "SELECT {columns} FROM instances WHERE etl_day BETWEEN ? AND ? AND task_id IN ({}) {rest}",
+        "SELECT {columns} FROM instances WHERE etl_day BETWEEN ? AND ? AND LENGTH(etl_day) = 8
+         AND task_id IN ({}) {rest}",
         placeholders(slice.len())
     )
 }
@@ -191,4 +214,44 @@ async fn days_of_tasks(
         }
     }
     Ok(days_of)
+}
+
+/// Every hourly instance of the days from `from` to `to`, and every monthly one of the months
+/// they touch: (task, period, state, forced).
+async fn not_daily(
+    db: &mut impl Db,
+    from: EtlDay,
+    to: EtlDay,
+) -> anyhow::Result<Vec<(String, Period, InstanceState, bool)>> {
+    let (first, until) = super::instances::key_range(Period::day(from), Period::day(to));
+    let months: Vec<String> = Period::range(
+        Period::day(from).containing(PeriodKind::Month),
+        Period::day(to).containing(PeriodKind::Month),
+        chrono_tz::UTC,
+    )
+    .iter()
+    .map(|m| m.key())
+    .collect();
+    let d = db.dialect();
+    let sql = format!(
+        "SELECT task_id, etl_day, state, forced FROM instances
+         WHERE (etl_day >= ? AND etl_day < ? AND LENGTH(etl_day) = 10) OR etl_day IN ({})",
+        placeholders(months.len())
+    );
+    let mut query = sqlx::query_as::<_, (String, String, String, i64)>(d.sql(&sql))
+        .bind(first)
+        .bind(until);
+    for month in &months {
+        query = query.bind(month.clone());
+    }
+    query
+        .fetch_all(db.conn())
+        .await?
+        .into_iter()
+        .map(|(task_id, key, state, forced)| {
+            let state = decode_state(&state, &format!("{task_id}@{key}"))?;
+            let period = Period::parse(&key).with_context(|| format!("instance period {key:?}"))?;
+            Ok((task_id, period, state, forced != 0))
+        })
+        .collect()
 }

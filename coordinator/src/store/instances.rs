@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context;
-use goflow_core::{EtlDay, InstanceKey, InstanceState, TaskSpec};
+use goflow_core::{EtlDay, InstanceKey, InstanceState, Period, TaskSpec};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -14,6 +14,10 @@ use super::Db;
 pub struct InstanceRow {
     pub id: i64,
     pub task_id: String,
+    /// The instance's period (stored in the `etl_day` column: `yyyymmdd`, `yyyymmddHH` or
+    /// `yyyymm`, told apart by length).
+    pub period: Period,
+    /// The data date the period falls in.
     pub etl_day: EtlDay,
     pub state: InstanceState,
     pub try_number: i64,
@@ -37,7 +41,7 @@ pub struct InstanceRow {
 
 impl InstanceRow {
     pub fn key(&self) -> InstanceKey {
-        InstanceKey::new(&self.task_id, self.etl_day)
+        InstanceKey::new(&self.task_id, self.period)
     }
 }
 
@@ -53,12 +57,13 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
     fn from_row(r: &'r AnyRow) -> Result<Self, sqlx::Error> {
         let id: i64 = r.try_get("id")?;
         let day: String = r.try_get("etl_day")?;
-        let etl_day = EtlDay::parse(&day)
+        let period = Period::parse(&day)
             .map_err(|e| sqlx::Error::Decode(format!("instance {id}: etl_day {day:?}: {e}").into()))?;
         Ok(Self {
             id,
             task_id: r.try_get("task_id")?,
-            etl_day,
+            period,
+            etl_day: period.etl_day(),
             state: decode_state(&r.try_get::<String, _>("state")?, &format!("instance {id}"))?,
             try_number: r.try_get("try_number")?,
             max_tries: r.try_get("max_tries")?,
@@ -105,19 +110,26 @@ pub async fn instance_by_key(db: &mut impl Db, key: &InstanceKey) -> anyhow::Res
         db,
         "WHERE task_id = ? AND etl_day = ?",
         &key.task,
-        key.etl_day.compact()
+        key.period.key()
     )
     .fetch_optional(db.conn())
     .await?)
 }
 
-/// Groups keys by day, for one `task_id IN (...)` query per day (and per 1,000 tasks).
-fn tasks_by_day<'a>(keys: impl Iterator<Item = &'a InstanceKey>) -> BTreeMap<EtlDay, Vec<&'a str>> {
-    let mut by_day: BTreeMap<EtlDay, Vec<&str>> = BTreeMap::new();
+/// Groups keys by period, for one `task_id IN (...)` query per period (and per 1,000 tasks).
+fn tasks_by_period<'a>(keys: impl Iterator<Item = &'a InstanceKey>) -> BTreeMap<Period, Vec<&'a str>> {
+    let mut by_period: BTreeMap<Period, Vec<&str>> = BTreeMap::new();
     for key in keys {
-        by_day.entry(key.etl_day).or_default().push(&key.task);
+        by_period.entry(key.period).or_default().push(&key.task);
     }
-    by_day
+    by_period
+}
+
+/// The stored keys from `from` to `to` (both included) as a half-open text range: a day's
+/// range holds its hours too (`2026112013` sorts between `20261120` and `20261121`), a month's
+/// its days and hours.
+pub fn key_range(from: Period, to: Period) -> (String, String) {
+    (from.key(), to.offset(1, chrono_tz::UTC).key())
 }
 
 pub(super) fn placeholders(n: usize) -> String {
@@ -128,14 +140,14 @@ pub(super) fn placeholders(n: usize) -> String {
 /// thousand upstreams costs one indexed lookup, not a thousand.
 pub async fn unmet_of(db: &mut impl Db, keys: &[InstanceKey]) -> anyhow::Result<Vec<InstanceKey>> {
     let mut unmet = vec![];
-    for (day, tasks) in tasks_by_day(keys.iter()) {
+    for (period, tasks) in tasks_by_period(keys.iter()) {
         for slice in tasks.chunks(1000) {
             let d = db.dialect();
             let sql = format!(
                 "SELECT task_id FROM instances WHERE etl_day = ? AND state = 'success' AND task_id IN ({})",
                 placeholders(slice.len())
             );
-            let mut query = sqlx::query_scalar::<_, String>(d.sql(&sql)).bind(day.compact());
+            let mut query = sqlx::query_scalar::<_, String>(d.sql(&sql)).bind(period.key());
             for task in slice {
                 query = query.bind(*task);
             }
@@ -145,7 +157,7 @@ pub async fn unmet_of(db: &mut impl Db, keys: &[InstanceKey]) -> anyhow::Result<
                 slice
                     .iter()
                     .filter(|t| !succeeded.contains(**t))
-                    .map(|t| InstanceKey::new(t, day)),
+                    .map(|t| InstanceKey::new(t, period)),
             );
         }
     }
@@ -154,7 +166,8 @@ pub async fn unmet_of(db: &mut impl Db, keys: &[InstanceKey]) -> anyhow::Result<
 
 #[derive(Debug, Default, Clone)]
 pub struct InstanceFilter {
-    pub etl_day: Option<EtlDay>,
+    /// Every instance whose period falls in this one (a day's hours with the day).
+    pub period: Option<Period>,
     pub task: Option<String>,
     pub states: Vec<InstanceState>,
     pub ids: Vec<i64>,
@@ -164,8 +177,8 @@ pub struct InstanceFilter {
 impl InstanceFilter {
     fn where_clause(&self) -> String {
         let mut sql = String::from("WHERE 1 = 1");
-        if self.etl_day.is_some() {
-            sql.push_str(" AND etl_day = ?");
+        if self.period.is_some() {
+            sql.push_str(" AND etl_day >= ? AND etl_day < ?");
         }
         if self.task.is_some() {
             sql.push_str(" AND task_id = ?");
@@ -184,8 +197,9 @@ impl InstanceFilter {
 macro_rules! bind_filter {
     ($query:expr, $filter:expr) => {{
         let mut query = $query;
-        if let Some(day) = $filter.etl_day {
-            query = query.bind(day.compact());
+        if let Some(period) = $filter.period {
+            let (from, until) = key_range(period, period);
+            query = query.bind(from).bind(until);
         }
         if let Some(task) = &$filter.task {
             query = query.bind(task.clone());
@@ -218,21 +232,21 @@ pub async fn count_instances(db: &mut impl Db, filter: &InstanceFilter) -> anyho
     Ok(query.fetch_one(db.conn()).await?)
 }
 
-/// The state of every instance of `days`, by key.
-pub async fn states_of_days(
+/// The state of every instance of `periods`, by key.
+pub async fn states_of_periods(
     db: &mut impl Db,
-    days: &BTreeSet<EtlDay>,
+    periods: &BTreeSet<Period>,
 ) -> anyhow::Result<HashMap<InstanceKey, InstanceState>> {
     let mut states = HashMap::new();
-    for day in days {
+    for period in periods {
         let d = db.dialect();
         let rows: Vec<(String, String)> =
             sqlx::query_as(d.sql("SELECT task_id, state FROM instances WHERE etl_day = ?"))
-                .bind(day.compact())
+                .bind(period.key())
                 .fetch_all(db.conn())
                 .await?;
         for (task, state) in rows {
-            let key = InstanceKey::new(&task, *day);
+            let key = InstanceKey::new(&task, *period);
             let state = decode_state(&state, &key.to_string())?;
             states.insert(key, state);
         }
@@ -240,16 +254,16 @@ pub async fn states_of_days(
     Ok(states)
 }
 
-/// (task, state) of the queued and running instances of a day.
-pub async fn live_instances_of_day(
+/// (task, state) of the queued and running instances of a period.
+pub async fn live_instances_of_period(
     db: &mut impl Db,
-    day: EtlDay,
+    period: Period,
 ) -> anyhow::Result<Vec<(String, InstanceState)>> {
     let d = db.dialect();
     let rows: Vec<(String, String)> = sqlx::query_as(
         d.sql("SELECT task_id, state FROM instances WHERE etl_day = ? AND state IN ('queued', 'running')"),
     )
-    .bind(day.compact())
+    .bind(period.key())
     .fetch_all(db.conn())
     .await?;
     rows.into_iter()
@@ -308,7 +322,7 @@ pub async fn ensure_instances(
         for w in slice {
             insert = insert
                 .bind(&w.key.task)
-                .bind(w.key.etl_day.compact())
+                .bind(w.key.period.key())
                 .bind(w.max_tries)
                 .bind(w.spec.priority as i64)
                 .bind(&w.spec.queue)
@@ -317,7 +331,7 @@ pub async fn ensure_instances(
         if d.insert_returning() {
             for row in insert.fetch_all(db.conn()).await? {
                 let (task, day): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-                inserted.insert(InstanceKey::new(&task, EtlDay::parse(&day)?));
+                inserted.insert(InstanceKey::new(&task, Period::parse(&day)?));
             }
         } else {
             // MySQL 8 says how many, not which: when a concurrent writer took some of the keys,
@@ -346,10 +360,10 @@ pub async fn instances_by_keys<'a>(
     keys: impl Iterator<Item = &'a InstanceKey>,
 ) -> anyhow::Result<HashMap<InstanceKey, InstanceRow>> {
     let mut found = HashMap::new();
-    for (day, tasks) in tasks_by_day(keys) {
+    for (period, tasks) in tasks_by_period(keys) {
         for slice in tasks.chunks(1000) {
             let rest = format!("WHERE etl_day = ? AND task_id IN ({})", placeholders(slice.len()));
-            let mut query = select_instances!(db, rest, day.compact());
+            let mut query = select_instances!(db, rest, period.key());
             for task in slice {
                 query = query.bind(*task);
             }

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use goflow_core::{Deadline, Dependency, EtlDay, TaskSpec};
+use goflow_core::calendar::{Calendar, RawCalendar};
+use goflow_core::{Deadline, Dependency, EtlDay, Period, PeriodKind, TaskSpec};
 use sqlx::Row;
 
 use super::Db;
@@ -21,13 +22,14 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     let rows = sqlx::query(d.sql(
         "SELECT id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline
+                expected_duration_ms, deadline, period, calendar
          FROM tasks ORDER BY id",
     ))
     .fetch_all(db.conn())
     .await?;
     let deps = sqlx::query(d.sql(
-        "SELECT task_id, upstream_id, day_offset FROM dependencies ORDER BY task_id, upstream_id, day_offset",
+        "SELECT task_id, upstream_id, day_offset, calendar FROM dependencies
+         ORDER BY task_id, upstream_id, day_offset",
     ))
     .fetch_all(db.conn())
     .await?;
@@ -39,6 +41,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
             .push(Dependency {
                 task: dep.try_get("upstream_id")?,
                 day_offset: dep.try_get::<i64, _>("day_offset")? as i32,
+                calendar: dep.try_get("calendar")?,
             });
     }
     rows.into_iter()
@@ -71,6 +74,9 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                         .try_get::<Option<i64>, _>("expected_duration_ms")?
                         .map(ms_duration),
                     deadline,
+                    period: PeriodKind::parse(&r.try_get::<String, _>("period")?)
+                        .map_err(|e| anyhow::anyhow!("task {id}: stored {e}"))?,
+                    calendar: r.try_get("calendar")?,
                     id,
                 },
                 paused: r.try_get::<i64, _>("paused")? != 0,
@@ -101,8 +107,8 @@ pub async fn upsert_task(
     let sql = d.upsert(
         "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline)",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                expected_duration_ms, deadline, period, calendar)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
         "id",
         &[
             "command",
@@ -119,6 +125,8 @@ pub async fn upsert_task(
             "updated_at",
             "expected_duration_ms",
             "deadline",
+            "period",
+            "calendar",
         ],
     );
     sqlx::query(d.sql(&sql))
@@ -138,6 +146,8 @@ pub async fn upsert_task(
         .bind(now)
         .bind(spec.expected_duration.map(duration_ms))
         .bind(spec.deadline.as_ref().map(|d| d.to_string()))
+        .bind(spec.period.as_str())
+        .bind(&spec.calendar)
         .execute(db.conn())
         .await?;
     match &spec.schedule {
@@ -174,20 +184,24 @@ pub async fn set_dependencies(db: &mut impl Db, spec: &TaskSpec) -> anyhow::Resu
         .bind(&spec.id)
         .execute(db.conn())
         .await?;
-    let mut edges: Vec<(&str, i64)> = spec
+    // One row per (upstream, offset): the key of the table.
+    let mut edges: Vec<(&str, i64, Option<&str>)> = spec
         .depends_on
         .iter()
-        .map(|dep| (dep.task.as_str(), dep.day_offset as i64))
+        .map(|dep| (dep.task.as_str(), dep.day_offset as i64, dep.calendar.as_deref()))
         .collect();
     edges.sort_unstable();
-    edges.dedup();
-    for (upstream, offset) in edges {
-        sqlx::query(d.sql("INSERT INTO dependencies (task_id, upstream_id, day_offset) VALUES (?, ?, ?)"))
-            .bind(&spec.id)
-            .bind(upstream)
-            .bind(offset)
-            .execute(db.conn())
-            .await?;
+    edges.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
+    for (upstream, offset, calendar) in edges {
+        sqlx::query(d.sql(
+            "INSERT INTO dependencies (task_id, upstream_id, day_offset, calendar) VALUES (?, ?, ?, ?)",
+        ))
+        .bind(&spec.id)
+        .bind(upstream)
+        .bind(offset)
+        .bind(calendar)
+        .execute(db.conn())
+        .await?;
     }
     Ok(())
 }
@@ -218,7 +232,7 @@ pub async fn record_fire(
     db: &mut impl Db,
     task: &str,
     fire_at: i64,
-    etl_day: EtlDay,
+    period: Period,
     skipped: u32,
     now: i64,
 ) -> anyhow::Result<bool> {
@@ -231,7 +245,7 @@ pub async fn record_fire(
     let done = sqlx::query(d.sql(&sql))
         .bind(task)
         .bind(fire_at)
-        .bind(etl_day.compact())
+        .bind(period.key())
         .bind(now)
         .bind(skipped as i64)
         .execute(db.conn())
@@ -243,4 +257,39 @@ pub async fn record_fire(
         .execute(db.conn())
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Every stored calendar.
+pub async fn load_calendars(db: &mut impl Db) -> anyhow::Result<Vec<Calendar>> {
+    let d = db.dialect();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as(d.sql("SELECT id, definition FROM calendars ORDER BY id"))
+            .fetch_all(db.conn())
+            .await?;
+    rows.into_iter()
+        .map(|(id, definition)| {
+            let raw: RawCalendar = serde_json::from_str(&definition)
+                .map_err(|e| anyhow::anyhow!("calendar {id}: stored definition: {e}"))?;
+            Calendar::from_raw(raw).map_err(|e| anyhow::anyhow!("calendar {id}: stored definition: {e}"))
+        })
+        .collect()
+}
+
+/// Inserts or replaces a calendar.
+pub async fn upsert_calendar(db: &mut impl Db, calendar: &Calendar, now: i64) -> anyhow::Result<()> {
+    let d = db.dialect();
+    let sql = d.upsert(
+        "calendars (id, definition, created_at, updated_at)",
+        "(?, ?, ?, ?)",
+        "id",
+        &["definition", "updated_at"],
+    );
+    sqlx::query(d.sql(&sql))
+        .bind(&calendar.id)
+        .bind(serde_json::to_string(&calendar.to_raw())?)
+        .bind(now)
+        .bind(now)
+        .execute(db.conn())
+        .await?;
+    Ok(())
 }

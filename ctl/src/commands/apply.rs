@@ -64,6 +64,9 @@ pub fn render(response: &ApplyTasksResponse, dry_run: bool, source_name: &str) -
             }
         }
     }
+    for id in &response.calendars {
+        text.push_str(&format!("calendar {id} applied{suffix}\n"));
+    }
     if text.is_empty() {
         text = format!("no tasks in {source_name}\n");
     }
@@ -80,6 +83,7 @@ mod tests {
             created: vec!["a".into()],
             updated: vec!["b".into()],
             unchanged: vec!["c".into(), "d".into()],
+            calendars: vec![],
             changes: vec![goflow_proto::FieldChange {
                 task: "b".into(),
                 field: "command".into(),

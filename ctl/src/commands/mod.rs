@@ -4,6 +4,7 @@ pub mod agents;
 pub mod alerts;
 pub mod apply;
 pub mod auth;
+pub mod calendars;
 pub mod coordinators;
 pub mod dep;
 pub mod logs;
@@ -14,6 +15,7 @@ pub mod task;
 pub mod tasks;
 pub mod version;
 
+use crate::day::key_of;
 use std::io::{self, Write};
 
 use goflow_proto::InstanceRef;
@@ -37,12 +39,12 @@ pub fn write_refs(out: &mut impl Write, message: &str, refs: &[InstanceRef]) -> 
             let rows = refs
                 .iter()
                 .take(MAX_LISTED)
-                .map(|r| vec![id(r), r.task.clone(), r.etl_day.clone()])
+                .map(|r| vec![id(r), r.task.clone(), key_of(&r.period, &r.etl_day).to_string()])
                 .collect();
             out.write_all(output::table(["ID", "TASK", "ETL_DAY"], rows).as_bytes())?;
             if n > MAX_LISTED {
                 let days: std::collections::BTreeSet<&str> =
-                    refs.iter().map(|r| r.etl_day.as_str()).collect();
+                    refs.iter().map(|r| key_of(&r.period, &r.etl_day)).collect();
                 writeln!(
                     out,
                     "... and {} more, {} over {} ({} .. {})",
@@ -70,11 +72,13 @@ mod tests {
                 id: 7,
                 task: "extract".into(),
                 etl_day: "20260101".into(),
+                ..Default::default()
             },
             InstanceRef {
                 id: 12,
                 task: "load".into(),
                 etl_day: "20260101".into(),
+                ..Default::default()
             },
         ];
         write_refs(&mut out, "queued 2 instances", &refs).unwrap();
@@ -87,6 +91,7 @@ mod tests {
                 id: i,
                 task: "t".into(),
                 etl_day: format!("202601{:02}", i % 3 + 1),
+                ..Default::default()
             })
             .collect();
         let mut out = Vec::new();
@@ -102,6 +107,7 @@ mod tests {
                 id: i + 1,
                 task: format!("t{i}"),
                 etl_day: "20260101".into(),
+                ..Default::default()
             })
             .collect();
         let mut out = Vec::new();
@@ -123,6 +129,7 @@ mod tests {
             id: 0,
             task: "load".into(),
             etl_day: "20260102".into(),
+            ..Default::default()
         }];
         write_refs(&mut out, "", &refs).unwrap();
         assert_eq!(

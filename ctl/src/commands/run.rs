@@ -1,6 +1,7 @@
 //! `goflowctl run -j TASK -d DAY [--force] [--down] [--up] [--wait]`
 //! `goflowctl run -j TASK --from DAY --to DAY [--down] [--wait]`
 
+use crate::day::key_of;
 use std::{collections::HashMap, io::Write, time::Duration};
 
 use anyhow::bail;
@@ -220,7 +221,7 @@ impl Problem {
     fn of(i: &Instance, state: &'static str, text: String) -> Self {
         Self {
             state,
-            etl_day: Some(i.etl_day.clone()),
+            etl_day: Some(key_of(&i.period, &i.etl_day).to_string()),
             text,
         }
     }
@@ -258,7 +259,11 @@ pub fn verdict(ids: &[i64], instances: &[Instance]) -> Verdict {
                     "killed" => "killed",
                     _ => "timed_out",
                 };
-                problems.push(Problem::of(i, state, format!("{} {} {state}", i.task, i.etl_day)))
+                problems.push(Problem::of(
+                    i,
+                    state,
+                    format!("{} {} {state}", i.task, key_of(&i.period, &i.etl_day)),
+                ))
             }
             "waiting" if i.blocked => {
                 let why = if i.wait_reason.is_empty() {
@@ -269,7 +274,7 @@ pub fn verdict(ids: &[i64], instances: &[Instance]) -> Verdict {
                 problems.push(Problem::of(
                     i,
                     "blocked",
-                    format!("{} {} blocked{why}", i.task, i.etl_day),
+                    format!("{} {} blocked{why}", i.task, key_of(&i.period, &i.etl_day)),
                 ))
             }
             _ => return Verdict::Pending,

@@ -1,5 +1,6 @@
 //! `goflowctl status [-d DAY] [-j TASK] [-o json]`
 
+use crate::day::key_of;
 use std::io::Write;
 
 use clap::Args;
@@ -128,7 +129,7 @@ pub fn render_table(instances: &[Instance]) -> String {
         .map(|i| {
             vec![
                 i.task.clone(),
-                i.etl_day.clone(),
+                key_of(&i.period, &i.etl_day).to_string(),
                 state_label(i),
                 try_label(i),
                 output::local_time(i.started_at),
@@ -155,6 +156,7 @@ pub fn to_json(i: &Instance) -> Value {
         "id": i.id,
         "task": i.task,
         "etl_day": i.etl_day,
+        "period": key_of(&i.period, &i.etl_day),
         "state": i.state,
         "try_number": i.try_number,
         "max_tries": i.max_tries,

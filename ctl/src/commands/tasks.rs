@@ -123,10 +123,12 @@ mod tests {
                 TaskDependency {
                     task: "a".into(),
                     day_offset: 0,
+                    ..Default::default()
                 },
                 TaskDependency {
                     task: "b".into(),
                     day_offset: -1,
+                    ..Default::default()
                 },
             ],
             paused: true,

@@ -215,6 +215,7 @@ mod tests {
                 .map(|(t, o)| TaskDependency {
                     task: t.to_string(),
                     day_offset: *o,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

@@ -1,4 +1,6 @@
-//! `/grid`: tasks x days, each cell an instance coloured by its state; a click opens it.
+//! `/grid`: tasks x days, each cell an instance coloured by its state; a click opens it. An
+//! hourly task's cell is a strip of its hours, a monthly task's month colours each of its
+//! days, and a day outside a task's calendar is drawn as such.
 //!
 //! A 1,000-task grid of 30 days is 30,000 cells, so the page asks for states alone, in one
 //! `ListInstanceStates` call that groups the days of each task by state, and each cell is an
@@ -10,8 +12,12 @@ use std::collections::{BTreeSet, HashMap};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::Query;
-use goflow_core::EtlDay;
-use goflow_proto::{InstanceStates, ListInstanceStatesRequest, ListInstancesRequest, ListTasksRequest, Task};
+use goflow_core::calendar::RawCalendar;
+use goflow_core::{Calendar, EtlDay, Period, PeriodKind};
+use goflow_proto::{
+    InstanceStates, ListCalendarsRequest, ListInstanceStatesRequest, ListInstancesRequest, ListTasksRequest,
+    Task,
+};
 use serde::Deserialize;
 use tonic::Code;
 
@@ -62,8 +68,18 @@ struct GridRow {
     task: String,
     /// The first row of a DAG (a group of connected tasks): drawn with a line above it.
     group_start: bool,
-    /// One a day, in the order of the columns: an index into `looks`.
-    cells: Vec<usize>,
+    /// One a day, in the order of the columns.
+    cells: Vec<GridCell>,
+}
+
+#[derive(Clone, Default)]
+struct GridCell {
+    /// An index into `looks` (a daily or monthly task).
+    look: usize,
+    /// Not a day of the task's calendar.
+    off_calendar: bool,
+    /// An hourly task: each hour of the day, with its key.
+    hours: Vec<(usize, String)>,
 }
 
 /// A state as a cell draws it: class, hatching and the words of its title.
@@ -111,16 +127,46 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
     // The rows (tasks) and the cells (states) at once: neither needs the other.
     let mut tasks_client = app.client();
     let tasks = tasks_client.list_tasks(ListTasksRequest {});
-    let (tasks, states) = tokio::join!(tasks, states_of_days(&app, &days));
+    let mut calendars_client = app.client();
+    let calendars = calendars_client.list_calendars(ListCalendarsRequest {});
+    let (tasks, states, calendars) = tokio::join!(tasks, states_of_days(&app, &days), calendars);
     let tasks = tasks.map_err(|status| app.fail(status))?.into_inner().tasks;
     let states = states.map_err(|status| app.fail(status))?;
+    // A coordinator that predates calendars has none.
+    let calendars: HashMap<String, Calendar> = calendars
+        .map(|c| c.into_inner().calendars)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| calendar_of(c).map(|cal| (cal.id.clone(), cal)))
+        .collect();
 
     let mut rows: Vec<GridRow> = dag_order(&tasks)
         .into_iter()
-        .map(|(index, group_start)| GridRow {
-            task: tasks[index].id.clone(),
-            group_start,
-            cells: vec![NO_INSTANCE; days.len()],
+        .map(|(index, group_start)| {
+            let task = &tasks[index];
+            let calendar = calendars.get(&task.calendar);
+            let hourly = task.period == PeriodKind::Hour.as_str();
+            let tz = task.timezone.parse().unwrap_or(chrono_tz::UTC);
+            GridRow {
+                task: task.id.clone(),
+                group_start,
+                cells: days
+                    .iter()
+                    .map(|day| GridCell {
+                        look: NO_INSTANCE,
+                        off_calendar: calendar.is_some_and(|c| !c.contains(*day)),
+                        hours: if hourly {
+                            Period::day(*day)
+                                .parts(PeriodKind::Hour, tz)
+                                .into_iter()
+                                .map(|h| (NO_INSTANCE, h.key()))
+                                .collect()
+                        } else {
+                            vec![]
+                        },
+                    })
+                    .collect(),
+            }
         })
         .collect();
     let row_of: HashMap<String, usize> = rows
@@ -146,7 +192,21 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
         let cells = &mut rows[*row].cells;
         for offset in &group.offsets {
             if let Some(cell) = usize::try_from(*offset).ok().and_then(|col| cells.get_mut(col)) {
-                *cell = look;
+                cell.look = look;
+            }
+        }
+        for key in &group.periods {
+            let Ok(period) = Period::parse(key) else { continue };
+            for (cell, day) in cells.iter_mut().zip(&days) {
+                match period.kind() {
+                    PeriodKind::Hour if period.etl_day() == *day => {
+                        if let Some(hour) = cell.hours.iter_mut().find(|(_, k)| k == key) {
+                            hour.0 = look;
+                        }
+                    }
+                    PeriodKind::Month if period.overlaps(Period::day(*day)) => cell.look = look,
+                    _ => {}
+                }
             }
         }
     }
@@ -175,6 +235,19 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
         later: later_end(end, day_count, today()),
         ctx,
     })
+}
+
+/// A calendar as the API sends it; one that does not validate is left out.
+fn calendar_of(c: goflow_proto::Calendar) -> Option<Calendar> {
+    let days = |list: Vec<String>| list.iter().filter_map(|d| EtlDay::parse(d).ok()).collect();
+    Calendar::from_raw(RawCalendar {
+        id: c.id,
+        weekdays: c.weekdays,
+        exclude: days(c.exclude),
+        include: days(c.include),
+        description: c.description,
+    })
+    .ok()
 }
 
 fn today() -> EtlDay {
@@ -296,6 +369,7 @@ async fn states_of_days(app: &AppState, days: &[EtlDay]) -> Result<Vec<InstanceS
                     state: i.state,
                     forced: i.forced,
                     offsets: vec![offset as i32],
+                    periods: vec![],
                 }),
         );
     }
@@ -333,6 +407,7 @@ mod tests {
                 .map(|u| goflow_proto::TaskDependency {
                     task: u.to_string(),
                     day_offset: 0,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()
