@@ -88,7 +88,8 @@ enum RawDependency {
 #[serde(deny_unknown_fields)]
 struct RawOffsetDependency {
     task: String,
-    #[serde(default)]
+    /// `offset` reads better between hourly or monthly tasks; both count the coarser period.
+    #[serde(default, alias = "offset")]
     day_offset: i32,
     /// Count `day_offset` in this calendar's days.
     calendar: Option<String>,

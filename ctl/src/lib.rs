@@ -727,7 +727,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
         assert!(
             err.to_string()
-                .contains(r#"invalid date "2026-13-01": expected yyyymmdd or yyyy-mm-dd"#),
+                .contains(r#"invalid period "2026-13-01": expected a day (yyyymmdd or yyyy-mm-dd)"#),
             "{err}"
         );
         assert_eq!(err.exit_code(), 2);

@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn without_the_rewrite_clap_reads_down_as_a_date() {
         let err = parse(&["run", "-j", "a", "-down"]).unwrap_err();
-        assert!(err.to_string().contains(r#"invalid date "own""#), "{err}");
+        assert!(err.to_string().contains(r#"invalid period "own""#), "{err}");
         let err = parse(&["run", "-j", "a", "-d", "2026-01-05", "-down"]).unwrap_err();
         assert!(
             err.to_string()

@@ -19,7 +19,16 @@ struct TaskOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule: Option<String>,
     timezone: String,
-    day_offset: i32,
+    /// `hour` or `month`; a daily task leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period: Option<String>,
+    /// A daily task's fire offset; an hourly or monthly task writes `offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    day_offset: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calendar: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +57,34 @@ fn is_zero(n: &i32) -> bool {
 #[serde(untagged)]
 enum DependencyOut {
     Same(String),
-    WithOffset { task: String, day_offset: i32 },
+    WithOffset {
+        task: String,
+        day_offset: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        calendar: Option<String>,
+    },
+}
+
+impl DependencyOut {
+    fn new(task: String, day_offset: i32, calendar: Option<String>) -> Self {
+        match (day_offset, calendar) {
+            (0, None) => DependencyOut::Same(task),
+            (day_offset, calendar) => DependencyOut::WithOffset {
+                task,
+                day_offset,
+                calendar,
+            },
+        }
+    }
+}
+
+/// `offset` for an hourly or monthly task, `day_offset` for a daily one (the parser takes
+/// `day_offset` for days only).
+fn offsets(period: &str, offset: i32) -> (Option<String>, Option<i32>, Option<i32>) {
+    match period {
+        "" | "day" => (None, Some(offset), None),
+        other => (Some(other.to_string()), None, Some(offset)),
+    }
 }
 
 /// What the edit form holds, as text, before validation.
@@ -66,6 +102,11 @@ pub struct TaskForm {
     pub timezone: String,
     #[serde(default)]
     pub day_offset: String,
+    /// hour, day or month.
+    #[serde(default)]
+    pub period: String,
+    #[serde(default)]
+    pub calendar: String,
     #[serde(default)]
     pub retries: String,
     #[serde(default)]
@@ -78,7 +119,7 @@ pub struct TaskForm {
     pub queue: String,
     #[serde(default)]
     pub start_day: String,
-    /// One dependency per line: `task` or `task -1`.
+    /// One dependency per line: `task`, `task -1`, or `task -1 CALENDAR` (offset in its days).
     #[serde(default)]
     pub depends_on: String,
     #[serde(default)]
@@ -98,6 +139,8 @@ impl TaskForm {
             schedule: t.schedule.clone(),
             timezone: t.timezone.clone(),
             day_offset: t.day_offset.to_string(),
+            period: t.period.clone(),
+            calendar: t.calendar.clone(),
             retries: if t.retries < 0 {
                 String::new()
             } else {
@@ -111,12 +154,10 @@ impl TaskForm {
             depends_on: t
                 .depends_on
                 .iter()
-                .map(|d| {
-                    if d.day_offset == 0 {
-                        d.task.clone()
-                    } else {
-                        format!("{} {}", d.task, d.day_offset)
-                    }
+                .map(|d| match (d.day_offset, d.calendar.as_str()) {
+                    (0, "") => d.task.clone(),
+                    (offset, "") => format!("{} {offset}", d.task),
+                    (offset, calendar) => format!("{} {offset} {calendar}", d.task),
                 })
                 .collect::<Vec<_>>()
                 .join("\n"),
@@ -130,6 +171,7 @@ impl TaskForm {
         Self {
             timezone: "UTC".into(),
             day_offset: "-1".into(),
+            period: "day".into(),
             priority: "0".into(),
             queue: "default".into(),
             ..Default::default()
@@ -164,22 +206,28 @@ impl TaskForm {
                         (
                             "depends_on",
                             format!(
-                                "depends_on: {line:?}: write a task, or a task and a day offset such as -1"
+                                "depends_on: {line:?}: write a task, or a task and a day offset such as -1 (and a calendar)"
                             ),
                         )
                     })?;
-                    depends_on.push(DependencyOut::WithOffset { task, day_offset });
+                    let calendar = words.next().map(str::to_string);
+                    depends_on.push(DependencyOut::new(task, day_offset, calendar));
                 }
             }
         }
         let optional = |text: &str| Some(text.trim().to_string()).filter(|t| !t.is_empty());
+        let (period, day_offset, offset) =
+            offsets(self.period.trim(), int("day_offset", &self.day_offset, -1)?);
         let task = TaskOut {
             id: self.id.trim().to_string(),
             description: self.description.trim().to_string(),
             command: self.command.replace("\r\n", "\n").trim().to_string(),
             schedule: optional(&self.schedule),
             timezone: optional(&self.timezone).unwrap_or_else(|| "UTC".into()),
-            day_offset: int("day_offset", &self.day_offset, -1)?,
+            period,
+            day_offset,
+            offset,
+            calendar: optional(&self.calendar),
             retries,
             retry_delay: optional(&self.retry_delay),
             timeout: optional(&self.timeout),
@@ -200,13 +248,17 @@ pub fn export(tasks: &[Task]) -> String {
         .iter()
         .map(|t| {
             let form = TaskForm::from_task(t);
+            let (period, day_offset, offset) = offsets(&t.period, t.day_offset);
             TaskOut {
                 id: t.id.clone(),
                 description: t.description.clone(),
                 command: t.command.clone(),
                 schedule: Some(t.schedule.clone()).filter(|s| !s.is_empty()),
                 timezone: t.timezone.clone(),
-                day_offset: t.day_offset,
+                period,
+                day_offset,
+                offset,
+                calendar: Some(t.calendar.clone()).filter(|c| !c.is_empty()),
                 retries: u32::try_from(t.retries).ok(),
                 retry_delay: Some(form.retry_delay).filter(|s| !s.is_empty()),
                 timeout: Some(form.timeout).filter(|s| !s.is_empty()),
@@ -219,14 +271,11 @@ pub fn export(tasks: &[Task]) -> String {
                     .depends_on
                     .iter()
                     .map(|d| {
-                        if d.day_offset == 0 {
-                            DependencyOut::Same(d.task.clone())
-                        } else {
-                            DependencyOut::WithOffset {
-                                task: d.task.clone(),
-                                day_offset: d.day_offset,
-                            }
-                        }
+                        DependencyOut::new(
+                            d.task.clone(),
+                            d.day_offset,
+                            Some(d.calendar.clone()).filter(|c| !c.is_empty()),
+                        )
                     })
                     .collect(),
             }
@@ -238,12 +287,15 @@ pub fn export(tasks: &[Task]) -> String {
 /// The form field an apply error is about, from the parser's message
 /// (`edit form: task "x" (tasks[0], line 3): schedule: ...`); "" when it names none.
 pub fn field_of(message: &str) -> &'static str {
-    const FIELDS: [&str; 14] = [
+    const FIELDS: [&str; 17] = [
         "id",
         "command",
         "schedule",
         "timezone",
         "day_offset",
+        "offset",
+        "period",
+        "calendar",
         "retries",
         "retry_delay",
         "timeout",

@@ -354,6 +354,18 @@ pub(super) fn run_keys(
     catalog.check_period(&plan.task, plan.from)?;
     catalog.check_period(&plan.task, plan.to)?;
     check_range(plan.from, plan.to)?;
+    for end in [plan.from, plan.to] {
+        if let Period::Hour(day, hour) = end
+            && !goflow_core::period::hour_exists(day, hour, spec.tz())
+        {
+            return Err(EngineError::Invalid(format!(
+                "{end} does not happen in {} (the clocks skip that hour on {}), so {:?} has no instance for it",
+                spec.timezone,
+                end.etl_day(),
+                plan.task
+            )));
+        }
+    }
     // One period outside the task's calendar is refused, naming it, unless forced; in a range
     // such periods are left out (a backfill of a workday task runs its workdays).
     if plan.from == plan.to

@@ -86,7 +86,7 @@ pub fn to_json(t: &Task) -> Value {
         "timezone": t.timezone,
         "day_offset": t.day_offset,
         "depends_on": t.depends_on.iter()
-            .map(|d| json!({"task": d.task, "day_offset": d.day_offset}))
+            .map(|d| json!({"task": d.task, "day_offset": d.day_offset, "calendar": opt(&d.calendar)}))
             .collect::<Vec<_>>(),
         "retries": t.retries,
         "retries_in_force": t.retries_in_force,
@@ -102,6 +102,8 @@ pub fn to_json(t: &Task) -> Value {
         "next_fire_at": output::json_time(t.next_fire_at),
         "expected_duration_ms": if t.expected_duration_ms == 0 { Value::Null } else { Value::from(t.expected_duration_ms) },
         "deadline": opt(&t.deadline),
+        "period": if t.period.is_empty() { "day" } else { t.period.as_str() },
+        "calendar": opt(&t.calendar),
     })
 }
 
