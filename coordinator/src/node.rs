@@ -151,10 +151,19 @@ impl Node {
             }
         }
         // Agents' credentials: per-agent tokens always; the cluster's shared secret when it has
-        // one; for an embedded agent, a random secret of this process (so nobody else can act
-        // as it over the port, on loopback too).
+        // one; for an embedded agent, the random secret the database keeps for the cluster's
+        // embedded agents (so nobody else can act as one over the port, on loopback too, and
+        // a standby's embedded agent is recognised by the leader it passes calls to).
         let shared_secret = settings.agent_secret.clone().filter(|_| remote_agents);
-        let embedded_secret = local_queue.as_ref().map(|_| crate::auth::new_token("").0);
+        let embedded_secret = match &local_queue {
+            Some(_) => {
+                let mut tx = store.begin_unfenced().await?;
+                let secret = store::embedded_agent_secret(&mut tx, &crate::auth::new_token("gfe_").0).await?;
+                tx.commit().await?;
+                Some(secret)
+            }
+            None => None,
+        };
         let mut tasks = tokio::task::JoinSet::new();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut router = Router::new(shared_secret);

@@ -466,6 +466,8 @@ impl<S: GoflowService> Routed<S> {
 mod tests {
     use std::fmt;
 
+    use crate::agent_identity::Vouched;
+
     #[derive(Debug)]
     struct Transport(std::io::Error);
 
@@ -479,6 +481,47 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    fn agent_call(bearer: Option<&str>) -> http::Request<tonic::body::Body> {
+        let mut request = http::Request::new(tonic::body::Body::empty());
+        if let Some(bearer) = bearer {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+        }
+        request
+    }
+
+    /// What the router vouches for, for the services to read (never taken from the caller).
+    fn vouched(router: &super::Router, bearer: Option<&str>) -> Result<Option<Vouched>, tonic::Code> {
+        let mut request = agent_call(bearer);
+        // A value planted before the check does not survive it.
+        request.extensions_mut().insert(Vouched::SharedSecret);
+        <super::Agents as super::GoflowService>::check(router, &mut request)
+            .map(|()| request.extensions().get::<Vouched>().copied())
+            .map_err(|status| status.code())
+    }
+
+    #[test]
+    fn agents_present_a_secret_or_a_token_or_are_refused() {
+        let shared = "shared-secret-0123456789";
+        let router = super::Router::new(Some(shared.into())).with_embedded_agent("gfe_embedded".into());
+        assert_eq!(vouched(&router, Some(shared)), Ok(Some(Vouched::SharedSecret)));
+        assert_eq!(
+            vouched(&router, Some("gfe_embedded")),
+            Ok(Some(Vouched::Embedded))
+        );
+        // A token is looked up by the service that answers: nothing vouched here.
+        assert_eq!(vouched(&router, Some("gfa_0123")), Ok(None));
+        assert_eq!(vouched(&router, Some("wrong")), Err(tonic::Code::Unauthenticated));
+        assert_eq!(vouched(&router, None), Err(tonic::Code::Unauthenticated));
+
+        // No shared secret: tokens and the embedded agent only, on loopback too.
+        let router = super::Router::new(None);
+        assert_eq!(vouched(&router, Some("gfa_0123")), Ok(None));
+        assert_eq!(vouched(&router, None), Err(tonic::Code::Unauthenticated));
+        assert_eq!(vouched(&router, Some("")), Err(tonic::Code::Unauthenticated));
     }
 
     /// The cause of a failed forward is told as the forward's, with its whole chain.

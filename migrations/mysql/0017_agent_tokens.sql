@@ -7,3 +7,8 @@ CREATE TABLE agent_tokens (
     created_at   BIGINT NOT NULL,
     last_used_at BIGINT
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+CREATE TABLE embedded_agent_secret (
+    id     INTEGER PRIMARY KEY,
+    secret VARCHAR(128) NOT NULL
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -7,3 +7,8 @@ CREATE TABLE agent_tokens (
     created_at   BIGINT NOT NULL,
     last_used_at BIGINT
 );
+
+CREATE TABLE embedded_agent_secret (
+    id     INTEGER PRIMARY KEY,
+    secret TEXT NOT NULL
+);

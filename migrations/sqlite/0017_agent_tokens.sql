@@ -8,3 +8,11 @@ CREATE TABLE agent_tokens (
     created_at   INTEGER NOT NULL,
     last_used_at INTEGER
 );
+
+-- The secret coordinators give their own embedded agents (one per database, made by the first
+-- coordinator that needs it): any coordinator of the cluster then recognises every embedded
+-- agent's calls, also those a standby passes to the leader. Never given to remote agents.
+CREATE TABLE embedded_agent_secret (
+    id     INTEGER PRIMARY KEY,
+    secret TEXT NOT NULL
+);

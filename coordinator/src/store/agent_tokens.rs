@@ -83,3 +83,81 @@ pub async fn touch_agent_token(db: &mut impl Db, agent_id: &str, now: i64) -> an
         .await?;
     Ok(())
 }
+
+/// The secret of the cluster's embedded agents: the stored one, or `candidate`, stored now if
+/// none is (the first coordinator to ask makes it; the others read it).
+pub async fn embedded_agent_secret(db: &mut impl Db, candidate: &str) -> anyhow::Result<String> {
+    let d = db.dialect();
+    let sql = d.insert_unless_exists("embedded_agent_secret (id, secret)", "(1, ?)", "id");
+    sqlx::query(d.sql(&sql))
+        .bind(candidate)
+        .execute(db.conn())
+        .await?;
+    Ok(
+        sqlx::query_scalar(d.sql("SELECT secret FROM embedded_agent_secret WHERE id = 1"))
+            .fetch_one(db.conn())
+            .await?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Dialect, Store, now_ms};
+    use crate::testing::TestDatabase;
+
+    /// On each database: one token per agent, found by its hash only, gone once revoked; the
+    /// embedded agents' secret is made once and then kept.
+    #[tokio::test]
+    async fn agent_tokens_on_every_database() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let db = TestDatabase::create(dialect).await;
+            let store = Store::open(&db.database_url()).await.expect("open");
+            let row = AgentTokenRow {
+                agent_id: "a1".into(),
+                created_by: "local:test".into(),
+                created_at: now_ms(),
+                last_used_at: None,
+            };
+            let mut tx = store.begin_unfenced().await.unwrap();
+            assert!(insert_agent_token(&mut tx, &row, "hash-1").await.unwrap());
+            assert!(
+                !insert_agent_token(&mut tx, &row, "hash-2").await.unwrap(),
+                "{dialect:?}: one token per agent"
+            );
+            touch_agent_token(&mut tx, "a1", 42).await.unwrap();
+            let first = embedded_agent_secret(&mut tx, "first").await.unwrap();
+            let second = embedded_agent_secret(&mut tx, "second").await.unwrap();
+            assert_eq!(
+                (first.as_str(), second.as_str()),
+                ("first", "first"),
+                "{dialect:?}"
+            );
+            tx.commit().await.unwrap();
+
+            let mut conn = store.read().await.unwrap();
+            assert_eq!(
+                agent_of_token(&mut conn, "hash-1").await.unwrap().as_deref(),
+                Some("a1")
+            );
+            assert_eq!(agent_of_token(&mut conn, "hash-2").await.unwrap(), None);
+            let listed = list_agent_tokens(&mut conn).await.unwrap();
+            assert_eq!(listed.len(), 1, "{dialect:?}");
+            assert_eq!(listed[0].last_used_at, Some(42), "{dialect:?}");
+            drop(conn);
+
+            let mut tx = store.begin_unfenced().await.unwrap();
+            assert!(delete_agent_token(&mut tx, "a1").await.unwrap());
+            assert!(!delete_agent_token(&mut tx, "a1").await.unwrap());
+            tx.commit().await.unwrap();
+            let mut conn = store.read().await.unwrap();
+            assert_eq!(
+                agent_of_token(&mut conn, "hash-1").await.unwrap(),
+                None,
+                "{dialect:?}"
+            );
+            drop(conn);
+            store.close().await;
+        }
+    }
+}

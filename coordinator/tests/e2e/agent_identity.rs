@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use goflow_coordinator::testing::TestDatabase;
+use goflow_coordinator::testing::{TestDatabase, suite_dialect};
 use goflow_proto as pb;
 use pb::agent_service_client::AgentServiceClient;
 use pb::log_service_client::LogServiceClient;
@@ -13,7 +13,7 @@ use serde_json::Value;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::sandbox::{Agent, Launch, Redis, Sandbox, parse_array, run_goflow, suite_dialect, wait_for};
+use crate::sandbox::{Agent, Launch, Redis, Sandbox, parse_array, run_goflow, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const QUICK: Duration = Duration::from_secs(60);
@@ -115,7 +115,7 @@ fn an_agent_token_acts_only_for_its_own_agent() {
     let token_file = sb.root().join("a1.token");
     std::fs::write(&token_file, format!("{token_a}\n")).unwrap();
     let broker = redis.url();
-    let mut agents = vec![Agent::start(
+    let a1 = Agent::start(
         &sb.server_url(),
         "a1",
         2,
@@ -126,9 +126,9 @@ fn an_agent_token_acts_only_for_its_own_agent() {
         ],
         &sb.work(),
         &sb.root().join("agent-a1.log"),
-    )];
+    );
     // An agent without a credential is refused (on loopback too) and never listed.
-    agents.push(Agent::start(
+    let mut nobody = Agent::start(
         &sb.server_url(),
         "nobody",
         1,
@@ -136,19 +136,13 @@ fn an_agent_token_acts_only_for_its_own_agent() {
         &[("GOFLOW_BROKER", broker.as_str())],
         &sb.work(),
         &sb.root().join("agent-nobody.log"),
-    ));
-    let logs = || {
-        let mut text = format!("coordinator log:\n{}", sb.log_tail(40));
-        for agent in &agents {
-            text.push_str(&format!("\n\n{}", agent.log_tail(20)));
-        }
-        text
-    };
-    let status = agents[1]
+    );
+    let status = nobody
         .wait_exit(SETTLE)
-        .unwrap_or_else(|| panic!("the agent without a credential still runs\n{}", logs()));
+        .unwrap_or_else(|| panic!("the agent without a credential still runs\n{}", sb.log_tail(40)));
     assert!(!status.success());
-    assert!(agents[1].log().contains("per-agent token"), "{}", agents[1].log());
+    assert!(nobody.log().contains("per-agent token"), "{}", nobody.log());
+    let logs = || format!("coordinator log:\n{}\n\n{}", sb.log_tail(40), a1.log_tail(20));
     wait_for(SETTLE, "agent a1 to register", logs, || {
         let listed = parse_array(&sb.ctl_ok(&["agents", "-o", "json"]));
         listed
@@ -269,6 +263,7 @@ fn an_agent_token_acts_only_for_its_own_agent() {
                     tokio_stream::iter(vec![pb::LogAppend {
                         attempt_id: attempt_id.clone(),
                         data: b"INTRUDER\n".to_vec(),
+                        ..Default::default()
                     }]),
                     &token_b,
                 ))
@@ -399,7 +394,7 @@ fn an_agent_token_acts_only_for_its_own_agent() {
             .any(|o| o["action"] == "agent-token-revoke" && o["target"] == "b1"),
         "{ops:#?}"
     );
-    drop(agents);
+    drop(a1);
 }
 
 /// Standalone's embedded agent needs nothing, and nobody else may act as an agent there, on
@@ -409,8 +404,10 @@ fn standalone_refuses_agents_without_a_credential_and_records_user_changes() {
     let sb = Sandbox::start();
     sb.apply("tasks:\n  - id: hello\n    command: \"echo hello\"\n");
     sb.ctl_ok(&["run", "-j", "hello", "-d", "20260101"]);
-    sb.wait_status("20260101", 1, SETTLE);
-    let rows = sb.status_json("20260101");
+    let rows = sb.wait_status("20260101", SETTLE, "hello to succeed", |rows| {
+        rows.iter()
+            .any(|r| r["task"] == "hello" && r["state"] == "success")
+    });
     assert_eq!(sb.instance(&rows, "hello")["state"], "success", "{rows:#?}");
 
     let url = sb.server_url();
