@@ -153,11 +153,16 @@ fn an_agent_token_acts_only_for_its_own_agent() {
 
     // A long try on a1, the victim.
     let marker = sb.work().join("victim.done");
+    // And two tasks of queues nobody serves yet: they stay queued.
     sb.apply(&format!(
-        "tasks:\n  - id: victim\n    command: \"echo victim-start; sleep 8; echo victim-end; touch {}\"\n",
+        "tasks:\n  - id: victim\n    command: \"echo victim-start; sleep 8; echo victim-end; touch {}\"\n\
+         \x20 - id: gpu_job\n    command: \"echo gpu\"\n    queue: gpu\n\
+         \x20 - id: spare_job\n    command: \"echo spare\"\n    queue: spare\n",
         marker.display()
     ));
     sb.ctl_ok(&["run", "-j", "victim", "-d", "20260101"]);
+    sb.ctl_ok(&["run", "-j", "gpu_job", "-d", "20260101"]);
+    sb.ctl_ok(&["run", "-j", "spare_job", "-d", "20260101"]);
     let row = wait_for(SETTLE, "the victim to run on a1", logs, || {
         let rows = sb.status_json("20260101");
         rows.into_iter()
@@ -165,6 +170,23 @@ fn an_agent_token_acts_only_for_its_own_agent() {
     });
     let instance_id = row["id"].as_i64().expect("an instance id");
     let attempt_id = format!("{instance_id}-1");
+    let queued_id = |task: &str| {
+        let rows = sb.status_json("20260101");
+        let row = sb.instance(&rows, task);
+        assert_eq!(row["state"], "queued", "{row:#}");
+        row["id"].as_i64().expect("an instance id")
+    };
+    let (gpu_id, spare_id) = (queued_id("gpu_job"), queued_id("spare_job"));
+    let dispatch = |instance_id: i64, queue: &str| pb::ReportStartRequest {
+        agent_id: String::new(),
+        dispatch: Some(pb::Dispatch {
+            instance_id,
+            try_number: 1,
+            epoch: 1,
+            queue: queue.into(),
+            priority: 0,
+        }),
+    };
 
     let url = sb.server_url();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -182,10 +204,29 @@ fn an_agent_token_acts_only_for_its_own_agent() {
         };
 
         // b1 may register as itself: it is then listed as b1.
+        let mut as_b1 = register("b1");
+        as_b1.queues = vec!["default".into(), "spare".into()];
         agents_api
-            .register(with_token(register("b1"), &token_b))
+            .register(with_token(as_b1, &token_b))
             .await
             .expect("b1 registers as itself");
+        // It claims only dispatches of the queues it serves (however it learned of others).
+        denied(
+            "claim a gpu dispatch",
+            agents_api
+                .report_start(with_token(dispatch(gpu_id, "default"), &token_b))
+                .await
+                .map(drop),
+        );
+        let answer = agents_api
+            .report_start(with_token(dispatch(spare_id, "spare"), &token_b))
+            .await
+            .expect("a dispatch of b1's own queue is b1's to claim");
+        let answer = answer.into_inner();
+        assert!(
+            answer.granted || !answer.reason.is_empty(),
+            "answered, granted or not (epoch): {answer:?}"
+        );
         // b1's credential cannot register as a1 (which would declare a1's tries lost).
         denied(
             "register as a1",
