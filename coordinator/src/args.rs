@@ -56,6 +56,10 @@ pub enum Command {
     /// first start, and a running coordinator sees a change at once).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manages agents' own credentials (on the coordinator's host, with its database settings,
+    /// like `goflow user`): each agent presents its token, and acts only as itself.
+    #[command(subcommand, name = "agent-token")]
+    AgentToken(AgentTokenCommand),
     #[command(flatten)]
     Seed(seed_verbs::SeedVerb),
     /// Prints the version.
@@ -305,9 +309,15 @@ pub struct AgentArgs {
     /// Queues (routing keys) to take work from, comma-separated; `*` for all (default: default).
     #[arg(long, value_delimiter = ',')]
     pub queues: Vec<String>,
-    /// The agent's stable name (also GOFLOW_ID); default: one the coordinator makes from the host.
+    /// The agent's stable name (also GOFLOW_ID); default: its token's agent, else one the
+    /// coordinator makes from the host.
     #[arg(long)]
     pub id: Option<String>,
+    /// A file holding this agent's token (`goflow agent-token create --id ID` prints it); also
+    /// GOFLOW_AGENT_TOKEN (the token itself), GOFLOW_AGENT_TOKEN_FILE, Worker.AgentToken or
+    /// Worker.AgentTokenFile. Never the token on the command line, where `ps` shows it.
+    #[arg(long, value_name = "FILE")]
+    pub agent_token_file: Option<PathBuf>,
     /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
     #[arg(long, value_name = "SECS")]
     pub heartbeat_interval: Option<u64>,
@@ -353,6 +363,34 @@ pub enum UserCommand {
     Remove {
         /// The user's name.
         name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentTokenCommand {
+    /// Creates the token of agent ID and prints it alone on stdout (shown once: the database
+    /// keeps only its hash).
+    Create {
+        /// The agent's id (what it registers as; `goflow agent --id`).
+        #[arg(long)]
+        id: String,
+        /// Replaces the agent's token if it has one (the old one stops working).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Lists the agents that have a token, with when it was made and last used.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revokes the token of agent ID: coordinators refuse it within seconds.
+    Revoke {
+        /// The agent's id.
+        id: String,
         #[command(flatten)]
         config: ConfigArgs,
     },

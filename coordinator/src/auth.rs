@@ -91,6 +91,8 @@ struct Failures {
 
 pub struct Auth {
     store: Store,
+    /// Agents' per-agent tokens (AgentService and LogService calls).
+    agents: crate::agent_identity::AgentIdentities,
     enabled: bool,
     failures: Mutex<HashMap<String, Failures>>,
     touched: Mutex<HashMap<String, Instant>>,
@@ -99,6 +101,7 @@ pub struct Auth {
 impl Auth {
     pub fn new(store: Store, enabled: bool) -> Self {
         Self {
+            agents: crate::agent_identity::AgentIdentities::new(store.clone()),
             store,
             enabled,
             failures: Mutex::new(HashMap::new()),
@@ -108,6 +111,11 @@ impl Auth {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Who agents' calls come from.
+    pub fn agents(&self) -> &crate::agent_identity::AgentIdentities {
+        &self.agents
     }
 
     /// The caller of `bearer` (the token of `authorization: Bearer ...`), if it needs `role`.

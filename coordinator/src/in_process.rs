@@ -19,7 +19,7 @@ use crate::metrics::{IN_PROCESS, grpc_code_name};
 use crate::routing::{Route, Router};
 
 /// Answers the embedded agent where the router sends calls now. The agent secret and client
-/// certificate are not checked: the caller is this process.
+/// certificate are not checked: the caller is this process (vouched for as the embedded agent).
 #[derive(Clone)]
 pub struct InProcessAgents {
     router: Router,
@@ -66,6 +66,11 @@ impl InProcessAgents {
                 "no coordinator leads right now ({why}); try again"
             ))),
         };
+        let mut request = request;
+        // The caller is this process's embedded agent (not sent on when passed to a leader).
+        request
+            .extensions_mut()
+            .insert(crate::agent_identity::Vouched::Embedded);
         let answer = match target {
             Ok(target) => send(target, request).instrument(span).await,
             Err(status) => Err(status),

@@ -1,6 +1,7 @@
 //! goflow coordinator: owns the state (the store), decides what runs (the engine), and serves
 //! the gRPC API that agents, goflowctl and the web UI use.
 
+pub mod agent_identity;
 pub mod alerts;
 pub mod auth;
 pub mod config;

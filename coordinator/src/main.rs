@@ -255,6 +255,7 @@ async fn main() {
         Command::Agent(args) => agent(args).await,
         Command::Webui(args) => webui(args).await,
         Command::User(command) => user(command).await,
+        Command::AgentToken(command) => agent_token(command).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Seed(verb) => std::process::exit(verb.run().await.into()),
         Command::Version => {
@@ -294,6 +295,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
         settings.agent_id = id;
     }
+    if let Some(file) = args.agent_token_file {
+        settings.agent_token_file = Some(file);
+        settings.agent_token = None;
+    }
     if let Some(secs) = args.heartbeat_interval {
         anyhow::ensure!(secs >= 1, "--heartbeat-interval must be at least 1 second");
         settings.engine.heartbeat_interval = Duration::from_secs(secs);
@@ -308,6 +313,25 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     args.tls.apply(&mut settings);
     args.drain.apply(&mut settings);
     init_logging(&settings, "goflow-agent")?;
+    // Its own token if it has one; else the cluster's shared secret (a trusted network).
+    let credential = match (settings.read_agent_token()?, &settings.agent_secret) {
+        (Some(token), _) => {
+            tracing::info!("presenting this agent's own token");
+            Some(token)
+        }
+        (None, Some(secret)) => {
+            tracing::info!("presenting the cluster's shared agent secret");
+            Some(secret.clone())
+        }
+        (None, None) => {
+            tracing::warn!(
+                "no agent credential: coordinators refuse this agent. Give it its token \
+                 (goflow agent-token create --id ID on a coordinator's host; then GOFLOW_AGENT_TOKEN, \
+                 --agent-token-file or Worker.AgentToken)"
+            );
+            None
+        }
+    };
     let broker = settings.broker.clone().context(
         "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
     )?;
@@ -362,7 +386,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             settings.agent_queues.clone()
         },
         heartbeat_interval: settings.engine.heartbeat_interval,
-        secret: settings.agent_secret.clone(),
+        secret: credential,
         tls: client_tls(&settings)?,
         metrics: Some(metrics),
         drain_timeout: settings.drain_timeout,
@@ -486,6 +510,7 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                     store::insert_user(&mut tx, name, role.as_str(), &hash, now_ms()).await?,
                     "user {name:?} exists (goflow user passwd {name} changes the password)"
                 );
+                record_local(&mut tx, "user add", "user-add", name, role.as_str()).await?;
                 tx.commit().await?;
                 println!("user {name} added ({role})");
             }
@@ -510,12 +535,14 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                     store::set_password(&mut tx, name, &hash, now_ms()).await?,
                     "no user {name:?}"
                 );
+                record_local(&mut tx, "user passwd", "user-passwd", name, "").await?;
                 tx.commit().await?;
                 println!("password of {name} changed; their sessions ended");
             }
             UserCommand::Remove { name, .. } => {
                 let mut tx = store.begin_unfenced().await?;
                 anyhow::ensure!(store::remove_user(&mut tx, name).await?, "no user {name:?}");
+                record_local(&mut tx, "user remove", "user-remove", name, "").await?;
                 tx.commit().await?;
                 println!("user {name} removed");
             }
@@ -525,6 +552,118 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
     .await;
     store.close().await;
     result
+}
+
+/// Records a change made on the coordinator's host (`goflow user`, `goflow agent-token`) in the
+/// operations log, as the operating-system user who ran it.
+async fn record_local(
+    tx: &mut goflow_coordinator::store::Tx,
+    verb: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
+    let os_user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    goflow_coordinator::store::record_operation(
+        tx,
+        &format!("local:{os_user}"),
+        &format!("goflow {verb} (on the coordinator's host)"),
+        action,
+        target,
+        detail,
+        goflow_coordinator::store::now_ms(),
+    )
+    .await
+}
+
+/// `goflow agent-token create/list/revoke`: agents' own credentials, in the coordinator's
+/// database (which is created or upgraded first, so this works before the first start).
+async fn agent_token(command: AgentTokenCommand) -> anyhow::Result<()> {
+    use goflow_coordinator::agent_identity::new_agent_token;
+    use goflow_coordinator::store::{self, Store, now_ms};
+    let config = match &command {
+        AgentTokenCommand::Create { config, .. }
+        | AgentTokenCommand::List { config }
+        | AgentTokenCommand::Revoke { config, .. } => config,
+    };
+    let settings = load(config, Role::Coordinator)?;
+    let store = Store::open(&settings.database_url()?).await?;
+    let result = async {
+        match &command {
+            AgentTokenCommand::Create { id, replace, .. } => {
+                goflow_coordinator::auth::check_name("agent id", id)?;
+                let (token, hash) = new_agent_token();
+                let row = store::AgentTokenRow {
+                    agent_id: id.clone(),
+                    created_by: format!(
+                        "local:{}",
+                        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                    ),
+                    created_at: now_ms(),
+                    last_used_at: None,
+                };
+                let mut tx = store.begin_unfenced().await?;
+                let replaced = *replace && store::delete_agent_token(&mut tx, id).await?;
+                anyhow::ensure!(
+                    store::insert_agent_token(&mut tx, &row, &hash).await?,
+                    "agent {id:?} has a token already: `goflow agent-token revoke {id}` first, or \
+                     --replace to make a new one (the old one stops working)"
+                );
+                let detail = if replaced { "replaced" } else { "" };
+                record_local(&mut tx, "agent-token create", "agent-token-create", id, detail).await?;
+                tx.commit().await?;
+                // The token alone on stdout, for `> file`; the rest to stderr.
+                println!("{token}");
+                eprintln!(
+                    "token of agent {id} {}: give it to the agent (GOFLOW_AGENT_TOKEN, --agent-token-file \
+                     or Worker.AgentToken); it is not shown again",
+                    if replaced { "replaced" } else { "created" }
+                );
+            }
+            AgentTokenCommand::List { .. } => {
+                let mut conn = store.read().await?;
+                let rows = store::list_agent_tokens(&mut conn).await?;
+                if rows.is_empty() {
+                    println!("no agent tokens (goflow agent-token create --id ID)");
+                } else {
+                    println!("AGENT\tCREATED\tCREATED BY\tLAST USED");
+                }
+                for row in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        row.agent_id,
+                        time_text(row.created_at),
+                        row.created_by,
+                        row.last_used_at.map_or_else(|| "never".to_string(), time_text)
+                    );
+                }
+            }
+            AgentTokenCommand::Revoke { id, .. } => {
+                let mut tx = store.begin_unfenced().await?;
+                anyhow::ensure!(
+                    store::delete_agent_token(&mut tx, id).await?,
+                    "agent {id:?} has no token (goflow agent-token list shows those that have one)"
+                );
+                record_local(&mut tx, "agent-token revoke", "agent-token-revoke", id, "").await?;
+                tx.commit().await?;
+                println!("token of agent {id} revoked: coordinators refuse it within seconds");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// Milliseconds since the epoch, as UTC text.
+fn time_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 /// A password from the terminal (not echoed), or the first line of stdin when asked or when

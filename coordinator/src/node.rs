@@ -75,11 +75,17 @@ impl Node {
         let (queue, local_queue): (Arc<dyn DispatchQueue>, Option<Arc<MemoryQueue>>) = match &settings.broker
         {
             Some(broker) if remote_agents => {
-                anyhow::ensure!(
-                    settings.agent_secret.is_some(),
-                    "a coordinator that serves remote agents (a Redis URL is set) needs an agent secret: \
-                     set Common.AgentSecret or GOFLOW_AGENT_SECRET (16+ characters) here and on every agent"
-                );
+                if settings.agent_secret.is_none() {
+                    tracing::info!(
+                        "no shared agent secret: agents are accepted by their per-agent tokens only \
+                         (goflow agent-token create --id ID)"
+                    );
+                } else {
+                    tracing::info!(
+                        "agents are accepted by their per-agent tokens, and by the shared agent secret \
+                         (Common.AgentSecret: for a single trusted network; any holder may act as any agent)"
+                    );
+                }
                 (
                     Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?),
                     None,
@@ -144,16 +150,27 @@ impl Node {
                 );
             }
         }
-        // The agents' secret: the cluster's, or, for an embedded agent behind authentication, a
-        // random one of this process (so nobody else can claim its work over the port).
-        let agent_secret = match (&settings.agent_secret, remote_agents, settings.auth) {
-            (Some(secret), true, _) => Some(secret.clone()),
-            (_, false, true) => Some(crate::auth::new_token("").0),
-            _ => None,
+        // Agents' credentials: per-agent tokens always; the cluster's shared secret when it has
+        // one; for an embedded agent, the random secret the database keeps for the cluster's
+        // embedded agents (so nobody else can act as one over the port, on loopback too, and
+        // a standby's embedded agent is recognised by the leader it passes calls to).
+        let shared_secret = settings.agent_secret.clone().filter(|_| remote_agents);
+        let embedded_secret = match &local_queue {
+            Some(_) => {
+                let mut tx = store.begin_unfenced().await?;
+                let secret = store::embedded_agent_secret(&mut tx, &crate::auth::new_token("gfe_").0).await?;
+                tx.commit().await?;
+                Some(secret)
+            }
+            None => None,
         };
         let mut tasks = tokio::task::JoinSet::new();
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let router = Router::new(agent_secret.clone())
+        let mut router = Router::new(shared_secret);
+        if let Some(secret) = &embedded_secret {
+            router = router.with_embedded_agent(secret.clone());
+        }
+        let router = router
             .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()))
             .with_metrics(metrics.clone())
             .with_logs(store.clone(), settings.engine.max_log_bytes);
@@ -237,7 +254,7 @@ impl Node {
                     settings.agent_queues.clone()
                 },
                 heartbeat_interval: settings.engine.heartbeat_interval,
-                secret: agent_secret,
+                secret: embedded_secret,
                 tls: own_tls.clone().unwrap_or_default(),
                 // Claims and finish reports skip gRPC; the rest still goes over `grpc_url`.
                 local: Some(Arc::new(InProcessAgents::new(router.clone()))),

@@ -20,6 +20,7 @@ use tonic::server::NamedService;
 use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
+use crate::agent_identity::{AGENT_TOKEN_PREFIX, Vouched};
 use crate::grpc::{Api, LogApi};
 
 /// Where calls go now.
@@ -47,7 +48,10 @@ impl Route {
             control: pb::control_service_server::ControlServiceServer::new(api.clone()),
             agents: pb::agent_service_server::AgentServiceServer::new(api.clone()),
             auth: pb::auth_service_server::AuthServiceServer::new(api.clone()),
-            logs: pb::log_service_server::LogServiceServer::new(LogApi::for_engine(api.engine().clone())),
+            logs: pb::log_service_server::LogServiceServer::new(LogApi::for_engine(
+                api.engine().clone(),
+                api.agent_identities().clone(),
+            )),
             api,
         }
     }
@@ -57,7 +61,10 @@ impl Route {
 #[derive(Clone)]
 pub struct Router {
     route: Arc<RwLock<Route>>,
+    /// The cluster's shared agent secret (a single trusted network), if it has one.
     agent_secret: Option<Arc<str>>,
+    /// The random secret of this process's embedded agent, if it runs one.
+    embedded_secret: Option<Arc<str>>,
     /// mTLS for agents (`--tls-client-ca`): AgentService calls need a verified client
     /// certificate (the TLS handshake verified any certificate presented).
     agent_certificates: bool,
@@ -70,12 +77,15 @@ pub struct Router {
 }
 
 impl Router {
-    /// With an `agent_secret`, AgentService calls without it are refused here, before they
-    /// reach an engine or another coordinator.
+    /// Agents' calls (AgentService, LogService) without a credential are refused here, before
+    /// they reach an engine or another coordinator: they present `agent_secret` (the cluster's
+    /// shared one, if it has one), the embedded agent's secret, or a per-agent token (checked
+    /// against the store by the service that answers, see `agent_identity`).
     pub fn new(agent_secret: Option<String>) -> Self {
         Self {
             route: Arc::new(RwLock::new(Route::NoLeader("the coordinator is starting".into()))),
             agent_secret: agent_secret.map(Arc::from),
+            embedded_secret: None,
             agent_certificates: false,
             metrics: None,
             changes: Arc::new(tokio::sync::watch::channel(0).0),
@@ -100,6 +110,12 @@ impl Router {
     /// Every call of the goflow services is counted and timed in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// This process runs an embedded agent, which presents `secret` (random, of this process).
+    pub fn with_embedded_agent(mut self, secret: String) -> Self {
+        self.embedded_secret = Some(Arc::from(secret));
         self
     }
 
@@ -171,7 +187,8 @@ pub trait GoflowService: Send + Sync + 'static {
     const NAME: &'static str;
     fn local(route: &Route, request: http::Request<Body>)
     -> Option<BoxFuture<'static, http::Response<Body>>>;
-    fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status>;
+    /// Refuses a call, or lets it through (marking in its extensions what it vouched for).
+    fn check(router: &Router, request: &mut http::Request<Body>) -> Result<(), tonic::Status>;
     /// Whether this coordinator answers the service's calls itself, whoever leads, and how.
     fn here(_router: &Router) -> Option<Here> {
         None
@@ -202,7 +219,7 @@ impl GoflowService for Logs {
     }
 
     /// Agents' calls: the same credentials as AgentService.
-    fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status> {
+    fn check(router: &Router, request: &mut http::Request<Body>) -> Result<(), tonic::Status> {
         Agents::check(router, request)
     }
 
@@ -225,7 +242,7 @@ impl GoflowService for Logins {
         Some(answer(auth.clone(), request))
     }
 
-    fn check(_router: &Router, _request: &http::Request<Body>) -> Result<(), tonic::Status> {
+    fn check(_router: &Router, _request: &mut http::Request<Body>) -> Result<(), tonic::Status> {
         Ok(())
     }
 }
@@ -243,7 +260,7 @@ impl GoflowService for Control {
         Some(answer(control.clone(), request))
     }
 
-    fn check(_router: &Router, _request: &http::Request<Body>) -> Result<(), tonic::Status> {
+    fn check(_router: &Router, _request: &mut http::Request<Body>) -> Result<(), tonic::Status> {
         Ok(())
     }
 }
@@ -261,9 +278,10 @@ impl GoflowService for Agents {
         Some(answer(agents.clone(), request))
     }
 
-    /// Agents of a cluster must present the agent secret; standalone's embedded agent has none
-    /// to present, and its coordinator listens on loopback only by default.
-    fn check(router: &Router, request: &http::Request<Body>) -> Result<(), tonic::Status> {
+    /// Agents present a credential: the cluster's shared secret, the embedded agent's, or a
+    /// per-agent token (`gfa_`, looked up in the store by the service that answers). Without
+    /// one, refused here: on loopback too, whatever the coordinator's settings.
+    fn check(router: &Router, request: &mut http::Request<Body>) -> Result<(), tonic::Status> {
         if router.agent_certificates {
             let verified = request
                 .extensions()
@@ -272,24 +290,45 @@ impl GoflowService for Agents {
                 .is_some_and(|certs| !certs.is_empty());
             if !verified {
                 return Err(tonic::Status::unauthenticated(
-                    "this coordinator requires agents to present a client certificate signed by its                      client CA (--tls-client-ca): start the agent with --tls-cert and --tls-key",
+                    "this coordinator requires agents to present a client certificate signed by its \
+                     client CA (--tls-client-ca): start the agent with --tls-cert and --tls-key",
                 ));
             }
         }
-        let Some(secret) = &router.agent_secret else {
-            return Ok(());
-        };
         let given = request
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if same_secret(given.as_bytes(), secret.as_bytes()) => Ok(()),
-            _ => Err(tonic::Status::unauthenticated(
-                "agent secret missing or wrong (the agent's GOFLOW_AGENT_SECRET or Common.AgentSecret)",
-            )),
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let matches = |secret: &Option<Arc<str>>, given: &str| {
+            secret
+                .as_ref()
+                .is_some_and(|s| same_secret(given.as_bytes(), s.as_bytes()))
+        };
+        let vouched = match given {
+            Some(token) if token.starts_with(AGENT_TOKEN_PREFIX) => None,
+            Some(given) if matches(&router.embedded_secret, given) => Some(Vouched::Embedded),
+            Some(given) if matches(&router.agent_secret, given) => Some(Vouched::SharedSecret),
+            _ => {
+                return Err(tonic::Status::unauthenticated(if router.agent_secret.is_some() {
+                    "agent credential missing or wrong: give the agent its per-agent token \
+                     (GOFLOW_AGENT_TOKEN, --agent-token-file or Worker.AgentToken; made by \
+                     `goflow agent-token create --id ID`) or the cluster's shared secret \
+                     (GOFLOW_AGENT_SECRET or Common.AgentSecret)"
+                } else {
+                    "this coordinator accepts agents by their per-agent token only: create one with \
+                     `goflow agent-token create --id ID` and give it to the agent (GOFLOW_AGENT_TOKEN, \
+                     --agent-token-file or Worker.AgentToken)"
+                }));
+            }
+        };
+        // Never taken from the caller: extensions do not travel over the wire.
+        request.extensions_mut().remove::<Vouched>();
+        if let Some(vouched) = vouched {
+            request.extensions_mut().insert(vouched);
         }
+        Ok(())
     }
 }
 
@@ -381,7 +420,7 @@ impl<S: GoflowService> Routed<S> {
         &mut self,
         mut request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
-        if let Err(status) = S::check(&self.router, &request) {
+        if let Err(status) = S::check(&self.router, &mut request) {
             return Box::pin(async move { Ok(status.into_http()) });
         }
         if let Some(here) = S::here(&self.router) {
@@ -427,6 +466,8 @@ impl<S: GoflowService> Routed<S> {
 mod tests {
     use std::fmt;
 
+    use crate::agent_identity::Vouched;
+
     #[derive(Debug)]
     struct Transport(std::io::Error);
 
@@ -440,6 +481,47 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    fn agent_call(bearer: Option<&str>) -> http::Request<tonic::body::Body> {
+        let mut request = http::Request::new(tonic::body::Body::empty());
+        if let Some(bearer) = bearer {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+        }
+        request
+    }
+
+    /// What the router vouches for, for the services to read (never taken from the caller).
+    fn vouched(router: &super::Router, bearer: Option<&str>) -> Result<Option<Vouched>, tonic::Code> {
+        let mut request = agent_call(bearer);
+        // A value planted before the check does not survive it.
+        request.extensions_mut().insert(Vouched::SharedSecret);
+        <super::Agents as super::GoflowService>::check(router, &mut request)
+            .map(|()| request.extensions().get::<Vouched>().copied())
+            .map_err(|status| status.code())
+    }
+
+    #[test]
+    fn agents_present_a_secret_or_a_token_or_are_refused() {
+        let shared = "shared-secret-0123456789";
+        let router = super::Router::new(Some(shared.into())).with_embedded_agent("gfe_embedded".into());
+        assert_eq!(vouched(&router, Some(shared)), Ok(Some(Vouched::SharedSecret)));
+        assert_eq!(
+            vouched(&router, Some("gfe_embedded")),
+            Ok(Some(Vouched::Embedded))
+        );
+        // A token is looked up by the service that answers: nothing vouched here.
+        assert_eq!(vouched(&router, Some("gfa_0123")), Ok(None));
+        assert_eq!(vouched(&router, Some("wrong")), Err(tonic::Code::Unauthenticated));
+        assert_eq!(vouched(&router, None), Err(tonic::Code::Unauthenticated));
+
+        // No shared secret: tokens and the embedded agent only, on loopback too.
+        let router = super::Router::new(None);
+        assert_eq!(vouched(&router, Some("gfa_0123")), Ok(None));
+        assert_eq!(vouched(&router, None), Err(tonic::Code::Unauthenticated));
+        assert_eq!(vouched(&router, Some("")), Err(tonic::Code::Unauthenticated));
     }
 
     /// The cause of a failed forward is told as the forward's, with its whole chain.

@@ -4,6 +4,8 @@
 #[path = "e2e/sandbox.rs"]
 mod sandbox;
 
+#[path = "e2e/agent_identity.rs"]
+mod agent_identity;
 #[path = "e2e/alerts.rs"]
 mod alerts;
 #[path = "e2e/auth.rs"]

@@ -116,7 +116,8 @@ class Cluster:
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("GOFLOW_", "OTEL_")) and k != "RUST_LOG"}
         self.env["XDG_CONFIG_HOME"] = os.path.join(folder, "config")
-        self.secret = secrets.token_hex(16)
+        # Each agent presents its own token (goflow agent-token), the coordinators no shared secret.
+        self.agent_tokens = {}
         self.sqlite = args.database == "sqlite"
         # With a network namespace (chaos_netns.Netns, set before start()): c3 runs inside it,
         # everything listens on the host's pair-B address too, and the cluster runs with --auth
@@ -168,6 +169,17 @@ class Cluster:
                            timeout=120, cwd=self.folder)
         if r.returncode != 0:
             raise Failure(f"goflow user add: {r.stderr.strip()}")
+
+    def agent_token(self, agent_id):
+        """`goflow agent-token create --id AGENT`, once per agent, on the run's database."""
+        if agent_id not in self.agent_tokens:
+            r = subprocess.run([os.path.join(self.bin, "goflow"), "agent-token", "create", "--id", agent_id,
+                                "--replace", "--database-url", self.db.url],
+                               env=self.env, capture_output=True, text=True, timeout=120, cwd=self.folder)
+            if r.returncode != 0:
+                raise Failure(f"goflow agent-token create: {r.stderr.strip()}")
+            self.agent_tokens[agent_id] = r.stdout.strip()
+        return self.agent_tokens[agent_id]
 
     def get_token(self):
         """`goflowctl login`, then an API token for every later goflowctl call (GOFLOW_TOKEN)."""
@@ -234,7 +246,7 @@ class Cluster:
 
     def add_coordinator(self, i):
         g, h = free_port(), free_port()
-        env = dict(self.env, GOFLOW_AGENT_SECRET=self.secret, GOFLOW_HEARTBEAT_INTERVAL="1")
+        env = dict(self.env, GOFLOW_HEARTBEAT_INTERVAL="1")
         inside = self.netns is not None and i == 2  # c3, in the namespace
         addr = self.netns.inside if inside else self.host
         cmd = [os.path.join(self.bin, "goflow"), "coordinator",
@@ -260,7 +272,7 @@ class Cluster:
         cmd = [os.path.join(self.bin, "goflow"), "agent", "--coordinator", ",".join(urls),
                "--redis-url", self.redis_url, "--slots", str(AGENT_SLOTS), "--id", agent_id,
                "--heartbeat-interval", "1"]
-        a = Proc(f"a{i + 1}", cmd, dict(self.env, GOFLOW_AGENT_SECRET=self.secret), self.folder)
+        a = Proc(f"a{i + 1}", cmd, dict(self.env, GOFLOW_AGENT_TOKEN=self.agent_token(agent_id)), self.folder)
         a.agent_id = agent_id
         self.agents.append(a.start())
 

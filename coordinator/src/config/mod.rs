@@ -32,8 +32,14 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     pub engine: EngineSettings,
     pub agent_id: String,
-    /// What agents must present to a coordinator that serves remote agents.
+    /// The cluster's shared agent secret (a single trusted network): any agent presenting it
+    /// is believed to be whichever agent it names.
     pub agent_secret: Option<String>,
+    /// This agent's own credential (`goflow agent-token create --id ID`; `Worker.AgentToken`,
+    /// `GOFLOW_AGENT_TOKEN`), or the file holding it (`--agent-token-file`,
+    /// `Worker.AgentTokenFile`, `GOFLOW_AGENT_TOKEN_FILE`): whichever was set last wins.
+    pub agent_token: Option<String>,
+    pub agent_token_file: Option<PathBuf>,
     pub agent_slots: usize,
     pub agent_queues: Vec<String>,
     /// How long an agent that is asked to stop lets its running tries finish before it kills
@@ -86,6 +92,8 @@ impl Default for Settings {
             engine: EngineSettings::default(),
             agent_id: String::new(),
             agent_secret: None,
+            agent_token: None,
+            agent_token_file: None,
             agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
             agent_queues: vec![],
             drain_timeout: goflow_agent::DEFAULT_DRAIN_TIMEOUT,
@@ -132,6 +140,8 @@ enum Key {
     Queues,
     AgentId,
     AgentSecret,
+    AgentToken,
+    AgentTokenFile,
     MaxLogBytes,
     SpoolDir,
     SpoolBytes,
@@ -183,6 +193,8 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Worker.SpoolDir", Key::SpoolDir),
     ("Worker.SpoolBytes", Key::SpoolBytes),
     ("Common.AgentSecret", Key::AgentSecret),
+    ("Worker.AgentToken", Key::AgentToken),
+    ("Worker.AgentTokenFile", Key::AgentTokenFile),
     ("Common.RedisUrl", Key::Broker),
     ("Common.EtcdEndpoints", Key::EtcdEndpoints),
     ("Scheduler.EtcdEndpoints", Key::EtcdEndpoints),
@@ -233,6 +245,8 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_QUEUES", Key::Queues),
     ("GOFLOW_AGENT_ID", Key::AgentId),
     ("GOFLOW_AGENT_SECRET", Key::AgentSecret),
+    ("GOFLOW_AGENT_TOKEN", Key::AgentToken),
+    ("GOFLOW_AGENT_TOKEN_FILE", Key::AgentTokenFile),
     ("GOFLOW_DRAIN_TIMEOUT", Key::DrainTimeout),
     ("GOFLOW_SPOOL_DIR", Key::SpoolDir),
     ("GOFLOW_SPOOL_BYTES", Key::SpoolBytes),
@@ -361,6 +375,18 @@ impl Settings {
                     );
                 }
                 self.agent_secret = Some(secret);
+            }
+            Key::AgentToken => {
+                let token = string(value, origin)?;
+                check_agent_token(&token).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+                self.agent_token = Some(token);
+                self.agent_token_file = None;
+            }
+            Key::AgentTokenFile => {
+                self.agent_token_file = path(value, origin)?;
+                if self.agent_token_file.is_some() {
+                    self.agent_token = None;
+                }
             }
             Key::EtcdEndpoints => {
                 self.etcd_endpoints = match value {
@@ -594,6 +620,32 @@ fn path(value: &Value, origin: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(string(value, origin)?)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from))
+}
+
+/// An agent token as `goflow agent-token create` prints it.
+pub fn check_agent_token(token: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        token.starts_with(crate::agent_identity::AGENT_TOKEN_PREFIX)
+            && token.len() > crate::agent_identity::AGENT_TOKEN_PREFIX.len()
+            && token.bytes().all(|b| b.is_ascii_graphic()),
+        "an agent token starts with {} and has no spaces (`goflow agent-token create --id ID` prints one)",
+        crate::agent_identity::AGENT_TOKEN_PREFIX
+    );
+    Ok(())
+}
+
+impl Settings {
+    /// This agent's token: the configured one, or the first line of the configured file.
+    pub fn read_agent_token(&self) -> anyhow::Result<Option<String>> {
+        let Some(file) = &self.agent_token_file else {
+            return Ok(self.agent_token.clone());
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read the agent token file {}: {e}", file.display()))?;
+        let token = text.trim().to_string();
+        check_agent_token(&token).map_err(|e| anyhow::anyhow!("agent token file {}: {e}", file.display()))?;
+        Ok(Some(token))
+    }
 }
 
 pub fn with_scheme(addr: &str) -> String {

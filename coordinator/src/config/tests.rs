@@ -320,3 +320,49 @@ fn the_agent_s_log_spool_is_configurable() {
     );
     assert_eq!(Settings::default().spool_bytes, 64 * 1024 * 1024);
 }
+
+/// An agent's token comes from the file's `Worker.AgentToken` or `Worker.AgentTokenFile`, or
+/// the environment, the later layer winning; a malformed one is refused, naming its source.
+#[test]
+fn an_agent_token_comes_from_the_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("gfa_{}", "ab".repeat(32));
+    let conf = write(
+        &dir,
+        "agent.json",
+        &format!(r#"{{"Worker": {{"AgentToken": "{token}"}}}}"#),
+    );
+    let s = Settings::load(Some(&conf), &HashMap::new(), Role::Agent).unwrap();
+    assert_eq!(s.read_agent_token().unwrap().as_deref(), Some(token.as_str()));
+
+    // The environment's file wins over the config file's token.
+    let other = format!("gfa_{}", "cd".repeat(32));
+    let file = write(&dir, "a1.token", &format!("{other}\n"));
+    let env = HashMap::from([("GOFLOW_AGENT_TOKEN_FILE".to_string(), file.display().to_string())]);
+    let s = Settings::load(Some(&conf), &env, Role::Agent).unwrap();
+    assert_eq!(s.read_agent_token().unwrap().as_deref(), Some(other.as_str()));
+
+    let env = HashMap::from([("GOFLOW_AGENT_TOKEN".to_string(), "not-a-token".to_string())]);
+    let err = Settings::load(None, &env, Role::Agent).unwrap_err().to_string();
+    assert!(
+        err.contains("GOFLOW_AGENT_TOKEN") && err.contains("gfa_"),
+        "{err}"
+    );
+
+    let bad = write(&dir, "bad.token", "gfa_ with spaces\n");
+    let env = HashMap::from([("GOFLOW_AGENT_TOKEN_FILE".to_string(), bad.display().to_string())]);
+    let s = Settings::load(None, &env, Role::Agent).unwrap();
+    let err = s.read_agent_token().unwrap_err().to_string();
+    assert!(err.contains("bad.token"), "{err}");
+    let missing = HashMap::from([(
+        "GOFLOW_AGENT_TOKEN_FILE".to_string(),
+        "/nonexistent/t".to_string(),
+    )]);
+    let s = Settings::load(None, &missing, Role::Agent).unwrap();
+    assert!(
+        s.read_agent_token()
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/t")
+    );
+}

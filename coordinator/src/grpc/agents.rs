@@ -1,5 +1,7 @@
-//! AgentService: register, heartbeat, claim, finish, logs and kill commands. Agents present
-//! the cluster's shared secret (checked in `routing` before a call reaches here).
+//! AgentService: register, heartbeat, claim, finish, logs and kill commands. Every call acts
+//! as the agent its credential names (`agent_identity`): a per-agent token may act only as its
+//! agent and only on that agent's tries; anything else is PERMISSION_DENIED, recorded, and
+//! changes nothing.
 
 use goflow_core::{Dispatch, TryOutcome};
 use goflow_proto as pb;
@@ -8,6 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
+use crate::agent_identity::AgentCaller;
 use crate::engine::{
     AgentCommand, AgentRegistration, ClaimOutcome, FinishOutcome, HeartbeatExtras, TryReport,
 };
@@ -15,11 +18,13 @@ use crate::engine::{
 #[tonic::async_trait]
 impl AgentService for Api {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> RpcResult<pb::RegisterResponse> {
+        let caller = self.agent_caller(&request).await?;
         let req = request.into_inner();
+        let agent_id = self.acting_as(&caller, &req.agent_id, "Register").await?;
         let registered = self
             .engine
             .register_agent(AgentRegistration {
-                agent_id: req.agent_id,
+                agent_id,
                 host: req.host,
                 slots: req.slots as i64,
                 queues: req.queues,
@@ -36,7 +41,9 @@ impl AgentService for Api {
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
+        let caller = self.agent_caller(&request).await?;
         let req = request.into_inner();
+        let agent_id = self.acting_as(&caller, &req.agent_id, "Heartbeat").await?;
         let extras = HeartbeatExtras {
             unstarted_attempts: req.unstarted_attempts,
             claiming: req
@@ -48,7 +55,7 @@ impl AgentService for Api {
         };
         let answer = self
             .engine
-            .heartbeat_with(&req.agent_id, &req.running_attempts, &extras)
+            .heartbeat_with(&agent_id, &req.running_attempts, &extras)
             .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             kill_attempts: answer.kill_attempts,
@@ -60,7 +67,9 @@ impl AgentService for Api {
         &self,
         request: Request<pb::ReportStartRequest>,
     ) -> RpcResult<pb::ReportStartResponse> {
+        let caller = self.agent_caller(&request).await?;
         let req = request.into_inner();
+        let agent_id = self.acting_as(&caller, &req.agent_id, "ReportStart").await?;
         let wire = req
             .dispatch
             .ok_or_else(|| Status::invalid_argument("dispatch is missing"))?;
@@ -71,8 +80,11 @@ impl AgentService for Api {
             queue: wire.queue,
             priority: wire.priority,
         };
+        if let AgentCaller::Agent(agent) = &caller {
+            self.check_claim(&caller, agent, &dispatch).await?;
+        }
         Ok(Response::new(
-            match self.engine.claim(&dispatch, &req.agent_id).await? {
+            match self.engine.claim(&dispatch, &agent_id).await? {
                 ClaimOutcome::Granted(claimed) => pb::ReportStartResponse {
                     granted: true,
                     reason: String::new(),
@@ -97,12 +109,16 @@ impl AgentService for Api {
         &self,
         request: Request<pb::ReportFinishRequest>,
     ) -> RpcResult<pb::ReportFinishResponse> {
+        let caller = self.agent_caller(&request).await?;
         let req = request.into_inner();
+        let agent_id = self.acting_as(&caller, &req.agent_id, "ReportFinish").await?;
+        self.check_try(&caller, &agent_id, &req.attempt_id, "ReportFinish")
+            .await?;
         let outcome = TryOutcome::parse(&req.outcome)
             .ok_or_else(|| Status::invalid_argument(format!("unknown outcome {:?}", req.outcome)))?;
         let report = TryReport {
             attempt_id: req.attempt_id,
-            agent_id: req.agent_id,
+            agent_id,
             epoch: req.epoch,
             outcome,
             exit_code: req.has_exit_code.then_some(req.exit_code as i64),
@@ -124,10 +140,20 @@ impl AgentService for Api {
         &self,
         request: Request<Streaming<pb::LogAppend>>,
     ) -> RpcResult<pb::StreamLogsResponse> {
+        let caller = self.agent_caller(&request).await?;
         let mut stream = request.into_inner();
         let mut stored = 0;
+        // Tries already checked on this stream (a stream carries one try's output, mostly).
+        let mut checked = std::collections::HashSet::new();
         while let Some(message) = stream.next().await {
             let message = message?;
+            if let AgentCaller::Agent(agent) = &caller
+                && !checked.contains(&message.attempt_id)
+            {
+                self.check_try(&caller, agent, &message.attempt_id, "StreamLogs")
+                    .await?;
+                checked.insert(message.attempt_id.clone());
+            }
             stored += self.engine.append_log(&message.attempt_id, &message.data).await?;
         }
         Ok(Response::new(pb::StreamLogsResponse { bytes_stored: stored }))
@@ -139,7 +165,9 @@ impl AgentService for Api {
         &self,
         request: Request<pb::WatchCommandsRequest>,
     ) -> RpcResult<Self::WatchCommandsStream> {
-        let agent_id = request.into_inner().agent_id;
+        let caller = self.agent_caller(&request).await?;
+        let named = request.into_inner().agent_id;
+        let agent_id = self.acting_as(&caller, &named, "WatchCommands").await?;
         if agent_id.is_empty() {
             return Err(Status::invalid_argument("agent_id is required"));
         }
@@ -156,5 +184,101 @@ impl AgentService for Api {
                 })
             }),
         )))
+    }
+}
+
+impl Api {
+    /// Who an agent's call comes from (its credential, not its body).
+    async fn agent_caller<T>(&self, request: &Request<T>) -> Result<AgentCaller, Status> {
+        self.auth.agents().identify(request).await
+    }
+
+    /// The agent a call acts as; a request naming another agent than its credential's is
+    /// refused and recorded.
+    async fn acting_as(
+        &self,
+        caller: &AgentCaller,
+        named: &str,
+        call: &'static str,
+    ) -> Result<String, Status> {
+        match caller.acting_as(named) {
+            Ok(id) => Ok(id),
+            Err(named) => {
+                let why = format!(
+                    "this credential belongs to {}, not to agent {named:?}",
+                    caller.actor(&named)
+                );
+                Err(self.auth.agents().refuse(caller, &named, call, &named, why).await)
+            }
+        }
+    }
+
+    /// A try's reports (finish, output) come from its agent only.
+    async fn check_try(
+        &self,
+        caller: &AgentCaller,
+        agent_id: &str,
+        attempt_id: &str,
+        call: &'static str,
+    ) -> Result<(), Status> {
+        let AgentCaller::Agent(_) = caller else {
+            // The shared secret: the store's own check (the report's agent) decides.
+            return Ok(());
+        };
+        let mut conn = self.read().await?;
+        let attempt = store::attempt(&mut conn, attempt_id).await.map_err(internal)?;
+        drop(conn);
+        match attempt {
+            Some(attempt) if !caller.owns(&attempt.agent_id, agent_id) => {
+                let why = format!("try {attempt_id} does not run on agent {agent_id}");
+                Err(self
+                    .auth
+                    .agents()
+                    .refuse(caller, agent_id, call, attempt_id, why)
+                    .await)
+            }
+            // An unknown try is the engine's to answer (stale, not found).
+            _ => Ok(()),
+        }
+    }
+
+    /// An agent with a token claims only dispatches of the queues it registered for.
+    async fn check_claim(
+        &self,
+        caller: &AgentCaller,
+        agent: &str,
+        dispatch: &Dispatch,
+    ) -> Result<(), Status> {
+        let mut conn = self.read().await?;
+        let instance = store::instance_by_id(&mut conn, dispatch.instance_id)
+            .await
+            .map_err(internal)?;
+        let registered = store::agent_row(&mut conn, agent).await.map_err(internal)?;
+        drop(conn);
+        let Some(instance) = instance else {
+            // Gone: the engine refuses the claim.
+            return Ok(());
+        };
+        let target = format!("instance {}", dispatch.instance_id);
+        let why = match registered {
+            None => format!("agent {agent} claims a dispatch without having registered"),
+            Some(row)
+                if !row
+                    .queues
+                    .split(',')
+                    .any(|q| q == goflow_agent::queue::ANY_QUEUE || q == instance.queue) =>
+            {
+                format!(
+                    "agent {agent} serves queues {}, not {:?}",
+                    row.queues, instance.queue
+                )
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(self
+            .auth
+            .agents()
+            .refuse(caller, agent, "ReportStart", &target, why)
+            .await)
     }
 }

@@ -1,8 +1,8 @@
 //! LogService: agents' output, stored by whichever coordinator they reach, leader or not
 //! (DESIGN.md: append-only rows that no transition reads may be written by any coordinator,
 //! under unique keys). It writes on the store's log connection, never through the scheduling
-//! writer, and needs no engine: a failover does not interrupt it. Agents present the cluster's
-//! secret (checked in `routing`).
+//! writer, and needs no engine: a failover does not interrupt it. Each call acts as the agent
+//! its credential names (`agent_identity`), and only on that agent's tries.
 
 use std::sync::{Arc, RwLock};
 
@@ -11,6 +11,7 @@ use pb::log_service_server::LogService;
 use tonic::{Request, Response, Status};
 
 use super::RpcResult;
+use crate::agent_identity::{AgentCaller, AgentIdentities};
 use crate::engine::Engine;
 use crate::routing::Route;
 use crate::store::{self, Appended, Store};
@@ -35,12 +36,14 @@ pub struct LogApi {
     /// Bytes of log kept per try (`Scheduler.MaxLogBytes`).
     cap: i64,
     leader: Leader,
+    agents: AgentIdentities,
 }
 
 impl LogApi {
     /// Served by `engine`'s coordinator while it leads.
-    pub fn for_engine(engine: Arc<Engine>) -> Self {
+    pub fn for_engine(engine: Arc<Engine>, agents: AgentIdentities) -> Self {
         Self {
+            agents,
             store: engine.store().clone(),
             metrics: Some(engine.metrics().clone()),
             cap: engine.max_log_bytes(),
@@ -56,6 +59,7 @@ impl LogApi {
         route: Arc<RwLock<Route>>,
     ) -> Self {
         Self {
+            agents: AgentIdentities::new(store.clone()),
             store,
             metrics,
             cap,
@@ -81,8 +85,22 @@ impl LogApi {
 #[tonic::async_trait]
 impl LogService for LogApi {
     async fn append_log(&self, request: Request<pb::AppendLogRequest>) -> RpcResult<pb::AppendLogResponse> {
+        let caller = self.agents.identify(&request).await?;
         let req = request.into_inner();
-        if req.attempt_id.is_empty() || req.agent_id.is_empty() {
+        let agent_id = match caller.acting_as(&req.agent_id) {
+            Ok(id) => id,
+            Err(named) => {
+                let why = format!(
+                    "this credential belongs to {}, not to agent {named:?}",
+                    caller.actor(&named)
+                );
+                return Err(self
+                    .agents
+                    .refuse(&caller, &named, "AppendLog", &named, why)
+                    .await);
+            }
+        };
+        if req.attempt_id.is_empty() || agent_id.is_empty() {
             return Err(Status::invalid_argument("attempt_id and agent_id are required"));
         }
         if req.offset < 0 {
@@ -98,7 +116,7 @@ impl LogService for LogApi {
             let appended = store::append_log_at(
                 &mut tx,
                 &req.attempt_id,
-                Some(&req.agent_id),
+                Some(&agent_id),
                 req.offset,
                 &req.data,
                 self.cap,
@@ -122,10 +140,18 @@ impl LogService for LogApi {
                 Ok(Response::new(pb::AppendLogResponse { acked_offset: acked }))
             }
             Appended::NoSuchTry => Err(Status::not_found(format!("unknown try {:?}", req.attempt_id))),
-            Appended::NotYours => Err(Status::permission_denied(format!(
-                "try {} does not run on agent {}",
-                req.attempt_id, req.agent_id
-            ))),
+            Appended::NotYours => {
+                let why = format!("try {} does not run on agent {agent_id}", req.attempt_id);
+                Err(match &caller {
+                    AgentCaller::Agent(_) => {
+                        self.agents
+                            .refuse(&caller, &agent_id, "AppendLog", &req.attempt_id, why)
+                            .await
+                    }
+                    // The shared secret: a late chunk of a try given to another agent since.
+                    AgentCaller::Trusted => Status::permission_denied(why),
+                })
+            }
         }
     }
 }

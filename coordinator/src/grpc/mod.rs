@@ -4,7 +4,7 @@
 //! first (`Api::authorize`, the role each needs written at the call).
 //!
 //! - `control`: ControlService (goflowctl, the web UI, other languages);
-//! - `agents`: AgentService (agents, with their shared secret checked in `routing`);
+//! - `agents`: AgentService (agents, each acting as its credential's agent: `agent_identity`);
 //! - `auth`: AuthService (login, tokens);
 //! - `logs`: LogService (agents' output, stored by any coordinator).
 
@@ -228,6 +228,11 @@ impl Api {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Who agents' calls come from.
+    pub fn agent_identities(&self) -> &crate::agent_identity::AgentIdentities {
+        self.auth.agents()
     }
 
     /// Who calls, if they may do what needs `role`: with authentication on, the principal of

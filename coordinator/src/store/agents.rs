@@ -72,6 +72,17 @@ pub async fn list_agents(db: &mut impl Db) -> anyhow::Result<Vec<AgentRow>> {
     .await?)
 }
 
+/// One agent's row.
+pub async fn agent_row(db: &mut impl Db, id: &str) -> anyhow::Result<Option<AgentRow>> {
+    let d = db.dialect();
+    Ok(sqlx::query_as(d.sql(
+        "SELECT id, host, slots, queues, version, registered_at, last_heartbeat_at, state, draining FROM agents WHERE id = ?",
+    ))
+    .bind(id)
+    .fetch_optional(db.conn())
+    .await?)
+}
+
 /// Records that an alive agent drains (or no longer does), for listings.
 pub async fn set_agent_draining(db: &mut impl Db, agent: &str, draining: bool) -> anyhow::Result<()> {
     let d = db.dialect();

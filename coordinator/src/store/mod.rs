@@ -27,6 +27,7 @@
 //! of queries (with [`Dialect`] filling in placeholders, upserts and `RETURNING`) serves all
 //! three through sqlx's `Any` driver.
 
+mod agent_tokens;
 mod agents;
 mod alerts;
 mod attempts;
@@ -51,6 +52,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
+pub use agent_tokens::*;
 pub use agents::*;
 pub use alerts::*;
 pub use attempts::*;

@@ -392,7 +392,24 @@ impl Server {
     }
 
     /// `history -o json` as `who`, oldest first, as (action, target, actor).
+    /// The operations made over the API, oldest first (`goflow user` changes, made on the
+    /// host, are left out: see `user_changes`).
     fn history(&self, who: &str) -> Vec<(String, String, String)> {
+        self.all_history(who)
+            .into_iter()
+            .filter(|(action, _, _)| !action.starts_with("user-"))
+            .collect()
+    }
+
+    /// `goflow user add/passwd/remove`, as the operations log has them, oldest first.
+    fn user_changes(&self, who: &str) -> Vec<(String, String, String)> {
+        self.all_history(who)
+            .into_iter()
+            .filter(|(action, _, _)| action.starts_with("user-"))
+            .collect()
+    }
+
+    fn all_history(&self, who: &str) -> Vec<(String, String, String)> {
         let ops = parse_array(&self.ok(who, &["history", "-o", "json"]));
         ops.iter()
             .rev()
@@ -913,6 +930,20 @@ fn auth_password_change_and_removal_end_sessions() {
         "{listed}"
     );
     assert!(!listed.contains("$argon2"), "no hashes listed: {listed}");
+    // Each change is in the operations log, as the host's user who made it.
+    let changes = s.user_changes("carl");
+    let of = |action: &str, target: &str| {
+        changes
+            .iter()
+            .any(|(a, t, actor)| a == action && t == target && actor.starts_with("local:"))
+    };
+    assert!(
+        of("user-add", "ann")
+            && of("user-passwd", "ann")
+            && of("user-remove", "bob")
+            && of("user-add", "carl"),
+        "{changes:#?}"
+    );
 
     // A new account with the removed one's name does not inherit its sessions.
     s.add_user("bob", "admin");

@@ -309,6 +309,9 @@ fn every_subcommand_help_describes_its_own_flags() {
         &["user", "list"],
         &["user", "passwd"],
         &["user", "remove"],
+        &["agent-token", "create"],
+        &["agent-token", "list"],
+        &["agent-token", "revoke"],
     ] {
         let text = help(sub);
         for flag in database {
@@ -331,6 +334,7 @@ fn every_subcommand_help_describes_its_own_flags() {
         &["migrate"],
         &["user", "add"],
         &["user", "passwd"],
+        &["agent-token", "create"],
     ] {
         let text = help(sub);
         let lines: Vec<&str> = text.lines().collect();

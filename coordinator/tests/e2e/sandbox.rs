@@ -167,6 +167,19 @@ impl Sandbox {
         self.dir.path().join("standalone.log")
     }
 
+    /// The database settings of the sandbox's goflow, as `goflow user` or `goflow agent-token`
+    /// take them: its suite database's URL, or its data folder.
+    #[allow(dead_code)]
+    pub fn database_args(&self) -> Vec<String> {
+        match &self.database {
+            Some(db) => vec!["--database-url".into(), db.url.clone()],
+            None => vec![
+                "--data-dir".into(),
+                self.data_dir().to_string_lossy().into_owned(),
+            ],
+        }
+    }
+
     /// `http://127.0.0.1:PORT` of the gRPC API.
     pub fn server_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
