@@ -30,6 +30,8 @@ mod output;
 mod runs;
 #[path = "e2e/scheduling.rs"]
 mod scheduling;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 #[path = "e2e/seed_cli.rs"]
 mod seed_cli;
 #[path = "e2e/seed_conf.rs"]

@@ -22,6 +22,7 @@ use tonic::Code;
 
 use crate::AppState;
 use crate::context::cookie;
+use crate::error::WebError;
 use crate::i18n::Texts;
 
 pub const SESSION_COOKIE: &str = "goflow_session";
@@ -97,6 +98,11 @@ pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next)
         Err(status) if status.code() == Code::Unimplemented => None,
         Err(status) => return app.fail(status).into_response(),
     };
+    // Checked on every request, not only at start: the coordinator may have been restarted
+    // without authentication since.
+    if user.is_none() && app.require_auth {
+        return WebError::AuthRequired.into_response();
+    }
     request.extensions_mut().insert(Session { token, user });
     next.run(request).await
 }
