@@ -452,6 +452,7 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
             identity: None,
             server_name: None,
         },
+        require_auth: exposed,
     };
     if let Some((cert, key)) = &tls.serve {
         goflow_webui::tls_acceptor(cert, key).context("--tls-cert / --tls-key")?;
@@ -461,10 +462,6 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
     if exposed {
         require_coordinator_auth(&coordinators, &tls.coordinators, &settings.http_listen).await?;
     }
-    let tls = goflow_webui::WebTls {
-        require_auth: exposed,
-        ..tls
-    };
     let listener = tokio::net::TcpListener::bind(&settings.http_listen)
         .await
         .with_context(|| {

@@ -495,6 +495,8 @@ fn session_settings(dialect: Dialect) -> &'static [&'static str] {
 /// A connection failure as a user can act on it: which database, and what it said.
 fn connect_error(url: &DatabaseUrl, e: sqlx::Error) -> anyhow::Error {
     let what = match &e {
+        // rustls reports a refused certificate as an I/O error of the handshake.
+        sqlx::Error::Io(io) if is_tls_failure(&io.to_string()) => tls_failure(io),
         sqlx::Error::Io(io) => format!("cannot reach the server ({io})"),
         sqlx::Error::PoolTimedOut => "the server did not answer in time".to_string(),
         sqlx::Error::Database(db) => {
@@ -508,10 +510,7 @@ fn connect_error(url: &DatabaseUrl, e: sqlx::Error) -> anyhow::Error {
                 msg.to_string()
             }
         }
-        sqlx::Error::Tls(tls) => format!(
-            "TLS with the server failed ({tls}): check the URL's sslmode and sslrootcert (PostgreSQL) \
-             or ssl-mode and ssl-ca (MySQL)"
-        ),
+        sqlx::Error::Tls(tls) => tls_failure(tls),
         other => other.to_string(),
     };
     // A driver's message may quote the URL it was given.
@@ -521,6 +520,20 @@ fn connect_error(url: &DatabaseUrl, e: sqlx::Error) -> anyhow::Error {
         url.dialect.name(),
         url.redacted(),
         url.source
+    )
+}
+
+fn is_tls_failure(text: &str) -> bool {
+    let text = text.to_lowercase();
+    ["certificate", "tls", "handshake"]
+        .iter()
+        .any(|word| text.contains(word))
+}
+
+fn tls_failure(why: impl std::fmt::Display) -> String {
+    format!(
+        "TLS with the server failed ({why}): check the URL's sslmode and sslrootcert (PostgreSQL) or \
+         ssl-mode and ssl-ca (MySQL)"
     )
 }
 

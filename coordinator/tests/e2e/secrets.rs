@@ -446,7 +446,7 @@ tasks:
 
     let web = sb
         .log()
-        .split("web UI ")
+        .split("web UI on ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .map(|url| url.trim_end_matches(',').to_string())
@@ -716,4 +716,172 @@ tasks:
     let all = text(&out);
     assert!(!out.status.success() && all.contains("no encryption"), "{all}");
     assert!(!all.contains(PASSWORD), "{all}");
+}
+
+/// An etcd serving clients over TLS only, with authentication on (user root), on free ports of
+/// 127.0.0.1.
+struct TlsEtcd {
+    _process: Process,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsEtcd {
+    fn start(certs: &Path, root_password: &str) -> Self {
+        let dir = temp("goflow-e2e-etcd-tls.");
+        let port = free_port();
+        let mut peer = free_port();
+        while peer == port {
+            peer = free_port();
+        }
+        let client = format!("https://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "tls", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("tls={peer_url}")])
+            .arg("--cert-file")
+            .arg(certs.join("server.pem"))
+            .arg("--key-file")
+            .arg(certs.join("server.key"))
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .env_remove("ETCDCTL_API")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is needed by this test (apt-get install -y etcd-server)");
+        let etcd = Self {
+            _process: Process(child),
+            port,
+            dir,
+        };
+        let ca = certs.join("ca.pem");
+        wait_for(
+            START,
+            "etcd over TLS",
+            || read(&etcd.dir.path().join("etcd.log")),
+            || etcd.call(&ca, "/health", None).contains("true").then_some(()),
+        );
+        // Authentication on, through etcd's JSON gateway (no etcdctl needed): root and its role.
+        for (path, body) in [
+            ("/v3/auth/role/add", r#"{"name":"root"}"#.to_string()),
+            (
+                "/v3/auth/user/add",
+                format!(r#"{{"name":"root","password":"{root_password}"}}"#),
+            ),
+            (
+                "/v3/auth/user/grant",
+                r#"{"user":"root","role":"root"}"#.to_string(),
+            ),
+            ("/v3/auth/enable", "{}".to_string()),
+        ] {
+            let answer = etcd.call(&ca, path, Some(&body));
+            assert!(!answer.contains("\"error\""), "etcd {path}: {answer}");
+        }
+        etcd
+    }
+
+    /// `curl --cacert CA https://127.0.0.1:PORT/PATH` (a POST of `body` when given).
+    fn call(&self, ca: &Path, path: &str, body: Option<&str>) -> String {
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port));
+        if let Some(body) = body {
+            command.args(["-X", "POST", "-d", body]);
+        }
+        let out = command.output().expect("curl is needed by this test");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+#[test]
+fn etcd_over_tls_with_a_user_and_password_elects_the_leader() {
+    const PASSWORD: &str = "etcd-pw-62b1f0";
+    let certs = temp("goflow-e2e-etcd-ca.");
+    make_test_ca(certs.path());
+    let etcd = TlsEtcd::start(certs.path(), PASSWORD);
+    let endpoint = format!("https://127.0.0.1:{}", etcd.port);
+    let ca = certs.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    // A wrong password fails at start, naming etcd, without showing either password.
+    let dir = temp("goflow-e2e-etcd-wrong.");
+    let wrong = "etcd-wrong-pw-77aa";
+    let out = run_goflow(
+        &[
+            "coordinator",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--etcd-ca",
+            ca,
+        ],
+        &[
+            ("GOFLOW_ETCD_ENDPOINTS", &endpoint),
+            ("GOFLOW_ETCD_USER", "root"),
+            ("GOFLOW_ETCD_PASSWORD", wrong),
+        ],
+        dir.path(),
+        START,
+    );
+    let all = text(&out);
+    assert!(!out.status.success() && all.contains("etcd"), "{all}");
+    assert!(!all.contains(wrong) && !all.contains(PASSWORD), "{all}");
+
+    // The right one, from a file: this coordinator is elected through etcd over TLS.
+    let password_file = certs.path().join("etcd-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let password_file = password_file.to_str().unwrap().to_string();
+    let sb = Sandbox::start_with(|root| Launch {
+        args: vec![
+            "coordinator".into(),
+            "--data-dir".into(),
+            root.join("data").into(),
+            "--etcd-user".into(),
+            "root".into(),
+            "--etcd-password-file".into(),
+            password_file.clone().into(),
+        ],
+        env: vec![
+            ("GOFLOW_ETCD_ENDPOINTS".into(), endpoint.clone().into()),
+            ("GOFLOW_ETCD_CA".into(), ca.into()),
+        ],
+        ..Launch::default()
+    });
+    wait_for(
+        START,
+        "leadership through etcd",
+        || sb.log_tail(30),
+        || sb.log().contains("leading (etcd").then_some(()),
+    );
+    sb.apply(
+        r#"
+tasks:
+  - id: etcd_tls
+    command: "echo elected over tls"
+"#,
+    );
+    sb.ctl_ok(&["run", "-j", "etcd_tls", "-d", "20260301", "--wait"]);
+    assert!(!sb.log().contains(PASSWORD), "{}", sb.log());
+    assert!(!cmdline(sb.pid().unwrap()).contains(PASSWORD));
 }
