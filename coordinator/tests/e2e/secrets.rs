@@ -8,10 +8,12 @@
 //!   agent that run a task, and the password appears in no log, no `/metrics`, no command line
 //!   and no environment of a process goflow starts (probe item: the Redis password was logged);
 //! - PostgreSQL over TLS (`sslmode=verify-full`, `sslrootcert`) with a password, on a server
-//!   that accepts TLS connections only; a wrong CA is refused, naming TLS.
+//!   that accepts TLS connections only; a wrong CA is refused, naming TLS; the same for MariaDB
+//!   (`ssl-mode=VERIFY_IDENTITY`, `ssl-ca`, `require_secure_transport`);
+//! - etcd over TLS with authentication on, its password from a file.
 //!
-//! Certificates come from `scripts/make-test-ca`; Redis and PostgreSQL are started here on
-//! loopback, each with its own folder, and stopped at the end.
+//! Certificates come from `scripts/make-test-ca`; Redis, PostgreSQL, MariaDB and etcd are
+//! started here on loopback, each with its own folder, and stopped at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -884,4 +886,152 @@ tasks:
     sb.ctl_ok(&["run", "-j", "etcd_tls", "-d", "20260301", "--wait"]);
     assert!(!sb.log().contains(PASSWORD), "{}", sb.log());
     assert!(!cmdline(sb.pid().unwrap()).contains(PASSWORD));
+}
+
+/// A MariaDB that takes TLS connections only (`require_secure_transport`), with a user
+/// `goflow` and a password, on a free port of 127.0.0.1.
+struct TlsMariaDb {
+    _process: Process,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsMariaDb {
+    fn start(certs: &Path, password: &str) -> Self {
+        let dir = temp("goflow-e2e-mariadb-tls.");
+        let user = if is_root() {
+            "mysql".to_string()
+        } else {
+            std::env::var("USER").unwrap_or_default()
+        };
+        for file in ["server.pem", "server.key", "ca.pem"] {
+            std::fs::copy(certs.join(file), dir.path().join(file)).unwrap();
+        }
+        if is_root() {
+            let out = Command::new("chown")
+                .args(["-R", &user])
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        let data = dir.path().join("data");
+        let out = Command::new("mariadb-install-db")
+            .arg(format!("--user={user}"))
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .output()
+            .expect("mariadb-install-db (scripts/test-services installs MariaDB)");
+        assert!(out.status.success(), "mariadb-install-db: {}", text(&out));
+        let port = free_port();
+        let socket = dir.path().join("sock");
+        let log = std::fs::File::create(dir.path().join("mariadb.log")).unwrap();
+        let child = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--user={user}"))
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--bind-address=127.0.0.1", &format!("--port={port}")])
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--ssl-cert={}", dir.path().join("server.pem").display()))
+            .arg(format!("--ssl-key={}", dir.path().join("server.key").display()))
+            .arg(format!("--ssl-ca={}", dir.path().join("ca.pem").display()))
+            .arg("--require-secure-transport=ON")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start mariadbd");
+        let db = Self {
+            _process: Process(child),
+            port,
+            dir,
+        };
+        wait_for(
+            START,
+            "MariaDB with TLS",
+            || read(&db.dir.path().join("mariadb.log")),
+            || db.sql("select 1").ok(),
+        );
+        // Named for every host a loopback client may be seen as: install-db's anonymous
+        // ''@'localhost' would otherwise take precedence over 'goflow'@'%'.
+        let mut statements = vec!["CREATE DATABASE goflow".to_string()];
+        for host in ["localhost", "127.0.0.1", "%"] {
+            statements.push(format!(
+                "CREATE USER 'goflow'@'{host}' IDENTIFIED BY '{password}'"
+            ));
+            statements.push(format!("GRANT ALL ON goflow.* TO 'goflow'@'{host}'"));
+        }
+        db.sql(&statements.join("; ")).unwrap();
+        db
+    }
+
+    /// `mariadb -uroot -e SQL` over the Unix socket (which counts as secure transport).
+    fn sql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new("mariadb")
+            .arg("-uroot")
+            .arg(format!("--socket={}", self.dir.path().join("sock").display()))
+            .args(["-N", "-e", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(text(&out))
+        }
+    }
+}
+
+#[test]
+fn mysql_over_tls_with_the_test_ca_and_ssl_mode_honoured() {
+    const PASSWORD: &str = "my-pw-4d0c9b";
+    let certs = temp("goflow-e2e-my-ca.");
+    make_test_ca(certs.path());
+    let db = TlsMariaDb::start(certs.path(), PASSWORD);
+    let url = |mode: &str, ca: &Path| {
+        format!(
+            "mysql://goflow:{PASSWORD}@127.0.0.1:{}/goflow?ssl-mode={mode}&ssl-ca={}",
+            db.port,
+            ca.display()
+        )
+    };
+    let verified = url("VERIFY_IDENTITY", &certs.path().join("ca.pem"));
+    let sb = Sandbox::start_with(|root| Launch {
+        args: vec!["standalone".into(), "--data-dir".into(), root.join("data").into()],
+        env: vec![("GOFLOW_DATABASE_URL".into(), verified.clone().into())],
+        own_database: true,
+        ..Launch::default()
+    });
+    sb.apply(
+        r#"
+tasks:
+  - id: my_tls
+    command: "echo over tls"
+"#,
+    );
+    sb.ctl_ok(&["run", "-j", "my_tls", "-d", "20260301", "--wait"]);
+    let log = sb.log();
+    assert!(log.contains("goflow:***@127.0.0.1"), "{log}");
+    assert!(!log.contains(PASSWORD), "the log shows the password:\n{log}");
+    drop(sb);
+
+    // ssl-mode is honoured: another CA fails VERIFY_IDENTITY, naming TLS; DISABLED reaches a
+    // server that takes TLS only, which refuses it.
+    let other = temp("goflow-e2e-my-other-ca.");
+    make_test_ca(other.path());
+    for (mode, ca, expected) in [
+        ("VERIFY_IDENTITY", other.path().join("ca.pem"), "TLS"),
+        // MariaDB answers a plain login under require_secure_transport as refused credentials
+        // (the same ones that work over TLS above).
+        ("DISABLED", certs.path().join("ca.pem"), "refused"),
+    ] {
+        let out = run_goflow(
+            &["migrate"],
+            &[("GOFLOW_DATABASE_URL", &url(mode, &ca))],
+            other.path(),
+            START,
+        );
+        let all = text(&out);
+        assert!(!out.status.success() && all.contains(expected), "{mode}: {all}");
+        assert!(!all.contains(PASSWORD), "{all}");
+    }
 }
