@@ -40,6 +40,8 @@ mod seed_conf;
 mod terms;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/tls_stores.rs"]
+mod tls_stores;
 #[path = "e2e/traces.rs"]
 mod traces;
 #[path = "e2e/validation.rs"]
