@@ -73,10 +73,40 @@ impl RedisQueue {
     /// Connects, or fails within a few seconds naming the address; `source` names the setting
     /// it came from (`Common.Broker`, `GOFLOW_BROKER`).
     pub async fn connect(broker: &str, source: &str) -> anyhow::Result<Self> {
+        Self::connect_with_ca(broker, source, None).await
+    }
+
+    /// [`connect`](Self::connect); a `rediss://` URL's server certificate is checked against
+    /// `ca_pem` (the CA's PEM, `--redis-ca`), or the system's trusted roots without.
+    /// Messages show the URL without its password.
+    pub async fn connect_with_ca(
+        broker: &str,
+        source: &str,
+        ca_pem: Option<Vec<u8>>,
+    ) -> anyhow::Result<Self> {
         let url = redis_url(broker);
-        let unreachable = |why: String| anyhow::anyhow!("cannot reach Redis at {url} ({source}): {why}");
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| anyhow::anyhow!("bad Redis address {broker:?} ({source}): {e}"))?;
+        let shown = goflow_core::redact_url(&url);
+        // redis's messages may quote what they were given.
+        let scrub = |text: String| goflow_core::redact::scrub(&text, &url);
+        let unreachable =
+            |why: String| anyhow::anyhow!("cannot reach Redis at {shown} ({source}): {}", scrub(why));
+        let tls = url.starts_with("rediss://");
+        anyhow::ensure!(
+            tls || ca_pem.is_none(),
+            "a CA for Redis (--redis-ca, GOFLOW_REDIS_CA, Common.RedisCa) is set, but {shown} ({source}) \
+             is not a rediss:// URL: Redis over TLS needs rediss://HOST:PORT"
+        );
+        let client = match ca_pem {
+            Some(ca) => redis::Client::build_with_tls(
+                url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                },
+            ),
+            None => redis::Client::open(url.as_str()),
+        }
+        .map_err(|e| anyhow::anyhow!("bad Redis address {shown} ({source}): {}", scrub(e.to_string())))?;
         // One plain connection first: it fails at once when nothing listens, where the
         // connection manager would keep retrying.
         let mut probe =

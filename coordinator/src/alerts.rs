@@ -443,14 +443,17 @@ fn without_url(e: &reqwest::Error) -> String {
     text
 }
 
+/// The host (and port) of a webhook URL, which messages name instead of the URL: its path
+/// or query often is the token, and its user info a password.
 fn host_of(url: &str) -> String {
-    url.split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .split(['/', '?'])
-        .next()
-        .unwrap_or("")
-        .to_string()
+    match url::Url::parse(url) {
+        Ok(parsed) => match (parsed.host_str(), parsed.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => "the webhook".to_string(),
+        },
+        Err(_) => "the webhook (its URL does not parse)".to_string(),
+    }
 }
 
 fn snippet(text: &str) -> String {
@@ -471,14 +474,22 @@ async fn send_email(smtp_url: &str, from: &str, to: &[String], alert: &AlertMess
         .header(lettre::message::header::ContentType::TEXT_PLAIN)
         .body(alert.text())
         .context("email: cannot build the message")?;
+    // lettre's messages may quote the URL, whose user info is the SMTP password.
+    let scrub = |e: &dyn std::fmt::Display| goflow_core::redact::scrub(&e.to_string(), smtp_url);
     let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
-        .map_err(|e| anyhow::anyhow!("email: smtp_url is not valid: {e}"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "email: smtp_url {} is not valid: {}",
+                goflow_core::redact_url(smtp_url),
+                scrub(&e)
+            )
+        })?
         .timeout(Some(Duration::from_secs(30)))
         .build();
     transport
         .send(message)
         .await
-        .map_err(|e| anyhow::anyhow!("email: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("email: {}", scrub(&e)))?;
     Ok(())
 }
 

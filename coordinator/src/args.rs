@@ -82,10 +82,17 @@ pub struct ConfigArgs {
     /// Folder of the SQLite database (default ./goflow-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// The database: sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or
-    /// mysql://USER:PASSWORD@HOST:PORT/DB (also GOFLOW_DATABASE_URL, Common.MysqlConn).
-    #[arg(long)]
+    /// The database: sqlite://PATH, postgres://USER@HOST:PORT/DB or mysql://USER@HOST:PORT/DB.
+    /// A URL with a password is refused here (any user can read it in `ps`): give it in
+    /// GOFLOW_DATABASE_URL, Common.MysqlConn or --database-url-file. TLS: add
+    /// ?sslmode=verify-full&sslrootcert=CA.pem (PostgreSQL) or ?ssl-mode=VERIFY_IDENTITY&ssl-ca=CA.pem
+    /// (MySQL).
+    #[arg(long, conflicts_with = "database_url_file")]
     pub database_url: Option<String>,
+    /// A file whose first line is the database URL (password included); keep it readable by
+    /// goflow's user only.
+    #[arg(long, value_name = "FILE")]
+    pub database_url_file: Option<PathBuf>,
 }
 
 /// `goflow standalone`: one process, its own agent, no Redis and no etcd.
@@ -113,6 +120,11 @@ pub struct StandaloneArgs {
     pub auth: bool,
     #[command(flatten)]
     pub tls: ServeTlsArgs,
+    /// With --auth, serve beyond loopback without TLS: passwords and tokens then cross the
+    /// network in clear (a warning at every start). Also GOFLOW_INSECURE_PLAINTEXT=true,
+    /// Common.InsecurePlaintext.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
 
 /// `goflow coordinator`.
@@ -134,14 +146,25 @@ pub struct ServeArgs {
     /// Loads the demo DAG and runs it for yesterday.
     #[arg(long)]
     pub demo: bool,
-    /// Redis, for dispatching to separate agents: redis://HOST:PORT or HOST:PORT (also
-    /// GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
-    #[arg(long, alias = "broker")]
-    pub redis_url: Option<String>,
-    /// etcd endpoints for leader election, comma-separated (also GOFLOW_ETCD_ENDPOINTS,
-    /// Common.EtcdEndpoints). Without: the database's lease elects the leader.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// etcd endpoints for leader election, comma-separated; https://HOST:PORT for TLS (also
+    /// GOFLOW_ETCD_ENDPOINTS, Common.EtcdEndpoints). Without: the database's lease elects the
+    /// leader.
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
+    /// The CA (PEM) that an https:// etcd's certificate must be signed by (also GOFLOW_ETCD_CA,
+    /// Common.EtcdCa; default: the system's trusted roots).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// etcd's user, when etcd has authentication enabled (also GOFLOW_ETCD_USER,
+    /// Common.EtcdUser); the password comes from GOFLOW_ETCD_PASSWORD, Common.EtcdPassword or
+    /// --etcd-password-file.
+    #[arg(long)]
+    pub etcd_user: Option<String>,
+    /// A file whose first line is etcd's password.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_password_file: Option<PathBuf>,
     /// The election key in etcd, one per goflow cluster (default goflow/leader).
     #[arg(long)]
     pub etcd_key: Option<String>,
@@ -168,6 +191,48 @@ pub struct ServeArgs {
     /// without one are refused (also GOFLOW_TLS_CLIENT_CA, Common.TlsClientCa).
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// With --auth, serve beyond loopback without TLS: passwords and tokens then cross the
+    /// network in clear (a warning at every start). Also GOFLOW_INSECURE_PLAINTEXT=true,
+    /// Common.InsecurePlaintext.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+}
+
+/// Redis, for a coordinator with separate agents and for an agent.
+#[derive(Args, Default)]
+pub struct RedisArgs {
+    /// Redis: redis://HOST:PORT, rediss://HOST:PORT (TLS) or HOST:PORT (also GOFLOW_REDIS_URL,
+    /// GOFLOW_BROKER, Common.Broker). A URL with a password is refused here (any user can read
+    /// it in `ps`): give it in GOFLOW_REDIS_URL, Common.Broker or --redis-url-file.
+    #[arg(long, alias = "broker", conflicts_with = "redis_url_file")]
+    pub redis_url: Option<String>,
+    /// A file whose first line is the Redis URL (password included).
+    #[arg(long, value_name = "FILE")]
+    pub redis_url_file: Option<PathBuf>,
+    /// The CA (PEM) that a rediss:// server's certificate must be signed by (also
+    /// GOFLOW_REDIS_CA, Common.RedisCa; default: the system's trusted roots).
+    #[arg(long, value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    /// Flags over the settings' values; a password in `--redis-url` is refused.
+    pub fn apply(self, settings: &mut Settings) -> anyhow::Result<()> {
+        use goflow_coordinator::config::{read_secret_file, refuse_secret_in_flag};
+        if let Some(url) = self.redis_url {
+            refuse_secret_in_flag("--redis-url", &url, "GOFLOW_REDIS_URL", "--redis-url-file")?;
+            settings.broker = Some(url);
+            settings.broker_source = "--redis-url".into();
+        }
+        if let Some(path) = self.redis_url_file {
+            settings.broker = Some(read_secret_file(&path, "--redis-url-file")?);
+            settings.broker_source = format!("--redis-url-file {}", path.display());
+        }
+        if self.redis_ca.is_some() {
+            settings.redis_ca = self.redis_ca;
+        }
+        Ok(())
+    }
 }
 
 impl From<StandaloneArgs> for ServeArgs {
@@ -180,8 +245,11 @@ impl From<StandaloneArgs> for ServeArgs {
             slots: a.slots,
             drain: a.drain,
             demo: a.demo,
-            redis_url: None,
+            redis: RedisArgs::default(),
             etcd_endpoints: vec![],
+            etcd_ca: None,
+            etcd_user: None,
+            etcd_password_file: None,
             etcd_key: None,
             lease_ttl: None,
             worker_timeout: None,
@@ -190,6 +258,7 @@ impl From<StandaloneArgs> for ServeArgs {
             auth: a.auth,
             tls: a.tls,
             tls_client_ca: None,
+            insecure_plaintext: a.insecure_plaintext,
         }
     }
 }
@@ -298,9 +367,9 @@ pub struct AgentArgs {
     /// dies (also GOFLOW_COORDINATOR, GOFLOW_SERVER).
     #[arg(long, alias = "server")]
     pub coordinator: Option<String>,
-    /// Redis to take work from (also GOFLOW_REDIS_URL, GOFLOW_BROKER, Common.Broker).
-    #[arg(long, alias = "broker")]
-    pub redis_url: Option<String>,
+    /// Redis to take work from.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Tries run at once (the seed's Worker.Parallelism).
     #[arg(long)]
     pub slots: Option<usize>,
@@ -404,9 +473,15 @@ pub struct WebuiArgs {
     /// GOFLOW_SERVER).
     #[arg(long, alias = "server")]
     pub coordinator: Option<String>,
-    /// Address to serve the web UI on (default 127.0.0.1:8080).
+    /// Address to serve the web UI on (default 127.0.0.1:8080). Beyond loopback, the web UI
+    /// serves only coordinators with authentication on, and needs --tls-cert (logins carry
+    /// passwords) unless --insecure-plaintext.
     #[arg(long)]
     pub http_listen: Option<String>,
     #[command(flatten)]
     pub tls: WebuiTlsArgs,
+    /// Serve beyond loopback without TLS: passwords and session cookies then cross the network
+    /// in clear (a warning at every start). Also GOFLOW_INSECURE_PLAINTEXT=true.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }

@@ -28,11 +28,27 @@ pub struct ElectionSettings {
     pub etcd: Option<EtcdSettings>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     /// One election key per goflow cluster (coordinators of one database share it).
     pub key: String,
+    /// The CA (PEM) an https:// etcd is checked against; None: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// etcd's user and password, when etcd has authentication on.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("key", &self.key)
+            .field("ca", &self.ca_pem.is_some())
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish()
+    }
 }
 
 impl Default for ElectionSettings {
@@ -86,12 +102,54 @@ pub async fn check_etcd(settings: &EtcdSettings) -> anyhow::Result<()> {
 }
 
 async fn connect_etcd(settings: &EtcdSettings) -> anyhow::Result<EtcdClient> {
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    let tls = settings.endpoints.iter().any(|e| e.starts_with("https://"));
+    if tls {
+        let mut config = etcd_client::TlsOptions::new().with_native_roots();
+        if let Some(ca) = &settings.ca_pem {
+            config = config.ca_certificate(etcd_client::Certificate::from_pem(ca));
+        }
+        options = options.with_tls(config);
+    } else if settings.ca_pem.is_some() {
+        anyhow::bail!(
+            "an etcd CA (--etcd-ca) is set, but the endpoints {} are not https://: etcd over TLS needs \
+             https://HOST:PORT",
+            settings.endpoints.join(",")
+        );
+    }
+    if let Some((user, password)) = &settings.credentials {
+        if !tls {
+            tracing::warn!(
+                "etcd's password is sent in clear to {}: use https:// endpoints (and --etcd-ca)",
+                settings.endpoints.join(",")
+            );
+        }
+        // Tokens of etcd's `simple` kind expire after 5 minutes of disuse: renew them.
+        options = options
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
+    }
     EtcdClient::connect(&settings.endpoints, Some(options))
         .await
+        .map_err(|e| anyhow::anyhow!("{}", etcd_error(&e)))
         .with_context(|| format!("cannot connect to etcd at {}", settings.endpoints.join(",")))
+}
+
+/// An etcd error with its causes (a TLS failure is in the transport error's source), which
+/// name neither the password nor the token.
+fn etcd_error(e: &etcd_client::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Waits until this coordinator (`me`) leads, then returns its term; None at shutdown.

@@ -37,8 +37,21 @@ fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
         settings.data_dir = dir.clone();
     }
     if let Some(url) = &args.database_url {
+        goflow_coordinator::config::refuse_secret_in_flag(
+            "--database-url",
+            url,
+            "GOFLOW_DATABASE_URL",
+            "--database-url-file",
+        )?;
         settings.database_url = Some(url.clone());
         settings.database_url_source = "--database-url".into();
+    }
+    if let Some(path) = &args.database_url_file {
+        settings.database_url = Some(goflow_coordinator::config::read_secret_file(
+            path,
+            "--database-url-file",
+        )?);
+        settings.database_url_source = format!("--database-url-file {}", path.display());
     }
     Ok(settings)
 }
@@ -142,16 +155,29 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         anyhow::ensure!(slots > 0, "--slots must be at least 1");
         settings.agent_slots = slots;
     }
-    if let Some(url) = args.redis_url {
-        settings.broker = Some(url);
-        settings.broker_source = "--redis-url".into();
-    }
+    args.redis.apply(&mut settings)?;
     if !args.etcd_endpoints.is_empty() {
         settings.etcd_endpoints = args
             .etcd_endpoints
             .iter()
             .map(|e| with_scheme(e.trim()))
             .collect();
+        goflow_coordinator::config::check_etcd_endpoints(&settings.etcd_endpoints)?;
+    }
+    if args.etcd_ca.is_some() {
+        settings.etcd_ca = args.etcd_ca;
+    }
+    if args.etcd_user.is_some() {
+        settings.etcd_user = args.etcd_user;
+    }
+    if let Some(path) = &args.etcd_password_file {
+        settings.etcd_password = Some(goflow_coordinator::config::read_secret_file(
+            path,
+            "--etcd-password-file",
+        )?);
+    }
+    if args.insecure_plaintext {
+        settings.insecure_plaintext = true;
     }
     if let Some(key) = args.etcd_key {
         settings.etcd_key = key;
@@ -183,6 +209,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         }
     }
     goflow_coordinator::config::require_auth_beyond_loopback(&settings)?;
+    goflow_coordinator::config::require_tls_beyond_loopback(&mut settings)?;
     anyhow::ensure!(
         !args.ha || !settings.etcd_endpoints.is_empty(),
         "--ha elects the leader through etcd, and no etcd is configured: set --etcd-endpoints, \
@@ -197,7 +224,11 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
             "goflow-coordinator"
         },
     )?;
-    match (&settings.broker, standalone) {
+    let broker = settings
+        .broker
+        .as_deref()
+        .map(goflow_coordinator::config::shown_redis_url);
+    match (&broker, standalone) {
         (Some(broker), true) => tracing::warn!(
             "Common.Broker ({broker}) is not used by standalone, which dispatches in-process; \
              `goflow coordinator` uses it to serve separate agents"
@@ -288,10 +319,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(server) = args.coordinator {
         settings.server = server;
     }
-    if let Some(url) = args.redis_url {
-        settings.broker = Some(url);
-        settings.broker_source = "--redis-url".into();
-    }
+    args.redis.apply(&mut settings)?;
     if let Some(id) = args.id {
         settings.agent_id = id;
     }
@@ -335,8 +363,11 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let broker = settings.broker.clone().context(
         "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
     )?;
-    let queue =
-        std::sync::Arc::new(goflow_agent::RedisQueue::connect(&broker, &settings.broker_source).await?);
+    let queue = std::sync::Arc::new(
+        goflow_agent::RedisQueue::connect_with_ca(&broker, &settings.broker_source, settings.redis_ca_pem()?)
+            .await?,
+    );
+    let broker = goflow_coordinator::config::shown_redis_url(&broker);
     let metrics = std::sync::Arc::new(goflow_agent::AgentMetrics::new());
     let shutdown = CancellationToken::new();
     if let Some(address) = &args.http_listen {
@@ -396,6 +427,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(dir) = &settings.spool_dir {
         config.spool_dir = dir.clone();
     }
+    warn_plaintext_coordinators(
+        &config.coordinators,
+        "the agent sends its secret (GOFLOW_AGENT_SECRET)",
+    );
     tracing::info!(
         "goflow agent: coordinators {}, Redis {broker}, {} slots, queues {}",
         config.coordinators.join(","),
@@ -419,6 +454,19 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         settings.http_listen = addr;
     }
     args.tls.apply(&mut settings);
+    if args.insecure_plaintext {
+        settings.insecure_plaintext = true;
+    }
+    // Beyond loopback the UI takes passwords (its login form): they need TLS, as a
+    // coordinator's listeners do.
+    let exposed = !goflow_coordinator::config::is_loopback(&settings.http_listen);
+    if exposed {
+        let mut as_server = settings.clone();
+        as_server.auth = true;
+        as_server.grpc_listen = "127.0.0.1:0".into();
+        goflow_coordinator::config::require_tls_beyond_loopback(&mut as_server)?;
+        settings.warnings = as_server.warnings;
+    }
     init_logging(&settings, "goflow-webui")?;
     let client = client_tls(&settings)?;
     let tls = goflow_webui::WebTls {
@@ -428,9 +476,15 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
             identity: None,
             server_name: None,
         },
+        require_auth: exposed,
     };
     if let Some((cert, key)) = &tls.serve {
         goflow_webui::tls_acceptor(cert, key).context("--tls-cert / --tls-key")?;
+    }
+    let coordinators = coordinator_list(&settings.server);
+    warn_plaintext_coordinators(&coordinators, "the web UI passes logins and session tokens");
+    if exposed {
+        require_coordinator_auth(&coordinators, &tls.coordinators, &settings.http_listen).await?;
     }
     let listener = tokio::net::TcpListener::bind(&settings.http_listen)
         .await
@@ -440,7 +494,6 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
                 settings.http_listen
             )
         })?;
-    let coordinators = coordinator_list(&settings.server);
     tracing::info!(
         "goflow web UI on {}://{}, coordinators {}",
         if tls.serve.is_some() { "https" } else { "http" },
@@ -461,6 +514,65 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
     let stop = goflow_agent::Stop::new();
     stop_on_signals(stop.clone(), false);
     goflow_webui::serve_tls_with(coordinators, tls, listener, observability, stop.drain).await
+}
+
+/// A web UI beyond loopback serves only coordinators with authentication on: without it,
+/// anyone reaching the UI could define a task and run any command on the agents. Asks them
+/// (`WhoAmI` without a token), waiting up to a minute for one to answer.
+async fn require_coordinator_auth(
+    coordinators: &[String],
+    tls: &goflow_webui::ClientTls,
+    http_listen: &str,
+) -> anyhow::Result<()> {
+    let app = goflow_webui::AppState::with_coordinators_tls(coordinators, tls)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let refused = |why: &str| {
+        anyhow::anyhow!(
+            "--http-listen {http_listen} can be reached from other machines, and {why}: anyone reaching \
+             the web UI could run any command on every agent. Start the coordinators with --auth \
+             (GOFLOW_AUTH=true) and add users with `goflow user add NAME --role admin`, or serve the \
+             web UI on 127.0.0.1",
+        )
+    };
+    loop {
+        match app.coordinator_requires_auth().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {
+                return Err(refused(&format!(
+                    "the coordinator at {} has authentication off",
+                    coordinators.join(",")
+                )));
+            }
+            Err(status) if tokio::time::Instant::now() >= deadline => {
+                return Err(refused(&format!(
+                    "no coordinator at {} answered whether it has authentication on ({})",
+                    coordinators.join(","),
+                    status.message()
+                )));
+            }
+            Err(status) => {
+                tracing::info!(
+                    "waiting for a coordinator at {} to say whether it has authentication on: {}",
+                    coordinators.join(","),
+                    status.message()
+                );
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Warns when secrets would reach a coordinator beyond loopback without TLS.
+fn warn_plaintext_coordinators(coordinators: &[String], what: &str) {
+    for url in coordinators {
+        let host = url.strip_prefix("http://").unwrap_or("");
+        if !host.is_empty() && !goflow_coordinator::config::is_loopback(host.trim_end_matches('/')) {
+            tracing::warn!(
+                "{what} to {url} in clear: serve the coordinators with --tls-cert and use https:// \
+                 (with --ca) to encrypt them"
+            );
+        }
+    }
 }
 
 /// `a:7070,http://b:7070` -> `["http://a:7070", "http://b:7070"]`.

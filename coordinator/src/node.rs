@@ -87,7 +87,14 @@ impl Node {
                     );
                 }
                 (
-                    Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?),
+                    Arc::new(
+                        RedisQueue::connect_with_ca(
+                            broker,
+                            &settings.broker_source,
+                            settings.redis_ca_pem()?,
+                        )
+                        .await?,
+                    ),
                     None,
                 )
             }
@@ -96,7 +103,7 @@ impl Node {
                 (memory.clone(), Some(memory))
             }
         };
-        let election = election_settings(settings);
+        let election = election_settings(settings)?;
         if let Some(etcd) = &election.etcd {
             leadership::check_etcd(etcd).await?;
         }
@@ -204,6 +211,8 @@ impl Node {
                     server_name: t.server_name.clone(),
                 })
                 .unwrap_or_default(),
+            // Its coordinator is this one, which has authentication on beyond loopback.
+            require_auth: !crate::config::is_loopback(&settings.http_listen),
         };
         let shared = metrics.clone();
         let observability =
@@ -350,20 +359,26 @@ impl Node {
     }
 }
 
-fn election_settings(settings: &Settings) -> ElectionSettings {
-    let etcd = (!settings.etcd_endpoints.is_empty()).then(|| EtcdSettings {
-        endpoints: settings.etcd_endpoints.clone(),
-        key: settings.etcd_key.clone(),
-    });
+fn election_settings(settings: &Settings) -> anyhow::Result<ElectionSettings> {
+    let etcd = if settings.etcd_endpoints.is_empty() {
+        None
+    } else {
+        Some(EtcdSettings {
+            endpoints: settings.etcd_endpoints.clone(),
+            key: settings.etcd_key.clone(),
+            ca_pem: settings.etcd_ca_pem()?,
+            credentials: settings.etcd_credentials()?,
+        })
+    };
     let default_ttl = if etcd.is_some() {
         Duration::from_secs(3)
     } else {
         Duration::from_secs(5)
     };
-    ElectionSettings {
+    Ok(ElectionSettings {
         lease_ttl: settings.lease_ttl.unwrap_or(default_ttl),
         etcd,
-    }
+    })
 }
 
 /// `host:port` others reach this listener at: an unspecified IP becomes the host's name.

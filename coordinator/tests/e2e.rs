@@ -34,6 +34,8 @@ mod periods;
 mod runs;
 #[path = "e2e/scheduling.rs"]
 mod scheduling;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 #[path = "e2e/seed_cli.rs"]
 mod seed_cli;
 #[path = "e2e/seed_conf.rs"]
@@ -42,6 +44,8 @@ mod seed_conf;
 mod terms;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/tls_stores.rs"]
+mod tls_stores;
 #[path = "e2e/traces.rs"]
 mod traces;
 #[path = "e2e/validation.rs"]

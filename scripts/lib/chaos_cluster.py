@@ -257,7 +257,8 @@ class Cluster:
         if self.etcd:
             cmd += ["--etcd-endpoints", f"http://{self.host}:{self.etcd_port}"]
         if self.netns:
-            cmd += ["--auth", "--advertise-address", f"{addr}:{g}"]
+            # Beyond loopback with --auth goflow wants TLS; the namespace's veth pair is private.
+            cmd += ["--auth", "--insecure-plaintext", "--advertise-address", f"{addr}:{g}"]
         if inside:
             cmd = self.netns.exec_prefix() + cmd
         c = Proc(f"c{i + 1}", cmd, env, self.folder)

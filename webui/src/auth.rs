@@ -22,6 +22,7 @@ use tonic::Code;
 
 use crate::AppState;
 use crate::context::cookie;
+use crate::error::WebError;
 use crate::i18n::Texts;
 
 pub const SESSION_COOKIE: &str = "goflow_session";
@@ -97,6 +98,11 @@ pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next)
         Err(status) if status.code() == Code::Unimplemented => None,
         Err(status) => return app.fail(status).into_response(),
     };
+    // Checked on every request, not only at start: the coordinator may have been restarted
+    // without authentication since.
+    if user.is_none() && app.require_auth {
+        return WebError::AuthRequired.into_response();
+    }
     request.extensions_mut().insert(Session { token, user });
     next.run(request).await
 }
@@ -555,5 +561,44 @@ mod router_tests {
         // Logging out is a form like the others: not from another site.
         let answer = post_with(&app, "/logout", &[], false, &[OPERATOR]).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    }
+}
+
+/// A web UI beyond loopback (probe item): no page while the coordinator has authentication
+/// off, pages as usual once it has it on.
+#[cfg(test)]
+mod exposed_tests {
+    use axum::http::StatusCode;
+
+    use crate::testing::{get, get_with, sample};
+
+    #[tokio::test]
+    async fn a_web_ui_beyond_loopback_serves_no_page_for_a_coordinator_without_auth() {
+        let app = sample().start_as(true).await;
+        for page in ["/", "/tasks", "/agents"] {
+            let (status, body) = get(&app, page).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{page}: {body}");
+            assert!(
+                body.contains("authentication off") && body.contains("--auth"),
+                "{body}"
+            );
+        }
+        let (_, body) = get_with(&app, "/", &[("accept-language", "zh-CN")]).await;
+        assert!(
+            body.contains("需要身份验证") && body.contains("未开启身份验证"),
+            "{body}"
+        );
+        // The health check stays public.
+        assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+
+        let guarded = sample().with_auth().start_as(true).await;
+        let (status, _) = get(&guarded, "/").await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "a coordinator with auth: to the login form"
+        );
+        let (status, _) = get_with(&guarded, "/", &[("cookie", "goflow_session=gfs_vera")]).await;
+        assert_eq!(status, StatusCode::OK);
     }
 }

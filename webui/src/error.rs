@@ -37,6 +37,9 @@ pub enum WebError {
     Denied(String),
     /// The session ended between the login check and the call: log in again.
     SignedOut,
+    /// This web UI listens beyond loopback and its coordinator has authentication off: it
+    /// serves no page (anyone reaching it could run any command on the agents).
+    AuthRequired,
 }
 
 impl WebError {
@@ -71,7 +74,7 @@ impl WebError {
             Self::Unreachable { .. } | Self::Coordinator { .. } => StatusCode::BAD_GATEWAY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadParameter { .. } | Self::Rejected(_) => StatusCode::BAD_REQUEST,
-            Self::Forbidden(_) | Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Denied(_) | Self::AuthRequired => StatusCode::FORBIDDEN,
             Self::SignedOut => StatusCode::SEE_OTHER,
         }
     }
@@ -153,6 +156,24 @@ impl WebError {
                 pick(
                     "Your role does not allow this; an administrator can give you another.",
                     "你的角色不允许此操作；管理员可以为你更换角色。",
+                )
+                .to_string(),
+            ),
+            Self::AuthRequired => (
+                pick("Authentication required", "需要身份验证"),
+                pick(
+                    "this web UI can be reached from other machines and its coordinator has \
+                     authentication off, so it shows no page: anyone reaching it could run any \
+                     command on the agents",
+                    "此网页界面可从其他机器访问，而其协调器未开启身份验证，因此不显示任何页面：\
+                     任何能访问它的人都可以在执行器上运行任意命令",
+                )
+                .to_string(),
+                String::new(),
+                pick(
+                    "Start the coordinator with --auth and add users with goflow user add, or \
+                     serve the web UI on 127.0.0.1.",
+                    "请用 --auth 启动协调器并用 goflow user add 添加用户，或让网页界面只监听 127.0.0.1。",
                 )
                 .to_string(),
             ),

@@ -100,6 +100,8 @@ pub struct AppState {
     bearer: Option<AsciiMetadataValue>,
     /// Mark the session cookie `Secure` even when the request does not say it came over TLS.
     secure_cookies: bool,
+    /// Serve no page while the coordinator has authentication off (a UI beyond loopback).
+    require_auth: bool,
 }
 
 impl AppState {
@@ -146,6 +148,7 @@ impl AppState {
                 .expect("the version is ASCII"),
             bearer: None,
             secure_cookies: false,
+            require_auth: false,
         })
     }
 
@@ -155,6 +158,25 @@ impl AppState {
     pub fn with_secure_cookies(mut self, secure: bool) -> Self {
         self.secure_cookies = secure;
         self
+    }
+
+    /// Refuses every page while the coordinator has authentication off: for a web UI that
+    /// listens beyond loopback (see [`AppState::coordinator_requires_auth`]).
+    pub fn with_required_auth(mut self, required: bool) -> Self {
+        self.require_auth = required;
+        self
+    }
+
+    /// Whether the coordinators ask for a login: `WhoAmI` without a token is refused
+    /// (UNAUTHENTICATED) or says so. Fails when no coordinator answers.
+    pub async fn coordinator_requires_auth(&self) -> Result<bool, tonic::Status> {
+        match self.auth_client().who_am_i(goflow_proto::WhoAmIRequest {}).await {
+            Ok(answer) => Ok(answer.into_inner().auth_enabled),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(true),
+            // A coordinator from before authentication has none.
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(false),
+            Err(status) => Err(status),
+        }
     }
 
     /// This state acting as the holder of `token` (a session token): every call carries it.

@@ -250,6 +250,11 @@ impl Fake {
 
     /// Serves the fake on 127.0.0.1:0 and returns the router pointed at it.
     pub async fn start(self) -> Router {
+        self.start_as(false).await
+    }
+
+    /// [`Fake::start`] for a web UI that listens beyond loopback (`require_auth`).
+    pub async fn start_as(self, require_auth: bool) -> Router {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let auth = self.clone();
@@ -262,7 +267,7 @@ impl Fake {
                 .add_service(AuthServiceServer::new(auth))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        crate::router(AppState::new(&url).unwrap())
+        crate::router(AppState::new(&url).unwrap().with_required_auth(require_auth))
     }
 
     /// The user whose session token the call carries: name and role.

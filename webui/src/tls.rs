@@ -24,6 +24,9 @@ pub struct WebTls {
     pub serve: Option<(Vec<u8>, Vec<u8>)>,
     /// How `https://` coordinators are verified (`--ca`).
     pub coordinators: ClientTls,
+    /// The UI listens beyond loopback: it serves pages only while its coordinator has
+    /// authentication on (anyone reaching it could otherwise run any command on the agents).
+    pub require_auth: bool,
 }
 
 /// A TLS acceptor for a PEM certificate chain and key, offering HTTP/2 and HTTP/1.1.
@@ -63,7 +66,8 @@ pub async fn serve_tls_with(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let state = AppState::with_coordinators_tls(&coordinators, &tls.coordinators)?
-        .with_secure_cookies(tls.serve.is_some());
+        .with_secure_cookies(tls.serve.is_some())
+        .with_required_auth(tls.require_auth);
     let app = router(state).merge(extra);
     let Some((cert, key)) = &tls.serve else {
         axum::serve(listener, app)

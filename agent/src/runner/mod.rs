@@ -209,9 +209,24 @@ pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: Cance
     outcome
 }
 
+/// The variables of goflow's own environment that hold secrets (database, Redis and etcd
+/// credentials, the agent secret, webhook tokens): a task never inherits them, so a command
+/// that prints its environment cannot put them in its log.
+pub const SECRET_ENV: &[&str] = &[
+    "GOFLOW_DATABASE_URL",
+    "GOFLOW_REDIS_URL",
+    "GOFLOW_BROKER",
+    "GOFLOW_AGENT_SECRET",
+    "GOFLOW_ETCD_PASSWORD",
+    "GOFLOW_ALERT_WEBHOOK",
+];
+
 /// `shell -c command` in process group `group`, or in a new one of its own for 0.
 fn command_for(spec: &RunSpec, group: libc::pid_t) -> Command {
     let mut command = Command::new(&spec.shell);
+    for name in SECRET_ENV {
+        command.env_remove(name);
+    }
     command
         .arg("-c")
         .arg(&spec.command)

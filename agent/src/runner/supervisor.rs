@@ -136,7 +136,12 @@ impl Supervisor {
     async fn start(&self) -> std::io::Result<Link> {
         // Its stdin is a pipe whose write end only this process holds (tokio makes it
         // close-on-exec): end-of-file there is this process gone.
-        let mut child = Command::new(&self.shim)
+        let mut command = Command::new(&self.shim);
+        // It needs none of goflow's secrets, and the tries it adopts inherit nothing from it.
+        for name in super::SECRET_ENV {
+            command.env_remove(name);
+        }
+        let mut child = command
             .arg("--supervise")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

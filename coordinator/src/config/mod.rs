@@ -73,6 +73,17 @@ pub struct Settings {
     pub ca: Option<PathBuf>,
     /// The CA (PEM) agents' client certificates must be signed by (mTLS for agents).
     pub tls_client_ca: Option<PathBuf>,
+    /// Serve with authentication beyond loopback without TLS, so that passwords and tokens
+    /// cross the network in clear (`--insecure-plaintext`); warned about at every start.
+    pub insecure_plaintext: bool,
+    /// The CA (PEM) a `rediss://` server's certificate must be signed by; None: the system's
+    /// trusted roots.
+    pub redis_ca: Option<PathBuf>,
+    /// The CA (PEM) an `https://` etcd's certificate must be signed by; None: the system's.
+    pub etcd_ca: Option<PathBuf>,
+    /// etcd's user and password (etcd with authentication enabled); both or neither.
+    pub etcd_user: Option<String>,
+    pub etcd_password: Option<String>,
     /// What loading noticed and the operator should read (unknown keys, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -109,6 +120,11 @@ impl Default for Settings {
             tls_key: None,
             ca: None,
             tls_client_ca: None,
+            insecure_plaintext: false,
+            redis_ca: None,
+            etcd_ca: None,
+            etcd_user: None,
+            etcd_password: None,
             warnings: vec![],
         }
     }
@@ -161,6 +177,11 @@ enum Key {
     UiUrl,
     AlertCheckInterval,
     DrainTimeout,
+    InsecurePlaintext,
+    RedisCa,
+    EtcdCa,
+    EtcdUser,
+    EtcdPassword,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -213,6 +234,11 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Alerts.OnRetry", Key::AlertOnRetry),
     ("Alerts.UiUrl", Key::UiUrl),
     ("Alerts.CheckInterval", Key::AlertCheckInterval),
+    ("Common.InsecurePlaintext", Key::InsecurePlaintext),
+    ("Common.RedisCa", Key::RedisCa),
+    ("Common.EtcdCa", Key::EtcdCa),
+    ("Common.EtcdUser", Key::EtcdUser),
+    ("Common.EtcdPassword", Key::EtcdPassword),
 ];
 
 /// Environment variables, which override the file.
@@ -254,6 +280,11 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_ALERT_ON_RETRY", Key::AlertOnRetry),
     ("GOFLOW_UI_URL", Key::UiUrl),
     ("GOFLOW_ALERT_CHECK_INTERVAL", Key::AlertCheckInterval),
+    ("GOFLOW_INSECURE_PLAINTEXT", Key::InsecurePlaintext),
+    ("GOFLOW_REDIS_CA", Key::RedisCa),
+    ("GOFLOW_ETCD_CA", Key::EtcdCa),
+    ("GOFLOW_ETCD_USER", Key::EtcdUser),
+    ("GOFLOW_ETCD_PASSWORD", Key::EtcdPassword),
 ];
 
 /// Which role reads the file, so a `LogDir` of the other role does not apply.
@@ -401,6 +432,9 @@ impl Settings {
                         .collect(),
                 };
                 self.etcd_endpoints = self.etcd_endpoints.iter().map(|e| with_scheme(e)).collect();
+                for endpoint in &self.etcd_endpoints {
+                    refuse_etcd_credentials(endpoint, origin)?;
+                }
             }
             Key::EtcdKey => self.etcd_key = string(value, origin)?,
             Key::Auth => self.auth = boolean(value, origin)?,
@@ -419,6 +453,11 @@ impl Settings {
             Key::TlsKey => self.tls_key = path(value, origin)?,
             Key::Ca => self.ca = path(value, origin)?,
             Key::TlsClientCa => self.tls_client_ca = path(value, origin)?,
+            Key::InsecurePlaintext => self.insecure_plaintext = boolean(value, origin)?,
+            Key::RedisCa => self.redis_ca = path(value, origin)?,
+            Key::EtcdCa => self.etcd_ca = path(value, origin)?,
+            Key::EtcdUser => self.etcd_user = Some(string(value, origin)?).filter(|u| !u.is_empty()),
+            Key::EtcdPassword => self.etcd_password = Some(string(value, origin)?).filter(|p| !p.is_empty()),
             Key::LeaseTtl => self.lease_ttl = Some(seconds(value, origin, 2)?),
             Key::AdvertiseAddress => {
                 self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty())
@@ -444,6 +483,56 @@ impl Settings {
         };
         DatabaseUrl::parse(url, source)
     }
+}
+
+impl Settings {
+    /// The Redis CA's PEM (`--redis-ca`), read; None without one.
+    pub fn redis_ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        read_ca(
+            self.redis_ca.as_deref(),
+            "Redis CA (--redis-ca, GOFLOW_REDIS_CA, Common.RedisCa)",
+        )
+    }
+
+    /// The etcd CA's PEM (`--etcd-ca`), read; None without one.
+    pub fn etcd_ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        read_ca(
+            self.etcd_ca.as_deref(),
+            "etcd CA (--etcd-ca, GOFLOW_ETCD_CA, Common.EtcdCa)",
+        )
+    }
+
+    /// etcd's user and password, both or neither.
+    pub fn etcd_credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        match (&self.etcd_user, &self.etcd_password) {
+            (Some(user), Some(password)) => Ok(Some((user.clone(), password.clone()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => bail!(
+                "etcd's user is set but not its password: set GOFLOW_ETCD_PASSWORD, Common.EtcdPassword \
+                 or --etcd-password-file"
+            ),
+            (None, Some(_)) => bail!(
+                "etcd's password is set but not its user: set --etcd-user, GOFLOW_ETCD_USER or Common.EtcdUser"
+            ),
+        }
+    }
+}
+
+/// A CA file's PEM, checked to hold a certificate.
+fn read_ca(path: Option<&Path>, what: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"),
+        "the {what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        path.display()
+    );
+    Ok(Some(pem))
+}
+
+/// A Redis address as logs and messages show it: without its password.
+pub fn shown_redis_url(broker: &str) -> String {
+    goflow_core::redact_url(broker)
 }
 
 /// `(Section.Key, value)` pairs, in file order.
@@ -686,6 +775,92 @@ pub fn require_auth_beyond_loopback(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// With authentication on, passwords and session tokens travel on every listener: beyond
+/// loopback they need TLS. Refuses to start without `--tls-cert`, unless `--insecure-plaintext`
+/// says the operator knows (a private network, a TLS-terminating proxy), which is then warned
+/// about at every start (`settings.warnings`, logged once logging is up).
+pub fn require_tls_beyond_loopback(settings: &mut Settings) -> anyhow::Result<()> {
+    if !settings.auth || settings.tls_cert.is_some() {
+        return Ok(());
+    }
+    let exposed: Vec<String> = [
+        ("--grpc-listen", &settings.grpc_listen),
+        ("--http-listen", &settings.http_listen),
+    ]
+    .into_iter()
+    .filter(|(_, address)| !is_loopback(address))
+    .map(|(flag, address)| format!("{flag} {address}"))
+    .collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if settings.insecure_plaintext {
+        settings.warnings.push(format!(
+            "--insecure-plaintext: serving {} without TLS, so passwords, session and API tokens and the \
+             agent secret cross the network in clear; set --tls-cert and --tls-key to encrypt them",
+            exposed.join(" and ")
+        ));
+        return Ok(());
+    }
+    bail!(
+        "{} can be reached from other machines and authentication is on, but TLS is off: passwords, \
+         tokens and the agent secret would cross the network in clear. Serve TLS with --tls-cert FILE \
+         --tls-key FILE (GOFLOW_TLS_CERT/GOFLOW_TLS_KEY, Common.TlsCert/TlsKey; scripts/make-test-ca makes \
+         a test CA), or, on a network you trust or behind a proxy that terminates TLS, start with \
+         --insecure-plaintext (GOFLOW_INSECURE_PLAINTEXT=true)",
+        exposed.join(" and ")
+    )
+}
+
+/// A secret-bearing URL given on the command line is refused: every user of the machine reads
+/// it in `ps` and `/proc/PID/cmdline`. `flag` names the flag, `env` and `file_flag` where the
+/// URL should come from instead.
+pub fn refuse_secret_in_flag(flag: &str, value: &str, env: &str, file_flag: &str) -> anyhow::Result<()> {
+    if goflow_core::redact::has_secret(value) {
+        bail!(
+            "{flag} {} holds a password or token, which any user of this machine can read in the \
+             process list: set {env} in the environment or put the URL in a file ({file_flag} FILE); \
+             nothing was started",
+            goflow_core::redact_url(value)
+        );
+    }
+    Ok(())
+}
+
+/// The first line of a file holding a secret (`--database-url-file`, `--redis-url-file`,
+/// `--etcd-password-file`): a file readable by its owner only keeps it out of `ps`.
+pub fn read_secret_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {flag} {}", path.display()))?;
+    let value = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(!value.is_empty(), "{flag} {} is empty", path.display());
+    Ok(value)
+}
+
+/// etcd endpoints carry no credentials: etcd takes a user and password apart
+/// (`GOFLOW_ETCD_USER`, `GOFLOW_ETCD_PASSWORD`), and an endpoint is logged as it is.
+fn refuse_etcd_credentials(endpoint: &str, origin: &str) -> anyhow::Result<()> {
+    let has_userinfo = url::Url::parse(endpoint)
+        .map(|u| !u.username().is_empty() || u.password().is_some())
+        .unwrap_or(endpoint.contains('@'));
+    if has_userinfo {
+        bail!(
+            "{origin}: the etcd endpoint {} holds credentials; give etcd's user and password as \
+             GOFLOW_ETCD_USER and GOFLOW_ETCD_PASSWORD (Common.EtcdUser, Common.EtcdPassword, or \
+             --etcd-user and --etcd-password-file) and the endpoint as https://HOST:PORT",
+            goflow_core::redact_url(endpoint)
+        );
+    }
+    Ok(())
+}
+
+/// Checks `--etcd-endpoints` given as flags (the file and environment are checked on load).
+pub fn check_etcd_endpoints(endpoints: &[String]) -> anyhow::Result<()> {
+    endpoints
+        .iter()
+        .try_for_each(|e| refuse_etcd_credentials(e, "--etcd-endpoints"))
 }
 
 #[cfg(test)]

@@ -366,3 +366,127 @@ fn an_agent_token_comes_from_the_file_or_the_environment() {
             .contains("/nonexistent/t")
     );
 }
+#[test]
+fn auth_beyond_loopback_needs_tls_unless_insecure_plaintext_says_so() {
+    let exposed = Settings {
+        auth: true,
+        grpc_listen: "0.0.0.0:7070".into(),
+        ..Settings::default()
+    };
+    let err = require_tls_beyond_loopback(&mut exposed.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("TLS") && err.contains("--tls-cert") && err.contains("--grpc-listen 0.0.0.0:7070"),
+        "{err}"
+    );
+    assert!(err.contains("--insecure-plaintext"), "{err}");
+
+    let mut with_tls = Settings {
+        tls_cert: Some("cert.pem".into()),
+        ..exposed.clone()
+    };
+    assert!(require_tls_beyond_loopback(&mut with_tls).is_ok());
+    assert!(with_tls.warnings.is_empty());
+
+    let mut insecure = Settings {
+        insecure_plaintext: true,
+        ..exposed.clone()
+    };
+    require_tls_beyond_loopback(&mut insecure).unwrap();
+    assert!(
+        insecure.warnings.iter().any(|w| w.contains("in clear")),
+        "{:?}",
+        insecure.warnings
+    );
+
+    // On loopback, or without authentication (refused elsewhere), TLS is not asked for.
+    assert!(
+        require_tls_beyond_loopback(&mut Settings {
+            auth: true,
+            ..Settings::default()
+        })
+        .is_ok()
+    );
+    let env = HashMap::from([("GOFLOW_INSECURE_PLAINTEXT".to_string(), "true".to_string())]);
+    assert!(
+        Settings::load(None, &env, Role::Coordinator)
+            .unwrap()
+            .insecure_plaintext
+    );
+}
+
+#[test]
+fn secrets_in_flags_are_refused_and_etcd_endpoints_carry_no_credentials() {
+    let err = refuse_secret_in_flag(
+        "--database-url",
+        "postgres://goflow:s3cr3t@db/goflow",
+        "GOFLOW_DATABASE_URL",
+        "--database-url-file",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("GOFLOW_DATABASE_URL") && err.contains("goflow:***@db"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
+    assert!(
+        refuse_secret_in_flag(
+            "--redis-url",
+            "redis://cache:6379",
+            "GOFLOW_REDIS_URL",
+            "--redis-url-file"
+        )
+        .is_ok()
+    );
+
+    let env = HashMap::from([(
+        "GOFLOW_ETCD_ENDPOINTS".to_string(),
+        "https://root:etcdpw@etcd:2379".to_string(),
+    )]);
+    let err = Settings::load(None, &env, Role::Coordinator)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("GOFLOW_ETCD_PASSWORD") && !err.contains("etcdpw"),
+        "{err}"
+    );
+
+    let env = HashMap::from([
+        ("GOFLOW_ETCD_USER".to_string(), "goflow".to_string()),
+        ("GOFLOW_ETCD_PASSWORD".to_string(), "etcdpw".to_string()),
+    ]);
+    let s = Settings::load(None, &env, Role::Coordinator).unwrap();
+    assert_eq!(
+        s.etcd_credentials().unwrap(),
+        Some(("goflow".into(), "etcdpw".into()))
+    );
+    let half = Settings {
+        etcd_password: None,
+        ..s
+    };
+    assert!(
+        half.etcd_credentials()
+            .unwrap_err()
+            .to_string()
+            .contains("GOFLOW_ETCD_PASSWORD")
+    );
+}
+
+#[test]
+fn a_database_url_that_does_not_parse_hides_its_password() {
+    for typo in [
+        "postgres//goflow:s3cr3t@db:5432/goflow",
+        "postgress://goflow:s3cr3t@db:5432/goflow",
+    ] {
+        let s = Settings {
+            database_url: Some(typo.into()),
+            database_url_source: "GOFLOW_DATABASE_URL".into(),
+            ..Settings::default()
+        };
+        let err = s.database_url().unwrap_err().to_string();
+        assert!(err.contains("GOFLOW_DATABASE_URL"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{typo}: {err}");
+    }
+}

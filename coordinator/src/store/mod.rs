@@ -92,30 +92,38 @@ impl std::fmt::Debug for DatabaseUrl {
 
 impl DatabaseUrl {
     /// Parses the scheme; `source` names the setting in messages (`Common.MysqlConn`, ...).
+    /// A message never shows the URL's password: a text that does not parse shows nothing
+    /// before its `@` (see [`goflow_core::redact`]).
     pub fn parse(url: &str, source: &str) -> anyhow::Result<Self> {
-        let scheme = url.split(':').next().unwrap_or("");
-        let dialect = match scheme {
+        let shown = redact(url);
+        let scheme = match url::Url::parse(url) {
+            Ok(parsed) => parsed.scheme().to_string(),
+            Err(e) => anyhow::bail!(
+                "{source} is {shown}: not a URL ({e}); expected sqlite://PATH, \
+                 postgres://USER:PASSWORD@HOST:PORT/DATABASE or mysql://USER:PASSWORD@HOST:PORT/DATABASE"
+            ),
+        };
+        let dialect = match scheme.as_str() {
             "sqlite" => {
                 let path = sqlite_path(url);
                 anyhow::ensure!(
                     !path.is_empty() && !path.starts_with(":memory:"),
-                    "{source}: {url:?} names no file; goflow keeps its state on disk (sqlite://PATH)"
+                    "{source}: {shown:?} names no file; goflow keeps its state on disk (sqlite://PATH)"
                 );
                 Dialect::Sqlite
             }
             "postgres" | "postgresql" => Dialect::Postgres,
             "mysql" | "mariadb" => Dialect::MySql,
             _ => anyhow::bail!(
-                "{source} is {}: unknown database scheme {scheme:?} (expected sqlite://PATH, postgres://... or mysql://...)",
-                redact(url)
+                "{source} is {shown}: unknown database scheme {:?} (expected sqlite://PATH, postgres://... or mysql://...)",
+                redact(&scheme)
             ),
         };
         anyhow::ensure!(
             dialect == Dialect::Sqlite || url.contains("://"),
-            "{source} is {}: expected {scheme}://USER:PASSWORD@HOST:PORT/DATABASE",
-            redact(url)
+            "{source} is {shown}: expected {scheme}://USER:PASSWORD@HOST:PORT/DATABASE"
         );
-        let url = match scheme {
+        let url = match scheme.as_str() {
             // sqlx knows mysql:// only.
             "mariadb" => format!("mysql{}", &url["mariadb".len()..]),
             _ => url.to_string(),
@@ -154,18 +162,9 @@ fn sqlite_path(url: &str) -> &str {
     rest.split('?').next().unwrap_or(rest)
 }
 
-/// `scheme://user:***@host/...`: the password never reaches a log.
+/// `scheme://user:***@host/...`: the password (and any token parameter) never reaches a log.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
+    goflow_core::redact_url(url)
 }
 
 /// A connection queries run on: a write transaction ([`Tx`]) or a read connection
@@ -437,9 +436,13 @@ async fn connect(url: &DatabaseUrl, connections: u32, read_only: bool) -> anyhow
             if read_only { "ro" } else { "rwc" }
         );
     }
-    let options: AnyConnectOptions = text
-        .parse()
-        .with_context(|| format!("database URL {} is not valid", url.redacted()))?;
+    let options: AnyConnectOptions = text.parse().map_err(|e: sqlx::Error| {
+        anyhow::anyhow!(
+            "database URL {} is not valid: {}",
+            url.redacted(),
+            goflow_core::redact::scrub(&e.to_string(), &url.url)
+        )
+    })?;
     let dialect = url.dialect;
     // One connection first, so that a wrong address, password or database name fails now
     // with the server's own words, not after the pool's retries as a timeout.
@@ -494,6 +497,8 @@ fn session_settings(dialect: Dialect) -> &'static [&'static str] {
 /// A connection failure as a user can act on it: which database, and what it said.
 fn connect_error(url: &DatabaseUrl, e: sqlx::Error) -> anyhow::Error {
     let what = match &e {
+        // rustls reports a refused certificate as an I/O error of the handshake.
+        sqlx::Error::Io(io) if is_tls_failure(&io.to_string()) => tls_failure(io),
         sqlx::Error::Io(io) => format!("cannot reach the server ({io})"),
         sqlx::Error::PoolTimedOut => "the server did not answer in time".to_string(),
         sqlx::Error::Database(db) => {
@@ -507,13 +512,30 @@ fn connect_error(url: &DatabaseUrl, e: sqlx::Error) -> anyhow::Error {
                 msg.to_string()
             }
         }
+        sqlx::Error::Tls(tls) => tls_failure(tls),
         other => other.to_string(),
     };
+    // A driver's message may quote the URL it was given.
+    let what = goflow_core::redact::scrub(&what, &url.url);
     anyhow::anyhow!(
         "cannot open the {} database {} ({}): {what}",
         url.dialect.name(),
         url.redacted(),
         url.source
+    )
+}
+
+fn is_tls_failure(text: &str) -> bool {
+    let text = text.to_lowercase();
+    ["certificate", "tls", "handshake"]
+        .iter()
+        .any(|word| text.contains(word))
+}
+
+fn tls_failure(why: impl std::fmt::Display) -> String {
+    format!(
+        "TLS with the server failed ({why}): check the URL's sslmode and sslrootcert (PostgreSQL) or \
+         ssl-mode and ssl-ca (MySQL)"
     )
 }
 
