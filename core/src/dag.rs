@@ -48,6 +48,8 @@ pub struct TaskSpec {
     pub expected_duration: Option<Duration>,
     /// When the instance of each data date must have succeeded (a `deadline` alert).
     pub deadline: Option<crate::Deadline>,
+    /// Which fires missed while goflow was down or the task paused run (`catchup:`).
+    pub catchup: crate::CatchUp,
 }
 
 impl TaskSpec {
@@ -84,6 +86,7 @@ impl TaskSpec {
             depends_on: vec![],
             expected_duration: None,
             deadline: None,
+            catchup: crate::CatchUp::Latest,
         }
     }
 

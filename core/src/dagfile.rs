@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::dag::{Dependency, TaskSpec, is_valid_task_id};
 use crate::deadline::Deadline;
 use crate::schedule::{Schedule, parse_timezone};
-use crate::{EtlDay, template};
+use crate::{CatchUp, EtlDay, template};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{source_name}: {message}")]
@@ -43,6 +43,7 @@ struct RawTask {
     depends_on: Vec<RawDependency>,
     expected_duration: Option<RawDuration>,
     deadline: Option<RawDeadline>,
+    catchup: Option<String>,
 }
 
 /// `{time: "08:00", timezone: Asia/Shanghai, day_offset: 1}` or `"08:00 Asia/Shanghai +1"`.
@@ -183,6 +184,10 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         .map(|d| duration("expected_duration", d))
         .transpose()?
         .filter(|d| !d.is_zero());
+    let catchup = match raw.catchup {
+        None => CatchUp::default(),
+        Some(text) => text.parse::<CatchUp>().map_err(|e| e.to_string())?,
+    };
     Ok(TaskSpec {
         id: raw.id,
         command: raw.command,
@@ -203,6 +208,7 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         depends_on,
         expected_duration,
         deadline,
+        catchup,
     })
 }
 
@@ -374,6 +380,20 @@ tasks:
         );
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    expected_duration: forever\n");
         assert!(err.contains("expected_duration \"forever\""), "{err}");
+    }
+
+    #[test]
+    fn catchup_defaults_to_latest_and_refuses_other_words() {
+        let specs = parse_ok(
+            "tasks:\n  - id: a\n    command: x\n    schedule: \"0 * * * *\"\n    catchup: all\n  - id: b\n    command: x\n    catchup: none\n  - id: c\n    command: x\n",
+        );
+        let policies: Vec<CatchUp> = specs.iter().map(|s| s.catchup).collect();
+        assert_eq!(policies, [CatchUp::All, CatchUp::None, CatchUp::Latest]);
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    catchup: sometimes\n");
+        assert_eq!(
+            err,
+            "dag.yaml: task \"a\" (tasks[0], line 2): catchup \"sometimes\" is not one of latest, all, none"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! goflow's domain, pure and synchronous: data dates, command templating, the DAG and its
 //! closures, cron schedules, and the instance state machine. No I/O; time is passed in.
 
+pub mod catchup;
 pub mod dag;
 pub mod dagfile;
 pub mod day;
@@ -14,6 +15,7 @@ pub mod template;
 #[cfg(test)]
 mod proptests;
 
+pub use catchup::CatchUp;
 pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
 pub use day::{DayError, EtlDay};
 pub use deadline::Deadline;
