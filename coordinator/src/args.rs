@@ -109,6 +109,10 @@ pub struct StandaloneArgs {
     pub auth: bool,
     #[command(flatten)]
     pub tls: ServeTlsArgs,
+    /// For tests only: schedules go by the time written in this file (RFC 3339), read at
+    /// every look, instead of the system clock.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub test_clock: Option<PathBuf>,
 }
 
 /// `goflow coordinator`.
@@ -164,6 +168,10 @@ pub struct ServeArgs {
     /// without one are refused (also GOFLOW_TLS_CLIENT_CA, Common.TlsClientCa).
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// For tests only: schedules go by the time written in this file (RFC 3339), read at
+    /// every look, instead of the system clock.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub test_clock: Option<PathBuf>,
 }
 
 impl From<StandaloneArgs> for ServeArgs {
@@ -186,6 +194,7 @@ impl From<StandaloneArgs> for ServeArgs {
             auth: a.auth,
             tls: a.tls,
             tls_client_ca: None,
+            test_clock: a.test_clock,
         }
     }
 }

@@ -178,7 +178,10 @@ mod tests {
         assert_eq!("none".parse(), Ok(CatchUp::None));
         assert_eq!(CatchUp::default(), CatchUp::Latest);
         let err = "sometimes".parse::<CatchUp>().unwrap_err();
-        assert_eq!(err.to_string(), r#"catchup "sometimes" is not one of latest, all, none"#);
+        assert_eq!(
+            err.to_string(),
+            r#"catchup "sometimes" is not one of latest, all, none"#
+        );
         for name in CatchUp::NAMES {
             assert_eq!(name.parse::<CatchUp>().unwrap().as_str(), name);
         }
@@ -186,13 +189,19 @@ mod tests {
 
     #[test]
     fn latest_runs_the_newest_missed_fire_and_says_why_the_others_are_skipped() {
-        let d = decide(CatchUp::Latest, &missed(&[14, 11, 13, 12, 15], Missed::Down), false);
+        let d = decide(
+            CatchUp::Latest,
+            &missed(&[14, 11, 13, 12, 15], Missed::Down),
+            false,
+        );
         assert_eq!(runs(&d), [hour(15)]);
         assert_eq!(d.len(), 5);
         assert_eq!(d[0].0, hour(11), "oldest first");
         assert_eq!(
             d[0].1,
-            Decision::Skip("the coordinator was down; catchup: latest runs only the newest missed fire".into())
+            Decision::Skip(
+                "the coordinator was down; catchup: latest runs only the newest missed fire".into()
+            )
         );
     }
 
@@ -211,7 +220,10 @@ mod tests {
         });
         let d = decide(CatchUp::None, &fires, false);
         assert_eq!(runs(&d), [hour(13)]);
-        assert_eq!(d[0].1, Decision::Skip("the task was paused; catchup: none".into()));
+        assert_eq!(
+            d[0].1,
+            Decision::Skip("the task was paused; catchup: none".into())
+        );
     }
 
     #[test]

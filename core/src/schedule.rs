@@ -234,7 +234,10 @@ mod tests {
         let (all, more) = s.due_fires(last, now, 10);
         assert_eq!(all.len(), 5);
         assert!(!more);
-        assert_eq!((all[0], all[4]), (utc("2026-01-01T01:00:00Z"), utc("2026-01-01T05:00:00Z")));
+        assert_eq!(
+            (all[0], all[4]),
+            (utc("2026-01-01T01:00:00Z"), utc("2026-01-01T05:00:00Z"))
+        );
         let (batch, more) = s.due_fires(last, now, 2);
         assert_eq!(batch, all[..2]);
         assert!(more);

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use goflow_core::{Deadline, Dependency, EtlDay, TaskSpec};
+use goflow_core::{CatchUp, Deadline, Dependency, EtlDay, TaskSpec};
 use sqlx::Row;
 
 use super::Db;
@@ -21,7 +21,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     let rows = sqlx::query(d.sql(
         "SELECT id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline
+                expected_duration_ms, deadline, catchup
          FROM tasks ORDER BY id",
     ))
     .fetch_all(db.conn())
@@ -46,6 +46,10 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
             let id: String = r.try_get("id")?;
             let start_day: Option<String> = r.try_get("start_day")?;
             let timezone: String = r.try_get("timezone")?;
+            let catchup: String = r.try_get("catchup")?;
+            let catchup = catchup
+                .parse::<CatchUp>()
+                .map_err(|e| anyhow::anyhow!("task {id}: stored {e}"))?;
             let deadline = r
                 .try_get::<Option<String>, _>("deadline")?
                 .map(|d| {
@@ -71,6 +75,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                         .try_get::<Option<i64>, _>("expected_duration_ms")?
                         .map(ms_duration),
                     deadline,
+                    catchup,
                     id,
                 },
                 paused: r.try_get::<i64, _>("paused")? != 0,
@@ -101,8 +106,8 @@ pub async fn upsert_task(
     let sql = d.upsert(
         "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline)",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                expected_duration_ms, deadline, catchup)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
         "id",
         &[
             "command",
@@ -119,6 +124,7 @@ pub async fn upsert_task(
             "updated_at",
             "expected_duration_ms",
             "deadline",
+            "catchup",
         ],
     );
     sqlx::query(d.sql(&sql))
@@ -138,6 +144,7 @@ pub async fn upsert_task(
         .bind(now)
         .bind(spec.expected_duration.map(duration_ms))
         .bind(spec.deadline.as_ref().map(|d| d.to_string()))
+        .bind(spec.catchup.as_str())
         .execute(db.conn())
         .await?;
     match &spec.schedule {
