@@ -8,6 +8,8 @@ mod sandbox;
 mod alerts;
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "e2e/catchup.rs"]
+mod catchup;
 #[path = "e2e/cluster.rs"]
 mod cluster;
 #[path = "e2e/drain.rs"]
