@@ -189,3 +189,110 @@ pub async fn restart_schedule(db: &mut impl Db, task: &str, at: i64) -> anyhow::
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use goflow_core::TaskSpec;
+
+    use super::*;
+    use crate::store::{Dialect, Store, list_operations, now_ms, upsert_task};
+    use crate::testing::TestDatabase;
+
+    const FIRE: i64 = 1_773_194_400_000; // 2026-03-11 02:00 UTC
+
+    /// On each database: a skipped fire is recorded once with its reason and one history
+    /// entry; a held fire is settled once, by whichever writer comes first; a schedule change
+    /// skips the fires still held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skipped_and_held_fires_are_recorded_once_with_their_reason() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let db = TestDatabase::create(dialect).await;
+            let one = Store::open(&db.database_url()).await.unwrap();
+            let two = Store::open(&db.database_url()).await.unwrap();
+            let mut spec = TaskSpec::new("a", "true");
+            spec.schedule = Some("0 2 * * *".into());
+            let mut tx = one.begin().await.unwrap();
+            upsert_task(&mut tx, &spec, now_ms(), true).await.unwrap();
+            restart_schedule(&mut tx, "a", FIRE - 86_400_000).await.unwrap();
+            assert!(
+                record_skipped_fire(&mut tx, "a", FIRE, "20260311", "not a cn_workday day", now_ms())
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !record_skipped_fire(&mut tx, "a", FIRE, "20260311", "again", now_ms())
+                    .await
+                    .unwrap(),
+                "{dialect:?}: a fire is recorded once"
+            );
+            for day in 1..=2 {
+                let at = FIRE + day * 86_400_000;
+                assert!(
+                    insert_fire(&mut tx, "a", at, "x", HELD, "the task is paused", now_ms())
+                        .await
+                        .unwrap()
+                );
+            }
+            tx.commit().await.unwrap();
+
+            let ops = list_operations(&mut one.read().await.unwrap(), Some("a"), 10)
+                .await
+                .unwrap();
+            assert_eq!(ops.len(), 1, "{dialect:?}: {ops:?}");
+            assert_eq!(
+                (
+                    ops[0].action.as_str(),
+                    ops[0].target.as_str(),
+                    ops[0].detail.as_str()
+                ),
+                (
+                    "skip-fire",
+                    "a@20260311",
+                    "fire at 2026-03-11 02:00 UTC not run: not a cn_workday day"
+                )
+            );
+            let held = held_fires(&mut one.read().await.unwrap()).await.unwrap();
+            assert_eq!(held.len(), 2, "{dialect:?}");
+
+            // Two writers settle the first held fire: one wins.
+            let mut results = vec![];
+            for store in [&one, &two] {
+                let mut tx = store.begin().await.unwrap();
+                results.push(
+                    settle_held_fire(&mut tx, "a", held[0].1, FIRED, "")
+                        .await
+                        .unwrap(),
+                );
+                tx.commit().await.unwrap();
+            }
+            assert_eq!(results, [true, false], "{dialect:?}");
+            let mut tx = one.begin().await.unwrap();
+            assert_eq!(
+                drop_held_fires(&mut tx, "a", "the schedule changed while the task was paused")
+                    .await
+                    .unwrap(),
+                1
+            );
+            tx.commit().await.unwrap();
+
+            let fires = list_fires(&mut one.read().await.unwrap(), "a", 10).await.unwrap();
+            let seen: Vec<(&str, &str)> = fires
+                .iter()
+                .map(|f| (f.outcome.as_str(), f.reason.as_str()))
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    (SKIPPED, "the schedule changed while the task was paused"),
+                    (FIRED, ""),
+                    (SKIPPED, "not a cn_workday day"),
+                ],
+                "{dialect:?}: newest first"
+            );
+            let last = crate::store::schedule_last_fires(&mut one.read().await.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(last, [("a".to_string(), FIRE + 2 * 86_400_000)], "{dialect:?}");
+        }
+    }
+}
