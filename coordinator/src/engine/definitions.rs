@@ -90,8 +90,9 @@ impl Engine {
             let schedule_changed = old
                 .is_none_or(|old| old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone);
             store::upsert_task(&mut tx, spec, now, schedule_changed).await?;
-            if schedule_changed && old.is_some() {
-                // Fires held while paused belong to the old schedule: not run under the new one.
+            if schedule_changed {
+                // Fires held while paused belong to the old schedule (or to a deleted task of
+                // the same id): not run under the new one.
                 let dropped = store::drop_held_fires(
                     &mut tx,
                     &spec.id,

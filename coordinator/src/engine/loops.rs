@@ -185,7 +185,7 @@ impl Engine {
     }
 
     /// One pass over the schedules; returns how long to sleep (None: nothing scheduled).
-    async fn fire_due_schedules(&self) -> Result<Option<Duration>> {
+    pub(super) async fn fire_due_schedules(&self) -> Result<Option<Duration>> {
         // The first pass after a start is the one that catches up downtime.
         let first_pass = !self.cron_started.swap(true, std::sync::atomic::Ordering::Relaxed);
         let catalog = self.catalog();

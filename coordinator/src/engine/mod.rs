@@ -26,6 +26,8 @@ mod tries;
 mod waits;
 
 #[cfg(test)]
+mod catchup_tests;
+#[cfg(test)]
 mod term_tests;
 #[cfg(test)]
 mod tests;
