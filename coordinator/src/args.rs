@@ -125,6 +125,10 @@ pub struct StandaloneArgs {
     /// Common.InsecurePlaintext.
     #[arg(long)]
     pub insecure_plaintext: bool,
+    /// For tests only: schedules go by the time written in this file (RFC 3339), read at
+    /// every look, instead of the system clock.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub test_clock: Option<PathBuf>,
 }
 
 /// `goflow coordinator`.
@@ -196,6 +200,10 @@ pub struct ServeArgs {
     /// Common.InsecurePlaintext.
     #[arg(long)]
     pub insecure_plaintext: bool,
+    /// For tests only: schedules go by the time written in this file (RFC 3339), read at
+    /// every look, instead of the system clock.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub test_clock: Option<PathBuf>,
 }
 
 /// Redis, for a coordinator with separate agents and for an agent.
@@ -259,6 +267,7 @@ impl From<StandaloneArgs> for ServeArgs {
             tls: a.tls,
             tls_client_ca: None,
             insecure_plaintext: a.insecure_plaintext,
+            test_clock: a.test_clock,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod agent_identity;
 pub mod alerts;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod grpc;

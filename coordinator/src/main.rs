@@ -197,6 +197,9 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         settings.auth = true;
     }
     args.drain.apply(&mut settings);
+    if let Some(path) = args.test_clock {
+        settings.engine.schedule_clock = goflow_coordinator::clock::ScheduleClock::File(path);
+    }
     let tls = args.tls;
     for (flag, setting) in [
         (tls.tls_cert, &mut settings.tls_cert),
@@ -224,6 +227,12 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
             "goflow-coordinator"
         },
     )?;
+    if let goflow_coordinator::clock::ScheduleClock::File(path) = &settings.engine.schedule_clock {
+        tracing::warn!(
+            "schedules go by the test clock in {}, not the system clock (--test-clock is for tests only)",
+            path.display()
+        );
+    }
     let broker = settings
         .broker
         .as_deref()

@@ -74,6 +74,8 @@ pub struct TaskSpec {
     pub period: PeriodKind,
     /// The task has instances only on this calendar's days.
     pub calendar: Option<String>,
+    /// Which fires missed while goflow was down or the task paused run (`catchup:`).
+    pub catchup: crate::CatchUp,
 }
 
 impl TaskSpec {
@@ -112,6 +114,7 @@ impl TaskSpec {
             deadline: None,
             period: PeriodKind::Day,
             calendar: None,
+            catchup: crate::CatchUp::Latest,
         }
     }
 

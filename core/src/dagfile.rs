@@ -11,7 +11,7 @@ use crate::dag::{Dependency, TaskSpec, is_valid_task_id};
 use crate::deadline::Deadline;
 use crate::period::PeriodKind;
 use crate::schedule::{Schedule, parse_timezone};
-use crate::{EtlDay, template};
+use crate::{CatchUp, EtlDay, template};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{source_name}: {message}")]
@@ -51,6 +51,7 @@ struct RawTask {
     /// A fire's period offset in the task's periods; `day_offset` is its name for daily tasks.
     offset: Option<i32>,
     calendar: Option<String>,
+    catchup: Option<String>,
 }
 
 /// `{time: "08:00", timezone: Asia/Shanghai, day_offset: 1}` or `"08:00 Asia/Shanghai +1"`.
@@ -243,6 +244,10 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         .map(|d| duration("expected_duration", d))
         .transpose()?
         .filter(|d| !d.is_zero());
+    let catchup = match raw.catchup {
+        None => CatchUp::default(),
+        Some(text) => text.parse::<CatchUp>().map_err(|e| e.to_string())?,
+    };
     Ok(TaskSpec {
         id: raw.id,
         command: raw.command,
@@ -265,6 +270,7 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         deadline,
         period,
         calendar: raw.calendar,
+        catchup,
     })
 }
 
@@ -430,6 +436,20 @@ tasks:
         );
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    expected_duration: forever\n");
         assert!(err.contains("expected_duration \"forever\""), "{err}");
+    }
+
+    #[test]
+    fn catchup_defaults_to_latest_and_refuses_other_words() {
+        let specs = parse_ok(
+            "tasks:\n  - id: a\n    command: x\n    schedule: \"0 * * * *\"\n    catchup: all\n  - id: b\n    command: x\n    catchup: none\n  - id: c\n    command: x\n",
+        );
+        let policies: Vec<CatchUp> = specs.iter().map(|s| s.catchup).collect();
+        assert_eq!(policies, [CatchUp::All, CatchUp::None, CatchUp::Latest]);
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    catchup: sometimes\n");
+        assert_eq!(
+            err,
+            "dag.yaml: task \"a\" (tasks[0], line 2): catchup \"sometimes\" is not one of latest, all, none"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! templating, the DAG and its closures, cron schedules, and the instance state machine. No I/O; time is passed in.
 
 pub mod calendar;
+pub mod catchup;
 pub mod dag;
 pub mod dagfile;
 pub mod day;
@@ -18,6 +19,7 @@ pub mod template;
 mod proptests;
 
 pub use calendar::Calendar;
+pub use catchup::CatchUp;
 pub use dag::{Dag, DagError, Dependency, InstanceKey, TaskSpec};
 pub use day::{DayError, EtlDay};
 pub use deadline::Deadline;

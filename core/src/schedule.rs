@@ -130,6 +130,29 @@ impl Schedule {
         }
     }
 
+    /// Fires in `(last_fire, now]`, oldest first, at most `limit`; true when more follow (a long
+    /// downtime is worked through in batches, so one pass stays small).
+    pub fn due_fires(
+        &self,
+        last_fire: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> (Vec<DateTime<Utc>>, bool) {
+        let mut due = vec![];
+        let mut cursor = last_fire;
+        while let Some(fire) = self.next_fire_after(cursor) {
+            if fire > now {
+                return (due, false);
+            }
+            if due.len() == limit {
+                return (due, true);
+            }
+            due.push(fire);
+            cursor = fire;
+        }
+        (due, false)
+    }
+
     fn latest_fire_at_or_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = now.with_timezone(&self.timezone);
         self.cron
@@ -209,6 +232,26 @@ mod tests {
         assert_eq!(on_time.due, None);
         let new = s.plan(None, utc("2026-01-01T05:30:00Z"));
         assert_eq!((new.due, new.skipped), (None, 0));
+    }
+
+    #[test]
+    fn due_fires_come_oldest_first_in_batches() {
+        let s = Schedule::parse("0 * * * *", "UTC", 0).unwrap();
+        let last = utc("2026-01-01T00:00:00Z");
+        let now = utc("2026-01-01T05:30:00Z");
+        let (all, more) = s.due_fires(last, now, 10);
+        assert_eq!(all.len(), 5);
+        assert!(!more);
+        assert_eq!(
+            (all[0], all[4]),
+            (utc("2026-01-01T01:00:00Z"), utc("2026-01-01T05:00:00Z"))
+        );
+        let (batch, more) = s.due_fires(last, now, 2);
+        assert_eq!(batch, all[..2]);
+        assert!(more);
+        let (exact, more) = s.due_fires(last, now, 5);
+        assert_eq!((exact.len(), more), (5, false));
+        assert_eq!(s.due_fires(now, now, 10), (vec![], false));
     }
 
     #[test]

@@ -118,7 +118,8 @@ pub enum Command {
     Kill(ops::KillArgs),
     /// Remove an instance with its tries and logs (not the task).
     Delete(ops::InstanceArgs),
-    /// Pause a task: no new instances are scheduled.
+    /// Pause a task: no new instances are scheduled; its cron fires are held and, on unpause,
+    /// run or skipped as its `catchup` policy says.
     Pause(ops::TaskArgs),
     /// Unpause a task.
     Unpause(ops::TaskArgs),

@@ -172,6 +172,28 @@ fn talkative() -> Fake {
         alert.message = "try 1 of 3 failed: exit code 2".into();
     }
     fake.operations[0].detail = "--down 3 instances".into();
+    for (id, target, detail) in [
+        (
+            3,
+            "extract",
+            "4 fires not run, 2026-03-11 02:00 UTC .. 2026-03-14 02:00 UTC: the coordinator was down; catchup: latest runs only the newest missed fire",
+        ),
+        (
+            4,
+            "extract@20260312",
+            "fire at 2026-03-12 02:00 UTC not run: the task was paused; catchup: none",
+        ),
+    ] {
+        fake.operations.push(goflow_proto::Operation {
+            id,
+            actor: "goflow".into(),
+            client: "scheduler".into(),
+            action: "skip-fire".into(),
+            target: target.into(),
+            detail: detail.into(),
+            ..fake.operations[0].clone()
+        });
+    }
     fake
 }
 

@@ -129,6 +129,7 @@ pub fn sample() -> Fake {
                 queue: "io".into(),
                 paused: true,
                 next_fire_at: t0 + 86_400_000 + 5_400_000,
+                catchup: "all".into(),
                 ..Default::default()
             },
         ],

@@ -47,6 +47,9 @@ struct TaskOut {
     /// `HH:MM TZ +N`, as the parser reads it back.
     #[serde(skip_serializing_if = "Option::is_none")]
     deadline: Option<String>,
+    /// latest | all | none; left out when latest (the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catchup: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -127,6 +130,9 @@ pub struct TaskForm {
     /// `HH:MM[ TZ][ +N]`.
     #[serde(default)]
     pub deadline: String,
+    /// latest | all | none (empty: latest).
+    #[serde(default)]
+    pub catchup: String,
 }
 
 impl TaskForm {
@@ -163,6 +169,7 @@ impl TaskForm {
                 .join("\n"),
             expected_duration: crate::pages::task::millis(t.expected_duration_ms),
             deadline: t.deadline.clone(),
+            catchup: t.catchup.clone(),
         }
     }
 
@@ -174,6 +181,7 @@ impl TaskForm {
             period: "day".into(),
             priority: "0".into(),
             queue: "default".into(),
+            catchup: "latest".into(),
             ..Default::default()
         }
     }
@@ -237,9 +245,16 @@ impl TaskForm {
             depends_on,
             expected_duration: optional(&self.expected_duration),
             deadline: optional(&self.deadline),
+            catchup: not_latest(&self.catchup),
         };
         serde_norway::to_string(&Document { tasks: vec![task] }).map_err(|e| ("", e.to_string()))
     }
+}
+
+/// A catchup policy as the document writes it: left out when it is the default (or empty, from
+/// a coordinator that does not know the field).
+fn not_latest(policy: &str) -> Option<String> {
+    Some(policy.trim().to_string()).filter(|p| !p.is_empty() && p != "latest")
 }
 
 /// Every task as one DAG document.
@@ -267,6 +282,7 @@ pub fn export(tasks: &[Task]) -> String {
                 start_day: Some(t.start_day.clone()).filter(|s| !s.is_empty()),
                 expected_duration: Some(form.expected_duration.clone()).filter(|s| !s.is_empty()),
                 deadline: Some(t.deadline.clone()).filter(|s| !s.is_empty()),
+                catchup: not_latest(&t.catchup),
                 depends_on: t
                     .depends_on
                     .iter()
@@ -287,7 +303,7 @@ pub fn export(tasks: &[Task]) -> String {
 /// The form field an apply error is about, from the parser's message
 /// (`edit form: task "x" (tasks[0], line 3): schedule: ...`); "" when it names none.
 pub fn field_of(message: &str) -> &'static str {
-    const FIELDS: [&str; 17] = [
+    const FIELDS: [&str; 18] = [
         "id",
         "command",
         "schedule",
@@ -305,6 +321,7 @@ pub fn field_of(message: &str) -> &'static str {
         "depends_on",
         "expected_duration",
         "deadline",
+        "catchup",
     ];
     // The part after the task's description names the field first.
     let detail = message.rsplit_once("): ").map_or(message, |(_, d)| d);
@@ -349,6 +366,7 @@ mod tests {
             description: "loads: the \"warehouse\"".into(),
             expected_duration_ms: 1_800_000,
             deadline: "08:00 Asia/Shanghai +1".into(),
+            catchup: "all".into(),
             depends_on: vec![
                 TaskDependency {
                     task: "extract".into(),
@@ -387,6 +405,23 @@ mod tests {
             spec.deadline.as_ref().map(|d| d.to_string()).as_deref(),
             Some("08:00 Asia/Shanghai +1")
         );
+        assert_eq!(spec.catchup, goflow_core::CatchUp::All);
+        // The default is left out of the document.
+        let latest = export(&[Task {
+            catchup: "latest".into(),
+            ..stored()
+        }]);
+        assert!(!latest.contains("catchup"), "{latest}");
+    }
+
+    #[test]
+    fn a_bad_catchup_from_the_form_is_the_catchup_field_s_error() {
+        let form = TaskForm {
+            catchup: "sometimes".into(),
+            ..TaskForm::from_task(&stored())
+        };
+        let err = dagfile::parse(&form.to_document().unwrap(), "edit form").unwrap_err();
+        assert_eq!(field_of(&err.to_string()), "catchup");
     }
 
     #[test]

@@ -102,11 +102,32 @@ impl Engine {
         for calendar in &changed_calendars {
             store::upsert_calendar(&mut tx, calendar, now).await?;
         }
+        let schedule_start = self.settings.schedule_clock.now()?.timestamp_millis();
         for spec in &changed {
-            let schedule_changed = stored
-                .get(&spec.id)
+            let old = stored.get(&spec.id);
+            let schedule_changed = old
                 .is_none_or(|old| old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone);
             store::upsert_task(&mut tx, spec, now, schedule_changed).await?;
+            if schedule_changed {
+                // Fires held while paused belong to the old schedule (or to a deleted task of
+                // the same id): not run under the new one.
+                let dropped = store::drop_held_fires(
+                    &mut tx,
+                    &spec.id,
+                    "the schedule changed while the task was paused",
+                )
+                .await?;
+                if dropped > 0 {
+                    tracing::info!(
+                        "task {}: {} held while paused are skipped: its schedule changed",
+                        spec.id,
+                        goflow_core::plural(dropped as usize, "fire")
+                    );
+                }
+            }
+            if schedule_changed && spec.schedule.is_some() {
+                store::restart_schedule(&mut tx, &spec.id, schedule_start).await?;
+            }
         }
         for spec in &changed {
             store::set_dependencies(&mut tx, spec).await?;
@@ -164,6 +185,8 @@ impl Engine {
         tx.commit().await?;
         self.reload_catalog().await?;
         self.push(dispatches).await;
+        // Fires held while it was paused are decided now, by its catchup policy.
+        self.wake_cron.notify_one();
         self.changed();
         self.require_task(task)
     }

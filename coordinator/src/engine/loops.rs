@@ -5,13 +5,57 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use goflow_core::catchup::{Decision, DueFire, Missed};
 use goflow_core::state::{Event, transition};
-use goflow_core::{InstanceState, Period, TaskSpec};
+use goflow_core::{CatchUp, InstanceState, Period, TaskSpec};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Catalog, Engine, Result};
 use crate::store::{self, now_ms};
+
+/// Fires looked at per schedule and pass: a long downtime of a frequent schedule is worked
+/// through in batches, each its own transactions.
+const FIRES_PER_PASS: usize = 500;
+
+/// Says what a catch-up did, in goflow's log (history has the skipped fires).
+fn log_catch_up(
+    task: &TaskSpec,
+    runs: &[chrono::DateTime<chrono::Utc>],
+    missed_runs: usize,
+    skipped: usize,
+    first_pass: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let policy = task.catchup;
+    match (policy, runs.last()) {
+        (CatchUp::Latest, Some(fire)) => {
+            let missed = if skipped > 0 {
+                format!(" ({skipped} earlier missed fires are not run)")
+            } else {
+                String::new()
+            };
+            if first_pass && (skipped > 0 || now - *fire > goflow_core::catchup::ON_TIME_GRACE) {
+                tracing::warn!(
+                    "schedule of {} missed its fire at {fire} while goflow was down: catching it up once now{missed}",
+                    task.id
+                );
+            } else {
+                tracing::warn!(
+                    "schedule of {} is running behind: firing {fire} now{missed}",
+                    task.id
+                );
+            }
+        }
+        _ => tracing::warn!(
+            "schedule of {} missed {}: {} run, {} skipped (catchup: {policy})",
+            task.id,
+            goflow_core::plural(missed_runs + skipped, "fire"),
+            missed_runs,
+            skipped
+        ),
+    }
+}
 
 /// Sleeps until `next` (epoch ms; None: an hour), an early `wake`, or shutdown (false).
 async fn sleep_until(next: Option<i64>, wake: &Notify, shutdown: &CancellationToken) -> bool {
@@ -119,30 +163,43 @@ impl Engine {
         })
     }
 
-    /// Fires cron schedules on time; after downtime, the latest missed fire of each schedule
-    /// runs once (and the log says so).
+    /// Fires cron schedules on time. Fires missed (goflow was down, or the task paused) are
+    /// decided by each task's catchup policy: run the latest, all, or none; the others are
+    /// recorded as skipped with their reason.
     pub async fn cron_loop(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = self.fire_due_schedules().await.unwrap_or_else(|e| {
+            let sleep = self.fire_due_schedules().await.unwrap_or_else(|e| {
                 tracing::error!("cron loop: {e:#}");
-                Some(now_ms() + 1000)
+                Some(Duration::from_secs(1))
             });
-            if !sleep_until(next, &self.wake_cron, &shutdown).await {
-                return;
+            let sleep = match (sleep, self.settings.schedule_clock.poll()) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake_cron.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
 
-    async fn fire_due_schedules(&self) -> Result<Option<i64>> {
+    /// One pass over the schedules; returns how long to sleep (None: nothing scheduled).
+    pub(super) async fn fire_due_schedules(&self) -> Result<Option<Duration>> {
         // The first pass after a start is the one that catches up downtime.
         let first_pass = !self.cron_started.swap(true, std::sync::atomic::Ordering::Relaxed);
         let catalog = self.catalog();
+        let now = self.settings.schedule_clock.now()?;
         let mut conn = self.store.read().await?;
         let last_fires: HashMap<String, i64> =
             store::schedule_last_fires(&mut conn).await?.into_iter().collect();
+        let mut held: HashMap<String, Vec<i64>> = HashMap::new();
+        for (task, at) in store::held_fires(&mut conn).await? {
+            held.entry(task).or_default().push(at);
+        }
         drop(conn);
-        let now = chrono::Utc::now();
-        let mut earliest: Option<i64> = None;
+        let mut earliest: Option<chrono::DateTime<chrono::Utc>> = None;
+        let mut more_pending = false;
         for task in catalog.dag.tasks() {
             let Some(expr) = &task.schedule else { continue };
             let schedule = match goflow_core::Schedule::parse(expr, &task.timezone, task.day_offset) {
@@ -152,43 +209,203 @@ impl Engine {
                     continue;
                 }
             };
+            // Without a last fire (not stored yet) nothing is due: a schedule starts at its
+            // next time.
             let last = last_fires
                 .get(&task.id)
                 .and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms));
-            let plan = schedule.plan(last, now);
-            if let Some(fire) = plan.due {
-                let late = now - fire;
-                let missed = if plan.skipped > 0 {
-                    format!(" ({} earlier missed fires are not run)", plan.skipped)
-                } else {
-                    String::new()
-                };
-                if first_pass && (plan.skipped > 0 || late > chrono::Duration::seconds(30)) {
-                    tracing::warn!(
-                        "schedule of {} missed its fire at {fire} while goflow was down: catching it up once now{missed}",
-                        task.id
-                    );
-                } else if plan.skipped > 0 {
-                    tracing::warn!(
-                        "schedule of {} is running behind: firing {fire} now{missed}",
-                        task.id
-                    );
+            let (due, more) = match last {
+                Some(last) => schedule.due_fires(last, now, FIRES_PER_PASS),
+                None => (vec![], false),
+            };
+            more_pending |= more;
+            if catalog.is_paused(&task.id) {
+                self.hold_fires(task, &schedule, &due).await?;
+            } else {
+                let mut fires = goflow_core::catchup::classify_due(&due, now, more);
+                let held = held.remove(&task.id).unwrap_or_default();
+                fires.extend(held.iter().filter_map(|ms| {
+                    Some(DueFire {
+                        at: chrono::DateTime::from_timestamp_millis(*ms)?,
+                        missed: Some(Missed::Paused),
+                    })
+                }));
+                if !fires.is_empty() {
+                    self.catch_up(&catalog, task, &schedule, &fires, &held, more, first_pass, now)
+                        .await?;
                 }
-                self.fire(
-                    &catalog,
-                    task,
-                    fire,
-                    schedule.period_of(fire, task.period),
-                    plan.skipped,
-                )
-                .await?;
             }
-            if let Some(next) = plan.next {
-                let next = next.timestamp_millis();
+            if let Some(next) = schedule.next_fire_after(now) {
                 earliest = Some(earliest.map_or(next, |e| e.min(next)));
             }
         }
-        Ok(earliest)
+        if more_pending {
+            return Ok(Some(Duration::ZERO));
+        }
+        Ok(earliest.map(|next| (next - now).to_std().unwrap_or_default()))
+    }
+
+    /// Records fires due while their task is paused as held: the catchup policy decides them
+    /// when it is unpaused.
+    async fn hold_fires(
+        &self,
+        task: &TaskSpec,
+        schedule: &goflow_core::Schedule,
+        due: &[chrono::DateTime<chrono::Utc>],
+    ) -> Result<()> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let mut held = 0;
+        for fire in due {
+            let day = schedule.period_of(*fire, task.period);
+            if store::insert_fire(
+                &mut tx,
+                &task.id,
+                fire.timestamp_millis(),
+                &day.key(),
+                store::HELD,
+                "the task is paused",
+                now,
+            )
+            .await?
+            {
+                held += 1;
+            }
+        }
+        tx.commit().await?;
+        if held > 0 {
+            tracing::info!(
+                "schedule of {} is paused: {} held until it is unpaused (catchup: {})",
+                task.id,
+                goflow_core::plural(held, "fire"),
+                task.catchup
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs and skips the due fires of one unpaused task as its catchup policy decides: the
+    /// skipped ones first (recorded with their reason, counted, and one history entry per
+    /// reason), then the runs, oldest first.
+    #[allow(clippy::too_many_arguments)]
+    async fn catch_up(
+        &self,
+        catalog: &Catalog,
+        task: &TaskSpec,
+        schedule: &goflow_core::Schedule,
+        fires: &[DueFire],
+        held: &[i64],
+        more: bool,
+        first_pass: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let decisions = goflow_core::catchup::decide(task.catchup, fires, more);
+        let mut skipped: Vec<(i64, String)> = vec![];
+        let mut runs = vec![];
+        for (at, decision) in decisions {
+            match decision {
+                Decision::Run => runs.push(at),
+                Decision::Skip(reason) => skipped.push((at.timestamp_millis(), reason)),
+            }
+        }
+        let is_held = |ms: i64| held.contains(&ms);
+        if !skipped.is_empty() {
+            self.record_skipped(task, schedule, &skipped, &is_held).await?;
+        }
+        let missed_runs = runs
+            .iter()
+            .filter(|at| fires.iter().any(|f| f.at == **at && f.missed.is_some()))
+            .count();
+        if missed_runs > 0 || !skipped.is_empty() {
+            log_catch_up(task, &runs, missed_runs, skipped.len(), first_pass, now);
+        }
+        for fire in runs {
+            let held = is_held(fire.timestamp_millis());
+            self.fire(
+                catalog,
+                task,
+                fire,
+                schedule.period_of(fire, task.period),
+                skipped.len() as u32,
+                held,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn record_skipped(
+        &self,
+        task: &TaskSpec,
+        schedule: &goflow_core::Schedule,
+        skipped: &[(i64, String)],
+        is_held: &(dyn Fn(i64) -> bool + Sync),
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        // By reason, in order: one history entry each.
+        let mut recorded: Vec<(&str, Vec<(i64, String)>)> = vec![];
+        for (at, reason) in skipped {
+            let day = schedule.period_of(
+                chrono::DateTime::from_timestamp_millis(*at).unwrap_or_default(),
+                task.period,
+            );
+            let new = if is_held(*at) {
+                store::settle_held_fire(&mut tx, &task.id, *at, store::SKIPPED, reason).await?
+            } else {
+                store::insert_fire(
+                    &mut tx,
+                    &task.id,
+                    *at,
+                    &day.key(),
+                    store::SKIPPED,
+                    reason,
+                    now,
+                )
+                .await?
+            };
+            if !new {
+                continue;
+            }
+            match recorded.iter_mut().find(|(r, _)| *r == reason.as_str()) {
+                Some((_, list)) => list.push((*at, day.key())),
+                None => recorded.push((reason, vec![(*at, day.key())])),
+            }
+        }
+        for (reason, fires) in &recorded {
+            let (target, detail) = match fires.as_slice() {
+                [(at, day)] => (
+                    format!("{}@{day}", task.id),
+                    format!("fire at {} not run: {reason}", store::fire_time(*at)),
+                ),
+                _ => (
+                    task.id.clone(),
+                    format!(
+                        "{} fires not run, {} .. {}: {reason}",
+                        fires.len(),
+                        store::fire_time(fires[0].0),
+                        store::fire_time(fires[fires.len() - 1].0)
+                    ),
+                ),
+            };
+            store::record_operation(&mut tx, "goflow", "scheduler", "skip-fire", &target, &detail, now)
+                .await?;
+        }
+        tx.commit().await?;
+        let count: usize = recorded.iter().map(|(_, f)| f.len()).sum();
+        if count > 0 {
+            self.metrics
+                .cron_skipped_fires
+                .get_or_create(&crate::metrics::TaskLabel {
+                    task: task.id.clone(),
+                })
+                .inc_by(count as u64);
+            self.changed();
+        }
+        Ok(())
     }
 
     /// One cron fire: recorded once per (schedule, fire time), whoever tries; creates the
@@ -202,10 +419,40 @@ impl Engine {
         fire: chrono::DateTime<chrono::Utc>,
         day: Period,
         skipped: u32,
+        held: bool,
     ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        if !store::record_fire(&mut tx, &task.id, fire.timestamp_millis(), day, skipped, now).await? {
+        // A period outside the task's calendar (or before its start_day): the fire is recorded
+        // as skipped, with the reason, and creates nothing.
+        if let Some(why) = catalog.dag.why_not_on(&task.id, day) {
+            let reason = format!("{why}: nothing to run");
+            let new = if held {
+                store::settle_held_fire(&mut tx, &task.id, fire.timestamp_millis(), store::SKIPPED, &reason)
+                    .await?
+            } else {
+                store::record_skipped_fire(&mut tx, &task.id, fire.timestamp_millis(), &day.key(), &reason, now)
+                    .await?
+            };
+            tx.commit().await?;
+            if new {
+                tracing::info!("schedule of {} fired at {fire} for {day}, but {reason}", task.id);
+                self.metrics
+                    .cron_skipped_fires
+                    .get_or_create(&crate::metrics::TaskLabel {
+                        task: task.id.clone(),
+                    })
+                    .inc();
+                self.changed();
+            }
+            return Ok(());
+        }
+        let first = if held {
+            store::settle_held_fire(&mut tx, &task.id, fire.timestamp_millis(), store::FIRED, "").await?
+        } else {
+            store::record_fire(&mut tx, &task.id, fire.timestamp_millis(), day, skipped, now).await?
+        };
+        if !first {
             tx.commit().await?;
             return Ok(());
         }
@@ -213,20 +460,6 @@ impl Engine {
             task: task.id.clone(),
         };
         self.metrics.cron_fires.get_or_create(&label).inc();
-        if skipped > 0 {
-            self.metrics
-                .cron_skipped_fires
-                .get_or_create(&label)
-                .inc_by(skipped.into());
-        }
-        if let Some(why) = catalog.dag.why_not_on(&task.id, day) {
-            tracing::info!(
-                "schedule of {} fired for {day}, but {why}: nothing to run",
-                task.id
-            );
-            tx.commit().await?;
-            return Ok(());
-        }
         let keys = catalog.dag.day_run(&task.id, day);
         let (created, dispatches) = self.create_day_run(&mut tx, catalog, &keys, now).await?;
         tx.commit().await?;

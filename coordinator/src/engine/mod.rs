@@ -26,6 +26,8 @@ mod tries;
 mod waits;
 
 #[cfg(test)]
+mod catchup_tests;
+#[cfg(test)]
 mod term_tests;
 #[cfg(test)]
 mod tests;
@@ -67,6 +69,8 @@ pub struct EngineSettings {
     pub max_log_bytes: i64,
     /// Alert channels and routing (issue 11).
     pub alerts: Arc<crate::alerts::AlertSettings>,
+    /// What cron fires go by: the system clock, or a test's clock file (`--test-clock`).
+    pub schedule_clock: crate::clock::ScheduleClock,
 }
 
 impl Default for EngineSettings {
@@ -80,6 +84,7 @@ impl Default for EngineSettings {
             retry_queue_times: 4,
             max_log_bytes: 64 * 1024 * 1024,
             alerts: Default::default(),
+            schedule_clock: Default::default(),
         }
     }
 }

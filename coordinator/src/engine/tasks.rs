@@ -151,7 +151,7 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
             .collect::<Vec<_>>()
             .join(", ")
     }
-    let fields: [(&'static str, String, String); 14] = [
+    let fields: [(&'static str, String, String); 15] = [
         ("command", old.command.clone(), new.command.clone()),
         (
             "schedule",
@@ -194,6 +194,7 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
             old.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
             new.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
         ),
+        ("catchup", old.catchup.to_string(), new.catchup.to_string()),
     ];
     fields.into_iter().filter(|(_, a, b)| a != b).collect()
 }
@@ -210,6 +211,7 @@ mod tests {
         let mut new = old.clone().after("load", -1);
         new.command = "load.sh --fast".into();
         new.timeout = Some(std::time::Duration::from_secs(600));
+        new.catchup = goflow_core::CatchUp::None;
         let changes = spec_changes(&old, &new);
         assert_eq!(
             changes,
@@ -217,6 +219,7 @@ mod tests {
                 ("command", "load.sh".into(), "load.sh --fast".into()),
                 ("timeout", String::new(), "10m".into()),
                 ("depends_on", "extract".into(), "extract, load (-1d)".into()),
+                ("catchup", "latest".into(), "none".into()),
             ]
         );
         assert!(spec_changes(&old, &old).is_empty());

@@ -177,6 +177,7 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32
         expected_duration_ms: s.expected_duration.map_or(0, |d| d.as_millis() as i64),
         deadline: s.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
         retries_in_force,
+        catchup: s.catchup.to_string(),
         depends_on: s
             .depends_on
             .iter()
@@ -195,13 +196,14 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32
     }
 }
 
-fn next_fire_of(task: &store::StoredTask) -> i64 {
+/// `now`: the schedule clock's time (a test may move it).
+fn next_fire_of(task: &store::StoredTask, now: chrono::DateTime<chrono::Utc>) -> i64 {
     let Some(expr) = &task.spec.schedule else {
         return 0;
     };
     goflow_core::Schedule::parse(expr, &task.spec.timezone, task.spec.day_offset)
         .ok()
-        .and_then(|s| s.next_fire_after(chrono::Utc::now()))
+        .and_then(|s| s.next_fire_after(now))
         .map_or(0, |t| t.timestamp_millis())
 }
 
@@ -290,7 +292,8 @@ impl Api {
     /// A task as the API shows it: with its next fire and the retries in force.
     fn task_pb(&self, task: &store::StoredTask) -> pb::Task {
         let retries = self.engine.retries_of(&task.spec).min(i32::MAX as i64) as i32;
-        task_to_pb(task, next_fire_of(task), retries)
+        let now = (self.engine.settings.schedule_clock.now()).unwrap_or_else(|_| chrono::Utc::now());
+        task_to_pb(task, next_fire_of(task, now), retries)
     }
 
     async fn read(&self) -> Result<store::Reader, Status> {

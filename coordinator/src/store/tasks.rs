@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use goflow_core::calendar::{Calendar, RawCalendar};
-use goflow_core::{Deadline, Dependency, EtlDay, Period, PeriodKind, TaskSpec};
+use goflow_core::{CatchUp, Deadline, Dependency, EtlDay, Period, PeriodKind, TaskSpec};
 use sqlx::Row;
 
 use super::Db;
@@ -22,7 +22,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     let rows = sqlx::query(d.sql(
         "SELECT id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline, period, calendar
+                expected_duration_ms, deadline, period, calendar, catchup
          FROM tasks ORDER BY id",
     ))
     .fetch_all(db.conn())
@@ -49,6 +49,10 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
             let id: String = r.try_get("id")?;
             let start_day: Option<String> = r.try_get("start_day")?;
             let timezone: String = r.try_get("timezone")?;
+            let catchup: String = r.try_get("catchup")?;
+            let catchup = catchup
+                .parse::<CatchUp>()
+                .map_err(|e| anyhow::anyhow!("task {id}: stored {e}"))?;
             let deadline = r
                 .try_get::<Option<String>, _>("deadline")?
                 .map(|d| {
@@ -77,6 +81,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                     period: PeriodKind::parse(&r.try_get::<String, _>("period")?)
                         .map_err(|e| anyhow::anyhow!("task {id}: stored {e}"))?,
                     calendar: r.try_get("calendar")?,
+                    catchup,
                     id,
                 },
                 paused: r.try_get::<i64, _>("paused")? != 0,
@@ -107,8 +112,8 @@ pub async fn upsert_task(
     let sql = d.upsert(
         "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline, period, calendar)",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                expected_duration_ms, deadline, period, calendar, catchup)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
         "id",
         &[
             "command",
@@ -127,6 +132,7 @@ pub async fn upsert_task(
             "deadline",
             "period",
             "calendar",
+            "catchup",
         ],
     );
     sqlx::query(d.sql(&sql))
@@ -148,6 +154,7 @@ pub async fn upsert_task(
         .bind(spec.deadline.as_ref().map(|d| d.to_string()))
         .bind(spec.period.as_str())
         .bind(&spec.calendar)
+        .bind(spec.catchup.as_str())
         .execute(db.conn())
         .await?;
     match &spec.schedule {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::sandbox::Sandbox;
 
 /// `http://127.0.0.1:PORT` of the standalone's web UI, as its start line says.
-fn web_url(sb: &Sandbox) -> String {
+pub(crate) fn web_url(sb: &Sandbox) -> String {
     let log = sb.log();
     let start = log
         .find("web UI http://")
@@ -18,7 +18,7 @@ fn web_url(sb: &Sandbox) -> String {
 }
 
 /// A plain HTTP/1.1 GET: (status, body).
-fn get(base: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(base: &str, path: &str) -> (u16, String) {
     let address = base.trim_start_matches("http://");
     let mut conn = std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -58,7 +58,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// The scrape, parsed by a Prometheus text parser.
-fn scrape(base: &str) -> prometheus_parse::Scrape {
+pub(crate) fn scrape(base: &str) -> prometheus_parse::Scrape {
     let (status, body) = get(base, "/metrics");
     assert_eq!(status, 200, "{body}");
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
@@ -74,7 +74,7 @@ fn value(sample: &prometheus_parse::Sample) -> f64 {
 }
 
 /// The sum of `metric`'s samples whose labels include all of `labels`.
-fn sum(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sum(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .samples
         .iter()

@@ -104,6 +104,7 @@ pub fn to_json(t: &Task) -> Value {
         "deadline": opt(&t.deadline),
         "period": if t.period.is_empty() { "day" } else { t.period.as_str() },
         "calendar": opt(&t.calendar),
+        "catchup": t.catchup,
     })
 }
 

@@ -309,6 +309,13 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("transform.sh {{etl_day}}</textarea>"));
         assert!(body.contains(">extract -1</textarea>"));
+        // The catchup policy is a choice of three, the stored one selected.
+        let (_, body) = get(&app, "/tasks/extract/edit").await;
+        assert!(
+            body.contains(r#"<option value="all" selected>all: every missed fire, oldest first</option>"#),
+            "{body}"
+        );
+        assert!(body.contains(r#"<option value="latest">"#), "{body}");
     }
 
     #[tokio::test]

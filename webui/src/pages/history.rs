@@ -117,6 +117,7 @@ fn action_label(lang: Lang, action: &str) -> &str {
         "delete_task" => "删除任务",
         "token-create" => "创建令牌",
         "token-revoke" => "吊销令牌",
+        "skip-fire" => "跳过触发",
         other => other,
     }
 }
@@ -124,6 +125,9 @@ fn action_label(lang: Lang, action: &str) -> &str {
 /// An operation's detail in Chinese: its flags, counts and lists (the coordinator writes
 /// `--down 20260101..20260110`, `created [a] updated [b]`, `3 instances`, a state name).
 fn detail_zh(detail: &str) -> String {
+    if let Some(skipped) = skipped_fires_zh(detail) {
+        return skipped;
+    }
     if detail.starts_with("created [") || detail.starts_with("updated [") {
         return detail
             .replacen("created [", "新建 [", 1)
@@ -154,6 +158,40 @@ fn detail_zh(detail: &str) -> String {
         words.push(word);
     }
     words.join(" ") + &skipped
+}
+
+/// A skipped fire's detail in Chinese (`fire at T not run: REASON`, `N fires not run, A .. B:
+/// REASON`); the reasons goflow writes are translated, others kept.
+fn skipped_fires_zh(detail: &str) -> Option<String> {
+    let (head, reason) = detail.split_once(" not run")?;
+    let reason = reason.trim_start_matches(',');
+    let (range, reason) = match reason.split_once(": ") {
+        Some((range, reason)) => (range.trim(), reason),
+        None => ("", reason.trim_start_matches(':').trim()),
+    };
+    let reason = reason
+        .split("; ")
+        .map(|part| match part {
+            "the coordinator was down" => "调度器停机",
+            "the task was paused" => "任务已暂停",
+            "the schedule changed while the task was paused" => "任务暂停期间调度已更改",
+            "catchup: latest runs only the newest missed fire" => "补跑策略只补最近一次",
+            "catchup: none" => "补跑策略为不补跑",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join("；");
+    let when = |t: &str| t.replace(" UTC", "（UTC）");
+    if let Some(time) = head.strip_prefix("fire at ") {
+        return Some(format!("{} 的触发未运行：{reason}", when(time)));
+    }
+    let count = head.strip_suffix(" fires")?;
+    let (from, to) = range.split_once(" .. ")?;
+    Some(format!(
+        "{count} 次触发未运行（{} 至 {}）：{reason}",
+        when(from),
+        when(to)
+    ))
 }
 
 impl Row {
@@ -187,6 +225,25 @@ impl Row {
 #[cfg(test)]
 mod tests {
     use crate::testing::{get, sample};
+
+    #[test]
+    fn skipped_fires_read_in_chinese() {
+        assert_eq!(
+            super::detail_zh(
+                "4 fires not run, 2026-03-11 02:00 UTC .. 2026-03-14 02:00 UTC: the coordinator was down; catchup: latest runs only the newest missed fire"
+            ),
+            "4 次触发未运行（2026-03-11 02:00（UTC） 至 2026-03-14 02:00（UTC））：调度器停机；补跑策略只补最近一次"
+        );
+        assert_eq!(
+            super::detail_zh("fire at 2026-03-12 02:00 UTC not run: the task was paused; catchup: none"),
+            "2026-03-12 02:00（UTC） 的触发未运行：任务已暂停；补跑策略为不补跑"
+        );
+        // A reason goflow does not know is kept as it is.
+        assert_eq!(
+            super::detail_zh("fire at 2026-03-12 02:00 UTC not run: not a cn_workday day"),
+            "2026-03-12 02:00（UTC） 的触发未运行：not a cn_workday day"
+        );
+    }
 
     #[tokio::test]
     async fn lists_operations_and_filters_them() {

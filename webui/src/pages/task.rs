@@ -379,6 +379,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scheduled_task_shows_its_catchup_policy() {
+        let app = sample().start().await;
+        let (_, body) = get(&app, "/tasks/extract").await;
+        assert!(
+            body.contains(r#"<dd id="catchup"><code>all</code> <span class="muted">all: every missed fire, oldest first</span></dd>"#),
+            "{body}"
+        );
+        // A task without a schedule has nothing to catch up.
+        let (_, body) = get(&app, "/tasks/transform").await;
+        assert!(!body.contains(r#"id="catchup""#), "{body}");
+    }
+
+    #[tokio::test]
     async fn a_backfill_preview_counts_what_it_would_run() {
         let app = sample().start().await;
         let (status, body) = get(&app, "/tasks/extract?from=2026-01-01&to=2026-01-10").await;
