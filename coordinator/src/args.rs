@@ -109,6 +109,8 @@ pub struct StandaloneArgs {
     pub auth: bool,
     #[command(flatten)]
     pub tls: ServeTlsArgs,
+    #[command(flatten)]
+    pub history: HistoryArgs,
 }
 
 /// `goflow coordinator`.
@@ -164,6 +166,39 @@ pub struct ServeArgs {
     /// without one are refused (also GOFLOW_TLS_CLIENT_CA, Common.TlsClientCa).
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+}
+
+/// What becomes of old runs and of logs (issue 18).
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Every night, delete instances, tries, logs and operations older than N days, as
+    /// `goflowctl clean` does (also GOFLOW_RETENTION_DAYS, Scheduler.RetentionDays).
+    #[arg(long, value_name = "N")]
+    pub retention_days: Option<i64>,
+    /// Archive each ended try's log to object storage and drop it from the database:
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment,
+    /// AWS_ENDPOINT_URL for MinIO and other S3-compatible stores) or file:///DIR (a shared
+    /// disk). Every coordinator needs the same one (also GOFLOW_LOG_ARCHIVE,
+    /// Scheduler.LogArchive).
+    #[arg(long, value_name = "URL")]
+    pub log_archive: Option<String>,
+}
+
+impl HistoryArgs {
+    pub fn apply(self, settings: &mut Settings) -> anyhow::Result<()> {
+        if let Some(days) = self.retention_days {
+            settings.engine.retention_days = Some(goflow_coordinator::config::retention_days(
+                days,
+                "--retention-days",
+            )?);
+        }
+        if let Some(url) = self.log_archive {
+            settings.log_archive = Some(url.trim().to_string()).filter(|u| !u.is_empty());
+        }
+        Ok(())
+    }
 }
 
 impl From<StandaloneArgs> for ServeArgs {
@@ -186,6 +221,7 @@ impl From<StandaloneArgs> for ServeArgs {
             auth: a.auth,
             tls: a.tls,
             tls_client_ca: None,
+            history: a.history,
         }
     }
 }

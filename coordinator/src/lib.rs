@@ -2,6 +2,7 @@
 //! the gRPC API that agents, goflowctl and the web UI use.
 
 pub mod alerts;
+pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod engine;

@@ -171,6 +171,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         settings.auth = true;
     }
     args.drain.apply(&mut settings);
+    args.history.apply(&mut settings)?;
     let tls = args.tls;
     for (flag, setting) in [
         (tls.tls_cert, &mut settings.tls_cert),

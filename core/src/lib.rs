@@ -6,6 +6,7 @@ pub mod dagfile;
 pub mod day;
 pub mod deadline;
 pub mod dispatch;
+pub mod retention;
 pub mod role;
 pub mod schedule;
 pub mod state;

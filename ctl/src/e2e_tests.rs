@@ -373,6 +373,12 @@ impl ControlService for Fake {
     async fn delete_tasks(&self, _: Request<DeleteTasksRequest>) -> Reply<DeleteTasksResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn clean_history(
+        &self,
+        _: Request<goflow_proto::CleanHistoryRequest>,
+    ) -> Reply<goflow_proto::CleanHistoryResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -67,6 +67,9 @@ pub struct Settings {
     pub ca: Option<PathBuf>,
     /// The CA (PEM) agents' client certificates must be signed by (mTLS for agents).
     pub tls_client_ca: Option<PathBuf>,
+    /// Where ended tries' logs are archived (`--log-archive`, `Scheduler.LogArchive`,
+    /// `GOFLOW_LOG_ARCHIVE`): `s3://bucket/prefix` or `file:///dir`; opened and checked at start.
+    pub log_archive: Option<String>,
     /// What loading noticed and the operator should read (unknown keys, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -101,6 +104,7 @@ impl Default for Settings {
             tls_key: None,
             ca: None,
             tls_client_ca: None,
+            log_archive: None,
             warnings: vec![],
         }
     }
@@ -151,6 +155,8 @@ enum Key {
     UiUrl,
     AlertCheckInterval,
     DrainTimeout,
+    RetentionDays,
+    LogArchive,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -168,6 +174,8 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Scheduler.GrpcListen", Key::GrpcListen),
     ("Scheduler.HttpListen", Key::HttpListen),
     ("Scheduler.MaxLogBytes", Key::MaxLogBytes),
+    ("Scheduler.RetentionDays", Key::RetentionDays),
+    ("Scheduler.LogArchive", Key::LogArchive),
     ("Worker.LogDir", Key::WorkerLogDir),
     ("Worker.LogFile", Key::WorkerLogFile),
     ("Worker.Parallelism", Key::Parallelism),
@@ -240,6 +248,8 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_ALERT_ON_RETRY", Key::AlertOnRetry),
     ("GOFLOW_UI_URL", Key::UiUrl),
     ("GOFLOW_ALERT_CHECK_INTERVAL", Key::AlertCheckInterval),
+    ("GOFLOW_RETENTION_DAYS", Key::RetentionDays),
+    ("GOFLOW_LOG_ARCHIVE", Key::LogArchive),
 ];
 
 /// Which role reads the file, so a `LogDir` of the other role does not apply.
@@ -398,6 +408,12 @@ impl Settings {
                 self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty())
             }
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
+            Key::RetentionDays => {
+                self.engine.retention_days = Some(retention_days(integer(value, origin)?, origin)?)
+            }
+            Key::LogArchive => {
+                self.log_archive = Some(string(value, origin)?.trim().to_string()).filter(|u| !u.is_empty())
+            }
             Key::SpoolDir => self.spool_dir = path(value, origin)?,
             Key::SpoolBytes => self.spool_bytes = integer(value, origin)?.max(64 * 1024) as u64,
             Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
@@ -504,6 +520,7 @@ fn env_value(key: Key, raw: &str) -> Value {
         | Key::LeaseTtl
         | Key::AlertCheckInterval
         | Key::SpoolBytes
+        | Key::RetentionDays
         | Key::MaxLogBytes => raw
             .trim()
             .parse::<i64>()
@@ -538,6 +555,14 @@ fn integer(value: &Value, origin: &str) -> anyhow::Result<i64> {
             "{origin}: expected a whole number, found {} ({other})",
             kind(other)
         ),
+    }
+}
+
+/// Days of history a nightly clean keeps: at least one (0 would delete today's runs).
+pub fn retention_days(days: i64, origin: &str) -> anyhow::Result<u32> {
+    match u32::try_from(days) {
+        Ok(days) if days >= 1 => Ok(days),
+        _ => bail!("{origin}: {days} is not a number of days to keep (1 or more)"),
     }
 }
 

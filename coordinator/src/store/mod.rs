@@ -35,8 +35,10 @@ mod dialect;
 mod instance_states;
 mod instances;
 mod leadership;
+mod log_archive;
 mod logs;
 mod operations;
+mod retention;
 mod task_deletion;
 mod tasks;
 
@@ -59,8 +61,10 @@ pub use dialect::Dialect;
 pub use instance_states::*;
 pub use instances::*;
 pub use leadership::*;
+pub use log_archive::*;
 pub use logs::*;
 pub use operations::*;
+pub use retention::*;
 pub use task_deletion::*;
 pub use tasks::*;
 

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod alerts;
 pub mod apply;
 pub mod auth;
+pub mod clean;
 pub mod coordinators;
 pub mod dep;
 pub mod logs;
