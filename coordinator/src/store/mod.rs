@@ -43,6 +43,8 @@ mod task_deletion;
 mod tasks;
 
 #[cfg(test)]
+mod history_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;
