@@ -50,7 +50,13 @@ impl LogArchive {
                 if bucket.is_empty() {
                     bail!("--log-archive {url:?} names no bucket: use s3://BUCKET/PREFIX");
                 }
-                let mut builder = AmazonS3Builder::new();
+                // Client options first: setting them later would replace what the
+                // environment and the loopback rule below set (allow_http is one of them).
+                let mut builder = AmazonS3Builder::new().with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(5))
+                        .with_timeout(Duration::from_secs(120)),
+                );
                 for (key, value) in env {
                     if key.starts_with("AWS_")
                         && let Ok(config) = key.to_ascii_lowercase().parse()
@@ -72,11 +78,6 @@ impl LogArchive {
                 let store = builder
                     .with_bucket_name(bucket)
                     .with_retry(retry())
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_connect_timeout(Duration::from_secs(5))
-                            .with_timeout(Duration::from_secs(120)),
-                    )
                     .build()
                     .with_context(|| format!("--log-archive {url}: cannot use this S3 bucket"))?;
                 Ok(Self {
