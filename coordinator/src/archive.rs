@@ -46,6 +46,8 @@ impl LogArchive {
         })?;
         match scheme {
             "s3" => {
+                // object_store's HTTP client is reqwest over rustls, with the process's provider.
+                crate::tls::install_crypto_provider();
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
                     bail!("--log-archive {url:?} names no bucket: use s3://BUCKET/PREFIX");

@@ -264,7 +264,7 @@ mod tests {
         };
         assert_eq!(
             report.summary(),
-            "deleted 3 instances before 20260101 with 4 tries and 1200 bytes of log (1 archived object), \
+            "deleted 3 instances before 20260101 with 4 tries and 1200 bytes of log (1 object archived), \
              and 1 operation; kept 1 instance that unfinished work still needs"
         );
     }

@@ -2,7 +2,7 @@
 //! one changes nothing), output after it kept and due again, and deleting old instances with
 //! their tries and chunks.
 
-use goflow_core::InstanceState;
+use goflow_core::{EtlDay, InstanceState};
 
 use super::tests::{on_every_database, two_writers, waiting_instance};
 use super::*;
