@@ -129,6 +129,8 @@ pub struct StandaloneArgs {
     /// every look, instead of the system clock.
     #[arg(long, value_name = "FILE", hide = true)]
     pub test_clock: Option<PathBuf>,
+    #[command(flatten)]
+    pub history: HistoryArgs,
 }
 
 /// `goflow coordinator`.
@@ -204,6 +206,8 @@ pub struct ServeArgs {
     /// every look, instead of the system clock.
     #[arg(long, value_name = "FILE", hide = true)]
     pub test_clock: Option<PathBuf>,
+    #[command(flatten)]
+    pub history: HistoryArgs,
 }
 
 /// Redis, for a coordinator with separate agents and for an agent.
@@ -243,6 +247,37 @@ impl RedisArgs {
     }
 }
 
+/// What becomes of old runs and of logs (issue 18).
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Every night, delete instances, tries, logs and operations older than N days, as
+    /// `goflowctl clean` does (also GOFLOW_RETENTION_DAYS, Scheduler.RetentionDays).
+    #[arg(long, value_name = "N")]
+    pub retention_days: Option<i64>,
+    /// Archive each ended try's log to object storage and drop it from the database:
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment,
+    /// AWS_ENDPOINT_URL for MinIO and other S3-compatible stores) or file:///DIR (a shared
+    /// disk). Every coordinator needs the same one (also GOFLOW_LOG_ARCHIVE,
+    /// Scheduler.LogArchive).
+    #[arg(long, value_name = "URL")]
+    pub log_archive: Option<String>,
+}
+
+impl HistoryArgs {
+    pub fn apply(self, settings: &mut Settings) -> anyhow::Result<()> {
+        if let Some(days) = self.retention_days {
+            settings.engine.retention_days = Some(goflow_coordinator::config::retention_days(
+                days,
+                "--retention-days",
+            )?);
+        }
+        if let Some(url) = self.log_archive {
+            settings.log_archive = Some(url.trim().to_string()).filter(|u| !u.is_empty());
+        }
+        Ok(())
+    }
+}
+
 impl From<StandaloneArgs> for ServeArgs {
     /// Standalone is a coordinator with its own agent and none of a cluster's settings.
     fn from(a: StandaloneArgs) -> Self {
@@ -268,6 +303,7 @@ impl From<StandaloneArgs> for ServeArgs {
             tls_client_ca: None,
             insecure_plaintext: a.insecure_plaintext,
             test_clock: a.test_clock,
+            history: a.history,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod agent_identity;
 pub mod alerts;
+pub mod archive;
 pub mod auth;
 pub mod clock;
 pub mod config;

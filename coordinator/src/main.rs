@@ -200,6 +200,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     if let Some(path) = args.test_clock {
         settings.engine.schedule_clock = goflow_coordinator::clock::ScheduleClock::File(path);
     }
+    args.history.apply(&mut settings)?;
     let tls = args.tls;
     for (flag, setting) in [
         (tls.tls_cert, &mut settings.tls_cert),

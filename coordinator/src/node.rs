@@ -108,6 +108,17 @@ impl Node {
             leadership::check_etcd(etcd).await?;
         }
         let tls = crate::tls::NodeTls::load(settings)?;
+        // The log archive is proved to work before anything starts, so a wrong bucket or
+        // endpoint stops the start with its name instead of piling up failed uploads.
+        let mut settings = settings.clone();
+        if let Some(url) = &settings.log_archive {
+            let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            let archive = crate::archive::LogArchive::open(url, &env)?;
+            archive.check().await?;
+            tracing::info!("ended tries' logs are archived to {}", archive.url());
+            settings.engine.log_archive = Some(Arc::new(archive));
+        }
+        let settings = &settings;
         let store = Store::open(&database).await?;
 
         let grpc = TcpListener::bind(&settings.grpc_listen).await.with_context(|| {
@@ -511,6 +522,9 @@ async fn lead(
             .clone()
             .metrics_loop(crate::metrics::REFRESH_PERIOD, stop.clone()),
     );
+    // Issue 18: ended tries' logs to object storage, and the nightly clean.
+    loops.spawn(engine.clone().log_archive_loop(stop.clone()));
+    loops.spawn(engine.clone().retention_loop(stop.clone()));
     context
         .router
         .set(Route::local(Api::new(engine.clone(), context.auth.clone())));

@@ -32,6 +32,8 @@ mod operations;
 mod output;
 #[path = "e2e/periods.rs"]
 mod periods;
+#[path = "e2e/retention.rs"]
+mod retention;
 #[path = "e2e/runs.rs"]
 mod runs;
 #[path = "e2e/scheduling.rs"]

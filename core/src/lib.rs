@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod dispatch;
 pub mod period;
 pub mod redact;
+pub mod retention;
 pub mod role;
 pub mod schedule;
 pub mod state;

@@ -388,6 +388,12 @@ impl ControlService for Fake {
         self.note(&request)?;
         Err(Status::not_found("no calendars here"))
     }
+    async fn clean_history(
+        &self,
+        _: Request<goflow_proto::CleanHistoryRequest>,
+    ) -> Reply<goflow_proto::CleanHistoryResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -34,7 +34,7 @@ use tonic::{
 };
 
 use crate::commands::{
-    agents, alerts, apply, auth, calendars, coordinators, dep, logs, ops, run, status, task, tasks, version,
+    agents, alerts, apply, auth, calendars, clean, coordinators, dep, logs, ops, run, status, task, tasks, version,
 };
 use crate::credentials::{Bearer, TokenSource};
 use crate::failover::Failover;
@@ -127,6 +127,9 @@ pub enum Command {
     DoAllJob(ops::DayArgs),
     /// Show the operations log: who did what, when.
     History(ops::HistoryArgs),
+    /// Delete instances, tries, logs and operations older than a day (admin), keeping
+    /// unfinished instances and what they still depend on.
+    Clean(clean::CleanArgs),
     /// List alerts (final failures, retries, long runs, missed deadlines) and their delivery.
     Alerts(alerts::AlertsArgs),
     /// List business calendars; `calendars show ID --year YYYY` prints a year's days.
@@ -631,6 +634,7 @@ pub async fn dispatch(
         Command::Unpause(args) => ops::set_paused(c, &args, false, out).await,
         Command::DoAllJob(args) => ops::do_all_job(c, &args, out).await,
         Command::History(args) => ops::history(c, &args, out).await,
+        Command::Clean(args) => clean::run(c, &args, out).await,
         Command::Alerts(args) => alerts::run(c, &args, out).await,
         Command::Calendars(args) => calendars::run(c, &args, out).await,
         Command::Whoami => auth::whoami(&mut connection.auth(), &server, out).await,

@@ -787,6 +787,13 @@ impl ControlService for Fake {
             deleted: r.ids,
         }))
     }
+
+    async fn clean_history(
+        &self,
+        _: tonic::Request<goflow_proto::CleanHistoryRequest>,
+    ) -> Rpc<goflow_proto::CleanHistoryResponse> {
+        Err(Status::unimplemented("clean_history"))
+    }
 }
 
 #[tonic::async_trait]

@@ -84,6 +84,9 @@ pub struct Settings {
     /// etcd's user and password (etcd with authentication enabled); both or neither.
     pub etcd_user: Option<String>,
     pub etcd_password: Option<String>,
+    /// Where ended tries' logs are archived (`--log-archive`, `Scheduler.LogArchive`,
+    /// `GOFLOW_LOG_ARCHIVE`): `s3://bucket/prefix` or `file:///dir`; opened and checked at start.
+    pub log_archive: Option<String>,
     /// What loading noticed and the operator should read (unknown keys, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -125,6 +128,7 @@ impl Default for Settings {
             etcd_ca: None,
             etcd_user: None,
             etcd_password: None,
+            log_archive: None,
             warnings: vec![],
         }
     }
@@ -182,6 +186,8 @@ enum Key {
     EtcdCa,
     EtcdUser,
     EtcdPassword,
+    RetentionDays,
+    LogArchive,
 }
 
 /// Every key a file may hold, the seed's spellings included.
@@ -199,6 +205,8 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Scheduler.GrpcListen", Key::GrpcListen),
     ("Scheduler.HttpListen", Key::HttpListen),
     ("Scheduler.MaxLogBytes", Key::MaxLogBytes),
+    ("Scheduler.RetentionDays", Key::RetentionDays),
+    ("Scheduler.LogArchive", Key::LogArchive),
     ("Worker.LogDir", Key::WorkerLogDir),
     ("Worker.LogFile", Key::WorkerLogFile),
     ("Worker.Parallelism", Key::Parallelism),
@@ -285,6 +293,8 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_ETCD_CA", Key::EtcdCa),
     ("GOFLOW_ETCD_USER", Key::EtcdUser),
     ("GOFLOW_ETCD_PASSWORD", Key::EtcdPassword),
+    ("GOFLOW_RETENTION_DAYS", Key::RetentionDays),
+    ("GOFLOW_LOG_ARCHIVE", Key::LogArchive),
 ];
 
 /// Which role reads the file, so a `LogDir` of the other role does not apply.
@@ -463,6 +473,12 @@ impl Settings {
                 self.advertise_address = Some(string(value, origin)?).filter(|a| !a.is_empty())
             }
             Key::MaxLogBytes => self.engine.max_log_bytes = integer(value, origin)?.max(1024),
+            Key::RetentionDays => {
+                self.engine.retention_days = Some(retention_days(integer(value, origin)?, origin)?)
+            }
+            Key::LogArchive => {
+                self.log_archive = Some(string(value, origin)?.trim().to_string()).filter(|u| !u.is_empty())
+            }
             Key::SpoolDir => self.spool_dir = path(value, origin)?,
             Key::SpoolBytes => self.spool_bytes = integer(value, origin)?.max(64 * 1024) as u64,
             Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
@@ -619,6 +635,7 @@ fn env_value(key: Key, raw: &str) -> Value {
         | Key::LeaseTtl
         | Key::AlertCheckInterval
         | Key::SpoolBytes
+        | Key::RetentionDays
         | Key::MaxLogBytes => raw
             .trim()
             .parse::<i64>()
@@ -653,6 +670,14 @@ fn integer(value: &Value, origin: &str) -> anyhow::Result<i64> {
             "{origin}: expected a whole number, found {} ({other})",
             kind(other)
         ),
+    }
+}
+
+/// Days of history a nightly clean keeps: at least one (0 would delete today's runs).
+pub fn retention_days(days: i64, origin: &str) -> anyhow::Result<u32> {
+    match u32::try_from(days) {
+        Ok(days) if days >= 1 => Ok(days),
+        _ => bail!("{origin}: {days} is not a number of days to keep (1 or more)"),
     }
 }
 

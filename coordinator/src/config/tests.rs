@@ -490,3 +490,29 @@ fn a_database_url_that_does_not_parse_hides_its_password() {
         assert!(!err.contains("s3cr3t"), "{typo}: {err}");
     }
 }
+
+#[test]
+fn retention_and_the_log_archive_come_from_the_file_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "goflow.json",
+        r#"{"Scheduler": {"RetentionDays": 90, "LogArchive": "s3://logs/goflow"}}"#,
+    );
+    let s = Settings::load(Some(&path), &HashMap::new(), Role::Coordinator).unwrap();
+    assert_eq!(s.engine.retention_days, Some(90));
+    assert_eq!(s.log_archive.as_deref(), Some("s3://logs/goflow"));
+    let env = HashMap::from([
+        ("GOFLOW_RETENTION_DAYS".to_string(), "7".to_string()),
+        ("GOFLOW_LOG_ARCHIVE".to_string(), "file:///srv/logs".to_string()),
+    ]);
+    let s = Settings::load(Some(&path), &env, Role::Coordinator).unwrap();
+    assert_eq!(s.engine.retention_days, Some(7));
+    assert_eq!(s.log_archive.as_deref(), Some("file:///srv/logs"));
+    assert_eq!(Settings::default().engine.retention_days, None);
+    for bad in ["0", "-3", "soon"] {
+        let env = HashMap::from([("GOFLOW_RETENTION_DAYS".to_string(), bad.to_string())]);
+        let err = format!("{:#}", Settings::load(None, &env, Role::Coordinator).unwrap_err());
+        assert!(err.contains("GOFLOW_RETENTION_DAYS"), "{err}");
+    }
+}

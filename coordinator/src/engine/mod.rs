@@ -11,14 +11,17 @@
 //! - `agents`: register, heartbeat and liveness, logs;
 //! - `tries`: claims and finish reports, written with group commit;
 //! - `loops`: what only the leader runs on a timer (recovery, retries, cron, reaper, re-push);
-//! - `waits`: why a waiting instance waits.
+//! - `waits`: why a waiting instance waits;
+//! - `retention`: `clean` and the nightly clean; `log_archive`: logs uploaded to object storage.
 
 mod agents;
 mod alerts;
 mod definitions;
 mod joins;
+mod log_archive;
 mod loops;
 mod operator;
+mod retention;
 mod runs;
 mod tasks;
 mod traces;
@@ -48,6 +51,7 @@ pub use agents::{
     HeartbeatExtras, Registered, TryReport,
 };
 pub use definitions::ApplyOutcome;
+pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
 
@@ -71,6 +75,10 @@ pub struct EngineSettings {
     pub alerts: Arc<crate::alerts::AlertSettings>,
     /// What cron fires go by: the system clock, or a test's clock file (`--test-clock`).
     pub schedule_clock: crate::clock::ScheduleClock,
+    /// Where ended tries' logs go (`--log-archive`, issue 18); None keeps them in the database.
+    pub log_archive: Option<Arc<crate::archive::LogArchive>>,
+    /// `--retention-days`: the leader cleans what is older every night.
+    pub retention_days: Option<u32>,
 }
 
 impl Default for EngineSettings {
@@ -85,6 +93,8 @@ impl Default for EngineSettings {
             max_log_bytes: 64 * 1024 * 1024,
             alerts: Default::default(),
             schedule_clock: Default::default(),
+            log_archive: None,
+            retention_days: None,
         }
     }
 }

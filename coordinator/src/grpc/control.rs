@@ -227,6 +227,8 @@ impl ControlService for Api {
                     log_bytes: a.log_bytes,
                     message: a.message,
                     command: a.command.unwrap_or_default(),
+                    log_object: a.log_object.unwrap_or_default(),
+                    log_archived_bytes: a.log_archived_bytes,
                 })
                 .collect(),
         }))
@@ -530,6 +532,29 @@ impl ControlService for Api {
         };
         Ok(Response::new(pb::DeleteTasksResponse { deleted, message }))
     }
+
+    async fn clean_history(
+        &self,
+        request: Request<pb::CleanHistoryRequest>,
+    ) -> RpcResult<pb::CleanHistoryResponse> {
+        let caller = self.authorize(&request, Role::Admin).await?;
+        let req = request.into_inner();
+        let before = parse_day("before", &req.before)?;
+        let report = self.engine.clean(before, req.dry_run, &caller).await?;
+        Ok(Response::new(pb::CleanHistoryResponse {
+            before: before.compact(),
+            dry_run: report.dry_run,
+            instances: report.instances,
+            tries: report.tries,
+            log_chunks: report.log_chunks,
+            log_bytes: report.log_bytes,
+            log_objects: report.log_objects,
+            operations: report.operations,
+            kept: report.kept,
+            message: report.summary(),
+            kept_examples: report.kept_examples,
+        }))
+    }
 }
 
 /// A coordinator silent this long is not alive (they record themselves every second).
@@ -618,12 +643,29 @@ async fn stream_log(
         }
         let attempt_id = store::attempt_id(instance.id, try_number);
         let attempt = store::attempt(&mut conn, &attempt_id).await.map_err(internal)?;
+        // Bytes archived to object storage (issue 18) are read from there, after the
+        // database connection is given back; later ones from the database.
+        let archived = attempt.as_ref().filter(|a| offset < a.log_archived_bytes);
         let data = match &attempt {
+            Some(_) if archived.is_some() => vec![],
             Some(_) => store::read_log(&mut conn, &attempt_id, offset, LOG_CHUNK_BYTES)
                 .await
                 .map_err(internal)?,
             None => vec![],
         };
+        // The chunks may have left for the archive between reading the row and them: read
+        // again from the object then, rather than take the missing bytes for the end.
+        if let Some(a) = &attempt
+            && archived.is_none()
+            && data.is_empty()
+            && offset < a.log_bytes
+            && store::log_location(&mut conn, &attempt_id)
+                .await
+                .map_err(internal)?
+                .is_some_and(|(now_archived, _)| now_archived > offset)
+        {
+            continue;
+        }
         // With "latest try", a queued, running or retrying instance still has output to come.
         let more_tries_coming = req.try_number == 0
             && store::instance_by_id(&mut conn, instance.id)
@@ -636,6 +678,19 @@ async fn stream_log(
                     )
                 });
         drop(conn);
+        let data = match archived {
+            Some(attempt) => engine
+                .read_archived_log(attempt, offset, LOG_CHUNK_BYTES)
+                .await
+                .map_err(|e| match e {
+                    EngineError::Internal(e) => {
+                        tracing::warn!(attempt_id = %attempt.id, "cannot read an archived log: {e:#}");
+                        Status::unavailable(format!("cannot read the archived log now: {e:#}"))
+                    }
+                    other => other.into(),
+                })?,
+            None => data,
+        };
         if !data.is_empty() {
             let len = data.len() as i64;
             let chunk = pb::LogChunk {

@@ -21,6 +21,9 @@ pub struct AttemptRow {
     pub message: String,
     /// The command line it ran, after templating; `None` for tries recorded before it was kept.
     pub command: Option<String>,
+    /// Bytes of its log in the object `log_object` (issue 18); the rest is in `log_chunks`.
+    pub log_archived_bytes: i64,
+    pub log_object: Option<String>,
 }
 
 pub fn attempt_id(instance_id: i64, try_number: i64) -> String {
@@ -56,7 +59,7 @@ pub async fn insert_attempt(
     Ok(id)
 }
 
-const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command";
+const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command, log_archived_bytes, log_object";
 
 pub async fn attempt(db: &mut impl Db, id: &str) -> anyhow::Result<Option<AttemptRow>> {
     let d = db.dialect();

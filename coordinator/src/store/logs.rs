@@ -72,15 +72,19 @@ pub async fn append_log_at(
             .execute(db.conn())
             .await?;
     }
-    let done = sqlx::query(
-        d.sql("UPDATE attempts SET log_bytes = log_bytes + ?, log_acked = ? WHERE id = ? AND log_acked = ?"),
-    )
-    .bind(chunk.len() as i64)
-    .bind(end)
-    .bind(attempt_id)
-    .bind(acked)
-    .execute(db.conn())
-    .await?;
+    // New bytes make the try's log due for (another) upload to the archive, if there is one.
+    let update = if chunk.is_empty() {
+        "UPDATE attempts SET log_bytes = log_bytes + ?, log_acked = ? WHERE id = ? AND log_acked = ?"
+    } else {
+        "UPDATE attempts SET log_bytes = log_bytes + ?, log_acked = ?, log_archive_due = 1 WHERE id = ? AND log_acked = ?"
+    };
+    let done = sqlx::query(d.sql(update))
+        .bind(chunk.len() as i64)
+        .bind(end)
+        .bind(attempt_id)
+        .bind(acked)
+        .execute(db.conn())
+        .await?;
     anyhow::ensure!(
         done.rows_affected() == 1,
         "log of try {attempt_id} was appended to concurrently"

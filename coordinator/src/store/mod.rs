@@ -37,11 +37,15 @@ mod fires;
 mod instance_states;
 mod instances;
 mod leadership;
+mod log_archive;
 mod logs;
 mod operations;
+mod retention;
 mod task_deletion;
 mod tasks;
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;
 
@@ -63,8 +67,10 @@ pub use fires::*;
 pub use instance_states::*;
 pub use instances::*;
 pub use leadership::*;
+pub use log_archive::*;
 pub use logs::*;
 pub use operations::*;
+pub use retention::*;
 pub use task_deletion::*;
 pub use tasks::*;
 

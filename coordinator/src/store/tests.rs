@@ -18,7 +18,7 @@ fn day() -> EtlDay {
 }
 
 /// A fresh database with task `a`, and two stores on it.
-async fn two_writers(dialect: Dialect) -> (TestDatabase, Store, Store) {
+pub(super) async fn two_writers(dialect: Dialect) -> (TestDatabase, Store, Store) {
     let db = TestDatabase::create(dialect).await;
     let one = Store::open(&db.database_url()).await.expect("open");
     let two = Store::open(&db.database_url()).await.expect("open again");
@@ -38,7 +38,7 @@ async fn instance(store: &Store, key: &InstanceKey) -> InstanceRow {
         .expect("instance exists")
 }
 
-async fn waiting_instance(store: &Store) -> InstanceRow {
+pub(super) async fn waiting_instance(store: &Store) -> InstanceRow {
     let key = InstanceKey::new("a", day());
     let mut tx = store.begin().await.unwrap();
     let (row, created) = ensure_instance(&mut tx, &key, &TaskSpec::new("a", "true"), 1, now_ms())
@@ -86,7 +86,7 @@ fn exactly_one(results: &[bool], what: &str, dialect: Dialect) {
 }
 
 /// Runs a test body on SQLite, PostgreSQL and MySQL in turn.
-async fn on_every_database<F, Fut>(body: F)
+pub(super) async fn on_every_database<F, Fut>(body: F)
 where
     F: Fn(Dialect) -> Fut,
     Fut: Future<Output = ()>,

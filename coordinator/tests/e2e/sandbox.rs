@@ -180,6 +180,22 @@ impl Sandbox {
         }
     }
 
+    /// The database goflow runs on (the suite's, or SQLite in the data folder), for tests
+    /// that look at rows.
+    #[allow(dead_code)]
+    pub fn database_url(&self) -> goflow_coordinator::store::DatabaseUrl {
+        match &self.database {
+            Some(db) => db.database_url(),
+            None => goflow_coordinator::store::DatabaseUrl::sqlite(&self.data_dir().join("goflow.db")),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the web UI.
+    #[allow(dead_code)]
+    pub fn ui_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
     /// `http://127.0.0.1:PORT` of the gRPC API.
     pub fn server_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)

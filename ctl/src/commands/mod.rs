@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod apply;
 pub mod auth;
 pub mod calendars;
+pub mod clean;
 pub mod coordinators;
 pub mod dep;
 pub mod logs;
