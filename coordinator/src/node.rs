@@ -305,6 +305,7 @@ impl Node {
                 continue;
             }
             let plan = RunPlan {
+                as_then: false,
                 task: root.into(),
                 from: yesterday,
                 to: yesterday,

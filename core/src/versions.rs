@@ -155,19 +155,17 @@ pub fn field_diff(old: &str, new: &str) -> Vec<FieldDiff> {
 
 /// The names of the fields that differ, comma-separated: a version's summary.
 pub fn summary(diff: &[FieldDiff]) -> String {
-    diff.iter().map(|d| d.field.as_str()).collect::<Vec<_>>().join(", ")
+    diff.iter()
+        .map(|d| d.field.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A mapping's top-level fields with each value written on one line.
 fn fields(text: &str) -> Option<Vec<(String, String)>> {
     let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
     let mapping = value.as_mapping()?;
-    Some(
-        mapping
-            .iter()
-            .map(|(k, v)| (one_line(k), one_line(v)))
-            .collect(),
-    )
+    Some(mapping.iter().map(|(k, v)| (one_line(k), one_line(v))).collect())
 }
 
 /// Scalars as they read; lists and mappings in flow style (`[a, {task: b, day_offset: -1}]`).
@@ -178,10 +176,7 @@ fn one_line(value: &serde_norway::Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
-        Value::Sequence(items) => format!(
-            "[{}]",
-            items.iter().map(one_line).collect::<Vec<_>>().join(", ")
-        ),
+        Value::Sequence(items) => format!("[{}]", items.iter().map(one_line).collect::<Vec<_>>().join(", ")),
         Value::Mapping(m) => format!(
             "{{{}}}",
             m.iter()
@@ -246,14 +241,21 @@ mod tests {
                 ("dag", "", "shop"),
                 ("command", "load.sh", "load.sh --fast"),
                 ("timeout", "", "10m"),
-                ("depends_on", "[extract]", "[extract, {task: load, day_offset: -1}]"),
+                (
+                    "depends_on",
+                    "[extract]",
+                    "[extract, {task: load, day_offset: -1}]"
+                ),
             ]
         );
         assert_eq!(summary(&diff), "dag, command, timeout, depends_on");
         assert!(field_diff(&task_yaml(&old, None), &task_yaml(&old, None)).is_empty());
         // A field the new version dropped is listed too.
         let back = field_diff(&task_yaml(&new, None), &task_yaml(&old, None));
-        assert!(back.iter().any(|d| d.field == "timeout" && d.new_value.is_empty()));
+        assert!(
+            back.iter()
+                .any(|d| d.field == "timeout" && d.new_value.is_empty())
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - `agents`: register, heartbeat and liveness, logs;
 //! - `tries`: claims and finish reports, written with group commit;
 //! - `loops`: what only the leader runs on a timer (recovery, retries, cron, reaper, re-push);
-//! - `waits`: why a waiting instance waits.
+//! - `waits`: why a waiting instance waits;
+//! - `versions`: versions of definitions, the definition a try runs, history and diffs.
 
 mod agents;
 mod alerts;
@@ -23,6 +24,7 @@ mod runs;
 mod tasks;
 mod traces;
 mod tries;
+mod versions;
 mod waits;
 
 #[cfg(test)]
@@ -45,7 +47,7 @@ pub use agents::{
     AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer,
     HeartbeatExtras, Registered, TryReport,
 };
-pub use definitions::ApplyOutcome;
+pub use definitions::{ApplyOptions, ApplyOutcome};
 pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
 
@@ -149,6 +151,9 @@ pub struct RunPlan {
     pub down: bool,
     pub up: bool,
     pub force: bool,
+    /// Run each instance with the version its first try ran (`run --as-then`), not the
+    /// current definition.
+    pub as_then: bool,
 }
 
 /// A range of days a run or kill may span: in order, at most ten years.
@@ -230,6 +235,7 @@ impl Engine {
             me: me.clone(),
             term_ended,
         });
+        engine.record_first_versions().await?;
         engine.reload_catalog().await?;
         Ok(engine)
     }

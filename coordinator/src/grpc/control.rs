@@ -69,6 +69,7 @@ impl ControlService for Api {
         require_task_field(&req.task)?;
         let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
         let plan = RunPlan {
+            as_then: false,
             task: req.task,
             from,
             to,
@@ -333,6 +334,7 @@ impl ControlService for Api {
         require_task_field(&req.task)?;
         let (from, to) = days_of(&req.etl_day, &req.from_day, &req.to_day)?;
         let plan = RunPlan {
+            as_then: false,
             task: req.task,
             from,
             to,

@@ -21,6 +21,8 @@ pub struct AttemptRow {
     pub message: String,
     /// The command line it ran, after templating; `None` for tries recorded before it was kept.
     pub command: Option<String>,
+    /// The task's version it ran; `None` for tries recorded before versions were kept.
+    pub definition_version: Option<i64>,
 }
 
 pub fn attempt_id(instance_id: i64, try_number: i64) -> String {
@@ -56,7 +58,7 @@ pub async fn insert_attempt(
     Ok(id)
 }
 
-const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command";
+const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command, definition_version";
 
 pub async fn attempt(db: &mut impl Db, id: &str) -> anyhow::Result<Option<AttemptRow>> {
     let d = db.dialect();

@@ -39,6 +39,7 @@ mod logs;
 mod operations;
 mod task_deletion;
 mod tasks;
+mod versions;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,7 @@ pub use logs::*;
 pub use operations::*;
 pub use task_deletion::*;
 pub use tasks::*;
+pub use versions::*;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
