@@ -644,7 +644,8 @@ impl Engine {
             row.try_number
         );
         let (spec, _) = self.spec_to_run(&mut conn, &row).await?;
-        self.claimed_try(&row, &spec, row.try_number, attempt_id).map(Some)
+        self.claimed_try(&row, &spec, row.try_number, attempt_id)
+            .map(Some)
     }
 
     /// What a granted claim answers: the command rendered for this try, its environment.

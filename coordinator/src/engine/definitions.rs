@@ -59,7 +59,10 @@ impl Engine {
         dry_run: bool,
         caller: &Caller,
     ) -> Result<ApplyOutcome> {
-        let options = ApplyOptions { dry_run, prune: false };
+        let options = ApplyOptions {
+            dry_run,
+            prune: false,
+        };
         self.apply_with(document, source_name, options, caller).await
     }
 
@@ -176,7 +179,8 @@ impl Engine {
         }
         for version in &new_versions {
             store::insert_version(&mut tx, version).await?;
-            store::set_task_dag_and_version(&mut tx, &version.id, dag_name.as_deref(), version.version).await?;
+            store::set_task_dag_and_version(&mut tx, &version.id, dag_name.as_deref(), version.version)
+                .await?;
         }
         store::delete_task_definitions(&mut tx, &outcome.deleted).await?;
         // A changed definition (an upstream dropped, a later start_day) may leave waiting
@@ -263,7 +267,10 @@ fn check_owners(
             }
             Some(match dag {
                 Some(dag) => format!("task {:?} belongs to DAG {owner:?}, not to DAG {dag:?}", spec.id),
-                None => format!("task {:?} belongs to DAG {owner:?} and this file names no DAG", spec.id),
+                None => format!(
+                    "task {:?} belongs to DAG {owner:?} and this file names no DAG",
+                    spec.id
+                ),
             })
         })
         .collect();

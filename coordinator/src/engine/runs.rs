@@ -58,8 +58,17 @@ impl Engine {
             },
         );
         let target = format!("{}@{}", plan.task, plan.from);
-        self.redo(&catalog, &keys, &forced, &pins, caller, "run", &target, what.trim())
-            .await
+        self.redo(
+            &catalog,
+            &keys,
+            &forced,
+            &pins,
+            caller,
+            "run",
+            &target,
+            what.trim(),
+        )
+        .await
     }
 
     /// Runs every scheduled root task (a schedule, no upstream) for a day, with every task

@@ -71,7 +71,6 @@ pub(super) fn day(text: &str) -> EtlDay {
 
 /// Run `task` for one day; `down`: with its downstream.
 pub(super) fn plan(task: &str, on: &str, down: bool) -> RunPlan {
-    as_then: false,
     RunPlan {
         as_then: false,
         task: task.into(),

@@ -121,7 +121,9 @@ impl Engine {
         let mut conn = self.store.read().await?;
         let versions = store::versions_of(&mut conn, Kind::Task, task).await?;
         if versions.is_empty() {
-            return Err(EngineError::NotFound(format!("unknown task {task:?} (it has no versions)")));
+            return Err(EngineError::NotFound(format!(
+                "unknown task {task:?} (it has no versions)"
+            )));
         }
         Ok(versions)
     }

@@ -306,8 +306,11 @@ pub async fn ensure_instances(
         let mut sql = d.insert_unless_exists(
             "instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at, message,
                         definition_version)",
-            &vec!["(?, ?, 'waiting', 0, ?, ?, ?, ?, '', (SELECT NULLIF(version, 0) FROM tasks WHERE id = ?))"; slice.len()]
-                .join(", "),
+            &vec![
+                "(?, ?, 'waiting', 0, ?, ?, ?, ?, '', (SELECT NULLIF(version, 0) FROM tasks WHERE id = ?))";
+                slice.len()
+            ]
+            .join(", "),
             "task_id, etl_day",
         );
         if d.insert_returning() {

@@ -42,7 +42,9 @@ fn version_of_row(r: &sqlx::any::AnyRow) -> anyhow::Result<StoredVersion> {
 /// Every version of one definition, oldest first.
 pub async fn versions_of(db: &mut impl Db, kind: Kind, id: &str) -> anyhow::Result<Vec<StoredVersion>> {
     let d = db.dialect();
-    let sql = format!("SELECT {VERSION_COLUMNS} FROM definition_versions WHERE kind = ? AND id = ? ORDER BY version");
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM definition_versions WHERE kind = ? AND id = ? ORDER BY version"
+    );
     let rows = sqlx::query(d.sql(&sql))
         .bind(kind.as_str())
         .bind(id)
@@ -58,7 +60,9 @@ pub async fn version_of(
     version: i64,
 ) -> anyhow::Result<Option<StoredVersion>> {
     let d = db.dialect();
-    let sql = format!("SELECT {VERSION_COLUMNS} FROM definition_versions WHERE kind = ? AND id = ? AND version = ?");
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM definition_versions WHERE kind = ? AND id = ? AND version = ?"
+    );
     let row = sqlx::query(d.sql(&sql))
         .bind(kind.as_str())
         .bind(id)
@@ -88,7 +92,8 @@ pub async fn latest_version(db: &mut impl Db, kind: Kind, id: &str) -> anyhow::R
 /// record the same number.
 pub async fn insert_version(db: &mut impl Db, v: &StoredVersion) -> anyhow::Result<()> {
     let d = db.dialect();
-    let sql = format!("INSERT INTO definition_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    let sql =
+        format!("INSERT INTO definition_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
     sqlx::query(d.sql(&sql))
         .bind(&v.kind)
         .bind(&v.id)
@@ -122,7 +127,9 @@ pub async fn set_task_dag_and_version(
 }
 
 /// Each task's DAG (None: none) and current version (0: none recorded yet), by id.
-pub async fn task_dags_and_versions(db: &mut impl Db) -> anyhow::Result<HashMap<String, (Option<String>, i64)>> {
+pub async fn task_dags_and_versions(
+    db: &mut impl Db,
+) -> anyhow::Result<HashMap<String, (Option<String>, i64)>> {
     let d = db.dialect();
     let rows = sqlx::query(d.sql("SELECT id, dag, version FROM tasks"))
         .fetch_all(db.conn())
@@ -147,9 +154,9 @@ pub async fn set_attempt_version(db: &mut impl Db, attempt_id: &str, version: i6
 /// known (tries from before versions were kept have none).
 pub async fn first_try_version(db: &mut impl Db, instance_id: i64) -> anyhow::Result<Option<i64>> {
     let d = db.dialect();
-    let row = sqlx::query(d.sql(
-        "SELECT definition_version FROM attempts WHERE instance_id = ? ORDER BY try_number LIMIT 1",
-    ))
+    let row = sqlx::query(
+        d.sql("SELECT definition_version FROM attempts WHERE instance_id = ? ORDER BY try_number LIMIT 1"),
+    )
     .bind(instance_id)
     .fetch_optional(db.conn())
     .await?;
