@@ -233,6 +233,7 @@ impl ControlService for Fake {
             id,
             task: task.into(),
             etl_day: r.etl_day.clone(),
+            run_version: 0,
         });
         Ok(Response::new(RunResponse {
             instances: refs.to_vec(),
@@ -371,6 +372,24 @@ impl ControlService for Fake {
         }))
     }
     async fn delete_tasks(&self, _: Request<DeleteTasksRequest>) -> Reply<DeleteTasksResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn list_task_versions(
+        &self,
+        _: Request<goflow_proto::ListTaskVersionsRequest>,
+    ) -> Reply<goflow_proto::ListTaskVersionsResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_task_version(
+        &self,
+        _: Request<goflow_proto::GetTaskVersionRequest>,
+    ) -> Reply<goflow_proto::TaskVersion> {
+        Err(Status::unimplemented(""))
+    }
+    async fn diff_task_versions(
+        &self,
+        _: Request<goflow_proto::DiffTaskVersionsRequest>,
+    ) -> Reply<goflow_proto::DiffTaskVersionsResponse> {
         Err(Status::unimplemented(""))
     }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {

@@ -118,6 +118,8 @@ pub fn sample() -> Fake {
                     task: "extract".into(),
                     day_offset: -1,
                 }],
+                version: 2,
+                dag: "shop".into(),
                 ..Default::default()
             },
             Task {
@@ -141,6 +143,7 @@ pub fn sample() -> Fake {
                 has_exit_code: true,
                 exit_code: 1,
                 log_bytes: first_log.len() as i64,
+                definition_version: 1,
                 ..Default::default()
             },
             Attempt {
@@ -150,6 +153,7 @@ pub fn sample() -> Fake {
                 state: "running".into(),
                 started_at: t0 + 60_000,
                 log_bytes: second_log.len() as i64,
+                definition_version: 2,
                 ..Default::default()
             },
         ],
@@ -627,6 +631,7 @@ impl ControlService for Fake {
                         id: if day == from { n as i64 + 100 } else { 0 },
                         task: task.to_string(),
                         etl_day: day.compact(),
+                        run_version: 0,
                     });
                 }
                 day = day.offset(1);
@@ -638,11 +643,13 @@ impl ControlService for Fake {
                     id: 0,
                     task: r.task.clone(),
                     etl_day: r.from_day.clone(),
+                    run_version: 0,
                 },
                 InstanceRef {
                     id: 9,
                     task: r.task.clone(),
                     etl_day: r.to_day.clone(),
+                    run_version: 0,
                 },
             ]
         } else {
@@ -650,6 +657,7 @@ impl ControlService for Fake {
                 id: 2,
                 task: r.task.clone(),
                 etl_day: r.etl_day.clone(),
+                run_version: 0,
             }]
         };
         Ok(Response::new(RunResponse {
@@ -749,6 +757,70 @@ impl ControlService for Fake {
         Err(Status::unimplemented("list_coordinators"))
     }
 
+    async fn list_task_versions(
+        &self,
+        request: tonic::Request<goflow_proto::ListTaskVersionsRequest>,
+    ) -> Rpc<goflow_proto::ListTaskVersionsResponse> {
+        let task = request.into_inner().task;
+        Ok(Response::new(goflow_proto::ListTaskVersionsResponse {
+            versions: fake_versions(&task)?,
+        }))
+    }
+
+    async fn get_task_version(
+        &self,
+        request: tonic::Request<goflow_proto::GetTaskVersionRequest>,
+    ) -> Rpc<goflow_proto::TaskVersion> {
+        let r = request.into_inner();
+        let versions = fake_versions(&r.task)?;
+        let wanted = if r.version == 0 {
+            versions.len() as i64
+        } else {
+            r.version
+        };
+        versions
+            .into_iter()
+            .find(|v| v.version == wanted)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("task {:?} has no version {wanted}", r.task)))
+    }
+
+    async fn diff_task_versions(
+        &self,
+        request: tonic::Request<goflow_proto::DiffTaskVersionsRequest>,
+    ) -> Rpc<goflow_proto::DiffTaskVersionsResponse> {
+        let r = request.into_inner();
+        fake_versions(&r.task)?;
+        let (from, to) = match (r.from_version, r.to_version) {
+            (0, _) => (1, 2),
+            (a, 0) => (a, 2),
+            (a, b) => (a, b),
+        };
+        if from > 2 || to > 2 {
+            return Err(Status::not_found(format!(
+                "task {:?} has no version {}",
+                r.task,
+                from.max(to)
+            )));
+        }
+        let changes = if from == to {
+            vec![]
+        } else {
+            vec![goflow_proto::FieldChange {
+                task: r.task.clone(),
+                field: "command".into(),
+                old_value: "transform-old.sh {{etl_day}}".into(),
+                new_value: "transform.sh {{etl_day}}".into(),
+            }]
+        };
+        Ok(Response::new(goflow_proto::DiffTaskVersionsResponse {
+            task: r.task,
+            from_version: from,
+            to_version: to,
+            changes,
+        }))
+    }
+
     async fn delete_tasks(&self, request: tonic::Request<DeleteTasksRequest>) -> Rpc<DeleteTasksResponse> {
         self.allow(&request, "editor")?;
         let r = request.into_inner();
@@ -816,4 +888,28 @@ impl AuthService for Fake {
     async fn revoke_token(&self, _: tonic::Request<RevokeTokenRequest>) -> Rpc<RevokeTokenResponse> {
         Err(Status::unimplemented("revoke_token"))
     }
+}
+
+/// Two versions of `transform` (the second current); other tasks have none.
+fn fake_versions(task: &str) -> Result<Vec<goflow_proto::TaskVersion>, Status> {
+    if task != "transform" {
+        return Err(Status::not_found(format!(
+            "unknown task {task:?} (it has no versions)"
+        )));
+    }
+    let version = |n: i64, command: &str, changes: &str| goflow_proto::TaskVersion {
+        task: task.into(),
+        version: n,
+        created_at: 1_767_225_600_000 + n * 3_600_000,
+        actor: "alice".into(),
+        client: "goflowctl".into(),
+        source: "dag.yaml".into(),
+        changes: changes.into(),
+        definition: format!("id: transform\ndag: shop\ncommand: {command} {{{{etl_day}}}}\n"),
+        current: n == 2,
+    };
+    Ok(vec![
+        version(1, "transform-old.sh", ""),
+        version(2, "transform.sh", "command"),
+    ])
 }

@@ -12,6 +12,7 @@ mod agents;
 mod auth;
 mod control;
 mod logs;
+mod versions;
 
 pub use logs::LogApi;
 
@@ -139,6 +140,7 @@ fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
         id: row.id,
         task: row.task_id.clone(),
         etl_day: row.etl_day.compact(),
+        run_version: row.run_version.unwrap_or(0),
     }
 }
 
@@ -173,6 +175,8 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32
         created_at: task.created_at,
         updated_at: task.updated_at,
         next_fire_at,
+        dag: task.dag.clone().unwrap_or_default(),
+        version: task.version,
     }
 }
 
@@ -259,6 +263,8 @@ impl Api {
             } else {
                 String::new()
             },
+            definition_version: row.definition_version.unwrap_or(0),
+            run_version: row.run_version.unwrap_or(0),
         })
     }
 

@@ -70,11 +70,13 @@ mod tests {
                 id: 7,
                 task: "extract".into(),
                 etl_day: "20260101".into(),
+                run_version: 0,
             },
             InstanceRef {
                 id: 12,
                 task: "load".into(),
                 etl_day: "20260101".into(),
+                run_version: 0,
             },
         ];
         write_refs(&mut out, "queued 2 instances", &refs).unwrap();
@@ -87,6 +89,7 @@ mod tests {
                 id: i,
                 task: "t".into(),
                 etl_day: format!("202601{:02}", i % 3 + 1),
+                run_version: 0,
             })
             .collect();
         let mut out = Vec::new();
@@ -102,6 +105,7 @@ mod tests {
                 id: i + 1,
                 task: format!("t{i}"),
                 etl_day: "20260101".into(),
+                run_version: 0,
             })
             .collect();
         let mut out = Vec::new();
@@ -123,6 +127,7 @@ mod tests {
             id: 0,
             task: "load".into(),
             etl_day: "20260102".into(),
+            run_version: 0,
         }];
         write_refs(&mut out, "", &refs).unwrap();
         assert_eq!(

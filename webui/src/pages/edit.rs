@@ -148,6 +148,7 @@ async fn save(app: AppState, ctx: Ctx, editing: String, form: TaskForm) -> Resul
             document,
             source_name: "edit form".into(),
             dry_run: false,
+            prune: false,
         })
         .await;
     match result {
@@ -216,6 +217,7 @@ pub async fn import(app: AppState, ctx: Ctx, Form(form): Form<ImportForm>) -> Re
             document: form.document.clone(),
             source_name: "imported document".into(),
             dry_run,
+            prune: false,
         })
         .await;
     match result {
