@@ -42,3 +42,5 @@ mod tls;
 mod traces;
 #[path = "e2e/validation.rs"]
 mod validation;
+#[path = "e2e/versions.rs"]
+mod versions;
