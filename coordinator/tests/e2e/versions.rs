@@ -3,13 +3,10 @@
 //! `apply --prune`, and the refusals that change nothing.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::sandbox::{Sandbox, parse_array, read};
-
-const SETTLE: Duration = Duration::from_secs(60);
 
 fn lines(path: &Path) -> Vec<String> {
     read(path).lines().map(str::to_string).collect()

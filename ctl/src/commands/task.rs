@@ -58,7 +58,9 @@ pub struct DiffArgs {
     pub to: Option<i64>,
 }
 
+/// `--version N` is the version to show here, not goflowctl's own version.
 #[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
 pub struct ShowArgs {
     /// The task.
     #[arg(value_name = "ID")]
