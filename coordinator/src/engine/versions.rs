@@ -168,3 +168,53 @@ fn pick<'a>(versions: &'a [StoredVersion], task: &str, version: Option<i64>) -> 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::tests::{RecordingQueue, harness};
+    use super::*;
+    use crate::engine::EngineSettings;
+
+    #[tokio::test]
+    async fn tasks_stored_before_versions_get_version_1_when_an_engine_starts() {
+        let h = harness("dag: shop\ntasks:\n  - id: a\n    command: \"true\"\n").await;
+        assert_eq!(h.engine.require_task("a").unwrap().version, 1);
+        // As a store migrated from before versions were kept: no versions, version 0.
+        let mut tx = h.engine.store().begin().await.unwrap();
+        sqlx::query("DELETE FROM definition_versions")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE tasks SET version = 0")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let store = h.engine.store().clone();
+        let epoch = store.next_epoch().await.unwrap();
+        let engine = Engine::new(
+            store,
+            Arc::new(RecordingQueue::default()),
+            EngineSettings::default(),
+            "standalone",
+            epoch,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(engine.require_task("a").unwrap().version, 1);
+        let versions = engine.task_versions("a").await.unwrap();
+        assert_eq!(versions.len(), 1);
+        assert_eq!((versions[0].version, versions[0].client.as_str()), (1, "upgrade"));
+        assert!(
+            versions[0].definition.contains("dag: shop"),
+            "{}",
+            versions[0].definition
+        );
+        // Unknown versions are named.
+        let err = engine.task_version("a", Some(4)).await.unwrap_err().to_string();
+        assert!(err.contains("no version 4"), "{err}");
+    }
+}
