@@ -150,6 +150,7 @@ mod tests {
             .unwrap();
         let day = EtlDay::parse("20260105").unwrap();
         let plan = RunPlan {
+            as_then: false,
             task: "a".into(),
             from: day.into(),
             to: day.into(),

@@ -342,6 +342,7 @@ impl Node {
                 continue;
             }
             let plan = RunPlan {
+                as_then: false,
                 task: root.into(),
                 from: yesterday.into(),
                 to: yesterday.into(),

@@ -54,3 +54,5 @@ mod tls_stores;
 mod traces;
 #[path = "e2e/validation.rs"]
 mod validation;
+#[path = "e2e/versions.rs"]
+mod versions;

@@ -25,6 +25,9 @@ pub struct DagFileError {
 struct Document {
     #[serde(default)]
     calendars: Vec<RawCalendar>,
+    /// The DAG this file defines: its tasks belong to it (and `apply --prune` may remove the
+    /// DAG's tasks the file no longer lists).
+    dag: Option<String>,
     tasks: Vec<RawTask>,
 }
 
@@ -100,6 +103,8 @@ struct RawOffsetDependency {
 /// the DAG's own name) are fields here, so an apply stores them in the same transaction.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DagFile {
+    /// `dag: NAME`: the DAG that owns the file's tasks; None for a file of loose tasks.
+    pub dag: Option<String>,
     pub tasks: Vec<TaskSpec>,
     pub calendars: Vec<Calendar>,
 }
@@ -125,6 +130,19 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
         }
         calendars.push(Calendar::from_raw(raw).map_err(|e| fail(format!("calendars[{index}]: {e}")))?);
     }
+    let dag = doc
+        .dag
+        .map(|name| {
+            let name = name.trim().to_string();
+            if is_valid_task_id(&name) {
+                Ok(name)
+            } else {
+                Err(fail(format!(
+                    "dag: {name:?} must match [A-Za-z0-9_.-]+ (at most 128 bytes)"
+                )))
+            }
+        })
+        .transpose()?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut specs = Vec::with_capacity(doc.tasks.len());
     for (index, raw) in doc.tasks.into_iter().enumerate() {
@@ -140,9 +158,28 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
         specs.push(spec);
     }
     Ok(DagFile {
+        dag,
         tasks: specs,
         calendars,
     })
+}
+
+/// One task as a mapping (the canonical text a stored version keeps, see `versions`), with
+/// the `dag` it belonged to. Validated as a task of a DAG file is.
+pub fn parse_task(text: &str, source_name: &str) -> Result<(TaskSpec, Option<String>), DagFileError> {
+    let fail = |message: String| DagFileError {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| fail(e.to_string()))?;
+    let dag = match value.as_mapping_mut().and_then(|m| m.remove("dag")) {
+        None | Some(serde_norway::Value::Null) => None,
+        Some(serde_norway::Value::String(name)) => Some(name),
+        Some(other) => return Err(fail(format!("dag: expected a name, found {other:?}"))),
+    };
+    let raw: RawTask = serde_norway::from_value(value).map_err(|e| fail(e.to_string()))?;
+    let spec = validate(raw).map_err(fail)?;
+    Ok((spec, dag))
 }
 
 fn validate(raw: RawTask) -> Result<TaskSpec, String> {

@@ -15,6 +15,7 @@ pub mod role;
 pub mod schedule;
 pub mod state;
 pub mod template;
+pub mod versions;
 
 #[cfg(test)]
 mod proptests;

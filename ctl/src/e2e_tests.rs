@@ -394,6 +394,24 @@ impl ControlService for Fake {
     ) -> Reply<goflow_proto::CleanHistoryResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn list_task_versions(
+        &self,
+        _: Request<goflow_proto::ListTaskVersionsRequest>,
+    ) -> Reply<goflow_proto::ListTaskVersionsResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_task_version(
+        &self,
+        _: Request<goflow_proto::GetTaskVersionRequest>,
+    ) -> Reply<goflow_proto::TaskVersion> {
+        Err(Status::unimplemented(""))
+    }
+    async fn diff_task_versions(
+        &self,
+        _: Request<goflow_proto::DiffTaskVersionsRequest>,
+    ) -> Reply<goflow_proto::DiffTaskVersionsResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -98,7 +98,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// List the tasks.
     Tasks(tasks::TasksArgs),
-    /// Change task definitions: `task delete ID...`.
+    /// Task definitions and their versions: `task delete ID...`, `task history ID`,
+    /// `task diff ID [V1] [V2]`, `task show ID [--version N]`.
     Task(task::TaskArgs),
     /// Run or rerun a task for a day, or backfill a range of days.
     Run(run::RunArgs),

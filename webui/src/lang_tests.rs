@@ -221,6 +221,8 @@ async fn every_page_in_chinese_has_no_english_word() {
         "/alerts".into(),
         "/tasks/new".into(),
         "/tasks/transform/edit".into(),
+        "/tasks/transform/diff?from=1&to=2".into(),
+        "/tasks/transform/diff?from=2&to=2".into(),
         "/import".into(),
         // Error pages: 404s of the UI and of the coordinator, a 400.
         "/nowhere".into(),

@@ -21,7 +21,7 @@ use crate::auth;
 use crate::context;
 use crate::error::not_found;
 use crate::pages::{
-    agents, alerts, edit, graph, grid, history, instance, login, logs, overview, task, tasks,
+    agents, alerts, edit, graph, grid, history, instance, login, logs, overview, task, tasks, versions,
 };
 
 pub fn router(state: AppState) -> Router {
@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(task::page))
         .route("/tasks/{id}/edit", get(edit::edit_form).post(edit::update))
         .route("/tasks/{id}/yaml", get(edit::export_task))
+        .route("/tasks/{id}/diff", get(versions::diff_page))
         .route("/tasks/{id}/pause", post(actions::task::pause))
         .route("/tasks/{id}/run", post(actions::task::run))
         .route("/tasks/{id}/delete", post(actions::task::delete))

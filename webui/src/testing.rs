@@ -119,6 +119,8 @@ pub fn sample() -> Fake {
                     day_offset: -1,
                     ..Default::default()
                 }],
+                version: 2,
+                dag: "shop".into(),
                 ..Default::default()
             },
             Task {
@@ -143,6 +145,7 @@ pub fn sample() -> Fake {
                 has_exit_code: true,
                 exit_code: 1,
                 log_bytes: first_log.len() as i64,
+                definition_version: 1,
                 ..Default::default()
             },
             Attempt {
@@ -152,6 +155,7 @@ pub fn sample() -> Fake {
                 state: "running".into(),
                 started_at: t0 + 60_000,
                 log_bytes: second_log.len() as i64,
+                definition_version: 2,
                 ..Default::default()
             },
         ],
@@ -778,6 +782,70 @@ impl ControlService for Fake {
         Err(Status::unimplemented("list_coordinators"))
     }
 
+    async fn list_task_versions(
+        &self,
+        request: tonic::Request<goflow_proto::ListTaskVersionsRequest>,
+    ) -> Rpc<goflow_proto::ListTaskVersionsResponse> {
+        let task = request.into_inner().task;
+        Ok(Response::new(goflow_proto::ListTaskVersionsResponse {
+            versions: fake_versions(&task)?,
+        }))
+    }
+
+    async fn get_task_version(
+        &self,
+        request: tonic::Request<goflow_proto::GetTaskVersionRequest>,
+    ) -> Rpc<goflow_proto::TaskVersion> {
+        let r = request.into_inner();
+        let versions = fake_versions(&r.task)?;
+        let wanted = if r.version == 0 {
+            versions.len() as i64
+        } else {
+            r.version
+        };
+        versions
+            .into_iter()
+            .find(|v| v.version == wanted)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("task {:?} has no version {wanted}", r.task)))
+    }
+
+    async fn diff_task_versions(
+        &self,
+        request: tonic::Request<goflow_proto::DiffTaskVersionsRequest>,
+    ) -> Rpc<goflow_proto::DiffTaskVersionsResponse> {
+        let r = request.into_inner();
+        fake_versions(&r.task)?;
+        let (from, to) = match (r.from_version, r.to_version) {
+            (0, _) => (1, 2),
+            (a, 0) => (a, 2),
+            (a, b) => (a, b),
+        };
+        if from > 2 || to > 2 {
+            return Err(Status::not_found(format!(
+                "task {:?} has no version {}",
+                r.task,
+                from.max(to)
+            )));
+        }
+        let changes = if from == to {
+            vec![]
+        } else {
+            vec![goflow_proto::FieldChange {
+                task: r.task.clone(),
+                field: "command".into(),
+                old_value: "transform-old.sh {{etl_day}}".into(),
+                new_value: "transform.sh {{etl_day}}".into(),
+            }]
+        };
+        Ok(Response::new(goflow_proto::DiffTaskVersionsResponse {
+            task: r.task,
+            from_version: from,
+            to_version: to,
+            changes,
+        }))
+    }
+
     async fn delete_tasks(&self, request: tonic::Request<DeleteTasksRequest>) -> Rpc<DeleteTasksResponse> {
         self.allow(&request, "editor")?;
         let r = request.into_inner();
@@ -852,4 +920,28 @@ impl AuthService for Fake {
     async fn revoke_token(&self, _: tonic::Request<RevokeTokenRequest>) -> Rpc<RevokeTokenResponse> {
         Err(Status::unimplemented("revoke_token"))
     }
+}
+
+/// Two versions of `transform` (the second current); other tasks have none.
+fn fake_versions(task: &str) -> Result<Vec<goflow_proto::TaskVersion>, Status> {
+    if task != "transform" {
+        return Err(Status::not_found(format!(
+            "unknown task {task:?} (it has no versions)"
+        )));
+    }
+    let version = |n: i64, command: &str, changes: &str| goflow_proto::TaskVersion {
+        task: task.into(),
+        version: n,
+        created_at: 1_767_225_600_000 + n * 3_600_000,
+        actor: "alice".into(),
+        client: "goflowctl".into(),
+        source: "dag.yaml".into(),
+        changes: changes.into(),
+        definition: format!("id: transform\ndag: shop\ncommand: {command} {{{{etl_day}}}}\n"),
+        current: n == 2,
+    };
+    Ok(vec![
+        version(1, "transform-old.sh", ""),
+        version(2, "transform.sh", "command"),
+    ])
 }

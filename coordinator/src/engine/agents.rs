@@ -643,18 +643,20 @@ impl Engine {
             row.key(),
             row.try_number
         );
-        self.claimed_try(&row, row.try_number, attempt_id).map(Some)
+        let (spec, _) = self.spec_to_run(&mut conn, &row).await?;
+        self.claimed_try(&row, &spec, row.try_number, attempt_id)
+            .map(Some)
     }
 
     /// What a granted claim answers: the command rendered for this try, its environment.
     pub(super) fn claimed_try(
         &self,
         row: &store::InstanceRow,
+        spec: &goflow_core::TaskSpec,
         try_number: i64,
         attempt_id: String,
     ) -> Result<ClaimedTry> {
         let key = row.key();
-        let spec = self.require_task(&key.task)?.spec;
         let ctx = TryContext {
             task_id: &key.task,
             period: key.period,

@@ -1,12 +1,13 @@
 //! Task definitions: apply a DAG document, pause and unpause, and the in-memory catalog.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use goflow_core::versions::{self, Kind};
 use goflow_core::{Calendar, Dag, TaskSpec, dagfile};
 
 use super::{Caller, Catalog, Engine, EngineError, Result};
-use crate::store::{self, StoredTask, now_ms};
+use crate::store::{self, StoredTask, StoredVersion, now_ms};
 
 /// What an apply did (or, with dry_run, would do), by task id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -16,6 +17,20 @@ pub struct ApplyOutcome {
     pub unchanged: Vec<String>,
     /// Calendars created or changed.
     pub calendars: Vec<String>,
+    /// Tasks of the file's DAG that it no longer lists, removed by `--prune`.
+    pub deleted: Vec<String>,
+    /// The version each created or updated task now has (or, dry run, would have).
+    pub versions: BTreeMap<String, i64>,
+    /// The file's `dag: NAME`.
+    pub dag: Option<String>,
+}
+
+/// How an apply treats the stored tasks of the file's DAG that it does not list.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyOptions {
+    pub dry_run: bool,
+    /// Delete them (the file must name its DAG).
+    pub prune: bool,
 }
 
 impl Engine {
@@ -47,13 +62,36 @@ impl Engine {
         dry_run: bool,
         caller: &Caller,
     ) -> Result<ApplyOutcome> {
+        let options = ApplyOptions {
+            dry_run,
+            prune: false,
+        };
+        self.apply_with(document, source_name, options, caller).await
+    }
+
+    /// [`Engine::apply`], and with `prune` the removal of the tasks of the file's DAG that it
+    /// no longer lists, in the same transaction. Every task created or changed (its
+    /// definition, or the DAG it belongs to) gets a new version.
+    pub async fn apply_with(
+        &self,
+        document: &str,
+        source_name: &str,
+        options: ApplyOptions,
+        caller: &Caller,
+    ) -> Result<ApplyOutcome> {
         let source_name = if source_name.is_empty() {
             "document"
         } else {
             source_name
         };
         let file = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if options.prune && file.dag.is_none() {
+            return Err(EngineError::Invalid(format!(
+                "{source_name}: --prune needs the file to name its DAG (a top-level `dag: NAME`); nothing was changed"
+            )));
+        }
         let specs = file.tasks;
+        let dag_name = file.dag;
         // Validate against the tasks as stored, inside the write transaction: two applies at
         // once are serialized, so they can never store a cycle between them.
         let mut tx = self.store.begin().await?;
@@ -62,6 +100,7 @@ impl Engine {
             .into_iter()
             .map(|t| (t.spec.id.clone(), t))
             .collect();
+        check_owners(&stored, &specs, dag_name.as_deref(), source_name)?;
         let mut merged: BTreeMap<String, TaskSpec> = stored
             .iter()
             .map(|(id, t)| (id.clone(), t.spec.clone()))
@@ -71,7 +110,10 @@ impl Engine {
             .into_iter()
             .map(|c| (c.id.clone(), c))
             .collect();
-        let mut outcome = ApplyOutcome::default();
+        let mut outcome = ApplyOutcome {
+            dag: dag_name.clone(),
+            ..Default::default()
+        };
         let mut changed_calendars = vec![];
         for calendar in file.calendars {
             if calendars.get(&calendar.id) != Some(&calendar) {
@@ -84,7 +126,7 @@ impl Engine {
         for spec in &specs {
             match stored.get(&spec.id) {
                 None => outcome.created.push(spec.id.clone()),
-                Some(old) if old.spec.same_definition(spec) => {
+                Some(old) if old.spec.same_definition(spec) && old.dag == dag_name => {
                     outcome.unchanged.push(spec.id.clone());
                     continue;
                 }
@@ -93,16 +135,59 @@ impl Engine {
             merged.insert(spec.id.clone(), spec.clone());
             changed.push(spec.clone());
         }
+        let schedule_start = self.settings.schedule_clock.now()?.timestamp_millis();
+        if options.prune {
+            let listed: BTreeSet<&str> = specs.iter().map(|s| s.id.as_str()).collect();
+            outcome.deleted = stored
+                .values()
+                .filter(|t| t.dag == dag_name && !listed.contains(t.spec.id.as_str()))
+                .map(|t| t.spec.id.clone())
+                .collect();
+            check_prune(&merged, &outcome.deleted, dag_name.as_deref().unwrap_or_default())?;
+            for id in &outcome.deleted {
+                merged.remove(id);
+            }
+        }
         let dag = Dag::with_calendars(merged.into_values(), calendars.into_values())
             .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
-        if dry_run || (changed.is_empty() && changed_calendars.is_empty()) {
+        if !outcome.deleted.is_empty()
+            && let Some(active) = store::first_active_instance(&mut tx, &outcome.deleted).await?
+        {
+            return Err(EngineError::Conflict(format!(
+                "{source_name}: cannot prune while {active} is not finished: kill it first; nothing was changed"
+            )));
+        }
+        // The new versions: the next number after the newest kept (a deleted task's versions
+        // stay, so one created again goes on counting).
+        let now = now_ms();
+        let mut new_versions = vec![];
+        for spec in &changed {
+            let previous = store::latest_version(&mut tx, Kind::Task, &spec.id).await?;
+            let definition = versions::task_yaml(spec, dag_name.as_deref());
+            let changes = match (&previous, stored.contains_key(&spec.id)) {
+                (Some(prev), true) => versions::summary(&versions::field_diff(&prev.definition, &definition)),
+                _ => String::new(),
+            };
+            let version = previous.map_or(1, |v| v.version + 1);
+            outcome.versions.insert(spec.id.clone(), version);
+            new_versions.push(StoredVersion {
+                kind: Kind::Task.as_str().into(),
+                id: spec.id.clone(),
+                version,
+                definition,
+                created_at: now,
+                actor: caller.actor.clone(),
+                client: caller.client.clone(),
+                source: source_name.to_string(),
+                changes,
+            });
+        }
+        if options.dry_run || (changed.is_empty() && outcome.deleted.is_empty() && changed_calendars.is_empty()) {
             return Ok(outcome);
         }
-        let now = now_ms();
         for calendar in &changed_calendars {
             store::upsert_calendar(&mut tx, calendar, now).await?;
         }
-        let schedule_start = self.settings.schedule_clock.now()?.timestamp_millis();
         for spec in &changed {
             let old = stored.get(&spec.id);
             let schedule_changed = old
@@ -132,19 +217,37 @@ impl Engine {
         for spec in &changed {
             store::set_dependencies(&mut tx, spec).await?;
         }
+        for version in &new_versions {
+            store::insert_version(&mut tx, version).await?;
+            store::set_task_dag_and_version(&mut tx, &version.id, dag_name.as_deref(), version.version)
+                .await?;
+        }
+        store::delete_task_definitions(&mut tx, &outcome.deleted).await?;
         // A changed definition (an upstream dropped, a later start_day) may leave waiting
         // instances, of the changed tasks or downstream of them, with nothing left to wait for:
         // one sweep over every waiting instance queues them, however many tasks changed.
         self.joins.clear();
         let paused = |task: &str| stored.get(task).is_some_and(|t| t.paused);
         let dispatches = self.queue_ready_waiting(&mut tx, &dag, None, paused, now).await?;
+        let versions_text = outcome
+            .versions
+            .iter()
+            .map(|(id, v)| format!("{id} v{v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut detail = format!(
-            "created [{}] updated [{}]",
+            "created [{}] updated [{}] versions [{versions_text}]",
             outcome.created.join(", "),
             outcome.updated.join(", ")
         );
         if !outcome.calendars.is_empty() {
             detail.push_str(&format!(" calendars [{}]", outcome.calendars.join(", ")));
+        }
+        if let Some(name) = &dag_name {
+            detail.push_str(&format!(" dag {name}"));
+        }
+        if !outcome.deleted.is_empty() {
+            detail.push_str(&format!(" pruned [{}]", outcome.deleted.join(", ")));
         }
         store::record_operation(
             &mut tx,
@@ -190,4 +293,63 @@ impl Engine {
         self.changed();
         self.require_task(task)
     }
+}
+
+/// A task belongs to the DAG whose file defined it: a file naming another DAG, or none, may
+/// not take it over. Every clash is named, with both DAGs.
+fn check_owners(
+    stored: &BTreeMap<String, StoredTask>,
+    specs: &[TaskSpec],
+    dag: Option<&str>,
+    source_name: &str,
+) -> Result<()> {
+    let clashes: Vec<String> = specs
+        .iter()
+        .filter_map(|spec| {
+            let owner = stored.get(&spec.id)?.dag.as_deref()?;
+            if Some(owner) == dag {
+                return None;
+            }
+            Some(match dag {
+                Some(dag) => format!("task {:?} belongs to DAG {owner:?}, not to DAG {dag:?}", spec.id),
+                None => format!(
+                    "task {:?} belongs to DAG {owner:?} and this file names no DAG",
+                    spec.id
+                ),
+            })
+        })
+        .collect();
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Conflict(format!(
+        "{source_name}: {} (a task belongs to one DAG: change it in that DAG's file, or delete it \
+         there first); nothing was changed",
+        clashes.join("; ")
+    )))
+}
+
+/// Pruning follows the rules of deleting: refused while a task that stays depends on one
+/// that would go.
+fn check_prune(merged: &BTreeMap<String, TaskSpec>, doomed: &[String], dag: &str) -> Result<()> {
+    let doomed: BTreeSet<&str> = doomed.iter().map(String::as_str).collect();
+    let mut blockers: Vec<String> = merged
+        .values()
+        .filter(|t| !doomed.contains(t.id.as_str()))
+        .flat_map(|t| {
+            t.depends_on
+                .iter()
+                .filter(|d| doomed.contains(d.task.as_str()))
+                .map(|d| format!("{} depends on {}", t.id, d.task))
+        })
+        .collect();
+    if blockers.is_empty() {
+        return Ok(());
+    }
+    blockers.sort();
+    blockers.dedup();
+    Err(EngineError::Conflict(format!(
+        "cannot prune DAG {dag:?}: {} (prune those tasks too, or change them first); nothing was changed",
+        blockers.join(", ")
+    )))
 }

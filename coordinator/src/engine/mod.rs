@@ -13,6 +13,7 @@
 //! - `loops`: what only the leader runs on a timer (recovery, retries, cron, reaper, re-push);
 //! - `waits`: why a waiting instance waits;
 //! - `retention`: `clean` and the nightly clean; `log_archive`: logs uploaded to object storage.
+//! - `versions`: versions of definitions, the definition a try runs, history and diffs.
 
 mod agents;
 mod alerts;
@@ -26,6 +27,7 @@ mod runs;
 mod tasks;
 mod traces;
 mod tries;
+mod versions;
 mod waits;
 
 #[cfg(test)]
@@ -50,8 +52,8 @@ pub use agents::{
     AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer,
     HeartbeatExtras, Registered, TryReport,
 };
-pub use definitions::ApplyOutcome;
 pub use retention::{CleanReport, RETENTION_ACTOR};
+pub use definitions::{ApplyOptions, ApplyOutcome};
 pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
 
@@ -173,6 +175,9 @@ pub struct RunPlan {
     pub down: bool,
     pub up: bool,
     pub force: bool,
+    /// Run each instance with the version its first try ran (`run --as-then`), not the
+    /// current definition.
+    pub as_then: bool,
 }
 
 /// A range a run or kill may span: of one kind, in order, at most ten years.
@@ -267,6 +272,7 @@ impl Engine {
             me: me.clone(),
             term_ended,
         });
+        engine.record_first_versions().await?;
         engine.reload_catalog().await?;
         Ok(engine)
     }

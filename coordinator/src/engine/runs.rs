@@ -8,6 +8,7 @@ use goflow_core::state::{Event, transition};
 use goflow_core::{Dag, Dispatch, EtlDay, InstanceKey, InstanceState, Period, PeriodKind, TaskSpec};
 
 use super::joins::Hint;
+use super::versions::Pins;
 use super::{CHUNK, Caller, Catalog, Engine, EngineError, Result, RunPlan, check_range};
 use crate::store::{self, Db, InstanceRow, Tx, now_ms};
 
@@ -38,11 +39,18 @@ impl Engine {
     async fn run_untraced(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
         let catalog = self.catalog();
         let (keys, forced) = run_keys(&catalog, plan)?;
+        // Checked before anything changes: an instance that never ran refuses the whole run.
+        let pins = if plan.as_then {
+            self.as_then_pins(&keys).await?
+        } else {
+            Pins::new()
+        };
         let what = format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             if plan.down { " --down" } else { "" },
             if plan.up { " --up" } else { "" },
             if plan.force { " --force" } else { "" },
+            if plan.as_then { " --as-then" } else { "" },
             if plan.from == plan.to {
                 String::new()
             } else {
@@ -50,8 +58,17 @@ impl Engine {
             },
         );
         let target = format!("{}@{}", plan.task, plan.from);
-        self.redo(&catalog, &keys, &forced, caller, "run", &target, what.trim())
-            .await
+        self.redo(
+            &catalog,
+            &keys,
+            &forced,
+            &pins,
+            caller,
+            "run",
+            &target,
+            what.trim(),
+        )
+        .await
     }
 
     /// Runs every scheduled root task (a schedule, no upstream) for a day, with every task
@@ -93,6 +110,7 @@ impl Engine {
             &catalog,
             &keys,
             &HashSet::new(),
+            &Pins::new(),
             caller,
             "do-all-job",
             &day.to_string(),
@@ -104,13 +122,15 @@ impl Engine {
     /// Puts `keys` (in run order) back to waiting and queues those whose dependencies are met
     /// (or that are forced). Refused as a whole, before anything changes, if one of them is
     /// queued or running. Written in chunks of `CHUNK` instances, one transaction each, so a
-    /// year-long backfill does not hold the store while agents report.
+    /// year-long backfill does not hold the store while agents report. Each instance runs the
+    /// version `pins` names for it, or (not named) the current definition.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn redo(
         &self,
         catalog: &Catalog,
         keys: &[InstanceKey],
         forced: &HashSet<InstanceKey>,
+        pins: &Pins,
         caller: &Caller,
         action: &str,
         target: &str,
@@ -126,7 +146,7 @@ impl Engine {
             let now = now_ms();
             let mut tx = self.store.begin().await?;
             let mut dispatches = vec![];
-            let wanted = self.wanted(catalog, chunk);
+            let wanted = self.wanted(catalog, chunk, pins);
             let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
             let in_chunk: HashSet<&InstanceKey> = chunk.iter().collect();
             for (want, (row, created)) in wanted.iter().zip(ensured) {
@@ -142,6 +162,13 @@ impl Engine {
                     skipped.push(key.to_string());
                     continue;
                 }
+                // A plain rerun runs the current definition again, whatever ran before.
+                let run_version = pins.get(key).map(|(version, _)| *version);
+                if run_version.is_some() || row.run_version.is_some() {
+                    store::set_run_version(&mut tx, row.id, run_version).await?;
+                }
+                let mut row = row;
+                row.run_version = run_version;
                 // An upstream reset in this very transaction cannot have succeeded, so only
                 // instances without one can be ready now; the rest are queued as their upstreams
                 // succeed. (An upstream of an earlier chunk may have succeeded meanwhile: it is
@@ -192,11 +219,20 @@ impl Engine {
         Ok(rows)
     }
 
-    /// The instances of `keys` to create when missing, with their tasks' tries.
-    fn wanted<'a>(&self, catalog: &'a Catalog, keys: &'a [InstanceKey]) -> Vec<store::WantedInstance<'a>> {
+    /// The instances of `keys` to create when missing, with their tasks' tries (of the
+    /// pinned version, where `pins` names one).
+    fn wanted<'a>(
+        &self,
+        catalog: &'a Catalog,
+        keys: &'a [InstanceKey],
+        pins: &'a Pins,
+    ) -> Vec<store::WantedInstance<'a>> {
         keys.iter()
             .map(|key| {
-                let spec = &catalog.tasks[&key.task].spec;
+                let spec = match pins.get(key) {
+                    Some((_, spec)) => spec,
+                    None => &catalog.tasks[&key.task].spec,
+                };
                 store::WantedInstance {
                     key,
                     spec,
@@ -241,7 +277,8 @@ impl Engine {
         keys: &[InstanceKey],
         now: i64,
     ) -> Result<(usize, Vec<Dispatch>)> {
-        let wanted = self.wanted(catalog, keys);
+        let no_pins = Pins::new();
+        let wanted = self.wanted(catalog, keys, &no_pins);
         let mut created = 0;
         let mut dispatches = vec![];
         for (want, (row, new)) in wanted

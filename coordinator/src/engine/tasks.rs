@@ -28,6 +28,10 @@ impl Engine {
     pub async fn preview_run(&self, plan: &RunPlan) -> Result<RunPreview> {
         let catalog = self.catalog();
         let (keys, _) = super::runs::run_keys(&catalog, plan)?;
+        if plan.as_then {
+            // The same refusal as the run itself (an instance that never ran).
+            self.as_then_pins(&keys).await?;
+        }
         let mut conn = self.store().read().await?;
         let existing = store::instances_by_keys(&mut conn, keys.iter()).await?;
         Ok(RunPreview {

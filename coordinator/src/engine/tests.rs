@@ -72,6 +72,7 @@ pub(super) fn day(text: &str) -> EtlDay {
 /// Run `task` for one day; `down`: with its downstream.
 pub(super) fn plan(task: &str, on: &str, down: bool) -> RunPlan {
     RunPlan {
+        as_then: false,
         task: task.into(),
         from: day(on).into(),
         to: day(on).into(),
@@ -324,6 +325,7 @@ async fn a_failed_try_is_retried_then_the_instance_fails() {
 async fn apply_releases_instances_whose_upstream_was_dropped_in_one_sweep() {
     let h = harness(&fan_in(3)).await;
     let plan = RunPlan {
+        as_then: false,
         task: "join".into(),
         from: day("20260101").into(),
         to: day("20260110").into(),

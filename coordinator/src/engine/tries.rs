@@ -204,10 +204,12 @@ impl Engine {
                 row.state, row.try_number
             )));
         }
-        let spec = self.require_task(&row.task_id)?.spec;
+        // The current definition, or the version `run --as-then` pinned.
+        let (spec, version) = self.spec_to_run(tx, &row).await?;
         // An error here (a command only a hand-edited database can have) rolls the claim back.
         let claimed = self.claimed_try(
             &row,
+            &spec,
             dispatch.try_number,
             store::attempt_id(row.id, dispatch.try_number),
         )?;
@@ -222,6 +224,9 @@ impl Engine {
             now,
         )
         .await?;
+        if version > 0 {
+            store::set_attempt_version(tx, &claimed.attempt_id, version).await?;
+        }
         Ok(ClaimStep::Granted(Box::new(Granted { claimed, row, spec })))
     }
 

@@ -9,7 +9,7 @@ use pb::control_service_server::ControlService;
 use tonic::{Request, Response, Status};
 
 use super::*;
-use crate::engine::{Engine, RunPlan, WaitCache};
+use crate::engine::{ApplyOptions, Engine, RunPlan, WaitCache};
 use crate::store::{self, InstanceFilter};
 
 #[tonic::async_trait]
@@ -22,15 +22,22 @@ impl ControlService for Api {
         let req = request.into_inner();
         // Read before applying: afterwards the stored definitions are the new ones.
         let changes = self.engine.definition_changes(&req.document, &req.source_name);
+        let options = ApplyOptions {
+            dry_run: req.dry_run,
+            prune: req.prune,
+        };
         let outcome = self
             .engine
-            .apply(&req.document, &req.source_name, req.dry_run, &caller)
+            .apply_with(&req.document, &req.source_name, options, &caller)
             .await?;
         Ok(Response::new(pb::ApplyTasksResponse {
             created: outcome.created,
             updated: outcome.updated,
             unchanged: outcome.unchanged,
             calendars: outcome.calendars,
+            deleted: outcome.deleted,
+            versions: outcome.versions.into_iter().collect(),
+            dag: outcome.dag.unwrap_or_default(),
             changes: changes
                 .into_iter()
                 .map(|c| pb::FieldChange {
@@ -70,6 +77,7 @@ impl ControlService for Api {
         require_task_field(&req.task)?;
         let (from, to) = periods_of(&req.etl_day, &req.from_day, &req.to_day)?;
         let plan = RunPlan {
+            as_then: req.as_then,
             task: req.task,
             from,
             to,
@@ -82,9 +90,13 @@ impl ControlService for Api {
         }
         let rows = self.engine.run(&plan, &caller).await?;
         let queued = rows.len();
+        let mut message = format!("{} to run", instances(queued));
+        if plan.as_then {
+            message.push_str(&super::versions::as_then_note(&rows));
+        }
         Ok(Response::new(pb::RunResponse {
             instances: rows.iter().map(instance_ref).collect(),
-            message: format!("{} to run", instances(queued)),
+            message,
         }))
     }
 
@@ -229,6 +241,7 @@ impl ControlService for Api {
                     command: a.command.unwrap_or_default(),
                     log_object: a.log_object.unwrap_or_default(),
                     log_archived_bytes: a.log_archived_bytes,
+                    definition_version: a.definition_version.unwrap_or(0),
                 })
                 .collect(),
         }))
@@ -347,6 +360,7 @@ impl ControlService for Api {
         require_task_field(&req.task)?;
         let (from, to) = periods_of(&req.etl_day, &req.from_day, &req.to_day)?;
         let plan = RunPlan {
+            as_then: false,
             task: req.task,
             from,
             to,
@@ -518,6 +532,49 @@ impl ControlService for Api {
         }))
     }
 
+    async fn list_task_versions(
+        &self,
+        request: Request<pb::ListTaskVersionsRequest>,
+    ) -> RpcResult<pb::ListTaskVersionsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        let task = request.into_inner().task;
+        require_task_field(&task)?;
+        let versions = self.engine.task_versions(&task).await?;
+        Ok(Response::new(pb::ListTaskVersionsResponse {
+            versions: versions.into_iter().map(|v| self.version_pb(v)).collect(),
+        }))
+    }
+
+    async fn get_task_version(
+        &self,
+        request: Request<pb::GetTaskVersionRequest>,
+    ) -> RpcResult<pb::TaskVersion> {
+        self.authorize(&request, Role::Viewer).await?;
+        let req = request.into_inner();
+        require_task_field(&req.task)?;
+        let version = super::versions::version_field("version", req.version)?;
+        let found = self.engine.task_version(&req.task, version).await?;
+        Ok(Response::new(self.version_pb(found)))
+    }
+
+    async fn diff_task_versions(
+        &self,
+        request: Request<pb::DiffTaskVersionsRequest>,
+    ) -> RpcResult<pb::DiffTaskVersionsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        let req = request.into_inner();
+        require_task_field(&req.task)?;
+        let from = super::versions::version_field("from_version", req.from_version)?;
+        let to = super::versions::version_field("to_version", req.to_version)?;
+        if from.is_none() && to.is_some() {
+            return Err(Status::invalid_argument("to_version needs a from_version"));
+        }
+        let (old, new, diff) = self.engine.diff_task_versions(&req.task, from, to).await?;
+        Ok(Response::new(super::versions::diff_pb(
+            &req.task, &old, &new, diff,
+        )))
+    }
+
     async fn delete_tasks(
         &self,
         request: Request<pb::DeleteTasksRequest>,
@@ -596,6 +653,7 @@ async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse,
                 task: key.task.clone(),
                 etl_day: key.etl_day().compact(),
                 period: key.period.key(),
+                run_version: 0,
             })
             .collect(),
     })

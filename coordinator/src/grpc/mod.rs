@@ -13,6 +13,7 @@ mod auth;
 mod calendars;
 mod control;
 mod logs;
+mod versions;
 
 pub use logs::LogApi;
 
@@ -155,6 +156,7 @@ fn instance_ref(row: &InstanceRow) -> pb::InstanceRef {
         task: row.task_id.clone(),
         etl_day: row.etl_day.compact(),
         period: row.period.key(),
+        run_version: row.run_version.unwrap_or(0),
     }
 }
 
@@ -193,6 +195,8 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32
         next_fire_at,
         period: s.period.as_str().to_string(),
         calendar: s.calendar.clone().unwrap_or_default(),
+        dag: task.dag.clone().unwrap_or_default(),
+        version: task.version,
     }
 }
 
@@ -286,6 +290,8 @@ impl Api {
             } else {
                 String::new()
             },
+            definition_version: row.definition_version.unwrap_or(0),
+            run_version: row.run_version.unwrap_or(0),
         })
     }
 

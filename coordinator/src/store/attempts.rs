@@ -24,6 +24,8 @@ pub struct AttemptRow {
     /// Bytes of its log in the object `log_object` (issue 18); the rest is in `log_chunks`.
     pub log_archived_bytes: i64,
     pub log_object: Option<String>,
+    /// The task's version it ran; `None` for tries recorded before versions were kept.
+    pub definition_version: Option<i64>,
 }
 
 pub fn attempt_id(instance_id: i64, try_number: i64) -> String {
@@ -59,7 +61,7 @@ pub async fn insert_attempt(
     Ok(id)
 }
 
-const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command, log_archived_bytes, log_object";
+const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command, log_archived_bytes, log_object, definition_version";
 
 pub async fn attempt(db: &mut impl Db, id: &str) -> anyhow::Result<Option<AttemptRow>> {
     let d = db.dialect();

@@ -37,6 +37,10 @@ pub struct InstanceRow {
     pub message: String,
     /// Who marked it success (forced instances only).
     pub marked_by: Option<String>,
+    /// The task's version it was created with (None: created before versions were kept).
+    pub definition_version: Option<i64>,
+    /// The version its tries run, set by `run --as-then`; None: the current definition.
+    pub run_version: Option<i64>,
 }
 
 impl InstanceRow {
@@ -81,13 +85,15 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
             exit_code: r.try_get("exit_code")?,
             message: r.try_get("message")?,
             marked_by: r.try_get("marked_by")?,
+            definition_version: r.try_get("definition_version")?,
+            run_version: r.try_get("run_version")?,
         })
     }
 }
 
 const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
-    marked_by";
+    marked_by, definition_version, run_version";
 
 /// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}` with `binds`.
 macro_rules! select_instances {
@@ -307,12 +313,18 @@ pub async fn ensure_instances(
     // Which rows this writer inserted (another may insert the same key meanwhile: the unique
     // key keeps one row, and only its writer says "created").
     let mut inserted: std::collections::HashSet<InstanceKey> = Default::default();
-    // Seven parameters a row: well under every database's limit per statement.
+    // Seven parameters a row: well under every database's limit per statement. The version
+    // is the task's as stored in this transaction (NULLIF: 0 means none recorded).
     for slice in missing.chunks(500) {
         let d = db.dialect();
         let mut sql = d.insert_unless_exists(
-            "instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at, message)",
-            &vec!["(?, ?, 'waiting', 0, ?, ?, ?, ?, '')"; slice.len()].join(", "),
+            "instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at, message,
+                        definition_version)",
+            &vec![
+                "(?, ?, 'waiting', 0, ?, ?, ?, ?, '', (SELECT NULLIF(version, 0) FROM tasks WHERE id = ?))";
+                slice.len()
+            ]
+            .join(", "),
             "task_id, etl_day",
         );
         if d.insert_returning() {
@@ -326,7 +338,8 @@ pub async fn ensure_instances(
                 .bind(w.max_tries)
                 .bind(w.spec.priority as i64)
                 .bind(&w.spec.queue)
-                .bind(now);
+                .bind(now)
+                .bind(&w.key.task);
         }
         if d.insert_returning() {
             for row in insert.fetch_all(db.conn()).await? {

@@ -43,6 +43,7 @@ mod operations;
 mod retention;
 mod task_deletion;
 mod tasks;
+mod versions;
 
 #[cfg(test)]
 mod history_tests;
@@ -73,6 +74,7 @@ pub use operations::*;
 pub use retention::*;
 pub use task_deletion::*;
 pub use tasks::*;
+pub use versions::*;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -15,6 +15,10 @@ pub struct StoredTask {
     pub paused: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The DAG it belongs to (a file's `dag: NAME`); None: none.
+    pub dag: Option<String>,
+    /// Its current version (0: none recorded yet, only before the first start after upgrade).
+    pub version: i64,
 }
 
 pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
@@ -33,6 +37,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     ))
     .fetch_all(db.conn())
     .await?;
+    let mut owners = super::task_dags_and_versions(db).await?;
     let mut by_task: HashMap<String, Vec<Dependency>> = HashMap::new();
     for dep in deps {
         by_task
@@ -53,6 +58,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
             let catchup = catchup
                 .parse::<CatchUp>()
                 .map_err(|e| anyhow::anyhow!("task {id}: stored {e}"))?;
+            let (dag, version) = owners.remove(&id).unwrap_or_default();
             let deadline = r
                 .try_get::<Option<String>, _>("deadline")?
                 .map(|d| {
@@ -87,6 +93,8 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                 paused: r.try_get::<i64, _>("paused")? != 0,
                 created_at: r.try_get("created_at")?,
                 updated_at: r.try_get("updated_at")?,
+                dag,
+                version,
             })
         })
         .collect()

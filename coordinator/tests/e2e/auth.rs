@@ -484,6 +484,7 @@ fn auth_a_stranger_is_refused_but_health_answers() {
         document: DAG.into(),
         source_name: "raw.yaml".into(),
         dry_run: false,
+        prune: false,
     };
     assert_code(
         s.block(
@@ -829,6 +830,7 @@ fn auth_operations_log_names_the_principal_not_the_claimed_actor() {
             document: DAG.replace("\"true\"", "\"exit 0\""),
             source_name: "raw.yaml".into(),
             dry_run: false,
+            prune: false,
         },
         Some(&ed),
         Some("root"),

@@ -95,6 +95,7 @@ fn grpc_control_and_health_services() {
                 document: "tasks:\n  - id: api_a\n    command: \"echo api {{etl_day}}\"\n    retries: 2\n  - id: api_b\n    command: \"echo b\"\n    depends_on: [api_a]\n".into(),
                 source_name: "api.yaml".into(),
                 dry_run: false,
+                prune: false,
             })
             .await
             .expect("ApplyTasks")

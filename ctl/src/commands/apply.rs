@@ -1,4 +1,4 @@
-//! `goflowctl apply -f dag.yaml [--dry-run]`
+//! `goflowctl apply -f dag.yaml [--prune] [--dry-run]`
 
 use std::{
     io::{Read, Write},
@@ -19,6 +19,10 @@ pub struct ApplyArgs {
     /// Check the document and show what would change, without changing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also delete the tasks of the file's DAG (its top-level `dag: NAME`) that it no longer
+    /// lists, with the rules of `task delete`. Tasks of other DAGs, or of none, stay.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 pub async fn run(client: &mut Client, args: &ApplyArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -38,13 +42,15 @@ pub async fn run(client: &mut Client, args: &ApplyArgs, out: &mut impl Write) ->
         document,
         source_name: source_name.clone(),
         dry_run: args.dry_run,
+        prune: args.prune,
     };
     let response = client.apply_tasks(request).await?.into_inner();
     out.write_all(render(&response, args.dry_run, &source_name).as_bytes())?;
     Ok(())
 }
 
-/// One line per task: `extract created`, `load unchanged`, marked when nothing was written.
+/// One line per task: `extract created (version 1)`, `load unchanged`, `old deleted`, marked
+/// when nothing was written.
 pub fn render(response: &ApplyTasksResponse, dry_run: bool, source_name: &str) -> String {
     let suffix = if dry_run { " (dry run)" } else { "" };
     let mut text = String::new();
@@ -52,9 +58,14 @@ pub fn render(response: &ApplyTasksResponse, dry_run: bool, source_name: &str) -
         (&response.created, "created"),
         (&response.updated, "updated"),
         (&response.unchanged, "unchanged"),
+        (&response.deleted, "deleted"),
     ] {
         for id in ids {
-            text.push_str(&format!("{id} {verb}{suffix}\n"));
+            let version = match response.versions.get(id) {
+                Some(v) => format!(" (version {v})"),
+                None => String::new(),
+            };
+            text.push_str(&format!("{id} {verb}{version}{suffix}\n"));
             // An update lists each changed field: `  command: "a.sh" -> "b.sh"`.
             for change in response.changes.iter().filter(|c| &c.task == id) {
                 text.push_str(&format!(
@@ -84,6 +95,9 @@ mod tests {
             updated: vec!["b".into()],
             unchanged: vec!["c".into(), "d".into()],
             calendars: vec![],
+            deleted: vec!["e".into()],
+            versions: [("a".to_string(), 1), ("b".to_string(), 4)].into(),
+            dag: "shop".into(),
             changes: vec![goflow_proto::FieldChange {
                 task: "b".into(),
                 field: "command".into(),
@@ -93,11 +107,11 @@ mod tests {
         };
         assert_eq!(
             render(&response, false, "dag.yaml"),
-            "a created\nb updated\n  command: \"b.sh\" -> \"b.sh --all\"\nc unchanged\nd unchanged\n"
+            "a created (version 1)\nb updated (version 4)\n  command: \"b.sh\" -> \"b.sh --all\"\nc unchanged\nd unchanged\ne deleted\n"
         );
         assert_eq!(
             render(&response, true, "dag.yaml").lines().next(),
-            Some("a created (dry run)")
+            Some("a created (version 1) (dry run)")
         );
         assert_eq!(
             render(&ApplyTasksResponse::default(), false, "x.yaml"),

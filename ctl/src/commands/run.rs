@@ -1,4 +1,4 @@
-//! `goflowctl run -j TASK -d DAY [--force] [--down] [--up] [--wait]`
+//! `goflowctl run -j TASK -d DAY [--force] [--down] [--up] [--as-then] [--wait]`
 //! `goflowctl run -j TASK --from DAY --to DAY [--down] [--wait]`
 
 use crate::day::key_of;
@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// Run without asking, however many instances it covers.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Run each instance with the task version its first try ran, not the current
+    /// definition (refused for an instance that never ran).
+    #[arg(long)]
+    pub as_then: bool,
 }
 
 /// A run over more instances than this asks for confirmation (or `--yes`).
@@ -89,6 +93,7 @@ pub fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         up: args.up,
         force: args.force,
         dry_run: args.dry_run,
+        as_then: args.as_then,
     })
 }
 

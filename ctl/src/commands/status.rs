@@ -174,6 +174,10 @@ pub fn to_json(i: &Instance) -> Value {
         "wait_reason": i.wait_reason,
         "blocked": i.blocked,
         "message": i.message,
+        // The task's version it was created with (null: created before versions were kept),
+        // and the version its tries run when `run --as-then` pinned one.
+        "definition_version": if i.definition_version > 0 { Value::from(i.definition_version) } else { Value::Null },
+        "run_version": if i.run_version > 0 { Value::from(i.run_version) } else { Value::Null },
     })
 }
 

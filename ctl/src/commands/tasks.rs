@@ -105,6 +105,8 @@ pub fn to_json(t: &Task) -> Value {
         "period": if t.period.is_empty() { "day" } else { t.period.as_str() },
         "calendar": opt(&t.calendar),
         "catchup": t.catchup,
+        "dag": opt(&t.dag),
+        "version": t.version,
     })
 }
 

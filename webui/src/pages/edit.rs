@@ -137,6 +137,21 @@ async fn save(app: AppState, ctx: Ctx, editing: String, form: TaskForm) -> Resul
         Ok(document) => document,
         Err((field, message)) => return Ok(refuse(ctx, form, field, message)),
     };
+    // A task of a DAG stays in it: the form's document names that DAG (the coordinator
+    // refuses a document that would take the task out of its DAG). DAG names are plain ids.
+    let document = match editing.is_empty() {
+        true => document,
+        false => match app
+            .client()
+            .get_task(GetTaskRequest { id: editing.clone() })
+            .await
+        {
+            Ok(task) if !task.get_ref().dag.is_empty() => {
+                format!("dag: {}\n{document}", task.into_inner().dag)
+            }
+            _ => document,
+        },
+    };
     // The same parser as the coordinator's apply: the same messages, before a round trip.
     if let Err(error) = dagfile::parse(&document, "edit form") {
         let message = error.to_string();
@@ -148,6 +163,7 @@ async fn save(app: AppState, ctx: Ctx, editing: String, form: TaskForm) -> Resul
             document,
             source_name: "edit form".into(),
             dry_run: false,
+            prune: false,
         })
         .await;
     match result {
@@ -216,6 +232,7 @@ pub async fn import(app: AppState, ctx: Ctx, Form(form): Form<ImportForm>) -> Re
             document: form.document.clone(),
             source_name: "imported document".into(),
             dry_run,
+            prune: false,
         })
         .await;
     match result {
@@ -374,7 +391,8 @@ mod tests {
         );
         let call = calls.lock().unwrap()[0].clone();
         assert!(
-            call.starts_with("ApplyTasks dry_run=false tasks:\n- id: transform\n"),
+            // transform belongs to DAG shop: the document keeps it there.
+            call.starts_with("ApplyTasks dry_run=false dag: shop\ntasks:\n- id: transform\n"),
             "{call}"
         );
         assert!(

@@ -129,9 +129,25 @@ fn detail_zh(detail: &str) -> String {
         return skipped;
     }
     if detail.starts_with("created [") || detail.starts_with("updated [") {
-        return detail
+        // An apply also names the versions it made (`a v2`), its file's DAG and what it pruned.
+        let detail = detail
             .replacen("created [", "新建 [", 1)
-            .replacen("updated [", "更新 [", 1);
+            .replacen("updated [", "更新 [", 1)
+            .replacen(" dag ", " 所属流程 ", 1)
+            .replacen("pruned [", "清理 [", 1);
+        let Some((head, rest)) = detail.split_once("versions [") else {
+            return detail;
+        };
+        let (list, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        let versions: Vec<String> = list
+            .split(", ")
+            .filter(|item| !item.is_empty())
+            .map(|item| match item.rsplit_once(" v") {
+                Some((id, n)) if n.chars().all(|c| c.is_ascii_digit()) => format!("{id} 版本 {n}"),
+                _ => item.to_string(),
+            })
+            .collect();
+        return format!("{head}版本 [{}]{tail}", versions.join(", "));
     }
     let (detail, skipped) = match detail.split_once(" (left alone, live meanwhile: ") {
         Some((head, tail)) => (
@@ -266,6 +282,10 @@ mod tests {
         );
         assert_eq!(detail_zh("created [a, b] updated [c]"), "新建 [a, b] 更新 [c]");
         assert_eq!(detail_zh("created [a]"), "新建 [a]");
+        assert_eq!(
+            detail_zh("created [a, vt] updated [b] versions [a v1, vt v1, b v3] dag shop pruned [c]"),
+            "新建 [a, vt] 更新 [b] 版本 [a 版本 1, vt 版本 1, b 版本 3] 所属流程 shop 清理 [c]"
+        );
         assert_eq!(
             detail_zh("20260101..20260102 --down 3 instances"),
             "20260101..20260102 含下游 3 个实例"

@@ -53,6 +53,10 @@ pub struct InstancePage {
     /// Who marked it success (force pass); empty otherwise.
     marked_by: String,
     message: String,
+    /// The task's current version (0: unknown), for the tries' diff links.
+    current_version: i64,
+    /// The version its tries run when `run --as-then` pinned one; 0: the current one.
+    run_version: i64,
     attempts: Vec<AttemptRow>,
     log: Option<LogView>,
     actions: Vec<ActionButton>,
@@ -74,6 +78,8 @@ struct AttemptRow {
     message: String,
     /// The command line it ran, after templating; empty when the coordinator did not keep it.
     command: String,
+    /// The task's version it ran; 0: unknown (a try from before versions were kept).
+    version: i64,
 }
 
 /// One repair button: a POST form that confirms first.
@@ -160,7 +166,14 @@ pub async fn page(
     let now = now_ms();
     let lang = ctx.lang;
     let state = InstanceState::parse(&instance.state);
+    // A deleted task has no current version: its tries' versions show without a diff link.
+    let current_version = client
+        .get_task(GetTaskRequest { id: task.clone() })
+        .await
+        .map_or(0, |t| t.into_inner().version);
     Ok(InstancePage {
+        current_version,
+        run_version: instance.run_version,
         actions: buttons(&ctx, state),
         action_url: format!("/instances/{task}/{}/action", day.compact()),
         ctx,
@@ -244,6 +257,8 @@ impl InstancePage {
             marked_by: String::new(),
             blocked: false,
             message: String::new(),
+            current_version: 0,
+            run_version: 0,
             attempts: vec![],
             log: None,
             refresh: false,
@@ -297,6 +312,7 @@ impl AttemptRow {
             log_size: view::bytes(a.log_bytes),
             message: translate::say(lang, &a.message),
             command: a.command.clone(),
+            version: a.definition_version,
         }
     }
 }

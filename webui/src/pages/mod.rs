@@ -12,6 +12,7 @@ pub mod logs;
 pub mod overview;
 pub mod task;
 pub mod tasks;
+pub mod versions;
 
 use goflow_core::EtlDay;
 use goflow_proto::ListInstancesRequest;

@@ -58,6 +58,8 @@ pub struct TaskPage {
     from: String,
     to: String,
     down: bool,
+    /// The versions of its definition, newest first.
+    versions: Vec<super::versions::VersionRow>,
 }
 
 struct DayCell {
@@ -244,9 +246,11 @@ pub async fn page(
         }
     };
 
+    let versions = super::versions::version_rows(&app, &ctx, &id).await?;
     let graph_svg = neighbourhood_svg(&ctx, &task.id, day, &dependencies.edges, &day_instances);
     let cells = day_cells(&ctx, day, &history);
     Ok(TaskPage {
+        versions,
         schedule: task.schedule.clone(),
         retries: if task.retries < 0 {
             ctx.t.default_.to_string()
