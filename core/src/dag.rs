@@ -48,6 +48,10 @@ pub struct TaskSpec {
     pub expected_duration: Option<Duration>,
     /// When the instance of each data date must have succeeded (a `deadline` alert).
     pub deadline: Option<crate::Deadline>,
+    /// The pool whose slots its tries take (at most that many of the pool's tries run at once).
+    pub pool: Option<String>,
+    /// At most this many of its own tries run at once, across every data date; None: no limit.
+    pub max_active: Option<u32>,
 }
 
 impl TaskSpec {
@@ -84,6 +88,8 @@ impl TaskSpec {
             depends_on: vec![],
             expected_duration: None,
             deadline: None,
+            pool: None,
+            max_active: None,
         }
     }
 

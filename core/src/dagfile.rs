@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::dag::{Dependency, TaskSpec, is_valid_task_id};
 use crate::deadline::Deadline;
+use crate::pools::PoolSpec;
 use crate::schedule::{Schedule, parse_timezone};
 use crate::{EtlDay, template};
 
@@ -22,6 +23,16 @@ pub struct DagFileError {
 #[serde(deny_unknown_fields)]
 struct Document {
     tasks: Vec<RawTask>,
+    #[serde(default)]
+    pools: Vec<RawPool>,
+}
+
+/// `{id: warehouse, slots: 3}`; signed, so that `-1` is refused by name, not as a type error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    id: String,
+    slots: i64,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +54,8 @@ struct RawTask {
     depends_on: Vec<RawDependency>,
     expected_duration: Option<RawDuration>,
     deadline: Option<RawDeadline>,
+    pool: Option<String>,
+    max_active: Option<i64>,
 }
 
 /// `{time: "08:00", timezone: Asia/Shanghai, day_offset: 1}` or `"08:00 Asia/Shanghai +1"`.
@@ -89,6 +102,8 @@ struct RawOffsetDependency {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DagFile {
     pub tasks: Vec<TaskSpec>,
+    /// `pools:`; a task may also name a pool already stored (checked at apply).
+    pub pools: Vec<PoolSpec>,
 }
 
 /// Parses and validates a DAG document. Graph checks (unknown upstreams, cycles) need the
@@ -102,6 +117,7 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
         return Err(fail("the document is empty (expected a `tasks:` list)".into()));
     }
     let doc: Document = serde_norway::from_str(document).map_err(|e| fail(e.to_string()))?;
+    let pools = validate_pools(document, doc.pools).map_err(fail)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut specs = Vec::with_capacity(doc.tasks.len());
     for (index, raw) in doc.tasks.into_iter().enumerate() {
@@ -116,7 +132,35 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
         let spec = validate(raw).map_err(|message| fail(format!("{where_}: {message}")))?;
         specs.push(spec);
     }
-    Ok(DagFile { tasks: specs })
+    Ok(DagFile { tasks: specs, pools })
+}
+
+fn validate_pools(document: &str, raw: Vec<RawPool>) -> Result<Vec<PoolSpec>, String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut pools = Vec::with_capacity(raw.len());
+    for (index, pool) in raw.into_iter().enumerate() {
+        let where_ = match line_of(document, &pool.id, 1) {
+            Some(line) => format!("pool {:?} (pools[{index}], line {line})", pool.id),
+            None => format!("pool {:?} (pools[{index}])", pool.id),
+        };
+        if !is_valid_task_id(&pool.id) {
+            return Err(format!(
+                "{where_}: id must match [A-Za-z0-9_.-]+ (at most 128 bytes)"
+            ));
+        }
+        if let Some(first) = seen.insert(pool.id.clone(), index) {
+            return Err(format!(
+                "duplicate pool id {:?}: pools[{first}] and pools[{index}]",
+                pool.id
+            ));
+        }
+        let slots = u32::try_from(pool.slots)
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or_else(|| format!("{where_}: slots must be at least 1, not {}", pool.slots))?;
+        pools.push(PoolSpec { id: pool.id, slots });
+    }
+    Ok(pools)
 }
 
 fn validate(raw: RawTask) -> Result<TaskSpec, String> {
@@ -178,6 +222,19 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
     }
     .transpose()
     .map_err(|e| format!("deadline: {e}"))?;
+    if let Some(pool) = &raw.pool
+        && !is_valid_task_id(pool)
+    {
+        return Err(format!("pool {pool:?} must match [A-Za-z0-9_.-]+"));
+    }
+    let max_active =
+        raw.max_active
+            .map(|n| {
+                u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("max_active must be at least 1, not {n} (leave it out for no limit)")
+                })
+            })
+            .transpose()?;
     let expected_duration = raw
         .expected_duration
         .map(|d| duration("expected_duration", d))
@@ -203,6 +260,8 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         depends_on,
         expected_duration,
         deadline,
+        pool: raw.pool,
+        max_active,
     })
 }
 
@@ -374,6 +433,50 @@ tasks:
         );
         let err = parse_err("tasks:\n  - id: a\n    command: x\n    expected_duration: forever\n");
         assert!(err.contains("expected_duration \"forever\""), "{err}");
+    }
+
+    #[test]
+    fn pools_and_max_active() {
+        let file = parse(
+            "pools:\n  - {id: warehouse, slots: 3}\ntasks:\n  - id: a\n    command: x\n    pool: warehouse\n    max_active: 2\n  - id: b\n    command: x\n",
+            "dag.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            file.pools,
+            [PoolSpec {
+                id: "warehouse".into(),
+                slots: 3
+            }]
+        );
+        assert_eq!(file.tasks[0].pool.as_deref(), Some("warehouse"));
+        assert_eq!(file.tasks[0].max_active, Some(2));
+        assert_eq!(
+            (file.tasks[1].pool.as_ref(), file.tasks[1].max_active),
+            (None, None)
+        );
+        for slots in ["0", "-1"] {
+            let err = parse_err(&format!(
+                "pools:\n  - id: warehouse\n    slots: {slots}\ntasks: []\n"
+            ));
+            assert!(
+                err.contains("pool \"warehouse\" (pools[0], line 2): slots must be at least 1, not"),
+                "{err}"
+            );
+        }
+        let err = parse_err("pools:\n  - {id: w, slots: 1}\n  - {id: w, slots: 2}\ntasks: []\n");
+        assert!(err.contains("duplicate pool id \"w\""), "{err}");
+        let err = parse_err("pools:\n  - {id: \"a b\", slots: 1}\ntasks: []\n");
+        assert!(err.contains("must match"), "{err}");
+        let err = parse_err("pools:\n  - {id: w, size: 1}\ntasks: []\n");
+        assert!(err.contains("size"), "{err}");
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    max_active: 0\n");
+        assert!(
+            err.contains("task \"a\" (tasks[0], line 2): max_active must be at least 1, not 0"),
+            "{err}"
+        );
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    pool: \"no pool\"\n");
+        assert!(err.contains("pool \"no pool\" must match"), "{err}");
     }
 
     #[test]
