@@ -14,6 +14,8 @@ pub struct ApplyOutcome {
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Pools the document creates or whose slots it changes.
+    pub pools: Vec<String>,
 }
 
 impl Engine {
@@ -49,9 +51,8 @@ impl Engine {
         } else {
             source_name
         };
-        let specs = dagfile::parse(document, source_name)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?
-            .tasks;
+        let file = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let specs = file.tasks;
         // Validate against the tasks as stored, inside the write transaction: two applies at
         // once are serialized, so they can never store a cycle between them.
         let mut tx = self.store.begin().await?;
@@ -80,10 +81,18 @@ impl Engine {
         }
         let dag = Dag::new(merged.into_values())
             .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
-        if dry_run || changed.is_empty() {
+        // Pools are stored in this same transaction; a task's pool must be defined by the
+        // document or already stored. A pool the document does not list stays as it is.
+        let stored_pools = store::load_pools(&mut tx).await?;
+        let pools = Self::pools_to_write(&file.pools, &stored_pools, &specs, source_name)?;
+        outcome.pools = pools.iter().map(|p| p.id.clone()).collect();
+        if dry_run || (changed.is_empty() && pools.is_empty()) {
             return Ok(outcome);
         }
         let now = now_ms();
+        for pool in &pools {
+            store::upsert_pool(&mut tx, pool, now).await?;
+        }
         for spec in &changed {
             let schedule_changed = stored
                 .get(&spec.id)
@@ -99,11 +108,15 @@ impl Engine {
         self.joins.clear();
         let paused = |task: &str| stored.get(task).is_some_and(|t| t.paused);
         let dispatches = self.queue_ready_waiting(&mut tx, &dag, None, paused, now).await?;
-        let detail = format!(
+        let mut detail = format!(
             "created [{}] updated [{}]",
             outcome.created.join(", "),
             outcome.updated.join(", ")
         );
+        if !pools.is_empty() {
+            let slots: Vec<String> = pools.iter().map(|p| format!("{}={}", p.id, p.slots)).collect();
+            detail.push_str(&format!(" pools [{}]", slots.join(", ")));
+        }
         store::record_operation(
             &mut tx,
             &caller.actor,
@@ -117,6 +130,10 @@ impl Engine {
         tx.commit().await?;
         self.reload_catalog().await?;
         self.push(dispatches).await;
+        if !pools.is_empty() {
+            // More slots (or a pool defined at last): what its tasks held back may start.
+            self.offer_held().await?;
+        }
         self.wake_cron.notify_one();
         self.changed();
         Ok(outcome)

@@ -19,6 +19,7 @@ mod definitions;
 mod joins;
 mod loops;
 mod operator;
+mod pools;
 mod runs;
 mod tasks;
 mod traces;
@@ -46,6 +47,7 @@ pub use agents::{
     HeartbeatExtras, Registered, TryReport,
 };
 pub use definitions::ApplyOutcome;
+pub use pools::PoolStatus;
 pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
 
@@ -192,6 +194,8 @@ pub struct Engine {
     metrics: Arc<crate::metrics::Metrics>,
     /// Claims and finish reports waiting to share the next transaction.
     group: tries::GroupCommit,
+    /// Dispatches of pooled or max_active tasks on their way to an agent.
+    offers: pools::Offers,
     /// This engine, for the tasks it spawns (group commit writes a batch on its own task).
     me: Weak<Engine>,
     /// Cancelled when this engine's term is over (its store's fence ended); never for an
@@ -227,6 +231,7 @@ impl Engine {
             traces: Default::default(),
             metrics,
             group: Default::default(),
+            offers: Default::default(),
             me: me.clone(),
             term_ended,
         });
@@ -296,7 +301,17 @@ impl Engine {
         spec.retries.unwrap_or(self.settings.default_retries) as i64
     }
 
+    /// Pushes dispatches after their commit; those of a full pool or max_active are held back
+    /// instead (see `pools`).
     async fn push(&self, dispatches: Vec<Dispatch>) {
+        if dispatches.is_empty() {
+            return;
+        }
+        let dispatches = self.push_admitted(dispatches).await;
+        self.push_unchecked(dispatches).await;
+    }
+
+    async fn push_unchecked(&self, dispatches: Vec<Dispatch>) {
         if dispatches.is_empty() {
             return;
         }

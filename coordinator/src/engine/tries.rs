@@ -96,7 +96,10 @@ impl Engine {
             agent: agent_id.to_string(),
             reply,
         };
-        match self.commit_together(job, answer).await? {
+        let step = self.commit_together(job, answer).await;
+        // Granted or not, this dispatch reserves no pool slot any more.
+        self.offers.answered(dispatch);
+        match step? {
             ClaimStep::Granted(granted) => {
                 self.observe_claim(&granted.row, dispatch.try_number, &granted.spec, now_ms());
                 self.changed();
@@ -125,6 +128,14 @@ impl Engine {
             self.wake_retries.notify_one();
         }
         self.push(step.dispatches).await;
+        if step.closed.is_some() {
+            // A slot may have freed: what its pool or task held back gets it.
+            if let Err(e) = self.offer_held().await {
+                tracing::warn!(
+                    "pools: offering held-back instances failed ({e:#}); the redispatch loop will"
+                );
+            }
+        }
         self.changed();
         Ok(step.outcome)
     }
@@ -198,13 +209,24 @@ impl Engine {
         let Some(row) = store::instance_by_id(tx, dispatch.instance_id).await? else {
             return Ok(ClaimStep::Refused("instance no longer exists".into()));
         };
+        let spec = self.require_task(&row.task_id)?.spec;
+        // Only a claim that would win is checked against its pool: a stale one changes nothing.
+        let current = row.state == InstanceState::Queued
+            && row.try_number == dispatch.try_number
+            && row.dispatch_epoch == dispatch.epoch;
+        if current
+            && let Some(why) = self
+                .check_limits_for_claim(tx, &row, dispatch.try_number, &spec)
+                .await?
+        {
+            return Ok(ClaimStep::Refused(why));
+        }
         if !store::claim_instance(tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now).await? {
             return Ok(ClaimStep::NotQueued(format!(
                 "stale dispatch: instance is {} at try {}",
                 row.state, row.try_number
             )));
         }
-        let spec = self.require_task(&row.task_id)?.spec;
         // An error here (a command only a hand-edited database can have) rolls the claim back.
         let claimed = self.claimed_try(
             &row,
@@ -222,6 +244,9 @@ impl Engine {
             now,
         )
         .await?;
+        if let Some(pool) = &spec.pool {
+            store::set_attempt_pool(tx, &claimed.attempt_id, pool).await?;
+        }
         Ok(ClaimStep::Granted(Box::new(Granted { claimed, row, spec })))
     }
 

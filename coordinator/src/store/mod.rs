@@ -37,6 +37,7 @@ mod instances;
 mod leadership;
 mod logs;
 mod operations;
+mod pools;
 mod task_deletion;
 mod tasks;
 
@@ -61,6 +62,7 @@ pub use instances::*;
 pub use leadership::*;
 pub use logs::*;
 pub use operations::*;
+pub use pools::*;
 pub use task_deletion::*;
 pub use tasks::*;
 

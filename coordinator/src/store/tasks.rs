@@ -21,7 +21,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     let rows = sqlx::query(d.sql(
         "SELECT id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline
+                expected_duration_ms, deadline, pool, max_active
          FROM tasks ORDER BY id",
     ))
     .fetch_all(db.conn())
@@ -71,6 +71,8 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                         .try_get::<Option<i64>, _>("expected_duration_ms")?
                         .map(ms_duration),
                     deadline,
+                    pool: r.try_get("pool")?,
+                    max_active: r.try_get::<Option<i64>, _>("max_active")?.map(|v| v as u32),
                     id,
                 },
                 paused: r.try_get::<i64, _>("paused")? != 0,
@@ -101,8 +103,8 @@ pub async fn upsert_task(
     let sql = d.upsert(
         "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline)",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                expected_duration_ms, deadline, pool, max_active)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
         "id",
         &[
             "command",
@@ -119,6 +121,8 @@ pub async fn upsert_task(
             "updated_at",
             "expected_duration_ms",
             "deadline",
+            "pool",
+            "max_active",
         ],
     );
     sqlx::query(d.sql(&sql))
@@ -138,6 +142,8 @@ pub async fn upsert_task(
         .bind(now)
         .bind(spec.expected_duration.map(duration_ms))
         .bind(spec.deadline.as_ref().map(|d| d.to_string()))
+        .bind(&spec.pool)
+        .bind(spec.max_active.map(i64::from))
         .execute(db.conn())
         .await?;
     match &spec.schedule {
