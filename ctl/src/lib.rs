@@ -34,7 +34,7 @@ use tonic::{
 };
 
 use crate::commands::{
-    agents, alerts, apply, auth, coordinators, dep, logs, ops, run, status, task, tasks, version,
+    agents, alerts, apply, auth, coordinators, dep, logs, ops, pools, run, status, task, tasks, version,
 };
 use crate::credentials::{Bearer, TokenSource};
 use crate::failover::Failover;
@@ -128,6 +128,9 @@ pub enum Command {
     History(ops::HistoryArgs),
     /// List alerts (final failures, retries, long runs, missed deadlines) and their delivery.
     Alerts(alerts::AlertsArgs),
+    /// List pools (slots, slots in use and the tries holding them, instances waiting), or
+    /// delete one: `pools delete ID`.
+    Pools(pools::PoolsArgs),
     /// Print the client's and the server's versions.
     Version,
     /// Log in to the server (password from the terminal, or standard input) and keep the
@@ -629,6 +632,7 @@ pub async fn dispatch(
         Command::DoAllJob(args) => ops::do_all_job(c, &args, out).await,
         Command::History(args) => ops::history(c, &args, out).await,
         Command::Alerts(args) => alerts::run(c, &args, out).await,
+        Command::Pools(args) => pools::run(c, &args, out).await,
         Command::Whoami => auth::whoami(&mut connection.auth(), &server, out).await,
         Command::Token(args) => auth::token(&mut connection.auth(), &args, out, err).await,
         Command::Version | Command::Login(_) | Command::Logout => unreachable!("handled above"),

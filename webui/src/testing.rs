@@ -738,6 +738,12 @@ impl ControlService for Fake {
             alerts: self.alerts.clone(),
         }))
     }
+    async fn list_pools(&self, _: tonic::Request<ListPoolsRequest>) -> Rpc<ListPoolsResponse> {
+        Ok(Response::new(ListPoolsResponse::default()))
+    }
+    async fn delete_pool(&self, _: tonic::Request<DeletePoolRequest>) -> Rpc<DeletePoolResponse> {
+        Err(Status::unimplemented("delete_pool"))
+    }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
     }

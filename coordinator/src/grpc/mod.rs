@@ -161,6 +161,8 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32
         expected_duration_ms: s.expected_duration.map_or(0, |d| d.as_millis() as i64),
         deadline: s.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
         retries_in_force,
+        pool: s.pool.clone().unwrap_or_default(),
+        max_active: s.max_active.map_or(0, |n| n.min(i32::MAX as u32) as i32),
         depends_on: s
             .depends_on
             .iter()

@@ -64,6 +64,9 @@ pub fn render(response: &ApplyTasksResponse, dry_run: bool, source_name: &str) -
             }
         }
     }
+    for pool in &response.pools {
+        text.push_str(&format!("pool {pool} applied{suffix}\n"));
+    }
     if text.is_empty() {
         text = format!("no tasks in {source_name}\n");
     }
@@ -77,6 +80,7 @@ mod tests {
     #[test]
     fn lists_created_updated_unchanged() {
         let response = ApplyTasksResponse {
+            pools: vec![],
             created: vec!["a".into()],
             updated: vec!["b".into()],
             unchanged: vec!["c".into(), "d".into()],
