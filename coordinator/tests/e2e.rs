@@ -26,6 +26,8 @@ mod observability;
 mod operations;
 #[path = "e2e/output.rs"]
 mod output;
+#[path = "e2e/pools.rs"]
+mod pools;
 #[path = "e2e/runs.rs"]
 mod runs;
 #[path = "e2e/scheduling.rs"]

@@ -102,6 +102,8 @@ pub fn to_json(t: &Task) -> Value {
         "next_fire_at": output::json_time(t.next_fire_at),
         "expected_duration_ms": if t.expected_duration_ms == 0 { Value::Null } else { Value::from(t.expected_duration_ms) },
         "deadline": opt(&t.deadline),
+        "pool": opt(&t.pool),
+        "max_active": if t.max_active == 0 { Value::Null } else { Value::from(t.max_active) },
     })
 }
 
