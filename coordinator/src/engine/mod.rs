@@ -27,6 +27,8 @@ mod tries;
 mod waits;
 
 #[cfg(test)]
+mod pool_tests;
+#[cfg(test)]
 mod term_tests;
 #[cfg(test)]
 mod tests;

@@ -209,17 +209,20 @@ impl Engine {
         let Some(row) = store::instance_by_id(tx, dispatch.instance_id).await? else {
             return Ok(ClaimStep::Refused("instance no longer exists".into()));
         };
-        let spec = self.require_task(&row.task_id)?.spec;
-        // Only a claim that would win is checked against its pool: a stale one changes nothing.
+        // Only a claim that would win is checked against its pool and max_active: a stale one
+        // is refused below as before, changing nothing.
         let current = row.state == InstanceState::Queued
             && row.try_number == dispatch.try_number
             && row.dispatch_epoch == dispatch.epoch;
-        if current
-            && let Some(why) = self
-                .check_limits_for_claim(tx, &row, dispatch.try_number, &spec)
+        if current {
+            let catalog = self.catalog();
+            let spec = &catalog.require(&row.task_id)?.spec;
+            if let Some(why) = self
+                .check_limits_for_claim(tx, &row, dispatch.try_number, spec)
                 .await?
-        {
-            return Ok(ClaimStep::Refused(why));
+            {
+                return Ok(ClaimStep::Refused(why));
+            }
         }
         if !store::claim_instance(tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now).await? {
             return Ok(ClaimStep::NotQueued(format!(
@@ -227,6 +230,7 @@ impl Engine {
                 row.state, row.try_number
             )));
         }
+        let spec = self.require_task(&row.task_id)?.spec;
         // An error here (a command only a hand-edited database can have) rolls the claim back.
         let claimed = self.claimed_try(
             &row,
