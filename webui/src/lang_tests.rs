@@ -177,6 +177,13 @@ fn talkative() -> Fake {
     let transform = fake.tasks.iter_mut().find(|t| t.id == "transform").unwrap();
     transform.pool = "warehouse".into();
     transform.max_active = 2;
+    fake.pools = vec![goflow_proto::Pool {
+        id: "warehouse".into(),
+        slots: 2,
+        used: 2,
+        waiting: 3,
+        ..Default::default()
+    }];
     fake
 }
 
@@ -313,6 +320,13 @@ async fn a_pool_wait_and_a_tasks_pool_show_in_both_languages() {
     assert!(task.contains(">2</dd>") && task.contains("max_active"), "{task}");
     let (_, task) = get_with(&app, "/tasks/transform", &[ZH]).await;
     assert!(task.contains("资源池"), "{task}");
+    let (_, overview) = get_with(&app, &format!("/?day={DAY}"), &[]).await;
+    assert!(overview.contains("pool: warehouse 2/2, 3 waiting"), "{overview}");
+    let (_, overview) = get_with(&app, &format!("/?day={DAY}"), &[ZH]).await;
+    assert!(
+        overview.contains("资源池：warehouse 已用 2/2，3 个等待"),
+        "{overview}"
+    );
 }
 
 #[tokio::test]
