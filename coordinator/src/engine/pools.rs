@@ -34,22 +34,32 @@ struct Offer {
     task: String,
     pool: Option<String>,
     at: Instant,
+    /// Claimed already: reserves nothing, but is not offered again.
+    granted: bool,
 }
 
 impl Offers {
-    /// The claim of this dispatch was answered (granted or not): it reserves nothing now.
-    pub(super) fn answered(&self, dispatch: &Dispatch) {
-        self.in_flight
-            .lock()
-            .unwrap()
-            .remove(&(dispatch.instance_id, dispatch.try_number));
+    /// The claim of this dispatch was answered: it reserves nothing now (a granted try is
+    /// counted as running by the store). A granted one is still remembered until it is overdue,
+    /// so that an offer that read the instance as held just before the claim's commit does not
+    /// push the same try again (its agent would be granted it a second time).
+    pub(super) fn answered(&self, dispatch: &Dispatch, granted: bool) {
+        let mut in_flight = self.in_flight.lock().unwrap();
+        let key = (dispatch.instance_id, dispatch.try_number);
+        if granted {
+            if let Some(offer) = in_flight.get_mut(&key) {
+                offer.granted = true;
+            }
+        } else {
+            in_flight.remove(&key);
+        }
     }
 
     /// Adds what the dispatches on their way reserve to `usage`; forgets the overdue ones.
     fn reserve(&self, usage: &mut PoolUsage) {
         let mut in_flight = self.in_flight.lock().unwrap();
         in_flight.retain(|_, offer| offer.at.elapsed() < OFFER_PATIENCE);
-        for offer in in_flight.values() {
+        for offer in in_flight.values().filter(|o| !o.granted) {
             *usage.task_running.entry(offer.task.clone()).or_default() += 1;
             if let Some(pool) = &offer.pool {
                 *usage.pool_used.entry(pool.clone()).or_default() += 1;
@@ -72,6 +82,7 @@ impl Offers {
                 task: spec.id.clone(),
                 pool: spec.pool.clone(),
                 at: Instant::now(),
+                granted: false,
             },
         );
     }

@@ -98,7 +98,8 @@ impl Engine {
         };
         let step = self.commit_together(job, answer).await;
         // Granted or not, this dispatch reserves no pool slot any more.
-        self.offers.answered(dispatch);
+        self.offers
+            .answered(dispatch, matches!(step, Ok(ClaimStep::Granted(_))));
         match step? {
             ClaimStep::Granted(granted) => {
                 self.observe_claim(&granted.row, dispatch.try_number, &granted.spec, now_ms());
