@@ -34,6 +34,8 @@ mod output;
 mod periods;
 #[path = "e2e/retention.rs"]
 mod retention;
+#[path = "e2e/pools.rs"]
+mod pools;
 #[path = "e2e/runs.rs"]
 mod runs;
 #[path = "e2e/scheduling.rs"]

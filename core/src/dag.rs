@@ -76,6 +76,10 @@ pub struct TaskSpec {
     pub calendar: Option<String>,
     /// Which fires missed while goflow was down or the task paused run (`catchup:`).
     pub catchup: crate::CatchUp,
+    /// The pool whose slots its tries take (at most that many of the pool's tries run at once).
+    pub pool: Option<String>,
+    /// At most this many of its own tries run at once, across every data date; None: no limit.
+    pub max_active: Option<u32>,
 }
 
 impl TaskSpec {
@@ -115,6 +119,8 @@ impl TaskSpec {
             period: PeriodKind::Day,
             calendar: None,
             catchup: crate::CatchUp::Latest,
+            pool: None,
+            max_active: None,
         }
     }
 

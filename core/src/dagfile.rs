@@ -10,6 +10,7 @@ use crate::calendar::{Calendar, RawCalendar};
 use crate::dag::{Dependency, TaskSpec, is_valid_task_id};
 use crate::deadline::Deadline;
 use crate::period::PeriodKind;
+use crate::pools::PoolSpec;
 use crate::schedule::{Schedule, parse_timezone};
 use crate::{CatchUp, EtlDay, template};
 
@@ -29,6 +30,16 @@ struct Document {
     /// DAG's tasks the file no longer lists).
     dag: Option<String>,
     tasks: Vec<RawTask>,
+    #[serde(default)]
+    pools: Vec<RawPool>,
+}
+
+/// `{id: warehouse, slots: 3}`; signed, so that `-1` is refused by name, not as a type error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    id: String,
+    slots: i64,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +66,8 @@ struct RawTask {
     offset: Option<i32>,
     calendar: Option<String>,
     catchup: Option<String>,
+    pool: Option<String>,
+    max_active: Option<i64>,
 }
 
 /// `{time: "08:00", timezone: Asia/Shanghai, day_offset: 1}` or `"08:00 Asia/Shanghai +1"`.
@@ -107,6 +120,8 @@ pub struct DagFile {
     pub dag: Option<String>,
     pub tasks: Vec<TaskSpec>,
     pub calendars: Vec<Calendar>,
+    /// `pools:`; a task may also name a pool already stored (checked at apply).
+    pub pools: Vec<PoolSpec>,
 }
 
 /// Parses and validates a DAG document. Graph checks (unknown upstreams, cycles) need the
@@ -143,6 +158,7 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
             }
         })
         .transpose()?;
+    let pools = validate_pools(document, doc.pools).map_err(fail)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut specs = Vec::with_capacity(doc.tasks.len());
     for (index, raw) in doc.tasks.into_iter().enumerate() {
@@ -161,6 +177,7 @@ pub fn parse(document: &str, source_name: &str) -> Result<DagFile, DagFileError>
         dag,
         tasks: specs,
         calendars,
+        pools,
     })
 }
 
@@ -180,6 +197,34 @@ pub fn parse_task(text: &str, source_name: &str) -> Result<(TaskSpec, Option<Str
     let raw: RawTask = serde_norway::from_value(value).map_err(|e| fail(e.to_string()))?;
     let spec = validate(raw).map_err(fail)?;
     Ok((spec, dag))
+}
+
+fn validate_pools(document: &str, raw: Vec<RawPool>) -> Result<Vec<PoolSpec>, String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut pools = Vec::with_capacity(raw.len());
+    for (index, pool) in raw.into_iter().enumerate() {
+        let where_ = match line_of(document, &pool.id, 1) {
+            Some(line) => format!("pool {:?} (pools[{index}], line {line})", pool.id),
+            None => format!("pool {:?} (pools[{index}])", pool.id),
+        };
+        if !is_valid_task_id(&pool.id) {
+            return Err(format!(
+                "{where_}: id must match [A-Za-z0-9_.-]+ (at most 128 bytes)"
+            ));
+        }
+        if let Some(first) = seen.insert(pool.id.clone(), index) {
+            return Err(format!(
+                "duplicate pool id {:?}: pools[{first}] and pools[{index}]",
+                pool.id
+            ));
+        }
+        let slots = u32::try_from(pool.slots)
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or_else(|| format!("{where_}: slots must be at least 1, not {}", pool.slots))?;
+        pools.push(PoolSpec { id: pool.id, slots });
+    }
+    Ok(pools)
 }
 
 fn validate(raw: RawTask) -> Result<TaskSpec, String> {
@@ -276,6 +321,19 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
     }
     .transpose()
     .map_err(|e| format!("deadline: {e}"))?;
+    if let Some(pool) = &raw.pool
+        && !is_valid_task_id(pool)
+    {
+        return Err(format!("pool {pool:?} must match [A-Za-z0-9_.-]+"));
+    }
+    let max_active =
+        raw.max_active
+            .map(|n| {
+                u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("max_active must be at least 1, not {n} (leave it out for no limit)")
+                })
+            })
+            .transpose()?;
     let expected_duration = raw
         .expected_duration
         .map(|d| duration("expected_duration", d))
@@ -308,6 +366,8 @@ fn validate(raw: RawTask) -> Result<TaskSpec, String> {
         period,
         calendar: raw.calendar,
         catchup,
+        pool: raw.pool,
+        max_active,
     })
 }
 
@@ -487,6 +547,50 @@ tasks:
             err,
             "dag.yaml: task \"a\" (tasks[0], line 2): catchup \"sometimes\" is not one of latest, all, none"
         );
+    }
+
+    #[test]
+    fn pools_and_max_active() {
+        let file = parse(
+            "pools:\n  - {id: warehouse, slots: 3}\ntasks:\n  - id: a\n    command: x\n    pool: warehouse\n    max_active: 2\n  - id: b\n    command: x\n",
+            "dag.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            file.pools,
+            [PoolSpec {
+                id: "warehouse".into(),
+                slots: 3
+            }]
+        );
+        assert_eq!(file.tasks[0].pool.as_deref(), Some("warehouse"));
+        assert_eq!(file.tasks[0].max_active, Some(2));
+        assert_eq!(
+            (file.tasks[1].pool.as_ref(), file.tasks[1].max_active),
+            (None, None)
+        );
+        for slots in ["0", "-1"] {
+            let err = parse_err(&format!(
+                "pools:\n  - id: warehouse\n    slots: {slots}\ntasks: []\n"
+            ));
+            assert!(
+                err.contains("pool \"warehouse\" (pools[0], line 2): slots must be at least 1, not"),
+                "{err}"
+            );
+        }
+        let err = parse_err("pools:\n  - {id: w, slots: 1}\n  - {id: w, slots: 2}\ntasks: []\n");
+        assert!(err.contains("duplicate pool id \"w\""), "{err}");
+        let err = parse_err("pools:\n  - {id: \"a b\", slots: 1}\ntasks: []\n");
+        assert!(err.contains("must match"), "{err}");
+        let err = parse_err("pools:\n  - {id: w, size: 1}\ntasks: []\n");
+        assert!(err.contains("size"), "{err}");
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    max_active: 0\n");
+        assert!(
+            err.contains("task \"a\" (tasks[0], line 2): max_active must be at least 1, not 0"),
+            "{err}"
+        );
+        let err = parse_err("tasks:\n  - id: a\n    command: x\n    pool: \"no pool\"\n");
+        assert!(err.contains("pool \"no pool\" must match"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,10 @@ struct TaskOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     catchup: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_active: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_delay: Option<String>,
@@ -102,6 +106,8 @@ pub fn task_yaml(spec: &TaskSpec, dag: Option<&str>) -> String {
         offset: (spec.period != crate::PeriodKind::Day).then_some(spec.day_offset),
         calendar: spec.calendar.as_deref(),
         catchup: (spec.catchup != crate::CatchUp::Latest).then(|| spec.catchup.as_str()),
+        pool: spec.pool.as_deref(),
+        max_active: spec.max_active,
         retries: spec.retries,
         retry_delay: duration(spec.retry_delay),
         timeout: duration(spec.timeout),

@@ -412,6 +412,12 @@ impl ControlService for Fake {
     ) -> Reply<goflow_proto::DiffTaskVersionsResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn list_pools(&self, _: Request<ListPoolsRequest>) -> Reply<ListPoolsResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn delete_pool(&self, _: Request<DeletePoolRequest>) -> Reply<DeletePoolResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -194,6 +194,18 @@ fn talkative() -> Fake {
             ..fake.operations[0].clone()
         });
     }
+    let later = fake.instances.iter_mut().find(|i| i.task == "later").unwrap();
+    later.wait_reason = "waiting for pool warehouse (2 of 2 slots in use)".into();
+    let transform = fake.tasks.iter_mut().find(|t| t.id == "transform").unwrap();
+    transform.pool = "warehouse".into();
+    transform.max_active = 2;
+    fake.pools = vec![goflow_proto::Pool {
+        id: "warehouse".into(),
+        slots: 2,
+        used: 2,
+        waiting: 3,
+        ..Default::default()
+    }];
     fake
 }
 
@@ -215,6 +227,7 @@ async fn every_page_in_chinese_has_no_english_word() {
         format!("/instances/report/{DAY}"),
         format!("/instances/load/{DAY}"),
         format!("/instances/stuck/{DAY}"),
+        format!("/instances/later/{DAY}"),
         "/instances/extract/20260101".into(),
         "/agents".into(),
         "/history".into(),
@@ -310,6 +323,33 @@ async fn states_read_in_chinese_and_keep_their_api_names_in_the_hover_text() {
     assert!(
         body.contains("执行器：1 个在线，1 个失联"),
         "full-width colon, measure words"
+    );
+}
+
+#[tokio::test]
+async fn a_pool_wait_and_a_tasks_pool_show_in_both_languages() {
+    let app = talkative().start().await;
+    let (_, en) = get_with(&app, &format!("/instances/later/{DAY}"), &[]).await;
+    assert!(
+        en.contains("waiting for pool warehouse (2 of 2 slots in use)"),
+        "{en}"
+    );
+    let (_, zh) = get_with(&app, &format!("/instances/later/{DAY}"), &[ZH]).await;
+    assert!(
+        zh.contains("等待资源池 warehouse（已占用 2 个槽位，共 2 个）"),
+        "{zh}"
+    );
+    let (_, task) = get_with(&app, "/tasks/transform", &[]).await;
+    assert!(task.contains(r#"<dd id="pool">warehouse</dd>"#), "{task}");
+    assert!(task.contains(">2</dd>") && task.contains("max_active"), "{task}");
+    let (_, task) = get_with(&app, "/tasks/transform", &[ZH]).await;
+    assert!(task.contains("资源池"), "{task}");
+    let (_, overview) = get_with(&app, &format!("/?day={DAY}"), &[]).await;
+    assert!(overview.contains("pool: warehouse 2/2, 3 waiting"), "{overview}");
+    let (_, overview) = get_with(&app, &format!("/?day={DAY}"), &[ZH]).await;
+    assert!(
+        overview.contains("资源池：warehouse 已用 2/2，3 个等待"),
+        "{overview}"
     );
 }
 

@@ -34,6 +34,7 @@ pub struct Fake {
     pub agents: Vec<Agent>,
     pub operations: Vec<Operation>,
     pub alerts: Vec<Alert>,
+    pub pools: Vec<Pool>,
     pub tail_offsets: Arc<Mutex<Vec<i64>>>,
     pub calls: Arc<Mutex<Vec<String>>>,
     /// When set, every changing call is refused with this failed-precondition message.
@@ -235,6 +236,7 @@ pub fn sample() -> Fake {
                 ..Default::default()
             },
         ],
+        pools: vec![],
         tail_offsets: Arc::default(),
         calls: Arc::default(),
         refuse: None,
@@ -770,6 +772,14 @@ impl ControlService for Fake {
         Ok(Response::new(ListAlertsResponse {
             alerts: self.alerts.clone(),
         }))
+    }
+    async fn list_pools(&self, _: tonic::Request<ListPoolsRequest>) -> Rpc<ListPoolsResponse> {
+        Ok(Response::new(ListPoolsResponse {
+            pools: self.pools.clone(),
+        }))
+    }
+    async fn delete_pool(&self, _: tonic::Request<DeletePoolRequest>) -> Rpc<DeletePoolResponse> {
+        Err(Status::unimplemented("delete_pool"))
     }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))

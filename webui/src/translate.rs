@@ -69,6 +69,22 @@ const RULES: &[Rule] = &[
         format!("受阻：等待 {}", upstreams(p[0]))
     }),
     ("waits for {}", |p| format!("等待 {}", upstreams(p[0]))),
+    // Held back by a pool or max_active (core/src/pools.rs).
+    ("waiting for pool {} ({} of {} slots in use)", |p| {
+        format!("等待资源池 {}（已占用 {} 个槽位，共 {} 个）", p[0], p[1], p[2])
+    }),
+    ("waiting for pool {}, which is not defined", |p| {
+        format!("等待资源池 {}（该资源池未定义）", p[0])
+    }),
+    (
+        "waiting for max_active of task {} ({} of {} tries running)",
+        |p| {
+            format!(
+                "等待任务 {} 的并发上限 max_active（{} 个尝试运行中，上限 {}）",
+                p[0], p[1], p[2]
+            )
+        },
+    ),
     // Why a try or an instance ended (agent/src/runner, coordinator/src/engine).
     ("exit code {}", |p| format!("退出码 {}", p[0])),
     ("timed out after {}", |p| format!("运行 {} 后超时", p[0])),
@@ -433,6 +449,38 @@ mod tests {
         assert_eq!(
             captures("{} is {}: kill it first", "a@20260110 is running: kill it first"),
             Some(vec!["a@20260110", "running"])
+        );
+    }
+
+    #[test]
+    fn pool_waits_read_in_chinese() {
+        assert_eq!(
+            wait_reason(
+                Lang::Zh,
+                "waiting for pool warehouse (3 of 3 slots in use)",
+                false
+            ),
+            "等待资源池 warehouse（已占用 3 个槽位，共 3 个）"
+        );
+        assert_eq!(
+            wait_reason(Lang::Zh, "waiting for pool gone, which is not defined", false),
+            "等待资源池 gone（该资源池未定义）"
+        );
+        assert_eq!(
+            wait_reason(
+                Lang::Zh,
+                "waiting for max_active of task load (2 of 2 tries running)",
+                false
+            ),
+            "等待任务 load 的并发上限 max_active（2 个尝试运行中，上限 2）"
+        );
+        assert_eq!(
+            wait_reason(
+                Lang::En,
+                "waiting for max_active of task load (1 of 1 tries running)",
+                false
+            ),
+            "waiting for max_active of task load (1 of 1 try running)"
         );
     }
 

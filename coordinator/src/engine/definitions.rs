@@ -15,6 +15,8 @@ pub struct ApplyOutcome {
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Pools the document creates or whose slots it changes.
+    pub pools: Vec<String>,
     /// Calendars created or changed.
     pub calendars: Vec<String>,
     /// Tasks of the file's DAG that it no longer lists, removed by `--prune`.
@@ -182,11 +184,24 @@ impl Engine {
                 changes,
             });
         }
-        if options.dry_run || (changed.is_empty() && outcome.deleted.is_empty() && changed_calendars.is_empty()) {
+        // Pools are stored in this same transaction; a task's pool must be defined by the
+        // document or already stored. A pool the document does not list stays as it is.
+        let stored_pools = store::load_pools(&mut tx).await?;
+        let pools = Self::pools_to_write(&file.pools, &stored_pools, &specs, source_name)?;
+        outcome.pools = pools.iter().map(|p| p.id.clone()).collect();
+        if options.dry_run
+            || (changed.is_empty()
+                && outcome.deleted.is_empty()
+                && changed_calendars.is_empty()
+                && pools.is_empty())
+        {
             return Ok(outcome);
         }
         for calendar in &changed_calendars {
             store::upsert_calendar(&mut tx, calendar, now).await?;
+        }
+        for pool in &pools {
+            store::upsert_pool(&mut tx, pool, now).await?;
         }
         for spec in &changed {
             let old = stored.get(&spec.id);
@@ -249,6 +264,10 @@ impl Engine {
         if !outcome.deleted.is_empty() {
             detail.push_str(&format!(" pruned [{}]", outcome.deleted.join(", ")));
         }
+        if !pools.is_empty() {
+            let slots: Vec<String> = pools.iter().map(|p| format!("{}={}", p.id, p.slots)).collect();
+            detail.push_str(&format!(" pools [{}]", slots.join(", ")));
+        }
         store::record_operation(
             &mut tx,
             &caller.actor,
@@ -262,6 +281,10 @@ impl Engine {
         tx.commit().await?;
         self.reload_catalog().await?;
         self.push(dispatches).await;
+        if !pools.is_empty() {
+            // More slots (or a pool defined at last): what its tasks held back may start.
+            self.offer_held().await?;
+        }
         self.wake_cron.notify_one();
         self.changed();
         Ok(outcome)

@@ -516,13 +516,15 @@ impl Engine {
             }
             tx.commit().await?;
         }
+        // Held back by their pool or max_active: not lost, offered below as slots free.
         let dispatches: Vec<_> = current
             .iter()
+            .filter(|r| r.pool_wait.is_none())
             .map(|r| self.dispatch_of(r, r.try_number))
             .collect();
         let pushed = dispatches.len();
         self.push(dispatches).await;
-        Ok(pushed)
+        Ok(pushed + self.offer_held().await?)
     }
 
     /// Refreshes the metrics read from the store (instances by state, queues) and the agents'

@@ -23,6 +23,7 @@ mod log_archive;
 mod loops;
 mod operator;
 mod retention;
+mod pools;
 mod runs;
 mod tasks;
 mod traces;
@@ -32,6 +33,8 @@ mod waits;
 
 #[cfg(test)]
 mod catchup_tests;
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod term_tests;
 #[cfg(test)]
@@ -54,6 +57,7 @@ pub use agents::{
 };
 pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use definitions::{ApplyOptions, ApplyOutcome};
+pub use pools::PoolStatus;
 pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
 
@@ -234,6 +238,8 @@ pub struct Engine {
     metrics: Arc<crate::metrics::Metrics>,
     /// Claims and finish reports waiting to share the next transaction.
     group: tries::GroupCommit,
+    /// Dispatches of pooled or max_active tasks on their way to an agent.
+    offers: pools::Offers,
     /// This engine, for the tasks it spawns (group commit writes a batch on its own task).
     me: Weak<Engine>,
     /// Cancelled when this engine's term is over (its store's fence ended); never for an
@@ -269,6 +275,7 @@ impl Engine {
             traces: Default::default(),
             metrics,
             group: Default::default(),
+            offers: Default::default(),
             me: me.clone(),
             term_ended,
         });
@@ -339,7 +346,17 @@ impl Engine {
         spec.retries.unwrap_or(self.settings.default_retries) as i64
     }
 
+    /// Pushes dispatches after their commit; those of a full pool or max_active are held back
+    /// instead (see `pools`).
     async fn push(&self, dispatches: Vec<Dispatch>) {
+        if dispatches.is_empty() {
+            return;
+        }
+        let dispatches = self.push_admitted(dispatches).await;
+        self.push_unchecked(dispatches).await;
+    }
+
+    async fn push_unchecked(&self, dispatches: Vec<Dispatch>) {
         if dispatches.is_empty() {
             return;
         }

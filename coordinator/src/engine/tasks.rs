@@ -155,7 +155,7 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
             .collect::<Vec<_>>()
             .join(", ")
     }
-    let fields: [(&'static str, String, String); 15] = [
+    let fields: Vec<(&'static str, String, String)> = vec![
         ("command", old.command.clone(), new.command.clone()),
         (
             "schedule",
@@ -199,6 +199,16 @@ pub fn spec_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<(&'static str, String
             new.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
         ),
         ("catchup", old.catchup.to_string(), new.catchup.to_string()),
+        (
+            "pool",
+            old.pool.clone().unwrap_or_default(),
+            new.pool.clone().unwrap_or_default(),
+        ),
+        (
+            "max_active",
+            old.max_active.map(|n| n.to_string()).unwrap_or_default(),
+            new.max_active.map(|n| n.to_string()).unwrap_or_default(),
+        ),
     ];
     fields.into_iter().filter(|(_, a, b)| a != b).collect()
 }

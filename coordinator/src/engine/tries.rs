@@ -96,7 +96,11 @@ impl Engine {
             agent: agent_id.to_string(),
             reply,
         };
-        match self.commit_together(job, answer).await? {
+        let step = self.commit_together(job, answer).await;
+        // Granted or not, this dispatch reserves no pool slot any more.
+        self.offers
+            .answered(dispatch, matches!(step, Ok(ClaimStep::Granted(_))));
+        match step? {
             ClaimStep::Granted(granted) => {
                 self.observe_claim(&granted.row, dispatch.try_number, &granted.spec, now_ms());
                 self.changed();
@@ -125,6 +129,14 @@ impl Engine {
             self.wake_retries.notify_one();
         }
         self.push(step.dispatches).await;
+        if step.closed.is_some() {
+            // A slot may have freed: what its pool or task held back gets it.
+            if let Err(e) = self.offer_held().await {
+                tracing::warn!(
+                    "pools: offering held-back instances failed ({e:#}); the redispatch loop will"
+                );
+            }
+        }
         self.changed();
         Ok(step.outcome)
     }
@@ -198,6 +210,21 @@ impl Engine {
         let Some(row) = store::instance_by_id(tx, dispatch.instance_id).await? else {
             return Ok(ClaimStep::Refused("instance no longer exists".into()));
         };
+        // Only a claim that would win is checked against its pool and max_active: a stale one
+        // is refused below as before, changing nothing.
+        let current = row.state == InstanceState::Queued
+            && row.try_number == dispatch.try_number
+            && row.dispatch_epoch == dispatch.epoch;
+        if current {
+            let catalog = self.catalog();
+            let spec = &catalog.require(&row.task_id)?.spec;
+            if let Some(why) = self
+                .check_limits_for_claim(tx, &row, dispatch.try_number, spec)
+                .await?
+            {
+                return Ok(ClaimStep::Refused(why));
+            }
+        }
         if !store::claim_instance(tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now).await? {
             return Ok(ClaimStep::NotQueued(format!(
                 "stale dispatch: instance is {} at try {}",
@@ -226,6 +253,9 @@ impl Engine {
         .await?;
         if version > 0 {
             store::set_attempt_version(tx, &claimed.attempt_id, version).await?;
+        }
+        if let Some(pool) = &spec.pool {
+            store::set_attempt_pool(tx, &claimed.attempt_id, pool).await?;
         }
         Ok(ClaimStep::Granted(Box::new(Granted { claimed, row, spec })))
     }

@@ -37,6 +37,11 @@ impl Engine {
         row: &InstanceRow,
         cache: &mut WaitCache,
     ) -> Result<(String, bool)> {
+        if row.state == InstanceState::Queued
+            && let Some(why) = &row.pool_wait
+        {
+            return Ok((why.clone(), false));
+        }
         if row.state != InstanceState::Waiting {
             return Ok((String::new(), false));
         }

@@ -38,6 +38,7 @@ impl ControlService for Api {
             deleted: outcome.deleted,
             versions: outcome.versions.into_iter().collect(),
             dag: outcome.dag.unwrap_or_default(),
+            pools: outcome.pools,
             changes: changes
                 .into_iter()
                 .map(|c| pb::FieldChange {
@@ -492,6 +493,48 @@ impl ControlService for Api {
             &self.engine.catalog(),
             request.get_ref(),
         )?))
+    }
+
+    async fn list_pools(&self, request: Request<pb::ListPoolsRequest>) -> RpcResult<pb::ListPoolsResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        let pools = self.engine.list_pools().await?;
+        Ok(Response::new(pb::ListPoolsResponse {
+            pools: pools
+                .into_iter()
+                .map(|p| pb::Pool {
+                    id: p.id,
+                    slots: p.slots,
+                    used: p.used,
+                    waiting: p.waiting,
+                    tasks: p.tasks,
+                    holders: p
+                        .holders
+                        .into_iter()
+                        .map(|h| pb::PoolHolder {
+                            attempt_id: h.attempt_id,
+                            task: h.task_id,
+                            etl_day: h.etl_day,
+                            agent: h.agent_id,
+                            started_at: h.started_at,
+                        })
+                        .collect(),
+                    updated_at: p.updated_at,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_pool(
+        &self,
+        request: Request<pb::DeletePoolRequest>,
+    ) -> RpcResult<pb::DeletePoolResponse> {
+        let caller = self.authorize(&request, Role::Editor).await?;
+        let id = request.into_inner().id;
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument("a pool id is required"));
+        }
+        self.engine.delete_pool(&id, &caller).await?;
+        Ok(Response::new(pb::DeletePoolResponse {}))
     }
 
     async fn list_alerts(

@@ -180,6 +180,8 @@ fn task_to_pb(task: &store::StoredTask, next_fire_at: i64, retries_in_force: i32
         deadline: s.deadline.as_ref().map(|d| d.to_string()).unwrap_or_default(),
         retries_in_force,
         catchup: s.catchup.to_string(),
+        pool: s.pool.clone().unwrap_or_default(),
+        max_active: s.max_active.map_or(0, |n| n.min(i32::MAX as u32) as i32),
         depends_on: s
             .depends_on
             .iter()

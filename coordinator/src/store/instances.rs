@@ -41,6 +41,8 @@ pub struct InstanceRow {
     pub definition_version: Option<i64>,
     /// The version its tries run, set by `run --as-then`; None: the current definition.
     pub run_version: Option<i64>,
+    /// Why a queued instance is held back (its pool or max_active is full); None: not held.
+    pub pool_wait: Option<String>,
 }
 
 impl InstanceRow {
@@ -87,13 +89,14 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
             marked_by: r.try_get("marked_by")?,
             definition_version: r.try_get("definition_version")?,
             run_version: r.try_get("run_version")?,
+            pool_wait: r.try_get("pool_wait")?,
         })
     }
 }
 
 const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
-    marked_by, definition_version, run_version";
+    marked_by, definition_version, run_version, pool_wait";
 
 /// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}` with `binds`.
 macro_rules! select_instances {
@@ -103,6 +106,11 @@ macro_rules! select_instances {
         sqlx::query_as::<_, InstanceRow>(d.sql(&sql))
             $(.bind($bind))*
     }};
+}
+
+/// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}`, for the store's other files.
+pub(super) async fn select_where(db: &mut impl Db, rest: &str) -> anyhow::Result<Vec<InstanceRow>> {
+    Ok(select_instances!(db, rest).fetch_all(db.conn()).await?)
 }
 
 pub async fn instance_by_id(db: &mut impl Db, id: i64) -> anyhow::Result<Option<InstanceRow>> {
@@ -437,7 +445,7 @@ pub async fn queue_instance(
         db,
         "UPDATE instances SET state = 'queued', try_number = try_number + 1, dispatch_epoch = ?, queued_at = ?,
                 started_at = NULL, finished_at = NULL, exit_code = NULL, next_try_at = NULL, agent_id = NULL,
-                message = ''
+                message = '', pool_wait = NULL
          WHERE id = ? AND state = ?",
         id,
         |q| q.bind(epoch).bind(now).bind(id).bind(from.as_str()),
@@ -458,7 +466,8 @@ pub async fn reset_for_redo(
     let done = sqlx::query(d.sql(
         "UPDATE instances SET state = 'waiting', max_tries = try_number + 1 + ?, lost_tries = 0, forced = 0,
                 priority = ?, queue = ?, queued_at = NULL, started_at = NULL, finished_at = NULL,
-                exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?, marked_by = NULL
+                exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?, marked_by = NULL,
+                pool_wait = NULL
          WHERE id = ? AND state = ?",
     ))
     .bind(retries)
@@ -483,7 +492,7 @@ pub async fn claim_instance(
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
     let done = sqlx::query(d.sql(
-        "UPDATE instances SET state = 'running', agent_id = ?, started_at = ?
+        "UPDATE instances SET state = 'running', agent_id = ?, started_at = ?, pool_wait = NULL
          WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ?",
     ))
     .bind(agent)
@@ -575,7 +584,7 @@ pub async fn requeue(
         db,
         "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
                 lost_tries = lost_tries + ?, dispatch_epoch = ?, queued_at = ?, started_at = NULL,
-                finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?
+                finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?, pool_wait = NULL
          WHERE id = ? AND state = 'running' AND try_number = ?",
         id,
         |q| {

@@ -26,7 +26,7 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
     let rows = sqlx::query(d.sql(
         "SELECT id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline, period, calendar, catchup
+                expected_duration_ms, deadline, period, calendar, catchup, pool, max_active
          FROM tasks ORDER BY id",
     ))
     .fetch_all(db.conn())
@@ -88,6 +88,8 @@ pub async fn load_tasks(db: &mut impl Db) -> anyhow::Result<Vec<StoredTask>> {
                         .map_err(|e| anyhow::anyhow!("task {id}: stored {e}"))?,
                     calendar: r.try_get("calendar")?,
                     catchup,
+                    pool: r.try_get("pool")?,
+                    max_active: r.try_get::<Option<i64>, _>("max_active")?.map(|v| v as u32),
                     id,
                 },
                 paused: r.try_get::<i64, _>("paused")? != 0,
@@ -120,8 +122,8 @@ pub async fn upsert_task(
     let sql = d.upsert(
         "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
                 priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline, period, calendar, catchup)",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                expected_duration_ms, deadline, period, calendar, catchup, pool, max_active)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "id",
         &[
             "command",
@@ -141,6 +143,8 @@ pub async fn upsert_task(
             "period",
             "calendar",
             "catchup",
+            "pool",
+            "max_active",
         ],
     );
     sqlx::query(d.sql(&sql))
@@ -163,6 +167,8 @@ pub async fn upsert_task(
         .bind(spec.period.as_str())
         .bind(&spec.calendar)
         .bind(spec.catchup.as_str())
+        .bind(&spec.pool)
+        .bind(spec.max_active.map(i64::from))
         .execute(db.conn())
         .await?;
     match &spec.schedule {

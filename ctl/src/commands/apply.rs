@@ -78,6 +78,9 @@ pub fn render(response: &ApplyTasksResponse, dry_run: bool, source_name: &str) -
     for id in &response.calendars {
         text.push_str(&format!("calendar {id} applied{suffix}\n"));
     }
+    for pool in &response.pools {
+        text.push_str(&format!("pool {pool} applied{suffix}\n"));
+    }
     if text.is_empty() {
         text = format!("no tasks in {source_name}\n");
     }
@@ -91,6 +94,7 @@ mod tests {
     #[test]
     fn lists_created_updated_unchanged() {
         let response = ApplyTasksResponse {
+            pools: vec![],
             created: vec!["a".into()],
             updated: vec!["b".into()],
             unchanged: vec!["c".into(), "d".into()],

@@ -10,6 +10,7 @@ pub mod coordinators;
 pub mod dep;
 pub mod logs;
 pub mod ops;
+pub mod pools;
 pub mod run;
 pub mod status;
 pub mod task;

@@ -107,6 +107,8 @@ pub fn to_json(t: &Task) -> Value {
         "catchup": t.catchup,
         "dag": opt(&t.dag),
         "version": t.version,
+        "pool": opt(&t.pool),
+        "max_active": if t.max_active == 0 { Value::Null } else { Value::from(t.max_active) },
     })
 }
 

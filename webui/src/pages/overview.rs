@@ -7,7 +7,7 @@ use askama_web::WebTemplate;
 use axum::extract::Query;
 use goflow_core::state::ALL_STATES;
 use goflow_core::{EtlDay, InstanceState};
-use goflow_proto::{Agent, Instance, ListAgentsRequest, ListInstancesRequest};
+use goflow_proto::{Agent, Instance, ListAgentsRequest, ListInstancesRequest, ListPoolsRequest};
 use serde::Deserialize;
 
 use super::{day_or_latest, now_ms};
@@ -48,6 +48,8 @@ pub struct OverviewPage {
     waiting: Vec<Row>,
     rows: Vec<Row>,
     agents: AgentSummary,
+    /// Each pool's slots in use, beside the agents' health.
+    pools: Vec<PoolLine>,
     truncated: bool,
     refresh: bool,
     now: String,
@@ -69,6 +71,32 @@ struct Row {
     exit_code: String,
     blocked: bool,
     info: String,
+}
+
+struct PoolLine {
+    id: String,
+    slots: i64,
+    used: i64,
+    waiting: i64,
+}
+
+impl PoolLine {
+    /// `warehouse 2/3, 4 waiting`; `warehouse 已用 2/3，4 个等待`.
+    fn text(&self, lang: &Lang) -> String {
+        let waiting = match (*lang, self.waiting) {
+            (_, 0) => String::new(),
+            (Lang::En, n) => format!(", {n} waiting"),
+            (Lang::Zh, n) => format!("，{n} 个等待"),
+        };
+        match *lang {
+            Lang::En => format!("{} {}/{}{waiting}", self.id, self.used, self.slots),
+            Lang::Zh => format!("{} 已用 {}/{}{waiting}", self.id, self.used, self.slots),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.used >= self.slots
+    }
 }
 
 #[derive(Default)]
@@ -121,14 +149,23 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
         .map_err(|status| app.fail(status))?
         .into_inner()
         .agents;
-    Ok(OverviewPage::new(
-        ctx,
-        day,
-        state_filter,
-        &instances,
-        &agents,
-        now_ms(),
-    ))
+    // A coordinator from before pools answers UNIMPLEMENTED: the page just shows none.
+    let pools = client
+        .list_pools(ListPoolsRequest {})
+        .await
+        .map(|r| r.into_inner().pools)
+        .unwrap_or_default();
+    let mut page = OverviewPage::new(ctx, day, state_filter, &instances, &agents, now_ms());
+    page.pools = pools
+        .into_iter()
+        .map(|p| PoolLine {
+            id: p.id,
+            slots: p.slots,
+            used: p.used,
+            waiting: p.waiting,
+        })
+        .collect();
+    Ok(page)
 }
 
 impl OverviewPage {
@@ -183,6 +220,7 @@ impl OverviewPage {
             waiting,
             rows,
             agents: summary,
+            pools: vec![],
             truncated: instances.len() >= MAX_INSTANCES as usize,
             refresh: instances.iter().any(|i| view::in_progress(&i.state, i.blocked)),
             now: view::time(now),

@@ -1,0 +1,18 @@
+-- Pools (issue 16): at most `slots` tries of the tasks naming a pool run at once, across every
+-- agent. A pool stays when a later file no longer lists it; `goflowctl pools delete` removes
+-- one that no task names.
+CREATE TABLE pools (
+    id         VARCHAR(128) PRIMARY KEY,
+    slots      BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+ALTER TABLE tasks ADD COLUMN pool VARCHAR(128);          -- NULL: no pool
+ALTER TABLE tasks ADD COLUMN max_active BIGINT; -- NULL: no limit
+-- The pool a try holds while it runs (its task's pool when it was claimed): the claim counts
+-- the running tries holding a pool.
+ALTER TABLE attempts ADD COLUMN pool VARCHAR(128);
+CREATE INDEX attempts_pool_state ON attempts(pool, state);
+-- Why a queued instance is held back (its pool or max_active is full); NULL: not held. Such
+-- an instance is offered to agents again when a try of its pool or task ends.
+ALTER TABLE instances ADD COLUMN pool_wait VARCHAR(512);
