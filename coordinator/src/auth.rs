@@ -2,8 +2,11 @@
 //! tokens, checked on every ControlService and AuthService call when authentication is on.
 //!
 //! Tokens are 32 random bytes, hex, with a prefix saying what they are (`gfs_` a session,
-//! `gft_` an API token); the store keeps only their SHA-256. Failed logins are slowed down per
-//! account, so guessing one password costs seconds per try, not microseconds.
+//! `gft_` an API token); the store keeps only their SHA-256. Logins are rate-limited per
+//! coordinator and per client address; failed ones slow down the address they come from (per
+//! account and overall, stored so that restarts and other coordinators keep the back-off), so
+//! guessing one password costs seconds per try, not microseconds, and nobody can lock an
+//! account's owner out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +24,7 @@ pub const SESSION_PREFIX: &str = "gfs_";
 pub const TOKEN_PREFIX: &str = "gft_";
 /// How long a login lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Failed logins of one account allowed before each further try must wait.
+/// Failed logins of one account from one address allowed before each further try must wait.
 const FREE_FAILURES: u32 = 3;
 /// The longest wait between two tries of one account.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -84,25 +87,54 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-struct Failures {
-    count: u32,
-    last: Instant,
-}
+/// Logins the whole coordinator takes: per second, and in a burst.
+const GLOBAL_LOGINS_PER_SECOND: u32 = 20;
+const GLOBAL_LOGIN_BURST: u32 = 40;
+/// Logins one client address may try: per minute, and in a burst. The web UI logs everyone
+/// in from its own address, so this leaves room for a team behind one UI.
+const CLIENT_LOGINS_PER_MINUTE: u32 = 30;
+const CLIENT_LOGIN_BURST: u32 = 10;
+/// Failed logins from one address, whatever the names, before each further try must wait
+/// (a sprayer of names is slowed down, while the account's owner elsewhere is not).
+const FREE_SOURCE_FAILURES: u32 = 10;
+/// Failure records quiet for this long are forgotten.
+const FORGET_FAILURES_MS: i64 = 24 * 3600 * 1000;
+
+/// Where a login comes from: the client's address (without its port), as the operations log
+/// names it; `None` when the transport does not say (in-process calls).
+pub type Source = Option<std::net::IpAddr>;
+
+type Limiter<K> =
+    governor::RateLimiter<K, governor::state::keyed::HashMapStateStore<K>, governor::clock::DefaultClock>;
 
 pub struct Auth {
     store: Store,
     enabled: bool,
-    failures: Mutex<HashMap<String, Failures>>,
     touched: Mutex<HashMap<String, Instant>>,
+    /// Hashes run on the blocking pool, this many at once: a flood of logins queues here
+    /// instead of taking every core from heartbeats and the scheduler.
+    hashing: tokio::sync::Semaphore,
+    global_logins: governor::DefaultDirectRateLimiter,
+    client_logins: Limiter<Source>,
 }
 
 impl Auth {
     pub fn new(store: Store, enabled: bool) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_second = |n: u32| std::num::NonZeroU32::new(n).expect("a positive rate");
         Self {
             store,
             enabled,
-            failures: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new((cores / 2).max(1)),
+            global_logins: governor::RateLimiter::direct(
+                governor::Quota::per_second(per_second(GLOBAL_LOGINS_PER_SECOND))
+                    .allow_burst(per_second(GLOBAL_LOGIN_BURST)),
+            ),
+            client_logins: governor::RateLimiter::hashmap(
+                governor::Quota::per_minute(per_second(CLIENT_LOGINS_PER_MINUTE))
+                    .allow_burst(per_second(CLIENT_LOGIN_BURST)),
+            ),
         }
     }
 
@@ -184,45 +216,105 @@ impl Auth {
         }
     }
 
-    /// A user's password for a session token. A wrong name and a wrong password fail alike;
-    /// an account with failed tries waits longer after each.
-    pub async fn login(&self, user: &str, password: &str) -> Result<(String, Role, i64), Status> {
-        if let Some(wait) = self.count_try(user) {
-            return Err(Status::resource_exhausted(format!(
-                "too many failed logins for {user}: try again in {} s",
-                wait.as_secs().max(1)
-            )));
+    /// A user's password for a session token. A wrong name and a wrong password fail alike,
+    /// and cost alike (a full hash, so timing does not tell which names exist). Tries are
+    /// limited per coordinator and per client address before any hashing, and failures slow
+    /// down the address they come from, for that account and overall, across restarts and
+    /// coordinators (they are stored). The account itself is never locked: its owner, from
+    /// another address, still logs in while someone guesses at it.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        source: Source,
+    ) -> Result<(String, Role, i64), Status> {
+        let wait = |what: String, wait: Duration| {
+            Status::resource_exhausted(format!("{what}: try again in {} s", wait.as_secs().max(1)))
+        };
+        if let Err(not_until) = self.client_logins.check_key(&source) {
+            let delay = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(wait(
+                format!("too many logins from {}", source_name(source)),
+                delay,
+            ));
         }
+        if let Err(not_until) = self.global_logins.check() {
+            let delay = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(wait("too many logins on this coordinator".into(), delay));
+        }
+        let (source_scope, account_scope) = scopes(user, source);
+        let now = now_ms();
         let mut conn = self.store.read().await.map_err(internal)?;
+        let source_failures = store::login_failures(&mut conn, &source_scope)
+            .await
+            .map_err(internal)?;
+        let account_failures = store::login_failures(&mut conn, &account_scope)
+            .await
+            .map_err(internal)?;
+        if let Some(left) = still_waiting(source_failures, FREE_SOURCE_FAILURES, now) {
+            return Err(wait(
+                format!("too many failed logins from {}", source_name(source)),
+                left,
+            ));
+        }
+        if let Some(left) = still_waiting(account_failures, FREE_FAILURES, now) {
+            return Err(wait(
+                format!("too many failed logins for {user} from {}", source_name(source)),
+                left,
+            ));
+        }
         let found = store::user(&mut conn, user).await.map_err(internal)?;
         drop(conn);
-        let verified = match &found {
-            Some(row) => verify_password(password, &row.password_hash),
-            None => {
-                // As long as a real check, so timing does not tell which names exist.
-                verify_password(
-                    password,
-                    DUMMY_HASH.get_or_init(|| hash_password("not a password").unwrap()),
-                );
-                false
-            }
+        // As long as a real check for an unknown name, so timing does not tell which exist.
+        let stored = match &found {
+            Some(row) => row.password_hash.clone(),
+            None => dummy_hash().to_string(),
         };
+        let verified = self.verify_off_workers(password, stored).await? && found.is_some();
         let Some(row) = found.filter(|_| verified) else {
-            tracing::warn!("failed login for {user:?}");
+            tracing::warn!("failed login for {user:?} from {}", source_name(source));
+            let recorded = async {
+                let mut tx = self.store.begin().await?;
+                store::record_login_failure(&mut tx, &source_scope, now, FORGET_FAILURES_MS).await?;
+                store::record_login_failure(&mut tx, &account_scope, now, FORGET_FAILURES_MS).await?;
+                tx.commit().await
+            };
+            recorded.await.map_err(internal)?;
             return Err(Status::unauthenticated("wrong user name or password"));
         };
-        self.failures.lock().unwrap().remove(user);
         let role = known_role(&row.role)?;
         let (token, hash) = new_token(SESSION_PREFIX);
-        let now = now_ms();
         let expires_at = now + SESSION_TTL.as_millis() as i64;
         let mut tx = self.store.begin().await.map_err(internal)?;
+        if account_failures.is_some() {
+            store::clear_login_failures(&mut tx, &account_scope)
+                .await
+                .map_err(internal)?;
+        }
         store::insert_session(&mut tx, &hash, &row.name, now, expires_at)
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         tracing::info!("{} logged in ({role})", row.name);
         Ok((token, role, expires_at))
+    }
+
+    /// argon2 on the blocking pool, at most `hashing`'s permits at once: tens of milliseconds
+    /// of CPU each, which on an async worker would stall heartbeats behind a flood of logins.
+    async fn verify_off_workers(&self, password: &str, stored: String) -> Result<bool, Status> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| internal(anyhow::anyhow!("the hashing semaphore closed: {e}")))?;
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+            .await
+            .map_err(|e| internal(anyhow::anyhow!("password check failed: {e}")))
     }
 
     pub async fn logout(&self, principal: &Principal) -> Result<(), Status> {
@@ -233,40 +325,39 @@ impl Auth {
         }
         Ok(())
     }
+}
 
-    /// How long this account must still wait; else counts this try as failed until its
-    /// password proves right (under one lock, so tries in flight together count too).
-    fn count_try(&self, user: &str) -> Option<Duration> {
-        let mut failures = self.failures.lock().unwrap();
-        if let Some(entry) = failures.get(user) {
-            let wait = backoff(entry.count);
-            let waited = entry.last.elapsed();
-            if waited < wait {
-                return Some(wait - waited);
-            }
-        }
-        // Made-up names must not grow the map without bound: forget accounts quiet for long.
-        if failures.len() > 10_000 {
-            failures.retain(|_, entry| entry.last.elapsed() < MAX_BACKOFF * 2);
-        }
-        let entry = failures.entry(user.to_string()).or_insert(Failures {
-            count: 0,
-            last: Instant::now(),
-        });
-        entry.count += 1;
-        entry.last = Instant::now();
-        None
-    }
+/// The stored scopes of failed logins: the address, and the account at that address.
+fn scopes(user: &str, source: Source) -> (String, String) {
+    let address = source.map_or_else(|| "local".to_string(), |ip| ip.to_string());
+    (format!("source:{address}"), format!("account:{user}@{address}"))
+}
+
+fn source_name(source: Source) -> String {
+    source.map_or_else(|| "this process".to_string(), |ip| ip.to_string())
+}
+
+/// How long a scope with `failures` (count, last at) must still wait at `now`, if at all.
+fn still_waiting(failures: Option<(i64, i64)>, free: u32, now: i64) -> Option<Duration> {
+    let (count, last_at) = failures?;
+    let wait = backoff(u32::try_from(count).unwrap_or(u32::MAX), free);
+    let waited = Duration::from_millis(u64::try_from(now - last_at).unwrap_or(0));
+    (waited < wait).then(|| wait - waited)
+}
+
+fn dummy_hash() -> &'static str {
+    DUMMY_HASH.get_or_init(|| hash_password("not a password").unwrap())
 }
 
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// The wait before the next try after `count` failures: none for the first few, then doubling.
-fn backoff(count: u32) -> Duration {
-    if count < FREE_FAILURES {
+/// The wait before the next try after `count` failures: none for the first `free`, then
+/// doubling.
+fn backoff(count: u32, free: u32) -> Duration {
+    if count < free {
         return Duration::ZERO;
     }
-    let doublings = (count - FREE_FAILURES).min(6);
+    let doublings = (count - free).min(6);
     (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_BACKOFF)
 }
 
@@ -304,12 +395,21 @@ mod tests {
 
     #[test]
     fn failed_logins_wait_longer_and_longer() {
-        assert_eq!(backoff(0), Duration::ZERO);
-        assert_eq!(backoff(2), Duration::ZERO);
-        assert_eq!(backoff(3), Duration::from_secs(1));
-        assert_eq!(backoff(4), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(4));
-        assert_eq!(backoff(100), MAX_BACKOFF);
+        assert_eq!(backoff(0, FREE_FAILURES), Duration::ZERO);
+        assert_eq!(backoff(2, FREE_FAILURES), Duration::ZERO);
+        assert_eq!(backoff(3, FREE_FAILURES), Duration::from_secs(1));
+        assert_eq!(backoff(4, FREE_FAILURES), Duration::from_secs(2));
+        assert_eq!(backoff(5, FREE_FAILURES), Duration::from_secs(4));
+        assert_eq!(backoff(100, FREE_FAILURES), MAX_BACKOFF);
+        assert_eq!(backoff(9, FREE_SOURCE_FAILURES), Duration::ZERO);
+        // Stored as (count, last failure at): the wait left shrinks as time passes.
+        assert_eq!(still_waiting(None, FREE_FAILURES, 10_000), None);
+        assert_eq!(still_waiting(Some((2, 9_000)), FREE_FAILURES, 10_000), None);
+        assert_eq!(
+            still_waiting(Some((4, 9_500)), FREE_FAILURES, 10_000),
+            Some(Duration::from_millis(1_500))
+        );
+        assert_eq!(still_waiting(Some((4, 7_000)), FREE_FAILURES, 10_000), None);
     }
 
     #[test]

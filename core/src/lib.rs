@@ -10,6 +10,7 @@ pub mod role;
 pub mod schedule;
 pub mod state;
 pub mod template;
+pub mod text;
 
 #[cfg(test)]
 mod proptests;

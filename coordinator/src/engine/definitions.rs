@@ -49,7 +49,8 @@ impl Engine {
         } else {
             source_name
         };
-        let specs = dagfile::parse(document, source_name)
+        let specs = parse_off_workers(document, source_name)
+            .await?
             .map_err(|e| EngineError::Invalid(e.to_string()))?
             .tasks;
         // Validate against the tasks as stored, inside the write transaction: two applies at
@@ -78,7 +79,10 @@ impl Engine {
             merged.insert(spec.id.clone(), spec.clone());
             changed.push(spec.clone());
         }
-        let dag = Dag::new(merged.into_values())
+        // Graph checks over tens of thousands of tasks are CPU work: off the async workers.
+        let dag = tokio::task::spawn_blocking(move || Dag::new(merged.into_values()))
+            .await
+            .map_err(anyhow::Error::from)?
             .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
         if dry_run || changed.is_empty() {
             return Ok(outcome);
@@ -146,4 +150,18 @@ impl Engine {
         self.changed();
         self.require_task(task)
     }
+}
+
+/// Parses a DAG document on the blocking pool: a document of many thousand tasks takes a
+/// while to parse, and on an async worker it would hold up heartbeats and every other call.
+pub(super) async fn parse_off_workers(
+    document: &str,
+    source_name: &str,
+) -> Result<std::result::Result<dagfile::DagFile, dagfile::DagFileError>> {
+    let (document, source_name) = (document.to_string(), source_name.to_string());
+    Ok(
+        tokio::task::spawn_blocking(move || dagfile::parse(&document, &source_name))
+            .await
+            .map_err(anyhow::Error::from)?,
+    )
 }

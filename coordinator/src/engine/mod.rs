@@ -165,8 +165,8 @@ fn check_range(from: EtlDay, to: EtlDay) -> Result<()> {
     Ok(())
 }
 
-/// Instances written per transaction by a run or a kill; between chunks, agents' reports get
-/// the store.
+/// Instances written per statement batch by a run (all in one transaction) or per
+/// transaction by a kill (between chunks, agents' reports get the store).
 const CHUNK: usize = 2000;
 
 pub struct Engine {

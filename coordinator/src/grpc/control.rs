@@ -21,7 +21,10 @@ impl ControlService for Api {
         let caller = self.authorize(&request, Role::Editor).await?;
         let req = request.into_inner();
         // Read before applying: afterwards the stored definitions are the new ones.
-        let changes = self.engine.definition_changes(&req.document, &req.source_name);
+        let changes = self
+            .engine
+            .definition_changes(&req.document, &req.source_name)
+            .await;
         let outcome = self
             .engine
             .apply(&req.document, &req.source_name, req.dry_run, &caller)

@@ -94,6 +94,18 @@ fn claimed_caller<T>(request: &Request<T>) -> Caller {
     }
 }
 
+/// The client's address: as another coordinator passed it on (`routing` keeps that header
+/// only when proven), else the connection's peer.
+fn client_address<T>(request: &Request<T>) -> crate::auth::Source {
+    request
+        .metadata()
+        .get(crate::routing::FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+        .or_else(|| request.remote_addr())
+        .map(|address| address.ip())
+}
+
 /// `1 instance`, `2 instances`.
 fn instances(n: usize) -> String {
     goflow_core::plural(n, "instance")
