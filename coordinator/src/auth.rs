@@ -412,6 +412,170 @@ mod tests {
         assert_eq!(still_waiting(Some((4, 7_000)), FREE_FAILURES, 10_000), None);
     }
 
+    use crate::testing::{TestDatabase, suite_dialect};
+
+    fn ip(text: &str) -> Source {
+        Some(text.parse().unwrap())
+    }
+
+    /// A database with user alice (password "correct horse"), and an `Auth` on it.
+    async fn with_alice() -> (TestDatabase, Store, Auth) {
+        let db = TestDatabase::create(suite_dialect()).await;
+        let store = Store::open(&db.database_url()).await.unwrap();
+        let mut tx = store.begin_unfenced().await.unwrap();
+        let hash = hash_password("correct horse").unwrap();
+        assert!(
+            store::insert_user(&mut tx, "alice", "admin", &hash, now_ms())
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let auth = Auth::new(store.clone(), true);
+        (db, store, auth)
+    }
+
+    fn refused(result: Result<(String, Role, i64), Status>) -> String {
+        let status = result.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        status.message().to_string()
+    }
+
+    /// The probe: back-off refused the right password too, so anyone knowing a name could
+    /// keep its owner out. Now the guesser's address waits; the owner elsewhere logs in.
+    #[tokio::test]
+    async fn failed_logins_slow_down_their_source_not_the_account() {
+        let (_db, _store, auth) = with_alice().await;
+        let (guesser, owner) = (ip("10.0.0.66"), ip("10.0.0.7"));
+        for _ in 0..FREE_FAILURES {
+            let status = auth.login("alice", "wrong guess", guesser).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        }
+        let message = refused(auth.login("alice", "correct horse", guesser).await);
+        assert!(
+            message.starts_with("too many failed logins for alice from 10.0.0.66: try again in"),
+            "{message}"
+        );
+        let (_, role, _) = auth.login("alice", "correct horse", owner).await.unwrap();
+        assert_eq!(role, Role::Admin);
+    }
+
+    /// The back-off is stored: another coordinator, or this one restarted, keeps it.
+    #[tokio::test]
+    async fn the_back_off_holds_on_another_coordinator() {
+        let (db, _store, auth) = with_alice().await;
+        let sprayer = ip("192.0.2.1");
+        for n in 0..FREE_SOURCE_FAILURES {
+            // Unknown names cost a hash and count like wrong passwords.
+            let status = auth
+                .login(&format!("nobody{n}"), "whatever1", sprayer)
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            assert_eq!(status.message(), "wrong user name or password");
+        }
+        let other = Auth::new(Store::open(&db.database_url()).await.unwrap(), true);
+        let message = refused(other.login("alice", "correct horse", sprayer).await);
+        assert!(
+            message.starts_with("too many failed logins from 192.0.2.1"),
+            "{message}"
+        );
+        other
+            .login("alice", "correct horse", ip("192.0.2.2"))
+            .await
+            .unwrap();
+    }
+
+    /// Before any hashing: a client gets a burst, then waits; the coordinator as a whole too.
+    #[tokio::test]
+    async fn logins_are_rate_limited_per_client_and_overall() {
+        let (_db, _store, auth) = with_alice().await;
+        let client = ip("198.51.100.5");
+        // The bucket refills by one every two seconds while the burst is spent (each login
+        // hashes), so a slow machine may get a few more in: only the burst is certain.
+        let mut allowed = 0;
+        let message = loop {
+            match auth.login("alice", "correct horse", client).await {
+                Ok(_) => allowed += 1,
+                Err(status) => break status.message().to_string(),
+            }
+            assert!(allowed < CLIENT_LOGIN_BURST * 3, "never limited");
+        };
+        assert!(allowed >= CLIENT_LOGIN_BURST, "{allowed}");
+        assert!(
+            message.starts_with("too many logins from 198.51.100.5: try again in"),
+            "{message}"
+        );
+        // From many addresses at once: the limit checks come before any hashing.
+        let auth = std::sync::Arc::new(auth);
+        let mut logins = tokio::task::JoinSet::new();
+        for n in 0..GLOBAL_LOGIN_BURST * 3 {
+            let auth = auth.clone();
+            logins.spawn(async move {
+                let from = ip(&format!("198.51.101.{n}"));
+                auth.login("alice", "wrong password", from).await.unwrap_err()
+            });
+        }
+        let messages: Vec<String> = logins
+            .join_all()
+            .await
+            .into_iter()
+            .map(|status| status.message().to_string())
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("too many logins on this coordinator: try again in")),
+            "{messages:?}"
+        );
+    }
+
+    /// Done-when of issue 20: 200 logins at once with unknown names do not hold up a
+    /// heartbeat-like tick on the same runtime past its interval (argon2 ran on the async
+    /// workers; a flood stalled them for seconds).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_logins_leaves_the_async_workers_free() {
+        let (_db, _store, auth) = with_alice().await;
+        let auth = std::sync::Arc::new(auth);
+        let interval = Duration::from_secs(1);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let done = done.clone();
+            async move {
+                let mut worst = Duration::ZERO;
+                let mut last = Instant::now();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    worst = worst.max(last.elapsed());
+                    last = Instant::now();
+                }
+                worst
+            }
+        });
+        let logins: Vec<_> = (0..200)
+            .map(|n| {
+                let auth = auth.clone();
+                // Many addresses, as a botnet would come: only the global limit holds them.
+                tokio::spawn(async move {
+                    let from = ip(&format!("10.1.{}.{}", n / 250, n % 250));
+                    auth.login(&format!("ghost{n}"), "password1", from).await
+                })
+            })
+            .collect();
+        let mut codes = HashMap::new();
+        for login in logins {
+            let code = login.await.unwrap().unwrap_err().code();
+            *codes.entry(code).or_insert(0) += 1;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let worst = ticker.await.unwrap();
+        assert!(codes[&tonic::Code::Unauthenticated] > 0, "{codes:?}");
+        assert!(codes[&tonic::Code::ResourceExhausted] > 0, "{codes:?}");
+        assert!(
+            worst < interval,
+            "a 100 ms tick came {worst:?} late during the flood"
+        );
+    }
+
     #[test]
     fn names_and_passwords_are_checked() {
         assert!(check_name("user", "alice.b-1").is_ok());
