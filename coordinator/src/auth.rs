@@ -92,8 +92,8 @@ const GLOBAL_LOGINS_PER_SECOND: u32 = 20;
 const GLOBAL_LOGIN_BURST: u32 = 40;
 /// Logins one client address may try: per minute, and in a burst. The web UI logs everyone
 /// in from its own address, so this leaves room for a team behind one UI.
-const CLIENT_LOGINS_PER_MINUTE: u32 = 30;
-const CLIENT_LOGIN_BURST: u32 = 10;
+const CLIENT_LOGINS_PER_MINUTE: u32 = 60;
+const CLIENT_LOGIN_BURST: u32 = 20;
 /// Failed logins from one address, whatever the names, before each further try must wait
 /// (a sprayer of names is slowed down, while the account's owner elsewhere is not).
 const FREE_SOURCE_FAILURES: u32 = 10;
@@ -116,6 +116,28 @@ pub struct Auth {
     hashing: tokio::sync::Semaphore,
     global_logins: governor::DefaultDirectRateLimiter,
     client_logins: Limiter<Source>,
+    /// Login tries being checked, by failure scope.
+    in_flight: Mutex<HashMap<String, u32>>,
+}
+
+/// A login try counted in `Auth::in_flight` until it is decided.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<String, u32>>,
+    scopes: [String; 2],
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap();
+        for scope in &self.scopes {
+            if let Some(n) = map.get_mut(scope) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(scope);
+                }
+            }
+        }
+    }
 }
 
 impl Auth {
@@ -126,6 +148,7 @@ impl Auth {
             store,
             enabled,
             touched: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new((cores / 2).max(1)),
             global_logins: governor::RateLimiter::direct(
                 governor::Quota::per_second(per_second(GLOBAL_LOGINS_PER_SECOND))
@@ -255,18 +278,37 @@ impl Auth {
         let account_failures = store::login_failures(&mut conn, &account_scope)
             .await
             .map_err(internal)?;
-        if let Some(left) = still_waiting(source_failures, FREE_SOURCE_FAILURES, now) {
-            return Err(wait(
-                format!("too many failed logins from {}", source_name(source)),
-                left,
-            ));
-        }
-        if let Some(left) = still_waiting(account_failures, FREE_FAILURES, now) {
-            return Err(wait(
-                format!("too many failed logins for {user} from {}", source_name(source)),
-                left,
-            ));
-        }
+        // Tries in flight count as failures until proven right, so guesses sent all at once
+        // do not all get checked before the first failure is stored.
+        let _in_flight = {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            let pending = |scope: &str| in_flight.get(scope).copied().unwrap_or(0);
+            let with_pending = |stored: Option<(i64, i64)>, pending: u32| match (stored, pending) {
+                (stored, 0) => stored,
+                (stored, n) => Some((stored.map_or(0, |(count, _)| count) + i64::from(n), now)),
+            };
+            let source_count = with_pending(source_failures, pending(&source_scope));
+            if let Some(left) = still_waiting(source_count, FREE_SOURCE_FAILURES, now) {
+                return Err(wait(
+                    format!("too many failed logins from {}", source_name(source)),
+                    left,
+                ));
+            }
+            let account_count = with_pending(account_failures, pending(&account_scope));
+            if let Some(left) = still_waiting(account_count, FREE_FAILURES, now) {
+                return Err(wait(
+                    format!("too many failed logins for {user} from {}", source_name(source)),
+                    left,
+                ));
+            }
+            for scope in [&source_scope, &account_scope] {
+                *in_flight.entry(scope.clone()).or_default() += 1;
+            }
+            InFlight {
+                map: &self.in_flight,
+                scopes: [source_scope.clone(), account_scope.clone()],
+            }
+        };
         let found = store::user(&mut conn, user).await.map_err(internal)?;
         drop(conn);
         // As long as a real check for an unknown name, so timing does not tell which exist.
@@ -490,7 +532,7 @@ mod tests {
     async fn logins_are_rate_limited_per_client_and_overall() {
         let (_db, _store, auth) = with_alice().await;
         let client = ip("198.51.100.5");
-        // The bucket refills by one every two seconds while the burst is spent (each login
+        // The bucket refills by one a second while the burst is spent (each login
         // hashes), so a slow machine may get a few more in: only the burst is certain.
         let mut allowed = 0;
         let message = loop {
