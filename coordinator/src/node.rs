@@ -80,10 +80,10 @@ impl Node {
                     "a coordinator that serves remote agents (a Redis URL is set) needs an agent secret: \
                      set Common.AgentSecret or GOFLOW_AGENT_SECRET (16+ characters) here and on every agent"
                 );
-                (
-                    Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?),
-                    None,
-                )
+                let redis: Arc<dyn DispatchQueue> =
+                    Arc::new(RedisQueue::connect(broker, &settings.broker_source).await?);
+                // Readiness asks it whether pushes work, not only whether Redis answers.
+                (Arc::new(crate::health::WatchedQueue::new(redis)), None)
             }
             _ => {
                 let memory = Arc::new(MemoryQueue::new());

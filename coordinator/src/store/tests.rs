@@ -742,3 +742,27 @@ async fn bookkeeping_and_logs_do_not_wait_for_the_scheduling_writer() {
     })
     .await;
 }
+
+/// The probe: SQLite files were created 0644, readable by every local user.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("goflow.db");
+    let store = Store::open(&DatabaseUrl::sqlite(&path)).await.unwrap();
+    let mut tx = store.begin_unfenced().await.unwrap();
+    upsert_task(&mut tx, &TaskSpec::new("a", "true"), now_ms(), true)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for file in ["goflow.db", "goflow.db-wal", "goflow.db-shm"] {
+        let path = dir.path().join("data").join(file);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+        } else {
+            assert_ne!(file, "goflow.db", "the database file exists");
+        }
+    }
+    store.close().await;
+}
