@@ -44,7 +44,9 @@ pub enum Route {
 impl Route {
     pub fn local(api: Api) -> Self {
         Route::Local {
-            control: pb::control_service_server::ControlServiceServer::new(api.clone()),
+            // A DAG document may be tens of megabytes (pb::MAX_DOCUMENT_BYTES).
+            control: pb::control_service_server::ControlServiceServer::new(api.clone())
+                .max_decoding_message_size(pb::MAX_REQUEST_BYTES),
             agents: pb::agent_service_server::AgentServiceServer::new(api.clone()),
             auth: pb::auth_service_server::AuthServiceServer::new(api.clone()),
             logs: pb::log_service_server::LogServiceServer::new(LogApi::for_engine(api.engine().clone())),

@@ -26,6 +26,8 @@ mod observability;
 mod operations;
 #[path = "e2e/output.rs"]
 mod output;
+#[path = "e2e/probe.rs"]
+mod probe;
 #[path = "e2e/runs.rs"]
 mod runs;
 #[path = "e2e/scheduling.rs"]

@@ -49,6 +49,13 @@ impl Engine {
         } else {
             source_name
         };
+        if document.len() > goflow_proto::MAX_DOCUMENT_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "{source_name}: the DAG file is {}; the limit is {}",
+                goflow_proto::megabytes(document.len()),
+                goflow_proto::megabytes(goflow_proto::MAX_DOCUMENT_BYTES)
+            )));
+        }
         let specs = parse_off_workers(document, source_name)
             .await?
             .map_err(|e| EngineError::Invalid(e.to_string()))?

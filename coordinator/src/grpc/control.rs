@@ -121,8 +121,9 @@ impl ControlService for Api {
         };
         for state in &req.states {
             filter.states.push(
-                InstanceState::parse(state)
-                    .ok_or_else(|| Status::invalid_argument(format!("states: unknown state {state:?}")))?,
+                InstanceState::parse(state).ok_or_else(|| {
+                    Status::invalid_argument(cut(format!("states: unknown state {state:?}")))
+                })?,
             );
         }
         let mut conn = self.read().await?;

@@ -766,3 +766,34 @@ async fn a_new_sqlite_file_is_private_to_its_owner() {
     }
     store.close().await;
 }
+
+/// The probe: `user remove` ended sessions only; the tokens the user made kept working.
+#[tokio::test]
+async fn removing_a_user_can_revoke_the_tokens_they_made() {
+    let db = TestDatabase::create(crate::testing::suite_dialect()).await;
+    let store = Store::open(&db.database_url()).await.unwrap();
+    let mut tx = store.begin_unfenced().await.unwrap();
+    for (name, by) in [("ci", "ann"), ("deploy", "ann"), ("other", "bob")] {
+        let row = TokenRow {
+            name: name.into(),
+            role: "operator".into(),
+            created_by: by.into(),
+            created_at: 1,
+            expires_at: None,
+            last_used_at: None,
+        };
+        assert!(
+            insert_token(&mut tx, &row, &format!("hash-{name}"))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(
+        revoke_tokens_created_by(&mut tx, "ann").await.unwrap(),
+        ["ci", "deploy"]
+    );
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    assert!(token_by_hash(&mut conn, "hash-ci", 2).await.unwrap().is_none());
+    assert!(token_by_hash(&mut conn, "hash-other", 2).await.unwrap().is_some());
+}
