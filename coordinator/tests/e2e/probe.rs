@@ -29,13 +29,14 @@ tasks:
     depends_on: [bk_b]
 "#,
     );
-    sb.ctl_ok(&["pause", "bk_a"]);
+    sb.ctl_ok(&["pause", "-j", "bk_a"]);
     let (from, to) = ("20000101", "20091231");
     let days = 3653; // 2000-01-01 ..= 2009-12-31
     let expected = 3 * days;
     let pid = sb.pid().expect("running");
     thread::scope(|scope| {
-        let backfill = scope.spawn(|| sb.ctl(&["run", "-j", "bk_a", "--from", from, "--to", to, "--down"]));
+        let backfill =
+            scope.spawn(|| sb.ctl(&["run", "-j", "bk_a", "--from", from, "--to", to, "--down", "--yes"]));
         // Mid-way, as the probe did (the moment does not matter to what is checked).
         thread::sleep(Duration::from_millis(700));
         Command::new("kill")
@@ -60,12 +61,13 @@ tasks:
             .count()
     };
     let (instances, entries) = (count(), runs());
+    eprintln!("after kill -9 mid-backfill: {instances} instances, {entries} run entries");
     assert!(
         (instances, entries) == (0, 0) || (instances, entries) == (expected, 1),
         "after kill -9: {instances} instances (all or none of {expected}) and {entries} run entries"
     );
     // Whatever the kill left, the backfill done again is whole and recorded once more.
-    sb.ctl_ok(&["run", "-j", "bk_a", "--from", from, "--to", to, "--down"]);
+    sb.ctl_ok(&["run", "-j", "bk_a", "--from", from, "--to", to, "--down", "--yes"]);
     assert_eq!(count(), expected);
     assert_eq!(runs(), entries + 1);
 }
