@@ -240,7 +240,13 @@ impl RedisQueue {
         match parse_member(queue, &member) {
             Some(dispatch) => Ok(Some(dispatch)),
             None => {
-                tracing::warn!(%key, %member, "dropped a malformed dispatch from Redis");
+                // Anyone who can write to Redis chooses these bytes: escaped and cut, so a
+                // newline cannot forge a log line and a megabyte cannot make a megabyte line.
+                tracing::warn!(
+                    key = %goflow_core::text::loggable(&key, 200),
+                    member = %goflow_core::text::loggable(&member, 200),
+                    "dropped a malformed dispatch from Redis"
+                );
                 Ok(None)
             }
         }

@@ -33,6 +33,56 @@ pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + S
 /// The Prometheus text of a process's metrics.
 pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// A dispatch queue that remembers whether its last push failed: a broker that answers
+/// pings but refuses every push (a key of the wrong type: WRONGTYPE) must not pass for ready.
+/// A push that works again clears it.
+pub struct WatchedQueue {
+    inner: Arc<dyn DispatchQueue>,
+    /// The error of the last push, when it failed.
+    failing: std::sync::Mutex<Option<String>>,
+}
+
+impl WatchedQueue {
+    pub fn new(inner: Arc<dyn DispatchQueue>) -> Self {
+        Self {
+            inner,
+            failing: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl DispatchQueue for WatchedQueue {
+    async fn push(&self, dispatches: Vec<goflow_core::Dispatch>) -> anyhow::Result<()> {
+        let pushed = self.inner.push(dispatches).await;
+        *self.failing.lock().unwrap() = pushed
+            .as_ref()
+            .err()
+            .map(|e| goflow_core::text::loggable(&format!("{e:#}"), 300));
+        pushed
+    }
+
+    async fn pop(&self, queues: &[String]) -> anyhow::Result<goflow_core::Dispatch> {
+        self.inner.pop(queues).await
+    }
+
+    async fn pop_until(
+        &self,
+        queues: &[String],
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<goflow_core::Dispatch>> {
+        self.inner.pop_until(queues, stop).await
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.inner.ping().await?;
+        match self.failing.lock().unwrap().clone() {
+            Some(error) => anyhow::bail!("it answers, but the last dispatch push failed: {error}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What a coordinator needs to be ready.
 #[derive(Clone)]
 pub struct Readiness {
@@ -64,7 +114,7 @@ impl Readiness {
         if let Some(redis) = &self.redis {
             match tokio::time::timeout(CHECK_TIMEOUT, redis.ping()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => missing.push(format!("Redis unreachable ({e:#})")),
+                Ok(Err(e)) => missing.push(format!("Redis unusable ({e:#})")),
                 Err(_) => missing.push(format!("Redis unreachable (no answer within {CHECK_TIMEOUT:?})")),
             }
         }
@@ -217,6 +267,34 @@ pub async fn grpc_health_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probe: `/readyz` said ready while every dispatch push failed (WRONGTYPE).
+    #[tokio::test]
+    async fn a_queue_whose_pushes_fail_is_not_ready() {
+        struct Refusing(std::sync::atomic::AtomicBool);
+        #[async_trait::async_trait]
+        impl DispatchQueue for Refusing {
+            async fn push(&self, _: Vec<goflow_core::Dispatch>) -> anyhow::Result<()> {
+                if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+                    anyhow::bail!("WRONGTYPE Operation against a key holding the wrong kind of value\nforged")
+                }
+                Ok(())
+            }
+            async fn pop(&self, _: &[String]) -> anyhow::Result<goflow_core::Dispatch> {
+                std::future::pending().await
+            }
+        }
+        let inner = Arc::new(Refusing(std::sync::atomic::AtomicBool::new(true)));
+        let queue = WatchedQueue::new(inner.clone());
+        queue.ping().await.unwrap();
+        assert!(queue.push(vec![]).await.is_err());
+        let error = format!("{:#}", queue.ping().await.unwrap_err());
+        assert!(error.contains("last dispatch push failed: WRONGTYPE"), "{error}");
+        assert!(!error.contains('\n'), "escaped: {error}");
+        inner.0.store(false, std::sync::atomic::Ordering::Relaxed);
+        queue.push(vec![]).await.unwrap();
+        queue.ping().await.unwrap();
+    }
     use crate::routing::Route;
 
     #[tokio::test]

@@ -664,9 +664,18 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             UserCommand::Remove { name, .. } => {
                 let mut tx = store.begin_unfenced().await?;
                 anyhow::ensure!(store::remove_user(&mut tx, name).await?, "no user {name:?}");
-                record_local(&mut tx, "user remove", "user-remove", name, "").await?;
+                // Tokens act for whoever made them: they must not outlive their maker.
+                let revoked = store::revoke_tokens_created_by(&mut tx, name).await?;
+                record_local(&mut tx, "user remove", "user-remove", name, &revoked.join(", ")).await?;
                 tx.commit().await?;
-                println!("user {name} removed");
+                if revoked.is_empty() {
+                    println!("user {name} removed; their sessions ended");
+                } else {
+                    println!(
+                        "user {name} removed; their sessions ended and the API tokens they made were revoked: {}",
+                        revoked.join(", ")
+                    );
+                }
             }
         }
         anyhow::Ok(())

@@ -86,17 +86,12 @@ impl Node {
                          (Common.AgentSecret: for a single trusted network; any holder may act as any agent)"
                     );
                 }
-                (
-                    Arc::new(
-                        RedisQueue::connect_with_ca(
-                            broker,
-                            &settings.broker_source,
-                            settings.redis_ca_pem()?,
-                        )
+                let redis: Arc<dyn DispatchQueue> = Arc::new(
+                    RedisQueue::connect_with_ca(broker, &settings.broker_source, settings.redis_ca_pem()?)
                         .await?,
-                    ),
-                    None,
-                )
+                );
+                // Readiness asks it whether pushes work, not only whether Redis answers.
+                (Arc::new(crate::health::WatchedQueue::new(redis)), None)
             }
             _ => {
                 let memory = Arc::new(MemoryQueue::new());

@@ -45,7 +45,9 @@ pub enum Route {
 impl Route {
     pub fn local(api: Api) -> Self {
         Route::Local {
-            control: pb::control_service_server::ControlServiceServer::new(api.clone()),
+            // A DAG document may be tens of megabytes (pb::MAX_DOCUMENT_BYTES).
+            control: pb::control_service_server::ControlServiceServer::new(api.clone())
+                .max_decoding_message_size(pb::MAX_REQUEST_BYTES),
             agents: pb::agent_service_server::AgentServiceServer::new(api.clone()),
             auth: pb::auth_service_server::AuthServiceServer::new(api.clone()),
             logs: pb::log_service_server::LogServiceServer::new(LogApi::for_engine(
@@ -367,6 +369,40 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Metadata naming the caller's address when a call is passed on (the operations log names
 /// the client, not the coordinator that forwarded it).
 pub const FORWARDED_FOR: &str = "x-goflow-forwarded-for";
+/// Metadata proving that a call was passed on by another coordinator: the cluster's secret,
+/// which every coordinator holds. Without it, `FORWARDED_FOR` is a client's claim and dropped.
+pub const FORWARDED_BY: &str = "x-goflow-forwarded-by";
+
+/// Keeps `FORWARDED_FOR` only on a call that another coordinator passed on, proven by the
+/// cluster secret in `FORWARDED_BY`; any client could write the header itself. Neither header
+/// travels further than this check.
+fn trust_forwarded_for(secret: Option<&str>, headers: &mut http::HeaderMap) {
+    let proven = match (secret, headers.get(FORWARDED_BY)) {
+        (Some(secret), Some(given)) => same_secret(given.as_bytes(), secret.as_bytes()),
+        _ => false,
+    };
+    headers.remove(FORWARDED_BY);
+    if !proven {
+        headers.remove(FORWARDED_FOR);
+    }
+}
+
+/// Before passing a call on: name its caller, and prove this coordinator passed it on (a
+/// client's own `FORWARDED_FOR` was dropped on arrival). Without a cluster secret there is
+/// no proof, and the leader logs this coordinator's address as the client's.
+fn mark_forwarded(secret: Option<&str>, headers: &mut http::HeaderMap, peer: Option<std::net::SocketAddr>) {
+    let (Some(secret), Some(peer)) = (secret, peer) else {
+        return;
+    };
+    if !headers.contains_key(FORWARDED_FOR)
+        && let Ok(value) = peer.to_string().parse()
+    {
+        headers.insert(FORWARDED_FOR, value);
+    }
+    if let Ok(value) = secret.parse() {
+        headers.insert(FORWARDED_BY, value);
+    }
+}
 
 pub struct Routed<S> {
     router: Router,
@@ -420,6 +456,7 @@ impl<S: GoflowService> Routed<S> {
         &mut self,
         mut request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
+        trust_forwarded_for(self.router.agent_secret.as_deref(), request.headers_mut());
         if let Err(status) = S::check(&self.router, &mut request) {
             return Box::pin(async move { Ok(status.into_http()) });
         }
@@ -434,15 +471,11 @@ impl<S: GoflowService> Routed<S> {
                 Box::pin(async move { Ok(local.await) })
             }
             Route::Forward { address, channel } => {
-                if !request.headers().contains_key(FORWARDED_FOR)
-                    && let Some(peer) = request
-                        .extensions()
-                        .get::<tonic::transport::server::TcpConnectInfo>()
-                        .and_then(|info| info.remote_addr)
-                    && let Ok(value) = peer.to_string().parse()
-                {
-                    request.headers_mut().insert(FORWARDED_FOR, value);
-                }
+                let peer = request
+                    .extensions()
+                    .get::<tonic::transport::server::TcpConnectInfo>()
+                    .and_then(|info| info.remote_addr);
+                mark_forwarded(self.router.agent_secret.as_deref(), request.headers_mut(), peer);
                 Box::pin(async move {
                     Ok(match channel.oneshot(request).await {
                         Ok(response) => response,
@@ -522,6 +555,52 @@ mod tests {
         assert_eq!(vouched(&router, Some("gfa_0123")), Ok(None));
         assert_eq!(vouched(&router, None), Err(tonic::Code::Unauthenticated));
         assert_eq!(vouched(&router, Some("")), Err(tonic::Code::Unauthenticated));
+    }
+
+    #[test]
+    fn forwarded_for_is_trusted_only_with_the_cluster_secret() {
+        use super::{FORWARDED_BY, FORWARDED_FOR, mark_forwarded, trust_forwarded_for};
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, value.parse().unwrap());
+            }
+            map
+        };
+        // A client's own claim, with no proof, a wrong one, or on a coordinator with no secret.
+        for (secret, mut given) in [
+            (Some("s3cret"), headers(&[(FORWARDED_FOR, "10.0.0.9:1")])),
+            (
+                Some("s3cret"),
+                headers(&[(FORWARDED_FOR, "10.0.0.9:1"), (FORWARDED_BY, "guess")]),
+            ),
+            (
+                None,
+                headers(&[(FORWARDED_FOR, "10.0.0.9:1"), (FORWARDED_BY, "s3cret")]),
+            ),
+        ] {
+            trust_forwarded_for(secret, &mut given);
+            assert!(given.is_empty(), "{given:?}");
+        }
+        // Passed on by a coordinator: the client's address survives; the proof goes no further.
+        let mut passed = http::HeaderMap::new();
+        mark_forwarded(
+            Some("s3cret"),
+            &mut passed,
+            Some("10.0.0.7:5000".parse().unwrap()),
+        );
+        trust_forwarded_for(Some("s3cret"), &mut passed);
+        assert_eq!(passed.get(FORWARDED_FOR).unwrap(), "10.0.0.7:5000");
+        assert!(passed.get(FORWARDED_BY).is_none());
+        // A client's header, dropped on arrival, is not what the next coordinator reads.
+        let mut forged = headers(&[(FORWARDED_FOR, "1.2.3.4:1")]);
+        trust_forwarded_for(Some("s3cret"), &mut forged);
+        mark_forwarded(
+            Some("s3cret"),
+            &mut forged,
+            Some("10.0.0.7:5000".parse().unwrap()),
+        );
+        assert_eq!(forged.get(FORWARDED_FOR).unwrap(), "10.0.0.7:5000");
     }
 
     /// The cause of a failed forward is told as the forward's, with its whole chain.

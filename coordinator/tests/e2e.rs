@@ -32,10 +32,12 @@ mod operations;
 mod output;
 #[path = "e2e/periods.rs"]
 mod periods;
-#[path = "e2e/retention.rs"]
-mod retention;
 #[path = "e2e/pools.rs"]
 mod pools;
+#[path = "e2e/probe.rs"]
+mod probe;
+#[path = "e2e/retention.rs"]
+mod retention;
 #[path = "e2e/runs.rs"]
 mod runs;
 #[path = "e2e/scheduling.rs"]

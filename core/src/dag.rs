@@ -14,7 +14,8 @@ use crate::period::{Period, PeriodKind};
 /// How far back a dependency may reach; a guard against typos such as `-3650`.
 pub const MAX_DEPENDENCY_OFFSET_DAYS: i32 = 366;
 
-/// `[A-Za-z0-9_.-]+`, at most 128 bytes, and not `.` or `..` (they are paths in a URL).
+/// `[A-Za-z0-9_.-]+`, at most 128 bytes, and not `.` or `..`: ids become URL path segments
+/// (`/tasks/<id>`), where those two resolve to another page.
 pub fn is_valid_task_id(id: &str) -> bool {
     !id.is_empty()
         && id != "."
@@ -845,10 +846,10 @@ mod tests {
 
     #[test]
     fn task_ids_follow_their_pattern() {
-        for ok in ["a", "load_orders", "v1.2-x", "A_9"] {
+        for ok in ["a", "load_orders", "v1.2-x", "A_9", "...", ".a", "a..b"] {
             assert!(is_valid_task_id(ok), "{ok}");
         }
-        for bad in ["", "a b", "a;rm", "ü", "a/b", "$x", &"x".repeat(129)] {
+        for bad in ["", ".", "..", "a b", "a;rm", "ü", "a/b", "$x", &"x".repeat(129)] {
             assert!(!is_valid_task_id(bad), "{bad}");
         }
     }

@@ -9,13 +9,14 @@ pub mod day;
 pub mod deadline;
 pub mod dispatch;
 pub mod period;
+pub mod pools;
 pub mod redact;
 pub mod retention;
-pub mod pools;
 pub mod role;
 pub mod schedule;
 pub mod state;
 pub mod template;
+pub mod text;
 pub mod versions;
 
 #[cfg(test)]
@@ -28,8 +29,8 @@ pub use day::{DayError, EtlDay};
 pub use deadline::Deadline;
 pub use dispatch::{Dispatch, TryOutcome};
 pub use period::{Period, PeriodError, PeriodKind};
-pub use redact::redact_url;
 pub use pools::{PoolSpec, PoolUsage};
+pub use redact::redact_url;
 pub use role::Role;
 pub use schedule::Schedule;
 pub use state::{Event, InstanceState, transition};

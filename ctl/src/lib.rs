@@ -34,8 +34,8 @@ use tonic::{
 };
 
 use crate::commands::{
-    agents, alerts, apply, auth, calendars, clean, coordinators, dep, logs, ops, pools, run, status, task, tasks,
-    version,
+    agents, alerts, apply, auth, calendars, clean, coordinators, dep, logs, ops, pools, run, status, task,
+    tasks, version,
 };
 use crate::credentials::{Bearer, TokenSource};
 use crate::failover::Failover;

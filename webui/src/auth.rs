@@ -266,6 +266,45 @@ mod router_tests {
         cookies.iter().find(|c| c.starts_with("goflow_session="))
     }
 
+    /// The probe: no X-Frame-Options or CSP, and a CSRF cookie without `Secure` under TLS.
+    #[tokio::test]
+    async fn every_response_forbids_framing_and_foreign_scripts_and_the_csrf_cookie_is_secure_over_tls() {
+        use tower::ServiceExt;
+        let app = sample().start().await;
+        for uri in ["/", "/login", "/no/such/page", "/static/goflow.css"] {
+            let response = app
+                .clone()
+                .oneshot(
+                    axum::http::Request::get(uri)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let headers = response.headers();
+            assert_eq!(headers["x-frame-options"], "DENY", "{uri}");
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{uri}");
+            let csp = headers["content-security-policy"].to_str().unwrap();
+            for directive in [
+                "frame-ancestors 'none'",
+                "script-src 'self';",
+                "object-src 'none'",
+            ] {
+                assert!(csp.contains(directive), "{uri}: {csp}");
+            }
+        }
+        let csrf_of = |cookies: Vec<String>| {
+            cookies
+                .into_iter()
+                .find(|c| c.starts_with("goflow_csrf="))
+                .expect("a CSRF cookie is set")
+        };
+        let (_, _, plain) = head(&app, "/", &[]).await;
+        assert!(!csrf_of(plain).contains("Secure"));
+        let (_, _, tls) = head(&app, "/", &[("x-forwarded-proto", "https")]).await;
+        assert!(csrf_of(tls).ends_with("; HttpOnly; Secure"));
+    }
+
     #[tokio::test]
     async fn a_visitor_without_a_session_is_sent_to_the_login_form() {
         let fake = sample().with_auth();

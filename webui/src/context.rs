@@ -6,7 +6,7 @@
 //! match. A GET never changes anything, so a cross-site page can neither act nor read the token.
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -146,8 +146,14 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// A `Set-Cookie` value for a cookie only this site's pages send (Strict) and scripts cannot
 /// read (HttpOnly). `max_age` 0 deletes it.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
+    set_cookie_over(name, value, max_age_secs, false)
+}
+
+/// As `set_cookie`, and `Secure` (sent over TLS only) when `secure`.
+pub fn set_cookie_over(name: &str, value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; Max-Age={max_age_secs}; SameSite=Strict; HttpOnly"
+        "{name}={value}; Path=/; Max-Age={max_age_secs}; SameSite=Strict; HttpOnly{secure}"
     ))
     .expect("cookie values are ASCII")
 }
@@ -208,12 +214,15 @@ fn is_token(value: &str) -> bool {
 /// Middleware on every route: gives the request a CSRF token (a new one, set as a cookie, when
 /// it has none), refuses state-changing requests whose form does not repeat the cookie's token,
 /// and clears the flash message once a page has shown it.
-pub async fn guard(request: Request, next: Next) -> Response {
+pub async fn guard(State(app): State<crate::AppState>, request: Request, next: Next) -> Response {
     let lang = choose_lang(request.headers());
-    REQUEST_LANG.scope(lang, guard_in(request, next)).await
+    // Over TLS the CSRF cookie is `Secure`, like the session's: a plain-HTTP page on the same
+    // host must not be able to read or plant it.
+    let secure = app.secure_cookies || crate::auth::over_tls(request.uri(), request.headers());
+    REQUEST_LANG.scope(lang, guard_in(request, next, secure)).await
 }
 
-async fn guard_in(request: Request, next: Next) -> Response {
+async fn guard_in(request: Request, next: Next, secure: bool) -> Response {
     let existing = cookie(request.headers(), CSRF_COOKIE).filter(|t| is_token(t));
     let had_flash = cookie(request.headers(), FLASH_COOKIE).is_some();
     let token = existing.clone().unwrap_or_else(new_token);
@@ -250,9 +259,10 @@ async fn guard_in(request: Request, next: Next) -> Response {
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if existing.is_none() {
         // A year: the token only has to outlive the open tab; it carries no authority alone.
-        response
-            .headers_mut()
-            .append(SET_COOKIE, set_cookie(CSRF_COOKIE, &token, 365 * 86_400));
+        response.headers_mut().append(
+            SET_COOKIE,
+            set_cookie_over(CSRF_COOKIE, &token, 365 * 86_400, secure),
+        );
     }
     let showed_flash = had_flash && is_page && response.status() == StatusCode::OK;
     if showed_flash {

@@ -86,7 +86,16 @@ impl Engine {
         } else {
             source_name
         };
-        let file = dagfile::parse(document, source_name).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if document.len() > goflow_proto::MAX_DOCUMENT_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "{source_name}: the DAG file is {}; the limit is {}",
+                goflow_proto::megabytes(document.len()),
+                goflow_proto::megabytes(goflow_proto::MAX_DOCUMENT_BYTES)
+            )));
+        }
+        let file = parse_off_workers(document, source_name)
+            .await?
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         if options.prune && file.dag.is_none() {
             return Err(EngineError::Invalid(format!(
                 "{source_name}: --prune needs the file to name its DAG (a top-level `dag: NAME`); nothing was changed"
@@ -150,7 +159,11 @@ impl Engine {
                 merged.remove(id);
             }
         }
-        let dag = Dag::with_calendars(merged.into_values(), calendars.into_values())
+        // Graph checks over tens of thousands of tasks are CPU work: off the async workers.
+        let calendars: Vec<Calendar> = calendars.into_values().collect();
+        let dag = tokio::task::spawn_blocking(move || Dag::with_calendars(merged.into_values(), calendars))
+            .await
+            .map_err(anyhow::Error::from)?
             .map_err(|e| EngineError::Invalid(format!("{source_name}: {e}")))?;
         if !outcome.deleted.is_empty()
             && let Some(active) = store::first_active_instance(&mut tx, &outcome.deleted).await?
@@ -375,4 +388,18 @@ fn check_prune(merged: &BTreeMap<String, TaskSpec>, doomed: &[String], dag: &str
         "cannot prune DAG {dag:?}: {} (prune those tasks too, or change them first); nothing was changed",
         blockers.join(", ")
     )))
+}
+
+/// Parses a DAG document on the blocking pool: a document of many thousand tasks takes a
+/// while to parse, and on an async worker it would hold up heartbeats and every other call.
+pub(super) async fn parse_off_workers(
+    document: &str,
+    source_name: &str,
+) -> Result<std::result::Result<dagfile::DagFile, dagfile::DagFileError>> {
+    let (document, source_name) = (document.to_string(), source_name.to_string());
+    Ok(
+        tokio::task::spawn_blocking(move || dagfile::parse(&document, &source_name))
+            .await
+            .map_err(anyhow::Error::from)?,
+    )
 }

@@ -356,16 +356,7 @@ impl Engine {
             let new = if is_held(*at) {
                 store::settle_held_fire(&mut tx, &task.id, *at, store::SKIPPED, reason).await?
             } else {
-                store::insert_fire(
-                    &mut tx,
-                    &task.id,
-                    *at,
-                    &day.key(),
-                    store::SKIPPED,
-                    reason,
-                    now,
-                )
-                .await?
+                store::insert_fire(&mut tx, &task.id, *at, &day.key(), store::SKIPPED, reason, now).await?
             };
             if !new {
                 continue;
@@ -428,11 +419,24 @@ impl Engine {
         if let Some(why) = catalog.dag.why_not_on(&task.id, day) {
             let reason = format!("{why}: nothing to run");
             let new = if held {
-                store::settle_held_fire(&mut tx, &task.id, fire.timestamp_millis(), store::SKIPPED, &reason)
-                    .await?
+                store::settle_held_fire(
+                    &mut tx,
+                    &task.id,
+                    fire.timestamp_millis(),
+                    store::SKIPPED,
+                    &reason,
+                )
+                .await?
             } else {
-                store::record_skipped_fire(&mut tx, &task.id, fire.timestamp_millis(), &day.key(), &reason, now)
-                    .await?
+                store::record_skipped_fire(
+                    &mut tx,
+                    &task.id,
+                    fire.timestamp_millis(),
+                    &day.key(),
+                    &reason,
+                    now,
+                )
+                .await?
             };
             tx.commit().await?;
             if new {

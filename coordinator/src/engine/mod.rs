@@ -22,8 +22,8 @@ mod joins;
 mod log_archive;
 mod loops;
 mod operator;
-mod retention;
 mod pools;
+mod retention;
 mod runs;
 mod tasks;
 mod traces;
@@ -55,9 +55,9 @@ pub use agents::{
     AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer,
     HeartbeatExtras, Registered, TryReport,
 };
-pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use definitions::{ApplyOptions, ApplyOutcome};
 pub use pools::PoolStatus;
+pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use tasks::{FieldChange, RunPreview, spec_changes};
 pub use waits::WaitCache;
 
@@ -211,8 +211,8 @@ fn article(kind: PeriodKind) -> &'static str {
     if kind == PeriodKind::Hour { "an" } else { "a" }
 }
 
-/// Instances written per transaction by a run or a kill; between chunks, agents' reports get
-/// the store.
+/// Instances written per statement batch by a run (all in one transaction) or per
+/// transaction by a kill (between chunks, agents' reports get the store).
 const CHUNK: usize = 2000;
 
 pub struct Engine {

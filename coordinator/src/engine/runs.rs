@@ -121,9 +121,11 @@ impl Engine {
 
     /// Puts `keys` (in run order) back to waiting and queues those whose dependencies are met
     /// (or that are forced). Refused as a whole, before anything changes, if one of them is
-    /// queued or running. Written in chunks of `CHUNK` instances, one transaction each, so a
-    /// year-long backfill does not hold the store while agents report. Each instance runs the
-    /// version `pins` names for it, or (not named) the current definition.
+    /// queued or running. One transaction, with its operations-log entry: a backfill killed
+    /// mid-way (kill -9, a lost leadership) leaves nothing behind, never some instances that
+    /// later run with no record of who asked. Instances are written `CHUNK` at a time within
+    /// it, to keep each statement small. Each instance runs the version `pins` names
+    /// for it, or (not named) the current definition.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn redo(
         &self,
@@ -140,15 +142,14 @@ impl Engine {
         // Instances go back to waiting: what the join hints knew of them is void.
         self.joins.clear();
         let mut rows = Vec::with_capacity(keys.len());
-        let mut queued = 0;
         let mut skipped = vec![];
+        let mut dispatches = vec![];
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let in_run: HashSet<&InstanceKey> = keys.iter().collect();
         for chunk in keys.chunks(CHUNK) {
-            let now = now_ms();
-            let mut tx = self.store.begin().await?;
-            let mut dispatches = vec![];
             let wanted = self.wanted(catalog, chunk, pins);
             let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
-            let in_chunk: HashSet<&InstanceKey> = chunk.iter().collect();
             for (want, (row, created)) in wanted.iter().zip(ensured) {
                 let (key, spec, retries) = (want.key, want.spec, want.max_tries - 1);
                 // A live instance (it went live since the check above) is left alone rather than
@@ -170,16 +171,15 @@ impl Engine {
                 let mut row = row;
                 row.run_version = run_version;
                 // An upstream reset in this very transaction cannot have succeeded, so only
-                // instances without one can be ready now; the rest are queued as their upstreams
-                // succeed. (An upstream of an earlier chunk may have succeeded meanwhile: it is
-                // checked in the store like any other.)
+                // instances without one in the run can be ready now; the rest are queued as
+                // their upstreams succeed.
                 let ready = forced.contains(key)
                     || (!catalog.is_paused(&key.task)
                         && !catalog
                             .dag
                             .upstream_instances(key)
                             .iter()
-                            .any(|up| in_chunk.contains(up))
+                            .any(|up| in_run.contains(up))
                         && dependencies_met(&mut tx, &catalog.dag, key).await?);
                 if ready
                     && let Some(try_number) =
@@ -190,17 +190,12 @@ impl Engine {
                 }
                 rows.push(row);
             }
-            tx.commit().await?;
-            queued += dispatches.len();
-            self.push(dispatches).await;
-            self.changed();
         }
         let detail = if skipped.is_empty() {
             detail.to_string()
         } else {
             format!("{detail} (left alone, live meanwhile: {})", skipped.join(", "))
         };
-        let mut tx = self.store.begin().await?;
         store::record_operation(
             &mut tx,
             &caller.actor,
@@ -208,10 +203,13 @@ impl Engine {
             action,
             target,
             detail.trim(),
-            now_ms(),
+            now,
         )
         .await?;
         tx.commit().await?;
+        let queued = dispatches.len();
+        self.push(dispatches).await;
+        self.changed();
         tracing::info!(
             "{action} {target} {detail}: {}, {queued} queued now",
             goflow_core::plural(rows.len(), "instance")

@@ -114,8 +114,10 @@ impl Engine {
 
     /// For each task of `document` that exists and differs, every field that would change.
     /// A document that does not parse has no changes (apply reports its error).
-    pub fn definition_changes(&self, document: &str, source_name: &str) -> Vec<FieldChange> {
-        let Ok(dagfile::DagFile { tasks: specs, .. }) = dagfile::parse(document, source_name) else {
+    pub async fn definition_changes(&self, document: &str, source_name: &str) -> Vec<FieldChange> {
+        let Ok(Ok(dagfile::DagFile { tasks: specs, .. })) =
+            super::definitions::parse_off_workers(document, source_name).await
+        else {
             return vec![];
         };
         let catalog = self.catalog();

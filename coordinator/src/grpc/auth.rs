@@ -31,13 +31,14 @@ fn role_field(text: &str) -> Result<Role, Status> {
 #[tonic::async_trait]
 impl AuthService for Api {
     async fn login(&self, request: Request<pb::LoginRequest>) -> RpcResult<pb::LoginResponse> {
+        let source = client_address(&request);
         let req = request.into_inner();
         if !self.auth.enabled() {
             return Err(Status::failed_precondition(
                 "authentication is off on this coordinator (start it with --auth): no login needed",
             ));
         }
-        let (token, role, expires_at) = self.auth.login(&req.user, &req.password).await?;
+        let (token, role, expires_at) = self.auth.login(&req.user, &req.password, source).await?;
         Ok(Response::new(pb::LoginResponse {
             token,
             user: req.user,

@@ -21,7 +21,10 @@ impl ControlService for Api {
         let caller = self.authorize(&request, Role::Editor).await?;
         let req = request.into_inner();
         // Read before applying: afterwards the stored definitions are the new ones.
-        let changes = self.engine.definition_changes(&req.document, &req.source_name);
+        let changes = self
+            .engine
+            .definition_changes(&req.document, &req.source_name)
+            .await;
         let options = ApplyOptions {
             dry_run: req.dry_run,
             prune: req.prune,
@@ -132,8 +135,9 @@ impl ControlService for Api {
         };
         for state in &req.states {
             filter.states.push(
-                InstanceState::parse(state)
-                    .ok_or_else(|| Status::invalid_argument(format!("states: unknown state {state:?}")))?,
+                InstanceState::parse(state).ok_or_else(|| {
+                    Status::invalid_argument(cut(format!("states: unknown state {state:?}")))
+                })?,
             );
         }
         let mut conn = self.read().await?;

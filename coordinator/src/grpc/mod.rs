@@ -42,12 +42,28 @@ const MAX_STATE_DAYS: i64 = 366;
 /// Bytes of log per streamed chunk.
 const LOG_CHUNK_BYTES: i64 = 256 * 1024;
 
+/// The longest message a refusal carries back (`grpc-message`): errors quote what the client
+/// sent, and a megabyte id must not come back whole.
+const MAX_STATUS_MESSAGE: usize = 2000;
+
+/// `message`, cut to `MAX_STATUS_MESSAGE` characters, saying how long it was.
+fn cut(message: String) -> String {
+    if message.len() <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let end = (0..=MAX_STATUS_MESSAGE)
+        .rev()
+        .find(|&i| message.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}… (cut; {} bytes in all)", &message[..end], message.len())
+}
+
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Invalid(m) => Status::invalid_argument(m),
-            EngineError::NotFound(m) => Status::not_found(m),
-            EngineError::Conflict(m) => Status::failed_precondition(m),
+            EngineError::Invalid(m) => Status::invalid_argument(cut(m)),
+            EngineError::NotFound(m) => Status::not_found(cut(m)),
+            EngineError::Conflict(m) => Status::failed_precondition(cut(m)),
             // This coordinator was deposed mid-call: the client tries another.
             EngineError::Internal(e) if e.downcast_ref::<crate::store::Fenced>().is_some() => {
                 tracing::warn!("{e:#}");
@@ -96,6 +112,18 @@ fn claimed_caller<T>(request: &Request<T>) -> Caller {
     }
 }
 
+/// The client's address: as another coordinator passed it on (`routing` keeps that header
+/// only when proven), else the connection's peer.
+fn client_address<T>(request: &Request<T>) -> crate::auth::Source {
+    request
+        .metadata()
+        .get(crate::routing::FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+        .or_else(|| request.remote_addr())
+        .map(|address| address.ip())
+}
+
 /// `1 instance`, `2 instances`.
 fn instances(n: usize) -> String {
     goflow_core::plural(n, "instance")
@@ -118,7 +146,7 @@ fn parse_day(field: &str, value: &str) -> Result<EtlDay, Status> {
             "{field} is required (yyyymmdd or yyyy-mm-dd)"
         )));
     }
-    EtlDay::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+    EtlDay::parse(value).map_err(|e| Status::invalid_argument(cut(format!("{field}: {e}"))))
 }
 
 /// One period, or a range: exactly one of `etl_day` and (`from_day`, `to_day`).
@@ -141,6 +169,13 @@ fn periods_of(etl_day: &str, from_day: &str, to_day: &str) -> Result<(Period, Pe
 fn require_task_field(task: &str) -> Result<(), Status> {
     if task.is_empty() {
         return Err(Status::invalid_argument("task is required"));
+    }
+    // No id is longer: refused without echoing it.
+    if task.len() > 128 {
+        return Err(Status::invalid_argument(format!(
+            "task id of {} bytes: ids are at most 128",
+            task.len()
+        )));
     }
     Ok(())
 }
@@ -328,5 +363,33 @@ impl Api {
                 Status::not_found(format!("no instance {task}@{}", etl_day.replace('-', "")))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probe: a huge id came back whole in `grpc-message`.
+    #[test]
+    fn refusals_cut_what_they_echo() {
+        let huge = "x".repeat(1 << 20);
+        let status: Status = EngineError::NotFound(format!("unknown task {huge:?}")).into();
+        assert!(
+            status.message().len() < MAX_STATUS_MESSAGE + 100,
+            "{}",
+            status.message().len()
+        );
+        assert!(
+            status.message().ends_with("… (cut; 1048591 bytes in all)"),
+            "{}",
+            &status.message()[1990..]
+        );
+        let short: Status = EngineError::Invalid("day_offset 9 is out of range".into()).into();
+        assert_eq!(short.message(), "day_offset 9 is out of range");
+        // Cut on a character boundary.
+        assert!(cut("é".repeat(MAX_STATUS_MESSAGE)).starts_with(&"é".repeat(MAX_STATUS_MESSAGE / 2)));
+        let long_id = require_task_field(&huge).unwrap_err();
+        assert_eq!(long_id.message(), "task id of 1048576 bytes: ids are at most 128");
     }
 }

@@ -242,3 +242,69 @@ pub async fn touch_token(db: &mut impl Db, name: &str, now: i64) -> anyhow::Resu
         .await?;
     Ok(())
 }
+
+/// Failed logins recorded for `scope`, and when the last was (epoch ms).
+pub async fn login_failures(db: &mut impl Db, scope: &str) -> anyhow::Result<Option<(i64, i64)>> {
+    let d = db.dialect();
+    Ok(
+        sqlx::query_as(d.sql("SELECT failures, last_at FROM login_failures WHERE scope = ?"))
+            .bind(scope)
+            .fetch_optional(db.conn())
+            .await?,
+    )
+}
+
+/// Counts one more failed login for `scope`; rows quiet for longer than `forget_ms` go.
+pub async fn record_login_failure(
+    db: &mut impl Db,
+    scope: &str,
+    now: i64,
+    forget_ms: i64,
+) -> anyhow::Result<()> {
+    let d = db.dialect();
+    let sql = match d {
+        super::Dialect::MySql | super::Dialect::MariaDb => {
+            "INSERT INTO login_failures (scope, failures, last_at) VALUES (?, 1, ?)
+             ON DUPLICATE KEY UPDATE failures = failures + 1, last_at = VALUES(last_at)"
+        }
+        _ => {
+            "INSERT INTO login_failures (scope, failures, last_at) VALUES (?, 1, ?)
+             ON CONFLICT (scope) DO UPDATE SET failures = login_failures.failures + 1, last_at = excluded.last_at"
+        }
+    };
+    sqlx::query(d.sql(sql))
+        .bind(scope)
+        .bind(now)
+        .execute(db.conn())
+        .await?;
+    sqlx::query(d.sql("DELETE FROM login_failures WHERE last_at < ?"))
+        .bind(now - forget_ms)
+        .execute(db.conn())
+        .await?;
+    Ok(())
+}
+
+pub async fn clear_login_failures(db: &mut impl Db, scope: &str) -> anyhow::Result<()> {
+    let d = db.dialect();
+    sqlx::query(d.sql("DELETE FROM login_failures WHERE scope = ?"))
+        .bind(scope)
+        .execute(db.conn())
+        .await?;
+    Ok(())
+}
+
+/// Revokes the API tokens `user` made (a removed user's tokens must not outlive them);
+/// returns their names.
+pub async fn revoke_tokens_created_by(db: &mut impl Db, user: &str) -> anyhow::Result<Vec<String>> {
+    let d = db.dialect();
+    let names: Vec<String> =
+        sqlx::query_scalar(d.sql("SELECT name FROM api_tokens WHERE created_by = ? ORDER BY name"))
+            .bind(user)
+            .fetch_all(db.conn())
+            .await?;
+    sqlx::query(d.sql("DELETE FROM api_tokens WHERE created_by = ?"))
+        .bind(user)
+        .execute(db.conn())
+        .await?;
+    Ok(names)
+}

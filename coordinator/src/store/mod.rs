@@ -40,8 +40,8 @@ mod leadership;
 mod log_archive;
 mod logs;
 mod operations;
-mod retention;
 mod pools;
+mod retention;
 mod task_deletion;
 mod tasks;
 mod versions;
@@ -72,8 +72,8 @@ pub use leadership::*;
 pub use log_archive::*;
 pub use logs::*;
 pub use operations::*;
-pub use retention::*;
 pub use pools::*;
+pub use retention::*;
 pub use task_deletion::*;
 pub use tasks::*;
 pub use versions::*;
@@ -441,6 +441,9 @@ async fn connect(url: &DatabaseUrl, connections: u32, read_only: bool) -> anyhow
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data folder {}", dir.display()))?;
         }
+        if !read_only {
+            create_private(&path)?;
+        }
         // `mode` is ours to set: rwc creates the file, ro keeps readers from writing.
         text = format!(
             "sqlite://{}?mode={}",
@@ -507,6 +510,24 @@ fn session_settings(dialect: Dialect) -> &'static [&'static str] {
 }
 
 /// A connection failure as a user can act on it: which database, and what it said.
+/// Creates a missing SQLite file readable by its owner only (0600): it holds password and
+/// token hashes and every command. SQLite gives its -wal and -shm files the same mode. An
+/// existing file keeps the mode its owner chose.
+fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot create {}", path.display()))),
+    }
+}
+
 fn connect_error(url: &DatabaseUrl, e: sqlx::Error) -> anyhow::Error {
     let what = match &e {
         // rustls reports a refused certificate as an I/O error of the handshake.

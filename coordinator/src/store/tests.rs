@@ -749,3 +749,58 @@ async fn bookkeeping_and_logs_do_not_wait_for_the_scheduling_writer() {
     })
     .await;
 }
+
+/// The probe: SQLite files were created 0644, readable by every local user.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("goflow.db");
+    let store = Store::open(&DatabaseUrl::sqlite(&path)).await.unwrap();
+    let mut tx = store.begin_unfenced().await.unwrap();
+    upsert_task(&mut tx, &TaskSpec::new("a", "true"), now_ms(), true)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for file in ["goflow.db", "goflow.db-wal", "goflow.db-shm"] {
+        let path = dir.path().join("data").join(file);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+        } else {
+            assert_ne!(file, "goflow.db", "the database file exists");
+        }
+    }
+    store.close().await;
+}
+
+/// The probe: `user remove` ended sessions only; the tokens the user made kept working.
+#[tokio::test]
+async fn removing_a_user_can_revoke_the_tokens_they_made() {
+    let db = TestDatabase::create(crate::testing::suite_dialect()).await;
+    let store = Store::open(&db.database_url()).await.unwrap();
+    let mut tx = store.begin_unfenced().await.unwrap();
+    for (name, by) in [("ci", "ann"), ("deploy", "ann"), ("other", "bob")] {
+        let row = TokenRow {
+            name: name.into(),
+            role: "operator".into(),
+            created_by: by.into(),
+            created_at: 1,
+            expires_at: None,
+            last_used_at: None,
+        };
+        assert!(
+            insert_token(&mut tx, &row, &format!("hash-{name}"))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(
+        revoke_tokens_created_by(&mut tx, "ann").await.unwrap(),
+        ["ci", "deploy"]
+    );
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    assert!(token_by_hash(&mut conn, "hash-ci", 2).await.unwrap().is_none());
+    assert!(token_by_hash(&mut conn, "hash-other", 2).await.unwrap().is_some());
+}

@@ -38,6 +38,12 @@ pub async fn run(client: &mut Client, args: &ApplyArgs, out: &mut impl Write) ->
         let name = args.file.file_name().unwrap_or(args.file.as_os_str());
         (text, name.to_string_lossy().into_owned())
     };
+    anyhow::ensure!(
+        document.len() <= goflow_proto::MAX_DOCUMENT_BYTES,
+        "the DAG file is {}; the limit is {} (split it into several files)",
+        goflow_proto::megabytes(document.len()),
+        goflow_proto::megabytes(goflow_proto::MAX_DOCUMENT_BYTES)
+    );
     let request = ApplyTasksRequest {
         document,
         source_name: source_name.clone(),

@@ -22,6 +22,11 @@ pub struct LogsArgs {
     /// Keep printing output as it comes until the try ends.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Print control bytes as they are, even on a terminal (where they are otherwise shown
+    /// as `^[`-style escapes, so that a log cannot retitle the window or clear the screen).
+    /// Output that is not a terminal (a pipe, a file) is always byte-exact.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub fn request(args: &LogsArgs) -> TailLogsRequest {
@@ -41,6 +46,8 @@ const RESUME_PATIENCE: Duration = Duration::from_secs(60);
 /// is cut (its coordinator stepped down or went away) reconnects and resumes at the byte
 /// where it was, so nothing is printed twice or skipped.
 pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let mut shown = Neutraliser::new(!args.raw && std::io::stdout().is_terminal());
     let mut next = request(args);
     let mut printed = Printed::default();
     // Since when a cut follow has been trying to resume without getting a new byte.
@@ -63,7 +70,7 @@ pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> 
                     if !unseen.is_empty() {
                         cut_since = None;
                     }
-                    out.write_all(unseen)?;
+                    out.write_all(&shown.filter(unseen))?;
                     out.flush()?;
                     if !chunk.eof {
                         continue;
@@ -74,9 +81,13 @@ pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> 
                         next = request(args);
                         break;
                     }
+                    out.write_all(&shown.finish())?;
                     return Ok(());
                 }
-                Ok(None) if !args.follow => return Ok(()),
+                Ok(None) if !args.follow => {
+                    out.write_all(&shown.finish())?;
+                    return Ok(());
+                }
                 Err(status) if !args.follow || status.code() != tonic::Code::Unavailable => {
                     return Err(status.into());
                 }
@@ -95,6 +106,61 @@ pub async fn run(client: &mut Client, args: &LogsArgs, out: &mut impl Write) -> 
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Shows a log on a terminal without letting it drive the terminal: control bytes (ESC and
+/// the rest of C0 but newline and tab, DEL, and C1 controls written as UTF-8) become visible
+/// `^[`-style text. A carriage return is kept before a newline (CRLF) only. Off, bytes pass
+/// through unchanged.
+struct Neutraliser {
+    on: bool,
+    /// The chunk before ended inside a possible two-byte C1 (0xC2) or a CR.
+    held: Option<u8>,
+}
+
+impl Neutraliser {
+    fn new(on: bool) -> Self {
+        Self { on, held: None }
+    }
+
+    fn filter<'a>(&mut self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if !self.on {
+            return bytes.into();
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut input: Vec<u8> = self.held.take().into_iter().collect();
+        input.extend_from_slice(bytes);
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            let next = input.get(i + 1).copied();
+            match b {
+                b'\n' | b'\t' => out.push(b),
+                b'\r' if next == Some(b'\n') => out.push(b),
+                b'\r' | 0xC2 if next.is_none() => {
+                    self.held = Some(b);
+                }
+                0xC2 if matches!(next, Some(0x80..=0x9F)) => {
+                    out.extend_from_slice(format!("<U+{:04X}>", next.unwrap()).as_bytes());
+                    i += 1;
+                }
+                0x00..=0x1F => out.extend_from_slice(&[b'^', b + 0x40]),
+                0x7F => out.extend_from_slice(b"^?"),
+                _ => out.push(b),
+            }
+            i += 1;
+        }
+        out.into()
+    }
+
+    /// What a last chunk left held, shown on its own.
+    fn finish(&mut self) -> Vec<u8> {
+        match self.held.take() {
+            Some(b'\r') => b"^M".to_vec(),
+            Some(b) => vec![b],
+            None => vec![],
         }
     }
 }
@@ -141,6 +207,32 @@ impl Printed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probe's log set the window title and cleared the screen through `goflowctl logs`.
+    #[test]
+    fn control_bytes_are_shown_not_obeyed_on_a_terminal() {
+        let evil =
+            b"title\x1b]0;pwned\x07 clear\x1b[2J\x1bc del\x7f bell\x07 ok\tdone\r\n\xc2\x9b2J caf\xc3\xa9\n";
+        let mut on = Neutraliser::new(true);
+        let shown = on.filter(evil).into_owned();
+        assert_eq!(
+            String::from_utf8(shown).unwrap(),
+            "title^[]0;pwned^G clear^[[2J^[c del^? bell^G ok\tdone\r\n<U+009B>2J café\n"
+        );
+        assert!(on.finish().is_empty());
+        // Split across chunks: a C1 control and a CRLF are still told apart.
+        let mut on = Neutraliser::new(true);
+        let mut shown = vec![];
+        for chunk in [&b"a\xc2"[..], b"\x9bb\r", b"\nc\r"] {
+            shown.extend_from_slice(&on.filter(chunk));
+        }
+        shown.extend(on.finish());
+        assert_eq!(String::from_utf8(shown).unwrap(), "a<U+009B>b\r\nc^M");
+        // --raw, or a pipe: byte-exact.
+        let mut off = Neutraliser::new(false);
+        assert_eq!(&*off.filter(evil), &evil[..]);
+        assert!(parse(&["-j", "t", "-d", "20260101", "--raw"]).unwrap().raw);
+    }
 
     fn parse(args: &[&str]) -> Result<LogsArgs, clap::Error> {
         let mut all = vec!["logs"];
