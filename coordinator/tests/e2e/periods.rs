@@ -390,3 +390,74 @@ fn bad_period_definitions_are_refused_and_change_nothing() {
         .collect();
     assert_eq!(ids, ["keep"]);
 }
+
+/// Cron fires follow the calendar: on the test's clock, a daily schedule over the National Day
+/// week (catchup: all, so every missed fire is decided) creates the business days' instances
+/// only; each holiday's fire is recorded as skipped with the calendar's reason.
+#[test]
+fn cron_fires_skip_the_days_outside_the_calendar() {
+    let mut clock = None;
+    let sb = Sandbox::start_with(|root| {
+        let path = root.join("clock");
+        std::fs::write(&path, "2026-09-30T12:00:00Z").unwrap();
+        clock = Some(path.clone());
+        crate::sandbox::Launch {
+            args: vec![
+                "standalone".into(),
+                "--data-dir".into(),
+                root.join("data").into(),
+                "--test-clock".into(),
+                path.into(),
+            ],
+            ..crate::sandbox::Launch::default()
+        }
+    });
+    let clock = clock.unwrap();
+    sb.apply(&format!(
+        r#"{CALENDARS}
+tasks:
+  - id: report
+    command: "true"
+    schedule: "0 2 * * *"
+    day_offset: 0
+    calendar: cn_workday
+    catchup: all
+"#
+    ));
+    std::fs::write(&clock, "2026-10-09T12:00:00Z").unwrap();
+    crate::sandbox::wait_for(
+        Duration::from_secs(60),
+        "the fires up to Oct 9",
+        || sb.log_tail(30),
+        || {
+            let days = all_instances(&sb, "report");
+            (days.len() == 2 && days.iter().all(|r| r["state"] == "success")).then_some(())
+        },
+    );
+    let days: BTreeSet<String> = all_instances(&sb, "report")
+        .iter()
+        .map(|r| r["period"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        days,
+        BTreeSet::from(["20261008".to_string(), "20261009".to_string()])
+    );
+    let skips: Vec<Value> = parse_array(&sb.ctl_ok(&["history", "-j", "report", "-o", "json"]))
+        .into_iter()
+        .filter(|op| op["action"] == "skip-fire")
+        .collect();
+    let holiday = skips
+        .iter()
+        .find(|op| op["target"] == "report@20261001")
+        .unwrap_or_else(|| panic!("no skipped fire for the holiday: {skips:#?}"));
+    assert!(
+        holiday["detail"]
+            .as_str()
+            .unwrap()
+            .contains("calendar \"cn_workday\""),
+        "{holiday:#}"
+    );
+    // Oct 1 .. 7: seven days off (five holidays and a weekend), each fire recorded once.
+    let skipped_days: BTreeSet<&str> = skips.iter().filter_map(|op| op["target"].as_str()).collect();
+    assert_eq!(skipped_days.len(), 7, "{skips:#?}");
+}
