@@ -283,6 +283,16 @@ async fn acquire_elected(
     }))
 }
 
+/// MySQL/MariaDB's "Lock wait timeout exceeded" (error 1205).
+fn is_lock_wait_timeout(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .is_some_and(|db| db.message().contains("Lock wait timeout exceeded"))
+    })
+}
+
 /// Renews the lease row a few times per lease; ends the term when the token was replaced or
 /// the lease could not be confirmed for a whole lease (another may have taken over).
 async fn renew_lease_row(store: Store, token: i64, ttl: Duration, lost: CancellationToken) {
@@ -307,6 +317,15 @@ async fn renew_lease_row(store: Store, token: i64, ttl: Duration, lost: Cancella
                 );
                 lost.cancel();
                 return;
+            }
+            // The leader row is locked by a fenced write transaction (`check_fence` holds it to
+            // the commit): while it is, no takeover can commit either, so a renewal that timed
+            // out waiting for it (MySQL's lock wait timeout, during a 20,000-task apply or a
+            // year-long backfill) is no sign of a lost lease. The next renewal after the commit
+            // says whether the token is still ours.
+            Err(e) if is_lock_wait_timeout(&e) => {
+                tracing::info!("lease renewal waited on a long write transaction ({e:#}); trying again");
+                confirmed = tokio::time::Instant::now();
             }
             Err(e) if confirmed.elapsed() > ttl => {
                 tracing::error!("cannot renew the lease for {ttl:?} ({e:#}): stepping down");

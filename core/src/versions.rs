@@ -15,14 +15,28 @@ use crate::TaskSpec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Task,
+    Calendar,
+    Pool,
 }
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Task => "task",
+            Kind::Calendar => "calendar",
+            Kind::Pool => "pool",
         }
     }
+}
+
+/// The canonical text of a calendar, as a DAG file writes it.
+pub fn calendar_yaml(calendar: &crate::Calendar) -> String {
+    serde_norway::to_string(&calendar.to_raw()).expect("a calendar serializes")
+}
+
+/// The canonical text of a pool.
+pub fn pool_yaml(pool: &crate::pools::PoolSpec) -> String {
+    format!("id: {}\nslots: {}\n", pool.id, pool.slots)
 }
 
 /// Field order and names as in a DAG file; optional fields left out when unset, so the text

@@ -250,6 +250,35 @@ impl Engine {
             store::set_task_dag_and_version(&mut tx, &version.id, dag_name.as_deref(), version.version)
                 .await?;
         }
+        // Calendars and pools are versioned like tasks: a new version for each one this apply
+        // creates or changes.
+        let others = changed_calendars
+            .iter()
+            .map(|c| (Kind::Calendar, c.id.clone(), versions::calendar_yaml(c)))
+            .chain(
+                pools
+                    .iter()
+                    .map(|p| (Kind::Pool, p.id.clone(), versions::pool_yaml(p))),
+            );
+        for (kind, id, definition) in others {
+            let previous = store::latest_version(&mut tx, kind, &id).await?;
+            let changes = previous
+                .as_ref()
+                .map(|prev| versions::summary(&versions::field_diff(&prev.definition, &definition)))
+                .unwrap_or_default();
+            let version = StoredVersion {
+                kind: kind.as_str().into(),
+                id,
+                version: previous.map_or(1, |v| v.version + 1),
+                definition,
+                created_at: now,
+                actor: caller.actor.clone(),
+                client: caller.client.clone(),
+                source: source_name.to_string(),
+                changes,
+            };
+            store::insert_version(&mut tx, &version).await?;
+        }
         store::delete_task_definitions(&mut tx, &outcome.deleted).await?;
         // A changed definition (an upstream dropped, a later start_day) may leave waiting
         // instances, of the changed tasks or downstream of them, with nothing left to wait for:
