@@ -4,4 +4,4 @@ pub mod layout;
 pub mod svg;
 
 pub use layout::{EdgeIn, neighbourhood};
-pub use svg::{GraphNode, draw};
+pub use svg::{GraphNode, HourCell, draw};

@@ -19,6 +19,16 @@ pub struct GraphNode {
     pub title: String,
     /// Drawn with a thick outline: the task the page is about.
     pub highlighted: bool,
+    /// An hourly task: its day's hours, drawn as a strip of cells along the node's foot.
+    pub hours: Vec<HourCell>,
+}
+
+/// One hour of an hourly task's day in the graph.
+#[derive(Debug, Clone)]
+pub struct HourCell {
+    pub state_class: &'static str,
+    pub href: String,
+    pub title: String,
 }
 
 /// Lays out and draws the graph. `edges` index into `nodes`.
@@ -89,6 +99,23 @@ fn render(nodes: &[GraphNode], layout: &Layout) -> String {
             tx = placed.x + placed.width / 2.0,
             ty = placed.y + NODE_HEIGHT / 2.0 + 4.0,
         );
+        // The hours, each its own link, along the node's foot (not inside its link: links
+        // do not nest).
+        if !node.hours.is_empty() {
+            let cell = (placed.width - 4.0) / node.hours.len() as f64;
+            for (i, hour) in node.hours.iter().enumerate() {
+                let _ = write!(
+                    svg,
+                    r#"<a href="{href}" class="hour state-{class}"><title>{title}</title><rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="5"/></a>"#,
+                    href = escape(&hour.href),
+                    class = hour.state_class,
+                    title = escape(&hour.title),
+                    x = placed.x + 2.0 + i as f64 * cell,
+                    y = placed.y + NODE_HEIGHT - 7.0,
+                    w = (cell - 0.6).max(0.5),
+                );
+            }
+        }
     }
     svg.push_str("</g></g></svg>");
     svg
@@ -217,6 +244,7 @@ mod tests {
             href: format!("/instances/{id}/20260110"),
             title: format!("{id}: {state}"),
             highlighted: false,
+            hours: vec![],
         }
     }
 

@@ -16,7 +16,7 @@ use super::day_or_latest;
 use crate::AppState;
 use crate::context::Ctx;
 use crate::error::WebError;
-use crate::graph::{self, EdgeIn, GraphNode, neighbourhood};
+use crate::graph::{self, EdgeIn, GraphNode, HourCell, neighbourhood};
 use crate::i18n::{Lang, TASKS, count, state_label, state_meaning};
 use crate::view::{Badge, state_class};
 
@@ -172,13 +172,30 @@ pub fn day_graph(
             day_offset: e.day_offset,
         })
         .collect();
-    let by_task: HashMap<&str, &Instance> = instances.iter().map(|i| (i.task.as_str(), i)).collect();
+    // A daily task's instance of the day; an hourly task's hours (their keys are 10 long).
+    let is_hour = |i: &Instance| i.period.len() == 10;
+    let by_task: HashMap<&str, &Instance> = instances
+        .iter()
+        .filter(|i| !is_hour(i))
+        .map(|i| (i.task.as_str(), i))
+        .collect();
+    let mut hours_of: HashMap<&str, Vec<&Instance>> = HashMap::new();
+    for i in instances.iter().filter(|i| is_hour(i)) {
+        hours_of.entry(i.task.as_str()).or_default().push(i);
+    }
     let nodes: Vec<GraphNode> = keep
         .iter()
         .map(|old| {
             let task = &tasks[*old];
             let instance = by_task.get(task.id.as_str());
-            let state = instance.map_or("none", |i| i.state.as_str());
+            let hourly = task.period == "hour";
+            let mut hours: Vec<&Instance> = hours_of.get(task.id.as_str()).cloned().unwrap_or_default();
+            hours.sort_by(|a, b| a.period.cmp(&b.period));
+            let state = if hourly {
+                hours_state(&hours)
+            } else {
+                instance.map_or("none", |i| i.state.as_str())
+            };
             let forced = instance.is_some_and(|i| i.forced);
             let shown = if forced { "forced" } else { state };
             let meaning = match lang {
@@ -192,6 +209,11 @@ pub fn day_graph(
                 href: format!("/instances/{}/{}", task.id, day.compact()),
                 title: format!("{} · {state} · {meaning}", task.id),
                 highlighted: focus.is_some_and(|(f, _)| f == *old),
+                hours: if hourly {
+                    hour_cells(task, &hours, day, lang)
+                } else {
+                    vec![]
+                },
             }
         })
         .collect();
@@ -199,6 +221,49 @@ pub fn day_graph(
         svg: graph::draw(&nodes, &kept_edges),
         shown: nodes.len(),
     }
+}
+
+/// An hourly task's node as a whole: its most pressing hour (a failure, then what runs, then
+/// what waits); success only when every hour of the day succeeded.
+fn hours_state(hours: &[&Instance]) -> &'static str {
+    const PRESSING: [&str; 6] = ["failed", "killed", "running", "up_for_retry", "queued", "waiting"];
+    if hours.is_empty() {
+        return "none";
+    }
+    PRESSING
+        .into_iter()
+        .find(|s| hours.iter().any(|h| h.state == *s))
+        .unwrap_or(if hours.iter().all(|h| h.state == "success") {
+            "success"
+        } else {
+            "none"
+        })
+}
+
+/// Every hour of the task's day on its timezone's clock (23 or 24 on daylight-saving days),
+/// with the state of its instance, if it has one.
+fn hour_cells(task: &Task, hours: &[&Instance], day: EtlDay, lang: Lang) -> Vec<HourCell> {
+    let tz = task.timezone.parse().unwrap_or(chrono_tz::UTC);
+    goflow_core::Period::day(day)
+        .parts(goflow_core::PeriodKind::Hour, tz)
+        .into_iter()
+        .map(|hour| {
+            let key = hour.key();
+            let state = hours
+                .iter()
+                .find(|h| h.period == key)
+                .map_or("none", |h| h.state.as_str());
+            let meaning = match lang {
+                Lang::En => state_meaning(lang, state),
+                Lang::Zh => state_label(lang, state),
+            };
+            HourCell {
+                state_class: state_class(state),
+                href: format!("/instances/{}/{key}", task.id),
+                title: format!("{}@{key} · {state} · {meaning}", task.id),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -220,6 +285,38 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_hourly_task_is_drawn_with_a_cell_per_hour_of_its_day() {
+        let mut hourly = task("h", &[]);
+        hourly.period = "hour".into();
+        hourly.timezone = "America/New_York".into();
+        let hour = |key: &str, state: &str| Instance {
+            task: "h".into(),
+            etl_day: key[..8].into(),
+            period: key.into(),
+            state: state.into(),
+            ..Default::default()
+        };
+        let instances = [hour("2026030800", "success"), hour("2026030803", "failed")];
+        // New York's spring-forward day has 23 hours.
+        let day = EtlDay::parse("20260308").unwrap();
+        let drawing = day_graph(&[hourly], &instances, day, None, Lang::En);
+        assert_eq!(
+            drawing.svg.matches(r#"class="hour state-"#).count(),
+            23,
+            "{}",
+            drawing.svg
+        );
+        assert!(
+            drawing
+                .svg
+                .contains(r#"<a href="/instances/h/2026030803" class="hour state-failed">"#)
+        );
+        assert!(!drawing.svg.contains("/instances/h/2026030802"));
+        // The node says the most pressing hour's state.
+        assert!(drawing.svg.contains(r#"class="node state-failed" data-task="h""#));
     }
 
     #[test]

@@ -320,6 +320,7 @@ fn neighbourhood_svg(
                     state_meaning(ctx.lang, state)
                 ),
                 highlighted: *name == task,
+                hours: vec![],
             }
         })
         .collect();
