@@ -202,7 +202,14 @@ mod tests {
     fn json_fields() {
         let v = to_json(&task());
         assert_eq!(v["id"], "load");
-        assert_eq!(v["depends_on"][1], json!({"task": "b", "day_offset": -1}));
+        assert_eq!(
+            v["depends_on"][1],
+            json!({"task": "b", "day_offset": -1, "calendar": null})
+        );
+        assert_eq!(
+            (v["period"].as_str(), v["calendar"].is_null()),
+            (Some("day"), true)
+        );
         assert_eq!(v["next_fire_at"], "2026-01-01T00:00:00.000Z");
         assert_eq!(v["retries"], 2);
         assert_eq!(v["retries_in_force"], 2);
