@@ -76,7 +76,9 @@ class Run:
     def frozen_when_it_ended(self, attempt):
         """Whether the agent of this try was SIGSTOPped when the try wrote its end record, or was
         SIGSTOPped or SIGKILLed within REPORT_SLACK after it (its report could not have gone out
-        yet)."""
+        yet), or was SIGKILLed before it while the try ran on (the shim keeps a try alive for its
+        lease; its end then has no agent to report it) and the store declared the try lost after
+        it ended."""
         a, ends = self.attempts.get(attempt), self.ends.get(attempt)
         if not a or not ends:
             return False
@@ -86,7 +88,11 @@ class Run:
                 return False
             if f["kind"] == "agent_sigstop":
                 return f["wall"] - REPORT_SLACK <= at <= f.get("healed_wall", f["wall"])
-            return f["kind"] == "agent_sigkill" and f["wall"] - REPORT_SLACK <= at <= f["wall"]
+            if f["kind"] != "agent_sigkill" or at < f["wall"] - REPORT_SLACK:
+                return False
+            outlived = a.get("state") == "lost" and a.get("finished_at") is not None \
+                and at <= a["finished_at"] / 1000
+            return at <= f["wall"] or outlived
         return any(stopped(f) for f in self.faults)
 
     def history_of(self, *attempts):

@@ -105,6 +105,18 @@ class CheckerTest(unittest.TestCase):
         run.faults[0]["wall"] = 1004.0  # killed 2 s after the end: its report had time
         self.assertEqual(failing(chaos_check.check(run)), ["2"])
 
+    def test_a_rerun_is_allowed_when_its_agent_was_killed_while_the_try_ran_on(self):
+        # The agent died at 1001.9; its shim let the try end at 1002.0, with nobody to report
+        # it; the store declared it lost at 1008.0 and ran it again.
+        self.b.try_("a", "20250101", 1, 1.0, 2.0, state="lost", finished=8.0)
+        self.b.try_("a", "20250101", 2, 9.0, 10.0)
+        run = self.b.run()
+        run.faults.append({"kind": "agent_sigkill", "agent_id": "a1", "wall": 1001.9})
+        self.assertEqual(failing(chaos_check.check(run)), [])
+        # Declared lost before the try ended: the end is no lost report, the rerun no excuse.
+        run.store["attempts"][0]["finished_at"] = 1001_950
+        self.assertEqual(failing(chaos_check.check(run)), ["2"])
+
     def test_an_unexpected_outcome_breaks_3(self):
         self.b.try_("bad", "20250101", 1, 1.0, 2.0, exit=1, state="failed")
         self.assertEqual(failing(chaos_check.check(self.b.run())), ["3"])
