@@ -324,15 +324,8 @@ impl Engine {
         }
         for fire in runs {
             let held = is_held(fire.timestamp_millis());
-            self.fire(
-                catalog,
-                task,
-                fire,
-                schedule.period_of(fire, task.period),
-                skipped.len() as u32,
-                held,
-            )
-            .await?;
+            self.fire(catalog, task, fire, schedule.period_of(fire, task.period), held)
+                .await?;
         }
         Ok(())
     }
@@ -409,7 +402,6 @@ impl Engine {
         task: &TaskSpec,
         fire: chrono::DateTime<chrono::Utc>,
         day: Period,
-        skipped: u32,
         held: bool,
     ) -> Result<()> {
         let now = now_ms();
@@ -454,7 +446,7 @@ impl Engine {
         let first = if held {
             store::settle_held_fire(&mut tx, &task.id, fire.timestamp_millis(), store::FIRED, "").await?
         } else {
-            store::record_fire(&mut tx, &task.id, fire.timestamp_millis(), day, skipped, now).await?
+            store::record_fire(&mut tx, &task.id, fire.timestamp_millis(), day, now).await?
         };
         if !first {
             tx.commit().await?;

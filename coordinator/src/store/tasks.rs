@@ -248,36 +248,16 @@ pub async fn schedule_last_fires(db: &mut impl Db) -> anyhow::Result<Vec<(String
         .collect()
 }
 
-/// Records a fire; false when this (schedule, fire time) was already recorded, by anyone.
+/// Records a fire that runs; false when this (schedule, fire time) was already recorded, by
+/// anyone. (A fire not run has its own row with its reason: `record_skipped_fire`.)
 pub async fn record_fire(
     db: &mut impl Db,
     task: &str,
     fire_at: i64,
     period: Period,
-    skipped: u32,
     now: i64,
 ) -> anyhow::Result<bool> {
-    let d = db.dialect();
-    let sql = d.insert_unless_exists(
-        "cron_fires (task_id, fire_at, etl_day, created_at, skipped)",
-        "(?, ?, ?, ?, ?)",
-        "task_id, fire_at",
-    );
-    let done = sqlx::query(d.sql(&sql))
-        .bind(task)
-        .bind(fire_at)
-        .bind(period.key())
-        .bind(now)
-        .bind(skipped as i64)
-        .execute(db.conn())
-        .await?;
-    sqlx::query(d.sql("UPDATE schedules SET last_fire_at = ? WHERE task_id = ? AND last_fire_at < ?"))
-        .bind(fire_at)
-        .bind(task)
-        .bind(fire_at)
-        .execute(db.conn())
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::fires::insert_fire(db, task, fire_at, &period.key(), super::fires::FIRED, "", now).await
 }
 
 /// Every stored calendar.

@@ -273,7 +273,7 @@ async fn unique_keys_make_one_fire_one_instance_and_one_log_chunk() {
     on_every_database(|dialect| async move {
         let (_db, one, two) = two_writers(dialect).await;
         let results = race(&one, &two, |mut tx| async move {
-            let won = record_fire(&mut tx, "a", 1_700_000_000_000, day().into(), 0, now_ms()).await?;
+            let won = record_fire(&mut tx, "a", 1_700_000_000_000, day().into(), now_ms()).await?;
             Ok((tx, won))
         })
         .await;
