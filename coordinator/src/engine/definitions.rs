@@ -179,23 +179,18 @@ impl Engine {
         for spec in &changed {
             let previous = store::latest_version(&mut tx, Kind::Task, &spec.id).await?;
             let definition = versions::task_yaml(spec, dag_name.as_deref());
-            let changes = match (&previous, stored.contains_key(&spec.id)) {
-                (Some(prev), true) => versions::summary(&versions::field_diff(&prev.definition, &definition)),
-                _ => String::new(),
-            };
-            let version = previous.map_or(1, |v| v.version + 1);
-            outcome.versions.insert(spec.id.clone(), version);
-            new_versions.push(StoredVersion {
-                kind: Kind::Task.as_str().into(),
-                id: spec.id.clone(),
-                version,
-                definition,
-                created_at: now,
-                actor: caller.actor.clone(),
-                client: caller.client.clone(),
-                source: source_name.to_string(),
-                changes,
-            });
+            // A task created again (its old versions kept) lists no changed fields.
+            let update = stored.contains_key(&spec.id);
+            let version = next_version(
+                (Kind::Task, &spec.id, definition),
+                previous.as_ref(),
+                update,
+                caller,
+                source_name,
+                now,
+            );
+            outcome.versions.insert(spec.id.clone(), version.version);
+            new_versions.push(version);
         }
         // Pools are stored in this same transaction; a task's pool must be defined by the
         // document or already stored. A pool the document does not list stays as it is.
@@ -262,21 +257,14 @@ impl Engine {
             );
         for (kind, id, definition) in others {
             let previous = store::latest_version(&mut tx, kind, &id).await?;
-            let changes = previous
-                .as_ref()
-                .map(|prev| versions::summary(&versions::field_diff(&prev.definition, &definition)))
-                .unwrap_or_default();
-            let version = StoredVersion {
-                kind: kind.as_str().into(),
-                id,
-                version: previous.map_or(1, |v| v.version + 1),
-                definition,
-                created_at: now,
-                actor: caller.actor.clone(),
-                client: caller.client.clone(),
-                source: source_name.to_string(),
-                changes,
-            };
+            let version = next_version(
+                (kind, &id, definition),
+                previous.as_ref(),
+                true,
+                caller,
+                source_name,
+                now,
+            );
             store::insert_version(&mut tx, &version).await?;
         }
         store::delete_task_definitions(&mut tx, &outcome.deleted).await?;
@@ -357,6 +345,33 @@ impl Engine {
         self.wake_cron.notify_one();
         self.changed();
         self.require_task(task)
+    }
+}
+
+/// The version after `previous` (1 without one) of a definition, with the fields that changed
+/// since `previous` when `update` (a first definition, or one created again, lists none).
+fn next_version(
+    (kind, id, definition): (Kind, &str, String),
+    previous: Option<&StoredVersion>,
+    update: bool,
+    caller: &Caller,
+    source_name: &str,
+    now: i64,
+) -> StoredVersion {
+    let changes = match previous {
+        Some(prev) if update => versions::summary(&versions::field_diff(&prev.definition, &definition)),
+        _ => String::new(),
+    };
+    StoredVersion {
+        kind: kind.as_str().into(),
+        id: id.to_string(),
+        version: previous.map_or(1, |v| v.version + 1),
+        definition,
+        created_at: now,
+        actor: caller.actor.clone(),
+        client: caller.client.clone(),
+        source: source_name.to_string(),
+        changes,
     }
 }
 

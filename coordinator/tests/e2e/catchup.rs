@@ -19,7 +19,7 @@ const START: &str = "2026-03-10T12:00:00Z";
 const FIVE_DAYS_LATER: &str = "2026-03-15T12:00:00Z";
 const MISSED_DAYS: [&str; 5] = ["20260311", "20260312", "20260313", "20260314", "20260315"];
 
-fn start_at(time: &str) -> (Sandbox, PathBuf) {
+pub(crate) fn start_at(time: &str) -> (Sandbox, PathBuf) {
     let mut clock = None;
     let sb = Sandbox::start_with(|root| {
         let path = root.join("clock");

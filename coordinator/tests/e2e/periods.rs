@@ -396,23 +396,7 @@ fn bad_period_definitions_are_refused_and_change_nothing() {
 /// only; each holiday's fire is recorded as skipped with the calendar's reason.
 #[test]
 fn cron_fires_skip_the_days_outside_the_calendar() {
-    let mut clock = None;
-    let sb = Sandbox::start_with(|root| {
-        let path = root.join("clock");
-        std::fs::write(&path, "2026-09-30T12:00:00Z").unwrap();
-        clock = Some(path.clone());
-        crate::sandbox::Launch {
-            args: vec![
-                "standalone".into(),
-                "--data-dir".into(),
-                root.join("data").into(),
-                "--test-clock".into(),
-                path.into(),
-            ],
-            ..crate::sandbox::Launch::default()
-        }
-    });
-    let clock = clock.unwrap();
+    let (sb, clock) = crate::catchup::start_at("2026-09-30T12:00:00Z");
     sb.apply(&format!(
         r#"{CALENDARS}
 tasks:
