@@ -418,6 +418,9 @@ impl ControlService for Fake {
     async fn delete_pool(&self, _: Request<DeletePoolRequest>) -> Reply<DeletePoolResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn explain_instance(&self, _: Request<ExplainInstanceRequest>) -> Reply<ExplainInstanceResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

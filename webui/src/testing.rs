@@ -781,6 +781,36 @@ impl ControlService for Fake {
     async fn delete_pool(&self, _: tonic::Request<DeletePoolRequest>) -> Rpc<DeletePoolResponse> {
         Err(Status::unimplemented("delete_pool"))
     }
+    /// A waiting instance waits for the running `transform`; any other is its own root cause.
+    async fn explain_instance(
+        &self,
+        request: tonic::Request<ExplainInstanceRequest>,
+    ) -> Rpc<ExplainInstanceResponse> {
+        let r = request.into_inner();
+        let found = self.find(0, &r.task, &r.etl_day)?;
+        let hop = |i: &Instance, reason: &str| ExplainHop {
+            task: i.task.clone(),
+            period: i.etl_day.clone(),
+            state: i.state.clone(),
+            reason: reason.into(),
+        };
+        let (root, line) = if found.state == "waiting" {
+            let transform = self.find(TRANSFORM_ID, "", "")?;
+            let reason = "running on agent agent-1 since 00:01, try 2 of 3";
+            let line = format!("waits for transform@{} ({reason})", transform.etl_day);
+            (hop(transform, reason), line)
+        } else {
+            (hop(found, &found.state), found.state.clone())
+        };
+        Ok(Response::new(ExplainInstanceResponse {
+            instance: format!("{}@{}", found.task, found.etl_day),
+            state: found.state.clone(),
+            chain: vec![hop(found, "waits for 1 upstream"), root.clone()],
+            root_causes: vec![root],
+            lines: vec![line],
+            ..Default::default()
+        }))
+    }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
     }

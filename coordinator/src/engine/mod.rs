@@ -18,6 +18,7 @@
 mod agents;
 mod alerts;
 mod definitions;
+mod explain;
 mod joins;
 mod log_archive;
 mod loops;
@@ -56,6 +57,7 @@ pub use agents::{
     HeartbeatExtras, Registered, TryReport,
 };
 pub use definitions::{ApplyOptions, ApplyOutcome};
+pub use explain::InstanceExplanation;
 pub use pools::PoolStatus;
 pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use tasks::{FieldChange, RunPreview, spec_changes};

@@ -17,7 +17,11 @@ pub struct WaitCache {
 }
 
 impl WaitCache {
-    async fn state(&mut self, conn: &mut impl Db, key: &InstanceKey) -> Result<Option<InstanceState>> {
+    pub(super) async fn state(
+        &mut self,
+        conn: &mut impl Db,
+        key: &InstanceKey,
+    ) -> Result<Option<InstanceState>> {
         if self.periods_loaded.insert(key.period) {
             let period = BTreeSet::from([key.period]);
             self.states.extend(store::states_of_periods(conn, &period).await?);

@@ -541,6 +541,17 @@ impl ControlService for Api {
         Ok(Response::new(pb::DeletePoolResponse {}))
     }
 
+    async fn explain_instance(
+        &self,
+        request: Request<pb::ExplainInstanceRequest>,
+    ) -> RpcResult<pb::ExplainInstanceResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        let req = request.into_inner();
+        let key = instance_key(&req.task, &req.etl_day)?;
+        let answer = self.engine.explain_instance(&key).await?;
+        Ok(Response::new(super::explain::response(answer)))
+    }
+
     async fn list_alerts(
         &self,
         request: Request<pb::ListAlertsRequest>,
