@@ -328,7 +328,7 @@ fn zh(text: &str) -> String {
 /// The variable parts of `text` if it has the shape of `pattern` (`{}` for each; none empty).
 /// Each literal piece is found at its first place after the one before; the last one must end
 /// the text.
-fn captures<'a>(pattern: &str, text: &'a str) -> Option<Vec<&'a str>> {
+pub(crate) fn captures<'a>(pattern: &str, text: &'a str) -> Option<Vec<&'a str>> {
     let pieces: Vec<&str> = pattern.split("{}").collect();
     let mut rest = text.strip_prefix(pieces[0])?;
     if pieces.len() == 1 {

@@ -63,6 +63,8 @@ pub struct InstancePage {
     /// Where the action forms post.
     action_url: String,
     refresh: bool,
+    /// Why it is where it is (issue 19); None when the coordinator cannot say.
+    explain: Option<super::explain::ExplainView>,
 }
 
 struct AttemptRow {
@@ -135,7 +137,11 @@ pub async fn page(
             if !defined {
                 return Err(app.fail(status));
             }
-            return Ok(InstancePage::without_instance(ctx, task, day));
+            let explain = super::explain::fetch(&app, &task, &day.compact(), ctx.lang).await;
+            return Ok(InstancePage {
+                explain,
+                ..InstancePage::without_instance(ctx, task, day)
+            });
         }
         Err(status) => return Err(app.fail(status)),
     };
@@ -171,7 +177,9 @@ pub async fn page(
         .get_task(GetTaskRequest { id: task.clone() })
         .await
         .map_or(0, |t| t.into_inner().version);
+    let explain = super::explain::fetch(&app, &task, &day.compact(), lang).await;
     Ok(InstancePage {
+        explain,
         current_version,
         run_version: instance.run_version,
         actions: buttons(&ctx, state),
@@ -262,6 +270,7 @@ impl InstancePage {
             attempts: vec![],
             log: None,
             refresh: false,
+            explain: None,
         }
     }
 }
