@@ -800,7 +800,19 @@ impl ControlService for Fake {
             let line = format!("waits for transform@{} ({reason})", transform.etl_day);
             (hop(transform, reason), line)
         } else {
-            (hop(found, &found.state), found.state.clone())
+            // As the coordinator words an instance that is its own root cause.
+            let reason = match found.state.as_str() {
+                "running" => "running on agent agent-1 since 00:01, try 2 of 3".to_string(),
+                "failed" | "killed" => format!(
+                    "{}: exit code {}, try {} of {}, at 00:02",
+                    found.state, found.exit_code, found.try_number, found.max_tries
+                ),
+                "queued" => "queued, waiting for an agent to claim it for 5s".into(),
+                "up_for_retry" => "up_for_retry: try 2 of 3 due at 00:05".into(),
+                "success" => "succeeded at 00:01".into(),
+                other => other.into(),
+            };
+            (hop(found, &reason), reason)
         };
         Ok(Response::new(ExplainInstanceResponse {
             instance: format!("{}@{}", found.task, found.etl_day),
