@@ -17,6 +17,7 @@ pub mod schedule;
 pub mod state;
 pub mod template;
 pub mod text;
+pub mod timings;
 pub mod versions;
 
 #[cfg(test)]
