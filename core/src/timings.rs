@@ -162,6 +162,24 @@ impl Timings {
     }
 }
 
+/// An instance's recorded timings: the phase it is in, since when, when its current run
+/// began, and the totals of the phases it left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTimings {
+    pub phase: Phase,
+    pub since: i64,
+    pub run_started_at: i64,
+    pub totals: Timings,
+}
+
+impl RunTimings {
+    /// The totals as of `now`: the current phase counts up to now (a finished run's do not
+    /// change).
+    pub fn as_of(&self, now: i64) -> Timings {
+        self.totals.as_of(self.phase, self.since, now)
+    }
+}
+
 /// How long one try ran: from its claim to its end, or to `now` while it runs.
 pub fn try_running(started_at: i64, finished_at: Option<i64>, now: i64) -> i64 {
     (finished_at.unwrap_or(now) - started_at).max(0)
@@ -188,7 +206,10 @@ mod tests {
         assert_eq!(t.queued, 250);
         assert_eq!(t.total(), 250);
         assert_eq!(
-            Timings::default().leave(Phase::Running, 0, 10).leave(Phase::Running, 20, 25).running,
+            Timings::default()
+                .leave(Phase::Running, 0, 10)
+                .leave(Phase::Running, 20, 25)
+                .running,
             15
         );
     }
@@ -241,7 +262,10 @@ mod tests {
 
     #[test]
     fn a_clock_that_went_back_adds_nothing() {
-        assert_eq!(Timings::default().leave(Phase::Queued, 500, 400), Timings::default());
+        assert_eq!(
+            Timings::default().leave(Phase::Queued, 500, 400),
+            Timings::default()
+        );
         assert_eq!(try_running(500, Some(400), 0), 0);
     }
 
@@ -269,6 +293,19 @@ mod tests {
         assert_eq!(sum.running, 20);
         assert_eq!(sum.waiting_slots, 3);
         assert_eq!(sum.total(), a.total() + b.total());
+    }
+
+    #[test]
+    fn a_run_counts_its_current_phase_up_to_now() {
+        let run = RunTimings {
+            phase: Phase::RetryDelay,
+            since: 1_000,
+            run_started_at: 0,
+            totals: walk(0, &[(Phase::Running, 200), (Phase::RetryDelay, 1_000)]),
+        };
+        let now = run.as_of(1_500);
+        assert_eq!(now.retry_delays, 500);
+        assert_eq!(now.total(), 1_500 - run.run_started_at);
     }
 
     #[test]

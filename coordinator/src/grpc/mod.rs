@@ -13,6 +13,7 @@ mod auth;
 mod calendars;
 mod control;
 mod logs;
+mod timings;
 mod versions;
 
 pub use logs::LogApi;
@@ -329,6 +330,7 @@ impl Api {
             },
             definition_version: row.definition_version.unwrap_or(0),
             run_version: row.run_version.unwrap_or(0),
+            timings: None, // timings::attach, with one read of the tries for a whole list
         })
     }
 
