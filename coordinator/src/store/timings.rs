@@ -112,3 +112,103 @@ pub async fn try_times_of(
     }
     Ok(tries)
 }
+
+#[cfg(test)]
+mod tests {
+    use goflow_core::{EtlDay, InstanceKey, InstanceState, TaskSpec};
+
+    use super::*;
+    use crate::store::*;
+    use crate::testing::TestDatabase;
+
+    /// A life walked through every transition at known times, on each database: the totals
+    /// the UPDATEs accumulate are core's, and add up to the run's elapsed time; a redo starts
+    /// a new run; a kill ends the phase it was in.
+    #[tokio::test]
+    async fn transitions_accumulate_each_phase_on_every_database() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let db = TestDatabase::create(dialect).await;
+            let store = Store::open(&db.database_url()).await.expect("open");
+            let spec = TaskSpec::new("a", "true");
+            let key = InstanceKey::new("a", EtlDay::parse("20260105").unwrap());
+            let mut tx = store.begin().await.unwrap();
+            upsert_task(&mut tx, &spec, 1, true).await.unwrap();
+            let (row, _) = ensure_instance(&mut tx, &key, &spec, 2, 1_000).await.unwrap();
+            let id = row.id;
+            let t = queue_instance(&mut tx, id, InstanceState::Waiting, 1, 1_300)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                hold_instance(&mut tx, id, t, "waiting for pool p", 1_310)
+                    .await
+                    .unwrap()
+            );
+            assert!(claim_instance(&mut tx, id, t, 1, "agent", 1_800).await.unwrap());
+            let retry = InstanceState::UpForRetry;
+            assert!(
+                finish_instance(&mut tx, id, t, retry, Some(3), "", Some(3_800), 2_800)
+                    .await
+                    .unwrap()
+            );
+            let t = queue_instance(&mut tx, id, retry, 1, 3_800)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(claim_instance(&mut tx, id, t, 1, "agent", 3_850).await.unwrap());
+            let success = InstanceState::Success;
+            assert!(
+                finish_instance(&mut tx, id, t, success, Some(0), "", None, 4_850)
+                    .await
+                    .unwrap()
+            );
+            let row = instance_by_id(&mut tx, id).await.unwrap().unwrap();
+            let run = row.timings.expect("recorded");
+            let expected = Timings {
+                waiting_upstreams: 300,
+                waiting_slots: 490,
+                queued: 10 + 50,
+                claimed_to_started: 0,
+                running: 1_000 + 1_000,
+                retry_delays: 1_000,
+            };
+            assert_eq!(
+                (run.phase, run.run_started_at, run.totals),
+                (Phase::Done, 1_000, expected),
+                "{dialect:?}"
+            );
+            assert_eq!(
+                run.as_of(99_999).total(),
+                row.finished_at.unwrap() - run.run_started_at
+            );
+
+            assert!(
+                reset_for_redo(&mut tx, id, success, 0, &spec, "", 6_000)
+                    .await
+                    .unwrap()
+            );
+            let killed = InstanceState::Killed;
+            assert!(
+                operator_set_state(&mut tx, id, InstanceState::Waiting, killed, None, "", 6_500)
+                    .await
+                    .unwrap()
+            );
+            let run = instance_by_id(&mut tx, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .timings
+                .unwrap();
+            let expected = Timings {
+                waiting_upstreams: 500,
+                ..Timings::default()
+            };
+            assert_eq!(
+                (run.phase, run.run_started_at, run.totals),
+                (Phase::Done, 6_000, expected),
+                "{dialect:?}"
+            );
+            tx.commit().await.unwrap();
+        }
+    }
+}

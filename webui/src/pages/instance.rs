@@ -63,6 +63,7 @@ pub struct InstancePage {
     /// Where the action forms post.
     action_url: String,
     refresh: bool,
+    timings: Option<crate::timings::TimingsBar>,
 }
 
 struct AttemptRow {
@@ -207,6 +208,7 @@ pub async fn page(
             .collect(),
         log,
         refresh: in_progress(&instance),
+        timings: crate::timings::instance_bar(instance.timings.as_ref(), lang),
     })
 }
 
@@ -262,6 +264,7 @@ impl InstancePage {
             attempts: vec![],
             log: None,
             refresh: false,
+            timings: None,
         }
     }
 }
