@@ -52,6 +52,8 @@ mod seed_cli;
 mod seed_conf;
 #[path = "e2e/terms.rs"]
 mod terms;
+#[path = "e2e/timings.rs"]
+mod timings;
 #[path = "e2e/tls.rs"]
 mod tls;
 #[path = "e2e/tls_stores.rs"]

@@ -18,6 +18,7 @@ pub mod schedule;
 pub mod state;
 pub mod template;
 pub mod text;
+pub mod timings;
 pub mod versions;
 
 #[cfg(test)]

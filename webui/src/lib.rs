@@ -34,6 +34,7 @@ mod pages;
 mod routes;
 #[cfg(test)]
 mod testing;
+mod timings;
 mod tls;
 mod translate;
 mod view;

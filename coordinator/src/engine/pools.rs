@@ -142,7 +142,7 @@ impl Engine {
             Ok(()) => Ok(None),
             Err(wait) => {
                 let why = wait.to_string();
-                store::hold_instance(tx, row.id, try_number, &why).await?;
+                store::hold_instance(tx, row.id, try_number, &why, now_ms()).await?;
                 Ok(Some(why))
             }
         }
@@ -235,8 +235,9 @@ impl Engine {
             return Ok(());
         }
         let mut tx = self.store.begin().await?;
+        let now = now_ms();
         for (dispatch, why) in &changed {
-            store::hold_instance(&mut tx, dispatch.instance_id, dispatch.try_number, why).await?;
+            store::hold_instance(&mut tx, dispatch.instance_id, dispatch.try_number, why, now).await?;
         }
         tx.commit().await?;
         self.changed();

@@ -158,7 +158,7 @@ impl Engine {
                 let redoable = transition(row.state, Event::Redo { ready: false }).is_ok();
                 if !redoable
                     || (!created
-                        && !store::reset_for_redo(&mut tx, row.id, row.state, retries, spec, "").await?)
+                        && !store::reset_for_redo(&mut tx, row.id, row.state, retries, spec, "", now).await?)
                 {
                     skipped.push(key.to_string());
                     continue;

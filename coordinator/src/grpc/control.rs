@@ -158,6 +158,7 @@ impl ControlService for Api {
         for row in &rows {
             instances.push(self.instance_to_pb(&mut conn, row, &mut cache).await?);
         }
+        super::timings::attach(&mut conn, &rows, &mut instances).await?;
         Ok(Response::new(pb::ListInstancesResponse { instances, total }))
     }
 
@@ -211,10 +212,16 @@ impl ControlService for Api {
         let row = self
             .find_instance(&mut conn, req.id, &req.task, &req.etl_day)
             .await?;
-        Ok(Response::new(
-            self.instance_to_pb(&mut conn, &row, &mut WaitCache::default())
-                .await?,
-        ))
+        let mut instance = self
+            .instance_to_pb(&mut conn, &row, &mut WaitCache::default())
+            .await?;
+        super::timings::attach(
+            &mut conn,
+            std::slice::from_ref(&row),
+            std::slice::from_mut(&mut instance),
+        )
+        .await?;
+        Ok(Response::new(instance))
     }
 
     async fn list_attempts(

@@ -14,6 +14,7 @@ mod calendars;
 mod control;
 mod explain;
 mod logs;
+mod timings;
 mod versions;
 
 pub use logs::LogApi;
@@ -330,6 +331,7 @@ impl Api {
             },
             definition_version: row.definition_version.unwrap_or(0),
             run_version: row.run_version.unwrap_or(0),
+            timings: None, // timings::attach, with one read of the tries for a whole list
         })
     }
 

@@ -4,11 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context;
+use goflow_core::timings::{Phase, RunTimings};
 use goflow_core::{EtlDay, InstanceKey, InstanceState, Period, TaskSpec};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::Db;
+use super::timings::{LEAVE_PHASE, NEW_RUN, bind_leave};
 
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
@@ -43,6 +45,8 @@ pub struct InstanceRow {
     pub run_version: Option<i64>,
     /// Why a queued instance is held back (its pool or max_active is full); None: not held.
     pub pool_wait: Option<String>,
+    /// Where its current run's time went (issue 19); None: created before it was kept.
+    pub timings: Option<RunTimings>,
 }
 
 impl InstanceRow {
@@ -90,13 +94,15 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
             definition_version: r.try_get("definition_version")?,
             run_version: r.try_get("run_version")?,
             pool_wait: r.try_get("pool_wait")?,
+            timings: super::timings::decode(r, &format!("instance {id}"))?,
         })
     }
 }
 
 const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
-    marked_by, definition_version, run_version, pool_wait";
+    marked_by, definition_version, run_version, pool_wait, phase, phase_since, run_started_at, ms_waiting_upstreams,
+    ms_waiting_slots, ms_queued, ms_claimed, ms_running, ms_retry_delays";
 
 /// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}` with `binds`.
 macro_rules! select_instances {
@@ -321,15 +327,16 @@ pub async fn ensure_instances(
     // Which rows this writer inserted (another may insert the same key meanwhile: the unique
     // key keeps one row, and only its writer says "created").
     let mut inserted: std::collections::HashSet<InstanceKey> = Default::default();
-    // Seven parameters a row: well under every database's limit per statement. The version
+    // Nine parameters a row: well under every database's limit per statement. The version
     // is the task's as stored in this transaction (NULLIF: 0 means none recorded).
     for slice in missing.chunks(500) {
         let d = db.dialect();
         let mut sql = d.insert_unless_exists(
             "instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at, message,
-                        definition_version)",
+                        definition_version, phase, phase_since, run_started_at)",
             &vec![
-                "(?, ?, 'waiting', 0, ?, ?, ?, ?, '', (SELECT NULLIF(version, 0) FROM tasks WHERE id = ?))";
+                "(?, ?, 'waiting', 0, ?, ?, ?, ?, '', (SELECT NULLIF(version, 0) FROM tasks WHERE id = ?),
+                  'waiting_upstreams', ?, ?)";
                 slice.len()
             ]
             .join(", "),
@@ -347,7 +354,9 @@ pub async fn ensure_instances(
                 .bind(w.spec.priority as i64)
                 .bind(&w.spec.queue)
                 .bind(now)
-                .bind(&w.key.task);
+                .bind(&w.key.task)
+                .bind(now)
+                .bind(now);
         }
         if d.insert_returning() {
             for row in insert.fetch_all(db.conn()).await? {
@@ -441,19 +450,26 @@ pub async fn queue_instance(
     epoch: i64,
     now: i64,
 ) -> anyhow::Result<Option<i64>> {
-    update_returning_try(
-        db,
-        "UPDATE instances SET state = 'queued', try_number = try_number + 1, dispatch_epoch = ?, queued_at = ?,
+    let update = format!(
+        "UPDATE instances SET {}, state = 'queued', try_number = try_number + 1, dispatch_epoch = ?, queued_at = ?,
                 started_at = NULL, finished_at = NULL, exit_code = NULL, next_try_at = NULL, agent_id = NULL,
                 message = '', pool_wait = NULL
          WHERE id = ? AND state = ?",
-        id,
-        |q| q.bind(epoch).bind(now).bind(id).bind(from.as_str()),
-    )
+        *LEAVE_PHASE
+    );
+    update_returning_try(db, &update, id, |q| {
+        bind_leave(q, now, Phase::Queued)
+            .bind(epoch)
+            .bind(now)
+            .bind(id)
+            .bind(from.as_str())
+    })
     .await
 }
 
-/// Puts an instance back to waiting for a redo; the run gets `retries` more tries.
+/// Puts an instance back to waiting for a redo; the run gets `retries` more tries. A redo is
+/// a new run: its timings start again from `now` (issue 19).
+#[allow(clippy::too_many_arguments)]
 pub async fn reset_for_redo(
     db: &mut impl Db,
     id: i64,
@@ -461,23 +477,28 @@ pub async fn reset_for_redo(
     retries: i64,
     spec: &TaskSpec,
     message: &str,
+    now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    let done = sqlx::query(d.sql(
+    let sql = format!(
         "UPDATE instances SET state = 'waiting', max_tries = try_number + 1 + ?, lost_tries = 0, forced = 0,
                 priority = ?, queue = ?, queued_at = NULL, started_at = NULL, finished_at = NULL,
                 exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?, marked_by = NULL,
-                pool_wait = NULL
+                pool_wait = NULL, {}
          WHERE id = ? AND state = ?",
-    ))
-    .bind(retries)
-    .bind(spec.priority as i64)
-    .bind(&spec.queue)
-    .bind(message)
-    .bind(id)
-    .bind(from.as_str())
-    .execute(db.conn())
-    .await?;
+        *NEW_RUN
+    );
+    let done = sqlx::query(d.sql(&sql))
+        .bind(retries)
+        .bind(spec.priority as i64)
+        .bind(&spec.queue)
+        .bind(message)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(db.conn())
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -491,17 +512,20 @@ pub async fn claim_instance(
     now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    let done = sqlx::query(d.sql(
-        "UPDATE instances SET state = 'running', agent_id = ?, started_at = ?, pool_wait = NULL
+    // The claim hands the agent its command, which it starts at once: claimed is running.
+    let sql = format!(
+        "UPDATE instances SET {}, state = 'running', agent_id = ?, started_at = ?, pool_wait = NULL
          WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ?",
-    ))
-    .bind(agent)
-    .bind(now)
-    .bind(id)
-    .bind(try_number)
-    .bind(epoch)
-    .execute(db.conn())
-    .await?;
+        *LEAVE_PHASE
+    );
+    let done = bind_leave(sqlx::query(d.sql(&sql)), now, Phase::Running)
+        .bind(agent)
+        .bind(now)
+        .bind(id)
+        .bind(try_number)
+        .bind(epoch)
+        .execute(db.conn())
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -518,19 +542,21 @@ pub async fn finish_instance(
     now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    let done = sqlx::query(d.sql(
-        "UPDATE instances SET state = ?, exit_code = ?, message = ?, next_try_at = ?, finished_at = ?
+    let sql = format!(
+        "UPDATE instances SET {}, state = ?, exit_code = ?, message = ?, next_try_at = ?, finished_at = ?
          WHERE id = ? AND state = 'running' AND try_number = ?",
-    ))
-    .bind(to.as_str())
-    .bind(exit_code)
-    .bind(message)
-    .bind(next_try_at)
-    .bind(now)
-    .bind(id)
-    .bind(try_number)
-    .execute(db.conn())
-    .await?;
+        *LEAVE_PHASE
+    );
+    let done = bind_leave(sqlx::query(d.sql(&sql)), now, Phase::of(to, false))
+        .bind(to.as_str())
+        .bind(exit_code)
+        .bind(message)
+        .bind(next_try_at)
+        .bind(now)
+        .bind(id)
+        .bind(try_number)
+        .execute(db.conn())
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -547,16 +573,18 @@ pub async fn operator_set_state(
     let d = db.dialect();
     // Marked success: the instance did not run to this end, so the last try's exit code and
     // start stay on that try (attempts) and leave the instance, which shows who marked it.
+    // The phase it was in ends here (issue 19).
     let sql = if marked_by.is_some() {
-        "UPDATE instances SET state = ?, forced = 1, marked_by = ?, message = ?, next_try_at = NULL,
+        "UPDATE instances SET {leave}, state = ?, forced = 1, marked_by = ?, message = ?, next_try_at = NULL,
                 finished_at = ?, started_at = NULL, exit_code = NULL
          WHERE id = ? AND state = ?"
     } else {
-        "UPDATE instances SET state = ?, forced = 0, marked_by = ?, message = ?, next_try_at = NULL,
+        "UPDATE instances SET {leave}, state = ?, forced = 0, marked_by = ?, message = ?, next_try_at = NULL,
                 finished_at = ?
          WHERE id = ? AND state = ?"
     };
-    let done = sqlx::query(d.sql(sql))
+    let sql = sql.replace("{leave}", &LEAVE_PHASE);
+    let done = bind_leave(sqlx::query(d.sql(&sql)), now, Phase::of(to, false))
         .bind(to.as_str())
         .bind(marked_by)
         .bind(message)
@@ -580,22 +608,22 @@ pub async fn requeue(
     now: i64,
     message: &str,
 ) -> anyhow::Result<Option<i64>> {
-    update_returning_try(
-        db,
-        "UPDATE instances SET state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
+    let update = format!(
+        "UPDATE instances SET {}, state = 'queued', try_number = try_number + 1, max_tries = max_tries + 1,
                 lost_tries = lost_tries + ?, dispatch_epoch = ?, queued_at = ?, started_at = NULL,
                 finished_at = NULL, exit_code = NULL, agent_id = NULL, message = ?, pool_wait = NULL
          WHERE id = ? AND state = 'running' AND try_number = ?",
-        id,
-        |q| {
-            q.bind(i64::from(lost))
-                .bind(epoch)
-                .bind(now)
-                .bind(message)
-                .bind(id)
-                .bind(try_number)
-        },
-    )
+        *LEAVE_PHASE
+    );
+    update_returning_try(db, &update, id, |q| {
+        bind_leave(q, now, Phase::Queued)
+            .bind(i64::from(lost))
+            .bind(epoch)
+            .bind(now)
+            .bind(message)
+            .bind(id)
+            .bind(try_number)
+    })
     .await
 }
 

@@ -44,6 +44,7 @@ mod pools;
 mod retention;
 mod task_deletion;
 mod tasks;
+mod timings;
 mod versions;
 
 #[cfg(test)]
@@ -76,6 +77,7 @@ pub use pools::*;
 pub use retention::*;
 pub use task_deletion::*;
 pub use tasks::*;
+pub use timings::{TryTimes, try_times_of};
 pub use versions::*;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -200,11 +200,24 @@ pub async fn set_attempt_pool(db: &mut impl Db, attempt_id: &str, pool: &str) ->
     Ok(())
 }
 
-/// Holds a queued instance back (at this try) with why; false when it moved on.
-pub async fn hold_instance(db: &mut impl Db, id: i64, try_number: i64, why: &str) -> anyhow::Result<bool> {
+/// Holds a queued instance back (at this try) with why; false when it moved on. From now it
+/// waits for slots (issue 19), until its claim.
+pub async fn hold_instance(
+    db: &mut impl Db,
+    id: i64,
+    try_number: i64,
+    why: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     let d = db.dialect();
-    let done = sqlx::query(
-        d.sql("UPDATE instances SET pool_wait = ? WHERE id = ? AND state = 'queued' AND try_number = ?"),
+    let sql = format!(
+        "UPDATE instances SET {}, pool_wait = ? WHERE id = ? AND state = 'queued' AND try_number = ?",
+        *super::timings::LEAVE_PHASE
+    );
+    let done = super::timings::bind_leave(
+        sqlx::query(d.sql(&sql)),
+        now,
+        goflow_core::timings::Phase::WaitingSlots,
     )
     .bind(why)
     .bind(id)

@@ -238,6 +238,7 @@ async fn operator_moves_redo_and_lost_tries_are_won_once() {
                 0,
                 &TaskSpec::new("a", "true"),
                 "",
+                now_ms(),
             )
             .await?;
             Ok((tx, won))

@@ -16,6 +16,7 @@ pub mod run;
 pub mod status;
 pub mod task;
 pub mod tasks;
+pub mod timings;
 pub mod version;
 
 use crate::day::key_of;

@@ -178,6 +178,9 @@ pub fn to_json(i: &Instance) -> Value {
         // and the version its tries run when `run --as-then` pinned one.
         "definition_version": if i.definition_version > 0 { Value::from(i.definition_version) } else { Value::Null },
         "run_version": if i.run_version > 0 { Value::from(i.run_version) } else { Value::Null },
+        // When the run its timings describe began: created_at, or the last redo (issue 19).
+        "run_started_at": i.timings.as_ref().map_or(Value::Null, |t| output::json_time(t.run_started_at)),
+        "timings": crate::commands::timings::to_json(i.timings.as_ref()),
     })
 }
 

@@ -65,6 +65,7 @@ pub struct InstancePage {
     refresh: bool,
     /// Why it is where it is (issue 19); None when the coordinator cannot say.
     explain: Option<super::explain::ExplainView>,
+    timings: Option<crate::timings::TimingsBar>,
 }
 
 struct AttemptRow {
@@ -215,6 +216,7 @@ pub async fn page(
             .collect(),
         log,
         refresh: in_progress(&instance),
+        timings: crate::timings::instance_bar(instance.timings.as_ref(), lang),
     })
 }
 
@@ -271,6 +273,7 @@ impl InstancePage {
             log: None,
             refresh: false,
             explain: None,
+            timings: None,
         }
     }
 }

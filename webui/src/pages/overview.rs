@@ -53,6 +53,7 @@ pub struct OverviewPage {
     truncated: bool,
     refresh: bool,
     now: String,
+    day_timings: Option<crate::timings::TimingsBar>,
 }
 
 struct StateCount {
@@ -224,6 +225,7 @@ impl OverviewPage {
             truncated: instances.len() >= MAX_INSTANCES as usize,
             refresh: instances.iter().any(|i| view::in_progress(&i.state, i.blocked)),
             now: view::time(now),
+            day_timings: crate::timings::day_bar(instances, lang),
         }
     }
 }
