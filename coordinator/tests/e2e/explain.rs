@@ -37,7 +37,17 @@ fn explain_names_a_failed_root_two_hops_up_a_paused_upstream_and_a_missing_insta
     let sb = Sandbox::start();
     sb.apply(
         r#"
+calendars:
+  - id: ex_weekdays
+    weekdays: [mon, tue, wed, thu, fri]
 tasks:
+  - id: ex_weekly
+    command: "true"
+    calendar: ex_weekdays
+  - id: ex_r
+    command: "exit 1"
+    retries: 1
+    retry_delay: 1h
   - id: ex_a
     command: "echo boom >&2; exit 3"
     retries: 1
@@ -106,6 +116,28 @@ tasks:
     let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
     assert!(
         reason.contains("`goflowctl run -j ex_b -d 20260302`"),
+        "{answer:#}"
+    );
+
+    // A retry due at a given time.
+    sb.ctl(&["run", "-j", "ex_r", "-d", DAY]);
+    sb.wait_status(DAY, SETTLE, "ex_r up for retry", |rows| {
+        state_of(rows, "ex_r") == Some("up_for_retry")
+    });
+    let answer = explain_json(&sb, "ex_r", DAY);
+    assert_eq!(answer["state"], "up_for_retry", "{answer:#}");
+    let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("up_for_retry: try 2 of 2 due at "),
+        "{answer:#}"
+    );
+
+    // 2026-03-01 is a Sunday: outside the calendar.
+    let answer = explain_json(&sb, "ex_weekly", DAY);
+    assert_eq!(answer["state"], "none", "{answer:#}");
+    let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("no instance: 20260301 is not a day of calendar \"ex_weekdays\""),
         "{answer:#}"
     );
 
