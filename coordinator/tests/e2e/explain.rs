@@ -212,3 +212,41 @@ tasks:
     assert!(reason.contains(", try 1 of "), "{answer:#}");
     sb.ctl_ok(&["kill", "-j", "ex_hold", "-d", DAY]);
 }
+
+/// Asked of a coordinator that does not lead, explain is answered (by the leader, as every
+/// ControlService call is forwarded there).
+#[test]
+fn a_follower_explains_through_the_leader() {
+    use crate::ha::{Ha, Options};
+    let ha = Ha::start(Options {
+        coordinators: 2,
+        agents: 1,
+        slots: 2,
+        worker_timeout: 10,
+        etcd: false,
+    });
+    let leader = ha.wait_for(SETTLE, "one leader", || {
+        ha.leader_indexes().filter(|l| l.len() == 1).map(|l| l[0])
+    });
+    let follower = &ha.coordinators[1 - leader];
+    ha.run_dag(
+        "tasks:\n  - id: fx_a\n    command: \"exit 3\"\n    retries: 0\n  - id: fx_b\n    command: \"true\"\n    depends_on: [fx_a]\n",
+        "fx_a",
+        DAY,
+    );
+    let answer = ha.wait_for(SETTLE, "the follower to explain fx_b by fx_a's failure", || {
+        let out = follower.ctl_timeout(
+            &["explain", "-j", "fx_b", "-d", DAY, "-o", "json"],
+            Duration::from_secs(30),
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (answer["root_causes"][0]["state"] == "failed").then_some(answer)
+    });
+    assert_eq!(answer["root_causes"][0]["task"], "fx_a", "{answer:#}");
+    let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("failed: exit code 3, try 1 of 1, at "),
+        "{answer:#}"
+    );
+    assert_eq!(tasks_of(&answer["chain"]), ["fx_b", "fx_a"], "{answer:#}");
+}
