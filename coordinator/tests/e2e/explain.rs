@@ -37,7 +37,17 @@ fn explain_names_a_failed_root_two_hops_up_a_paused_upstream_and_a_missing_insta
     let sb = Sandbox::start();
     sb.apply(
         r#"
+calendars:
+  - id: ex_weekdays
+    weekdays: [mon, tue, wed, thu, fri]
 tasks:
+  - id: ex_weekly
+    command: "true"
+    calendar: ex_weekdays
+  - id: ex_r
+    command: "exit 1"
+    retries: 1
+    retry_delay: 1h
   - id: ex_a
     command: "echo boom >&2; exit 3"
     retries: 1
@@ -106,6 +116,28 @@ tasks:
     let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
     assert!(
         reason.contains("`goflowctl run -j ex_b -d 20260302`"),
+        "{answer:#}"
+    );
+
+    // A retry due at a given time.
+    sb.ctl(&["run", "-j", "ex_r", "-d", DAY]);
+    sb.wait_status(DAY, SETTLE, "ex_r up for retry", |rows| {
+        state_of(rows, "ex_r") == Some("up_for_retry")
+    });
+    let answer = explain_json(&sb, "ex_r", DAY);
+    assert_eq!(answer["state"], "up_for_retry", "{answer:#}");
+    let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("up_for_retry: try 2 of 2 due at "),
+        "{answer:#}"
+    );
+
+    // 2026-03-01 is a Sunday: outside the calendar.
+    let answer = explain_json(&sb, "ex_weekly", DAY);
+    assert_eq!(answer["state"], "none", "{answer:#}");
+    let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("no instance: 20260301 is not a day of calendar \"ex_weekdays\""),
         "{answer:#}"
     );
 
@@ -179,4 +211,42 @@ tasks:
     assert!(reason.starts_with("running on agent "), "{answer:#}");
     assert!(reason.contains(", try 1 of "), "{answer:#}");
     sb.ctl_ok(&["kill", "-j", "ex_hold", "-d", DAY]);
+}
+
+/// Asked of a coordinator that does not lead, explain is answered (by the leader, as every
+/// ControlService call is forwarded there).
+#[test]
+fn a_follower_explains_through_the_leader() {
+    use crate::ha::{Ha, Options};
+    let ha = Ha::start(Options {
+        coordinators: 2,
+        agents: 1,
+        slots: 2,
+        worker_timeout: 10,
+        etcd: false,
+    });
+    let leader = ha.wait_for(SETTLE, "one leader", || {
+        ha.leader_indexes().filter(|l| l.len() == 1).map(|l| l[0])
+    });
+    let follower = &ha.coordinators[1 - leader];
+    ha.run_dag(
+        "tasks:\n  - id: fx_a\n    command: \"exit 3\"\n    retries: 0\n  - id: fx_b\n    command: \"true\"\n    depends_on: [fx_a]\n",
+        "fx_a",
+        DAY,
+    );
+    let answer = ha.wait_for(SETTLE, "the follower to explain fx_b by fx_a's failure", || {
+        let out = follower.ctl_timeout(
+            &["explain", "-j", "fx_b", "-d", DAY, "-o", "json"],
+            Duration::from_secs(30),
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (answer["root_causes"][0]["state"] == "failed").then_some(answer)
+    });
+    assert_eq!(answer["root_causes"][0]["task"], "fx_a", "{answer:#}");
+    let reason = answer["root_causes"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("failed: exit code 3, try 1 of 1, at "),
+        "{answer:#}"
+    );
+    assert_eq!(tasks_of(&answer["chain"]), ["fx_b", "fx_a"], "{answer:#}");
 }
