@@ -151,7 +151,7 @@ impl Timings {
     }
 
     /// `self` plus `other`, phase by phase (a day's sum).
-    pub fn add(mut self, other: &Timings) -> Self {
+    pub fn plus(mut self, other: &Timings) -> Self {
         for phase in RECORDED {
             let theirs = other.get(phase).unwrap_or(0);
             if let Some(ms) = self.slot(phase) {
@@ -288,7 +288,7 @@ mod tests {
     fn days_sum_phase_by_phase() {
         let a = walk(0, &[(Phase::Running, 10), (Phase::Done, 30)]);
         let b = walk(0, &[(Phase::WaitingSlots, 5), (Phase::Done, 8)]);
-        let sum = a.add(&b);
+        let sum = a.plus(&b);
         assert_eq!(sum.waiting_upstreams, 15);
         assert_eq!(sum.running, 20);
         assert_eq!(sum.waiting_slots, 3);

@@ -86,6 +86,15 @@ pub fn sample() -> Fake {
     extract.started_at = t0 + 1_000;
     extract.finished_at = t0 + 43_000;
     extract.has_exit_code = true;
+    extract.timings = Some(goflow_proto::InstanceTimings {
+        waiting_upstreams: 1_000,
+        running: 42_000,
+        tries: vec![goflow_proto::TryTiming {
+            try_number: 1,
+            running: 42_000,
+        }],
+        ..Default::default()
+    });
     let mut transform = instance(TRANSFORM_ID, "transform", "running");
     transform.try_number = 2;
     transform.started_at = t0 + 60_000;

@@ -61,7 +61,7 @@ const PHASES: [(&str, &str, &str, &str); 6] = [
         "queued",
         "#9e9e9e",
         "Queued (until an agent claimed it)",
-        "排队（直到 agent 领取）",
+        "排队（直到执行器领取）",
     ),
     (
         "claimed_to_started",
