@@ -8,6 +8,7 @@ pub mod dagfile;
 pub mod day;
 pub mod deadline;
 pub mod dispatch;
+pub mod eta;
 pub mod period;
 pub mod pools;
 pub mod redact;
