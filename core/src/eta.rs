@@ -306,19 +306,7 @@ pub fn predict(problem: &Problem) -> Prediction {
     let last = (0..n)
         .filter(|&i| out[i].finish_at.is_some())
         .max_by_key(|&i| (out[i].finish_at, std::cmp::Reverse(i)));
-    let mut critical_path = vec![];
-    let mut at = last;
-    while let Some(i) = at {
-        if critical_path.contains(&i) {
-            break;
-        }
-        critical_path.push(i);
-        at = match out[i].bound {
-            Bound::Upstream(u) | Bound::Slot(u) => Some(u),
-            _ => None,
-        };
-    }
-    critical_path.reverse();
+    let critical_path = path_to(&out, last);
     Prediction {
         finish_at: if all_predicted {
             last.and_then(|i| out[i].finish_at)
@@ -328,6 +316,25 @@ pub fn predict(problem: &Problem) -> Prediction {
         jobs: out,
         critical_path,
     }
+}
+
+/// The chain that decided when job `last` finishes: each job's binding predecessor, walked
+/// back, first job first.
+pub fn path_to(jobs: &[Predicted], last: Option<usize>) -> Vec<usize> {
+    let mut path = vec![];
+    let mut at = last;
+    while let Some(i) = at {
+        if path.contains(&i) {
+            break;
+        }
+        path.push(i);
+        at = match jobs[i].bound {
+            Bound::Upstream(u) | Bound::Slot(u) => Some(u),
+            _ => None,
+        };
+    }
+    path.reverse();
+    path
 }
 
 fn bound_of(

@@ -17,7 +17,9 @@
 
 mod agents;
 mod alerts;
+mod deadline_risk;
 mod definitions;
+mod eta;
 mod joins;
 mod log_archive;
 mod loops;
@@ -56,6 +58,7 @@ pub use agents::{
     HeartbeatExtras, Registered, TryReport,
 };
 pub use definitions::{ApplyOptions, ApplyOutcome};
+pub use eta::{DayEta, EtaInstance};
 pub use pools::PoolStatus;
 pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use tasks::{FieldChange, RunPreview, spec_changes};
