@@ -418,6 +418,12 @@ impl ControlService for Fake {
     async fn delete_pool(&self, _: Request<DeletePoolRequest>) -> Reply<DeletePoolResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn predict_day(
+        &self,
+        _: Request<goflow_proto::PredictDayRequest>,
+    ) -> Reply<goflow_proto::PredictDayResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -781,6 +781,12 @@ impl ControlService for Fake {
     async fn delete_pool(&self, _: tonic::Request<DeletePoolRequest>) -> Rpc<DeletePoolResponse> {
         Err(Status::unimplemented("delete_pool"))
     }
+    async fn predict_day(
+        &self,
+        _: tonic::Request<goflow_proto::PredictDayRequest>,
+    ) -> Rpc<goflow_proto::PredictDayResponse> {
+        Err(Status::unimplemented("predict_day"))
+    }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
     }

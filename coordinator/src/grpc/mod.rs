@@ -12,6 +12,7 @@ mod agents;
 mod auth;
 mod calendars;
 mod control;
+mod eta;
 mod logs;
 mod versions;
 

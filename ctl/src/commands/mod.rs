@@ -8,6 +8,7 @@ pub mod calendars;
 pub mod clean;
 pub mod coordinators;
 pub mod dep;
+pub mod eta;
 pub mod logs;
 pub mod ops;
 pub mod pools;
