@@ -16,6 +16,8 @@ mod catchup;
 mod cluster;
 #[path = "e2e/drain.rs"]
 mod drain;
+#[path = "e2e/eta.rs"]
+mod eta;
 #[path = "e2e/frozen_agent.rs"]
 mod frozen_agent;
 #[path = "e2e/grpc_api.rs"]
