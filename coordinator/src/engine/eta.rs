@@ -155,12 +155,6 @@ impl Engine {
             floor_ms: FLOOR.as_millis() as i64,
             ..Default::default()
         };
-        for agent in agents.iter().filter(|a| a.state == "alive" && a.draining == 0) {
-            for queue in agent.queues.split(',').filter(|q| !q.is_empty()) {
-                *problem.queue_slots.entry(queue.to_string()).or_default() += agent.slots.max(0) as u32;
-            }
-        }
-        problem.queue_slots.retain(|_, slots| *slots > 0);
         problem.pool_slots = pools
             .iter()
             .map(|p| (p.id.clone(), p.slots.max(0) as u32))
@@ -231,6 +225,32 @@ impl Engine {
                 basis,
                 note: None,
             });
+        }
+        // Slots per queue: live agents serving it (by name or `*`). An agent serving several
+        // queues counts in each: an upper bound where queues share agents.
+        let live: Vec<_> = agents
+            .iter()
+            .filter(|a| a.state == "alive" && a.draining == 0)
+            .collect();
+        let queues: std::collections::BTreeSet<String> = problem
+            .jobs
+            .iter()
+            .map(|j| j.queue.clone())
+            .chain(problem.busy.iter().map(|b| b.queue.clone()))
+            .collect();
+        for queue in queues {
+            let slots: i64 = live
+                .iter()
+                .filter(|a| {
+                    a.queues
+                        .split(',')
+                        .any(|q| q == queue || q == goflow_agent::queue::ANY_QUEUE)
+                })
+                .map(|a| a.slots.max(0))
+                .sum();
+            if slots > 0 {
+                problem.queue_slots.insert(queue, slots as u32);
+            }
         }
         let prediction = eta::predict(&problem);
         for (instance, predicted) in instances.iter_mut().zip(&prediction.jobs) {
