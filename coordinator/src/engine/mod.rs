@@ -36,6 +36,8 @@ mod waits;
 #[cfg(test)]
 mod catchup_tests;
 #[cfg(test)]
+mod eta_tests;
+#[cfg(test)]
 mod pool_tests;
 #[cfg(test)]
 mod term_tests;
