@@ -108,6 +108,9 @@ pub struct Prediction {
     pub critical_path: Vec<usize>,
 }
 
+/// A slot held until a time: (end, the job or None for another day's try, queue, pool, task).
+type Hold = (i64, Option<usize>, String, Option<String>, String);
+
 /// Free slots by name, where a name not listed means "unbounded" (pools) or "none" (queues).
 struct Slots {
     free: HashMap<String, i64>,
@@ -161,7 +164,7 @@ pub fn predict(problem: &Problem) -> Prediction {
         })
         .collect();
     // Ends still to come: (time, Some(job) or None for another day's try, queue, pool, task).
-    let mut ends: Vec<(i64, Option<usize>, String, Option<String>, String)> = vec![];
+    let mut ends: Vec<Hold> = vec![];
     for busy in &problem.busy {
         queues.take(Some(&busy.queue), 1);
         pools.take(busy.pool.as_deref(), 1);
@@ -382,7 +385,7 @@ pub fn median(values: &[i64]) -> Option<i64> {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 0 {
+    Some(if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2
     } else {
         sorted[mid]
