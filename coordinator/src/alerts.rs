@@ -122,6 +122,9 @@ pub struct AlertSettings {
     pub on_retry: bool,
     /// How often deadlines and long runs are checked.
     pub check_interval: Duration,
+    /// A deadline already at risk alerts again when its prediction gets this much later
+    /// (`Alerts.AtRiskMargin`, issue 19).
+    pub at_risk_margin: Duration,
     /// The first delay after a failed delivery; it doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -137,6 +140,7 @@ impl Default for AlertSettings {
             ui_url: None,
             on_retry: false,
             check_interval: Duration::from_secs(30),
+            at_risk_margin: Duration::from_secs(15 * 60),
             backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(600),
             max_attempts: 10,

@@ -18,6 +18,8 @@ mod cluster;
 mod drain;
 #[path = "e2e/explain.rs"]
 mod explain;
+#[path = "e2e/eta.rs"]
+mod eta;
 #[path = "e2e/frozen_agent.rs"]
 mod frozen_agent;
 #[path = "e2e/grpc_api.rs"]

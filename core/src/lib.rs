@@ -9,6 +9,7 @@ pub mod day;
 pub mod deadline;
 pub mod dispatch;
 pub mod explain;
+pub mod eta;
 pub mod period;
 pub mod pools;
 pub mod redact;

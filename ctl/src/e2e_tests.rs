@@ -421,6 +421,12 @@ impl ControlService for Fake {
     async fn explain_instance(&self, _: Request<ExplainInstanceRequest>) -> Reply<ExplainInstanceResponse> {
         Err(Status::unimplemented(""))
     }
+    async fn predict_day(
+        &self,
+        _: Request<goflow_proto::PredictDayRequest>,
+    ) -> Reply<goflow_proto::PredictDayResponse> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -34,8 +34,8 @@ use tonic::{
 };
 
 use crate::commands::{
-    agents, alerts, apply, auth, calendars, clean, coordinators, dep, logs, ops, pools, run, status, task,
-    tasks, version,
+    agents, alerts, apply, auth, calendars, clean, coordinators, dep, eta, logs, ops, pools, run, status,
+    task, tasks, version,
 };
 use crate::credentials::{Bearer, TokenSource};
 use crate::failover::Failover;
@@ -141,6 +141,9 @@ pub enum Command {
     Pools(pools::PoolsArgs),
     /// Why an instance is where it is: the chain of waits to its root causes.
     Explain(commands::explain::ExplainArgs),
+    /// Predict when each unfinished instance of a data date starts and finishes, the day's
+    /// finish and the critical path.
+    Eta(eta::EtaArgs),
     /// Print the client's and the server's versions.
     Version,
     /// Log in to the server (password from the terminal, or standard input) and keep the
@@ -646,6 +649,7 @@ pub async fn dispatch(
         Command::Calendars(args) => calendars::run(c, &args, out).await,
         Command::Pools(args) => pools::run(c, &args, out).await,
         Command::Explain(args) => commands::explain::run(c, &args, out).await,
+        Command::Eta(args) => eta::run(c, &args, out).await,
         Command::Whoami => auth::whoami(&mut connection.auth(), &server, out).await,
         Command::Token(args) => auth::token(&mut connection.auth(), &args, out, err).await,
         Command::Version | Command::Login(_) | Command::Logout => unreachable!("handled above"),

@@ -832,6 +832,13 @@ impl ControlService for Fake {
             ..Default::default()
         }))
     }
+
+    async fn predict_day(
+        &self,
+        _: tonic::Request<goflow_proto::PredictDayRequest>,
+    ) -> Rpc<goflow_proto::PredictDayResponse> {
+        Err(Status::unimplemented("predict_day"))
+    }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
     }

@@ -180,6 +180,7 @@ enum Key {
     AlertOnRetry,
     UiUrl,
     AlertCheckInterval,
+    AlertAtRiskMargin,
     DrainTimeout,
     InsecurePlaintext,
     RedisCa,
@@ -242,6 +243,7 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Alerts.OnRetry", Key::AlertOnRetry),
     ("Alerts.UiUrl", Key::UiUrl),
     ("Alerts.CheckInterval", Key::AlertCheckInterval),
+    ("Alerts.AtRiskMargin", Key::AlertAtRiskMargin),
     ("Common.InsecurePlaintext", Key::InsecurePlaintext),
     ("Common.RedisCa", Key::RedisCa),
     ("Common.EtcdCa", Key::EtcdCa),
@@ -288,6 +290,7 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_ALERT_ON_RETRY", Key::AlertOnRetry),
     ("GOFLOW_UI_URL", Key::UiUrl),
     ("GOFLOW_ALERT_CHECK_INTERVAL", Key::AlertCheckInterval),
+    ("GOFLOW_ALERT_AT_RISK_MARGIN", Key::AlertAtRiskMargin),
     ("GOFLOW_INSECURE_PLAINTEXT", Key::InsecurePlaintext),
     ("GOFLOW_REDIS_CA", Key::RedisCa),
     ("GOFLOW_ETCD_CA", Key::EtcdCa),
@@ -459,6 +462,7 @@ impl Settings {
                     Some(string(value, origin)?).filter(|u| !u.trim().is_empty())
             }
             Key::AlertCheckInterval => alerts(&mut self.engine).check_interval = seconds(value, origin, 1)?,
+            Key::AlertAtRiskMargin => alerts(&mut self.engine).at_risk_margin = duration(value, origin)?,
             Key::TlsCert => self.tls_cert = path(value, origin)?,
             Key::TlsKey => self.tls_key = path(value, origin)?,
             Key::Ca => self.ca = path(value, origin)?,

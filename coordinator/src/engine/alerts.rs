@@ -139,6 +139,9 @@ impl Engine {
             if let Err(e) = self.check_deadlines_and_long_runs().await {
                 tracing::warn!("alert checks: {e:#}");
             }
+            if let Err(e) = self.check_deadlines_at_risk().await {
+                tracing::warn!("deadlines at risk: {e:#}");
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.settings.alerts.check_interval) => {}

@@ -17,8 +17,10 @@
 
 mod agents;
 mod alerts;
+mod deadline_risk;
 mod definitions;
 mod explain;
+mod eta;
 mod joins;
 mod log_archive;
 mod loops;
@@ -34,6 +36,8 @@ mod waits;
 
 #[cfg(test)]
 mod catchup_tests;
+#[cfg(test)]
+mod eta_tests;
 #[cfg(test)]
 mod pool_tests;
 #[cfg(test)]
@@ -58,6 +62,7 @@ pub use agents::{
 };
 pub use definitions::{ApplyOptions, ApplyOutcome};
 pub use explain::InstanceExplanation;
+pub use eta::{DayEta, EtaInstance};
 pub use pools::PoolStatus;
 pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use tasks::{FieldChange, RunPreview, spec_changes};

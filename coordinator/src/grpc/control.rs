@@ -559,6 +559,17 @@ impl ControlService for Api {
         Ok(Response::new(super::explain::response(answer)))
     }
 
+    async fn predict_day(
+        &self,
+        request: Request<pb::PredictDayRequest>,
+    ) -> RpcResult<pb::PredictDayResponse> {
+        self.authorize(&request, Role::Viewer).await?;
+        let day = parse_day("etl_day", &request.into_inner().etl_day)?;
+        Ok(Response::new(super::eta::day_eta_pb(
+            self.engine.predict_day(day).await?,
+        )))
+    }
+
     async fn list_alerts(
         &self,
         request: Request<pb::ListAlertsRequest>,

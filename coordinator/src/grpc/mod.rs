@@ -13,6 +13,7 @@ mod auth;
 mod calendars;
 mod control;
 mod explain;
+mod eta;
 mod logs;
 mod timings;
 mod versions;

@@ -9,6 +9,7 @@ pub mod clean;
 pub mod coordinators;
 pub mod dep;
 pub mod explain;
+pub mod eta;
 pub mod logs;
 pub mod ops;
 pub mod pools;

@@ -97,7 +97,10 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
                 .ok_or_else(|| WebError::NotFound(format!("unknown task {focus:?}")))?,
         )
     };
-    let drawing = day_graph(&tasks, &instances, day, focus_index.map(|f| (f, hops)), ctx.lang);
+    let mut drawing = day_graph(&tasks, &instances, day, focus_index.map(|f| (f, hops)), ctx.lang);
+    if let Some(eta) = super::eta::fetch(&app, day).await {
+        drawing.svg = super::eta::mark_critical(drawing.svg, &eta.critical_path);
+    }
     let mut task_ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
     task_ids.sort();
     Ok(GraphPage {

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod alerts;
 pub mod edit;
 pub mod explain;
+pub mod eta;
 pub mod graph;
 pub mod grid;
 pub mod history;

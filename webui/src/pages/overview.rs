@@ -50,6 +50,8 @@ pub struct OverviewPage {
     agents: AgentSummary,
     /// Each pool's slots in use, beside the agents' health.
     pools: Vec<PoolLine>,
+    /// The expected finish and critical path (issue 19); None when nothing is left to run.
+    eta: Option<super::eta::EtaView>,
     truncated: bool,
     refresh: bool,
     now: String,
@@ -156,7 +158,11 @@ pub async fn page(app: AppState, ctx: Ctx, Query(params): Query<Params>) -> Resu
         .await
         .map(|r| r.into_inner().pools)
         .unwrap_or_default();
+    let eta = super::eta::fetch(&app, day)
+        .await
+        .and_then(|e| super::eta::EtaView::new(&e, ctx.lang));
     let mut page = OverviewPage::new(ctx, day, state_filter, &instances, &agents, now_ms());
+    page.eta = eta;
     page.pools = pools
         .into_iter()
         .map(|p| PoolLine {
@@ -222,6 +228,7 @@ impl OverviewPage {
             rows,
             agents: summary,
             pools: vec![],
+            eta: None,
             truncated: instances.len() >= MAX_INSTANCES as usize,
             refresh: instances.iter().any(|i| view::in_progress(&i.state, i.blocked)),
             now: view::time(now),
