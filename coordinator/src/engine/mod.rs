@@ -17,6 +17,7 @@
 
 mod agents;
 mod alerts;
+mod backfills;
 mod definitions;
 mod joins;
 mod log_archive;
@@ -55,6 +56,7 @@ pub use agents::{
     AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer,
     HeartbeatExtras, Registered, TryReport,
 };
+pub use backfills::{BackfillStatus, CancelOutcome};
 pub use definitions::{ApplyOptions, ApplyOutcome};
 pub use pools::PoolStatus;
 pub use retention::{CleanReport, RETENTION_ACTOR};
@@ -240,6 +242,8 @@ pub struct Engine {
     group: tries::GroupCommit,
     /// Dispatches of pooled or max_active tasks on their way to an agent.
     offers: pools::Offers,
+    /// Backfills that bound their instances (paused, or with a parallelism), issue 19.
+    backfills: backfills::Bounds,
     /// This engine, for the tasks it spawns (group commit writes a batch on its own task).
     me: Weak<Engine>,
     /// Cancelled when this engine's term is over (its store's fence ended); never for an
@@ -258,6 +262,7 @@ impl Engine {
     ) -> anyhow::Result<Arc<Self>> {
         let liveness = agents::Liveness::load(&store).await?;
         let term_ended = store.fence().map(|f| f.ended()).unwrap_or_default();
+        let backfills = backfills::Bounds::load(&store).await?;
         let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
@@ -276,6 +281,7 @@ impl Engine {
             metrics,
             group: Default::default(),
             offers: Default::default(),
+            backfills,
             me: me.clone(),
             term_ended,
         });
@@ -376,7 +382,11 @@ impl Engine {
             try_number,
             epoch: self.epoch,
             queue: row.queue.clone(),
-            priority: row.priority as i32,
+            // A backfill's instances go behind every scheduled run (issue 19).
+            priority: match row.backfill_id {
+                Some(_) => goflow_core::backfill::backfill_priority(row.priority as i32),
+                None => row.priority as i32,
+            },
         }
     }
 }

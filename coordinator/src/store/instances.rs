@@ -43,6 +43,8 @@ pub struct InstanceRow {
     pub run_version: Option<i64>,
     /// Why a queued instance is held back (its pool or max_active is full); None: not held.
     pub pool_wait: Option<String>,
+    /// The backfill that last ran it (issue 19); None: none.
+    pub backfill_id: Option<i64>,
 }
 
 impl InstanceRow {
@@ -90,13 +92,14 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
             definition_version: r.try_get("definition_version")?,
             run_version: r.try_get("run_version")?,
             pool_wait: r.try_get("pool_wait")?,
+            backfill_id: r.try_get("backfill_id")?,
         })
     }
 }
 
 const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
-    marked_by, definition_version, run_version, pool_wait";
+    marked_by, definition_version, run_version, pool_wait, backfill_id";
 
 /// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}` with `binds`.
 macro_rules! select_instances {
@@ -467,7 +470,7 @@ pub async fn reset_for_redo(
         "UPDATE instances SET state = 'waiting', max_tries = try_number + 1 + ?, lost_tries = 0, forced = 0,
                 priority = ?, queue = ?, queued_at = NULL, started_at = NULL, finished_at = NULL,
                 exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?, marked_by = NULL,
-                pool_wait = NULL
+                pool_wait = NULL, backfill_id = NULL
          WHERE id = ? AND state = ?",
     ))
     .bind(retries)
