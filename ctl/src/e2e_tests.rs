@@ -418,6 +418,43 @@ impl ControlService for Fake {
     async fn delete_pool(&self, _: Request<DeletePoolRequest>) -> Reply<DeletePoolResponse> {
         Err(Status::unimplemented(""))
     }
+    // Backfills (issue 19): not faked.
+    async fn start_backfill(
+        &self,
+        _: Request<goflow_proto::StartBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("start_backfill"))
+    }
+    async fn list_backfills(
+        &self,
+        _: Request<goflow_proto::ListBackfillsRequest>,
+    ) -> Reply<goflow_proto::ListBackfillsResponse> {
+        Err(Status::unimplemented("list_backfills"))
+    }
+    async fn get_backfill(
+        &self,
+        _: Request<goflow_proto::GetBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("get_backfill"))
+    }
+    async fn pause_backfill(
+        &self,
+        _: Request<goflow_proto::PauseBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("pause_backfill"))
+    }
+    async fn resume_backfill(
+        &self,
+        _: Request<goflow_proto::ResumeBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("resume_backfill"))
+    }
+    async fn cancel_backfill(
+        &self,
+        _: Request<goflow_proto::CancelBackfillRequest>,
+    ) -> Reply<goflow_proto::CancelBackfillResponse> {
+        Err(Status::unimplemented("cancel_backfill"))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -781,6 +781,43 @@ impl ControlService for Fake {
     async fn delete_pool(&self, _: tonic::Request<DeletePoolRequest>) -> Rpc<DeletePoolResponse> {
         Err(Status::unimplemented("delete_pool"))
     }
+    // Backfills (issue 19): not faked.
+    async fn start_backfill(
+        &self,
+        _: tonic::Request<goflow_proto::StartBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        Err(Status::unimplemented("start_backfill"))
+    }
+    async fn list_backfills(
+        &self,
+        _: tonic::Request<goflow_proto::ListBackfillsRequest>,
+    ) -> Rpc<goflow_proto::ListBackfillsResponse> {
+        Err(Status::unimplemented("list_backfills"))
+    }
+    async fn get_backfill(
+        &self,
+        _: tonic::Request<goflow_proto::GetBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        Err(Status::unimplemented("get_backfill"))
+    }
+    async fn pause_backfill(
+        &self,
+        _: tonic::Request<goflow_proto::PauseBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        Err(Status::unimplemented("pause_backfill"))
+    }
+    async fn resume_backfill(
+        &self,
+        _: tonic::Request<goflow_proto::ResumeBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        Err(Status::unimplemented("resume_backfill"))
+    }
+    async fn cancel_backfill(
+        &self,
+        _: tonic::Request<goflow_proto::CancelBackfillRequest>,
+    ) -> Rpc<goflow_proto::CancelBackfillResponse> {
+        Err(Status::unimplemented("cancel_backfill"))
+    }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
     }

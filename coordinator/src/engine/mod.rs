@@ -56,7 +56,7 @@ pub use agents::{
     AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer,
     HeartbeatExtras, Registered, TryReport,
 };
-pub use backfills::{BackfillStatus, CancelOutcome};
+pub use backfills::{BackfillStart, BackfillStatus, CancelOutcome};
 pub use definitions::{ApplyOptions, ApplyOutcome};
 pub use pools::PoolStatus;
 pub use retention::{CleanReport, RETENTION_ACTOR};

@@ -10,6 +10,7 @@
 
 mod agents;
 mod auth;
+mod backfills;
 mod calendars;
 mod control;
 mod logs;
@@ -329,6 +330,7 @@ impl Api {
             },
             definition_version: row.definition_version.unwrap_or(0),
             run_version: row.run_version.unwrap_or(0),
+            backfill_id: row.backfill_id.unwrap_or(0),
         })
     }
 

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod alerts;
 pub mod apply;
 pub mod auth;
+pub mod backfill;
 pub mod calendars;
 pub mod clean;
 pub mod coordinators;
