@@ -10,6 +10,8 @@ mod agent_identity;
 mod alerts;
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "e2e/backfill.rs"]
+mod backfill;
 #[path = "e2e/catchup.rs"]
 mod catchup;
 #[path = "e2e/cluster.rs"]

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use goflow_core::backfill::{self, BackfillAction, BackfillState, Progress};
 use goflow_core::{Dispatch, InstanceKey, InstanceState};
@@ -51,7 +52,13 @@ impl Bound {
 #[derive(Default)]
 pub(super) struct Bounds {
     by_id: Mutex<HashMap<i64, Bound>>,
+    /// Dispatches of bounded backfills pushed lately, by (instance, try): never pushed twice
+    /// while on their way (an agent that claims a try twice is granted it twice).
+    pushed: Mutex<HashMap<(i64, i64), Instant>>,
 }
+
+/// How long a pushed dispatch counts as on its way (then the redispatch loop's re-push may go).
+const ON_ITS_WAY: Duration = Duration::from_secs(15);
 
 impl Bounds {
     pub(super) async fn load(store: &Store) -> anyhow::Result<Self> {
@@ -70,7 +77,17 @@ impl Bounds {
             .collect();
         Ok(Self {
             by_id: Mutex::new(by_id),
+            pushed: Default::default(),
         })
+    }
+
+    /// Whether this dispatch may be pushed now (not pushed within [`ON_ITS_WAY`]); records it.
+    fn first_push(&self, dispatch: &Dispatch) -> bool {
+        let mut pushed = self.pushed.lock().unwrap();
+        pushed.retain(|_, at| at.elapsed() < ON_ITS_WAY);
+        pushed
+            .insert((dispatch.instance_id, dispatch.try_number), Instant::now())
+            .is_none()
     }
 
     pub(super) fn set(&self, id: i64, bound: Option<Bound>) {
@@ -435,8 +452,10 @@ impl Engine {
             let why = bound.reason(id);
             for (i, (dispatch, held)) in candidates.into_iter().enumerate() {
                 if i < room {
-                    if !held
-                        || store::release_instance(&mut tx, dispatch.instance_id, dispatch.try_number).await?
+                    if (!held
+                        || store::release_instance(&mut tx, dispatch.instance_id, dispatch.try_number)
+                            .await?)
+                        && self.backfills.first_push(&dispatch)
                     {
                         pass.push(dispatch);
                     }
@@ -493,8 +512,11 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let mut dispatches = vec![];
         for row in &held {
-            if store::release_instance(&mut tx, row.id, row.try_number).await? {
-                dispatches.push(self.dispatch_of(row, row.try_number));
+            let dispatch = self.dispatch_of(row, row.try_number);
+            if store::release_instance(&mut tx, row.id, row.try_number).await?
+                && self.backfills.first_push(&dispatch)
+            {
+                dispatches.push(dispatch);
             }
         }
         tx.commit().await?;
