@@ -671,6 +671,7 @@ impl ControlService for Fake {
             }]
         };
         Ok(Response::new(RunResponse {
+            backfill_id: 0,
             message: format!("{} instances to run", instances.len()),
             instances,
         }))
@@ -781,18 +782,55 @@ impl ControlService for Fake {
     async fn delete_pool(&self, _: tonic::Request<DeletePoolRequest>) -> Rpc<DeletePoolResponse> {
         Err(Status::unimplemented("delete_pool"))
     }
-    // Backfills (issue 19): not faked.
+    // Backfills (issue 19): two of them, 7 running and 8 paused.
     async fn start_backfill(
         &self,
-        _: tonic::Request<goflow_proto::StartBackfillRequest>,
+        request: tonic::Request<goflow_proto::StartBackfillRequest>,
     ) -> Rpc<goflow_proto::Backfill> {
-        Err(Status::unimplemented("start_backfill"))
+        self.allow(&request, "operator")?;
+        let r = request.into_inner();
+        let down = if r.down { " down" } else { "" };
+        self.record(format!(
+            "StartBackfill {}@{}..{}{down}",
+            r.task, r.from_day, r.to_day
+        ))?;
+        Ok(tonic::Response::new(goflow_proto::Backfill {
+            id: 7,
+            task: r.task,
+            message: "backfill 7: 10 instances to run".into(),
+            ..Default::default()
+        }))
     }
     async fn list_backfills(
         &self,
-        _: tonic::Request<goflow_proto::ListBackfillsRequest>,
+        request: tonic::Request<goflow_proto::ListBackfillsRequest>,
     ) -> Rpc<goflow_proto::ListBackfillsResponse> {
-        Err(Status::unimplemented("list_backfills"))
+        self.allow(&request, "viewer")?;
+        let backfill = |id: i64, state: &str, parallelism: i64| goflow_proto::Backfill {
+            id,
+            task: "extract".into(),
+            from_day: "20260101".into(),
+            to_day: "20260110".into(),
+            state: state.into(),
+            parallelism,
+            created_by: "alice".into(),
+            counts: vec![
+                goflow_proto::BackfillStateCount {
+                    state: "success".into(),
+                    count: 4,
+                },
+                goflow_proto::BackfillStateCount {
+                    state: "waiting".into(),
+                    count: 6,
+                },
+            ],
+            finished: 4,
+            total: 10,
+            ..Default::default()
+        };
+        Ok(tonic::Response::new(goflow_proto::ListBackfillsResponse {
+            backfills: vec![backfill(8, "paused", 0), backfill(7, "running", 2)],
+        }))
     }
     async fn get_backfill(
         &self,
@@ -802,21 +840,43 @@ impl ControlService for Fake {
     }
     async fn pause_backfill(
         &self,
-        _: tonic::Request<goflow_proto::PauseBackfillRequest>,
+        request: tonic::Request<goflow_proto::PauseBackfillRequest>,
     ) -> Rpc<goflow_proto::Backfill> {
-        Err(Status::unimplemented("pause_backfill"))
+        self.allow(&request, "operator")?;
+        let id = request.into_inner().id;
+        self.record(format!("PauseBackfill {id}"))?;
+        Ok(tonic::Response::new(goflow_proto::Backfill {
+            id,
+            message: format!("backfill {id} paused"),
+            ..Default::default()
+        }))
     }
     async fn resume_backfill(
         &self,
-        _: tonic::Request<goflow_proto::ResumeBackfillRequest>,
+        request: tonic::Request<goflow_proto::ResumeBackfillRequest>,
     ) -> Rpc<goflow_proto::Backfill> {
-        Err(Status::unimplemented("resume_backfill"))
+        self.allow(&request, "operator")?;
+        let id = request.into_inner().id;
+        self.record(format!("ResumeBackfill {id}"))?;
+        Ok(tonic::Response::new(goflow_proto::Backfill {
+            id,
+            message: format!("backfill {id} resumed"),
+            ..Default::default()
+        }))
     }
     async fn cancel_backfill(
         &self,
-        _: tonic::Request<goflow_proto::CancelBackfillRequest>,
+        request: tonic::Request<goflow_proto::CancelBackfillRequest>,
     ) -> Rpc<goflow_proto::CancelBackfillResponse> {
-        Err(Status::unimplemented("cancel_backfill"))
+        self.allow(&request, "operator")?;
+        let id = request.into_inner().id;
+        self.record(format!("CancelBackfill {id}"))?;
+        Ok(tonic::Response::new(goflow_proto::CancelBackfillResponse {
+            message: format!(
+                "backfill {id} cancelled: killed 1 running, 6 not started (6 waiting), now killed"
+            ),
+            ..Default::default()
+        }))
     }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))

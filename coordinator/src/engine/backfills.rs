@@ -512,11 +512,10 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let mut dispatches = vec![];
         for row in &held {
-            let dispatch = self.dispatch_of(row, row.try_number);
-            if store::release_instance(&mut tx, row.id, row.try_number).await?
-                && self.backfills.first_push(&dispatch)
-            {
-                dispatches.push(dispatch);
+            // Released by this offer only (a compare-and-set); `push` admits it once more and
+            // makes sure it is not pushed twice while on its way.
+            if store::release_instance(&mut tx, row.id, row.try_number).await? {
+                dispatches.push(self.dispatch_of(row, row.try_number));
             }
         }
         tx.commit().await?;

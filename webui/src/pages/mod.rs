@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod alerts;
+pub mod backfills;
 pub mod edit;
 pub mod graph;
 pub mod grid;
