@@ -33,6 +33,8 @@ mod versions;
 mod waits;
 
 #[cfg(test)]
+mod backfill_tests;
+#[cfg(test)]
 mod catchup_tests;
 #[cfg(test)]
 mod pool_tests;
