@@ -238,6 +238,7 @@ impl ControlService for Fake {
         Ok(Response::new(RunResponse {
             instances: refs.to_vec(),
             message: "queued".into(),
+            backfill_id: 0,
         }))
     }
     async fn list_instances(&self, request: Request<ListInstancesRequest>) -> Reply<ListInstancesResponse> {

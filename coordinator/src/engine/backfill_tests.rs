@@ -126,9 +126,16 @@ async fn a_bounded_backfill_pushes_its_parallelism_holds_the_rest_and_pause_resu
     // Its try's late report changes nothing.
     finish(&h, &second, offered[0].epoch).await;
     let mut conn = h.engine.store().read().await.unwrap();
-    let late = store::instance_by_id(&mut conn, offered[0].instance_id).await.unwrap().unwrap();
+    let late = store::instance_by_id(&mut conn, offered[0].instance_id)
+        .await
+        .unwrap()
+        .unwrap();
     drop(conn);
-    assert_eq!(late.state, InstanceState::Killed, "a killed try's late success changes nothing");
+    assert_eq!(
+        late.state,
+        InstanceState::Killed,
+        "a killed try's late success changes nothing"
+    );
     let err = h.engine.pause_backfill(id, &Caller::system()).await.unwrap_err();
     assert!(err.to_string().contains("it is cancelled"), "{err}");
     // Started, paused, resumed and cancelled: each in history.
