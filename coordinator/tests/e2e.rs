@@ -10,16 +10,18 @@ mod agent_identity;
 mod alerts;
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "e2e/backfill.rs"]
+mod backfill;
 #[path = "e2e/catchup.rs"]
 mod catchup;
 #[path = "e2e/cluster.rs"]
 mod cluster;
 #[path = "e2e/drain.rs"]
 mod drain;
-#[path = "e2e/explain.rs"]
-mod explain;
 #[path = "e2e/eta.rs"]
 mod eta;
+#[path = "e2e/explain.rs"]
+mod explain;
 #[path = "e2e/frozen_agent.rs"]
 mod frozen_agent;
 #[path = "e2e/grpc_api.rs"]

@@ -1,6 +1,7 @@
 //! goflow's domain, pure and synchronous: data dates and periods, calendars, command
 //! templating, the DAG and its closures, cron schedules, and the instance state machine. No I/O; time is passed in.
 
+pub mod backfill;
 pub mod calendar;
 pub mod catchup;
 pub mod dag;
@@ -8,8 +9,8 @@ pub mod dagfile;
 pub mod day;
 pub mod deadline;
 pub mod dispatch;
-pub mod explain;
 pub mod eta;
+pub mod explain;
 pub mod period;
 pub mod pools;
 pub mod redact;

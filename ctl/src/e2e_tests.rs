@@ -238,6 +238,7 @@ impl ControlService for Fake {
         Ok(Response::new(RunResponse {
             instances: refs.to_vec(),
             message: "queued".into(),
+            backfill_id: 0,
         }))
     }
     async fn list_instances(&self, request: Request<ListInstancesRequest>) -> Reply<ListInstancesResponse> {
@@ -426,6 +427,43 @@ impl ControlService for Fake {
         _: Request<goflow_proto::PredictDayRequest>,
     ) -> Reply<goflow_proto::PredictDayResponse> {
         Err(Status::unimplemented(""))
+    }
+    // Backfills (issue 19): not faked.
+    async fn start_backfill(
+        &self,
+        _: Request<goflow_proto::StartBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("start_backfill"))
+    }
+    async fn list_backfills(
+        &self,
+        _: Request<goflow_proto::ListBackfillsRequest>,
+    ) -> Reply<goflow_proto::ListBackfillsResponse> {
+        Err(Status::unimplemented("list_backfills"))
+    }
+    async fn get_backfill(
+        &self,
+        _: Request<goflow_proto::GetBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("get_backfill"))
+    }
+    async fn pause_backfill(
+        &self,
+        _: Request<goflow_proto::PauseBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("pause_backfill"))
+    }
+    async fn resume_backfill(
+        &self,
+        _: Request<goflow_proto::ResumeBackfillRequest>,
+    ) -> Reply<goflow_proto::Backfill> {
+        Err(Status::unimplemented("resume_backfill"))
+    }
+    async fn cancel_backfill(
+        &self,
+        _: Request<goflow_proto::CancelBackfillRequest>,
+    ) -> Reply<goflow_proto::CancelBackfillResponse> {
+        Err(Status::unimplemented("cancel_backfill"))
     }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;

@@ -34,8 +34,8 @@ use tonic::{
 };
 
 use crate::commands::{
-    agents, alerts, apply, auth, calendars, clean, coordinators, dep, eta, logs, ops, pools, run, status,
-    task, tasks, version,
+    agents, alerts, apply, auth, backfill, calendars, clean, coordinators, dep, eta, logs, ops, pools, run,
+    status, task, tasks, version,
 };
 use crate::credentials::{Bearer, TokenSource};
 use crate::failover::Failover;
@@ -144,6 +144,9 @@ pub enum Command {
     /// Predict when each unfinished instance of a data date starts and finishes, the day's
     /// finish and the critical path.
     Eta(eta::EtaArgs),
+    /// Backfills: `backfill start -j TASK --from P --to P` (prints its id), `list`, `show ID`,
+    /// `pause ID`, `resume ID`, `cancel ID`.
+    Backfill(backfill::BackfillArgs),
     /// Print the client's and the server's versions.
     Version,
     /// Log in to the server (password from the terminal, or standard input) and keep the
@@ -650,6 +653,7 @@ pub async fn dispatch(
         Command::Pools(args) => pools::run(c, &args, out).await,
         Command::Explain(args) => commands::explain::run(c, &args, out).await,
         Command::Eta(args) => eta::run(c, &args, out).await,
+        Command::Backfill(args) => backfill::run(c, &args, out, err).await,
         Command::Whoami => auth::whoami(&mut connection.auth(), &server, out).await,
         Command::Token(args) => auth::token(&mut connection.auth(), &args, out, err).await,
         Command::Version | Command::Login(_) | Command::Logout => unreachable!("handled above"),

@@ -21,7 +21,8 @@ use crate::auth;
 use crate::context;
 use crate::error::not_found;
 use crate::pages::{
-    agents, alerts, edit, graph, grid, history, instance, login, logs, overview, task, tasks, versions,
+    agents, alerts, backfills, edit, graph, grid, history, instance, login, logs, overview, task, tasks,
+    versions,
 };
 
 pub fn router(state: AppState) -> Router {
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", get(agents::page))
         .route("/history", get(history::page))
         .route("/alerts", get(alerts::page))
+        .route("/backfills", get(backfills::page).post(backfills::action))
         .route("/lang", post(actions::switch_lang))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))

@@ -680,6 +680,7 @@ impl ControlService for Fake {
             }]
         };
         Ok(Response::new(RunResponse {
+            backfill_id: 0,
             message: format!("{} instances to run", instances.len()),
             instances,
         }))
@@ -838,6 +839,103 @@ impl ControlService for Fake {
         _: tonic::Request<goflow_proto::PredictDayRequest>,
     ) -> Rpc<goflow_proto::PredictDayResponse> {
         Err(Status::unimplemented("predict_day"))
+    }
+
+    // Backfills (issue 19): two of them, 7 running and 8 paused.
+    async fn start_backfill(
+        &self,
+        request: tonic::Request<goflow_proto::StartBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        self.allow(&request, "operator")?;
+        let r = request.into_inner();
+        let down = if r.down { " down" } else { "" };
+        self.record(format!(
+            "StartBackfill {}@{}..{}{down}",
+            r.task, r.from_day, r.to_day
+        ))?;
+        Ok(tonic::Response::new(goflow_proto::Backfill {
+            id: 7,
+            task: r.task,
+            message: "backfill 7: 10 instances to run".into(),
+            ..Default::default()
+        }))
+    }
+    async fn list_backfills(
+        &self,
+        request: tonic::Request<goflow_proto::ListBackfillsRequest>,
+    ) -> Rpc<goflow_proto::ListBackfillsResponse> {
+        self.allow(&request, "viewer")?;
+        let backfill = |id: i64, state: &str, parallelism: i64| goflow_proto::Backfill {
+            id,
+            task: "extract".into(),
+            from_day: "20260101".into(),
+            to_day: "20260110".into(),
+            state: state.into(),
+            parallelism,
+            created_by: "alice".into(),
+            counts: vec![
+                goflow_proto::BackfillStateCount {
+                    state: "success".into(),
+                    count: 4,
+                },
+                goflow_proto::BackfillStateCount {
+                    state: "waiting".into(),
+                    count: 6,
+                },
+            ],
+            finished: 4,
+            total: 10,
+            ..Default::default()
+        };
+        Ok(tonic::Response::new(goflow_proto::ListBackfillsResponse {
+            backfills: vec![backfill(8, "paused", 0), backfill(7, "running", 2)],
+        }))
+    }
+    async fn get_backfill(
+        &self,
+        _: tonic::Request<goflow_proto::GetBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        Err(Status::unimplemented("get_backfill"))
+    }
+    async fn pause_backfill(
+        &self,
+        request: tonic::Request<goflow_proto::PauseBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        self.allow(&request, "operator")?;
+        let id = request.into_inner().id;
+        self.record(format!("PauseBackfill {id}"))?;
+        Ok(tonic::Response::new(goflow_proto::Backfill {
+            id,
+            message: format!("backfill {id} paused"),
+            ..Default::default()
+        }))
+    }
+    async fn resume_backfill(
+        &self,
+        request: tonic::Request<goflow_proto::ResumeBackfillRequest>,
+    ) -> Rpc<goflow_proto::Backfill> {
+        self.allow(&request, "operator")?;
+        let id = request.into_inner().id;
+        self.record(format!("ResumeBackfill {id}"))?;
+        Ok(tonic::Response::new(goflow_proto::Backfill {
+            id,
+            message: format!("backfill {id} resumed"),
+            ..Default::default()
+        }))
+    }
+    async fn cancel_backfill(
+        &self,
+        request: tonic::Request<goflow_proto::CancelBackfillRequest>,
+    ) -> Rpc<goflow_proto::CancelBackfillResponse> {
+        self.allow(&request, "operator")?;
+        let id = request.into_inner().id;
+        self.record(format!("CancelBackfill {id}"))?;
+        Ok(tonic::Response::new(goflow_proto::CancelBackfillResponse {
+            message: format!(
+                "backfill {id} cancelled: killed 1 running, 6 not started (6 waiting), now killed"
+            ),
+            ..Default::default()
+        }))
     }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))

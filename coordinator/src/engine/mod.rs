@@ -17,10 +17,11 @@
 
 mod agents;
 mod alerts;
+mod backfills;
 mod deadline_risk;
 mod definitions;
-mod explain;
 mod eta;
+mod explain;
 mod joins;
 mod log_archive;
 mod loops;
@@ -34,6 +35,8 @@ mod tries;
 mod versions;
 mod waits;
 
+#[cfg(test)]
+mod backfill_tests;
 #[cfg(test)]
 mod catchup_tests;
 #[cfg(test)]
@@ -60,9 +63,10 @@ pub use agents::{
     AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatAnswer,
     HeartbeatExtras, Registered, TryReport,
 };
+pub use backfills::{BackfillStart, BackfillStatus, CancelOutcome};
 pub use definitions::{ApplyOptions, ApplyOutcome};
-pub use explain::InstanceExplanation;
 pub use eta::{DayEta, EtaInstance};
+pub use explain::InstanceExplanation;
 pub use pools::PoolStatus;
 pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use tasks::{FieldChange, RunPreview, spec_changes};
@@ -247,6 +251,8 @@ pub struct Engine {
     group: tries::GroupCommit,
     /// Dispatches of pooled or max_active tasks on their way to an agent.
     offers: pools::Offers,
+    /// Backfills that bound their instances (paused, or with a parallelism), issue 19.
+    backfills: backfills::Bounds,
     /// This engine, for the tasks it spawns (group commit writes a batch on its own task).
     me: Weak<Engine>,
     /// Cancelled when this engine's term is over (its store's fence ended); never for an
@@ -265,6 +271,7 @@ impl Engine {
     ) -> anyhow::Result<Arc<Self>> {
         let liveness = agents::Liveness::load(&store).await?;
         let term_ended = store.fence().map(|f| f.ended()).unwrap_or_default();
+        let backfills = backfills::Bounds::load(&store).await?;
         let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
@@ -283,6 +290,7 @@ impl Engine {
             metrics,
             group: Default::default(),
             offers: Default::default(),
+            backfills,
             me: me.clone(),
             term_ended,
         });
@@ -383,7 +391,11 @@ impl Engine {
             try_number,
             epoch: self.epoch,
             queue: row.queue.clone(),
-            priority: row.priority as i32,
+            // A backfill's instances go behind every scheduled run (issue 19).
+            priority: match row.backfill_id {
+                Some(_) => goflow_core::backfill::backfill_priority(row.priority as i32),
+                None => row.priority as i32,
+            },
         }
     }
 }

@@ -119,6 +119,9 @@ impl Engine {
         try_number: i64,
         spec: &TaskSpec,
     ) -> Result<Option<String>> {
+        if let Some(why) = self.check_backfill_for_claim(tx, row, try_number).await? {
+            return Ok(Some(why));
+        }
         let limits = Limits::of(spec);
         if !limits.any() {
             return Ok(None);
@@ -209,6 +212,14 @@ impl Engine {
 
     /// Pushes what may start and holds back the rest (see the module's comment).
     pub(super) async fn push_admitted(&self, dispatches: Vec<Dispatch>) -> Vec<Dispatch> {
+        // What a paused or bounded backfill holds back first (issue 19); the claim decides anyway.
+        let dispatches = match self.admit_backfills(dispatches.clone()).await {
+            Ok(pass) => pass,
+            Err(e) => {
+                tracing::warn!("backfills: cannot tell what they hold back ({e:#}); pushing unchecked");
+                dispatches
+            }
+        };
         match self.admit(dispatches.clone()).await {
             Ok((pass, held)) => {
                 if let Err(e) = self.hold(&held, &HashMap::new()).await {
@@ -247,6 +258,11 @@ impl Engine {
     /// Offers held-back instances again, as many as their pools and tasks have room for.
     /// Called when a try ends and by the redispatch loop; cheap when nothing is held.
     pub(super) async fn offer_held(&self) -> Result<usize> {
+        // Then what backfills hold: scheduled runs held by their pools go first.
+        Ok(self.offer_pool_held().await? + self.offer_backfills().await?)
+    }
+
+    async fn offer_pool_held(&self) -> Result<usize> {
         if !self.catalog().has_limits() {
             return Ok(0);
         }

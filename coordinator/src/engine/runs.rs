@@ -7,6 +7,7 @@ use std::time::Duration;
 use goflow_core::state::{Event, transition};
 use goflow_core::{Dag, Dispatch, EtlDay, InstanceKey, InstanceState, Period, PeriodKind, TaskSpec};
 
+use super::backfills::BackfillStart;
 use super::joins::Hint;
 use super::versions::Pins;
 use super::{CHUNK, Caller, Catalog, Engine, EngineError, Result, RunPlan, check_range};
@@ -33,10 +34,20 @@ impl Engine {
                 goflow.force = plan.force,
             )
         });
-        self.run_untraced(plan, caller).instrument(span).await
+        self.run_untraced(plan, caller, None)
+            .instrument(span)
+            .await
+            .map(|(rows, _)| rows)
     }
 
-    async fn run_untraced(&self, plan: &RunPlan, caller: &Caller) -> Result<Vec<InstanceRow>> {
+    /// `run`, recorded as a backfill when `backfill` says how (issue 19): returns the rows and
+    /// the backfill's id.
+    pub(super) async fn run_untraced(
+        &self,
+        plan: &RunPlan,
+        caller: &Caller,
+        backfill: Option<BackfillStart>,
+    ) -> Result<(Vec<InstanceRow>, Option<i64>)> {
         let catalog = self.catalog();
         let (keys, forced) = run_keys(&catalog, plan)?;
         // Checked before anything changes: an instance that never ran refuses the whole run.
@@ -58,15 +69,35 @@ impl Engine {
             },
         );
         let target = format!("{}@{}", plan.task, plan.from);
-        self.redo(
+        let (action, what) = match &backfill {
+            Some(b) => (
+                "backfill start",
+                format!(
+                    "{}{}",
+                    what.trim(),
+                    b.parallelism
+                        .map(|p| format!(" --parallelism {p}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            None => ("run", what),
+        };
+        let backfill = backfill.map(|b| store::NewBackfill {
+            task: &plan.task,
+            from: plan.from.key(),
+            to: plan.to.key(),
+            down: plan.down,
+            parallelism: b.parallelism,
+            created_by: &caller.actor,
+        });
+        self.redo_with(
             &catalog,
             &keys,
             &forced,
             &pins,
             caller,
-            "run",
-            &target,
-            what.trim(),
+            (action, &target, what.trim()),
+            backfill.as_ref(),
         )
         .await
     }
@@ -138,6 +169,26 @@ impl Engine {
         target: &str,
         detail: &str,
     ) -> Result<Vec<InstanceRow>> {
+        let entry = (action, target, detail);
+        let (rows, _) = self
+            .redo_with(catalog, keys, forced, pins, caller, entry, None)
+            .await?;
+        Ok(rows)
+    }
+
+    /// `redo`, and with `backfill`, recorded as that backfill in the same transaction (its
+    /// instances are its own, and held back at once when it bounds them): returns its id.
+    #[allow(clippy::too_many_arguments)]
+    async fn redo_with(
+        &self,
+        catalog: &Catalog,
+        keys: &[InstanceKey],
+        forced: &HashSet<InstanceKey>,
+        pins: &Pins,
+        caller: &Caller,
+        (action, target, detail): (&str, &str, &str),
+        backfill: Option<&store::NewBackfill<'_>>,
+    ) -> Result<(Vec<InstanceRow>, Option<i64>)> {
         self.refuse_live(keys).await?;
         // Instances go back to waiting: what the join hints knew of them is void.
         self.joins.clear();
@@ -146,8 +197,13 @@ impl Engine {
         let mut dispatches = vec![];
         let now = now_ms();
         let mut tx = self.store.begin().await?;
+        let backfill_id = match backfill {
+            Some(new) => Some(store::insert_backfill(&mut tx, new, now).await?),
+            None => None,
+        };
         let in_run: HashSet<&InstanceKey> = keys.iter().collect();
         for chunk in keys.chunks(CHUNK) {
+            let first_of_chunk = rows.len();
             let wanted = self.wanted(catalog, chunk, pins);
             let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
             for (want, (row, created)) in wanted.iter().zip(ensured) {
@@ -170,6 +226,7 @@ impl Engine {
                 }
                 let mut row = row;
                 row.run_version = run_version;
+                row.backfill_id = backfill_id;
                 // An upstream reset in this very transaction cannot have succeeded, so only
                 // instances without one in the run can be ready now; the rest are queued as
                 // their upstreams succeed.
@@ -190,9 +247,32 @@ impl Engine {
                 }
                 rows.push(row);
             }
+            if let Some(id) = backfill_id {
+                let ids: Vec<i64> = rows[first_of_chunk..].iter().map(|r| r.id).collect();
+                store::assign_backfill(&mut tx, id, &ids).await?;
+            }
         }
+        let bound = match (backfill_id, backfill) {
+            (Some(id), Some(new)) => {
+                store::set_backfill_size(&mut tx, id, rows.len() as i64).await?;
+                let bound = new.parallelism.map(super::backfills::Bound::AtMost);
+                if let Some(bound) = bound {
+                    // Held at once, in one statement; the backfill offers them as it has room.
+                    store::hold_backfill(&mut tx, id, &bound.reason(id)).await?;
+                }
+                bound
+            }
+            _ => None,
+        };
+        let detail = match backfill_id {
+            Some(id) => format!(
+                "backfill {id}: {detail}, {}",
+                goflow_core::plural(rows.len(), "instance")
+            ),
+            None => detail.to_string(),
+        };
         let detail = if skipped.is_empty() {
-            detail.to_string()
+            detail
         } else {
             format!("{detail} (left alone, live meanwhile: {})", skipped.join(", "))
         };
@@ -208,13 +288,23 @@ impl Engine {
         .await?;
         tx.commit().await?;
         let queued = dispatches.len();
-        self.push(dispatches).await;
+        match (backfill_id, bound) {
+            (Some(id), Some(bound)) => {
+                self.backfills.set(id, Some(bound));
+                if let Err(e) = self.offer_backfill(id).await {
+                    tracing::warn!(
+                        "backfill {id}: first offer failed ({e:#}); the redispatch loop offers again"
+                    );
+                }
+            }
+            _ => self.push(dispatches).await,
+        }
         self.changed();
         tracing::info!(
             "{action} {target} {detail}: {}, {queued} queued now",
             goflow_core::plural(rows.len(), "instance")
         );
-        Ok(rows)
+        Ok((rows, backfill_id))
     }
 
     /// The instances of `keys` to create when missing, with their tasks' tries (of the

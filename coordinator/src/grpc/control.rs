@@ -92,15 +92,26 @@ impl ControlService for Api {
         if req.dry_run {
             return Ok(Response::new(run_preview(&self.engine, &plan).await?));
         }
-        let rows = self.engine.run(&plan, &caller).await?;
+        // A range is a backfill (issue 19), one to watch, pause and cancel.
+        let (rows, backfill_id) = if req.from_day.is_empty() {
+            (self.engine.run(&plan, &caller).await?, 0)
+        } else {
+            let start = crate::engine::BackfillStart::default();
+            let (id, rows) = self.engine.start_backfill(&plan, start, &caller).await?;
+            (rows, id)
+        };
         let queued = rows.len();
         let mut message = format!("{} to run", instances(queued));
+        if backfill_id > 0 {
+            message.push_str(&format!(" (backfill {backfill_id})"));
+        }
         if plan.as_then {
             message.push_str(&super::versions::as_then_note(&rows));
         }
         Ok(Response::new(pb::RunResponse {
             instances: rows.iter().map(instance_ref).collect(),
             message,
+            backfill_id,
         }))
     }
 
@@ -420,6 +431,7 @@ impl ControlService for Api {
         Ok(Response::new(pb::RunResponse {
             message: format!("{} to run for {day}", instances(rows.len())),
             instances: rows.iter().map(instance_ref).collect(),
+            backfill_id: 0,
         }))
     }
 
@@ -688,6 +700,32 @@ impl ControlService for Api {
             kept_examples: report.kept_examples,
         }))
     }
+
+    // Backfills (issue 19): see `backfills`.
+    async fn start_backfill(&self, r: Request<pb::StartBackfillRequest>) -> RpcResult<pb::Backfill> {
+        super::backfills::start(self, r).await
+    }
+    async fn list_backfills(
+        &self,
+        r: Request<pb::ListBackfillsRequest>,
+    ) -> RpcResult<pb::ListBackfillsResponse> {
+        super::backfills::list(self, r).await
+    }
+    async fn get_backfill(&self, r: Request<pb::GetBackfillRequest>) -> RpcResult<pb::Backfill> {
+        super::backfills::get(self, r).await
+    }
+    async fn pause_backfill(&self, r: Request<pb::PauseBackfillRequest>) -> RpcResult<pb::Backfill> {
+        super::backfills::pause(self, r).await
+    }
+    async fn resume_backfill(&self, r: Request<pb::ResumeBackfillRequest>) -> RpcResult<pb::Backfill> {
+        super::backfills::resume(self, r).await
+    }
+    async fn cancel_backfill(
+        &self,
+        r: Request<pb::CancelBackfillRequest>,
+    ) -> RpcResult<pb::CancelBackfillResponse> {
+        super::backfills::cancel(self, r).await
+    }
 }
 
 /// A coordinator silent this long is not alive (they record themselves every second).
@@ -732,6 +770,7 @@ async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse,
                 run_version: 0,
             })
             .collect(),
+        backfill_id: 0,
     })
 }
 

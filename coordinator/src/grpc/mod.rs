@@ -10,10 +10,11 @@
 
 mod agents;
 mod auth;
+mod backfills;
 mod calendars;
 mod control;
-mod explain;
 mod eta;
+mod explain;
 mod logs;
 mod timings;
 mod versions;
@@ -333,6 +334,7 @@ impl Api {
             definition_version: row.definition_version.unwrap_or(0),
             run_version: row.run_version.unwrap_or(0),
             timings: None, // timings::attach, with one read of the tries for a whole list
+            backfill_id: row.backfill_id.unwrap_or(0),
         })
     }
 

@@ -47,6 +47,8 @@ pub struct InstanceRow {
     pub pool_wait: Option<String>,
     /// Where its current run's time went (issue 19); None: created before it was kept.
     pub timings: Option<RunTimings>,
+    /// The backfill that last ran it (issue 19); None: none.
+    pub backfill_id: Option<i64>,
 }
 
 impl InstanceRow {
@@ -95,6 +97,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
             run_version: r.try_get("run_version")?,
             pool_wait: r.try_get("pool_wait")?,
             timings: super::timings::decode(r, &format!("instance {id}"))?,
+            backfill_id: r.try_get("backfill_id")?,
         })
     }
 }
@@ -102,7 +105,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
 const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
     marked_by, definition_version, run_version, pool_wait, phase, phase_since, run_started_at, ms_waiting_upstreams,
-    ms_waiting_slots, ms_queued, ms_claimed, ms_running, ms_retry_delays";
+    ms_waiting_slots, ms_queued, ms_claimed, ms_running, ms_retry_delays, backfill_id";
 
 /// Rows of `SELECT {INSTANCE_COLUMNS} FROM instances {rest}` with `binds`.
 macro_rules! select_instances {
@@ -484,7 +487,7 @@ pub async fn reset_for_redo(
         "UPDATE instances SET state = 'waiting', max_tries = try_number + 1 + ?, lost_tries = 0, forced = 0,
                 priority = ?, queue = ?, queued_at = NULL, started_at = NULL, finished_at = NULL,
                 exit_code = NULL, next_try_at = NULL, agent_id = NULL, message = ?, marked_by = NULL,
-                pool_wait = NULL, {}
+                pool_wait = NULL, backfill_id = NULL, {}
          WHERE id = ? AND state = ?",
         *NEW_RUN
     );

@@ -231,7 +231,10 @@ pub async fn hold_instance(
 pub async fn held_instances(db: &mut impl Db) -> anyhow::Result<Vec<InstanceRow>> {
     super::instances::select_where(
         db,
-        "WHERE state = 'queued' AND pool_wait IS NOT NULL ORDER BY priority DESC, queued_at, id LIMIT 10000",
+        // A paused or bounded backfill's are offered by the backfill itself (engine/backfills.rs).
+        "WHERE state = 'queued' AND pool_wait IS NOT NULL AND (backfill_id IS NULL OR backfill_id NOT IN
+           (SELECT id FROM backfills WHERE state = 'paused' OR parallelism IS NOT NULL))
+         ORDER BY priority DESC, queued_at, id LIMIT 10000",
     )
     .await
 }

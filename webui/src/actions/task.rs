@@ -4,7 +4,7 @@ use axum::Form;
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use goflow_core::dag::is_valid_task_id;
-use goflow_proto::{DeleteTasksRequest, RunRequest, SetPausedRequest};
+use goflow_proto::{DeleteTasksRequest, RunRequest, SetPausedRequest, StartBackfillRequest};
 use serde::Deserialize;
 
 use super::{ConfirmPage, HiddenField, outcome};
@@ -139,8 +139,28 @@ pub async fn run(
         }
         .into_response());
     }
-    let result = client.run(request).await;
     let lang = ctx.lang;
+    if from != to {
+        // A range is a backfill (issue 19): watched, paused and cancelled on its page.
+        let started = client
+            .start_backfill(StartBackfillRequest {
+                task: task.clone(),
+                from_day: from.compact(),
+                to_day: to.compact(),
+                down,
+                ..Default::default()
+            })
+            .await;
+        return Ok(match started {
+            Ok(b) => {
+                let b = b.into_inner();
+                let message = format!("{task}{}{}", ctx.t.colon, translate::say(lang, &b.message));
+                super::Flash::ok(message).redirect(&format!("/backfills#backfill-{}", b.id))
+            }
+            Err(status) => outcome::<()>(lang, Err(status), |_| String::new()).redirect(&page),
+        });
+    }
+    let result = client.run(request).await;
     Ok(outcome(lang, result, |r| {
         format!(
             "{task}{}{}",
@@ -258,10 +278,14 @@ mod tests {
             true,
         )
         .await;
-        assert_eq!(answer.status, StatusCode::SEE_OTHER);
+        // A range is a backfill, and its page shows it (issue 19).
+        assert_eq!(
+            (answer.status, answer.location.as_str()),
+            (StatusCode::SEE_OTHER, "/backfills#backfill-7")
+        );
         assert_eq!(
             calls.lock().unwrap().last().unwrap(),
-            "Run extract@20260101..20260110"
+            "StartBackfill extract@20260101..20260110"
         );
     }
 

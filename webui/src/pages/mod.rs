@@ -2,9 +2,10 @@
 
 pub mod agents;
 pub mod alerts;
+pub mod backfills;
 pub mod edit;
-pub mod explain;
 pub mod eta;
+pub mod explain;
 pub mod graph;
 pub mod grid;
 pub mod history;
