@@ -444,15 +444,25 @@ impl Agent {
             let Some((claim, trace)) = self.claim(&dispatch).await else {
                 continue; // the permit drops: the slot is free again
             };
+            let kill = self.killing.child_token();
+            {
+                let mut running = self.running.lock().unwrap();
+                if running.contains_key(&claim.attempt_id) {
+                    // The same try pushed twice reached this agent twice: the coordinator grants
+                    // a repeated claim (its first answer may have been lost), so the grant alone
+                    // does not say the try is not already running here. One process a try.
+                    tracing::warn!(
+                        attempt_id = %claim.attempt_id,
+                        "claimed a try that already runs here; not starting it twice"
+                    );
+                    continue; // the permit drops: the slot is free again
+                }
+                running.insert(claim.attempt_id.clone(), kill.clone());
+            }
             if let Some(metrics) = self.metrics() {
                 metrics.tries_started.inc();
                 metrics.tries_running.inc();
             }
-            let kill = self.killing.child_token();
-            self.running
-                .lock()
-                .unwrap()
-                .insert(claim.attempt_id.clone(), kill.clone());
             let agent = self.clone();
             tries.spawn(async move {
                 agent.run_try(claim, dispatch.epoch, kill).instrument(trace).await;

@@ -878,3 +878,50 @@ async fn a_try_that_ended_is_reported_after_a_cut_off_not_abandoned() {
     assert!(log.ends_with(" out| done\n"), "{log}");
     stop(agent, shutdown, server, stop_server).await;
 }
+
+/// The same try pushed twice (the coordinator grants a repeated claim, since the first answer
+/// may have been lost) runs once: the second grant finds it running here.
+#[tokio::test]
+async fn a_try_pushed_twice_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.claims
+            .insert(5, (true, format!("echo start >> {}; sleep 2", starts.display())));
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue.push(vec![dispatch(5)]).await.unwrap();
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 2), queue.clone(), shutdown.clone()));
+    // Pushed again while it runs (the in-process queue drops a push of a waiting dispatch).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !starts.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "the try never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    queue.push(vec![dispatch(5)]).await.unwrap();
+
+    let (finished, _) = fake.finish_of("a5").await;
+    assert_eq!(finished.outcome, "success");
+    fake.wait_for("both claims", |s| (s.starts >= 2).then_some(()))
+        .await;
+    assert!(queue.is_empty());
+    // Long enough for a second process, had one started, to have written its line.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = std::fs::read_to_string(&starts).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        1,
+        "the try ran {} times",
+        lines.lines().count()
+    );
+    fake.with(|s| {
+        let reports = s.finishes.iter().filter(|(f, _)| f.attempt_id == "a5").count();
+        assert_eq!(reports, 1, "its end was reported {reports} times");
+    });
+    stop(agent, shutdown, server, stop_server).await;
+}
