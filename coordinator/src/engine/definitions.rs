@@ -41,9 +41,16 @@ impl Engine {
         let tasks = store::load_tasks(&mut conn).await?;
         let calendars = store::load_calendars(&mut conn).await?;
         drop(conn);
-        let dag = Dag::with_calendars(tasks.iter().map(|t| t.spec.clone()), calendars)
-            .map_err(|e| anyhow::anyhow!("stored tasks do not form a valid DAG: {e}"))?;
-        let tasks = tasks.into_iter().map(|t| (t.spec.id.clone(), t)).collect();
+        // Tens of thousands of tasks are CPU work: off the async workers, so that other calls
+        // keep answering while a large apply finishes.
+        let (dag, tasks) = tokio::task::spawn_blocking(move || {
+            let dag = Dag::with_calendars(tasks.iter().map(|t| t.spec.clone()), calendars)
+                .map_err(|e| anyhow::anyhow!("stored tasks do not form a valid DAG: {e}"))?;
+            let tasks: BTreeMap<String, StoredTask> =
+                tasks.into_iter().map(|t| (t.spec.id.clone(), t)).collect();
+            anyhow::Ok((dag, tasks))
+        })
+        .await??;
         *self.catalog.write().unwrap() = Arc::new(Catalog { dag, tasks });
         Ok(())
     }
@@ -177,21 +184,40 @@ impl Engine {
         let now = now_ms();
         let changed_ids: Vec<&str> = changed.iter().map(|s| s.id.as_str()).collect();
         let mut previous = store::latest_versions(&mut tx, Kind::Task, &changed_ids).await?;
-        let mut new_versions = vec![];
-        for spec in &changed {
-            let definition = versions::task_yaml(spec, dag_name.as_deref());
-            // A task created again (its old versions kept) lists no changed fields.
-            let update = stored.contains_key(&spec.id);
-            let version = next_version(
-                (Kind::Task, &spec.id, definition),
-                previous.remove(&spec.id).as_ref(),
-                update,
-                caller,
-                source_name,
-                now,
-            );
-            outcome.versions.insert(spec.id.clone(), version.version);
-            new_versions.push(version);
+        // Canonical YAML and field diffs of thousands of tasks: CPU work, off the async workers.
+        let new_versions = {
+            let work: Vec<(TaskSpec, bool, Option<StoredVersion>)> = changed
+                .iter()
+                .map(|spec| {
+                    // A task created again (its old versions kept) lists no changed fields.
+                    (
+                        spec.clone(),
+                        stored.contains_key(&spec.id),
+                        previous.remove(&spec.id),
+                    )
+                })
+                .collect();
+            let (dag_name, caller, source_name) = (dag_name.clone(), caller.clone(), source_name.to_string());
+            tokio::task::spawn_blocking(move || {
+                work.into_iter()
+                    .map(|(spec, update, previous)| {
+                        let definition = versions::task_yaml(&spec, dag_name.as_deref());
+                        next_version(
+                            (Kind::Task, &spec.id, definition),
+                            previous.as_ref(),
+                            update,
+                            &caller,
+                            &source_name,
+                            now,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(anyhow::Error::from)?
+        };
+        for version in &new_versions {
+            outcome.versions.insert(version.id.clone(), version.version);
         }
         // Pools are stored in this same transaction; a task's pool must be defined by the
         // document or already stored. A pool the document does not list stays as it is.

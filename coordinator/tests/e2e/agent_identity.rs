@@ -399,7 +399,10 @@ fn an_agent_token_acts_only_for_its_own_agent() {
             .and_then(|n| n.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
         let at_least = if reason == "not_its_own" { 5.0 } else { 1.0 };
-        assert!(count >= at_least, "{line}is {count}, expected at least {at_least}:\n{metrics}");
+        assert!(
+            count >= at_least,
+            "{line}is {count}, expected at least {at_least}:\n{metrics}"
+        );
     }
     for call in [
         "Register",
