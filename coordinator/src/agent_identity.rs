@@ -275,6 +275,11 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_names_its_agent_by_its_common_name() {
+        assert_eq!(certificate_agent(b"not a certificate"), None);
+    }
+
+    #[test]
     fn agent_tokens_are_prefixed_and_hashed() {
         let (token, hash) = new_agent_token();
         assert!(token.starts_with(AGENT_TOKEN_PREFIX) && token.len() == 4 + 64);

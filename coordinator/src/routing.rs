@@ -648,6 +648,34 @@ mod tests {
         assert_eq!(forged.get(FORWARDED_FOR).unwrap(), "10.0.0.7:5000");
     }
 
+    /// A client naming an agent's certificate itself is not believed: the header goes without
+    /// a coordinator's proof, and a router that checks no certificates never reads it.
+    #[test]
+    fn an_agent_certificate_header_is_trusted_only_from_a_coordinator() {
+        use super::{AGENT_CERTIFICATE, FORWARDED_BY, trust_forwarded_for};
+        let mut given = http::HeaderMap::new();
+        given.insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
+        trust_forwarded_for(Some("s3cret"), &mut given);
+        assert!(given.get(AGENT_CERTIFICATE).is_none());
+        let mut proven = http::HeaderMap::new();
+        proven.insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
+        proven.insert(FORWARDED_BY, "s3cret".parse().unwrap());
+        trust_forwarded_for(Some("s3cret"), &mut proven);
+        assert_eq!(proven.get(AGENT_CERTIFICATE).unwrap(), "a1");
+
+        let router = super::Router::new(None);
+        let mut request = agent_call(None);
+        request
+            .headers_mut()
+            .insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
+        request
+            .extensions_mut()
+            .insert(super::CertifiedAgent("a1".into()));
+        let refused = <super::Agents as super::GoflowService>::check(&router, &mut request);
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert!(request.extensions().get::<super::CertifiedAgent>().is_none());
+    }
+
     /// The cause of a failed forward is told as the forward's, with its whole chain.
     #[test]
     fn a_failed_forward_names_the_leader_and_the_cause() {
