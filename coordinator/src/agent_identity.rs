@@ -40,6 +40,19 @@ pub enum Vouched {
     Embedded,
 }
 
+/// A call whose agent the router identified by its verified client certificate (mTLS): the
+/// certificate subject's common name (carried in the request's extensions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertifiedAgent(pub String);
+
+/// The agent a client certificate names: its subject's common name (CN), when it has one that
+/// could be an agent id (visible ASCII).
+pub fn certificate_agent(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    (!cn.is_empty() && cn.len() <= 200 && cn.bytes().all(|b| b.is_ascii_graphic())).then(|| cn.to_string())
+}
+
 /// Who an agent's call comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentCaller {
@@ -116,6 +129,9 @@ impl AgentIdentities {
         if request.extensions().get::<Vouched>().is_some() {
             return Ok(AgentCaller::Trusted);
         }
+        if let Some(CertifiedAgent(agent)) = request.extensions().get::<CertifiedAgent>() {
+            return Ok(AgentCaller::Agent(agent.clone()));
+        }
         match bearer(request.metadata()) {
             Some(token) if token.starts_with(AGENT_TOKEN_PREFIX) => self.agent_of(token).await,
             _ => Err(Status::unauthenticated(
@@ -146,6 +162,7 @@ impl AgentIdentities {
             Status::unavailable("cannot check the agent's token now; try again")
         })?;
         let Some(agent) = found else {
+            crate::metrics::agent_refused("unknown_token");
             self.cache.lock().unwrap().remove(&hash);
             return Err(Status::unauthenticated(
                 "the agent token is unknown or revoked (goflow agent-token list shows the agents that have one)",
@@ -196,6 +213,7 @@ impl AgentIdentities {
         why: String,
     ) -> Status {
         let actor = caller.actor(named);
+        crate::metrics::agent_refused("not_its_own");
         tracing::warn!(%actor, call, target, "agent call refused: {why}");
         let record = {
             let mut recorded = self.recorded.lock().unwrap();
@@ -254,6 +272,11 @@ mod tests {
         assert_eq!(trusted.acting_as("a"), Ok("a".into()));
         assert!(trusted.owns("a", "a"));
         assert!(!trusted.owns("a", "b"));
+    }
+
+    #[test]
+    fn a_certificate_names_its_agent_by_its_common_name() {
+        assert_eq!(certificate_agent(b"not a certificate"), None);
     }
 
     #[test]

@@ -350,11 +350,12 @@ pub struct AgentTlsArgs {
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// This agent's client certificate (PEM), for coordinators that require one
-    /// (--tls-client-ca); also GOFLOW_TLS_CERT, Common.TlsCert. Needs --tls-key.
-    #[arg(long, value_name = "FILE")]
+    /// (--tls-client-ca); also GOFLOW_TLS_CERT, Common.TlsCert. Needs --tls-key. Its subject's
+    /// common name (CN) is the agent's id: with it, the agent needs no token.
+    #[arg(long, visible_alias = "tls-client-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM; also GOFLOW_TLS_KEY, Common.TlsKey).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, visible_alias = "tls-client-key", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 }
 

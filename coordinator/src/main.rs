@@ -361,6 +361,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             tracing::info!("presenting the cluster's shared agent secret");
             Some(secret.clone())
         }
+        (None, None) if settings.tls_cert.is_some() => {
+            tracing::info!("presenting this agent's client certificate only (its CN names the agent)");
+            None
+        }
         (None, None) => {
             tracing::warn!(
                 "no agent credential: coordinators refuse this agent. Give it its token \

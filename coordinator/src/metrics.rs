@@ -44,6 +44,27 @@ pub struct AgentLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Agents' calls refused, by reason. Process-wide: refusals happen in the router and in the
+/// services before any engine (whose [`Metrics`] come and go with leadership) sees the call;
+/// every [`Metrics`] of the process registers this one family.
+static AGENT_REFUSALS: std::sync::LazyLock<Family<ReasonLabel, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+/// Counts a refused agent call: `no_credential`, `no_client_certificate`, `unknown_token`
+/// (unknown or revoked) or `not_its_own` (another agent's name, try or queue).
+pub fn agent_refused(reason: &str) {
+    AGENT_REFUSALS
+        .get_or_create(&ReasonLabel {
+            reason: reason.to_string(),
+        })
+        .inc();
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
     pub method: String,
     pub code: String,
@@ -211,6 +232,12 @@ impl Metrics {
             "goflow_log_bytes_ingested",
             "Bytes of try output stored",
             m.log_bytes.clone(),
+        );
+        r.register(
+            "goflow_agent_refusals",
+            "Agents' calls refused, by reason: no_credential, no_client_certificate, unknown_token \
+             (unknown or revoked), not_its_own (another agent's name, try or queue)",
+            AGENT_REFUSALS.clone(),
         );
         r.register(
             "goflow_grpc_requests",

@@ -20,7 +20,7 @@ use tonic::server::NamedService;
 use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
-use crate::agent_identity::{AGENT_TOKEN_PREFIX, Vouched};
+use crate::agent_identity::{AGENT_TOKEN_PREFIX, CertifiedAgent, Vouched};
 use crate::grpc::{Api, LogApi};
 
 /// Where calls go now.
@@ -284,25 +284,55 @@ impl GoflowService for Agents {
     /// per-agent token (`gfa_`, looked up in the store by the service that answers). Without
     /// one, refused here: on loopback too, whatever the coordinator's settings.
     fn check(router: &Router, request: &mut http::Request<Body>) -> Result<(), tonic::Status> {
+        // Never taken from the caller: extensions do not travel over the wire, and an
+        // AGENT_CERTIFICATE header is only kept when another coordinator proved it passed the
+        // call on (`trust_forwarded_for`).
+        request.extensions_mut().remove::<Vouched>();
+        request.extensions_mut().remove::<CertifiedAgent>();
+        let forwarded_certificate = request
+            .headers()
+            .get(AGENT_CERTIFICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        request.headers_mut().remove(AGENT_CERTIFICATE);
+        let mut certified = None;
         if router.agent_certificates {
-            let verified = request
+            let local = request
                 .extensions()
                 .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
                 .and_then(|info| info.peer_certs())
-                .is_some_and(|certs| !certs.is_empty());
-            if !verified {
+                .filter(|certs| !certs.is_empty());
+            if local.is_none() && forwarded_certificate.is_none() {
+                crate::metrics::agent_refused("no_client_certificate");
                 return Err(tonic::Status::unauthenticated(
                     "this coordinator requires agents to present a client certificate signed by its \
                      client CA (--tls-client-ca): start the agent with --tls-cert and --tls-key",
                 ));
             }
+            // A call passed on by another coordinator names the agent's certificate; the
+            // connection's own certificate is then that coordinator's.
+            certified = match forwarded_certificate {
+                Some(agent) => Some(agent),
+                None => local.and_then(|certs| crate::agent_identity::certificate_agent(&certs[0])),
+            };
         }
         let given = request
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        // No token or secret: the verified certificate's CN is the agent (mTLS identity).
+        if given.is_none()
+            && let Some(agent) = certified
+        {
+            if let Ok(value) = agent.parse() {
+                request.headers_mut().insert(AGENT_CERTIFICATE, value);
+            }
+            request.extensions_mut().insert(CertifiedAgent(agent));
+            return Ok(());
+        }
         let matches = |secret: &Option<Arc<str>>, given: &str| {
             secret
                 .as_ref()
@@ -313,6 +343,7 @@ impl GoflowService for Agents {
             Some(given) if matches(&router.embedded_secret, given) => Some(Vouched::Embedded),
             Some(given) if matches(&router.agent_secret, given) => Some(Vouched::SharedSecret),
             _ => {
+                crate::metrics::agent_refused("no_credential");
                 return Err(tonic::Status::unauthenticated(if router.agent_secret.is_some() {
                     "agent credential missing or wrong: give the agent its per-agent token \
                      (GOFLOW_AGENT_TOKEN, --agent-token-file or Worker.AgentToken; made by \
@@ -325,8 +356,6 @@ impl GoflowService for Agents {
                 }));
             }
         };
-        // Never taken from the caller: extensions do not travel over the wire.
-        request.extensions_mut().remove::<Vouched>();
         if let Some(vouched) = vouched {
             request.extensions_mut().insert(vouched);
         }
@@ -372,6 +401,9 @@ pub const FORWARDED_FOR: &str = "x-goflow-forwarded-for";
 /// Metadata proving that a call was passed on by another coordinator: the cluster's secret,
 /// which every coordinator holds. Without it, `FORWARDED_FOR` is a client's claim and dropped.
 pub const FORWARDED_BY: &str = "x-goflow-forwarded-by";
+/// Metadata naming the agent whose verified client certificate a call came with, when
+/// another coordinator passes it on (trusted only with `FORWARDED_BY`'s proof).
+pub const AGENT_CERTIFICATE: &str = "x-goflow-agent-certificate";
 
 /// Keeps `FORWARDED_FOR` only on a call that another coordinator passed on, proven by the
 /// cluster secret in `FORWARDED_BY`; any client could write the header itself. Neither header
@@ -384,6 +416,7 @@ fn trust_forwarded_for(secret: Option<&str>, headers: &mut http::HeaderMap) {
     headers.remove(FORWARDED_BY);
     if !proven {
         headers.remove(FORWARDED_FOR);
+        headers.remove(AGENT_CERTIFICATE);
     }
 }
 
@@ -475,6 +508,18 @@ impl<S: GoflowService> Routed<S> {
                     .extensions()
                     .get::<tonic::transport::server::TcpConnectInfo>()
                     .and_then(|info| info.remote_addr);
+                // An agent known by its certificate only can be vouched for to the leader
+                // with the cluster's secret alone; without one it must call the leader itself.
+                if request.headers().contains_key(AGENT_CERTIFICATE) && self.router.agent_secret.is_none() {
+                    return Box::pin(async move {
+                        Ok(tonic::Status::unavailable(format!(
+                            "this coordinator does not lead, and cannot vouch for a client certificate \
+                             to the leader without the cluster's shared secret: call the leader \
+                             ({address}) directly, or give the agent a token"
+                        ))
+                        .into_http())
+                    });
+                }
                 mark_forwarded(self.router.agent_secret.as_deref(), request.headers_mut(), peer);
                 Box::pin(async move {
                     Ok(match channel.oneshot(request).await {
@@ -601,6 +646,34 @@ mod tests {
             Some("10.0.0.7:5000".parse().unwrap()),
         );
         assert_eq!(forged.get(FORWARDED_FOR).unwrap(), "10.0.0.7:5000");
+    }
+
+    /// A client naming an agent's certificate itself is not believed: the header goes without
+    /// a coordinator's proof, and a router that checks no certificates never reads it.
+    #[test]
+    fn an_agent_certificate_header_is_trusted_only_from_a_coordinator() {
+        use super::{AGENT_CERTIFICATE, FORWARDED_BY, trust_forwarded_for};
+        let mut given = http::HeaderMap::new();
+        given.insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
+        trust_forwarded_for(Some("s3cret"), &mut given);
+        assert!(given.get(AGENT_CERTIFICATE).is_none());
+        let mut proven = http::HeaderMap::new();
+        proven.insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
+        proven.insert(FORWARDED_BY, "s3cret".parse().unwrap());
+        trust_forwarded_for(Some("s3cret"), &mut proven);
+        assert_eq!(proven.get(AGENT_CERTIFICATE).unwrap(), "a1");
+
+        let router = super::Router::new(None);
+        let mut request = agent_call(None);
+        request
+            .headers_mut()
+            .insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
+        request
+            .extensions_mut()
+            .insert(super::CertifiedAgent("a1".into()));
+        let refused = <super::Agents as super::GoflowService>::check(&router, &mut request);
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert!(request.extensions().get::<super::CertifiedAgent>().is_none());
     }
 
     /// The cause of a failed forward is told as the forward's, with its whole chain.

@@ -962,7 +962,12 @@ async fn token_create_prints_only_the_token_and_the_given_token_wins() {
     .await;
     result.unwrap();
     assert_eq!(out, "gft_new_ci\n", "stdout holds the token alone");
-    assert!(err.starts_with("created token ci (operator, "), "{err}");
+    // The token given by flag works, with a warning that `ps` shows it.
+    assert!(
+        err.starts_with("goflowctl: warning: --token shows the token to every user of this machine (ps)"),
+        "{err}"
+    );
+    assert!(err.contains("\ncreated token ci (operator, "), "{err}");
     assert!(err.contains("shown only this once"), "{err}");
     let created = fake.created.lock().unwrap().clone().unwrap();
     assert_eq!(

@@ -74,15 +74,16 @@ pub struct Cli {
     pub server: String,
 
     /// The token every call carries (an API token, or a session from `goflowctl login`);
-    /// wins over the login stored for the server.
-    #[arg(
-        long,
-        global = true,
-        env = "GOFLOW_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    /// wins over the login stored for the server. Prefer the environment variable
+    /// GOFLOW_TOKEN or --token-file: a flag's value is seen by every user of the machine in
+    /// `ps` (goflowctl warns when it is used).
+    #[arg(long, global = true, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+
+    /// A file holding the token every call carries (read at each call, surrounding white
+    /// space ignored); wins over GOFLOW_TOKEN and the stored login.
+    #[arg(long, global = true, env = "GOFLOW_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// The CA certificate (PEM) that `https://` servers' certificates must be signed by
     /// (default: the system's trusted roots).
@@ -587,6 +588,36 @@ impl Context<'_> {
     }
 }
 
+/// The token given for every call: `--token` (with a warning: other users see it in `ps`),
+/// else `--token-file`, else `GOFLOW_TOKEN`; none when none is set (or it is empty).
+fn given_token(
+    cli: &Cli,
+    env: impl Fn(&str) -> Option<String>,
+    err: &mut impl Write,
+) -> anyhow::Result<Option<String>> {
+    if let Some(token) = &cli.token {
+        writeln!(
+            err,
+            "goflowctl: warning: --token shows the token to every user of this machine (ps); \
+             use GOFLOW_TOKEN, --token-file FILE or goflowctl login instead"
+        )?;
+        return Ok(Some(token.clone()));
+    }
+    if let Some(path) = &cli.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            anyhow::bail!(
+                "--token-file {}: the file is empty; it should hold a token",
+                path.display()
+            );
+        }
+        return Ok(Some(token.to_string()));
+    }
+    Ok(env("GOFLOW_TOKEN").filter(|t| !t.trim().is_empty()))
+}
+
 /// Runs one command: results to `out`, notes for people to `err`.
 pub async fn dispatch(
     cli: Cli,
@@ -597,7 +628,8 @@ pub async fn dispatch(
     tls::use_ca(cli.ca.as_deref())?;
     let servers = server_list(&cli.server);
     let server = servers.join(", ");
-    let given = cli.token.as_deref();
+    let given = given_token(&cli, |name| std::env::var(name).ok(), err)?;
+    let given = given.as_deref();
     match &cli.command {
         Command::Login(args) => return auth::login(&cli.server, args, ctx, out).await,
         Command::Logout => return auth::logout(&cli.server, given, ctx, out, err).await,
@@ -866,13 +898,44 @@ mod tests {
 
     #[test]
     fn token_flag_and_usage_errors() {
-        if std::env::var_os("GOFLOW_TOKEN").is_none() {
-            assert_eq!(parse(&["tasks"]).unwrap().token, None);
-        }
+        assert_eq!(parse(&["tasks"]).unwrap().token, None);
         assert_eq!(
             parse(&["--token", "gft_x", "tasks"]).unwrap().token.as_deref(),
             Some("gft_x")
         );
+        assert!(parse(&["--token", "gft_x", "--token-file", "f", "tasks"]).is_err());
+        // --token wins, with a warning; then --token-file; then GOFLOW_TOKEN.
+        let env = |name: &str| (name == "GOFLOW_TOKEN").then(|| "gft_env".to_string());
+        let mut err = vec![];
+        let cli = parse(&["--token", "gft_x", "tasks"]).unwrap();
+        assert_eq!(
+            given_token(&cli, env, &mut err).unwrap().as_deref(),
+            Some("gft_x")
+        );
+        assert!(
+            String::from_utf8(err)
+                .unwrap()
+                .contains("warning: --token shows the token")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "gft_file\n").unwrap();
+        let cli = parse(&["--token-file", file.to_str().unwrap(), "tasks"]).unwrap();
+        let mut err = vec![];
+        assert_eq!(
+            given_token(&cli, env, &mut err).unwrap().as_deref(),
+            Some("gft_file")
+        );
+        assert!(err.is_empty());
+        std::fs::write(&file, " \n").unwrap();
+        let e = given_token(&cli, env, &mut err).unwrap_err().to_string();
+        assert!(e.contains("the file is empty"), "{e}");
+        let cli = parse(&["tasks"]).unwrap();
+        assert_eq!(
+            given_token(&cli, env, &mut err).unwrap().as_deref(),
+            Some("gft_env")
+        );
+        assert_eq!(given_token(&cli, |_| None, &mut err).unwrap(), None);
         // The token's value never shows in --help, even from the environment.
         let help = <Cli as clap::CommandFactory>::command()
             .render_long_help()

@@ -41,9 +41,16 @@ impl Engine {
         let tasks = store::load_tasks(&mut conn).await?;
         let calendars = store::load_calendars(&mut conn).await?;
         drop(conn);
-        let dag = Dag::with_calendars(tasks.iter().map(|t| t.spec.clone()), calendars)
-            .map_err(|e| anyhow::anyhow!("stored tasks do not form a valid DAG: {e}"))?;
-        let tasks = tasks.into_iter().map(|t| (t.spec.id.clone(), t)).collect();
+        // Tens of thousands of tasks are CPU work: off the async workers, so that other calls
+        // keep answering while a large apply finishes.
+        let (dag, tasks) = tokio::task::spawn_blocking(move || {
+            let dag = Dag::with_calendars(tasks.iter().map(|t| t.spec.clone()), calendars)
+                .map_err(|e| anyhow::anyhow!("stored tasks do not form a valid DAG: {e}"))?;
+            let tasks: BTreeMap<String, StoredTask> =
+                tasks.into_iter().map(|t| (t.spec.id.clone(), t)).collect();
+            anyhow::Ok((dag, tasks))
+        })
+        .await??;
         *self.catalog.write().unwrap() = Arc::new(Catalog { dag, tasks });
         Ok(())
     }
@@ -175,22 +182,42 @@ impl Engine {
         // The new versions: the next number after the newest kept (a deleted task's versions
         // stay, so one created again goes on counting).
         let now = now_ms();
-        let mut new_versions = vec![];
-        for spec in &changed {
-            let previous = store::latest_version(&mut tx, Kind::Task, &spec.id).await?;
-            let definition = versions::task_yaml(spec, dag_name.as_deref());
-            // A task created again (its old versions kept) lists no changed fields.
-            let update = stored.contains_key(&spec.id);
-            let version = next_version(
-                (Kind::Task, &spec.id, definition),
-                previous.as_ref(),
-                update,
-                caller,
-                source_name,
-                now,
-            );
-            outcome.versions.insert(spec.id.clone(), version.version);
-            new_versions.push(version);
+        let changed_ids: Vec<&str> = changed.iter().map(|s| s.id.as_str()).collect();
+        let mut previous = store::latest_versions(&mut tx, Kind::Task, &changed_ids).await?;
+        // Canonical YAML and field diffs of thousands of tasks: CPU work, off the async workers.
+        let new_versions = {
+            let work: Vec<(TaskSpec, bool, Option<StoredVersion>)> = changed
+                .iter()
+                .map(|spec| {
+                    // A task created again (its old versions kept) lists no changed fields.
+                    (
+                        spec.clone(),
+                        stored.contains_key(&spec.id),
+                        previous.remove(&spec.id),
+                    )
+                })
+                .collect();
+            let (dag_name, caller, source_name) = (dag_name.clone(), caller.clone(), source_name.to_string());
+            tokio::task::spawn_blocking(move || {
+                work.into_iter()
+                    .map(|(spec, update, previous)| {
+                        let definition = versions::task_yaml(&spec, dag_name.as_deref());
+                        next_version(
+                            (Kind::Task, &spec.id, definition),
+                            previous.as_ref(),
+                            update,
+                            &caller,
+                            &source_name,
+                            now,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(anyhow::Error::from)?
+        };
+        for version in &new_versions {
+            outcome.versions.insert(version.id.clone(), version.version);
         }
         // Pools are stored in this same transaction; a task's pool must be defined by the
         // document or already stored. A pool the document does not list stays as it is.
@@ -211,40 +238,36 @@ impl Engine {
         for pool in &pools {
             store::upsert_pool(&mut tx, pool, now).await?;
         }
-        for spec in &changed {
-            let old = stored.get(&spec.id);
-            let schedule_changed = old
-                .is_none_or(|old| old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone);
-            store::upsert_task(&mut tx, spec, now, schedule_changed).await?;
-            if schedule_changed {
-                // Fires held while paused belong to the old schedule (or to a deleted task of
-                // the same id): not run under the new one.
-                let dropped = store::drop_held_fires(
-                    &mut tx,
-                    &spec.id,
-                    "the schedule changed while the task was paused",
-                )
-                .await?;
-                if dropped > 0 {
-                    tracing::info!(
-                        "task {}: {} held while paused are skipped: its schedule changed",
-                        spec.id,
-                        goflow_core::plural(dropped as usize, "fire")
-                    );
-                }
-            }
-            if schedule_changed && spec.schedule.is_some() {
-                store::restart_schedule(&mut tx, &spec.id, schedule_start).await?;
-            }
+        // Every write of the tasks is batched: a 20,000-task apply is a few hundred statements.
+        let writes: Vec<store::TaskWrite> = changed
+            .iter()
+            .zip(&new_versions)
+            .map(|(spec, version)| store::TaskWrite {
+                spec,
+                dag: dag_name.as_deref(),
+                version: version.version,
+                schedule_changed: stored.get(&spec.id).is_none_or(|old| {
+                    old.spec.schedule != spec.schedule || old.spec.timezone != spec.timezone
+                }),
+            })
+            .collect();
+        // Fires held while paused belong to the old schedule (or to a deleted task of the
+        // same id): not run under the new one.
+        let dropped = store::write_tasks(
+            &mut tx,
+            &writes,
+            now,
+            schedule_start,
+            "the schedule changed while the task was paused",
+        )
+        .await?;
+        for (task, n) in dropped {
+            tracing::info!(
+                "task {task}: {} held while paused are skipped: its schedule changed",
+                goflow_core::plural(n as usize, "fire")
+            );
         }
-        for spec in &changed {
-            store::set_dependencies(&mut tx, spec).await?;
-        }
-        for version in &new_versions {
-            store::insert_version(&mut tx, version).await?;
-            store::set_task_dag_and_version(&mut tx, &version.id, dag_name.as_deref(), version.version)
-                .await?;
-        }
+        store::insert_versions(&mut tx, &new_versions).await?;
         // Calendars and pools are versioned like tasks: a new version for each one this apply
         // creates or changes.
         let others = changed_calendars

@@ -30,6 +30,7 @@
 mod agent_tokens;
 mod agents;
 mod alerts;
+mod apply_batch;
 mod attempts;
 mod auth;
 mod backfills;
@@ -65,6 +66,7 @@ use tokio_util::sync::CancellationToken;
 pub use agent_tokens::*;
 pub use agents::*;
 pub use alerts::*;
+pub use apply_batch::*;
 pub use attempts::*;
 pub use auth::*;
 pub use backfills::*;

@@ -388,6 +388,22 @@ fn an_agent_token_acts_only_for_its_own_agent() {
         refused.iter().all(|o| o["actor"] == "agent:b1") && refused.len() >= 5,
         "refusals recorded as b1's: {ops:#?}"
     );
+    // And counted by reason: b1 acting for a1, no credential, a token nobody made.
+    let (status, metrics) = crate::observability::get(&sb.ui_url(), "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    for reason in ["not_its_own", "no_credential", "unknown_token"] {
+        let line = format!("goflow_agent_refusals_total{{reason=\"{reason}\"}} ");
+        let count = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let at_least = if reason == "not_its_own" { 5.0 } else { 1.0 };
+        assert!(
+            count >= at_least,
+            "{line}is {count}, expected at least {at_least}:\n{metrics}"
+        );
+    }
     for call in [
         "Register",
         "Heartbeat",

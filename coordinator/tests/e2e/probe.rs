@@ -102,13 +102,16 @@ fn probe_a_large_dag_file_applies_and_one_too_large_is_refused_by_size() {
     );
 }
 
-/// The probe: parsing rescanned the document per task, on an async worker: 20,000 tasks
-/// took 45 s, during which the coordinator answered nothing. Now the apply finishes and
-/// other calls answer while it runs (how fast each is, is printed, not asserted: this
-/// machine is shared).
+/// The probe: parsing rescanned the document per task, on an async worker, and every task
+/// cost a few round trips to the database: 20,000 tasks took 45 s, during which the
+/// coordinator answered nothing. Now the apply finishes and reads of a task answer while it
+/// runs. The figures (10 s for the apply, 1 s for any call meanwhile, on the release
+/// build) are measured by `scripts/bench apply20k`; this shared 2-core machine running debug
+/// builds gets a generous bound on the slowest read, far below a stall for the whole apply.
 #[test]
 fn probe_a_20000_task_apply_leaves_other_calls_answering() {
     let sb = Sandbox::start();
+    sb.apply("tasks:\n  - id: probe_read\n    command: \"true\"\n");
     let mut doc = String::from("tasks:\n");
     for i in 0..20_000 {
         doc.push_str(&format!("  - id: many_{i}\n    command: \"echo {i}\"\n"));
@@ -126,10 +129,10 @@ fn probe_a_20000_task_apply_leaves_other_calls_answering() {
         let mut answers = vec![];
         while !apply.is_finished() {
             let started = Instant::now();
-            let out = sb.ctl(&["version"]);
+            let out = sb.ctl(&["task", "show", "probe_read"]);
             assert!(
                 out.status.success(),
-                "a call during the apply: {}",
+                "a read during the apply: {}",
                 sb.describe(&out)
             );
             answers.push(started.elapsed());
@@ -139,10 +142,20 @@ fn probe_a_20000_task_apply_leaves_other_calls_answering() {
     });
     let (out, took) = applied;
     assert!(out.status.success(), "{}", sb.describe(&out));
+    let slowest = answers.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "20,000-task apply: {took:?}; {} calls meanwhile, slowest {:?}",
-        answers.len(),
-        answers.iter().max()
+        "20,000-task apply: {took:?}; {} reads meanwhile, slowest {slowest:?}",
+        answers.len()
     );
-    assert_eq!(sb.tasks_json().len(), 20_000);
+    // Several reads answered during the apply, none waited anywhere near its length.
+    assert!(
+        answers.len() >= 3,
+        "only {} reads while the apply ran {took:?}",
+        answers.len()
+    );
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a read waited {slowest:?} during a {took:?} apply"
+    );
+    assert_eq!(sb.tasks_json().len(), 20_001);
 }

@@ -324,6 +324,190 @@ fn agents_need_a_client_certificate_under_tls_client_ca() {
     let _ = coordinator.child.kill();
 }
 
+/// mTLS as an agent's identity (issue 20): under `--tls-client-ca`, with no shared secret and
+/// no token, an agent presenting a certificate whose CN is `a1` registers and runs as a1; the
+/// same certificate cannot register as `a2` (PERMISSION_DENIED); an agent with neither a
+/// certificate nor a token is refused. Neither refused agent is ever listed, and /metrics
+/// counts both refusals by reason.
+#[test]
+fn an_agent_certificate_names_the_agent_without_a_token() {
+    let dir = tempfile::Builder::new()
+        .prefix("goflow-e2e-mtls-id.")
+        .tempdir()
+        .unwrap();
+    let root = dir.path();
+    let (servers, agents) = (root.join("servers"), root.join("agents"));
+    make_test_ca(&servers);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-test-ca");
+    let out = Command::new(&script)
+        .arg(&agents)
+        .args(["--agent", "a1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && agents.join("agent-a1.pem").is_file(),
+        "{out:?}"
+    );
+
+    let redis = crate::sandbox::Redis::start();
+    let database = suite_database();
+    let grpc_port = free_port();
+    let mut http_port = free_port();
+    while http_port == grpc_port {
+        http_port = free_port();
+    }
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let (cert, key, ca, client_ca) = (
+        s(servers.join("server.pem")),
+        s(servers.join("server.key")),
+        s(servers.join("ca.pem")),
+        s(agents.join("ca.pem")),
+    );
+    let (data, grpc_listen, http_listen) = (
+        s(root.join("data")),
+        format!("127.0.0.1:{grpc_port}"),
+        format!("127.0.0.1:{http_port}"),
+    );
+    let broker = redis.url();
+    // No shared secret: agents are known by their certificate (or a token) only.
+    let mut env = vec![("GOFLOW_BROKER", broker.as_str())];
+    if let Some(db) = &database {
+        env.push(("GOFLOW_DATABASE_URL", db.url.as_str()));
+    }
+    fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+        args.iter().map(Into::into).collect()
+    }
+    fn refs(args: &[std::ffi::OsString]) -> Vec<&std::ffi::OsStr> {
+        args.iter().map(|a| a.as_os_str()).collect()
+    }
+    let coordinator_args = os(&[
+        "coordinator",
+        "--data-dir",
+        &data,
+        "--grpc-listen",
+        &grpc_listen,
+        "--http-listen",
+        &http_listen,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--ca",
+        &ca,
+        "--tls-client-ca",
+        &client_ca,
+    ]);
+    let coordinator = spawn_goflow(root, "coordinator", &refs(&coordinator_args), &env);
+    let server = format!("https://127.0.0.1:{grpc_port}");
+    assert!(
+        eventually(Duration::from_secs(30), || ctl(&server, &["--ca", &ca, "tasks"])
+            .status
+            .success()),
+        "the coordinator never answered:\n{}",
+        coordinator.log()
+    );
+    let agent_env = [("GOFLOW_BROKER", broker.as_str())];
+    let (a1_cert, a1_key) = (s(agents.join("agent-a1.pem")), s(agents.join("agent-a1.key")));
+    let agent = |id: &str, with_cert: bool| {
+        let mut args = vec![
+            "agent",
+            "--coordinator",
+            &server,
+            "--id",
+            id,
+            "--slots",
+            "1",
+            "--ca",
+            &ca,
+        ];
+        if with_cert {
+            args.extend(["--tls-client-cert", &a1_cert, "--tls-client-key", &a1_key]);
+        }
+        let args = os(&args);
+        spawn_goflow(root, &format!("agent-{id}"), &refs(&args), &agent_env)
+    };
+    let a1 = agent("a1", true);
+    let impostor = agent("a2", true);
+    let stranger = agent("a3", false);
+    let listed = || String::from_utf8_lossy(&ctl(&server, &["--ca", &ca, "agents"]).stdout).to_string();
+    assert!(
+        eventually(Duration::from_secs(30), || listed().contains("a1")),
+        "the agent with a1's certificate never registered:\n{}\ncoordinator:\n{}",
+        a1.log(),
+        coordinator.log()
+    );
+    assert!(
+        // tonic words PERMISSION_DENIED's code as below; the message names both agents.
+        eventually(Duration::from_secs(30), || impostor
+            .log()
+            .contains("The caller does not have permission")
+            && impostor.log().contains("belongs to agent:a1, not to agent")),
+        "a1's certificate registering as a2 was not refused with PERMISSION_DENIED:\n{}",
+        impostor.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || stranger
+            .log()
+            .contains("client certificate")),
+        "the agent with no certificate and no token was not refused:\n{}",
+        stranger.log()
+    );
+    let list = listed();
+    assert!(
+        !list.contains("a2") && !list.contains("a3"),
+        "a refused agent is listed:\n{list}"
+    );
+
+    // a1 runs a task: claim, log and report, identified by its certificate alone.
+    let marker = root.join("ran.txt");
+    let yaml = root.join("dag.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "tasks:\n  - id: mtls_id\n    command: \"echo by-a1 > {}\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let out = ctl(&server, &["--ca", &ca, "apply", "-f", yaml.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ctl(
+        &server,
+        &["--ca", &ca, "run", "-j", "mtls_id", "-d", "2026-01-31", "--wait"],
+    );
+    assert!(
+        out.status.success(),
+        "run --wait:\n{}\nagent:\n{}\ncoordinator:\n{}",
+        text(&out),
+        a1.log(),
+        coordinator.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default().trim(),
+        "by-a1"
+    );
+    let out = ctl(&server, &["--ca", &ca, "status", "-j", "mtls_id", "-o", "json"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"a1\""),
+        "{}",
+        text(&out)
+    );
+
+    // The refusals are counted by reason.
+    let (ok, metrics) = curl(&format!("https://127.0.0.1:{http_port}/metrics"), Path::new(&ca));
+    assert!(ok, "{metrics}");
+    for reason in ["not_its_own", "no_client_certificate"] {
+        let line = format!("goflow_agent_refusals_total{{reason=\"{reason}\"}} ");
+        let count = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(count >= 1.0, "no {line}in /metrics:\n{metrics}");
+    }
+    drop((a1, impostor, stranger, coordinator));
+}
+
 #[test]
 fn goflowctl_agent_and_web_ui_over_tls_with_the_ca_and_refused_without() {
     let dir = tempfile::Builder::new()

@@ -322,7 +322,7 @@ pub async fn token(
             writeln!(
                 err,
                 "created token {name} ({role}, {expires}); it is shown only this once: keep it \
-                 secret, and pass it with --token or GOFLOW_TOKEN"
+                 secret, and pass it in GOFLOW_TOKEN or a --token-file FILE"
             )?;
         }
         TokenCommand::List(args) => {
