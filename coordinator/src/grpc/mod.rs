@@ -14,6 +14,7 @@ mod calendars;
 mod control;
 mod logs;
 mod versions;
+mod watch;
 
 pub use logs::LogApi;
 

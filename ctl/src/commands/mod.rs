@@ -16,6 +16,7 @@ pub mod status;
 pub mod task;
 pub mod tasks;
 pub mod version;
+pub mod watch;
 
 use crate::day::key_of;
 use std::io::{self, Write};
