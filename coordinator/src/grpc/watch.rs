@@ -21,9 +21,13 @@ use crate::store::InstanceFilter;
 /// How often a watch reads again without a change signal.
 const WATCH_POLL: Duration = Duration::from_secs(1);
 /// A big watch waits between two reads this long per instance watched (10,000: 100 ms), so
-/// that watching a backfill does not keep the store busy reading it over and over; a chain's
-/// few instances are read again at once.
+/// that watching a backfill does not keep the store busy reading it over and over.
 const PAUSE_PER_INSTANCE: Duration = Duration::from_micros(10);
+/// And at least this many times as long as its last read took: while instances change
+/// every millisecond (a chain of `true`), a watch reads again a few milliseconds later, with
+/// every change of meanwhile, rather than once per change, which would take the CPU the
+/// changes themselves need.
+const PAUSE_PER_READ: u32 = 4;
 
 pub(super) type WatchStream = ServerStream<pb::InstancesChanged>;
 
@@ -165,7 +169,7 @@ async fn stream_changes(
         }
         initial = false;
         sent = now;
-        let pause = PAUSE_PER_INSTANCE * rows.len() as u32;
+        let pause = (PAUSE_PER_INSTANCE * rows.len() as u32).max(read_at.elapsed() * PAUSE_PER_READ);
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return Err(term_over()) },
             _ = tokio::time::sleep(WATCH_POLL) => {}
