@@ -465,6 +465,15 @@ impl ControlService for Fake {
     ) -> Reply<goflow_proto::CancelBackfillResponse> {
         Err(Status::unimplemented("cancel_backfill"))
     }
+    // Change stream (issue 21): a server from before it, so `run --wait` polls.
+    type WatchInstancesStream =
+        Pin<Box<dyn Stream<Item = Result<goflow_proto::InstancesChanged, Status>> + Send>>;
+    async fn watch_instances(
+        &self,
+        _: Request<goflow_proto::WatchInstancesRequest>,
+    ) -> Reply<Self::WatchInstancesStream> {
+        Err(Status::unimplemented(""))
+    }
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Reply<ListAlertsResponse> {
         self.note(&request)?;
         Ok(Response::new(ListAlertsResponse {

@@ -937,6 +937,16 @@ impl ControlService for Fake {
             ..Default::default()
         }))
     }
+
+    // Change stream (issue 21)
+    type WatchInstancesStream =
+        Pin<Box<dyn Stream<Item = Result<goflow_proto::InstancesChanged, Status>> + Send>>;
+    async fn watch_instances(
+        &self,
+        _: tonic::Request<goflow_proto::WatchInstancesRequest>,
+    ) -> Rpc<Self::WatchInstancesStream> {
+        Err(Status::unimplemented("watch_instances"))
+    }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))
     }

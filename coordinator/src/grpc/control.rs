@@ -582,6 +582,16 @@ impl ControlService for Api {
         )))
     }
 
+    // Change stream (issue 21)
+    type WatchInstancesStream = super::watch::WatchStream;
+
+    async fn watch_instances(
+        &self,
+        request: Request<pb::WatchInstancesRequest>,
+    ) -> RpcResult<Self::WatchInstancesStream> {
+        super::watch::watch_instances(self, request).await
+    }
+
     async fn list_alerts(
         &self,
         request: Request<pb::ListAlertsRequest>,

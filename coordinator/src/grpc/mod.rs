@@ -18,6 +18,7 @@ mod explain;
 mod logs;
 mod timings;
 mod versions;
+mod watch;
 
 pub use logs::LogApi;
 

@@ -20,6 +20,7 @@ pub mod task;
 pub mod tasks;
 pub mod timings;
 pub mod version;
+pub mod watch;
 
 use crate::day::key_of;
 use std::io::{self, Write};

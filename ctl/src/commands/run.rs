@@ -10,7 +10,7 @@ use goflow_proto::{Instance, ListInstancesRequest, RunRequest};
 
 use crate::{Client, day::parse_day, output::Format};
 
-/// How often `--wait` asks for the instances' states.
+/// How often `--wait` asks for the instances' states of a server without a change stream.
 const POLL_EVERY: Duration = Duration::from_millis(150);
 /// At most this many ids per ListInstances call.
 const IDS_PER_CALL: usize = 500;
@@ -130,11 +130,26 @@ pub async fn run(client: &mut Client, args: &RunArgs, out: &mut impl Write) -> a
     wait(client, &ids, out).await
 }
 
-/// Polls the instances until [`verdict`] says they are done, prints their final status, and
-/// fails (exit 1) unless every one succeeded.
+/// Follows the instances until [`verdict`] says they are done (on the server's change stream;
+/// by polling a server from before it), prints their final status, and fails (exit 1) unless
+/// every one succeeded.
 pub async fn wait(client: &mut Client, ids: &[i64], out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "waiting for {} to finish...", count_of(ids.len()))?;
     out.flush()?;
+    let instances = match super::watch::until_done(client, ids).await? {
+        Some(instances) => instances,
+        None => poll(client, ids).await?,
+    };
+    super::status::write(out, &instances, Format::Table)?;
+    match verdict(ids, &instances) {
+        Verdict::Done { problems } if problems.is_empty() => Ok(()),
+        Verdict::Done { problems } => bail!("{}", summary(&problems, ids.len())),
+        Verdict::Pending => unreachable!("answered once done"),
+    }
+}
+
+/// Asks for the instances every [`POLL_EVERY`] until [`verdict`] says they are done.
+async fn poll(client: &mut Client, ids: &[i64]) -> anyhow::Result<Vec<Instance>> {
     loop {
         let mut instances = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(IDS_PER_CALL) {
@@ -145,12 +160,8 @@ pub async fn wait(client: &mut Client, ids: &[i64], out: &mut impl Write) -> any
             };
             instances.extend(client.list_instances(request).await?.into_inner().instances);
         }
-        if let Verdict::Done { problems } = verdict(ids, &instances) {
-            super::status::write(out, &instances, Format::Table)?;
-            if problems.is_empty() {
-                return Ok(());
-            }
-            bail!("{}", summary(&problems, ids.len()));
+        if let Verdict::Done { .. } = verdict(ids, &instances) {
+            return Ok(instances);
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
