@@ -82,7 +82,9 @@ pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next)
         return next.run(request).await;
     }
     let token = session_token(request.headers());
-    let acting = app.acting_as(token.as_deref());
+    let acting = app
+        .for_browser(browser(request.extensions()))
+        .acting_as(token.as_deref());
     let user = match acting.auth_client().who_am_i(WhoAmIRequest {}).await {
         Ok(answer) => {
             let answer = answer.into_inner();
@@ -176,8 +178,17 @@ impl FromRequestParts<AppState> for AppState {
             Some(session) => session.token.clone(),
             None => session_token(&parts.headers),
         };
-        Ok(state.acting_as(token.as_deref()))
+        Ok(state
+            .for_browser(browser(&parts.extensions))
+            .acting_as(token.as_deref()))
     }
+}
+
+/// The browser's address: the TCP peer, as the server recorded it (`ConnectInfo`).
+fn browser(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0)
 }
 
 #[cfg(test)]
