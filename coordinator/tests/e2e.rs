@@ -68,3 +68,5 @@ mod traces;
 mod validation;
 #[path = "e2e/versions.rs"]
 mod versions;
+#[path = "e2e/webui_logins.rs"]
+mod webui_logins;

@@ -195,6 +195,39 @@ fn browser(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> 
 mod tests {
     use super::*;
 
+    /// With the web UIs' secret, every call names the browser and carries the proof; without
+    /// it, or without a known browser, neither header is sent.
+    #[tokio::test]
+    async fn calls_name_the_browser_only_with_the_webui_secret() {
+        use tonic::service::Interceptor;
+        let browser = Some("127.0.0.2:5000".parse().unwrap());
+        let sent = |app: AppState| {
+            let request = app.meta().call(tonic::Request::new(())).unwrap();
+            let header = |name: &str| {
+                request
+                    .metadata()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            (header("x-goflow-forwarded-for"), header("x-goflow-forwarded-by"))
+        };
+        let plain = AppState::new("http://127.0.0.1:1").unwrap();
+        let proven = plain
+            .clone()
+            .with_forwarding_secret(Some("webui-secret-0123456789"))
+            .unwrap();
+        assert_eq!(
+            sent(proven.for_browser(browser).acting_as(Some("gfs_x"))),
+            (
+                Some("127.0.0.2:5000".into()),
+                Some("webui-secret-0123456789".into())
+            )
+        );
+        assert_eq!(sent(proven.for_browser(None)), (None, None));
+        assert_eq!(sent(plain.for_browser(browser)), (None, None));
+        assert!(plain.with_forwarding_secret(Some("bad\nsecret")).is_err());
+    }
+
     #[test]
     fn an_unknown_role_reads_as_the_least() {
         assert_eq!(parse_role("operator"), Role::Operator);
