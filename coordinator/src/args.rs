@@ -546,7 +546,7 @@ pub struct WebuiSecretArgs {
     /// A file whose first line is the web UI's secret (16 printable characters or more; also
     /// GOFLOW_WEBUI_SECRET, Common.WebuiSecret). With it, the web UI names each browser's
     /// address to the coordinators, which slow down failed logins per browser instead of per
-    /// web UI; it must not be the agents' shared secret.
+    /// web UI. Give it a value of its own, used for nothing else.
     #[arg(long, value_name = "FILE")]
     pub webui_secret_file: Option<PathBuf>,
 }
