@@ -193,3 +193,52 @@ fn webui_logins_are_slowed_down_per_browser() {
     let (status, session, page) = rt.block_on(login(&trusted, ip("127.0.0.1"), "dan", &password("dan")));
     assert!(status == 303 && session, "{status} {page}\n{}", logs());
 }
+
+/// Through a follower, the leader still learns the browser's address: the follower keeps the
+/// web UI's proven `x-goflow-forwarded-for` and passes it on with the cluster's proof, so the
+/// operations log names the browser (127.0.0.2), not the web UI or the follower.
+#[test]
+fn webui_browser_address_reaches_the_leader_through_a_follower() {
+    use crate::ha::{Ha, Options, WEBUI_SECRET};
+    goflow_coordinator::tls::install_crypto_provider();
+    let ha = Ha::start(Options {
+        coordinators: 2,
+        agents: 0,
+        slots: 1,
+        worker_timeout: 10,
+        etcd: false,
+    });
+    let leader = ha.wait_for(Duration::from_secs(60), "one leader", || {
+        ha.leader_indexes().filter(|l| l.len() == 1).map(|l| l[0])
+    });
+    let follower = &ha.coordinators[1 - leader];
+    follower.apply("tasks:\n  - id: fw_t\n    command: \"true\"\n");
+    let (ui, url) = webui(follower, "webui-follower", WEBUI_SECRET);
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = reqwest::Client::builder()
+            .local_address(ip("127.0.0.2"))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        client
+            .post(format!("{url}/tasks/fw_t/pause"))
+            .header("cookie", format!("goflow_csrf={CSRF}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("paused=1&csrf={CSRF}"))
+            .send()
+            .await
+            .map(|a| a.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(303), "{}", ui.log_tail(20));
+    let ops = ha.wait_for(Duration::from_secs(60), "the pause in the operations log", || {
+        let ops = ha.ctl_json(&["history", "-o", "json"])?;
+        ops.iter().any(|o| o["action"] == "pause").then_some(ops)
+    });
+    let pause = ops.iter().find(|o| o["action"] == "pause").unwrap();
+    let client = pause["client"].as_str().unwrap_or_default();
+    assert!(
+        client.starts_with("webui/") && client.contains("from 127.0.0.2:"),
+        "the leader should name the browser: {pause:#}"
+    );
+}
