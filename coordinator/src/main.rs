@@ -519,6 +519,9 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         coordinators.join(",")
     );
+    if settings.webui_secret.is_some() {
+        tracing::info!("naming each browser's address to the coordinators (the web UI secret is set)");
+    }
     let check_tls = goflow_agent::ClientTls {
         ca_pem: tls.coordinators.ca_pem.clone(),
         identity: None,
