@@ -125,6 +125,8 @@ pub struct StandaloneArgs {
     /// Common.InsecurePlaintext.
     #[arg(long)]
     pub insecure_plaintext: bool,
+    #[command(flatten)]
+    pub webui_secret: WebuiSecretArgs,
     /// For tests only: schedules go by the time written in this file (RFC 3339), read at
     /// every look, instead of the system clock.
     #[arg(long, value_name = "FILE", hide = true)]
@@ -202,6 +204,8 @@ pub struct ServeArgs {
     /// Common.InsecurePlaintext.
     #[arg(long)]
     pub insecure_plaintext: bool,
+    #[command(flatten)]
+    pub webui_secret: WebuiSecretArgs,
     /// For tests only: schedules go by the time written in this file (RFC 3339), read at
     /// every look, instead of the system clock.
     #[arg(long, value_name = "FILE", hide = true)]
@@ -302,6 +306,7 @@ impl From<StandaloneArgs> for ServeArgs {
             tls: a.tls,
             tls_client_ca: None,
             insecure_plaintext: a.insecure_plaintext,
+            webui_secret: a.webui_secret,
             test_clock: a.test_clock,
             history: a.history,
         }
@@ -530,4 +535,30 @@ pub struct WebuiArgs {
     /// in clear (a warning at every start). Also GOFLOW_INSECURE_PLAINTEXT=true.
     #[arg(long)]
     pub insecure_plaintext: bool,
+    #[command(flatten)]
+    pub webui_secret: WebuiSecretArgs,
+}
+
+/// The secret a web UI proves itself to its coordinators with (`goflow webui` and the
+/// coordinators it calls hold the same one).
+#[derive(Args)]
+pub struct WebuiSecretArgs {
+    /// A file whose first line is the web UI's secret (16 printable characters or more; also
+    /// GOFLOW_WEBUI_SECRET, Common.WebuiSecret). With it, the web UI names each browser's
+    /// address to the coordinators, which slow down failed logins per browser instead of per
+    /// web UI. Give it a value of its own, used for nothing else.
+    #[arg(long, value_name = "FILE")]
+    pub webui_secret_file: Option<PathBuf>,
+}
+
+impl WebuiSecretArgs {
+    pub fn apply(self, settings: &mut Settings) -> anyhow::Result<()> {
+        use goflow_coordinator::config::{check_webui_secret, read_secret_file};
+        if let Some(path) = self.webui_secret_file {
+            let flag = format!("--webui-secret-file {}", path.display());
+            let secret = read_secret_file(&path, "--webui-secret-file")?;
+            settings.webui_secret = Some(check_webui_secret(&secret, &flag)?);
+        }
+        Ok(())
+    }
 }

@@ -201,6 +201,8 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         settings.engine.schedule_clock = goflow_coordinator::clock::ScheduleClock::File(path);
     }
     args.history.apply(&mut settings)?;
+    args.webui_secret.apply(&mut settings)?;
+    goflow_coordinator::config::check_secrets_differ(&settings)?;
     let tls = args.tls;
     for (flag, setting) in [
         (tls.tls_cert, &mut settings.tls_cert),
@@ -496,6 +498,8 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
     if args.insecure_plaintext {
         settings.insecure_plaintext = true;
     }
+    args.webui_secret.apply(&mut settings)?;
+    goflow_coordinator::config::check_secrets_differ(&settings)?;
     // Beyond loopback the UI takes passwords (its login form): they need TLS, as a
     // coordinator's listeners do.
     let exposed = !goflow_coordinator::config::is_loopback(&settings.http_listen);
@@ -516,6 +520,7 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
             server_name: None,
         },
         require_auth: exposed,
+        webui_secret: settings.webui_secret.clone(),
     };
     if let Some((cert, key)) = &tls.serve {
         goflow_webui::tls_acceptor(cert, key).context("--tls-cert / --tls-key")?;
@@ -539,6 +544,9 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         coordinators.join(",")
     );
+    if settings.webui_secret.is_some() {
+        tracing::info!("naming each browser's address to the coordinators (the web UI secret is set)");
+    }
     let check_tls = goflow_agent::ClientTls {
         ca_pem: tls.coordinators.ca_pem.clone(),
         identity: None,

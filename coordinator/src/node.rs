@@ -184,6 +184,7 @@ impl Node {
             router = router.with_embedded_agent(secret.clone());
         }
         let router = router
+            .with_webui_secret(settings.webui_secret.clone())
             .require_agent_certificates(tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()))
             .with_metrics(metrics.clone())
             .with_logs(store.clone(), settings.engine.max_log_bytes);
@@ -219,6 +220,7 @@ impl Node {
                 .unwrap_or_default(),
             // Its coordinator is this one, which has authentication on beyond loopback.
             require_auth: !crate::config::is_loopback(&settings.http_listen),
+            webui_secret: settings.webui_secret.clone(),
         };
         let shared = metrics.clone();
         let observability =

@@ -67,6 +67,9 @@ pub struct Router {
     agent_secret: Option<Arc<str>>,
     /// The random secret of this process's embedded agent, if it runs one.
     embedded_secret: Option<Arc<str>>,
+    /// The web UIs' secret (`--webui-secret-file`), if set: it proves a browser's address
+    /// (`FORWARDED_FOR`) and nothing else.
+    webui_secret: Option<Arc<str>>,
     /// mTLS for agents (`--tls-client-ca`): AgentService calls need a verified client
     /// certificate (the TLS handshake verified any certificate presented).
     agent_certificates: bool,
@@ -88,6 +91,7 @@ impl Router {
             route: Arc::new(RwLock::new(Route::NoLeader("the coordinator is starting".into()))),
             agent_secret: agent_secret.map(Arc::from),
             embedded_secret: None,
+            webui_secret: None,
             agent_certificates: false,
             metrics: None,
             changes: Arc::new(tokio::sync::watch::channel(0).0),
@@ -121,6 +125,13 @@ impl Router {
         self
     }
 
+    /// Web UIs presenting `secret` in `FORWARDED_BY` name their browser's address in
+    /// `FORWARDED_FOR`, which is then believed (logins are slowed down per browser).
+    pub fn with_webui_secret(mut self, secret: Option<String>) -> Self {
+        self.webui_secret = secret.map(Arc::from);
+        self
+    }
+
     /// AgentService calls without a client certificate verified by the TLS handshake are
     /// refused (mTLS for agents).
     pub fn require_agent_certificates(mut self, required: bool) -> Self {
@@ -138,6 +149,13 @@ impl Router {
         match &*self.route.read().unwrap() {
             Route::Forward { address, .. } => Some(address.clone()),
             _ => None,
+        }
+    }
+
+    fn proofs(&self) -> Proofs<'_> {
+        Proofs {
+            cluster: self.agent_secret.as_deref(),
+            webui: self.webui_secret.as_deref(),
         }
     }
 
@@ -399,32 +417,49 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// the client, not the coordinator that forwarded it).
 pub const FORWARDED_FOR: &str = "x-goflow-forwarded-for";
 /// Metadata proving that a call was passed on by another coordinator: the cluster's secret,
-/// which every coordinator holds. Without it, `FORWARDED_FOR` is a client's claim and dropped.
+/// which every coordinator holds; or by a web UI: the web UIs' secret, which proves the
+/// browser's address only. Without either, `FORWARDED_FOR` is a client's claim and dropped.
 pub const FORWARDED_BY: &str = "x-goflow-forwarded-by";
 /// Metadata naming the agent whose verified client certificate a call came with, when
 /// another coordinator passes it on (trusted only with `FORWARDED_BY`'s proof).
 pub const AGENT_CERTIFICATE: &str = "x-goflow-agent-certificate";
 
+/// The proofs `FORWARDED_BY` may carry: the cluster's secret (another coordinator) and the
+/// web UIs' secret (a web UI, which names its browser but can vouch for no agent).
+#[derive(Clone, Copy, Default)]
+struct Proofs<'a> {
+    cluster: Option<&'a str>,
+    webui: Option<&'a str>,
+}
+
 /// Keeps `FORWARDED_FOR` only on a call that another coordinator passed on, proven by the
-/// cluster secret in `FORWARDED_BY`; any client could write the header itself. Neither header
-/// travels further than this check.
-fn trust_forwarded_for(secret: Option<&str>, headers: &mut http::HeaderMap) {
-    let proven = match (secret, headers.get(FORWARDED_BY)) {
+/// cluster secret in `FORWARDED_BY`, or that a web UI made for a browser, proven by the web
+/// UIs' secret; any client could write the header itself. `AGENT_CERTIFICATE` is kept with
+/// the cluster's proof only. Neither proof travels further than this check.
+fn trust_forwarded_for(proofs: Proofs<'_>, headers: &mut http::HeaderMap) {
+    let given = headers.get(FORWARDED_BY);
+    let proven_by = |secret: Option<&str>| match (secret, given) {
         (Some(secret), Some(given)) => same_secret(given.as_bytes(), secret.as_bytes()),
         _ => false,
     };
+    let by_coordinator = proven_by(proofs.cluster);
+    let by_webui = proven_by(proofs.webui);
     headers.remove(FORWARDED_BY);
-    if !proven {
-        headers.remove(FORWARDED_FOR);
+    if !by_coordinator {
         headers.remove(AGENT_CERTIFICATE);
+        if !by_webui {
+            headers.remove(FORWARDED_FOR);
+        }
     }
 }
 
-/// Before passing a call on: name its caller, and prove this coordinator passed it on (a
-/// client's own `FORWARDED_FOR` was dropped on arrival). Without a cluster secret there is
-/// no proof, and the leader logs this coordinator's address as the client's.
-fn mark_forwarded(secret: Option<&str>, headers: &mut http::HeaderMap, peer: Option<std::net::SocketAddr>) {
-    let (Some(secret), Some(peer)) = (secret, peer) else {
+/// Before passing a call on: name its caller (unless a web UI named its browser, kept on
+/// arrival), and prove this coordinator passed it on (a client's own `FORWARDED_FOR` was
+/// dropped on arrival): with the cluster secret, else the web UIs' (which the leader holds
+/// too, and which vouches for an address only). Without either there is no proof, and the
+/// leader logs this coordinator's address as the client's.
+fn mark_forwarded(proofs: Proofs<'_>, headers: &mut http::HeaderMap, peer: Option<std::net::SocketAddr>) {
+    let (Some(secret), Some(peer)) = (proofs.cluster.or(proofs.webui), peer) else {
         return;
     };
     if !headers.contains_key(FORWARDED_FOR)
@@ -489,7 +524,7 @@ impl<S: GoflowService> Routed<S> {
         &mut self,
         mut request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
-        trust_forwarded_for(self.router.agent_secret.as_deref(), request.headers_mut());
+        trust_forwarded_for(self.router.proofs(), request.headers_mut());
         if let Err(status) = S::check(&self.router, &mut request) {
             return Box::pin(async move { Ok(status.into_http()) });
         }
@@ -520,7 +555,7 @@ impl<S: GoflowService> Routed<S> {
                         .into_http())
                     });
                 }
-                mark_forwarded(self.router.agent_secret.as_deref(), request.headers_mut(), peer);
+                mark_forwarded(self.router.proofs(), request.headers_mut(), peer);
                 Box::pin(async move {
                     Ok(match channel.oneshot(request).await {
                         Ok(response) => response,
@@ -605,6 +640,10 @@ mod tests {
     #[test]
     fn forwarded_for_is_trusted_only_with_the_cluster_secret() {
         use super::{FORWARDED_BY, FORWARDED_FOR, mark_forwarded, trust_forwarded_for};
+        let cluster = |secret| super::Proofs {
+            cluster: secret,
+            webui: None,
+        };
         let headers = |pairs: &[(&'static str, &str)]| {
             let mut map = http::HeaderMap::new();
             for (name, value) in pairs {
@@ -624,24 +663,24 @@ mod tests {
                 headers(&[(FORWARDED_FOR, "10.0.0.9:1"), (FORWARDED_BY, "s3cret")]),
             ),
         ] {
-            trust_forwarded_for(secret, &mut given);
+            trust_forwarded_for(cluster(secret), &mut given);
             assert!(given.is_empty(), "{given:?}");
         }
         // Passed on by a coordinator: the client's address survives; the proof goes no further.
         let mut passed = http::HeaderMap::new();
         mark_forwarded(
-            Some("s3cret"),
+            cluster(Some("s3cret")),
             &mut passed,
             Some("10.0.0.7:5000".parse().unwrap()),
         );
-        trust_forwarded_for(Some("s3cret"), &mut passed);
+        trust_forwarded_for(cluster(Some("s3cret")), &mut passed);
         assert_eq!(passed.get(FORWARDED_FOR).unwrap(), "10.0.0.7:5000");
         assert!(passed.get(FORWARDED_BY).is_none());
         // A client's header, dropped on arrival, is not what the next coordinator reads.
         let mut forged = headers(&[(FORWARDED_FOR, "1.2.3.4:1")]);
-        trust_forwarded_for(Some("s3cret"), &mut forged);
+        trust_forwarded_for(cluster(Some("s3cret")), &mut forged);
         mark_forwarded(
-            Some("s3cret"),
+            cluster(Some("s3cret")),
             &mut forged,
             Some("10.0.0.7:5000".parse().unwrap()),
         );
@@ -653,14 +692,18 @@ mod tests {
     #[test]
     fn an_agent_certificate_header_is_trusted_only_from_a_coordinator() {
         use super::{AGENT_CERTIFICATE, FORWARDED_BY, trust_forwarded_for};
+        let cluster = super::Proofs {
+            cluster: Some("s3cret"),
+            webui: None,
+        };
         let mut given = http::HeaderMap::new();
         given.insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
-        trust_forwarded_for(Some("s3cret"), &mut given);
+        trust_forwarded_for(cluster, &mut given);
         assert!(given.get(AGENT_CERTIFICATE).is_none());
         let mut proven = http::HeaderMap::new();
         proven.insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
         proven.insert(FORWARDED_BY, "s3cret".parse().unwrap());
-        trust_forwarded_for(Some("s3cret"), &mut proven);
+        trust_forwarded_for(cluster, &mut proven);
         assert_eq!(proven.get(AGENT_CERTIFICATE).unwrap(), "a1");
 
         let router = super::Router::new(None);
@@ -674,6 +717,71 @@ mod tests {
         let refused = <super::Agents as super::GoflowService>::check(&router, &mut request);
         assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
         assert!(request.extensions().get::<super::CertifiedAgent>().is_none());
+    }
+
+    /// A web UI's secret proves the browser's address it names, and nothing more: never an
+    /// agent's certificate. A wrong secret proves nothing, nor does the web UI's secret on a
+    /// coordinator that has none; a follower passes the browser's address on to the leader.
+    #[test]
+    fn the_web_ui_secret_proves_a_browser_address_but_no_agent() {
+        use super::{
+            AGENT_CERTIFICATE, FORWARDED_BY, FORWARDED_FOR, Proofs, mark_forwarded, trust_forwarded_for,
+        };
+        let proofs = Proofs {
+            cluster: Some("cluster-secret-0123456789"),
+            webui: Some("webui-secret-0123456789"),
+        };
+        let call = |by: Option<&str>| {
+            let mut map = http::HeaderMap::new();
+            map.insert(FORWARDED_FOR, "127.0.0.2:5000".parse().unwrap());
+            map.insert(AGENT_CERTIFICATE, "a1".parse().unwrap());
+            if let Some(by) = by {
+                map.insert(FORWARDED_BY, by.parse().unwrap());
+            }
+            map
+        };
+        let mut from_webui = call(Some("webui-secret-0123456789"));
+        trust_forwarded_for(proofs, &mut from_webui);
+        assert_eq!(from_webui.get(FORWARDED_FOR).unwrap(), "127.0.0.2:5000");
+        assert!(from_webui.get(AGENT_CERTIFICATE).is_none(), "{from_webui:?}");
+        assert!(from_webui.get(FORWARDED_BY).is_none(), "{from_webui:?}");
+
+        // Wrong, missing, or a web UI secret where none is configured: nothing believed.
+        for (proofs, by) in [
+            (proofs, Some("webui-secret-012345678X")),
+            (proofs, Some("webui-secret-0123456789 ")),
+            (proofs, None),
+            (
+                Proofs {
+                    cluster: Some("cluster-secret-0123456789"),
+                    webui: None,
+                },
+                Some("webui-secret-0123456789"),
+            ),
+        ] {
+            let mut given = call(by);
+            trust_forwarded_for(proofs, &mut given);
+            assert!(given.is_empty(), "{by:?}: {given:?}");
+        }
+
+        // A follower passes the browser's address on, proven by the cluster's secret.
+        mark_forwarded(proofs, &mut from_webui, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(from_webui.get(FORWARDED_FOR).unwrap(), "127.0.0.2:5000");
+        assert_eq!(from_webui.get(FORWARDED_BY).unwrap(), "cluster-secret-0123456789");
+        trust_forwarded_for(proofs, &mut from_webui);
+        assert_eq!(from_webui.get(FORWARDED_FOR).unwrap(), "127.0.0.2:5000");
+        // Without a cluster secret, with the web UIs' (which the leader checks alike).
+        let webui_only = Proofs {
+            cluster: None,
+            webui: Some("webui-secret-0123456789"),
+        };
+        let mut passed = call(Some("webui-secret-0123456789"));
+        trust_forwarded_for(webui_only, &mut passed);
+        mark_forwarded(webui_only, &mut passed, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(passed.get(FORWARDED_BY).unwrap(), "webui-secret-0123456789");
+        trust_forwarded_for(webui_only, &mut passed);
+        assert_eq!(passed.get(FORWARDED_FOR).unwrap(), "127.0.0.2:5000");
+        assert!(passed.get(AGENT_CERTIFICATE).is_none());
     }
 
     /// The cause of a failed forward is told as the forward's, with its whole chain.

@@ -70,3 +70,5 @@ mod validation;
 mod versions;
 #[path = "e2e/watch.rs"]
 mod watch;
+#[path = "e2e/webui_logins.rs"]
+mod webui_logins;

@@ -82,7 +82,9 @@ pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next)
         return next.run(request).await;
     }
     let token = session_token(request.headers());
-    let acting = app.acting_as(token.as_deref());
+    let acting = app
+        .for_browser(browser(request.extensions()))
+        .acting_as(token.as_deref());
     let user = match acting.auth_client().who_am_i(WhoAmIRequest {}).await {
         Ok(answer) => {
             let answer = answer.into_inner();
@@ -176,13 +178,55 @@ impl FromRequestParts<AppState> for AppState {
             Some(session) => session.token.clone(),
             None => session_token(&parts.headers),
         };
-        Ok(state.acting_as(token.as_deref()))
+        Ok(state
+            .for_browser(browser(&parts.extensions))
+            .acting_as(token.as_deref()))
     }
+}
+
+/// The browser's address: the TCP peer, as the server recorded it (`ConnectInfo`).
+fn browser(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the web UIs' secret, every call names the browser and carries the proof; without
+    /// it, or without a known browser, neither header is sent.
+    #[tokio::test]
+    async fn calls_name_the_browser_only_with_the_webui_secret() {
+        use tonic::service::Interceptor;
+        let browser = Some("127.0.0.2:5000".parse().unwrap());
+        let sent = |app: AppState| {
+            let request = app.meta().call(tonic::Request::new(())).unwrap();
+            let header = |name: &str| {
+                request
+                    .metadata()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            (header("x-goflow-forwarded-for"), header("x-goflow-forwarded-by"))
+        };
+        let plain = AppState::new("http://127.0.0.1:1").unwrap();
+        let proven = plain
+            .clone()
+            .with_forwarding_secret(Some("webui-secret-0123456789"))
+            .unwrap();
+        assert_eq!(
+            sent(proven.for_browser(browser).acting_as(Some("gfs_x"))),
+            (
+                Some("127.0.0.2:5000".into()),
+                Some("webui-secret-0123456789".into())
+            )
+        );
+        assert_eq!(sent(proven.for_browser(None)), (None, None));
+        assert_eq!(sent(plain.for_browser(browser)), (None, None));
+        assert!(plain.with_forwarding_secret(Some("bad\nsecret")).is_err());
+    }
 
     #[test]
     fn an_unknown_role_reads_as_the_least() {

@@ -63,12 +63,18 @@ const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(8);
 pub struct ClientMeta {
     client: AsciiMetadataValue,
     bearer: Option<AsciiMetadataValue>,
+    /// The browser's address and the web UIs' secret proving it (see `AppState::for_browser`).
+    forwarded: Option<(AsciiMetadataValue, AsciiMetadataValue)>,
 }
 
 impl Interceptor for ClientMeta {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let metadata = request.metadata_mut();
         metadata.insert("x-goflow-client", self.client.clone());
+        if let Some((browser, proof)) = &self.forwarded {
+            metadata.insert("x-goflow-forwarded-for", browser.clone());
+            metadata.insert("x-goflow-forwarded-by", proof.clone());
+        }
         match &self.bearer {
             Some(bearer) => {
                 metadata.insert("authorization", bearer.clone());
@@ -103,6 +109,11 @@ pub struct AppState {
     secure_cookies: bool,
     /// Serve no page while the coordinator has authentication off (a UI beyond loopback).
     require_auth: bool,
+    /// The web UIs' secret (`--webui-secret-file`), which makes coordinators believe the
+    /// browser's address the calls name.
+    forwarding_secret: Option<AsciiMetadataValue>,
+    /// The address of the browser this request came from (the TCP peer), when known.
+    browser: Option<AsciiMetadataValue>,
 }
 
 impl AppState {
@@ -150,6 +161,8 @@ impl AppState {
             bearer: None,
             secure_cookies: false,
             require_auth: false,
+            forwarding_secret: None,
+            browser: None,
         })
     }
 
@@ -166,6 +179,29 @@ impl AppState {
     pub fn with_required_auth(mut self, required: bool) -> Self {
         self.require_auth = required;
         self
+    }
+
+    /// With `secret` (the web UIs' secret, which the coordinators hold too), every call made
+    /// for a browser names its address (`x-goflow-forwarded-for`, proven by the secret in
+    /// `x-goflow-forwarded-by`): the coordinators then slow down failed logins per browser,
+    /// not for everyone using this web UI at once, and their operations log names the browser.
+    /// Behind a reverse proxy the address is the proxy's.
+    pub fn with_forwarding_secret(mut self, secret: Option<&str>) -> anyhow::Result<Self> {
+        self.forwarding_secret = secret
+            .map(|s| {
+                AsciiMetadataValue::try_from(s)
+                    .map_err(|_| anyhow::anyhow!("the web UI secret must be printable ASCII"))
+            })
+            .transpose()?;
+        Ok(self)
+    }
+
+    /// This state calling for the browser at `address` (the request's TCP peer).
+    fn for_browser(&self, address: Option<std::net::SocketAddr>) -> Self {
+        Self {
+            browser: address.and_then(|a| AsciiMetadataValue::try_from(a.to_string()).ok()),
+            ..self.clone()
+        }
     }
 
     /// Whether the coordinators ask for a login: `WhoAmI` without a token is refused
@@ -193,6 +229,7 @@ impl AppState {
         ClientMeta {
             client: self.client_name.clone(),
             bearer: self.bearer.clone(),
+            forwarded: self.browser.clone().zip(self.forwarding_secret.clone()),
         }
     }
 

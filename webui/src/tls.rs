@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
+use axum::extract::ConnectInfo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
@@ -27,6 +30,10 @@ pub struct WebTls {
     /// The UI listens beyond loopback: it serves pages only while its coordinator has
     /// authentication on (anyone reaching it could otherwise run any command on the agents).
     pub require_auth: bool,
+    /// The web UIs' secret (`--webui-secret-file`): with it, every call names the browser's
+    /// address (`x-goflow-forwarded-for`), proven by the secret, so that the coordinators slow
+    /// down failed logins per browser rather than per web UI.
+    pub webui_secret: Option<String>,
 }
 
 /// A TLS acceptor for a PEM certificate chain and key, offering HTTP/2 and HTTP/1.1.
@@ -67,16 +74,18 @@ pub async fn serve_tls_with(
 ) -> anyhow::Result<()> {
     let state = AppState::with_coordinators_tls(&coordinators, &tls.coordinators)?
         .with_secure_cookies(tls.serve.is_some())
-        .with_required_auth(tls.require_auth);
+        .with_required_auth(tls.require_auth)
+        .with_forwarding_secret(tls.webui_secret.as_deref())?;
     let app = router(state).merge(extra);
     let Some((cert, key)) = &tls.serve else {
-        axum::serve(listener, app)
+        // The browser's address, for `AppState`'s calls (see `AppState::for_browser`).
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await?;
         return Ok(());
     };
     let acceptor = acceptor(cert, key)?;
-    let service = hyper_util::service::TowerToHyperService::new(app);
+    let service = app;
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -91,7 +100,9 @@ pub async fn serve_tls_with(
             },
         };
         let acceptor = acceptor.clone();
-        let service = service.clone();
+        // What `into_make_service_with_connect_info` gives a plain-HTTP request.
+        let service = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), service.clone());
+        let service = hyper_util::service::TowerToHyperService::new(service);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

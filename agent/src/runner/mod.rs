@@ -210,13 +210,15 @@ pub async fn run_command(spec: RunSpec, logs: mpsc::Sender<Vec<u8>>, kill: Cance
 }
 
 /// The variables of goflow's own environment that hold secrets (database, Redis and etcd
-/// credentials, the agent secret, webhook tokens): a task never inherits them, so a command
+/// credentials, the agent and web UI secrets, webhook tokens): a task never inherits them, so a command
 /// that prints its environment cannot put them in its log.
 pub const SECRET_ENV: &[&str] = &[
     "GOFLOW_DATABASE_URL",
     "GOFLOW_REDIS_URL",
     "GOFLOW_BROKER",
     "GOFLOW_AGENT_SECRET",
+    "GOFLOW_AGENT_TOKEN",
+    "GOFLOW_WEBUI_SECRET",
     "GOFLOW_ETCD_PASSWORD",
     "GOFLOW_ALERT_WEBHOOK",
 ];

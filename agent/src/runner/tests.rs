@@ -741,3 +741,28 @@ fn durations_read_like_people_write_them() {
     assert_eq!(humanize(Duration::from_secs(10)), "10s");
     assert_eq!(humanize(Duration::from_secs(90)), "1m 30s");
 }
+
+/// A try's command never sees goflow's own secrets from the agent's environment: with the
+/// agent's token a task could act as its agent (claim, finish, log for its tries).
+#[test]
+fn a_try_does_not_inherit_goflows_secrets() {
+    let spec = RunSpec::new("true".to_string());
+    let command = super::command_for(&spec, 0);
+    let removed: Vec<String> = command
+        .as_std()
+        .get_envs()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
+    for secret in [
+        "GOFLOW_AGENT_TOKEN",
+        "GOFLOW_AGENT_SECRET",
+        "GOFLOW_DATABASE_URL",
+        "GOFLOW_REDIS_URL",
+    ] {
+        assert!(
+            removed.iter().any(|name| name == secret),
+            "{secret} is passed to tries: {removed:?}"
+        );
+    }
+}

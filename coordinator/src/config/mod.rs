@@ -35,6 +35,10 @@ pub struct Settings {
     /// The cluster's shared agent secret (a single trusted network): any agent presenting it
     /// is believed to be whichever agent it names.
     pub agent_secret: Option<String>,
+    /// What a web UI proves itself with (`--webui-secret-file`, `GOFLOW_WEBUI_SECRET`,
+    /// `Common.WebuiSecret`), so that a coordinator believes the browser's address it names:
+    /// logins are then slowed down per browser, not per web UI. Never the agents' secret.
+    pub webui_secret: Option<String>,
     /// This agent's own credential (`goflow agent-token create --id ID`; `Worker.AgentToken`,
     /// `GOFLOW_AGENT_TOKEN`), or the file holding it (`--agent-token-file`,
     /// `Worker.AgentTokenFile`, `GOFLOW_AGENT_TOKEN_FILE`): whichever was set last wins.
@@ -106,6 +110,7 @@ impl Default for Settings {
             engine: EngineSettings::default(),
             agent_id: String::new(),
             agent_secret: None,
+            webui_secret: None,
             agent_token: None,
             agent_token_file: None,
             agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
@@ -160,6 +165,7 @@ enum Key {
     Queues,
     AgentId,
     AgentSecret,
+    WebuiSecret,
     AgentToken,
     AgentTokenFile,
     MaxLogBytes,
@@ -223,6 +229,7 @@ const FILE_KEYS: &[(&str, Key)] = &[
     ("Worker.SpoolDir", Key::SpoolDir),
     ("Worker.SpoolBytes", Key::SpoolBytes),
     ("Common.AgentSecret", Key::AgentSecret),
+    ("Common.WebuiSecret", Key::WebuiSecret),
     ("Worker.AgentToken", Key::AgentToken),
     ("Worker.AgentTokenFile", Key::AgentTokenFile),
     ("Common.RedisUrl", Key::Broker),
@@ -281,6 +288,7 @@ const ENV_KEYS: &[(&str, Key)] = &[
     ("GOFLOW_QUEUES", Key::Queues),
     ("GOFLOW_AGENT_ID", Key::AgentId),
     ("GOFLOW_AGENT_SECRET", Key::AgentSecret),
+    ("GOFLOW_WEBUI_SECRET", Key::WebuiSecret),
     ("GOFLOW_AGENT_TOKEN", Key::AgentToken),
     ("GOFLOW_AGENT_TOKEN_FILE", Key::AgentTokenFile),
     ("GOFLOW_DRAIN_TIMEOUT", Key::DrainTimeout),
@@ -419,6 +427,9 @@ impl Settings {
                     );
                 }
                 self.agent_secret = Some(secret);
+            }
+            Key::WebuiSecret => {
+                self.webui_secret = Some(check_webui_secret(&string(value, origin)?, origin)?)
             }
             Key::AgentToken => {
                 let token = string(value, origin)?;
@@ -841,6 +852,31 @@ pub fn require_tls_beyond_loopback(settings: &mut Settings) -> anyhow::Result<()
          --insecure-plaintext (GOFLOW_INSECURE_PLAINTEXT=true)",
         exposed.join(" and ")
     )
+}
+
+/// The web UI's secret: long enough not to be guessed, and fit for a metadata value.
+pub fn check_webui_secret(secret: &str, origin: &str) -> anyhow::Result<String> {
+    let secret = secret.trim();
+    if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("{origin}: the web UI secret must be at least 16 printable characters, without spaces");
+    }
+    Ok(secret.to_string())
+}
+
+/// The web UI's secret proves only a browser's address; the agents' shared secret proves a
+/// coordinator (and the agents it vouches for). One secret for both would let a web UI act as
+/// a coordinator or an agent.
+pub fn check_secrets_differ(settings: &Settings) -> anyhow::Result<()> {
+    if let (Some(webui), Some(agents)) = (&settings.webui_secret, &settings.agent_secret)
+        && webui == agents
+    {
+        bail!(
+            "the web UI secret (--webui-secret-file, GOFLOW_WEBUI_SECRET, Common.WebuiSecret) is the \
+             agents' shared secret: give the web UI a secret of its own, so that it cannot act as an \
+             agent or a coordinator"
+        );
+    }
+    Ok(())
 }
 
 /// A secret-bearing URL given on the command line is refused: every user of the machine reads

@@ -516,3 +516,36 @@ fn retention_and_the_log_archive_come_from_the_file_and_the_environment() {
         assert!(err.contains("GOFLOW_RETENTION_DAYS"), "{err}");
     }
 }
+
+/// The web UI's secret comes from the environment or the file, is long enough, and is never
+/// the agents' shared secret (which would let a web UI act as a coordinator or an agent).
+#[test]
+fn the_webui_secret_is_checked_and_differs_from_the_agent_secret() {
+    let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let s = Settings::load(
+        None,
+        &env(&[("GOFLOW_WEBUI_SECRET", "webui-secret-0123456789")]),
+        Role::Coordinator,
+    )
+    .unwrap();
+    assert_eq!(s.webui_secret.as_deref(), Some("webui-secret-0123456789"));
+    assert!(super::check_secrets_differ(&s).is_ok());
+    let err = Settings::load(None, &env(&[("GOFLOW_WEBUI_SECRET", "short")]), Role::Agent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("GOFLOW_WEBUI_SECRET") && err.contains("16"), "{err}");
+    let same = "the-same-secret-0123456789";
+    let s = Settings::load(
+        None,
+        &env(&[("GOFLOW_WEBUI_SECRET", same), ("GOFLOW_AGENT_SECRET", same)]),
+        Role::Coordinator,
+    )
+    .unwrap();
+    let err = super::check_secrets_differ(&s).unwrap_err().to_string();
+    assert!(err.contains("agents' shared secret"), "{err}");
+}

@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 use crate::sandbox::{Agent, Etcd, Launch, Redis, Sandbox, free_port, parse_array, run_goflow};
 
 const SECRET: &str = "e2e-ha-agent-secret-0123456789";
+/// What a `goflow webui` in front of these coordinators proves itself with.
+pub(crate) const WEBUI_SECRET: &str = "e2e-ha-webui-secret-0123456789";
 /// The leader's lease (etcd's and the database's), in seconds.
 const LEASE_TTL: &str = "3";
 /// Generous: a few hundred short shell commands on a loaded two-core machine.
@@ -118,6 +120,7 @@ impl Ha {
             ("GOFLOW_DATABASE_URL".into(), self.db.url.clone().into()),
             ("GOFLOW_REDIS_URL".into(), self.redis.url().into()),
             ("GOFLOW_AGENT_SECRET".into(), SECRET.into()),
+            ("GOFLOW_WEBUI_SECRET".into(), WEBUI_SECRET.into()),
             ("GOFLOW_HEARTBEAT_INTERVAL".into(), "1".into()),
         ];
         if let Some(etcd) = &self.etcd {
