@@ -68,6 +68,23 @@ const RULES: &[Rule] = &[
     ("blocked: waits for {}", |p| {
         format!("受阻：等待 {}", upstreams(p[0]))
     }),
+    // Why an instance's finish cannot be predicted (core/src/eta.rs, engine/eta.rs).
+    ("waits for {}, which has no instance", |p| {
+        format!("等待 {}（该实例不存在）", p[0])
+    }),
+    ("waits for {}, which cannot be predicted", |p| {
+        format!("等待 {}（其完成时间无法预计）", p[0])
+    }),
+    ("task {} is paused", |p| format!("任务 {} 已暂停", p[0])),
+    ("no live agent serves queue {}", |p| {
+        format!("没有在线执行器服务队列 {}", p[0])
+    }),
+    ("no slot will free up for it (queue {}, pool {})", |p| {
+        format!("不会有空闲槽位（队列 {}，资源池 {}）", p[0], p[1])
+    }),
+    ("no slot will free up for it (queue {})", |p| {
+        format!("不会有空闲槽位（队列 {}）", p[0])
+    }),
     ("waits for {}", |p| format!("等待 {}", upstreams(p[0]))),
     // Held back by a pool or max_active (core/src/pools.rs).
     ("waiting for pool {} ({} of {} slots in use)", |p| {
@@ -449,6 +466,19 @@ mod tests {
         assert_eq!(
             captures("{} is {}: kill it first", "a@20260110 is running: kill it first"),
             Some(vec!["a@20260110", "running"])
+        );
+    }
+
+    #[test]
+    fn why_a_finish_cannot_be_predicted_reads_in_chinese() {
+        assert_eq!(
+            zh("waits for load@20261205, which has no instance"),
+            "等待 load@20261205（该实例不存在）"
+        );
+        assert_eq!(zh("no live agent serves queue gpu"), "没有在线执行器服务队列 gpu");
+        assert_eq!(
+            zh("no slot will free up for it (queue default, pool db)"),
+            "不会有空闲槽位（队列 default，资源池 db）"
         );
     }
 

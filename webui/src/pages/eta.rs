@@ -87,7 +87,14 @@ impl EtaView {
             .iter()
             .filter(|i| !i.note.is_empty())
             .take(5)
-            .map(|i| format!("{}@{}: {}", i.task, i.period, i.note))
+            .map(|i| {
+                format!(
+                    "{}@{}: {}",
+                    i.task,
+                    i.period,
+                    crate::translate::say(lang, &i.note)
+                )
+            })
             .collect();
         let (title, path_label, graph_label) = match lang {
             Lang::En => ("When will it be done", "Critical path", "show on the graph"),

@@ -45,6 +45,28 @@ pub struct HopView {
     pub reason: String,
 }
 
+/// A piece of a reason: text, or a command quoted in backticks (shown as code).
+pub struct ReasonPart {
+    pub code: bool,
+    pub text: String,
+}
+
+impl HopView {
+    /// The reason cut at its backticks: a command it names (`goflowctl run ...`) is code, to
+    /// copy as it is, in either language.
+    pub fn reason_parts(&self) -> Vec<ReasonPart> {
+        self.reason
+            .split('`')
+            .enumerate()
+            .filter(|(_, text)| !text.is_empty())
+            .map(|(i, text)| ReasonPart {
+                code: i % 2 == 1,
+                text: text.to_string(),
+            })
+            .collect()
+    }
+}
+
 /// The section: root causes first, then the instances on the way to them.
 pub struct ExplainView {
     pub t: &'static ExplainTexts,
@@ -234,6 +256,25 @@ mod tests {
         assert!(
             body.contains("自 00:01 起在执行器 agent-1 上运行，第 2 次运行（共 3 次）"),
             "{body}"
+        );
+    }
+
+    #[test]
+    fn a_command_in_a_reason_is_code() {
+        let hop = HopView {
+            task: "a".into(),
+            period: "20261205".into(),
+            badge: Badge::new("waiting", false, Lang::En),
+            reason: "no instance: `goflowctl run -j a -d 20261205` creates it".into(),
+        };
+        let parts: Vec<(bool, String)> = hop.reason_parts().into_iter().map(|p| (p.code, p.text)).collect();
+        assert_eq!(
+            parts,
+            [
+                (false, "no instance: ".to_string()),
+                (true, "goflowctl run -j a -d 20261205".to_string()),
+                (false, " creates it".to_string()),
+            ]
         );
     }
 
