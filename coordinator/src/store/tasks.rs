@@ -106,94 +106,22 @@ fn ms_duration(ms: i64) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
 }
 
-fn duration_ms(d: Duration) -> i64 {
-    d.as_millis() as i64
-}
-
-/// Inserts or replaces one task definition with its schedule row.
-/// `schedule_changed`: (re)start the schedule's clock at `now`.
+/// Inserts or replaces one task definition with its schedule row and dependencies, as an
+/// apply writes it (applies write many at once: [`super::write_tasks`]); its DAG and version
+/// are left unset. `schedule_changed`: (re)start the schedule's clock at `now`.
 pub async fn upsert_task(
     db: &mut impl Db,
     spec: &TaskSpec,
     now: i64,
     schedule_changed: bool,
 ) -> anyhow::Result<()> {
-    let d = db.dialect();
-    let sql = d.upsert(
-        "tasks (id, command, schedule, timezone, day_offset, retries, retry_delay_ms, timeout_ms,
-                priority, queue, start_day, description, paused, created_at, updated_at,
-                expected_duration_ms, deadline, period, calendar, catchup, pool, max_active)",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "id",
-        &[
-            "command",
-            "schedule",
-            "timezone",
-            "day_offset",
-            "retries",
-            "retry_delay_ms",
-            "timeout_ms",
-            "priority",
-            "queue",
-            "start_day",
-            "description",
-            "updated_at",
-            "expected_duration_ms",
-            "deadline",
-            "period",
-            "calendar",
-            "catchup",
-            "pool",
-            "max_active",
-        ],
-    );
-    sqlx::query(d.sql(&sql))
-        .bind(&spec.id)
-        .bind(&spec.command)
-        .bind(&spec.schedule)
-        .bind(&spec.timezone)
-        .bind(spec.day_offset as i64)
-        .bind(spec.retries.map(|r| r as i64))
-        .bind(spec.retry_delay.map(duration_ms))
-        .bind(spec.timeout.map(duration_ms))
-        .bind(spec.priority as i64)
-        .bind(&spec.queue)
-        .bind(spec.start_day.map(|d| d.compact()))
-        .bind(&spec.description)
-        .bind(now)
-        .bind(now)
-        .bind(spec.expected_duration.map(duration_ms))
-        .bind(spec.deadline.as_ref().map(|d| d.to_string()))
-        .bind(spec.period.as_str())
-        .bind(&spec.calendar)
-        .bind(spec.catchup.as_str())
-        .bind(&spec.pool)
-        .bind(spec.max_active.map(i64::from))
-        .execute(db.conn())
-        .await?;
-    match &spec.schedule {
-        None => {
-            sqlx::query(d.sql("DELETE FROM schedules WHERE task_id = ?"))
-                .bind(&spec.id)
-                .execute(db.conn())
-                .await?;
-        }
-        Some(expr) if schedule_changed => {
-            let sql = d.upsert(
-                "schedules (task_id, expression, last_fire_at)",
-                "(?, ?, ?)",
-                "task_id",
-                &["expression", "last_fire_at"],
-            );
-            sqlx::query(d.sql(&sql))
-                .bind(&spec.id)
-                .bind(expr)
-                .bind(now)
-                .execute(db.conn())
-                .await?;
-        }
-        Some(_) => {}
-    }
+    let write = super::TaskWrite {
+        spec,
+        dag: None,
+        version: 0,
+        schedule_changed,
+    };
+    super::write_tasks(db, &[write], now, now, "the task's schedule changed").await?;
     Ok(())
 }
 
