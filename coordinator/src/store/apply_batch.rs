@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use goflow_core::TaskSpec;
 use goflow_core::versions::Kind;
-use sqlx::Row;
 
 use super::{Db, StoredVersion};
 
@@ -290,17 +289,7 @@ pub async fn latest_versions(
             query = query.bind(id.to_string());
         }
         for r in query.bind(kind.as_str()).fetch_all(db.conn()).await? {
-            let v = StoredVersion {
-                kind: r.try_get("kind")?,
-                id: r.try_get("id")?,
-                version: r.try_get("version")?,
-                definition: r.try_get("definition")?,
-                created_at: r.try_get("created_at")?,
-                actor: r.try_get("actor")?,
-                client: r.try_get("client")?,
-                source: r.try_get("source")?,
-                changes: r.try_get("changes")?,
-            };
+            let v = super::versions::version_of_row(&r)?;
             out.insert(v.id.clone(), v);
         }
     }

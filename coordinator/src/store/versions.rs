@@ -25,7 +25,7 @@ pub struct StoredVersion {
 
 const VERSION_COLUMNS: &str = "kind, id, version, definition, created_at, actor, client, source, changes";
 
-fn version_of_row(r: &sqlx::any::AnyRow) -> anyhow::Result<StoredVersion> {
+pub(super) fn version_of_row(r: &sqlx::any::AnyRow) -> anyhow::Result<StoredVersion> {
     Ok(StoredVersion {
         kind: r.try_get("kind")?,
         id: r.try_get("id")?,
