@@ -147,14 +147,51 @@ impl Slots {
     }
 }
 
+/// The three kinds of slot a try holds at once: its queue's, its pool's, its task's
+/// max_active.
+struct Capacity {
+    queues: Slots,
+    pools: Slots,
+    actives: Slots,
+}
+
+impl Capacity {
+    fn fits(&self, queue: &str, pool: Option<&str>, task: &str) -> bool {
+        self.queues.has(Some(queue)) && self.pools.has(pool) && self.actives.has(Some(task))
+    }
+
+    /// Takes (`n` = 1) or gives back (`n` = -1) one slot of each kind.
+    fn take(&mut self, queue: &str, pool: Option<&str>, task: &str, n: i64) {
+        self.queues.take(Some(queue), n);
+        self.pools.take(pool, n);
+        self.actives.take(Some(task), n);
+    }
+
+    /// A try (of `job`, or None for another day's) holds its slots until `end`.
+    fn occupy(
+        &mut self,
+        ends: &mut Vec<Hold>,
+        end: i64,
+        job: Option<usize>,
+        queue: &str,
+        pool: &Option<String>,
+        task: &str,
+    ) {
+        self.take(queue, pool.as_deref(), task, 1);
+        ends.push((end, job, queue.to_string(), pool.clone(), task.to_string()));
+    }
+}
+
 /// Runs the simulation. Jobs are started in (priority desc, index) order whenever their
 /// upstreams are done, their time has come and a slot of each kind they need is free.
 pub fn predict(problem: &Problem) -> Prediction {
     let n = problem.jobs.len();
     let now = problem.now;
-    let mut queues = Slots::new(&problem.queue_slots, false);
-    let mut pools = Slots::new(&problem.pool_slots, true);
-    let mut actives = Slots::new(&problem.max_active, true);
+    let mut capacity = Capacity {
+        queues: Slots::new(&problem.queue_slots, false),
+        pools: Slots::new(&problem.pool_slots, true),
+        actives: Slots::new(&problem.max_active, true),
+    };
     let mut out: Vec<Predicted> = (0..n)
         .map(|_| Predicted {
             start_at: None,
@@ -166,16 +203,14 @@ pub fn predict(problem: &Problem) -> Prediction {
     // Ends still to come: (time, Some(job) or None for another day's try, queue, pool, task).
     let mut ends: Vec<Hold> = vec![];
     for busy in &problem.busy {
-        queues.take(Some(&busy.queue), 1);
-        pools.take(busy.pool.as_deref(), 1);
-        actives.take(Some(&busy.task), 1);
-        ends.push((
+        capacity.occupy(
+            &mut ends,
             busy.until.max(now),
             None,
-            busy.queue.clone(),
-            busy.pool.clone(),
-            busy.task.clone(),
-        ));
+            &busy.queue,
+            &busy.pool,
+            &busy.task,
+        );
     }
     let mut pending: Vec<usize> = vec![];
     for (i, job) in problem.jobs.iter().enumerate() {
@@ -183,19 +218,10 @@ pub fn predict(problem: &Problem) -> Prediction {
             let end = (since + job.duration_ms).max(now + problem.floor_ms);
             out[i].start_at = Some(since);
             out[i].finish_at = Some(end);
-            queues.take(Some(&job.queue), 1);
-            pools.take(job.pool.as_deref(), 1);
-            actives.take(Some(&job.task), 1);
-            ends.push((
-                end,
-                Some(i),
-                job.queue.clone(),
-                job.pool.clone(),
-                job.task.clone(),
-            ));
+            capacity.occupy(&mut ends, end, Some(i), &job.queue, &job.pool, &job.task);
         } else if let Some(why) = &job.blocked {
             out[i].unpredictable = Some(why.clone());
-        } else if !queues.exists(&job.queue) {
+        } else if !capacity.queues.exists(&job.queue) {
             out[i].unpredictable = Some(format!("no live agent serves queue {}", job.queue));
         } else {
             pending.push(i);
@@ -235,9 +261,7 @@ pub fn predict(problem: &Problem) -> Prediction {
             if *end > t {
                 return true;
             }
-            queues.take(Some(queue), -1);
-            pools.take(pool.as_deref(), -1);
-            actives.take(Some(task), -1);
+            capacity.take(queue, pool.as_deref(), task, -1);
             freed_by.push((*job, queue.clone(), pool.clone(), task.clone()));
             false
         });
@@ -250,25 +274,12 @@ pub fn predict(problem: &Problem) -> Prediction {
                 .iter()
                 .all(|&u| out[u].finish_at.is_some_and(|f| f <= t));
             let ready = ups_done && job.not_before <= t;
-            if ready
-                && queues.has(Some(&job.queue))
-                && pools.has(job.pool.as_deref())
-                && actives.has(Some(&job.task))
-            {
+            if ready && capacity.fits(&job.queue, job.pool.as_deref(), &job.task) {
                 let end = t + job.duration_ms.max(0);
                 out[i].start_at = Some(t);
                 out[i].finish_at = Some(end);
                 out[i].bound = bound_of(problem, &out, i, t, &freed_by);
-                queues.take(Some(&job.queue), 1);
-                pools.take(job.pool.as_deref(), 1);
-                actives.take(Some(&job.task), 1);
-                ends.push((
-                    end,
-                    Some(i),
-                    job.queue.clone(),
-                    job.pool.clone(),
-                    job.task.clone(),
-                ));
+                capacity.occupy(&mut ends, end, Some(i), &job.queue, &job.pool, &job.task);
                 pending.remove(k);
             } else {
                 k += 1;

@@ -19,10 +19,6 @@ fn dag(due: chrono::DateTime<chrono::Utc>, expected: &str) -> String {
 }
 
 async fn harness_with_webhook(yaml: &str) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_dir(dir.path()).await.unwrap();
-    let queue = Arc::new(super::tests::RecordingQueue::default());
-    let epoch = store.next_epoch().await.unwrap();
     let mut alerts = AlertSettings::default();
     alerts.set_webhook("http://127.0.0.1:9/hook");
     alerts.at_risk_margin = Duration::from_secs(15 * 60);
@@ -30,25 +26,7 @@ async fn harness_with_webhook(yaml: &str) -> Harness {
         alerts: Arc::new(alerts),
         ..EngineSettings::default()
     };
-    let engine = Engine::new(
-        store,
-        queue.clone(),
-        settings,
-        "standalone",
-        epoch,
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    engine
-        .apply(yaml, "test.yaml", false, &Caller::system())
-        .await
-        .unwrap();
-    Harness {
-        engine,
-        queue,
-        _dir: dir,
-    }
+    super::tests::harness_with(yaml, settings).await
 }
 
 async fn risk_alerts(h: &Harness) -> Vec<store::AlertRow> {

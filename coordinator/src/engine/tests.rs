@@ -40,6 +40,11 @@ pub(super) struct Harness {
 }
 
 pub(super) async fn harness(dag: &str) -> Harness {
+    harness_with(dag, EngineSettings::default()).await
+}
+
+/// [`harness`] with these settings.
+pub(super) async fn harness_with(dag: &str, settings: EngineSettings) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_dir(dir.path()).await.unwrap();
     let queue = Arc::new(RecordingQueue::default());
@@ -47,7 +52,7 @@ pub(super) async fn harness(dag: &str) -> Harness {
     let engine = Engine::new(
         store,
         queue.clone(),
-        EngineSettings::default(),
+        settings,
         "standalone",
         epoch,
         Default::default(),
