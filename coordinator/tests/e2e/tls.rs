@@ -29,6 +29,24 @@ fn make_test_ca(dir: &Path) {
     }
 }
 
+/// Client certificates from the test CA's script: `args` says which (`--client`, `--agent
+/// ID`), `made` is the certificate file it must leave in `dir`.
+fn make_client_certs(dir: &Path, args: &[&str], made: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-test-ca");
+    let out = Command::new(&script).arg(dir).args(args).output().unwrap();
+    assert!(out.status.success() && dir.join(made).is_file(), "{out:?}");
+}
+
+/// A gRPC and an HTTP port, free and not the same.
+fn two_ports() -> (u16, u16) {
+    let grpc_port = free_port();
+    let mut http_port = free_port();
+    while http_port == grpc_port {
+        http_port = free_port();
+    }
+    (grpc_port, http_port)
+}
+
 fn goflowctl_bin() -> PathBuf {
     let ctl = goflow_bin().with_file_name(format!("goflowctl{}", std::env::consts::EXE_SUFFIX));
     assert!(
@@ -149,24 +167,11 @@ fn agents_need_a_client_certificate_under_tls_client_ca() {
     let root = dir.path();
     let (servers, agents) = (root.join("servers"), root.join("agents"));
     make_test_ca(&servers);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-test-ca");
-    let out = Command::new(&script)
-        .arg(&agents)
-        .arg("--client")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && agents.join("client.pem").is_file(),
-        "{out:?}"
-    );
+    make_client_certs(&agents, &["--client"], "client.pem");
 
     let redis = crate::sandbox::Redis::start();
     let database = suite_database();
-    let grpc_port = free_port();
-    let mut http_port = free_port();
-    while http_port == grpc_port {
-        http_port = free_port();
-    }
+    let (grpc_port, http_port) = two_ports();
     let path = |p: PathBuf| p.into_os_string();
     let data = path(root.join("data"));
     let grpc_listen = std::ffi::OsString::from(format!("127.0.0.1:{grpc_port}"));
@@ -338,24 +343,11 @@ fn an_agent_certificate_names_the_agent_without_a_token() {
     let root = dir.path();
     let (servers, agents) = (root.join("servers"), root.join("agents"));
     make_test_ca(&servers);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-test-ca");
-    let out = Command::new(&script)
-        .arg(&agents)
-        .args(["--agent", "a1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && agents.join("agent-a1.pem").is_file(),
-        "{out:?}"
-    );
+    make_client_certs(&agents, &["--agent", "a1"], "agent-a1.pem");
 
     let redis = crate::sandbox::Redis::start();
     let database = suite_database();
-    let grpc_port = free_port();
-    let mut http_port = free_port();
-    while http_port == grpc_port {
-        http_port = free_port();
-    }
+    let (grpc_port, http_port) = two_ports();
     let s = |p: PathBuf| p.to_str().unwrap().to_string();
     let (cert, key, ca, client_ca) = (
         s(servers.join("server.pem")),
@@ -521,10 +513,7 @@ fn goflowctl_agent_and_web_ui_over_tls_with_the_ca_and_refused_without() {
     let other_ca = theirs.join("ca.pem");
 
     let database = suite_database();
-    let (grpc_port, mut http_port) = (free_port(), free_port());
-    while http_port == grpc_port {
-        http_port = free_port();
-    }
+    let (grpc_port, http_port) = two_ports();
     let log = dir.path().join("standalone.log");
     let log_file = std::fs::File::create(&log).unwrap();
     let mut command = Command::new(goflow_bin());
