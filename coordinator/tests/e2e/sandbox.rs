@@ -858,8 +858,25 @@ impl Etcd {
         }
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
+        // etcd's info lines are long JSON: its errors first, so a cut report still shows why.
+        let errors: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| {
+                [
+                    "\"level\":\"warn\"",
+                    "\"level\":\"error\"",
+                    "\"level\":\"fatal\"",
+                    "\"level\":\"panic\"",
+                ]
+                .iter()
+                .any(|level| l.contains(level))
+                    || !l.starts_with('{')
+            })
+            .collect();
         panic!(
-            "{last_error}; its log (tail):\n{}",
+            "{last_error}; its warnings and errors:\n{}\nits log (tail):\n{}",
+            errors[errors.len().saturating_sub(10)..].join("\n"),
             lines[lines.len().saturating_sub(30)..].join("\n")
         );
     }
