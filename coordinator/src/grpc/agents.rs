@@ -172,7 +172,7 @@ impl AgentService for Api {
             return Err(Status::invalid_argument("agent_id is required"));
         }
         if self.engine.term_ended().is_cancelled() {
-            return Err(super::control::term_over());
+            return Err(super::term_over());
         }
         let rx = self.engine.watch_commands(&agent_id);
         Ok(Response::new(Box::pin(

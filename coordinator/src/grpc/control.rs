@@ -1,13 +1,14 @@
 //! ControlService: reads need the viewer role, runs and repairs the operator role, task
 //! definitions the editor role.
 
-use std::collections::HashSet;
-
 use goflow_core::{InstanceState, PeriodKind, Role};
 use goflow_proto as pb;
 use pb::control_service_server::ControlService;
 use tonic::{Request, Response, Status};
 
+use super::coordinators::superseded_hidden;
+use super::dependency_tree::dependency_tree;
+use super::tail_logs::stream_log;
 use super::*;
 use crate::engine::{ApplyOptions, Engine, RunPlan, WaitCache};
 use crate::store::{self, InstanceFilter};
@@ -738,22 +739,6 @@ impl ControlService for Api {
     }
 }
 
-/// A coordinator silent this long is not alive (they record themselves every second).
-const COORDINATOR_SILENT_MS: i64 = 10_000;
-
-/// The coordinators to list: a silent one whose address another one has served since (the
-/// same coordinator restarted) is left out; it is forgotten a day later. A silent one that
-/// nothing replaced stays, so that a dead coordinator shows.
-fn superseded_hidden(mut rows: Vec<store::CoordinatorRow>, now: i64) -> Vec<store::CoordinatorRow> {
-    let mut newest: std::collections::HashMap<String, i64> = Default::default();
-    for r in &rows {
-        let seen = newest.entry(r.address.clone()).or_default();
-        *seen = (*seen).max(r.last_seen_at);
-    }
-    rows.retain(|r| now - r.last_seen_at < COORDINATOR_SILENT_MS || r.last_seen_at >= newest[&r.address]);
-    rows
-}
-
 /// A dry run: the instances a run would cover, id 0 for those not created yet.
 async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse, Status> {
     let preview = engine.preview_run(plan).await?;
@@ -782,217 +767,4 @@ async fn run_preview(engine: &Engine, plan: &RunPlan) -> Result<pb::RunResponse,
             .collect(),
         backfill_id: 0,
     })
-}
-
-/// A stream served by an engine whose term ended: the client reconnects (and resumes where
-/// it was).
-pub(super) fn term_over() -> Status {
-    Status::unavailable("the coordinator serving this stream stepped down; reconnect to resume")
-}
-
-/// Streams one try's log from an offset; with `follow`, until the try has ended and every
-/// byte was sent. Wakes on the engine's change signal, and at least every [`LOG_POLL`]: other
-/// coordinators store output too (see `logs.rs`), and they do not signal this engine.
-/// How often a followed log is read again without a signal.
-const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
-
-async fn stream_log(
-    engine: Arc<Engine>,
-    instance: InstanceRow,
-    req: pb::TailLogsRequest,
-    tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>,
-) -> Result<(), Status> {
-    let mut changes = engine.subscribe_changes();
-    let term_ended = engine.term_ended();
-    let mut offset = req.offset;
-    let mut try_number = if req.try_number > 0 {
-        req.try_number as i64
-    } else {
-        instance.try_number
-    };
-    loop {
-        changes.borrow_and_update();
-        let mut conn = engine.store().read().await.map_err(internal)?;
-        // The latest try may change while following (a retry): follow it when asked for "latest".
-        if req.try_number == 0
-            && req.follow
-            && let Some(row) = store::instance_by_id(&mut conn, instance.id)
-                .await
-                .map_err(internal)?
-            && row.try_number > try_number
-        {
-            try_number = row.try_number;
-            offset = 0;
-        }
-        let attempt_id = store::attempt_id(instance.id, try_number);
-        let attempt = store::attempt(&mut conn, &attempt_id).await.map_err(internal)?;
-        // Bytes archived to object storage (issue 18) are read from there, after the
-        // database connection is given back; later ones from the database.
-        let archived = attempt.as_ref().filter(|a| offset < a.log_archived_bytes);
-        let data = match &attempt {
-            Some(_) if archived.is_some() => vec![],
-            Some(_) => store::read_log(&mut conn, &attempt_id, offset, LOG_CHUNK_BYTES)
-                .await
-                .map_err(internal)?,
-            None => vec![],
-        };
-        // The chunks may have left for the archive between reading the row and them: read
-        // again from the object then, rather than take the missing bytes for the end.
-        if let Some(a) = &attempt
-            && archived.is_none()
-            && data.is_empty()
-            && offset < a.log_bytes
-            && store::log_location(&mut conn, &attempt_id)
-                .await
-                .map_err(internal)?
-                .is_some_and(|(now_archived, _)| now_archived > offset)
-        {
-            continue;
-        }
-        // With "latest try", a queued, running or retrying instance still has output to come.
-        let more_tries_coming = req.try_number == 0
-            && store::instance_by_id(&mut conn, instance.id)
-                .await
-                .map_err(internal)?
-                .is_some_and(|row| {
-                    matches!(
-                        row.state,
-                        InstanceState::Queued | InstanceState::Running | InstanceState::UpForRetry
-                    )
-                });
-        drop(conn);
-        let data = match archived {
-            Some(attempt) => engine
-                .read_archived_log(attempt, offset, LOG_CHUNK_BYTES)
-                .await
-                .map_err(|e| match e {
-                    EngineError::Internal(e) => {
-                        tracing::warn!(attempt_id = %attempt.id, "cannot read an archived log: {e:#}");
-                        Status::unavailable(format!("cannot read the archived log now: {e:#}"))
-                    }
-                    other => other.into(),
-                })?,
-            None => data,
-        };
-        if !data.is_empty() {
-            let len = data.len() as i64;
-            let chunk = pb::LogChunk {
-                offset,
-                data,
-                try_number: try_number as i32,
-                eof: false,
-            };
-            if tx.send(Ok(chunk)).await.is_err() {
-                return Ok(()); // the client went away
-            }
-            offset += len;
-            continue;
-        }
-        let attempt_live = attempt.as_ref().is_some_and(|a| a.state == "running");
-        if !req.follow || (!attempt_live && !more_tries_coming) {
-            let _ = tx
-                .send(Ok(pb::LogChunk {
-                    offset,
-                    data: vec![],
-                    try_number: try_number as i32,
-                    eof: true,
-                }))
-                .await;
-            return Ok(());
-        }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return Ok(()) },
-            _ = tokio::time::sleep(LOG_POLL) => {}
-            _ = tx.closed() => return Ok(()),
-            // Nobody wakes this engine's followers any more: the client resumes elsewhere.
-            _ = term_ended.cancelled() => return Err(term_over()),
-        }
-    }
-}
-
-/// The tree of `task`'s upstreams (or downstreams). A task reached again (a diamond) is shown
-/// without its subtree the second time, so the answer grows with the DAG, not with its paths.
-fn dependency_tree(
-    dag: &goflow_core::Dag,
-    task: &str,
-    depth: usize,
-    upward: bool,
-    edges: &mut std::collections::BTreeSet<(String, String, i32)>,
-) -> pb::DependencyNode {
-    fn walk(
-        dag: &goflow_core::Dag,
-        task: &str,
-        offset: i32,
-        depth: usize,
-        upward: bool,
-        expanded: &mut HashSet<String>,
-        edges: &mut std::collections::BTreeSet<(String, String, i32)>,
-    ) -> pb::DependencyNode {
-        let mut node = pb::DependencyNode {
-            task: task.to_string(),
-            day_offset: offset,
-            children: vec![],
-        };
-        // Depth reached, a task already expanded, or one waiting on its own earlier days.
-        if depth == 0 || !expanded.insert(task.to_string()) {
-            return node;
-        }
-        let next = if upward {
-            dag.upstreams(task)
-        } else {
-            dag.downstreams(task)
-        };
-        for dep in next {
-            let edge = if upward {
-                (dep.task.clone(), task.to_string(), dep.day_offset)
-            } else {
-                (task.to_string(), dep.task.clone(), dep.day_offset)
-            };
-            edges.insert(edge);
-            node.children.push(walk(
-                dag,
-                &dep.task,
-                dep.day_offset,
-                depth - 1,
-                upward,
-                expanded,
-                edges,
-            ));
-        }
-        node
-    }
-    walk(dag, task, 0, depth, upward, &mut HashSet::new(), edges)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{store::CoordinatorRow, superseded_hidden};
-
-    fn row(id: &str, address: &str, last_seen_at: i64) -> CoordinatorRow {
-        CoordinatorRow {
-            id: id.into(),
-            address: address.into(),
-            version: "0".into(),
-            started_at: 0,
-            last_seen_at,
-        }
-    }
-
-    /// c1 restarted twice at the same address: only the live process shows; c2 died and
-    /// nothing replaced it: it shows, silent.
-    #[test]
-    fn a_restarted_coordinator_shows_once() {
-        let now = 1_000_000;
-        let rows = vec![
-            row("h1:100", "c1:7070", now - 600_000),
-            row("h1:200", "c1:7070", now - 300_000),
-            row("h1:300", "c1:7070", now - 500),
-            row("h2:100", "c2:7070", now - 600_000),
-        ];
-        let ids: Vec<String> = superseded_hidden(rows, now).into_iter().map(|r| r.id).collect();
-        assert_eq!(ids, ["h1:300", "h2:100"]);
-        // Two live processes at one address (behind one name) both show.
-        let rows = vec![row("a", "lb:7070", now - 1000), row("b", "lb:7070", now - 200)];
-        assert_eq!(superseded_hidden(rows, now).len(), 2);
-    }
 }

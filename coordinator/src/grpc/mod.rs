@@ -13,9 +13,12 @@ mod auth;
 mod backfills;
 mod calendars;
 mod control;
+mod coordinators;
+mod dependency_tree;
 mod eta;
 mod explain;
 mod logs;
+mod tail_logs;
 mod timings;
 mod versions;
 mod watch;
@@ -371,6 +374,12 @@ impl Api {
             }
         })
     }
+}
+
+/// A stream served by an engine whose term ended: the client reconnects (and resumes where
+/// it was).
+pub(super) fn term_over() -> Status {
+    Status::unavailable("the coordinator serving this stream stepped down; reconnect to resume")
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use goflow_core::Role;
 use goflow_proto as pb;
 use tonic::{Request, Response, Status};
 
-use super::control::term_over;
+use super::term_over;
 use super::*;
 use crate::store::InstanceFilter;
 
