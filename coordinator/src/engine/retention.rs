@@ -143,6 +143,10 @@ impl Engine {
             report.operations = store::count_old_operations(&mut conn, cut).await?;
             return Ok(report);
         }
+        // A day's deadline risks go with its instances (one statement: a row per task and day).
+        let mut tx = self.store.begin().await?;
+        store::delete_old_deadline_risks(&mut tx, &before.compact()).await?;
+        tx.commit().await?;
         loop {
             let mut tx = self.store.begin().await?;
             let Some((last, _)) = store::old_operations_end(&mut tx, cut, OPERATION_BATCH).await? else {

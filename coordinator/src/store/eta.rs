@@ -92,3 +92,58 @@ pub async fn save_deadline_risk(db: &mut impl Db, risk: &DeadlineRisk) -> anyhow
         .await?;
     Ok(())
 }
+
+/// Forgets the risks of days before `before` (yyyymmdd): `clean` removes those days.
+pub async fn delete_old_deadline_risks(db: &mut impl Db, before: &str) -> anyhow::Result<i64> {
+    let d = db.dialect();
+    let done = sqlx::query(d.sql("DELETE FROM deadline_risks WHERE etl_day < ?"))
+        .bind(before)
+        .execute(db.conn())
+        .await?;
+    Ok(done.rows_affected() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::on_every_database;
+    use crate::store::{Store, now_ms};
+    use crate::testing::TestDatabase;
+
+    fn risk(task: &str, day: &str) -> DeadlineRisk {
+        DeadlineRisk {
+            task_id: task.into(),
+            etl_day: day.into(),
+            predicted_at: 1,
+            raised: 1,
+            at_risk: 1,
+            updated_at: now_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn old_deadline_risks_are_forgotten_and_the_rest_kept() {
+        on_every_database(|dialect| async move {
+            let db = TestDatabase::create(dialect).await;
+            let store = Store::open(&db.database_url()).await.unwrap();
+            let mut tx = store.begin().await.unwrap();
+            for (task, day) in [("a", "20260101"), ("b", "20260101"), ("a", "20260102")] {
+                save_deadline_risk(&mut tx, &risk(task, day)).await.unwrap();
+            }
+            assert_eq!(
+                delete_old_deadline_risks(&mut tx, "20260102").await.unwrap(),
+                2,
+                "{dialect:?}"
+            );
+            let keys = [("a", "20260101"), ("b", "20260101"), ("a", "20260102")]
+                .map(|(t, d)| (t.to_string(), d.to_string()));
+            let left = deadline_risks(&mut tx, &keys).await.unwrap();
+            assert_eq!(
+                left.keys().collect::<Vec<_>>(),
+                [&("a".to_string(), "20260102".to_string())]
+            );
+            tx.commit().await.unwrap();
+        })
+        .await;
+    }
+}
