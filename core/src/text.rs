@@ -5,8 +5,7 @@
 /// about `max_chars` characters with how long it really was said.
 pub fn loggable(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
-    let mut shown = 0;
-    for c in text.chars() {
+    for (shown, c) in text.chars().enumerate() {
         if shown >= max_chars {
             out.push_str(&format!("… ({} bytes in all)", text.len()));
             return out;
@@ -19,7 +18,6 @@ pub fn loggable(text: &str, max_chars: usize) -> String {
             '\\' => out.push_str("\\\\"),
             c => out.push(c),
         }
-        shown += 1;
     }
     out
 }
