@@ -156,7 +156,7 @@ async fn an_unknown_pool_refuses_the_apply_and_a_used_pool_cannot_be_deleted() {
         err.to_string(),
         "bad.yaml: task \"b\": unknown pool \"nowhere\" (define it under `pools:` with its slots)"
     );
-    assert!(h.engine.catalog().tasks.get("b").is_none());
+    assert!(!h.engine.catalog().tasks.contains_key("b"));
     let err = h.engine.delete_pool("p1", &Caller::system()).await.unwrap_err();
     assert!(matches!(err, EngineError::Conflict(_)), "{err}");
     assert_eq!(h.engine.list_pools().await.unwrap().len(), 1);

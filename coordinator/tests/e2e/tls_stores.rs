@@ -6,6 +6,7 @@
 //! - MariaDB (`ssl-mode=VERIFY_IDENTITY`, `ssl-ca`, `require_secure_transport`): the same;
 //! - etcd over `https://` with authentication on: a wrong password is refused at start, the
 //!   right one (from `--etcd-password-file`) elects the leader.
+//!
 //! No password appears in any message or log.
 
 use std::path::{Path, PathBuf};
