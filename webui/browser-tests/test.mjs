@@ -190,11 +190,35 @@ try {
     assert.equal(await page.getAttribute("#flash", "class"), "flash refused");
   });
 
-  await step("kill stops a running instance", async () => {
+  await step("kill stops a running instance; a live overview shows it from the change stream, not its timer", async () => {
+    // A second tab on the day's overview, its refresh timer made an hour long: only the
+    // change stream can bring the kill to it in time.
+    const overview = await context.newPage();
+    overview.setDefaultTimeout(WAIT);
+    const url = `${WEB}/?day=${DAY}`;
+    await overview.route(url, async (route) => {
+      const response = await route.fetch();
+      const headers = { ...response.headers() };
+      delete headers["content-encoding"];
+      delete headers["content-length"];
+      const body = (await response.text()).replace(/data-seconds="\d+"/, 'data-seconds="3600"');
+      await route.fulfill({ response, headers, body });
+    });
+    await overview.goto(url);
+    assert.equal(await overview.getAttribute("#autorefresh", "data-seconds"), "3600");
+    await overview.waitForFunction(() => document.documentElement.dataset.live === "stream");
+    await overview.evaluate(() => { window.stillTheSamePage = true; });
+    const slowRow = `#region-overview tr:has(a[href='/instances/bt_slow/${DAY}'])`;
+    assert.match(await overview.textContent(slowRow), /running/);
+
     await page.goto(instance("bt_slow"));
     const flash = await submit(page, "#action-kill");
     assert.match(flash, /kill bt_slow@\d+: bt_slow@\d+ killed/);
     await eventually(page, async () => (await stateOf(page)) === "killed", "bt_slow killed");
+
+    await overview.waitForFunction((row) => /killed/.test(document.querySelector(row).textContent), slowRow);
+    assert.equal(await overview.evaluate(() => window.stillTheSamePage), true, "updated in place, not reloaded");
+    await overview.close();
   });
 
   await step("redo current runs a failed instance again", async () => {

@@ -21,9 +21,13 @@
     form.appendChild(confirmed);
   });
 
-  // --- Refresh in place: while the page shows work in progress (#autorefresh), fetch it again
-  // every few seconds and swap each region (an element with data-region and an id) for its
-  // fresh copy. The log is not a region, so it keeps growing undisturbed.
+  // --- Refresh in place: while the page shows work in progress (#autorefresh), swap each region
+  // (an element with data-region and an id) for its fresh copy. The log is not a region, so it
+  // keeps growing undisturbed. When: as the coordinator reports a change (server-sent events
+  // from the marker's data-watch, fed by its change stream); on the marker's timer when
+  // EventSource is missing or the stream broke (it is opened again later), and ten times
+  // slower while the stream works, so durations still move. <html data-live> says which:
+  // "stream", "timer" or "off" (the page no longer in progress).
   function refreshRegions(then) {
     fetch(location.href, { cache: "no-store", credentials: "same-origin" })
       .then(function (response) {
@@ -42,23 +46,107 @@
         if (then) then(true);
       });
   }
+  var SLOWER_WHILE_STREAMING = 10;
   var refreshTimer = null;
-  function scheduleRefresh() {
+  var refreshing = false;
+  var refreshAgain = false;
+  var missedWhileHidden = false;
+  var watch = null;
+  var watchWorks = false;
+  var watchRetry = null;
+  var watchBackoff = 0;
+  function setLive(mode) {
+    document.documentElement.setAttribute("data-live", mode);
+  }
+  function refreshEvery() {
     var marker = document.getElementById("autorefresh");
-    if (!marker || refreshTimer) return;
-    var every = (parseInt(marker.getAttribute("data-seconds"), 10) || 3) * 1000;
-    refreshTimer = setTimeout(function tick() {
+    var seconds = (marker && parseInt(marker.getAttribute("data-seconds"), 10)) || 3;
+    return seconds * 1000;
+  }
+  function scheduleRefresh() {
+    if (refreshTimer) clearTimeout(refreshTimer);
+    refreshTimer = null;
+    if (!document.getElementById("autorefresh")) return;
+    var every = refreshEvery() * (watchWorks ? SLOWER_WHILE_STREAMING : 1);
+    refreshTimer = setTimeout(function () {
       refreshTimer = null;
-      if (document.hidden) {
-        refreshTimer = setTimeout(tick, every);
-        return;
-      }
-      refreshRegions(function (more) {
-        if (more) scheduleRefresh();
-      });
+      refreshNow();
     }, every);
   }
-  scheduleRefresh();
+  // One fetch at a time: changes arriving meanwhile make one more fetch after it.
+  function refreshNow() {
+    if (document.hidden) {
+      missedWhileHidden = true;
+      return;
+    }
+    if (refreshing) {
+      refreshAgain = true;
+      return;
+    }
+    refreshing = true;
+    refreshRegions(function (more) {
+      refreshing = false;
+      if (!more) {
+        stopLive();
+      } else if (refreshAgain) {
+        refreshAgain = false;
+        refreshNow();
+      } else {
+        scheduleRefresh();
+      }
+    });
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && missedWhileHidden) {
+      missedWhileHidden = false;
+      refreshNow();
+    }
+  });
+  function openWatch() {
+    var marker = document.getElementById("autorefresh");
+    var url = marker && marker.getAttribute("data-watch");
+    if (!url || !window.EventSource || watch) return;
+    watch = new EventSource(url);
+    var works = function () {
+      watchBackoff = 0;
+      if (watchWorks) return;
+      watchWorks = true;
+      setLive("stream");
+      scheduleRefresh(); // now the slow pace
+    };
+    watch.addEventListener("ready", works);
+    watch.addEventListener("change", function () {
+      works();
+      refreshNow();
+    });
+    watch.onerror = function () {
+      // Broken, refused or ended (the coordinator stepped down): the timer, and later again.
+      watch.close();
+      watch = null;
+      watchWorks = false;
+      setLive("timer");
+      scheduleRefresh();
+      watchBackoff = Math.min(watchBackoff ? watchBackoff * 2 : refreshEvery() * 2, 60000);
+      watchRetry = setTimeout(function () {
+        watchRetry = null;
+        if (document.getElementById("autorefresh")) openWatch();
+      }, watchBackoff);
+    };
+  }
+  function stopLive() {
+    if (watch) watch.close();
+    watch = null;
+    watchWorks = false;
+    if (watchRetry) clearTimeout(watchRetry);
+    if (refreshTimer) clearTimeout(refreshTimer);
+    watchRetry = refreshTimer = null;
+    setLive("off");
+  }
+  if (document.getElementById("autorefresh")) {
+    setLive("timer");
+    scheduleRefresh();
+    openWatch();
+  }
 
   // --- Live log: the server rendered the log up to an offset; follow it from there.
   var log = document.getElementById("log");
@@ -82,10 +170,8 @@
         source.close();
         var badge = document.getElementById("log-live");
         if (badge) badge.remove();
-        // The try ended: show its final state now rather than at the next tick.
-        refreshRegions(function (more) {
-          if (more) scheduleRefresh();
-        });
+        // The try ended: show its final state now rather than at the next change.
+        refreshNow();
       });
       source.addEventListener("failure", function () {
         source.close();
