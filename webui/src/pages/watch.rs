@@ -16,6 +16,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use axum::extract::Query;
+use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use goflow_core::EtlDay;
@@ -94,9 +95,14 @@ pub async fn events(app: AppState, Query(params): Query<Params>) -> Result<Respo
         .into_inner();
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(4);
     tokio::spawn(forward(stream, params.since.unwrap_or_default(), tx));
-    Ok(Sse::new(ReceiverStream::new(rx))
+    let mut response = Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
-        .into_response())
+        .into_response();
+    // nginx would otherwise hold the events back in its buffer.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
 }
 
 /// Turns the coordinator's messages into events until either side goes away. Returning drops
@@ -226,12 +232,16 @@ mod tests {
         let response = open(&app, &watch_url(&day, Some("transform"), &shown), &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
         let mut body = response.into_body().into_data_stream();
         // Nothing changed since the page: the stream is ready, and no change is reported.
         let first = read_until(&mut body, "event: ready").await;
         assert!(!first.contains("event: change"), "{first}");
         let (request, coordinator) = watches.lock().unwrap().pop().expect("one watch");
-        assert_eq!((request.task.as_str(), request.etl_day.as_str()), ("transform", DAY));
+        assert_eq!(
+            (request.task.as_str(), request.etl_day.as_str()),
+            ("transform", DAY)
+        );
         assert!(request.ids.is_empty());
 
         let mut finished = shown[0].clone();
