@@ -190,7 +190,7 @@ try {
     assert.equal(await page.getAttribute("#flash", "class"), "flash refused");
   });
 
-  await step("kill stops a running instance; a live overview shows it from the change stream, not its timer", async () => {
+  await step("kill stops a running instance; a live overview shows it from the change stream, not its timer (or from the timer when the stream is refused)", async () => {
     // A second tab on the day's overview, its refresh timer made an hour long: only the
     // change stream can bring the kill to it in time.
     const overview = await context.newPage();
@@ -210,6 +210,14 @@ try {
     await overview.evaluate(() => { window.stillTheSamePage = true; });
     const slowRow = `#region-overview tr:has(a[href='/instances/bt_slow/${DAY}'])`;
     assert.match(await overview.textContent(slowRow), /running/);
+    // A third tab whose change stream is refused falls back to its (3 s) timer ("timer" is
+    // shown only once the stream failed).
+    const fallback = await context.newPage();
+    fallback.setDefaultTimeout(WAIT);
+    await fallback.route("**/watch?*", (route) => route.abort());
+    await fallback.goto(url);
+    await fallback.waitForFunction(() => document.documentElement.dataset.live === "timer");
+    await fallback.evaluate(() => { window.stillTheSamePage = true; });
 
     await page.goto(instance("bt_slow"));
     const flash = await submit(page, "#action-kill");
@@ -219,6 +227,9 @@ try {
     await overview.waitForFunction((row) => /killed/.test(document.querySelector(row).textContent), slowRow);
     assert.equal(await overview.evaluate(() => window.stillTheSamePage), true, "updated in place, not reloaded");
     await overview.close();
+    await fallback.waitForFunction((row) => /killed/.test(document.querySelector(row).textContent), slowRow);
+    assert.equal(await fallback.evaluate(() => window.stillTheSamePage), true, "the timer updates in place too");
+    await fallback.close();
   });
 
   await step("redo current runs a failed instance again", async () => {

@@ -27,7 +27,7 @@
   // from the marker's data-watch, fed by its change stream); on the marker's timer when
   // EventSource is missing or the stream broke (it is opened again later), and ten times
   // slower while the stream works, so durations still move. <html data-live> says which:
-  // "stream", "timer" or "off" (the page no longer in progress).
+  // "connecting", "stream", "timer" or "off" (the page no longer in progress).
   function refreshRegions(then) {
     fetch(location.href, { cache: "no-store", credentials: "same-origin" })
       .then(function (response) {
@@ -143,7 +143,8 @@
     setLive("off");
   }
   if (document.getElementById("autorefresh")) {
-    setLive("timer");
+    // The timer runs at its full pace until the stream says it works.
+    setLive(window.EventSource ? "connecting" : "timer");
     scheduleRefresh();
     openWatch();
   }
