@@ -171,6 +171,8 @@ try {
     await page.goto(instance("bt_slow"));
     await eventually(page, async () => (await page.locator("#log[data-live-url]").count()) === 1, "bt_slow running with a live log");
     await page.evaluate(() => { window.stillTheSamePage = true; });
+    // The log's stream stands in for the change stream: one stream per tab.
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.live), "log");
     const before = (await page.textContent("#log")).length;
     await page.waitForFunction((n) => document.getElementById("log").textContent.length > n + 40, before);
     assert.equal(await page.evaluate(() => window.stillTheSamePage), true, "no reload");

@@ -26,8 +26,11 @@
   // keeps growing undisturbed. When: as the coordinator reports a change (server-sent events
   // from the marker's data-watch, fed by its change stream); on the marker's timer when
   // EventSource is missing or the stream broke (it is opened again later), and ten times
-  // slower while the stream works, so durations still move. <html data-live> says which:
-  // "connecting", "stream", "timer" or "off" (the page no longer in progress).
+  // slower while the stream works, so durations still move. While the page follows a running
+  // try's log, that stream stands in (its end refreshes the page) and the watch waits: a
+  // browser keeps only six connections to a host, so a tab holds one stream at a time.
+  // <html data-live> says which: "connecting", "stream", "log", "timer" or "off" (the page
+  // no longer in progress).
   function refreshRegions(then) {
     fetch(location.href, { cache: "no-store", credentials: "same-origin" })
       .then(function (response) {
@@ -47,6 +50,8 @@
       });
   }
   var SLOWER_WHILE_STREAMING = 10;
+  var log = document.getElementById("log");
+  var logFollowing = !!(log && log.getAttribute("data-live-url"));
   var refreshTimer = null;
   var refreshing = false;
   var refreshAgain = false;
@@ -88,7 +93,10 @@
       refreshing = false;
       if (!more) {
         stopLive();
-      } else if (refreshAgain) {
+        return;
+      }
+      if (!watch && !watchRetry && !logFollowing) openWatch();
+      if (refreshAgain) {
         refreshAgain = false;
         refreshNow();
       } else {
@@ -107,6 +115,7 @@
     var url = marker && marker.getAttribute("data-watch");
     if (!url || !window.EventSource || watch) return;
     watch = new EventSource(url);
+    setLive("connecting");
     var works = function () {
       watchBackoff = 0;
       if (watchWorks) return;
@@ -144,14 +153,13 @@
   }
   if (document.getElementById("autorefresh")) {
     // The timer runs at its full pace until the stream says it works.
-    setLive(window.EventSource ? "connecting" : "timer");
+    setLive(logFollowing ? "log" : window.EventSource ? "connecting" : "timer");
     scheduleRefresh();
-    openWatch();
+    if (!logFollowing) openWatch();
   }
 
   // --- Live log: the server rendered the log up to an offset; follow it from there.
-  var log = document.getElementById("log");
-  if (log && log.getAttribute("data-live-url")) {
+  if (logFollowing) {
     var url = log.getAttribute("data-live-url");
     var offset = parseInt(new URL(url, location.href).searchParams.get("offset"), 10) || 0;
     var follow = function () {
@@ -169,13 +177,15 @@
       });
       source.addEventListener("eof", function () {
         source.close();
+        logFollowing = false;
         var badge = document.getElementById("log-live");
         if (badge) badge.remove();
-        // The try ended: show its final state now rather than at the next change.
+        // The try ended: show its final state now (and watch for changes if it goes on).
         refreshNow();
       });
       source.addEventListener("failure", function () {
         source.close();
+        logFollowing = false;
       });
       source.onerror = function () {
         // Reconnect from where we are, not from the offset in the URL.
