@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use goflow_core::EtlDay;
 use goflow_core::dag::is_valid_task_id;
 use goflow_proto::{Instance, InstancesChanged, WatchInstancesRequest};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,12 +35,15 @@ use crate::error::WebError;
 /// A comment this often keeps a quiet stream open through proxies that close idle responses.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// Encoded in a query value: all but what task ids are made of, so they read as they are.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'.').remove(b'-');
+
 /// The watch URL of a page showing `instances` of `day` (all of them, or only `task`'s).
 pub fn watch_url(day: &EtlDay, task: Option<&str>, instances: &[Instance]) -> String {
     let mut url = format!("/watch?day={}", day.compact());
     if let Some(task) = task {
         url.push_str("&task=");
-        url.extend(utf8_percent_encode(task, NON_ALPHANUMERIC));
+        url.extend(utf8_percent_encode(task, QUERY_VALUE));
     }
     url.push_str("&since=");
     url.push_str(&fingerprint(instances));
@@ -184,8 +187,8 @@ mod tests {
         let day = goflow_core::EtlDay::parse(DAY).unwrap();
         let shown = [instance(1, "running", 1)];
         assert_eq!(
-            watch_url(&day, Some("load"), &shown),
-            format!("/watch?day={DAY}&task=load&since={}", fingerprint(&shown))
+            watch_url(&day, Some("load_eu-1.v2"), &shown),
+            format!("/watch?day={DAY}&task=load_eu-1.v2&since={}", fingerprint(&shown))
         );
         assert!(watch_url(&day, None, &[]).starts_with(&format!("/watch?day={DAY}&since=")));
     }
