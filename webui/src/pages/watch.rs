@@ -266,6 +266,25 @@ mod tests {
             .expect("the coordinator's stream outlived the browser");
     }
 
+    /// A coordinator stepping down ends its stream: the response ends too, and the page's
+    /// script goes back to its timer until it watches again.
+    #[tokio::test]
+    async fn the_response_ends_with_the_coordinators_stream() {
+        let fake = sample();
+        let watches = fake.watches.clone();
+        let app = fake.start().await;
+        let response = open(&app, &format!("/watch?day={DAY}&since=0"), &[]).await;
+        let mut body = response.into_body().into_data_stream();
+        read_until(&mut body, "event: change").await;
+        let (_, coordinator) = watches.lock().unwrap().pop().expect("one watch");
+        coordinator
+            .send(Err(tonic::Status::unavailable("stepped down")))
+            .await
+            .unwrap();
+        let rest = read_until(&mut body, "never sent").await;
+        assert!(!rest.contains("event:"), "{rest}");
+    }
+
     #[tokio::test]
     async fn a_page_older_than_the_watch_gets_a_change_at_once() {
         let fake = sample();
