@@ -171,6 +171,8 @@ try {
     await page.goto(instance("bt_slow"));
     await eventually(page, async () => (await page.locator("#log[data-live-url]").count()) === 1, "bt_slow running with a live log");
     await page.evaluate(() => { window.stillTheSamePage = true; });
+    // The log's stream stands in for the change stream: one stream per tab.
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.live), "log");
     const before = (await page.textContent("#log")).length;
     await page.waitForFunction((n) => document.getElementById("log").textContent.length > n + 40, before);
     assert.equal(await page.evaluate(() => window.stillTheSamePage), true, "no reload");
@@ -190,11 +192,46 @@ try {
     assert.equal(await page.getAttribute("#flash", "class"), "flash refused");
   });
 
-  await step("kill stops a running instance", async () => {
+  await step("kill stops a running instance; a live overview shows it from the change stream, not its timer (or from the timer when the stream is refused)", async () => {
+    // A second tab on the day's overview, its refresh timer made an hour long: only the
+    // change stream can bring the kill to it in time.
+    const overview = await context.newPage();
+    overview.setDefaultTimeout(WAIT);
+    const url = `${WEB}/?day=${DAY}`;
+    await overview.route(url, async (route) => {
+      const response = await route.fetch();
+      const headers = { ...response.headers() };
+      delete headers["content-encoding"];
+      delete headers["content-length"];
+      const body = (await response.text()).replace(/data-seconds="\d+"/, 'data-seconds="3600"');
+      await route.fulfill({ response, headers, body });
+    });
+    await overview.goto(url);
+    assert.equal(await overview.getAttribute("#autorefresh", "data-seconds"), "3600");
+    await overview.waitForFunction(() => document.documentElement.dataset.live === "stream");
+    await overview.evaluate(() => { window.stillTheSamePage = true; });
+    const slowRow = `#region-overview tr:has(a[href='/instances/bt_slow/${DAY}'])`;
+    assert.match(await overview.textContent(slowRow), /running/);
+    // A third tab whose change stream is refused falls back to its (3 s) timer ("timer" is
+    // shown only once the stream failed).
+    const fallback = await context.newPage();
+    fallback.setDefaultTimeout(WAIT);
+    await fallback.route("**/watch?*", (route) => route.abort());
+    await fallback.goto(url);
+    await fallback.waitForFunction(() => document.documentElement.dataset.live === "timer");
+    await fallback.evaluate(() => { window.stillTheSamePage = true; });
+
     await page.goto(instance("bt_slow"));
     const flash = await submit(page, "#action-kill");
     assert.match(flash, /kill bt_slow@\d+: bt_slow@\d+ killed/);
     await eventually(page, async () => (await stateOf(page)) === "killed", "bt_slow killed");
+
+    await overview.waitForFunction((row) => /killed/.test(document.querySelector(row).textContent), slowRow);
+    assert.equal(await overview.evaluate(() => window.stillTheSamePage), true, "updated in place, not reloaded");
+    await overview.close();
+    await fallback.waitForFunction((row) => /killed/.test(document.querySelector(row).textContent), slowRow);
+    assert.equal(await fallback.evaluate(() => window.stillTheSamePage), true, "the timer updates in place too");
+    await fallback.close();
   });
 
   await step("redo current runs a failed instance again", async () => {

@@ -22,7 +22,7 @@ use crate::context;
 use crate::error::not_found;
 use crate::pages::{
     agents, alerts, backfills, edit, graph, grid, history, instance, login, logs, overview, task, tasks,
-    versions,
+    versions, watch,
 };
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/instances/{task}/{day}/action", post(actions::instance::post))
         .route("/instances/{task}/{day}/log", get(logs::download))
         .route("/instances/{task}/{day}/live", get(logs::live))
+        .route("/watch", get(watch::events))
         .route("/agents", get(agents::page))
         .route("/history", get(history::page))
         .route("/alerts", get(alerts::page))

@@ -51,7 +51,13 @@ pub struct Fake {
     /// TailLogs streams end in UNAVAILABLE instead of their eof, as when the coordinator
     /// serving them steps down.
     pub cut_tails: bool,
+    /// Every WatchInstances call: its request, and the sender of its stream (the initial
+    /// message already sent), for a test to report changes and to see the stream closed.
+    pub watches: Arc<Mutex<Vec<(WatchInstancesRequest, WatchSender)>>>,
 }
+
+/// The fake coordinator's end of one WatchInstances stream.
+pub type WatchSender = tokio::sync::mpsc::Sender<Result<InstancesChanged, Status>>;
 
 /// The users of [`Fake::with_auth`].
 pub const USERS: [(&str, &str, &str); 4] = [
@@ -254,6 +260,7 @@ pub fn sample() -> Fake {
         bearers: Arc::default(),
         logouts: Arc::default(),
         cut_tails: false,
+        watches: Arc::default(),
     }
 }
 
@@ -943,9 +950,30 @@ impl ControlService for Fake {
         Pin<Box<dyn Stream<Item = Result<goflow_proto::InstancesChanged, Status>> + Send>>;
     async fn watch_instances(
         &self,
-        _: tonic::Request<goflow_proto::WatchInstancesRequest>,
+        request: tonic::Request<goflow_proto::WatchInstancesRequest>,
     ) -> Rpc<Self::WatchInstancesStream> {
-        Err(Status::unimplemented("watch_instances"))
+        self.allow(&request, "viewer")?;
+        let r = request.into_inner();
+        // As the coordinator answers: first the whole watched set, later what the test sends.
+        let instances = self
+            .instances
+            .iter()
+            .filter(|i| r.ids.is_empty() || r.ids.contains(&i.id))
+            .filter(|i| r.etl_day.is_empty() || i.etl_day == r.etl_day)
+            .filter(|i| r.task.is_empty() || i.task == r.task)
+            .cloned()
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.try_send(Ok(InstancesChanged {
+            instances,
+            gone: vec![],
+            initial: true,
+        }))
+        .expect("room for the first message");
+        self.watches.lock().unwrap().push((r, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
     async fn get_version(&self, _: tonic::Request<GetVersionRequest>) -> Rpc<GetVersionResponse> {
         Err(Status::unimplemented("get_version"))

@@ -21,9 +21,16 @@
     form.appendChild(confirmed);
   });
 
-  // --- Refresh in place: while the page shows work in progress (#autorefresh), fetch it again
-  // every few seconds and swap each region (an element with data-region and an id) for its
-  // fresh copy. The log is not a region, so it keeps growing undisturbed.
+  // --- Refresh in place: while the page shows work in progress (#autorefresh), swap each region
+  // (an element with data-region and an id) for its fresh copy. The log is not a region, so it
+  // keeps growing undisturbed. When: as the coordinator reports a change (server-sent events
+  // from the marker's data-watch, fed by its change stream); on the marker's timer when
+  // EventSource is missing or the stream broke (it is opened again later), and ten times
+  // slower while the stream works, so durations still move. While the page follows a running
+  // try's log, that stream stands in (its end refreshes the page) and the watch waits: a
+  // browser keeps only six connections to a host, so a tab holds one stream at a time.
+  // <html data-live> says which: "connecting", "stream", "log", "timer" or "off" (the page
+  // no longer in progress).
   function refreshRegions(then) {
     fetch(location.href, { cache: "no-store", credentials: "same-origin" })
       .then(function (response) {
@@ -42,27 +49,117 @@
         if (then) then(true);
       });
   }
+  var SLOWER_WHILE_STREAMING = 10;
+  var log = document.getElementById("log");
+  var logFollowing = !!(log && log.getAttribute("data-live-url"));
   var refreshTimer = null;
-  function scheduleRefresh() {
+  var refreshing = false;
+  var refreshAgain = false;
+  var missedWhileHidden = false;
+  var watch = null;
+  var watchWorks = false;
+  var watchRetry = null;
+  var watchBackoff = 0;
+  function setLive(mode) {
+    document.documentElement.setAttribute("data-live", mode);
+  }
+  function refreshEvery() {
     var marker = document.getElementById("autorefresh");
-    if (!marker || refreshTimer) return;
-    var every = (parseInt(marker.getAttribute("data-seconds"), 10) || 3) * 1000;
-    refreshTimer = setTimeout(function tick() {
+    var seconds = (marker && parseInt(marker.getAttribute("data-seconds"), 10)) || 3;
+    return seconds * 1000;
+  }
+  function scheduleRefresh() {
+    if (refreshTimer) clearTimeout(refreshTimer);
+    refreshTimer = null;
+    if (!document.getElementById("autorefresh")) return;
+    var every = refreshEvery() * (watchWorks ? SLOWER_WHILE_STREAMING : 1);
+    refreshTimer = setTimeout(function () {
       refreshTimer = null;
-      if (document.hidden) {
-        refreshTimer = setTimeout(tick, every);
-        return;
-      }
-      refreshRegions(function (more) {
-        if (more) scheduleRefresh();
-      });
+      refreshNow();
     }, every);
   }
-  scheduleRefresh();
+  // One fetch at a time: changes arriving meanwhile make one more fetch after it.
+  function refreshNow() {
+    if (document.hidden) {
+      missedWhileHidden = true;
+      return;
+    }
+    if (refreshing) {
+      refreshAgain = true;
+      return;
+    }
+    refreshing = true;
+    refreshRegions(function (more) {
+      refreshing = false;
+      if (!more) {
+        stopLive();
+        return;
+      }
+      if (!watch && !watchRetry && !logFollowing) openWatch();
+      if (refreshAgain) {
+        refreshAgain = false;
+        refreshNow();
+      } else {
+        scheduleRefresh();
+      }
+    });
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && missedWhileHidden) {
+      missedWhileHidden = false;
+      refreshNow();
+    }
+  });
+  function openWatch() {
+    var marker = document.getElementById("autorefresh");
+    var url = marker && marker.getAttribute("data-watch");
+    if (!url || !window.EventSource || watch) return;
+    watch = new EventSource(url);
+    setLive("connecting");
+    var works = function () {
+      watchBackoff = 0;
+      if (watchWorks) return;
+      watchWorks = true;
+      setLive("stream");
+      scheduleRefresh(); // now the slow pace
+    };
+    watch.addEventListener("ready", works);
+    watch.addEventListener("change", function () {
+      works();
+      refreshNow();
+    });
+    watch.onerror = function () {
+      // Broken, refused or ended (the coordinator stepped down): the timer, and later again.
+      watch.close();
+      watch = null;
+      watchWorks = false;
+      setLive("timer");
+      scheduleRefresh();
+      watchBackoff = Math.min(watchBackoff ? watchBackoff * 2 : refreshEvery() * 2, 60000);
+      watchRetry = setTimeout(function () {
+        watchRetry = null;
+        if (document.getElementById("autorefresh")) openWatch();
+      }, watchBackoff);
+    };
+  }
+  function stopLive() {
+    if (watch) watch.close();
+    watch = null;
+    watchWorks = false;
+    if (watchRetry) clearTimeout(watchRetry);
+    if (refreshTimer) clearTimeout(refreshTimer);
+    watchRetry = refreshTimer = null;
+    setLive("off");
+  }
+  if (document.getElementById("autorefresh")) {
+    // The timer runs at its full pace until the stream says it works.
+    setLive(logFollowing ? "log" : window.EventSource ? "connecting" : "timer");
+    scheduleRefresh();
+    if (!logFollowing) openWatch();
+  }
 
   // --- Live log: the server rendered the log up to an offset; follow it from there.
-  var log = document.getElementById("log");
-  if (log && log.getAttribute("data-live-url")) {
+  if (logFollowing) {
     var url = log.getAttribute("data-live-url");
     var offset = parseInt(new URL(url, location.href).searchParams.get("offset"), 10) || 0;
     var follow = function () {
@@ -80,15 +177,15 @@
       });
       source.addEventListener("eof", function () {
         source.close();
+        logFollowing = false;
         var badge = document.getElementById("log-live");
         if (badge) badge.remove();
-        // The try ended: show its final state now rather than at the next tick.
-        refreshRegions(function (more) {
-          if (more) scheduleRefresh();
-        });
+        // The try ended: show its final state now (and watch for changes if it goes on).
+        refreshNow();
       });
       source.addEventListener("failure", function () {
         source.close();
+        logFollowing = false;
       });
       source.onerror = function () {
         // Reconnect from where we are, not from the offset in the URL.

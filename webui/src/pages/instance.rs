@@ -63,6 +63,8 @@ pub struct InstancePage {
     /// Where the action forms post.
     action_url: String,
     refresh: bool,
+    /// The change stream of this instance (see `watch.rs`), for the script to refresh on.
+    watch: String,
     /// Why it is where it is (issue 19); None when the coordinator cannot say.
     explain: Option<super::explain::ExplainView>,
     timings: Option<crate::timings::TimingsBar>,
@@ -179,6 +181,7 @@ pub async fn page(
         .await
         .map_or(0, |t| t.into_inner().version);
     let explain = super::explain::fetch(&app, &task, &day.compact(), lang).await;
+    let watch = super::watch::watch_url(&day, Some(&task), std::slice::from_ref(&instance));
     Ok(InstancePage {
         explain,
         current_version,
@@ -216,6 +219,7 @@ pub async fn page(
             .collect(),
         log,
         refresh: in_progress(&instance),
+        watch,
         timings: crate::timings::instance_bar(instance.timings.as_ref(), lang),
     })
 }
@@ -272,6 +276,7 @@ impl InstancePage {
             attempts: vec![],
             log: None,
             refresh: false,
+            watch: String::new(),
             explain: None,
             timings: None,
         }
@@ -358,6 +363,11 @@ mod tests {
         assert!(
             body.contains("id=\"autorefresh\""),
             "a running instance refreshes"
+        );
+        assert!(
+            body.contains("data-watch=\"/watch?day=20260110&#38;task=transform&#38;since=")
+                || body.contains("data-watch=\"/watch?day=20260110&amp;task=transform&amp;since="),
+            "on the instance's change stream"
         );
         // The running try's log continues live from where the page stopped.
         let end = "starting transform\nrow 1 <b>bold</b> & done\n".len();

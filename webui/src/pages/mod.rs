@@ -16,6 +16,7 @@ pub mod overview;
 pub mod task;
 pub mod tasks;
 pub mod versions;
+pub mod watch;
 
 use goflow_core::EtlDay;
 use goflow_proto::ListInstancesRequest;

@@ -54,6 +54,8 @@ pub struct OverviewPage {
     eta: Option<super::eta::EtaView>,
     truncated: bool,
     refresh: bool,
+    /// The change stream of this day's instances (see `watch.rs`), for the script to refresh on.
+    watch: String,
     now: String,
     day_timings: Option<crate::timings::TimingsBar>,
 }
@@ -231,6 +233,7 @@ impl OverviewPage {
             eta: None,
             truncated: instances.len() >= MAX_INSTANCES as usize,
             refresh: instances.iter().any(|i| view::in_progress(&i.state, i.blocked)),
+            watch: super::watch::watch_url(&day, None, instances),
             now: view::time(now),
             day_timings: crate::timings::day_bar(instances, lang),
         }
@@ -321,6 +324,11 @@ mod tests {
         assert!(body.contains("value=\"2026-01-10\""), "the date input");
         assert!(body.contains("/?day=20260109") && body.contains("/?day=20260111"));
         assert!(body.contains("id=\"autorefresh\""), "a running day refreshes");
+        assert!(
+            body.contains("data-watch=\"/watch?day=20260110&#38;since=")
+                || body.contains("data-watch=\"/watch?day=20260110&amp;since="),
+            "on the day's change stream"
+        );
     }
 
     #[tokio::test]
