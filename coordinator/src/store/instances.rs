@@ -102,7 +102,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
     }
 }
 
-const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
+pub(super) const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
     marked_by, definition_version, run_version, pool_wait, phase, phase_since, run_started_at, ms_waiting_upstreams,
     ms_waiting_slots, ms_queued, ms_claimed, ms_running, ms_retry_delays, backfill_id";
@@ -505,6 +505,17 @@ pub async fn reset_for_redo(
     Ok(done.rows_affected() == 1)
 }
 
+/// The claim's compare-and-set (queued -> running for exactly this try and epoch), with
+/// `extra` conditions; bound by [`bind_leave`], then agent, now, id, try number, epoch.
+pub(super) fn claim_sql(extra: &str) -> String {
+    // The claim hands the agent its command, which it starts at once: claimed is running.
+    format!(
+        "UPDATE instances SET {}, state = 'running', agent_id = ?, started_at = ?, pool_wait = NULL
+         WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ? {extra}",
+        *LEAVE_PHASE
+    )
+}
+
 /// queued -> running for exactly this try and epoch.
 pub async fn claim_instance(
     db: &mut impl Db,
@@ -515,12 +526,7 @@ pub async fn claim_instance(
     now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    // The claim hands the agent its command, which it starts at once: claimed is running.
-    let sql = format!(
-        "UPDATE instances SET {}, state = 'running', agent_id = ?, started_at = ?, pool_wait = NULL
-         WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ?",
-        *LEAVE_PHASE
-    );
+    let sql = claim_sql("");
     let done = bind_leave(sqlx::query(d.sql(&sql)), now, Phase::Running)
         .bind(agent)
         .bind(now)
