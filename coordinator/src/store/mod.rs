@@ -54,6 +54,8 @@ mod versions;
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]
+mod returning_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;

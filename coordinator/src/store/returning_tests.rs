@@ -1,0 +1,215 @@
+//! The hot path's fewer statements (`returning.rs`, issue 21) on each real database: the same
+//! compare-and-sets as before, raced by two writers, and the rows they hand back.
+
+use goflow_core::timings::Phase;
+use goflow_core::{EtlDay, InstanceKey, InstanceState, TaskSpec};
+
+use super::tests::{on_every_database, race, two_writers, waiting_instance};
+use super::*;
+
+/// `a` queued at its first try, in a committed transaction: (instance id, try number).
+async fn queued_instance(store: &Store) -> (InstanceRow, i64) {
+    let row = waiting_instance(store).await;
+    let mut tx = store.begin().await.unwrap();
+    let t = queue_instance(&mut tx, row.id, InstanceState::Waiting, 1, now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    (row, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_outside_backfills_is_won_once_and_returns_the_claimed_row() {
+    on_every_database(|dialect| async move {
+        let (_db, one, two) = two_writers(dialect).await;
+        let (row, t) = queued_instance(&one).await;
+        let id = row.id;
+        let results = race(&one, &two, move |mut tx| async move {
+            let claimed = claim_outside_backfills(&mut tx, id, t, 1, "agent", 5_000).await?;
+            if let Some(claimed) = &claimed {
+                assert_eq!(
+                    (
+                        claimed.id,
+                        claimed.state,
+                        claimed.try_number,
+                        claimed.agent_id.as_deref()
+                    ),
+                    (id, InstanceState::Running, t, Some("agent"))
+                );
+                assert_eq!(claimed.started_at, Some(5_000));
+                assert_eq!(
+                    claimed.timings.as_ref().map(|run| run.phase),
+                    Some(Phase::Running)
+                );
+            }
+            Ok((tx, claimed.is_some()))
+        })
+        .await;
+        assert_eq!(
+            results.iter().filter(|won| **won).count(),
+            1,
+            "{}: exactly one writer claims, got {results:?}",
+            dialect.name()
+        );
+        // A claim sent again, of an older try or epoch, claims nothing.
+        let mut tx = one.begin().await.unwrap();
+        for (try_number, epoch) in [(t, 1), (t + 1, 1), (t, 2)] {
+            assert!(
+                claim_outside_backfills(&mut tx, id, try_number, epoch, "agent", 6_000)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{}: try {try_number} epoch {epoch}",
+                dialect.name()
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backfills_instance_is_left_queued_for_the_checked_claim() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let (row, t) = queued_instance(&one).await;
+        let mut tx = one.begin().await.unwrap();
+        let new = NewBackfill {
+            task: "a",
+            from: "20260105".into(),
+            to: "20260105".into(),
+            down: false,
+            parallelism: Some(1),
+            created_by: "test",
+        };
+        let backfill = insert_backfill(&mut tx, &new, now_ms()).await.unwrap();
+        assign_backfill(&mut tx, backfill, &[row.id]).await.unwrap();
+        let claimed = claim_outside_backfills(&mut tx, row.id, t, 1, "agent", now_ms())
+            .await
+            .unwrap();
+        assert!(
+            claimed.is_none(),
+            "{}: a backfill's bound is checked first",
+            dialect.name()
+        );
+        let after = instance_by_id(&mut tx, row.id).await.unwrap().unwrap();
+        assert_eq!((after.state, after.agent_id), (InstanceState::Queued, None));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_instances_are_queued_together_each_once() {
+    on_every_database(|dialect| async move {
+        let (_db, one, two) = two_writers(dialect).await;
+        let spec = TaskSpec::new("a", "true");
+        let keys: Vec<InstanceKey> = ["20260105", "20260106", "20260107"]
+            .iter()
+            .map(|day| InstanceKey::new("a", EtlDay::parse(day).unwrap()))
+            .collect();
+        let wanted: Vec<WantedInstance> = keys
+            .iter()
+            .map(|key| WantedInstance {
+                key,
+                spec: &spec,
+                max_tries: 1,
+            })
+            .collect();
+        let mut tx = one.begin().await.unwrap();
+        let rows: Vec<InstanceRow> = ensure_instances(&mut tx, &wanted, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect();
+        // The last one is queued already: it is left out, its try unchanged.
+        queue_instance(&mut tx, rows[2].id, InstanceState::Waiting, 1, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        let waiting: Vec<WaitingAt> = rows
+            .iter()
+            .map(|row| WaitingAt {
+                id: row.id,
+                try_number: row.try_number,
+            })
+            .collect();
+        let queued = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let seen = queued.clone();
+        race(&one, &two, move |mut tx| {
+            let (waiting, seen) = (waiting.clone(), seen.clone());
+            async move {
+                let won = queue_waiting(&mut tx, &waiting, 1, 1_500).await?;
+                let any = !won.is_empty();
+                seen.lock().unwrap().push(won);
+                Ok((tx, any))
+            }
+        })
+        .await;
+        // Between the two writers, each waiting instance was queued once, at try 1.
+        let mut won: Vec<(i64, i64)> = queued
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|w| w.iter().map(|(id, t)| (*id, *t)))
+            .collect();
+        won.sort();
+        assert_eq!(
+            won,
+            vec![(rows[0].id, 1), (rows[1].id, 1)],
+            "{}: each instance queued once",
+            dialect.name()
+        );
+        let mut conn = one.read().await.unwrap();
+        for row in &rows {
+            let after = instance_by_id(&mut conn, row.id).await.unwrap().unwrap();
+            let run = after.timings.expect("recorded");
+            assert_eq!((after.state, after.try_number), (InstanceState::Queued, 1));
+            assert_eq!(run.phase, Phase::Queued, "{}", dialect.name());
+        }
+        // Queued at 1,500 after waiting since 1,000: the phase it left is counted.
+        let first = instance_by_id(&mut conn, rows[0].id).await.unwrap().unwrap();
+        let run = first.timings.unwrap();
+        assert_eq!((run.since, run.totals.waiting_upstreams), (1_500, 500));
+        assert_eq!(first.queued_at, Some(1_500));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_try_records_its_version_and_pool_in_its_insert() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let (row, t) = queued_instance(&one).await;
+        let mut tx = one.begin().await.unwrap();
+        assert!(
+            claim_instance(&mut tx, row.id, t, 1, "agent", now_ms())
+                .await
+                .unwrap()
+        );
+        let new = NewAttempt {
+            instance_id: row.id,
+            try_number: t,
+            epoch: 1,
+            agent: "agent",
+            command: "true",
+            version: Some(3),
+            pool: Some("db"),
+            now: now_ms(),
+        };
+        let id = record_attempt(&mut tx, &new).await.unwrap();
+        let attempt = attempt(&mut tx, &id).await.unwrap().unwrap();
+        assert_eq!(
+            (attempt.definition_version, attempt.command.as_deref()),
+            (Some(3), Some("true"))
+        );
+        assert_eq!(
+            pool_running(&mut tx, "db").await.unwrap(),
+            1,
+            "{}",
+            dialect.name()
+        );
+    })
+    .await;
+}
