@@ -213,3 +213,57 @@ async fn a_try_records_its_version_and_pool_in_its_insert() {
     })
     .await;
 }
+
+/// A measurement, not a check (it asserts nothing): what one statement costs on SQLite
+/// beyond SQLite's own work, i.e. the most a driver running SQLite on the caller's thread
+/// could save a statement (sqlx runs each connection on a thread of its own: every statement
+/// is a round trip to it). N primary-key reads one statement each, against the same N reads
+/// done by SQLite inside one statement. Run (a release build gives the figures that matter):
+/// `cargo test -p goflow-coordinator --lib sqlite_statement_overhead -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints figures, asserts nothing"]
+async fn sqlite_statement_overhead() {
+    use std::time::Instant;
+    const N: i64 = 20_000;
+    let (_db, store, _two) = two_writers(Dialect::Sqlite).await;
+    let row = waiting_instance(&store).await;
+    let mut tx = store.begin().await.unwrap();
+    let read = "SELECT try_number FROM instances WHERE id = ?";
+    for _ in 0..1_000 {
+        let _: i64 = sqlx::query_scalar(read)
+            .bind(row.id)
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    for _ in 0..N {
+        let _: i64 = sqlx::query_scalar(read)
+            .bind(row.id)
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+    }
+    let each = started.elapsed();
+    // Correlated with `i`, so SQLite reads the row once per step, not once in all.
+    let started = Instant::now();
+    let sum: i64 = sqlx::query_scalar(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         SELECT SUM((SELECT try_number + i - i FROM instances WHERE id = ?)) FROM n",
+    )
+    .bind(N)
+    .bind(row.id)
+    .fetch_one(tx.conn())
+    .await
+    .unwrap();
+    let together = started.elapsed();
+    assert_eq!(sum, 0, "every read saw try 0");
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / N as f64;
+    println!(
+        "SQLite, {N} primary-key reads: {:.1} us a statement one at a time, {:.1} us a read inside one \
+         statement: {:.1} us a statement is the driver's (the thread hop, sqlx and the Any driver)",
+        per(each),
+        per(together),
+        per(each) - per(together)
+    );
+}
