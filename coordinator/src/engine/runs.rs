@@ -387,9 +387,9 @@ impl Engine {
 
     /// Queues every waiting downstream of `key` (which just succeeded, in this transaction)
     /// whose dependencies are now all met: the event that replaces a polling scan. Linear over
-    /// a wide join: see `joins`. A few statements whatever the fan-out: one read of the
-    /// downstreams, one of their other upstreams (none when `key` is all they wait for, as in
-    /// a chain), one to queue the ready ones.
+    /// a wide join: see `joins`. A few statements whatever the fan-out: those that wait for
+    /// `key` alone (a chain's next, a fan-out's leaves) are queued in one, unread; the others
+    /// cost one read of their rows, one of their other upstreams, one to queue the ready ones.
     pub(super) async fn release_downstream(
         &self,
         tx: &mut Tx,
@@ -397,34 +397,43 @@ impl Engine {
         key: &InstanceKey,
         now: i64,
     ) -> Result<Vec<Dispatch>> {
-        let downs: Vec<InstanceKey> = catalog
+        // Each unpaused downstream with its upstreams other than `key`.
+        let (sole, joined): (Vec<_>, Vec<_>) = catalog
             .dag
             .downstream_instances(key)
             .into_iter()
             .filter(|down| !catalog.is_paused(&down.task))
-            .collect();
-        if downs.is_empty() {
-            return Ok(vec![]);
-        }
-        let rows = store::instances_by_keys(tx, downs.iter()).await?;
-        // The waiting downstreams the hint does not rule out, each with its upstreams other
-        // than `key`: the store decides on those.
-        let mut candidates: Vec<(&InstanceRow, Vec<InstanceKey>)> = vec![];
-        for down in &downs {
-            let Some(row) = rows.get(down) else { continue };
-            if row.state != InstanceState::Waiting {
+            .map(|down| {
+                let mut others = catalog.dag.upstream_instances(&down);
+                others.retain(|up| up != key);
+                (down, others)
+            })
+            .partition(|(_, others)| others.is_empty());
+        let mut dispatches = vec![];
+        if !sole.is_empty() {
+            let sole: Vec<InstanceKey> = sole.into_iter().map(|(down, _)| down).collect();
+            for (row, try_number) in store::queue_waiting_keys(tx, &sole, self.epoch, now).await? {
+                dispatches.push(self.dispatch_of(&row, try_number));
+            }
+            for down in &sole {
                 self.joins.forget(down);
+            }
+        }
+        if joined.is_empty() {
+            return Ok(dispatches);
+        }
+        let rows = store::instances_by_keys(tx, joined.iter().map(|(down, _)| down)).await?;
+        // The waiting joins the hint does not rule out: the store decides on those.
+        let mut candidates: Vec<(&InstanceRow, Vec<InstanceKey>)> = vec![];
+        for (down, others) in joined {
+            let Some(row) = rows.get(&down) else { continue };
+            if row.state != InstanceState::Waiting {
+                self.joins.forget(&down);
                 continue;
             }
-            if self.joins.upstream_succeeded(down, key) == Hint::Waiting {
+            if self.joins.upstream_succeeded(&down, key) == Hint::Waiting {
                 continue;
             }
-            let others = catalog
-                .dag
-                .upstream_instances(down)
-                .into_iter()
-                .filter(|up| up != key)
-                .collect();
             candidates.push((row, others));
         }
         let asked: HashSet<InstanceKey> = candidates
@@ -448,7 +457,8 @@ impl Engine {
                 self.joins.remember(&down, still);
             }
         }
-        self.queue_waiting_rows(tx, &ready, now).await
+        dispatches.extend(self.queue_waiting_rows(tx, &ready, now).await?);
+        Ok(dispatches)
     }
 
     /// Queues these waiting instances (read in this transaction), in one statement where the

@@ -140,7 +140,9 @@ pub async fn instance_by_key(db: &mut impl Db, key: &InstanceKey) -> anyhow::Res
 }
 
 /// Groups keys by period, for one `task_id IN (...)` query per period (and per 1,000 tasks).
-fn tasks_by_period<'a>(keys: impl Iterator<Item = &'a InstanceKey>) -> BTreeMap<Period, Vec<&'a str>> {
+pub(super) fn tasks_by_period<'a>(
+    keys: impl Iterator<Item = &'a InstanceKey>,
+) -> BTreeMap<Period, Vec<&'a str>> {
     let mut by_period: BTreeMap<Period, Vec<&str>> = BTreeMap::new();
     for key in keys {
         by_period.entry(key.period).or_default().push(&key.task);

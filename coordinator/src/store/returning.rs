@@ -9,7 +9,9 @@ use goflow_core::timings::Phase;
 use sqlx::Row;
 
 use super::Db;
-use super::instances::{INSTANCE_COLUMNS, InstanceRow, claim_sql, placeholders};
+use goflow_core::InstanceKey;
+
+use super::instances::{INSTANCE_COLUMNS, InstanceRow, claim_sql, placeholders, tasks_by_period};
 use super::timings::{LEAVE_PHASE, bind_leave};
 
 /// queued -> running for exactly this try and epoch, like [`super::claim_instance`], but
@@ -69,12 +71,7 @@ pub async fn queue_waiting(
     now: i64,
 ) -> anyhow::Result<HashMap<i64, i64>> {
     let d = db.dialect();
-    let set = format!(
-        "UPDATE instances SET {}, state = 'queued', try_number = try_number + 1, dispatch_epoch = ?, queued_at = ?,
-                started_at = NULL, finished_at = NULL, exit_code = NULL, next_try_at = NULL, agent_id = NULL,
-                message = '', pool_wait = NULL",
-        *LEAVE_PHASE
-    );
+    let set = queue_set();
     let mut queued = HashMap::with_capacity(instances.len());
     if d.update_returning() {
         for slice in instances.chunks(500) {
@@ -105,6 +102,74 @@ pub async fn queue_waiting(
             .await?;
         if done.rows_affected() == 1 {
             queued.insert(waiting.id, waiting.try_number + 1);
+        }
+    }
+    Ok(queued)
+}
+
+/// `UPDATE instances SET` waiting -> queued as a new try (as [`super::queue_instance`]);
+/// bound by [`bind_leave`], then epoch, now.
+fn queue_set() -> String {
+    format!(
+        "UPDATE instances SET {}, state = 'queued', try_number = try_number + 1, dispatch_epoch = ?, queued_at = ?,
+                started_at = NULL, finished_at = NULL, exit_code = NULL, next_try_at = NULL, agent_id = NULL,
+                message = '', pool_wait = NULL",
+        *LEAVE_PHASE
+    )
+}
+
+/// Queues the instances of `keys` that are waiting, without reading them first: for those
+/// whose dependencies are known met (their only upstream just succeeded in this
+/// transaction). Each queued one's row and new try number; a key with no instance, or one
+/// not waiting, is left out. One statement per day (and 500 tasks) where `UPDATE ...
+/// RETURNING` exists; MySQL/MariaDB read them, then queue each (see [`queue_waiting`]).
+pub async fn queue_waiting_keys(
+    db: &mut impl Db,
+    keys: &[InstanceKey],
+    epoch: i64,
+    now: i64,
+) -> anyhow::Result<Vec<(InstanceRow, i64)>> {
+    let d = db.dialect();
+    if !d.update_returning() {
+        let rows = super::instances_by_keys(db, keys.iter()).await?;
+        let waiting: Vec<&InstanceRow> = keys
+            .iter()
+            .filter_map(|key| rows.get(key))
+            .filter(|row| row.state == goflow_core::InstanceState::Waiting)
+            .collect();
+        let at: Vec<WaitingAt> = waiting
+            .iter()
+            .map(|row| WaitingAt {
+                id: row.id,
+                try_number: row.try_number,
+            })
+            .collect();
+        let queued = queue_waiting(db, &at, epoch, now).await?;
+        return Ok(waiting
+            .into_iter()
+            .filter_map(|row| queued.get(&row.id).map(|t| (row.clone(), *t)))
+            .collect());
+    }
+    let mut queued = vec![];
+    for (period, tasks) in tasks_by_period(keys.iter()) {
+        for slice in tasks.chunks(500) {
+            let sql = format!(
+                "{} WHERE etl_day = ? AND state = 'waiting' AND task_id IN ({}) RETURNING {INSTANCE_COLUMNS}",
+                queue_set(),
+                placeholders(slice.len())
+            );
+            let mut query = bind_leave(sqlx::query(d.sql(&sql)), now, Phase::Queued)
+                .bind(epoch)
+                .bind(now)
+                .bind(period.key());
+            for task in slice {
+                query = query.bind(*task);
+            }
+            for row in query.fetch_all(db.conn()).await? {
+                let row: InstanceRow = sqlx::FromRow::from_row(&row)?;
+                let try_number = row.try_number;
+                queued.push((row, try_number));
+            }
         }
     }
     Ok(queued)

@@ -214,6 +214,52 @@ async fn a_try_records_its_version_and_pool_in_its_insert() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_instances_are_queued_by_key_unread() {
+    on_every_database(|dialect| async move {
+        let (_db, one, _two) = two_writers(dialect).await;
+        let mut spec = TaskSpec::new("a", "true");
+        spec.queue = "etl".into();
+        let day = |d: &str| InstanceKey::new("a", EtlDay::parse(d).unwrap());
+        let (waiting, queued, missing) = (day("20260105"), day("20260106"), day("20260107"));
+        let mut tx = one.begin().await.unwrap();
+        let (row, _) = ensure_instance(&mut tx, &waiting, &spec, 1, 1_000).await.unwrap();
+        let (other, _) = ensure_instance(&mut tx, &queued, &spec, 1, 1_000).await.unwrap();
+        queue_instance(&mut tx, other.id, InstanceState::Waiting, 1, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let keys = [waiting.clone(), queued.clone(), missing];
+        let done = queue_waiting_keys(&mut tx, &keys, 1, 1_500).await.unwrap();
+        let got: Vec<(i64, i64, &str)> = done
+            .iter()
+            .map(|(row, t)| (row.id, *t, row.queue.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(row.id, 1, "etl")],
+            "{}: only the waiting one",
+            dialect.name()
+        );
+        let after = instance_by_id(&mut tx, row.id).await.unwrap().unwrap();
+        assert_eq!(
+            (after.state, after.try_number, after.queued_at),
+            (InstanceState::Queued, 1, Some(1_500))
+        );
+        assert_eq!(after.timings.unwrap().totals.waiting_upstreams, 500);
+        let unchanged = instance_by_id(&mut tx, other.id).await.unwrap().unwrap();
+        assert_eq!((unchanged.try_number, unchanged.queued_at), (1, Some(1_000)));
+        // Sent again, nothing is waiting any more: nothing is queued twice.
+        assert!(
+            queue_waiting_keys(&mut tx, &keys, 1, 2_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
 /// A measurement, not a check (it asserts nothing): what one statement costs on SQLite
 /// beyond SQLite's own work, i.e. the most a driver running SQLite on the caller's thread
 /// could save a statement (sqlx runs each connection on a thread of its own: every statement
