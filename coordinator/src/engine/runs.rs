@@ -419,19 +419,21 @@ impl Engine {
                 self.joins.forget(down);
             }
         }
+        // A join the hint says still waits for others is not even read (a fan-in's every
+        // upstream but the last); the store decides on the rest.
+        let joined: Vec<(InstanceKey, Vec<InstanceKey>)> = joined
+            .into_iter()
+            .filter(|(down, _)| self.joins.upstream_succeeded(down, key) != Hint::Waiting)
+            .collect();
         if joined.is_empty() {
             return Ok(dispatches);
         }
         let rows = store::instances_by_keys(tx, joined.iter().map(|(down, _)| down)).await?;
-        // The waiting joins the hint does not rule out: the store decides on those.
         let mut candidates: Vec<(&InstanceRow, Vec<InstanceKey>)> = vec![];
         for (down, others) in joined {
             let Some(row) = rows.get(&down) else { continue };
             if row.state != InstanceState::Waiting {
                 self.joins.forget(&down);
-                continue;
-            }
-            if self.joins.upstream_succeeded(&down, key) == Hint::Waiting {
                 continue;
             }
             candidates.push((row, others));
