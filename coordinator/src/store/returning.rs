@@ -49,7 +49,7 @@ pub async fn claim_outside_backfills(
     if done.rows_affected() != 1 {
         return Ok(None);
     }
-    Ok(super::instance_by_id(db, id).await?)
+    super::instance_by_id(db, id).await
 }
 
 /// A waiting instance to queue: its id and the try number it was read at.
