@@ -643,7 +643,7 @@ impl Engine {
             row.key(),
             row.try_number
         );
-        let (spec, _) = self.spec_to_run(&mut conn, &row).await?;
+        let (spec, _) = self.spec_to_run(&mut conn, &self.catalog(), &row).await?;
         self.claimed_try(&row, &spec, row.try_number, attempt_id)
             .map(Some)
     }

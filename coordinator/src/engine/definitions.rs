@@ -51,7 +51,11 @@ impl Engine {
             anyhow::Ok((dag, tasks))
         })
         .await??;
-        *self.catalog.write().unwrap() = Arc::new(Catalog { dag, tasks });
+        *self.catalog.write().unwrap() = Arc::new(Catalog {
+            dag,
+            tasks,
+            limited: Default::default(),
+        });
         Ok(())
     }
 

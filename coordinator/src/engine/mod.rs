@@ -157,6 +157,8 @@ impl Caller {
 pub struct Catalog {
     pub dag: Dag,
     pub tasks: BTreeMap<String, StoredTask>,
+    /// Whether any task has a pool or a max_active, worked out once (every claim asks).
+    pub(super) limited: std::sync::OnceLock<bool>,
 }
 
 impl Catalog {

@@ -104,7 +104,9 @@ pub struct PoolStatus {
 impl Catalog {
     /// Whether any task has a pool or a max_active (if none, nothing here costs a query).
     pub(super) fn has_limits(&self) -> bool {
-        self.tasks.values().any(|t| Limits::of(&t.spec).any())
+        *self
+            .limited
+            .get_or_init(|| self.tasks.values().any(|t| Limits::of(&t.spec).any()))
     }
 }
 

@@ -368,7 +368,7 @@ impl Engine {
         let no_pins = Pins::new();
         let wanted = self.wanted(catalog, keys, &no_pins);
         let mut created = 0;
-        let mut dispatches = vec![];
+        let mut ready = vec![];
         for (want, (row, new)) in wanted
             .iter()
             .zip(store::ensure_instances(tx, &wanted, now).await?)
@@ -377,20 +377,19 @@ impl Engine {
                 continue;
             }
             created += 1;
-            if !catalog.is_paused(&want.key.task)
-                && dependencies_met(tx, &catalog.dag, want.key).await?
-                && let Some(t) =
-                    store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
-            {
-                dispatches.push(self.dispatch_of(&row, t));
+            if !catalog.is_paused(&want.key.task) && dependencies_met(tx, &catalog.dag, want.key).await? {
+                ready.push(row);
             }
         }
-        Ok((created, dispatches))
+        let ready: Vec<&InstanceRow> = ready.iter().collect();
+        Ok((created, self.queue_waiting_rows(tx, &ready, now).await?))
     }
 
-    /// Queues every waiting downstream of `key` (which just succeeded) whose dependencies are
-    /// now all met: the event that replaces a polling scan. Linear over a wide join: see
-    /// `joins`.
+    /// Queues every waiting downstream of `key` (which just succeeded, in this transaction)
+    /// whose dependencies are now all met: the event that replaces a polling scan. Linear over
+    /// a wide join: see `joins`. A few statements whatever the fan-out: those that wait for
+    /// `key` alone (a chain's next, a fan-out's leaves) are queued in one, unread; the others
+    /// cost one read of their rows, one of their other upstreams, one to queue the ready ones.
     pub(super) async fn release_downstream(
         &self,
         tx: &mut Tx,
@@ -398,40 +397,95 @@ impl Engine {
         key: &InstanceKey,
         now: i64,
     ) -> Result<Vec<Dispatch>> {
-        let downs: Vec<InstanceKey> = catalog
+        // Each unpaused downstream with its upstreams other than `key`.
+        let (sole, joined): (Vec<_>, Vec<_>) = catalog
             .dag
             .downstream_instances(key)
             .into_iter()
             .filter(|down| !catalog.is_paused(&down.task))
+            .map(|down| {
+                let mut others = catalog.dag.upstream_instances(&down);
+                others.retain(|up| up != key);
+                (down, others)
+            })
+            .partition(|(_, others)| others.is_empty());
+        let mut dispatches = vec![];
+        if !sole.is_empty() {
+            let sole: Vec<InstanceKey> = sole.into_iter().map(|(down, _)| down).collect();
+            for (row, try_number) in store::queue_waiting_keys(tx, &sole, self.epoch, now).await? {
+                dispatches.push(self.dispatch_of(&row, try_number));
+            }
+            for down in &sole {
+                self.joins.forget(down);
+            }
+        }
+        // A join the hint says still waits for others is not even read (a fan-in's every
+        // upstream but the last); the store decides on the rest.
+        let joined: Vec<(InstanceKey, Vec<InstanceKey>)> = joined
+            .into_iter()
+            .filter(|(down, _)| self.joins.upstream_succeeded(down, key) != Hint::Waiting)
             .collect();
-        if downs.is_empty() {
+        if joined.is_empty() {
+            return Ok(dispatches);
+        }
+        let rows = store::instances_by_keys(tx, joined.iter().map(|(down, _)| down)).await?;
+        let mut candidates: Vec<(&InstanceRow, Vec<InstanceKey>)> = vec![];
+        for (down, others) in joined {
+            let Some(row) = rows.get(&down) else { continue };
+            if row.state != InstanceState::Waiting {
+                self.joins.forget(&down);
+                continue;
+            }
+            candidates.push((row, others));
+        }
+        let asked: HashSet<InstanceKey> = candidates
+            .iter()
+            .flat_map(|(_, others)| others.iter().cloned())
+            .collect();
+        let unmet: HashSet<InstanceKey> = if asked.is_empty() {
+            HashSet::new()
+        } else {
+            let asked: Vec<InstanceKey> = asked.into_iter().collect();
+            store::unmet_of(tx, &asked).await?.into_iter().collect()
+        };
+        let mut ready = vec![];
+        for (row, others) in candidates {
+            let down = row.key();
+            let still: Vec<InstanceKey> = others.into_iter().filter(|up| unmet.contains(up)).collect();
+            if still.is_empty() {
+                self.joins.forget(&down);
+                ready.push(row);
+            } else {
+                self.joins.remember(&down, still);
+            }
+        }
+        dispatches.extend(self.queue_waiting_rows(tx, &ready, now).await?);
+        Ok(dispatches)
+    }
+
+    /// Queues these waiting instances (read in this transaction), in one statement where the
+    /// database allows: the dispatches of those this writer queued, in their order.
+    async fn queue_waiting_rows(
+        &self,
+        tx: &mut Tx,
+        rows: &[&InstanceRow],
+        now: i64,
+    ) -> Result<Vec<Dispatch>> {
+        if rows.is_empty() {
             return Ok(vec![]);
         }
-        let rows = store::instances_by_keys(tx, downs.iter()).await?;
-        let mut dispatches = vec![];
-        for down in &downs {
-            let Some(row) = rows.get(down) else { continue };
-            if row.state != InstanceState::Waiting {
-                self.joins.forget(down);
-                continue;
-            }
-            if self.joins.upstream_succeeded(down, key) == Hint::Waiting {
-                continue;
-            }
-            // Unknown, or ready as far as the hint knows: the store decides.
-            let unmet = store::unmet_of(tx, &catalog.dag.upstream_instances(down)).await?;
-            if !unmet.is_empty() {
-                self.joins.remember(down, unmet);
-                continue;
-            }
-            self.joins.forget(down);
-            if let Some(try_number) =
-                store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
-            {
-                dispatches.push(self.dispatch_of(row, try_number));
-            }
-        }
-        Ok(dispatches)
+        let waiting: Vec<store::WaitingAt> = rows
+            .iter()
+            .map(|row| store::WaitingAt {
+                id: row.id,
+                try_number: row.try_number,
+            })
+            .collect();
+        let queued = store::queue_waiting(tx, &waiting, self.epoch, now).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| queued.get(&row.id).map(|t| self.dispatch_of(row, *t)))
+            .collect())
     }
 
     /// Queues the waiting instances (of every unpaused task, or of `only`) whose dependencies
@@ -453,19 +507,16 @@ impl Engine {
             .collect();
         let periods: BTreeSet<Period> = upstreams.iter().flatten().map(|k| k.period).collect();
         let states = store::states_of_periods(tx, &periods).await?;
-        let mut dispatches = vec![];
-        for (row, ups) in waiting.iter().zip(&upstreams) {
-            let met = ups
-                .iter()
-                .all(|up| states.get(up) == Some(&InstanceState::Success));
-            if met
-                && let Some(t) =
-                    store::queue_instance(tx, row.id, InstanceState::Waiting, self.epoch, now).await?
-            {
-                dispatches.push(self.dispatch_of(row, t));
-            }
-        }
-        Ok(dispatches)
+        let ready: Vec<&InstanceRow> = waiting
+            .iter()
+            .zip(&upstreams)
+            .filter(|(_, ups)| {
+                ups.iter()
+                    .all(|up| states.get(up) == Some(&InstanceState::Success))
+            })
+            .map(|(row, _)| row)
+            .collect();
+        self.queue_waiting_rows(tx, &ready, now).await
     }
 }
 

@@ -548,6 +548,7 @@ async fn a_failing_write_fails_alone() {
         *h.engine.catalog.write().unwrap() = Arc::new(Catalog {
             dag: old.dag.clone(),
             tasks,
+            limited: Default::default(),
         });
     }
     let mut calls = vec![];

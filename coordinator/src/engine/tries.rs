@@ -207,32 +207,51 @@ impl Engine {
     /// queued -> running for exactly this try and epoch, and the try's row.
     async fn write_claim(&self, tx: &mut Tx, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimStep> {
         let now = now_ms();
-        let Some(row) = store::instance_by_id(tx, dispatch.instance_id).await? else {
-            return Ok(ClaimStep::Refused("instance no longer exists".into()));
+        // One snapshot of the definitions for the whole claim: its limits and what it runs.
+        let catalog = self.catalog();
+        // With no pool or max_active anywhere, only a backfill's bound is checked before a
+        // claim: an instance outside backfills is claimed and read in one statement.
+        let claimed = if catalog.has_limits() {
+            None
+        } else {
+            let (id, try_number, epoch) = (dispatch.instance_id, dispatch.try_number, dispatch.epoch);
+            store::claim_outside_backfills(tx, id, try_number, epoch, agent_id, now).await?
         };
-        // Only a claim that would win is checked against its pool and max_active: a stale one
-        // is refused below as before, changing nothing.
-        let current = row.state == InstanceState::Queued
-            && row.try_number == dispatch.try_number
-            && row.dispatch_epoch == dispatch.epoch;
-        if current {
-            let catalog = self.catalog();
-            let spec = &catalog.require(&row.task_id)?.spec;
-            if let Some(why) = self
-                .check_limits_for_claim(tx, &row, dispatch.try_number, spec)
-                .await?
-            {
-                return Ok(ClaimStep::Refused(why));
+        let row = match claimed {
+            Some(row) => row,
+            // Read, checked, then claimed: a task with limits, a backfill's instance, or a
+            // claim that loses (refused below as before, changing nothing).
+            None => {
+                let Some(row) = store::instance_by_id(tx, dispatch.instance_id).await? else {
+                    return Ok(ClaimStep::Refused("instance no longer exists".into()));
+                };
+                // Only a claim that would win is checked against its pool and max_active: a
+                // stale one is refused below as before, changing nothing.
+                let current = row.state == InstanceState::Queued
+                    && row.try_number == dispatch.try_number
+                    && row.dispatch_epoch == dispatch.epoch;
+                if current {
+                    let spec = &catalog.require(&row.task_id)?.spec;
+                    if let Some(why) = self
+                        .check_limits_for_claim(tx, &row, dispatch.try_number, spec)
+                        .await?
+                    {
+                        return Ok(ClaimStep::Refused(why));
+                    }
+                }
+                if !store::claim_instance(tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now)
+                    .await?
+                {
+                    return Ok(ClaimStep::NotQueued(format!(
+                        "stale dispatch: instance is {} at try {}",
+                        row.state, row.try_number
+                    )));
+                }
+                row
             }
-        }
-        if !store::claim_instance(tx, row.id, dispatch.try_number, dispatch.epoch, agent_id, now).await? {
-            return Ok(ClaimStep::NotQueued(format!(
-                "stale dispatch: instance is {} at try {}",
-                row.state, row.try_number
-            )));
-        }
+        };
         // The current definition, or the version `run --as-then` pinned.
-        let (spec, version) = self.spec_to_run(tx, &row).await?;
+        let (spec, version) = self.spec_to_run(tx, &catalog, &row).await?;
         // An error here (a command only a hand-edited database can have) rolls the claim back.
         let claimed = self.claimed_try(
             &row,
@@ -240,23 +259,19 @@ impl Engine {
             dispatch.try_number,
             store::attempt_id(row.id, dispatch.try_number),
         )?;
-        // The try's row keeps the command it runs (the definition may change later).
-        store::insert_attempt(
-            tx,
-            row.id,
-            dispatch.try_number,
-            self.epoch,
-            agent_id,
-            &claimed.command,
+        // The try's row keeps the command it runs (the definition may change later), the
+        // version it runs and the pool it holds a slot of, in one INSERT.
+        let attempt = store::NewAttempt {
+            instance_id: row.id,
+            try_number: dispatch.try_number,
+            epoch: self.epoch,
+            agent: agent_id,
+            command: &claimed.command,
+            version: (version > 0).then_some(version),
+            pool: spec.pool.as_deref(),
             now,
-        )
-        .await?;
-        if version > 0 {
-            store::set_attempt_version(tx, &claimed.attempt_id, version).await?;
-        }
-        if let Some(pool) = &spec.pool {
-            store::set_attempt_pool(tx, &claimed.attempt_id, pool).await?;
-        }
+        };
+        store::record_attempt(tx, &attempt).await?;
         Ok(ClaimStep::Granted(Box::new(Granted { claimed, row, spec })))
     }
 

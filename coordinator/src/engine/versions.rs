@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use goflow_core::versions::{self, FieldDiff, Kind};
 use goflow_core::{InstanceKey, TaskSpec, dagfile};
 
-use super::{Engine, EngineError, Result};
+use super::{Catalog, Engine, EngineError, Result};
 use crate::store::{self, Db, InstanceRow, StoredVersion, now_ms};
 
 /// For `run --as-then`: each instance's version to run, with that version's definition.
@@ -66,7 +66,12 @@ impl Engine {
 
     /// The definition a try of `row` runs, and its version: the one `run --as-then` pinned,
     /// or the task's current one.
-    pub(super) async fn spec_to_run(&self, db: &mut impl Db, row: &InstanceRow) -> Result<(TaskSpec, i64)> {
+    pub(super) async fn spec_to_run(
+        &self,
+        db: &mut impl Db,
+        catalog: &Catalog,
+        row: &InstanceRow,
+    ) -> Result<(TaskSpec, i64)> {
         if let Some(pinned) = row.run_version {
             let version = store::version_of(db, Kind::Task, &row.task_id, pinned)
                 .await?
@@ -75,8 +80,9 @@ impl Engine {
                 })?;
             return Ok((spec_of(&version)?, pinned));
         }
-        let task = self.require_task(&row.task_id)?;
-        Ok((task.spec, task.version))
+        // From the claim's own snapshot of the definitions: no second lookup, one copy.
+        let task = catalog.require(&row.task_id)?;
+        Ok((task.spec.clone(), task.version))
     }
 
     /// For `run --as-then`: the version each of `keys` ran first. Refused, naming the

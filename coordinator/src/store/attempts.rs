@@ -32,8 +32,47 @@ pub fn attempt_id(instance_id: i64, try_number: i64) -> String {
     format!("{instance_id}-{try_number}")
 }
 
+/// A try as its claim records it: one INSERT with everything known at the claim, so the
+/// version and pool cost no statements of their own.
+pub struct NewAttempt<'a> {
+    pub instance_id: i64,
+    pub try_number: i64,
+    pub epoch: i64,
+    pub agent: &'a str,
+    /// The command line it runs, after templating.
+    pub command: &'a str,
+    /// The task's version it runs; None when not known.
+    pub version: Option<i64>,
+    /// The pool its slot is counted in; None: no pool.
+    pub pool: Option<&'a str>,
+    pub now: i64,
+}
+
 /// Records a new try. The (instance, try number) key is unique: a second claim of the same
 /// try fails here instead of replacing the first one's row and logs.
+pub async fn record_attempt(db: &mut impl Db, new: &NewAttempt<'_>) -> anyhow::Result<String> {
+    let d = db.dialect();
+    let id = attempt_id(new.instance_id, new.try_number);
+    sqlx::query(d.sql(
+        "INSERT INTO attempts (id, instance_id, try_number, epoch, agent_id, state, started_at, message, command,
+                               definition_version, pool)
+         VALUES (?, ?, ?, ?, ?, 'running', ?, '', ?, ?, ?)",
+    ))
+    .bind(&id)
+    .bind(new.instance_id)
+    .bind(new.try_number)
+    .bind(new.epoch)
+    .bind(new.agent)
+    .bind(new.now)
+    .bind(new.command)
+    .bind(new.version)
+    .bind(new.pool)
+    .execute(db.conn())
+    .await?;
+    Ok(id)
+}
+
+/// [`record_attempt`] of a try with no version or pool recorded.
 pub async fn insert_attempt(
     db: &mut impl Db,
     instance_id: i64,
@@ -43,22 +82,17 @@ pub async fn insert_attempt(
     command: &str,
     now: i64,
 ) -> anyhow::Result<String> {
-    let d = db.dialect();
-    let id = attempt_id(instance_id, try_number);
-    sqlx::query(d.sql(
-        "INSERT INTO attempts (id, instance_id, try_number, epoch, agent_id, state, started_at, message, command)
-         VALUES (?, ?, ?, ?, ?, 'running', ?, '', ?)",
-    ))
-    .bind(&id)
-    .bind(instance_id)
-    .bind(try_number)
-    .bind(epoch)
-    .bind(agent)
-    .bind(now)
-    .bind(command)
-    .execute(db.conn())
-    .await?;
-    Ok(id)
+    let new = NewAttempt {
+        instance_id,
+        try_number,
+        epoch,
+        agent,
+        command,
+        version: None,
+        pool: None,
+        now,
+    };
+    record_attempt(db, &new).await
 }
 
 const ATTEMPT_COLUMNS: &str = "id, instance_id, try_number, epoch, agent_id, state, started_at, finished_at, exit_code, log_bytes, message, command, log_archived_bytes, log_object, definition_version";

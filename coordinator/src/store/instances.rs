@@ -102,7 +102,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
     }
 }
 
-const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
+pub(super) const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
     marked_by, definition_version, run_version, pool_wait, phase, phase_since, run_started_at, ms_waiting_upstreams,
     ms_waiting_slots, ms_queued, ms_claimed, ms_running, ms_retry_delays, backfill_id";
@@ -140,7 +140,9 @@ pub async fn instance_by_key(db: &mut impl Db, key: &InstanceKey) -> anyhow::Res
 }
 
 /// Groups keys by period, for one `task_id IN (...)` query per period (and per 1,000 tasks).
-fn tasks_by_period<'a>(keys: impl Iterator<Item = &'a InstanceKey>) -> BTreeMap<Period, Vec<&'a str>> {
+pub(super) fn tasks_by_period<'a>(
+    keys: impl Iterator<Item = &'a InstanceKey>,
+) -> BTreeMap<Period, Vec<&'a str>> {
     let mut by_period: BTreeMap<Period, Vec<&str>> = BTreeMap::new();
     for key in keys {
         by_period.entry(key.period).or_default().push(&key.task);
@@ -505,6 +507,17 @@ pub async fn reset_for_redo(
     Ok(done.rows_affected() == 1)
 }
 
+/// The claim's compare-and-set (queued -> running for exactly this try and epoch), with
+/// `extra` conditions; bound by [`bind_leave`], then agent, now, id, try number, epoch.
+pub(super) fn claim_sql(extra: &str) -> String {
+    // The claim hands the agent its command, which it starts at once: claimed is running.
+    format!(
+        "UPDATE instances SET {}, state = 'running', agent_id = ?, started_at = ?, pool_wait = NULL
+         WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ? {extra}",
+        *LEAVE_PHASE
+    )
+}
+
 /// queued -> running for exactly this try and epoch.
 pub async fn claim_instance(
     db: &mut impl Db,
@@ -515,12 +528,7 @@ pub async fn claim_instance(
     now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    // The claim hands the agent its command, which it starts at once: claimed is running.
-    let sql = format!(
-        "UPDATE instances SET {}, state = 'running', agent_id = ?, started_at = ?, pool_wait = NULL
-         WHERE id = ? AND state = 'queued' AND try_number = ? AND dispatch_epoch = ?",
-        *LEAVE_PHASE
-    );
+    let sql = claim_sql("");
     let done = bind_leave(sqlx::query(d.sql(&sql)), now, Phase::Running)
         .bind(agent)
         .bind(now)

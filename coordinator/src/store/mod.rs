@@ -45,6 +45,7 @@ mod logs;
 mod operations;
 mod pools;
 mod retention;
+mod returning;
 mod task_deletion;
 mod tasks;
 mod timings;
@@ -52,6 +53,8 @@ mod versions;
 
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod returning_tests;
 #[cfg(test)]
 mod tests;
 
@@ -81,6 +84,7 @@ pub use logs::*;
 pub use operations::*;
 pub use pools::*;
 pub use retention::*;
+pub use returning::*;
 pub use task_deletion::*;
 pub use tasks::*;
 pub use timings::{TryTimes, try_times_of};

@@ -189,17 +189,6 @@ pub async fn pool_holders(db: &mut impl Db) -> anyhow::Result<Vec<PoolHolder>> {
         .collect()
 }
 
-/// Records the pool a try holds (set in its claim's transaction).
-pub async fn set_attempt_pool(db: &mut impl Db, attempt_id: &str, pool: &str) -> anyhow::Result<()> {
-    let d = db.dialect();
-    sqlx::query(d.sql("UPDATE attempts SET pool = ? WHERE id = ?"))
-        .bind(pool)
-        .bind(attempt_id)
-        .execute(db.conn())
-        .await?;
-    Ok(())
-}
-
 /// Holds a queued instance back (at this try) with why; false when it moved on. From now it
 /// waits for slots (issue 19), until its claim.
 pub async fn hold_instance(

@@ -52,7 +52,7 @@ pub(super) async fn waiting_instance(store: &Store) -> InstanceRow {
 /// Runs `step` in a transaction of each store at once, each holding its transaction a moment
 /// after its write so the other has to wait for it (or fail); returns what each returned,
 /// counting an error as a loss (a unique key refusing the second writer).
-async fn race<F, Fut>(one: &Store, two: &Store, step: F) -> Vec<bool>
+pub(super) async fn race<F, Fut>(one: &Store, two: &Store, step: F) -> Vec<bool>
 where
     F: Fn(Tx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<(Tx, bool)>> + Send,

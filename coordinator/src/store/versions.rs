@@ -139,17 +139,6 @@ pub async fn task_dags_and_versions(
         .collect()
 }
 
-/// The version a try ran.
-pub async fn set_attempt_version(db: &mut impl Db, attempt_id: &str, version: i64) -> anyhow::Result<()> {
-    let d = db.dialect();
-    sqlx::query(d.sql("UPDATE attempts SET definition_version = ? WHERE id = ?"))
-        .bind(version)
-        .bind(attempt_id)
-        .execute(db.conn())
-        .await?;
-    Ok(())
-}
-
 /// The version the first try of an instance ran, when it ran one and that try's version is
 /// known (tries from before versions were kept have none).
 pub async fn first_try_version(db: &mut impl Db, instance_id: i64) -> anyhow::Result<Option<i64>> {
