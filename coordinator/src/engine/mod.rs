@@ -43,6 +43,8 @@ mod catchup_tests;
 #[cfg(test)]
 mod eta_tests;
 #[cfg(test)]
+mod handoff_tests;
+#[cfg(test)]
 mod pool_tests;
 #[cfg(test)]
 mod term_tests;
