@@ -26,6 +26,8 @@ mod explain;
 mod frozen_agent;
 #[path = "e2e/grpc_api.rs"]
 mod grpc_api;
+#[path = "e2e/handoff.rs"]
+mod handoff;
 #[path = "e2e/ha.rs"]
 mod ha;
 #[path = "e2e/ha_logs.rs"]
