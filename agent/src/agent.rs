@@ -461,7 +461,10 @@ impl Agent {
                     kill,
                 });
                 while let Some(run) = next.take() {
-                    next = agent.run_try(run.claim, run.epoch, run.kill).instrument(run.span).await;
+                    next = agent
+                        .run_try(run.claim, run.epoch, run.kill)
+                        .instrument(run.span)
+                        .await;
                 }
                 drop(permit);
             });
@@ -573,7 +576,12 @@ impl Agent {
 
     /// The span a granted try runs in: when traces are exported, a child of the dispatch's
     /// trace (the answer's `traceparent`), else of `parent`.
-    fn run_span(&self, claim: &ReportStartResponse, try_number: i64, parent: &tracing::Span) -> tracing::Span {
+    fn run_span(
+        &self,
+        claim: &ReportStartResponse,
+        try_number: i64,
+        parent: &tracing::Span,
+    ) -> tracing::Span {
         let run_span = goflow_telemetry::span(|| {
             tracing::info_span!(
                 "agent.run",
@@ -597,7 +605,12 @@ impl Agent {
 
     /// Runs one granted try: output to `AppendLog` (through the spool), then `ReportFinish`.
     /// Its slot is kept for a downstream the finish may hand off: the try to run next, if so.
-    async fn run_try(&self, claim: ReportStartResponse, epoch: i64, kill: CancellationToken) -> Option<NextTry> {
+    async fn run_try(
+        &self,
+        claim: ReportStartResponse,
+        epoch: i64,
+        kill: CancellationToken,
+    ) -> Option<NextTry> {
         let attempt_id = claim.attempt_id.clone();
         tracing::info!(%attempt_id, task = %claim.task, etl_day = %claim.etl_day, "try started");
         let spec = RunSpec {

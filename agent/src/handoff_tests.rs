@@ -28,7 +28,10 @@ async fn a_handed_off_try_runs_in_the_finished_ones_slot_and_the_slot_comes_back
     let agent = tokio::spawn(run_agent(config(addr, 1), queue.clone(), shutdown.clone()));
 
     let (first, _) = fake.finish_of("a1").await;
-    assert!(first.take_next, "a free, not draining agent asks for the next try");
+    assert!(
+        first.take_next,
+        "a free, not draining agent asks for the next try"
+    );
     let (second, log) = fake.finish_of("a2").await;
     assert_eq!(second.outcome, "success");
     assert_eq!(second.epoch, 9, "reported under the handed-off dispatch's epoch");

@@ -26,12 +26,12 @@ mod explain;
 mod frozen_agent;
 #[path = "e2e/grpc_api.rs"]
 mod grpc_api;
-#[path = "e2e/handoff.rs"]
-mod handoff;
 #[path = "e2e/ha.rs"]
 mod ha;
 #[path = "e2e/ha_logs.rs"]
 mod ha_logs;
+#[path = "e2e/handoff.rs"]
+mod handoff;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/operations.rs"]

@@ -97,8 +97,7 @@ impl Engine {
                 .split(',')
                 .any(|q| q == goflow_agent::queue::ANY_QUEUE || q == queue)
         };
-        let mut candidates: Vec<Dispatch> =
-            released.iter().filter(|d| serves(&d.queue)).cloned().collect();
+        let mut candidates: Vec<Dispatch> = released.iter().filter(|d| serves(&d.queue)).cloned().collect();
         candidates.sort_by_key(|d| (-d.priority, d.instance_id));
         for dispatch in candidates {
             match self.write_claim(tx, &dispatch, agent_id).await? {
@@ -116,7 +115,7 @@ impl Engine {
 
     /// After the commit that holds a hand-off: what a granted claim does then (metrics,
     /// a dispatch span continuing the finish's trace), and the answer for the agent.
-    pub(super) fn handed_off(&self, dispatch: Dispatch, granted: Box<Granted>) -> HandedOff {
+    pub(super) fn handed_off(&self, agent_id: &str, dispatch: Dispatch, granted: Box<Granted>) -> HandedOff {
         let Granted {
             mut claimed,
             row,
@@ -125,9 +124,25 @@ impl Engine {
         self.observe_claim(&row, dispatch.try_number, &spec, store::now_ms());
         self.metrics.handoffs.inc();
         self.hand_offs.insert(&claimed.attempt_id);
-        // Never pushed, so its dispatch span is made here, a child of the finish report.
+        // Never pushed, so its dispatch span is made here, a child of the finish report, with
+        // the claim (made in the finish's transaction) as its child, as for a claimed try.
         let spans = self.traces.start(std::slice::from_ref(&dispatch));
         claimed.traceparent = self.traces.take(dispatch.instance_id, dispatch.try_number);
+        let claim_span = goflow_telemetry::span(|| {
+            tracing::info_span!(
+                "claim",
+                otel.kind = "consumer",
+                goflow.instance_id = dispatch.instance_id,
+                goflow.try_number = dispatch.try_number,
+                goflow.agent = agent_id,
+                goflow.task = claimed.task.as_str(),
+                goflow.etl_day = claimed.etl_day.to_string().as_str(),
+                goflow.granted = true,
+                goflow.handoff = true,
+            )
+        });
+        goflow_telemetry::set_parent(&claim_span, &claimed.traceparent);
+        drop(claim_span);
         drop(spans);
         HandedOff { dispatch, claimed }
     }

@@ -143,7 +143,7 @@ impl Engine {
         }
         let next = step
             .handed_off
-            .map(|(dispatch, granted)| self.handed_off(dispatch, granted));
+            .map(|(dispatch, granted)| self.handed_off(&report.agent_id, dispatch, granted));
         self.push(step.dispatches).await;
         if step.closed.is_some() {
             // A slot may have freed: what its pool or task held back gets it.
@@ -226,7 +226,12 @@ impl Engine {
     }
 
     /// queued -> running for exactly this try and epoch, and the try's row.
-    pub(super) async fn write_claim(&self, tx: &mut Tx, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimStep> {
+    pub(super) async fn write_claim(
+        &self,
+        tx: &mut Tx,
+        dispatch: &Dispatch,
+        agent_id: &str,
+    ) -> Result<ClaimStep> {
         let now = now_ms();
         let Some(row) = store::instance_by_id(tx, dispatch.instance_id).await? else {
             return Ok(ClaimStep::Refused("instance no longer exists".into()));

@@ -114,10 +114,7 @@ impl AgentService for Api {
             exit_code: req.has_exit_code.then_some(req.exit_code as i64),
             message: req.message,
         };
-        let finished = self
-            .engine
-            .finish_taking_next(&report, req.take_next)
-            .await?;
+        let finished = self.engine.finish_taking_next(&report, req.take_next).await?;
         let (accepted, reason) = match finished.outcome {
             FinishOutcome::Accepted => (true, String::new()),
             FinishOutcome::Stale(reason) => (false, reason),

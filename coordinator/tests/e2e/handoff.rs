@@ -34,7 +34,11 @@ fn a_chains_tries_are_handed_off_and_each_runs_once_with_its_log() {
     let after = scrape(&web);
     let moved = |metric: &str| sum(&after, metric, &[]) - sum(&before, metric, &[]);
     assert_eq!(moved("goflow_handoffs_total"), 4.0, "each downstream handed off");
-    assert_eq!(moved("goflow_tries_started_total"), 5.0, "one try started per task");
+    assert_eq!(
+        moved("goflow_tries_started_total"),
+        5.0,
+        "one try started per task"
+    );
     assert_eq!(
         claims(&after) - claims(&before),
         1.0,
