@@ -67,6 +67,11 @@ impl HandOffs {
         }
     }
 
+    /// The try's end was reported: its hand-off arrived.
+    pub(super) fn forget(&self, attempt_id: &str) {
+        self.take_unlisted(attempt_id);
+    }
+
     /// Whether `attempt_id` was handed off and never listed by its agent; forgotten.
     pub(super) fn take_unlisted(&self, attempt_id: &str) -> bool {
         self.unlisted.lock().unwrap().remove(attempt_id).is_some()

@@ -132,6 +132,8 @@ impl Engine {
             reply,
         };
         let step = self.commit_together(job, answer).await?;
+        // A handed-off try reported before any heartbeat listed it arrived all the same.
+        self.hand_offs.forget(&report.attempt_id);
         if let Some(outcome) = step.closed {
             let label = crate::metrics::OutcomeLabel {
                 outcome: outcome.into(),
