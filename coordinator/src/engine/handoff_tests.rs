@@ -229,3 +229,60 @@ async fn a_hand_off_whose_answer_was_lost_is_dispatched_again_without_counting_i
         .unwrap();
     assert!(matches!(late, FinishOutcome::Stale(_)), "{late:?}");
 }
+
+/// The hand-off's claim is a claim: a downstream whose pool is full is not handed off but held
+/// back at the same try, as a refused claim leaves it (not pushed), and offered when the pool's
+/// slot frees.
+#[tokio::test]
+async fn a_downstream_of_a_full_pool_is_held_back_not_handed_off() {
+    let dag = r#"
+pools:
+  - {id: p1, slots: 1}
+tasks:
+  - id: x
+    command: "true"
+    pool: p1
+  - id: a
+    command: "true"
+  - id: b
+    command: "true"
+    pool: p1
+    depends_on: [a]
+"#;
+    let h = harness(dag).await;
+    h.register().await;
+    h.engine
+        .run(&plan("x", "20260105", false), &Caller::system())
+        .await
+        .unwrap();
+    let x = h.queue.take().remove(0);
+    let ClaimOutcome::Granted(x_try) = h.engine.claim(&x, "agent-1").await.unwrap() else {
+        panic!("refused")
+    };
+    let (a, a_try) = chain_with_a_running(&h).await;
+
+    let finished = h
+        .engine
+        .finish_taking_next(&success(&a_try.attempt_id, "agent-1", a.epoch), true)
+        .await
+        .unwrap();
+    assert_eq!(finished.outcome, FinishOutcome::Accepted);
+    assert!(finished.next.is_none(), "p1 is full");
+    assert!(h.queue.take().is_empty(), "held back, not pushed");
+    let b = b_row(&h).await;
+    assert_eq!((b.state, b.try_number), (InstanceState::Queued, 1));
+    assert_eq!(
+        b.pool_wait.as_deref(),
+        Some("waiting for pool p1 (1 of 1 slots in use)")
+    );
+    assert_eq!(metric(&h, "goflow_handoffs_total"), "goflow_handoffs_total 0");
+
+    // x ends: its slot goes to b.
+    h.engine
+        .finish(&success(&x_try.attempt_id, "agent-1", x.epoch))
+        .await
+        .unwrap();
+    let offered = h.queue.take();
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert_eq!((offered[0].instance_id, offered[0].try_number), (b.id, 1));
+}
