@@ -25,7 +25,10 @@ use crate::plumbing::{Backoff, host_name};
 use crate::queue::DispatchQueue;
 use crate::runner::{self, RunSpec};
 
+mod handoff;
 mod liveness;
+
+use handoff::NextTry;
 
 /// How long to keep trying the first Register: the coordinator may be starting in the same
 /// process.
@@ -444,28 +447,25 @@ impl Agent {
             let Some((claim, trace)) = self.claim(&dispatch).await else {
                 continue; // the permit drops: the slot is free again
             };
-            let kill = self.killing.child_token();
-            {
-                let mut running = self.running.lock().unwrap();
-                if running.contains_key(&claim.attempt_id) {
-                    // The same try pushed twice reached this agent twice: the coordinator grants
-                    // a repeated claim (its first answer may have been lost), so the grant alone
-                    // does not say the try is not already running here. One process a try.
-                    tracing::warn!(
-                        attempt_id = %claim.attempt_id,
-                        "claimed a try that already runs here; not starting it twice"
-                    );
-                    continue; // the permit drops: the slot is free again
-                }
-                running.insert(claim.attempt_id.clone(), kill.clone());
-            }
-            if let Some(metrics) = self.metrics() {
-                metrics.tries_started.inc();
-                metrics.tries_running.inc();
-            }
+            let Some(kill) = self.start_running(&claim.attempt_id) else {
+                continue; // the permit drops: the slot is free again
+            };
             let agent = self.clone();
             tries.spawn(async move {
-                agent.run_try(claim, dispatch.epoch, kill).instrument(trace).await;
+                // The slot's permit goes from each try to the one its finish hands off (the
+                // hand-off, issue 21), and is given back when none comes.
+                let mut next = Some(NextTry {
+                    claim,
+                    epoch: dispatch.epoch,
+                    span: trace,
+                    kill,
+                });
+                while let Some(run) = next.take() {
+                    next = agent
+                        .run_try(run.claim, run.epoch, run.kill)
+                        .instrument(run.span)
+                        .await;
+                }
                 drop(permit);
             });
         }
@@ -523,24 +523,7 @@ impl Agent {
                 None
             }
             Ok(claim) if claim.granted => {
-                let run_span = goflow_telemetry::span(|| {
-                    tracing::info_span!(
-                        "agent.run",
-                        otel.kind = "consumer",
-                        goflow.task = claim.task.as_str(),
-                        goflow.etl_day = claim.etl_day.as_str(),
-                        goflow.try_number = dispatch.try_number,
-                        goflow.attempt_id = claim.attempt_id.as_str(),
-                        goflow.agent = self.agent_id().as_str(),
-                        goflow.outcome = tracing::field::Empty,
-                        goflow.exit_code = tracing::field::Empty,
-                        otel.status_code = tracing::field::Empty,
-                    )
-                });
-                // Untraced dispatch (pushed before a restart): the run still joins its claim.
-                if !goflow_telemetry::set_parent(&run_span, &claim.traceparent) {
-                    goflow_telemetry::set_parent(&run_span, &goflow_telemetry::traceparent(&claim_span));
-                }
+                let run_span = self.run_span(&claim, dispatch.try_number, &claim_span);
                 Some((claim, run_span))
             }
             Ok(claim) => {
@@ -569,8 +552,65 @@ impl Agent {
         outcome
     }
 
+    /// Lists a granted try as running here, with the token that kills it; None if it runs
+    /// here already.
+    fn start_running(&self, attempt_id: &str) -> Option<CancellationToken> {
+        let kill = self.killing.child_token();
+        {
+            let mut running = self.running.lock().unwrap();
+            if running.contains_key(attempt_id) {
+                // The same try pushed twice reached this agent twice: the coordinator grants
+                // a repeated claim (its first answer may have been lost), so the grant alone
+                // does not say the try is not already running here. One process a try.
+                tracing::warn!(%attempt_id, "claimed a try that already runs here; not starting it twice");
+                return None;
+            }
+            running.insert(attempt_id.to_string(), kill.clone());
+        }
+        if let Some(metrics) = self.metrics() {
+            metrics.tries_started.inc();
+            metrics.tries_running.inc();
+        }
+        Some(kill)
+    }
+
+    /// The span a granted try runs in: when traces are exported, a child of the dispatch's
+    /// trace (the answer's `traceparent`), else of `parent`.
+    fn run_span(
+        &self,
+        claim: &ReportStartResponse,
+        try_number: i64,
+        parent: &tracing::Span,
+    ) -> tracing::Span {
+        let run_span = goflow_telemetry::span(|| {
+            tracing::info_span!(
+                "agent.run",
+                otel.kind = "consumer",
+                goflow.task = claim.task.as_str(),
+                goflow.etl_day = claim.etl_day.as_str(),
+                goflow.try_number = try_number,
+                goflow.attempt_id = claim.attempt_id.as_str(),
+                goflow.agent = self.agent_id().as_str(),
+                goflow.outcome = tracing::field::Empty,
+                goflow.exit_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        });
+        // Untraced dispatch (pushed before a restart): the run still joins its parent.
+        if !goflow_telemetry::set_parent(&run_span, &claim.traceparent) {
+            goflow_telemetry::set_parent(&run_span, &goflow_telemetry::traceparent(parent));
+        }
+        run_span
+    }
+
     /// Runs one granted try: output to `AppendLog` (through the spool), then `ReportFinish`.
-    async fn run_try(&self, claim: ReportStartResponse, epoch: i64, kill: CancellationToken) {
+    /// Its slot is kept for a downstream the finish may hand off: the try to run next, if so.
+    async fn run_try(
+        &self,
+        claim: ReportStartResponse,
+        epoch: i64,
+        kill: CancellationToken,
+    ) -> Option<NextTry> {
         let attempt_id = claim.attempt_id.clone();
         tracing::info!(%attempt_id, task = %claim.task, etl_day = %claim.etl_day, "try started");
         let spec = RunSpec {
@@ -635,7 +675,7 @@ impl Agent {
         if self.killing.is_cancelled() || self.abandoned.lock().unwrap().remove(&attempt_id) {
             tracing::info!(%attempt_id, "try stopped unreported; left for the coordinator to re-dispatch");
             self.forget(&attempt_id);
-            return;
+            return None;
         }
         let request = ReportFinishRequest {
             agent_id: self.agent_id(),
@@ -645,13 +685,15 @@ impl Agent {
             has_exit_code: outcome.exit_code.is_some(),
             exit_code: outcome.exit_code.unwrap_or(0),
             message: outcome.message.clone(),
+            take_next: self.may_take_next(),
         };
+        let asked = Instant::now();
         let response = self
             .retry("ReportFinish", || self.report_finish(request.clone()))
             .await;
         // Heartbeats list it as running until its end is reported.
         self.forget(&attempt_id);
-        match response {
+        match &response {
             Ok(answer) if answer.accepted => {
                 tracing::info!(%attempt_id, outcome = outcome.kind.as_str(), message = %outcome.message, "try finished");
             }
@@ -662,6 +704,7 @@ impl Agent {
                 tracing::error!(%attempt_id, error = %status, "could not report the finish");
             }
         }
+        self.handed_off(response.ok()?, asked)
     }
 
     /// The try is over here: no longer listed in heartbeats.

@@ -18,43 +18,45 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Default)]
-struct FakeState {
-    registers: Vec<RegisterRequest>,
-    heartbeats: Vec<HeartbeatRequest>,
+pub(crate) struct FakeState {
+    pub(crate) registers: Vec<RegisterRequest>,
+    pub(crate) heartbeats: Vec<HeartbeatRequest>,
     /// instance id -> (granted, command)
-    claims: HashMap<i64, (bool, String)>,
-    logs: HashMap<String, Vec<u8>>,
+    pub(crate) claims: HashMap<i64, (bool, String)>,
+    pub(crate) logs: HashMap<String, Vec<u8>>,
     /// Each finish with the log stored for its try when it arrived.
-    finishes: Vec<(ReportFinishRequest, String)>,
-    kill_on_heartbeat: Vec<String>,
-    commands: Vec<mpsc::Sender<Result<AgentCommand, Status>>>,
+    pub(crate) finishes: Vec<(ReportFinishRequest, String)>,
+    pub(crate) kill_on_heartbeat: Vec<String>,
+    pub(crate) commands: Vec<mpsc::Sender<Result<AgentCommand, Status>>>,
     /// Every call is refused with UNAVAILABLE (a coordinator without a leader, or going away).
-    unavailable: bool,
+    pub(crate) unavailable: bool,
     /// Heartbeats of an agent that has not registered here are answered with `reregister`.
-    reregister_unknown: bool,
+    pub(crate) reregister_unknown: bool,
     /// How many calls were refused.
-    refused: usize,
+    pub(crate) refused: usize,
     /// How many claims (ReportStart) arrived, granted or not.
-    starts: usize,
+    pub(crate) starts: usize,
     /// The `authorization` metadata of each claim and finish report.
-    authorizations: Vec<String>,
+    pub(crate) authorizations: Vec<String>,
     /// How long a claim's answer takes (a coordinator paused after granting it).
-    claim_delay: Duration,
+    pub(crate) claim_delay: Duration,
     /// Every n-th AppendLog (0: none) is stored but answered with an error, as when the
     /// answer is lost on the way: the agent must resend without duplicating anything.
-    lose_log_answers_every: usize,
-    appends: usize,
+    pub(crate) lose_log_answers_every: usize,
+    pub(crate) appends: usize,
     /// AppendLog answers only once this file exists (a coordinator too slow to take output).
-    logs_wait_for: Option<std::path::PathBuf>,
+    pub(crate) logs_wait_for: Option<std::path::PathBuf>,
     /// The WorkerTimeOut told at registration (0: unknown, the agent never abandons tries).
-    worker_timeout_ms: i64,
+    pub(crate) worker_timeout_ms: i64,
+    /// Finished try -> the instance its finish hands off (issue 21), when the agent asks.
+    pub(crate) hand_offs: HashMap<String, i64>,
 }
 
 #[derive(Clone, Default)]
-struct Fake(Arc<Mutex<FakeState>>);
+pub(crate) struct Fake(Arc<Mutex<FakeState>>);
 
 impl Fake {
-    fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
         f(&mut self.0.lock().unwrap())
     }
 
@@ -69,7 +71,7 @@ impl Fake {
         })
     }
 
-    async fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&mut FakeState) -> Option<T>) -> T {
+    pub(crate) async fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&mut FakeState) -> Option<T>) -> T {
         let started = Instant::now();
         loop {
             if let Some(found) = self.with(&mut f) {
@@ -92,7 +94,23 @@ impl Fake {
         self.with(|s| s.authorizations.push(value));
     }
 
-    async fn finish_of(&self, attempt_id: &str) -> (ReportFinishRequest, String) {
+    /// What a claim of instance `id` is answered (`claims`; not granted if not there).
+    fn claim_answer(&self, id: i64) -> ReportStartResponse {
+        let (granted, command) = self.with(|s| s.claims.get(&id).cloned()).unwrap_or_default();
+        ReportStartResponse {
+            granted,
+            reason: if granted { String::new() } else { "stale".into() },
+            attempt_id: format!("a{id}"),
+            command,
+            env: HashMap::from([("GOFLOW_ETL_DAY".into(), "20261124".into())]),
+            timeout_ms: 0,
+            task: "t".into(),
+            etl_day: "20261124".into(),
+            traceparent: String::new(),
+        }
+    }
+
+    pub(crate) async fn finish_of(&self, attempt_id: &str) -> (ReportFinishRequest, String) {
         self.wait_for(&format!("the finish of {attempt_id}"), |s| {
             s.finishes
                 .iter()
@@ -148,18 +166,7 @@ impl AgentService for Fake {
         self.with(|s| s.starts += 1);
         let delay = self.with(|s| s.claim_delay);
         tokio::time::sleep(delay).await;
-        let (granted, command) = self.with(|s| s.claims.get(&id).cloned()).unwrap_or_default();
-        Ok(Response::new(ReportStartResponse {
-            granted,
-            reason: if granted { String::new() } else { "stale".into() },
-            attempt_id: format!("a{id}"),
-            command,
-            env: HashMap::from([("GOFLOW_ETL_DAY".into(), "20261124".into())]),
-            timeout_ms: 0,
-            task: "t".into(),
-            etl_day: "20261124".into(),
-            traceparent: String::new(),
-        }))
+        Ok(Response::new(self.claim_answer(id)))
     }
 
     async fn report_finish(
@@ -169,14 +176,27 @@ impl AgentService for Fake {
         self.gate()?;
         self.note_authorization(&request);
         let request = request.into_inner();
-        self.with(|s| {
+        let handed = self.with(|s| {
+            let handed = request
+                .take_next
+                .then(|| s.hand_offs.get(&request.attempt_id).copied())
+                .flatten();
             let log =
                 String::from_utf8_lossy(s.logs.get(&request.attempt_id).map_or(&[][..], |l| l)).into_owned();
             s.finishes.push((request, log));
+            handed
         });
         Ok(Response::new(ReportFinishResponse {
             accepted: true,
             reason: String::new(),
+            next: handed.map(|id| self.claim_answer(id)),
+            next_dispatch: handed.map(|id| goflow_proto::Dispatch {
+                instance_id: id,
+                try_number: 1,
+                epoch: 9,
+                queue: "default".into(),
+                priority: 0,
+            }),
         }))
     }
 
@@ -248,14 +268,14 @@ impl LogService for Fake {
     }
 }
 
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
 }
 
-fn serve(fake: Fake, addr: SocketAddr, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub(crate) fn serve(fake: Fake, addr: SocketAddr, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(AgentServiceServer::new(fake.clone()))
@@ -267,7 +287,7 @@ fn serve(fake: Fake, addr: SocketAddr, stop: CancellationToken) -> tokio::task::
 }
 
 /// Shuts the agent down (it must end in 5 s without an error), then the fake coordinator.
-async fn stop(
+pub(crate) async fn stop(
     agent: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -283,7 +303,7 @@ async fn stop(
     server.await.unwrap();
 }
 
-fn dispatch(instance_id: i64) -> Dispatch {
+pub(crate) fn dispatch(instance_id: i64) -> Dispatch {
     Dispatch {
         instance_id,
         try_number: 1,
@@ -293,7 +313,7 @@ fn dispatch(instance_id: i64) -> Dispatch {
     }
 }
 
-fn config(addr: SocketAddr, slots: usize) -> AgentConfig {
+pub(crate) fn config(addr: SocketAddr, slots: usize) -> AgentConfig {
     AgentConfig {
         coordinators: vec![format!("http://{addr}")],
         slots,

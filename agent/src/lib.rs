@@ -22,3 +22,5 @@ pub use redis_queue::RedisQueue;
 
 #[cfg(test)]
 mod grpc_tests;
+#[cfg(test)]
+mod handoff_tests;

@@ -185,6 +185,7 @@ mod tests {
             has_exit_code: true,
             exit_code: 0,
             message: String::new(),
+            take_next: false,
         }
     }
 

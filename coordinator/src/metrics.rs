@@ -110,6 +110,7 @@ pub struct Metrics {
     pub grpc_requests: Family<GrpcLabels, Counter>,
     pub grpc_duration: HistogramFamily<GrpcLabels>,
     pub writes_per_commit: Histogram,
+    pub handoffs: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +149,7 @@ impl Metrics {
             grpc_duration: Family::new_with_constructor(grpc_histogram),
             // 1 to 512 (doubling).
             writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            handoffs: Counter::default(),
         };
         let m = &metrics;
         let r = &mut registry;
@@ -160,6 +162,11 @@ impl Metrics {
             "goflow_tries_started",
             "Tries claimed by an agent, by queue",
             m.tries_started.clone(),
+        );
+        r.register(
+            "goflow_handoffs",
+            "Tries claimed for the reporting agent in its finish's transaction (issue 21)",
+            m.handoffs.clone(),
         );
         r.register(
             "goflow_tries_finished",

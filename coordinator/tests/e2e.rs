@@ -30,6 +30,8 @@ mod grpc_api;
 mod ha;
 #[path = "e2e/ha_logs.rs"]
 mod ha_logs;
+#[path = "e2e/handoff.rs"]
+mod handoff;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/operations.rs"]

@@ -385,6 +385,7 @@ impl Engine {
             store::set_agent_draining(&mut tx, agent_id, extras.draining).await?;
             tx.commit().await?;
         }
+        self.hand_offs.listed(running_attempts);
         // A try claimed moments ago may not be in the agent's list yet: give it time.
         let grace = self.lost_try_grace();
         let listed: HashSet<&String> = running_attempts.iter().collect();
@@ -396,9 +397,13 @@ impl Engine {
             let past_grace = attempt.started_at < now - grace;
             if declined.contains(&attempt.id) {
                 unstarted.push(attempt);
-            } else if past_grace && claiming.contains(&(attempt.instance_id, attempt.try_number)) {
-                // The agent still waits for the answer, and past the grace it will not start
-                // the try when the answer comes (its late-claim limit is half the grace).
+            } else if past_grace
+                && (claiming.contains(&(attempt.instance_id, attempt.try_number))
+                    || self.hand_offs.take_unlisted(&attempt.id))
+            {
+                // The agent still waits for the answer (of its claim, or of the finish that
+                // handed this try off), and past the grace it will not start the try when the
+                // answer comes (its late-claim limit is half the grace).
                 unstarted.push(attempt);
             } else if past_grace {
                 lost.push(attempt);

@@ -22,6 +22,7 @@ mod deadline_risk;
 mod definitions;
 mod eta;
 mod explain;
+mod handoff;
 mod joins;
 mod log_archive;
 mod loops;
@@ -41,6 +42,8 @@ mod backfill_tests;
 mod catchup_tests;
 #[cfg(test)]
 mod eta_tests;
+#[cfg(test)]
+mod handoff_tests;
 #[cfg(test)]
 mod pool_tests;
 #[cfg(test)]
@@ -67,6 +70,7 @@ pub use backfills::{BackfillStart, BackfillStatus, CancelOutcome};
 pub use definitions::{ApplyOptions, ApplyOutcome};
 pub use eta::{DayEta, EtaInstance};
 pub use explain::InstanceExplanation;
+pub use handoff::{Finished, HandedOff};
 pub use pools::PoolStatus;
 pub use retention::{CleanReport, RETENTION_ACTOR};
 pub use tasks::{FieldChange, RunPreview, spec_changes};
@@ -253,6 +257,8 @@ pub struct Engine {
     group: tries::GroupCommit,
     /// Dispatches of pooled or max_active tasks on their way to an agent.
     offers: pools::Offers,
+    /// Tries handed off with a finish that their agent has not listed yet (issue 21).
+    hand_offs: handoff::HandOffs,
     /// Backfills that bound their instances (paused, or with a parallelism), issue 19.
     backfills: backfills::Bounds,
     /// This engine, for the tasks it spawns (group commit writes a batch on its own task).
@@ -292,6 +298,7 @@ impl Engine {
             metrics,
             group: Default::default(),
             offers: Default::default(),
+            hand_offs: Default::default(),
             backfills,
             me: me.clone(),
             term_ended,

@@ -123,7 +123,7 @@ impl Harness {
     }
 
     /// Registers `agent` as the process `incarnation` ("": unknown), listing no running try.
-    async fn register_process(&self, agent: &str, incarnation: &str) {
+    pub(super) async fn register_process(&self, agent: &str, incarnation: &str) {
         self.engine
             .register_agent(AgentRegistration {
                 agent_id: agent.into(),
@@ -609,7 +609,7 @@ async fn without_queue_retries(h: &Harness) -> Arc<Engine> {
 }
 
 /// Makes every try look claimed a minute ago, past the grace a heartbeat gives new claims.
-async fn age_claims(engine: &Engine) {
+pub(super) async fn age_claims(engine: &Engine) {
     let mut tx = engine.store().begin().await.unwrap();
     sqlx::query("UPDATE attempts SET started_at = started_at - 60000")
         .execute(store::Db::conn(&mut tx))

@@ -22,6 +22,7 @@ use goflow_core::{Dispatch, InstanceState, TryOutcome};
 use tokio::sync::oneshot;
 
 use super::agents::{ClaimOutcome, ClaimedTry, FinishOutcome, TryReport};
+use super::handoff::Finished;
 use super::{Engine, EngineError, Result};
 use crate::store::{self, Tx, now_ms};
 
@@ -41,6 +42,8 @@ pub(super) enum Job {
     },
     Finish {
         report: TryReport,
+        /// The reporting agent keeps the try's slot for a downstream (see `handoff`).
+        take_next: bool,
         reply: oneshot::Sender<Result<FinishStep>>,
     },
 }
@@ -54,9 +57,9 @@ pub(super) enum ClaimStep {
 }
 
 pub(super) struct Granted {
-    claimed: ClaimedTry,
-    row: store::InstanceRow,
-    spec: goflow_core::TaskSpec,
+    pub(super) claimed: ClaimedTry,
+    pub(super) row: store::InstanceRow,
+    pub(super) spec: goflow_core::TaskSpec,
 }
 
 /// What a finish report wrote, and what the caller does after the commit.
@@ -66,6 +69,8 @@ pub(super) struct FinishStep {
     closed: Option<&'static str>,
     up_for_retry: bool,
     dispatches: Vec<Dispatch>,
+    /// A released downstream claimed for the reporting agent in the same transaction.
+    handed_off: Option<(Dispatch, Box<Granted>)>,
 }
 
 impl FinishStep {
@@ -75,6 +80,7 @@ impl FinishStep {
             closed,
             up_for_retry: false,
             dispatches: vec![],
+            handed_off: None,
         }
     }
 }
@@ -113,12 +119,21 @@ impl Engine {
 
     /// A try ended. Stale reports (a killed or superseded try, an older epoch) change nothing.
     pub async fn finish(&self, report: &TryReport) -> Result<FinishOutcome> {
+        Ok(self.finish_taking_next(report, false).await?.outcome)
+    }
+
+    /// [`Engine::finish`]; with `take_next`, a downstream this finish releases may be claimed
+    /// for the reporting agent in the same transaction and answered with it (see `handoff`).
+    pub async fn finish_taking_next(&self, report: &TryReport, take_next: bool) -> Result<Finished> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Finish {
             report: report.clone(),
+            take_next,
             reply,
         };
         let step = self.commit_together(job, answer).await?;
+        // A handed-off try reported before any heartbeat listed it arrived all the same.
+        self.hand_offs.forget(&report.attempt_id);
         if let Some(outcome) = step.closed {
             let label = crate::metrics::OutcomeLabel {
                 outcome: outcome.into(),
@@ -128,6 +143,9 @@ impl Engine {
         if step.up_for_retry {
             self.wake_retries.notify_one();
         }
+        let next = step
+            .handed_off
+            .map(|(dispatch, granted)| self.handed_off(&report.agent_id, dispatch, granted));
         self.push(step.dispatches).await;
         if step.closed.is_some() {
             // A slot may have freed: what its pool or task held back gets it.
@@ -138,7 +156,10 @@ impl Engine {
             }
         }
         self.changed();
-        Ok(step.outcome)
+        Ok(Finished {
+            outcome: step.outcome,
+            next,
+        })
     }
 
     /// Queues `job` and waits for its answer. The batch that writes it runs on a task of its
@@ -200,12 +221,19 @@ impl Engine {
     async fn write_job(&self, tx: &mut Tx, job: &Job) -> Result<Step> {
         Ok(match job {
             Job::Claim { dispatch, agent, .. } => Step::Claim(self.write_claim(tx, dispatch, agent).await?),
-            Job::Finish { report, .. } => Step::Finish(self.write_finish(tx, report).await?),
+            Job::Finish {
+                report, take_next, ..
+            } => Step::Finish(self.write_finish(tx, report, *take_next).await?),
         })
     }
 
     /// queued -> running for exactly this try and epoch, and the try's row.
-    async fn write_claim(&self, tx: &mut Tx, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimStep> {
+    pub(super) async fn write_claim(
+        &self,
+        tx: &mut Tx,
+        dispatch: &Dispatch,
+        agent_id: &str,
+    ) -> Result<ClaimStep> {
         let now = now_ms();
         // One snapshot of the definitions for the whole claim: its limits and what it runs.
         let catalog = self.catalog();
@@ -275,8 +303,9 @@ impl Engine {
         Ok(ClaimStep::Granted(Box::new(Granted { claimed, row, spec })))
     }
 
-    /// running -> the try's outcome, with its alert, and the downstreams it releases.
-    async fn write_finish(&self, tx: &mut Tx, report: &TryReport) -> Result<FinishStep> {
+    /// running -> the try's outcome, with its alert, and the downstreams it releases; with
+    /// `take_next`, one of them claimed for the reporting agent.
+    async fn write_finish(&self, tx: &mut Tx, report: &TryReport, take_next: bool) -> Result<FinishStep> {
         let now = now_ms();
         let Some(attempt) = store::attempt(tx, &report.attempt_id).await? else {
             return Ok(FinishStep::stale(
@@ -339,16 +368,23 @@ impl Engine {
         )
         .await?;
         self.record_try_alert(tx, &row, report, to, now).await?;
-        let dispatches = if to == InstanceState::Success {
+        let mut dispatches = if to == InstanceState::Success {
             self.release_downstream(tx, &catalog, &row.key(), now).await?
         } else {
             vec![]
+        };
+        // The agent whose try this is (the store checked it above), never another.
+        let handed_off = if take_next && !dispatches.is_empty() {
+            self.hand_off(tx, &attempt.agent_id, &mut dispatches).await?
+        } else {
+            None
         };
         Ok(FinishStep {
             outcome: FinishOutcome::Accepted,
             closed,
             up_for_retry: to == InstanceState::UpForRetry,
             dispatches,
+            handed_off,
         })
     }
 }

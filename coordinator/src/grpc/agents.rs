@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::*;
 use crate::agent_identity::AgentCaller;
 use crate::engine::{
-    AgentCommand, AgentRegistration, ClaimOutcome, FinishOutcome, HeartbeatExtras, TryReport,
+    AgentCommand, AgentRegistration, ClaimOutcome, ClaimedTry, FinishOutcome, HeartbeatExtras, TryReport,
 };
 
 #[tonic::async_trait]
@@ -85,17 +85,7 @@ impl AgentService for Api {
         }
         Ok(Response::new(
             match self.engine.claim(&dispatch, &agent_id).await? {
-                ClaimOutcome::Granted(claimed) => pb::ReportStartResponse {
-                    granted: true,
-                    reason: String::new(),
-                    attempt_id: claimed.attempt_id,
-                    command: claimed.command,
-                    env: claimed.env.into_iter().collect(),
-                    timeout_ms: claimed.timeout.map_or(0, |t| t.as_millis() as i64),
-                    task: claimed.task,
-                    etl_day: claimed.etl_day.compact(),
-                    traceparent: claimed.traceparent,
-                },
+                ClaimOutcome::Granted(claimed) => granted_answer(claimed),
                 ClaimOutcome::Refused(reason) => pb::ReportStartResponse {
                     granted: false,
                     reason,
@@ -124,15 +114,23 @@ impl AgentService for Api {
             exit_code: req.has_exit_code.then_some(req.exit_code as i64),
             message: req.message,
         };
-        Ok(Response::new(match self.engine.finish(&report).await? {
-            FinishOutcome::Accepted => pb::ReportFinishResponse {
-                accepted: true,
-                reason: String::new(),
-            },
-            FinishOutcome::Stale(reason) => pb::ReportFinishResponse {
-                accepted: false,
-                reason,
-            },
+        let finished = self.engine.finish_taking_next(&report, req.take_next).await?;
+        let (accepted, reason) = match finished.outcome {
+            FinishOutcome::Accepted => (true, String::new()),
+            FinishOutcome::Stale(reason) => (false, reason),
+        };
+        let (next, next_dispatch) = match finished.next {
+            Some(handed) => (
+                Some(granted_answer(handed.claimed)),
+                Some(wire_dispatch(&handed.dispatch)),
+            ),
+            None => (None, None),
+        };
+        Ok(Response::new(pb::ReportFinishResponse {
+            accepted,
+            reason,
+            next,
+            next_dispatch,
         }))
     }
 
@@ -184,6 +182,31 @@ impl AgentService for Api {
                 })
             }),
         )))
+    }
+}
+
+/// A granted claim's answer (a ReportStart's, or a finish's hand-off).
+fn granted_answer(claimed: ClaimedTry) -> pb::ReportStartResponse {
+    pb::ReportStartResponse {
+        granted: true,
+        reason: String::new(),
+        attempt_id: claimed.attempt_id,
+        command: claimed.command,
+        env: claimed.env.into_iter().collect(),
+        timeout_ms: claimed.timeout.map_or(0, |t| t.as_millis() as i64),
+        task: claimed.task,
+        etl_day: claimed.etl_day.compact(),
+        traceparent: claimed.traceparent,
+    }
+}
+
+fn wire_dispatch(dispatch: &Dispatch) -> pb::Dispatch {
+    pb::Dispatch {
+        instance_id: dispatch.instance_id,
+        try_number: dispatch.try_number as i32,
+        epoch: dispatch.epoch,
+        queue: dispatch.queue.clone(),
+        priority: dispatch.priority,
     }
 }
 

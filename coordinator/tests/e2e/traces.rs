@@ -371,11 +371,17 @@ fn one_run_is_one_trace_over_otlp_http() {
             .find(|s| s.name == "dispatch" && s.span_id == run.parent_id)
             .unwrap_or_else(|| panic!("the run of {task} is a child of its dispatch:\n{}", dump(&spans)));
         assert_eq!(claim.parent_id, dispatch.span_id, "{}", dump(&spans));
-        assert!(
-            trace
-                .iter()
-                .any(|s| s.name == "agent.claim" && s.parent_id == dispatch.span_id),
-            "the agent's claim of {task} is a child of its dispatch:\n{}",
+        // tr_a is claimed by the agent; tr_b is handed off with tr_a's finish (issue 21),
+        // claimed in its transaction: no claim of the agent's own.
+        let claimed_by_agent = trace
+            .iter()
+            .any(|s| s.name == "agent.claim" && s.parent_id == dispatch.span_id);
+        let handed_off = task == "tr_b";
+        assert_eq!(claimed_by_agent, !handed_off, "{task}:\n{}", dump(&spans));
+        assert_eq!(
+            claim.attr("goflow.handoff"),
+            if handed_off { "true" } else { "" },
+            "{task}:\n{}",
             dump(&spans)
         );
         assert!(
