@@ -224,6 +224,7 @@ pub async fn grpc_health_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     /// The probe: `/readyz` said ready while every dispatch push failed (WRONGTYPE).
     #[tokio::test]
