@@ -309,7 +309,10 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         goflow_webui::tls_acceptor(cert, key).context("--tls-cert / --tls-key")?;
     }
     let coordinators = goflow_agent::cli::coordinator_list(&settings.server);
-    goflow_agent::cli::warn_plaintext_coordinators(&coordinators, "the web UI passes logins and session tokens");
+    goflow_agent::cli::warn_plaintext_coordinators(
+        &coordinators,
+        "the web UI passes logins and session tokens",
+    );
     if exposed {
         require_coordinator_auth(&coordinators, &tls.coordinators, &settings.http_listen).await?;
     }

@@ -46,7 +46,8 @@ pub fn init_logging(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ),
     };
-    let format: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
+    let format: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> = match format
+    {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub use config_file::{parse_duration, with_scheme};
 pub use logging::{LogFormat, init_logging};
 pub use settings::{
-    AGENT_ENV_KEYS, AGENT_FILE_KEYS, AgentKey, AgentSettings, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SPOOL_BYTES,
-    MIN_SPOOL_BYTES, OTHER_FILE_KEYS, default_slots,
+    AGENT_ENV_KEYS, AGENT_FILE_KEYS, AgentKey, AgentSettings, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_SPOOL_BYTES, MIN_SPOOL_BYTES, OTHER_FILE_KEYS, default_slots,
 };
 
 use crate::{AgentConfig, AgentMetrics, ClientTls, DispatchQueue, RedisQueue, Stop};
@@ -294,7 +294,12 @@ pub fn agent_runtime() -> tokio::runtime::Runtime {
 /// it is stopped by a signal (drained, then killed).
 pub async fn run(mut args: AgentArgs, mut settings: AgentSettings, format: LogFormat) -> anyhow::Result<()> {
     args.apply(&mut settings)?;
-    init_logging(settings.log_file.as_deref(), &settings.warnings, format, "goflow-agent")?;
+    init_logging(
+        settings.log_file.as_deref(),
+        &settings.warnings,
+        format,
+        "goflow-agent",
+    )?;
     // Its own token if it has one; else the cluster's shared secret (a trusted network).
     let credential = match (settings.read_agent_token()?, &settings.agent_secret) {
         (Some(token), _) => {
@@ -321,7 +326,9 @@ pub async fn run(mut args: AgentArgs, mut settings: AgentSettings, format: LogFo
     let broker = settings.broker.clone().context(
         "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
     )?;
-    let queue = Arc::new(RedisQueue::connect_with_ca(&broker, &settings.broker_source, settings.redis_ca_pem()?).await?);
+    let queue = Arc::new(
+        RedisQueue::connect_with_ca(&broker, &settings.broker_source, settings.redis_ca_pem()?).await?,
+    );
     let broker = goflow_core::redact_url(&broker);
     let metrics = Arc::new(AgentMetrics::new());
     let shutdown = CancellationToken::new();

@@ -12,11 +12,11 @@ use std::time::Duration;
 use crate::store::DatabaseUrl;
 use anyhow::{Context, bail};
 use goflow_agent::cli::AgentSettings;
-use serde_json::Value;
 use goflow_agent::cli::config_file::{
-    self, agent_secret, boolean, count, duration, integer, parse_file, path, queue_names, read_ca,
-    seconds, string,
+    self, agent_secret, boolean, count, duration, integer, parse_file, path, queue_names, read_ca, seconds,
+    string,
 };
+use serde_json::Value;
 // The config file's reader and its values are the agent crate's: `goflow-agent` reads the same file.
 pub use goflow_agent::cli::config_file::{
     check_agent_token, parse_duration, read_secret_file, refuse_secret_in_flag, with_scheme,
@@ -550,16 +550,16 @@ fn env_value(key: Key, raw: &str) -> Value {
     let numeric = matches!(
         key,
         Key::WorkerTimeout
-        | Key::RetryQueueTimes
-        | Key::Parallelism
-        | Key::HeartbeatInterval
-        | Key::Retry
-        | Key::RetryDelay
-        | Key::TaskTimeout
-        | Key::LeaseTtl
-        | Key::AlertCheckInterval
-        | Key::SpoolBytes
-        | Key::RetentionDays
+            | Key::RetryQueueTimes
+            | Key::Parallelism
+            | Key::HeartbeatInterval
+            | Key::Retry
+            | Key::RetryDelay
+            | Key::TaskTimeout
+            | Key::LeaseTtl
+            | Key::AlertCheckInterval
+            | Key::SpoolBytes
+            | Key::RetentionDays
             | Key::MaxLogBytes
     );
     config_file::env_value(raw, numeric)

@@ -580,7 +580,9 @@ fn goflow_agent_reads_the_file_and_the_environment_as_goflow_agent_does() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let full = Settings::load(Some(&file), &env, Role::Agent).unwrap().agent_settings();
+    let full = Settings::load(Some(&file), &env, Role::Agent)
+        .unwrap()
+        .agent_settings();
     let alone = AgentSettings::load(Some(&file), &env).unwrap();
     assert_eq!(alone, full);
     assert_eq!(alone.slots, 9);
@@ -601,7 +603,10 @@ fn goflow_agent_reads_the_file_and_the_environment_as_goflow_agent_does() {
     }
     let agent_names: Vec<&str> = AGENT_FILE_KEYS.iter().map(|(name, _)| *name).collect();
     for name in agent_names.iter().chain(OTHER_FILE_KEYS) {
-        assert!(FILE_KEYS.iter().any(|(known, _)| known == name), "{name} is no key of the file");
+        assert!(
+            FILE_KEYS.iter().any(|(known, _)| known == name),
+            "{name} is no key of the file"
+        );
     }
     // Each variable an agent reads, alone, lands where `goflow agent` puts it.
     for (var, _) in AGENT_ENV_KEYS {
