@@ -3,6 +3,7 @@
 //! process group, streams its output and reports the outcome. It knows nothing about DAGs.
 
 mod agent;
+pub mod cli;
 mod drain;
 pub mod failover;
 mod logs;

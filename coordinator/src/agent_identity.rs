@@ -20,8 +20,7 @@ use tonic::{Request, Status};
 use crate::auth::token_hash;
 use crate::store::{self, Store, now_ms};
 
-/// What a per-agent token starts with.
-pub const AGENT_TOKEN_PREFIX: &str = "gfa_";
+pub use goflow_agent::cli::config_file::AGENT_TOKEN_PREFIX;
 /// How long a looked-up token is believed without asking the store again: a revoked token is
 /// refused at most this long after `goflow agent-token revoke`.
 const CACHE_FOR: Duration = Duration::from_secs(5);

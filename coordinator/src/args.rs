@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+// An agent's flags are the agent crate's: `goflow-agent` takes the same ones.
+pub use goflow_agent::cli::{AgentArgs, DrainArgs, FileArgs, LogFormat, RedisArgs};
 use goflow_coordinator::config::Settings;
 use goflow_coordinator::seed_verbs;
 
@@ -26,12 +28,6 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -64,14 +60,6 @@ pub enum Command {
     Seed(seed_verbs::SeedVerb),
     /// Prints the version.
     Version,
-}
-
-/// The config file alone (processes without a database: agents, the web UI).
-#[derive(Args)]
-pub struct FileArgs {
-    /// Config file, JSON or TOML (the seed's goflow_conf.json loads as it is).
-    #[arg(short = 'c', long = "config", env = "GOFLOW_CONFIG")]
-    pub config: Option<PathBuf>,
 }
 
 /// The config file and the database.
@@ -214,41 +202,17 @@ pub struct ServeArgs {
     pub history: HistoryArgs,
 }
 
-/// Redis, for a coordinator with separate agents and for an agent.
-#[derive(Args, Default)]
-pub struct RedisArgs {
-    /// Redis: redis://HOST:PORT, rediss://HOST:PORT (TLS) or HOST:PORT (also GOFLOW_REDIS_URL,
-    /// GOFLOW_BROKER, Common.Broker). A URL with a password is refused here (any user can read
-    /// it in `ps`): give it in GOFLOW_REDIS_URL, Common.Broker or --redis-url-file.
-    #[arg(long, alias = "broker", conflicts_with = "redis_url_file")]
-    pub redis_url: Option<String>,
-    /// A file whose first line is the Redis URL (password included).
-    #[arg(long, value_name = "FILE")]
-    pub redis_url_file: Option<PathBuf>,
-    /// The CA (PEM) that a rediss:// server's certificate must be signed by (also
-    /// GOFLOW_REDIS_CA, Common.RedisCa; default: the system's trusted roots).
-    #[arg(long, value_name = "FILE")]
-    pub redis_ca: Option<PathBuf>,
-}
-
-impl RedisArgs {
-    /// Flags over the settings' values; a password in `--redis-url` is refused.
-    pub fn apply(self, settings: &mut Settings) -> anyhow::Result<()> {
-        use goflow_coordinator::config::{read_secret_file, refuse_secret_in_flag};
-        if let Some(url) = self.redis_url {
-            refuse_secret_in_flag("--redis-url", &url, "GOFLOW_REDIS_URL", "--redis-url-file")?;
-            settings.broker = Some(url);
-            settings.broker_source = "--redis-url".into();
-        }
-        if let Some(path) = self.redis_url_file {
-            settings.broker = Some(read_secret_file(&path, "--redis-url-file")?);
-            settings.broker_source = format!("--redis-url-file {}", path.display());
-        }
-        if self.redis_ca.is_some() {
-            settings.redis_ca = self.redis_ca;
-        }
-        Ok(())
+/// Redis flags over the settings' values; a password in `--redis-url` is refused.
+pub fn apply_redis(args: RedisArgs, settings: &mut Settings) -> anyhow::Result<()> {
+    let flags = args.read()?;
+    if let Some((url, source)) = flags.broker {
+        settings.broker = Some(url);
+        settings.broker_source = source;
     }
+    if flags.redis_ca.is_some() {
+        settings.redis_ca = flags.redis_ca;
+    }
+    Ok(())
 }
 
 /// What becomes of old runs and of logs (issue 18).
@@ -313,21 +277,10 @@ impl From<StandaloneArgs> for ServeArgs {
     }
 }
 
-/// Graceful stop of an agent (an embedded one too).
-#[derive(Args)]
-pub struct DrainArgs {
-    /// On SIGTERM or Ctrl-C, how long the running tries may finish (no new ones are taken)
-    /// before they are killed, e.g. 10m, 90s, 0s (also GOFLOW_DRAIN_TIMEOUT,
-    /// Worker.DrainTimeout; default 10m). A second signal kills them at once.
-    #[arg(long, value_name = "DURATION", value_parser = goflow_coordinator::config::parse_duration)]
-    pub drain_timeout: Option<std::time::Duration>,
-}
-
-impl DrainArgs {
-    pub fn apply(self, settings: &mut Settings) {
-        if let Some(timeout) = self.drain_timeout {
-            settings.drain_timeout = timeout;
-        }
+/// `--drain-timeout` over the settings' value.
+pub fn apply_drain(args: DrainArgs, settings: &mut Settings) {
+    if let Some(timeout) = args.drain_timeout {
+        settings.drain_timeout = timeout;
     }
 }
 
@@ -345,23 +298,6 @@ pub struct ServeTlsArgs {
     /// check them against (also GOFLOW_CA, Common.Ca). Not needed for a self-signed certificate.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-}
-
-/// An agent's TLS: the coordinators' CA, and its own client certificate.
-#[derive(Args)]
-pub struct AgentTlsArgs {
-    /// The CA (PEM) that https:// coordinators' certificates must be signed by (also
-    /// GOFLOW_CA, Common.Ca; default: the system's trusted roots).
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// This agent's client certificate (PEM), for coordinators that require one
-    /// (--tls-client-ca); also GOFLOW_TLS_CERT, Common.TlsCert. Needs --tls-key. Its subject's
-    /// common name (CN) is the agent's id: with it, the agent needs no token.
-    #[arg(long, visible_alias = "tls-client-cert", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM; also GOFLOW_TLS_KEY, Common.TlsKey).
-    #[arg(long, visible_alias = "tls-client-key", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
 }
 
 /// The web UI's TLS: the coordinators' CA, and the certificate it serves HTTPS with.
@@ -398,55 +334,10 @@ fn apply_client_tls(
     }
 }
 
-impl AgentTlsArgs {
-    pub fn apply(self, settings: &mut Settings) {
-        apply_client_tls(settings, self.ca, self.tls_cert, self.tls_key);
-    }
-}
-
 impl WebuiTlsArgs {
     pub fn apply(self, settings: &mut Settings) {
         apply_client_tls(settings, self.ca, self.tls_cert, self.tls_key);
     }
-}
-
-#[derive(Args)]
-pub struct AgentArgs {
-    #[command(flatten)]
-    pub config: FileArgs,
-    /// The coordinators' gRPC addresses, comma-separated: the agent moves to another when one
-    /// dies (also GOFLOW_COORDINATOR, GOFLOW_SERVER).
-    #[arg(long, alias = "server")]
-    pub coordinator: Option<String>,
-    /// Redis to take work from.
-    #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Tries run at once (the seed's Worker.Parallelism).
-    #[arg(long)]
-    pub slots: Option<usize>,
-    #[command(flatten)]
-    pub drain: DrainArgs,
-    /// Queues (routing keys) to take work from, comma-separated; `*` for all (default: default).
-    #[arg(long, value_delimiter = ',')]
-    pub queues: Vec<String>,
-    /// The agent's stable name (also GOFLOW_ID); default: its token's agent, else one the
-    /// coordinator makes from the host.
-    #[arg(long)]
-    pub id: Option<String>,
-    /// A file holding this agent's token (`goflow agent-token create --id ID` prints it); also
-    /// GOFLOW_AGENT_TOKEN (the token itself), GOFLOW_AGENT_TOKEN_FILE, Worker.AgentToken or
-    /// Worker.AgentTokenFile. Never the token on the command line, where `ps` shows it.
-    #[arg(long, value_name = "FILE")]
-    pub agent_token_file: Option<PathBuf>,
-    /// Seconds between heartbeats (the seed's Worker.HearteatInterval).
-    #[arg(long, value_name = "SECS")]
-    pub heartbeat_interval: Option<u64>,
-    /// Serves /metrics, /healthz and /readyz over HTTP on this address (also
-    /// GOFLOW_HTTP_LISTEN); without, the agent listens on nothing.
-    #[arg(long, env = "GOFLOW_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<String>,
-    #[command(flatten)]
-    pub tls: AgentTlsArgs,
 }
 
 #[derive(Subcommand)]

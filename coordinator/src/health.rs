@@ -13,10 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use futures::future::BoxFuture;
 use goflow_agent::DispatchQueue;
 use tokio_util::sync::CancellationToken;
 
@@ -28,10 +24,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the gRPC health service's status is brought up to date.
 const GRPC_HEALTH_PERIOD: Duration = Duration::from_secs(2);
 
-/// Ok when ready; otherwise what is missing.
-pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-/// The Prometheus text of a process's metrics.
-pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
+// The HTTP routes are the agent crate's: `goflow-agent` serves them without the coordinator.
+pub use goflow_agent::cli::health::{MetricsText, ReadyCheck, routes};
 
 /// A dispatch queue that remembers whether its last push failed: a broker that answers
 /// pings but refuses every push (a key of the wrong type: WRONGTYPE) must not pass for ready.
@@ -181,43 +175,6 @@ pub fn coordinators_check(
     }))
 }
 
-/// `/metrics`, `/readyz` and (`healthz`) `/healthz`, outside any login: to merge into a
-/// process's HTTP routes (the web UI has its own `/healthz`).
-pub fn routes(metrics: MetricsText, ready: ReadyCheck, healthz: bool) -> axum::Router {
-    let mut router = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let check = ready();
-                async move {
-                    match check.await {
-                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
-                    }
-                }
-            }),
-        );
-    if healthz {
-        router = router.route("/healthz", get(|| async { "ok\n".into_response() }));
-    }
-    router
-}
-
 /// Keeps the goflow services' gRPC health status at the readiness, until `shutdown`: every
 /// few seconds, and at once when the route changes (`routes`: a leader found or lost).
 pub async fn grpc_health_loop(
@@ -267,6 +224,7 @@ pub async fn grpc_health_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     /// The probe: `/readyz` said ready while every dispatch push failed (WRONGTYPE).
     #[tokio::test]

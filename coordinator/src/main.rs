@@ -17,12 +17,11 @@ static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// The CA and the certificate + key pair of `settings`, read.
 fn client_tls(settings: &Settings) -> anyhow::Result<goflow_agent::ClientTls> {
-    let identity = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
-        (None, None) => None,
-        _ => anyhow::bail!("--tls-cert and --tls-key go together: set both or neither"),
-    };
-    goflow_agent::ClientTls::from_files(settings.ca.as_deref(), identity).map_err(anyhow::Error::msg)
+    goflow_agent::cli::client_tls(
+        settings.ca.as_deref(),
+        settings.tls_cert.as_deref(),
+        settings.tls_key.as_deref(),
+    )
 }
 
 /// The settings of a process without a database (agent, web UI): defaults, file, environment.
@@ -56,90 +55,10 @@ fn load(args: &ConfigArgs, role: Role) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
-/// goflow's own logs: to LogDir/LogFile or stderr, as text (`--log-format pretty`, colour only
-/// on a terminal, never in a file) or JSON lines; the level from RUST_LOG, else GOFLOW_LOG.
-/// Also exports spans when OTEL_EXPORTER_OTLP_ENDPOINT says where (issue 11), as `service`
-/// (`service.name`) unless OTEL_SERVICE_NAME names another.
+/// goflow's own logs (see `goflow_agent::cli::init_logging`), in `--log-format`.
 fn init_logging(settings: &Settings, service: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("GOFLOW_LOG"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
-    let (writer, ansi) = match &settings.log_file {
-        Some(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create log folder {}", dir.display()))?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {} (LogDir/LogFile)", path.display()))?;
-            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
-        }
-        // Colour only for a terminal: redirected to a file, escape codes are noise.
-        None => (
-            BoxMakeWriter::new(std::io::stderr),
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ),
-    };
-    let format: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
-        match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Pretty) {
-            LogFormat::Json => tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_ansi(false)
-                .with_writer(writer)
-                .boxed(),
-            LogFormat::Pretty => tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_ansi(ansi)
-                .with_writer(writer)
-                .boxed(),
-        };
-    // The filter is the log's own: traces take goflow's spans whatever the log level.
-    tracing_subscriber::registry()
-        .with(format.with_filter(filter))
-        .with(goflow_telemetry::layer(service))
-        .init();
-    for warning in &settings.warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok(())
-}
-
-/// Ctrl-C or SIGTERM: the first drains (`stop.drain`); with tries to drain (`drains`), the
-/// second kills them (`stop.kill`) and a third exits at once; without, the second exits.
-fn stop_on_signals(stop: goflow_agent::Stop, drains: bool) {
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        for round in 0.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            match (round, drains) {
-                (0, true) => {
-                    tracing::info!(
-                        "shutting down: taking no new tries (a second signal kills the running ones)"
-                    );
-                    stop.drain.cancel();
-                }
-                (0, false) => {
-                    tracing::info!("shutting down (a second signal exits at once)");
-                    stop.drain.cancel();
-                }
-                (1, true) => {
-                    tracing::warn!("second signal: killing the running tries (a third exits at once)");
-                    stop.kill.cancel();
-                }
-                _ => std::process::exit(130),
-            }
-        }
-    });
+    let format = LOG_FORMAT.get().copied().unwrap_or_default();
+    goflow_agent::cli::init_logging(settings.log_file.as_deref(), &settings.warnings, format, service)
 }
 
 async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
@@ -155,7 +74,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
         anyhow::ensure!(slots > 0, "--slots must be at least 1");
         settings.agent_slots = slots;
     }
-    args.redis.apply(&mut settings)?;
+    apply_redis(args.redis, &mut settings)?;
     if !args.etcd_endpoints.is_empty() {
         settings.etcd_endpoints = args
             .etcd_endpoints
@@ -196,7 +115,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     if args.auth {
         settings.auth = true;
     }
-    args.drain.apply(&mut settings);
+    apply_drain(args.drain, &mut settings);
     if let Some(path) = args.test_clock {
         settings.engine.schedule_clock = goflow_coordinator::clock::ScheduleClock::File(path);
     }
@@ -252,7 +171,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let agent_stop = goflow_agent::Stop::new();
     let embedded_agent = Node::runs_embedded_agent(&settings);
-    stop_on_signals(agent_stop.clone(), embedded_agent);
+    goflow_agent::cli::stop_on_signals(agent_stop.clone(), embedded_agent);
     if !embedded_agent {
         // No tries here to drain: the first signal stops the coordinator.
         let (drain, shutdown) = (agent_stop.drain.clone(), shutdown.clone());
@@ -297,16 +216,7 @@ fn main() {
 /// idle agent stays small (issue 21: under 15 MB). Every other command gets a worker a core.
 fn runtime_for(command: &Command) -> tokio::runtime::Runtime {
     let mut builder = match command {
-        Command::Agent(_) => {
-            // glibc gives each thread that allocates an arena of its own (up to 8 a core),
-            // each keeping freed memory: the agent's few threads share one.
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: called before any other thread exists; mallopt only sets a parameter.
-            unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, 1);
-            }
-            tokio::runtime::Builder::new_current_thread()
-        }
+        Command::Agent(_) => return goflow_agent::cli::agent_runtime(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     builder
@@ -351,139 +261,12 @@ async fn migrate(args: ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `goflow agent`: the agent crate's, with the settings loaded as every `goflow` process loads
+/// them (the agent-only `goflow-agent` loads the agent's keys alone).
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let mut settings = load_file(&args.config, Role::Agent)?;
-    if let Some(server) = args.coordinator {
-        settings.server = server;
-    }
-    args.redis.apply(&mut settings)?;
-    if let Some(id) = args.id {
-        settings.agent_id = id;
-    }
-    if let Some(file) = args.agent_token_file {
-        settings.agent_token_file = Some(file);
-        settings.agent_token = None;
-    }
-    if let Some(secs) = args.heartbeat_interval {
-        anyhow::ensure!(secs >= 1, "--heartbeat-interval must be at least 1 second");
-        settings.engine.heartbeat_interval = Duration::from_secs(secs);
-    }
-    if let Some(slots) = args.slots {
-        anyhow::ensure!(slots > 0, "--slots must be at least 1");
-        settings.agent_slots = slots;
-    }
-    if !args.queues.is_empty() {
-        settings.agent_queues = args.queues;
-    }
-    args.tls.apply(&mut settings);
-    args.drain.apply(&mut settings);
-    init_logging(&settings, "goflow-agent")?;
-    // Its own token if it has one; else the cluster's shared secret (a trusted network).
-    let credential = match (settings.read_agent_token()?, &settings.agent_secret) {
-        (Some(token), _) => {
-            tracing::info!("presenting this agent's own token");
-            Some(token)
-        }
-        (None, Some(secret)) => {
-            tracing::info!("presenting the cluster's shared agent secret");
-            Some(secret.clone())
-        }
-        (None, None) if settings.tls_cert.is_some() => {
-            tracing::info!("presenting this agent's client certificate only (its CN names the agent)");
-            None
-        }
-        (None, None) => {
-            tracing::warn!(
-                "no agent credential: coordinators refuse this agent. Give it its token \
-                 (goflow agent-token create --id ID on a coordinator's host; then GOFLOW_AGENT_TOKEN, \
-                 --agent-token-file or Worker.AgentToken)"
-            );
-            None
-        }
-    };
-    let broker = settings.broker.clone().context(
-        "an agent takes its work from Redis: set Common.Broker or GOFLOW_BROKER (host:port or redis://...)",
-    )?;
-    let queue = std::sync::Arc::new(
-        goflow_agent::RedisQueue::connect_with_ca(&broker, &settings.broker_source, settings.redis_ca_pem()?)
-            .await?,
-    );
-    let broker = goflow_coordinator::config::shown_redis_url(&broker);
-    let metrics = std::sync::Arc::new(goflow_agent::AgentMetrics::new());
-    let shutdown = CancellationToken::new();
-    if let Some(address) = &args.http_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for metrics and health on {address} (--http-listen)"))?;
-        tracing::info!("metrics and health on http://{}", listener.local_addr()?);
-        let (text, answers) = (metrics.clone(), metrics.clone());
-        let redis: std::sync::Arc<dyn goflow_agent::DispatchQueue> = queue.clone();
-        let ready: goflow_coordinator::health::ReadyCheck = std::sync::Arc::new(move || {
-            let (answers, redis) = (answers.clone(), redis.clone());
-            Box::pin(async move {
-                let mut missing = vec![];
-                if !answers.coordinator_answers() {
-                    missing.push("no coordinator answers".to_string());
-                }
-                match tokio::time::timeout(Duration::from_secs(3), redis.ping()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => missing.push(format!("Redis unreachable ({e:#})")),
-                    Err(_) => missing.push("Redis unreachable (no answer within 3s)".into()),
-                }
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("not ready: {}", missing.join("; ")))
-                }
-            })
-        });
-        let app = goflow_coordinator::health::routes(std::sync::Arc::new(move || text.encode()), ready, true);
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!("metrics and health listener stopped: {e}");
-            }
-        });
-    }
-    let mut config = goflow_agent::AgentConfig {
-        coordinators: coordinator_list(&settings.server),
-        agent_id: settings.agent_id.clone(),
-        slots: settings.agent_slots,
-        queues: if settings.agent_queues.is_empty() {
-            vec!["default".into()]
-        } else {
-            settings.agent_queues.clone()
-        },
-        heartbeat_interval: settings.engine.heartbeat_interval,
-        secret: credential,
-        tls: client_tls(&settings)?,
-        metrics: Some(metrics),
-        drain_timeout: settings.drain_timeout,
-        spool_bytes: settings.spool_bytes,
-        ..goflow_agent::AgentConfig::default()
-    };
-    if let Some(dir) = &settings.spool_dir {
-        config.spool_dir = dir.clone();
-    }
-    warn_plaintext_coordinators(
-        &config.coordinators,
-        "the agent sends its secret (GOFLOW_AGENT_SECRET)",
-    );
-    tracing::info!(
-        "goflow agent: coordinators {}, Redis {broker}, {} slots, queues {}",
-        config.coordinators.join(","),
-        config.slots,
-        config.queues.join(",")
-    );
-    let stop = goflow_agent::Stop::new();
-    stop_on_signals(stop.clone(), true);
-    let result = goflow_agent::run_agent_until(config, queue, stop).await;
-    // The metrics listener stops with the agent.
-    shutdown.cancel();
-    result
+    let settings = load_file(&args.config, Role::Agent)?;
+    let format = LOG_FORMAT.get().copied().unwrap_or_default();
+    goflow_agent::cli::run(args, settings.agent_settings(), format).await
 }
 
 async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
@@ -525,8 +308,11 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
     if let Some((cert, key)) = &tls.serve {
         goflow_webui::tls_acceptor(cert, key).context("--tls-cert / --tls-key")?;
     }
-    let coordinators = coordinator_list(&settings.server);
-    warn_plaintext_coordinators(&coordinators, "the web UI passes logins and session tokens");
+    let coordinators = goflow_agent::cli::coordinator_list(&settings.server);
+    goflow_agent::cli::warn_plaintext_coordinators(
+        &coordinators,
+        "the web UI passes logins and session tokens",
+    );
     if exposed {
         require_coordinator_auth(&coordinators, &tls.coordinators, &settings.http_listen).await?;
     }
@@ -559,7 +345,7 @@ async fn webui(args: WebuiArgs) -> anyhow::Result<()> {
         false,
     );
     let stop = goflow_agent::Stop::new();
-    stop_on_signals(stop.clone(), false);
+    goflow_agent::cli::stop_on_signals(stop.clone(), false);
     goflow_webui::serve_tls_with(coordinators, tls, listener, observability, stop.drain).await
 }
 
@@ -610,33 +396,6 @@ async fn require_coordinator_auth(
 }
 
 /// Warns when secrets would reach a coordinator beyond loopback without TLS.
-fn warn_plaintext_coordinators(coordinators: &[String], what: &str) {
-    for url in coordinators {
-        let host = url.strip_prefix("http://").unwrap_or("");
-        if !host.is_empty() && !goflow_coordinator::config::is_loopback(host.trim_end_matches('/')) {
-            tracing::warn!(
-                "{what} to {url} in clear: serve the coordinators with --tls-cert and use https:// \
-                 (with --ca) to encrypt them"
-            );
-        }
-    }
-}
-
-/// `a:7070,http://b:7070` -> `["http://a:7070", "http://b:7070"]`.
-fn coordinator_list(text: &str) -> Vec<String> {
-    let list: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(with_scheme)
-        .collect();
-    if list.is_empty() {
-        vec![with_scheme(goflow_proto::DEFAULT_GRPC_ADDR)]
-    } else {
-        list
-    }
-}
-
 async fn user(command: UserCommand) -> anyhow::Result<()> {
     use goflow_coordinator::auth::{check_name, check_password, hash_password};
     use goflow_coordinator::store::{self, Store, now_ms};

@@ -11,7 +11,17 @@ use std::time::Duration;
 
 use crate::store::DatabaseUrl;
 use anyhow::{Context, bail};
+use goflow_agent::cli::AgentSettings;
+use goflow_agent::cli::config_file::{
+    self, agent_secret, boolean, count, duration, integer, parse_file, path, queue_names, read_ca, seconds,
+    string,
+};
 use serde_json::Value;
+// The config file's reader and its values are the agent crate's: `goflow-agent` reads the same file.
+pub use goflow_agent::cli::config_file::{
+    check_agent_token, parse_duration, read_secret_file, refuse_secret_in_flag, with_scheme,
+};
+pub use goflow_agent::cli::is_loopback;
 
 use crate::engine::EngineSettings;
 
@@ -113,11 +123,11 @@ impl Default for Settings {
             webui_secret: None,
             agent_token: None,
             agent_token_file: None,
-            agent_slots: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2) * 4,
+            agent_slots: goflow_agent::cli::default_slots(),
             agent_queues: vec![],
             drain_timeout: goflow_agent::DEFAULT_DRAIN_TIMEOUT,
             spool_dir: None,
-            spool_bytes: 64 * 1024 * 1024,
+            spool_bytes: goflow_agent::cli::DEFAULT_SPOOL_BYTES,
             mode: "standalone",
             etcd_endpoints: vec![],
             etcd_key: "goflow/leader".into(),
@@ -404,30 +414,9 @@ impl Settings {
                     s => bail!("{origin}: {s} is not a timeout (seconds, or -1 for none)"),
                 };
             }
-            Key::Queues => {
-                self.agent_queues = match value {
-                    Value::String(s) => s
-                        .split(',')
-                        .map(|q| q.trim().to_string())
-                        .filter(|q| !q.is_empty())
-                        .collect(),
-                    Value::Array(items) => items
-                        .iter()
-                        .map(|v| string(v, origin))
-                        .collect::<anyhow::Result<_>>()?,
-                    other => bail!("{origin}: expected a list of queue names, found {}", kind(other)),
-                }
-            }
+            Key::Queues => self.agent_queues = queue_names(value, origin)?,
             Key::AgentId => self.agent_id = string(value, origin)?,
-            Key::AgentSecret => {
-                let secret = string(value, origin)?;
-                if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
-                    bail!(
-                        "{origin}: the agent secret must be at least 16 printable characters, without spaces"
-                    );
-                }
-                self.agent_secret = Some(secret);
-            }
+            Key::AgentSecret => self.agent_secret = Some(agent_secret(value, origin)?),
             Key::WebuiSecret => {
                 self.webui_secret = Some(check_webui_secret(&string(value, origin)?, origin)?)
             }
@@ -495,7 +484,9 @@ impl Settings {
                 self.log_archive = Some(string(value, origin)?.trim().to_string()).filter(|u| !u.is_empty())
             }
             Key::SpoolDir => self.spool_dir = path(value, origin)?,
-            Key::SpoolBytes => self.spool_bytes = integer(value, origin)?.max(64 * 1024) as u64,
+            Key::SpoolBytes => {
+                self.spool_bytes = integer(value, origin)?.max(goflow_agent::cli::MIN_SPOOL_BYTES) as u64
+            }
             Key::SchedulerLogDir | Key::SchedulerLogFile | Key::WorkerLogDir | Key::WorkerLogFile => {}
         }
         Ok(())
@@ -549,143 +540,29 @@ impl Settings {
     }
 }
 
-/// A CA file's PEM, checked to hold a certificate.
-fn read_ca(path: Option<&Path>, what: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    let Some(path) = path else { return Ok(None) };
-    let pem = std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))?;
-    anyhow::ensure!(
-        String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"),
-        "the {what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-        path.display()
-    );
-    Ok(Some(pem))
-}
-
 /// A Redis address as logs and messages show it: without its password.
 pub fn shown_redis_url(broker: &str) -> String {
     goflow_core::redact_url(broker)
 }
 
-/// `(Section.Key, value)` pairs, in file order.
-type KeyValues = Vec<(String, Value)>;
-
-/// The file's `(Section.Key, value)` pairs in order, and a warning for each key given twice
-/// (JSON allows it; the last one wins, as in the seed's own example with two `MysqlConn`).
-fn parse_file(path: &Path, text: &str) -> anyhow::Result<(KeyValues, Vec<String>)> {
-    let mut pairs = vec![];
-    let is_toml = path.extension().is_some_and(|e| e == "toml");
-    if is_toml {
-        // TOML itself refuses duplicate keys.
-        let table: toml::Table = toml::from_str(text)
-            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-        for (section, value) in serde_json::to_value(table)?.as_object().into_iter().flatten() {
-            match value.as_object() {
-                Some(keys) => pairs.extend(keys.iter().map(|(k, v)| (format!("{section}.{k}"), v.clone()))),
-                None => pairs.push((section.clone(), value.clone())),
-            }
-        }
-        return Ok((pairs, vec![]));
-    }
-    let invalid = || {
-        format!(
-            "config file {} is not valid JSON (comments are not allowed in JSON)",
-            path.display()
-        )
-    };
-    let sections: Entries<Box<serde_json::value::RawValue>> =
-        serde_json::from_str(text).with_context(invalid)?;
-    for (section, raw) in sections.0 {
-        if raw.get().trim_start().starts_with('{') {
-            let keys: Entries<Value> = serde_json::from_str(raw.get()).with_context(invalid)?;
-            pairs.extend(keys.0.into_iter().map(|(k, v)| (format!("{section}.{k}"), v)));
-        } else {
-            pairs.push((section, serde_json::from_str(raw.get()).with_context(invalid)?));
-        }
-    }
-    let mut warnings = vec![];
-    for (i, (name, _)) in pairs.iter().enumerate() {
-        if pairs[i + 1..].iter().any(|(later, _)| later == name) {
-            warnings.push(format!(
-                "{}: key {name} is given twice; the last one is used",
-                path.display()
-            ));
-        }
-    }
-    Ok((pairs, warnings))
-}
-
-/// A JSON object's entries in order, duplicates kept (a map would keep only the last).
-struct Entries<T>(Vec<(String, T)>);
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Entries<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
-            type Value = Entries<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries<T>, A::Error> {
-                let mut entries = vec![];
-                while let Some(entry) = map.next_entry::<String, T>()? {
-                    entries.push(entry);
-                }
-                Ok(Entries(entries))
-            }
-        }
-        deserializer.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
-
 /// Environment values are text; numbers are read as numbers where the key wants one.
 fn env_value(key: Key, raw: &str) -> Value {
-    match key {
+    let numeric = matches!(
+        key,
         Key::WorkerTimeout
-        | Key::RetryQueueTimes
-        | Key::Parallelism
-        | Key::HeartbeatInterval
-        | Key::Retry
-        | Key::RetryDelay
-        | Key::TaskTimeout
-        | Key::LeaseTtl
-        | Key::AlertCheckInterval
-        | Key::SpoolBytes
-        | Key::RetentionDays
-        | Key::MaxLogBytes => raw
-            .trim()
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::from(raw)),
-        _ => Value::from(raw),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn string(value: &Value, origin: &str) -> anyhow::Result<String> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        other => bail!("{origin}: expected a string, found {} ({other})", kind(other)),
-    }
-}
-
-fn integer(value: &Value, origin: &str) -> anyhow::Result<i64> {
-    match value {
-        Value::Number(n) if n.is_i64() => Ok(n.as_i64().unwrap()),
-        other => bail!(
-            "{origin}: expected a whole number, found {} ({other})",
-            kind(other)
-        ),
-    }
+            | Key::RetryQueueTimes
+            | Key::Parallelism
+            | Key::HeartbeatInterval
+            | Key::Retry
+            | Key::RetryDelay
+            | Key::TaskTimeout
+            | Key::LeaseTtl
+            | Key::AlertCheckInterval
+            | Key::SpoolBytes
+            | Key::RetentionDays
+            | Key::MaxLogBytes
+    );
+    config_file::env_value(raw, numeric)
 }
 
 /// Days of history a nightly clean keeps: at least one (0 would delete today's runs).
@@ -696,102 +573,43 @@ pub fn retention_days(days: i64, origin: &str) -> anyhow::Result<u32> {
     }
 }
 
-fn count(value: &Value, origin: &str) -> anyhow::Result<u32> {
-    let n = integer(value, origin)?;
-    u32::try_from(n).map_err(|_| anyhow::anyhow!("{origin}: {n} must be zero or more"))
-}
-
-fn seconds(value: &Value, origin: &str, min: i64) -> anyhow::Result<Duration> {
-    let n = integer(value, origin)?;
-    if n < min {
-        bail!("{origin}: {n} seconds is too small (at least {min})");
-    }
-    Ok(Duration::from_secs(n as u64))
-}
-
-/// A duration as humantime text (`10m`, `90s`, `0s`) or a number of seconds.
-fn duration(value: &Value, origin: &str) -> anyhow::Result<Duration> {
-    match value {
-        Value::String(text) => parse_duration(text).map_err(|e| anyhow::anyhow!("{origin}: {e}")),
-        Value::Number(_) => seconds(value, origin, 0),
-        other => bail!(
-            "{origin}: expected a duration such as 10m or 90s, found {} ({other})",
-            kind(other)
-        ),
-    }
-}
-
-/// `10m`, `90s`, `1h 30m`, or a bare number of seconds (`--drain-timeout`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration such as 10m or 90s ({e})"))
-}
-
-fn boolean(value: &Value, origin: &str) -> anyhow::Result<bool> {
-    Ok(match value {
-        Value::Bool(b) => *b,
-        Value::String(s) if matches!(s.as_str(), "true" | "1" | "yes" | "on") => true,
-        Value::String(s) if matches!(s.as_str(), "false" | "0" | "no" | "off" | "") => false,
-        other => bail!("{origin}: expected true or false, not {other}"),
-    })
-}
-
 fn alerts(engine: &mut EngineSettings) -> &mut crate::alerts::AlertSettings {
     std::sync::Arc::make_mut(&mut engine.alerts)
-}
-
-/// A file's path; empty: none.
-fn path(value: &Value, origin: &str) -> anyhow::Result<Option<PathBuf>> {
-    Ok(Some(string(value, origin)?)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from))
-}
-
-/// An agent token as `goflow agent-token create` prints it.
-pub fn check_agent_token(token: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        token.starts_with(crate::agent_identity::AGENT_TOKEN_PREFIX)
-            && token.len() > crate::agent_identity::AGENT_TOKEN_PREFIX.len()
-            && token.bytes().all(|b| b.is_ascii_graphic()),
-        "an agent token starts with {} and has no spaces (`goflow agent-token create --id ID` prints one)",
-        crate::agent_identity::AGENT_TOKEN_PREFIX
-    );
-    Ok(())
 }
 
 impl Settings {
     /// This agent's token: the configured one, or the first line of the configured file.
     pub fn read_agent_token(&self) -> anyhow::Result<Option<String>> {
-        let Some(file) = &self.agent_token_file else {
-            return Ok(self.agent_token.clone());
-        };
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| anyhow::anyhow!("cannot read the agent token file {}: {e}", file.display()))?;
-        let token = text.trim().to_string();
-        check_agent_token(&token).map_err(|e| anyhow::anyhow!("agent token file {}: {e}", file.display()))?;
-        Ok(Some(token))
+        match &self.agent_token_file {
+            Some(file) => config_file::read_agent_token_file(file).map(Some),
+            None => Ok(self.agent_token.clone()),
+        }
     }
-}
 
-pub fn with_scheme(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+    /// What `goflow agent` runs with: the agent's part of these settings.
+    pub fn agent_settings(&self) -> AgentSettings {
+        AgentSettings {
+            server: self.server.clone(),
+            broker: self.broker.clone(),
+            broker_source: self.broker_source.clone(),
+            redis_ca: self.redis_ca.clone(),
+            agent_id: self.agent_id.clone(),
+            agent_secret: self.agent_secret.clone(),
+            agent_token: self.agent_token.clone(),
+            agent_token_file: self.agent_token_file.clone(),
+            heartbeat_interval: self.engine.heartbeat_interval,
+            slots: self.agent_slots,
+            queues: self.agent_queues.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            ca: self.ca.clone(),
+            drain_timeout: self.drain_timeout,
+            spool_dir: self.spool_dir.clone(),
+            spool_bytes: self.spool_bytes,
+            log_file: self.log_file.clone(),
+            warnings: self.warnings.clone(),
+        }
     }
-}
-
-/// Whether an address (`host:port`) can only be reached from this machine.
-pub fn is_loopback(address: &str) -> bool {
-    if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
-        return addr.ip().is_loopback();
-    }
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    host == "localhost"
 }
 
 /// Authentication is always on beyond loopback: a coordinator asked to listen where others
@@ -877,31 +695,6 @@ pub fn check_secrets_differ(settings: &Settings) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A secret-bearing URL given on the command line is refused: every user of the machine reads
-/// it in `ps` and `/proc/PID/cmdline`. `flag` names the flag, `env` and `file_flag` where the
-/// URL should come from instead.
-pub fn refuse_secret_in_flag(flag: &str, value: &str, env: &str, file_flag: &str) -> anyhow::Result<()> {
-    if goflow_core::redact::has_secret(value) {
-        bail!(
-            "{flag} {} holds a password or token, which any user of this machine can read in the \
-             process list: set {env} in the environment or put the URL in a file ({file_flag} FILE); \
-             nothing was started",
-            goflow_core::redact_url(value)
-        );
-    }
-    Ok(())
-}
-
-/// The first line of a file holding a secret (`--database-url-file`, `--redis-url-file`,
-/// `--etcd-password-file`): a file readable by its owner only keeps it out of `ps`.
-pub fn read_secret_file(path: &Path, flag: &str) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {flag} {}", path.display()))?;
-    let value = text.lines().next().unwrap_or("").trim().to_string();
-    anyhow::ensure!(!value.is_empty(), "{flag} {} is empty", path.display());
-    Ok(value)
 }
 
 /// etcd endpoints carry no credentials: etcd takes a user and password apart

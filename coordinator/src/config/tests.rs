@@ -549,3 +549,79 @@ fn the_webui_secret_is_checked_and_differs_from_the_agent_secret() {
     let err = super::check_secrets_differ(&s).unwrap_err().to_string();
     assert!(err.contains("agents' shared secret"), "{err}");
 }
+
+/// `goflow-agent` reads the agent's keys itself (without the coordinator); it must read them
+/// as `goflow agent` does, warn about the same unknown keys, and know every key of the file.
+#[test]
+fn goflow_agent_reads_the_file_and_the_environment_as_goflow_agent_does() {
+    use goflow_agent::cli::{AGENT_ENV_KEYS, AGENT_FILE_KEYS, AgentSettings, OTHER_FILE_KEYS};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "agent.json",
+        r#"{
+  "Common": {"Broker": "redis://r:6379", "RedisCa": "/etc/r.pem", "Ca": "/etc/ca.pem",
+             "TlsCert": "/etc/a.pem", "TlsKey": "/etc/a.key", "AgentSecret": "0123456789abcdef0123",
+             "MysqlConn": "mysql://x@y/z", "Typo": 1},
+  "Scheduler": {"LogDir": "/var/log/s", "LogFile": "s.log", "WorkerTimeOut": 20},
+  "Worker": {"Server": "c1:7070,c2:7070", "AgentId": "a-1", "Parallelism": 7, "HearteatInterval": 5,
+             "Queues": "gpu, cpu", "DrainTimeout": "90s", "SpoolDir": "/var/spool/g",
+             "SpoolBytes": 1000, "LogDir": "/var/log/w", "LogFile": "w.log", "Retry": 3,
+             "AgentTokenFile": "/etc/token", "Paralellism": 2}
+}"#,
+    );
+    let env: HashMap<String, String> = [
+        ("GOFLOW_SLOTS", "9"),
+        ("GOFLOW_QUEUES", "etl"),
+        ("GOFLOW_AGENT_TOKEN", "gfa_0123"),
+        ("GOFLOW_DRAIN_TIMEOUT", "30"),
+        ("GOFLOW_RETRIES", "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let full = Settings::load(Some(&file), &env, Role::Agent)
+        .unwrap()
+        .agent_settings();
+    let alone = AgentSettings::load(Some(&file), &env).unwrap();
+    assert_eq!(alone, full);
+    assert_eq!(alone.slots, 9);
+    assert_eq!(alone.queues, ["etl"]);
+    assert_eq!(alone.agent_token.as_deref(), Some("gfa_0123"));
+    assert_eq!(alone.agent_token_file, None);
+    assert_eq!(alone.spool_bytes, 64 * 1024);
+    assert_eq!(alone.log_file, Some(PathBuf::from("/var/log/w/w.log")));
+    assert_eq!(alone.warnings.len(), 2, "{:?}", alone.warnings);
+
+    // Every key of the file is the agent's, or left to the coordinators and web UIs.
+    for (name, _) in FILE_KEYS {
+        let agent_s = AGENT_FILE_KEYS.iter().any(|(known, _)| known == name);
+        assert!(
+            agent_s != OTHER_FILE_KEYS.contains(name),
+            "{name}: in exactly one of the agent's keys and the others'"
+        );
+    }
+    let agent_names: Vec<&str> = AGENT_FILE_KEYS.iter().map(|(name, _)| *name).collect();
+    for name in agent_names.iter().chain(OTHER_FILE_KEYS) {
+        assert!(
+            FILE_KEYS.iter().any(|(known, _)| known == name),
+            "{name} is no key of the file"
+        );
+    }
+    // Each variable an agent reads, alone, lands where `goflow agent` puts it.
+    for (var, _) in AGENT_ENV_KEYS {
+        assert!(ENV_KEYS.iter().any(|(known, _)| known == var), "{var}");
+        let value = match *var {
+            "GOFLOW_SLOTS" | "GOFLOW_HEARTBEAT_INTERVAL" | "GOFLOW_SPOOL_BYTES" => "70000",
+            "GOFLOW_AGENT_SECRET" => "0123456789abcdef0123",
+            "GOFLOW_AGENT_TOKEN" => "gfa_x",
+            "GOFLOW_DRAIN_TIMEOUT" => "5m",
+            _ => "/some/where:1",
+        };
+        let env: HashMap<String, String> = [(var.to_string(), value.to_string())].into();
+        let full = Settings::load(None, &env, Role::Agent).unwrap().agent_settings();
+        let alone = AgentSettings::load(None, &env).unwrap();
+        assert_eq!(alone, full, "{var}");
+        assert_ne!(alone, AgentSettings::default(), "{var} changes nothing");
+    }
+}

@@ -30,6 +30,24 @@ pub fn goflow_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_goflow"))
 }
 
+/// With `GOFLOW_TEST_AGENT=goflow-agent`, agents started as `goflow agent ...` run as the
+/// agent-only `goflow-agent ...` beside `goflow` instead (the same flags), so that the agent
+/// tests cover that binary too.
+fn agent_command(args: &[&str]) -> (PathBuf, Vec<String>) {
+    let alone = std::env::var("GOFLOW_TEST_AGENT").is_ok_and(|v| v == "goflow-agent");
+    match args.split_first() {
+        Some((&"agent", rest)) if alone => {
+            let bin = goflow_bin().with_file_name(format!("goflow-agent{}", std::env::consts::EXE_SUFFIX));
+            assert!(
+                bin.is_file(),
+                "GOFLOW_TEST_AGENT=goflow-agent: build it first (cargo build --workspace --bins)"
+            );
+            (bin, rest.iter().map(|a| a.to_string()).collect())
+        }
+        _ => (goflow_bin(), args.iter().map(|a| a.to_string()).collect()),
+    }
+}
+
 /// `goflowctl`, next to `goflow` (another package's binary: Cargo does not build it for us).
 fn goflowctl_bin() -> PathBuf {
     let goflow = goflow_bin();
@@ -974,7 +992,8 @@ impl Agent {
             .open(log)
             .unwrap_or_else(|e| panic!("open the agent log {}: {e}", log.display()));
         let err = out.try_clone().expect("clone the log handle");
-        let child = clean_env(&mut Command::new(goflow_bin()))
+        let (program, args) = agent_command(args);
+        let child = clean_env(&mut Command::new(&program))
             .args(args)
             .envs(env.iter().copied())
             .current_dir(cwd)
@@ -982,7 +1001,7 @@ impl Agent {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", goflow_bin().display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         Self {
             id: id.to_string(),
             child: Some(child),
