@@ -37,6 +37,7 @@ mod backfills;
 mod dialect;
 mod eta;
 mod fires;
+mod instance_batch;
 mod instance_states;
 mod instances;
 mod leadership;
@@ -52,6 +53,8 @@ mod versions;
 
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod instance_batch_tests;
 #[cfg(test)]
 mod tests;
 
@@ -73,6 +76,7 @@ pub use backfills::*;
 pub use dialect::Dialect;
 pub use eta::*;
 pub use fires::*;
+pub use instance_batch::*;
 pub use instance_states::*;
 pub use instances::*;
 pub use leadership::*;
