@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::Context;
-use goflow_core::{InstanceKey, InstanceState, TaskSpec};
-use sqlx::{FromRow, Row};
+use goflow_core::timings::{Phase, RunTimings, Timings};
+use goflow_core::{InstanceKey, InstanceState, Period, TaskSpec};
+use sqlx::Row;
 
-use super::instances::{INSTANCE_COLUMNS, instances_by_keys, placeholders};
+use super::instances::{instances_by_keys, placeholders};
 use super::timings::NEW_RUN;
 use super::{Db, InstanceRow};
 
@@ -76,8 +77,9 @@ pub async fn ensure_instances_of(
                 .join(", "),
             "task_id, etl_day",
         );
+        // Only the ids come back: the rest of each row is what was just written.
         if d.insert_returning() {
-            sql.push_str(&format!(" RETURNING {INSTANCE_COLUMNS}"));
+            sql.push_str(" RETURNING id, task_id, etl_day");
         }
         let mut insert = sqlx::query(d.sql(&sql));
         for w in slice {
@@ -94,9 +96,17 @@ pub async fn ensure_instances_of(
                 .bind(backfill);
         }
         if d.insert_returning() {
-            for row in insert.fetch_all(db.conn()).await? {
-                let row = InstanceRow::from_row(&row)?;
-                created.insert(row.key(), row);
+            let mut of_slice: HashMap<&InstanceKey, &WantedInstance> =
+                slice.iter().map(|w| (w.key, *w)).collect();
+            for returned in insert.fetch_all(db.conn()).await? {
+                let (id, task, period): (i64, String, String) =
+                    (returned.try_get(0)?, returned.try_get(1)?, returned.try_get(2)?);
+                let key = InstanceKey::new(&task, Period::parse(&period)?);
+                let want = of_slice
+                    .remove(&key)
+                    .with_context(|| format!("{key} came back from an insert that did not write it"))?;
+                let version = versions.get(key.task.as_str()).copied().flatten();
+                created.insert(key, new_row(id, want, version, backfill, now));
             }
         } else {
             // MySQL 8 says how many, not which: when a concurrent writer took some of the keys,
@@ -128,6 +138,49 @@ pub async fn ensure_instances_of(
                 .with_context(|| format!("instance {} vanished after insert", w.key))
         })
         .collect()
+}
+
+/// The row just inserted for `want` (as the insert above writes it), read back from nowhere.
+fn new_row(
+    id: i64,
+    want: &WantedInstance,
+    version: Option<i64>,
+    backfill: Option<i64>,
+    now: i64,
+) -> InstanceRow {
+    InstanceRow {
+        id,
+        task_id: want.key.task.clone(),
+        period: want.key.period,
+        etl_day: want.key.period.etl_day(),
+        state: InstanceState::Waiting,
+        try_number: 0,
+        max_tries: want.max_tries,
+        lost_tries: 0,
+        priority: want.spec.priority as i64,
+        queue: want.spec.queue.clone(),
+        dispatch_epoch: 0,
+        agent_id: None,
+        forced: false,
+        created_at: now,
+        queued_at: None,
+        started_at: None,
+        finished_at: None,
+        next_try_at: None,
+        exit_code: None,
+        message: String::new(),
+        marked_by: None,
+        definition_version: version,
+        run_version: None,
+        pool_wait: None,
+        timings: Some(RunTimings {
+            phase: Phase::WaitingUpstreams,
+            since: now,
+            run_started_at: now,
+            totals: Timings::default(),
+        }),
+        backfill_id: backfill,
+    }
 }
 
 /// The stored version of each of `tasks` in this transaction; None: none recorded (0).

@@ -47,6 +47,13 @@ async fn a_big_ensure_creates_every_row_in_order_with_its_backfill_and_finds_the
             );
             assert_eq!(row.timings.as_ref().map(|t| t.run_started_at), Some(1_000));
         }
+        // What came back is what is stored, field for field.
+        let mut conn = store.read().await.unwrap();
+        for (row, _) in [&rows[0], &rows[rows.len() - 1]] {
+            let stored = instance_by_id(&mut conn, row.id).await.unwrap().unwrap();
+            assert_eq!(format!("{stored:?}"), format!("{row:?}"), "{}", dialect.name());
+        }
+        drop(conn);
         // Asked again (with one new key): the existing ones are found, not created.
         let mut more = keys[..3].to_vec();
         more.push(InstanceKey::new("a", EtlDay::parse("20400101").unwrap()));

@@ -101,7 +101,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for InstanceRow {
     }
 }
 
-pub(super) const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
+const INSTANCE_COLUMNS: &str = "id, task_id, etl_day, state, try_number, max_tries, lost_tries, priority, queue,
     dispatch_epoch, agent_id, forced, created_at, queued_at, started_at, finished_at, next_try_at, exit_code, message,
     marked_by, definition_version, run_version, pool_wait, phase, phase_since, run_started_at, ms_waiting_upstreams,
     ms_waiting_slots, ms_queued, ms_claimed, ms_running, ms_retry_delays, backfill_id";
