@@ -223,7 +223,12 @@ impl Engine {
             .await?;
         phases.end("reset");
         let in_run: HashSet<&InstanceKey> = keys.iter().collect();
-        for (want, (mut row, created)) in wanted.iter().zip(ensured) {
+        for (i, (want, (mut row, created))) in wanted.iter().zip(ensured).enumerate() {
+            // Most rows need no statement here: give the async worker back now and then, so
+            // that calls meanwhile are not stuck behind a 182,500-row loop (issue 21).
+            if i % 2000 == 1999 {
+                tokio::task::yield_now().await;
+            }
             let key = want.key;
             // A live instance (it went live since the check above) is left alone rather than
             // run twice; the reset is a compare-and-set on the state just read.
