@@ -50,7 +50,14 @@ impl Engine {
     ) -> Result<(Vec<InstanceRow>, Option<i64>)> {
         let catalog = self.catalog();
         let started = std::time::Instant::now();
-        let (keys, forced) = run_keys(&catalog, plan)?;
+        // A year-long backfill's keys are CPU work (about 0.5 s): off the async workers, so
+        // that other calls keep answering meanwhile (issue 21).
+        let (keys, forced) = {
+            let (catalog, plan) = (catalog.clone(), plan.clone());
+            tokio::task::spawn_blocking(move || run_keys(&catalog, &plan))
+                .await
+                .map_err(|e| EngineError::Internal(anyhow::anyhow!("computing the run's instances: {e}")))??
+        };
         tracing::debug!(
             "{} {}..{}: {} keys in {} ms",
             plan.task,
