@@ -594,7 +594,8 @@ impl Dag {
     /// daily roll-up) are then put in dependency order among themselves.
     pub fn in_run_order(&self, keys: impl IntoIterator<Item = InstanceKey>) -> Vec<InstanceKey> {
         let mut keys: Vec<InstanceKey> = keys.into_iter().collect();
-        keys.sort_by_key(|k| {
+        // Each key's sort key computed once (a year-long backfill sorts 182,500 keys).
+        keys.sort_by_cached_key(|k| {
             (
                 k.period.span().0,
                 self.topo_index.get(&k.task).copied(),

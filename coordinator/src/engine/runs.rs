@@ -10,7 +10,7 @@ use goflow_core::{Dag, Dispatch, EtlDay, InstanceKey, InstanceState, Period, Per
 use super::backfills::BackfillStart;
 use super::joins::Hint;
 use super::versions::Pins;
-use super::{CHUNK, Caller, Catalog, Engine, EngineError, Result, RunPlan, check_range};
+use super::{Caller, Catalog, Engine, EngineError, Result, RunPlan, check_range};
 use crate::store::{self, Db, InstanceRow, Tx, now_ms};
 
 /// How long a killed try may take to report its processes gone before a redo goes ahead anyway
@@ -49,7 +49,23 @@ impl Engine {
         backfill: Option<BackfillStart>,
     ) -> Result<(Vec<InstanceRow>, Option<i64>)> {
         let catalog = self.catalog();
-        let (keys, forced) = run_keys(&catalog, plan)?;
+        let started = std::time::Instant::now();
+        // A year-long backfill's keys are CPU work (about 0.5 s): off the async workers, so
+        // that other calls keep answering meanwhile (issue 21).
+        let (keys, forced) = {
+            let (catalog, plan) = (catalog.clone(), plan.clone());
+            tokio::task::spawn_blocking(move || run_keys(&catalog, &plan))
+                .await
+                .map_err(|e| EngineError::Internal(anyhow::anyhow!("computing the run's instances: {e}")))??
+        };
+        tracing::debug!(
+            "{} {}..{}: {} keys in {} ms",
+            plan.task,
+            plan.from,
+            plan.to,
+            keys.len(),
+            started.elapsed().as_millis()
+        );
         // Checked before anything changes: an instance that never ran refuses the whole run.
         let pins = if plan.as_then {
             self.as_then_pins(&keys).await?
@@ -154,8 +170,8 @@ impl Engine {
     /// (or that are forced). Refused as a whole, before anything changes, if one of them is
     /// queued or running. One transaction, with its operations-log entry: a backfill killed
     /// mid-way (kill -9, a lost leadership) leaves nothing behind, never some instances that
-    /// later run with no record of who asked. Instances are written `CHUNK` at a time within
-    /// it, to keep each statement small. Each instance runs the version `pins` names
+    /// later run with no record of who asked. Instances are written in multi-row statements
+    /// within it (issue 21), a bounded number whatever the size. Each instance runs the version `pins` names
     /// for it, or (not named) the current definition.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn redo(
@@ -189,7 +205,10 @@ impl Engine {
         (action, target, detail): (&str, &str, &str),
         backfill: Option<&store::NewBackfill<'_>>,
     ) -> Result<(Vec<InstanceRow>, Option<i64>)> {
+        // Where a big run's time goes, logged at debug level (issue 21).
+        let mut phases = Phases::start();
         self.refuse_live(keys).await?;
+        phases.end("check");
         // Instances go back to waiting: what the join hints knew of them is void.
         self.joins.clear();
         let mut rows = Vec::with_capacity(keys.len());
@@ -201,57 +220,57 @@ impl Engine {
             Some(new) => Some(store::insert_backfill(&mut tx, new, now).await?),
             None => None,
         };
+        // Created, and made the backfill's, in multi-row inserts; existing ones reset a task
+        // at a time (below): a bounded number of statements whatever the size.
+        let wanted = self.wanted(catalog, keys, pins);
+        let ensured = store::ensure_instances_of(&mut tx, &wanted, backfill_id, now).await?;
+        phases.end("create");
+        let reset = self
+            .reset_existing(&mut tx, &wanted, pins, &ensured, backfill_id, now)
+            .await?;
+        phases.end("reset");
         let in_run: HashSet<&InstanceKey> = keys.iter().collect();
-        for chunk in keys.chunks(CHUNK) {
-            let first_of_chunk = rows.len();
-            let wanted = self.wanted(catalog, chunk, pins);
-            let ensured = store::ensure_instances(&mut tx, &wanted, now).await?;
-            for (want, (row, created)) in wanted.iter().zip(ensured) {
-                let (key, spec, retries) = (want.key, want.spec, want.max_tries - 1);
-                // A live instance (it went live since the check above) is left alone rather than
-                // run twice; the reset is a compare-and-set on the state just read.
-                // Who redid it is in the operations log; the message is for what happens next.
-                let redoable = transition(row.state, Event::Redo { ready: false }).is_ok();
-                if !redoable
-                    || (!created
-                        && !store::reset_for_redo(&mut tx, row.id, row.state, retries, spec, "", now).await?)
-                {
-                    skipped.push(key.to_string());
-                    continue;
-                }
-                // A plain rerun runs the current definition again, whatever ran before.
-                let run_version = pins.get(key).map(|(version, _)| *version);
-                if run_version.is_some() || row.run_version.is_some() {
-                    store::set_run_version(&mut tx, row.id, run_version).await?;
-                }
-                let mut row = row;
-                row.run_version = run_version;
-                row.backfill_id = backfill_id;
-                // An upstream reset in this very transaction cannot have succeeded, so only
-                // instances without one in the run can be ready now; the rest are queued as
-                // their upstreams succeed.
-                let ready = forced.contains(key)
-                    || (!catalog.is_paused(&key.task)
-                        && !catalog
-                            .dag
-                            .upstream_instances(key)
-                            .iter()
-                            .any(|up| in_run.contains(up))
-                        && dependencies_met(&mut tx, &catalog.dag, key).await?);
-                if ready
-                    && let Some(try_number) =
-                        store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now)
-                            .await?
-                {
-                    dispatches.push(self.dispatch_of(&row, try_number));
-                }
-                rows.push(row);
+        for (i, (want, (mut row, created))) in wanted.iter().zip(ensured).enumerate() {
+            // Most rows need no statement here: give the async worker back now and then, so
+            // that calls meanwhile are not stuck behind a 182,500-row loop (issue 21).
+            if i % 2000 == 1999 {
+                tokio::task::yield_now().await;
             }
-            if let Some(id) = backfill_id {
-                let ids: Vec<i64> = rows[first_of_chunk..].iter().map(|r| r.id).collect();
-                store::assign_backfill(&mut tx, id, &ids).await?;
+            let key = want.key;
+            // A live instance (it went live since the check above) is left alone rather than
+            // run twice; the reset is a compare-and-set on the state just read.
+            // Who redid it is in the operations log; the message is for what happens next.
+            if !created && !reset.contains(&row.id) {
+                skipped.push(key.to_string());
+                continue;
             }
+            // A plain rerun runs the current definition again, whatever ran before.
+            let run_version = pins.get(key).map(|(version, _)| *version);
+            if run_version.is_some() || row.run_version.is_some() {
+                store::set_run_version(&mut tx, row.id, run_version).await?;
+            }
+            row.run_version = run_version;
+            row.backfill_id = backfill_id;
+            // An upstream reset in this very transaction cannot have succeeded, so only
+            // instances without one in the run can be ready now; the rest are queued as
+            // their upstreams succeed.
+            let ready = forced.contains(key)
+                || (!catalog.is_paused(&key.task)
+                    && !catalog
+                        .dag
+                        .upstream_instances(key)
+                        .iter()
+                        .any(|up| in_run.contains(up))
+                    && dependencies_met(&mut tx, &catalog.dag, key).await?);
+            if ready
+                && let Some(try_number) =
+                    store::queue_instance(&mut tx, row.id, InstanceState::Waiting, self.epoch, now).await?
+            {
+                dispatches.push(self.dispatch_of(&row, try_number));
+            }
+            rows.push(row);
         }
+        phases.end("queue");
         let bound = match (backfill_id, backfill) {
             (Some(id), Some(new)) => {
                 store::set_backfill_size(&mut tx, id, rows.len() as i64).await?;
@@ -287,6 +306,7 @@ impl Engine {
         )
         .await?;
         tx.commit().await?;
+        phases.end("commit");
         let queued = dispatches.len();
         match (backfill_id, bound) {
             (Some(id), Some(bound)) => {
@@ -304,7 +324,46 @@ impl Engine {
             "{action} {target} {detail}: {}, {queued} queued now",
             goflow_core::plural(rows.len(), "instance")
         );
+        phases.end("push");
+        tracing::debug!("{action} {target}: {} instances, {phases}", rows.len());
         Ok((rows, backfill_id))
+    }
+
+    /// Puts the existing (not just created) instances of a redo back to waiting, made
+    /// `backfill`'s: one statement per task and state (per pinned version), not one per
+    /// instance. Returns the ids reset; a live one, or one that moved meanwhile, is not.
+    async fn reset_existing(
+        &self,
+        tx: &mut Tx,
+        wanted: &[store::WantedInstance<'_>],
+        pins: &Pins,
+        ensured: &[(InstanceRow, bool)],
+        backfill: Option<i64>,
+        now: i64,
+    ) -> Result<HashSet<i64>> {
+        // Grouped by the spec they run (a task's, or a pinned version of it).
+        type Group<'a> = (&'a TaskSpec, i64, Vec<store::Redo>);
+        let mut groups: HashMap<(&str, Option<i64>), Group> = HashMap::new();
+        for (want, (row, created)) in wanted.iter().zip(ensured) {
+            if *created || transition(row.state, Event::Redo { ready: false }).is_err() {
+                continue;
+            }
+            let group = groups
+                .entry((
+                    want.key.task.as_str(),
+                    pins.get(want.key).map(|(version, _)| *version),
+                ))
+                .or_insert_with(|| (want.spec, want.max_tries - 1, vec![]));
+            group.2.push(store::Redo {
+                id: row.id,
+                from: row.state,
+            });
+        }
+        let mut reset = HashSet::new();
+        for (spec, retries, redos) in groups.into_values() {
+            reset.extend(store::reset_many_for_redo(tx, &redos, retries, spec, backfill, now).await?);
+        }
+        Ok(reset)
     }
 
     /// The instances of `keys` to create when missing, with their tasks' tries (of the
@@ -603,4 +662,37 @@ pub(super) fn run_keys(
 pub(super) async fn dependencies_met(db: &mut impl Db, dag: &Dag, key: &InstanceKey) -> Result<bool> {
     let upstreams = dag.upstream_instances(key);
     Ok(upstreams.is_empty() || store::unmet_of(db, &upstreams).await?.is_empty())
+}
+
+/// How long each phase of a run took: logged, never asserted (timings go to scripts/bench).
+struct Phases {
+    since: std::time::Instant,
+    took: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            took: vec![],
+        }
+    }
+
+    /// Ends the phase `name` now; the next begins.
+    fn end(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.took.push((name, now - self.since));
+        self.since = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .took
+            .iter()
+            .map(|(name, took)| format!("{name} {} ms", took.as_millis()))
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
 }

@@ -146,24 +146,6 @@ pub async fn set_backfill_state(
     Ok(done.rows_affected() == 1)
 }
 
-/// Makes these instances the backfill's (a later backfill takes over an instance it runs
-/// again): one statement per 1,000.
-pub async fn assign_backfill(db: &mut impl Db, backfill: i64, ids: &[i64]) -> anyhow::Result<()> {
-    for slice in ids.chunks(1000) {
-        let d = db.dialect();
-        let sql = format!(
-            "UPDATE instances SET backfill_id = ? WHERE id IN ({})",
-            placeholders(slice.len())
-        );
-        let mut query = sqlx::query(d.sql(&sql)).bind(backfill);
-        for id in slice {
-            query = query.bind(*id);
-        }
-        query.execute(db.conn()).await?;
-    }
-    Ok(())
-}
-
 /// Holds back every queued instance of a backfill, with `why`; returns how many.
 pub async fn hold_backfill(db: &mut impl Db, backfill: i64, why: &str) -> anyhow::Result<u64> {
     let d = db.dialect();

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use anyhow::Context;
 use goflow_core::timings::{Phase, RunTimings};
 use goflow_core::{EtlDay, InstanceKey, InstanceState, Period, TaskSpec};
 use sqlx::Row;
@@ -295,96 +294,6 @@ pub async fn live_instances_of_period(
         .map(|(t, s)| {
             let state = decode_state(&s, &t)?;
             Ok((t, state))
-        })
-        .collect()
-}
-
-/// An instance to create if it does not exist yet.
-pub struct WantedInstance<'a> {
-    pub key: &'a InstanceKey,
-    pub spec: &'a TaskSpec,
-    pub max_tries: i64,
-}
-
-/// Creates a waiting instance unless one exists; returns the row either way, and whether it
-/// was created.
-pub async fn ensure_instance(
-    db: &mut impl Db,
-    key: &InstanceKey,
-    spec: &TaskSpec,
-    max_tries: i64,
-    now: i64,
-) -> anyhow::Result<(InstanceRow, bool)> {
-    let mut rows = ensure_instances(db, &[WantedInstance { key, spec, max_tries }], now).await?;
-    Ok(rows.pop().expect("one row for one key"))
-}
-
-/// [`ensure_instance`] for many keys at once, in their order: one lookup per day and one
-/// multi-row insert per 500 missing rows, so a year-long backfill is a few thousand
-/// statements, not a few hundred thousand.
-pub async fn ensure_instances(
-    db: &mut impl Db,
-    wanted: &[WantedInstance<'_>],
-    now: i64,
-) -> anyhow::Result<Vec<(InstanceRow, bool)>> {
-    let mut existing = instances_by_keys(db, wanted.iter().map(|w| w.key)).await?;
-    let missing: Vec<&WantedInstance> = wanted.iter().filter(|w| !existing.contains_key(w.key)).collect();
-    // Which rows this writer inserted (another may insert the same key meanwhile: the unique
-    // key keeps one row, and only its writer says "created").
-    let mut inserted: std::collections::HashSet<InstanceKey> = Default::default();
-    // Nine parameters a row: well under every database's limit per statement. The version
-    // is the task's as stored in this transaction (NULLIF: 0 means none recorded).
-    for slice in missing.chunks(500) {
-        let d = db.dialect();
-        let mut sql = d.insert_unless_exists(
-            "instances (task_id, etl_day, state, try_number, max_tries, priority, queue, created_at, message,
-                        definition_version, phase, phase_since, run_started_at)",
-            &vec![
-                "(?, ?, 'waiting', 0, ?, ?, ?, ?, '', (SELECT NULLIF(version, 0) FROM tasks WHERE id = ?),
-                  'waiting_upstreams', ?, ?)";
-                slice.len()
-            ]
-            .join(", "),
-            "task_id, etl_day",
-        );
-        if d.insert_returning() {
-            sql.push_str(" RETURNING task_id, etl_day");
-        }
-        let mut insert = sqlx::query(d.sql(&sql));
-        for w in slice {
-            insert = insert
-                .bind(&w.key.task)
-                .bind(w.key.period.key())
-                .bind(w.max_tries)
-                .bind(w.spec.priority as i64)
-                .bind(&w.spec.queue)
-                .bind(now)
-                .bind(&w.key.task)
-                .bind(now)
-                .bind(now);
-        }
-        if d.insert_returning() {
-            for row in insert.fetch_all(db.conn()).await? {
-                let (task, day): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-                inserted.insert(InstanceKey::new(&task, Period::parse(&day)?));
-            }
-        } else {
-            // MySQL 8 says how many, not which: when a concurrent writer took some of the keys,
-            // every row of the slice counts as created here. Harmless: queueing one is a
-            // compare-and-set, so two writers still start it once.
-            insert.execute(db.conn()).await?;
-            inserted.extend(slice.iter().map(|w| w.key.clone()));
-        }
-    }
-    let mut created = instances_by_keys(db, missing.iter().map(|w| w.key)).await?;
-    wanted
-        .iter()
-        .map(|w| match existing.remove(w.key) {
-            Some(row) => Ok((row, false)),
-            None => created
-                .remove(w.key)
-                .map(|row| (row, inserted.contains(w.key)))
-                .with_context(|| format!("instance {} vanished after insert", w.key)),
         })
         .collect()
 }

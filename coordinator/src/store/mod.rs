@@ -37,6 +37,7 @@ mod backfills;
 mod dialect;
 mod eta;
 mod fires;
+mod instance_batch;
 mod instance_states;
 mod instances;
 mod leadership;
@@ -53,6 +54,8 @@ mod versions;
 
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod instance_batch_tests;
 #[cfg(test)]
 mod returning_tests;
 #[cfg(test)]
@@ -76,6 +79,7 @@ pub use backfills::*;
 pub use dialect::Dialect;
 pub use eta::*;
 pub use fires::*;
+pub use instance_batch::*;
 pub use instance_states::*;
 pub use instances::*;
 pub use leadership::*;
@@ -508,6 +512,9 @@ fn session_settings(dialect: Dialect) -> &'static [&'static str] {
             "PRAGMA foreign_keys = ON",
             "PRAGMA busy_timeout = 30000",
             "PRAGMA wal_autocheckpoint = 100000",
+            // Up to 32 MiB of pages (taken only as used; the default is 2 MiB): a year-long
+            // backfill's inserts otherwise read the index pages they touch back from the WAL.
+            "PRAGMA cache_size = -32768",
         ],
         // A coordinator stopped in the middle of a transaction (SIGSTOP, a VM paused) would
         // hold the leader row's lock, and with it any takeover, for as long as it is stopped:
