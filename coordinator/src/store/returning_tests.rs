@@ -83,7 +83,14 @@ async fn a_backfills_instance_is_left_queued_for_the_checked_claim() {
             created_by: "test",
         };
         let backfill = insert_backfill(&mut tx, &new, now_ms()).await.unwrap();
-        assign_backfill(&mut tx, backfill, &[row.id]).await.unwrap();
+        // As a backfill's run writes it (with the instance's insert, here after it).
+        let d = tx.dialect();
+        sqlx::query(d.sql("UPDATE instances SET backfill_id = ? WHERE id = ?"))
+            .bind(backfill)
+            .bind(row.id)
+            .execute(tx.conn())
+            .await
+            .unwrap();
         let claimed = claim_outside_backfills(&mut tx, row.id, t, 1, "agent", now_ms())
             .await
             .unwrap();
