@@ -571,19 +571,7 @@ impl Engine {
     pub async fn claim(&self, dispatch: &Dispatch, agent_id: &str) -> Result<ClaimOutcome> {
         use tracing::Instrument;
         let traceparent = self.traces.take(dispatch.instance_id, dispatch.try_number);
-        let span = goflow_telemetry::span(|| {
-            tracing::info_span!(
-                "claim",
-                otel.kind = "consumer",
-                goflow.instance_id = dispatch.instance_id,
-                goflow.try_number = dispatch.try_number,
-                goflow.agent = agent_id,
-                goflow.task = tracing::field::Empty,
-                goflow.etl_day = tracing::field::Empty,
-                goflow.granted = tracing::field::Empty,
-            )
-        });
-        goflow_telemetry::set_parent(&span, &traceparent);
+        let span = claim_span(dispatch, agent_id, &traceparent);
         let outcome = self
             .claim_untraced(dispatch, agent_id)
             .instrument(span.clone())
@@ -730,6 +718,26 @@ impl Liveness {
     pub(super) fn forget_all(&self) {
         self.agents.lock().unwrap().clear();
     }
+}
+
+/// The span of a claim, a child of its dispatch's trace; what the claim decides is recorded on
+/// it (task, etl_day, granted, and handoff for a try handed off with a finish).
+pub(super) fn claim_span(dispatch: &Dispatch, agent_id: &str, traceparent: &str) -> tracing::Span {
+    let span = goflow_telemetry::span(|| {
+        tracing::info_span!(
+            "claim",
+            otel.kind = "consumer",
+            goflow.instance_id = dispatch.instance_id,
+            goflow.try_number = dispatch.try_number,
+            goflow.agent = agent_id,
+            goflow.task = tracing::field::Empty,
+            goflow.etl_day = tracing::field::Empty,
+            goflow.granted = tracing::field::Empty,
+            goflow.handoff = tracing::field::Empty,
+        )
+    });
+    goflow_telemetry::set_parent(&span, traceparent);
+    span
 }
 
 #[cfg(test)]

@@ -133,20 +133,11 @@ impl Engine {
         // the claim (made in the finish's transaction) as its child, as for a claimed try.
         let spans = self.traces.start(std::slice::from_ref(&dispatch));
         claimed.traceparent = self.traces.take(dispatch.instance_id, dispatch.try_number);
-        let claim_span = goflow_telemetry::span(|| {
-            tracing::info_span!(
-                "claim",
-                otel.kind = "consumer",
-                goflow.instance_id = dispatch.instance_id,
-                goflow.try_number = dispatch.try_number,
-                goflow.agent = agent_id,
-                goflow.task = claimed.task.as_str(),
-                goflow.etl_day = claimed.etl_day.to_string().as_str(),
-                goflow.granted = true,
-                goflow.handoff = true,
-            )
-        });
-        goflow_telemetry::set_parent(&claim_span, &claimed.traceparent);
+        let claim_span = super::agents::claim_span(&dispatch, agent_id, &claimed.traceparent);
+        claim_span.record("goflow.task", claimed.task.as_str());
+        claim_span.record("goflow.etl_day", claimed.etl_day.to_string().as_str());
+        claim_span.record("goflow.granted", true);
+        claim_span.record("goflow.handoff", true);
         drop(claim_span);
         drop(spans);
         HandedOff { dispatch, claimed }
