@@ -19,15 +19,20 @@ tasks:
 
 /// `a` and `b` of 2026-01-05 created (b waiting for a), `a`'s try claimed by agent-1.
 async fn chain_with_a_running(h: &Harness) -> (Dispatch, ClaimedTry) {
+    running(h, "a", true).await
+}
+
+/// `task` of 2026-01-05 run (with its downstreams when `down`), its try claimed by agent-1.
+async fn running(h: &Harness, task: &str, down: bool) -> (Dispatch, ClaimedTry) {
     h.engine
-        .run(&plan("a", "20260105", true), &Caller::system())
+        .run(&plan(task, "20260105", down), &Caller::system())
         .await
         .unwrap();
-    let a = h.queue.take().remove(0);
-    let ClaimOutcome::Granted(claimed) = h.engine.claim(&a, "agent-1").await.unwrap() else {
+    let dispatch = h.queue.take().remove(0);
+    let ClaimOutcome::Granted(claimed) = h.engine.claim(&dispatch, "agent-1").await.unwrap() else {
         panic!("refused")
     };
-    (a, claimed)
+    (dispatch, claimed)
 }
 
 fn success(attempt_id: &str, agent: &str, epoch: i64) -> TryReport {
@@ -251,14 +256,7 @@ tasks:
 "#;
     let h = harness(dag).await;
     h.register().await;
-    h.engine
-        .run(&plan("x", "20260105", false), &Caller::system())
-        .await
-        .unwrap();
-    let x = h.queue.take().remove(0);
-    let ClaimOutcome::Granted(x_try) = h.engine.claim(&x, "agent-1").await.unwrap() else {
-        panic!("refused")
-    };
+    let (x, x_try) = running(&h, "x", false).await;
     let (a, a_try) = chain_with_a_running(&h).await;
 
     let finished = h
