@@ -15,13 +15,13 @@ use crate::sandbox::{Launch, Sandbox, parse_array};
 
 /// A webhook receiver: records every POST body (JSON) and answers 500 to the first `fail_first`
 /// requests, 200 after.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Receiver {
-    fn start(fail_first: usize) -> Self {
+    pub(crate) fn start(fail_first: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let bodies = Arc::new(Mutex::new(vec![]));

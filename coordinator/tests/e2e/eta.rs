@@ -2,47 +2,13 @@
 //! learned from earlier days is within 20% of the real finish and names the longest chain;
 //! a deadline that cannot be met raises `deadline_at_risk` before it passes.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::alerts::Receiver;
 use crate::sandbox::{Launch, Sandbox, parse_array, wait_for};
-
-/// A webhook receiver that answers 200 to everything (alerts are recorded per channel, so
-/// the at-risk check needs one).
-fn receiver() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            );
-        }
-    });
-    url
-}
 
 fn standalone(extra_env: Vec<(String, String)>) -> Sandbox {
     Sandbox::start_with(move |root| Launch {
@@ -144,7 +110,8 @@ fn the_eta_of_a_three_level_dag_is_close_and_names_the_longest_chain() {
 /// `deadline_at_risk` alert, before the deadline, naming it, the prediction and the path.
 #[test]
 fn a_deadline_that_cannot_be_met_raises_deadline_at_risk_before_it_passes() {
-    let url = receiver();
+    // Alerts are recorded per channel, so the at-risk check needs one that answers 200.
+    let url = Receiver::start(0).url;
     let sb = standalone(vec![
         ("GOFLOW_ALERT_WEBHOOK".into(), url),
         ("GOFLOW_ALERT_CHECK_INTERVAL".into(), "1".into()),
