@@ -2,18 +2,19 @@
 """Runs one peer on one workload once, in a fresh process, and prints one JSON line:
 {"peer", "name", "version", "workload", "tasks", "wall_s", "pss_mb"}.
 
-Usage: run.py floor|celery|luigi chain50|fanout200 --folder DIR [--redis-url URL]
+Usage: run.py floor|celery|luigi|dagster|prefect chain50|fanout200 --folder DIR [--redis-url URL]
 wall_s = the trigger (just before the run is handed to the peer, after a one-task warm-up) to the
 last task's finish, stamped by the task itself; pss_mb = the summed PSS of the driver and its
-live descendants (Celery's worker and Redis) once all is done. Celery needs --redis-url (a
-database it may empty: it is flushed before and after) or redis-server on PATH (a private one
-is started on a free port in DIR)."""
+live descendants (Celery's worker and Redis, Prefect's server) once all is done. Celery needs
+--redis-url (a database it may empty: it is flushed before and after) or redis-server on PATH (a
+private one is started on a free port in DIR)."""
 import argparse, importlib, json, os, socket, subprocess, sys, time
 
 sys.dont_write_bytecode = True
 import common  # noqa: E402
 
-MODULES = {"floor": "peer_floor", "celery": "peer_celery", "luigi": "peer_luigi"}
+MODULES = {"floor": "peer_floor", "celery": "peer_celery", "luigi": "peer_luigi", "dagster": "peer_dagster",
+           "prefect": "peer_prefect"}
 
 
 def private_redis(folder):

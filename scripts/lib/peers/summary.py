@@ -3,7 +3,7 @@ medians of a peer's runs, and the footer's rows (measured here, or the canned fi
 2026-11-24 when the peers were not rerun). Pure: no processes, no clock."""
 import json, statistics
 
-PEERS = ["floor", "celery", "luigi"]  # the order they run and are printed in
+PEERS = ["floor", "celery", "luigi", "dagster", "prefect"]  # the order they run and are printed in
 WORKLOADS = ["chain50", "fanout200"]
 CANNED_DATE = "2026-11-24"
 # The peers' trigger-to-all-done medians on a 2-core machine of this kind, measured on
