@@ -1,7 +1,7 @@
 """Celery with Redis as broker and result backend, one worker with 2 prefork processes: chain50
 as a chain of 50 tasks, fanout200 as a chord (a group of 200, then the join). Every task runs
 `true` as a subprocess and answers the time it finished."""
-import os, signal, subprocess, sys, time
+import os, subprocess, sys, time
 
 from celery import Celery, chain, chord
 

@@ -63,9 +63,9 @@ def run(workload, folder, _redis_url, measure_memory):
             task = waiting.pop(0)
             process = start(store, task)
             running[process.pid] = (task, process)
-        pid, _status = os.waitpid(-1, 0)
+        pid, status = os.waitpid(-1, 0)
         task, process = running.pop(pid)
-        process.returncode = os.waitstatus_to_exitcode(_status)
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen.wait answers it
         finish(store, task, process)
     last = finish(store, "join", start(store, "join"))
     return trigger, last, measure_memory()
