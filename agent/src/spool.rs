@@ -41,6 +41,9 @@ struct State {
     dropped: u64,
     /// The command's output has ended.
     closed: bool,
+    /// The folder exists: it is made with the first segment, so a try without output (most
+    /// of a pipeline's `true`-like steps) costs no mkdir and rmdir.
+    made: bool,
 }
 
 /// One try's spool, shared by the writer (the runner's output) and the sender. The folder is
@@ -64,10 +67,13 @@ pub enum Next {
 }
 
 impl Spool {
-    /// A spool in `dir` (created, and removed with the spool) holding at most `bound`
-    /// unacknowledged bytes.
+    /// A spool in `dir` (made with the first output, and removed with the spool) holding at
+    /// most `bound` unacknowledged bytes. Fails if `dir` cannot be made where it is to be.
     pub fn create(dir: PathBuf, bound: u64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        // Its parent is checked now, so that a bad spool setting is told at the try's start.
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         Ok(Self {
             state: Arc::new(Mutex::new(State {
                 dir,
@@ -77,6 +83,7 @@ impl Spool {
                 acked: 0,
                 dropped: 0,
                 closed: false,
+                made: false,
             })),
             changed: Arc::new(Notify::new()),
         })
@@ -208,6 +215,10 @@ impl State {
     }
 
     fn open_segment(&mut self) -> std::io::Result<()> {
+        if !self.made {
+            std::fs::create_dir_all(&self.dir)?;
+            self.made = true;
+        }
         let path = self.dir.join(format!("{:020}.out", self.written));
         let file = File::options()
             .create(true)
@@ -228,6 +239,9 @@ impl State {
 impl Drop for State {
     fn drop(&mut self) {
         self.segments.clear();
+        if !self.made {
+            return;
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -121,10 +121,20 @@ fn a_new_sender_starts_where_the_last_acknowledgement_left_off() {
 }
 
 #[test]
-fn the_folder_goes_with_the_last_handle() {
+fn a_try_without_output_leaves_no_folder() {
     let (root, spool) = spool(1 << 20);
-    spool.write(b"hello\n");
+    spool.close();
+    assert_eq!(spool.next(0, 100).unwrap(), Next::Done);
+    drop(spool);
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_folder_comes_with_the_first_output_and_goes_with_the_last_handle() {
+    let (root, spool) = spool(1 << 20);
     let dir = root.path().join("try");
+    assert!(!dir.exists(), "no output, no folder");
+    spool.write(b"hello\n");
     assert!(dir.exists());
     let other = spool.clone();
     drop(spool);

@@ -307,66 +307,112 @@ impl Engine {
     /// `take_next`, one of them claimed for the reporting agent.
     async fn write_finish(&self, tx: &mut Tx, report: &TryReport, take_next: bool) -> Result<FinishStep> {
         let now = now_ms();
-        let Some(attempt) = store::attempt(tx, &report.attempt_id).await? else {
-            return Ok(FinishStep::stale(
-                None,
-                format!("unknown try {:?}", report.attempt_id),
-            ));
-        };
-        if attempt.epoch != report.epoch || attempt.agent_id != report.agent_id {
-            return Ok(FinishStep::stale(
-                None,
-                "the try belongs to another epoch or agent".into(),
-            ));
-        }
         let outcome = report.outcome.as_str();
-        if !store::finish_attempt(tx, &attempt.id, outcome, report.exit_code, &report.message, now).await? {
-            // A killed try's process group is gone now: "killing" is over.
-            store::settle_killing(tx, &attempt.id, now).await?;
-            return Ok(FinishStep::stale(
-                None,
-                format!("try {} was already closed as {}", attempt.id, attempt.state),
-            ));
-        }
-        let closed = Some(outcome);
-        let Some(row) = store::instance_by_id(tx, attempt.instance_id).await? else {
-            return Ok(FinishStep::stale(closed, "instance no longer exists".into()));
-        };
-        let catalog = self.catalog();
-        let spec = &catalog.require(&row.task_id)?.spec;
-        let event = match report.outcome {
-            TryOutcome::Success => Event::Succeeded,
-            TryOutcome::Killed => Event::Kill,
-            TryOutcome::Failed | TryOutcome::TimedOut => Event::TryFailed {
-                retry: row.try_number < row.max_tries,
-            },
-        };
-        let to = match transition(row.state, event) {
-            Ok(to) if row.try_number == attempt.try_number => to,
-            _ => {
-                return Ok(FinishStep::stale(
-                    closed,
-                    format!("instance is {} at try {}", row.state, row.try_number),
-                ));
-            }
-        };
-        let next_try_at = (to == InstanceState::UpForRetry).then(|| {
-            now + spec
-                .retry_delay
-                .unwrap_or(self.settings.default_retry_delay)
-                .as_millis() as i64
-        });
-        store::finish_instance(
+        // The usual end (a running try of this epoch and agent) is one statement where the
+        // database allows; anything else is read and told apart below.
+        let closed_try = store::finish_running_attempt(
             tx,
-            row.id,
-            row.try_number,
-            to,
+            &report.attempt_id,
+            report.epoch,
+            &report.agent_id,
+            outcome,
             report.exit_code,
             &report.message,
-            next_try_at,
             now,
         )
         .await?;
+        let (instance_id, try_number) = match closed_try {
+            Some(closed) => closed,
+            None => {
+                let Some(attempt) = store::attempt(tx, &report.attempt_id).await? else {
+                    return Ok(FinishStep::stale(
+                        None,
+                        format!("unknown try {:?}", report.attempt_id),
+                    ));
+                };
+                if attempt.epoch != report.epoch || attempt.agent_id != report.agent_id {
+                    return Ok(FinishStep::stale(
+                        None,
+                        "the try belongs to another epoch or agent".into(),
+                    ));
+                }
+                if !store::finish_attempt(tx, &attempt.id, outcome, report.exit_code, &report.message, now)
+                    .await?
+                {
+                    // A killed try's process group is gone now: "killing" is over.
+                    store::settle_killing(tx, &attempt.id, now).await?;
+                    return Ok(FinishStep::stale(
+                        None,
+                        format!("try {} was already closed as {}", attempt.id, attempt.state),
+                    ));
+                }
+                (attempt.instance_id, attempt.try_number)
+            }
+        };
+        let closed = Some(outcome);
+        let catalog = self.catalog();
+        // A success of the running try is likewise one statement (running -> success is the
+        // state machine's only way for it); every other end reads the instance first.
+        let succeeded = if report.outcome == TryOutcome::Success {
+            store::succeed_running_instance(
+                tx,
+                instance_id,
+                try_number,
+                report.exit_code,
+                &report.message,
+                now,
+            )
+            .await?
+        } else {
+            None
+        };
+        let (row, to) = match succeeded {
+            Some(row) => {
+                // A task no longer defined cannot be decided (its report fails, as below).
+                catalog.require(&row.task_id)?;
+                (row, InstanceState::Success)
+            }
+            None => {
+                let Some(row) = store::instance_by_id(tx, instance_id).await? else {
+                    return Ok(FinishStep::stale(closed, "instance no longer exists".into()));
+                };
+                let spec = &catalog.require(&row.task_id)?.spec;
+                let event = match report.outcome {
+                    TryOutcome::Success => Event::Succeeded,
+                    TryOutcome::Killed => Event::Kill,
+                    TryOutcome::Failed | TryOutcome::TimedOut => Event::TryFailed {
+                        retry: row.try_number < row.max_tries,
+                    },
+                };
+                let to = match transition(row.state, event) {
+                    Ok(to) if row.try_number == try_number => to,
+                    _ => {
+                        return Ok(FinishStep::stale(
+                            closed,
+                            format!("instance is {} at try {}", row.state, row.try_number),
+                        ));
+                    }
+                };
+                let next_try_at = (to == InstanceState::UpForRetry).then(|| {
+                    now + spec
+                        .retry_delay
+                        .unwrap_or(self.settings.default_retry_delay)
+                        .as_millis() as i64
+                });
+                store::finish_instance(
+                    tx,
+                    row.id,
+                    row.try_number,
+                    to,
+                    report.exit_code,
+                    &report.message,
+                    next_try_at,
+                    now,
+                )
+                .await?;
+                (row, to)
+            }
+        };
         self.record_try_alert(tx, &row, report, to, now).await?;
         let mut dispatches = if to == InstanceState::Success {
             self.release_downstream(tx, &catalog, &row.key(), now).await?
@@ -375,7 +421,7 @@ impl Engine {
         };
         // The agent whose try this is (the store checked it above), never another.
         let handed_off = if take_next && !dispatches.is_empty() {
-            self.hand_off(tx, &attempt.agent_id, &mut dispatches).await?
+            self.hand_off(tx, &report.agent_id, &mut dispatches).await?
         } else {
             None
         };

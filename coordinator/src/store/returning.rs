@@ -174,3 +174,79 @@ pub async fn queue_waiting_keys(
     }
     Ok(queued)
 }
+
+/// A try's end as one statement where `UPDATE ... RETURNING` exists: running -> `outcome` for
+/// exactly this try of this epoch and agent, and its instance's id and try number. None: not
+/// so (unknown, another epoch or agent, already closed) or MySQL/MariaDB; the caller then
+/// reads the try and says why, as [`super::attempt`] and [`super::finish_attempt`] do.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish_running_attempt(
+    db: &mut impl Db,
+    id: &str,
+    epoch: i64,
+    agent: &str,
+    outcome: &str,
+    exit_code: Option<i64>,
+    message: &str,
+    now: i64,
+) -> anyhow::Result<Option<(i64, i64)>> {
+    let d = db.dialect();
+    if !d.update_returning() {
+        return Ok(None);
+    }
+    let row = sqlx::query(d.sql(
+        "UPDATE attempts SET state = ?, exit_code = ?, message = ?, finished_at = ?
+         WHERE id = ? AND state = 'running' AND epoch = ? AND agent_id = ?
+         RETURNING instance_id, try_number",
+    ))
+    .bind(outcome)
+    .bind(exit_code)
+    .bind(message)
+    .bind(now)
+    .bind(id)
+    .bind(epoch)
+    .bind(agent)
+    .fetch_optional(db.conn())
+    .await?;
+    Ok(match row {
+        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+        None => None,
+    })
+}
+
+/// running (this try) -> success, as [`super::finish_instance`], and the row as it is now, in
+/// one statement where `UPDATE ... RETURNING` exists. None: not running at this try, or
+/// MySQL/MariaDB; the caller then reads the instance and decides as before.
+pub async fn succeed_running_instance(
+    db: &mut impl Db,
+    id: i64,
+    try_number: i64,
+    exit_code: Option<i64>,
+    message: &str,
+    now: i64,
+) -> anyhow::Result<Option<InstanceRow>> {
+    use goflow_core::InstanceState;
+    let d = db.dialect();
+    if !d.update_returning() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "UPDATE instances SET {}, state = ?, exit_code = ?, message = ?, next_try_at = NULL, finished_at = ?
+         WHERE id = ? AND state = 'running' AND try_number = ? RETURNING {INSTANCE_COLUMNS}",
+        *LEAVE_PHASE
+    );
+    let row = bind_leave(
+        sqlx::query(d.sql(&sql)),
+        now,
+        Phase::of(InstanceState::Success, false),
+    )
+    .bind(InstanceState::Success.as_str())
+    .bind(exit_code)
+    .bind(message)
+    .bind(now)
+    .bind(id)
+    .bind(try_number)
+    .fetch_optional(db.conn())
+    .await?;
+    Ok(row.map(|r| sqlx::FromRow::from_row(&r)).transpose()?)
+}
