@@ -2,7 +2,7 @@
 //! takes dispatches when a slot is free, claims them and runs them with [`crate::runner`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -175,6 +175,8 @@ pub(crate) struct Agent {
     /// the coordinator (which dispatches them again without counting them lost).
     unstarted: Mutex<Vec<String>>,
     slots: Arc<Semaphore>,
+    /// The dispatch loop holds a free slot and waits for work: nothing is queued for us now.
+    pub(super) waiting_for_work: AtomicBool,
     /// Running tries by attempt id, with the token that kills each.
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Cancelled: take no new work (the running tries go on).
@@ -268,6 +270,7 @@ pub async fn run_agent_until(
         claiming: Mutex::new(Default::default()),
         unstarted: Mutex::new(vec![]),
         slots: Arc::new(Semaphore::new(config.slots)),
+        waiting_for_work: Default::default(),
         running: Mutex::new(HashMap::new()),
         draining: CancellationToken::new(),
         killing: CancellationToken::new(),
@@ -427,7 +430,10 @@ impl Agent {
                 permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 () = self.draining.cancelled() => break,
             };
-            let dispatch = match queue.pop_until(&self.config.queues, &self.draining).await {
+            self.waiting_for_work.store(true, Ordering::Relaxed);
+            let popped = queue.pop_until(&self.config.queues, &self.draining).await;
+            self.waiting_for_work.store(false, Ordering::Relaxed);
+            let dispatch = match popped {
                 Ok(Some(dispatch)) => dispatch,
                 Ok(None) => break,
                 Err(err) => {

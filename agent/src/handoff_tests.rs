@@ -50,3 +50,33 @@ async fn a_handed_off_try_runs_in_the_finished_ones_slot_and_the_slot_comes_back
     });
     stop(agent, shutdown, server, stop_server).await;
 }
+
+#[tokio::test]
+async fn with_every_other_slot_busy_the_finish_gives_its_slot_back_instead() {
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.claims.insert(1, (true, "sleep 1".into()));
+        s.claims.insert(2, (true, "echo quick".into()));
+    });
+    let queue = Arc::new(MemoryQueue::new());
+    queue.push(vec![dispatch(1), dispatch(2)]).await.unwrap();
+    let addr = free_addr();
+    let stop_server = CancellationToken::new();
+    let server = serve(fake.clone(), addr, stop_server.clone());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(addr, 2), queue.clone(), shutdown.clone()));
+
+    // a2 ends while a1 holds the other slot: work may be queued, so no slot is held for it.
+    let (quick, _) = fake.finish_of("a2").await;
+    assert!(
+        !quick.take_next,
+        "both slots busy: the slot goes back to the queue"
+    );
+    // a1 ends with the other slot free: a chain's next try may come with its finish.
+    let (slow, _) = fake.finish_of("a1").await;
+    assert!(
+        slow.take_next,
+        "a free slot elsewhere: the finish asks for the next try"
+    );
+    stop(agent, shutdown, server, stop_server).await;
+}

@@ -8,6 +8,7 @@
 //! start safely, ends like such a claim: never started, and dispatched again by the
 //! coordinator (see the engine's `handoff`).
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use goflow_proto::{ReportFinishResponse, ReportStartResponse};
@@ -25,9 +26,17 @@ pub(super) struct NextTry {
 
 impl Agent {
     /// Whether a finish report asks for a hand-off: not while draining or stopping (no new
-    /// work then).
+    /// work then), and not while every other slot is busy. Then work is likely queued for this
+    /// agent (a fan-out's leaves, a backfill's days): the slot is better given back at once,
+    /// to claim it while the finish is written, than kept idle for a release that mostly
+    /// does not come. A chain's next try still comes by hand-off: the chain holds one slot.
+    /// An agent of one slot always asks (giving it back would not shorten its wait).
     pub(super) fn may_take_next(&self) -> bool {
-        !self.draining.is_cancelled() && !self.killing.is_cancelled()
+        !self.draining.is_cancelled()
+            && !self.killing.is_cancelled()
+            && (self.config.slots == 1
+                || self.slots.available_permits() > 0
+                || self.waiting_for_work.load(Ordering::Relaxed))
     }
 
     /// The try a finish's answer handed off, ready to run; None when none was (the slot is
