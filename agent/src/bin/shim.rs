@@ -8,11 +8,11 @@
 //! means exactly "the agent process is gone", however it ended. (PR_SET_PDEATHSIG fires when
 //! the agent *thread* that spawned a process exits, and only for that one process.)
 //!
-//! Each try's group is made here *before* the try starts: the supervisor forks a placeholder
-//! that leads a new group and only waits, and the agent starts the shell inside that group.
-//! So there is no moment when a try runs in a group the supervisor does not know. One spare
-//! placeholder is always ready, so the agent never waits for a fork, and no second program is
-//! started per try (an exec per try costed about 1 ms).
+//! Each try's group is made here *before* the try starts: the supervisor makes a placeholder
+//! (`shim/placeholder.rs`: cloned, not forked) that leads a new group and only waits, and the agent
+//! starts the shell inside that group. So there is no moment when a try runs in a group the
+//! supervisor does not know. One spare placeholder is always ready, so the agent never waits
+//! for one, and no second program is started per try (an exec per try costed about 1 ms).
 //!
 //! Protocol, one line each way:
 //! - `new` -> `<pgid>`: a new group, tracked until `done`.
@@ -28,10 +28,16 @@
 //! agent renews the lease at each heartbeat the coordinator answers, so the tries of an agent
 //! that went silent stop before the coordinator gives them to another agent.
 
-use std::collections::HashSet;
+// Beside, not in src/bin/, where cargo would take it for a binary of its own.
+#[path = "shim/placeholder.rs"]
+mod placeholder;
+
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::process::exit;
 use std::time::{Duration, Instant};
+
+use placeholder::{Maker, Placeholder};
 
 /// How long the groups get between SIGTERM and SIGKILL once the agent is gone (the agent's own
 /// grace for timeouts and kills).
@@ -57,10 +63,12 @@ fn main() {
             libc::signal(signal, libc::SIG_IGN);
         }
     }
+    let mut placeholders = Maker::new();
     let mut supervisor = Supervisor {
-        mine: HashSet::new(),
+        mine: HashMap::new(),
         adopted: HashSet::new(),
-        spare: placeholder(),
+        spare: placeholders.make(),
+        placeholders,
         lease: None,
         lapsed: false,
         stopped: HashSet::new(),
@@ -86,8 +94,9 @@ fn main() {
         spare,
         ..
     } = supervisor;
-    mine.insert(spare);
-    let tracked: Vec<libc::pid_t> = mine.into_iter().chain(adopted).collect();
+    mine.insert(spare.pid, spare);
+    // The placeholders are not reaped: their stacks stay allocated until this process ends.
+    let tracked: Vec<libc::pid_t> = mine.into_keys().chain(adopted).collect();
     // SAFETY: killpg only sends signals, to groups handed out for tries.
     unsafe {
         for &group in &tracked {
@@ -104,12 +113,13 @@ fn main() {
 }
 
 struct Supervisor {
-    /// Groups led by placeholders of ours.
-    mine: HashSet<libc::pid_t>,
+    /// Groups led by placeholders of ours, by group id (the placeholder's pid).
+    mine: HashMap<libc::pid_t, Placeholder>,
     /// Groups an earlier supervisor handed out.
     adopted: HashSet<libc::pid_t>,
     /// The next group to hand out.
-    spare: libc::pid_t,
+    spare: Placeholder,
+    placeholders: Maker,
     /// When the agent's lease runs out; None: no lease yet, no deadline.
     lease: Option<Instant>,
     /// The lease ran out and no new one came: every tracked group is being stopped, and so is
@@ -131,14 +141,13 @@ impl Supervisor {
         let group = arg.and_then(|g| g.parse::<libc::pid_t>().ok()).filter(|g| *g > 1);
         match (verb, group) {
             ("new", None) if arg.is_none() => {
-                self.mine.insert(self.spare);
-                if writeln!(stdout, "{}", self.spare)
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
+                let answer = writeln!(stdout, "{}", self.spare.pid).and_then(|()| stdout.flush());
+                // The next one is made after the answer, off the agent's path.
+                let handed_out = std::mem::replace(&mut self.spare, self.placeholders.make());
+                self.mine.insert(handed_out.pid, handed_out);
+                if answer.is_err() {
                     return false;
                 }
-                self.spare = placeholder();
             }
             ("track", Some(group)) => {
                 self.adopted.insert(group);
@@ -148,14 +157,16 @@ impl Supervisor {
                 self.stopped.remove(&group);
                 // Reaped below, its id may be reused: no SIGKILL may follow.
                 self.killing.retain(|&(g, _)| g != group);
-                if self.mine.remove(&group) {
+                if let Some(placeholder) = self.mine.remove(&group) {
                     // SAFETY: killpg and waitpid only signal and reap. Until it is reaped, our
                     // placeholder keeps the group's id from being reused, so this reaches no
                     // one else's group. (An adopted group has no such guard: it is only
-                    // forgotten.)
+                    // forgotten.) Once reaped, nothing runs on its stack; unreaped, it is never freed.
                     unsafe {
                         libc::killpg(group, libc::SIGKILL);
-                        libc::waitpid(group, std::ptr::null_mut(), 0);
+                        if libc::waitpid(group, std::ptr::null_mut(), 0) == group {
+                            placeholder.release();
+                        }
                     }
                 }
             }
@@ -190,7 +201,7 @@ impl Supervisor {
             );
         }
         if self.lapsed {
-            let tracked: Vec<libc::pid_t> = self.mine.iter().chain(&self.adopted).copied().collect();
+            let tracked: Vec<libc::pid_t> = self.mine.keys().chain(&self.adopted).copied().collect();
             for group in tracked {
                 if self.stopped.insert(group) {
                     // SAFETY: killpg only sends a signal, to a group handed out for a try.
@@ -257,41 +268,5 @@ fn read_input(input: &mut Vec<u8>, until: Option<Instant>) -> bool {
             input.extend_from_slice(&buf[..n as usize]);
             true
         }
-    }
-}
-
-/// Forks a process that leads a new group and waits there to be killed: the group a try will
-/// run in. It dies with the supervisor, so an unused one never lingers.
-fn placeholder() -> libc::pid_t {
-    // SAFETY: the supervisor is single-threaded, so the child may run anything; it only makes
-    // async-signal-safe calls anyway. `parent` is read before the fork.
-    unsafe {
-        let parent = libc::getpid();
-        let pid = libc::fork();
-        if pid < 0 {
-            eprintln!("goflow-shim: fork failed: {}", std::io::Error::last_os_error());
-            exit(1);
-        }
-        if pid == 0 {
-            libc::setpgid(0, 0);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                libc::_exit(0);
-            }
-            // Signals to the group reach it as they reach the try's own processes.
-            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-            // It holds no end of the agent's pipes.
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            loop {
-                libc::pause();
-            }
-        }
-        // Also here, so the group exists before its id is handed out, whichever runs first.
-        libc::setpgid(pid, pid);
-        pid
     }
 }

@@ -3,6 +3,8 @@
 use super::*;
 use std::time::Instant;
 
+mod placeholders;
+
 /// Runs `spec` and collects everything it logged.
 async fn run(spec: RunSpec, kill: CancellationToken) -> (RunOutcome, String) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
