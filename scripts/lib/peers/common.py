@@ -1,6 +1,6 @@
 """What every peer's driver shares: the two workloads' shapes, the clock, and the memory of a
 process tree. Standard library only."""
-import os, time
+import os, subprocess, time
 
 # chain50: 50 `true` tasks, each after the one before. fanout200: 200 independent `true` tasks,
 # then one join task after all of them (docs/benchmarks.md, "The peers").
@@ -53,3 +53,15 @@ def tree_pss_mb():
     """This process's PSS with every live descendant's (a peer's workers)."""
     me = os.getpid()
     return pss_mb([me] + children(me))
+
+
+def stop(process):
+    """Stops a peer's helper process (a worker, a server): SIGTERM for a warm shutdown, SIGKILL
+    after 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -5,7 +5,7 @@ import os, subprocess, sys, time
 
 from celery import Celery, chain, chord
 
-from common import CHAIN, FANOUT, now
+from common import CHAIN, FANOUT, now, stop
 
 NAME = "Celery + Redis, 2 worker processes"
 QUEUE = "goflow_peers"
@@ -36,16 +36,6 @@ def start_worker(folder, redis_url):
                             stdin=subprocess.DEVNULL)
 
 
-def stop_worker(worker):
-    if worker.poll() is None:
-        worker.terminate()  # a warm shutdown: the worker stops its pool's processes
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
 def run(workload, folder, redis_url, measure_memory):
     """Runs the workload once: (trigger, last finish, PSS MB of the driver, worker and Redis)."""
     app.conf.update(broker_url=redis_url, result_backend=redis_url)
@@ -70,5 +60,5 @@ def run(workload, folder, redis_url, measure_memory):
         last = result.get(timeout=300)
         return trigger, last, measure_memory()
     finally:
-        stop_worker(worker)
+        stop(worker)
         app.connection_for_write().default_channel.client.flushdb()

@@ -4,7 +4,7 @@ fanout200: 200 tasks submitted to the flow's default task runner (threads), then
 waits for them all. Every task runs `true` as a subprocess and answers the time it finished."""
 import os, socket, subprocess, sys, time, urllib.request
 
-from common import CHAIN, FANOUT, now
+from common import CHAIN, FANOUT, now, stop
 
 NAME = "Prefect, local API server"
 
@@ -39,16 +39,6 @@ def start_server(folder):
         time.sleep(0.1)
 
 
-def stop_server(server):
-    if server.poll() is None:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def run(workload, folder, _redis_url, measure_memory):
     """Runs the workload once: (trigger, last finish, PSS MB of this process and the server)."""
     server = start_server(folder)
@@ -78,4 +68,4 @@ def run(workload, folder, _redis_url, measure_memory):
         last = chain50() if workload == "chain50" else fanout200()
         return trigger, last, measure_memory()
     finally:
-        stop_server(server)
+        stop(server)
