@@ -237,6 +237,14 @@ async fn a_missing_shell_fails_with_the_error_in_the_log() {
 
 /// goflow-shim as `cargo build -p goflow-agent --bins` left it: cargo builds no binary for a
 /// library's own tests, so a stale one would test old code without a word.
+/// Asks a supervisor started by a test for a new group (`new`), as the agent does.
+fn ask_new_group(requests: &mut impl std::io::Write, answers: &mut impl std::io::BufRead) -> i32 {
+    writeln!(requests, "new").unwrap();
+    let mut line = String::new();
+    answers.read_line(&mut line).unwrap();
+    line.trim().parse::<i32>().unwrap()
+}
+
 fn built_shim() -> std::path::PathBuf {
     // This test binary is target/<profile>/deps/goflow_agent-<hash>.
     let exe = std::env::current_exe().unwrap();
@@ -378,7 +386,7 @@ async fn supervised_tries_keep_the_runner_guarantees() {
 /// input, or other arguments, runs nothing.
 #[test]
 fn the_supervisor_hands_out_groups_and_ends_them() {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let shim = built_shim();
     let status = |args: &[&str], stdin: Stdio| {
         std::process::Command::new(&shim)
@@ -409,12 +417,7 @@ fn the_supervisor_hands_out_groups_and_ends_them() {
         .unwrap();
     let mut requests = supervisor.stdin.take().unwrap();
     let mut answers = std::io::BufReader::new(supervisor.stdout.take().unwrap());
-    let mut new_group = || {
-        writeln!(requests, "new").unwrap();
-        let mut line = String::new();
-        answers.read_line(&mut line).unwrap();
-        line.trim().parse::<i32>().unwrap()
-    };
+    let mut new_group = || ask_new_group(&mut requests, &mut answers);
     let (first, second) = (new_group(), new_group());
     assert_ne!(first, second);
     for group in [first, second] {

@@ -45,12 +45,7 @@ fn placeholders_lead_their_group_with_default_signals_cloned_or_forked() {
         let mut supervisor = start_supervisor(&shim, method);
         let mut requests = supervisor.stdin.take().unwrap();
         let mut answers = std::io::BufReader::new(supervisor.stdout.take().unwrap());
-        let mut new_group = || {
-            writeln!(requests, "new").unwrap();
-            let mut line = String::new();
-            answers.read_line(&mut line).unwrap();
-            line.trim().parse::<i32>().unwrap()
-        };
+        let mut new_group = || ask_new_group(&mut requests, &mut answers);
         let groups = [new_group(), new_group(), new_group()];
         let supervisor_pid = supervisor.id() as i32;
         for group in groups {
