@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::Db;
-use super::timings::{LEAVE_PHASE, NEW_RUN, bind_leave};
+use super::timings::{LEAVE_PHASE, NEW_RUN, Query, bind_leave};
 
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
@@ -462,22 +462,40 @@ pub async fn finish_instance(
     now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    let sql = format!(
-        "UPDATE instances SET {}, state = ?, exit_code = ?, message = ?, next_try_at = ?, finished_at = ?
-         WHERE id = ? AND state = 'running' AND try_number = ?",
-        *LEAVE_PHASE
-    );
-    let done = bind_leave(sqlx::query(d.sql(&sql)), now, Phase::of(to, false))
-        .bind(to.as_str())
-        .bind(exit_code)
-        .bind(message)
-        .bind(next_try_at)
-        .bind(now)
+    let sql = finish_sql("");
+    let done = bind_finish(sqlx::query(d.sql(&sql)), to, exit_code, message, next_try_at, now)
         .bind(id)
         .bind(try_number)
         .execute(db.conn())
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// `UPDATE instances` running (this try) -> an outcome, as [`finish_instance`]; bound by
+/// [`bind_finish`], then id, try number; `extra` follows the WHERE clause (a RETURNING).
+pub(super) fn finish_sql(extra: &str) -> String {
+    format!(
+        "UPDATE instances SET {}, state = ?, exit_code = ?, message = ?, next_try_at = ?, finished_at = ?
+         WHERE id = ? AND state = 'running' AND try_number = ? {extra}",
+        *LEAVE_PHASE
+    )
+}
+
+/// The SET clause's values of [`finish_sql`].
+pub(super) fn bind_finish<'q>(
+    query: Query<'q>,
+    to: InstanceState,
+    exit_code: Option<i64>,
+    message: &'q str,
+    next_try_at: Option<i64>,
+    now: i64,
+) -> Query<'q> {
+    bind_leave(query, now, Phase::of(to, false))
+        .bind(to.as_str())
+        .bind(exit_code)
+        .bind(message)
+        .bind(next_try_at)
+        .bind(now)
 }
 
 /// An operator's move (kill, mark success) from `from`; sets the message and finish time.

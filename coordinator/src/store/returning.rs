@@ -11,7 +11,9 @@ use sqlx::Row;
 use super::Db;
 use goflow_core::InstanceKey;
 
-use super::instances::{INSTANCE_COLUMNS, InstanceRow, claim_sql, placeholders, tasks_by_period};
+use super::instances::{
+    INSTANCE_COLUMNS, InstanceRow, bind_finish, claim_sql, finish_sql, placeholders, tasks_by_period,
+};
 use super::timings::{LEAVE_PHASE, bind_leave};
 
 /// queued -> running for exactly this try and epoch, like [`super::claim_instance`], but
@@ -208,10 +210,9 @@ pub async fn finish_running_attempt(
     .bind(agent)
     .fetch_optional(db.conn())
     .await?;
-    Ok(match row {
-        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
-        None => None,
-    })
+    Ok(row
+        .map(|row| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()?)
 }
 
 /// running (this try) -> success, as [`super::finish_instance`], and the row as it is now, in
@@ -230,20 +231,15 @@ pub async fn succeed_running_instance(
     if !d.update_returning() {
         return Ok(None);
     }
-    let sql = format!(
-        "UPDATE instances SET {}, state = ?, exit_code = ?, message = ?, next_try_at = NULL, finished_at = ?
-         WHERE id = ? AND state = 'running' AND try_number = ? RETURNING {INSTANCE_COLUMNS}",
-        *LEAVE_PHASE
-    );
-    let row = bind_leave(
+    let sql = finish_sql(&format!("RETURNING {INSTANCE_COLUMNS}"));
+    let row = bind_finish(
         sqlx::query(d.sql(&sql)),
+        InstanceState::Success,
+        exit_code,
+        message,
+        None,
         now,
-        Phase::of(InstanceState::Success, false),
     )
-    .bind(InstanceState::Success.as_str())
-    .bind(exit_code)
-    .bind(message)
-    .bind(now)
     .bind(id)
     .bind(try_number)
     .fetch_optional(db.conn())

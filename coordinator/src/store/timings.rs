@@ -14,7 +14,7 @@ use goflow_core::timings::{Phase, RECORDED, RunTimings, Timings};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// `ms_x = ms_x + CASE WHEN phase = 'x' AND phase_since < ? THEN ? - phase_since ELSE 0 END,
 /// ..., phase = ?, phase_since = ?`; bound by [`bind_leave`].
