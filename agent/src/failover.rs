@@ -245,7 +245,11 @@ impl Failover {
     async fn send(self, request: http::Request<Body>) -> Result<http::Response<Body>, StdError> {
         let n = self.shared.channels.len();
         let path = request.uri().path();
-        let replayable = n > 1 && !self.shared.options.streaming_requests.iter().any(|p| p == path);
+        // One coordinator is worth a replay too when its takeover is waited out: standalone
+        // and single-URL clients then ride through a step-down like listed ones do.
+        let patient = !self.shared.options.unavailable_patience.is_zero();
+        let replayable =
+            (n > 1 || patient) && !self.shared.options.streaming_requests.iter().any(|p| p == path);
         if !replayable {
             let index = self.current();
             let result = call(self.channel(index), request).await;

@@ -213,6 +213,24 @@ async fn a_call_refused_with_unavailable_goes_to_the_next_coordinator() {
     assert_eq!(*leaderless.refused.lock().unwrap(), 1);
 }
 
+/// One coordinator listed (a standalone, or a single URL) that steps down and takes over again:
+/// the call waits the takeover out as it would with several listed, instead of failing.
+#[tokio::test]
+async fn a_single_coordinator_s_takeover_is_waited_out() {
+    let taking_over = Fake {
+        leaderless_calls: 2,
+        ..Fake::named("comeback:1")
+    };
+    let server = serve(taking_over.clone()).await;
+    let (table, _) = list_coordinators(&server).await;
+    assert!(table.contains(" comeback:1 "), "{table}");
+    assert_eq!(
+        *taking_over.refused.lock().unwrap(),
+        2,
+        "refused twice, then served"
+    );
+}
+
 /// A standby that answers UNAVAILABLE (it cannot reach the leader) says more than a dead
 /// coordinator's connect error: after a round of both, the standby's answer is the error.
 #[tokio::test]

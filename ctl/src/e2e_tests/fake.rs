@@ -30,6 +30,8 @@ pub(super) struct Fake {
     pub(super) unavailable: bool,
     /// Answers GetVersion but refuses ListCoordinators with UNAVAILABLE (no leader).
     pub(super) no_leader: bool,
+    /// Refuses this many ListCoordinators calls with UNAVAILABLE, then answers (a takeover).
+    pub(super) leaderless_calls: u32,
     pub(super) refused: Arc<Mutex<u32>>,
     /// Refuses calls without a known token with UNAUTHENTICATED, as a server with `--auth`.
     pub(super) require_token: bool,
@@ -345,7 +347,8 @@ impl ControlService for Fake {
         &self,
         request: Request<ListCoordinatorsRequest>,
     ) -> Reply<ListCoordinatorsResponse> {
-        self.refuse(self.no_leader)?;
+        let taking_over = *self.refused.lock().unwrap() < self.leaderless_calls;
+        self.refuse(self.no_leader || taking_over)?;
         self.note(&request)?;
         let now = crate::output::now_ms();
         Ok(Response::new(ListCoordinatorsResponse {
