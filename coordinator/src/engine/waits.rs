@@ -17,11 +17,24 @@ pub struct WaitCache {
 }
 
 impl WaitCache {
+    /// A cache that starts from the states of rows just read (a listing, a watch): upstreams
+    /// among them cost no query, and a day of many other instances is read only when an
+    /// upstream outside them is asked for.
+    pub fn knowing(rows: &[InstanceRow]) -> Self {
+        Self {
+            states: rows.iter().map(|r| (r.key(), r.state)).collect(),
+            ..Self::default()
+        }
+    }
+
     pub(super) async fn state(
         &mut self,
         conn: &mut impl Db,
         key: &InstanceKey,
     ) -> Result<Option<InstanceState>> {
+        if let Some(known) = self.states.get(key) {
+            return Ok(Some(*known));
+        }
         if self.periods_loaded.insert(key.period) {
             let period = BTreeSet::from([key.period]);
             self.states.extend(store::states_of_periods(conn, &period).await?);

@@ -166,7 +166,7 @@ impl ControlService for Api {
                 .map_err(internal)?
         };
         let mut instances = Vec::with_capacity(rows.len());
-        let mut cache = WaitCache::default();
+        let mut cache = WaitCache::knowing(&rows);
         for row in &rows {
             instances.push(self.instance_to_pb(&mut conn, row, &mut cache).await?);
         }

@@ -136,7 +136,7 @@ async fn stream_changes(
             .await
             .map_err(internal)?;
         let mut now = BTreeMap::new();
-        let mut cache = WaitCache::default();
+        let mut cache = WaitCache::knowing(&rows);
         for row in &rows {
             now.insert(row.id, api.instance_to_pb(&mut conn, row, &mut cache).await?);
         }
