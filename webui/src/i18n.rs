@@ -354,6 +354,7 @@ pub struct Texts {
     pub catchup_all: &'static str,
     pub catchup_none: &'static str,
     pub pool: &'static str,
+    pub pool_help: &'static str,
     pub max_active: &'static str,
     pub max_active_help: &'static str,
     // edit
@@ -566,6 +567,7 @@ pub static EN: Texts = Texts {
     catchup_all: "all: every missed fire, oldest first",
     catchup_none: "none: no missed fire",
     pool: "pool",
+    pool_help: "a stored pool (goflowctl pools): its slots bound the tries of all its tasks; empty: none",
     max_active: "max_active",
     max_active_help: "at most this many tries of this task run at once, across every data date",
     edit_task: "Edit task",
@@ -775,6 +777,7 @@ pub static ZH: Texts = Texts {
     catchup_all: "按时间先后全部补跑",
     catchup_none: "都不补跑",
     pool: "资源池",
+    pool_help: "已有的资源池 (goflowctl pools)：其槽位限制所有属于它的任务的尝试；留空：不用资源池",
     max_active: "并发上限 (max_active)",
     max_active_help: "本任务同时运行的尝试最多这么多个，跨所有数据日期",
     edit_task: "编辑任务",

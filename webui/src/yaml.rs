@@ -1,12 +1,36 @@
 //! Tasks as a DAG document (the format of `goflowctl apply`): written for export and for the
 //! edit form, whose document then goes through the same parser and validation as an apply.
 
-use goflow_proto::Task;
+use goflow_proto::{Calendar, Pool, Task};
 use serde::Serialize;
 
 #[derive(Serialize)]
 struct Document {
+    /// The calendars and pools the tasks name, so that the document applies on its own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    calendars: Vec<CalendarOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pools: Vec<PoolOut>,
     tasks: Vec<TaskOut>,
+}
+
+#[derive(Serialize)]
+struct CalendarOut {
+    id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    description: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    weekdays: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exclude: Vec<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    include: Vec<u32>,
+}
+
+#[derive(Serialize)]
+struct PoolOut {
+    id: String,
+    slots: i64,
 }
 
 /// Field order and names as in `deploy/demo/dag.yaml`; defaults left out.
@@ -50,6 +74,11 @@ struct TaskOut {
     /// latest | all | none; left out when latest (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     catchup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<String>,
+    /// Left out when there is no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_active: Option<i64>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -133,6 +162,12 @@ pub struct TaskForm {
     /// latest | all | none (empty: latest).
     #[serde(default)]
     pub catchup: String,
+    /// A pool's id (empty: none).
+    #[serde(default)]
+    pub pool: String,
+    /// At most this many tries of the task at once (empty: no limit).
+    #[serde(default)]
+    pub max_active: String,
 }
 
 impl TaskForm {
@@ -170,6 +205,12 @@ impl TaskForm {
             expected_duration: crate::pages::task::millis(t.expected_duration_ms),
             deadline: t.deadline.clone(),
             catchup: t.catchup.clone(),
+            pool: t.pool.clone(),
+            max_active: if t.max_active > 0 {
+                t.max_active.to_string()
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -223,6 +264,16 @@ impl TaskForm {
                 }
             }
         }
+        let max_active = match self.max_active.trim() {
+            "" => None,
+            // Signed, so that 0 or -1 gets the parser's own words.
+            text => Some(text.parse::<i64>().map_err(|_| {
+                (
+                    "max_active",
+                    format!("max_active {text:?} is not a whole number >= 1"),
+                )
+            })?),
+        };
         let optional = |text: &str| Some(text.trim().to_string()).filter(|t| !t.is_empty());
         let (period, day_offset, offset) =
             offsets(self.period.trim(), int("day_offset", &self.day_offset, -1)?);
@@ -246,8 +297,15 @@ impl TaskForm {
             expected_duration: optional(&self.expected_duration),
             deadline: optional(&self.deadline),
             catchup: not_latest(&self.catchup),
+            pool: optional(&self.pool),
+            max_active,
         };
-        serde_norway::to_string(&Document { tasks: vec![task] }).map_err(|e| ("", e.to_string()))
+        let document = Document {
+            calendars: vec![],
+            pools: vec![],
+            tasks: vec![task],
+        };
+        serde_norway::to_string(&document).map_err(|e| ("", e.to_string()))
     }
 }
 
@@ -257,8 +315,34 @@ fn not_latest(policy: &str) -> Option<String> {
     Some(policy.trim().to_string()).filter(|p| !p.is_empty() && p != "latest")
 }
 
-/// Every task as one DAG document.
-pub fn export(tasks: &[Task]) -> String {
+/// Tasks as one DAG document, with the calendars and pools among `calendars` and `pools` that
+/// they name (a calendar of a dependency too).
+pub fn export(tasks: &[Task], calendars: &[Calendar], pools: &[Pool]) -> String {
+    let named_calendar = |id: &str| {
+        tasks
+            .iter()
+            .any(|t| t.calendar == id || t.depends_on.iter().any(|d| d.calendar == id))
+    };
+    let calendars = calendars
+        .iter()
+        .filter(|c| named_calendar(&c.id))
+        .map(|c| CalendarOut {
+            id: c.id.clone(),
+            description: c.description.clone(),
+            weekdays: c.weekdays.clone(),
+            // As numbers, the way a hand-written document lists them (yyyymmdd).
+            exclude: c.exclude.iter().filter_map(|d| d.parse().ok()).collect(),
+            include: c.include.iter().filter_map(|d| d.parse().ok()).collect(),
+        })
+        .collect();
+    let pools = pools
+        .iter()
+        .filter(|p| tasks.iter().any(|t| t.pool == p.id))
+        .map(|p| PoolOut {
+            id: p.id.clone(),
+            slots: p.slots,
+        })
+        .collect();
     let tasks = tasks
         .iter()
         .map(|t| {
@@ -283,6 +367,8 @@ pub fn export(tasks: &[Task]) -> String {
                 expected_duration: Some(form.expected_duration.clone()).filter(|s| !s.is_empty()),
                 deadline: Some(t.deadline.clone()).filter(|s| !s.is_empty()),
                 catchup: not_latest(&t.catchup),
+                pool: Some(t.pool.clone()).filter(|p| !p.is_empty()),
+                max_active: Some(i64::from(t.max_active)).filter(|&n| n > 0),
                 depends_on: t
                     .depends_on
                     .iter()
@@ -297,13 +383,18 @@ pub fn export(tasks: &[Task]) -> String {
             }
         })
         .collect();
-    serde_norway::to_string(&Document { tasks }).unwrap_or_default()
+    let document = Document {
+        calendars,
+        pools,
+        tasks,
+    };
+    serde_norway::to_string(&document).unwrap_or_default()
 }
 
 /// The form field an apply error is about, from the parser's message
 /// (`edit form: task "x" (tasks[0], line 3): schedule: ...`); "" when it names none.
 pub fn field_of(message: &str) -> &'static str {
-    const FIELDS: [&str; 18] = [
+    const FIELDS: [&str; 20] = [
         "id",
         "command",
         "schedule",
@@ -322,6 +413,8 @@ pub fn field_of(message: &str) -> &'static str {
         "expected_duration",
         "deadline",
         "catchup",
+        "pool",
+        "max_active",
     ];
     // The part after the task's description names the field first.
     let detail = message.rsplit_once("): ").map_or(message, |(_, d)| d);
@@ -385,7 +478,7 @@ mod tests {
 
     #[test]
     fn an_exported_task_parses_back_to_the_same_definition() {
-        let document = export(&[stored()]);
+        let document = export(&[stored()], &[], &[]);
         let specs = dagfile::parse(&document, "export").unwrap().tasks;
         let spec = &specs[0];
         assert_eq!(spec.command, "load.sh {{etl_day}}");
@@ -407,11 +500,101 @@ mod tests {
         );
         assert_eq!(spec.catchup, goflow_core::CatchUp::All);
         // The default is left out of the document.
-        let latest = export(&[Task {
-            catchup: "latest".into(),
-            ..stored()
-        }]);
+        let latest = export(
+            &[Task {
+                catchup: "latest".into(),
+                ..stored()
+            }],
+            &[],
+            &[],
+        );
         assert!(!latest.contains("catchup"), "{latest}");
+    }
+
+    /// A task's pool, max_active and calendars survive the edit form and the export, and the
+    /// export carries the calendars and pools it names (only those), so it applies on its own.
+    #[test]
+    fn pools_limits_and_calendars_survive_the_form_and_the_export() {
+        let task = Task {
+            pool: "warehouse".into(),
+            max_active: 2,
+            calendar: "cn_workday".into(),
+            depends_on: vec![TaskDependency {
+                task: "ledger".into(),
+                day_offset: -1,
+                calendar: "trading".into(),
+            }],
+            ..stored()
+        };
+        let ledger = Task {
+            id: "ledger".into(),
+            command: "ledger.sh".into(),
+            timezone: "UTC".into(),
+            queue: "default".into(),
+            ..Task::default()
+        };
+        let calendar = |id: &str| Calendar {
+            id: id.into(),
+            weekdays: vec!["mon".into(), "tue".into()],
+            exclude: vec!["20261001".into()],
+            include: vec!["20260927".into()],
+            description: format!("{id} days"),
+            tasks: vec![],
+        };
+        let pool = |id: &str, slots| Pool {
+            id: id.into(),
+            slots,
+            ..Pool::default()
+        };
+        let document = export(
+            &[ledger, task.clone()],
+            &[calendar("cn_workday"), calendar("trading"), calendar("unused")],
+            &[pool("warehouse", 3), pool("other", 9)],
+        );
+        let parsed = dagfile::parse(&document, "export").unwrap();
+        let ids = |c: &[goflow_core::calendar::Calendar]| c.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&parsed.calendars), ["cn_workday", "trading"], "{document}");
+        let cn = &parsed.calendars[0];
+        assert!(
+            cn.contains(goflow_core::EtlDay::parse("20260927").unwrap()),
+            "a make-up workday: {document}"
+        );
+        assert!(
+            !cn.contains(goflow_core::EtlDay::parse("20261001").unwrap()),
+            "a holiday: {document}"
+        );
+        assert_eq!(parsed.pools.len(), 1, "{document}");
+        assert_eq!(
+            (parsed.pools[0].id.as_str(), parsed.pools[0].slots),
+            ("warehouse", 3)
+        );
+        let load = &parsed.tasks[1];
+        assert_eq!(load.pool.as_deref(), Some("warehouse"));
+        assert_eq!(load.max_active, Some(2));
+
+        let form = TaskForm::from_task(&task);
+        assert_eq!((form.pool.as_str(), form.max_active.as_str()), ("warehouse", "2"));
+        let from_form = dagfile::parse(&form.to_document().unwrap(), "form")
+            .unwrap()
+            .tasks;
+        assert_eq!(from_form[0].pool.as_deref(), Some("warehouse"));
+        assert_eq!(from_form[0].max_active, Some(2));
+        // No limit is an empty field, and stays none.
+        let unlimited = TaskForm::from_task(&stored());
+        assert_eq!((unlimited.pool.as_str(), unlimited.max_active.as_str()), ("", ""));
+        let from_form = dagfile::parse(&unlimited.to_document().unwrap(), "form")
+            .unwrap()
+            .tasks;
+        assert_eq!(
+            (from_form[0].pool.as_deref(), from_form[0].max_active),
+            (None, None)
+        );
+        let mut bad = TaskForm::from_task(&task);
+        bad.max_active = "two".into();
+        assert_eq!(bad.to_document().unwrap_err().0, "max_active");
+        bad.max_active = "0".into();
+        let error = dagfile::parse(&bad.to_document().unwrap(), "edit form").unwrap_err();
+        assert_eq!(field_of(&error.to_string()), "max_active", "{error}");
     }
 
     #[test]

@@ -11,7 +11,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use goflow_core::dag::is_valid_task_id;
 use goflow_core::dagfile;
-use goflow_proto::{ApplyTasksRequest, FieldChange, GetTaskRequest, ListTasksRequest};
+use goflow_proto::{
+    ApplyTasksRequest, Calendar, FieldChange, GetTaskRequest, ListCalendarsRequest, ListPoolsRequest,
+    ListTasksRequest, Pool,
+};
 use serde::Deserialize;
 use tonic::Code;
 
@@ -298,7 +301,11 @@ pub async fn export_task(app: AppState, Path(id): Path<String>) -> Result<Respon
         .await
         .map_err(|status| app.fail(status))?
         .into_inner();
-    Ok(yaml_download(&format!("{id}.yaml"), export(&[task])))
+    let (calendars, pools) = calendars_and_pools(&app).await?;
+    Ok(yaml_download(
+        &format!("{id}.yaml"),
+        export(&[task], &calendars, &pools),
+    ))
 }
 
 /// `GET /export.yaml`: every task, in dependency order, as one DAG document.
@@ -310,7 +317,29 @@ pub async fn export_all(app: AppState) -> Result<Response, WebError> {
         .map_err(|status| app.fail(status))?
         .into_inner()
         .tasks;
-    Ok(yaml_download("goflow-tasks.yaml", export(&tasks)))
+    let (calendars, pools) = calendars_and_pools(&app).await?;
+    Ok(yaml_download(
+        "goflow-tasks.yaml",
+        export(&tasks, &calendars, &pools),
+    ))
+}
+
+/// The stored calendars and pools, for an export to carry the ones its tasks name.
+async fn calendars_and_pools(app: &AppState) -> Result<(Vec<Calendar>, Vec<Pool>), WebError> {
+    let mut client = app.client();
+    let calendars = client
+        .list_calendars(ListCalendarsRequest {})
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .calendars;
+    let pools = client
+        .list_pools(ListPoolsRequest {})
+        .await
+        .map_err(|status| app.fail(status))?
+        .into_inner()
+        .pools;
+    Ok((calendars, pools))
 }
 
 #[cfg(test)]
@@ -326,6 +355,12 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("transform.sh {{etl_day}}</textarea>"));
         assert!(body.contains(">extract -1</textarea>"));
+        // Its limits are fields too, so that saving keeps them.
+        assert!(body.contains(r#"id="f-pool" name="pool" value="""#), "{body}");
+        assert!(
+            body.contains(r#"id="f-max_active" name="max_active" value="""#),
+            "{body}"
+        );
         // The catchup policy is a choice of three, the stored one selected.
         let (_, body) = get(&app, "/tasks/extract/edit").await;
         assert!(
