@@ -459,6 +459,10 @@ async fn leadership_loop(
     }
 }
 
+/// How often PostgreSQL's statistics of the busiest tables are checked (a cheap read of
+/// `pg_stat_user_tables`; an ANALYZE only when a table changed by as many rows as it has).
+const STATISTICS_EVERY: Duration = Duration::from_secs(5);
+
 /// How long a step-down waits for the old engine's loops to finish what they were doing.
 const STEP_DOWN_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -520,6 +524,7 @@ async fn lead(
             .clone()
             .metrics_loop(crate::metrics::REFRESH_PERIOD, stop.clone()),
     );
+    loops.spawn(engine.clone().statistics_loop(STATISTICS_EVERY, stop.clone()));
     // Issue 18: ended tries' logs to object storage, and the nightly clean.
     loops.spawn(engine.clone().log_archive_loop(stop.clone()));
     loops.spawn(engine.clone().retention_loop(stop.clone()));

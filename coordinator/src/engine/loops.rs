@@ -523,6 +523,44 @@ impl Engine {
         Ok(pushed + self.offer_held().await?)
     }
 
+    /// PostgreSQL only: says once when autovacuum is off, then analyzes `instances` and
+    /// `attempts` whenever they changed by as many rows as they hold (see `store::statistics`), so
+    /// that a claim by id never scans the queued rows.
+    pub async fn statistics_loop(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
+        if self.store.dialect() != store::Dialect::Postgres {
+            return;
+        }
+        let mut conn = match self.store.read().await {
+            Ok(conn) => conn,
+            Err(e) => return tracing::warn!("planner statistics: {e:#}"),
+        };
+        if let Ok(true) = store::autovacuum_off(&mut conn).await {
+            tracing::warn!(
+                "PostgreSQL's autovacuum is off: goflow analyzes its busiest tables itself, but their \
+                 dead rows pile up until someone runs VACUUM (instances, attempts, log_chunks)"
+            );
+        }
+        drop(conn);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let analyzed = async {
+                let mut conn = self.store.read().await?;
+                store::analyze_grown_tables(&mut conn).await
+            };
+            match analyzed.await {
+                Ok(tables) => {
+                    for (table, changes) in tables {
+                        tracing::info!("analyzed {table}: {changes} rows changed since its last analysis");
+                    }
+                }
+                Err(e) => tracing::warn!("planner statistics: {e:#}"),
+            }
+        }
+    }
+
     /// Refreshes the metrics read from the store (instances by state, queues) and the agents'
     /// gauges (slots, running tries, heartbeat age), every `period`, while leading.
     pub async fn metrics_loop(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
