@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use goflow_agent::DispatchQueue;
 use goflow_core::{Dag, Dispatch, Period, PeriodKind, TaskSpec};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{InstanceRow, Store, StoredTask};
@@ -231,6 +231,8 @@ fn article(kind: PeriodKind) -> &'static str {
 /// Instances written per statement batch by a run (all in one transaction) or per
 /// transaction by a kill (between chunks, agents' reports get the store).
 const CHUNK: usize = 2000;
+/// Finished instance ids a slow watch may be behind before it is told it lagged.
+pub const FINISHES_KEPT: usize = 1024;
 
 pub struct Engine {
     store: Store,
@@ -243,6 +245,9 @@ pub struct Engine {
     /// Bumped after every commit that changes instances, tries or logs: waiters and log
     /// tailers wake on it instead of polling.
     changes: watch::Sender<u64>,
+    /// Instances a try's report finished (success, failed, killed), sent before the change
+    /// signal that goes with them: a watch waiting for its last instance reads at once.
+    finishes: broadcast::Sender<i64>,
     wake_retries: Notify,
     wake_cron: Notify,
     cron_started: std::sync::atomic::AtomicBool,
@@ -288,6 +293,7 @@ impl Engine {
             mode,
             epoch,
             changes: watch::channel(0).0,
+            finishes: broadcast::channel(FINISHES_KEPT).0,
             wake_retries: Notify::new(),
             wake_cron: Notify::new(),
             cron_started: std::sync::atomic::AtomicBool::new(false),
@@ -348,6 +354,12 @@ impl Engine {
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// The ids of instances finished by a try's report from now on (a receiver that falls
+    /// more than [`FINISHES_KEPT`] behind is told it lagged).
+    pub fn subscribe_finishes(&self) -> broadcast::Receiver<i64> {
+        self.finishes.subscribe()
     }
 
     fn changed(&self) {

@@ -68,6 +68,8 @@ pub(super) struct FinishStep {
     /// The try's outcome, when this report closed it (for the metrics).
     closed: Option<&'static str>,
     up_for_retry: bool,
+    /// The instance, when this report finished it (success, failed or killed).
+    finished: Option<i64>,
     dispatches: Vec<Dispatch>,
     /// A released downstream claimed for the reporting agent in the same transaction.
     handed_off: Option<(Dispatch, Box<Granted>)>,
@@ -79,6 +81,7 @@ impl FinishStep {
             outcome: FinishOutcome::Stale(reason),
             closed,
             up_for_retry: false,
+            finished: None,
             dispatches: vec![],
             handed_off: None,
         }
@@ -142,6 +145,11 @@ impl Engine {
         }
         if step.up_for_retry {
             self.wake_retries.notify_one();
+        }
+        if let Some(id) = step.finished {
+            // Before the change signal below, so that a watch it wakes sees it (no receiver: no
+            // watch, nothing to do).
+            let _ = self.finishes.send(id);
         }
         let next = step
             .handed_off
@@ -429,6 +437,7 @@ impl Engine {
             outcome: FinishOutcome::Accepted,
             closed,
             up_for_retry: to == InstanceState::UpForRetry,
+            finished: to.is_finished().then_some(row.id),
             dispatches,
             handed_off,
         })

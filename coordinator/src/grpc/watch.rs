@@ -6,12 +6,18 @@
 //! differ from what it sent before. Only the leader's engine changes instances, and only the
 //! leader answers (the others pass the call on), so the signal misses nothing; a slow
 //! [`WATCH_POLL`] is kept as a safety net all the same.
+//!
+//! Between two reads a watch pauses in proportion to what a read costs, so that a busy chain
+//! does not have it read after every change; but when a try's report finishes the last of its
+//! unfinished instances (the engine names the instances its reports finish), it reads at once:
+//! that is the read `goflowctl run --wait` is waiting for.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use goflow_core::Role;
 use goflow_proto as pb;
+use tokio::sync::broadcast::{self, error::TryRecvError};
 use tonic::{Request, Response, Status};
 
 use super::term_over;
@@ -124,12 +130,18 @@ async fn stream_changes(
 ) -> Result<(), Status> {
     let engine = api.engine.clone();
     let mut changes = engine.subscribe_changes();
+    let mut finishes = engine.subscribe_finishes();
     let term_ended = engine.term_ended();
     let mut sent: BTreeMap<i64, pb::Instance> = BTreeMap::new();
     let mut gone_told: HashSet<i64> = HashSet::new();
     let mut initial = true;
     loop {
         changes.borrow_and_update();
+        // Finishes up to here are in the read below.
+        while !matches!(
+            finishes.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
         let read_at = Instant::now();
         let mut conn = api.read().await?;
         let rows = store::list_instances(&mut conn, &filter)
@@ -168,6 +180,11 @@ async fn stream_changes(
             }
         }
         initial = false;
+        let unfinished: HashSet<i64> = now
+            .values()
+            .filter(|i| !matches!(i.state.as_str(), "success" | "failed" | "killed"))
+            .map(|i| i.id)
+            .collect();
         sent = now;
         let pause = (PAUSE_PER_INSTANCE * rows.len() as u32).max(read_at.elapsed() * PAUSE_PER_READ);
         tokio::select! {
@@ -175,6 +192,11 @@ async fn stream_changes(
             _ = tokio::time::sleep(WATCH_POLL) => {}
             _ = tx.closed() => return Ok(()),
             _ = term_ended.cancelled() => return Err(term_over()),
+        }
+        // The last unfinished ones just finished: the watch is likely over, and its waiter
+        // hears it now rather than after the pause.
+        if last_ones_finished(&mut finishes, &unfinished) {
+            continue;
         }
         if let Some(rest) = pause.checked_sub(read_at.elapsed()) {
             tokio::select! {
@@ -186,9 +208,53 @@ async fn stream_changes(
     }
 }
 
+/// Whether the finishes received since the last read cover every one of `unfinished` (none
+/// left: false). A receiver that lagged cannot tell, and says no: the pause is kept.
+fn last_ones_finished(finishes: &mut broadcast::Receiver<i64>, unfinished: &HashSet<i64>) -> bool {
+    let mut finished = HashSet::new();
+    loop {
+        match finishes.try_recv() {
+            Ok(id) => {
+                finished.insert(id);
+            }
+            Err(TryRecvError::Lagged(_)) => return false,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    !unfinished.is_empty() && unfinished.is_subset(&finished)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_last_unfinished_ones_finishing_skips_the_pause() {
+        let (sender, mut finishes) = broadcast::channel(4);
+        let unfinished = HashSet::from([1, 2]);
+        sender.send(1).unwrap();
+        assert!(!last_ones_finished(&mut finishes, &unfinished), "2 still runs");
+        sender.send(2).unwrap();
+        sender.send(7).unwrap();
+        assert!(
+            !last_ones_finished(&mut finishes, &unfinished),
+            "1 was heard of before the last read, not since"
+        );
+        sender.send(1).unwrap();
+        sender.send(2).unwrap();
+        assert!(last_ones_finished(&mut finishes, &unfinished));
+        assert!(
+            !last_ones_finished(&mut finishes, &HashSet::new()),
+            "nothing unfinished: no finish to wait for"
+        );
+        for id in 0..10 {
+            sender.send(id).unwrap();
+        }
+        assert!(
+            !last_ones_finished(&mut finishes, &unfinished),
+            "lagged: it cannot tell, so it keeps the pause"
+        );
+    }
 
     fn req(ids: Vec<i64>, task: &str, etl_day: &str) -> pb::WatchInstancesRequest {
         pb::WatchInstancesRequest {
