@@ -50,6 +50,8 @@ mod pool_tests;
 mod term_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod waits_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
