@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use goflow_core::Role;
 use goflow_proto as pb;
-use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tonic::{Request, Response, Status};
 
 use super::term_over;
@@ -180,11 +183,12 @@ async fn stream_changes(
             }
         }
         initial = false;
-        let unfinished: HashSet<i64> = now
-            .values()
-            .filter(|i| !matches!(i.state.as_str(), "success" | "failed" | "killed"))
-            .map(|i| i.id)
-            .collect();
+        let mut last = LastOnes::new(
+            now.values()
+                .filter(|i| !matches!(i.state.as_str(), "success" | "failed" | "killed"))
+                .map(|i| i.id)
+                .collect(),
+        );
         sent = now;
         let pause = (PAUSE_PER_INSTANCE * rows.len() as u32).max(read_at.elapsed() * PAUSE_PER_READ);
         tokio::select! {
@@ -193,35 +197,71 @@ async fn stream_changes(
             _ = tx.closed() => return Ok(()),
             _ = term_ended.cancelled() => return Err(term_over()),
         }
-        // The last unfinished ones just finished: the watch is likely over, and its waiter
-        // hears it now rather than after the pause.
-        if last_ones_finished(&mut finishes, &unfinished) {
+        // The last unfinished ones finished: the watch is likely over, and its waiter hears
+        // it now rather than after the pause (which such a finish also cuts short).
+        if last.drain(&mut finishes) {
             continue;
         }
         if let Some(rest) = pause.checked_sub(read_at.elapsed()) {
-            tokio::select! {
-                _ = tokio::time::sleep(rest) => {}
-                _ = tx.closed() => return Ok(()),
-                _ = term_ended.cancelled() => return Err(term_over()),
+            let sleep = tokio::time::sleep(rest);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    heard = finishes.recv() => match heard {
+                        Ok(id) => if last.hear(Some(id)) { break },
+                        Err(RecvError::Lagged(_)) => { last.hear(None); }
+                        // No engine sends any more: the pause runs out.
+                        Err(RecvError::Closed) => { (&mut sleep).await; break }
+                    },
+                    _ = tx.closed() => return Ok(()),
+                    _ = term_ended.cancelled() => return Err(term_over()),
+                }
             }
         }
     }
 }
 
-/// Whether the finishes received since the last read cover every one of `unfinished` (none
-/// left: false). A receiver that lagged cannot tell, and says no: the pause is kept.
-fn last_ones_finished(finishes: &mut broadcast::Receiver<i64>, unfinished: &HashSet<i64>) -> bool {
-    let mut finished = HashSet::new();
-    loop {
-        match finishes.try_recv() {
-            Ok(id) => {
-                finished.insert(id);
-            }
-            Err(TryRecvError::Lagged(_)) => return false,
-            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+/// The watched instances not finished at the last read, and the finishes heard of since.
+struct LastOnes {
+    unfinished: HashSet<i64>,
+    heard: HashSet<i64>,
+    /// Finishes were missed: whether the last ones finished cannot be told.
+    lagged: bool,
+}
+
+impl LastOnes {
+    fn new(unfinished: HashSet<i64>) -> Self {
+        Self {
+            unfinished,
+            heard: HashSet::new(),
+            lagged: false,
         }
     }
-    !unfinished.is_empty() && unfinished.is_subset(&finished)
+
+    /// Takes a finish (None: some were missed); whether every unfinished one has finished
+    /// now (never when none was unfinished, or some were missed).
+    fn hear(&mut self, finished: Option<i64>) -> bool {
+        match finished {
+            Some(id) => {
+                self.heard.insert(id);
+            }
+            None => self.lagged = true,
+        }
+        !self.lagged && !self.unfinished.is_empty() && self.unfinished.is_subset(&self.heard)
+    }
+
+    /// [`hear`](Self::hear)s the finishes already sent, without waiting.
+    fn drain(&mut self, finishes: &mut broadcast::Receiver<i64>) -> bool {
+        let mut done = false;
+        loop {
+            match finishes.try_recv() {
+                Ok(id) => done = self.hear(Some(id)),
+                Err(TryRecvError::Lagged(_)) => done = self.hear(None),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return done,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,31 +269,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_last_unfinished_ones_finishing_skips_the_pause() {
+    fn only_the_last_unfinished_ones_finishing_ends_the_wait() {
         let (sender, mut finishes) = broadcast::channel(4);
-        let unfinished = HashSet::from([1, 2]);
+        let mut last = LastOnes::new(HashSet::from([1, 2]));
         sender.send(1).unwrap();
-        assert!(!last_ones_finished(&mut finishes, &unfinished), "2 still runs");
-        sender.send(2).unwrap();
+        assert!(!last.drain(&mut finishes), "2 still runs");
         sender.send(7).unwrap();
-        assert!(
-            !last_ones_finished(&mut finishes, &unfinished),
-            "1 was heard of before the last read, not since"
-        );
-        sender.send(1).unwrap();
+        assert!(!last.drain(&mut finishes), "7 is not watched");
+        assert!(last.hear(Some(2)), "1 and 2 both finished since the read");
+        // A new read starts afresh.
+        let mut last = LastOnes::new(HashSet::from([1, 2]));
         sender.send(2).unwrap();
-        assert!(last_ones_finished(&mut finishes, &unfinished));
+        assert!(!last.drain(&mut finishes), "1 was heard of before this read");
         assert!(
-            !last_ones_finished(&mut finishes, &HashSet::new()),
+            !LastOnes::new(HashSet::new()).hear(Some(1)),
             "nothing unfinished: no finish to wait for"
         );
+        let mut last = LastOnes::new(HashSet::from([1]));
         for id in 0..10 {
             sender.send(id).unwrap();
         }
         assert!(
-            !last_ones_finished(&mut finishes, &unfinished),
+            !last.drain(&mut finishes),
             "lagged: it cannot tell, so it keeps the pause"
         );
+        assert!(!last.hear(Some(1)), "nor after the lag");
     }
 
     fn req(ids: Vec<i64>, task: &str, etl_day: &str) -> pb::WatchInstancesRequest {
