@@ -234,7 +234,7 @@ fn article(kind: PeriodKind) -> &'static str {
 /// transaction by a kill (between chunks, agents' reports get the store).
 const CHUNK: usize = 2000;
 /// Finished instance ids a slow watch may be behind before it is told it lagged.
-pub const FINISHES_KEPT: usize = 1024;
+const FINISHES_KEPT: usize = 1024;
 
 pub struct Engine {
     store: Store,

@@ -140,11 +140,8 @@ async fn stream_changes(
     let mut initial = true;
     loop {
         changes.borrow_and_update();
-        // Finishes up to here are in the read below.
-        while !matches!(
-            finishes.try_recv(),
-            Err(TryRecvError::Empty | TryRecvError::Closed)
-        ) {}
+        // Finishes up to here are in the read below: only those after it are news.
+        finishes = finishes.resubscribe();
         let read_at = Instant::now();
         let mut conn = api.read().await?;
         let rows = store::list_instances(&mut conn, &filter)
@@ -184,9 +181,9 @@ async fn stream_changes(
         }
         initial = false;
         let mut last = LastOnes::new(
-            now.values()
-                .filter(|i| !matches!(i.state.as_str(), "success" | "failed" | "killed"))
-                .map(|i| i.id)
+            rows.iter()
+                .filter(|r| !r.state.is_finished())
+                .map(|r| r.id)
                 .collect(),
         );
         sent = now;

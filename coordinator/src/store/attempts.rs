@@ -130,6 +130,9 @@ pub async fn running_attempts(db: &mut impl Db) -> anyhow::Result<Vec<AttemptRow
     Ok(sqlx::query_as(d.sql(&sql)).fetch_all(db.conn()).await?)
 }
 
+/// A running try closed with its outcome; bound by state, exit code, message, finished_at, id.
+pub(super) const CLOSE_RUNNING_ATTEMPT: &str = "UPDATE attempts SET state = ?, exit_code = ?, message = ?, finished_at = ? WHERE id = ? AND state = 'running'";
+
 /// running -> the try's outcome. False if the try was already closed.
 pub async fn finish_attempt(
     db: &mut impl Db,
@@ -140,16 +143,14 @@ pub async fn finish_attempt(
     now: i64,
 ) -> anyhow::Result<bool> {
     let d = db.dialect();
-    let done = sqlx::query(d.sql(
-        "UPDATE attempts SET state = ?, exit_code = ?, message = ?, finished_at = ? WHERE id = ? AND state = 'running'",
-    ))
-    .bind(state)
-    .bind(exit_code)
-    .bind(message)
-    .bind(now)
-    .bind(id)
-    .execute(db.conn())
-    .await?;
+    let done = sqlx::query(d.sql(CLOSE_RUNNING_ATTEMPT))
+        .bind(state)
+        .bind(exit_code)
+        .bind(message)
+        .bind(now)
+        .bind(id)
+        .execute(db.conn())
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

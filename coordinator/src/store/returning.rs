@@ -9,6 +9,7 @@ use goflow_core::timings::Phase;
 use sqlx::Row;
 
 use super::Db;
+use super::attempts::CLOSE_RUNNING_ATTEMPT;
 use goflow_core::InstanceKey;
 
 use super::instances::{
@@ -196,20 +197,18 @@ pub async fn finish_running_attempt(
     if !d.update_returning() {
         return Ok(None);
     }
-    let row = sqlx::query(d.sql(
-        "UPDATE attempts SET state = ?, exit_code = ?, message = ?, finished_at = ?
-         WHERE id = ? AND state = 'running' AND epoch = ? AND agent_id = ?
-         RETURNING instance_id, try_number",
-    ))
-    .bind(outcome)
-    .bind(exit_code)
-    .bind(message)
-    .bind(now)
-    .bind(id)
-    .bind(epoch)
-    .bind(agent)
-    .fetch_optional(db.conn())
-    .await?;
+    let sql =
+        format!("{CLOSE_RUNNING_ATTEMPT} AND epoch = ? AND agent_id = ? RETURNING instance_id, try_number");
+    let row = sqlx::query(d.sql(&sql))
+        .bind(outcome)
+        .bind(exit_code)
+        .bind(message)
+        .bind(now)
+        .bind(id)
+        .bind(epoch)
+        .bind(agent)
+        .fetch_optional(db.conn())
+        .await?;
     Ok(row
         .map(|row| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?)))
         .transpose()?)

@@ -10,8 +10,11 @@
 
 use super::{Db, Dialect};
 
-/// The tables whose lookups by id an index on `state` competes with.
-const TABLES: [&str; 2] = ["instances", "attempts"];
+/// The tables whose lookups by id an index on `state` competes with, and how each is analyzed.
+const TABLES: [(&str, &str); 2] = [
+    ("instances", "ANALYZE instances"),
+    ("attempts", "ANALYZE attempts"),
+];
 /// Changes before a table is worth analyzing at all: below this, a scan of its queued rows is
 /// as cheap as a lookup.
 const MIN_CHANGES: i64 = 1_000;
@@ -28,18 +31,15 @@ pub async fn analyze_grown_tables(db: &mut impl Db) -> anyhow::Result<Vec<(Strin
          WHERE schemaname = current_schema() AND relname IN ($1, $2)
            AND n_mod_since_analyze >= $3 AND n_mod_since_analyze >= n_live_tup",
     )
-    .bind(TABLES[0])
-    .bind(TABLES[1])
+    .bind(TABLES[0].0)
+    .bind(TABLES[1].0)
     .bind(MIN_CHANGES)
     .fetch_all(db.conn())
     .await?;
     for (table, _) in &grown {
-        let analyze = match table.as_str() {
-            "instances" => "ANALYZE instances",
-            "attempts" => "ANALYZE attempts",
-            other => anyhow::bail!("not one of goflow's tables: {other}"),
-        };
-        sqlx::query(analyze).execute(db.conn()).await?;
+        if let Some((_, analyze)) = TABLES.iter().find(|(name, _)| name == table) {
+            sqlx::query(*analyze).execute(db.conn()).await?;
+        }
     }
     Ok(grown)
 }

@@ -326,20 +326,13 @@ pub async fn export_all(app: AppState) -> Result<Response, WebError> {
 
 /// The stored calendars and pools, for an export to carry the ones its tasks name.
 async fn calendars_and_pools(app: &AppState) -> Result<(Vec<Calendar>, Vec<Pool>), WebError> {
-    let mut client = app.client();
-    let calendars = client
-        .list_calendars(ListCalendarsRequest {})
-        .await
-        .map_err(|status| app.fail(status))?
-        .into_inner()
-        .calendars;
-    let pools = client
-        .list_pools(ListPoolsRequest {})
-        .await
-        .map_err(|status| app.fail(status))?
-        .into_inner()
-        .pools;
-    Ok((calendars, pools))
+    let (mut calendars, mut pools) = (app.client(), app.client());
+    let (calendars, pools) = tokio::try_join!(
+        calendars.list_calendars(ListCalendarsRequest {}),
+        pools.list_pools(ListPoolsRequest {}),
+    )
+    .map_err(|status| app.fail(status))?;
+    Ok((calendars.into_inner().calendars, pools.into_inner().pools))
 }
 
 #[cfg(test)]
